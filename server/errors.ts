@@ -1,0 +1,90 @@
+/**
+ * Errors with stable codes. A client sees `{ code, message }`, never a stack.
+ * Codes are a closed union so that the client library can switch on them.
+ */
+export type ErrorCode =
+  | 'BAD_REQUEST'
+  | 'NOT_FOUND'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'IMAGE_TOO_LARGE'
+  | 'IMAGE_TOO_SMALL'
+  | 'CONSENT_REQUIRED'
+  | 'NO_FACE'
+  | 'TOKEN_INVALID'
+  | 'TOKEN_EXPIRED'
+  | 'FORBIDDEN'
+  | 'ROOM_NOT_FOUND'
+  | 'ROOM_BUSY'
+  | 'INVALID_MESSAGE'
+  | 'INVALID_SDP'
+  | 'INVALID_STATE'
+  | 'MODEL_PACK_INVALID'
+  | 'CONFIG_INVALID'
+  | 'ENGINE_FAILED'
+  | 'UNSUPPORTED'
+  | 'INTERNAL';
+
+/** HTTP status for each code, for the REST API. */
+export const httpStatus: Record<ErrorCode, number> = {
+  BAD_REQUEST: 400,
+  NOT_FOUND: 404,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  IMAGE_TOO_LARGE: 413,
+  IMAGE_TOO_SMALL: 422,
+  CONSENT_REQUIRED: 422,
+  NO_FACE: 422,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  FORBIDDEN: 403,
+  ROOM_NOT_FOUND: 404,
+  ROOM_BUSY: 409,
+  INVALID_MESSAGE: 400,
+  INVALID_SDP: 400,
+  INVALID_STATE: 409,
+  MODEL_PACK_INVALID: 500,
+  CONFIG_INVALID: 500,
+  ENGINE_FAILED: 500,
+  UNSUPPORTED: 501,
+  INTERNAL: 500,
+};
+
+/** An error whose code and message may be shown to a client. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AppError';
+    this.code = code;
+  }
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** The object was used after close() or before it was ready. */
+export class InvalidStateError extends AppError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('INVALID_STATE', message, options);
+    this.name = 'InvalidStateError';
+  }
+}
+
+/** A model pack failed validation; names the pack and the file. */
+export class ModelPackError extends AppError {
+  readonly pack: string;
+  readonly file: string | undefined;
+  constructor(pack: string, file: string | undefined, message: string, options?: { cause?: unknown }) {
+    super('MODEL_PACK_INVALID', `model pack "${pack}"${file ? `, file "${file}"` : ''}: ${message}`, options);
+    this.name = 'ModelPackError';
+    this.pack = pack;
+    this.file = file;
+  }
+}
+
+/** Maps anything thrown to what a client may see. Unknown errors become INTERNAL without details. */
+export function toPublicError(err: unknown): { code: ErrorCode; message: string } {
+  if (err instanceof AppError) return err.toJSON();
+  return { code: 'INTERNAL', message: 'internal error' };
+}
