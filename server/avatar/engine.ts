@@ -1,0 +1,51 @@
+/**
+ * The avatar engine interface. An AvatarSession (running off the signaling loop, in a worker thread)
+ * owns one engine: `prepare(portrait)` once per chosen portrait, then `render(driving, out)` per frame.
+ * Engines never allocate per frame: `out` is allocated by the session once per portrait size.
+ */
+import type { AvatarSettings } from '../signaling/protocol.js';
+
+/** 8-bit RGB, packed, stride = width * 3. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+/** I420 (YUV 4:2:0 planar): Y (w*h), then U and V ((w/2)*(h/2) each). Width and height are even. */
+export interface I420Frame {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+/** What prepare() learned about the portrait. */
+export interface PreparedPortrait {
+  /** Output video size (even numbers). */
+  width: number;
+  height: number;
+  /** Whether a face was found (engines that animate a face refuse a portrait without one). */
+  face: boolean;
+}
+
+/** Per-frame timings (ms) and state, reported into the stage histograms. */
+export interface RenderStats {
+  trackMs: number;
+  latentMs: number;
+  generateMs: number;
+  pasteMs: number;
+  /** A face was seen in the driving frame. */
+  face: boolean;
+}
+
+export interface AvatarEngine {
+  readonly name: string;
+  /** Per-portrait work: detection, landmarks, crops, masks. Throws AppError('NO_FACE') when needed. */
+  prepare(portrait: RgbImage): Promise<PreparedPortrait>;
+  /** Synthesizes one output frame (size of the prepared portrait) from one driving frame. */
+  render(driving: I420Frame, out: I420Frame, timestampMs: number): RenderStats;
+  updateSettings(settings: AvatarSettings): void;
+  /** Re-captures the performer's neutral face from the next frames. */
+  recalibrate(): void;
+  close(): void;
+}

@@ -1,0 +1,160 @@
+/**
+ * The signaling protocol, shared by the server and the client library (client/lib imports this file).
+ * Transport: socket.io. Every client → server event carries one payload object and an ack callback;
+ * the ack answers `Result<T>`: `{ ok: true, data }` or `{ ok: false, error: { code, message } }`.
+ * Every payload is validated on the server with `validate*` below before anything else happens.
+ *
+ * This module is pure: no Node or browser APIs, no imports but types.
+ */
+import type { ErrorCode } from '../errors.js';
+
+export type Role = 'performer' | 'viewer';
+export type FanoutKind = 'direct' | 'sfu';
+
+export interface SessionDescription {
+  type: 'offer' | 'answer';
+  sdp: string;
+}
+export interface IceCandidate {
+  candidate: string;
+  sdpMid?: string | null;
+  sdpMLineIndex?: number | null;
+}
+
+export interface PublicError {
+  code: ErrorCode;
+  message: string;
+}
+export type Result<T> = { ok: true; data: T } | { ok: false; error: PublicError };
+export type Ack<T> = (result: Result<T>) => void;
+
+/** Live avatar settings the performer may change at any time. */
+export interface AvatarSettings {
+  /** Scales the expression motion, 0..2; default 1. */
+  expressionStrength: number;
+  /** Apply the performer's head rotation to the portrait; default true. */
+  headMotion: boolean;
+  /** Retarget eye blinks and gaze; default true. */
+  eyeRetargeting: boolean;
+  /** Retarget lip motion; default true. */
+  lipRetargeting: boolean;
+  /** 'relative': motion relative to the performer's neutral; 'absolute': the performer's pose as is. */
+  poseMode: 'relative' | 'absolute';
+}
+export const defaultAvatarSettings: AvatarSettings = {
+  expressionStrength: 1,
+  headMotion: true,
+  eyeRetargeting: true,
+  lipRetargeting: true,
+  poseMode: 'relative',
+};
+
+export interface RoomInfo {
+  roomId: string;
+  portraitId: string | null;
+  /** Output size of the synthesized video (the prepared portrait's size). */
+  width: number;
+  height: number;
+  settings: AvatarSettings;
+}
+
+export interface JoinRequest {
+  token: string;
+}
+export interface JoinResponse {
+  role: Role;
+  room: RoomInfo;
+  fanout: FanoutKind;
+  iceServers: { urls: string | string[]; username?: string; credential?: string }[];
+}
+
+/** Performer: send an offer with a sendonly video (and audio) track; the server answers. */
+export interface PublishRequest {
+  sdp: SessionDescription;
+}
+/** Viewer (direct fan-out): send a recvonly offer (video + audio); the server answers. */
+export interface ViewRequest {
+  sdp: SessionDescription;
+}
+export interface SdpResponse {
+  sdp: SessionDescription;
+}
+export interface IceRequest {
+  /** Which of this socket's peer connections the candidate belongs to. */
+  target: 'publish' | 'view';
+  candidate: IceCandidate | null;
+}
+export interface SetPortraitRequest {
+  portraitId: string;
+}
+export interface SetSettingsRequest {
+  settings: Partial<AvatarSettings>;
+}
+
+/** SFU (mediasoup) fan-out messages, used when JoinResponse.fanout === 'sfu'. */
+export interface SfuCapabilitiesResponse {
+  routerRtpCapabilities: unknown;
+}
+export interface SfuTransportOptions {
+  id: string;
+  iceParameters: unknown;
+  iceCandidates: unknown[];
+  dtlsParameters: unknown;
+}
+export interface SfuConnectRequest {
+  transportId: string;
+  dtlsParameters: unknown;
+}
+export interface SfuConsumeRequest {
+  transportId: string;
+  rtpCapabilities: unknown;
+}
+export interface SfuConsumerInfo {
+  id: string;
+  producerId: string;
+  kind: 'audio' | 'video';
+  rtpParameters: unknown;
+}
+export interface SfuResumeRequest {
+  consumerId: string;
+}
+
+/** Live numbers the server pushes to the performer (and viewers) about once a second. */
+export interface RoomStats {
+  /** Synthesized frames per second over the last second. */
+  fps: number;
+  /** Server-side latency: frame received → synthesized frame published, p50 over the last second, ms. */
+  latencyMs: number;
+  engineMs: number;
+  droppedFrames: number;
+  viewers: number;
+  /** Whether the last driving frame had a face in it. */
+  face: boolean;
+}
+
+export type CloseReason = 'performer-left' | 'room-deleted' | 'server-shutdown' | 'replaced' | 'error';
+
+export interface ClientToServerEvents {
+  join: (req: JoinRequest, ack: Ack<JoinResponse>) => void;
+  publish: (req: PublishRequest, ack: Ack<SdpResponse>) => void;
+  unpublish: (req: Record<string, never>, ack: Ack<null>) => void;
+  view: (req: ViewRequest, ack: Ack<SdpResponse>) => void;
+  ice: (req: IceRequest, ack: Ack<null>) => void;
+  setPortrait: (req: SetPortraitRequest, ack: Ack<RoomInfo>) => void;
+  setSettings: (req: SetSettingsRequest, ack: Ack<AvatarSettings>) => void;
+  recalibrate: (req: Record<string, never>, ack: Ack<null>) => void;
+  'sfu:capabilities': (req: Record<string, never>, ack: Ack<SfuCapabilitiesResponse>) => void;
+  'sfu:createTransport': (req: Record<string, never>, ack: Ack<SfuTransportOptions>) => void;
+  'sfu:connect': (req: SfuConnectRequest, ack: Ack<null>) => void;
+  'sfu:consume': (req: SfuConsumeRequest, ack: Ack<SfuConsumerInfo[]>) => void;
+  'sfu:resume': (req: SfuResumeRequest, ack: Ack<null>) => void;
+}
+
+export interface ServerToClientEvents {
+  stats: (stats: RoomStats) => void;
+  room: (room: RoomInfo) => void;
+  ice: (msg: IceRequest) => void;
+  closed: (msg: { reason: CloseReason }) => void;
+  /** An error that is not the answer to a request (e.g. the engine failed). */
+  failure: (err: PublicError) => void;
+}
