@@ -1,0 +1,48 @@
+/**
+ * Shared vision types. Coordinates are in pixels of the frame they came from.
+ */
+
+/** 8-bit single-channel image, row-major, stride = width. */
+export interface GrayImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+/** A dlib rectangle: inclusive integer corners (width r-l+1; the shape predictor scales by r-l). */
+export interface Box {
+  l: number;
+  t: number;
+  r: number;
+  b: number;
+}
+
+/** Head pose from the 68 landmarks and a generic 3D face. Angles in degrees; translation in the camera
+ * frame (units of the generic model, approx. mm), for a pinhole with focal length = frame width. */
+export interface HeadPose {
+  yaw: number;
+  pitch: number;
+  roll: number;
+  tx: number;
+  ty: number;
+  tz: number;
+}
+
+/** One tracked face in one frame. */
+export interface FaceTrack {
+  box: Box;
+  /** 68 points (iBUG order), x0,y0,x1,y1,... after temporal smoothing. */
+  landmarks: Float32Array;
+  /** The predictor's raw integer output for this frame, before smoothing. */
+  rawLandmarks: Int32Array;
+  pose: HeadPose;
+  /** Eye openness: eye height / eye width (about 0.25-0.35 open, < 0.1 closed). */
+  eyes: { left: number; right: number };
+  /** Mouth openness: inner-lip gap / mouth width (0 closed, ~0.5+ wide open). */
+  mouth: number;
+  /** Gaze: pupil offset from the eye centre, normalised by the eye half-width (x) and half-height (y),
+   * each in about -1..1; positive x = towards image right, positive y = down. */
+  gaze: { x: number; y: number };
+  /** 0..1: how sure the tracker is that this is a face. */
+  confidence: number;
+}
