@@ -1,0 +1,199 @@
+/**
+ * The one config object. Built and validated once at start-up from (lowest to highest precedence) the defaults
+ * below, an optional JSON file (AVATAR_CONFIG=path) and environment variables. Nothing below this module reads
+ * process.env: every part of the server receives the typed slices it needs. Durations are in ms, sizes in bytes.
+ */
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { AppError } from './errors.js';
+import type { LogLevel } from './logger.js';
+
+export interface Config {
+  /** HTTP/socket.io listen host; default '0.0.0.0'. */
+  host: string;
+  /** Listen port; 0 picks a free port; default 8080 (env PORT). */
+  port: number;
+  /** Base URL used in performer/viewer links; default derived from the request's Host header. */
+  publicUrl: string | null;
+  logLevel: LogLevel;
+  /** Folder for uploaded portraits and their consent records; default ./data (env AVATAR_DATA_DIR). */
+  dataDir: string;
+  /** HMAC secret for room tokens; default: random per process (env AVATAR_TOKEN_SECRET to persist links). */
+  tokenSecret: string;
+  /** Lifetime of performer/viewer tokens; default 12 h. */
+  tokenTtlMs: number;
+  /** How long a room waits for its performer to reconnect; default 30 s. */
+  roomGraceMs: number;
+  upload: {
+    /** Largest accepted upload; default 10 MiB. */
+    maxBytes: number;
+    /** Largest accepted image in pixels (w*h); default 40 Mpx. */
+    maxPixels: number;
+    /** Smallest accepted side; default 64 px. */
+    minSide: number;
+  };
+  avatar: {
+    /** Engine for new rooms: 'default' (model pack), 'portrait' (re-renders the portrait), 'passthrough' (diagnostic:
+     * the driving picture unchanged; never the default). Default 'default'. */
+    engine: 'default' | 'portrait' | 'passthrough';
+    /** Model pack folder; default models/default. */
+    modelPack: string;
+    /** onnxruntime execution provider; default 'cpu' ('cuda' where a GPU is configured). */
+    executionProvider: 'cpu' | 'cuda';
+    /** ONNX intra-op threads; default 1 (video encoding shares the cores). */
+    intraOpThreads: number;
+    /** Output frame size (long side) of the synthesized video; default 512. */
+    outputSize: number;
+    /** Worker init deadline; default 30 s. */
+    initTimeoutMs: number;
+  };
+  media: {
+    /** ICE servers given to clients; default none (host candidates only). */
+    iceServers: { urls: string | string[]; username?: string; credential?: string }[];
+    /** Keep only ICE candidates whose address matches one of these (e.g. ['127.0.0.1'] in tests); default all. */
+    iceAddressAllowList: string[] | null;
+    /** Video bitrate cap per viewer, bits/s; default 1.5 Mbit/s. */
+    maxVideoBitrate: number;
+    /** Extra audio delay added to the measured video latency, ms; default 0. */
+    audioDelayOffsetMs: number;
+  };
+  fanout: {
+    /** 'auto' (mediasoup if a worker starts, else direct), 'direct' or 'sfu'; default 'auto'. */
+    mode: 'auto' | 'direct' | 'sfu';
+    /** mediasoup worker binary; default mediasoup's own (env MEDIASOUP_WORKER_BIN, read by mediasoup itself). */
+    mediasoupWorkerBin: string | null;
+    /** Announced IP for mediasoup WebRTC transports; default null (listen IP). */
+    announcedIp: string | null;
+    /** mediasoup listen IP; default '127.0.0.1'. */
+    listenIp: string;
+    rtcMinPort: number;
+    rtcMaxPort: number;
+  };
+}
+
+export const projectRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+export function defaultConfig(): Config {
+  return {
+    host: '0.0.0.0',
+    port: 8080,
+    publicUrl: null,
+    logLevel: 'info',
+    dataDir: path.join(projectRoot, 'data'),
+    tokenSecret: randomBytes(32).toString('hex'),
+    tokenTtlMs: 12 * 3600_000,
+    roomGraceMs: 30_000,
+    upload: { maxBytes: 10 * 1024 * 1024, maxPixels: 40_000_000, minSide: 64 },
+    avatar: {
+      engine: 'default',
+      modelPack: path.join(projectRoot, 'models', 'default'),
+      executionProvider: 'cpu',
+      intraOpThreads: 1,
+      outputSize: 512,
+      initTimeoutMs: 30_000,
+    },
+    media: { iceServers: [], iceAddressAllowList: null, maxVideoBitrate: 1_500_000, audioDelayOffsetMs: 0 },
+    fanout: {
+      mode: 'auto',
+      mediasoupWorkerBin: null,
+      announcedIp: null,
+      listenIp: '127.0.0.1',
+      rtcMinPort: 40000,
+      rtcMaxPort: 49999,
+    },
+  };
+}
+
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+
+function fail(message: string): never {
+  throw new AppError('CONFIG_INVALID', `config: ${message}`);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Deep-merges `over` into `base`, refusing unknown keys and values of the wrong type. */
+function merge<T extends Record<string, unknown>>(base: T, over: unknown, where: string): T {
+  if (!isRecord(over)) fail(`${where || 'root'} must be an object`);
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const key = where ? `${where}.${k}` : k;
+    if (!(k in base)) fail(`unknown option "${key}"`);
+    const cur = base[k];
+    if (isRecord(cur)) out[k] = merge(cur, v, key);
+    else if (cur === null || v === null) out[k] = v;
+    else if (Array.isArray(cur)) {
+      if (!Array.isArray(v)) fail(`"${key}" must be an array`);
+      out[k] = v;
+    } else if (typeof v !== typeof cur) fail(`"${key}" must be a ${typeof cur}`);
+    else out[k] = v;
+  }
+  return out as T;
+}
+
+function intIn(v: number, lo: number, hi: number, key: string): void {
+  if (!Number.isInteger(v) || v < lo || v > hi) fail(`"${key}" must be an integer in ${lo}..${hi} (got ${v})`);
+}
+
+/** Checks ranges and enums; throws AppError('CONFIG_INVALID') naming the option. */
+export function validateConfig(c: Config): Config {
+  intIn(c.port, 0, 65535, 'port');
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(c.logLevel)) fail(`"logLevel" must be debug|info|warn|error|silent`);
+  if (c.tokenSecret.length < 16) fail('"tokenSecret" must be at least 16 characters');
+  intIn(c.tokenTtlMs, 1000, 30 * 24 * 3600_000, 'tokenTtlMs');
+  intIn(c.roomGraceMs, 0, 3600_000, 'roomGraceMs');
+  intIn(c.upload.maxBytes, 1024, 200 * 1024 * 1024, 'upload.maxBytes');
+  intIn(c.upload.maxPixels, 4096, 400_000_000, 'upload.maxPixels');
+  intIn(c.upload.minSide, 1, 4096, 'upload.minSide');
+  if (!['default', 'portrait', 'passthrough'].includes(c.avatar.engine)) fail('"avatar.engine" must be default|portrait|passthrough');
+  if (!['cpu', 'cuda'].includes(c.avatar.executionProvider)) fail('"avatar.executionProvider" must be cpu|cuda');
+  intIn(c.avatar.intraOpThreads, 1, 64, 'avatar.intraOpThreads');
+  intIn(c.avatar.outputSize, 64, 2048, 'avatar.outputSize');
+  if (c.avatar.outputSize % 2 !== 0) fail('"avatar.outputSize" must be even');
+  intIn(c.avatar.initTimeoutMs, 100, 600_000, 'avatar.initTimeoutMs');
+  intIn(c.media.maxVideoBitrate, 50_000, 50_000_000, 'media.maxVideoBitrate');
+  intIn(c.media.audioDelayOffsetMs, -1000, 5000, 'media.audioDelayOffsetMs');
+  if (!['auto', 'direct', 'sfu'].includes(c.fanout.mode)) fail('"fanout.mode" must be auto|direct|sfu');
+  intIn(c.fanout.rtcMinPort, 1024, 65535, 'fanout.rtcMinPort');
+  intIn(c.fanout.rtcMaxPort, c.fanout.rtcMinPort, 65535, 'fanout.rtcMaxPort');
+  return c;
+}
+
+/** Builds the config from defaults, an optional overrides object (tests), a JSON file and env. */
+export function loadConfig(env: Record<string, string | undefined> = {}, overrides: DeepPartial<Config> = {}): Config {
+  let c: Config = defaultConfig();
+  const file = env.AVATAR_CONFIG;
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new AppError('CONFIG_INVALID', `config: cannot read ${file}`, { cause: err });
+    }
+    c = merge(c as unknown as Record<string, unknown>, parsed, '') as unknown as Config;
+  }
+  const num = (k: string): number | undefined => {
+    const v = env[k];
+    if (v === undefined || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) fail(`env ${k} must be a number (got "${v}")`);
+    return n;
+  };
+  c.port = num('PORT') ?? c.port;
+  if (env.HOST) c.host = env.HOST;
+  if (env.PUBLIC_URL) c.publicUrl = env.PUBLIC_URL;
+  if (env.LOG_LEVEL) c.logLevel = env.LOG_LEVEL as LogLevel;
+  if (env.AVATAR_DATA_DIR) c.dataDir = path.resolve(env.AVATAR_DATA_DIR);
+  if (env.AVATAR_TOKEN_SECRET) c.tokenSecret = env.AVATAR_TOKEN_SECRET;
+  if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
+  if (env.AVATAR_MODEL_PACK) c.avatar.modelPack = path.resolve(env.AVATAR_MODEL_PACK);
+  if (env.AVATAR_EP) c.avatar.executionProvider = env.AVATAR_EP as Config['avatar']['executionProvider'];
+  if (env.FANOUT) c.fanout.mode = env.FANOUT as Config['fanout']['mode'];
+  if (env.MEDIASOUP_WORKER_BIN) c.fanout.mediasoupWorkerBin = env.MEDIASOUP_WORKER_BIN;
+  if (env.MEDIASOUP_ANNOUNCED_IP) c.fanout.announcedIp = env.MEDIASOUP_ANNOUNCED_IP;
+  c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;
+  return validateConfig(c);
+}
