@@ -5,7 +5,7 @@
  * plain loops over typed arrays that take an optional output buffer, so per-frame callers allocate nothing.
  */
 import path from 'node:path';
-import sharp from 'sharp';
+import sharp, { type OutputInfo } from 'sharp';
 import { AppError } from '../errors.js';
 import type { I420Frame, RgbImage } from '../avatar/engine.js';
 import type { GrayImage } from '../vision/types.js';
@@ -17,7 +17,7 @@ import type { GrayImage } from '../vision/types.js';
  * @throws AppError('UNSUPPORTED_MEDIA_TYPE') when the content is not a decodable image, ('NOT_FOUND') for a missing file.
  */
 export async function loadImageRgb(input: string | Buffer | Uint8Array): Promise<RgbImage> {
-  let result: { data: Buffer; info: sharp.OutputInfo };
+  let result: { data: Buffer; info: OutputInfo };
   try {
     result = await sharp(input, { failOn: 'error', limitInputPixels: 268_402_689 })
       .rotate()
