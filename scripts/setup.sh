@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything the server and its tests need, idempotently: Debian packages (only the missing ones) and npm
+# packages (npm ci when node_modules is missing or older than package-lock.json).
+#   bash scripts/setup.sh              runtime + tests + benchmarks
+#   bash scripts/setup.sh --training   also PyTorch/ONNX for rebuilding the model pack (models/tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo none)
+if [ "$node_major" != "20" ]; then
+  echo "setup: Node.js 20 is required (found: $node_major). uWebSockets.js has native builds for Node 16-20 only." >&2
+  exit 1
+fi
+
+# chromium: end-to-end tests and benchmarks; ffmpeg: video I/O; libdlib-data: the 68-point landmark model;
+# opencv-data: face cascades; libdlib-dev + pkg-config + g++: the dlib C++ side of the tracking benchmark.
+pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++)
+if [ "${1:-}" = "--training" ]; then pkgs+=(python3-torch python3-onnx python3-numpy python3-opencv); fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+fi
+echo "setup: ready"
