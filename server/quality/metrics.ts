@@ -1,0 +1,251 @@
+/**
+ * Image and landmark quality metrics for offline evaluation (the scores that the portrait-animation papers report).
+ *
+ * Pure functions over typed arrays; no I/O. Images are interleaved 8-bit with `channels` channels (1 = gray, 3 = RGB).
+ * - L1: mean absolute difference, in units of the full range (0..1, i.e. divided by 255), over all channels.
+ * - PSNR: 10·log10(255² / MSE) in dB over all channels; +Infinity for identical images.
+ * - SSIM: Wang et al. 2004 with an 11×11 Gaussian window (σ 1.5), K1 = 0.01, K2 = 0.03, L = 255, computed over the
+ *   "valid" region (no padding, as in the reference MATLAB code), on each channel separately and averaged over channels.
+ * - AKD: mean Euclidean distance between corresponding landmarks, divided by a normalising distance (the inter-ocular
+ *   distance of the reference face, see interOcularDistance).
+ * - Pose error: mean absolute difference of yaw, pitch and roll, in degrees.
+ */
+import type { HeadPose } from '../vision/types.js';
+
+/** An interleaved 8-bit image (RgbImage has channels = 3, GrayImage channels = 1). */
+export interface PixelImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+function channelsOf(img: PixelImage): number {
+  const ch = img.data.length / (img.width * img.height);
+  if (!Number.isInteger(ch) || ch < 1) throw new TypeError('image data length is not width*height*channels');
+  return ch;
+}
+
+function assertSameShape(a: PixelImage, b: PixelImage): number {
+  if (a.width !== b.width || a.height !== b.height) {
+    throw new TypeError(`image sizes differ: ${a.width}x${a.height} vs ${b.width}x${b.height}`);
+  }
+  const ch = channelsOf(a);
+  if (channelsOf(b) !== ch) throw new TypeError('images have different channel counts');
+  return ch;
+}
+
+/** Mean absolute difference over all pixels and channels, divided by 255 (0 = identical, 1 = black vs white). */
+export function l1(a: PixelImage, b: PixelImage): number {
+  assertSameShape(a, b);
+  const x = a.data;
+  const y = b.data;
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += Math.abs(x[i]! - y[i]!);
+  return s / x.length / 255;
+}
+
+/** Mean squared error over all pixels and channels, in 8-bit units². */
+export function mse(a: PixelImage, b: PixelImage): number {
+  assertSameShape(a, b);
+  const x = a.data;
+  const y = b.data;
+  let s = 0;
+  for (let i = 0; i < x.length; i++) {
+    const d = x[i]! - y[i]!;
+    s += d * d;
+  }
+  return s / x.length;
+}
+
+/** Peak signal-to-noise ratio in dB (peak 255); +Infinity when the images are identical. */
+export function psnr(a: PixelImage, b: PixelImage): number {
+  const m = mse(a, b);
+  return m === 0 ? Number.POSITIVE_INFINITY : 10 * Math.log10((255 * 255) / m);
+}
+
+const SSIM_WIN = 11;
+const SSIM_SIGMA = 1.5;
+const SSIM_C1 = (0.01 * 255) ** 2;
+const SSIM_C2 = (0.03 * 255) ** 2;
+
+/** The normalised 1-D Gaussian (the 2-D window is its outer product, so filtering is separable). */
+const gauss1d: Float64Array = (() => {
+  const g = new Float64Array(SSIM_WIN);
+  const r = (SSIM_WIN - 1) / 2;
+  let sum = 0;
+  for (let i = 0; i < SSIM_WIN; i++) {
+    g[i] = Math.exp(-((i - r) ** 2) / (2 * SSIM_SIGMA * SSIM_SIGMA));
+    sum += g[i]!;
+  }
+  for (let i = 0; i < SSIM_WIN; i++) g[i]! /= sum;
+  return g;
+})();
+
+/**
+ * Separable "valid" Gaussian filtering of one plane: src is w×h, result is (w-10)×(h-10).
+ * `tmp` holds the horizontal pass ((w-10)×h).
+ */
+function filterValid(src: Float64Array, w: number, h: number, tmp: Float64Array, dst: Float64Array): void {
+  const ow = w - SSIM_WIN + 1;
+  const oh = h - SSIM_WIN + 1;
+  for (let y = 0; y < h; y++) {
+    const row = y * w;
+    for (let x = 0; x < ow; x++) {
+      let s = 0;
+      for (let k = 0; k < SSIM_WIN; k++) s += gauss1d[k]! * src[row + x + k]!;
+      tmp[y * ow + x] = s;
+    }
+  }
+  for (let y = 0; y < oh; y++) {
+    for (let x = 0; x < ow; x++) {
+      let s = 0;
+      for (let k = 0; k < SSIM_WIN; k++) s += gauss1d[k]! * tmp[(y + k) * ow + x]!;
+      dst[y * ow + x] = s;
+    }
+  }
+}
+
+/**
+ * Mean SSIM (Gaussian 11×11, σ 1.5, K1 0.01, K2 0.03, L 255, valid region), averaged over channels.
+ * For RGB images this is the per-channel SSIM averaged over R, G and B. Both sides must be at least 11×11.
+ */
+export function ssim(a: PixelImage, b: PixelImage): number {
+  const ch = assertSameShape(a, b);
+  const { width: w, height: h } = a;
+  if (w < SSIM_WIN || h < SSIM_WIN) throw new TypeError(`ssim needs images of at least ${SSIM_WIN}x${SSIM_WIN}`);
+  const n = w * h;
+  const ow = w - SSIM_WIN + 1;
+  const oh = h - SSIM_WIN + 1;
+  const on = ow * oh;
+  const x = new Float64Array(n);
+  const y = new Float64Array(n);
+  const xx = new Float64Array(n);
+  const yy = new Float64Array(n);
+  const xy = new Float64Array(n);
+  const tmp = new Float64Array(ow * h);
+  const mx = new Float64Array(on);
+  const my = new Float64Array(on);
+  const sxx = new Float64Array(on);
+  const syy = new Float64Array(on);
+  const sxy = new Float64Array(on);
+  let total = 0;
+  for (let c = 0; c < ch; c++) {
+    for (let i = 0; i < n; i++) {
+      const p = a.data[i * ch + c]!;
+      const q = b.data[i * ch + c]!;
+      x[i] = p;
+      y[i] = q;
+      xx[i] = p * p;
+      yy[i] = q * q;
+      xy[i] = p * q;
+    }
+    filterValid(x, w, h, tmp, mx);
+    filterValid(y, w, h, tmp, my);
+    filterValid(xx, w, h, tmp, sxx);
+    filterValid(yy, w, h, tmp, syy);
+    filterValid(xy, w, h, tmp, sxy);
+    let s = 0;
+    for (let i = 0; i < on; i++) {
+      const ux = mx[i]!;
+      const uy = my[i]!;
+      const vx = sxx[i]! - ux * ux;
+      const vy = syy[i]! - uy * uy;
+      const cxy = sxy[i]! - ux * uy;
+      s += ((2 * ux * uy + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((ux * ux + uy * uy + SSIM_C1) * (vx + vy + SSIM_C2));
+    }
+    total += s / on;
+  }
+  return total / ch;
+}
+
+/** Centre (mean) of landmarks [from, to) of a flat x0,y0,x1,y1,... array. */
+export function landmarkCentre(lm: ArrayLike<number>, from: number, to: number): [number, number] {
+  let sx = 0;
+  let sy = 0;
+  for (let i = from; i < to; i++) {
+    sx += lm[2 * i]!;
+    sy += lm[2 * i + 1]!;
+  }
+  const k = to - from;
+  return [sx / k, sy / k];
+}
+
+/**
+ * Inter-ocular distance of a 68-point (iBUG) face: the distance between the two eye centres (mean of points 36-41
+ * and of 42-47). Eye centres rather than outer corners, because the corners move with squints and winks.
+ */
+export function interOcularDistance(lm: ArrayLike<number>): number {
+  if (lm.length < 136) throw new TypeError('interOcularDistance needs 68 landmarks');
+  const [lx, ly] = landmarkCentre(lm, 36, 42);
+  const [rx, ry] = landmarkCentre(lm, 42, 48);
+  return Math.hypot(rx - lx, ry - ly);
+}
+
+/** Mean Euclidean distance between corresponding points of two flat landmark arrays (same length). */
+export function meanPointDistance(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length || a.length % 2 || a.length === 0) throw new TypeError('landmark arrays differ in length');
+  let s = 0;
+  for (let i = 0; i < a.length; i += 2) s += Math.hypot(a[i]! - b[i]!, a[i + 1]! - b[i + 1]!);
+  return s / (a.length / 2);
+}
+
+/**
+ * Average keypoint distance: mean landmark distance between `output` and `truth`, divided by `norm`
+ * (default: the inter-ocular distance of `truth`).
+ */
+export function akd(output: ArrayLike<number>, truth: ArrayLike<number>, norm?: number): number {
+  const d = norm ?? interOcularDistance(truth);
+  if (!(d > 0)) throw new TypeError('akd: the normalising distance must be positive');
+  return meanPointDistance(output, truth) / d;
+}
+
+/**
+ * Landmark motion relative to a reference frame, normalised by the reference's inter-ocular distance:
+ * (lm - ref) / iod(ref). Used to compare the motion of two different faces (cross-reenactment).
+ */
+export function relativeMotion(lm: ArrayLike<number>, ref: ArrayLike<number>, out?: Float64Array): Float64Array {
+  if (lm.length !== ref.length) throw new TypeError('landmark arrays differ in length');
+  const d = interOcularDistance(ref);
+  if (!(d > 0)) throw new TypeError('relativeMotion: degenerate reference face');
+  const o = out ?? new Float64Array(lm.length);
+  for (let i = 0; i < lm.length; i++) o[i] = (lm[i]! - ref[i]!) / d;
+  return o;
+}
+
+/** The smallest signed difference a-b of two angles in degrees, in (-180, 180]. */
+export function angleDiff(a: number, b: number): number {
+  let d = (a - b) % 360;
+  if (d > 180) d -= 360;
+  if (d <= -180) d += 360;
+  return d;
+}
+
+/** Head pose error: mean of |Δyaw|, |Δpitch|, |Δroll| in degrees. */
+export function poseErrorDeg(a: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>, b: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>): number {
+  return (Math.abs(angleDiff(a.yaw, b.yaw)) + Math.abs(angleDiff(a.pitch, b.pitch)) + Math.abs(angleDiff(a.roll, b.roll))) / 3;
+}
+
+/** Pose change from a reference pose (yaw, pitch, roll differences in degrees). */
+export function poseDelta(p: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>, ref: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>): {
+  yaw: number;
+  pitch: number;
+  roll: number;
+} {
+  return { yaw: angleDiff(p.yaw, ref.yaw), pitch: angleDiff(p.pitch, ref.pitch), roll: angleDiff(p.roll, ref.roll) };
+}
+
+/** Running mean that ignores nothing silently: callers count what they skip. Returns null when empty. */
+export class Mean {
+  #sum = 0;
+  #n = 0;
+  add(v: number): void {
+    this.#sum += v;
+    this.#n++;
+  }
+  get count(): number {
+    return this.#n;
+  }
+  get value(): number | null {
+    return this.#n ? this.#sum / this.#n : null;
+  }
+}
