@@ -1,0 +1,51 @@
+/**
+ * The engine registry: a name -> factory map. Adding an engine is one line in `factories`.
+ * Runs inside the avatar worker thread (server/avatar/worker.ts), never on the signaling loop.
+ */
+import type { AvatarEngine } from '../engine.js';
+import type { Logger } from '../../logger.js';
+import { AppError } from '../../errors.js';
+import { PortraitEngine } from './portrait.js';
+import { DiagnosticPassthroughEngine } from './passthrough.js';
+
+/** What every engine is constructed with (from config.avatar). */
+export interface EngineOptions {
+  /** Model pack folder (engines that use one). */
+  modelPack: string;
+  executionProvider: 'cpu' | 'cuda';
+  intraOpThreads: number;
+  /** Long side of the output video, even. */
+  outputSize: number;
+  /**
+   * TEST ONLY: the worker crashes (an uncaught exception) after rendering this many frames, to exercise the
+   * session's restart. Never set by the config.
+   */
+  crashAfterFrames?: number;
+}
+
+export type EngineFactory = (options: EngineOptions, log: Logger) => AvatarEngine | Promise<AvatarEngine>;
+
+const factories: Record<string, EngineFactory> = {
+  portrait: (o) => new PortraitEngine({ outputSize: o.outputSize }),
+  passthrough: (o) => new DiagnosticPassthroughEngine({ outputSize: o.outputSize }),
+};
+
+/** Names that createEngine() accepts. */
+export function engineNames(): string[] {
+  return [...new Set([...Object.keys(factories), 'default'])];
+}
+
+/**
+ * Creates an engine by name. 'default' is the model-pack engine once it is registered; until then it runs the
+ * portrait engine and says so in the log.
+ * @throws AppError('CONFIG_INVALID') for an unknown name.
+ */
+export async function createEngine(name: string, options: EngineOptions, log: Logger): Promise<AvatarEngine> {
+  let factory = factories[name];
+  if (!factory && name === 'default') {
+    log.info('no model-pack engine is registered yet: engine "default" runs the portrait engine (no animation)');
+    factory = factories.portrait;
+  }
+  if (!factory) throw new AppError('CONFIG_INVALID', `unknown avatar engine "${name}" (known: ${engineNames().join(', ')})`);
+  return factory(options, log);
+}

@@ -1,0 +1,392 @@
+/**
+ * AvatarSession: hosts one avatar engine in a worker thread and supervises it.
+ *
+ * - Off the signaling loop: the engine runs in a `worker_threads` Worker, so a slow engine never stalls other rooms.
+ * - Latest frame wins: driving frames are copied into a SharedArrayBuffer of two input slots; while the worker is
+ *   busy the newest frame replaces the pending one and a drop is counted. Output frames come back through two
+ *   shared output slots, allocated once per prepared portrait size.
+ * - Supervised: the worker must answer `init` within `initTimeoutMs`; if it crashes, the session emits 'failure',
+ *   starts a new worker, prepares the last portrait again and carries on (at most `maxRestarts` per
+ *   `restartWindowMs`, then it stays failed); close() asks the worker to close and terminates it after
+ *   `closeTimeoutMs`.
+ *
+ * Events: 'frame' (SessionFrame), 'dropped' (total: number), 'failure' (AppError), 'restarted' (count: number),
+ * 'close'.
+ */
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { I420Frame, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
+import type { AvatarSettings, PublicError } from '../signaling/protocol.js';
+import type { EngineOptions } from './engines/index.js';
+import type { FromWorker, ToWorker } from './worker.js';
+import type { Logger } from '../logger.js';
+import { AppError, InvalidStateError } from '../errors.js';
+import { FrameSlots, LatestMailbox, i420Bytes } from '../media/mailbox.js';
+
+export interface AvatarSessionOptions {
+  /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
+  engine: string;
+  engineOptions: EngineOptions;
+  /** Deadline for the worker to start and create its engine; config.avatar.initTimeoutMs. */
+  initTimeoutMs: number;
+  /** Deadline for the worker to close before it is terminated; default 2000 ms. */
+  closeTimeoutMs?: number;
+  /** Restarts allowed within restartWindowMs before the session gives up; default 3 per 60 s. */
+  maxRestarts?: number;
+  restartWindowMs?: number;
+  log: Logger;
+}
+
+/** One synthesized frame. `frame.data` is a view on shared memory: valid only during the 'frame' listener call. */
+export interface SessionFrame {
+  frame: I420Frame;
+  seq: number;
+  /** When the driving frame was received (performance.now() ms), as given to pushFrame(). */
+  receivedAt: number;
+  /** Waiting in the mailbox, ms. */
+  queueMs: number;
+  /** Engine render time measured inside the worker, ms. */
+  engineMs: number;
+  /** Dispatch to result back on the main thread (engine + messaging), ms. */
+  roundTripMs: number;
+  stats: RenderStats;
+}
+
+interface Pending {
+  slot: number;
+  seq: number;
+  receivedAt: number;
+  gen: number;
+}
+
+interface Request {
+  resolve: (msg: FromWorker & { type: 'reply'; ok: true }) => void;
+  reject: (err: AppError) => void;
+}
+
+const INPUT_SLOTS = 2;
+
+function workerSpec(): { entry: string | URL; eval: boolean } {
+  const self = import.meta.url;
+  if (self.endsWith('.ts')) {
+    // Source checkout run through tsx or vitest: the worker loads its TypeScript entry through tsx's API, resolved
+    // from this file so that it works from any working directory.
+    // (tsx's ESM API by absolute URL: its exports map is not applied to an eval'd worker's import.)
+    const tsxDir = path.dirname(createRequire(self).resolve('tsx/package.json'));
+    const tsxApi = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
+    const entry = new URL('./worker.ts', self).href;
+    const code = `import(${JSON.stringify(tsxApi)}).then((m) => m.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(self)}))`;
+    return { entry: code, eval: true };
+  }
+  return { entry: new URL('./worker.js', self), eval: false };
+}
+
+function appError(e: PublicError, fallback: string): AppError {
+  return new AppError(e.code ?? 'ENGINE_FAILED', e.message || fallback);
+}
+
+export class AvatarSession extends EventEmitter {
+  readonly #opts: Required<Omit<AvatarSessionOptions, 'log'>> & { log: Logger };
+  readonly #log: Logger;
+  #worker: Worker | null = null;
+  #ready = false;
+  #closed = false;
+  #failed = false;
+  #closing: Promise<void> | null = null;
+  #nextId = 1;
+  #requests = new Map<number, Request>();
+  #restarts = 0;
+  #restartTimes: number[] = [];
+
+  // Frames.
+  #input: FrameSlots | null = null;
+  #inputGen = 0;
+  #output: FrameSlots | null = null;
+  #prepared: PreparedPortrait | null = null;
+  #portrait: RgbImage | null = null;
+  #settings: AvatarSettings | null = null;
+  #mailbox = new LatestMailbox<Pending>();
+  #inflight: (Pending & { dispatchedAt: number }) | null = null;
+  #seq = 0;
+  #outFrame: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
+
+  private constructor(opts: AvatarSessionOptions) {
+    super();
+    this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartWindowMs: 60_000, ...opts };
+    this.#log = opts.log;
+  }
+
+  /** Starts the worker and its engine. @throws AppError('ENGINE_FAILED') on init timeout or engine error. */
+  static async create(opts: AvatarSessionOptions): Promise<AvatarSession> {
+    const s = new AvatarSession(opts);
+    try {
+      await s.#start();
+    } catch (err) {
+      await s.close();
+      throw err;
+    }
+    return s;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+  /** Whether the session gave up after too many crashes. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+  get prepared(): PreparedPortrait | null {
+    return this.#prepared;
+  }
+  /** Driving frames replaced in the mailbox before the worker took them. */
+  get dropped(): number {
+    return this.#mailbox.dropped;
+  }
+  get restarts(): number {
+    return this.#restarts;
+  }
+  /** The worker's thread id (tests check that it is gone after close), or null. */
+  get workerThreadId(): number | null {
+    return this.#worker?.threadId ?? null;
+  }
+
+  /** Prepares a portrait (per-portrait work in the engine); frames render at the returned size afterwards. */
+  async prepare(portrait: RgbImage): Promise<PreparedPortrait> {
+    this.#assertOpen();
+    const reply = await this.#prepareOn(portrait);
+    this.#portrait = { width: portrait.width, height: portrait.height, data: portrait.data.slice() };
+    return reply;
+  }
+
+  /**
+   * Offers a driving frame (copied). If the worker is busy, it waits in the mailbox, replacing (and counting as
+   * dropped) any frame already waiting. Frames before the first prepare() are ignored.
+   */
+  pushFrame(frame: I420Frame, receivedAt: number = performance.now()): void {
+    if (this.#closed || this.#failed || !this.#prepared) return;
+    const bytes = i420Bytes(frame.width, frame.height);
+    if (frame.data.length < bytes) throw new TypeError('AvatarSession.pushFrame: buffer smaller than the frame size');
+    if (!this.#input || this.#input.capacity < bytes) this.#allocInput(bytes);
+    const input = this.#input!;
+    const waiting = this.#mailbox.take();
+    // Reuse the waiting frame's slot (it is being replaced), else the slot the worker is not reading.
+    const slot =
+      waiting && waiting.gen === this.#inputGen
+        ? waiting.slot
+        : this.#inflight && this.#inflight.gen === this.#inputGen
+          ? 1 - this.#inflight.slot
+          : 0;
+    if (waiting) this.#mailbox.put(waiting); // keep the drop accounting in one place
+    const seq = ++this.#seq;
+    input.write(slot, seq, frame.width, frame.height, frame.data.subarray(0, bytes));
+    if (this.#mailbox.put({ slot, seq, receivedAt, gen: this.#inputGen })) this.emit('dropped', this.#mailbox.dropped);
+    this.#pump();
+  }
+
+  updateSettings(settings: AvatarSettings): void {
+    if (this.#closed) return;
+    this.#settings = { ...settings };
+    this.#post({ type: 'settings', settings: this.#settings });
+  }
+
+  recalibrate(): void {
+    if (this.#closed) return;
+    this.#post({ type: 'recalibrate' });
+  }
+
+  /** Closes the engine and the worker (terminated after closeTimeoutMs). Idempotent; emits 'close' once. */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#mailbox.clear();
+    this.#closing = (async () => {
+      const w = this.#worker;
+      this.#worker = null;
+      this.#ready = false;
+      if (w) {
+        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+        const id = this.#nextId++;
+        try {
+          w.postMessage({ type: 'close', id } satisfies ToWorker);
+        } catch {
+          // The worker is already gone; terminate() below settles it.
+        }
+        const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.#opts.closeTimeoutMs).unref());
+        if ((await Promise.race([exited, timer])) === 'timeout') this.#log.warn('avatar worker did not close in time: terminating');
+        await w.terminate();
+      }
+      this.#rejectAll(new InvalidStateError('avatar session closed'));
+      this.emit('close');
+    })();
+    return this.#closing;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new InvalidStateError('avatar session closed');
+    if (this.#failed) throw new AppError('ENGINE_FAILED', 'avatar engine failed repeatedly and was stopped');
+  }
+
+  async #prepareOn(portrait: RgbImage): Promise<PreparedPortrait> {
+    // A copy is transferred: the caller keeps its image, and the worker gets it without a structured-clone copy.
+    const data = portrait.data.slice().buffer;
+    const reply = await this.#request(
+      (id) => ({ type: 'prepare', id, width: portrait.width, height: portrait.height, data }),
+      [data],
+    );
+    if (!reply.prepared || !reply.output) throw new AppError('ENGINE_FAILED', 'avatar worker: bad prepare reply');
+    this.#output = new FrameSlots(2, reply.output.capacity, reply.output.buffer);
+    this.#prepared = reply.prepared;
+    this.#pump();
+    return reply.prepared;
+  }
+
+  #allocInput(bytes: number): void {
+    this.#input = new FrameSlots(INPUT_SLOTS, bytes);
+    this.#inputGen++;
+    this.#post({ type: 'input', buffer: this.#input.buffer, slots: INPUT_SLOTS, capacity: bytes });
+  }
+
+  async #start(): Promise<void> {
+    const spec = workerSpec();
+    const w = new Worker(spec.entry, { eval: spec.eval, name: 'avatar-engine' });
+    this.#worker = w;
+    w.on('message', (msg: FromWorker) => this.#onMessage(w, msg));
+    w.on('error', (err) => this.#onCrash(w, err));
+    w.on('exit', (code) => this.#onCrash(w, new Error(`avatar worker exited with code ${code}`)));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new AppError('ENGINE_FAILED', `avatar engine did not start within ${this.#opts.initTimeoutMs} ms`)),
+        this.#opts.initTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([
+        this.#request((id) => ({ type: 'init', id, engine: this.#opts.engine, options: this.#opts.engineOptions })),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.#input) this.#post({ type: 'input', buffer: this.#input.buffer, slots: INPUT_SLOTS, capacity: this.#input.capacity });
+    if (this.#settings) this.#post({ type: 'settings', settings: this.#settings });
+    this.#ready = true;
+  }
+
+  #request(make: (id: number) => ToWorker, transfer: ArrayBuffer[] = []): Promise<FromWorker & { type: 'reply'; ok: true }> {
+    const w = this.#worker;
+    if (!w) return Promise.reject(new InvalidStateError('avatar worker not running'));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#requests.set(id, { resolve, reject });
+      w.postMessage(make(id), transfer);
+    });
+  }
+
+  #post(msg: ToWorker): void {
+    this.#worker?.postMessage(msg);
+  }
+
+  #pump(): void {
+    if (!this.#ready || this.#inflight || !this.#prepared || !this.#worker) return;
+    const next = this.#mailbox.take();
+    if (!next) return;
+    if (next.gen !== this.#inputGen) return; // its buffer was replaced: the newer frame comes with the new buffer
+    this.#inflight = { ...next, dispatchedAt: performance.now() };
+    this.#post({ type: 'render', slot: next.slot, seq: next.seq, timestampMs: next.receivedAt });
+  }
+
+  #onMessage(w: Worker, msg: FromWorker): void {
+    if (w !== this.#worker) return;
+    switch (msg.type) {
+      case 'reply': {
+        const req = this.#requests.get(msg.id);
+        if (!req) return;
+        this.#requests.delete(msg.id);
+        if (msg.ok) req.resolve(msg);
+        else req.reject(appError(msg.error, 'avatar engine error'));
+        return;
+      }
+      case 'frame': {
+        const job = this.#inflight;
+        this.#inflight = null;
+        const now = performance.now();
+        // Start the next frame before publishing this one: the worker renders while the main thread encodes.
+        this.#pump();
+        if (!job || job.seq !== msg.seq || !this.#output) return;
+        const f = this.#output.read(msg.outSlot);
+        if (f.seq !== msg.seq) return;
+        this.#outFrame.width = f.width;
+        this.#outFrame.height = f.height;
+        this.#outFrame.data = f.data;
+        const out: SessionFrame = {
+          frame: this.#outFrame,
+          seq: msg.seq,
+          receivedAt: job.receivedAt,
+          queueMs: job.dispatchedAt - job.receivedAt,
+          engineMs: msg.renderMs,
+          roundTripMs: now - job.dispatchedAt,
+          stats: msg.stats,
+        };
+        this.emit('frame', out);
+        return;
+      }
+      case 'renderError': {
+        this.#inflight = null;
+        this.#pump();
+        this.emit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
+        return;
+      }
+    }
+  }
+
+  #rejectAll(err: AppError): void {
+    for (const r of this.#requests.values()) r.reject(err);
+    this.#requests.clear();
+  }
+
+  #onCrash(w: Worker, err: Error): void {
+    if (w !== this.#worker || this.#closed) return;
+    this.#worker = null;
+    this.#ready = false;
+    this.#inflight = null;
+    // Frames are ignored until the new worker has prepared the portrait again.
+    this.#prepared = null;
+    this.#log.error('avatar worker crashed', { err });
+    this.#rejectAll(new AppError('ENGINE_FAILED', 'avatar engine crashed', { cause: err }));
+    void w.terminate();
+    const now = Date.now();
+    this.#restartTimes = this.#restartTimes.filter((t) => now - t < this.#opts.restartWindowMs);
+    if (this.#restartTimes.length >= this.#opts.maxRestarts) {
+      this.#failed = true;
+      this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed repeatedly and was stopped'));
+      return;
+    }
+    this.#restartTimes.push(now);
+    this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed: restarting'));
+    void this.#restart();
+  }
+
+  async #restart(): Promise<void> {
+    try {
+      await this.#start();
+      if (this.#closed) return;
+      if (this.#portrait) await this.#prepareOn(this.#portrait);
+      this.#restarts++;
+      this.#log.info('avatar worker restarted', { restarts: this.#restarts });
+      this.emit('restarted', this.#restarts);
+      this.#pump();
+    } catch (err) {
+      if (this.#closed) return;
+      this.#failed = true;
+      const w = this.#worker;
+      this.#worker = null;
+      void w?.terminate();
+      this.#log.error('avatar worker restart failed', { err: err as Error });
+      this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine could not be restarted', { cause: err }));
+    }
+  }
+}

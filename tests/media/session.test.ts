@@ -1,0 +1,127 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { AvatarSession, type SessionFrame } from '../../server/avatar/session.js';
+import type { EngineOptions } from '../../server/avatar/engines/index.js';
+import { createLogger } from '../../server/logger.js';
+import { rgbToI420 } from '../../server/util/image.js';
+import { fitRgb } from '../../server/avatar/engines/size.js';
+import { drawPattern, loadPortrait, lumaMad, makeI420, waitFor } from './helpers.js';
+
+const log = createLogger('test.session');
+const base: EngineOptions = { modelPack: 'unused', executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256 };
+let sessions: AvatarSession[] = [];
+
+async function open(engine: string, extra: Partial<EngineOptions> = {}): Promise<AvatarSession> {
+  const s = await AvatarSession.create({ engine, engineOptions: { ...base, ...extra }, initTimeoutMs: 20_000, log });
+  sessions.push(s);
+  return s;
+}
+
+afterEach(async () => {
+  await Promise.all(sessions.map((s) => s.close()));
+  sessions = [];
+});
+
+describe('AvatarSession (real worker thread)', () => {
+  it('passthrough: driving frames in, scaled driving frames out at the portrait size', async () => {
+    const s = await open('passthrough');
+    const portrait = await loadPortrait();
+    const prepared = await s.prepare(portrait);
+    expect(prepared.width).toBe(256);
+    expect(prepared.height % 2).toBe(0);
+    const outs: { seq: number; w: number; h: number; y0: number; copy: Uint8Array }[] = [];
+    s.on('frame', (f: SessionFrame) =>
+      outs.push({ seq: f.seq, w: f.frame.width, h: f.frame.height, y0: f.frame.data[0]!, copy: f.frame.data.slice() }),
+    );
+    const drv = makeI420(prepared.width, prepared.height);
+    for (let t = 0; t < 5; t++) {
+      drawPattern(drv, t);
+      s.pushFrame(drv);
+      await waitFor(() => outs.length === t + 1 - s.dropped, 5000, 'a rendered frame');
+    }
+    expect(outs.length).toBeGreaterThanOrEqual(1);
+    const last = outs.at(-1)!;
+    expect([last.w, last.h]).toEqual([prepared.width, prepared.height]);
+    // Same size in and out: passthrough must return the driving picture exactly.
+    drawPattern(drv, 4);
+    expect(lumaMad(last.copy, drv.data, drv.width * drv.height)).toBe(0);
+  });
+
+  it('portrait: every output frame is the prepared portrait', async () => {
+    const s = await open('portrait');
+    const portrait = await loadPortrait('painting_mona_lisa.jpg');
+    const prepared = await s.prepare(portrait);
+    expect(Math.max(prepared.width, prepared.height)).toBe(256);
+    const expected = rgbToI420(fitRgb(portrait, prepared.width, prepared.height));
+    const got: Uint8Array[] = [];
+    s.on('frame', (f: SessionFrame) => got.push(f.frame.data.slice()));
+    const drv = makeI420(320, 240);
+    for (let t = 0; t < 3; t++) {
+      drawPattern(drv, t);
+      s.pushFrame(drv);
+      await waitFor(() => got.length + s.dropped >= t + 1, 5000, 'a rendered frame');
+    }
+    for (const g of got) expect(Buffer.compare(Buffer.from(g), Buffer.from(expected.data))).toBe(0);
+  });
+
+  it('counts drops when flooded and never queues more than one frame', async () => {
+    const s = await open('passthrough', { outputSize: 1024 });
+    await s.prepare(await loadPortrait());
+    let frames = 0;
+    s.on('frame', () => frames++);
+    const drv = makeI420(640, 480);
+    const pushed = 200;
+    for (let t = 0; t < pushed; t++) {
+      drawPattern(drv, t);
+      s.pushFrame(drv); // synchronous burst: the worker cannot keep up
+    }
+    await waitFor(() => frames + s.dropped === pushed, 10_000, 'every frame rendered or dropped');
+    expect(s.dropped).toBeGreaterThan(pushed / 2);
+    expect(frames).toBeGreaterThanOrEqual(1);
+    expect(frames).toBeLessThanOrEqual(3);
+  });
+
+  it('restarts the worker after a crash, prepares the portrait again and keeps rendering', async () => {
+    const s = await open('passthrough', { crashAfterFrames: 3 });
+    await s.prepare(await loadPortrait());
+    const failures: string[] = [];
+    s.on('failure', (e: Error) => failures.push(e.message));
+    let frames = 0;
+    s.on('frame', () => frames++);
+    const preparedAtRestart: boolean[] = [];
+    s.on('restarted', () => preparedAtRestart.push(s.prepared !== null));
+    const firstThread = s.workerThreadId;
+    const drv = makeI420(256, 256);
+    const feed = setInterval(() => {
+      drawPattern(drv, frames);
+      s.pushFrame(drv);
+    }, 15);
+    try {
+      await waitFor(() => s.restarts >= 1, 20_000, 'a restart');
+      const after = frames;
+      await waitFor(() => frames >= after + 2, 10_000, 'frames after the restart');
+    } finally {
+      clearInterval(feed);
+    }
+    expect(failures.some((m) => /crashed: restarting/.test(m))).toBe(true);
+    expect(s.workerThreadId).not.toBe(firstThread);
+    expect(preparedAtRestart[0]).toBe(true);
+  });
+
+  it('close() ends the worker, is idempotent and emits close once', async () => {
+    const s = await open('portrait');
+    await s.prepare(await loadPortrait());
+    let closes = 0;
+    s.on('close', () => closes++);
+    expect(s.workerThreadId).not.toBeNull();
+    await Promise.all([s.close(), s.close()]);
+    await s.close();
+    expect(closes).toBe(1);
+    expect(s.closed).toBe(true);
+    expect(s.workerThreadId).toBeNull();
+    await expect(s.prepare(await loadPortrait())).rejects.toThrow(/closed/);
+  });
+
+  it('fails init cleanly for an unknown engine', async () => {
+    await expect(open('no-such-engine')).rejects.toThrow(/unknown avatar engine/);
+  });
+});
