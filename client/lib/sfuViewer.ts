@@ -1,0 +1,90 @@
+/**
+ * The viewer's SFU path (JoinResponse.fanout === 'sfu'): a mediasoup-client Device, one receive transport, and
+ * one consumer per producer of the room's output (video + audio).
+ */
+import { Device } from 'mediasoup-client';
+import type { types as ms } from 'mediasoup-client';
+import type {
+  SfuCapabilitiesResponse,
+  SfuConsumerInfo,
+  SfuTransportOptions,
+} from '../../server/signaling/protocol.js';
+import { ClientError } from './errors.js';
+
+export interface SfuSignal {
+  capabilities(): Promise<SfuCapabilitiesResponse>;
+  createTransport(): Promise<SfuTransportOptions>;
+  connect(transportId: string, dtlsParameters: unknown): Promise<void>;
+  consume(transportId: string, rtpCapabilities: unknown): Promise<SfuConsumerInfo[]>;
+  resume(consumerId: string): Promise<void>;
+}
+
+export class SfuViewer {
+  readonly stream = new MediaStream();
+  readonly #signal: SfuSignal;
+  readonly #iceServers: RTCIceServer[];
+  readonly #onFailed: (why: string) => void;
+  #transport: ms.Transport | null = null;
+  #closed = false;
+  #failed = false;
+
+  constructor(signal: SfuSignal, iceServers: RTCIceServer[], onFailed: (why: string) => void) {
+    this.#signal = signal;
+    this.#iceServers = iceServers;
+    this.#onFailed = onFailed;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Loads the device, creates the transport, consumes every producer and resumes it. */
+  async view(): Promise<MediaStream> {
+    const caps = await this.#signal.capabilities();
+    const device = await Device.factory();
+    await device.load({ routerRtpCapabilities: caps.routerRtpCapabilities as ms.RtpCapabilities });
+    const t = await this.#signal.createTransport();
+    if (this.#closed) throw new ClientError('CLOSED', 'viewer closed');
+    const transport = device.createRecvTransport({
+      id: t.id,
+      iceParameters: t.iceParameters as ms.IceParameters,
+      iceCandidates: t.iceCandidates as ms.IceCandidate[],
+      dtlsParameters: t.dtlsParameters as ms.DtlsParameters,
+      iceServers: this.#iceServers,
+    });
+    this.#transport = transport;
+    transport.on('connect', ({ dtlsParameters }, callback, errback) => {
+      this.#signal.connect(transport.id, dtlsParameters).then(callback, errback);
+    });
+    transport.on('connectionstatechange', (state) => {
+      if ((state === 'failed' || state === 'closed') && !this.#closed && !this.#failed) {
+        this.#failed = true;
+        this.#onFailed(`SFU transport ${state}`);
+      }
+    });
+    const infos = await this.#signal.consume(transport.id, device.recvRtpCapabilities);
+    for (const info of infos) {
+      const consumer = await transport.consume({
+        id: info.id,
+        producerId: info.producerId,
+        kind: info.kind,
+        rtpParameters: info.rtpParameters as ms.RtpParameters,
+      });
+      this.stream.addTrack(consumer.track);
+      await this.#signal.resume(consumer.id);
+    }
+    return this.stream;
+  }
+
+  /** The receive transport's stats (inbound-rtp etc.), or null before it exists. */
+  async getStats(): Promise<RTCStatsReport | null> {
+    return this.#transport ? this.#transport.getStats() : null;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#transport?.close();
+    this.#transport = null;
+  }
+}

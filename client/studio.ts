@@ -1,0 +1,395 @@
+/**
+ * The performer's studio page: pick or upload a portrait (with consent), start the camera, publish it, watch the
+ * avatar the viewers see, tune the avatar settings, and share the viewer link.
+ *
+ * Opened without ?room&token it creates a room through the REST API and rewrites its own URL to the performer link.
+ */
+import './style.css';
+import {
+  AvatarClient,
+  ClientError,
+  createRoom,
+  listPortraits,
+  portraitImageUrl,
+  uploadPortrait,
+  type AvatarSettings,
+  type PortraitSummary,
+  type RoomInfo,
+  type RoomStats,
+} from './lib/index.js';
+
+const $ = <T extends HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} missing`);
+  return el as T;
+};
+
+const ui = {
+  roomId: $('room-id'),
+  conn: $('conn'),
+  toast: $('toast'),
+  gallery: $('gallery'),
+  galleryEmpty: $('gallery-empty'),
+  uploadForm: $<HTMLFormElement>('upload'),
+  file: $<HTMLInputElement>('file'),
+  consent: $<HTMLInputElement>('consent'),
+  uploadBtn: $<HTMLButtonElement>('upload-btn'),
+  uploadStatus: $('upload-status'),
+  camera: $<HTMLVideoElement>('camera'),
+  avatar: $<HTMLVideoElement>('avatar'),
+  avatarIdle: $('avatar-idle'),
+  start: $<HTMLButtonElement>('start'),
+  recalibrate: $<HTMLButtonElement>('recalibrate'),
+  fps: $('st-fps'),
+  lat: $('st-lat'),
+  eng: $('st-eng'),
+  drop: $('st-drop'),
+  viewers: $('st-view'),
+  face: $('st-face'),
+  viewerLink: $<HTMLInputElement>('viewer-link'),
+  copy: $<HTMLButtonElement>('copy'),
+  strength: $<HTMLInputElement>('strength'),
+  strengthOut: $<HTMLOutputElement>('strength-out'),
+  head: $<HTMLInputElement>('head'),
+  eyes: $<HTMLInputElement>('eyes'),
+  lips: $<HTMLInputElement>('lips'),
+  pose: $<HTMLSelectElement>('pose'),
+};
+
+/** Read-only state for tests and debugging (never used to drive the page). */
+const hooks = {
+  state: 'connecting' as string,
+  publishState: 'idle' as string,
+  room: null as RoomInfo | null,
+  stats: null as RoomStats | null,
+  lastError: null as { code: string; message: string } | null,
+};
+(window as unknown as { __studio: typeof hooks }).__studio = hooks;
+
+let client: AvatarClient | null = null;
+let camera: MediaStream | null = null;
+let live = false;
+let portraits: PortraitSummary[] = [];
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Human text for the error codes a performer can do something about. */
+const friendly: Partial<Record<string, string>> = {
+  CONSENT_REQUIRED: 'Please confirm you have the right to animate this portrait.',
+  NO_FACE: 'No face was found in this picture. Try a clearer, frontal portrait.',
+  UNSUPPORTED_MEDIA_TYPE: 'Use a JPEG, PNG or WebP image.',
+  PAYLOAD_TOO_LARGE: 'That file is too large.',
+  IMAGE_TOO_LARGE: 'That image has too many pixels.',
+  IMAGE_TOO_SMALL: 'That image is too small.',
+  TOKEN_INVALID: 'This studio link is not valid.',
+  TOKEN_EXPIRED: 'This studio link has expired: open the studio again to make a new room.',
+  ROOM_NOT_FOUND: 'This room no longer exists: open the studio again to make a new room.',
+  NETWORK: 'The server cannot be reached.',
+  NotAllowedError: 'Camera access was refused.',
+  NotFoundError: 'No camera was found.',
+};
+
+function describe(err: unknown): { code: string; message: string } {
+  if (err instanceof ClientError) return { code: err.code, message: friendly[err.code] ?? err.message };
+  if (err instanceof DOMException) return { code: err.name, message: friendly[err.name] ?? err.message };
+  return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+function showError(err: unknown): void {
+  const e = describe(err);
+  hooks.lastError = e;
+  ui.toast.replaceChildren();
+  const code = document.createElement('code');
+  code.textContent = e.code;
+  ui.toast.append(code, ` ${e.message}`);
+  ui.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (ui.toast.hidden = true), 8000);
+}
+
+function setBadge(state: string, text = state): void {
+  ui.conn.dataset.state = state;
+  ui.conn.textContent = text;
+}
+
+// ---- room and link ----
+
+interface Session {
+  token: string;
+  roomId: string;
+  viewerUrl: string | null;
+}
+
+const viewerKey = (roomId: string): string => `avatar.viewerUrl.${roomId}`;
+
+/** The room from the URL, or a new one from POST /api/rooms (then the URL becomes the performer link). */
+async function session(): Promise<Session> {
+  const q = new URLSearchParams(location.search);
+  const token = q.get('token');
+  const roomId = q.get('room');
+  if (token && roomId) return { token, roomId, viewerUrl: localStorage.getItem(viewerKey(roomId)) };
+  const room = await createRoom();
+  // The viewer token is only in the creation answer: keep it so that a reload still shows the link.
+  localStorage.setItem(viewerKey(room.roomId), room.viewerUrl);
+  const performer = new URL(room.performerUrl, location.origin);
+  const next = new URL(location.href);
+  next.search = performer.search || `?room=${encodeURIComponent(room.roomId)}&token=${encodeURIComponent(room.performerToken)}`;
+  history.replaceState(null, '', next);
+  return { token: room.performerToken, roomId: room.roomId, viewerUrl: room.viewerUrl };
+}
+
+// ---- portraits ----
+
+function renderGallery(selectedId: string | null): void {
+  ui.gallery.replaceChildren();
+  ui.galleryEmpty.hidden = portraits.length > 0;
+  for (const p of portraits) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.setAttribute('role', 'option');
+    b.setAttribute('aria-selected', String(p.id === selectedId));
+    b.dataset.id = p.id;
+    b.title = p.name ?? p.id;
+    const img = document.createElement('img');
+    img.src = portraitImageUrl(p);
+    img.alt = p.name ?? 'portrait';
+    img.loading = 'lazy';
+    b.append(img);
+    b.addEventListener('click', () => void choosePortrait(p.id, b));
+    ui.gallery.append(b);
+  }
+}
+
+async function refreshPortraits(): Promise<void> {
+  try {
+    portraits = await listPortraits();
+    renderGallery(client?.room?.portraitId ?? null);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function choosePortrait(id: string, button?: HTMLElement): Promise<void> {
+  if (!client) return;
+  button?.classList.add('busy');
+  try {
+    await client.setPortrait(id);
+  } catch (err) {
+    showError(err);
+  } finally {
+    button?.classList.remove('busy');
+  }
+}
+
+function updateUploadButton(): void {
+  ui.uploadBtn.disabled = !(ui.consent.checked && ui.file.files && ui.file.files.length > 0);
+}
+
+ui.consent.addEventListener('change', updateUploadButton);
+ui.file.addEventListener('change', updateUploadButton);
+ui.uploadForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  void (async () => {
+    const file = ui.file.files?.[0];
+    if (!file || !ui.consent.checked) return;
+    ui.uploadBtn.disabled = true;
+    ui.uploadStatus.className = 'status';
+    ui.uploadStatus.textContent = 'Uploading…';
+    try {
+      const p = await uploadPortrait(file, true);
+      ui.uploadStatus.className = 'status ok';
+      ui.uploadStatus.textContent = 'Uploaded.';
+      ui.uploadForm.reset();
+      await refreshPortraits();
+      await choosePortrait(p.id);
+    } catch (err) {
+      const d = describe(err);
+      hooks.lastError = d;
+      ui.uploadStatus.className = 'status error';
+      ui.uploadStatus.textContent = `${d.code}: ${d.message}`;
+    } finally {
+      updateUploadButton();
+    }
+  })();
+});
+
+// ---- live ----
+
+function showStats(s: RoomStats | null): void {
+  hooks.stats = s;
+  const f = (v: number | undefined, unit = ''): string => (v === undefined || !Number.isFinite(v) ? '–' : `${Math.round(v)}${unit}`);
+  ui.fps.textContent = f(s?.fps);
+  ui.lat.textContent = f(s?.latencyMs, ' ms');
+  ui.eng.textContent = f(s?.engineMs, ' ms');
+  ui.drop.textContent = f(s?.droppedFrames);
+  ui.viewers.textContent = f(s?.viewers);
+  ui.face.textContent = s ? (s.face ? 'yes' : 'no') : '–';
+}
+
+async function start(): Promise<void> {
+  if (!client) return;
+  ui.start.disabled = true;
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+      audio: { echoCancellation: true, noiseSuppression: true },
+    });
+    ui.camera.srcObject = camera;
+    await client.publish(camera);
+    live = true;
+    ui.recalibrate.disabled = false;
+    setBadge('live', 'live');
+    // The performer watches the room's output like any viewer would.
+    client.view().catch((err: unknown) => showError(err));
+  } catch (err) {
+    showError(err);
+    await stop();
+  } finally {
+    ui.start.disabled = false;
+    renderStart();
+  }
+}
+
+async function stop(): Promise<void> {
+  live = false;
+  ui.recalibrate.disabled = true;
+  client?.stopView();
+  ui.avatar.srcObject = null;
+  ui.avatarIdle.hidden = false;
+  if (client && !client.closed) await client.unpublish().catch((err: unknown) => showError(err));
+  for (const t of camera?.getTracks() ?? []) t.stop();
+  camera = null;
+  ui.camera.srcObject = null;
+  showStats(null);
+  if (client && !client.closed) setBadge('joined', 'ready');
+  renderStart();
+}
+
+function renderStart(): void {
+  ui.start.textContent = live ? 'Stop' : 'Start';
+  ui.start.classList.toggle('live', live);
+}
+
+ui.start.addEventListener('click', () => void (live ? stop() : start()));
+ui.recalibrate.addEventListener('click', () => {
+  client?.recalibrate().catch((err: unknown) => showError(err));
+});
+
+// ---- settings ----
+
+function showSettings(s: AvatarSettings): void {
+  ui.strength.value = String(s.expressionStrength);
+  ui.strengthOut.value = s.expressionStrength.toFixed(2);
+  ui.head.checked = s.headMotion;
+  ui.eyes.checked = s.eyeRetargeting;
+  ui.lips.checked = s.lipRetargeting;
+  ui.pose.value = s.poseMode;
+}
+
+let settingsTimer: ReturnType<typeof setTimeout> | undefined;
+let pendingSettings: Partial<AvatarSettings> = {};
+/** Coalesces quick changes (a dragged slider) into one setSettings request every 120 ms. */
+function sendSettings(p: Partial<AvatarSettings>): void {
+  pendingSettings = { ...pendingSettings, ...p };
+  clearTimeout(settingsTimer);
+  settingsTimer = setTimeout(() => {
+    const batch = pendingSettings;
+    pendingSettings = {};
+    client?.setSettings(batch).catch((err: unknown) => {
+      showError(err);
+      if (client?.room) showSettings(client.room.settings);
+    });
+  }, 120);
+}
+
+ui.strength.addEventListener('input', () => {
+  const v = Number(ui.strength.value);
+  ui.strengthOut.value = v.toFixed(2);
+  sendSettings({ expressionStrength: v });
+});
+ui.head.addEventListener('change', () => sendSettings({ headMotion: ui.head.checked }));
+ui.eyes.addEventListener('change', () => sendSettings({ eyeRetargeting: ui.eyes.checked }));
+ui.lips.addEventListener('change', () => sendSettings({ lipRetargeting: ui.lips.checked }));
+ui.pose.addEventListener('change', () => sendSettings({ poseMode: ui.pose.value === 'absolute' ? 'absolute' : 'relative' }));
+
+// ---- share ----
+
+ui.copy.addEventListener('click', () => {
+  const text = ui.viewerLink.value;
+  if (!text) return;
+  const done = (): void => {
+    ui.copy.textContent = 'Copied';
+    setTimeout(() => (ui.copy.textContent = 'Copy'), 1500);
+  };
+  if (navigator.clipboard) {
+    navigator.clipboard.writeText(text).then(done, () => {
+      ui.viewerLink.select();
+      document.execCommand('copy');
+      done();
+    });
+  } else {
+    ui.viewerLink.select();
+    document.execCommand('copy');
+    done();
+  }
+});
+
+// ---- boot ----
+
+async function main(): Promise<void> {
+  updateUploadButton();
+  void refreshPortraits();
+  let s: Session;
+  try {
+    s = await session();
+  } catch (err) {
+    setBadge('error', 'no room');
+    showError(err);
+    return;
+  }
+  ui.roomId.textContent = `room ${s.roomId}`;
+  ui.viewerLink.value = s.viewerUrl ? new URL(s.viewerUrl, location.origin).toString() : '';
+  ui.viewerLink.placeholder = s.viewerUrl ? '' : 'open the studio from its first link to see it';
+  try {
+    client = await AvatarClient.connect({ token: s.token });
+  } catch (err) {
+    setBadge('error', 'cannot join');
+    showError(err);
+    return;
+  }
+  hooks.state = client.state;
+  hooks.room = client.room;
+  setBadge('joined', 'ready');
+  if (client.room) {
+    showSettings(client.room.settings);
+    renderGallery(client.room.portraitId);
+  }
+  client.on('room', (room) => {
+    hooks.room = room;
+    showSettings(room.settings);
+    renderGallery(room.portraitId);
+  });
+  client.on('stats', showStats);
+  client.on('state', (st) => {
+    hooks.state = st;
+    if (st === 'reconnecting') setBadge('reconnecting', 'reconnecting…');
+    else if (st === 'joined') setBadge(live ? 'live' : 'joined', live ? 'live' : 'ready');
+    else if (st === 'closed') setBadge('closed', 'disconnected');
+  });
+  client.on('publishState', (st) => (hooks.publishState = st));
+  client.on('stream', (stream) => {
+    ui.avatar.srcObject = stream;
+    ui.avatarIdle.hidden = true;
+  });
+  client.on('failure', (e) => showError(new ClientError(e.code, e.message)));
+  client.on('closed', (reason) => {
+    setBadge('closed', `room closed (${reason})`);
+    live = false;
+    renderStart();
+  });
+  client.on('error', (e) => {
+    hooks.lastError = { code: e.code, message: e.message };
+  });
+  ui.start.disabled = false;
+}
+
+void main();

@@ -1,0 +1,128 @@
+/**
+ * The viewer page (also an OBS browser source): the room's avatar video full-window, nothing else but a small status
+ * line while waiting. It reconnects by itself.
+ *
+ * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent]
+ * Test hooks (read-only): window.__avatar = { frames, width, height, state, lastError, stats() }.
+ */
+import './style.css';
+import { AvatarClient, Backoff, ClientError, isTerminal, type ReceiveStats } from './lib/index.js';
+
+const video = document.getElementById('video') as HTMLVideoElement;
+const statusEl = document.getElementById('status') as HTMLElement;
+const unmute = document.getElementById('unmute') as HTMLButtonElement;
+const params = new URLSearchParams(location.search);
+if (params.get('bg') === 'transparent') document.body.classList.add('transparent');
+
+let client: AvatarClient | null = null;
+
+const hooks = {
+  /** Video frames presented so far (requestVideoFrameCallback). */
+  frames: 0,
+  width: 0,
+  height: 0,
+  state: 'connecting',
+  lastError: null as { code: string; message: string } | null,
+  /** Inbound WebRTC numbers of the current view. */
+  stats: (): Promise<ReceiveStats | null> => client?.receiveStats() ?? Promise.resolve(null),
+};
+(window as unknown as { __avatar: typeof hooks }).__avatar = hooks;
+
+function status(text: string | null): void {
+  hooks.state = text ?? 'playing';
+  if (text === null) {
+    statusEl.hidden = true;
+  } else {
+    statusEl.hidden = false;
+    statusEl.textContent = text;
+  }
+}
+
+function noteError(err: unknown): void {
+  hooks.lastError =
+    err instanceof ClientError
+      ? { code: err.code, message: err.message }
+      : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+// Count presented frames; the callback re-arms itself for whatever stream is in the element.
+type FrameCb = (now: number, meta: { width: number; height: number }) => void;
+const rvfc = (video as unknown as { requestVideoFrameCallback?: (cb: FrameCb) => number }).requestVideoFrameCallback;
+if (rvfc) {
+  const onFrame: FrameCb = (_now, meta) => {
+    hooks.frames++;
+    hooks.width = meta.width;
+    hooks.height = meta.height;
+    rvfc.call(video, onFrame);
+  };
+  rvfc.call(video, onFrame);
+}
+video.addEventListener('resize', () => {
+  hooks.width = video.videoWidth;
+  hooks.height = video.videoHeight;
+});
+video.addEventListener('playing', () => status(null));
+video.addEventListener('waiting', () => status('waiting for video…'));
+
+async function play(stream: MediaStream): Promise<void> {
+  video.srcObject = stream;
+  try {
+    await video.play();
+  } catch (err) {
+    // A normal browser may refuse sound without a click (OBS and --autoplay-policy=no-user-gesture-required do
+    // not): play muted and offer the click.
+    if (err instanceof DOMException && err.name === 'NotAllowedError') {
+      video.muted = true;
+      unmute.hidden = false;
+      await video.play().catch(noteError);
+    } else {
+      noteError(err);
+    }
+  }
+}
+
+unmute.addEventListener('click', () => {
+  video.muted = false;
+  unmute.hidden = true;
+  void video.play().catch(noteError);
+});
+
+async function main(): Promise<void> {
+  const token = params.get('token');
+  if (!token) {
+    status('this link has no token');
+    return;
+  }
+  const backoff = new Backoff({ minDelayMs: 500, maxDelayMs: 5000 });
+  // Keep trying to join until it works: the server may be restarting, or the link opened early (OBS).
+  for (;;) {
+    try {
+      client = await AvatarClient.connect({ token });
+      break;
+    } catch (err) {
+      noteError(err);
+      if (isTerminal(err)) {
+        status(err instanceof ClientError && err.code === 'TOKEN_EXPIRED' ? 'this link has expired' : 'this link is not valid');
+        return;
+      }
+      status(err instanceof ClientError && err.code === 'ROOM_NOT_FOUND' ? 'room not found, retrying…' : 'connecting…');
+      await new Promise((r) => setTimeout(r, backoff.next()));
+    }
+  }
+  client.on('stream', (stream) => void play(stream));
+  client.on('error', noteError);
+  client.on('state', (s) => {
+    if (s === 'reconnecting') status('reconnecting…');
+    else if (s === 'closed') status('disconnected');
+  });
+  client.on('viewState', (s) => {
+    if (s === 'retrying') status('reconnecting…');
+    else if (s === 'connecting' && video.paused) status('connecting…');
+  });
+  client.on('closed', (reason) => status(reason === 'performer-left' ? 'the performer has left' : 'the room has ended'));
+  status('waiting for the performer…');
+  // The client retries by itself when the first view fails (e.g. nobody is publishing yet).
+  client.view().catch(noteError);
+}
+
+void main();

@@ -1,0 +1,33 @@
+// Bundles the client pages (client/studio.ts, client/viewer.ts) into client/dist/ with esbuild, with source maps.
+// `npm run build:client`; `npm start` and `npm test` run it first. Pass --watch to rebuild on change.
+import * as esbuild from 'esbuild';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const options = {
+  entryPoints: [path.join(root, 'client', 'studio.ts'), path.join(root, 'client', 'viewer.ts')],
+  outdir: path.join(root, 'client', 'dist'),
+  bundle: true,
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
+  format: 'esm',
+  platform: 'browser',
+  target: ['chrome100', 'firefox100', 'safari15'],
+  sourcemap: true,
+  minify: true,
+  legalComments: 'linked',
+  logLevel: 'warning',
+};
+
+if (process.argv.includes('--watch')) {
+  const ctx = await esbuild.context(options);
+  await ctx.watch();
+} else {
+  const t0 = Date.now();
+  const result = await esbuild.build({ ...options, metafile: true });
+  const bytes = Object.entries(result.metafile.outputs)
+    .filter(([f]) => f.endsWith('.js'))
+    .map(([f, o]) => `${path.basename(f)} ${(o.bytes / 1024).toFixed(0)} KiB`);
+  process.stdout.write(`client built in ${Date.now() - t0} ms: ${bytes.join(', ')}\n`);
+}
