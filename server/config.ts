@@ -25,6 +25,10 @@ export interface Config {
   tokenTtlMs: number;
   /** How long a room waits for its performer to reconnect; default 30 s. */
   roomGraceMs: number;
+  /** How long a new room waits for its performer's first join before it closes; default 10 min. */
+  roomIdleMs: number;
+  /** Most rooms open at once; POST /api/rooms answers 409 ROOM_BUSY beyond it; default 50. */
+  maxRooms: number;
   upload: {
     /** Largest accepted upload; default 10 MiB. */
     maxBytes: number;
@@ -84,6 +88,8 @@ export function defaultConfig(): Config {
     tokenSecret: randomBytes(32).toString('hex'),
     tokenTtlMs: 12 * 3600_000,
     roomGraceMs: 30_000,
+    roomIdleMs: 600_000,
+    maxRooms: 50,
     upload: { maxBytes: 10 * 1024 * 1024, maxPixels: 40_000_000, minSide: 64 },
     avatar: {
       engine: 'default',
@@ -145,6 +151,8 @@ export function validateConfig(c: Config): Config {
   if (c.tokenSecret.length < 16) fail('"tokenSecret" must be at least 16 characters');
   intIn(c.tokenTtlMs, 1000, 30 * 24 * 3600_000, 'tokenTtlMs');
   intIn(c.roomGraceMs, 0, 3600_000, 'roomGraceMs');
+  intIn(c.roomIdleMs, 1000, 24 * 3600_000, 'roomIdleMs');
+  intIn(c.maxRooms, 1, 100_000, 'maxRooms');
   intIn(c.upload.maxBytes, 1024, 200 * 1024 * 1024, 'upload.maxBytes');
   intIn(c.upload.maxPixels, 4096, 400_000_000, 'upload.maxPixels');
   intIn(c.upload.minSide, 1, 4096, 'upload.minSide');
