@@ -99,10 +99,11 @@ export function warpCrop(img: RgbImage, crop: FaceCrop, out?: RgbImage): RgbImag
   const k = scale > 1.5 ? Math.min(4, Math.ceil(scale)) : 1;
   const { width: w, height: h, data: s } = img;
   const d = dst.data;
-  const acc = [0, 0, 0];
   for (let v = 0; v < size; v++) {
     for (let u = 0; u < size; u++) {
-      acc[0] = acc[1] = acc[2] = 0;
+      let ar = 0;
+      let ag = 0;
+      let ab = 0;
       for (let sv = 0; sv < k; sv++) {
         for (let su = 0; su < k; su++) {
           const uu = u + (su + 0.5) / k;
@@ -123,18 +124,18 @@ export function warpCrop(img: RgbImage, crop: FaceCrop, out?: RgbImage): RgbImag
               if (xx < 0 || xx >= w) continue;
               const wgt = wy * (dx ? fx : 1 - fx);
               const p = (yy * w + xx) * 3;
-              acc[0]! += wgt * s[p]!;
-              acc[1]! += wgt * s[p + 1]!;
-              acc[2]! += wgt * s[p + 2]!;
+              ar += wgt * s[p]!;
+              ag += wgt * s[p + 1]!;
+              ab += wgt * s[p + 2]!;
             }
           }
         }
       }
       const o = (v * size + u) * 3;
       const kk = k * k;
-      d[o] = Math.min(255, Math.round(acc[0]! / kk));
-      d[o + 1] = Math.min(255, Math.round(acc[1]! / kk));
-      d[o + 2] = Math.min(255, Math.round(acc[2]! / kk));
+      d[o] = Math.min(255, Math.round(ar / kk));
+      d[o + 1] = Math.min(255, Math.round(ag / kk));
+      d[o + 2] = Math.min(255, Math.round(ab / kk));
     }
   }
   return dst;

@@ -1,8 +1,7 @@
 /**
  * Runs the `avatar` CLI as a real subprocess (`node bin/avatar.mjs ...`) and collects its output.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { repoRoot } from '../helpers/media.js';
 
@@ -22,8 +21,8 @@ export function startCli(args: string[]): CliRun {
   });
   let out = '';
   let err = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const done = new Promise<number>((resolve, reject) => {
     proc.on('error', reject);
     proc.on('close', (code, signal) => resolve(code ?? (signal === 'SIGINT' ? 130 : 128)));
