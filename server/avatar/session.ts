@@ -164,9 +164,10 @@ export class AvatarSession extends EventEmitter {
   /**
    * Offers a driving frame (copied). If the worker is busy, it waits in the mailbox, replacing (and counting as
    * dropped) any frame already waiting. Frames before the first prepare() are ignored.
+   * @returns the frame's sequence number (echoed in SessionFrame.seq), or -1 when the frame was ignored.
    */
-  pushFrame(frame: I420Frame, receivedAt: number = performance.now()): void {
-    if (this.#closed || this.#failed || !this.#prepared) return;
+  pushFrame(frame: I420Frame, receivedAt: number = performance.now()): number {
+    if (this.#closed || this.#failed || !this.#prepared) return -1;
     const bytes = i420Bytes(frame.width, frame.height);
     if (frame.data.length < bytes) throw new TypeError('AvatarSession.pushFrame: buffer smaller than the frame size');
     if (!this.#input || this.#input.capacity < bytes) this.#allocInput(bytes);
@@ -184,6 +185,7 @@ export class AvatarSession extends EventEmitter {
     input.write(slot, seq, frame.width, frame.height, frame.data.subarray(0, bytes));
     if (this.#mailbox.put({ slot, seq, receivedAt, gen: this.#inputGen })) this.emit('dropped', this.#mailbox.dropped);
     this.#pump();
+    return seq;
   }
 
   updateSettings(settings: AvatarSettings): void {

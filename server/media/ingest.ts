@@ -1,0 +1,175 @@
+/**
+ * IngestPeer: the server side of the performer's WebRTC connection. It answers the performer's sendonly offer,
+ * decodes the video with libwebrtc (RTCVideoSink: I420 frames) and hands every decoded frame and every 10 ms audio
+ * chunk to its owner through callbacks. It does not queue: the owner's frame callback must be cheap (the room puts
+ * the frame into the avatar session's latest-frame-wins mailbox).
+ */
+import { EventEmitter } from 'node:events';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { I420Frame } from '../avatar/engine.js';
+import type { IceCandidate, SessionDescription } from '../signaling/protocol.js';
+import { AppError } from '../errors.js';
+import { sdpMediaKinds } from './candidates.js';
+import { addRemoteCandidate, answerOffer, createPeerConnection, wrtc } from './rtc.js';
+import type { AudioChunk } from './audioDelay.js';
+
+export interface IngestPeerOptions {
+  offer: SessionDescription;
+  config: Config;
+  log: Logger;
+  /** A decoded frame; `frame.data` is only valid during the call. `receivedAt` is performance.now(). */
+  onVideoFrame: (frame: I420Frame, receivedAt: number) => void;
+  /** A 10 ms chunk of the performer's audio; only valid during the call. */
+  onAudio?: (chunk: AudioChunk) => void;
+}
+
+/** Checks what an ingest offer must hold before it reaches libwebrtc. @throws AppError('INVALID_SDP') */
+export function validateIngestOffer(offer: SessionDescription): void {
+  if (offer.type !== 'offer' || typeof offer.sdp !== 'string' || !offer.sdp.startsWith('v=')) {
+    throw new AppError('INVALID_SDP', 'expected an SDP offer');
+  }
+  if (!sdpMediaKinds(offer.sdp).includes('video')) throw new AppError('INVALID_SDP', 'the offer has no video track');
+}
+
+/**
+ * Events: 'connectionstatechange' (state: RTCPeerConnectionState), 'close'.
+ */
+export class IngestPeer extends EventEmitter {
+  readonly #pc: RTCPeerConnection;
+  readonly #log: Logger;
+  readonly #allow: readonly string[] | null;
+  readonly #opts: IngestPeerOptions;
+  #videoSink: InstanceType<typeof wrtc.nonstandard.RTCVideoSink> | null = null;
+  #audioSink: InstanceType<typeof wrtc.nonstandard.RTCAudioSink> | null = null;
+  #tracks: MediaStreamTrack[] = [];
+  #closed = false;
+  #answer: SessionDescription | null = null;
+  #frames = 0;
+  #decodeMs = 0;
+  #lastDecode = { total: 0, frames: 0 };
+  readonly #frame: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
+  readonly #chunk: AudioChunk = { samples: new Int16Array(0), sampleRate: 48000, bitsPerSample: 16, channelCount: 1, numberOfFrames: 480 };
+
+  private constructor(opts: IngestPeerOptions) {
+    super();
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.#allow = opts.config.media.iceAddressAllowList;
+    this.#pc = createPeerConnection();
+  }
+
+  /**
+   * Creates the peer and answers the offer (after ICE gathering, candidates filtered by
+   * config.media.iceAddressAllowList).
+   * @throws AppError('INVALID_SDP') for an offer without video or one that libwebrtc refuses.
+   */
+  static async create(opts: IngestPeerOptions): Promise<IngestPeer> {
+    validateIngestOffer(opts.offer);
+    const peer = new IngestPeer(opts);
+    try {
+      peer.#answer = await peer.#negotiate();
+    } catch (err) {
+      peer.close();
+      throw err;
+    }
+    return peer;
+  }
+
+  get answer(): SessionDescription {
+    return this.#answer!;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+  get connectionState(): RTCPeerConnectionState {
+    return this.#pc.connectionState;
+  }
+  /** Decoded video frames delivered so far. */
+  get frames(): number {
+    return this.#frames;
+  }
+  /** Mean decode time per frame over the last {@link updateStats} interval, ms (from libwebrtc's stats). */
+  get decodeMs(): number {
+    return this.#decodeMs;
+  }
+
+  async addIceCandidate(c: IceCandidate | null): Promise<void> {
+    if (this.#closed) return;
+    await addRemoteCandidate(this.#pc, c, this.#allow);
+  }
+
+  /** Reads libwebrtc's inbound video stats (totalDecodeTime / framesDecoded) to refresh {@link decodeMs}. */
+  async updateStats(): Promise<void> {
+    if (this.#closed) return;
+    const report = await this.#pc.getStats();
+    report.forEach((s: { type?: string; kind?: string; totalDecodeTime?: number; framesDecoded?: number }) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+      const total = s.totalDecodeTime ?? 0;
+      const frames = s.framesDecoded ?? 0;
+      const df = frames - this.#lastDecode.frames;
+      if (df > 0) this.#decodeMs = ((total - this.#lastDecode.total) * 1000) / df;
+      this.#lastDecode = { total, frames };
+    });
+  }
+
+  /** Stops the sinks and closes the peer connection. Idempotent; emits 'close' once. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Order matters for libwebrtc's finalizers: sinks, then tracks, then the peer connection.
+    this.#videoSink?.stop();
+    this.#audioSink?.stop();
+    this.#videoSink = null;
+    this.#audioSink = null;
+    for (const t of this.#tracks) t.stop();
+    this.#tracks = [];
+    this.#pc.close();
+    this.emit('close');
+  }
+
+  async #negotiate(): Promise<SessionDescription> {
+    const pc = this.#pc;
+    pc.addEventListener('track', (e: RTCTrackEvent) => this.#onTrack(e.track));
+    pc.addEventListener('connectionstatechange', () => {
+      this.#log.debug('ingest connection state', { state: pc.connectionState });
+      this.emit('connectionstatechange', pc.connectionState);
+    });
+    return answerOffer(pc, this.#opts.offer.sdp, this.#allow, () => {
+      // The performer only sends: answer recvonly on every m-line.
+      for (const t of pc.getTransceivers()) t.direction = 'recvonly';
+    });
+  }
+
+  #onTrack(track: MediaStreamTrack): void {
+    if (this.#closed) return;
+    this.#tracks.push(track);
+    if (track.kind === 'video' && !this.#videoSink) {
+      const sink = new wrtc.nonstandard.RTCVideoSink(track);
+      sink.onframe = (ev: { frame: { width: number; height: number; data: Uint8Array } }) => {
+        if (this.#closed) return;
+        const receivedAt = performance.now();
+        this.#frames++;
+        this.#frame.width = ev.frame.width;
+        this.#frame.height = ev.frame.height;
+        this.#frame.data = ev.frame.data;
+        this.#opts.onVideoFrame(this.#frame, receivedAt);
+      };
+      this.#videoSink = sink;
+    } else if (track.kind === 'audio' && !this.#audioSink && this.#opts.onAudio) {
+      const onAudio = this.#opts.onAudio;
+      const sink = new wrtc.nonstandard.RTCAudioSink(track);
+      sink.ondata = (d: { samples: Int16Array; sampleRate: number; bitsPerSample?: number; channelCount?: number; numberOfFrames?: number }) => {
+        if (this.#closed) return;
+        const c = this.#chunk;
+        c.samples = d.samples;
+        c.sampleRate = d.sampleRate;
+        c.bitsPerSample = d.bitsPerSample ?? 16;
+        c.channelCount = d.channelCount ?? 1;
+        c.numberOfFrames = d.numberOfFrames ?? d.samples.length / c.channelCount;
+        onAudio(c);
+      };
+      this.#audioSink = sink;
+    }
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * Room with real wrtc peers: a performer client publishes a moving pattern and a tone, a viewer receives the
+ * synthesized stream through the direct fan-out. The engine is the portrait engine, so the viewer must see the
+ * portrait (not the pattern) at the portrait's size, and hear the tone.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, type Config } from '../../server/config.js';
+import { createLogger } from '../../server/logger.js';
+import { Room, type FrameTimings } from '../../server/rooms/room.js';
+import { createFanoutFactory, type FanoutFactory } from '../../server/media/fanout.js';
+import type { RgbImage } from '../../server/avatar/engine.js';
+import type { RoomStats } from '../../server/signaling/protocol.js';
+import { AppError } from '../../server/errors.js';
+import { rgbToI420 } from '../../server/util/image.js';
+import { fitRgb } from '../../server/avatar/engines/size.js';
+import { loadPortrait, lumaMad, lumaStd, makeI420, drawPattern, waitFor } from './helpers.js';
+import { PerformerClient, ViewerClient } from './rtcClients.js';
+
+const log = createLogger('test.room');
+let config: Config;
+let fanout: FanoutFactory;
+let portrait: RgbImage;
+const rooms: Room[] = [];
+const clients: { close(): void }[] = [];
+
+beforeAll(async () => {
+  config = loadConfig({}, {
+    logLevel: 'warn',
+    avatar: { engine: 'portrait', outputSize: 256 },
+    media: { iceAddressAllowList: ['127.0.0.1'] },
+    fanout: { mode: 'direct' },
+  });
+  fanout = await createFanoutFactory(config, log);
+  portrait = await loadPortrait('real_woman_dark_hair.png');
+});
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  for (const r of rooms.splice(0)) {
+    r.close('room-deleted');
+    await r.whenClosed();
+  }
+});
+
+afterAll(async () => {
+  await fanout.close();
+});
+
+async function openRoom(): Promise<Room> {
+  const used: string[] = [];
+  const room = await Room.create({
+    roomId: `r${rooms.length}`,
+    config,
+    fanout,
+    loadPortrait: async (id) => {
+      if (id !== 'p1') throw new AppError('NOT_FOUND', 'no such portrait');
+      return portrait;
+    },
+    onPortraitUsed: (id) => used.push(id),
+  });
+  rooms.push(room);
+  return room;
+}
+
+describe('Room (real wrtc peers, direct fan-out)', () => {
+  it('performer -> portrait engine -> viewer: the viewer sees the portrait at its size and hears the performer', async () => {
+    const room = await openRoom();
+    expect(room.fanoutKind).toBe('direct');
+    const info = await room.setPortrait('p1');
+    expect(info.portraitId).toBe('p1');
+    expect(Math.max(info.width, info.height)).toBe(256);
+    await expect(room.setPortrait('nope')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+
+    const timings: FrameTimings[] = [];
+    const stats: RoomStats[] = [];
+    const viewerCounts: number[] = [];
+    room.on('frame', (t: FrameTimings) => timings.push(t));
+    room.on('stats', (s: RoomStats) => stats.push(s));
+    room.on('viewers', (n: number) => viewerCounts.push(n));
+
+    const performer = new PerformerClient();
+    clients.push(performer);
+    await performer.accept(await room.publish(await performer.offer()));
+    performer.start();
+
+    const viewer = new ViewerClient();
+    clients.push(viewer);
+    await viewer.accept(await room.addViewer('v1', await viewer.offer()));
+    expect(room.viewerCount).toBe(1);
+
+    await waitFor(() => timings.length >= 60, 20_000, '60 synthesized frames');
+    await waitFor(() => viewer.frames >= 30 && viewer.last?.width === info.width, 20_000, 'frames at the viewer');
+    await waitFor(() => viewer.audioChunks >= 100 && viewer.audioPeak > 2000, 20_000, 'the tone at the viewer');
+    await waitFor(() => stats.length >= 2, 5000, 'room stats');
+
+    // The viewer's picture is the portrait (VP8 is lossy: compare with a tolerance), not the driving pattern.
+    const last = viewer.last!;
+    expect([last.width, last.height]).toEqual([info.width, info.height]);
+    const expected = rgbToI420(fitRgb(portrait, info.width, info.height));
+    const n = info.width * info.height;
+    const madPortrait = lumaMad(last.data, expected.data, n);
+    const driving = makeI420(info.width, info.height);
+    drawPattern(driving, performer.framesSent);
+    const madPattern = lumaMad(last.data, driving.data, n);
+    expect(lumaStd(last.data, n)).toBeGreaterThan(20);
+    expect(madPortrait).toBeLessThan(6);
+    expect(madPattern).toBeGreaterThan(4 * madPortrait);
+
+    const t = timings.at(-1)!;
+    expect(t.endToEndMs).toBeGreaterThan(0);
+    expect(t.endToEndMs).toBeGreaterThanOrEqual(t.queueMs);
+    const s = stats.at(-1)!;
+    expect(s.fps).toBeGreaterThan(0);
+    expect(s.viewers).toBe(1);
+    expect(viewerCounts).toContain(1);
+    expect(room.parts.publisher.audioDelayMs).toBeGreaterThanOrEqual(0);
+
+    const lat = timings.slice(-60).map((x) => x.endToEndMs).sort((a, b) => a - b);
+    log.warn('room media numbers', {
+      fps: s.fps,
+      latencyP50Ms: +lat[lat.length >> 1]!.toFixed(1),
+      engineMs: +s.engineMs.toFixed(2),
+      dropped: s.droppedFrames,
+      audioDelayMs: room.parts.publisher.audioDelayMs,
+      viewerFrames: viewer.frames,
+    });
+
+    room.removeViewer('v1');
+    expect(room.viewerCount).toBe(0);
+    expect(viewerCounts.at(-1)).toBe(0);
+  });
+
+  it('refuses an offer without video (INVALID_SDP) and garbage SDP', async () => {
+    const room = await openRoom();
+    const pc = new PerformerClient();
+    clients.push(pc);
+    const audioOnly = (await pc.offer()).sdp.replace(/m=video[\s\S]*?(?=m=audio|$)/, '');
+    await expect(room.publish({ type: 'offer', sdp: audioOnly })).rejects.toMatchObject({ code: 'INVALID_SDP' });
+    await expect(room.publish({ type: 'offer', sdp: 'v=0\r\nm=video 9 nonsense\r\n' })).rejects.toMatchObject({ code: 'INVALID_SDP' });
+    await expect(room.addViewer('v', { type: 'offer', sdp: 'hello' })).rejects.toMatchObject({ code: 'INVALID_SDP' });
+  });
+
+  it('viewers see the portrait before anyone publishes; a second publish replaces the first', async () => {
+    const room = await openRoom();
+    const info = await room.setPortrait('p1');
+    const viewer = new ViewerClient();
+    clients.push(viewer);
+    await viewer.accept(await room.addViewer('v1', await viewer.offer()));
+    await waitFor(() => viewer.frames >= 3, 20_000, 'idle portrait frames');
+    expect([viewer.last!.width, viewer.last!.height]).toEqual([info.width, info.height]);
+    expect(lumaStd(viewer.last!.data, info.width * info.height)).toBeGreaterThan(20);
+
+    const p1 = new PerformerClient();
+    clients.push(p1);
+    await p1.accept(await room.publish(await p1.offer()));
+    const first = room.parts.ingest!;
+    const p2 = new PerformerClient();
+    clients.push(p2);
+    await p2.accept(await room.publish(await p2.offer()));
+    expect(first.closed).toBe(true);
+    expect(room.parts.ingest).not.toBe(first);
+    p2.start();
+    await waitFor(() => (room.parts.ingest?.frames ?? 0) >= 10, 20_000, 'frames from the second performer');
+  });
+
+  it('close() cascades to the ingest peer, viewers, publisher and worker, once', async () => {
+    const room = await openRoom();
+    await room.setPortrait('p1');
+    const performer = new PerformerClient();
+    clients.push(performer);
+    await performer.accept(await room.publish(await performer.offer()));
+    performer.start();
+    const viewer = new ViewerClient();
+    clients.push(viewer);
+    await viewer.accept(await room.addViewer('v1', await viewer.offer()));
+    await waitFor(() => viewer.frames >= 5, 20_000, 'viewer frames');
+
+    const { session, publisher, direct, ingest } = room.parts;
+    const closes: string[] = [];
+    room.on('close', (r: string) => closes.push(r));
+    room.close('room-deleted');
+    room.close('error');
+    expect(closes).toEqual(['room-deleted']);
+    expect(room.closed).toBe(true);
+    expect(ingest!.closed).toBe(true);
+    expect(direct.closed).toBe(true);
+    expect(direct.viewerCount).toBe(0);
+    expect(publisher.closed).toBe(true);
+    await room.whenClosed();
+    expect(session.closed).toBe(true);
+    expect(session.workerThreadId).toBeNull();
+    await expect(room.publish(await performer.offer())).rejects.toMatchObject({ code: 'INVALID_STATE' });
+    // The viewer's peer sees the server side go away.
+    await waitFor(() => ['disconnected', 'failed', 'closed'].includes(viewer.pc.connectionState), 20_000, 'viewer disconnected');
+  });
+});
