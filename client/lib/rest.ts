@@ -1,6 +1,6 @@
 /**
  * REST helpers for the portrait and room API. Every non-2xx answer becomes a ClientError carrying the server's
- * stable code (`{ error: { code, message } }` in the body), so pages show the same codes as for socket errors.
+ * stable code (`{ code, message }` in the body), so pages show the same codes as for socket errors.
  */
 import { ClientError, type ClientErrorCode } from './errors.js';
 
@@ -12,8 +12,9 @@ export interface PortraitSummary {
   width?: number;
   height?: number;
   createdAt?: string;
-  /** URL of the image (or a thumbnail); when absent the page uses `/api/portraits/:id/image`. */
-  imageUrl?: string;
+  uploader?: string | null;
+  /** URL of the normalised image; when absent the page uses `/api/portraits/:id/image`. */
+  url?: string;
 }
 
 /** What POST /api/rooms answers. */
@@ -23,6 +24,7 @@ export interface CreatedRoom {
   viewerUrl: string;
   performerToken: string;
   viewerToken: string;
+  expiresAt?: string;
 }
 
 export interface RestOptions {
@@ -55,9 +57,12 @@ async function call<T>(opts: RestOptions | undefined, p: string, init?: RequestI
     }
   }
   if (!res.ok) {
-    const e = (body as { error?: { code?: string; message?: string } } | null)?.error;
+    // `{ code, message }`; `{ error: { code, message } }` is accepted too.
+    const b = body as { code?: unknown; message?: unknown; error?: { code?: unknown; message?: unknown } } | null;
+    const e = b && typeof b.code === 'string' ? b : b?.error;
     const code = (typeof e?.code === 'string' ? e.code : 'INTERNAL') as ClientErrorCode;
-    throw new ClientError(code, e?.message ?? `HTTP ${res.status}`, { status: res.status });
+    const message = typeof e?.message === 'string' ? e.message : `HTTP ${res.status}`;
+    throw new ClientError(code, message, { status: res.status });
   }
   return body as T;
 }
@@ -95,7 +100,7 @@ export async function createRoom(opts?: RestOptions & { portraitId?: string }): 
   });
 }
 
-/** The image URL for a portrait (the listing's own URL when it gives one). */
+/** The image URL for a portrait (same-origin path, so a proxy in front of the server does not break it). */
 export function portraitImageUrl(p: PortraitSummary, opts?: RestOptions): string {
-  return p.imageUrl ? url(opts, p.imageUrl) : url(opts, `/api/portraits/${encodeURIComponent(p.id)}/image`);
+  return url(opts, `/api/portraits/${encodeURIComponent(p.id)}/image`);
 }
