@@ -8,7 +8,7 @@ import { STATUS_CODES } from 'node:http';
 import type uWS from 'uWebSockets.js';
 import { AppError, httpStatus, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Method, Router } from './router.js';
+import type { Router } from './router.js';
 
 export type Handler = (ex: HttpExchange, params: Record<string, string>) => void | Promise<void>;
 
@@ -137,7 +137,7 @@ export function dispatch(router: Router<Handler>, res: uWS.HttpResponse, req: uW
     return;
   }
   if (match.kind === 'method-not-allowed') {
-    const allow = match.allow.includes('GET' as Method) ? [...match.allow, 'HEAD'] : match.allow;
+    const allow = match.allow.includes('GET') ? [...match.allow, 'HEAD'] : match.allow;
     const pub = { code: 'METHOD_NOT_ALLOWED', message: `method ${ex.method} not allowed` } as const;
     ex.json(httpStatus[pub.code], pub, { allow: allow.join(', ') });
     return;

@@ -76,7 +76,6 @@ const TMP_MARK = '.tmp-';
 
 function clean(text: string | undefined, max: number): string | null {
   if (text === undefined) return null;
-  // eslint-disable-next-line no-control-regex
   const t = text.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, max);
   return t.length > 0 ? t : null;
 }

@@ -18,7 +18,7 @@ export async function waitFor<T>(
   for (;;) {
     try {
       const v = await condition();
-      if (v) return v as NonNullable<T>;
+      if (v) return v;
     } catch (err) {
       lastError = err;
     }
@@ -32,19 +32,23 @@ export async function waitFor<T>(
 
 /** Resolves with the arguments of the next `event` emitted by `emitter`, or rejects after `timeoutMs`. */
 export function nextEvent<A extends unknown[] = unknown[]>(
-  emitter: { once(event: string, fn: (...args: never[]) => void): unknown; off(event: string, fn: (...args: never[]) => void): unknown },
+  emitter: { once: (...args: never[]) => unknown; off: (...args: never[]) => unknown },
   event: string,
   timeoutMs = 5000,
 ): Promise<A> {
+  // Works for Node EventEmitters and socket.io sockets alike (their typed signatures differ).
+  type Fn = (ev: string, fn: (...args: unknown[]) => void) => unknown;
+  const once = (emitter.once as unknown as Fn).bind(emitter);
+  const off = (emitter.off as unknown as Fn).bind(emitter);
   return new Promise((resolve, reject) => {
-    const onEvent = (...args: never[]): void => {
+    const onEvent = (...args: unknown[]): void => {
       clearTimeout(timer);
-      resolve(args as unknown as A);
+      resolve(args as A);
     };
     const timer = setTimeout(() => {
-      emitter.off(event, onEvent);
+      off(event, onEvent);
       reject(new Error(`nextEvent: "${event}" not emitted within ${timeoutMs} ms`));
     }, timeoutMs);
-    emitter.once(event, onEvent);
+    once(event, onEvent);
   });
 }

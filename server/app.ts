@@ -1,0 +1,131 @@
+/**
+ * The server: one uWebSockets.js app serving the client pages, the REST API, /healthz, /metrics and socket.io
+ * signaling (attached with io.attachApp). `createServer()` builds and starts everything; `close()` takes it all down
+ * in order (signaling, rooms, socket.io, the listen socket, the fan-out factory) and frees the port.
+ */
+import path from 'node:path';
+import { Server } from 'socket.io';
+import uWS from 'uWebSockets.js';
+import { projectRoot, type Config } from './config.js';
+import { AppError } from './errors.js';
+import { dispatch, type Handler } from './http/exchange.js';
+import { addApiRoutes } from './http/api.js';
+import { Router } from './http/router.js';
+import { createLogger, setLogLevel } from './logger.js';
+import { createFanoutFactory, type FanoutFactory } from './media/fanout.js';
+import { Metrics } from './metrics.js';
+import { PortraitStore, type FaceCheck } from './portraits/store.js';
+import { RoomRegistry } from './rooms/registry.js';
+import { SignalingServer, type SignalingIo } from './signaling/server.js';
+
+export interface ServerOptions {
+  /** Refuses portraits without a face (AppError('NO_FACE')); plugged in by the avatar engine. Default: no check. */
+  checkFace?: FaceCheck;
+  /** Folder with the client pages; default <project>/client. */
+  clientDir?: string;
+}
+
+export interface AvatarServer {
+  /** The port actually listened on (config.port 0 picks one). */
+  readonly port: number;
+  /** A URL that reaches the server from this machine, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly config: Config;
+  readonly portraits: PortraitStore;
+  readonly rooms: RoomRegistry;
+  readonly metrics: Metrics;
+  readonly fanout: FanoutFactory;
+  readonly closed: boolean;
+  /** Closes rooms, signaling, the listen socket and the fan-out factory. Idempotent; the port is free afterwards. */
+  close(): Promise<void>;
+}
+
+function localUrl(host: string, port: number): string {
+  if (host === '0.0.0.0' || host === '') return `http://127.0.0.1:${port}`;
+  if (host === '::') return `http://[::1]:${port}`;
+  return host.includes(':') ? `http://[${host}]:${port}` : `http://${host}:${port}`;
+}
+
+/** Builds the server from a validated config and starts listening. */
+export async function createServer(config: Config, opts: ServerOptions = {}): Promise<AvatarServer> {
+  setLogLevel(config.logLevel);
+  const log = createLogger('server');
+  const startedAt = Date.now();
+  const fanout = await createFanoutFactory(config, log.child('fanout'));
+  let portraits: PortraitStore;
+  try {
+    portraits = await PortraitStore.open({
+      dir: path.join(config.dataDir, 'portraits'),
+      maxBytes: config.upload.maxBytes,
+      maxPixels: config.upload.maxPixels,
+      minSide: config.upload.minSide,
+      ...(opts.checkFace ? { checkFace: opts.checkFace } : {}),
+      log: log.child('portraits'),
+    });
+  } catch (err) {
+    await fanout.close();
+    throw err;
+  }
+  const registry = new RoomRegistry({ config, fanout, portraits, log: log.child('rooms') });
+  const metrics = new Metrics(registry);
+
+  const app = uWS.App();
+  const io: SignalingIo = new Server({ serveClient: false, maxHttpBufferSize: 256 * 1024 });
+  io.attachApp(app);
+  const signaling = new SignalingServer({ io, registry, config, log: log.child('signaling') });
+
+  let port = 0;
+  const router = new Router<Handler>();
+  addApiRoutes(router, {
+    config,
+    portraits,
+    registry,
+    metrics,
+    fanoutKind: () => fanout.kind,
+    clientDir: opts.clientDir ?? path.join(projectRoot, 'client'),
+    startedAt,
+    port: () => port,
+  });
+  const httpLog = log.child('http');
+  app.any('/*', (res, req) => dispatch(router, res, req, httpLog));
+
+  const listenSocket = await new Promise<uWS.us_listen_socket | false>((resolve) => app.listen(config.host, config.port, resolve));
+  if (!listenSocket) {
+    signaling.close();
+    metrics.close();
+    registry.close();
+    await io.close();
+    await fanout.close();
+    throw new AppError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port} (in use or not permitted)`);
+  }
+  port = uWS.us_socket_local_port(listenSocket);
+  const url = localUrl(config.host, port);
+  log.info('listening', { url, fanout: fanout.kind, engine: config.avatar.engine });
+
+  let closing: Promise<void> | null = null;
+  return {
+    port,
+    url,
+    config,
+    portraits,
+    rooms: registry,
+    metrics,
+    fanout,
+    get closed() {
+      return closing !== null;
+    },
+    close() {
+      closing ??= (async () => {
+        signaling.close();
+        registry.close();
+        metrics.close();
+        await io.close();
+        uWS.us_listen_socket_close(listenSocket);
+        await fanout.close();
+        await portraits.flush();
+        log.info('closed');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,199 @@
+/**
+ * The room registry: the rooms of this process by id, created from the REST API, dropped when they close.
+ *
+ * It also owns room lifetime by performer presence: a new room waits `config.roomIdleMs` for its performer's first
+ * join; when the performer's socket goes, the room waits `config.roomGraceMs` for a reconnect, then closes with
+ * 'performer-left'. A join within the window cancels the timer.
+ *
+ * Events: 'room' (room: Room) after a room is created; 'roomClosed' (roomId: string, reason: CloseReason) after a
+ * room closed and was dropped. Listeners (signaling, metrics) only listen; the registry knows nothing of them.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Config } from '../config.js';
+import { AppError, InvalidStateError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { FanoutFactory } from '../media/fanout.js';
+import type { PortraitStore } from '../portraits/store.js';
+import type { CloseReason } from '../signaling/protocol.js';
+import type { Room } from './room.js';
+
+export interface RoomRegistryOptions {
+  config: Config;
+  fanout: FanoutFactory;
+  portraits: PortraitStore;
+  log: Logger;
+}
+
+interface Entry {
+  room: Room;
+  /** socket id of the connected performer, if any. */
+  performer: string | null;
+  timer: NodeJS.Timeout | null;
+}
+
+export interface RoomRegistryEvents {
+  room: [room: Room];
+  roomClosed: [roomId: string, reason: CloseReason];
+}
+
+export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
+  readonly #opts: RoomRegistryOptions;
+  readonly #entries = new Map<string, Entry>();
+  /** Rooms being created (counted against maxRooms, closed if the registry closes meanwhile). */
+  #creating = 0;
+  #closed = false;
+
+  constructor(opts: RoomRegistryOptions) {
+    super();
+    this.#opts = opts;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Number of open rooms. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Viewers over all rooms. */
+  viewerCount(): number {
+    let n = 0;
+    for (const e of this.#entries.values()) n += e.room.viewerCount;
+    return n;
+  }
+
+  rooms(): Room[] {
+    return [...this.#entries.values()].map((e) => e.room);
+  }
+
+  get(id: string): Room | undefined {
+    return this.#entries.get(id)?.room;
+  }
+
+  /** @throws AppError('ROOM_NOT_FOUND') */
+  require(id: string): Room {
+    const room = this.get(id);
+    if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+    return room;
+  }
+
+  /**
+   * Creates a room, with a portrait when `portraitId` is given (the portrait is prepared before the room is listed:
+   * a portrait the engine refuses, e.g. NO_FACE, fails the creation and nothing is left behind).
+   * @throws AppError('NOT_FOUND') for an unknown portrait, ('ROOM_BUSY') at maxRooms, or what Room.create throws.
+   */
+  async create(opts: { portraitId?: string } = {}): Promise<Room> {
+    if (this.#closed) throw new InvalidStateError('registry closed');
+    const { config, portraits, fanout, log } = this.#opts;
+    if (opts.portraitId !== undefined) portraits.get(opts.portraitId);
+    if (this.#entries.size + this.#creating >= config.maxRooms) throw new AppError('ROOM_BUSY', 'too many rooms are open; try again later');
+    const roomId = randomBytes(9).toString('base64url');
+    this.#creating++;
+    let room: Room;
+    try {
+      // Imported on first use so that the REST API, portraits and health work even where the media stack fails to
+      // load; a failure here is reported to the caller of POST /api/rooms.
+      const { Room: RoomClass } = await import('./room.js');
+      room = await RoomClass.create({
+        roomId,
+        config,
+        fanout,
+        loadPortrait: (id) => portraits.loadRgb(id),
+        onPortraitUsed: (id) => {
+          portraits.markUsed(id, roomId).catch((err: unknown) => log.warn('consent log write failed', { roomId, portraitId: id, err }));
+        },
+      });
+      if (opts.portraitId !== undefined) {
+        try {
+          await room.setPortrait(opts.portraitId);
+        } catch (err) {
+          room.close('error');
+          throw err;
+        }
+      }
+    } finally {
+      this.#creating--;
+    }
+    if (this.#closed) {
+      room.close('server-shutdown');
+      throw new InvalidStateError('registry closed');
+    }
+    const entry: Entry = { room, performer: null, timer: null };
+    this.#entries.set(roomId, entry);
+    room.once('close', (reason: CloseReason) => this.#drop(roomId, reason));
+    this.#arm(entry, config.roomIdleMs, 'performer never joined');
+    log.info('room created', { roomId, fanout: room.fanoutKind });
+    this.emit('room', room);
+    return room;
+  }
+
+  /**
+   * Records the performer's socket for a room and cancels a pending close. Returns the previous performer's socket
+   * id when another socket held the role (the caller tells it it was replaced), else null.
+   */
+  performerJoined(roomId: string, socketId: string): string | null {
+    const e = this.#entries.get(roomId);
+    if (!e) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+    const prev = e.performer !== socketId ? e.performer : null;
+    e.performer = socketId;
+    this.#disarm(e);
+    return prev;
+  }
+
+  /** The performer's socket went away: arm the grace timer (a socket that was replaced changes nothing). */
+  performerLeft(roomId: string, socketId: string): void {
+    const e = this.#entries.get(roomId);
+    if (!e || e.performer !== socketId) return;
+    e.performer = null;
+    this.#arm(e, this.#opts.config.roomGraceMs, 'performer left');
+  }
+
+  /** Whether `socketId` is the room's current performer socket. */
+  isPerformer(roomId: string, socketId: string): boolean {
+    return this.#entries.get(roomId)?.performer === socketId;
+  }
+
+  /** Closes one room. @throws AppError('ROOM_NOT_FOUND') */
+  closeRoom(roomId: string, reason: CloseReason): void {
+    this.require(roomId).close(reason);
+  }
+
+  /** Closes every room ('server-shutdown') and refuses new ones. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const e of [...this.#entries.values()]) {
+      this.#disarm(e);
+      e.room.close('server-shutdown');
+    }
+    // Rooms whose 'close' listener did not run (a Room that failed to emit) are dropped anyway.
+    for (const id of [...this.#entries.keys()]) this.#drop(id, 'server-shutdown');
+  }
+
+  #arm(e: Entry, ms: number, why: string): void {
+    this.#disarm(e);
+    e.timer = setTimeout(() => {
+      e.timer = null;
+      this.#opts.log.info('room closing', { roomId: e.room.id, why });
+      e.room.close('performer-left');
+    }, ms);
+    e.timer.unref();
+  }
+
+  #disarm(e: Entry): void {
+    if (e.timer) clearTimeout(e.timer);
+    e.timer = null;
+  }
+
+  #drop(roomId: string, reason: CloseReason): void {
+    const e = this.#entries.get(roomId);
+    if (!e) return;
+    this.#disarm(e);
+    this.#entries.delete(roomId);
+    this.#opts.log.info('room closed', { roomId, reason });
+    this.emit('roomClosed', roomId, reason);
+  }
+}

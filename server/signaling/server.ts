@@ -1,0 +1,263 @@
+/**
+ * Signaling: socket.io events → Room methods.
+ *
+ * Every socket must `join` with a signed token first; the token fixes the room and the role for the socket's life.
+ * Viewer sockets may only view (direct or SFU) and send ICE for their own view peer; everything that changes the room
+ * (publish, setPortrait, setSettings, recalibrate) is the performer's. Every payload goes through a validator, every
+ * error goes through toPublicError, and one socket's requests run one at a time (at most MAX_PENDING queued), so a
+ * misbehaving client can only slow itself down. A missing ack or a non-object payload is answered (or ignored) like
+ * any other bad input.
+ *
+ * Room events are forwarded to the room's sockets (socket.io room `room:<id>`): 'stats', 'failure', and 'closed'.
+ */
+import type { Server, Socket } from 'socket.io';
+import { verifyToken } from '../auth/tokens.js';
+import type { Config } from '../config.js';
+import { AppError, InvalidStateError, toPublicError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Room } from '../rooms/room.js';
+import type { RoomRegistry } from '../rooms/registry.js';
+import type { ClientToServerEvents, CloseReason, PublicError, Result, Role, RoomStats, ServerToClientEvents } from './protocol.js';
+import {
+  validateEmpty,
+  validateIce,
+  validateJoin,
+  validatePublish,
+  validateSetPortrait,
+  validateSetSettings,
+  validateSfuConnect,
+  validateSfuConsume,
+  validateSfuResume,
+  validateView,
+} from './validate.js';
+
+/** Per-socket state, fixed by `join`. */
+export interface SocketData {
+  roomId?: string;
+  role?: Role;
+}
+
+export type SignalingIo = Server<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+type SignalingSocket = Socket<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+
+/** Requests one socket may have queued before new ones are refused with TOO_MANY_REQUESTS. */
+export const MAX_PENDING = 32;
+
+export interface SignalingOptions {
+  io: SignalingIo;
+  registry: RoomRegistry;
+  config: Config;
+  log: Logger;
+}
+
+interface Joined {
+  room: Room;
+  roomId: string;
+  role: Role;
+}
+
+const roomKey = (id: string): string => `room:${id}`;
+
+export class SignalingServer {
+  readonly #io: SignalingIo;
+  readonly #registry: RoomRegistry;
+  readonly #config: Config;
+  readonly #log: Logger;
+  #closed = false;
+
+  constructor(opts: SignalingOptions) {
+    this.#io = opts.io;
+    this.#registry = opts.registry;
+    this.#config = opts.config;
+    this.#log = opts.log;
+    this.#registry.on('room', this.#onRoom);
+    this.#io.on('connection', (socket) => this.#onConnection(socket));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops listening to the registry (socket.io itself is closed by its owner). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#registry.off('room', this.#onRoom);
+  }
+
+  readonly #onRoom = (room: Room): void => {
+    const key = roomKey(room.id);
+    room.on('stats', (s: RoomStats) => this.#io.to(key).emit('stats', s));
+    room.on('failure', (e: PublicError) => this.#io.to(key).emit('failure', { code: e.code, message: e.message }));
+    room.once('close', (reason: CloseReason) => {
+      this.#io.to(key).emit('closed', { reason });
+      // The sockets stay connected (the page shows why the room ended) but are no longer joined to anything.
+      const ids = this.#io.of('/').adapter.rooms.get(key);
+      for (const id of ids ? [...ids] : []) {
+        const s = this.#io.of('/').sockets.get(id);
+        if (s) {
+          s.data = {};
+          void s.leave(key);
+        }
+      }
+    });
+  };
+
+  #onConnection(socket: SignalingSocket): void {
+    socket.data = {};
+    let pending = 0;
+    let chain: Promise<void> = Promise.resolve();
+
+    const on = (event: keyof ClientToServerEvents, handler: (payload: unknown) => unknown): void => {
+      (socket.on as (ev: string, fn: (...args: unknown[]) => void) => void)(event, (...args: unknown[]) => {
+        const last = args[args.length - 1];
+        const ack = typeof last === 'function' ? (args.pop() as (r: Result<unknown>) => void) : null;
+        const payload = args[0];
+        const reply = (r: Result<unknown>): void => {
+          if (!ack) return;
+          try {
+            ack(r);
+          } catch (err) {
+            this.#log.warn('ack failed', { event, err });
+          }
+        };
+        if (pending >= MAX_PENDING) {
+          reply({ ok: false, error: { code: 'TOO_MANY_REQUESTS', message: 'too many requests in flight' } });
+          return;
+        }
+        pending++;
+        chain = chain.then(async () => {
+          try {
+            const data = await handler(payload);
+            reply({ ok: true, data: data === undefined ? null : data });
+          } catch (err) {
+            if (!(err instanceof AppError)) this.#log.error('signaling handler failed', { event, socket: socket.id, err });
+            else this.#log.debug('signaling request refused', { event, socket: socket.id, code: err.code });
+            reply({ ok: false, error: toPublicError(err) });
+          } finally {
+            pending--;
+          }
+        });
+      });
+    };
+
+    const joined = (): Joined => {
+      const { roomId, role } = socket.data;
+      if (!roomId || !role) throw new InvalidStateError('join a room first');
+      const room = this.#registry.get(roomId);
+      if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'the room has ended');
+      return { room, roomId, role };
+    };
+    const performer = (): Joined => {
+      const j = joined();
+      if (j.role !== 'performer') throw new AppError('FORBIDDEN', 'only the performer can do this');
+      return j;
+    };
+    const sfu = (): Joined => {
+      const j = joined();
+      if (j.room.fanoutKind !== 'sfu') throw new AppError('UNSUPPORTED', 'this room does not use the SFU fan-out');
+      return j;
+    };
+
+    on('join', (p) => {
+      const req = validateJoin(p);
+      if (socket.data.roomId) throw new InvalidStateError('already joined');
+      const tok = verifyToken(req.token, this.#config.tokenSecret);
+      const room = this.#registry.require(tok.room);
+      socket.data = { roomId: tok.room, role: tok.role };
+      void socket.join(roomKey(tok.room));
+      if (tok.role === 'performer') {
+        const prev = this.#registry.performerJoined(tok.room, socket.id);
+        if (prev) {
+          const old = this.#io.of('/').sockets.get(prev);
+          if (old) {
+            old.emit('closed', { reason: 'replaced' });
+            old.data = {};
+            old.disconnect(true);
+          }
+        }
+      }
+      this.#log.info('socket joined', { roomId: tok.room, role: tok.role, socket: socket.id });
+      return { role: tok.role, room: room.info, fanout: room.fanoutKind, iceServers: this.#config.media.iceServers };
+    });
+
+    on('publish', async (p) => {
+      const req = validatePublish(p);
+      const { room } = performer();
+      return { sdp: await room.publish(req.sdp) };
+    });
+    on('unpublish', async (p) => {
+      validateEmpty(p, 'unpublish');
+      await performer().room.unpublish();
+      return null;
+    });
+    on('view', async (p) => {
+      const req = validateView(p);
+      const { room } = joined();
+      if (room.fanoutKind !== 'direct') throw new AppError('UNSUPPORTED', 'this room uses the SFU fan-out: use sfu:* messages');
+      return { sdp: await room.addViewer(socket.id, req.sdp) };
+    });
+    on('ice', async (p) => {
+      const req = validateIce(p);
+      const { room } = req.target === 'publish' ? performer() : joined();
+      await room.addIceCandidate(req.target === 'publish' ? { kind: 'publish' } : { kind: 'view', viewerId: socket.id }, req.candidate);
+      return null;
+    });
+    on('setPortrait', async (p) => {
+      const req = validateSetPortrait(p);
+      const { room, roomId } = performer();
+      const info = await room.setPortrait(req.portraitId);
+      this.#io.to(roomKey(roomId)).emit('room', info);
+      return info;
+    });
+    on('setSettings', (p) => {
+      const req = validateSetSettings(p);
+      const { room, roomId } = performer();
+      const settings = room.updateSettings(req.settings);
+      this.#io.to(roomKey(roomId)).emit('room', room.info);
+      return settings;
+    });
+    on('recalibrate', (p) => {
+      validateEmpty(p, 'recalibrate');
+      performer().room.recalibrate();
+      return null;
+    });
+    on('sfu:capabilities', (p) => {
+      validateEmpty(p, 'sfu:capabilities');
+      return { routerRtpCapabilities: sfu().room.sfuCapabilities() };
+    });
+    on('sfu:createTransport', (p) => {
+      validateEmpty(p, 'sfu:createTransport');
+      return sfu().room.sfuCreateTransport(socket.id);
+    });
+    on('sfu:connect', async (p) => {
+      const req = validateSfuConnect(p);
+      await sfu().room.sfuConnect(socket.id, req.transportId, req.dtlsParameters);
+      return null;
+    });
+    on('sfu:consume', (p) => {
+      const req = validateSfuConsume(p);
+      return sfu().room.sfuConsume(socket.id, req.transportId, req.rtpCapabilities);
+    });
+    on('sfu:resume', async (p) => {
+      const req = validateSfuResume(p);
+      await sfu().room.sfuResume(socket.id, req.consumerId);
+      return null;
+    });
+
+    socket.on('disconnect', () => {
+      const { roomId, role } = socket.data;
+      socket.data = {};
+      if (!roomId) return;
+      const room = this.#registry.get(roomId);
+      if (!room || room.closed) return;
+      try {
+        // Any socket may have a view peer (the performer can preview); drop it.
+        room.removeViewer(socket.id);
+      } catch (err) {
+        this.#log.warn('removeViewer failed', { roomId, err });
+      }
+      if (role === 'performer') this.#registry.performerLeft(roomId, socket.id);
+    });
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Starts a real server for a test: port 0 on 127.0.0.1, a fresh temporary data folder, logs silenced, tokens signed
+ * with a fixed test secret, direct fan-out (the mediasoup worker is not available everywhere) and ICE limited to
+ * loopback. `stop()` closes the server, checks that the port is free again and removes the data folder.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer, type AvatarServer, type ServerOptions } from '../../server/app.js';
+import { loadConfig, type Config, type DeepPartial } from '../../server/config.js';
+import { isPortFree } from './net.js';
+import { waitFor } from './wait.js';
+
+/** The repository root. */
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The shared, read-only test media (never copied into the repository). */
+export const sharedMedia = path.resolve(repoRoot, '..', 'shared', 'media');
+export const TEST_TOKEN_SECRET = 'test-secret-0123456789abcdef';
+
+export interface TestServer {
+  server: AvatarServer;
+  config: Config;
+  url: string;
+  port: number;
+  dataDir: string;
+  /** Closes the server, waits until its port is free, removes the data folder. Idempotent. */
+  stop(): Promise<void>;
+}
+
+function isPlain(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+function deepMerge<T>(a: T, b: T): T {
+  const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = isPlain(v) && isPlain(out[k]) ? deepMerge(out[k], v) : v;
+  return out as T;
+}
+
+/** Starts a server with the test defaults above, deep-merged with `overrides`. */
+export async function startTestServer(overrides: DeepPartial<Config> = {}, opts: ServerOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-test-'));
+  const defaults: DeepPartial<Config> = {
+    host: '127.0.0.1',
+    port: 0,
+    logLevel: 'silent',
+    dataDir,
+    tokenSecret: TEST_TOKEN_SECRET,
+    fanout: { mode: 'direct' },
+    media: { iceAddressAllowList: ['127.0.0.1'] },
+  };
+  const config = loadConfig({}, deepMerge(defaults, overrides));
+  let server: AvatarServer;
+  try {
+    server = await createServer(config, opts);
+  } catch (err) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  let stopped: Promise<void> | null = null;
+  return {
+    server,
+    config,
+    url: server.url,
+    port: server.port,
+    dataDir,
+    stop() {
+      stopped ??= (async () => {
+        await server.close();
+        await waitFor(() => isPortFree(server.port), 5000, `port ${server.port} free`);
+        await rm(dataDir, { recursive: true, force: true });
+      })();
+      return stopped;
+    },
+  };
+}
