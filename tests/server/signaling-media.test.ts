@@ -75,7 +75,7 @@ describe('signaling with real peers', () => {
 
     await waitFor(() => viewer.frames >= 15, 30_000, 'viewer frames');
     const [s] = await stats;
-    expect(s).toMatchObject({ fps: expect.any(Number), viewers: expect.any(Number) });
+    expect([typeof s.fps, typeof s.viewers, typeof s.latencyMs]).toEqual(['number', 'number', 'number']);
     await waitFor(async () => ((await (await fetch(`${ts.url}/healthz`)).json()) as { viewers: number }).viewers === 1, 10_000, 'healthz viewers');
     expect(await metric('avatar_frames_total')).toBeGreaterThan(0);
     expect(await metric('avatar_end_to_end_seconds_count')).toBeGreaterThan(0);
