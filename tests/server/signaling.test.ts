@@ -48,7 +48,7 @@ async function stillServes(room: CreatedRoom): Promise<void> {
 }
 
 beforeEach(async () => {
-  ts = await startTestServer({ roomGraceMs: 400 });
+  ts = await startTestServer({ roomGraceMs: 400, avatar: { engine: 'portrait' } });
 });
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.disconnect();
@@ -67,6 +67,27 @@ describe('join', () => {
     const vj = await call<JoinResponse>(view, 'join', { token: room.viewerToken });
     expect(vj).toMatchObject({ role: 'viewer', room: { roomId: room.roomId } });
     expect(errorCode(await request(view, 'join', { token: room.viewerToken }))).toBe('INVALID_STATE');
+  });
+
+  it('works over HTTP long-polling too (socket.io fallback transport)', async () => {
+    const room = await createRoom();
+    const { io: ioc } = await import('socket.io-client');
+    const s: ClientSocket = ioc(ts.url, { transports: ['polling'], reconnection: false, forceNew: true });
+    sockets.push(s);
+    const joined = await call<JoinResponse>(s, 'join', { token: room.viewerToken });
+    expect(joined.role).toBe('viewer');
+    expect(s.io.engine.transport.name).toBe('polling');
+  });
+
+  it('closes a room whose performer never joins within roomIdleMs', async () => {
+    await ts.stop();
+    ts = await startTestServer({ roomIdleMs: 1000, avatar: { engine: 'portrait' } });
+    const room = await createRoom();
+    const v = await client();
+    await call(v, 'join', { token: room.viewerToken });
+    const closed = nextEvent<[{ reason: string }]>(v, 'closed', 10_000);
+    expect((await closed)[0].reason).toBe('performer-left');
+    expect(ts.server.rooms.size).toBe(0);
   });
 
   it('refuses everything before join with INVALID_STATE', async () => {
@@ -96,7 +117,7 @@ describe('join', () => {
 
   it('expires tokens after tokenTtlMs', async () => {
     await ts.stop();
-    ts = await startTestServer({ tokenTtlMs: 1000 });
+    ts = await startTestServer({ tokenTtlMs: 1000, avatar: { engine: 'portrait' } });
     const room = (await createRoom()) as CreatedRoom & { expiresAt: string };
     const exp = Date.parse(room.expiresAt);
     expect(exp - Date.now()).toBeLessThanOrEqual(1000);
