@@ -8,7 +8,10 @@
  * (performance.timeOrigin + presentation time, epoch ms). The server's per-stage times come from the Room's 'frame'
  * events (the server runs in this process).
  *
- *   npm run bench -- transport [--seconds 25] [--warmup 4] [--clip man_mouth_wide_open.mp4]
+ *   npm run bench -- transport [--seconds 25] [--warmup 4] [--clip man_mouth_wide_open.mp4] [--preview 0|1] [--buffer MS]
+ *
+ * --preview 1 also runs the studio's own avatar preview (a second viewer: one more server encode); default 0.
+ * --buffer MS sets the viewer's receive jitter buffer target (viewer page ?buffer=MS); default: the browser's.
  *
  * Writes benchmarks/results/transport.json: p50_ms, p95_ms, fps, frames, stages{stage:{p50,p95,mean,n}}, ...
  */
@@ -80,6 +83,8 @@ export async function main(args: string[]): Promise<void> {
   const warmup = Number(arg(args, 'warmup', '4'));
   const clip = drivingClip(arg(args, 'clip', 'man_mouth_wide_open.mp4'));
   const portrait = portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg'));
+  const preview = arg(args, 'preview', '0') === '1';
+  const buffer = arg(args, 'buffer', '');
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-bench-'));
   let server: AvatarServer | null = null;
@@ -128,12 +133,12 @@ export async function main(args: string[]): Promise<void> {
     await installProbe(perf.page);
     await installProbe(view.page);
 
-    await perf.page.goto(created.performerUrl);
+    await perf.page.goto(`${created.performerUrl}&preview=${preview ? 1 : 0}`);
     await perf.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
     await perf.page.locator('#start:not([disabled])').click();
     await until('performer connected', () => perf.page.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'), 30_000);
 
-    await view.page.goto(created.viewerUrl);
+    await view.page.goto(buffer === '' ? created.viewerUrl : `${created.viewerUrl}&buffer=${encodeURIComponent(buffer)}`);
     await view.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#video', { marker: true }));
     await until('viewer frames', () => view.page.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 30_000);
 
@@ -167,6 +172,8 @@ export async function main(args: string[]): Promise<void> {
       description: 'Chromium fake webcam → server (passthrough engine, direct fan-out) → Chromium viewer, loopback; delay = viewer presentation − performer presentation of the same marked frame',
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
       seconds: +windowS.toFixed(1),
+      options: { preview, viewerJitterBufferMs: buffer === '' ? 'browser default' : Number(buffer) },
+      load_average_1m: +os.loadavg()[0]!.toFixed(2),
       p50_ms: d.p50,
       p95_ms: d.p95,
       mean_ms: d.mean,

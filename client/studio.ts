@@ -40,6 +40,7 @@ const ui = {
   avatarIdle: $('avatar-idle'),
   start: $<HTMLButtonElement>('start'),
   recalibrate: $<HTMLButtonElement>('recalibrate'),
+  preview: $<HTMLInputElement>('preview'),
   fps: $('st-fps'),
   lat: $('st-lat'),
   eng: $('st-eng'),
@@ -238,8 +239,7 @@ async function start(): Promise<void> {
     live = true;
     ui.recalibrate.disabled = false;
     setBadge('live', 'live');
-    // The performer watches the room's output like any viewer would.
-    client.view().catch((err: unknown) => showError(err));
+    if (ui.preview.checked) startPreview();
   } catch (err) {
     showError(err);
     await stop();
@@ -249,12 +249,21 @@ async function start(): Promise<void> {
   }
 }
 
-async function stop(): Promise<void> {
-  live = false;
-  ui.recalibrate.disabled = true;
+/** The performer watches the room's output like any viewer would (one more encode on the server). */
+function startPreview(): void {
+  client?.view().catch((err: unknown) => showError(err));
+}
+
+function stopPreview(): void {
   client?.stopView();
   ui.avatar.srcObject = null;
   ui.avatarIdle.hidden = false;
+}
+
+async function stop(): Promise<void> {
+  live = false;
+  ui.recalibrate.disabled = true;
+  stopPreview();
   if (client && !client.closed) await client.unpublish().catch((err: unknown) => showError(err));
   for (const t of camera?.getTracks() ?? []) t.stop();
   camera = null;
@@ -270,6 +279,14 @@ function renderStart(): void {
 }
 
 ui.start.addEventListener('click', () => void (live ? stop() : start()));
+// ?preview=0 starts with the preview off; the choice is remembered.
+ui.preview.checked = new URLSearchParams(location.search).get('preview') !== '0' && localStorage.getItem('avatar.preview') !== '0';
+ui.preview.addEventListener('change', () => {
+  localStorage.setItem('avatar.preview', ui.preview.checked ? '1' : '0');
+  if (!live) return;
+  if (ui.preview.checked) startPreview();
+  else stopPreview();
+});
 ui.recalibrate.addEventListener('click', () => {
   client?.recalibrate().catch((err: unknown) => showError(err));
 });

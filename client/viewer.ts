@@ -2,7 +2,8 @@
  * The viewer page (also an OBS browser source): the room's avatar video full-window, nothing else but a small status
  * line while waiting. It reconnects by itself.
  *
- * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent]
+ * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent][&buffer=MS]
+ *   bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target (0 = lowest delay).
  * Test hooks (read-only): window.__avatar = { frames, width, height, state, lastError, stats() }.
  */
 import './style.css';
@@ -93,11 +94,13 @@ async function main(): Promise<void> {
     status('this link has no token');
     return;
   }
+  const buffer = params.get('buffer');
+  const jitterBufferTargetMs = buffer !== null && buffer !== '' && Number.isFinite(Number(buffer)) ? Number(buffer) : undefined;
   const backoff = new Backoff({ minDelayMs: 500, maxDelayMs: 5000 });
   // Keep trying to join until it works: the server may be restarting, or the link opened early (OBS).
   for (;;) {
     try {
-      client = await AvatarClient.connect({ token });
+      client = await AvatarClient.connect(jitterBufferTargetMs === undefined ? { token } : { token, jitterBufferTargetMs });
       break;
     } catch (err) {
       noteError(err);

@@ -68,6 +68,8 @@ export interface AvatarClientOptions {
   backoff?: BackoffOptions;
   /** Keep only local ICE candidates for which this returns true (tests keep loopback); default all. */
   candidateFilter?: (c: RTCIceCandidate) => boolean;
+  /** Receive jitter buffer target for the view, ms; default: the browser's adaptive buffer. */
+  jitterBufferTargetMs?: number;
   /** Reconnect on disconnect or ICE failure; default true. */
   reconnect?: boolean;
 }
@@ -418,6 +420,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
         },
         join.iceServers,
         (why) => this.#peerFailed('view', viewer, why),
+        this.#opts.jitterBufferTargetMs,
       );
     } else {
       const peer: DirectPeer = new DirectPeer({
@@ -426,6 +429,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
         candidateFilter: this.#opts.candidateFilter,
         sendCandidate: (candidate) => this.#sendCandidate('view', candidate, peer),
         negotiate: async (offer) => (await this.request('view', { sdp: offer })).sdp,
+        jitterBufferTargetMs: this.#opts.jitterBufferTargetMs,
         onFailed: (why) => this.#peerFailed('view', peer, why),
       });
       viewer = peer;

@@ -22,6 +22,11 @@ export interface DirectPeerOptions {
   candidateFilter?: ((c: RTCIceCandidate) => boolean) | undefined;
   /** How long 'disconnected' may last before it counts as failed; default 5 s. */
   disconnectedGraceMs?: number | undefined;
+  /**
+   * Preferred receive jitter buffer, ms (RTCRtpReceiver.jitterBufferTarget); undefined = the browser's adaptive
+   * default. 0 asks for the least delay the network allows.
+   */
+  jitterBufferTargetMs?: number | undefined;
   /** How long connecting may take; default 20 s. */
   connectTimeoutMs?: number | undefined;
 }
@@ -46,6 +51,7 @@ export class DirectPeer {
     this.pc.onicecandidate = (e) => this.#onCandidate(e.candidate);
     this.pc.onconnectionstatechange = () => this.#onState();
     this.pc.ontrack = (e) => {
+      setJitterBufferTarget(e.receiver, opts.jitterBufferTargetMs);
       if (!this.stream.getTracks().includes(e.track)) this.stream.addTrack(e.track);
     };
   }
@@ -159,4 +165,10 @@ export class DirectPeer {
     this.#failed = true;
     this.#opts.onFailed(why);
   }
+}
+
+/** Sets RTCRtpReceiver.jitterBufferTarget where the browser has it (Chrome 114+, Firefox 125+, Safari 18+). */
+export function setJitterBufferTarget(receiver: RTCRtpReceiver, ms: number | undefined): void {
+  if (ms === undefined || !('jitterBufferTarget' in receiver)) return;
+  receiver.jitterBufferTarget = Math.max(0, Math.min(4000, ms));
 }

@@ -10,6 +10,7 @@ import type {
   SfuTransportOptions,
 } from '../../server/signaling/protocol.js';
 import { ClientError } from './errors.js';
+import { setJitterBufferTarget } from './peer.js';
 
 export interface SfuSignal {
   capabilities(): Promise<SfuCapabilitiesResponse>;
@@ -28,7 +29,10 @@ export class SfuViewer {
   #closed = false;
   #failed = false;
 
-  constructor(signal: SfuSignal, iceServers: RTCIceServer[], onFailed: (why: string) => void) {
+  readonly #jitterBufferTargetMs: number | undefined;
+
+  constructor(signal: SfuSignal, iceServers: RTCIceServer[], onFailed: (why: string) => void, jitterBufferTargetMs?: number) {
+    this.#jitterBufferTargetMs = jitterBufferTargetMs;
     this.#signal = signal;
     this.#iceServers = iceServers;
     this.#onFailed = onFailed;
@@ -70,6 +74,7 @@ export class SfuViewer {
         kind: info.kind,
         rtpParameters: info.rtpParameters as ms.RtpParameters,
       });
+      if (consumer.rtpReceiver) setJitterBufferTarget(consumer.rtpReceiver, this.#jitterBufferTargetMs);
       this.stream.addTrack(consumer.track);
       await this.#signal.resume(consumer.id);
     }
