@@ -112,6 +112,8 @@ export class AvatarSession extends EventEmitter {
   #inflight: (Pending & { dispatchedAt: number }) | null = null;
   #seq = 0;
   #outFrame: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
+  #renderErrors = 0;
+  #lastRenderErrorAt = -Infinity;
 
   private constructor(opts: AvatarSessionOptions) {
     super();
@@ -339,7 +341,15 @@ export class AvatarSession extends EventEmitter {
       case 'renderError': {
         this.#inflight = null;
         this.#pump();
-        this.emit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
+        // A broken engine fails every frame: report at most once a second, with the count since the last report.
+        this.#renderErrors++;
+        const now = performance.now();
+        if (now - this.#lastRenderErrorAt >= 1000) {
+          this.#lastRenderErrorAt = now;
+          this.#log.warn('avatar engine failed to render', { frames: this.#renderErrors, code: msg.error.code });
+          this.#renderErrors = 0;
+          this.emit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
+        }
         return;
       }
     }

@@ -15,6 +15,7 @@ import { rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
 import { loadPortrait, lumaMad, lumaStd, makeI420, drawPattern, waitFor } from './helpers.js';
 import { PerformerClient, ViewerClient } from './rtcClients.js';
+import { decodeMarker } from '../helpers/media.js';
 
 const log = createLogger('test.room');
 let config: Config;
@@ -46,11 +47,11 @@ afterAll(async () => {
   await fanout.close();
 });
 
-async function openRoom(): Promise<Room> {
+async function openRoom(cfg: Config = config): Promise<Room> {
   const used: string[] = [];
   const room = await Room.create({
     roomId: `r${rooms.length}`,
-    config,
+    config: cfg,
     fanout,
     loadPortrait: async (id) => {
       if (id !== 'p1') throw new AppError('NOT_FOUND', 'no such portrait');
@@ -128,6 +129,47 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     room.removeViewer('v1');
     expect(room.viewerCount).toBe(0);
     expect(viewerCounts.at(-1)).toBe(0);
+  });
+
+  it('diagnostic passthrough: the performer\'s moving picture reaches the viewer (glass-to-glass latency)', async () => {
+    const cfg = loadConfig({}, {
+      logLevel: 'warn',
+      avatar: { engine: 'passthrough', outputSize: 320 },
+      media: { iceAddressAllowList: ['127.0.0.1'] },
+      fanout: { mode: 'direct' },
+    });
+    const room = await openRoom(cfg);
+    const info = await room.setPortrait('p1');
+    const performer = new PerformerClient(640, 480, true);
+    clients.push(performer);
+    await performer.accept(await room.publish(await performer.offer()));
+    const viewer = new ViewerClient();
+    clients.push(viewer);
+    const latencies: number[] = [];
+    const seen = new Set<number>();
+    viewer.onFrame = (f) => {
+      if (f.width !== info.width) return;
+      const idx = decodeMarker((fx, fy) => f.data[Math.floor(fy * f.height) * f.width + Math.floor(fx * f.width)]!);
+      if (idx === null || seen.has(idx)) return;
+      seen.add(idx);
+      const sent = performer.sentAt.get(idx);
+      if (sent !== undefined) latencies.push(f.at - sent);
+    };
+    await viewer.accept(await room.addViewer('v1', await viewer.offer()));
+    performer.start();
+    await waitFor(() => latencies.length >= 60, 30_000, '60 marked frames at the viewer');
+    // Distinct, increasing frame indices: the picture moves, frames are not repeats of one.
+    expect(seen.size).toBeGreaterThanOrEqual(60);
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const p50 = sorted[sorted.length >> 1]!;
+    const p95 = sorted[Math.floor(sorted.length * 0.95)]!;
+    expect(p50).toBeGreaterThan(0);
+    log.warn('glass-to-glass (performer source -> viewer sink, passthrough 320 px)', {
+      frames: latencies.length,
+      p50Ms: +p50.toFixed(1),
+      p95Ms: +p95.toFixed(1),
+      dropped: room.parts.session.dropped,
+    });
   });
 
   it('refuses an offer without video (INVALID_SDP) and garbage SDP', async () => {

@@ -8,6 +8,7 @@ import type { IceCandidate, SessionDescription } from '../../server/signaling/pr
 import { filterSdpCandidates } from '../../server/media/candidates.js';
 import { waitIceGathering } from '../../server/media/rtc.js';
 import { drawPattern, makeI420 } from './helpers.js';
+import { paintMarker } from '../helpers/media.js';
 
 const ALLOW = ['127.0.0.1'];
 
@@ -20,10 +21,16 @@ export class PerformerClient {
   #videoTimer: NodeJS.Timeout | null = null;
   #audioTimer: NodeJS.Timeout | null = null;
   framesSent = 0;
+  /** With `marker`, each frame carries its index (tests/helpers/media.ts) and its send time is kept here. */
+  readonly sentAt = new Map<number, number>();
   /** Trickled local candidates (tests that trickle send them to the server). */
   readonly candidates: IceCandidate[] = [];
 
-  constructor(readonly width = 640, readonly height = 480) {
+  constructor(
+    readonly width = 640,
+    readonly height = 480,
+    readonly marker = false,
+  ) {
     const v = this.#video.createTrack();
     const a = this.#audio.createTrack();
     this.#tracks = [v, a];
@@ -50,7 +57,12 @@ export class PerformerClient {
   start(): void {
     const frame = makeI420(this.width, this.height);
     this.#videoTimer = setInterval(() => {
-      drawPattern(frame, this.framesSent++);
+      const i = this.framesSent++;
+      drawPattern(frame, i);
+      if (this.marker) {
+        paintMarker(frame.data, this.width, this.height, i);
+        this.sentAt.set(i & 4095, performance.now());
+      }
       this.#video.onFrame(frame);
     }, 33);
     const samples = new Int16Array(480);
@@ -93,6 +105,8 @@ export class ViewerClient {
   audioPeak = 0;
   last: ReceivedFrame | null = null;
   readonly sizes = new Set<string>();
+  /** Called for every received frame (the data is only valid during the call). */
+  onFrame: ((f: ReceivedFrame) => void) | null = null;
 
   constructor() {
     this.pc.addTransceiver('video', { direction: 'recvonly' });
@@ -103,7 +117,9 @@ export class ViewerClient {
         this.#videoSink.onframe = ({ frame }: { frame: { width: number; height: number; data: Uint8Array } }) => {
           this.frames++;
           this.sizes.add(`${frame.width}x${frame.height}`);
-          this.last = { width: frame.width, height: frame.height, data: frame.data.slice(), at: performance.now() };
+          const at = performance.now();
+          this.onFrame?.({ width: frame.width, height: frame.height, data: frame.data, at });
+          this.last = { width: frame.width, height: frame.height, data: frame.data.slice(), at };
         };
       } else {
         this.#audioSink = new wrtc.nonstandard.RTCAudioSink(e.track);
