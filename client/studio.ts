@@ -304,6 +304,8 @@ function showSettings(s: AvatarSettings): void {
 
 let settingsTimer: ReturnType<typeof setTimeout> | undefined;
 let pendingSettings: Partial<AvatarSettings> = {};
+/** Requests not answered yet: while > 0 the controls show what the performer set, not an older echo. */
+let settingsInFlight = 0;
 /** Coalesces quick changes (a dragged slider) into one setSettings request every 120 ms. */
 function sendSettings(p: Partial<AvatarSettings>): void {
   pendingSettings = { ...pendingSettings, ...p };
@@ -311,10 +313,15 @@ function sendSettings(p: Partial<AvatarSettings>): void {
   settingsTimer = setTimeout(() => {
     const batch = pendingSettings;
     pendingSettings = {};
-    client?.setSettings(batch).catch((err: unknown) => {
-      showError(err);
-      if (client?.room) showSettings(client.room.settings);
-    });
+    if (!client) return;
+    settingsInFlight++;
+    client
+      .setSettings(batch)
+      .catch((err: unknown) => {
+        showError(err);
+        if (client?.room) showSettings(client.room.settings);
+      })
+      .finally(() => settingsInFlight--);
   }, 120);
 }
 
@@ -382,7 +389,7 @@ async function main(): Promise<void> {
   }
   client.on('room', (room) => {
     hooks.room = room;
-    showSettings(room.settings);
+    if (settingsInFlight === 0 && Object.keys(pendingSettings).length === 0) showSettings(room.settings);
     renderGallery(room.portraitId);
   });
   client.on('stats', showStats);

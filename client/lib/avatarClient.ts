@@ -219,7 +219,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   }
   setSettings(settings: Partial<AvatarSettings>): Promise<AvatarSettings> {
     return this.request('setSettings', { settings }).then((s) => {
-      if (this.#join) this.#join = { ...this.#join, room: { ...this.#join.room, settings: s } };
+      if (this.#join) this.#updateRoom({ ...this.#join.room, settings: s });
       return s;
     });
   }
