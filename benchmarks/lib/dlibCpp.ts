@@ -101,12 +101,14 @@ export interface DlibBenchResult {
   msPerCall: number[];
   /** The same times grouped per item. */
   msPerItem: number[][];
+  /** Per item: mean thread CPU time per call in ms (robust to other load on a shared machine). */
+  cpuMsPerItem: number[];
   /** dlib's landmarks per item: P points [x, y] (integers, may lie outside the image). */
   landmarks: number[][][];
 }
 
 interface RawOutput {
-  items: { ms: number[]; landmarks: number[][] }[];
+  items: { ms: number[]; cpu_ms: number; landmarks: number[][] }[];
 }
 
 /**
@@ -148,6 +150,7 @@ export async function runDlibBench(
   return {
     msPerCall: raw.items.flatMap((it) => it.ms),
     msPerItem: raw.items.map((it) => it.ms),
+    cpuMsPerItem: raw.items.map((it) => it.cpu_ms),
     landmarks: raw.items.map((it) => it.landmarks),
   };
 }

@@ -37,8 +37,11 @@ export interface ShapePredictorData {
   readonly featuresPerCascade: number;
   /** The mean shape (2P floats, box-normalized coordinates). */
   readonly initialShape: Float32Array;
-  /** Per tree k (cascade-major), per split node n: idx1 at [2(kS+n)], idx2 at [2(kS+n)+1]; each < F. */
-  readonly splitIdx: Uint16Array;
+  /**
+   * Per tree k (cascade-major), per split node n, at [kS+n]: the two feature indices packed as
+   * `idx1 | idx2 << 16` (read idx2 with `>>> 16`); each < F <= 65536. One load per node in the tree walk.
+   */
+  readonly splitIdx: Int32Array;
   /** Per tree k, per split node n: the threshold at [kS+n]. */
   readonly thresholds: Float32Array;
   /** Floats per leaf vector: 2P rounded up to a multiple of 4 (zero padded) so the SIMD kernel adds whole lanes. */
@@ -58,7 +61,7 @@ export interface ShapePredictorData {
 
 const cache = new Map<string, Promise<ShapePredictor>>();
 
-function shared<T extends Float32Array | Uint16Array>(
+function shared<T extends Float32Array | Uint16Array | Int32Array>(
   Ctor: { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number },
   n: number,
 ): T {
@@ -90,7 +93,7 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
 
   let trees = -1;
   let splits = -1;
-  let splitIdx: Uint16Array | undefined;
+  let splitIdx: Int32Array | undefined;
   let thresholds: Float32Array | undefined;
   let leaves: Float32Array | undefined;
   let leafStorage: { leaves: Float32Array; memory: WebAssembly.Memory | undefined } | undefined;
@@ -118,7 +121,7 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
           throw new DlibFormatError(`split count ${s} is not 2^depth - 1`, at);
         splits = s;
         const nTrees = cascades * trees;
-        splitIdx = shared(Uint16Array, nTrees * s * 2);
+        splitIdx = shared(Int32Array, nTrees * s);
         thresholds = shared(Float32Array, nTrees * s);
         leafStorage = allocLeaves(nTrees * (s + 1) * leafStride);
         leaves = leafStorage.leaves;
@@ -140,8 +143,7 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
           throw new DlibFormatError(`split feature index ${Math.max(i1, i2)} too large`, at);
         if (i1 > maxFeatIdx) maxFeatIdx = i1;
         if (i2 > maxFeatIdx) maxFeatIdx = i2;
-        si[2 * o] = i1;
-        si[2 * o + 1] = i2;
+        si[o] = i1 | (i2 << 16);
         th[o] = r.real();
       }
       at = r.pos;
@@ -371,7 +373,7 @@ export class ShapePredictor {
   readonly #features: number;
   readonly #leafStride: number;
   readonly #initialShape: Float32Array;
-  readonly #splitIdx: Uint16Array;
+  readonly #splitIdx: Int32Array;
   readonly #thresholds: Float32Array;
   readonly #leaves: Float32Array;
   readonly #anchors: Uint16Array;
@@ -381,7 +383,7 @@ export class ShapePredictor {
   readonly #initSigma: number;
   // Per-call scratch: the current normalized shape, feature pixel values, and (SIMD) the chosen leaves' addresses.
   readonly #cur: Float32Array;
-  readonly #feat: Int32Array;
+  readonly #feat: Float64Array;
   readonly #kernel: Kernel | null;
 
   private constructor(data: ShapePredictorData, options: ShapePredictorOptions = {}) {
@@ -403,7 +405,7 @@ export class ShapePredictor {
     this.#kernel =
       data.memory && options.simd !== false ? kernelFor(data.memory, data.leafStride, data.treesPerCascade) : null;
     this.#cur = this.#kernel ? this.#kernel.cur : new Float32Array(data.leafStride);
-    this.#feat = new Int32Array(this.#features);
+    this.#feat = new Float64Array(this.#features);
 
     const n = data.parts;
     const init = data.initialShape;
@@ -530,9 +532,9 @@ export class ShapePredictor {
       throw new TypeError('ShapePredictorData: invalid sizes');
     }
     const nTrees = cascades * t;
-    const checks: [string, unknown, typeof Float32Array | typeof Uint16Array, number][] = [
+    const checks: [string, unknown, typeof Float32Array | typeof Uint16Array | typeof Int32Array, number][] = [
       ['initialShape', data.initialShape, Float32Array, 2 * parts],
-      ['splitIdx', data.splitIdx, Uint16Array, nTrees * s * 2],
+      ['splitIdx', data.splitIdx, Int32Array, nTrees * s],
       ['thresholds', data.thresholds, Float32Array, nTrees * s],
       ['leaves', data.leaves, Float32Array, nTrees * (s + 1) * leafStride],
       ['anchors', data.anchors, Uint16Array, cascades * f],
@@ -543,8 +545,10 @@ export class ShapePredictor {
         throw new TypeError(`ShapePredictorData: ${name} must be a ${Ctor.name} of length ${len}`);
       }
     }
-    for (let i = 0; i < nTrees * s * 2; i++) {
-      if (data.splitIdx[i]! >= f) throw new TypeError('ShapePredictorData: split feature index out of range');
+    for (let i = 0; i < nTrees * s; i++) {
+      const p = data.splitIdx[i]!;
+      if ((p & 0xffff) >= f || p >>> 16 >= f)
+        throw new TypeError('ShapePredictorData: split feature index out of range');
     }
     for (let i = 0; i < cascades * f; i++) {
       if (data.anchors[i]! >= parts) throw new TypeError('ShapePredictorData: anchor index out of range');
@@ -709,7 +713,10 @@ export class ShapePredictor {
         let node = 0;
         while (node < S) {
           const o = sBase + node;
-          node = feat[splitIdx[2 * o]!]! - feat[splitIdx[2 * o + 1]!]! > thresholds[o]! ? 2 * node + 1 : 2 * node + 2;
+          const pair = splitIdx[o]!;
+          // Branch-free (left = 2n+1 when the difference exceeds the threshold): the trees split about half and
+          // half, so a branch here would mispredict often; this halves the walk time in V8.
+          node = 2 * node + 2 - Number(feat[pair & 0xffff]! - feat[pair >>> 16]! > thresholds[o]!);
         }
         const leaf = node - S;
         if (leafOut !== undefined) leafOut[tree] = leaf;
