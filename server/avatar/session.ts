@@ -219,7 +219,8 @@ export class AvatarSession extends EventEmitter {
           // The worker is already gone; terminate() below settles it.
         }
         const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.#opts.closeTimeoutMs).unref());
-        if ((await Promise.race([exited, timer])) === 'timeout') this.#log.warn('avatar worker did not close in time: terminating');
+        if ((await Promise.race([exited, timer])) === 'timeout')
+          this.#log.warn('avatar worker did not close in time: terminating');
         await w.terminate();
       }
       this.#rejectAll(new InvalidStateError('avatar session closed'));
@@ -263,7 +264,8 @@ export class AvatarSession extends EventEmitter {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new AppError('ENGINE_FAILED', `avatar engine did not start within ${this.#opts.initTimeoutMs} ms`)),
+        () =>
+          reject(new AppError('ENGINE_FAILED', `avatar engine did not start within ${this.#opts.initTimeoutMs} ms`)),
         this.#opts.initTimeoutMs,
       );
     });
@@ -275,12 +277,16 @@ export class AvatarSession extends EventEmitter {
     } finally {
       clearTimeout(timer);
     }
-    if (this.#input) this.#post({ type: 'input', buffer: this.#input.buffer, slots: INPUT_SLOTS, capacity: this.#input.capacity });
+    if (this.#input)
+      this.#post({ type: 'input', buffer: this.#input.buffer, slots: INPUT_SLOTS, capacity: this.#input.capacity });
     if (this.#settings) this.#post({ type: 'settings', settings: this.#settings });
     this.#ready = true;
   }
 
-  #request(make: (id: number) => ToWorker, transfer: ArrayBuffer[] = []): Promise<FromWorker & { type: 'reply'; ok: true }> {
+  #request(
+    make: (id: number) => ToWorker,
+    transfer: ArrayBuffer[] = [],
+  ): Promise<FromWorker & { type: 'reply'; ok: true }> {
     const w = this.#worker;
     if (!w) return Promise.reject(new InvalidStateError('avatar worker not running'));
     const id = this.#nextId++;

@@ -24,7 +24,13 @@ export type ToWorker =
 
 /** Worker -> main thread. */
 export type FromWorker =
-  | { type: 'reply'; id: number; ok: true; prepared?: PreparedPortrait; output?: { buffer: SharedArrayBuffer; capacity: number } }
+  | {
+      type: 'reply';
+      id: number;
+      ok: true;
+      prepared?: PreparedPortrait;
+      output?: { buffer: SharedArrayBuffer; capacity: number };
+    }
   | { type: 'reply'; id: number; ok: false; error: PublicError }
   | { type: 'frame'; seq: number; outSlot: number; stats: RenderStats; renderMs: number }
   | { type: 'renderError'; seq: number; error: PublicError };

@@ -74,7 +74,8 @@ export class DirectFanout extends EventEmitter {
         for (const t of pc.getTransceivers()) {
           const kind = t.receiver.track.kind;
           if (kind === 'video') preferVp8(t);
-          if (kind === 'video' || kind === 'audio') pc.addTrack(kind === 'video' ? publisher.videoTrack : publisher.audioTrack, stream);
+          if (kind === 'video' || kind === 'audio')
+            pc.addTrack(kind === 'video' ? publisher.videoTrack : publisher.audioTrack, stream);
         }
       });
       await this.#tuneVideoSender(pc, viewerId);

@@ -51,11 +51,12 @@ class DirectOnlyFactory implements FanoutFactory {
   constructor(reason: string) {
     this.reason = reason;
   }
-  async createSfuRoom(): Promise<SfuRoomFanout> {
-    throw new AppError('UNSUPPORTED', 'this server runs without an SFU (direct fan-out)');
+  createSfuRoom(): Promise<SfuRoomFanout> {
+    return Promise.reject(new AppError('UNSUPPORTED', 'this server runs without an SFU (direct fan-out)'));
   }
-  async close(): Promise<void> {
+  close(): Promise<void> {
     // Nothing to release.
+    return Promise.resolve();
   }
 }
 
@@ -79,7 +80,11 @@ export async function createFanoutFactory(config: Config, log: Logger): Promise<
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
     if (mode === 'sfu') {
-      throw new AppError('CONFIG_INVALID', `fanout.mode is "sfu" but no mediasoup worker could be started: ${why} (run npm run mediasoup:worker, or set MEDIASOUP_WORKER_BIN)`, { cause: err });
+      throw new AppError(
+        'CONFIG_INVALID',
+        `fanout.mode is "sfu" but no mediasoup worker could be started: ${why} (run npm run mediasoup:worker, or set MEDIASOUP_WORKER_BIN)`,
+        { cause: err },
+      );
     }
     const f = new DirectOnlyFactory(`mediasoup worker not available (${why})`);
     log.info('fan-out: direct peers (fallback)', { reason: f.reason });

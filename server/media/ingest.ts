@@ -49,7 +49,13 @@ export class IngestPeer extends EventEmitter {
   #decodeMs = 0;
   #lastDecode = { total: 0, frames: 0 };
   readonly #frame: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
-  readonly #chunk: AudioChunk = { samples: new Int16Array(0), sampleRate: 48000, bitsPerSample: 16, channelCount: 1, numberOfFrames: 480 };
+  readonly #chunk: AudioChunk = {
+    samples: new Int16Array(0),
+    sampleRate: 48000,
+    bitsPerSample: 16,
+    channelCount: 1,
+    numberOfFrames: 480,
+  };
 
   private constructor(opts: IngestPeerOptions) {
     super();
@@ -159,7 +165,13 @@ export class IngestPeer extends EventEmitter {
     } else if (track.kind === 'audio' && !this.#audioSink && this.#opts.onAudio) {
       const onAudio = this.#opts.onAudio;
       const sink = new wrtc.nonstandard.RTCAudioSink(track);
-      sink.ondata = (d: { samples: Int16Array; sampleRate: number; bitsPerSample?: number; channelCount?: number; numberOfFrames?: number }) => {
+      sink.ondata = (d: {
+        samples: Int16Array;
+        sampleRate: number;
+        bitsPerSample?: number;
+        channelCount?: number;
+        numberOfFrames?: number;
+      }) => {
         if (this.#closed) return;
         const c = this.#chunk;
         c.samples = d.samples;

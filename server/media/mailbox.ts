@@ -121,7 +121,8 @@ export class FrameSlots {
   }
 
   #check(slot: number): void {
-    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount) throw new RangeError(`FrameSlots: bad slot ${slot}`);
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount)
+      throw new RangeError(`FrameSlots: bad slot ${slot}`);
   }
 }
 

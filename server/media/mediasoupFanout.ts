@@ -68,7 +68,12 @@ export async function startMediasoup(config: Config, log: Logger): Promise<Media
     log.warn('mediasoup was loaded before the configured worker binary could be set', { using: mediasoup.workerBin });
   }
   const worker = await mediasoup.createWorker({ logLevel: 'warn', rtcMinPort: f.rtcMinPort, rtcMaxPort: f.rtcMaxPort });
-  return new MediasoupFanoutFactory(worker, config, log, `mediasoup worker ${worker.pid} started (${mediasoup.workerBin})`);
+  return new MediasoupFanoutFactory(
+    worker,
+    config,
+    log,
+    `mediasoup worker ${worker.pid} started (${mediasoup.workerBin})`,
+  );
 }
 
 export class MediasoupFanoutFactory implements FanoutFactory {
@@ -105,10 +110,12 @@ export class MediasoupFanoutFactory implements FanoutFactory {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#worker.close();
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#worker.close();
+    }
+    return Promise.resolve();
   }
 }
 
@@ -173,7 +180,12 @@ export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
     t.on('dtlsstatechange', (s) => {
       if (s === 'failed' || s === 'closed') this.#log.debug('viewer transport dtls state', { viewerId, state: s });
     });
-    return { id: t.id, iceParameters: t.iceParameters, iceCandidates: t.iceCandidates, dtlsParameters: t.dtlsParameters };
+    return {
+      id: t.id,
+      iceParameters: t.iceParameters,
+      iceCandidates: t.iceCandidates,
+      dtlsParameters: t.dtlsParameters,
+    };
   }
 
   async connect(viewerId: string, transportId: string, dtlsParameters: unknown): Promise<void> {
@@ -250,29 +262,30 @@ export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
   async #produce(opts: SfuRoomOptions): Promise<void> {
     const server = await this.#createWebRtcTransport();
     this.#ingestTransport = server;
-    const device = await loadClientDevice(this.#router.rtpCapabilities as msc.RtpCapabilities);
+    const device = await loadClientDevice(this.#router.rtpCapabilities);
     const client = device.createSendTransport({
       id: server.id,
-      iceParameters: server.iceParameters as msc.IceParameters,
-      iceCandidates: server.iceCandidates as msc.IceCandidate[],
-      dtlsParameters: server.dtlsParameters as msc.DtlsParameters,
+      iceParameters: server.iceParameters,
+      iceCandidates: server.iceCandidates,
+      dtlsParameters: server.dtlsParameters,
     });
     this.#clientTransport = client;
     client.on('connect', ({ dtlsParameters }, callback, errback) => {
-      server.connect({ dtlsParameters: dtlsParameters as ms.DtlsParameters }).then(callback, errback);
+      server.connect({ dtlsParameters: dtlsParameters }).then(callback, errback);
     });
     client.on('produce', ({ kind, rtpParameters }, callback, errback) => {
-      server
-        .produce({ kind, rtpParameters: rtpParameters as ms.RtpParameters })
-        .then((p) => {
-          this.#producers.push(p);
-          callback({ id: p.id });
-        }, errback);
+      server.produce({ kind, rtpParameters: rtpParameters as ms.RtpParameters }).then((p) => {
+        this.#producers.push(p);
+        callback({ id: p.id });
+      }, errback);
     });
     const maxBitrate = this.#config.media.maxVideoBitrate;
     // The publisher owns its tracks: the producers must not stop them when they close.
     await client.produce({ track: opts.publisher.videoTrack, encodings: [{ maxBitrate }], stopTracks: false });
     await client.produce({ track: opts.publisher.audioTrack, stopTracks: false });
-    opts.log.info('synthesized tracks produced into the SFU', { roomId: opts.roomId, producers: this.#producers.length });
+    opts.log.info('synthesized tracks produced into the SFU', {
+      roomId: opts.roomId,
+      producers: this.#producers.length,
+    });
   }
 }

@@ -64,11 +64,19 @@ export async function answerOffer(
  * candidates) is accepted and ignored.
  * @throws AppError('INVALID_MESSAGE') for a candidate the peer refuses.
  */
-export async function addRemoteCandidate(pc: RTCPeerConnection, c: IceCandidate | null, allow: readonly string[] | null): Promise<void> {
+export async function addRemoteCandidate(
+  pc: RTCPeerConnection,
+  c: IceCandidate | null,
+  allow: readonly string[] | null,
+): Promise<void> {
   if (!c || !c.candidate) return;
   if (!candidateAllowed(c.candidate, allow)) return;
   try {
-    await pc.addIceCandidate({ candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null });
+    await pc.addIceCandidate({
+      candidate: c.candidate,
+      sdpMid: c.sdpMid ?? null,
+      sdpMLineIndex: c.sdpMLineIndex ?? null,
+    });
   } catch (err) {
     throw new AppError('INVALID_MESSAGE', 'ICE candidate refused', { cause: err });
   }
@@ -76,7 +84,7 @@ export async function addRemoteCandidate(pc: RTCPeerConnection, c: IceCandidate 
 
 /** Creates a server-side peer connection (host candidates; the server is reached directly or through TURN relays the client uses). */
 export function createPeerConnection(): RTCPeerConnection {
-  return new wrtc.RTCPeerConnection({ iceServers: [] }) as RTCPeerConnection;
+  return new wrtc.RTCPeerConnection({ iceServers: [] });
 }
 
 /** Restricts a video transceiver to VP8 (+ RTX), the codec the project streams everywhere; ignored if unsupported. */

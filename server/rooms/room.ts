@@ -137,11 +137,19 @@ export class Room extends EventEmitter {
     const a = deps.config.avatar;
     const session = await AvatarSession.create({
       engine: a.engine,
-      engineOptions: { modelPack: a.modelPack, executionProvider: a.executionProvider, intraOpThreads: a.intraOpThreads, outputSize: a.outputSize },
+      engineOptions: {
+        modelPack: a.modelPack,
+        executionProvider: a.executionProvider,
+        intraOpThreads: a.intraOpThreads,
+        outputSize: a.outputSize,
+      },
       initTimeoutMs: a.initTimeoutMs,
       log: log.child('avatar'),
     });
-    const publisher = new Publisher({ log: log.child('publisher'), audioDelayOffsetMs: deps.config.media.audioDelayOffsetMs });
+    const publisher = new Publisher({
+      log: log.child('publisher'),
+      audioDelayOffsetMs: deps.config.media.audioDelayOffsetMs,
+    });
     let sfu: SfuRoomFanout | null = null;
     if (deps.fanout.kind === 'sfu') {
       try {
@@ -156,7 +164,13 @@ export class Room extends EventEmitter {
   }
 
   get info(): RoomInfo {
-    return { roomId: this.id, portraitId: this.#portraitId, width: this.#width, height: this.#height, settings: { ...this.#settings } };
+    return {
+      roomId: this.id,
+      portraitId: this.#portraitId,
+      width: this.#width,
+      height: this.#height,
+      settings: { ...this.#settings },
+    };
   }
   get closed(): boolean {
     return this.#closed;
@@ -210,12 +224,14 @@ export class Room extends EventEmitter {
   }
 
   /** Closes the ingest peer; viewers keep receiving the last frame. */
-  async unpublish(): Promise<void> {
+  unpublish(): Promise<void> {
     const ingest = this.#ingest;
     this.#ingest = null;
-    if (!ingest) return;
-    ingest.close();
-    this.#publisher.resetAudio();
+    if (ingest) {
+      ingest.close();
+      this.#publisher.resetAudio();
+    }
+    return Promise.resolve();
   }
 
   /** Direct fan-out viewer: recvonly offer -> answer. @throws AppError('INVALID_SDP') */
@@ -231,7 +247,10 @@ export class Room extends EventEmitter {
   }
 
   /** A trickled candidate from the performer ('publish') or a direct viewer ('view'). */
-  async addIceCandidate(target: { kind: 'publish' } | { kind: 'view'; viewerId: string }, c: IceCandidate | null): Promise<void> {
+  async addIceCandidate(
+    target: { kind: 'publish' } | { kind: 'view'; viewerId: string },
+    c: IceCandidate | null,
+  ): Promise<void> {
     this.#assertOpen();
     if (target.kind === 'publish') {
       if (!this.#ingest) throw new AppError('INVALID_STATE', 'not publishing');
@@ -301,7 +320,9 @@ export class Room extends EventEmitter {
     this.#direct.close();
     this.#sfu?.close();
     this.#publisher.close();
-    this.#closing = this.#session.close().catch((err: unknown) => this.#log.warn('avatar session close failed', { err: err as Error }));
+    this.#closing = this.#session
+      .close()
+      .catch((err: unknown) => this.#log.warn('avatar session close failed', { err: err as Error }));
     this.#log.info('room closed', { reason });
     this.emit('close', reason);
   }

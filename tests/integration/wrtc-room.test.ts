@@ -37,7 +37,12 @@ async function client(): Promise<ClientSocket> {
   return s;
 }
 
-async function createRoom(): Promise<{ roomId: string; performerToken: string; viewerToken: string; portraitId: string }> {
+async function createRoom(): Promise<{
+  roomId: string;
+  performerToken: string;
+  viewerToken: string;
+  portraitId: string;
+}> {
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(portraitPath(PORTRAIT)))]), PORTRAIT);
@@ -75,7 +80,11 @@ describe('wrtc room through the real server', () => {
     const viewer = new ViewerClient();
     peers.push(viewer);
     await viewer.accept((await call<SdpResponse>(vs, 'view', { sdp: await viewer.offer() }, 30_000)).sdp);
-    await waitFor(() => viewer.frames >= 20 && viewer.last?.width === width, 30_000, 'viewer frames at the portrait size');
+    await waitFor(
+      () => viewer.frames >= 20 && viewer.last?.width === width,
+      30_000,
+      'viewer frames at the portrait size',
+    );
     const [s] = await stats;
     expect(s.fps).toBeGreaterThan(0);
 

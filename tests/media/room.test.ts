@@ -25,12 +25,15 @@ const rooms: Room[] = [];
 const clients: { close(): void }[] = [];
 
 beforeAll(async () => {
-  config = loadConfig({}, {
-    logLevel: 'warn',
-    avatar: { engine: 'portrait', outputSize: 256 },
-    media: { iceAddressAllowList: ['127.0.0.1'] },
-    fanout: { mode: 'direct' },
-  });
+  config = loadConfig(
+    {},
+    {
+      logLevel: 'warn',
+      avatar: { engine: 'portrait', outputSize: 256 },
+      media: { iceAddressAllowList: ['127.0.0.1'] },
+      fanout: { mode: 'direct' },
+    },
+  );
   fanout = await createFanoutFactory(config, log);
   portrait = await loadPortrait('real_woman_dark_hair.png');
 });
@@ -53,10 +56,8 @@ async function openRoom(cfg: Config = config): Promise<Room> {
     roomId: `r${rooms.length}`,
     config: cfg,
     fanout,
-    loadPortrait: async (id) => {
-      if (id !== 'p1') throw new AppError('NOT_FOUND', 'no such portrait');
-      return portrait;
-    },
+    loadPortrait: (id) =>
+      id === 'p1' ? Promise.resolve(portrait) : Promise.reject(new AppError('NOT_FOUND', 'no such portrait')),
     onPortraitUsed: (id) => used.push(id),
   });
   rooms.push(room);
@@ -116,7 +117,10 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     expect(viewerCounts).toContain(1);
     expect(room.parts.publisher.audioDelayMs).toBeGreaterThanOrEqual(0);
 
-    const lat = timings.slice(-60).map((x) => x.endToEndMs).sort((a, b) => a - b);
+    const lat = timings
+      .slice(-60)
+      .map((x) => x.endToEndMs)
+      .sort((a, b) => a - b);
     log.warn('room media numbers', {
       fps: s.fps,
       latencyP50Ms: +lat[lat.length >> 1]!.toFixed(1),
@@ -131,13 +135,16 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     expect(viewerCounts.at(-1)).toBe(0);
   });
 
-  it('diagnostic passthrough: the performer\'s moving picture reaches the viewer (glass-to-glass latency)', async () => {
-    const cfg = loadConfig({}, {
-      logLevel: 'warn',
-      avatar: { engine: 'passthrough', outputSize: 320 },
-      media: { iceAddressAllowList: ['127.0.0.1'] },
-      fanout: { mode: 'direct' },
-    });
+  it("diagnostic passthrough: the performer's moving picture reaches the viewer (glass-to-glass latency)", async () => {
+    const cfg = loadConfig(
+      {},
+      {
+        logLevel: 'warn',
+        avatar: { engine: 'passthrough', outputSize: 320 },
+        media: { iceAddressAllowList: ['127.0.0.1'] },
+        fanout: { mode: 'direct' },
+      },
+    );
     const room = await openRoom(cfg);
     const info = await room.setPortrait('p1');
     const performer = new PerformerClient(640, 480, true);
@@ -178,7 +185,9 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     clients.push(pc);
     const audioOnly = (await pc.offer()).sdp.replace(/m=video[\s\S]*?(?=m=audio|$)/, '');
     await expect(room.publish({ type: 'offer', sdp: audioOnly })).rejects.toMatchObject({ code: 'INVALID_SDP' });
-    await expect(room.publish({ type: 'offer', sdp: 'v=0\r\nm=video 9 nonsense\r\n' })).rejects.toMatchObject({ code: 'INVALID_SDP' });
+    await expect(room.publish({ type: 'offer', sdp: 'v=0\r\nm=video 9 nonsense\r\n' })).rejects.toMatchObject({
+      code: 'INVALID_SDP',
+    });
     await expect(room.addViewer('v', { type: 'offer', sdp: 'hello' })).rejects.toMatchObject({ code: 'INVALID_SDP' });
   });
 
@@ -233,6 +242,10 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     expect(session.workerThreadId).toBeNull();
     await expect(room.publish(await performer.offer())).rejects.toMatchObject({ code: 'INVALID_STATE' });
     // The viewer's peer sees the server side go away.
-    await waitFor(() => ['disconnected', 'failed', 'closed'].includes(viewer.pc.connectionState), 20_000, 'viewer disconnected');
+    await waitFor(
+      () => ['disconnected', 'failed', 'closed'].includes(viewer.pc.connectionState),
+      20_000,
+      'viewer disconnected',
+    );
   });
 });

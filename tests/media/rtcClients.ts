@@ -14,7 +14,7 @@ const ALLOW = ['127.0.0.1'];
 
 /** Sends a 640x480 moving pattern at ~30 fps and a 440 Hz tone (48 kHz mono, 10 ms chunks). */
 export class PerformerClient {
-  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] }) as RTCPeerConnection;
+  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] });
   readonly #video = new wrtc.nonstandard.RTCVideoSource();
   readonly #audio = new wrtc.nonstandard.RTCAudioSource();
   readonly #tracks: MediaStreamTrack[];
@@ -38,7 +38,12 @@ export class PerformerClient {
     this.pc.addTrack(v, stream);
     this.pc.addTrack(a, stream);
     this.pc.addEventListener('icecandidate', (e: RTCPeerConnectionIceEvent) => {
-      if (e.candidate) this.candidates.push({ candidate: e.candidate.candidate, sdpMid: e.candidate.sdpMid, sdpMLineIndex: e.candidate.sdpMLineIndex });
+      if (e.candidate)
+        this.candidates.push({
+          candidate: e.candidate.candidate,
+          sdpMid: e.candidate.sdpMid,
+          sdpMLineIndex: e.candidate.sdpMLineIndex,
+        });
     });
   }
 
@@ -96,7 +101,7 @@ export interface ReceivedFrame {
 
 /** Receives video and audio (recvonly) and keeps the last frame plus counters. */
 export class ViewerClient {
-  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] }) as RTCPeerConnection;
+  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] });
   #videoSink: InstanceType<typeof wrtc.nonstandard.RTCVideoSink> | null = null;
   #audioSink: InstanceType<typeof wrtc.nonstandard.RTCAudioSink> | null = null;
   frames = 0;

@@ -46,6 +46,7 @@ export async function createEngine(name: string, options: EngineOptions, log: Lo
     log.info('no model-pack engine is registered yet: engine "default" runs the portrait engine (no animation)');
     factory = factories.portrait;
   }
-  if (!factory) throw new AppError('CONFIG_INVALID', `unknown avatar engine "${name}" (known: ${engineNames().join(', ')})`);
+  if (!factory)
+    throw new AppError('CONFIG_INVALID', `unknown avatar engine "${name}" (known: ${engineNames().join(', ')})`);
   return factory(options, log);
 }

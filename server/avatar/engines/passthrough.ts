@@ -20,9 +20,9 @@ export class DiagnosticPassthroughEngine implements AvatarEngine {
     this.#outputSize = options.outputSize;
   }
 
-  async prepare(portrait: RgbImage): Promise<PreparedPortrait> {
+  prepare(portrait: RgbImage): Promise<PreparedPortrait> {
     const { width, height } = outputDims(portrait.width, portrait.height, this.#outputSize);
-    return { width, height, face: false };
+    return Promise.resolve({ width, height, face: false });
   }
 
   render(driving: I420Frame, out: I420Frame, _timestampMs: number): RenderStats {

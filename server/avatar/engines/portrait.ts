@@ -24,10 +24,10 @@ export class PortraitEngine implements AvatarEngine {
     this.#outputSize = options.outputSize;
   }
 
-  async prepare(portrait: RgbImage): Promise<PreparedPortrait> {
+  prepare(portrait: RgbImage): Promise<PreparedPortrait> {
     const { width, height } = outputDims(portrait.width, portrait.height, this.#outputSize);
     this.#frame = rgbToI420(fitRgb(portrait, width, height));
-    return { width, height, face: false };
+    return Promise.resolve({ width, height, face: false });
   }
 
   render(_driving: I420Frame, out: I420Frame, _timestampMs: number): RenderStats {
