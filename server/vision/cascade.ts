@@ -113,6 +113,13 @@ export interface CascadeModel {
   stumpThreshold: Float32Array;
   stumpLeft: Float32Array;
   stumpRight: Float32Array;
+  /**
+   * Per stump: the largest sum the rest of its stage (the stumps after it) can still add. A window whose partial
+   * stage sum plus this bound is below the stage threshold is rejected early, with the same result as the full sum.
+   */
+  stumpRestMax: Float64Array;
+  /** HAAR: the 3 rect weights of each stump's feature (flattened per stump for the scan loop). */
+  stumpWeights: Float32Array;
   /** LBP: 8 int32 words of the 256-bit category mask per stump. */
   stumpSubset: Int32Array;
   /** HAAR: per feature 3 rects of (x, y, w, h), and 3 weights (0 for an absent third rect). LBP: one rect. */
@@ -207,10 +214,26 @@ export function parseCascadeXml(xml: string): CascadeModel {
     stumpLeft: Float32Array.from(sl),
     stumpRight: Float32Array.from(sr),
     stumpSubset: Int32Array.from(ss),
+    stumpRestMax: restMax(stageFirst, stageCount, sl, sr),
+    stumpWeights: Float32Array.from(sf.flatMap((f) => [featureWeights[f * 3]!, featureWeights[f * 3 + 1]!, featureWeights[f * 3 + 2]!])),
     featureRects,
     featureWeights,
     featureCount,
   };
+}
+
+function restMax(first: Int32Array, count: Int32Array, left: number[], right: number[]): Float64Array {
+  const out = new Float64Array(left.length);
+  for (let s = 0; s < first.length; s++) {
+    let acc = 0;
+    for (let k = first[s]! + count[s]! - 1; k >= first[s]!; k--) {
+      out[k] = acc;
+      acc += Math.max(left[k]!, right[k]!);
+    }
+  }
+  // A small margin keeps the bound safe against the order of double additions.
+  for (let k = 0; k < out.length; k++) out[k] = out[k]! + 1e-9;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -229,6 +252,15 @@ export interface DetectParams {
   stepSmall?: number;
   /** Scan step at scales of 2 and above (OpenCV: 1). A larger step trades recall for speed. */
   stepLarge?: number;
+  /**
+   * Coarse-to-fine scan (not OpenCV's): first run only the first `stages` stages on a grid of twice the step, then
+   * run the whole cascade at the fine-grid positions next to the coarse windows that passed. Early stages are
+   * built for a hit rate near 1 and respond over a few pixels around a face, so this keeps the faces while
+   * skipping most of the background. Off by default (exact OpenCV behaviour).
+   */
+  coarse?: { stages: number };
+  /** Run only the first N stages (a cheaper, less selective test; default all). */
+  maxStages?: number;
 }
 
 /** Grouped detections and their class sizes ("neighbors"), or raw candidates (neighbors all 1). */
@@ -259,8 +291,16 @@ interface ScanPlan {
   sqsum: Float64Array;
   /** Per stride: feature corner offsets. */
   offsets: Map<number, Int32Array>;
+  /** Coarse-to-fine marks on the fine grid (epoch-stamped so they never need clearing). */
+  marks: Int32Array;
+  epoch: number;
 }
 
+/**
+ * INTER_LINEAR_EXACT coefficients. A clamped coordinate (i < 0 or i >= src-1) copies the edge pixel; it is encoded
+ * as a normal tap with weight 0 or 256 on the edge pixel, which yields exactly the same fixed-point values
+ * ((256*v + 32768) >> 16 == (v + 128) >> 8), so the inner loops need no branches.
+ */
 function resizeTable(src: number, dst: number): { idx: Int32Array; c1: Int32Array } {
   const idx = new Int32Array(dst);
   const c1 = new Int32Array(dst);
@@ -268,10 +308,15 @@ function resizeTable(src: number, dst: number): { idx: Int32Array; c1: Int32Arra
   for (let d = 0; d < dst; d++) {
     const f = scale * (d + 0.5) - 0.5;
     const i = Math.floor(f);
-    if (i < 0) {
-      idx[d] = -1;
+    if (src === 1) {
+      idx[d] = 0;
+      c1[d] = 0;
+    } else if (i < 0) {
+      idx[d] = 0;
+      c1[d] = 0;
     } else if (i >= src - 1) {
-      idx[d] = -2;
+      idx[d] = src - 2;
+      c1[d] = 256;
     } else {
       idx[d] = i;
       c1[d] = rint((f - i) * 256);
@@ -342,6 +387,8 @@ export class CascadeClassifier {
       sum: new Int32Array(maxPix),
       sqsum: new Float64Array(this.model.type === 'HAAR' ? maxPix : 0),
       offsets: new Map(),
+      marks: new Int32Array(maxPix),
+      epoch: 0,
     };
     // Bounded cache: callers use a handful of frame sizes.
     if (this.#plans.size >= 8) this.#plans.delete(this.#plans.keys().next().value!);
@@ -349,36 +396,41 @@ export class CascadeClassifier {
     return plan;
   }
 
+  /** Per-stump corner offsets for an integral image of the given stride (feature lookups flattened per stump). */
   #offsets(plan: ScanPlan, stride: number): Int32Array {
     let o = plan.offsets.get(stride);
     if (o) return o;
     const m = this.model;
     const fr = m.featureRects;
+    const n = m.stumpFeature.length;
     if (m.type === 'HAAR') {
-      // 3 rects x 4 corners per feature: (x,y), (x+w,y), (x,y+h), (x+w,y+h).
-      o = new Int32Array(m.featureCount * 12);
-      for (let f = 0; f < m.featureCount; f++) {
+      // 3 rects x 4 corners per stump: (x,y), (x+w,y), (x,y+h), (x+w,y+h).
+      o = new Int32Array(n * 12);
+      for (let k = 0; k < n; k++) {
+        const f = m.stumpFeature[k]!;
         for (let r = 0; r < 3; r++) {
           const b = f * 12 + r * 4;
           const x = fr[b]!;
           const y = fr[b + 1]!;
           const rw = fr[b + 2]!;
           const rh = fr[b + 3]!;
-          o[b] = y * stride + x;
-          o[b + 1] = y * stride + x + rw;
-          o[b + 2] = (y + rh) * stride + x;
-          o[b + 3] = (y + rh) * stride + x + rw;
+          const d = k * 12 + r * 4;
+          o[d] = y * stride + x;
+          o[d + 1] = y * stride + x + rw;
+          o[d + 2] = (y + rh) * stride + x;
+          o[d + 3] = (y + rh) * stride + x + rw;
         }
       }
     } else {
-      // 4x4 grid corners (x + i*w, y + j*h), j-major.
-      o = new Int32Array(m.featureCount * 16);
-      for (let f = 0; f < m.featureCount; f++) {
+      // 4x4 grid corners (x + i*w, y + j*h), j-major, per stump.
+      o = new Int32Array(n * 16);
+      for (let k = 0; k < n; k++) {
+        const f = m.stumpFeature[k]!;
         const x = fr[f * 12]!;
         const y = fr[f * 12 + 1]!;
         const rw = fr[f * 12 + 2]!;
         const rh = fr[f * 12 + 3]!;
-        for (let j = 0; j < 4; j++) for (let i = 0; i < 4; i++) o[f * 16 + j * 4 + i] = (y + j * rh) * stride + x + i * rw;
+        for (let j = 0; j < 4; j++) for (let i = 0; i < 4; i++) o[k * 16 + j * 4 + i] = (y + j * rh) * stride + x + i * rw;
       }
     }
     plan.offsets.set(stride, o);
@@ -388,38 +440,36 @@ export class CascadeClassifier {
   /** INTER_LINEAR_EXACT resize of `src` into plan.img (sw x sh). */
   #resize(src: GrayImage, lv: ScaleLevel, plan: ScanPlan): void {
     const { sw, sh, xIdx, xC1, yIdx, yC1 } = lv;
-    const sData = src.data;
+    const s = src.data;
     const w = src.width;
-    const h = src.height;
     const out = plan.img;
-    const ha = plan.hrow;
-    const hb = plan.hrow2;
-    const horiz = (row: number, dst: Int32Array): void => {
-      const base = row * w;
-      for (let x = 0; x < sw; x++) {
-        const i = xIdx[x]!;
-        if (i === -1) dst[x] = sData[base]! << 8;
-        else if (i === -2) dst[x] = sData[base + w - 1]! << 8;
-        else {
-          const c1 = xC1[x]!;
-          dst[x] = (256 - c1) * sData[base + i]! + c1 * sData[base + i + 1]!;
-        }
-      }
-    };
+    let ha = plan.hrow;
+    let hb = plan.hrow2;
+    // Source row held in ha / hb (horizontal pass results are reused when consecutive rows share a source row).
+    let rowA = -1;
+    let rowB = -1;
+    const oneRow = src.height === 1;
     for (let y = 0; y < sh; y++) {
       const i = yIdx[y]!;
-      const o = y * sw;
-      if (i < 0) {
-        horiz(i === -1 ? 0 : h - 1, ha);
-        for (let x = 0; x < sw; x++) out[o + x] = (ha[x]! + 128) >> 8;
-      } else {
-        horiz(i, ha);
-        horiz(i + 1, hb);
-        const c1 = yC1[y]!;
-        const c0 = 256 - c1;
-        // 256 * 65280 + 32768 < 2^31: int32 arithmetic is exact.
-        for (let x = 0; x < sw; x++) out[o + x] = (c0 * ha[x]! + c1 * hb[x]! + 32768) >> 16;
+      const i2 = oneRow ? i : i + 1;
+      if (rowA !== i) {
+        if (rowB === i) {
+          const t = ha;
+          ha = hb;
+          hb = t;
+          rowB = rowA;
+        } else horizontalPass(s, i * w, w, sw, xIdx, xC1, ha);
+        rowA = i;
       }
+      if (rowB !== i2) {
+        horizontalPass(s, i2 * w, w, sw, xIdx, xC1, hb);
+        rowB = i2;
+      }
+      const c1 = yC1[y]!;
+      const c0 = 256 - c1;
+      const o = y * sw;
+      // 256 * 65280 + 32768 < 2^31: int32 arithmetic is exact.
+      for (let x = 0; x < sw; x++) out[o + x] = (c0 * ha[x]! + c1 * hb[x]! + 32768) >> 16;
     }
   }
 
@@ -454,99 +504,55 @@ export class CascadeClassifier {
     }
   }
 
-  /** Runs the cascade at window origin `p` (offset into the integral image). >0 pass, 0 rejected at stage 0. */
-  #evalHaar(p: number, stride: number, offs: Int32Array, plan: ScanPlan): number {
+  #eval(p: number, stride: number, offs: Int32Array, plan: ScanPlan, nStages: number): number {
     const m = this.model;
-    const sum = plan.sum;
-    const sq = plan.sqsum;
-    const W = m.width;
-    const H = m.height;
-    // Normalisation rect (1,1,W-2,H-2).
-    const a = p + stride + 1;
-    const b = p + stride + W - 1;
-    const c = p + (H - 1) * stride + 1;
-    const d = p + (H - 1) * stride + W - 1;
-    const valsum = sum[a]! - sum[b]! - sum[c]! + sum[d]!;
-    const valsq = sq[a]! - sq[b]! - sq[c]! + sq[d]!;
-    const area = (W - 2) * (H - 2);
-    const nf = area * valsq - valsum * valsum;
-    if (!(nf > 0)) return -1;
-    const vnf = f32(1 / Math.sqrt(nf));
-    if (!(area * vnf < 0.1)) return -1;
-    const fw = m.featureWeights;
-    const sFeat = m.stumpFeature;
-    const sThr = m.stumpThreshold;
-    const sL = m.stumpLeft;
-    const sR = m.stumpRight;
-    const nStages = m.stageCount.length;
-    let k = 0;
-    for (let s = 0; s < nStages; s++) {
-      const cnt = m.stageCount[s]!;
-      let tmp = 0;
-      for (let e = k + cnt; k < e; k++) {
-        const f = sFeat[k]!;
-        const o = f * 12;
-        const s0 = sum[p + offs[o]!]! - sum[p + offs[o + 1]!]! - sum[p + offs[o + 2]!]! + sum[p + offs[o + 3]!]!;
-        const s1 = sum[p + offs[o + 4]!]! - sum[p + offs[o + 5]!]! - sum[p + offs[o + 6]!]! + sum[p + offs[o + 7]!]!;
-        let v = f32(f32(fw[f * 3]! * s0) + f32(fw[f * 3 + 1]! * s1));
-        const w2 = fw[f * 3 + 2]!;
-        if (w2 !== 0) {
-          const s2 = sum[p + offs[o + 8]!]! - sum[p + offs[o + 9]!]! - sum[p + offs[o + 10]!]! + sum[p + offs[o + 11]!]!;
-          v = f32(v + f32(w2 * s2));
-        }
-        v = f32(v * vnf);
-        tmp += v < sThr[k]! ? sL[k]! : sR[k]!;
-      }
-      if (tmp < m.stageThreshold[s]!) return -s;
-    }
-    return 1;
+    return m.type === 'HAAR'
+      ? evalHaar(p, stride, m.width, m.height, offs, plan.sum, plan.sqsum, m.stumpWeights, m.stumpThreshold, m.stumpLeft, m.stumpRight, m.stageCount, m.stageThreshold, m.stumpRestMax, nStages)
+      : evalLbp(p, offs, plan.sum, m.stumpSubset, m.stumpLeft, m.stumpRight, m.stageCount, m.stageThreshold, m.stumpRestMax, nStages);
   }
 
-  #evalLbp(p: number, offs: Int32Array, plan: ScanPlan): number {
-    const m = this.model;
-    const sum = plan.sum;
-    const sFeat = m.stumpFeature;
-    const sub = m.stumpSubset;
-    const sL = m.stumpLeft;
-    const sR = m.stumpRight;
-    const nStages = m.stageCount.length;
-    let k = 0;
-    for (let s = 0; s < nStages; s++) {
-      const cnt = m.stageCount[s]!;
-      let tmp = 0;
-      for (let e = k + cnt; k < e; k++) {
-        const o = sFeat[k]! * 16;
-        const q0 = sum[p + offs[o]!]!;
-        const q1 = sum[p + offs[o + 1]!]!;
-        const q2 = sum[p + offs[o + 2]!]!;
-        const q3 = sum[p + offs[o + 3]!]!;
-        const q4 = sum[p + offs[o + 4]!]!;
-        const q5 = sum[p + offs[o + 5]!]!;
-        const q6 = sum[p + offs[o + 6]!]!;
-        const q7 = sum[p + offs[o + 7]!]!;
-        const q8 = sum[p + offs[o + 8]!]!;
-        const q9 = sum[p + offs[o + 9]!]!;
-        const q10 = sum[p + offs[o + 10]!]!;
-        const q11 = sum[p + offs[o + 11]!]!;
-        const q12 = sum[p + offs[o + 12]!]!;
-        const q13 = sum[p + offs[o + 13]!]!;
-        const q14 = sum[p + offs[o + 14]!]!;
-        const q15 = sum[p + offs[o + 15]!]!;
-        const cv = q5 - q6 - q9 + q10;
-        const code =
-          (q0 - q1 - q4 + q5 >= cv ? 128 : 0) |
-          (q1 - q2 - q5 + q6 >= cv ? 64 : 0) |
-          (q2 - q3 - q6 + q7 >= cv ? 32 : 0) |
-          (q6 - q7 - q10 + q11 >= cv ? 16 : 0) |
-          (q10 - q11 - q14 + q15 >= cv ? 8 : 0) |
-          (q9 - q10 - q13 + q14 >= cv ? 4 : 0) |
-          (q8 - q9 - q12 + q13 >= cv ? 2 : 0) |
-          (q4 - q5 - q8 + q9 >= cv ? 1 : 0);
-        tmp += sub[k * 8 + (code >> 5)]! & (1 << (code & 31)) ? sL[k]! : sR[k]!;
+  #scanCoarse(
+    lv: ScaleLevel,
+    plan: ScanPlan,
+    xEnd: number,
+    yEnd: number,
+    stride: number,
+    offs: Int32Array,
+    stages: number,
+    all: number,
+    winW: number,
+    winH: number,
+    raw: CvRect[],
+  ): void {
+    const { sc, step } = lv;
+    const cstep = 2 * step;
+    const nx = Math.ceil(xEnd / step);
+    const ny = Math.ceil(yEnd / step);
+    const marks = plan.marks;
+    const ep = ++plan.epoch;
+    const nStages = stages;
+    let any = false;
+    for (let y = 0; y < yEnd; y += cstep) {
+      for (let x = 0; x < xEnd; x += cstep) {
+        if (this.#eval(y * stride + x, stride, offs, plan, nStages) <= 0) continue;
+        any = true;
+        // Mark the fine positions within one fine step around this coarse window.
+        const fx = x / step;
+        const fy = y / step;
+        for (let j = Math.max(0, fy - 1); j <= Math.min(ny - 1, fy + 1); j++) {
+          for (let i = Math.max(0, fx - 1); i <= Math.min(nx - 1, fx + 1); i++) marks[j * nx + i] = ep;
+        }
       }
-      if (tmp < m.stageThreshold[s]!) return -s;
     }
-    return 1;
+    if (!any) return;
+    for (let j = 0; j < ny; j++) {
+      for (let i = 0; i < nx; i++) {
+        if (marks[j * nx + i] !== ep) continue;
+        const x = i * step;
+        const y = j * step;
+        if (this.#eval(y * stride + x, stride, offs, plan, all) > 0) raw.push([rint(f32(x * sc)), rint(f32(y * sc)), winW, winH]);
+      }
+    }
   }
 
   /**
@@ -564,7 +570,8 @@ export class CascadeClassifier {
     const plan = this.#plan(img.width, img.height, scaleFactor, minSize, maxSize, params.stepSmall ?? 2, params.stepLarge ?? 1);
     const W = this.model.width;
     const H = this.model.height;
-    const haar = this.model.type === 'HAAR';
+    const m = this.model;
+    const nStages = Math.max(1, Math.min(m.stageCount.length, params.maxStages ?? m.stageCount.length));
     for (const lv of plan.levels) {
       const { sc, sw, sh, step } = lv;
       const xEnd = sw + 1 - W;
@@ -576,10 +583,14 @@ export class CascadeClassifier {
       const offs = this.#offsets(plan, stride);
       const winW = rint(f32(W * sc));
       const winH = rint(f32(H * sc));
+      if (params.coarse) {
+        this.#scanCoarse(lv, plan, xEnd, yEnd, stride, offs, Math.min(params.coarse.stages, nStages), nStages, winW, winH, raw);
+        continue;
+      }
       for (let y = 0; y < yEnd; y += step) {
         const row = y * stride;
         for (let x = 0; x < xEnd; x += step) {
-          const r = haar ? this.#evalHaar(row + x, stride, offs, plan) : this.#evalLbp(row + x, offs, plan);
+          const r = this.#eval(row + x, stride, offs, plan, nStages);
           if (r > 0) raw.push([rint(f32(x * sc)), rint(f32(y * sc)), winW, winH]);
           else if (r === 0) x += step;
         }
@@ -589,6 +600,136 @@ export class CascadeClassifier {
     if (minNeighbors <= 0) out = { rects: raw, neighbors: raw.map(() => 1) };
     else out = groupRectangles(raw, minNeighbors, 0.2);
     return clipDetections(out, img.width, img.height);
+  }
+}
+
+/**
+ * Runs the HAAR cascade (its first `nStages` stages) at window origin `p` (offset into the integral image): 1 passes, 0 rejected at stage 0,
+ * -s rejected at stage s, -1 for a flat window (std-dev <= 10, OpenCV's variance test).
+ */
+function evalHaar(
+  p: number,
+  stride: number,
+  W: number,
+  H: number,
+  offs: Int32Array,
+  sum: Int32Array,
+  sq: Float64Array,
+  sw: Float32Array,
+  sThr: Float32Array,
+  sL: Float32Array,
+  sR: Float32Array,
+  stageCount: Int32Array,
+  stageThr: Float32Array,
+  rest: Float64Array,
+  nStages: number,
+): number {
+  // Normalisation rect (1,1,W-2,H-2).
+  const a = p + stride + 1;
+  const b = p + stride + W - 1;
+  const c = p + (H - 1) * stride + 1;
+  const d = p + (H - 1) * stride + W - 1;
+  const valsum = sum[a]! - sum[b]! - sum[c]! + sum[d]!;
+  const valsq = sq[a]! - sq[b]! - sq[c]! + sq[d]!;
+  const area = (W - 2) * (H - 2);
+  const nf = area * valsq - valsum * valsum;
+  if (!(nf > 0)) return -1;
+  const vnf = f32(1 / Math.sqrt(nf));
+  if (!(area * vnf < 0.1)) return -1;
+  let k = 0;
+  for (let s = 0; s < nStages; s++) {
+    let tmp = 0;
+    const thr = stageThr[s]!;
+    for (const e = k + stageCount[s]!; k < e; k++) {
+      const o = k * 12;
+      const q = k * 3;
+      const s0 = sum[p + offs[o]!]! - sum[p + offs[o + 1]!]! - sum[p + offs[o + 2]!]! + sum[p + offs[o + 3]!]!;
+      const s1 = sum[p + offs[o + 4]!]! - sum[p + offs[o + 5]!]! - sum[p + offs[o + 6]!]! + sum[p + offs[o + 7]!]!;
+      let v = f32(f32(sw[q]! * s0) + f32(sw[q + 1]! * s1));
+      const w2 = sw[q + 2]!;
+      if (w2 !== 0) {
+        const s2 = sum[p + offs[o + 8]!]! - sum[p + offs[o + 9]!]! - sum[p + offs[o + 10]!]! + sum[p + offs[o + 11]!]!;
+        v = f32(v + f32(w2 * s2));
+      }
+      v = f32(v * vnf);
+      tmp += v < sThr[k]! ? sL[k]! : sR[k]!;
+      if (tmp + rest[k]! < thr) return -s;
+    }
+    if (tmp < thr) return -s;
+  }
+  return 1;
+}
+
+/** Runs the LBP cascade at window origin `p`: 1 passes, -s rejected at stage s (0 at stage 0). */
+function evalLbp(
+  p: number,
+  offs: Int32Array,
+  sum: Int32Array,
+  sub: Int32Array,
+  sL: Float32Array,
+  sR: Float32Array,
+  stageCount: Int32Array,
+  stageThr: Float32Array,
+  rest: Float64Array,
+  nStages: number,
+): number {
+  let k = 0;
+  for (let s = 0; s < nStages; s++) {
+    let tmp = 0;
+    const thr = stageThr[s]!;
+    for (const e = k + stageCount[s]!; k < e; k++) {
+      const o = k * 16;
+      const q0 = sum[p + offs[o]!]!;
+      const q1 = sum[p + offs[o + 1]!]!;
+      const q2 = sum[p + offs[o + 2]!]!;
+      const q3 = sum[p + offs[o + 3]!]!;
+      const q4 = sum[p + offs[o + 4]!]!;
+      const q5 = sum[p + offs[o + 5]!]!;
+      const q6 = sum[p + offs[o + 6]!]!;
+      const q7 = sum[p + offs[o + 7]!]!;
+      const q8 = sum[p + offs[o + 8]!]!;
+      const q9 = sum[p + offs[o + 9]!]!;
+      const q10 = sum[p + offs[o + 10]!]!;
+      const q11 = sum[p + offs[o + 11]!]!;
+      const q12 = sum[p + offs[o + 12]!]!;
+      const q13 = sum[p + offs[o + 13]!]!;
+      const q14 = sum[p + offs[o + 14]!]!;
+      const q15 = sum[p + offs[o + 15]!]!;
+      const cv = q5 - q6 - q9 + q10;
+      const code =
+        (q0 - q1 - q4 + q5 >= cv ? 128 : 0) |
+        (q1 - q2 - q5 + q6 >= cv ? 64 : 0) |
+        (q2 - q3 - q6 + q7 >= cv ? 32 : 0) |
+        (q6 - q7 - q10 + q11 >= cv ? 16 : 0) |
+        (q10 - q11 - q14 + q15 >= cv ? 8 : 0) |
+        (q9 - q10 - q13 + q14 >= cv ? 4 : 0) |
+        (q8 - q9 - q12 + q13 >= cv ? 2 : 0) |
+        (q4 - q5 - q8 + q9 >= cv ? 1 : 0);
+      tmp += sub[k * 8 + (code >> 5)]! & (1 << (code & 31)) ? sL[k]! : sR[k]!;
+      if (tmp + rest[k]! < thr) return -s;
+    }
+    if (tmp < thr) return -s;
+  }
+  return 1;
+}
+
+function horizontalPass(
+  s: Uint8Array,
+  base: number,
+  w: number,
+  sw: number,
+  xIdx: Int32Array,
+  xC1: Int32Array,
+  dst: Int32Array,
+): void {
+  if (w === 1) {
+    for (let x = 0; x < sw; x++) dst[x] = s[base]! << 8;
+    return;
+  }
+  for (let x = 0; x < sw; x++) {
+    const i = base + xIdx[x]!;
+    const c1 = xC1[x]!;
+    dst[x] = (256 - c1) * s[i]! + c1 * s[i + 1]!;
   }
 }
 
@@ -670,11 +811,11 @@ export function groupRectangles(rects: readonly CvRect[], groupThreshold: number
   const n = new Int32Array(count);
   rects.forEach((r, i) => {
     const c = labels[i]!;
-    acc[c * 4] += r[0];
-    acc[c * 4 + 1] += r[1];
-    acc[c * 4 + 2] += r[2];
-    acc[c * 4 + 3] += r[3];
-    n[c]++;
+    acc[c * 4] = acc[c * 4]! + r[0];
+    acc[c * 4 + 1] = acc[c * 4 + 1]! + r[1];
+    acc[c * 4 + 2] = acc[c * 4 + 2]! + r[2];
+    acc[c * 4 + 3] = acc[c * 4 + 3]! + r[3];
+    n[c] = n[c]! + 1;
   });
   const avg: CvRect[] = [];
   for (let c = 0; c < count; c++) {

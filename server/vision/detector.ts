@@ -1,0 +1,204 @@
+/**
+ * Fast face detection for the live path, built on the exact OpenCV cascade port (cascade.ts).
+ *
+ * Why these settings (numbers on the 24 reference frames, 640x480, see tests/vision/detector.test.ts and
+ * benchmarks/tracking.ts):
+ * - OpenCV's own settings (Haar, scaleFactor 1.1, minSize 48, full resolution) cost ~0.3-0.4 s per frame in JS
+ *   (OpenCV: ~45 ms) and add 2 false positives (dog, afro painting).
+ * - The reference faces are >= 60 px at 640x480, so the frame is searched at half resolution (a 24 px Haar window
+ *   = 48 px in the frame; minSize 28 = 56 px) with scaleFactor 1.2 and step 2 at every scale: ~14x fewer windows.
+ * - A coarse-to-fine scan (the first 7 stages on a step-4 grid, the whole cascade next to the survivors) cuts the
+ *   stump evaluations by another ~2.5x without losing a face.
+ * - minNeighbors 1 (a face needs 2 raw hits): with the sparser grid a face gets fewer hits than in OpenCV; 2 keeps
+ *   every reference face (the 3D anime girl is the marginal one) and adds no false positive.
+ * - LBP was tried the same way (it needs a 45 px window, i.e. a larger working image) and lost 3-4 faces, including
+ *   the 3/4-profile Vermeer, at a higher cost.
+ * Boxes are mapped to dlib-HOG-like boxes (what the 68-point model expects) with FORMAT.md §6.3's form
+ * `l = x + a*w, t = y + b*h, side = s*w`, constants refit for these settings (see BOX_MAP).
+ */
+import { CASCADE_PATHS, CascadeClassifier, type CvRect, type DetectParams } from './cascade.js';
+import { downscale2x, resizeGray, sampleRegion } from './imageOps.js';
+import type { Box, GrayImage } from './types.js';
+
+/** One detected face. */
+export interface DetectedFace {
+  /** dlib-convention box (inclusive corners), for the shape predictor. */
+  box: Box;
+  /** The cascade's own rectangle in frame pixels [x, y, w, h]. */
+  rect: CvRect;
+  /** Raw cascade hits grouped into this face (OpenCV's "neighbors"). */
+  neighbors: number;
+  /** 0..1, grows with the hit count: 1 - exp(-neighbors / 4). */
+  score: number;
+}
+
+/** Options for FaceDetector.create. */
+export interface FaceDetectorOptions {
+  /** Haar cascade XML (default Debian's haarcascade_frontalface_default.xml). */
+  cascadeFile?: string;
+  /** Smallest face searched by detect(), as a fraction of the frame's shorter side (default 56/480). */
+  minFaceFraction?: number;
+}
+
+/** Options for one detect() call. */
+export interface DetectOptions {
+  /** Search only around this (dlib) box, at sizes 0.6-1.6x of it: the tracker's re-acquisition. */
+  near?: Box;
+  /**
+   * Still-image mode: OpenCV's dense scan (scaleFactor 1.1, OpenCV steps, minNeighbors 3) on a working image whose
+   * shorter side is at most 480 px, smallest face 5% of the shorter side. Slower (~0.1-0.5 s), for portraits.
+   */
+  thorough?: boolean;
+}
+
+/**
+ * Cascade rect -> dlib box: l = x + a*w, t = y + b*h, side = s*w (FORMAT.md §6.3 form). The fast scan's groups
+ * average fewer, coarser hits than OpenCV's, so the constants were refit on the 23 reference faces against dlib's
+ * HOG boxes; the thorough scan uses the constants measured for OpenCV's own Haar output on those frames.
+ */
+export const BOX_MAP = {
+  fast: { a: 0.055, b: 0.148, s: 0.885 },
+  thorough: { a: 0.059, b: 0.157, s: 0.867 },
+} as const;
+
+const WINDOW = 24;
+
+/**
+ * Face detector. Not thread-safe: scan buffers are reused between calls (one instance per worker / session).
+ */
+export class FaceDetector {
+  readonly #cascade: CascadeClassifier;
+  readonly #minFaceFraction: number;
+  #work: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
+  #half: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
+  #nearImg: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
+
+  private constructor(cascade: CascadeClassifier, opts: FaceDetectorOptions) {
+    this.#cascade = cascade;
+    this.#minFaceFraction = opts.minFaceFraction ?? 56 / 480;
+  }
+
+  /** Loads the cascade. */
+  static async create(opts: FaceDetectorOptions = {}): Promise<FaceDetector> {
+    const cascade = await CascadeClassifier.load(opts.cascadeFile ?? CASCADE_PATHS.haar);
+    if (cascade.model.type !== 'HAAR') throw new TypeError('FaceDetector needs a HAAR cascade');
+    return new FaceDetector(cascade, opts);
+  }
+
+  /** The underlying cascade (exact OpenCV detectMultiScale). */
+  get cascade(): CascadeClassifier {
+    return this.#cascade;
+  }
+
+  /** Faces sorted by score (then size), highest first. Empty for images smaller than the cascade window. */
+  detect(img: GrayImage, opts: DetectOptions = {}): DetectedFace[] {
+    if (img.width < WINDOW || img.height < WINDOW) return [];
+    if (opts.near) return this.#detectNear(img, opts.near);
+    return opts.thorough ? this.#detectThorough(img) : this.#detectFast(img);
+  }
+
+  #detectFast(img: GrayImage): DetectedFace[] {
+    const minSide = Math.min(img.width, img.height);
+    // Downscale so that the smallest face wanted is ~28 px (a bit above the 24 px window).
+    const d = Math.max(1, (this.#minFaceFraction * minSide) / 28);
+    const work = this.#downscale(img, d);
+    const params: DetectParams = { scaleFactor: 1.2, minNeighbors: 1, minSize: 28, stepSmall: 2, stepLarge: 2, coarse: { stages: 7 } };
+    return this.#run(work, img, params, BOX_MAP.fast);
+  }
+
+  #detectThorough(img: GrayImage): DetectedFace[] {
+    const minSide = Math.min(img.width, img.height);
+    const d = Math.max(1, minSide / 480);
+    const work = this.#downscale(img, d);
+    const minSize = Math.max(WINDOW, Math.round(0.05 * Math.min(work.width, work.height)));
+    return this.#run(work, img, { scaleFactor: 1.1, minNeighbors: 3, minSize }, BOX_MAP.thorough);
+  }
+
+  #detectNear(img: GrayImage, near: Box): DetectedFace[] {
+    const side = Math.max(1, near.r - near.l, near.b - near.t);
+    // The cascade rect is ~1/0.867 of the dlib box: search a square of 2.2 box sides around its centre, scaled so
+    // that the expected cascade rect is ~40 px in a 88x88 working image.
+    const cx = (near.l + near.r) / 2;
+    const cy = (near.t + near.b) / 2;
+    const region = Math.round(2.2 * side);
+    const x0 = Math.round(cx - region / 2);
+    const y0 = Math.round(cy - region / 2);
+    const N = Math.min(88, region);
+    const small = sampleRegion(img, x0, y0, region, N, this.#reuse('near', N, N), 127);
+    const k = region / N;
+    const expected = side / BOX_MAP.fast.s / k;
+    const res = this.#cascade.detectMultiScale(small, {
+      scaleFactor: 1.2,
+      minNeighbors: 1,
+      minSize: Math.max(WINDOW, Math.floor(expected * 0.6)),
+      maxSize: Math.ceil(expected * 1.6),
+      stepSmall: 2,
+      stepLarge: 2,
+      coarse: { stages: 7 },
+    });
+    const out: DetectedFace[] = [];
+    res.rects.forEach((r, i) => {
+      const rect: CvRect = [r[0] * k + x0, r[1] * k + y0, r[2] * k, r[3] * k];
+      out.push(toFace(rect, res.neighbors[i]!, BOX_MAP.fast));
+    });
+    return sortFaces(out);
+  }
+
+  #run(work: GrayImage, img: GrayImage, params: DetectParams, map: { a: number; b: number; s: number }): DetectedFace[] {
+    const res = this.#cascade.detectMultiScale(work, params);
+    const kx = img.width / work.width;
+    const ky = img.height / work.height;
+    const out: DetectedFace[] = [];
+    res.rects.forEach((r, i) => {
+      const rect: CvRect = [r[0] * kx, r[1] * ky, r[2] * kx, r[3] * ky];
+      out.push(toFace(rect, res.neighbors[i]!, map));
+    });
+    return sortFaces(out);
+  }
+
+  #reuse(which: 'work' | 'half' | 'near', w: number, h: number): GrayImage {
+    const field = which === 'work' ? this.#work : which === 'half' ? this.#half : this.#nearImg;
+    if (field.data.length < w * h) {
+      field.data = new Uint8Array(w * h);
+    }
+    field.width = w;
+    field.height = h;
+    return field;
+  }
+
+  /** Downscale by `d` >= 1: exact halvings first (fast box filter), then an area resize for the rest. */
+  #downscale(img: GrayImage, d: number): GrayImage {
+    if (d < 1.02) return img;
+    let cur = img;
+    let left = d;
+    let useHalf = true;
+    while (left >= 1.999) {
+      const dst = this.#reuse(useHalf ? 'half' : 'work', cur.width >> 1, cur.height >> 1);
+      // Alternate buffers: the source of a halving must not be its destination.
+      cur = downscale2x(cur, dst);
+      useHalf = !useHalf;
+      left /= 2;
+    }
+    if (left < 1.02) return cur;
+    const w = Math.max(1, Math.round(cur.width / left));
+    const h = Math.max(1, Math.round(cur.height / left));
+    return resizeGray(cur, w, h, this.#reuse(useHalf ? 'half' : 'work', w, h));
+  }
+}
+
+function toFace(rect: CvRect, neighbors: number, map: { a: number; b: number; s: number }): DetectedFace {
+  const [x, y, w, h] = rect;
+  const l = Math.floor(x + map.a * w + 0.5);
+  const t = Math.floor(y + map.b * h + 0.5);
+  const side = Math.floor(map.s * w + 0.5);
+  return {
+    box: { l, t, r: l + side, b: t + side },
+    rect: [Math.round(x), Math.round(y), Math.round(w), Math.round(h)],
+    neighbors,
+    score: 1 - Math.exp(-neighbors / 4),
+  };
+}
+
+function sortFaces(faces: DetectedFace[]): DetectedFace[] {
+  return faces.sort((p, q) => q.neighbors - p.neighbors || q.rect[2] - p.rect[2]);
+}
