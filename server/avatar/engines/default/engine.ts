@@ -1,0 +1,416 @@
+/**
+ * DefaultEngine: the model-pack avatar engine of the live path (CPU by default, no download).
+ *
+ * prepare(portrait): finds the face (vision's analyzeImage), builds the crop, control points, masks and colours
+ * (prepare.ts). render(driving, out): tracks the performer (vision's FaceTracker), updates the expression latent
+ * (expression.ts), retargets it onto the portrait's control points, solves the small TPS system, rasterizes the
+ * target eye/mouth masks, and runs the generator (models/tools/build_generator.py), which warps the crop straight
+ * into the paste region, draws the mouth interior, pastes with the feathered mask and converts to I420, over the
+ * portrait's static I420 background.
+ *
+ * Two ways to run the generator, same maths: on a GPU provider the whole graph (`generator`, GridSample inside); on
+ * the CPU the pack's `fields` graph (TPS flow and mouth interior at node resolution) and a fused JS pass for the
+ * output-resolution part (warp.ts), which is 3-4x faster than onnxruntime's CPU GridSample/Resize.
+ *
+ * All per-frame buffers are allocated in prepare(); render() allocates nothing.
+ */
+import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats, RgbImage } from '../../engine.js';
+import type { AvatarSettings } from '../../../signaling/protocol.js';
+import { defaultAvatarSettings } from '../../../signaling/protocol.js';
+import type { FaceTrack, GrayImage } from '../../../vision/types.js';
+import { AppError, InvalidStateError, ModelPackError } from '../../../errors.js';
+import { createLogger, type Logger } from '../../../logger.js';
+import { ModelPack } from '../../../inference/modelPack.js';
+import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
+import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } from '../../../util/image.js';
+import { fitRgb } from '../size.js';
+import { ExpressionEncoder, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
+import { fillPolygon, solveTps } from './geometry.js';
+import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
+import { FusedWarp } from './warp.js';
+
+/** A face tracker for a video stream (one per engine: it keeps temporal state). */
+export interface StreamTracker {
+  track(gray: GrayImage, tsMs: number): FaceTrack | null;
+  close?(): void;
+}
+
+/** The vision functions the engine uses (vision-B's tracker module by default; injectable for tools and tests). */
+export interface FaceVision {
+  /** All faces in a still image (landmarks in its pixel coordinates). */
+  analyzeImage(gray: GrayImage): FaceTrack[] | Promise<FaceTrack[]>;
+  /** A new stream tracker. */
+  createTracker(): StreamTracker | Promise<StreamTracker>;
+}
+
+export interface DefaultEngineOptions {
+  /** Model pack folder (models/default). */
+  modelPack: string;
+  executionProvider?: 'cpu' | 'cuda';
+  intraOpThreads?: number;
+  /** Long side of the output video (even); default 512. */
+  outputSize?: number;
+  /** Face analysis and tracking. */
+  vision: FaceVision;
+  /** Run the whole generator graph instead of fields graph + fused CPU warp; default: only with 'cuda'. */
+  fullGraph?: boolean;
+  log?: Logger;
+}
+
+/** Portraits larger than this (long side) are analysed on a downscaled copy: detection cost, same landmarks. */
+const ANALYSIS_MAX_SIDE = 1024;
+/** TPS regularisation (grid units): keeps near-coincident control points (closed lips) well conditioned. */
+const TPS_LAMBDA = 1e-5;
+/** Gaze shift, as a fraction of the eye half-width / half-height per unit of performer gaze. */
+const GAZE_X_GAIN = 0.45;
+const GAZE_Y_GAIN = 0.3;
+
+interface FrameState {
+  face: PreparedFace;
+  ctrl: Float64Array;
+  ctrlF: Float32Array;
+  coef: Float32Array;
+  mat: Float64Array;
+  masks: Float32Array;
+  gaze: Float32Array;
+  mouth: Float32Array;
+  feeds: Record<string, Tensor>;
+  fetches: Record<string, Tensor | null>;
+  fieldFeeds: Record<string, Tensor>;
+  fieldFetches: Record<string, Tensor | null>;
+  grid: Float32Array;
+  mouthRgba: Float32Array;
+  warp: FusedWarp;
+  y: Uint8Array;
+  uv: Uint8Array;
+  gray: GrayImage | null;
+  scratchX: Float64Array;
+  scratchY: Float64Array;
+  scratch: Float64Array;
+  drivingI420: I420Frame | null;
+  outI420: I420Frame | null;
+}
+
+/**
+ * The default engine. Create with {@link DefaultEngine.create}; `prepare()` once per portrait, then `render()` per
+ * driving frame (I420 in, I420 out) or `renderRgb()` for offline tools.
+ */
+export class DefaultEngine implements AvatarEngine {
+  readonly name = 'default';
+  readonly #pack: ModelPack;
+  /** The whole generator graph (GPU providers) or null (CPU: fields graph + fused JS warp). */
+  readonly #full: OnnxModel | null;
+  readonly #fields: OnnxModel;
+  readonly #vision: FaceVision;
+  readonly #outputSize: number;
+  readonly #sourceRes: number;
+  readonly #maskRes: number;
+  readonly #log: Logger;
+  #tracker: StreamTracker | null = null;
+  #encoder = new ExpressionEncoder();
+  #settings: AvatarSettings = { ...defaultAvatarSettings };
+  #state: FrameState | null = null;
+  #closed = false;
+
+  private constructor(pack: ModelPack, vision: FaceVision, outputSize: number, useFullGraph: boolean, log: Logger) {
+    this.#pack = pack;
+    this.#full = useFullGraph ? pack.model('generator') : null;
+    this.#fields = pack.model('fields');
+    this.#vision = vision;
+    this.#outputSize = outputSize;
+    this.#log = log;
+    const file = pack.file('generator');
+    const dims = (name: string): (number | string)[] => file.inputs.find((v) => v.name === name)?.shape ?? [];
+    const ctrl = dims('ctrl');
+    if (ctrl[1] !== N_CTRL) {
+      throw new ModelPackError(pack.name, file.path, `input "ctrl" has ${String(ctrl[1])} points; this engine uses ${N_CTRL}`);
+    }
+    const src = dims('source');
+    const masks = dims('masks');
+    if (typeof src[2] !== 'number' || src[2] !== src[3] || typeof masks[2] !== 'number' || masks[2] !== masks[3]) {
+      throw new ModelPackError(pack.name, file.path, 'inputs "source" and "masks" must be fixed squares');
+    }
+    this.#sourceRes = src[2];
+    this.#maskRes = masks[2];
+  }
+
+  /** Loads and validates the model pack (ModelPackError when broken). */
+  static async create(options: DefaultEngineOptions): Promise<DefaultEngine> {
+    const log = options.log ?? createLogger('avatar.engine.default');
+    const pack = await ModelPack.load(options.modelPack, {
+      executionProvider: options.executionProvider ?? 'cpu',
+      intraOpThreads: options.intraOpThreads ?? 1,
+    });
+    try {
+      const outputSize = options.outputSize ?? 512;
+      if (!Number.isInteger(outputSize) || outputSize < 64 || outputSize % 2 !== 0) throw new TypeError('outputSize must be an even integer >= 64');
+      return new DefaultEngine(pack, options.vision, outputSize, options.fullGraph ?? options.executionProvider === 'cuda', log);
+    } catch (err) {
+      pack.close();
+      throw err;
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The prepared portrait's data (tests, eval tools); null before prepare(). */
+  get prepared(): Readonly<PreparedFace> | null {
+    return this.#state?.face ?? null;
+  }
+
+  /** The current smoothed expression latent (tests, eval tools). */
+  get latent(): Readonly<Float64Array> {
+    return this.#encoder.latent;
+  }
+
+  async prepare(portrait: RgbImage): Promise<PreparedPortrait> {
+    if (this.#closed) throw new InvalidStateError('default engine is closed');
+    const long = Math.max(portrait.width, portrait.height);
+    const scale = long > ANALYSIS_MAX_SIDE ? ANALYSIS_MAX_SIDE / long : 1;
+    const small =
+      scale < 1 ? fitRgb(portrait, Math.max(1, Math.round(portrait.width * scale)), Math.max(1, Math.round(portrait.height * scale))) : portrait;
+    const faces = await this.#vision.analyzeImage(rgbToGray(small));
+    const face = largestFace(faces);
+    if (!face) throw new AppError('NO_FACE', 'no face found in the portrait');
+    const sx = portrait.width / small.width;
+    const sy = portrait.height / small.height;
+    const lm = new Float32Array(136);
+    // Landmarks are pixel-centre based in the analysed image: map centres, not corners.
+    for (let i = 0; i < 68; i++) {
+      lm[2 * i] = (face.landmarks[2 * i]! + 0.5) * sx - 0.5;
+      lm[2 * i + 1] = (face.landmarks[2 * i + 1]! + 0.5) * sy - 0.5;
+    }
+    const prepared = preparePortrait(portrait, lm, { yaw: face.pose.yaw, pitch: face.pose.pitch, roll: face.pose.roll }, {
+      outputSize: this.#outputSize,
+      sourceRes: this.#sourceRes,
+    });
+    this.#state = this.#allocate(prepared);
+    this.#tracker?.close?.();
+    this.#tracker = await this.#vision.createTracker();
+    this.#encoder = new ExpressionEncoder();
+    this.#log.info('portrait prepared', {
+      width: prepared.width,
+      height: prepared.height,
+      paste: [prepared.paste.w, prepared.paste.h],
+      mouthClosed: prepared.mouthClosed,
+    });
+    return { width: prepared.width, height: prepared.height, face: true };
+  }
+
+  #allocate(face: PreparedFace): FrameState {
+    const m = this.#maskRes;
+    const { w, h } = face.paste;
+    const ctrlF = new Float32Array(N_CTRL * 2);
+    const coef = new Float32Array((N_CTRL + 3) * 2);
+    const masks = new Float32Array(2 * m * m);
+    const gaze = new Float32Array(2);
+    const mouth = new Float32Array(8);
+    const y = new Uint8Array(w * h);
+    const uv = new Uint8Array((w / 2) * (h / 2) * 2);
+    const r = this.#sourceRes;
+    const feeds: Record<string, Tensor> = {
+      source: new Tensor('float32', face.source, [1, 3, r, r]),
+      ctrl: new Tensor('float32', ctrlF, [1, N_CTRL, 2]),
+      coef: new Tensor('float32', coef, [1, N_CTRL + 3, 2]),
+      masks: new Tensor('float32', masks, [1, 2, m, m]),
+      gaze: new Tensor('float32', gaze, [1, 2]),
+      mouth: new Tensor('float32', mouth, [1, 8]),
+      mouth_colors: new Tensor('float32', face.mouthColors, [1, 3, 3]),
+      region: new Tensor('float32', face.paste.grid, [1, 4]),
+      background: new Tensor('float32', face.pasteBackground, [1, 3, h, w]),
+      paste_mask: new Tensor('float32', face.pasteMask, [1, 1, h, w]),
+    };
+    const fetches: Record<string, Tensor | null> = {
+      y: new Tensor('uint8', y, [1, 1, h, w]),
+      uv: new Tensor('uint8', uv, [1, 2, h / 2, w / 2]),
+    };
+    const grid = new Float32Array(2 * m * m);
+    const mouthRgba = new Float32Array(4 * m * m);
+    const fieldFeeds: Record<string, Tensor> = {};
+    for (const k of ['ctrl', 'coef', 'masks', 'gaze', 'mouth', 'mouth_colors', 'region']) fieldFeeds[k] = feeds[k]!;
+    const fieldFetches: Record<string, Tensor | null> = {
+      grid: new Tensor('float32', grid, [1, 2, m, m]),
+      mouth_rgba: new Tensor('float32', mouthRgba, [1, 4, m, m]),
+    };
+    const warp = new FusedWarp({
+      source: face.source,
+      sourceRes: this.#sourceRes,
+      nodeRes: m,
+      x0: face.paste.x0,
+      y0: face.paste.y0,
+      w,
+      h,
+      background: face.pasteBackground,
+      mask: face.pasteMask,
+    });
+    return {
+      face,
+      ctrl: new Float64Array(N_CTRL * 2),
+      ctrlF,
+      coef,
+      mat: new Float64Array((N_CTRL + 3) * (N_CTRL + 5)),
+      masks,
+      gaze,
+      mouth,
+      feeds,
+      fetches,
+      fieldFeeds,
+      fieldFetches,
+      grid,
+      mouthRgba,
+      warp,
+      y,
+      uv,
+      gray: null,
+      scratchX: new Float64Array(16),
+      scratchY: new Float64Array(16),
+      scratch: new Float64Array(64),
+      drivingI420: null,
+      outI420: null,
+    };
+  }
+
+  render(driving: I420Frame, out: I420Frame, timestampMs: number): RenderStats {
+    const st = this.#state;
+    if (this.#closed) throw new InvalidStateError('default engine is closed');
+    if (!st || !this.#tracker) throw new InvalidStateError('default engine: render() before prepare()');
+    const face = st.face;
+    if (out.width !== face.width || out.height !== face.height) throw new TypeError('default engine: output size mismatch');
+    const t0 = performance.now();
+    if (!st.gray || st.gray.width !== driving.width || st.gray.height !== driving.height) st.gray = createGray(driving.width, driving.height);
+    i420ToGray(driving, st.gray);
+    const track = this.#tracker.track(st.gray, timestampMs);
+    const t1 = performance.now();
+    const latent = this.#encoder.update(track, timestampMs);
+    this.#buildInputs(st, latent);
+    const t2 = performance.now();
+    let t3: number;
+    if (this.#full) {
+      this.#full.run(st.feeds, st.fetches);
+      t3 = performance.now();
+      this.#paste(st, out);
+    } else {
+      this.#fields.run(st.fieldFeeds, st.fieldFetches);
+      t3 = performance.now();
+      out.data.set(face.background.data);
+      st.warp.run(st.grid, st.mouthRgba, out);
+    }
+    const t4 = performance.now();
+    return { trackMs: t1 - t0, latentMs: t2 - t1, generateMs: t3 - t2, pasteMs: t4 - t3, face: track !== null };
+  }
+
+  /**
+   * Offline convenience: RGB driving frame in, RGB output frame out (the same path as render(), through I420).
+   * `out` must have the prepared size.
+   */
+  renderRgb(driving: RgbImage, out: RgbImage, timestampMs: number): RenderStats {
+    const st = this.#state;
+    if (!st) throw new InvalidStateError('default engine: render() before prepare()');
+    const even = (v: number): number => v - (v % 2);
+    if (!st.drivingI420 || st.drivingI420.width !== even(driving.width) || st.drivingI420.height !== even(driving.height)) {
+      st.drivingI420 = createI420(even(driving.width), even(driving.height));
+    }
+    if (!st.outI420) st.outI420 = createI420(st.face.width, st.face.height);
+    const src =
+      driving.width % 2 === 0 && driving.height % 2 === 0 ? driving : fitRgb(driving, st.drivingI420.width, st.drivingI420.height);
+    rgbToI420(src, st.drivingI420);
+    const stats = this.render(st.drivingI420, st.outI420, timestampMs);
+    i420ToRgb(st.outI420, out);
+    return stats;
+  }
+
+  #buildInputs(st: FrameState, latent: Float64Array): void {
+    const face = st.face;
+    const s = this.#settings;
+    const ctrl = st.ctrl;
+    retarget(face, latent, s, this.#encoder.neutralPose, ctrl);
+    // Fixed anchors: outer ellipse and crop corners.
+    const fixedFrom = 2 * (68 + N_RING);
+    for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = face.ctrlSource[i]!;
+    solveTps(ctrl, face.ctrlSource, N_CTRL, TPS_LAMBDA, st.coef, st.mat);
+    for (let i = 0; i < ctrl.length; i++) st.ctrlF[i] = ctrl[i]!;
+
+    // Target masks on the region's node grid: eye openings (gaze) and the inner-lip polygon (mouth interior).
+    const m = this.#maskRes;
+    const g = face.paste.grid;
+    const sxn = (m - 1) / (g[2]! - g[0]!);
+    const syn = (m - 1) / (g[3]! - g[1]!);
+    st.masks.fill(0);
+    const eye = st.masks.subarray(0, m * m);
+    const mouthMask = st.masks.subarray(m * m);
+    const poly = (from: number, count: number, mask: Float32Array): void => {
+      for (let k = 0; k < count; k++) {
+        st.scratchX[k] = (ctrl[2 * (from + k)]! - g[0]!) * sxn;
+        st.scratchY[k] = (ctrl[2 * (from + k) + 1]! - g[1]!) * syn;
+      }
+      fillPolygon(mask, m, st.scratchX, st.scratchY, count, st.scratch);
+    };
+    poly(36, 6, eye);
+    poly(42, 6, eye);
+    poly(60, 8, mouthMask);
+
+    // Gaze: iris shift inside the eye openings (grid units).
+    const eyesOn = s.eyeRetargeting;
+    const k = Math.min(1, s.expressionStrength);
+    st.gaze[0] = eyesOn ? latent[L_GAZE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
+    st.gaze[1] = eyesOn ? latent[L_GAZE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
+
+    // Mouth frame: centre between the inner corners, axis along them, inner-lip top/bottom in half-width units.
+    const ax = ctrl[128]! - ctrl[120]!;
+    const ay = ctrl[129]! - ctrl[121]!;
+    const hw = Math.max(1e-4, Math.hypot(ax, ay) / 2);
+    const cs = ax / (2 * hw);
+    const sn = ay / (2 * hw);
+    const mcx = (ctrl[128]! + ctrl[120]!) / 2;
+    const mcy = (ctrl[129]! + ctrl[121]!) / 2;
+    const v = (i: number): number => (-(ctrl[2 * i]! - mcx) * sn + (ctrl[2 * i + 1]! - mcy) * cs) / hw;
+    st.mouth[0] = mcx;
+    st.mouth[1] = mcy;
+    st.mouth[2] = cs;
+    st.mouth[3] = sn;
+    st.mouth[4] = hw;
+    st.mouth[5] = (v(61) + v(62) + v(63)) / 3;
+    st.mouth[6] = (v(65) + v(66) + v(67)) / 3;
+    st.mouth[7] = face.mouthClosed && s.lipRetargeting ? 1 : 0;
+  }
+
+  #paste(st: FrameState, out: I420Frame): void {
+    const face = st.face;
+    const W = face.width;
+    const H = face.height;
+    out.data.set(face.background.data);
+    const { x0, y0, w, h } = face.paste;
+    for (let r = 0; r < h; r++) out.data.set(st.y.subarray(r * w, (r + 1) * w), (y0 + r) * W + x0);
+    const cw = W >> 1;
+    const ch = H >> 1;
+    const hw = w >> 1;
+    const hh = h >> 1;
+    const uOff = W * H;
+    const vOff = uOff + cw * ch;
+    const plane = hw * hh;
+    for (let r = 0; r < hh; r++) {
+      const row = ((y0 >> 1) + r) * cw + (x0 >> 1);
+      out.data.set(st.uv.subarray(r * hw, (r + 1) * hw), uOff + row);
+      out.data.set(st.uv.subarray(plane + r * hw, plane + (r + 1) * hw), vOff + row);
+    }
+  }
+
+  updateSettings(settings: AvatarSettings): void {
+    this.#settings = { ...settings };
+  }
+
+  recalibrate(): void {
+    this.#encoder.recalibrate();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#tracker?.close?.();
+    this.#tracker = null;
+    this.#state = null;
+    this.#pack.close();
+  }
+}

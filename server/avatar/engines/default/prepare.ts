@@ -1,0 +1,309 @@
+/**
+ * Per-portrait work for the default engine (done once in prepare(), never per frame): the face crop, the control
+ * points (landmarks, a rigid head ring, fixed anchors on an outer ellipse and the crop corners), the paste region
+ * with its feathered mask, the background, and the colours of the procedural mouth interior.
+ *
+ * Coordinates: "grid" units are the crop's normalised coordinates in [-1, 1] (x right, y down), the generator's
+ * convention. The crop is an axis-aligned square around the head in the original portrait.
+ */
+import type { I420Frame, RgbImage } from '../../engine.js';
+import type { FaceTrack } from '../../../vision/types.js';
+import { rgbToI420 } from '../../../util/image.js';
+import { fitRgb, outputDims } from '../size.js';
+import { faceFrame, fillPolygon, mouthOpenness, type FaceFrame } from './geometry.js';
+import type { PortraitGeometry } from './expression.js';
+
+/** Rigid head-ring points and fixed outer-ellipse anchors: 12 each; plus the 4 crop corners. */
+export const N_RING = 12;
+export const N_OUTER = 12;
+export const N_CORNERS = 4;
+export const N_CTRL = 68 + N_RING + N_OUTER + N_CORNERS;
+
+export interface PreparedFace extends PortraitGeometry {
+  /** Output video size. */
+  width: number;
+  height: number;
+  /** The portrait at output size, I420: the frame outside the paste region. */
+  background: I420Frame;
+  /** Source positions of all N_CTRL control points (grid units). */
+  ctrlSource: Float64Array;
+  /** The crop, planar float RGB 0..255, sourceRes^2. */
+  source: Float32Array;
+  /** Paste region in output pixels (x0, y0, w, h even) and the grid coordinates of its first/last pixel centres. */
+  paste: { x0: number; y0: number; w: number; h: number; grid: Float32Array };
+  /** Background of the paste region, planar float RGB. */
+  pasteBackground: Float32Array;
+  /** Feathered paste mask of the region (1 inside the head, 0 at the fixed outer ellipse). */
+  pasteMask: Float32Array;
+  /** Mouth interior colours: dark, teeth, tongue (RGB 0..255 each). */
+  mouthColors: Float32Array;
+  /** The portrait's mouth is closed (or nearly): an opening mouth shows the procedural interior. */
+  mouthClosed: boolean;
+  /** Mean eye half-width and half-height (grid units), for the gaze shift. */
+  eyeHalfWidth: number;
+  eyeHalfHeight: number;
+}
+
+export interface PrepareOptions {
+  outputSize: number;
+  sourceRes: number;
+}
+
+/** Picks the largest face. */
+export function largestFace(faces: readonly FaceTrack[]): FaceTrack | null {
+  let best: FaceTrack | null = null;
+  let area = -1;
+  for (const f of faces) {
+    const a = (f.box.r - f.box.l) * (f.box.b - f.box.t);
+    if (a > area) {
+      area = a;
+      best = f;
+    }
+  }
+  return best;
+}
+
+/**
+ * Builds everything the engine needs for one portrait. `landmarks` are the face's 68 points in the portrait's pixel
+ * coordinates.
+ */
+export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: PortraitGeometry['pose'], opts: PrepareOptions): PreparedFace {
+  const f = faceFrame(landmarks, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
+  const vx = -f.uy;
+  const vy = f.ux;
+  // Head ring in the face frame: from above the forehead to below the chin, a bit wider than the jaw.
+  const top = -1.75 * f.iod;
+  const bottom = f.height + 0.4 * f.iod;
+  const ecY = (top + bottom) / 2;
+  const ry = (bottom - top) / 2;
+  const rx = 0.5 * f.width * 1.28;
+  const rxo = rx * 1.4;
+  const ryo = ry * 1.25;
+  const ecx = f.ox + vx * ecY;
+  const ecy = f.oy + vy * ecY;
+  // Crop: a square around the outer ellipse (a circle bound, whatever the face's roll).
+  const side = 2 * Math.max(rxo, ryo) * 1.06;
+  const cx0 = ecx - side / 2;
+  const cy0 = ecy - side / 2;
+  const toGx = (x: number): number => (2 * (x - cx0)) / side - 1;
+  const toGy = (y: number): number => (2 * (y - cy0)) / side - 1;
+
+  const ctrl = new Float64Array(N_CTRL * 2);
+  for (let i = 0; i < 68; i++) {
+    ctrl[2 * i] = toGx(landmarks[2 * i]!);
+    ctrl[2 * i + 1] = toGy(landmarks[2 * i + 1]!);
+  }
+  const ellipsePoint = (a: number, erx: number, ery: number): [number, number] => {
+    const fx = Math.cos(a) * erx;
+    const fy = Math.sin(a) * ery;
+    return [ecx + fx * f.ux + fy * vx, ecy + fx * f.uy + fy * vy];
+  };
+  for (let k = 0; k < N_RING; k++) {
+    const [x, y] = ellipsePoint((2 * Math.PI * k) / N_RING, rx, ry);
+    ctrl[2 * (68 + k)] = toGx(x);
+    ctrl[2 * (68 + k) + 1] = toGy(y);
+  }
+  for (let k = 0; k < N_OUTER; k++) {
+    const [x, y] = ellipsePoint((2 * Math.PI * (k + 0.5)) / N_OUTER, rxo, ryo);
+    ctrl[2 * (68 + N_RING + k)] = toGx(x);
+    ctrl[2 * (68 + N_RING + k) + 1] = toGy(y);
+  }
+  const corners = [-1, -1, 1, -1, 1, 1, -1, 1];
+  for (let k = 0; k < 8; k++) ctrl[2 * (68 + N_RING + N_OUTER) + k] = corners[k]!;
+
+  // Output frame and the paste region (bbox of the outer ellipse at output scale, even-aligned).
+  const { width, height } = outputDims(rgb.width, rgb.height, opts.outputSize);
+  const so = width / rgb.width;
+  let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+  for (let k = 0; k < 64; k++) {
+    const [x, y] = ellipsePoint((2 * Math.PI * k) / 64, rxo, ryo);
+    minX = Math.min(minX, x * so);
+    maxX = Math.max(maxX, x * so);
+    minY = Math.min(minY, y * so);
+    maxY = Math.max(maxY, y * so);
+  }
+  const x0 = Math.max(0, Math.floor(minX / 2) * 2 - 2);
+  const y0 = Math.max(0, Math.floor(minY / 2) * 2 - 2);
+  const x1 = Math.min(width, Math.ceil(maxX / 2) * 2 + 2);
+  const y1 = Math.min(height, Math.ceil(maxY / 2) * 2 + 2);
+  const pw = Math.max(2, x1 - x0);
+  const ph = Math.max(2, y1 - y0);
+  // Output pixel centre (x + 0.5) is at x + 0.5 / so in the original.
+  const pasteGrid = new Float32Array([
+    toGx((x0 + 0.5) / so),
+    toGy((y0 + 0.5) / so),
+    toGx((x0 + pw - 0.5) / so),
+    toGy((y0 + ph - 0.5) / so),
+  ]);
+
+  const full = fitRgb(rgb, width, height);
+  const background = rgbToI420(full);
+  const pasteBackground = new Float32Array(3 * pw * ph);
+  const pasteMask = new Float32Array(pw * ph);
+  const plane = pw * ph;
+  for (let y = 0; y < ph; y++) {
+    for (let x = 0; x < pw; x++) {
+      const s = ((y0 + y) * width + x0 + x) * 3;
+      const o = y * pw + x;
+      pasteBackground[o] = full.data[s]!;
+      pasteBackground[plane + o] = full.data[s + 1]!;
+      pasteBackground[2 * plane + o] = full.data[s + 2]!;
+      // Normalised outer-ellipse radius of this pixel.
+      const X = (x0 + x + 0.5) / so - ecx;
+      const Y = (y0 + y + 0.5) / so - ecy;
+      const fx = (X * f.ux + Y * f.uy) / rxo;
+      const fy = (X * vx + Y * vy) / ryo;
+      const r = Math.sqrt(fx * fx + fy * fy);
+      const t = Math.min(1, Math.max(0, (0.97 - r) / 0.17));
+      pasteMask[o] = t * t * (3 - 2 * t);
+    }
+  }
+
+  const source = sampleCrop(rgb, cx0, cy0, side, opts.sourceRes);
+  const lm = ctrl.slice(0, 136);
+  const frame = faceFrame(lm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
+  const { colors, closed } = mouthColours(source, opts.sourceRes, lm);
+  const ehw = (Math.hypot(lm[78]! - lm[72]!, lm[79]! - lm[73]!) + Math.hypot(lm[90]! - lm[84]!, lm[91]! - lm[85]!)) / 4;
+  const ehh =
+    (Math.hypot(lm[74]! - lm[82]!, lm[75]! - lm[83]!) +
+      Math.hypot(lm[76]! - lm[80]!, lm[77]! - lm[81]!) +
+      Math.hypot(lm[86]! - lm[94]!, lm[87]! - lm[95]!) +
+      Math.hypot(lm[88]! - lm[92]!, lm[89]! - lm[93]!)) /
+    8;
+  return {
+    width,
+    height,
+    background,
+    landmarks: lm,
+    frame,
+    ring: ctrl.slice(136, 136 + 2 * N_RING),
+    pose,
+    ctrlSource: ctrl,
+    source,
+    paste: { x0, y0, w: pw, h: ph, grid: pasteGrid },
+    pasteBackground,
+    pasteMask,
+    mouthColors: colors,
+    mouthClosed: closed,
+    eyeHalfWidth: ehw,
+    eyeHalfHeight: ehh,
+  };
+}
+
+/**
+ * Samples the square crop (cx0, cy0, side) of `rgb` at res x res into planar float RGB, averaging k x k bilinear
+ * taps per pixel when the crop is downscaled (no aliasing from a 3500 px photo), clamping at the image border.
+ */
+export function sampleCrop(rgb: RgbImage, cx0: number, cy0: number, side: number, res: number): Float32Array {
+  const out = new Float32Array(3 * res * res);
+  const step = side / res;
+  const k = Math.min(8, Math.max(1, Math.ceil(step)));
+  const { width: w, height: h, data } = rgb;
+  const plane = res * res;
+  const inv = 1 / (k * k);
+  for (let j = 0; j < res; j++) {
+    for (let i = 0; i < res; i++) {
+      let r = 0, g = 0, b = 0;
+      for (let sj = 0; sj < k; sj++) {
+        let y = cy0 + (j + (sj + 0.5) / k) * step - 0.5;
+        y = y < 0 ? 0 : y > h - 1 ? h - 1 : y;
+        const yi = Math.min(h - 2, Math.floor(y));
+        const fy = h > 1 ? y - yi : 0;
+        for (let si = 0; si < k; si++) {
+          let x = cx0 + (i + (si + 0.5) / k) * step - 0.5;
+          x = x < 0 ? 0 : x > w - 1 ? w - 1 : x;
+          const xi = Math.min(w - 2, Math.floor(x));
+          const fx = w > 1 ? x - xi : 0;
+          const a = (Math.max(0, yi) * w + Math.max(0, xi)) * 3;
+          const bq = a + 3;
+          const c = a + w * 3;
+          const d = c + 3;
+          const w00 = (1 - fx) * (1 - fy), w01 = fx * (1 - fy), w10 = (1 - fx) * fy, w11 = fx * fy;
+          r += data[a]! * w00 + data[bq]! * w01 + data[c]! * w10 + data[d]! * w11;
+          g += data[a + 1]! * w00 + data[bq + 1]! * w01 + data[c + 1]! * w10 + data[d + 1]! * w11;
+          b += data[a + 2]! * w00 + data[bq + 2]! * w01 + data[c + 2]! * w10 + data[d + 2]! * w11;
+        }
+      }
+      const o = j * res + i;
+      out[o] = r * inv;
+      out[plane + o] = g * inv;
+      out[2 * plane + o] = b * inv;
+    }
+  }
+  return out;
+}
+
+/**
+ * Colours of the procedural mouth interior, tinted from the portrait: the lips' mean colour (between the outer and
+ * inner lip contours) gives the dark cavity and the tongue; the face's brightness dims the teeth; a grey portrait
+ * (black-and-white photo) gets grey colours.
+ */
+function mouthColours(source: Float32Array, res: number, lm: Float64Array): { colors: Float32Array; closed: boolean } {
+  const toNode = (g: number): number => ((g + 1) * res - 1) / 2;
+  const xs = new Float64Array(12);
+  const ys = new Float64Array(12);
+  const scratch = new Float64Array(32);
+  const outer = new Float32Array(res * res);
+  const inner = new Float32Array(res * res);
+  for (let k = 0; k < 12; k++) {
+    xs[k] = toNode(lm[2 * (48 + k)]!);
+    ys[k] = toNode(lm[2 * (48 + k) + 1]!);
+  }
+  fillPolygon(outer, res, xs, ys, 12, scratch);
+  for (let k = 0; k < 8; k++) {
+    xs[k] = toNode(lm[2 * (60 + k)]!);
+    ys[k] = toNode(lm[2 * (60 + k) + 1]!);
+  }
+  fillPolygon(inner, res, xs, ys, 8, scratch);
+  // Skin: the cheeks/nose area between the eyes and the mouth.
+  const skin = new Float32Array(res * res);
+  const skinPts = [1, 29, 15, 54, 33, 48];
+  for (let k = 0; k < skinPts.length; k++) {
+    xs[k] = toNode(lm[2 * skinPts[k]!]!);
+    ys[k] = toNode(lm[2 * skinPts[k]! + 1]!);
+  }
+  fillPolygon(skin, res, xs, ys, skinPts.length, scratch);
+  const plane = res * res;
+  let lr = 0, lg = 0, lb = 0, kr = 0, kg = 0, kb = 0;
+  let lw = 0, sw = 0, sat = 0;
+  for (let i = 0; i < plane; i++) {
+    const wl = outer[i]! * (1 - inner[i]!);
+    const ws = skin[i]!;
+    const r = source[i]!, g = source[plane + i]!, b = source[2 * plane + i]!;
+    if (wl > 0) {
+      lr += r * wl;
+      lg += g * wl;
+      lb += b * wl;
+      lw += wl;
+    }
+    if (ws > 0) {
+      kr += r * ws;
+      kg += g * ws;
+      kb += b * ws;
+      sat += (Math.abs(r - g) + Math.abs(g - b)) * ws;
+      sw += ws;
+    }
+  }
+  const L = lw > 0 ? [lr / lw, lg / lw, lb / lw] : [150, 80, 80];
+  const S = sw > 0 ? [kr / sw, kg / sw, kb / sw] : [170, 140, 120];
+  const grey = sw > 0 && sat / sw < 6;
+  const skinLum = 0.299 * S[0]! + 0.587 * S[1]! + 0.114 * S[2]!;
+  const bright = Math.min(1.0, Math.max(0.5, skinLum / 170));
+  let dark = [L[0]! * 0.3 + 8, L[1]! * 0.18 + 4, L[2]! * 0.2 + 5];
+  let teeth = [236 * bright, 230 * bright, 214 * bright];
+  let tongue = [0.5 * L[0]! + 0.5 * 196, 0.5 * L[1]! + 0.5 * 92, 0.5 * L[2]! + 0.5 * 102].map((v) => v * (0.6 + 0.4 * bright));
+  if (grey) {
+    const lum = (c: number[]): number[] => {
+      const y = 0.299 * c[0]! + 0.587 * c[1]! + 0.114 * c[2]!;
+      return [y, y, y];
+    };
+    dark = lum(dark);
+    teeth = lum(teeth);
+    tongue = lum(tongue);
+  }
+  const colors = new Float32Array([...dark, ...teeth, ...tongue]);
+  return { colors, closed: mouthOpenness(lm) < 0.12 };
+}
+
+/** The face frame of the prepared landmarks (re-exported for tests). */
+export type { FaceFrame };
