@@ -21,7 +21,7 @@ import path from 'node:path';
 import { createServer, type AvatarServer } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
 import type { FrameTimings } from '../server/rooms/room.js';
-import { ChromiumBrowser } from '../tests/helpers/chromium.js';
+import { buildClient, ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
 import type { FrameRecord, Probe } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
@@ -103,6 +103,7 @@ export async function main(args: string[]): Promise<void> {
         media: { iceAddressAllowList: ['127.0.0.1'] },
       },
     );
+    await buildClient();
     server = await createServer(config);
     const url = server.url;
 

@@ -14,7 +14,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Probe } from '../../benchmarks/lib/browserProbe.js';
 import { installProbe } from '../../benchmarks/lib/browserInject.js';
-import { ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
+import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { correlation, drivingClip, grayFrame, makeY4m, portraitFile, repoRoot } from '../helpers/media.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -37,6 +37,7 @@ describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
   beforeAll(async () => {
     // 640×480, 8 s: Chromium loops it as the webcam.
     y4m = await makeY4m({ source: CLIP, width: 640, height: 480, fps: 30, seconds: 8 });
+    await buildClient();
     srv = await startTestServer({ avatar: { engine } });
     [performer, viewer] = await Promise.all([ChromiumBrowser.launch({ fakeVideo: y4m }), ChromiumBrowser.launch()]);
     await installProbe(performer.page);

@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
+import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { portraitFile } from '../helpers/media.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -31,6 +31,7 @@ describe.runIf(haveTools)('studio page in Chromium', () => {
 
   beforeAll(async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-studio-'));
+    await buildClient();
     srv = await startTestServer({ avatar: { engine: 'portrait' } });
     browser = await ChromiumBrowser.launch();
   }, 60_000);

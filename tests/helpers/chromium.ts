@@ -4,12 +4,49 @@
  * from a .y4m file (Chromium loops it), a fake microphone (Chromium's beep), loopback ICE candidates allowed, and
  * autoplay with sound without a gesture.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 
 export const chromiumPath = '/usr/bin/chromium';
+
+let built: Promise<void> | null = null;
+
+async function newestMtime(dir: string, exts: readonly string[]): Promise<number> {
+  let newest = 0;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.name === 'dist' || e.name.startsWith('.')) continue;
+    const full = path.join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, await newestMtime(full, exts));
+    else if (exts.some((x) => e.name.endsWith(x))) newest = Math.max(newest, (await stat(full)).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * Bundles the client pages (scripts/build-client.mjs) once per process when client/dist is older than the client
+ * sources, so that `npx vitest run tests/e2e` without `npm test` serves the current pages.
+ */
+export function buildClient(): Promise<void> {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  built ??= (async () => {
+    const src = Math.max(
+      await newestMtime(path.join(root, 'client'), ['.ts', '.html', '.css']),
+      (await stat(path.join(root, 'server', 'signaling', 'protocol.ts'))).mtimeMs,
+    );
+    const out = await Promise.all(['studio.js', 'viewer.js'].map((f) => stat(path.join(root, 'client', 'dist', f)).then((s) => s.mtimeMs, () => 0)));
+    if (Math.min(...out) > src) return;
+    await new Promise<void>((resolve, reject) => {
+      execFile(process.execPath, [path.join(root, 'scripts', 'build-client.mjs')], (err, _stdout, stderr) =>
+        err ? reject(new Error(`client build failed: ${stderr}`)) : resolve(),
+      );
+    });
+  })();
+  return built;
+}
 
 export interface ChromiumOptions {
   /** .y4m file for the fake camera; without it Chromium shows its own test pattern. */
