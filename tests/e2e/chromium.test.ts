@@ -28,6 +28,27 @@ const engine = existsSync(path.join(repoRoot, 'models', 'default', 'manifest.jso
 const haveTools = existsSync(chromiumPath) && existsSync(CLIP) && existsSync(PORTRAIT);
 if (!haveTools) process.stdout.write(`chromium e2e skipped: ${chromiumPath} or the shared media is missing\n`);
 
+async function upload(base: string, file: string): Promise<{ id: string }> {
+  const form = new FormData();
+  form.append('consent', 'true');
+  form.append('file', new Blob([await readFile(file)], { type: 'image/jpeg' }), path.basename(file));
+  const res = await fetch(`${base}/api/portraits`, { method: 'POST', body: form });
+  const body = await res.text();
+  expect(res.status, body).toBe(201);
+  return JSON.parse(body) as { id: string };
+}
+
+async function createRoom(base: string, portraitId: string): Promise<{ performerUrl: string; viewerUrl: string }> {
+  const res = await fetch(`${base}/api/rooms`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ portraitId }),
+  });
+  const body = await res.text();
+  expect(res.status, body).toBe(201);
+  return JSON.parse(body) as { performerUrl: string; viewerUrl: string };
+}
+
 describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
   let srv: TestServer | null = null;
   let performer: ChromiumBrowser | null = null;
@@ -57,19 +78,8 @@ describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
     const logs = (): string => `\nperformer:\n${performer!.logs.join('\n')}\nviewer:\n${viewer!.logs.join('\n')}`;
 
     // Upload a portrait (with consent) and create a room through the REST API.
-    const form = new FormData();
-    form.append('consent', 'true');
-    form.append('file', new Blob([await readFile(PORTRAIT)], { type: 'image/jpeg' }), path.basename(PORTRAIT));
-    const up = await fetch(`${s.url}/api/portraits`, { method: 'POST', body: form });
-    expect(up.status).toBe(201);
-    const portrait = (await up.json()) as { id: string };
-    const roomRes = await fetch(`${s.url}/api/rooms`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ portraitId: portrait.id }),
-    });
-    expect(roomRes.status).toBe(201);
-    const room = (await roomRes.json()) as { performerUrl: string; viewerUrl: string };
+    const portrait = await upload(s.url, PORTRAIT);
+    const room = await createRoom(s.url, portrait.id);
 
     // Performer: open the studio link, pick the portrait in the gallery, start.
     await pPage.goto(room.performerUrl);
@@ -164,14 +174,7 @@ describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
     const frames = (): Promise<number> => vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
     const viewerState = (): Promise<string> => vPage.evaluate(() => (window as unknown as { __avatar: { state: string } }).__avatar.state);
 
-    const list = (await (await fetch(`${s.url}/api/portraits`)).json()) as { portraits: { id: string }[] };
-    const portraitId = list.portraits[0]!.id;
-    const roomRes = await fetch(`${s.url}/api/rooms`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ portraitId }),
-    });
-    const room = (await roomRes.json()) as { performerUrl: string; viewerUrl: string };
+    const room = await createRoom(s.url, (await upload(s.url, PORTRAIT)).id);
 
     await vPage.goto(room.viewerUrl);
     await waitFor(async () => (await viewerState()) !== 'connecting', 15_000, 'viewer joined');
