@@ -9,7 +9,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { ModelPackError } from '../errors.js';
+import { InvalidStateError, ModelPackError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { DlibFormatError, DlibReader } from './dlibFormat.js';
 import type { Box, GrayImage } from './types.js';
@@ -53,13 +53,23 @@ export interface ShapePredictorData {
    * undefined when the leaves live on a plain SharedArrayBuffer.
    */
   readonly memory?: WebAssembly.Memory | undefined;
+  /**
+   * With `memory`: the scratch pool in it, one slot per live predictor instance (in any thread). `scratchOffset` is
+   * the byte address of `scratchSlots` Int32 claim flags (0 free, 1 taken, changed with Atomics), followed by the
+   * slots of `scratchSlotBytes` each. All 0 without `memory`.
+   */
+  readonly scratchOffset: number;
+  readonly scratchSlots: number;
+  readonly scratchSlotBytes: number;
   /** Per cascade c, per feature i: the anchor landmark index at [cF+i]. */
   readonly anchors: Uint16Array;
   /** Per cascade c, per feature i: dx at [2(cF+i)], dy at [2(cF+i)+1]. */
   readonly deltas: Float32Array;
 }
 
-const cache = new Map<string, Promise<ShapePredictor>>();
+// Per process (per thread for the instances): the parse of each model file, and the instance load() hands out.
+const parses = new Map<string, Promise<ShapePredictorData>>();
+const loaded = new Map<string, ShapePredictor>();
 
 function shared<T extends Float32Array | Uint16Array | Int32Array>(
   Ctor: { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number },
@@ -96,7 +106,7 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
   let splitIdx: Int32Array | undefined;
   let thresholds: Float32Array | undefined;
   let leaves: Float32Array | undefined;
-  let leafStorage: { leaves: Float32Array; memory: WebAssembly.Memory | undefined } | undefined;
+  let leafStorage: LeafStorage | undefined;
   const leafStride = (dims + 3) & ~3;
   let maxFeatIdx = 0;
   for (let c = 0; c < cascades; c++) {
@@ -121,9 +131,13 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
           throw new DlibFormatError(`split count ${s} is not 2^depth - 1`, at);
         splits = s;
         const nTrees = cascades * trees;
+        // Every leaf float takes at least 4 bytes in the file: refuse impossible sizes before allocating them.
+        if (nTrees * (s + 1) * dims * 4 > buf.length - at) {
+          throw new DlibFormatError(`${nTrees} trees of depth ${Math.log2(s + 1)} cannot fit in the file`, at);
+        }
         splitIdx = shared(Int32Array, nTrees * s);
         thresholds = shared(Float32Array, nTrees * s);
-        leafStorage = allocLeaves(nTrees * (s + 1) * leafStride);
+        leafStorage = allocLeaves(nTrees * (s + 1) * leafStride, leafStride, trees);
         leaves = leafStorage.leaves;
       } else if (s !== splits) {
         throw new DlibFormatError(
@@ -176,6 +190,8 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
     const f = r.ulong();
     if (features < 0) {
       if (f === 0 || f > 65536) throw new DlibFormatError(`implausible feature count ${f}`, at);
+      // Every anchor takes at least 2 bytes in the file: refuse impossible sizes before allocating them.
+      if (cascades * f * 2 > buf.length - at) throw new DlibFormatError(`${f} features cannot fit in the file`, at);
       features = f;
       anchors = shared(Uint16Array, cascades * f);
     } else if (f !== features) {
@@ -218,6 +234,9 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
     leafStride,
     leaves: leaves!,
     memory: leafStorage!.memory,
+    scratchOffset: leafStorage!.scratchOffset,
+    scratchSlots: leafStorage!.scratchSlots,
+    scratchSlotBytes: leafStorage!.scratchSlotBytes,
     anchors: anchors!,
     deltas,
   };
@@ -271,8 +290,13 @@ const ACC_WASM = new Uint8Array([
 ]);
 
 const WASM_PAGE = 65536;
-/** Pages a leaf memory may grow by for per-thread scratch (one page per thread and model; see kernelFor). */
-const SCRATCH_PAGES_MAX = 1024;
+/**
+ * Scratch slots reserved next to the leaves: predictor instances alive at the same time, over all threads. An
+ * instance gives its slot back on close() or when it is garbage collected; beyond this many, further instances
+ * grow the memory (up to SCRATCH_GROW_PAGES_MAX pages, never returned), then fall back to the TypeScript loop.
+ */
+const SCRATCH_SLOTS = 128;
+const SCRATCH_GROW_PAGES_MAX = 256;
 
 let accModule: WebAssembly.Module | null | undefined;
 function accModuleOrNull(): WebAssembly.Module | null {
@@ -287,62 +311,150 @@ function accModuleOrNull(): WebAssembly.Module | null {
   return accModule;
 }
 
-/** Leaf storage: in a shared WebAssembly memory when the kernel can run, else on a plain SharedArrayBuffer. */
-function allocLeaves(count: number): { leaves: Float32Array; memory: WebAssembly.Memory | undefined } {
+interface LeafStorage {
+  leaves: Float32Array;
+  memory: WebAssembly.Memory | undefined;
+  scratchOffset: number;
+  scratchSlots: number;
+  scratchSlotBytes: number;
+}
+
+/**
+ * Leaf storage: in a shared WebAssembly memory followed by the scratch pool when the kernel can run, else on a
+ * plain SharedArrayBuffer.
+ */
+function allocLeaves(count: number, leafStride: number, trees: number): LeafStorage {
   if (accModuleOrNull()) {
-    const pages = Math.ceil((count * 4) / WASM_PAGE);
+    // count is a multiple of 4 floats, so everything after the leaves stays 16-byte aligned for v128 access.
+    const scratchOffset = count * 4;
+    const scratchSlotBytes = Math.ceil((leafStride * 4 + trees * 4) / 64) * 64;
+    const bytes = scratchOffset + SCRATCH_SLOTS * 4 + SCRATCH_SLOTS * scratchSlotBytes;
+    const pages = Math.ceil(bytes / WASM_PAGE);
     try {
-      const memory = new WebAssembly.Memory({ initial: pages, maximum: pages + SCRATCH_PAGES_MAX, shared: true });
-      return { leaves: new Float32Array(memory.buffer, 0, count), memory };
+      const memory = new WebAssembly.Memory({ initial: pages, maximum: pages + SCRATCH_GROW_PAGES_MAX, shared: true });
+      return {
+        leaves: new Float32Array(memory.buffer, 0, count),
+        memory,
+        scratchOffset,
+        scratchSlots: SCRATCH_SLOTS,
+        scratchSlotBytes,
+      };
     } catch (err) {
       log.warn('shared WebAssembly memory unavailable, using the TypeScript leaf loop', { err: err as Error });
     }
   }
-  return { leaves: shared(Float32Array, count), memory: undefined };
+  return {
+    leaves: shared(Float32Array, count),
+    memory: undefined,
+    scratchOffset: 0,
+    scratchSlots: 0,
+    scratchSlotBytes: 0,
+  };
 }
 
-/** The kernel bound to a leaf memory, with this thread's scratch (current shape and leaf addresses) in it. */
+/** An instance's SIMD kernel and its scratch slot (current shape and the chosen leaves' addresses). */
 interface Kernel {
   acc: (cur: number, offs: number, n: number, nvec: number) => void;
   curPtr: number;
   offsPtr: number;
   cur: Float32Array;
   offs: Int32Array;
+  /** Gives the slot back (no-op for a grown, unpooled slot). */
+  release: () => void;
 }
 
-// Per thread: one kernel and one scratch area per leaf memory. Instances in a thread share it, which is safe
-// because predict() is synchronous and never re-entered.
-const kernels = new WeakMap<WebAssembly.Memory, Kernel | null>();
+// Per thread: the kernel instantiated once per model memory.
+const accByMemory = new WeakMap<WebAssembly.Memory, Kernel['acc']>();
 
-function kernelFor(memory: WebAssembly.Memory, leafStride: number, trees: number): Kernel | null {
-  let k = kernels.get(memory);
-  if (k !== undefined) return k;
-  k = null;
+// Gives a slot back when its predictor is garbage collected without close().
+const slotFinalizer = new FinalizationRegistry<() => void>((release) => release());
+
+/** Binds the kernel and claims a scratch slot for one predictor instance; null means: use the TypeScript loop. */
+function claimKernel(data: ShapePredictorData): Kernel | null {
+  const memory = data.memory;
   const mod = accModuleOrNull();
-  if (mod) {
-    const curBytes = leafStride * 4;
-    const pages = Math.ceil((curBytes + trees * 4) / WASM_PAGE);
-    try {
-      // Growing a shared memory is atomic: the pages from the old end on belong to this thread alone. They are
-      // never returned (a memory cannot shrink): one page per thread that ever uses the model.
-      const base = memory.grow(pages) * WASM_PAGE;
-      const inst = new WebAssembly.Instance(mod, { env: { mem: memory } });
-      const buf = memory.buffer;
-      k = {
-        acc: inst.exports.acc as Kernel['acc'],
-        curPtr: base,
-        offsPtr: base + curBytes,
-        cur: new Float32Array(buf, base, leafStride),
-        offs: new Int32Array(buf, base + curBytes, trees),
-      };
-    } catch (err) {
-      log.warn('no room for SIMD scratch in the shared model memory, using the TypeScript leaf loop', {
-        err: err as Error,
-      });
+  if (!memory || !mod) return null;
+  try {
+    let acc = accByMemory.get(memory);
+    if (!acc) {
+      acc = new WebAssembly.Instance(mod, { env: { mem: memory } }).exports.acc as Kernel['acc'];
+      accByMemory.set(memory, acc);
     }
+    const flags = new Int32Array(memory.buffer, data.scratchOffset, data.scratchSlots);
+    let base = -1;
+    let release = (): void => {};
+    for (let i = 0; i < data.scratchSlots; i++) {
+      if (Atomics.compareExchange(flags, i, 0, 1) === 0) {
+        base = data.scratchOffset + data.scratchSlots * 4 + i * data.scratchSlotBytes;
+        release = () => void Atomics.store(flags, i, 0);
+        break;
+      }
+    }
+    if (base < 0) {
+      // Growing a shared memory is atomic: the new pages belong to this instance alone. A memory cannot shrink,
+      // so they are never returned.
+      log.warn('all shape predictor scratch slots are taken (are instances closed?); growing the model memory', {
+        slots: data.scratchSlots,
+      });
+      base = memory.grow(Math.ceil(data.scratchSlotBytes / WASM_PAGE)) * WASM_PAGE;
+    }
+    const buf = memory.buffer;
+    const curBytes = data.leafStride * 4;
+    return {
+      acc,
+      curPtr: base,
+      offsPtr: base + curBytes,
+      cur: new Float32Array(buf, base, data.leafStride),
+      offs: new Int32Array(buf, base + curBytes, data.treesPerCascade),
+      release,
+    };
+  } catch (err) {
+    log.warn('no room for SIMD scratch in the shared model memory, using the TypeScript leaf loop', {
+      err: err as Error,
+    });
+    return null;
   }
-  kernels.set(memory, k);
-  return k;
+}
+
+/** Reads and parses a model file, with errors that name the file. */
+async function loadData(file: string): Promise<ShapePredictorData> {
+  let buf: Buffer;
+  try {
+    const st = await stat(file);
+    if (!st.isFile()) throw new ModelPackError(PACK, file, 'not a regular file');
+    buf = await readFile(file);
+  } catch (err) {
+    if (err instanceof ModelPackError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      const hint =
+        file === DEFAULT_SHAPE_PREDICTOR_PATH
+          ? 'not found; install the Debian package with `apt-get install libdlib-data`'
+          : `not found (the default 68-point model comes from \`apt-get install libdlib-data\`, at ${DEFAULT_SHAPE_PREDICTOR_PATH})`;
+      throw new ModelPackError(PACK, file, hint, { cause: err });
+    }
+    throw new ModelPackError(PACK, file, `cannot be read (${code ?? 'error'})`, { cause: err });
+  }
+  const t0 = performance.now();
+  let data: ShapePredictorData;
+  try {
+    data = parseShapePredictor(buf);
+  } catch (err) {
+    if (err instanceof DlibFormatError) {
+      throw new ModelPackError(PACK, file, `not a valid dlib shape_predictor file: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+  log.info('shape predictor loaded', {
+    file,
+    bytes: buf.length,
+    parts: data.parts,
+    cascades: data.cascades,
+    trees: data.treesPerCascade,
+    simd: data.memory !== undefined,
+    parseMs: Math.round((performance.now() - t0) * 10) / 10,
+  });
+  return data;
 }
 
 /** Options for {@link ShapePredictor.fromShared}. */
@@ -355,9 +467,12 @@ export interface ShapePredictorOptions {
 }
 
 /**
- * dlib's shape predictor. Load once per process with {@link ShapePredictor.load} (the parse is cached per path);
- * `predict` is synchronous and allocation-free. Instances hold per-thread scratch, so a worker thread builds its
- * own with {@link ShapePredictor.fromShared}, sharing the model memory.
+ * dlib's shape predictor. {@link ShapePredictor.load} parses a model file once per process; `predict` is
+ * synchronous and allocation-free. A worker thread gets the parsed model with `toShared()` + `postMessage` and builds
+ * its own instance with {@link ShapePredictor.fromShared}: the model memory is shared, never copied.
+ *
+ * An instance holds a scratch slot in the shared model memory: `close()` it when done (garbage collection also
+ * returns it, but a terminated worker cannot).
  */
 export class ShapePredictor {
   /** Number of landmarks (68 for the default model). */
@@ -385,6 +500,7 @@ export class ShapePredictor {
   readonly #cur: Float32Array;
   readonly #feat: Float64Array;
   readonly #kernel: Kernel | null;
+  #closed = false;
 
   private constructor(data: ShapePredictorData, options: ShapePredictorOptions = {}) {
     this.#data = data;
@@ -402,8 +518,8 @@ export class ShapePredictor {
     this.#leaves = data.leaves;
     this.#anchors = data.anchors;
     this.#deltas = data.deltas;
-    this.#kernel =
-      data.memory && options.simd !== false ? kernelFor(data.memory, data.leafStride, data.treesPerCascade) : null;
+    this.#kernel = options.simd !== false ? claimKernel(data) : null;
+    if (this.#kernel) slotFinalizer.register(this, this.#kernel.release, this);
     this.#cur = this.#kernel ? this.#kernel.cur : new Float32Array(data.leafStride);
     this.#feat = new Float64Array(this.#features);
 
@@ -431,68 +547,41 @@ export class ShapePredictor {
   }
 
   /**
-   * Loads (once per process per resolved path; concurrent callers share the same promise) and parses a dlib
-   * shape_predictor .dat file. A failed load is not cached, so a later call retries.
+   * The predictor for a dlib shape_predictor .dat file. The file is read and parsed once per process and path
+   * (concurrent callers share the same parse); every caller in a thread gets the same instance, until it is closed
+   * (the next call then makes a new instance from the cached parse). A failed load is not cached: a later call
+   * retries.
    * @throws ModelPackError (code MODEL_PACK_INVALID) naming the file when it is missing or malformed.
    */
-  static load(file: string = DEFAULT_SHAPE_PREDICTOR_PATH): Promise<ShapePredictor> {
+  static async load(file: string = DEFAULT_SHAPE_PREDICTOR_PATH): Promise<ShapePredictor> {
     const key = path.resolve(file);
-    let p = cache.get(key);
-    if (!p) {
-      const loading = ShapePredictor.#loadUncached(key);
-      cache.set(key, loading);
-      loading.catch(() => {
-        if (cache.get(key) === loading) cache.delete(key);
+    let parse = parses.get(key);
+    if (!parse) {
+      const started = loadData(key);
+      parses.set(key, started);
+      started.catch(() => {
+        if (parses.get(key) === started) parses.delete(key);
       });
-      p = loading;
+      parse = started;
     }
-    return p;
+    const data = await parse;
+    let sp = loaded.get(key);
+    if (!sp || sp.closed) {
+      sp = new ShapePredictor(data);
+      loaded.set(key, sp);
+    }
+    return sp;
   }
 
-  static async #loadUncached(file: string): Promise<ShapePredictor> {
-    let buf: Buffer;
-    try {
-      const st = await stat(file);
-      if (!st.isFile()) throw new ModelPackError(PACK, file, 'not a regular file');
-      buf = await readFile(file);
-    } catch (err) {
-      if (err instanceof ModelPackError) throw err;
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') {
-        const hint =
-          file === DEFAULT_SHAPE_PREDICTOR_PATH
-            ? 'not found; install the Debian package with `apt-get install libdlib-data`'
-            : `not found (the default 68-point model comes from \`apt-get install libdlib-data\`, at ${DEFAULT_SHAPE_PREDICTOR_PATH})`;
-        throw new ModelPackError(PACK, file, hint, { cause: err });
-      }
-      throw new ModelPackError(PACK, file, `cannot be read (${code ?? 'error'})`, { cause: err });
-    }
-    const t0 = performance.now();
-    let data: ShapePredictorData;
-    try {
-      data = parseShapePredictor(buf);
-    } catch (err) {
-      if (err instanceof DlibFormatError) {
-        throw new ModelPackError(PACK, file, `not a valid dlib shape_predictor file: ${err.message}`, { cause: err });
-      }
-      throw err;
-    }
-    log.info('shape predictor loaded', {
-      file,
-      bytes: buf.length,
-      parts: data.parts,
-      cascades: data.cascades,
-      trees: data.treesPerCascade,
-      simd: data.memory !== undefined,
-      parseMs: Math.round((performance.now() - t0) * 10) / 10,
-    });
-    return new ShapePredictor(data);
-  }
-
-  /** Forgets the cached parse for `file` (or all), so the next load re-reads it. For tests and model swaps. */
+  /** Forgets the cached parse and instance for `file` (or all), so the next load re-reads the file. */
   static clearCache(file?: string): void {
-    if (file === undefined) cache.clear();
-    else cache.delete(path.resolve(file));
+    if (file === undefined) {
+      parses.clear();
+      loaded.clear();
+    } else {
+      parses.delete(path.resolve(file));
+      loaded.delete(path.resolve(file));
+    }
   }
 
   /**
@@ -501,6 +590,24 @@ export class ShapePredictor {
    */
   static fromBuffer(buf: Uint8Array): ShapePredictor {
     return new ShapePredictor(parseShapePredictor(buf));
+  }
+
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Gives this instance's scratch slot back to the shared pool; predict() then throws. Idempotent. The model
+   * memory itself lives on while any instance or thread references it.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#kernel) {
+      slotFinalizer.unregister(this);
+      this.#kernel.release();
+    }
   }
 
   /** Whether this instance adds leaves with the WebAssembly SIMD kernel (else the TypeScript loop). */
@@ -558,8 +665,20 @@ export class ShapePredictor {
     if (memory !== undefined) {
       if (!(memory instanceof WebAssembly.Memory))
         throw new TypeError('ShapePredictorData: memory must be a WebAssembly.Memory');
+      const { scratchOffset, scratchSlots, scratchSlotBytes } = data;
       const end = leaves.byteOffset + leaves.byteLength;
-      if (end > memory.buffer.byteLength) throw new TypeError('ShapePredictorData: leaves lie outside memory');
+      const scratchEnd = scratchOffset + scratchSlots * (4 + scratchSlotBytes);
+      if (
+        ![scratchOffset, scratchSlots, scratchSlotBytes].every(Number.isInteger) ||
+        leaves.byteOffset % 16 !== 0 ||
+        scratchOffset < end ||
+        scratchOffset % 16 !== 0 ||
+        scratchSlotBytes % 16 !== 0 ||
+        scratchSlotBytes < 4 * (leafStride + t) ||
+        scratchEnd > memory.buffer.byteLength
+      ) {
+        throw new TypeError('ShapePredictorData: inconsistent leaf and scratch layout in memory');
+      }
       // The kernel reads the leaves through the memory: view them through it too, so both agree by construction.
       leaves = new Float32Array(memory.buffer, leaves.byteOffset, leaves.length);
     } else {
@@ -609,6 +728,7 @@ export class ShapePredictor {
   }
 
   #check(img: GrayImage, box: Box, out: ArrayLike<number>, leafOut: Int32Array | undefined): void {
+    if (this.#closed) throw new InvalidStateError('shape predictor is closed');
     if (out.length < this.#dims) throw new TypeError(`out needs ${this.#dims} elements, got ${out.length}`);
     if (leafOut && leafOut.length < this.treeCount) {
       throw new TypeError(`leafOut needs ${this.treeCount} elements, got ${leafOut.length}`);

@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { AppError, ModelPackError } from '../../server/errors.js';
+import { AppError, InvalidStateError, ModelPackError } from '../../server/errors.js';
 import { DlibFormatError, DlibReader } from '../../server/vision/dlibFormat.js';
 import { decodePgm, encodePgm, readPgm, writePgm } from '../../server/vision/pgm.js';
 import {
@@ -53,6 +53,12 @@ async function image(rel: string): Promise<GrayImage> {
     images.set(rel, img);
   }
   return img;
+}
+
+/** How many scratch slots of the shared model memory are taken (by live instances in any thread). */
+function takenSlots(data: ShapePredictorData): number {
+  if (!data.memory) throw new Error('the model is not in shared WebAssembly memory');
+  return new Int32Array(data.memory.buffer, data.scratchOffset, data.scratchSlots).reduce((n, f) => n + f, 0);
 }
 
 /** Max |dlib - ours| over all coordinates of all cases, predicting with `sp`. */
@@ -128,6 +134,35 @@ describe('ShapePredictor against dlib 19.24', () => {
     const [a, b] = await Promise.all([ShapePredictor.load(), ShapePredictor.load(DEFAULT_SHAPE_PREDICTOR_PATH)]);
     expect(a).toBe(sp);
     expect(b).toBe(sp);
+  });
+
+  it('close() is idempotent, frees the scratch slot, and load() then gives a fresh instance of the same parse', async () => {
+    // A relative spelling of the same path shares the same parse and instance.
+    const first = await ShapePredictor.load(path.relative(process.cwd(), DEFAULT_SHAPE_PREDICTOR_PATH));
+    expect(first).toBe(sp);
+    const before = takenSlots(sp.toShared());
+    // More instances than the pool has slots, one after another: each close() gives its slot back.
+    for (let i = 0; i < sp.toShared().scratchSlots + 10; i++) {
+      const tmp = ShapePredictor.fromShared(sp.toShared());
+      expect(tmp.simd).toBe(true);
+      expect(takenSlots(sp.toShared())).toBe(before + 1);
+      tmp.close();
+      tmp.close();
+      expect(tmp.closed).toBe(true);
+    }
+    expect(takenSlots(sp.toShared())).toBe(before);
+    const c = detectorCases[0]!;
+    const closed = ShapePredictor.fromShared(sp.toShared());
+    closed.close();
+    expect(() => closed.predict(images.get(c.image) ?? (undefined as never), c.box, new Int32Array(136))).toThrow(
+      InvalidStateError,
+    );
+    sp.close();
+    const again = await ShapePredictor.load();
+    expect(again).not.toBe(sp);
+    expect(again.toShared()).toBe(sp.toShared());
+    sp = again;
+    expect(await maxDiff(sp, detectorCases.slice(0, 4))).toBe(0);
   });
 
   it('matches every detector face of dlib_landmarks.jsonl (both upsample settings)', async () => {
@@ -207,7 +242,9 @@ describe('model file errors', () => {
       const err = await ShapePredictor.load(truncated).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ModelPackError);
       expect((err as Error).message).toContain(truncated);
-      expect((err as Error).message).toMatch(/not a valid dlib shape_predictor file: unexpected end of data/);
+      expect((err as Error).message).toMatch(
+        /not a valid dlib shape_predictor file: 7500 trees .* cannot fit in the file/,
+      );
       // A later call retries (and fails the same way) instead of returning a cached rejection forever.
       await writeFile(truncated, Buffer.from([0x01, 0x02]));
       await expect(ShapePredictor.load(truncated)).rejects.toThrow(/version 2|invalid|end of data/);
@@ -216,9 +253,10 @@ describe('model file errors', () => {
     }
   });
 
-  it('trailing bytes and a wrong version are refused', async () => {
+  it('trailing bytes, a file cut near its end and a wrong version are refused', async () => {
     const full = await readFile(DEFAULT_SHAPE_PREDICTOR_PATH);
     expect(() => parseShapePredictor(Buffer.concat([full, Buffer.from([0])]))).toThrow(/trailing bytes/);
+    expect(() => parseShapePredictor(full.subarray(0, full.length - 1000))).toThrow(/unexpected end of data/);
     const v2 = Buffer.from(full.subarray(0, 100));
     v2[1] = 2;
     expect(() => parseShapePredictor(v2)).toThrow(/version 2/);
@@ -230,6 +268,7 @@ describe('sharing the model with worker threads', () => {
     const copy = ShapePredictor.fromShared(sp.toShared());
     expect(copy.toShared().leaves.buffer).toBeInstanceOf(SharedArrayBuffer);
     expect(await maxDiff(copy, stressCases)).toBe(0);
+    copy.close();
   });
 
   it('a worker_threads Worker gets the model by postMessage and predicts identically', async () => {
@@ -250,10 +289,13 @@ describe('sharing the model with worker threads', () => {
         for (let i = 0; i < cases.length; i++) {
           sp.predict(images[cases[i].image], cases[i].box, out.subarray(136 * i, 136 * (i + 1)));
         }
-        parentPort.postMessage({ out, simd: sp.simd, shared: data.leaves.buffer instanceof SharedArrayBuffer });
+        const simd = sp.simd;
+        sp.close();
+        parentPort.postMessage({ out, simd, shared: data.leaves.buffer instanceof SharedArrayBuffer });
       });
       parentPort.postMessage('ready');
     `;
+    const slotsBefore = takenSlots(sp.toShared());
     const worker = new Worker(code, {
       eval: true,
       workerData: {
@@ -272,6 +314,8 @@ describe('sharing the model with worker threads', () => {
         });
       });
       expect(reply.shared).toBe(true);
+      // The worker's instance took a slot in the shared memory and gave it back on close().
+      expect(takenSlots(sp.toShared())).toBe(slotsBefore);
       expect(reply.simd).toBe(sp.simd);
       const expected = new Int32Array(136 * cases.length);
       for (let i = 0; i < cases.length; i++) {
