@@ -36,6 +36,8 @@ export interface DetectedFace {
 export interface FaceDetectorOptions {
   /** Haar cascade XML (default Debian's haarcascade_frontalface_default.xml). */
   cascadeFile?: string;
+  /** LBP cascade XML for the still-image verification (default Debian's lbpcascade_frontalface_improved.xml). */
+  verifyCascadeFile?: string;
   /** Smallest face searched by detect(), as a fraction of the frame's shorter side (default 56/480). */
   minFaceFraction?: number;
 }
@@ -46,7 +48,8 @@ export interface DetectOptions {
   near?: Box;
   /**
    * Still-image mode: OpenCV's dense scan (scaleFactor 1.1, OpenCV steps, minNeighbors 3) on a working image whose
-   * shorter side is at most 480 px, smallest face 5% of the shorter side. Slower (~0.1-0.5 s), for portraits.
+   * shorter side is at most 480 px, smallest face 5% of the shorter side, and every face confirmed by the LBP
+   * cascade (at least one raw LBP hit on the same face). Slower (~0.1-0.5 s), for portraits.
    */
   thorough?: boolean;
 }
@@ -73,16 +76,24 @@ export class FaceDetector {
   #half: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
   #nearImg: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
 
-  private constructor(cascade: CascadeClassifier, opts: FaceDetectorOptions) {
+  readonly #lbp: CascadeClassifier;
+  #verifyImg: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
+
+  private constructor(cascade: CascadeClassifier, lbp: CascadeClassifier, opts: FaceDetectorOptions) {
     this.#cascade = cascade;
+    this.#lbp = lbp;
     this.#minFaceFraction = opts.minFaceFraction ?? 56 / 480;
   }
 
   /** Loads the cascade. */
   static async create(opts: FaceDetectorOptions = {}): Promise<FaceDetector> {
-    const cascade = await CascadeClassifier.load(opts.cascadeFile ?? CASCADE_PATHS.haar);
+    const [cascade, lbp] = await Promise.all([
+      CascadeClassifier.load(opts.cascadeFile ?? CASCADE_PATHS.haar),
+      CascadeClassifier.load(opts.verifyCascadeFile ?? CASCADE_PATHS.lbp),
+    ]);
     if (cascade.model.type !== 'HAAR') throw new TypeError('FaceDetector needs a HAAR cascade');
-    return new FaceDetector(cascade, opts);
+    if (lbp.model.type !== 'LBP') throw new TypeError('FaceDetector needs an LBP cascade for verification');
+    return new FaceDetector(cascade, lbp, opts);
   }
 
   /** The underlying cascade (exact OpenCV detectMultiScale). */
@@ -111,7 +122,34 @@ export class FaceDetector {
     const d = Math.max(1, minSide / 480);
     const work = this.#downscale(img, d);
     const minSize = Math.max(WINDOW, Math.round(0.05 * Math.min(work.width, work.height)));
-    return this.#run(work, img, { scaleFactor: 1.1, minNeighbors: 3, minSize }, BOX_MAP.thorough);
+    const faces = this.#run(work, img, { scaleFactor: 1.1, minNeighbors: 3, minSize }, BOX_MAP.thorough);
+    return faces.filter((f) => this.lbpAgreement(img, f) > 0);
+  }
+
+  /**
+   * Number of raw LBP-cascade hits (mapped to dlib boxes with FORMAT.md §6.3's LBP constants) that overlap the
+   * face's box with IoU > 0.3. The two cascades fail on different things: on the reference frames the Haar false
+   * positives (the dog, a patch of the afro painting) have 0 LBP hits, every true face 4 or more.
+   */
+  lbpAgreement(img: GrayImage, face: DetectedFace): number {
+    const [x, y, w] = face.rect;
+    // Resample a square of twice the Haar rect so that the face's LBP rect (~0.65 of the Haar rect) is ~52 px.
+    const region = 2 * w;
+    const N = 160;
+    const x0 = x + w / 2 - region / 2;
+    const y0 = y + w / 2 - region / 2;
+    if (this.#verifyImg.data.length < N * N) this.#verifyImg = { width: N, height: N, data: new Uint8Array(N * N) };
+    const crop = sampleRegion(img, x0, y0, region, N, this.#verifyImg, 127);
+    const k = region / N;
+    const res = this.#lbp.detectMultiScale(crop, { scaleFactor: 1.1, minNeighbors: 0, minSize: 45, maxSize: 120 });
+    let n = 0;
+    for (const r of res.rects) {
+      const l = x0 + (r[0] - 0.165 * r[2]) * k;
+      const t = y0 + (r[1] - 0.13 * r[3]) * k;
+      const side = 1.332 * r[2] * k;
+      if (boxIou(face.box, l, t, l + side, t + side) > 0.3) n++;
+    }
+    return n;
   }
 
   #detectNear(img: GrayImage, near: Box): DetectedFace[] {
@@ -197,6 +235,14 @@ function toFace(rect: CvRect, neighbors: number, map: { a: number; b: number; s:
     neighbors,
     score: 1 - Math.exp(-neighbors / 4),
   };
+}
+
+function boxIou(a: Box, l: number, t: number, r: number, b: number): number {
+  const ix = Math.max(0, Math.min(a.r, r) - Math.max(a.l, l));
+  const iy = Math.max(0, Math.min(a.b, b) - Math.max(a.t, t));
+  const i = ix * iy;
+  const u = (a.r - a.l) * (a.b - a.t) + (r - l) * (b - t) - i;
+  return u > 0 ? i / u : 0;
 }
 
 function sortFaces(faces: DetectedFace[]): DetectedFace[] {
