@@ -16,10 +16,11 @@ export class DlibFormatError extends Error {
   }
 }
 
-// 2^e for the exponents a serialized float or double can carry; a table beats Math.pow in the 16M-float parse.
-const POW2_MIN = -1100;
+// 2^e for every e where 2^e is a normal double (other exponents use 2 ** e); a table beats Math.pow in the
+// 16M-float parse. Floats' exponents (one byte, |e| <= 255) always hit it.
+const POW2_MIN = -1022;
 const POW2 = (() => {
-  const t = new Float64Array(2201);
+  const t = new Float64Array(1023 - POW2_MIN + 1);
   for (let i = 0; i < t.length; i++) t[i] = 2 ** (i + POW2_MIN);
   return t;
 })();
