@@ -8,10 +8,11 @@
  * (performance.timeOrigin + presentation time, epoch ms). The server's per-stage times come from the Room's 'frame'
  * events (the server runs in this process).
  *
- *   npm run bench -- transport [--seconds 25] [--warmup 4] [--clip man_mouth_wide_open.mp4] [--preview 0|1] [--buffer MS]
+ *   npm run bench -- transport [--seconds 25] [--warmup 4] [--clip man_mouth_wide_open.mp4] [--preview 0|1] [--buffer MS] [--audio 0|1]
  *
  * --preview 1 also runs the studio's own avatar preview (a second viewer: one more server encode); default 0.
  * --buffer MS sets the viewer's receive jitter buffer target (viewer page ?buffer=MS); default: the browser's.
+ * --audio 0 makes the viewer receive video only (no audio/video sync in the viewer); default 1.
  *
  * Writes benchmarks/results/transport.json: p50_ms, p95_ms, fps, frames, stages{stage:{p50,p95,mean,n}}, ...
  */
@@ -23,7 +24,7 @@ import { loadConfig } from '../server/config.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { buildClient, ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
-import type { FrameRecord, Probe } from './lib/browserProbe.js';
+import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { summarize, writeResult } from './lib/stats.js';
 
@@ -78,6 +79,25 @@ export function matchFrames(
   return { delays, captureDelays, unmatched };
 }
 
+/** Mean per-frame browser-side times (ms) of the video stream between two getStats snapshots. */
+function browserStages(before: RtpCounters[], after: RtpCounters[], type: RtpCounters['type']): Record<string, number> | null {
+  const pick = (l: RtpCounters[]): RtpCounters | undefined => l.find((r) => r.type === type && r.kind === 'video');
+  const a = pick(before);
+  const b = pick(after);
+  if (!a || !b) return null;
+  const frames = b.frames - a.frames;
+  if (frames <= 0) return null;
+  const ms = (k: keyof RtpCounters, n = frames): number => +((((b[k] as number) - (a[k] as number)) / n) * 1000).toFixed(2);
+  return type === 'outbound-rtp'
+    ? { frames, encode_mean_ms: ms('totalEncodeTime') }
+    : {
+        frames,
+        jitter_buffer_mean_ms: ms('jitterBufferDelay', b.jitterBufferEmittedCount - a.jitterBufferEmittedCount || frames),
+        decode_mean_ms: ms('totalDecodeTime'),
+        receive_to_decoded_mean_ms: ms('totalProcessingDelay'),
+      };
+}
+
 export async function main(args: string[]): Promise<void> {
   const seconds = Number(arg(args, 'seconds', '25'));
   const warmup = Number(arg(args, 'warmup', '4'));
@@ -85,6 +105,7 @@ export async function main(args: string[]): Promise<void> {
   const portrait = portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg'));
   const preview = arg(args, 'preview', '0') === '1';
   const buffer = arg(args, 'buffer', '');
+  const audio = arg(args, 'audio', '1') !== '0';
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-bench-'));
   let server: AvatarServer | null = null;
@@ -139,17 +160,21 @@ export async function main(args: string[]): Promise<void> {
     await perf.page.locator('#start:not([disabled])').click();
     await until('performer connected', () => perf.page.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'), 30_000);
 
-    await view.page.goto(buffer === '' ? created.viewerUrl : `${created.viewerUrl}&buffer=${encodeURIComponent(buffer)}`);
+    const viewerUrl = `${created.viewerUrl}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
+    await view.page.goto(viewerUrl);
     await view.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#video', { marker: true }));
     await until('viewer frames', () => view.page.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 30_000);
 
     // Warm up (encoder ramp-up, jitter buffer settling), then record.
     await new Promise((r) => setTimeout(r, warmup * 1000));
+    const rtp = (b: ChromiumBrowser): Promise<RtpCounters[]> => b.page.evaluate(() => (window as unknown as Win).__probe.rtpStats());
+    const [perfRtp0, viewRtp0] = await Promise.all([rtp(perf), rtp(view)]);
     const t0 = Date.now();
     recording = true;
     await new Promise((r) => setTimeout(r, seconds * 1000));
     recording = false;
     const t1 = Date.now();
+    const [perfRtp1, viewRtp1] = await Promise.all([rtp(perf), rtp(view)]);
 
     const [sent, shown] = await Promise.all([
       perf.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera')),
@@ -167,13 +192,12 @@ export async function main(args: string[]): Promise<void> {
       publish: stage('publishMs'),
       server_end_to_end: stage('endToEndMs'),
     };
-    const viewStats = await view.page.evaluate(() => (window as unknown as { __avatar: { stats(): Promise<unknown> } }).__avatar.stats());
     const windowS = (t1 - t0) / 1000;
     writeResult('transport', {
       description: 'Chromium fake webcam → server (passthrough engine, direct fan-out) → Chromium viewer, loopback; delay = viewer presentation − performer presentation of the same marked frame',
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
       seconds: +windowS.toFixed(1),
-      options: { preview, viewerJitterBufferMs: buffer === '' ? 'browser default' : Number(buffer) },
+      options: { preview, viewerAudio: audio, viewerJitterBufferMs: buffer === '' ? 'browser default' : Number(buffer) },
       load_average_1m: +os.loadavg()[0]!.toFixed(2),
       p50_ms: d.p50,
       p95_ms: d.p95,
@@ -184,7 +208,11 @@ export async function main(args: string[]): Promise<void> {
       frames: { shown: inWindow.length, matched: delays.length, unmatched, sent: sentInWindow, server: timings.length, droppedInMailbox: dropped },
       from_capture_time: captureDelays.length ? summarize(captureDelays) : null,
       stages,
-      viewer_inbound: viewStats,
+      browser_stages: {
+        performer_encode: browserStages(perfRtp0, perfRtp1, 'outbound-rtp'),
+        viewer_receive: browserStages(viewRtp0, viewRtp1, 'inbound-rtp'),
+      },
+      outside_server_p50_ms: +(d.p50 - stages.server_end_to_end.p50).toFixed(1),
       goal: { p95_ms: 100, met: d.p95 <= 100 },
     });
   } finally {

@@ -2,9 +2,9 @@
  * The viewer page (also an OBS browser source): the room's avatar video full-window, nothing else but a small status
  * line while waiting. It reconnects by itself.
  *
- * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent][&buffer=MS]
- *   bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target (0 = lowest delay).
- * Test hooks (read-only): window.__avatar = { frames, width, height, state, lastError, stats() }.
+ * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent][&buffer=MS][&audio=0]
+ *   bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target; audio=0: video only.
+ * Test hooks (read-only): window.__avatar = { frames, streams, width, height, state, lastError, stats() }.
  */
 import './style.css';
 import { AvatarClient, Backoff, ClientError, isTerminal, type ReceiveStats } from './lib/index.js';
@@ -20,6 +20,8 @@ let client: AvatarClient | null = null;
 const hooks = {
   /** Video frames presented so far (requestVideoFrameCallback). */
   frames: 0,
+  /** Received streams so far (1 after the first view; one more after each reconnect). */
+  streams: 0,
   width: 0,
   height: 0,
   state: 'connecting',
@@ -112,7 +114,10 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, backoff.next()));
     }
   }
-  client.on('stream', (stream) => void play(stream));
+  client.on('stream', (stream) => {
+    hooks.streams++;
+    void play(stream);
+  });
   client.on('error', noteError);
   client.on('state', (s) => {
     if (s === 'reconnecting') status('reconnecting…');
@@ -125,7 +130,7 @@ async function main(): Promise<void> {
   client.on('closed', (reason) => status(reason === 'performer-left' ? 'the performer has left' : 'the room has ended'));
   status('waiting for the performer…');
   // The client retries by itself when the first view fails (e.g. nobody is publishing yet).
-  client.view().catch(noteError);
+  client.view({ audio: params.get('audio') !== '0' }).catch(noteError);
 }
 
 void main();

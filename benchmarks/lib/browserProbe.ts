@@ -158,20 +158,41 @@ window.RTCPeerConnection = class extends NativePc {
   }
 } as typeof RTCPeerConnection;
 
-async function rtpStats(): Promise<{ type: string; kind: string; packets: number; bytes: number; frames: number }[]> {
-  const out: { type: string; kind: string; packets: number; bytes: number; frames: number }[] = [];
+/** One RTP stream's counters (cumulative, as getStats gives them; times in seconds). */
+export interface RtpCounters {
+  type: 'inbound-rtp' | 'outbound-rtp';
+  kind: string;
+  packets: number;
+  bytes: number;
+  /** framesDecoded (inbound) or framesEncoded (outbound). */
+  frames: number;
+  totalEncodeTime: number;
+  totalDecodeTime: number;
+  totalProcessingDelay: number;
+  jitterBufferDelay: number;
+  jitterBufferEmittedCount: number;
+}
+
+async function rtpStats(): Promise<RtpCounters[]> {
+  const out: RtpCounters[] = [];
   for (const pc of peers) {
     if (pc.connectionState === 'closed') continue;
     const report = await pc.getStats();
     report.forEach((s: Record<string, unknown>) => {
       if (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp') return;
       const n = (k: string): number => (typeof s[k] === 'number' ? (s[k] as number) : 0);
+      const inbound = s.type === 'inbound-rtp';
       out.push({
         type: s.type,
         kind: String(s.kind),
-        packets: n(s.type === 'inbound-rtp' ? 'packetsReceived' : 'packetsSent'),
-        bytes: n(s.type === 'inbound-rtp' ? 'bytesReceived' : 'bytesSent'),
-        frames: n(s.type === 'inbound-rtp' ? 'framesDecoded' : 'framesEncoded'),
+        packets: n(inbound ? 'packetsReceived' : 'packetsSent'),
+        bytes: n(inbound ? 'bytesReceived' : 'bytesSent'),
+        frames: n(inbound ? 'framesDecoded' : 'framesEncoded'),
+        totalEncodeTime: n('totalEncodeTime'),
+        totalDecodeTime: n('totalDecodeTime'),
+        totalProcessingDelay: n('totalProcessingDelay'),
+        jitterBufferDelay: n('jitterBufferDelay'),
+        jitterBufferEmittedCount: n('jitterBufferEmittedCount'),
       });
     });
   }

@@ -104,6 +104,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   #publishStream: MediaStream | null = null;
   #publisher: DirectPeer | null = null;
   #wantView = false;
+  #viewAudio = true;
   #viewer: DirectPeer | SfuViewer | null = null;
   #viewStream: MediaStream | null = null;
   readonly #timers: Record<'publish' | 'view' | 'join', ReturnType<typeof setTimeout> | null> = { publish: null, view: null, join: null };
@@ -196,10 +197,14 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     if (!this.closed && this.#state === 'joined') await this.request('unpublish', {});
   }
 
-  /** Views the room's output (direct peer or SFU); resolves with the stream once connected. */
-  async view(): Promise<MediaStream> {
+  /**
+   * Views the room's output (direct peer or SFU); resolves with the stream once connected.
+   * `{ audio: false }` receives the video only (a silent monitor; no audio/video sync delay).
+   */
+  async view(opts: { audio?: boolean } = {}): Promise<MediaStream> {
     this.#assertOpen();
     this.#wantView = true;
+    this.#viewAudio = opts.audio ?? true;
     this.#mediaBackoff.view.reset();
     return this.#startView();
   }
@@ -437,7 +442,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     this.#viewer = viewer;
     let stream: MediaStream;
     try {
-      stream = await viewer.view();
+      stream = await viewer.view(this.#viewAudio);
     } catch (err) {
       if (this.#viewer === viewer) {
         viewer.close();

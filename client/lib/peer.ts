@@ -69,10 +69,10 @@ export class DirectPeer {
     await this.#negotiate();
   }
 
-  /** Offers recvonly video + audio and waits until connected; tracks land in `stream`. */
-  async view(): Promise<MediaStream> {
+  /** Offers recvonly video (+ audio unless `audio` is false) and waits until connected; tracks land in `stream`. */
+  async view(audio = true): Promise<MediaStream> {
     this.pc.addTransceiver('video', { direction: 'recvonly' });
-    this.pc.addTransceiver('audio', { direction: 'recvonly' });
+    if (audio) this.pc.addTransceiver('audio', { direction: 'recvonly' });
     await this.#negotiate();
     return this.stream;
   }

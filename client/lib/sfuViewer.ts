@@ -43,7 +43,7 @@ export class SfuViewer {
   }
 
   /** Loads the device, creates the transport, consumes every producer and resumes it. */
-  async view(): Promise<MediaStream> {
+  async view(audio = true): Promise<MediaStream> {
     const caps = await this.#signal.capabilities();
     const device = await Device.factory();
     await device.load({ routerRtpCapabilities: caps.routerRtpCapabilities as ms.RtpCapabilities });
@@ -68,6 +68,7 @@ export class SfuViewer {
     });
     const infos = await this.#signal.consume(transport.id, device.recvRtpCapabilities);
     for (const info of infos) {
+      if (!audio && info.kind === 'audio') continue;
       const consumer = await transport.consume({
         id: info.id,
         producerId: info.producerId,
