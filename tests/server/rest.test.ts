@@ -3,6 +3,7 @@
  * metrics, client pages, 404/405. Each test starts its own server and checks that its port is free after close.
  */
 import { readFile, readdir } from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -262,6 +263,27 @@ describe('health, metrics, pages and errors', () => {
     expect(na.status).toBe(405);
     expect(na.headers.get('allow')).toContain('GET');
     expect(((await na.json()) as { code: string }).code).toBe('METHOD_NOT_ALLOWED');
+  });
+
+  it('refuses to start on a port in use with a clear error', async () => {
+    const { createServer } = await import('../../server/app.js');
+    await expect(createServer({ ...ts.config, port: ts.port })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    expect((await fetch(`${ts.url}/healthz`)).status).toBe(200);
+  });
+
+  it('survives a client that goes away in the middle of an upload', async () => {
+    const req = http.request(`${ts.url}/api/portraits`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=xyz', 'content-length': String(1024 * 1024) },
+    });
+    const gone = new Promise<void>((resolve) => req.once('close', () => resolve()));
+    req.on('error', () => undefined);
+    req.write(Buffer.concat([Buffer.from('--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'), Buffer.alloc(64 * 1024, 1)]));
+    await new Promise<void>((resolve) => req.once('socket', (sock) => sock.once('connect', () => resolve())));
+    req.destroy();
+    await gone;
+    expect((await fetch(`${ts.url}/healthz`)).status).toBe(200);
+    expect(await portraitFiles()).toEqual([]);
   });
 
   it('close() is idempotent and frees the port', async () => {
