@@ -2,16 +2,17 @@
  * AvatarSession: hosts one avatar engine in a worker thread and supervises it.
  *
  * - Off the signaling loop: the engine runs in a `worker_threads` Worker, so a slow engine never stalls other rooms.
- * - Latest frame wins: driving frames are copied into a SharedArrayBuffer of two input slots; while the worker is
- *   busy the newest frame replaces the pending one and a drop is counted. Output frames come back through two
- *   shared output slots, allocated once per prepared portrait size.
+ * - Latest frame wins, through shared memory: driving frames are copied into an input FrameExchange (a lock-free
+ *   triple buffer in a SharedArrayBuffer, server/media/mailbox.ts); while the worker is busy the newest frame
+ *   replaces the waiting one and a drop is counted. The worker takes frames itself (it never waits for this thread
+ *   between frames) and hands results back through an output FrameExchange allocated once per portrait size.
  * - Supervised: the worker must answer `init` within `initTimeoutMs`; if it crashes, the session emits 'failure',
  *   starts a new worker, prepares the last portrait again and carries on (at most `maxRestarts` per
  *   `restartWindowMs`, then it stays failed); close() asks the worker to close and terminates it after
  *   `closeTimeoutMs`.
  *
- * Events: 'frame' (SessionFrame), 'dropped' (total: number), 'failure' (AppError), 'restarted' (count: number),
- * 'close'.
+ * Events: 'frame' (SessionFrame), 'dropped' (total: number, driving frames that were never published),
+ * 'failure' (AppError), 'restarted' (count: number), 'close'.
  */
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
@@ -24,7 +25,7 @@ import type { EngineOptions } from './engines/index.js';
 import type { FromWorker, ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
-import { FrameSlots, LatestMailbox, i420Bytes } from '../media/mailbox.js';
+import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
 
 export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
@@ -50,24 +51,15 @@ export interface SessionFrame {
   queueMs: number;
   /** Engine render time measured inside the worker, ms. */
   engineMs: number;
-  /** Dispatch to result back on the main thread (engine + messaging), ms. */
+  /** Render start in the worker -> result back on the main thread (engine + hand-over), ms. */
   roundTripMs: number;
   stats: RenderStats;
-}
-
-interface Pending {
-  slot: number;
-  seq: number;
-  receivedAt: number;
-  gen: number;
 }
 
 interface Request {
   resolve: (msg: FromWorker & { type: 'reply'; ok: true }) => void;
   reject: (err: AppError) => void;
 }
-
-const INPUT_SLOTS = 2;
 
 function workerSpec(): { entry: string | URL; eval: boolean } {
   const self = import.meta.url;
@@ -102,15 +94,15 @@ export class AvatarSession extends EventEmitter {
   #restartTimes: number[] = [];
 
   // Frames.
-  #input: FrameSlots | null = null;
-  #inputGen = 0;
-  #output: FrameSlots | null = null;
+  #input: FrameExchange | null = null;
+  #output: FrameExchange | null = null;
   #prepared: PreparedPortrait | null = null;
   #portrait: RgbImage | null = null;
   #settings: AvatarSettings | null = null;
-  #mailbox = new LatestMailbox<Pending>();
-  #inflight: (Pending & { dispatchedAt: number }) | null = null;
   #seq = 0;
+  #dropped = 0;
+  /** The worker's cumulative count of output frames this thread never took (per output buffer). */
+  #outDropped = 0;
   #outFrame: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
   #renderErrors = 0;
   #lastRenderErrorAt = -Infinity;
@@ -143,9 +135,10 @@ export class AvatarSession extends EventEmitter {
   get prepared(): PreparedPortrait | null {
     return this.#prepared;
   }
-  /** Driving frames replaced in the mailbox before the worker took them. */
+  /** Driving frames that were never published: replaced in the mailbox before the worker took them, or rendered
+   * but replaced before this thread took the result. */
   get dropped(): number {
-    return this.#mailbox.dropped;
+    return this.#dropped;
   }
   get restarts(): number {
     return this.#restarts;
@@ -174,19 +167,17 @@ export class AvatarSession extends EventEmitter {
     if (frame.data.length < bytes) throw new TypeError('AvatarSession.pushFrame: buffer smaller than the frame size');
     if (!this.#input || this.#input.capacity < bytes) this.#allocInput(bytes);
     const input = this.#input!;
-    const waiting = this.#mailbox.take();
-    // Reuse the waiting frame's slot (it is being replaced), else the slot the worker is not reading.
-    const slot =
-      waiting && waiting.gen === this.#inputGen
-        ? waiting.slot
-        : this.#inflight && this.#inflight.gen === this.#inputGen
-          ? 1 - this.#inflight.slot
-          : 0;
-    if (waiting) this.#mailbox.put(waiting); // keep the drop accounting in one place
+    const slot = input.writable();
+    slot.data.set(frame.data.subarray(0, bytes));
     const seq = ++this.#seq;
-    input.write(slot, seq, frame.width, frame.height, frame.data.subarray(0, bytes));
-    if (this.#mailbox.put({ slot, seq, receivedAt, gen: this.#inputGen })) this.emit('dropped', this.#mailbox.dropped);
-    this.#pump();
+    const m = slot.meta;
+    m[Meta.seq] = seq;
+    m[Meta.width] = frame.width;
+    m[Meta.height] = frame.height;
+    m[Meta.bytes] = bytes;
+    m[Meta.receivedAt] = receivedAt;
+    if (input.publish()) this.#countDrops(1);
+    if (this.#ready) this.#post({ type: 'kick' });
     return seq;
   }
 
@@ -205,7 +196,6 @@ export class AvatarSession extends EventEmitter {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
-    this.#mailbox.clear();
     this.#closing = (async () => {
       const w = this.#worker;
       this.#worker = null;
@@ -242,16 +232,21 @@ export class AvatarSession extends EventEmitter {
       [data],
     );
     if (!reply.prepared || !reply.output) throw new AppError('ENGINE_FAILED', 'avatar worker: bad prepare reply');
-    this.#output = new FrameSlots(2, reply.output.capacity, reply.output.buffer);
+    this.#output = new FrameExchange(reply.output.capacity, reply.output.buffer);
+    this.#outDropped = 0;
     this.#prepared = reply.prepared;
-    this.#pump();
     return reply.prepared;
   }
 
+  /** A new input exchange (for a larger driving frame, or for a new worker: slot ownership starts afresh). */
   #allocInput(bytes: number): void {
-    this.#input = new FrameSlots(INPUT_SLOTS, bytes);
-    this.#inputGen++;
-    this.#post({ type: 'input', buffer: this.#input.buffer, slots: INPUT_SLOTS, capacity: bytes });
+    this.#input = new FrameExchange(bytes);
+    this.#post({ type: 'input', buffer: this.#input.buffer, capacity: bytes });
+  }
+
+  #countDrops(n: number): void {
+    this.#dropped += n;
+    this.emit('dropped', this.#dropped);
   }
 
   async #start(): Promise<void> {
@@ -271,14 +266,18 @@ export class AvatarSession extends EventEmitter {
     });
     try {
       await Promise.race([
-        this.#request((id) => ({ type: 'init', id, engine: this.#opts.engine, options: this.#opts.engineOptions })),
+        this.#request((id) => ({
+          type: 'init',
+          id,
+          engine: this.#opts.engine,
+          options: this.#opts.engineOptions,
+          mainTimeOrigin: performance.timeOrigin,
+        })),
         timeout,
       ]);
     } finally {
       clearTimeout(timer);
     }
-    if (this.#input)
-      this.#post({ type: 'input', buffer: this.#input.buffer, slots: INPUT_SLOTS, capacity: this.#input.capacity });
     if (this.#settings) this.#post({ type: 'settings', settings: this.#settings });
     this.#ready = true;
   }
@@ -300,15 +299,6 @@ export class AvatarSession extends EventEmitter {
     this.#worker?.postMessage(msg);
   }
 
-  #pump(): void {
-    if (!this.#ready || this.#inflight || !this.#prepared || !this.#worker) return;
-    const next = this.#mailbox.take();
-    if (!next) return;
-    if (next.gen !== this.#inputGen) return; // its buffer was replaced: the newer frame comes with the new buffer
-    this.#inflight = { ...next, dispatchedAt: performance.now() };
-    this.#post({ type: 'render', slot: next.slot, seq: next.seq, timestampMs: next.receivedAt });
-  }
-
   #onMessage(w: Worker, msg: FromWorker): void {
     if (w !== this.#worker) return;
     switch (msg.type) {
@@ -321,32 +311,40 @@ export class AvatarSession extends EventEmitter {
         return;
       }
       case 'frame': {
-        const job = this.#inflight;
-        this.#inflight = null;
-        const now = performance.now();
-        // Start the next frame before publishing this one: the worker renders while the main thread encodes.
-        this.#pump();
-        if (!job || job.seq !== msg.seq || !this.#output) return;
-        const f = this.#output.read(msg.outSlot);
-        if (f.seq !== msg.seq) return;
-        this.#outFrame.width = f.width;
-        this.#outFrame.height = f.height;
+        const output = this.#output;
+        // Null when an earlier 'frame' message already took the newest result.
+        const f = output?.take();
+        if (!f) return;
+        const m = f.meta;
+        const outDropped = m[Meta.outDropped]!;
+        if (outDropped > this.#outDropped) {
+          this.#countDrops(outDropped - this.#outDropped);
+          this.#outDropped = outDropped;
+        }
+        this.#outFrame.width = m[Meta.width]!;
+        this.#outFrame.height = m[Meta.height]!;
         this.#outFrame.data = f.data;
+        const startedAt = m[Meta.startedAt]!;
+        const receivedAt = m[Meta.receivedAt]!;
         const out: SessionFrame = {
           frame: this.#outFrame,
-          seq: msg.seq,
-          receivedAt: job.receivedAt,
-          queueMs: job.dispatchedAt - job.receivedAt,
-          engineMs: msg.renderMs,
-          roundTripMs: now - job.dispatchedAt,
-          stats: msg.stats,
+          seq: m[Meta.seq]!,
+          receivedAt,
+          queueMs: Math.max(0, startedAt - receivedAt),
+          engineMs: m[Meta.renderMs]!,
+          roundTripMs: Math.max(0, performance.now() - startedAt),
+          stats: {
+            trackMs: m[Meta.trackMs]!,
+            latentMs: m[Meta.latentMs]!,
+            generateMs: m[Meta.generateMs]!,
+            pasteMs: m[Meta.pasteMs]!,
+            face: m[Meta.face] === 1,
+          },
         };
         this.emit('frame', out);
         return;
       }
       case 'renderError': {
-        this.#inflight = null;
-        this.#pump();
         // A broken engine fails every frame: report at most once a second, with the count since the last report.
         this.#renderErrors++;
         const now = performance.now();
@@ -370,9 +368,11 @@ export class AvatarSession extends EventEmitter {
     if (w !== this.#worker || this.#closed) return;
     this.#worker = null;
     this.#ready = false;
-    this.#inflight = null;
-    // Frames are ignored until the new worker has prepared the portrait again.
+    // Frames are ignored until the new worker has prepared the portrait again; both exchanges start afresh (the
+    // dead worker's slot ownership is unknown).
     this.#prepared = null;
+    this.#output = null;
+    this.#input = null;
     this.#log.error('avatar worker crashed', { err });
     this.#rejectAll(new AppError('ENGINE_FAILED', 'avatar engine crashed', { cause: err }));
     void w.terminate();
@@ -396,7 +396,6 @@ export class AvatarSession extends EventEmitter {
       this.#restarts++;
       this.#log.info('avatar worker restarted', { restarts: this.#restarts });
       this.emit('restarted', this.#restarts);
-      this.#pump();
     } catch (err) {
       if (this.#closed) return;
       this.#failed = true;

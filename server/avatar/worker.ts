@@ -1,23 +1,28 @@
 /**
- * The avatar worker thread: owns one engine, off the signaling loop. Driven by AvatarSession (session.ts) through
- * the messages below. Frames travel through shared memory (FrameSlots): the main thread copies the newest driving
- * frame into an input slot and posts `render`; the worker renders into one of two output slots, allocated once per
- * prepared portrait size, and posts `frame` with the timings.
+ * The avatar worker thread: owns one engine, off the signaling loop. Driven by AvatarSession (session.ts).
+ *
+ * Frames travel through shared memory, never through messages: the main thread writes each driving frame into the
+ * input FrameExchange (a latest-frame-wins triple buffer) and posts a tiny `kick`; the worker takes the newest frame
+ * itself, renders it straight into its slot of the output FrameExchange (allocated once per prepared portrait size),
+ * hands it over and posts `frame`. The worker never waits for the main thread between frames, and a busy main
+ * thread only makes the worker skip to the newest frame.
+ *
+ * Messages are handled one at a time, in order (a prepare() that awaits is never overtaken by a render).
  */
 import { parentPort } from 'node:worker_threads';
-import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats } from './engine.js';
+import type { AvatarEngine, I420Frame, PreparedPortrait } from './engine.js';
 import type { AvatarSettings, PublicError } from '../signaling/protocol.js';
 import { createEngine, type EngineOptions } from './engines/index.js';
-import { FrameSlots, i420Bytes } from '../media/mailbox.js';
+import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
 import { createLogger } from '../logger.js';
 import { toPublicError } from '../errors.js';
 
 /** Main thread -> worker. */
 export type ToWorker =
-  | { type: 'init'; id: number; engine: string; options: EngineOptions }
-  | { type: 'input'; buffer: SharedArrayBuffer; slots: number; capacity: number }
+  | { type: 'init'; id: number; engine: string; options: EngineOptions; mainTimeOrigin: number }
+  | { type: 'input'; buffer: SharedArrayBuffer; capacity: number }
   | { type: 'prepare'; id: number; width: number; height: number; data: ArrayBuffer }
-  | { type: 'render'; slot: number; seq: number; timestampMs: number }
+  | { type: 'kick' }
   | { type: 'settings'; settings: AvatarSettings }
   | { type: 'recalibrate' }
   | { type: 'close'; id: number };
@@ -32,24 +37,25 @@ export type FromWorker =
       output?: { buffer: SharedArrayBuffer; capacity: number };
     }
   | { type: 'reply'; id: number; ok: false; error: PublicError }
-  | { type: 'frame'; seq: number; outSlot: number; stats: RenderStats; renderMs: number }
-  | { type: 'renderError'; seq: number; error: PublicError };
-
-/** Output slots per session: the worker renders into one while the main thread publishes the other. */
-export const OUTPUT_SLOTS = 2;
+  | { type: 'frame' }
+  | { type: 'renderError'; error: PublicError };
 
 const port = parentPort;
 if (!port) throw new Error('avatar worker: must run in a worker thread');
 const log = createLogger('avatar.worker');
 
 let engine: AvatarEngine | null = null;
-let input: FrameSlots | null = null;
-let output: FrameSlots | null = null;
-let outFrames: I420Frame[] = [];
-let nextOut = 0;
+let input: FrameExchange | null = null;
+let output: FrameExchange | null = null;
+let outSize = { width: 0, height: 0 };
+let outDropped = 0;
 let rendered = 0;
 let crashAfter = 0;
+/** main clock = worker clock + clockOffset (both performance.now(), different time origins). */
+let clockOffset = 0;
+let closed = false;
 const driving: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
+const out: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
 
 function post(msg: FromWorker): void {
   port!.postMessage(msg);
@@ -59,11 +65,57 @@ function fail(id: number, err: unknown): void {
   post({ type: 'reply', id, ok: false, error: toPublicError(err) });
 }
 
+/** Renders the newest waiting frame, if any. Returns whether one was rendered. */
+function renderOne(): boolean {
+  if (!engine || !input || !output || closed) return false;
+  const f = input.take();
+  if (!f) return false;
+  const m = f.meta;
+  driving.width = m[Meta.width]!;
+  driving.height = m[Meta.height]!;
+  driving.data = f.data;
+  const slot = output.writable();
+  const bytes = i420Bytes(outSize.width, outSize.height);
+  out.width = outSize.width;
+  out.height = outSize.height;
+  out.data = slot.data.subarray(0, bytes);
+  const t0 = performance.now();
+  try {
+    const stats = engine.render(driving, out, m[Meta.receivedAt]!);
+    const o = slot.meta;
+    o[Meta.seq] = m[Meta.seq]!;
+    o[Meta.width] = out.width;
+    o[Meta.height] = out.height;
+    o[Meta.bytes] = bytes;
+    o[Meta.receivedAt] = m[Meta.receivedAt]!;
+    o[Meta.startedAt] = t0 + clockOffset;
+    o[Meta.renderMs] = performance.now() - t0;
+    o[Meta.trackMs] = stats.trackMs;
+    o[Meta.latentMs] = stats.latentMs;
+    o[Meta.generateMs] = stats.generateMs;
+    o[Meta.pasteMs] = stats.pasteMs;
+    o[Meta.face] = stats.face ? 1 : 0;
+    o[Meta.outDropped] = outDropped;
+    if (output.publish()) outDropped++;
+    post({ type: 'frame' });
+  } catch (err) {
+    post({ type: 'renderError', error: toPublicError(err) });
+  }
+  if (crashAfter > 0 && ++rendered >= crashAfter) {
+    // Test-only (EngineOptions.crashAfterFrames): an uncaught exception, as a crashing engine would raise.
+    setImmediate(() => {
+      throw new Error('avatar worker: crash requested by crashAfterFrames (test only)');
+    });
+  }
+  return true;
+}
+
 async function handle(msg: ToWorker): Promise<void> {
   switch (msg.type) {
     case 'init': {
       try {
         crashAfter = msg.options.crashAfterFrames ?? 0;
+        clockOffset = performance.timeOrigin - msg.mainTimeOrigin;
         engine = await createEngine(msg.engine, msg.options, log);
         post({ type: 'reply', id: msg.id, ok: true });
       } catch (err) {
@@ -72,7 +124,7 @@ async function handle(msg: ToWorker): Promise<void> {
       return;
     }
     case 'input':
-      input = new FrameSlots(msg.slots, msg.capacity, msg.buffer);
+      input = new FrameExchange(msg.capacity, msg.buffer);
       return;
     case 'prepare': {
       try {
@@ -80,48 +132,19 @@ async function handle(msg: ToWorker): Promise<void> {
         const prepared = await engine.prepare({ width: msg.width, height: msg.height, data: new Uint8Array(msg.data) });
         // Output buffers: allocated once per portrait size, reused for every frame.
         const capacity = i420Bytes(prepared.width, prepared.height);
-        output = new FrameSlots(OUTPUT_SLOTS, capacity);
-        outFrames = Array.from({ length: OUTPUT_SLOTS }, (_, i) => ({
-          width: prepared.width,
-          height: prepared.height,
-          data: output!.view(i, capacity),
-        }));
-        nextOut = 0;
+        output = new FrameExchange(capacity);
+        outSize = { width: prepared.width, height: prepared.height };
         post({ type: 'reply', id: msg.id, ok: true, prepared, output: { buffer: output.buffer, capacity } });
       } catch (err) {
         fail(msg.id, err);
       }
       return;
     }
-    case 'render': {
-      if (!engine || !input || !output) {
-        post({ type: 'renderError', seq: msg.seq, error: { code: 'INVALID_STATE', message: 'render before prepare' } });
-        return;
-      }
-      const f = input.read(msg.slot);
-      driving.width = f.width;
-      driving.height = f.height;
-      driving.data = f.data;
-      const outSlot = nextOut;
-      const out = outFrames[outSlot]!;
-      const t0 = performance.now();
-      try {
-        const stats = engine.render(driving, out, msg.timestampMs);
-        const renderMs = performance.now() - t0;
-        output.commit(outSlot, msg.seq, out.width, out.height, out.data.length);
-        nextOut = (nextOut + 1) % OUTPUT_SLOTS;
-        post({ type: 'frame', seq: msg.seq, outSlot, stats, renderMs });
-      } catch (err) {
-        post({ type: 'renderError', seq: msg.seq, error: toPublicError(err) });
-      }
-      if (crashAfter > 0 && ++rendered >= crashAfter) {
-        // Test-only (EngineOptions.crashAfterFrames): an uncaught exception, as a crashing engine would raise.
-        setImmediate(() => {
-          throw new Error('avatar worker: crash requested by crashAfterFrames (test only)');
-        });
-      }
+    case 'kick':
+      // A frame that arrived while this one rendered is picked up by another pass, after a turn of the event loop
+      // so that messages (close, prepare, settings) are never starved by a busy engine.
+      if (renderOne() && input?.pending) setImmediate(() => enqueue({ type: 'kick' }));
       return;
-    }
     case 'settings':
       engine?.updateSettings(msg.settings);
       return;
@@ -129,6 +152,7 @@ async function handle(msg: ToWorker): Promise<void> {
       engine?.recalibrate();
       return;
     case 'close': {
+      closed = true;
       try {
         engine?.close();
       } finally {
@@ -141,9 +165,8 @@ async function handle(msg: ToWorker): Promise<void> {
   }
 }
 
-// Messages are handled one at a time, in order: a prepare() that awaits must not let a render overtake it.
 let chain: Promise<void> = Promise.resolve();
-port.on('message', (msg: ToWorker) => {
+function enqueue(msg: ToWorker): void {
   chain = chain
     .then(() => handle(msg))
     .catch((err: unknown) => {
@@ -152,4 +175,5 @@ port.on('message', (msg: ToWorker) => {
         throw err;
       });
     });
-});
+}
+port.on('message', enqueue);

@@ -1,128 +1,117 @@
 /**
- * Latest-frame-wins mailboxes. Video must never queue: a driving frame that was not processed before the next one
- * arrived is worthless, so the newest replaces it and a drop is counted. Both classes hold at most one pending item.
+ * The latest-frame-wins mailbox between two threads: a triple buffer in one SharedArrayBuffer.
+ *
+ * Video must never queue: a driving frame that was not processed before the next one arrived is worthless, so the
+ * newest replaces it and a drop is counted. Three slots make the hand-over lock-free: the writer owns one slot, the
+ * reader owns one, and the third ("middle") is swapped with a single Atomics.exchange by either side. The writer
+ * fills its slot and swaps it into the middle, marked fresh; if the middle it got back was still fresh, the reader
+ * never saw that frame: a drop. The reader swaps its slot for the middle only when the middle is fresh. Neither side
+ * waits for the other, and a slot is never written while it is read. (Two slots cannot do this without a lock.)
+ *
+ * The Atomics.exchange on the control word orders the plain writes of the slot's bytes and metadata before it with
+ * the plain reads after the other side's exchange (the JS memory model's synchronizes-with), so the payload needs no
+ * atomics of its own.
+ *
+ * Buffers are allocated once per capacity (frame size) and reused for every frame.
  */
 
-/** A one-item mailbox over arbitrary values. */
-export class LatestMailbox<T> {
-  #item: T | undefined;
-  #has = false;
+const FRESH = 4;
+const SLOTS = 3;
+/** Float64 metadata words per slot. */
+export const META_WORDS = 16;
+
+/** Metadata word indices shared by the session and the worker. */
+export const Meta = {
+  seq: 0,
+  width: 1,
+  height: 2,
+  bytes: 3,
+  /** Main-thread performance.now() at ingest. */
+  receivedAt: 4,
+  /** Main-thread clock when the worker started rendering. */
+  startedAt: 5,
+  renderMs: 6,
+  trackMs: 7,
+  latentMs: 8,
+  generateMs: 9,
+  pasteMs: 10,
+  face: 11,
+  /** Output frames the main thread never took (cumulative, written by the worker). */
+  outDropped: 12,
+} as const;
+
+/** A frame handed over: a view on its slot (valid until this side swaps again) and its metadata. */
+export interface ExchangeFrame {
+  slot: number;
+  data: Uint8Array;
+  meta: Float64Array;
+}
+
+/**
+ * One direction of frame hand-over. Create it on one side with `new FrameExchange(capacity)`, send `buffer` and
+ * `capacity` to the other thread, which wraps the same memory with `new FrameExchange(capacity, buffer)`. Each side
+ * uses only its role's methods: the writer `writable()` / `publish()`, the reader `take()`.
+ */
+export class FrameExchange {
+  readonly buffer: SharedArrayBuffer;
+  readonly capacity: number;
+  readonly #ctrl: Int32Array;
+  readonly #meta: Float64Array[];
+  readonly #data: Uint8Array[];
+  #w = 0;
+  #r = 2;
   #dropped = 0;
 
-  /** Puts `item`; returns the item it replaced (counted as dropped), if any. */
-  put(item: T): T | undefined {
-    const prev = this.#has ? this.#item : undefined;
-    if (this.#has) this.#dropped++;
-    this.#item = item;
-    this.#has = true;
-    return prev;
+  constructor(capacity: number, buffer?: SharedArrayBuffer) {
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new TypeError('FrameExchange: capacity must be a positive integer');
+    const metaBytes = SLOTS * META_WORDS * 8;
+    const size = 8 + metaBytes + SLOTS * capacity;
+    if (buffer && buffer.byteLength < size) throw new TypeError('FrameExchange: buffer too small for the capacity');
+    this.buffer = buffer ?? new SharedArrayBuffer(size);
+    this.capacity = capacity;
+    this.#ctrl = new Int32Array(this.buffer, 0, 1);
+    this.#meta = Array.from(
+      { length: SLOTS },
+      (_, i) => new Float64Array(this.buffer, 8 + i * META_WORDS * 8, META_WORDS),
+    );
+    this.#data = Array.from(
+      { length: SLOTS },
+      (_, i) => new Uint8Array(this.buffer, 8 + metaBytes + i * capacity, capacity),
+    );
+    if (!buffer) Atomics.store(this.#ctrl, 0, 1);
   }
 
-  /** Takes the pending item, leaving the mailbox empty. */
-  take(): T | undefined {
-    if (!this.#has) return undefined;
-    const item = this.#item;
-    this.#item = undefined;
-    this.#has = false;
-    return item;
+  /** Writer: the slot to fill next (its whole capacity) and its metadata. */
+  writable(): ExchangeFrame {
+    return { slot: this.#w, data: this.#data[this.#w]!, meta: this.#meta[this.#w]! };
   }
 
-  get pending(): boolean {
-    return this.#has;
+  /** Writer: hands the filled slot over. Returns true when it replaced a frame the reader never took (a drop). */
+  publish(): boolean {
+    const prev = Atomics.exchange(this.#ctrl, 0, this.#w | FRESH);
+    this.#w = prev & 3;
+    const dropped = (prev & FRESH) !== 0;
+    if (dropped) this.#dropped++;
+    return dropped;
   }
 
-  /** Items replaced before they were taken, since creation. */
+  /** Writer: frames replaced before the reader took them, since creation. */
   get dropped(): number {
     return this.#dropped;
   }
 
-  clear(): void {
-    this.#item = undefined;
-    this.#has = false;
-  }
-}
-
-/** Header layout of one slot in a {@link FrameSlots} buffer (Int32 words). */
-const H_SEQ = 0;
-const H_WIDTH = 1;
-const H_HEIGHT = 2;
-const H_BYTES = 3;
-const HEADER_WORDS = 4;
-
-/** The metadata of a frame written into a slot. */
-export interface SlotFrame {
-  seq: number;
-  width: number;
-  height: number;
-  /** A view on the slot's bytes (shared memory): valid until the slot is written again. */
-  data: Uint8Array;
-}
-
-/**
- * A fixed set of frame slots in one SharedArrayBuffer, shared by the main thread and the avatar worker.
- * Allocated once per frame size (capacity); frames are copied in with a sequence number that is stored last with
- * Atomics, so a reader that loads the sequence with Atomics sees the bytes that were written before it.
- */
-export class FrameSlots {
-  readonly buffer: SharedArrayBuffer;
-  readonly slotCount: number;
-  readonly capacity: number;
-  readonly #header: Int32Array;
-  readonly #bytes: Uint8Array;
-
-  /** Creates slots, or wraps an existing buffer (the worker side). */
-  constructor(slotCount: number, capacity: number, buffer?: SharedArrayBuffer) {
-    if (!Number.isInteger(slotCount) || slotCount < 1) throw new TypeError('FrameSlots: slotCount must be >= 1');
-    if (!Number.isInteger(capacity) || capacity < 1) throw new TypeError('FrameSlots: capacity must be >= 1');
-    const headerBytes = slotCount * HEADER_WORDS * 4;
-    const size = headerBytes + slotCount * capacity;
-    if (buffer && buffer.byteLength < size) throw new TypeError('FrameSlots: buffer too small');
-    this.buffer = buffer ?? new SharedArrayBuffer(size);
-    this.slotCount = slotCount;
-    this.capacity = capacity;
-    this.#header = new Int32Array(this.buffer, 0, slotCount * HEADER_WORDS);
-    this.#bytes = new Uint8Array(this.buffer, headerBytes, slotCount * capacity);
+  /** Reader: whether a frame is waiting. */
+  get pending(): boolean {
+    return (Atomics.load(this.#ctrl, 0) & FRESH) !== 0;
   }
 
-  /** The writable bytes of a slot (for writers that render in place). */
-  view(slot: number, bytes = this.capacity): Uint8Array {
-    this.#check(slot);
-    if (bytes > this.capacity) throw new RangeError('FrameSlots: frame larger than the slot');
-    return this.#bytes.subarray(slot * this.capacity, slot * this.capacity + bytes);
-  }
-
-  /** Copies a frame into a slot and publishes its header. */
-  write(slot: number, seq: number, width: number, height: number, data: Uint8Array): void {
-    const dst = this.view(slot, data.length);
-    dst.set(data);
-    this.commit(slot, seq, width, height, data.length);
-  }
-
-  /** Publishes the header of a slot whose bytes were written through {@link view}. */
-  commit(slot: number, seq: number, width: number, height: number, bytes: number): void {
-    this.#check(slot);
-    const h = slot * HEADER_WORDS;
-    Atomics.store(this.#header, h + H_WIDTH, width);
-    Atomics.store(this.#header, h + H_HEIGHT, height);
-    Atomics.store(this.#header, h + H_BYTES, bytes);
-    // The sequence number goes last: it is what readers check.
-    Atomics.store(this.#header, h + H_SEQ, seq);
-  }
-
-  /** Reads a slot's frame (a view, no copy). */
-  read(slot: number): SlotFrame {
-    this.#check(slot);
-    const h = slot * HEADER_WORDS;
-    const seq = Atomics.load(this.#header, h + H_SEQ);
-    const width = Atomics.load(this.#header, h + H_WIDTH);
-    const height = Atomics.load(this.#header, h + H_HEIGHT);
-    const bytes = Atomics.load(this.#header, h + H_BYTES);
-    return { seq, width, height, data: this.#bytes.subarray(slot * this.capacity, slot * this.capacity + bytes) };
-  }
-
-  #check(slot: number): void {
-    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount)
-      throw new RangeError(`FrameSlots: bad slot ${slot}`);
+  /** Reader: takes the newest frame, or returns null when none is waiting. The view is valid until the next take. */
+  take(): ExchangeFrame | null {
+    if (!this.pending) return null;
+    this.#r = Atomics.exchange(this.#ctrl, 0, this.#r) & 3;
+    const meta = this.#meta[this.#r]!;
+    return { slot: this.#r, data: this.#data[this.#r]!.subarray(0, meta[Meta.bytes]), meta };
   }
 }
 

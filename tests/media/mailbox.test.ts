@@ -1,56 +1,103 @@
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { FrameSlots, LatestMailbox, i420Bytes } from '../../server/media/mailbox.js';
+import { FrameExchange, Meta, i420Bytes } from '../../server/media/mailbox.js';
 
-describe('LatestMailbox', () => {
-  it('keeps only the newest item and counts each replacement as a drop', () => {
-    const m = new LatestMailbox<number>();
-    expect(m.take()).toBeUndefined();
-    expect(m.put(1)).toBeUndefined();
-    expect(m.put(2)).toBe(1);
-    expect(m.put(3)).toBe(2);
-    expect(m.dropped).toBe(2);
-    expect(m.pending).toBe(true);
-    expect(m.take()).toBe(3);
-    expect(m.pending).toBe(false);
-    expect(m.take()).toBeUndefined();
-    m.put(4);
-    m.clear();
-    expect(m.take()).toBeUndefined();
-    expect(m.dropped).toBe(2);
+function write(x: FrameExchange, seq: number, fill: number, bytes = x.capacity): boolean {
+  const w = x.writable();
+  w.data.fill(fill, 0, bytes);
+  w.meta[Meta.seq] = seq;
+  w.meta[Meta.bytes] = bytes;
+  return x.publish();
+}
+
+describe('FrameExchange (latest-frame-wins triple buffer)', () => {
+  it('hands over the newest frame and counts the ones it replaced', () => {
+    const writer = new FrameExchange(16);
+    const reader = new FrameExchange(16, writer.buffer); // the other thread's view of the same memory
+    expect(reader.take()).toBeNull();
+    expect(write(writer, 1, 1)).toBe(false);
+    expect(write(writer, 2, 2)).toBe(true);
+    expect(write(writer, 3, 3)).toBe(true);
+    expect(writer.dropped).toBe(2);
+    expect(reader.pending).toBe(true);
+    const f = reader.take()!;
+    expect(f.meta[Meta.seq]).toBe(3);
+    expect([...f.data]).toEqual(new Array(16).fill(3));
+    expect(reader.take()).toBeNull();
+    expect(write(writer, 4, 4, 8)).toBe(false);
+    const g = reader.take()!;
+    expect(g.meta[Meta.seq]).toBe(4);
+    expect(g.data.length).toBe(8);
   });
 
-  it('never grows: a flood of puts holds one item', () => {
-    const m = new LatestMailbox<Uint8Array>();
-    for (let i = 0; i < 10_000; i++) m.put(new Uint8Array([i & 255]));
-    expect(m.dropped).toBe(9_999);
-    expect(m.take()![0]).toBe(9_999 & 255);
-  });
-});
-
-describe('FrameSlots', () => {
-  it('round-trips frames through shared memory, per slot', () => {
-    const w = 8;
-    const h = 6;
-    const bytes = i420Bytes(w, h);
-    expect(bytes).toBe(8 * 6 + 2 * 4 * 3);
-    const a = new FrameSlots(2, bytes);
-    const b = new FrameSlots(2, bytes, a.buffer); // the worker's view of the same memory
-    const f0 = new Uint8Array(bytes).fill(7);
-    const f1 = new Uint8Array(bytes).map((_, i) => i);
-    a.write(0, 11, w, h, f0);
-    a.write(1, 12, w, h, f1);
-    const r0 = b.read(0);
-    const r1 = b.read(1);
-    expect([r0.seq, r0.width, r0.height, r0.data.length]).toEqual([11, w, h, bytes]);
-    expect([...r0.data]).toEqual([...f0]);
-    expect(r1.seq).toBe(12);
-    expect([...r1.data]).toEqual([...f1]);
+  it('never gives the writer the slot the reader holds', () => {
+    const writer = new FrameExchange(4);
+    const reader = new FrameExchange(4, writer.buffer);
+    for (let i = 1; i < 200; i++) {
+      write(writer, i, i & 255);
+      if (i % 3 === 0) {
+        const held = reader.take()!;
+        // Whatever the writer does next, the held slot keeps its content.
+        for (let k = 0; k < 3; k++) {
+          expect(writer.writable().slot).not.toBe(held.slot);
+          write(writer, 1000 + k, 0);
+        }
+        expect(held.data[0]).toBe(i & 255);
+      }
+    }
   });
 
-  it('refuses frames larger than a slot and bad slot numbers', () => {
-    const s = new FrameSlots(2, 16);
-    expect(() => s.write(0, 1, 4, 4, new Uint8Array(17))).toThrow(RangeError);
-    expect(() => s.read(2)).toThrow(RangeError);
-    expect(() => new FrameSlots(2, 16, new SharedArrayBuffer(8))).toThrow(TypeError);
+  it('keeps frames intact between two real threads under a flood', async () => {
+    const cap = 4096;
+    const x = new FrameExchange(cap);
+    // The reader thread checks that every frame it takes is uniform (no torn writes) and that sequence numbers rise.
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const meta = (i) => new Float64Array(workerData.buffer, 8 + i * 16 * 8, 16);
+      const data = (i) => new Uint8Array(workerData.buffer, 8 + 3 * 16 * 8 + i * workerData.cap, workerData.cap);
+      const ctrl = new Int32Array(workerData.buffer, 0, 1);
+      let r = 2, last = 0, taken = 0, torn = 0, backwards = 0;
+      parentPort.postMessage('ready');
+      const t0 = Date.now();
+      while (Date.now() - t0 < 400) {
+        if ((Atomics.load(ctrl, 0) & 4) === 0) continue;
+        r = Atomics.exchange(ctrl, 0, r) & 3;
+        const m = meta(r), d = data(r), seq = m[0];
+        for (let k = 0; k < d.length; k++) if (d[k] !== (seq & 255)) { torn++; break; }
+        if (seq <= last) backwards++;
+        last = seq; taken++;
+      }
+      parentPort.postMessage({ taken, torn, backwards, last });
+    `;
+    const w = new Worker(code, { eval: true, workerData: { buffer: x.buffer, cap } });
+    const messages: unknown[] = [];
+    w.on('message', (m) => messages.push(m));
+    const failed = new Promise<never>((_, reject) => w.once('error', reject));
+    const until = (n: number): Promise<void> =>
+      Promise.race([
+        failed,
+        (async () => {
+          while (messages.length < n) await new Promise((r) => setTimeout(r, 5));
+        })(),
+      ]);
+    await until(1); // the reader is running
+    let seq = 0;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 300) write(x, ++seq, seq & 255);
+    await until(2);
+    const r = messages[1] as { taken: number; torn: number; backwards: number; last: number };
+    await w.terminate();
+    expect(r.taken).toBeGreaterThan(10);
+    expect(r.torn).toBe(0);
+    expect(r.backwards).toBe(0);
+    expect(x.dropped).toBeGreaterThan(0);
+    expect(r.taken + x.dropped).toBeLessThanOrEqual(seq);
+  });
+
+  it('refuses bad sizes', () => {
+    expect(() => new FrameExchange(0)).toThrow(TypeError);
+    expect(() => new FrameExchange(16, new SharedArrayBuffer(8))).toThrow(TypeError);
+    expect(i420Bytes(8, 6)).toBe(8 * 6 + 2 * 4 * 3);
+    expect(i420Bytes(7, 5)).toBe(7 * 5 + 2 * 4 * 3);
   });
 });
