@@ -6,9 +6,10 @@ execution provider). Per frame it:
 
 1. evaluates a thin-plate-spline backward map from the target control points `ctrl` and the coefficients `coef`
    (solved in JS: the (N+3)x(N+3) system is tiny) on a coarse grid of crop-space nodes, upsampled to the overlay grid;
-2. draws a procedural mouth interior (dark cavity, upper teeth band, tongue, tinted by `mouth_colors`) in a frame
+2. draws a procedural mouth interior (dark cavity, upper teeth band, tongue, tinted by `colors`) in a frame
    attached to the target mouth (`mouth`);
-3. samples the flow, the eye/mouth masks and the mouth interior at the output pixels of the paste region
+3. paints closing eyelids (`masks` channels 2-3: lid and lash line, rasterized by the engine; colours from
+   `colors` rows 3-4), and samples the flow, the masks and the overlay at the output pixels of the paste region
    (`region`: crop-space coordinates of the paste region's first and last output pixel centres; the TPS nodes and
    the mask nodes span that region, so going to output resolution is a bilinear Resize, no GridSample), and shifts
    the iris inside the eye mask by `gaze`;
@@ -34,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-N_CTRL = 96  # 68 landmarks + 12 head-ring points + 16 crop-border anchors (see server/avatar/engines/default/controls.ts)
+N_CTRL = 96  # 68 landmarks + 12 head-ring points + 16 fixed outer-ellipse anchors (engines/default/prepare.ts)
 SOURCE_RES = 512  # portrait crop resolution
 MASK_RES = 128  # overlay grid: flow, eye/mouth masks, mouth interior
 TPS_RES = 64  # coarse TPS evaluation grid, upsampled to MASK_RES
@@ -67,7 +68,7 @@ class Generator(nn.Module):
         n = t.shape[0]
         return xs.reshape(1, n).expand(n, n), ys.reshape(n, 1).expand(n, n)
 
-    def fields(self, ctrl, coef, masks, gaze, mouth, mouth_colors, region):
+    def fields(self, ctrl, coef, masks, gaze, mouth, colors, region):
         """Node-resolution fields: the sampling grid [1, 2, M, M] and the premultiplied mouth interior [1, 4, M, M]."""
         # 1. TPS backward map on the coarse grid: r^2 = |p|^2 + |c|^2 - 2 p.c (a MatMul; broadcasting a subtraction
         # over [G, N, 2] is ~10x slower on the CPU provider).
@@ -92,9 +93,9 @@ class Generator(nn.Module):
         dy = (my - cy).reshape(1, 1, MASK_RES, MASK_RES)
         uu = (dx * cs + dy * sn) / hw
         vv = (dy * cs - dx * sn) / hw
-        dark = mouth_colors[0, 0].reshape(1, 3, 1, 1)
-        teeth = mouth_colors[0, 1].reshape(1, 3, 1, 1)
-        tongue = mouth_colors[0, 2].reshape(1, 3, 1, 1)
+        dark = colors[0, 0].reshape(1, 3, 1, 1)
+        teeth = colors[0, 1].reshape(1, 3, 1, 1)
+        tongue = colors[0, 2].reshape(1, 3, 1, 1)
         side = 1.0 - 0.45 * uu * uu  # darker towards the mouth corners
         depth = torch.sigmoid((vv - top) / 0.06) * torch.sigmoid((bottom - vv) / 0.06)
         col = dark * (0.75 + 0.25 * side) * (0.8 + 0.2 * depth)
@@ -109,14 +110,21 @@ class Generator(nn.Module):
         eye = masks[:, 0:1]
         grid = flow - eye * gaze.reshape(1, 2, 1, 1)
         am = masks[:, 1:2] * m[7]
-        return grid, torch.cat([col * am, am], dim=1)
+        # Eyelids: closing lids are painted over the eye opening (skin colour, a lash line along the lid's edge)
+        # rather than warped down, which would drag the brows into the eyes on faces with big eyes.
+        lid_col = colors[0, 3].reshape(1, 3, 1, 1)
+        lash_col = colors[0, 4].reshape(1, 3, 1, 1)
+        lash = masks[:, 3:4]
+        col_lid = lid_col + lash * (lash_col - lid_col)
+        a_lid = masks[:, 2:3] * (1.0 - am)
+        return grid, torch.cat([col * am + col_lid * a_lid, am + a_lid], dim=1)
 
-    def forward(self, source, ctrl, coef, masks, gaze, mouth, mouth_colors, region, background, paste_mask):
-        grid, mouth_rgba = self.fields(ctrl, coef, masks, gaze, mouth, mouth_colors, region)
+    def forward(self, source, ctrl, coef, masks, gaze, mouth, colors, region, background, paste_mask):
+        grid, overlay = self.fields(ctrl, coef, masks, gaze, mouth, colors, region)
         # Up to output resolution: node grids are aligned with the output region, so these are bilinear Resizes.
         size = background.shape[2:]
         grid = F.interpolate(grid, size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
-        mouth_px = F.interpolate(mouth_rgba, size=size, mode="bilinear", align_corners=True)
+        mouth_px = F.interpolate(overlay, size=size, mode="bilinear", align_corners=True)
 
         # 4. Warp (one resampling of the crop, straight to output resolution), then mouth and paste folded into
         # out = (bg (1 - pm) + pm mouth_premult) + warped * pm (1 - a).
@@ -139,13 +147,13 @@ class Fields(nn.Module):
         super().__init__()
         self.gen = gen
 
-    def forward(self, ctrl, coef, masks, gaze, mouth, mouth_colors, region):
-        return self.gen.fields(ctrl, coef, masks, gaze, mouth, mouth_colors, region)
+    def forward(self, ctrl, coef, masks, gaze, mouth, colors, region):
+        return self.gen.fields(ctrl, coef, masks, gaze, mouth, colors, region)
 
 
-FIELD_INPUTS = ["ctrl", "coef", "masks", "gaze", "mouth", "mouth_colors", "region"]
-FIELD_OUTPUTS = ["grid", "mouth_rgba"]
-INPUTS = ["source", "ctrl", "coef", "masks", "gaze", "mouth", "mouth_colors", "region", "background", "paste_mask"]
+FIELD_INPUTS = ["ctrl", "coef", "masks", "gaze", "mouth", "colors", "region"]
+FIELD_OUTPUTS = ["grid", "overlay"]
+INPUTS = ["source", "ctrl", "coef", "masks", "gaze", "mouth", "colors", "region", "background", "paste_mask"]
 OUTPUTS = ["y", "uv", "rgb"]
 
 
@@ -155,10 +163,10 @@ def example_inputs(h: int = 64, w: int = 96):
     coef = torch.zeros(1, N_CTRL + 3, 2)
     coef[0, N_CTRL + 1, 0] = 1
     coef[0, N_CTRL + 2, 1] = 1
-    masks = torch.zeros(1, 2, MASK_RES, MASK_RES)
+    masks = torch.zeros(1, 4, MASK_RES, MASK_RES)
     gaze = torch.zeros(1, 2)
     mouth = torch.tensor([[0.0, 0.5, 1.0, 0.0, 0.2, 0.0, 0.1, 0.0]])
-    colors = torch.full((1, 3, 3), 100.0)
+    colors = torch.full((1, 5, 3), 100.0)
     region = torch.tensor([[-0.5, -0.4, 0.5, 0.6]])
     bg = torch.rand(1, 3, h, w) * 255
     pm = torch.rand(1, 1, h, w)
@@ -209,7 +217,7 @@ def main() -> None:
                     {"y": [1, 1, "H", "W"], "uv": [1, 2, "H2", "W2"], "rgb": [1, 3, "H", "W"]}, full, args.opset)
     ex = example_inputs()
     m_fields = export(Fields(gen).eval(), (ex[1], ex[2], ex[3], ex[4], ex[5], ex[6], ex[7]), FIELD_INPUTS,
-                      FIELD_OUTPUTS, {}, {"grid": [1, 2, MASK_RES, MASK_RES], "mouth_rgba": [1, 4, MASK_RES, MASK_RES]},
+                      FIELD_OUTPUTS, {}, {"grid": [1, 2, MASK_RES, MASK_RES], "overlay": [1, 4, MASK_RES, MASK_RES]},
                       fields, args.opset)
     write_manifest(os.path.join(args.out_dir, "manifest.json"), [("generator", full, m_full), ("fields", fields, m_fields)])
 

@@ -171,7 +171,7 @@ function createShared(key: string, file: string, opts: SessionOptions): SharedSe
     refs: 0,
   };
   sessions.set(key, shared);
-  log.info('session created', { file: path.basename(file), ep: opts.executionProvider, threads: opts.intraOpThreads });
+  log.debug('session created', { file: path.basename(file), ep: opts.executionProvider, threads: opts.intraOpThreads });
   return shared;
 }
 

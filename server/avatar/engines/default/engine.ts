@@ -24,7 +24,7 @@ import { ModelPack } from '../../../inference/modelPack.js';
 import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } from '../../../util/image.js';
 import { fitRgb } from '../size.js';
-import { ExpressionEncoder, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
+import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
 import { fillPolygon, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { FusedWarp } from './warp.js';
@@ -79,7 +79,7 @@ interface FrameState {
   fieldFeeds: Record<string, Tensor>;
   fieldFetches: Record<string, Tensor | null>;
   grid: Float32Array;
-  mouthRgba: Float32Array;
+  overlay: Float32Array;
   warp: FusedWarp;
   y: Uint8Array;
   uv: Uint8Array;
@@ -87,6 +87,10 @@ interface FrameState {
   scratchX: Float64Array;
   scratchY: Float64Array;
   scratch: Float64Array;
+  lidX: Float64Array;
+  lidY: Float64Array;
+  lashX: Float64Array;
+  lashY: Float64Array;
   drivingI420: I420Frame | null;
   outI420: I420Frame | null;
 }
@@ -204,7 +208,7 @@ export class DefaultEngine implements AvatarEngine {
     const { w, h } = face.paste;
     const ctrlF = new Float32Array(N_CTRL * 2);
     const coef = new Float32Array((N_CTRL + 3) * 2);
-    const masks = new Float32Array(2 * m * m);
+    const masks = new Float32Array(4 * m * m);
     const gaze = new Float32Array(2);
     const mouth = new Float32Array(8);
     const y = new Uint8Array(w * h);
@@ -214,10 +218,10 @@ export class DefaultEngine implements AvatarEngine {
       source: new Tensor('float32', face.source, [1, 3, r, r]),
       ctrl: new Tensor('float32', ctrlF, [1, N_CTRL, 2]),
       coef: new Tensor('float32', coef, [1, N_CTRL + 3, 2]),
-      masks: new Tensor('float32', masks, [1, 2, m, m]),
+      masks: new Tensor('float32', masks, [1, 4, m, m]),
       gaze: new Tensor('float32', gaze, [1, 2]),
       mouth: new Tensor('float32', mouth, [1, 8]),
-      mouth_colors: new Tensor('float32', face.mouthColors, [1, 3, 3]),
+      colors: new Tensor('float32', face.colors, [1, 5, 3]),
       region: new Tensor('float32', face.paste.grid, [1, 4]),
       background: new Tensor('float32', face.pasteBackground, [1, 3, h, w]),
       paste_mask: new Tensor('float32', face.pasteMask, [1, 1, h, w]),
@@ -227,12 +231,12 @@ export class DefaultEngine implements AvatarEngine {
       uv: new Tensor('uint8', uv, [1, 2, h / 2, w / 2]),
     };
     const grid = new Float32Array(2 * m * m);
-    const mouthRgba = new Float32Array(4 * m * m);
+    const overlay = new Float32Array(4 * m * m);
     const fieldFeeds: Record<string, Tensor> = {};
-    for (const k of ['ctrl', 'coef', 'masks', 'gaze', 'mouth', 'mouth_colors', 'region']) fieldFeeds[k] = feeds[k]!;
+    for (const k of ['ctrl', 'coef', 'masks', 'gaze', 'mouth', 'colors', 'region']) fieldFeeds[k] = feeds[k]!;
     const fieldFetches: Record<string, Tensor | null> = {
       grid: new Tensor('float32', grid, [1, 2, m, m]),
-      mouth_rgba: new Tensor('float32', mouthRgba, [1, 4, m, m]),
+      overlay: new Tensor('float32', overlay, [1, 4, m, m]),
     };
     const warp = new FusedWarp({
       source: face.source,
@@ -259,7 +263,7 @@ export class DefaultEngine implements AvatarEngine {
       fieldFeeds,
       fieldFetches,
       grid,
-      mouthRgba,
+      overlay,
       warp,
       y,
       uv,
@@ -267,6 +271,10 @@ export class DefaultEngine implements AvatarEngine {
       scratchX: new Float64Array(16),
       scratchY: new Float64Array(16),
       scratch: new Float64Array(64),
+      lidX: new Float64Array(6),
+      lidY: new Float64Array(6),
+      lashX: new Float64Array(4),
+      lashY: new Float64Array(4),
       drivingI420: null,
       outI420: null,
     };
@@ -295,7 +303,7 @@ export class DefaultEngine implements AvatarEngine {
       this.#fields.run(st.fieldFeeds, st.fieldFetches);
       t3 = performance.now();
       out.data.set(face.background.data);
-      st.warp.run(st.grid, st.mouthRgba, out);
+      st.warp.run(st.grid, st.overlay, out);
     }
     const t4 = performance.now();
     return { trackMs: t1 - t0, latentMs: t2 - t1, generateMs: t3 - t2, pasteMs: t4 - t3, face: track !== null };
@@ -326,7 +334,7 @@ export class DefaultEngine implements AvatarEngine {
     const s = this.#settings;
     const ctrl = st.ctrl;
     retarget(face, latent, s, this.#encoder.neutralPose, ctrl);
-    // Fixed anchors: outer ellipse and crop corners.
+    // Fixed anchors on the outer ellipse.
     const fixedFrom = 2 * (68 + N_RING);
     for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = face.ctrlSource[i]!;
     solveTps(ctrl, face.ctrlSource, N_CTRL, TPS_LAMBDA, st.coef, st.mat);
@@ -339,7 +347,9 @@ export class DefaultEngine implements AvatarEngine {
     const syn = (m - 1) / (g[3]! - g[1]!);
     st.masks.fill(0);
     const eye = st.masks.subarray(0, m * m);
-    const mouthMask = st.masks.subarray(m * m);
+    const mouthMask = st.masks.subarray(m * m, 2 * m * m);
+    const lidMask = st.masks.subarray(2 * m * m, 3 * m * m);
+    const lashMask = st.masks.subarray(3 * m * m);
     const poly = (from: number, count: number, mask: Float32Array): void => {
       for (let k = 0; k < count; k++) {
         st.scratchX[k] = (ctrl[2 * (from + k)]! - g[0]!) * sxn;
@@ -350,10 +360,28 @@ export class DefaultEngine implements AvatarEngine {
     poly(36, 6, eye);
     poly(42, 6, eye);
     poly(60, 8, mouthMask);
+    // Closing eyelids (painted, see expression.ts eyelidPolygons).
+    const k = Math.min(1, s.expressionStrength);
+    for (const [e, ci] of [
+      [36, L_CLOSE_L],
+      [42, L_CLOSE_R],
+    ] as const) {
+      const c = s.eyeRetargeting ? latent[ci]! * k : 0;
+      if (!eyelidPolygons(ctrl, e, c, st.lidX, st.lidY, st.lashX, st.lashY)) continue;
+      for (let i = 0; i < 6; i++) {
+        st.lidX[i] = (st.lidX[i]! - g[0]!) * sxn;
+        st.lidY[i] = (st.lidY[i]! - g[1]!) * syn;
+      }
+      for (let i = 0; i < 4; i++) {
+        st.lashX[i] = (st.lashX[i]! - g[0]!) * sxn;
+        st.lashY[i] = (st.lashY[i]! - g[1]!) * syn;
+      }
+      fillPolygon(lidMask, m, st.lidX, st.lidY, 6, st.scratch);
+      fillPolygon(lashMask, m, st.lashX, st.lashY, 4, st.scratch);
+    }
 
     // Gaze: iris shift inside the eye openings (grid units).
     const eyesOn = s.eyeRetargeting;
-    const k = Math.min(1, s.expressionStrength);
     st.gaze[0] = eyesOn ? latent[L_GAZE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
     st.gaze[1] = eyesOn ? latent[L_GAZE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
 

@@ -265,7 +265,10 @@ const INNER_LIPS: readonly (readonly [number, number])[] = [
 ];
 
 /** Limits on the head motion applied to the portrait (a 2D warp cannot show more without tearing). */
-const MAX_ANGLE = 0.55;
+const MAX_ANGLE = 0.35;
+/** Fraction of the performer's yaw/pitch given to the portrait: a 2D warp folds the far cheek beyond ~20 degrees. */
+const ROTATION_GAIN = 0.65;
+const MAX_ROLL = 0.3;
 const MAX_SHIFT = 0.25;
 
 /**
@@ -315,19 +318,13 @@ export function retarget(
       out[2 * i] = P[2 * i]! + mx;
       out[2 * i + 1] = P[2 * i + 1]! + my;
     }
+    // Closing lids are painted by the generator (eyelidPolygons); wider-than-neutral eyes raise the upper lid.
     const c = eyesOn ? latent[ci]! * Math.min(1, k) : 0;
-    for (const [u, l] of LIDS) {
-      if (u < e || u >= e + 6) continue;
-      const hx = out[2 * l]! - out[2 * u]!;
-      const hy = out[2 * l + 1]! - out[2 * u + 1]!;
-      if (c >= 0) {
-        out[2 * u] = out[2 * u]! + hx * c * 0.9;
-        out[2 * u + 1] = out[2 * u + 1]! + hy * c * 0.9;
-        out[2 * l] = out[2 * l]! - hx * c * 0.06;
-        out[2 * l + 1] = out[2 * l + 1]! - hy * c * 0.06;
-      } else {
-        out[2 * u] = out[2 * u]! + hx * c * 0.4;
-        out[2 * u + 1] = out[2 * u + 1]! + hy * c * 0.4;
+    if (c < 0) {
+      for (const [u, l] of LIDS) {
+        if (u < e || u >= e + 6) continue;
+        out[2 * u] = out[2 * u]! + (out[2 * l]! - out[2 * u]!) * c * 0.4;
+        out[2 * u + 1] = out[2 * u + 1]! + (out[2 * l + 1]! - out[2 * u + 1]!) * c * 0.4;
       }
     }
   }
@@ -358,9 +355,9 @@ export function retarget(
     pitch += (performerPose.pitch - geo.pose.pitch) * DEG;
     roll += (performerPose.roll - geo.pose.roll) * DEG;
   }
-  yaw = clamp(yaw, -MAX_ANGLE, MAX_ANGLE);
-  pitch = clamp(pitch, -MAX_ANGLE, MAX_ANGLE);
-  roll = clamp(roll, -MAX_ANGLE, MAX_ANGLE);
+  yaw = clamp(yaw * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
+  pitch = clamp(pitch * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
+  roll = clamp(roll, -MAX_ROLL, MAX_ROLL);
   const zoom = Math.exp(clamp(latent[L_ZOOM]!, -0.15, 0.15));
   const tx = clamp(latent[L_TX]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
   const ty = clamp(latent[L_TY]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
@@ -387,4 +384,62 @@ export function retarget(
     out[2 * i] = cx + cr * ix - sr * iy + tx;
     out[2 * i + 1] = cy + sr * ix + cr * iy + ty;
   }
+}
+
+/**
+ * The closing eyelid of one eye as polygons in the same units as `pts` (the target landmarks): `lid` covers the eye
+ * opening from a little above the upper lid down to the lid's edge at closure `c` (0 open, 1 closed), `lash` is a
+ * thin dark band along that edge. Writes 6 vertices into lidX/lidY and 4 into lashX/lashY; returns false when the
+ * eye is open (nothing to paint).
+ */
+export function eyelidPolygons(
+  pts: Float64Array,
+  eye: 36 | 42,
+  c: number,
+  lidX: Float64Array,
+  lidY: Float64Array,
+  lashX: Float64Array,
+  lashY: Float64Array,
+): boolean {
+  if (!(c > 0.04)) return false;
+  const cc = Math.min(1, c);
+  const x = (i: number): number => pts[2 * i]!;
+  const y = (i: number): number => pts[2 * i + 1]!;
+  const c0 = eye, u1 = eye + 1, u2 = eye + 2, c1 = eye + 3, l2 = eye + 4, l1 = eye + 5;
+  // The lid edge at closure c, per upper-lid point (towards its lower-lid partner, 96% of the way when closed).
+  const e1x = x(u1) + (x(l1) - x(u1)) * cc * 0.96;
+  const e1y = y(u1) + (y(l1) - y(u1)) * cc * 0.96;
+  const e2x = x(u2) + (x(l2) - x(u2)) * cc * 0.96;
+  const e2y = y(u2) + (y(l2) - y(u2)) * cc * 0.96;
+  // Upper edge: a little above the open lid, so the original lash line is covered too.
+  const h = 0.25 * (Math.hypot(x(l1) - x(u1), y(l1) - y(u1)) + Math.hypot(x(l2) - x(u2), y(l2) - y(u2))) / 2;
+  const ex = x(c1) - x(c0);
+  const ey = y(c1) - y(c0);
+  const el = Math.hypot(ex, ey) || 1;
+  // Unit normal pointing up the face (the eye axis runs left to right in the image for both eyes).
+  const nx = ey / el;
+  const ny = -ex / el;
+  lidX[0] = x(c0);
+  lidY[0] = y(c0);
+  lidX[1] = x(u1) + nx * h;
+  lidY[1] = y(u1) + ny * h;
+  lidX[2] = x(u2) + nx * h;
+  lidY[2] = y(u2) + ny * h;
+  lidX[3] = x(c1);
+  lidY[3] = y(c1);
+  lidX[4] = e2x;
+  lidY[4] = e2y;
+  lidX[5] = e1x;
+  lidY[5] = e1y;
+  // Lash band: from the edge up by a fraction of the eye height, widening as the eye closes.
+  const t = Math.max(0.6 * h, 0.12 * el) * (0.4 + 0.6 * cc);
+  lashX[0] = e1x;
+  lashY[0] = e1y;
+  lashX[1] = e2x;
+  lashY[1] = e2y;
+  lashX[2] = e2x + nx * t;
+  lashY[2] = e2y + ny * t;
+  lashX[3] = e1x + nx * t;
+  lashY[3] = e1y + ny * t;
+  return true;
 }

@@ -1,6 +1,6 @@
 /**
  * Per-portrait work for the default engine (done once in prepare(), never per frame): the face crop, the control
- * points (landmarks, a rigid head ring, fixed anchors on an outer ellipse and the crop corners), the paste region
+ * points (landmarks, a rigid head ring, fixed anchors on an outer ellipse), the paste region
  * with its feathered mask, the background, and the colours of the procedural mouth interior.
  *
  * Coordinates: "grid" units are the crop's normalised coordinates in [-1, 1] (x right, y down), the generator's
@@ -13,11 +13,11 @@ import { fitRgb, outputDims } from '../size.js';
 import { faceFrame, fillPolygon, mouthOpenness, type FaceFrame } from './geometry.js';
 import type { PortraitGeometry } from './expression.js';
 
-/** Rigid head-ring points and fixed outer-ellipse anchors: 12 each; plus the 4 crop corners. */
+/** Rigid head-ring points (12) and fixed outer-ellipse anchors (16: dense enough that the flow is ~0 all along
+ * the ellipse, where the paste mask fades out, so nothing ghosts there). */
 export const N_RING = 12;
-export const N_OUTER = 12;
-export const N_CORNERS = 4;
-export const N_CTRL = 68 + N_RING + N_OUTER + N_CORNERS;
+export const N_OUTER = 16;
+export const N_CTRL = 68 + N_RING + N_OUTER;
 
 export interface PreparedFace extends PortraitGeometry {
   /** Output video size. */
@@ -35,8 +35,8 @@ export interface PreparedFace extends PortraitGeometry {
   pasteBackground: Float32Array;
   /** Feathered paste mask of the region (1 inside the head, 0 at the fixed outer ellipse). */
   pasteMask: Float32Array;
-  /** Mouth interior colours: dark, teeth, tongue (RGB 0..255 each). */
-  mouthColors: Float32Array;
+  /** Overlay colours (RGB 0..255 each): mouth dark, teeth, tongue, eyelid skin, lash line. */
+  colors: Float32Array;
   /** The portrait's mouth is closed (or nearly): an opening mouth shows the procedural interior. */
   mouthClosed: boolean;
   /** Mean eye half-width and half-height (grid units), for the gaze shift. */
@@ -76,8 +76,8 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
   const bottom = f.height + 0.4 * f.iod;
   const ecY = (top + bottom) / 2;
   const ry = (bottom - top) / 2;
-  const rx = 0.5 * f.width * 1.28;
-  const rxo = rx * 1.4;
+  const rx = 0.5 * f.width * 1.42;
+  const rxo = rx * 1.35;
   const ryo = ry * 1.25;
   const ecx = f.ox + vx * ecY;
   const ecy = f.oy + vy * ecY;
@@ -108,8 +108,6 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
     ctrl[2 * (68 + N_RING + k)] = toGx(x);
     ctrl[2 * (68 + N_RING + k) + 1] = toGy(y);
   }
-  const corners = [-1, -1, 1, -1, 1, 1, -1, 1];
-  for (let k = 0; k < 8; k++) ctrl[2 * (68 + N_RING + N_OUTER) + k] = corners[k]!;
 
   // Output frame and the paste region (bbox of the outer ellipse at output scale, even-aligned).
   const { width, height } = outputDims(rgb.width, rgb.height, opts.outputSize);
@@ -183,7 +181,7 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
     paste: { x0, y0, w: pw, h: ph, grid: pasteGrid },
     pasteBackground,
     pasteMask,
-    mouthColors: colors,
+    colors,
     mouthClosed: closed,
     eyeHalfWidth: ehw,
     eyeHalfHeight: ehh,
@@ -263,9 +261,27 @@ function mouthColours(source: Float32Array, res: number, lm: Float64Array): { co
     ys[k] = toNode(lm[2 * skinPts[k]! + 1]!);
   }
   fillPolygon(skin, res, xs, ys, skinPts.length, scratch);
+  // Eyelid skin: the band between the upper lids and the brows, away from both (lashes, brow hair).
+  const lids = new Float32Array(res * res);
+  for (const [eye, brow] of [
+    [36, 17],
+    [42, 22],
+  ] as const) {
+    const lidTop = [eye, eye + 1, eye + 2, eye + 3];
+    for (let k = 0; k < 4; k++) {
+      const li = lidTop[k]!;
+      const bi = brow + Math.min(4, Math.round((k * 4) / 3));
+      const lx = lm[2 * li]!, ly = lm[2 * li + 1]!, bx = lm[2 * bi]!, by = lm[2 * bi + 1]!;
+      xs[k] = toNode(lx + 0.3 * (bx - lx));
+      ys[k] = toNode(ly + 0.3 * (by - ly));
+      xs[7 - k] = toNode(lx + 0.65 * (bx - lx));
+      ys[7 - k] = toNode(ly + 0.65 * (by - ly));
+    }
+    fillPolygon(lids, res, xs, ys, 8, scratch);
+  }
   const plane = res * res;
-  let lr = 0, lg = 0, lb = 0, kr = 0, kg = 0, kb = 0;
-  let lw = 0, sw = 0, sat = 0;
+  let lr = 0, lg = 0, lb = 0, kr = 0, kg = 0, kb = 0, er = 0, eg = 0, eb = 0;
+  let lw = 0, sw = 0, sat = 0, ew = 0;
   for (let i = 0; i < plane; i++) {
     const wl = outer[i]! * (1 - inner[i]!);
     const ws = skin[i]!;
@@ -275,6 +291,13 @@ function mouthColours(source: Float32Array, res: number, lm: Float64Array): { co
       lg += g * wl;
       lb += b * wl;
       lw += wl;
+    }
+    const we = lids[i]!;
+    if (we > 0) {
+      er += r * we;
+      eg += g * we;
+      eb += b * we;
+      ew += we;
     }
     if (ws > 0) {
       kr += r * ws;
@@ -292,6 +315,9 @@ function mouthColours(source: Float32Array, res: number, lm: Float64Array): { co
   let dark = [L[0]! * 0.3 + 8, L[1]! * 0.18 + 4, L[2]! * 0.2 + 5];
   let teeth = [236 * bright, 230 * bright, 214 * bright];
   let tongue = [0.5 * L[0]! + 0.5 * 196, 0.5 * L[1]! + 0.5 * 92, 0.5 * L[2]! + 0.5 * 102].map((v) => v * (0.6 + 0.4 * bright));
+  // A closed lid is a little darker than the skin above the eye (it is in the eye socket's shade).
+  let lid = (ew > 0 ? [er / ew, eg / ew, eb / ew] : S).map((v) => v * 0.93);
+  let lash = lid.map((v) => v * 0.3);
   if (grey) {
     const lum = (c: number[]): number[] => {
       const y = 0.299 * c[0]! + 0.587 * c[1]! + 0.114 * c[2]!;
@@ -300,8 +326,10 @@ function mouthColours(source: Float32Array, res: number, lm: Float64Array): { co
     dark = lum(dark);
     teeth = lum(teeth);
     tongue = lum(tongue);
+    lid = lum(lid);
+    lash = lum(lash);
   }
-  const colors = new Float32Array([...dark, ...teeth, ...tongue]);
+  const colors = new Float32Array([...dark, ...teeth, ...tongue, ...lid, ...lash]);
   return { colors, closed: mouthOpenness(lm) < 0.12 };
 }
 

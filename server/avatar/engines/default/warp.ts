@@ -99,12 +99,16 @@ export class FusedWarp {
     }
   }
 
+  // Per-row scratch: the fields interpolated vertically at the current row, per node column.
+  #rowGrid = new Float32Array(0);
+  #rowOv = new Float32Array(0);
+
   /**
    * Renders the region into `out` (whose other pixels must already hold the background).
    * @param grid node-resolution sampling grid, planar [2, M, M], crop grid units
-   * @param mouth node-resolution premultiplied mouth interior, planar [4, M, M] (r, g, b, alpha)
+   * @param overlay node-resolution premultiplied overlay (mouth interior, eyelids), planar [4, M, M] (r, g, b, alpha)
    */
-  run(grid: Float32Array, mouth: Float32Array, out: I420Frame): void {
+  run(grid: Float32Array, overlay: Float32Array, out: I420Frame): void {
     const M = this.#M;
     const MM = M * M;
     const R = this.#R;
@@ -120,29 +124,64 @@ export class FusedWarp {
     const vOff = uOff + cw * (H >> 1);
     const halfR = R * 0.5;
     const bh = this.#h >> 1;
-    // Per-pixel results of the current 2x2 block.
-    let sr = 0, sg = 0, sb = 0;
+    if (this.#rowGrid.length !== 4 * M) {
+      this.#rowGrid = new Float32Array(4 * M);
+      this.#rowOv = new Float32Array(8 * M);
+    }
+    // Two rows (the 2x2 chroma block's) of vertically interpolated fields: [gx | gy] and [r | g | b | a] per row.
+    const rg = this.#rowGrid;
+    const ro = this.#rowOv;
+    const colIdx = this.#colIdx;
+    const colW = this.#colW;
     for (let by = 0; by < bh; by++) {
       const bx0 = this.#span[2 * by]!;
       if (bx0 < 0) continue;
       const bx1 = this.#span[2 * by + 1]!;
+      const u0 = colIdx[2 * bx0]!;
+      const u1 = Math.min(M - 1, colIdx[2 * bx1 + 1]! + 1);
+      let rowHasOv = 0;
+      for (let k = 0; k < 2; k++) {
+        const y = 2 * by + k;
+        const fv = this.#rowW[y]!;
+        const n0 = this.#rowIdx[y]! * M;
+        const n1 = n0 + M;
+        const g0 = 2 * k * M;
+        const o0 = 4 * k * M;
+        for (let u = u0; u <= u1; u++) {
+          rg[g0 + u] = grid[n0 + u]! + (grid[n1 + u]! - grid[n0 + u]!) * fv;
+          rg[g0 + M + u] = grid[MM + n0 + u]! + (grid[MM + n1 + u]! - grid[MM + n0 + u]!) * fv;
+          const a0 = overlay[3 * MM + n0 + u]!;
+          const a1 = overlay[3 * MM + n1 + u]!;
+          if (a0 > 0 || a1 > 0) {
+            rowHasOv = 1;
+            ro[o0 + u] = overlay[n0 + u]! + (overlay[n1 + u]! - overlay[n0 + u]!) * fv;
+            ro[o0 + M + u] = overlay[MM + n0 + u]! + (overlay[MM + n1 + u]! - overlay[MM + n0 + u]!) * fv;
+            ro[o0 + 2 * M + u] = overlay[2 * MM + n0 + u]! + (overlay[2 * MM + n1 + u]! - overlay[2 * MM + n0 + u]!) * fv;
+            ro[o0 + 3 * M + u] = a0 + (a1 - a0) * fv;
+          } else {
+            // Premultiplied: no alpha, no colour (a neighbour column may still interpolate towards this one).
+            ro[o0 + u] = 0;
+            ro[o0 + M + u] = 0;
+            ro[o0 + 2 * M + u] = 0;
+            ro[o0 + 3 * M + u] = 0;
+          }
+        }
+      }
       for (let bx = bx0; bx <= bx1; bx++) {
-        sr = 0;
-        sg = 0;
-        sb = 0;
+        let sr = 0, sg = 0, sb = 0;
         for (let k = 0; k < 4; k++) {
-          const y = 2 * by + (k >> 1);
+          const ky = k >> 1;
+          const y = 2 * by + ky;
           const x = 2 * bx + (k & 1);
           const p = y * w + x;
           const pm = mask[p]!;
           let r = bg[3 * p]!, g = bg[3 * p + 1]!, b = bg[3 * p + 2]!;
           if (pm > 0) {
-            const fu = this.#colW[x]!;
-            const fv = this.#rowW[y]!;
-            const n = this.#rowIdx[y]! * M + this.#colIdx[x]!;
-            const c00 = (1 - fu) * (1 - fv), c01 = fu * (1 - fv), c10 = (1 - fu) * fv, c11 = fu * fv;
-            const gx = grid[n]! * c00 + grid[n + 1]! * c01 + grid[n + M]! * c10 + grid[n + M + 1]! * c11;
-            const gy = grid[MM + n]! * c00 + grid[MM + n + 1]! * c01 + grid[MM + n + M]! * c10 + grid[MM + n + M + 1]! * c11;
+            const fu = colW[x]!;
+            const u = colIdx[x]!;
+            const g0 = 2 * ky * M + u;
+            const gx = rg[g0]! + (rg[g0 + 1]! - rg[g0]!) * fu;
+            const gy = rg[g0 + M]! + (rg[g0 + M + 1]! - rg[g0 + M]!) * fu;
             // GridSample, align_corners=False, padding 'border'.
             let sx = (gx + 1) * halfR - 0.5;
             let sy = (gy + 1) * halfR - 0.5;
@@ -160,17 +199,19 @@ export class FusedWarp {
             let wr = src[a]! * w00 + src[a + 3]! * w01 + src[c]! * w10 + src[c + 3]! * w11;
             let wg = src[a + 1]! * w00 + src[a + 4]! * w01 + src[c + 1]! * w10 + src[c + 4]! * w11;
             let wb = src[a + 2]! * w00 + src[a + 5]! * w01 + src[c + 2]! * w10 + src[c + 5]! * w11;
-            const o3 = 3 * MM + n;
-            if (mouth[o3]! > 0 || mouth[o3 + 1]! > 0 || mouth[o3 + M]! > 0 || mouth[o3 + M + 1]! > 0) {
-              const al = mouth[o3]! * c00 + mouth[o3 + 1]! * c01 + mouth[o3 + M]! * c10 + mouth[o3 + M + 1]! * c11;
-              const mr = mouth[n]! * c00 + mouth[n + 1]! * c01 + mouth[n + M]! * c10 + mouth[n + M + 1]! * c11;
-              const o1 = MM + n;
-              const mg = mouth[o1]! * c00 + mouth[o1 + 1]! * c01 + mouth[o1 + M]! * c10 + mouth[o1 + M + 1]! * c11;
-              const o2 = 2 * MM + n;
-              const mb = mouth[o2]! * c00 + mouth[o2 + 1]! * c01 + mouth[o2 + M]! * c10 + mouth[o2 + M + 1]! * c11;
-              wr = wr * (1 - al) + mr;
-              wg = wg * (1 - al) + mg;
-              wb = wb * (1 - al) + mb;
+            if (rowHasOv) {
+              const o = 4 * ky * M + u;
+              const a0 = ro[o + 3 * M]!;
+              const a1 = ro[o + 3 * M + 1]!;
+              if (a0 > 0 || a1 > 0) {
+                const al = a0 + (a1 - a0) * fu;
+                const mr = ro[o]! + (ro[o + 1]! - ro[o]!) * fu;
+                const mg = ro[o + M]! + (ro[o + M + 1]! - ro[o + M]!) * fu;
+                const mb = ro[o + 2 * M]! + (ro[o + 2 * M + 1]! - ro[o + 2 * M]!) * fu;
+                wr = wr * (1 - al) + mr;
+                wg = wg * (1 - al) + mg;
+                wb = wb * (1 - al) + mb;
+              }
             }
             r = r + pm * (wr - r);
             g = g + pm * (wg - g);
