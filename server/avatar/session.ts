@@ -198,21 +198,18 @@ export class AvatarSession extends EventEmitter {
     this.#closed = true;
     this.#closing = (async () => {
       const w = this.#worker;
+      const ready = this.#ready;
       this.#worker = null;
       this.#ready = false;
-      if (w) {
+      // A worker that is still starting has no engine to close: terminate it at once.
+      if (w && ready) {
         const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-        const id = this.#nextId++;
-        try {
-          w.postMessage({ type: 'close', id } satisfies ToWorker);
-        } catch {
-          // The worker is already gone; terminate() below settles it.
-        }
+        w.postMessage({ type: 'close', id: this.#nextId++ } satisfies ToWorker);
         const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.#opts.closeTimeoutMs).unref());
         if ((await Promise.race([exited, timer])) === 'timeout')
           this.#log.warn('avatar worker did not close in time: terminating');
-        await w.terminate();
       }
+      if (w) await w.terminate();
       this.#rejectAll(new InvalidStateError('avatar session closed'));
       this.emit('close');
     })();

@@ -121,6 +121,21 @@ describe('AvatarSession (real worker thread)', () => {
     await expect(s.prepare(await loadPortrait())).rejects.toThrow(/closed/);
   });
 
+  it('enforces the init deadline: a worker that is not ready in time is terminated', async () => {
+    // Starting a worker (thread + module loading) takes far longer than 1 ms.
+    const err: unknown = await AvatarSession.create({
+      engine: 'portrait',
+      engineOptions: base,
+      initTimeoutMs: 1,
+      log,
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'ENGINE_FAILED' });
+    expect((err as Error).message).toMatch(/did not start within 1 ms/);
+  });
+
   it('fails init cleanly for an unknown engine', async () => {
     await expect(open('no-such-engine')).rejects.toThrow(/unknown avatar engine/);
   });
