@@ -182,6 +182,35 @@ export class FaceDetector {
     return sortFaces(out);
   }
 
+  /**
+   * Cheap "is the face still in this box?" test for the tracker: the first `stages` (default 12 of 25) Haar stages
+   * at step-2 positions and three scales (0.85-1.2x) around the cascade rect expected for `box`. Returns the number
+   * of windows that pass (0 = no face there). About 1/10 of a near() search.
+   */
+  verify(img: GrayImage, box: Box, stages = 12): number {
+    const side = Math.max(1, box.r - box.l, box.b - box.t);
+    const rectSide = side / BOX_MAP.fast.s;
+    // Expected Haar rect centre: the dlib box starts a*w right of and b*w below the rect's corner.
+    const rx = box.l - BOX_MAP.fast.a * rectSide;
+    const ry = box.t - BOX_MAP.fast.b * rectSide;
+    const cx = rx + rectSide / 2;
+    const cy = ry + rectSide / 2;
+    const region = 1.5 * rectSide;
+    const N = Math.max(WINDOW + 2, Math.min(56, Math.round(region)));
+    const small = sampleRegion(img, cx - region / 2, cy - region / 2, region, N, this.#reuse('near', N, N), 127);
+    const expected = (rectSide * N) / region;
+    const res = this.#cascade.detectMultiScale(small, {
+      scaleFactor: 1.15,
+      minNeighbors: 0,
+      minSize: Math.max(WINDOW, Math.floor(expected * 0.85)),
+      maxSize: Math.ceil(expected * 1.2),
+      stepSmall: 2,
+      stepLarge: 2,
+      maxStages: stages,
+    });
+    return res.rects.length;
+  }
+
   #run(work: GrayImage, img: GrayImage, params: DetectParams, map: { a: number; b: number; s: number }): DetectedFace[] {
     const res = this.#cascade.detectMultiScale(work, params);
     const kx = img.width / work.width;

@@ -299,3 +299,35 @@ function solve6(A: Float64Array, b: Float64Array, x: Float64Array): boolean {
 export function emptyPose(): HeadPose {
   return { yaw: 0, pitch: 0, roll: 0, tx: 0, ty: 0, tz: 0 };
 }
+
+/**
+ * Projects the head's axes for drawing: writes [ox, oy, xx, xy, yx, yy, zx, zy] in pixels, the nose tip and the
+ * ends of the x (image right), y (down) and z (towards the camera) axes of `length` mm.
+ */
+export function projectAxes(pose: HeadPose, width: number, height: number, length: number, out: Float64Array): Float64Array {
+  const yawY = (-pose.yaw * Math.PI) / 180;
+  const pitchX = (-pose.pitch * Math.PI) / 180;
+  const roll = (pose.roll * Math.PI) / 180;
+  const [cy, sy] = [Math.cos(yawY), Math.sin(yawY)];
+  const [cp, sp] = [Math.cos(pitchX), Math.sin(pitchX)];
+  const [cr, sr] = [Math.cos(roll), Math.sin(roll)];
+  // R = Rz(roll) * Ry(yawY) * Rx(pitchX)
+  const R = [
+    cr * cy, cr * sy * sp - sr * cp, cr * sy * cp + sr * sp,
+    sr * cy, sr * sy * sp + cr * cp, sr * sy * cp - cr * sp,
+    -sy, cy * sp, cy * cp,
+  ] as const;
+  const f = width;
+  const pts = [0, 0, 0, length, 0, 0, 0, length, 0, 0, 0, -length] as const;
+  for (let i = 0; i < 4; i++) {
+    const x = pts[3 * i]!;
+    const y = pts[3 * i + 1]!;
+    const z = pts[3 * i + 2]!;
+    const X = R[0] * x + R[1] * y + R[2] * z + pose.tx;
+    const Y = R[3] * x + R[4] * y + R[5] * z + pose.ty;
+    const Z = Math.max(1e-3, R[6] * x + R[7] * y + R[8] * z + pose.tz);
+    out[2 * i] = (f * X) / Z + width / 2;
+    out[2 * i + 1] = (f * Y) / Z + height / 2;
+  }
+  return out;
+}
