@@ -51,6 +51,7 @@ let outSize = { width: 0, height: 0 };
 let outDropped = 0;
 let rendered = 0;
 let crashAfter = 0;
+let slowRenderMs = 0;
 /** main clock = worker clock + clockOffset (both performance.now(), different time origins). */
 let clockOffset = 0;
 let closed = false;
@@ -82,6 +83,8 @@ function renderOne(): boolean {
   const t0 = performance.now();
   try {
     const stats = engine.render(driving, out, m[Meta.receivedAt]!);
+    // Test-only (EngineOptions.slowRenderMs): a busy thread, as a slow engine would keep it.
+    while (slowRenderMs > 0 && performance.now() - t0 < slowRenderMs);
     const o = slot.meta;
     o[Meta.seq] = m[Meta.seq]!;
     o[Meta.width] = out.width;
@@ -115,6 +118,7 @@ async function handle(msg: ToWorker): Promise<void> {
     case 'init': {
       try {
         crashAfter = msg.options.crashAfterFrames ?? 0;
+        slowRenderMs = msg.options.slowRenderMs ?? 0;
         clockOffset = performance.timeOrigin - msg.mainTimeOrigin;
         engine = await createEngine(msg.engine, msg.options, log);
         post({ type: 'reply', id: msg.id, ok: true });

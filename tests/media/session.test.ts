@@ -121,6 +121,43 @@ describe('AvatarSession (real worker thread)', () => {
     await expect(s.prepare(await loadPortrait())).rejects.toThrow(/closed/);
   });
 
+  it('a slow engine blocks neither the main thread nor another session', async () => {
+    const slow = await open('passthrough', { slowRenderMs: 150 });
+    const fast = await open('passthrough');
+    const portrait = await loadPortrait();
+    await Promise.all([slow.prepare(portrait), fast.prepare(portrait)]);
+    let slowFrames = 0;
+    let fastFrames = 0;
+    slow.on('frame', () => slowFrames++);
+    fast.on('frame', () => fastFrames++);
+    const drv = makeI420(320, 240);
+    let pushed = 0;
+    const lags: number[] = [];
+    let last = performance.now();
+    const feed = setInterval(() => {
+      const now = performance.now();
+      lags.push(now - last - 20);
+      last = now;
+      drawPattern(drv, pushed++);
+      slow.pushFrame(drv);
+      fast.pushFrame(drv);
+    }, 20);
+    try {
+      await waitFor(() => pushed >= 75, 20_000, '1.5 s of frames');
+    } finally {
+      clearInterval(feed);
+    }
+    await waitFor(() => fastFrames + fast.dropped >= pushed, 5000, 'the fast session to finish');
+    // The fast session keeps up (a few drops at most under a loaded machine); the slow one renders ~6 fps and drops.
+    expect(fastFrames).toBeGreaterThan(pushed * 0.6);
+    expect(slowFrames).toBeLessThan(pushed / 3);
+    expect(slow.dropped).toBeGreaterThan(pushed / 2);
+    // The main thread is not held by the 150 ms renders: on it, every tick would be ~150 ms late. (The median, not
+    // the maximum: a shared machine delays single ticks now and then.)
+    lags.sort((a, b) => a - b);
+    expect(lags[lags.length >> 1]!).toBeLessThan(50);
+  });
+
   it('enforces the init deadline: a worker that is not ready in time is terminated', async () => {
     // Starting a worker (thread + module loading) takes far longer than 1 ms.
     const err: unknown = await AvatarSession.create({

@@ -21,6 +21,11 @@ export interface EngineOptions {
    * session's restart. Never set by the config.
    */
   crashAfterFrames?: number;
+  /**
+   * TEST ONLY: the worker spends this long (busy, like a slow engine) on every frame, to show that a slow engine
+   * neither blocks the signaling loop nor other rooms. Never set by the config.
+   */
+  slowRenderMs?: number;
 }
 
 export type EngineFactory = (options: EngineOptions, log: Logger) => AvatarEngine | Promise<AvatarEngine>;
