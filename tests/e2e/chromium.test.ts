@@ -1,14 +1,23 @@
 /**
- * End to end in real Chromium: a performer page publishes a fake webcam (a .y4m made from a shared driving clip,
+ * End to end in real Chromium, one server and two browsers shared by the cases below (run one after the other, so
+ * that a busy 2-core machine does not run four browsers at once):
+ *
+ * - the studio page alone: room creation, consent-gated upload with error codes, choosing a portrait, settings;
+ * - the main path: a performer page publishes a fake webcam (a .y4m made from a shared driving clip,
  * plus Chromium's fake microphone beep) through a real server; a viewer page in a second browser receives the
  * avatar. Over a 10 s window the viewer must decode ≥ 10 fps at the portrait's output size, the picture must look
  * like the portrait and not like the webcam, and audio must arrive with energy.
+ *
+ * - a viewer opened before the performer starts, and a performer stop/start;
+ * - reconnects: both pages reach the server through a TCP proxy whose connections are cut; the client library must
+ *   rejoin, re-publish and re-view without a reload.
  *
  * Engine: the model-pack engine when models/default/manifest.json exists, otherwise 'portrait' (re-renders the
  * portrait through the whole media path). Either way the output must resemble the portrait, not the performer.
  */
 import { existsSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,14 +28,68 @@ import { correlation, drivingClip, grayFrame, makeY4m, portraitFile, repoRoot } 
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
-type Win = { __probe: Probe; __avatar: { frames: number; width: number; height: number; lastError: unknown; state: string }; __studio: { publishState: string; room: { portraitId: string | null; width: number; height: number } | null; lastError: unknown } };
+type Win = {
+  __probe: Probe;
+  __avatar: { frames: number; streams: number; width: number; height: number; lastError: unknown; state: string };
+  __studio: {
+    state: string;
+    publishState: string;
+    room: { roomId: string; portraitId: string | null; width: number; height: number; settings: Record<string, unknown> } | null;
+    lastError: { code: string } | null;
+  };
+};
 
 const CLIP = drivingClip('man_mouth_wide_open.mp4');
 const PORTRAIT = portraitFile('real_older_man_glasses.jpg');
+const STUDIO_PORTRAIT = portraitFile('real_woman_dark_hair.png');
 const SMALL = 48; // side of the downscaled grayscale frames compared
 const engine = existsSync(path.join(repoRoot, 'models', 'default', 'manifest.json')) ? 'default' : 'portrait';
-const haveTools = existsSync(chromiumPath) && existsSync(CLIP) && existsSync(PORTRAIT);
+const haveTools = existsSync(chromiumPath) && existsSync(CLIP) && existsSync(PORTRAIT) && existsSync(STUDIO_PORTRAIT);
 if (!haveTools) process.stdout.write(`chromium e2e skipped: ${chromiumPath} or the shared media is missing\n`);
+
+/** A loopback TCP proxy whose connections can all be cut at once. */
+class CuttableProxy {
+  readonly #server: net.Server;
+  readonly #sockets = new Set<net.Socket>();
+  #closed = false;
+  private constructor(server: net.Server) {
+    this.#server = server;
+  }
+  static async start(targetPort: number): Promise<CuttableProxy> {
+    const server = net.createServer();
+    const proxy = new CuttableProxy(server);
+    server.on('connection', (client) => {
+      const upstream = net.connect(targetPort, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        proxy.#sockets.add(s);
+        s.on('close', () => proxy.#sockets.delete(s));
+        // A cut connection errors on the other side (ECONNRESET): that is the point of the proxy.
+        s.on('error', () => s.destroy());
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return proxy;
+  }
+  get url(): string {
+    return `http://127.0.0.1:${(this.#server.address() as net.AddressInfo).port}`;
+  }
+  /** Destroys every open connection (both directions). */
+  cut(): number {
+    const n = this.#sockets.size;
+    for (const s of this.#sockets) s.destroy();
+    return n;
+  }
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.cut();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
 
 async function upload(base: string, file: string): Promise<{ id: string }> {
   const form = new FormData();
@@ -38,7 +101,7 @@ async function upload(base: string, file: string): Promise<{ id: string }> {
   return JSON.parse(body) as { id: string };
 }
 
-async function createRoom(base: string, portraitId: string): Promise<{ performerUrl: string; viewerUrl: string }> {
+async function createRoom(base: string, portraitId: string): Promise<{ roomId: string; performerUrl: string; viewerUrl: string }> {
   const res = await fetch(`${base}/api/rooms`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -46,11 +109,12 @@ async function createRoom(base: string, portraitId: string): Promise<{ performer
   });
   const body = await res.text();
   expect(res.status, body).toBe(201);
-  return JSON.parse(body) as { performerUrl: string; viewerUrl: string };
+  return JSON.parse(body) as { roomId: string; performerUrl: string; viewerUrl: string };
 }
 
 describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
   let srv: TestServer | null = null;
+  let proxy: CuttableProxy | null = null;
   let performer: ChromiumBrowser | null = null;
   let viewer: ChromiumBrowser | null = null;
   let y4m = '';
@@ -60,6 +124,7 @@ describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
     y4m = await makeY4m({ source: CLIP, width: 640, height: 480, fps: 30, seconds: 8 });
     await buildClient();
     srv = await startTestServer({ avatar: { engine } });
+    proxy = await CuttableProxy.start(srv.port);
     [performer, viewer] = await Promise.all([ChromiumBrowser.launch({ fakeVideo: y4m }), ChromiumBrowser.launch()]);
     await installProbe(performer.page);
     await installProbe(viewer.page);
@@ -67,9 +132,71 @@ describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
 
   afterAll(async () => {
     await Promise.all([performer?.close(), viewer?.close()]);
+    await proxy?.close();
     await srv?.stop();
     if (y4m) await rm(path.dirname(y4m), { recursive: true, force: true });
   });
+
+  it('studio page: creates a room, gates the upload on consent, shows error codes, picks a portrait and sends settings', async () => {
+    const page = performer!.page;
+    const studio = (): Promise<Win['__studio']> => page.evaluate(() => (window as unknown as Win).__studio);
+
+    // Opened without a link: the page creates a room and rewrites its URL to the performer link.
+    await page.goto(`${srv!.url}/`);
+    await waitFor(async () => (await studio()).state === 'joined', 15_000, 'studio joined');
+    const url = new URL(page.url());
+    const roomId = url.searchParams.get('room');
+    expect(roomId).toBeTruthy();
+    expect(url.searchParams.get('token')).toBeTruthy();
+    expect((await studio()).room?.roomId).toBe(roomId);
+    const viewerLink = await page.locator('#viewer-link').inputValue();
+    expect(new URL(viewerLink).pathname).toBe('/view');
+    expect(new URL(viewerLink).searchParams.get('room')).toBe(roomId);
+    expect(srv!.server.rooms.get(roomId!)).toBeDefined();
+
+    // Upload is disabled until a file is chosen and consent is ticked.
+    const upload = page.locator('#upload-btn');
+    expect(await upload.isDisabled()).toBe(true);
+    const junk = path.join(path.dirname(y4m), 'notes.png');
+    await writeFile(junk, 'this is not an image');
+    await page.locator('#file').setInputFiles(junk);
+    expect(await upload.isDisabled()).toBe(true);
+    await page.locator('#consent').check();
+    expect(await upload.isDisabled()).toBe(false);
+
+    // A file that is not an image: the server's code is shown.
+    await upload.click();
+    await waitFor(async () => (await page.locator('#upload-status').textContent())?.includes('UNSUPPORTED_MEDIA_TYPE'), 10_000, 'error code shown');
+    expect(await page.locator('#upload-status').getAttribute('class')).toContain('error');
+
+    // A real portrait: uploaded, listed, chosen for the room.
+    await page.locator('#file').setInputFiles(STUDIO_PORTRAIT);
+    if (!(await page.locator('#consent').isChecked())) await page.locator('#consent').check();
+    await upload.click();
+    const chosen = await waitFor(async () => (await studio()).room?.portraitId, 20_000, 'portrait chosen');
+    expect(await page.locator(`#gallery button[data-id="${chosen}"]`).getAttribute('aria-selected')).toBe('true');
+    expect(srv!.server.portraits.list().map((p) => p.id)).toContain(chosen);
+    // The form resets after a successful upload: consent must be given again for the next one.
+    expect(await page.locator('#consent').isChecked()).toBe(false);
+    expect(await upload.isDisabled()).toBe(true);
+
+    // Settings go to the server and come back as the room's settings.
+    await page.locator('#pose').selectOption('absolute');
+    await page.locator('#lips').uncheck();
+    await waitFor(
+      async () => {
+        const s = (await studio()).room?.settings;
+        return s?.poseMode === 'absolute' && s.lipRetargeting === false;
+      },
+      10_000,
+      'settings applied',
+    );
+    const serverSettings = srv!.server.rooms.get(roomId!)!.info.settings;
+    expect(serverSettings.poseMode).toBe('absolute');
+    expect(serverSettings.lipRetargeting).toBe(false);
+    // The only error the page met is the refused upload.
+    expect((await studio()).lastError?.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+  }, 90_000);
 
   it('performer publishes; the viewer sees the portrait at ≥ 10 fps with sound', async () => {
     const s = srv!;
@@ -197,4 +324,36 @@ describe.runIf(haveTools)(`end to end in Chromium (engine ${engine})`, () => {
     await waitFor(async () => (await frames()) > resumedAt + 30, 30_000, 'viewer frames after the restart');
     expect(await vPage.evaluate(() => (window as unknown as Win).__avatar.lastError)).toBeNull();
   }, 120_000);
+
+  it('reconnect: performer and viewer recover from a dropped connection without a reload', async () => {
+    const base = proxy!.url;
+    const { id } = await upload(base, PORTRAIT);
+    const room = await createRoom(base, id);
+    expect(room.viewerUrl.startsWith(base)).toBe(true);
+
+    const pPage = performer!.page;
+    const vPage = viewer!.page;
+    const v = (): Promise<Win['__avatar']> => vPage.evaluate(() => (window as unknown as Win).__avatar);
+    const p = (): Promise<Win['__studio']> => pPage.evaluate(() => (window as unknown as Win).__studio);
+
+    await pPage.goto(`${room.performerUrl}&preview=0`);
+    await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
+    await pPage.locator('#start').click();
+    await waitFor(async () => (await p()).publishState === 'connected', 20_000, 'performer connected');
+    await vPage.goto(room.viewerUrl);
+    await waitFor(async () => (await v()).frames > 20, 30_000, 'viewer playing');
+    const streamsBefore = (await v()).streams;
+
+    // The blip: every socket.io connection through the proxy is cut.
+    expect(proxy!.cut()).toBeGreaterThanOrEqual(2);
+    await waitFor(async () => (await v()).streams > streamsBefore, 30_000, 'viewer re-viewed');
+    await waitFor(async () => (await p()).publishState === 'connected' && (await p()).state === 'joined', 30_000, 'performer re-published');
+    const after = (await v()).frames;
+    await waitFor(async () => (await v()).frames > after + 30, 30_000, 'viewer frames after the reconnect');
+    expect((await v()).state).toBe('playing');
+    // The room survived (the performer came back within the grace period) and has the one viewer again.
+    const live = srv!.server.rooms.get(room.roomId);
+    expect(live).toBeDefined();
+    await waitFor(() => live!.viewerCount === 1, 10_000, 'one viewer on the server');
+  }, 150_000);
 });
