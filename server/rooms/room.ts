@@ -104,7 +104,7 @@ export class Room extends EventEmitter {
     super();
     this.id = deps.roomId;
     this.#deps = deps;
-    this.#log = (deps.log ?? createLogger('room')).child(deps.roomId);
+    this.#log = deps.log ?? createLogger('room');
     this.#session = session;
     this.#publisher = publisher;
     const m = deps.config.media;
@@ -133,7 +133,7 @@ export class Room extends EventEmitter {
    * @throws AppError('ENGINE_FAILED') when the engine does not start.
    */
   static async create(deps: RoomDeps): Promise<Room> {
-    const log = (deps.log ?? createLogger('room')).child(deps.roomId);
+    const log = deps.log ?? createLogger('room');
     const a = deps.config.avatar;
     const session = await AvatarSession.create({
       engine: a.engine,
@@ -215,11 +215,11 @@ export class Room extends EventEmitter {
     }
     ingest.on('connectionstatechange', (s: RTCPeerConnectionState) => {
       if (s === 'failed' && this.#ingest === ingest) {
-        this.#log.warn('performer connection failed');
+        this.#log.warn('performer connection failed', { roomId: this.id });
         void this.unpublish();
       }
     });
-    this.#log.info('performer publishing');
+    this.#log.info('performer publishing', { roomId: this.id });
     return ingest.answer;
   }
 
@@ -273,7 +273,7 @@ export class Room extends EventEmitter {
     this.#height = prepared.height;
     this.#deps.onPortraitUsed?.(portraitId);
     this.#prime();
-    this.#log.info('portrait set', { portraitId, width: prepared.width, height: prepared.height });
+    this.#log.info('portrait set', { roomId: this.id, portraitId, width: prepared.width, height: prepared.height });
     return this.info;
   }
 
@@ -322,8 +322,8 @@ export class Room extends EventEmitter {
     this.#publisher.close();
     this.#closing = this.#session
       .close()
-      .catch((err: unknown) => this.#log.warn('avatar session close failed', { err: err as Error }));
-    this.#log.info('room closed', { reason });
+      .catch((err: unknown) => this.#log.warn('avatar session close failed', { roomId: this.id, err: err as Error }));
+    this.#log.info('room media closed', { roomId: this.id, reason });
     this.emit('close', reason);
   }
 
@@ -387,7 +387,9 @@ export class Room extends EventEmitter {
     if (this.#closed) return;
     const ingest = this.#ingest;
     if (!ingest) return;
-    ingest.updateStats().catch((err: unknown) => this.#log.debug('ingest stats failed', { err: err as Error }));
+    ingest
+      .updateStats()
+      .catch((err: unknown) => this.#log.debug('ingest stats failed', { roomId: this.id, err: err as Error }));
     const stats: RoomStats = {
       fps: this.#secFrames,
       latencyMs: median(this.#secLatency),
@@ -404,7 +406,7 @@ export class Room extends EventEmitter {
 
   #fail(e: unknown): void {
     const pub: PublicError = toPublicError(e);
-    this.#log.warn('avatar failure', { code: pub.code, message: pub.message });
+    this.#log.warn('avatar failure', { roomId: this.id, code: pub.code, message: pub.message });
     this.emit('failure', pub);
   }
 }
