@@ -560,13 +560,17 @@ export class CascadeClassifier {
    * OpenCV's single-thread order (scale, y, x), clipped to the image.
    */
   detectMultiScale(img: GrayImage, params: DetectParams = {}): CascadeDetections {
+    return finishDetections(this.candidates(img, params), params.minNeighbors ?? 3, img.width, img.height);
+  }
+
+  /** The raw candidates of a scan (before grouping and clipping), in OpenCV's single-thread order. */
+  candidates(img: GrayImage, params: DetectParams = {}): CvRect[] {
     const scaleFactor = params.scaleFactor ?? 1.1;
-    const minNeighbors = params.minNeighbors ?? 3;
     const minSize = params.minSize ?? 0;
     const maxSize = params.maxSize ?? Math.max(img.width, img.height);
     if (!(scaleFactor > 1)) throw new TypeError('detectMultiScale: scaleFactor must be > 1');
     const raw: CvRect[] = [];
-    if (img.width < 1 || img.height < 1) return { rects: [], neighbors: [] };
+    if (img.width < 1 || img.height < 1) return raw;
     const plan = this.#plan(img.width, img.height, scaleFactor, minSize, maxSize, params.stepSmall ?? 2, params.stepLarge ?? 1);
     const W = this.model.width;
     const H = this.model.height;
@@ -596,11 +600,17 @@ export class CascadeClassifier {
         }
       }
     }
-    let out: CascadeDetections;
-    if (minNeighbors <= 0) out = { rects: raw, neighbors: raw.map(() => 1) };
-    else out = groupRectangles(raw, minNeighbors, 0.2);
-    return clipDetections(out, img.width, img.height);
+    return raw;
   }
+}
+
+/**
+ * The end of detectMultiScale: groupRectangles (eps 0.2) when minNeighbors > 0, then the clip to the image.
+ * With minNeighbors <= 0 the clipped raw candidates come back, each with neighbors 1.
+ */
+export function finishDetections(raw: readonly CvRect[], minNeighbors: number, width: number, height: number): CascadeDetections {
+  const out = minNeighbors <= 0 ? { rects: raw.slice(), neighbors: raw.map(() => 1) } : groupRectangles(raw, minNeighbors, 0.2);
+  return clipDetections(out, width, height);
 }
 
 /**
