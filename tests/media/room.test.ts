@@ -179,6 +179,42 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     });
   });
 
+  it("caps each viewer's video bitrate at config.media.maxVideoBitrate", async () => {
+    const cap = 150_000;
+    const cfg = loadConfig(
+      {},
+      {
+        logLevel: 'warn',
+        avatar: { engine: 'passthrough', outputSize: 480 },
+        media: { iceAddressAllowList: ['127.0.0.1'], maxVideoBitrate: cap },
+        fanout: { mode: 'direct' },
+      },
+    );
+    const room = await openRoom(cfg);
+    await room.setPortrait('p1');
+    const performer = new PerformerClient();
+    clients.push(performer);
+    await performer.accept(await room.publish(await performer.offer()));
+    performer.start(); // a busy moving pattern: uncapped, VP8 would use well over 1 Mbit/s for it
+    const viewer = new ViewerClient();
+    clients.push(viewer);
+    await viewer.accept(await room.addViewer('v1', await viewer.offer()));
+    const videoBytes = async (): Promise<number> => {
+      let bytes = 0;
+      (await viewer.pc.getStats()).forEach((r: { type?: string; kind?: string; bytesReceived?: number }) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') bytes = r.bytesReceived ?? 0;
+      });
+      return bytes;
+    };
+    await waitFor(() => viewer.frames >= 30, 20_000, 'viewer frames');
+    const b0 = await videoBytes();
+    const t0 = performance.now();
+    await waitFor(() => performance.now() - t0 >= 3000, 5000, '3 s of video');
+    const kbps = (((await videoBytes()) - b0) * 8) / (performance.now() - t0);
+    expect(kbps).toBeGreaterThan(10);
+    expect(kbps).toBeLessThan((cap / 1000) * 1.5);
+  });
+
   it('refuses an offer without video (INVALID_SDP) and garbage SDP', async () => {
     const room = await openRoom();
     const pc = new PerformerClient();
