@@ -15,6 +15,7 @@ import {
   explainPrepareError,
   InterruptGuard,
   loadPortrait,
+  nonNegativeInt,
   offlineEngineNames,
   openEngine,
   parseCommandLine,
@@ -33,6 +34,7 @@ const usage = `usage: avatar render --portrait IMAGE --driving CLIP.mp4 --out OU
   --driving CLIP      the driving video (its audio is copied into the output)
   --out OUT.mp4       the output video (H.264 + the clip's audio)
   --engine NAME       ${offlineEngineNames().join(' | ')} (default: the config's, 'default')
+  --start-frame S     skip the first S frames of the clip
   --max-frames N      render at most N frames
   --size PX           long side of the output (even; default: the config's avatar.outputSize)
   --model-pack DIR    model pack folder (default: the config's)
@@ -53,6 +55,7 @@ export async function run(argv: string[]): Promise<number> {
       driving: { type: 'string' },
       out: { type: 'string' },
       engine: { type: 'string' },
+      'start-frame': { type: 'string' },
       'max-frames': { type: 'string' },
       size: { type: 'string' },
       'model-pack': { type: 'string' },
@@ -69,9 +72,10 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`avatar render: ${err.message}\n\n${usage}`);
     return 2;
   }
-  const maxFrames = positiveIntOrUsage(args['max-frames'], 'max-frames');
-  const size = positiveIntOrUsage(args.size, 'size');
-  if (maxFrames === null || size === null) return 2;
+  const maxFrames = intOrUsage(positiveInt, args['max-frames'], 'max-frames');
+  const startFrame = intOrUsage(nonNegativeInt, args['start-frame'], 'start-frame');
+  const size = intOrUsage(positiveInt, args.size, 'size');
+  if (maxFrames === null || startFrame === null || size === null) return 2;
   if (size !== undefined && size % 2) {
     process.stderr.write('avatar render: --size must be even\n');
     return 2;
@@ -107,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
       engine,
       driving,
       portrait,
+      startFrame,
       maxFrames,
       shouldStop: () => guard.interrupted,
       onPrepared: async ({ prepared, frames }) => {
@@ -156,9 +161,13 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** undefined when absent, null (after printing) when invalid. */
-function positiveIntOrUsage(value: string | undefined, name: string): number | undefined | null {
+function intOrUsage(
+  parse: (v: string | undefined, name: string) => number | undefined,
+  value: string | undefined,
+  name: string,
+): number | undefined | null {
   try {
-    return positiveInt(value, name);
+    return parse(value, name);
   } catch (err) {
     process.stderr.write(`avatar render: ${(err as Error).message}\n`);
     return null;

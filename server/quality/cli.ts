@@ -39,6 +39,14 @@ export function positiveInt(value: string | undefined, name: string): number | u
   return n;
 }
 
+/** Parses a non-negative integer option (e.g. --start-frame). */
+export function nonNegativeInt(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer (got "${value}")`);
+  return n;
+}
+
 /** Checks that an input file exists and is a regular file. @throws AppError('NOT_FOUND'). */
 export async function requireFile(file: string, what: string): Promise<string> {
   const abs = path.resolve(file);

@@ -12,6 +12,10 @@
  * distance vs the same for the driver; pose_deg compares pose changes from the reference frame. The reference frame
  * is the first frame where both the driver and the output have a face.
  *
+ * Landmarks come from one tracker per stream (truth/driver, model output, frozen output), fed the same timestamps,
+ * so the model and the baseline are measured the same way; the scores use the raw (unsmoothed) landmarks and the
+ * tracker's head pose.
+ *
  * Frames where the tracker finds no face in the output are misses: counted, and left out of akd / pose_deg only.
  * Frames where the truth (or driver) has no face cannot be aligned or compared and are not scored; they are counted
  * too (`truth_misses`).
@@ -40,8 +44,6 @@ import { Progress, type ProgressStream } from './progress.js';
 export interface FaceAnalyzer {
   /** Tracks a face through a sequence (call in frame order). */
   track(gray: GrayImage, timestampMs: number): FaceTrack | null;
-  /** Finds faces in a still image, without temporal state. */
-  analyzeImage(gray: GrayImage): FaceTrack[];
   close?(): void;
 }
 
@@ -120,7 +122,9 @@ export interface EvalOptions {
   /** Engine name for the report. */
   engineName: string;
   createAnalyzer: () => Promise<FaceAnalyzer>;
-  /** Frames to decode (including the portrait frame in self mode). */
+  /** Frames of the clip to skip first (in self mode the portrait is the frame after them). */
+  startFrame?: number;
+  /** Frames to use after startFrame (including the portrait frame in self mode). */
   maxFrames?: number;
   /** Keep per-frame scores in the report; default true. */
   perFrame?: boolean;
@@ -152,20 +156,6 @@ function seen(t: FaceTrack | null | undefined): Seen | null {
 
 function anglesOf(p: HeadPose): PoseAngles {
   return { yaw: p.yaw, pitch: p.pitch, roll: p.roll };
-}
-
-/** The largest face of a still image (the one the engines animate). */
-function largest(faces: FaceTrack[]): FaceTrack | null {
-  let best: FaceTrack | null = null;
-  let area = -1;
-  for (const f of faces) {
-    const a = (f.box.r - f.box.l + 1) * (f.box.b - f.box.t + 1);
-    if (a > area) {
-      area = a;
-      best = f;
-    }
-  }
-  return best;
 }
 
 class MethodAcc {
@@ -204,7 +194,8 @@ const definitions: Record<string, string> = {
   psnr: `dB, peak 255, over the RGB crop, per frame capped at ${PSNR_CAP_DB} dB then averaged`,
   akd: 'self: mean landmark distance output vs truth / truth inter-ocular distance (eye centres); cross: mean distance between the output and driver landmark motions relative to the reference frame, each / its own inter-ocular distance',
   pose_deg: 'self: mean of |dyaw|, |dpitch|, |droll| output vs truth; cross: the same between pose changes from the reference frame',
-  frozen: 'the baseline whose output is the unchanged portrait (the portrait engine at the same output size)',
+  frozen: 'the baseline whose output is the unchanged portrait (the portrait engine at the same output size), measured like the model (its own tracker, every frame)',
+  landmarks: "dlib 68 points from one FaceTracker per stream (truth/driver, model, frozen), raw per-frame points; pose is the tracker's",
   misses: 'scored frames where the tracker found no face in that output (left out of akd and pose_deg)',
 };
 
@@ -214,6 +205,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   const keepPerFrame = opts.perFrame ?? true;
   const truthTracker = await opts.createAnalyzer();
   const outTracker = await opts.createAnalyzer();
+  // The frozen output is measured exactly like the model's: its own tracker, every frame.
+  const frozenTracker = await opts.createAnalyzer();
   let engines: { model: AvatarEngine; frozen: AvatarEngine } | undefined;
   const model = new MethodAcc();
   const frozen = new MethodAcc();
@@ -223,7 +216,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
 
   // Filled in onPrepared.
   let frozenRgb: RgbImage | undefined;
-  let frozenSeen: Seen | null = null;
+  let frozenGray: GrayImage | undefined;
   let progress: Progress | undefined;
   let resized: RgbImage | undefined;
   let outGray: GrayImage | undefined;
@@ -234,7 +227,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     frozen: createRgb(CROP_SIZE, CROP_SIZE),
   };
   // Cross mode: landmarks are kept per frame and compared after the run (the reference frame is chosen then).
-  const cross: { index: number; driver: Seen | null; output: Seen | null }[] = [];
+  const cross: CrossFrame[] = [];
 
   const t0 = performance.now();
   try {
@@ -243,11 +236,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     engines = await opts.createEngines(outputSize);
     const eng = engines;
 
-    const scoreSelf = (f: OfflineFrame, output: RgbImage): void => {
-      truthGray ??= createGray(f.driving.width, f.driving.height);
-      const truth = seen(truthTracker.track(rgbToGray(f.driving, truthGray), f.timestampMs));
-      outGray ??= createGray(output.width, output.height);
-      const out = seen(outTracker.track(rgbToGray(output, outGray), f.timestampMs));
+    const scoreSelf = (f: OfflineFrame, output: RgbImage, truth: Seen | null, out: Seen | null, frozenSeen: Seen | null): void => {
       if (!truth) {
         truthMisses++;
         if (keepPerFrame) perFrame.push({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
@@ -284,6 +273,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       engine: eng.model,
       driving: opts.driving,
       portrait: opts.portrait,
+      startFrame: opts.startFrame,
       maxFrames: opts.maxFrames,
       shouldStop: opts.shouldStop,
       onPrepared: async ({ portrait, prepared, frames }) => {
@@ -296,7 +286,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         if (selfMode && (img.width !== info.width || img.height !== info.height)) img = resizeRgb(img, info.width, info.height);
         else if (!selfMode && (img.width !== prepared.width || img.height !== prepared.height)) img = resizeRgb(img, prepared.width, prepared.height);
         frozenRgb = img;
-        frozenSeen = seen(largest(outTracker.analyzeImage(rgbToGray(img))));
+        frozenGray = rgbToGray(img);
         if (opts.progress) progress = new Progress({ label: 'eval', total: frames, stream: opts.progress });
       },
       onFrame: (f) => {
@@ -305,21 +295,20 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
           resized ??= createRgb(f.driving.width, f.driving.height);
           output = resizeRgb(output, f.driving.width, f.driving.height, resized);
         }
-        if (selfMode) scoreSelf(f, output);
-        else {
-          truthGray ??= createGray(f.driving.width, f.driving.height);
-          outGray ??= createGray(output.width, output.height);
-          const driver = seen(truthTracker.track(rgbToGray(f.driving, truthGray), f.timestampMs));
-          const out = seen(outTracker.track(rgbToGray(output, outGray), f.timestampMs));
-          cross.push({ index: f.index, driver, output: out });
-        }
+        truthGray ??= createGray(f.driving.width, f.driving.height);
+        outGray ??= createGray(output.width, output.height);
+        const truth = seen(truthTracker.track(rgbToGray(f.driving, truthGray), f.timestampMs));
+        const out = seen(outTracker.track(rgbToGray(output, outGray), f.timestampMs));
+        const still = seen(frozenTracker.track(frozenGray!, f.timestampMs));
+        if (selfMode) scoreSelf(f, output, truth, out, still);
+        else cross.push({ index: f.index, driver: truth, model: out, frozen: still });
         progress?.tick();
       },
     });
     progress?.finish();
 
     if (!selfMode) {
-      const r = scoreCross(cross, frozenSeen, model, frozen, keepPerFrame ? perFrame : null);
+      const r = scoreCross(cross, model, frozen, keepPerFrame ? perFrame : null);
       truthMisses = r.truthMisses;
       scored = r.scored;
     }
@@ -360,6 +349,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     engines?.frozen.close();
     truthTracker.close?.();
     outTracker.close?.();
+    frozenTracker.close?.();
   }
 }
 
@@ -372,47 +362,56 @@ function roundScores(s: FrameScores): FrameScores {
   return { l1: r(s.l1), ssim: r(s.ssim), psnr: r(s.psnr), akd: r(s.akd), pose_deg: r(s.pose_deg) };
 }
 
-/** Cross-reenactment scores from the per-frame landmarks (see the module comment). */
+interface CrossFrame {
+  index: number;
+  driver: Seen | null;
+  model: Seen | null;
+  frozen: Seen | null;
+}
+
+/**
+ * Cross-reenactment scores from the per-frame landmarks (see the module comment). Each method's reference frame is
+ * the first frame where both the driver and that method's output have a face; both motions are taken from it.
+ */
 function scoreCross(
-  frames: { index: number; driver: Seen | null; output: Seen | null }[],
-  frozenSeen: Seen | null,
+  frames: CrossFrame[],
   model: MethodAcc,
   frozen: MethodAcc,
   perFrame: PerFrame[] | null,
 ): { truthMisses: number; scored: number } {
-  const ref = frames.find((f) => f.driver && f.output);
-  // Without a reference frame, the first driver face still serves the baseline; the model misses every frame.
-  const driverRef = ref?.driver ?? frames.find((f) => f.driver)?.driver ?? null;
-  const outputRef = ref?.output ?? null;
-  let truthMisses = 0;
-  let scored = 0;
+  const refs = {
+    model: frames.find((f) => f.driver && f.model),
+    frozen: frames.find((f) => f.driver && f.frozen),
+  };
   const dm = new Float64Array(136);
   const om = new Float64Array(136);
-  const zero = new Float64Array(136);
+  const one = (which: 'model' | 'frozen', f: CrossFrame, acc: MethodAcc): FrameScores | null => {
+    const ref = refs[which];
+    const out = f[which];
+    if (!ref || !out || !f.driver) {
+      acc.misses++;
+      return null;
+    }
+    relativeMotion(f.driver.lm, ref.driver!.lm, dm);
+    relativeMotion(out.lm, ref[which]!.lm, om);
+    const dPose = poseDelta(f.driver.pose, ref.driver!.pose);
+    const oPose = poseDelta(out.pose, ref[which]!.pose);
+    const s: FrameScores = { l1: null, ssim: null, psnr: null, akd: meanPointDistance(om, dm), pose_deg: poseErrorDeg(oPose, dPose) };
+    acc.akd.add(s.akd!);
+    acc.pose.add(s.pose_deg!);
+    return s;
+  };
+  let truthMisses = 0;
+  let scored = 0;
   for (const f of frames) {
-    if (!f.driver || !driverRef) {
+    if (!f.driver) {
       truthMisses++;
       perFrame?.push({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
       continue;
     }
     scored++;
-    relativeMotion(f.driver.lm, driverRef.lm, dm);
-    const dPose = poseDelta(f.driver.pose, driverRef.pose);
-    let m: FrameScores | null = null;
-    if (f.output && outputRef) {
-      relativeMotion(f.output.lm, outputRef.lm, om);
-      const oPose = poseDelta(f.output.pose, outputRef.pose);
-      m = { l1: null, ssim: null, psnr: null, akd: meanPointDistance(om, dm), pose_deg: poseErrorDeg(oPose, dPose) };
-      model.akd.add(m.akd!);
-      model.pose.add(m.pose_deg!);
-    } else model.misses++;
-    let z: FrameScores | null = null;
-    if (frozenSeen) {
-      // The frozen output never moves: its motion is zero, so its error is the driver's own motion.
-      z = { l1: null, ssim: null, psnr: null, akd: meanPointDistance(zero, dm), pose_deg: poseErrorDeg({ yaw: 0, pitch: 0, roll: 0 }, dPose) };
-      frozen.akd.add(z.akd!);
-      frozen.pose.add(z.pose_deg!);
-    } else frozen.misses++;
+    const m = one('model', f, model);
+    const z = one('frozen', f, frozen);
     perFrame?.push({
       index: f.index,
       truth_face: true,

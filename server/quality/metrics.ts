@@ -82,30 +82,6 @@ const gauss1d: Float64Array = (() => {
 })();
 
 /**
- * Separable "valid" Gaussian filtering of one plane: src is w×h, result is (w-10)×(h-10).
- * `tmp` holds the horizontal pass ((w-10)×h).
- */
-function filterValid(src: Float64Array, w: number, h: number, tmp: Float64Array, dst: Float64Array): void {
-  const ow = w - SSIM_WIN + 1;
-  const oh = h - SSIM_WIN + 1;
-  for (let y = 0; y < h; y++) {
-    const row = y * w;
-    for (let x = 0; x < ow; x++) {
-      let s = 0;
-      for (let k = 0; k < SSIM_WIN; k++) s += gauss1d[k]! * src[row + x + k]!;
-      tmp[y * ow + x] = s;
-    }
-  }
-  for (let y = 0; y < oh; y++) {
-    for (let x = 0; x < ow; x++) {
-      let s = 0;
-      for (let k = 0; k < SSIM_WIN; k++) s += gauss1d[k]! * tmp[(y + k) * ow + x]!;
-      dst[y * ow + x] = s;
-    }
-  }
-}
-
-/**
  * Mean SSIM (Gaussian 11×11, σ 1.5, K1 0.01, K2 0.03, L 255, valid region), averaged over channels.
  * For RGB images this is the per-channel SSIM averaged over R, G and B. Both sides must be at least 11×11.
  */
@@ -113,47 +89,80 @@ export function ssim(a: PixelImage, b: PixelImage): number {
   const ch = assertSameShape(a, b);
   const { width: w, height: h } = a;
   if (w < SSIM_WIN || h < SSIM_WIN) throw new TypeError(`ssim needs images of at least ${SSIM_WIN}x${SSIM_WIN}`);
-  const n = w * h;
   const ow = w - SSIM_WIN + 1;
   const oh = h - SSIM_WIN + 1;
-  const on = ow * oh;
-  const x = new Float64Array(n);
-  const y = new Float64Array(n);
-  const xx = new Float64Array(n);
-  const yy = new Float64Array(n);
-  const xy = new Float64Array(n);
-  const tmp = new Float64Array(ow * h);
-  const mx = new Float64Array(on);
-  const my = new Float64Array(on);
-  const sxx = new Float64Array(on);
-  const syy = new Float64Array(on);
-  const sxy = new Float64Array(on);
+  const g = gauss1d;
+  // Horizontal pass: the five moments (x, y, x², y², xy) filtered along rows, (ow × h) each.
+  const hx = new Float64Array(ow * h);
+  const hy = new Float64Array(ow * h);
+  const hxx = new Float64Array(ow * h);
+  const hyy = new Float64Array(ow * h);
+  const hxy = new Float64Array(ow * h);
+  // Vertical pass accumulators for one output row.
+  const mx = new Float64Array(ow);
+  const my = new Float64Array(ow);
+  const sxx = new Float64Array(ow);
+  const syy = new Float64Array(ow);
+  const sxy = new Float64Array(ow);
+  const A = a.data;
+  const B = b.data;
   let total = 0;
   for (let c = 0; c < ch; c++) {
-    for (let i = 0; i < n; i++) {
-      const p = a.data[i * ch + c]!;
-      const q = b.data[i * ch + c]!;
-      x[i] = p;
-      y[i] = q;
-      xx[i] = p * p;
-      yy[i] = q * q;
-      xy[i] = p * q;
+    for (let y = 0; y < h; y++) {
+      const row = y * w;
+      const orow = y * ow;
+      for (let x = 0; x < ow; x++) {
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        let s4 = 0;
+        let s5 = 0;
+        for (let k = 0; k < SSIM_WIN; k++) {
+          const i = (row + x + k) * ch + c;
+          const p = A[i]!;
+          const q = B[i]!;
+          const gk = g[k]!;
+          s1 += gk * p;
+          s2 += gk * q;
+          s3 += gk * p * p;
+          s4 += gk * q * q;
+          s5 += gk * p * q;
+        }
+        hx[orow + x] = s1;
+        hy[orow + x] = s2;
+        hxx[orow + x] = s3;
+        hyy[orow + x] = s4;
+        hxy[orow + x] = s5;
+      }
     }
-    filterValid(x, w, h, tmp, mx);
-    filterValid(y, w, h, tmp, my);
-    filterValid(xx, w, h, tmp, sxx);
-    filterValid(yy, w, h, tmp, syy);
-    filterValid(xy, w, h, tmp, sxy);
-    let s = 0;
-    for (let i = 0; i < on; i++) {
-      const ux = mx[i]!;
-      const uy = my[i]!;
-      const vx = sxx[i]! - ux * ux;
-      const vy = syy[i]! - uy * uy;
-      const cxy = sxy[i]! - ux * uy;
-      s += ((2 * ux * uy + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((ux * ux + uy * uy + SSIM_C1) * (vx + vy + SSIM_C2));
+    let sum = 0;
+    for (let y = 0; y < oh; y++) {
+      mx.fill(0);
+      my.fill(0);
+      sxx.fill(0);
+      syy.fill(0);
+      sxy.fill(0);
+      for (let k = 0; k < SSIM_WIN; k++) {
+        const gk = g[k]!;
+        const r = (y + k) * ow;
+        for (let x = 0; x < ow; x++) {
+          mx[x]! += gk * hx[r + x]!;
+          my[x]! += gk * hy[r + x]!;
+          sxx[x]! += gk * hxx[r + x]!;
+          syy[x]! += gk * hyy[r + x]!;
+          sxy[x]! += gk * hxy[r + x]!;
+        }
+      }
+      for (let x = 0; x < ow; x++) {
+        const ux = mx[x]!;
+        const uy = my[x]!;
+        const vx = sxx[x]! - ux * ux;
+        const vy = syy[x]! - uy * uy;
+        const cxy = sxy[x]! - ux * uy;
+        sum += ((2 * ux * uy + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((ux * ux + uy * uy + SSIM_C1) * (vx + vy + SSIM_C2));
+      }
     }
-    total += s / on;
+    total += sum / (ow * oh);
   }
   return total / ch;
 }

@@ -31,7 +31,9 @@ export interface OfflineOptions {
   driving: string;
   /** The portrait, or 'first-frame': the clip's first frame is the portrait and is not rendered (self-reenactment). */
   portrait: RgbImage | 'first-frame';
-  /** Frames to decode from the clip (including the portrait frame in 'first-frame' mode); default all. */
+  /** Frames of the clip to skip before anything else (decoded and dropped); default 0. */
+  startFrame?: number;
+  /** Frames to use from the clip after `startFrame` (including the portrait frame in 'first-frame' mode); default all. */
   maxFrames?: number;
   /** Called once the portrait is prepared, before the first frame. */
   onPrepared?: (ctx: { portrait: RgbImage; prepared: PreparedPortrait; info: VideoInfo; frames: number }) => void | Promise<void>;
@@ -56,10 +58,12 @@ export interface OfflineResult {
   stopped: boolean;
 }
 
-/** How many frames a run over `info` renders (the clip's count, capped by maxFrames, minus the portrait frame). */
-export function plannedFrames(info: VideoInfo, maxFrames: number | undefined, firstFrameIsPortrait: boolean): number {
-  const decoded = maxFrames === undefined ? info.frameCount : Math.min(info.frameCount, maxFrames);
-  return Math.max(0, decoded - (firstFrameIsPortrait ? 1 : 0));
+/** How many frames a run over `info` renders (the clip's count after startFrame, capped by maxFrames, minus the
+ * portrait frame). */
+export function plannedFrames(info: VideoInfo, startFrame: number, maxFrames: number | undefined, firstFrameIsPortrait: boolean): number {
+  const left = Math.max(0, info.frameCount - startFrame);
+  const used = maxFrames === undefined ? left : Math.min(left, maxFrames);
+  return Math.max(0, used - (firstFrameIsPortrait ? 1 : 0));
 }
 
 /**
@@ -71,10 +75,18 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
   const t0 = performance.now();
   const info = await probeVideo(opts.driving);
   const selfMode = opts.portrait === 'first-frame';
-  if (selfMode && (opts.maxFrames ?? info.frameCount) < 2) {
+  const start = opts.startFrame ?? 0;
+  if (!(Number.isInteger(start) && start >= 0)) throw new TypeError('startFrame must be a non-negative integer');
+  if (start >= info.frameCount) {
+    throw new AppError('BAD_REQUEST', `the clip has ${info.frameCount} frames: nothing left after skipping ${start}`);
+  }
+  if (selfMode && plannedFrames(info, start, opts.maxFrames, true) < 1) {
     throw new AppError('BAD_REQUEST', 'self-reenactment needs at least 2 frames (the portrait and one driving frame)');
   }
-  const frames = readVideoFrames(opts.driving, { format: 'rgb24', maxFrames: opts.maxFrames });
+  const frames = readVideoFrames(opts.driving, {
+    format: 'rgb24',
+    ...(opts.maxFrames !== undefined ? { maxFrames: start + opts.maxFrames } : {}),
+  });
   let portrait: RgbImage | undefined = opts.portrait === 'first-frame' ? undefined : opts.portrait;
   let prepared: PreparedPortrait | undefined;
   let prepareMs = 0;
@@ -91,7 +103,7 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
     prepareMs = performance.now() - tp;
     out = createI420(prepared.width, prepared.height);
     outRgb = createRgb(prepared.width, prepared.height);
-    await opts.onPrepared?.({ portrait: p, prepared, info, frames: plannedFrames(info, opts.maxFrames, selfMode) });
+    await opts.onPrepared?.({ portrait: p, prepared, info, frames: plannedFrames(info, start, opts.maxFrames, selfMode) });
   };
 
   try {
@@ -101,6 +113,7 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
         stopped = true;
         break;
       }
+      if (f.index < start) continue;
       const rgb: RgbImage = { width: f.width, height: f.height, data: f.data };
       if (!portrait) {
         portrait = rgb;

@@ -1,0 +1,154 @@
+/**
+ * `avatar eval --driving D.mp4 (--self | --portrait P) --json OUT.json [--engine NAME] [--max-frames N] [--size PX]
+ *   [--model-pack DIR] [--summary-only] [--verbose]`
+ *
+ * Quality scores of an engine on a clip, each beside the frozen baseline's (the unchanged portrait): see
+ * server/quality/evaluate.ts for the definitions. With --self the clip's first frame is the portrait and the other
+ * frames are both the driving input and the truth. The JSON is written under a temporary name and renamed.
+ */
+import { rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { loadConfig } from '../config.js';
+import { setLogLevel } from '../logger.js';
+import {
+  InterruptGuard,
+  explainPrepareError,
+  loadPortrait,
+  nonNegativeInt,
+  offlineEngineNames,
+  openEngine,
+  parseCommandLine,
+  positiveInt,
+  requireFile,
+  requireOutputDir,
+  UsageError,
+} from '../quality/cli.js';
+import { evaluate, type EvalReport } from '../quality/evaluate.js';
+import { probeVideo } from '../util/video.js';
+import { FaceTracker } from '../vision/tracker.js';
+
+const usage = `usage: avatar eval --driving CLIP.mp4 (--self | --portrait IMAGE) --json OUT.json [options]
+
+  --driving CLIP      the driving video
+  --self              self-reenactment: the clip's first frame is the portrait, later frames are the truth
+  --portrait IMAGE    cross-reenactment: animate this picture with the clip (motion scores only)
+  --json OUT.json     where to write the scores (model and frozen baseline side by side)
+  --engine NAME       ${offlineEngineNames().join(' | ')} (default: the config's, 'default')
+  --start-frame S     skip the first S frames of the clip (in --self mode frame S is the portrait)
+  --max-frames N      use at most N frames of the clip (in --self mode the first one is the portrait)
+  --size PX           long side of the output in cross mode (default: the config's avatar.outputSize);
+                      --self always renders at the clip's size
+  --model-pack DIR    model pack folder (default: the config's)
+  --summary-only      leave the per-frame scores out of the JSON
+  --verbose           show the engine's and tracker's log lines
+`;
+
+function fail(message: string, code = 2): number {
+  process.stderr.write(`avatar eval: ${message}\n${code === 2 ? `\n${usage}` : ''}`);
+  return code;
+}
+
+/** One line per method for the terminal. */
+export function formatSummary(r: EvalReport): string {
+  const f = (v: number | null, d = 4): string => (v === null ? '   -  ' : v.toFixed(d));
+  const row = (name: string, s: EvalReport['model']): string =>
+    `  ${name.padEnd(7)} l1 ${f(s.l1)}  ssim ${f(s.ssim)}  psnr ${f(s.psnr, 2)}  akd ${f(s.akd)}  pose ${f(s.pose_deg, 2)} deg  misses ${s.misses}`;
+  return [
+    `eval ${r.mode} | engine ${r.engine} | ${r.frames} frames scored of ${r.rendered} rendered (${r.truth_misses} without a face in the ${r.mode === 'self' ? 'truth' : 'driver'})`,
+    row('model', r.model),
+    row('frozen', r.frozen),
+    `  goal: akd ratio ${f(r.goal.akd_ratio, 3)} (<= 0.6: ${r.goal.akd_met ?? '-'}), ssim above frozen: ${r.goal.ssim_met ?? '-'}`,
+  ].join('\n');
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let args;
+  let maxFrames: number | undefined;
+  let startFrame: number | undefined;
+  let size: number | undefined;
+  try {
+    args = parseCommandLine(argv, {
+      driving: { type: 'string' },
+      portrait: { type: 'string' },
+      self: { type: 'boolean' },
+      json: { type: 'string' },
+      engine: { type: 'string' },
+      'start-frame': { type: 'string' },
+      'max-frames': { type: 'string' },
+      size: { type: 'string' },
+      'model-pack': { type: 'string' },
+      'summary-only': { type: 'boolean' },
+      verbose: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    });
+    if (args.help) {
+      process.stderr.write(usage);
+      return 0;
+    }
+    if (!args.driving) throw new UsageError('--driving is required');
+    if (!args.json) throw new UsageError('--json is required');
+    if (args.self && args.portrait) throw new UsageError('give either --self or --portrait, not both');
+    if (!args.self && !args.portrait) throw new UsageError('give --portrait IMAGE, or --self to use the clip\'s first frame');
+    maxFrames = positiveInt(args['max-frames'], 'max-frames');
+    startFrame = nonNegativeInt(args['start-frame'], 'start-frame');
+    size = positiveInt(args.size, 'size');
+    if (size !== undefined && size % 2) throw new UsageError('--size must be even');
+    if (args.self && maxFrames !== undefined && maxFrames < 2) throw new UsageError('--self needs --max-frames of at least 2');
+  } catch (err) {
+    if (err instanceof UsageError) return fail(err.message);
+    throw err;
+  }
+
+  // The CLI is a program entry point: it may read the environment through the config module.
+  const config = loadConfig(process.env);
+  setLogLevel(args.verbose ? 'debug' : 'warn');
+  const engineName = args.engine ?? config.avatar.engine;
+  if (!offlineEngineNames().includes(engineName)) return fail(`unknown engine "${engineName}" (known: ${offlineEngineNames().join(', ')})`);
+  const jsonOut = await requireOutputDir(args.json, 'JSON report');
+  const driving = await requireFile(args.driving, 'driving clip');
+  await probeVideo(driving); // clear errors (no video stream) before any work
+  const portrait = args.self ? 'first-frame' : await loadPortrait(args.portrait!);
+  const portraitLabel = args.self ? `first frame of ${args.driving}` : args.portrait!;
+  const modelPack = args['model-pack'] ? path.resolve(args['model-pack']) : undefined;
+
+  const guard = new InterruptGuard();
+  let report: EvalReport;
+  try {
+    report = await evaluate({
+      driving,
+      portrait,
+      portraitLabel,
+      engineName,
+      startFrame,
+      maxFrames,
+      perFrame: !args['summary-only'],
+      progress: process.stderr,
+      shouldStop: () => guard.interrupted,
+      createAnalyzer: () => FaceTracker.create(),
+      createEngines: async (selfSize) => {
+        const outputSize = selfSize ?? size ?? config.avatar.outputSize;
+        const overrides = { outputSize, ...(modelPack ? { modelPack } : {}) };
+        const model = await openEngine(engineName, config.avatar, overrides);
+        const frozen = await openEngine('portrait', config.avatar, overrides);
+        return { model, frozen };
+      },
+    });
+  } catch (err) {
+    throw explainPrepareError(err, portraitLabel);
+  } finally {
+    guard.close();
+  }
+  if (report.stopped) {
+    process.stderr.write('avatar eval: interrupted; no report written\n');
+    return 130;
+  }
+  const tmp = path.join(path.dirname(jsonOut), `.${path.basename(jsonOut)}.partial-${process.pid}`);
+  try {
+    await writeFile(tmp, JSON.stringify(report, null, 2) + '\n');
+    await rename(tmp, jsonOut);
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  process.stderr.write(`${formatSummary(report)}\nwrote ${args.json}\n`);
+  return 0;
+}

@@ -1,0 +1,140 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EvalReport } from '../../server/quality/evaluate.js';
+import { drivingClip, portraitFile } from '../helpers/media.js';
+import { runCli } from './cliRunner.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'avatar-eval-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+// 480x480, 30 fps. The mouth is closed until frame ~61, opens wide over frames ~62-70 and stays open to ~95.
+const clip = drivingClip('man_mouth_wide_open.mp4');
+const SCORE_KEYS = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg', 'misses'];
+
+async function readReport(file: string): Promise<EvalReport> {
+  return JSON.parse(await readFile(file, 'utf8')) as EvalReport;
+}
+
+describe('avatar eval (subprocess)', () => {
+  it('--self: frozen baseline gives sane numbers, and a model that reproduces the truth beats it', { timeout: 240_000 }, async () => {
+    // Frames 55..94: the portrait (frame 55) has a closed mouth, the truth opens it wide.
+    // The passthrough engine outputs the driving frame itself, i.e. the truth (through I420): an upper bound.
+    const json = path.join(dir, 'self.json');
+    const r = await runCli(['eval', '--self', '--driving', clip, '--json', json, '--engine', 'passthrough', '--start-frame', '55', '--max-frames', '40']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('39/39 frames');
+    const rep = await readReport(json);
+    expect(rep.mode).toBe('self');
+    expect(rep.engine).toBe('passthrough');
+    expect(rep.rendered).toBe(39);
+    expect(rep.frames + rep.truth_misses).toBe(39);
+    expect(rep.frames).toBeGreaterThanOrEqual(35);
+    expect(Object.keys(rep.model).sort()).toEqual([...SCORE_KEYS].sort());
+    expect(Object.keys(rep.frozen).sort()).toEqual([...SCORE_KEYS].sort());
+    expect(rep.output).toEqual({ width: 480, height: 480 });
+
+    const fz = rep.frozen;
+    expect(fz.ssim!).toBeGreaterThan(0);
+    expect(fz.ssim!).toBeLessThanOrEqual(1);
+    expect(fz.l1!).toBeGreaterThan(0);
+    expect(fz.psnr!).toBeGreaterThan(15);
+    expect(fz.psnr!).toBeLessThan(60);
+    expect(fz.akd!).toBeGreaterThan(0);
+    expect(fz.misses).toBe(0);
+
+    // Per frame: where the truth's mouth is wide open, the closed-mouth portrait is far from it.
+    const frames = rep.per_frame!.filter((f) => f.truth_face);
+    const open = frames.filter((f) => f.truth_mouth! > 0.4);
+    const closed = frames.filter((f) => f.truth_mouth! < 0.05);
+    expect(open.length).toBeGreaterThanOrEqual(10);
+    expect(closed.length).toBeGreaterThanOrEqual(3);
+    const meanAkd = (fs: typeof frames): number => fs.reduce((a, f) => a + f.frozen!.akd!, 0) / fs.length;
+    for (const f of open) expect(f.frozen!.akd!).toBeGreaterThan(0);
+    expect(meanAkd(open)).toBeGreaterThan(2 * meanAkd(closed));
+
+    // The truth-reproducing model: near-perfect crops and landmarks, far better than frozen.
+    const m = rep.model;
+    expect(m.ssim!).toBeGreaterThan(0.98);
+    expect(m.ssim!).toBeGreaterThan(fz.ssim!);
+    expect(m.psnr!).toBeGreaterThan(fz.psnr!);
+    expect(m.l1!).toBeLessThan(fz.l1!);
+    expect(m.akd!).toBeLessThan(0.6 * fz.akd!);
+    expect(m.misses).toBe(0);
+    expect(rep.goal).toEqual({ akd_ratio: expect.any(Number), akd_met: true, ssim_met: true });
+    // The terminal summary shows both rows.
+    expect(r.stderr).toMatch(/model +l1 [\d.]+ +ssim 0\.9\d+/);
+    expect(r.stderr).toMatch(/frozen +l1/);
+  });
+
+  it('--self with the portrait engine as the model scores exactly like the frozen baseline', { timeout: 120_000 }, async () => {
+    const json = path.join(dir, 'still.json');
+    const r = await runCli(['eval', '--self', '--driving', clip, '--json', json, '--engine', 'portrait', '--max-frames', '8', '--summary-only']);
+    expect(r.code, r.stderr).toBe(0);
+    const rep = await readReport(json);
+    expect(rep.per_frame).toBeUndefined();
+    expect(rep.model).toEqual(rep.frozen);
+    expect(rep.goal.ssim_met).toBe(false);
+  });
+
+  it('cross mode: motion scores only, and a portrait without a face counts every frame as a miss', { timeout: 120_000 }, async () => {
+    const json = path.join(dir, 'cross.json');
+    const r = await runCli(['eval', '--portrait', portraitFile('animal_shiba_dog.png'), '--driving', clip, '--json', json, '--engine', 'portrait', '--max-frames', '6', '--size', '256']);
+    expect(r.code, r.stderr).toBe(0);
+    const rep = await readReport(json);
+    expect(rep.mode).toBe('cross');
+    expect(rep.frames).toBe(6);
+    for (const s of [rep.model, rep.frozen]) {
+      expect([s.l1, s.ssim, s.psnr, s.akd, s.pose_deg]).toEqual([null, null, null, null, null]);
+      expect(s.misses).toBe(6);
+    }
+    expect(r.stderr).toContain('misses 6');
+  });
+
+  it('cross mode with a face: the still portrait scores the same as frozen, motion copied from the driver scores ~0', { timeout: 120_000 }, async () => {
+    const still = path.join(dir, 'cross-still.json');
+    const a = await runCli(['eval', '--portrait', portraitFile('real_woman_dark_hair.png'), '--driving', clip, '--json', still, '--engine', 'portrait', '--start-frame', '55', '--max-frames', '12', '--size', '256']);
+    expect(a.code, a.stderr).toBe(0);
+    const s = await readReport(still);
+    expect(s.frozen.akd!).toBeGreaterThan(0);
+    // The still portrait is measured exactly like the frozen baseline.
+    expect(s.model).toEqual(s.frozen);
+    expect(s.model.l1).toBeNull();
+
+    const copy = path.join(dir, 'cross-copy.json');
+    const b = await runCli(['eval', '--portrait', portraitFile('real_woman_dark_hair.png'), '--driving', clip, '--json', copy, '--engine', 'passthrough', '--start-frame', '55', '--max-frames', '12', '--size', '480']);
+    expect(b.code, b.stderr).toBe(0);
+    const c = await readReport(copy);
+    expect(c.model.misses).toBe(0);
+    expect(c.model.akd!).toBeLessThan(0.5 * c.frozen.akd!);
+  });
+
+  it('gives clear errors for bad arguments and inputs, and writes no report', async () => {
+    const json = path.join(dir, 'bad', 'never.json');
+    const both = await runCli(['eval', '--self', '--portrait', portraitFile('real_woman_dark_hair.png'), '--driving', clip, '--json', path.join(dir, 'x.json')]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('either --self or --portrait');
+    const neither = await runCli(['eval', '--driving', clip, '--json', path.join(dir, 'x.json')]);
+    expect(neither.code).toBe(2);
+    expect(neither.stderr).toContain('--self');
+    const noJson = await runCli(['eval', '--self', '--driving', clip]);
+    expect(noJson.code).toBe(2);
+    expect(noJson.stderr).toContain('--json is required');
+    const missing = await runCli(['eval', '--self', '--driving', path.join(dir, 'nope.mp4'), '--json', path.join(dir, 'x.json')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/\[NOT_FOUND\] driving clip not found/);
+    const noDir = await runCli(['eval', '--self', '--driving', clip, '--json', json]);
+    expect(noDir.code).toBe(1);
+    expect(noDir.stderr).toMatch(/folder for the JSON report does not exist/);
+    const tooFew = await runCli(['eval', '--self', '--driving', clip, '--json', path.join(dir, 'x.json'), '--max-frames', '1']);
+    expect(tooFew.code).toBe(2);
+    expect(tooFew.stderr).toMatch(/at least 2/);
+    expect((await readdir(dir)).filter((f) => f.startsWith('x') || f.includes('partial'))).toEqual([]);
+  });
+});
