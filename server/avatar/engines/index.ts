@@ -7,6 +7,7 @@ import type { Logger } from '../../logger.js';
 import { AppError } from '../../errors.js';
 import { PortraitEngine } from './portrait.js';
 import { DiagnosticPassthroughEngine } from './passthrough.js';
+import { createDefaultEngine } from './default/index.js';
 
 /** What every engine is constructed with (from config.avatar). */
 export interface EngineOptions {
@@ -31,6 +32,7 @@ export interface EngineOptions {
 export type EngineFactory = (options: EngineOptions, log: Logger) => AvatarEngine | Promise<AvatarEngine>;
 
 const factories: Record<string, EngineFactory> = {
+  default: createDefaultEngine,
   portrait: (o) => new PortraitEngine({ outputSize: o.outputSize }),
   passthrough: (o) => new DiagnosticPassthroughEngine({ outputSize: o.outputSize }),
 };

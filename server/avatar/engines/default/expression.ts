@@ -53,6 +53,8 @@ const NO_FACE_TAU_MS = 300;
 const MIN_CUTOFF_HZ = 1.5;
 const BETA = 25;
 const D_CUTOFF_HZ = 1.0;
+/** Latent changes below this (face fractions / radians; ~0.1 px on a 500 px face) are ignored. */
+const DEAD_BAND = 2e-4;
 
 function lowpassAlpha(cutoffHz: number, dtS: number): number {
   const tau = 1 / (2 * Math.PI * cutoffHz);
@@ -221,6 +223,9 @@ export class ExpressionEncoder {
       const dx = (raw[i]! - prev) / dtS;
       const edx = this.#dx[i]! + ad * (dx - this.#dx[i]!);
       this.#dx[i] = edx;
+      // A dead band: sub-pixel residual creep (the tracker's own smoothing converging) must not change the
+      // picture, so a performer holding still gets identical frames.
+      if (Math.abs(raw[i]! - prev) < DEAD_BAND) continue;
       const a = lowpassAlpha(MIN_CUTOFF_HZ + BETA * Math.abs(edx), dtS);
       out[i] = prev + a * (raw[i]! - prev);
     }

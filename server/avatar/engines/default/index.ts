@@ -1,0 +1,23 @@
+/**
+ * The default (model-pack) engine: `createDefaultEngine` is what the engine registry calls; `DefaultEngine.create`
+ * takes explicit options (offline tools, tests, benchmarks).
+ */
+import type { Logger } from '../../../logger.js';
+import type { EngineOptions } from '../index.js';
+import { DefaultEngine } from './engine.js';
+import { createDefaultVision } from './vision.js';
+
+export { DefaultEngine, type DefaultEngineOptions, type FaceVision, type StreamTracker } from './engine.js';
+export { createDefaultVision } from './vision.js';
+
+/** Builds the default engine from the registry's options, with the project's face tracker. */
+export async function createDefaultEngine(options: EngineOptions, log: Logger): Promise<DefaultEngine> {
+  return DefaultEngine.create({
+    modelPack: options.modelPack,
+    executionProvider: options.executionProvider,
+    intraOpThreads: options.intraOpThreads,
+    outputSize: options.outputSize,
+    vision: await createDefaultVision(),
+    log,
+  });
+}
