@@ -67,7 +67,9 @@ describe('avatar eval (subprocess)', () => {
     expect(m.l1!).toBeLessThan(fz.l1!);
     expect(m.akd!).toBeLessThan(0.6 * fz.akd!);
     expect(m.misses).toBe(0);
-    expect(rep.goal).toEqual({ akd_ratio: expect.any(Number), akd_met: true, ssim_met: true });
+    expect(rep.goal.akd_ratio).toBeLessThan(0.6);
+    expect(rep.goal.akd_met).toBe(true);
+    expect(rep.goal.ssim_met).toBe(true);
     // The terminal summary shows both rows.
     expect(r.stderr).toMatch(/model +l1 [\d.]+ +ssim 0\.9\d+/);
     expect(r.stderr).toMatch(/frozen +l1/);
