@@ -246,48 +246,99 @@ export function parseShapePredictor(buf: Uint8Array): ShapePredictorData {
 // Leaf accumulation kernel.
 //
 // Adding 7,500 leaf vectors of 136 floats (1M float32 additions per face, strictly in tree order) dominates the
-// predictor. V8 compiles the scalar Float32Array loop to ~4-5 ns per element here (5+ ms per face); a 4-lane
-// WebAssembly f32x4.add does the same IEEE binary32 additions, lane by lane in the same order, so the result is
-// bit-identical, at ~0.5 ms per face (as fast as g++'s vectorized loop). The module below is hand-assembled
-// (no toolchain needed) and does exactly this:
+// predictor. V8 compiles the scalar Float32Array loop to ~4-5 ns per element here (5+ ms per face). WebAssembly's
+// f32x4.add does the same IEEE binary32 additions, lane by lane, and the kernel below keeps dlib's order for every
+// element, so the result is bit-identical:
 //
-//   acc(cur, offs, n, nvec):  for k in 0..n-1: leaf = i32[offs + 4k]
-//                                              for v in 0..nvec-1: f32x4[cur + 16v] += f32x4[leaf + 16v]
+//   acc(cur, offs, n, nvec):
+//     k = 0
+//     while n - k >= 4:                       four leaves per pass over `cur`: one load and store of `cur` per
+//       a, b, c, d = i32[offs + 4k .. +12]    four leaves, and four leaves' cache misses in flight at once
+//       for v in 0..nvec-1: f32x4[cur+16v] = (((f32x4[cur+16v] + f32x4[a+16v]) + f32x4[b+16v]) + f32x4[c+16v])
+//                                             + f32x4[d+16v]
+//       k += 4
+//     while k < n: a = i32[offs + 4k]; for v: f32x4[cur+16v] += f32x4[a+16v]; k += 1
 //
-// It imports one shared memory ("env"."mem") that holds the leaves, so the model is shared across worker threads.
-// Where WebAssembly SIMD or shared memory is unavailable, the same loop runs in TypeScript (same results).
+// The leaves are spread over 65 MB, so the kernel waits on memory; grouping four leaves halves its time against a
+// one-leaf loop. It imports one shared memory ("env"."mem") holding the leaves, so the model is shared across worker
+// threads. Where WebAssembly SIMD or shared memory is unavailable, the same additions run in TypeScript.
 
-// prettier-ignore
-const ACC_WASM = new Uint8Array([
-  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,                         // magic, version 1
-  0x01, 0x08, 0x01, 0x60, 0x04, 0x7f, 0x7f, 0x7f, 0x7f, 0x00,             // type: (i32 i32 i32 i32) -> ()
-  0x02, 0x0f, 0x01, 0x03, 0x65, 0x6e, 0x76, 0x03, 0x6d, 0x65, 0x6d,       // import "env" "mem"
-  0x02, 0x03, 0x01, 0x80, 0x80, 0x04,                                     //   memory shared, min 1, max 65536
-  0x03, 0x02, 0x01, 0x00,                                                 // function 0 has type 0
-  0x07, 0x07, 0x01, 0x03, 0x61, 0x63, 0x63, 0x00, 0x00,                   // export "acc" = function 0
-  0x0a, 0x5f, 0x01, 0x5d,                                                 // code: 1 body of 93 bytes
-  0x01, 0x03, 0x7f,                                                       // locals 4 p, 5 leaf, 6 v: i32
-  0x02, 0x40,                                                             // block
-  0x20, 0x02, 0x45, 0x0d, 0x00,                                           //   br_if 0 (n == 0)
-  0x03, 0x40,                                                             //   loop (trees)
-  0x20, 0x01, 0x28, 0x02, 0x00, 0x21, 0x05,                               //     leaf = i32.load(offs)
-  0x20, 0x03, 0x21, 0x06, 0x20, 0x00, 0x21, 0x04,                         //     v = nvec; p = cur
-  0x03, 0x40,                                                             //     loop (lanes)
-  0x20, 0x04,                                                             //       p
-  0x20, 0x04, 0xfd, 0x00, 0x04, 0x00,                                     //       v128.load(p)
-  0x20, 0x05, 0xfd, 0x00, 0x04, 0x00,                                     //       v128.load(leaf)
-  0xfd, 0xe4, 0x01,                                                       //       f32x4.add
-  0xfd, 0x0b, 0x04, 0x00,                                                 //       v128.store(p)
-  0x20, 0x04, 0x41, 0x10, 0x6a, 0x21, 0x04,                               //       p += 16
-  0x20, 0x05, 0x41, 0x10, 0x6a, 0x21, 0x05,                               //       leaf += 16
-  0x20, 0x06, 0x41, 0x01, 0x6b, 0x22, 0x06, 0x0d, 0x00,                   //       br_if (--v != 0)
-  0x0b,                                                                   //     end
-  0x20, 0x01, 0x41, 0x04, 0x6a, 0x21, 0x01,                               //     offs += 4
-  0x20, 0x02, 0x41, 0x01, 0x6b, 0x22, 0x02, 0x0d, 0x00,                   //     br_if (--n != 0)
-  0x0b,                                                                   //   end
-  0x0b,                                                                   // end block
-  0x0b,                                                                   // end function
-]);
+/** Builds the kernel module (a few hundred bytes, assembled here so that no toolchain is needed). */
+function accKernelWasm(): Uint8Array<ArrayBuffer> {
+  const leb = (n: number): number[] => {
+    const out: number[] = [];
+    do {
+      let b = n & 0x7f;
+      n >>>= 7;
+      if (n) b |= 0x80;
+      out.push(b);
+    } while (n);
+    return out;
+  };
+  const str = (t: string): number[] => [t.length, ...Array.from(t, (ch) => ch.charCodeAt(0))];
+  const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
+  // Opcodes.
+  const get = (i: number): number[] => [0x20, i];
+  const set = (i: number): number[] => [0x21, i];
+  const tee = (i: number): number[] => [0x22, i];
+  const i32 = (v: number): number[] => [0x41, v]; // small non-negative constants only (< 64)
+  const ADD = 0x6a;
+  const SUB = 0x6b;
+  const LT_U = 0x49;
+  const EQZ = 0x45;
+  const BLOCK = [0x02, 0x40];
+  const LOOP = [0x03, 0x40];
+  const END = 0x0b;
+  const br = (depth: number): number[] => [0x0c, depth];
+  const brIf = (depth: number): number[] => [0x0d, depth];
+  const i32Load = (offset: number): number[] => [0x28, 0x02, offset];
+  const V128_LOAD = [0xfd, 0x00, 0x04, 0x00];
+  const V128_STORE = [0xfd, 0x0b, 0x04, 0x00];
+  const F32X4_ADD = [0xfd, 0xe4, 0x01];
+  const bump = (local: number, by: number): number[] => [...get(local), ...i32(by), ADD, ...set(local)];
+
+  // Parameters 0 cur, 1 offs, 2 n, 3 nvec; locals 4 p, 5..8 leaf pointers a..d, 9 v.
+  const [CUR, OFFS, N, NVEC, P, A, V] = [0, 1, 2, 3, 4, 5, 9];
+  // One pass over the nvec lanes of `cur`, adding `leaves` leaves (pointers in locals A..A+leaves-1) in order.
+  // prettier-ignore
+  const lanes = (leaves: number): number[] => [
+    ...get(NVEC), ...set(V), ...get(CUR), ...set(P), // v = nvec; p = cur
+    ...LOOP,
+    ...get(P), ...get(P), ...V128_LOAD, // (store address) x = cur lanes at p
+    ...Array.from({ length: leaves }, (_, g) => [...get(A + g), ...V128_LOAD, ...F32X4_ADD]).flat(), // x += leaf g
+    ...V128_STORE, // store x at p
+    ...bump(P, 16), ...Array.from({ length: leaves }, (_, g) => bump(A + g, 16)).flat(),
+    ...get(V), ...i32(1), SUB, ...tee(V), ...brIf(0), // while (--v)
+    END,
+  ];
+  // prettier-ignore
+  const body = [
+    0x01, 0x06, 0x7f, // 6 i32 locals
+    ...BLOCK, ...LOOP, // groups of four leaves
+    ...get(N), ...i32(4), LT_U, ...brIf(1),
+    ...[0, 1, 2, 3].flatMap((g) => [...get(OFFS), ...i32Load(4 * g), ...set(A + g)]),
+    ...lanes(4),
+    ...bump(OFFS, 16), ...get(N), ...i32(4), SUB, ...set(N), ...br(0),
+    END, END,
+    ...BLOCK, ...LOOP, // the remaining leaves, one at a time
+    ...get(N), EQZ, ...brIf(1),
+    ...get(OFFS), ...i32Load(0), ...set(A),
+    ...lanes(1),
+    ...bump(OFFS, 4), ...get(N), ...i32(1), SUB, ...set(N), ...br(0),
+    END, END,
+    END,
+  ];
+  // prettier-ignore
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+    ...section(1, [0x01, 0x60, 0x04, 0x7f, 0x7f, 0x7f, 0x7f, 0x00]), // type 0: (i32 i32 i32 i32) -> ()
+    // import env.mem: a shared memory (flags 3: has maximum, shared), minimum 1 page, maximum 65536 pages
+    ...section(2, [0x01, ...str('env'), ...str('mem'), 0x02, 0x03, 0x01, ...leb(65536)]),
+    ...section(3, [0x01, 0x00]), // function 0 has type 0
+    ...section(7, [0x01, ...str('acc'), 0x00, 0x00]), // export "acc" = function 0
+    ...section(10, [0x01, ...leb(body.length), ...body]),
+  ]);
+}
 
 const WASM_PAGE = 65536;
 /**
@@ -302,7 +353,8 @@ let accModule: WebAssembly.Module | null | undefined;
 function accModuleOrNull(): WebAssembly.Module | null {
   if (accModule === undefined) {
     try {
-      accModule = WebAssembly.validate(ACC_WASM) ? new WebAssembly.Module(ACC_WASM) : null;
+      const bytes = accKernelWasm();
+      accModule = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
     } catch {
       // No WebAssembly SIMD in this runtime: the TypeScript loop is used instead.
       accModule = null;

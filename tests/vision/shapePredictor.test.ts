@@ -224,6 +224,99 @@ describe('ShapePredictor against dlib 19.24', () => {
   });
 });
 
+/** dlib's integer encoding (FORMAT.md §1.1). */
+function encInt(v: number): number[] {
+  const bytes: number[] = [];
+  for (let a = Math.abs(v); a > 0; a = Math.floor(a / 256)) bytes.push(a % 256);
+  if (bytes.length === 0) bytes.push(0);
+  return [bytes.length | (v < 0 ? 0x80 : 0), ...bytes];
+}
+
+/**
+ * A small random dlib shape_predictor stream: `parts` landmarks, 2 cascades of `trees` trees of depth 2, with
+ * float values m * 2^e written in dlib's (mantissa, exponent) encoding.
+ */
+function syntheticModel(parts: number, trees: number, features: number, seed: number): Uint8Array {
+  let state = seed;
+  const rand = (): number => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+  const float = (lo: number, hi: number): number[] => {
+    const m = Math.round((lo + (hi - lo) * rand()) * 2 ** 20);
+    return [...encInt(m), ...encInt(-20)];
+  };
+  const column = (n: number, lo: number, hi: number): number[] => [
+    ...encInt(-n),
+    ...encInt(-1),
+    ...Array.from({ length: n }, () => float(lo, hi)).flat(),
+  ];
+  const out: number[] = [...encInt(1), ...column(2 * parts, 0.2, 0.8), ...encInt(2)];
+  for (let c = 0; c < 2; c++) {
+    out.push(...encInt(trees));
+    for (let t = 0; t < trees; t++) {
+      out.push(...encInt(3));
+      for (let n = 0; n < 3; n++) {
+        out.push(...encInt(Math.floor(rand() * features)), ...encInt(Math.floor(rand() * features)), ...float(-40, 40));
+      }
+      out.push(...encInt(4));
+      for (let l = 0; l < 4; l++) out.push(...column(2 * parts, -0.05, 0.05));
+    }
+  }
+  out.push(...encInt(2));
+  for (let c = 0; c < 2; c++) {
+    out.push(...encInt(features));
+    for (let i = 0; i < features; i++) out.push(...encInt(Math.floor(rand() * parts)));
+  }
+  out.push(...encInt(2));
+  for (let c = 0; c < 2; c++) {
+    out.push(...encInt(features));
+    for (let i = 0; i < features; i++) out.push(...float(-0.2, 0.2), ...float(-0.2, 0.2));
+  }
+  return Uint8Array.from(out);
+}
+
+describe('other dlib shape_predictor models', () => {
+  it('any tree count and landmark count: the SIMD kernel (groups of 4 leaves + tail, padded lanes) equals the TypeScript loop', async () => {
+    const img = await image('frames/portrait-painting_mona_lisa.pgm');
+    const boxes: Box[] = [
+      { l: 277, t: 93, r: 349, b: 165 },
+      { l: 100, t: 50, r: 500, b: 420 },
+      { l: -50, t: -20, r: 60, b: 90 },
+    ];
+    for (const [parts, trees] of [
+      [5, 3],
+      [5, 9],
+      [3, 4],
+      [68, 6],
+    ] as const) {
+      const simd = ShapePredictor.fromBuffer(syntheticModel(parts, trees, 20, parts * 100 + trees));
+      const plain = ShapePredictor.fromShared(simd.toShared(), { simd: false });
+      expect(simd.simd).toBe(true);
+      expect([simd.parts, simd.treeCount, simd.toShared().leafStride]).toEqual([
+        parts,
+        2 * trees,
+        (2 * parts + 3) & ~3,
+      ]);
+      const a = new Float32Array(2 * parts);
+      const b = new Float32Array(2 * parts);
+      const la = new Int32Array(simd.treeCount);
+      const lb = new Int32Array(simd.treeCount);
+      for (const box of boxes) {
+        simd.predictFloat(img, box, a, la);
+        plain.predictFloat(img, box, b, lb);
+        expect(Array.from(a)).toEqual(Array.from(b));
+        expect(Array.from(la)).toEqual(Array.from(lb));
+      }
+      // Different boxes reach different leaves: the comparison is not vacuous.
+      simd.predictFloat(img, boxes[0]!, a);
+      simd.predictFloat(img, boxes[1]!, b);
+      expect(Array.from(a)).not.toEqual(Array.from(b));
+      simd.close();
+    }
+  });
+});
+
 describe('model file errors', () => {
   it('a missing file names the file and the Debian package', async () => {
     const missing = path.join(os.tmpdir(), `no-such-model-${process.pid}.dat`);
