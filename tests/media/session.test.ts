@@ -77,7 +77,7 @@ describe('AvatarSession (real worker thread)', () => {
     await waitFor(() => frames + s.dropped === pushed, 10_000, 'every frame rendered or dropped');
     expect(s.dropped).toBeGreaterThan(pushed / 2);
     expect(frames).toBeGreaterThanOrEqual(1);
-    expect(frames).toBeLessThanOrEqual(3);
+    expect(frames).toBeLessThan(pushed / 4);
   });
 
   it('restarts the worker after a crash, prepares the portrait again and keeps rendering', async () => {
@@ -149,7 +149,7 @@ describe('AvatarSession (real worker thread)', () => {
     }
     await waitFor(() => fastFrames + fast.dropped >= pushed, 5000, 'the fast session to finish');
     // The fast session keeps up (a few drops at most under a loaded machine); the slow one renders ~6 fps and drops.
-    expect(fastFrames).toBeGreaterThan(pushed * 0.6);
+    expect(fastFrames).toBeGreaterThan(Math.max(3 * slowFrames, 20));
     expect(slowFrames).toBeLessThan(pushed / 3);
     expect(slow.dropped).toBeGreaterThan(pushed / 2);
     // The main thread is not held by the 150 ms renders: on it, every tick would be ~150 ms late. (The median, not
