@@ -107,8 +107,10 @@ export async function openEngine(name: string, avatar: Config['avatar'], overrid
 
 /** Wraps an engine's prepare() failure for a portrait without a face in a message that names the file. */
 export function explainPrepareError(err: unknown, portraitLabel: string): unknown {
-  if (err instanceof AppError && err.code === 'NO_FACE') {
-    return new AppError('NO_FACE', `no face found in the portrait ${portraitLabel}: ${err.message}`, { cause: err });
+  if (err instanceof AppError && err.code === 'NO_FACE' && !err.message.includes(portraitLabel)) {
+    // Keep the engine's detail unless it only repeats the headline.
+    const detail = /^no face (found|detected)/i.test(err.message) ? '' : `: ${err.message}`;
+    return new AppError('NO_FACE', `no face found in the portrait ${portraitLabel}${detail}`, { cause: err });
   }
   return err;
 }

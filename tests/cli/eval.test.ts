@@ -75,6 +75,23 @@ describe('avatar eval (subprocess)', () => {
     expect(r.stderr).toMatch(/frozen +l1/);
   });
 
+  it('--self with the default engine: the output follows the truth better than the still portrait where the mouth opens', { timeout: 240_000 }, async () => {
+    const json = path.join(dir, 'default.json');
+    const r = await runCli(['eval', '--self', '--driving', clip, '--json', json, '--engine', 'default', '--start-frame', '55', '--max-frames', '30']);
+    expect(r.code, r.stderr).toBe(0);
+    const rep = await readReport(json);
+    expect(rep.engine).toBe('default');
+    expect(rep.rendered).toBe(29);
+    expect(rep.model.misses).toBe(0);
+    expect(rep.model.ssim!).toBeGreaterThan(0);
+    expect(rep.model.ssim!).toBeLessThanOrEqual(1);
+    expect(rep.timing.render_ms.p50).toBeGreaterThan(0);
+    const open = rep.per_frame!.filter((f) => f.truth_face && f.truth_mouth! > 0.4);
+    expect(open.length).toBeGreaterThanOrEqual(10);
+    const mean = (k: 'model' | 'frozen'): number => open.reduce((a, f) => a + f[k]!.akd!, 0) / open.length;
+    expect(mean('model')).toBeLessThan(mean('frozen'));
+  });
+
   it('--self with the portrait engine as the model scores exactly like the frozen baseline', { timeout: 120_000 }, async () => {
     const json = path.join(dir, 'still.json');
     const r = await runCli(['eval', '--self', '--driving', clip, '--json', json, '--engine', 'portrait', '--max-frames', '8', '--summary-only']);

@@ -34,6 +34,28 @@ describe('avatar render (subprocess)', () => {
     expect(await readdir(dir)).toEqual(['out.mp4']);
   });
 
+  it('the default engine animates a real portrait into a playable mp4 with the clip audio', { timeout: 180_000 }, async () => {
+    const out = path.join(dir, 'default.mp4');
+    const r = await runCli(['render', '--portrait', portrait, '--driving', clip, '--out', out, '--engine', 'default', '--start-frame', '55', '--max-frames', '20', '--size', '256']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('20/20 frames');
+    expect(r.stderr).toContain('engine default');
+    const streams = ffprobeStreams(out);
+    const video = streams.find((s) => s.codec_type === 'video');
+    expect(Number(video?.nb_read_frames)).toBe(20);
+    expect(video?.width).toBe(256);
+    expect(streams.some((s) => s.codec_type === 'audio')).toBe(true);
+  });
+
+  it('the default engine refuses a portrait without a face, naming the file, and writes nothing', { timeout: 120_000 }, async () => {
+    const out = path.join(dir, 'dog.mp4');
+    const dog = portraitFile('animal_shiba_dog.png');
+    const r = await runCli(['render', '--portrait', dog, '--driving', clip, '--out', out, '--engine', 'default', '--max-frames', '5']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`[NO_FACE] no face found in the portrait ${dog}`);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it('writes no audio stream for a clip without audio, and says so', async () => {
     const out = path.join(dir, 'silent.mp4');
     const r = await runCli(['render', '--portrait', portrait, '--driving', drivingClip('man_dreadlocks_talking_smile.mp4'), '--out', out, '--engine', 'portrait', '--max-frames', '12', '--size', '128']);
