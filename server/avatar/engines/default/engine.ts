@@ -25,7 +25,7 @@ import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } from '../../../util/image.js';
 import { fitRgb } from '../size.js';
 import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
-import { fillPolygon, solveTps } from './geometry.js';
+import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { FusedWarp } from './warp.js';
 
@@ -55,6 +55,10 @@ export interface DefaultEngineOptions {
   /** Run the whole generator graph instead of fields graph + fused CPU warp; default: only with 'cuda'. */
   fullGraph?: boolean;
   log?: Logger;
+}
+
+function clamp01(v: number): number {
+  return v < 0 ? 0 : v > 1 ? 1 : v;
 }
 
 /** Portraits larger than this (long side) are analysed on a downscaled copy: detection cost, same landmarks. */
@@ -198,7 +202,7 @@ export class DefaultEngine implements AvatarEngine {
       width: prepared.width,
       height: prepared.height,
       paste: [prepared.paste.w, prepared.paste.h],
-      mouthClosed: prepared.mouthClosed,
+      mouthOpen: Math.round(prepared.mouthOpen * 1000) / 1000,
     });
     return { width: prepared.width, height: prepared.height, face: true };
   }
@@ -401,7 +405,11 @@ export class DefaultEngine implements AvatarEngine {
     st.mouth[4] = hw;
     st.mouth[5] = (v(61) + v(62) + v(63)) / 3;
     st.mouth[6] = (v(65) + v(66) + v(67)) / 3;
-    st.mouth[7] = face.mouthClosed && s.lipRetargeting ? 1 : 0;
+    // The procedural interior fades in as the mouth opens beyond the portrait's own opening (so a toothy smile
+    // keeps its real teeth at rest); a portrait painted with a wide-open mouth keeps its own interior.
+    const openMore = (mouthOpenness(ctrl) - face.mouthOpen) / 0.08;
+    const ownInterior = (face.mouthOpen - 0.1) / 0.15;
+    st.mouth[7] = s.lipRetargeting ? clamp01(openMore) * (1 - clamp01(ownInterior)) : 0;
   }
 
   #paste(st: FrameState, out: I420Frame): void {

@@ -37,8 +37,8 @@ export interface PreparedFace extends PortraitGeometry {
   pasteMask: Float32Array;
   /** Overlay colours (RGB 0..255 each): mouth dark, teeth, tongue, eyelid skin, lash line. */
   colors: Float32Array;
-  /** The portrait's mouth is closed (or nearly): an opening mouth shows the procedural interior. */
-  mouthClosed: boolean;
+  /** The portrait's own mouth openness (inner-lip gap / width). */
+  mouthOpen: number;
   /** Mean eye half-width and half-height (grid units), for the gaze shift. */
   eyeHalfWidth: number;
   eyeHalfHeight: number;
@@ -160,7 +160,7 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
   const source = sampleCrop(rgb, cx0, cy0, side, opts.sourceRes);
   const lm = ctrl.slice(0, 136);
   const frame = faceFrame(lm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
-  const { colors, closed } = mouthColours(source, opts.sourceRes, lm);
+  const colors = overlayColours(source, opts.sourceRes, lm);
   const ehw = (Math.hypot(lm[78]! - lm[72]!, lm[79]! - lm[73]!) + Math.hypot(lm[90]! - lm[84]!, lm[91]! - lm[85]!)) / 4;
   const ehh =
     (Math.hypot(lm[74]! - lm[82]!, lm[75]! - lm[83]!) +
@@ -182,7 +182,7 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
     pasteBackground,
     pasteMask,
     colors,
-    mouthClosed: closed,
+    mouthOpen: mouthOpenness(lm),
     eyeHalfWidth: ehw,
     eyeHalfHeight: ehh,
   };
@@ -232,11 +232,11 @@ export function sampleCrop(rgb: RgbImage, cx0: number, cy0: number, side: number
 }
 
 /**
- * Colours of the procedural mouth interior, tinted from the portrait: the lips' mean colour (between the outer and
+ * Colours of the procedural mouth interior and the painted eyelids, tinted from the portrait: the lips' mean colour (between the outer and
  * inner lip contours) gives the dark cavity and the tongue; the face's brightness dims the teeth; a grey portrait
  * (black-and-white photo) gets grey colours.
  */
-function mouthColours(source: Float32Array, res: number, lm: Float64Array): { colors: Float32Array; closed: boolean } {
+function overlayColours(source: Float32Array, res: number, lm: Float64Array): Float32Array {
   const toNode = (g: number): number => ((g + 1) * res - 1) / 2;
   const xs = new Float64Array(12);
   const ys = new Float64Array(12);
@@ -329,8 +329,7 @@ function mouthColours(source: Float32Array, res: number, lm: Float64Array): { co
     lid = lum(lid);
     lash = lum(lash);
   }
-  const colors = new Float32Array([...dark, ...teeth, ...tongue, ...lid, ...lash]);
-  return { colors, closed: mouthOpenness(lm) < 0.12 };
+  return new Float32Array([...dark, ...teeth, ...tongue, ...lid, ...lash]);
 }
 
 /** The face frame of the prepared landmarks (re-exported for tests). */

@@ -1,0 +1,103 @@
+/**
+ * `npm run bench -- engine [--portrait FILE] [--driving FILE] [--frames N] [--threads N] [--output-size N]`
+ *
+ * The default engine's per-frame cost: driving frames (I420, as the live path receives them) through the full
+ * engine (track, latent, generate, paste) at 512 px output. Reports p50/p95 per stage and in total, fps, and the CPU
+ * time per frame (which excludes time spent waiting for a core, so it shows what contention from other processes
+ * added to the wall times). Writes benchmarks/results/engine.json.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { DefaultEngine, createDefaultVision } from '../server/avatar/engines/default/index.js';
+import { projectRoot } from '../server/config.js';
+import { setLogLevel } from '../server/logger.js';
+import { createI420, loadImageRgb, rgbToI420 } from '../server/util/image.js';
+import { readVideoFrames } from '../server/util/video.js';
+import { summarize, writeResult } from './lib/stats.js';
+import type { I420Frame } from '../server/avatar/engine.js';
+
+const media = path.resolve(projectRoot, '..', 'shared', 'media');
+
+function arg(args: string[], name: string, fallback: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+}
+
+export async function main(args: string[]): Promise<void> {
+  setLogLevel('warn');
+  const portraitFile = arg(args, 'portrait', path.join(media, 'portraits', 'real_woman_dark_hair.png'));
+  const drivingFile = arg(args, 'driving', path.join(media, 'driving', 'woman_speech_head_motion.mp4'));
+  const frameCount = Number(arg(args, 'frames', '300'));
+  const threads = Number(arg(args, 'threads', '1'));
+  const outputSize = Number(arg(args, 'output-size', '512'));
+  const warmup = 20;
+
+  const frames: I420Frame[] = [];
+  for await (const f of readVideoFrames(drivingFile, { format: 'rgb24', maxFrames: Math.min(frameCount, 300) })) {
+    frames.push(rgbToI420({ width: f.width, height: f.height, data: f.data }));
+  }
+  const engine = await DefaultEngine.create({
+    modelPack: path.join(projectRoot, 'models', 'default'),
+    intraOpThreads: threads,
+    outputSize,
+    vision: await createDefaultVision(),
+  });
+  try {
+    const prepStart = performance.now();
+    const prepared = await engine.prepare(await loadImageRgb(portraitFile));
+    const prepareMs = performance.now() - prepStart;
+    const out = createI420(prepared.width, prepared.height);
+    const stages = { track: [] as number[], latent: [] as number[], generate: [] as number[], paste: [] as number[] };
+    const total: number[] = [];
+    const cpu: number[] = [];
+    let faces = 0;
+    const load0 = os.loadavg()[0]!;
+    for (let i = 0; i < warmup + frameCount; i++) {
+      // Loop the clip (ping-pong) when more frames are asked for than it has: no jump cut for the tracker.
+      const period = 2 * frames.length - 2;
+      const k = i % period;
+      const frame = frames[k < frames.length ? k : period - k]!;
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      const s = engine.render(frame, out, i * (1000 / 25));
+      const t1 = performance.now();
+      const c1 = process.cpuUsage(c0);
+      if (i < warmup) continue;
+      stages.track.push(s.trackMs);
+      stages.latent.push(s.latentMs);
+      stages.generate.push(s.generateMs);
+      stages.paste.push(s.pasteMs);
+      total.push(t1 - t0);
+      cpu.push((c1.user + c1.system) / 1000);
+      if (s.face) faces++;
+    }
+    const totalS = summarize(total);
+    writeResult('engine', {
+      portrait: path.basename(portraitFile),
+      driving: path.basename(drivingFile),
+      input: `${frames[0]!.width}x${frames[0]!.height}`,
+      output: `${prepared.width}x${prepared.height}`,
+      paste_region: `${engine.prepared!.paste.w}x${engine.prepared!.paste.h}`,
+      frames: frameCount,
+      face_frames: faces,
+      intra_op_threads: threads,
+      cpus: os.cpus().length,
+      load_average_1m: { start: load0, end: os.loadavg()[0]! },
+      prepare_ms: Math.round(prepareMs),
+      p50_ms: totalS.p50,
+      p95_ms: totalS.p95,
+      fps: Math.round((1000 / totalS.mean) * 10) / 10,
+      cpu_ms_per_frame: summarize(cpu),
+      stages: {
+        track: summarize(stages.track),
+        latent: summarize(stages.latent),
+        generate: summarize(stages.generate),
+        paste: summarize(stages.paste),
+        total: totalS,
+      },
+      goal: { p95_ms: 40, fps: 25 },
+    });
+  } finally {
+    engine.close();
+  }
+}
