@@ -21,8 +21,7 @@
  * too (`truth_misses`).
  */
 import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
-import { createGray, createRgb, i420ToRgb, resizeRgb, rgbToGray } from '../util/image.js';
-import { createI420 } from '../util/image.js';
+import { createGray, createI420, createRgb, i420ToRgb, resizeRgb, rgbToGray } from '../util/image.js';
 import { probeVideo } from '../util/video.js';
 import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
 import { ffhqCrop, warpCrop } from './align.js';
