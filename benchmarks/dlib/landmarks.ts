@@ -50,10 +50,14 @@ export async function main(args: string[]): Promise<void> {
 
   const file = readFileSync(DEFAULT_SHAPE_PREDICTOR_PATH);
   const parseMs: number[] = [];
+  const parseCpuMs: number[] = [];
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     parseShapePredictor(file);
+    const cpu = process.cpuUsage(cpu0);
     parseMs.push(performance.now() - t0);
+    parseCpuMs.push((cpu.user + cpu.system) / 1000);
   }
   const t0 = performance.now();
   const sp = await ShapePredictor.load();
@@ -105,6 +109,7 @@ export async function main(args: string[]): Promise<void> {
     rounds,
     simd: sp.simd,
     parse_ms: summarize(parseMs),
+    parse_cpu_ms: summarize(parseCpuMs),
     load_ms: Math.round(loadMs),
     predict_ms_per_face: {
       typescript: ts,

@@ -741,9 +741,11 @@ export class ShapePredictor {
 
   /**
    * Runs the cascade on `img` inside `box` and writes the integer landmarks, exactly as dlib returns them.
+   * @param box dlib's inclusive integer corners (the scale is r-l and b-t; degenerate and inverted boxes are
+   *   accepted, as dlib does). Non-integer corners are used as given, where dlib would have truncated them.
    * @param out at least 2P ints: x0, y0, x1, y1, ... (may lie outside the image).
    * @param leafOut optional, at least {@link treeCount} ints: the leaf (0..S) reached in each tree, cascade-major.
-   * @throws TypeError on an invalid image or too short output arrays.
+   * @throws TypeError on an invalid image, box or too short output arrays; InvalidStateError after close().
    */
   predict(img: GrayImage, box: Box, out: Int32Array, leafOut?: Int32Array): void {
     this.#check(img, box, out, leafOut);
