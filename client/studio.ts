@@ -38,6 +38,7 @@ const ui = {
   camera: $<HTMLVideoElement>('camera'),
   avatar: $<HTMLVideoElement>('avatar'),
   avatarIdle: $('avatar-idle'),
+  idleText: $('avatar-idle-text'),
   start: $<HTMLButtonElement>('start'),
   recalibrate: $<HTMLButtonElement>('recalibrate'),
   preview: $<HTMLInputElement>('preview'),
@@ -70,6 +71,7 @@ const hooks = {
 let client: AvatarClient | null = null;
 let camera: MediaStream | null = null;
 let live = false;
+let starting = false;
 let portraits: PortraitSummary[] = [];
 let toastTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -169,8 +171,15 @@ async function refreshPortraits(): Promise<void> {
   }
 }
 
+/** A portrait clicked before the room was joined: applied right after the join. */
+let pendingPortrait: string | null = null;
+
 async function choosePortrait(id: string, button?: HTMLElement): Promise<void> {
-  if (!client) return;
+  if (!client) {
+    pendingPortrait = id;
+    for (const b of ui.gallery.querySelectorAll('button')) b.setAttribute('aria-selected', String(b.dataset.id === id));
+    return;
+  }
   button?.classList.add('busy');
   try {
     await client.setPortrait(id);
@@ -229,6 +238,7 @@ function showStats(s: RoomStats | null): void {
 async function start(): Promise<void> {
   if (!client) return;
   ui.start.disabled = true;
+  starting = true;
   try {
     camera = await navigator.mediaDevices.getUserMedia({
       video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
@@ -244,7 +254,7 @@ async function start(): Promise<void> {
     showError(err);
     await stop();
   } finally {
-    ui.start.disabled = false;
+    starting = false;
     renderStart();
   }
 }
@@ -273,9 +283,14 @@ async function stop(): Promise<void> {
   renderStart();
 }
 
+/** Start needs a joined room with a portrait (without one the server has nothing to render). */
 function renderStart(): void {
+  const ready = !!client && !client.closed && !!client.room?.portraitId;
   ui.start.textContent = live ? 'Stop' : 'Start';
   ui.start.classList.toggle('live', live);
+  ui.start.disabled = starting || (!live && !ready);
+  ui.start.title = ready || live ? '' : 'Choose a portrait first';
+  ui.idleText.textContent = ready ? 'Press Start to go live' : 'Choose a portrait, then press Start';
 }
 
 ui.start.addEventListener('click', () => void (live ? stop() : start()));
@@ -389,12 +404,14 @@ async function main(): Promise<void> {
   }
   client.on('room', (room) => {
     hooks.room = room;
+    renderStart();
     if (settingsInFlight === 0 && Object.keys(pendingSettings).length === 0) showSettings(room.settings);
     renderGallery(room.portraitId);
   });
   client.on('stats', showStats);
   client.on('state', (st) => {
     hooks.state = st;
+    renderStart();
     if (st === 'reconnecting') setBadge('reconnecting', 'reconnecting…');
     else if (st === 'joined') setBadge(live ? 'live' : 'joined', live ? 'live' : 'ready');
     else if (st === 'closed') setBadge('closed', 'disconnected');
@@ -413,7 +430,12 @@ async function main(): Promise<void> {
   client.on('error', (e) => {
     hooks.lastError = { code: e.code, message: e.message };
   });
-  ui.start.disabled = false;
+  renderStart();
+  if (pendingPortrait && pendingPortrait !== client.room?.portraitId) {
+    const id = pendingPortrait;
+    pendingPortrait = null;
+    await choosePortrait(id);
+  }
 }
 
 void main();

@@ -116,7 +116,7 @@ export class ChromiumBrowser {
         b.logs.push(line);
         if (b.logs.length > 200) b.logs.shift();
       };
-      page.on('console', (m) => push(`[${m.type()}] ${m.text()}`));
+      page.on('console', (m) => push(`[${m.type()}] ${m.text()}${m.type() === 'error' && m.location().url ? ` (${m.location().url})` : ''}`));
       page.on('pageerror', (e) => push(`[pageerror] ${e.message}`));
     }
     return b;
