@@ -32,6 +32,9 @@ const MODEL: readonly (readonly [number, number, number, number, number])[] = [
   [8, 0, 82.2, 30, 0.5], // chin
 ];
 
+/** The generic 3D face used by the solver (landmark index, x, y, z in mm, weight). */
+export const POSE_MODEL = MODEL;
+
 const N = MODEL.length;
 const DEG = 180 / Math.PI;
 
