@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DefaultEngine, createDefaultVision, type FaceVision } from '../../server/avatar/engines/default/index.js';
 import { AppError, InvalidStateError } from '../../server/errors.js';
 import { projectRoot } from '../../server/config.js';
-import { createRgb, loadImageRgb, rgbToI420 } from '../../server/util/image.js';
+import { createRgb, i420ToRgb, loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import type { RgbImage } from '../../server/avatar/engine.js';
 
@@ -104,6 +104,9 @@ describe('DefaultEngine', () => {
     const blank: RgbImage = { width: drive[0]!.width, height: drive[0]!.height, data: new Uint8Array(drive[0]!.data.length).fill(90) };
     expect(engine.renderRgb(blank, out, -1000).face).toBe(false);
     const rest: RgbImage = { ...out, data: Uint8Array.from(out.data) };
+    // At rest the warp is the identity and the crop is pixel-aligned with the output: the portrait, unblurred.
+    expect(meanAbsDiff(rest, i420ToRgb(face.background))).toBeLessThan(0.3);
+    expect(maxAbsDiff(rest, i420ToRgb(face.background))).toBeLessThanOrEqual(4);
     let neutral: RgbImage | null = null;
     let faces = 0;
     for (let i = 0; i < drive.length; i++) {

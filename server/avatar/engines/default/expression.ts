@@ -355,9 +355,11 @@ export function retarget(
   let pitch = latent[L_PITCH]!;
   let roll = latent[L_ROLL]!;
   if (settings.poseMode === 'absolute') {
-    // The performer's neutral pose relative to the portrait's own pose, added to the relative motion.
+    // The performer's neutral pose relative to the portrait's own pose, added to the relative motion. The tracker's
+    // yaw (> 0: nose to image right) and roll (> 0: clockwise) match this module's signs; its pitch is > 0 with the
+    // nose up, while here pitch > 0 moves the nose down.
     yaw += (performerPose.yaw - geo.pose.yaw) * DEG;
-    pitch += (performerPose.pitch - geo.pose.pitch) * DEG;
+    pitch -= (performerPose.pitch - geo.pose.pitch) * DEG;
     roll += (performerPose.roll - geo.pose.roll) * DEG;
   }
   yaw = clamp(yaw * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);

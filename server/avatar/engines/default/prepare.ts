@@ -82,9 +82,18 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
   const ecx = f.ox + vx * ecY;
   const ecy = f.oy + vy * ecY;
   // Crop: a square around the outer ellipse (a circle bound, whatever the face's roll).
-  const side = 2 * Math.max(rxo, ryo) * 1.06;
-  const cx0 = ecx - side / 2;
-  const cy0 = ecy - side / 2;
+  // Output frame: the portrait scaled so that its long side is outputSize.
+  const { width, height } = outputDims(rgb.width, rgb.height, opts.outputSize);
+  const so = width / rgb.width;
+  const R = opts.sourceRes;
+  const needed = 2 * Math.max(rxo, ryo) * 1.06;
+  // The crop is taken from the output-size picture, pixel for pixel, whenever it fits in R output pixels: then an
+  // unmoved part of the face is reproduced exactly (no double resampling blur). Only a head larger than R output
+  // pixels is cropped from the original and scaled.
+  const aligned = needed * so <= R;
+  const side = aligned ? R / so : needed;
+  const cx0 = aligned ? Math.round(ecx * so - R / 2) / so : ecx - side / 2;
+  const cy0 = aligned ? Math.round(ecy * so - R / 2) / so : ecy - side / 2;
   const toGx = (x: number): number => (2 * (x - cx0)) / side - 1;
   const toGy = (y: number): number => (2 * (y - cy0)) / side - 1;
 
@@ -109,9 +118,7 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
     ctrl[2 * (68 + N_RING + k) + 1] = toGy(y);
   }
 
-  // Output frame and the paste region (bbox of the outer ellipse at output scale, even-aligned).
-  const { width, height } = outputDims(rgb.width, rgb.height, opts.outputSize);
-  const so = width / rgb.width;
+  // The paste region (bbox of the outer ellipse at output scale, even-aligned).
   let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
   for (let k = 0; k < 64; k++) {
     const [x, y] = ellipsePoint((2 * Math.PI * k) / 64, rxo, ryo);
@@ -157,7 +164,7 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
     }
   }
 
-  const source = sampleCrop(rgb, cx0, cy0, side, opts.sourceRes);
+  const source = aligned ? sampleCrop(full, cx0 * so, cy0 * so, R, R) : sampleCrop(rgb, cx0, cy0, side, R);
   const lm = ctrl.slice(0, 136);
   const frame = faceFrame(lm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
   const colors = overlayColours(source, opts.sourceRes, lm);
