@@ -44,10 +44,14 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
   const keys = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg'] as const;
   const side = (which: 'model' | 'frozen'): Record<string, number | null> =>
     Object.fromEntries(keys.map((k) => [k, meanOf(rows.map((r) => r[which][k]))]));
+  const regions = (which: 'model' | 'frozen'): Record<string, number | null> =>
+    Object.fromEntries(
+      Object.keys(rows[0]?.model.akd_regions ?? {}).map((k) => [k, meanOf(rows.map((r) => r[which].akd_regions[k as keyof Scores['akd_regions']]))]),
+    );
   return {
     clips: rows.length,
-    model: { ...side('model'), misses: rows.reduce((a, r) => a + r.model.misses, 0) },
-    frozen: { ...side('frozen'), misses: rows.reduce((a, r) => a + r.frozen.misses, 0) },
+    model: { ...side('model'), misses: rows.reduce((a, r) => a + r.model.misses, 0), akd_regions: regions('model') },
+    frozen: { ...side('frozen'), misses: rows.reduce((a, r) => a + r.frozen.misses, 0), akd_regions: regions('frozen') },
     akd_goal_met: rows.filter((r) => r.goal.akd_met).length,
     ssim_goal_met: rows.filter((r) => r.goal.ssim_met).length,
   };

@@ -53,10 +53,14 @@ export function formatSummary(r: EvalReport): string {
   const f = (v: number | null, d = 4): string => (v === null ? '   -  ' : v.toFixed(d));
   const row = (name: string, s: EvalReport['model']): string =>
     `  ${name.padEnd(7)} l1 ${f(s.l1)}  ssim ${f(s.ssim)}  psnr ${f(s.psnr, 2)}  akd ${f(s.akd)}  pose ${f(s.pose_deg, 2)} deg  misses ${s.misses}`;
+  const regions = (Object.keys(r.model.akd_regions) as (keyof EvalReport['model']['akd_regions'])[])
+    .map((k) => `${k} ${f(r.model.akd_regions[k], 3)}/${f(r.frozen.akd_regions[k], 3)}`)
+    .join('  ');
   return [
     `eval ${r.mode} | engine ${r.engine} | ${r.frames} frames scored of ${r.rendered} rendered (${r.truth_misses} without a face in the ${r.mode === 'self' ? 'truth' : 'driver'})`,
     row('model', r.model),
     row('frozen', r.frozen),
+    `  akd by region, model/frozen: ${regions}`,
     `  goal: akd ratio ${f(r.goal.akd_ratio, 3)} (<= 0.6: ${r.goal.akd_met ?? '-'}), ssim above frozen: ${r.goal.ssim_met ?? '-'}`,
   ].join('\n');
 }

@@ -27,7 +27,10 @@ import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
 import { ffhqCrop, warpCrop } from './align.js';
 import {
   akd as akdOf,
+  interOcularDistance,
   l1 as l1Of,
+  LANDMARK_REGIONS,
+  type LandmarkRegion,
   Mean,
   meanPointDistance,
   poseDelta,
@@ -60,6 +63,8 @@ export interface Scores {
   pose_deg: number | null;
   /** Scored frames where the tracker found no face in this method's output (left out of akd and pose_deg). */
   misses: number;
+  /** akd per face region (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), same normalisation. */
+  akd_regions: Record<LandmarkRegion, number | null>;
 }
 
 export interface FrameScores {
@@ -163,7 +168,15 @@ class MethodAcc {
   psnr = new Mean();
   akd = new Mean();
   pose = new Mean();
+  regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<LandmarkRegion, Mean>;
   misses = 0;
+
+  /** Adds the per-region distances between two landmark sets (or motions), divided by `norm`. */
+  addRegions(a: ArrayLike<number>, b: ArrayLike<number>, norm: number): void {
+    for (const [k, [from, to]] of Object.entries(LANDMARK_REGIONS) as [LandmarkRegion, readonly [number, number]][]) {
+      this.regions[k].add(meanPointDistance(a, b, from, to) / norm);
+    }
+  }
 
   scores(images: boolean): Scores {
     const r = (v: number | null, d = 6): number | null => (v === null ? null : Number(v.toFixed(d)));
@@ -174,6 +187,7 @@ class MethodAcc {
       akd: r(this.akd.value),
       pose_deg: r(this.pose.value, 4),
       misses: this.misses,
+      akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r(m.value)])) as Record<LandmarkRegion, number | null>,
     };
   }
 }
@@ -260,6 +274,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         else {
           acc.akd.add(s.akd);
           acc.pose.add(s.pose_deg!);
+          acc.addRegions(face!.lm, truth.lm, interOcularDistance(truth.lm));
         }
         return s;
       };
@@ -398,6 +413,7 @@ function scoreCross(
     const s: FrameScores = { l1: null, ssim: null, psnr: null, akd: meanPointDistance(om, dm), pose_deg: poseErrorDeg(oPose, dPose) };
     acc.akd.add(s.akd!);
     acc.pose.add(s.pose_deg!);
+    acc.addRegions(om, dm, 1);
     return s;
   };
   let truthMisses = 0;

@@ -190,12 +190,26 @@ export function interOcularDistance(lm: ArrayLike<number>): number {
   return Math.hypot(rx - lx, ry - ly);
 }
 
-/** Mean Euclidean distance between corresponding points of two flat landmark arrays (same length). */
-export function meanPointDistance(a: ArrayLike<number>, b: ArrayLike<number>): number {
+/** The iBUG 68-point regions, [first, end) point indices. */
+export const LANDMARK_REGIONS = {
+  jaw: [0, 17],
+  brows: [17, 27],
+  nose: [27, 36],
+  eyes: [36, 48],
+  mouth: [48, 68],
+} as const satisfies Record<string, readonly [number, number]>;
+export type LandmarkRegion = keyof typeof LANDMARK_REGIONS;
+
+/**
+ * Mean Euclidean distance between corresponding points of two flat landmark arrays (same length), over points
+ * [from, to) (default all).
+ */
+export function meanPointDistance(a: ArrayLike<number>, b: ArrayLike<number>, from = 0, to = a.length / 2): number {
   if (a.length !== b.length || a.length % 2 || a.length === 0) throw new TypeError('landmark arrays differ in length');
+  if (!(from >= 0 && to <= a.length / 2 && to > from)) throw new TypeError('meanPointDistance: bad point range');
   let s = 0;
-  for (let i = 0; i < a.length; i += 2) s += Math.hypot(a[i]! - b[i]!, a[i + 1]! - b[i + 1]!);
-  return s / (a.length / 2);
+  for (let i = 2 * from; i < 2 * to; i += 2) s += Math.hypot(a[i]! - b[i]!, a[i + 1]! - b[i + 1]!);
+  return s / (to - from);
 }
 
 /**

@@ -16,7 +16,7 @@ afterAll(async () => {
 
 // 480x480, 30 fps. The mouth is closed until frame ~61, opens wide over frames ~62-70 and stays open to ~95.
 const clip = drivingClip('man_mouth_wide_open.mp4');
-const SCORE_KEYS = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg', 'misses'];
+const SCORE_KEYS = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg', 'misses', 'akd_regions'];
 
 async function readReport(file: string): Promise<EvalReport> {
   return JSON.parse(await readFile(file, 'utf8')) as EvalReport;
@@ -48,6 +48,11 @@ describe('avatar eval (subprocess)', () => {
     expect(fz.psnr!).toBeLessThan(60);
     expect(fz.akd!).toBeGreaterThan(0);
     expect(fz.misses).toBe(0);
+    // The portrait's closed mouth is the region furthest from the truth.
+    const regions = fz.akd_regions;
+    expect(Object.keys(regions).sort()).toEqual(['brows', 'eyes', 'jaw', 'mouth', 'nose']);
+    expect(regions.mouth!).toBeGreaterThan(regions.eyes!);
+    expect(regions.mouth!).toBeGreaterThan(regions.nose!);
 
     // Per frame: where the truth's mouth is wide open, the closed-mouth portrait is far from it.
     const frames = rep.per_frame!.filter((f) => f.truth_face);
@@ -111,6 +116,7 @@ describe('avatar eval (subprocess)', () => {
     expect(rep.frames).toBe(6);
     for (const s of [rep.model, rep.frozen]) {
       expect([s.l1, s.ssim, s.psnr, s.akd, s.pose_deg]).toEqual([null, null, null, null, null]);
+      expect(s.akd_regions.mouth).toBeNull();
       expect(s.misses).toBe(6);
     }
     expect(r.stderr).toContain('misses 6');

@@ -159,6 +159,9 @@ describe('landmark metrics', () => {
     const moved = truth.slice();
     for (let i = 48; i < 68; i++) moved[2 * i + 1]! += 6; // 20 mouth points move 6 px down
     expect(akd(moved, truth)).toBeCloseTo((20 * 6) / 68 / 60, 10);
+    expect(meanPointDistance(moved, truth, 48, 68)).toBeCloseTo(6, 10);
+    expect(meanPointDistance(moved, truth, 0, 48)).toBe(0);
+    expect(() => meanPointDistance(moved, truth, 60, 70)).toThrow(TypeError);
   });
   it('relative motion is scale-free: the same motion on a face twice the size gives the same numbers', () => {
     const ref = face();
