@@ -38,6 +38,8 @@ export interface FaceTrackerOptions {
   poseFilter?: OneEuroParams;
   /** Gaze smoothing. Default { minCutoff: 2, beta: 1, dCutoff: 1 }. */
   gazeFilter?: OneEuroParams;
+  /** Eye and mouth openness smoothing (a fast filter that keeps blinks). Default { minCutoff: 2, beta: 5, dCutoff: 5 }. */
+  opennessFilter?: OneEuroParams;
 }
 
 /** Stage timings of the last `track` call, in ms. */
@@ -191,6 +193,8 @@ export class FaceTracker {
   readonly #fit: Box = { l: 0, t: 0, r: 0, b: 0 };
   readonly #poseVec = new Float64Array(6);
   readonly #gazeVec = new Float64Array(2);
+  readonly #openVec = new Float64Array(3);
+  readonly #openFilter: OneEuroFilter;
   #active = false;
   #sinceVerify = 0;
   #misses = 0;
@@ -206,6 +210,7 @@ export class FaceTracker {
     this.#lmFilter = new OneEuroFilter(D, opts.landmarkFilter ?? { minCutoff: 1.5, beta: 6, dCutoff: 1 });
     this.#poseFilter = new OneEuroFilter(6, opts.poseFilter ?? { minCutoff: 1.5, beta: 0.05, dCutoff: 1 });
     this.#gazeFilter = new OneEuroFilter(2, opts.gazeFilter ?? { minCutoff: 2, beta: 1, dCutoff: 1 });
+    this.#openFilter = new OneEuroFilter(3, opts.opennessFilter ?? { minCutoff: 2, beta: 5, dCutoff: 5 });
   }
 
   /** Loads what is not given (the 68-point model parse is cached per process). */
@@ -230,6 +235,7 @@ export class FaceTracker {
     this.#lmFilter.reset();
     this.#poseFilter.reset();
     this.#gazeFilter.reset();
+    this.#openFilter.reset();
     this.#pose.reset();
   }
 
@@ -329,7 +335,7 @@ export class FaceTracker {
       }
       pose.reset();
       pose.solve(t.landmarks, img.width, img.height, t.pose);
-      this.#features(img, t, false, 0);
+      this.#features(img, t, false, 0, raw);
       t.confidence = this.#confidence(face.score, raw);
       out.push(t);
     }
@@ -352,6 +358,7 @@ export class FaceTracker {
     this.#lmFilter.reset();
     this.#poseFilter.reset();
     this.#gazeFilter.reset();
+    this.#openFilter.reset();
     this.#pose.reset();
     return true;
   }
@@ -397,17 +404,24 @@ export class FaceTracker {
     out.pose.tz = pv[5]!;
     const tf = performance.now();
     this.timings.poseMs += tf - tp;
-    this.#features(img, out, smooth, timestampMs);
+    this.#features(img, out, smooth, timestampMs, raw);
     out.confidence = this.#confidence(this.#score, raw);
     this.timings.featuresMs += performance.now() - tf;
     return out;
   }
 
-  #features(img: GrayImage, t: FaceTrack, smooth: boolean, timestampMs: number): void {
+  #features(img: GrayImage, t: FaceTrack, smooth: boolean, timestampMs: number, raw: ArrayLike<number>): void {
     const p = t.landmarks;
-    t.eyes.left = eyeOpenness(p, 36);
-    t.eyes.right = eyeOpenness(p, 42);
-    t.mouth = mouthOpenness(p);
+    // Openness from the unsmoothed landmarks with a fast filter of its own: the landmark filter would flatten a
+    // blink (3-4 frames).
+    const ov = this.#openVec;
+    ov[0] = eyeOpenness(raw, 36);
+    ov[1] = eyeOpenness(raw, 42);
+    ov[2] = mouthOpenness(raw);
+    if (smooth) this.#openFilter.filter(ov, timestampMs, ov);
+    t.eyes.left = ov[0]!;
+    t.eyes.right = ov[1]!;
+    t.mouth = ov[2]!;
     const l = this.#pupil.find(img, p, 36, this.#pupilL);
     const r = this.#pupil.find(img, p, 42, this.#pupilR);
     // Weight each eye by its pupil contrast and openness: a closed or glaring eye says little about gaze.
