@@ -80,19 +80,27 @@ export function matchFrames(
 }
 
 /** Mean per-frame browser-side times (ms) of the video stream between two getStats snapshots. */
-function browserStages(before: RtpCounters[], after: RtpCounters[], type: RtpCounters['type']): Record<string, number> | null {
+function browserStages(
+  before: RtpCounters[],
+  after: RtpCounters[],
+  type: RtpCounters['type'],
+): Record<string, number> | null {
   const pick = (l: RtpCounters[]): RtpCounters | undefined => l.find((r) => r.type === type && r.kind === 'video');
   const a = pick(before);
   const b = pick(after);
   if (!a || !b) return null;
   const frames = b.frames - a.frames;
   if (frames <= 0) return null;
-  const ms = (k: keyof RtpCounters, n = frames): number => +((((b[k] as number) - (a[k] as number)) / n) * 1000).toFixed(2);
+  const ms = (k: keyof RtpCounters, n = frames): number =>
+    +((((b[k] as number) - (a[k] as number)) / n) * 1000).toFixed(2);
   return type === 'outbound-rtp'
     ? { frames, encode_mean_ms: ms('totalEncodeTime') }
     : {
         frames,
-        jitter_buffer_mean_ms: ms('jitterBufferDelay', b.jitterBufferEmittedCount - a.jitterBufferEmittedCount || frames),
+        jitter_buffer_mean_ms: ms(
+          'jitterBufferDelay',
+          b.jitterBufferEmittedCount - a.jitterBufferEmittedCount || frames,
+        ),
         decode_mean_ms: ms('totalDecodeTime'),
         receive_to_decoded_mean_ms: ms('totalProcessingDelay'),
       };
@@ -111,7 +119,15 @@ export async function main(args: string[]): Promise<void> {
   let server: AvatarServer | null = null;
   const browsers: ChromiumBrowser[] = [];
   try {
-    const y4m = await makeY4m({ source: clip, width: 640, height: 480, fps: 30, seconds: 10, marker: true, out: path.join(tmp, 'camera.y4m') });
+    const y4m = await makeY4m({
+      source: clip,
+      width: 640,
+      height: 480,
+      fps: 30,
+      seconds: 10,
+      marker: true,
+      out: path.join(tmp, 'camera.y4m'),
+    });
     const config = loadConfig(
       {},
       {
@@ -134,7 +150,11 @@ export async function main(args: string[]): Promise<void> {
     const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form });
     if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
     const { id: portraitId } = (await up.json()) as { id: string };
-    const rr = await fetch(`${url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ portraitId }) });
+    const rr = await fetch(`${url}/api/rooms`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ portraitId }),
+    });
     if (rr.status !== 201) throw new Error(`room failed: ${rr.status} ${await rr.text()}`);
     const created = (await rr.json()) as { roomId: string; performerUrl: string; viewerUrl: string };
     const room = server.rooms.get(created.roomId);
@@ -158,16 +178,25 @@ export async function main(args: string[]): Promise<void> {
     await perf.page.goto(`${created.performerUrl}&preview=${preview ? 1 : 0}`);
     await perf.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
     await perf.page.locator('#start:not([disabled])').click();
-    await until('performer connected', () => perf.page.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'), 30_000);
+    await until(
+      'performer connected',
+      () => perf.page.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
+      30_000,
+    );
 
     const viewerUrl = `${created.viewerUrl}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
     await view.page.goto(viewerUrl);
     await view.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#video', { marker: true }));
-    await until('viewer frames', () => view.page.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 30_000);
+    await until(
+      'viewer frames',
+      () => view.page.evaluate(() => (window as unknown as Win).__avatar.frames > 10),
+      30_000,
+    );
 
     // Warm up (encoder ramp-up, jitter buffer settling), then record.
     await new Promise((r) => setTimeout(r, warmup * 1000));
-    const rtp = (b: ChromiumBrowser): Promise<RtpCounters[]> => b.page.evaluate(() => (window as unknown as Win).__probe.rtpStats());
+    const rtp = (b: ChromiumBrowser): Promise<RtpCounters[]> =>
+      b.page.evaluate(() => (window as unknown as Win).__probe.rtpStats());
     const [perfRtp0, viewRtp0] = await Promise.all([rtp(perf), rtp(view)]);
     const t0 = Date.now();
     recording = true;
@@ -184,7 +213,8 @@ export async function main(args: string[]): Promise<void> {
     const { delays, captureDelays, unmatched } = matchFrames(sent, inWindow);
     const sentInWindow = sent.filter((f) => f.t >= t0 && f.t <= t1).length;
     const d = summarize(delays);
-    const stage = (k: keyof FrameTimings): ReturnType<typeof summarize> => summarize(timings.map((t) => t[k] as number));
+    const stage = (k: keyof FrameTimings): ReturnType<typeof summarize> =>
+      summarize(timings.map((t) => t[k] as number));
     const stages = {
       decode: stage('decodeMs'),
       queue: stage('queueMs'),
@@ -194,10 +224,15 @@ export async function main(args: string[]): Promise<void> {
     };
     const windowS = (t1 - t0) / 1000;
     writeResult('transport', {
-      description: 'Chromium fake webcam → server (passthrough engine, direct fan-out) → Chromium viewer, loopback; delay = viewer presentation − performer presentation of the same marked frame',
+      description:
+        'Chromium fake webcam → server (passthrough engine, direct fan-out) → Chromium viewer, loopback; delay = viewer presentation − performer presentation of the same marked frame',
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
       seconds: +windowS.toFixed(1),
-      options: { preview, viewerAudio: audio, viewerJitterBufferMs: buffer === '' ? 'browser default' : Number(buffer) },
+      options: {
+        preview,
+        viewerAudio: audio,
+        viewerJitterBufferMs: buffer === '' ? 'browser default' : Number(buffer),
+      },
       load_average_1m: +os.loadavg()[0]!.toFixed(2),
       p50_ms: d.p50,
       p95_ms: d.p95,
@@ -205,7 +240,14 @@ export async function main(args: string[]): Promise<void> {
       fps: +(inWindow.length / windowS).toFixed(1),
       performer_fps: +(sentInWindow / windowS).toFixed(1),
       server_fps: +(timings.length / windowS).toFixed(1),
-      frames: { shown: inWindow.length, matched: delays.length, unmatched, sent: sentInWindow, server: timings.length, droppedInMailbox: dropped },
+      frames: {
+        shown: inWindow.length,
+        matched: delays.length,
+        unmatched,
+        sent: sentInWindow,
+        server: timings.length,
+        droppedInMailbox: dropped,
+      },
       from_capture_time: captureDelays.length ? summarize(captureDelays) : null,
       stages,
       browser_stages: {

@@ -135,7 +135,8 @@ async function session(): Promise<Session> {
   localStorage.setItem(viewerKey(room.roomId), room.viewerUrl);
   const performer = new URL(room.performerUrl, location.origin);
   const next = new URL(location.href);
-  next.search = performer.search || `?room=${encodeURIComponent(room.roomId)}&token=${encodeURIComponent(room.performerToken)}`;
+  next.search =
+    performer.search || `?room=${encodeURIComponent(room.roomId)}&token=${encodeURIComponent(room.performerToken)}`;
   history.replaceState(null, '', next);
   return { token: room.performerToken, roomId: room.roomId, viewerUrl: room.viewerUrl };
 }
@@ -226,7 +227,8 @@ ui.uploadForm.addEventListener('submit', (e) => {
 
 function showStats(s: RoomStats | null): void {
   hooks.stats = s;
-  const f = (v: number | undefined, unit = ''): string => (v === undefined || !Number.isFinite(v) ? '–' : `${Math.round(v)}${unit}`);
+  const f = (v: number | undefined, unit = ''): string =>
+    v === undefined || !Number.isFinite(v) ? '–' : `${Math.round(v)}${unit}`;
   ui.fps.textContent = f(s?.fps);
   ui.lat.textContent = f(s?.latencyMs, ' ms');
   ui.eng.textContent = f(s?.engineMs, ' ms');
@@ -295,7 +297,8 @@ function renderStart(): void {
 
 ui.start.addEventListener('click', () => void (live ? stop() : start()));
 // ?preview=0 starts with the preview off; the choice is remembered.
-ui.preview.checked = new URLSearchParams(location.search).get('preview') !== '0' && localStorage.getItem('avatar.preview') !== '0';
+ui.preview.checked =
+  new URLSearchParams(location.search).get('preview') !== '0' && localStorage.getItem('avatar.preview') !== '0';
 ui.preview.addEventListener('change', () => {
   localStorage.setItem('avatar.preview', ui.preview.checked ? '1' : '0');
   if (!live) return;
@@ -348,7 +351,9 @@ ui.strength.addEventListener('input', () => {
 ui.head.addEventListener('change', () => sendSettings({ headMotion: ui.head.checked }));
 ui.eyes.addEventListener('change', () => sendSettings({ eyeRetargeting: ui.eyes.checked }));
 ui.lips.addEventListener('change', () => sendSettings({ lipRetargeting: ui.lips.checked }));
-ui.pose.addEventListener('change', () => sendSettings({ poseMode: ui.pose.value === 'absolute' ? 'absolute' : 'relative' }));
+ui.pose.addEventListener('change', () =>
+  sendSettings({ poseMode: ui.pose.value === 'absolute' ? 'absolute' : 'relative' }),
+);
 
 // ---- share ----
 

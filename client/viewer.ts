@@ -97,17 +97,24 @@ async function main(): Promise<void> {
     return;
   }
   const buffer = params.get('buffer');
-  const jitterBufferTargetMs = buffer !== null && buffer !== '' && Number.isFinite(Number(buffer)) ? Number(buffer) : undefined;
+  const jitterBufferTargetMs =
+    buffer !== null && buffer !== '' && Number.isFinite(Number(buffer)) ? Number(buffer) : undefined;
   const backoff = new Backoff({ minDelayMs: 500, maxDelayMs: 5000 });
   // Keep trying to join until it works: the server may be restarting, or the link opened early (OBS).
   for (;;) {
     try {
-      client = await AvatarClient.connect(jitterBufferTargetMs === undefined ? { token } : { token, jitterBufferTargetMs });
+      client = await AvatarClient.connect(
+        jitterBufferTargetMs === undefined ? { token } : { token, jitterBufferTargetMs },
+      );
       break;
     } catch (err) {
       noteError(err);
       if (isTerminal(err)) {
-        status(err instanceof ClientError && err.code === 'TOKEN_EXPIRED' ? 'this link has expired' : 'this link is not valid');
+        status(
+          err instanceof ClientError && err.code === 'TOKEN_EXPIRED'
+            ? 'this link has expired'
+            : 'this link is not valid',
+        );
         return;
       }
       status(err instanceof ClientError && err.code === 'ROOM_NOT_FOUND' ? 'room not found, retrying…' : 'connecting…');
@@ -127,7 +134,9 @@ async function main(): Promise<void> {
     if (s === 'retrying') status('reconnecting…');
     else if (s === 'connecting' && video.paused) status('connecting…');
   });
-  client.on('closed', (reason) => status(reason === 'performer-left' ? 'the performer has left' : 'the room has ended'));
+  client.on('closed', (reason) =>
+    status(reason === 'performer-left' ? 'the performer has left' : 'the room has ended'),
+  );
   status('waiting for the performer…');
   // The client retries by itself when the first view fails (e.g. nobody is publishing yet).
   client.view({ audio: params.get('audio') !== '0' }).catch(noteError);

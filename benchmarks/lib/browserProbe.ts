@@ -26,7 +26,9 @@ interface VideoFrameMeta {
   height: number;
   captureTime?: number;
 }
-type VideoWithRvfc = HTMLVideoElement & { requestVideoFrameCallback(cb: (now: number, meta: VideoFrameMeta) => void): number };
+type VideoWithRvfc = HTMLVideoElement & {
+  requestVideoFrameCallback(cb: (now: number, meta: VideoFrameMeta) => void): number;
+};
 
 const MARKER_BLOCKS = 16;
 const MARKER_VALUE_BITS = 12;
@@ -40,7 +42,7 @@ function markerCheck(v: number): number {
 function video(selector: string): VideoWithRvfc {
   const v = document.querySelector(selector);
   if (!(v instanceof HTMLVideoElement)) throw new Error(`no <video> at ${selector}`);
-  return v as VideoWithRvfc;
+  return v;
 }
 
 const logs = new Map<string, FrameRecord[]>();
@@ -55,7 +57,17 @@ function readMarker(v: HTMLVideoElement): number | null {
   const h = v.videoHeight;
   if (!w || !h) return null;
   // Only the middle half of the band: its edges blur into the picture below after VP8.
-  markerCtx.drawImage(v, 0, h * MARKER_BAND * 0.25, w, h * MARKER_BAND * 0.5, 0, 0, markerCanvas.width, markerCanvas.height);
+  markerCtx.drawImage(
+    v,
+    0,
+    h * MARKER_BAND * 0.25,
+    w,
+    h * MARKER_BAND * 0.5,
+    0,
+    0,
+    markerCanvas.width,
+    markerCanvas.height,
+  );
   const px = markerCtx.getImageData(0, 0, markerCanvas.width, markerCanvas.height).data;
   let word = 0;
   for (let i = 0; i < MARKER_BLOCKS; i++) {
@@ -80,7 +92,8 @@ function logFrames(selector: string, opts: { marker: boolean }): void {
   const onFrame = (_now: number, meta: VideoFrameMeta): void => {
     list.push({
       t: performance.timeOrigin + meta.expectedDisplayTime,
-      captureT: typeof meta.captureTime === 'number' && meta.captureTime > 0 ? performance.timeOrigin + meta.captureTime : null,
+      captureT:
+        typeof meta.captureTime === 'number' && meta.captureTime > 0 ? performance.timeOrigin + meta.captureTime : null,
       marker: opts.marker ? readMarker(v) : null,
       width: meta.width,
       height: meta.height,
@@ -125,13 +138,22 @@ async function startAudioMeter(selector: string): Promise<void> {
   if (meter) return;
   const v = video(selector);
   const stream = v.srcObject;
-  if (!(stream instanceof MediaStream) || stream.getAudioTracks().length === 0) throw new Error('the video has no audio track');
+  if (!(stream instanceof MediaStream) || stream.getAudioTracks().length === 0)
+    throw new Error('the video has no audio track');
   const ctx = new AudioContext();
   await ctx.resume();
   const analyser = ctx.createAnalyser();
   analyser.fftSize = 2048;
   ctx.createMediaStreamSource(stream).connect(analyser);
-  const m: AudioMeter = { ctx, analyser, buf: new Float32Array(analyser.fftSize), peakRms: 0, windows: 0, loud: 0, timer: 0 as never };
+  const m: AudioMeter = {
+    ctx,
+    analyser,
+    buf: new Float32Array(analyser.fftSize),
+    peakRms: 0,
+    windows: 0,
+    loud: 0,
+    timer: 0 as never,
+  };
   m.timer = setInterval(() => {
     analyser.getFloatTimeDomainData(m.buf);
     let s = 0;
@@ -145,7 +167,9 @@ async function startAudioMeter(selector: string): Promise<void> {
 }
 
 function audioLevel(): { peakRms: number; windows: number; loudWindows: number; state: string } | null {
-  return meter ? { peakRms: meter.peakRms, windows: meter.windows, loudWindows: meter.loud, state: meter.ctx.state } : null;
+  return meter
+    ? { peakRms: meter.peakRms, windows: meter.windows, loudWindows: meter.loud, state: meter.ctx.state }
+    : null;
 }
 
 /** Inbound/outbound RTP numbers of every RTCPeerConnection the page made (wrapped at install time). */
@@ -156,7 +180,7 @@ window.RTCPeerConnection = class extends NativePc {
     super(config);
     peers.push(this);
   }
-} as typeof RTCPeerConnection;
+};
 
 /** One RTP stream's counters (cumulative, as getStats gives them; times in seconds). */
 export interface RtpCounters {
@@ -180,7 +204,7 @@ async function rtpStats(): Promise<RtpCounters[]> {
     const report = await pc.getStats();
     report.forEach((s: Record<string, unknown>) => {
       if (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp') return;
-      const n = (k: string): number => (typeof s[k] === 'number' ? (s[k] as number) : 0);
+      const n = (k: string): number => (typeof s[k] === 'number' ? s[k] : 0);
       const inbound = s.type === 'inbound-rtp';
       out.push({
         type: s.type,

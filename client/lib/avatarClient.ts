@@ -27,7 +27,7 @@ import type {
 } from '../../server/signaling/protocol.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
-import { ClientError, isTerminal, toClientError, type ClientErrorCode } from './errors.js';
+import { ClientError, isTerminal, toClientError } from './errors.js';
 import { DirectPeer } from './peer.js';
 import type { SfuViewer } from './sfuViewer.js';
 
@@ -37,7 +37,11 @@ export type MediaState = 'idle' | 'connecting' | 'connected' | 'retrying';
 
 export type RequestEvent = keyof ClientToServerEvents;
 export type RequestOf<E extends RequestEvent> = Parameters<ClientToServerEvents[E]>[0];
-export type ResponseOf<E extends RequestEvent> = Parameters<ClientToServerEvents[E]>[1] extends (r: Result<infer T>) => void ? T : never;
+export type ResponseOf<E extends RequestEvent> = Parameters<ClientToServerEvents[E]>[1] extends (
+  r: Result<infer T>,
+) => void
+  ? T
+  : never;
 
 export interface AvatarClientEvents {
   state: [ClientState];
@@ -91,7 +95,9 @@ export interface ReceiveStats {
 }
 
 type LooseSocket = {
-  timeout(ms: number): { emit(event: string, payload: unknown, ack: (err: Error | null, res: Result<unknown>) => void): void };
+  timeout(ms: number): {
+    emit(event: string, payload: unknown, ack: (err: Error | null, res: Result<unknown>) => void): void;
+  };
 };
 
 export class AvatarClient extends Emitter<AvatarClientEvents> {
@@ -107,7 +113,11 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   #viewAudio = true;
   #viewer: DirectPeer | SfuViewer | null = null;
   #viewStream: MediaStream | null = null;
-  readonly #timers: Record<'publish' | 'view' | 'join', ReturnType<typeof setTimeout> | null> = { publish: null, view: null, join: null };
+  readonly #timers: Record<'publish' | 'view' | 'join', ReturnType<typeof setTimeout> | null> = {
+    publish: null,
+    view: null,
+    join: null,
+  };
   readonly #mediaState: Record<'publish' | 'view', MediaState> = { publish: 'idle', view: 'idle' };
 
   private constructor(opts: AvatarClientOptions, socket: Socket<ServerToClientEvents, ClientToServerEvents>) {
@@ -174,7 +184,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
         if (err) reject(new ClientError('TIMEOUT', `no answer to "${event}" in ${timeoutMs} ms`));
         else if (!res || typeof res !== 'object') reject(new ClientError('INTERNAL', `bad answer to "${event}"`));
         else if (res.ok) resolve(res.data as ResponseOf<E>);
-        else reject(new ClientError(res.error.code as ClientErrorCode, res.error.message));
+        else reject(new ClientError(res.error.code, res.error.message));
       });
     });
   }
@@ -241,7 +251,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     const out: ReceiveStats = { video: null, audio: null };
     report.forEach((s: Record<string, unknown>) => {
       if (s.type !== 'inbound-rtp') return;
-      const n = (k: string): number => (typeof s[k] === 'number' ? (s[k] as number) : 0);
+      const n = (k: string): number => (typeof s[k] === 'number' ? s[k] : 0);
       if (s.kind === 'video') {
         const emitted = n('jitterBufferEmittedCount');
         out.video = {
@@ -256,7 +266,11 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
           jitterBufferDelayMs: emitted > 0 ? (n('jitterBufferDelay') / emitted) * 1000 : 0,
         };
       } else if (s.kind === 'audio') {
-        out.audio = { packetsReceived: n('packetsReceived'), bytesReceived: n('bytesReceived'), totalAudioEnergy: n('totalAudioEnergy') };
+        out.audio = {
+          packetsReceived: n('packetsReceived'),
+          bytesReceived: n('bytesReceived'),
+          totalAudioEnergy: n('totalAudioEnergy'),
+        };
       }
     });
     return out;
@@ -370,7 +384,8 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
 
   #onServerCandidate(target: 'publish' | 'view', c: IceCandidate | null): void {
     const peer = target === 'publish' ? this.#publisher : this.#viewer;
-    if (peer instanceof DirectPeer) peer.addRemoteCandidate(c).catch((err) => this.emit('error', toClientError(err, 'MEDIA')));
+    if (peer instanceof DirectPeer)
+      peer.addRemoteCandidate(c).catch((err) => this.emit('error', toClientError(err, 'MEDIA')));
   }
 
   async #startPublish(): Promise<void> {

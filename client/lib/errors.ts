@@ -23,7 +23,9 @@ export class ClientError extends Error {
 /** Errors after which retrying with the same token cannot succeed. */
 export function isTerminal(err: unknown): boolean {
   if (!(err instanceof ClientError)) return false;
-  return err.code === 'TOKEN_INVALID' || err.code === 'TOKEN_EXPIRED' || err.code === 'FORBIDDEN' || err.code === 'CLOSED';
+  return (
+    err.code === 'TOKEN_INVALID' || err.code === 'TOKEN_EXPIRED' || err.code === 'FORBIDDEN' || err.code === 'CLOSED'
+  );
 }
 
 /** Wraps anything thrown into a ClientError (keeps ClientErrors as they are). */

@@ -47,7 +47,11 @@ export class DirectPeer {
     this.#opts = opts;
     this.kind = opts.kind;
     this.stream = new MediaStream();
-    this.pc = new RTCPeerConnection({ iceServers: opts.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = new RTCPeerConnection({
+      iceServers: opts.iceServers,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
     this.pc.onicecandidate = (e) => this.#onCandidate(e.candidate);
     this.pc.onconnectionstatechange = () => this.#onState();
     this.pc.ontrack = (e) => {
@@ -118,7 +122,12 @@ export class DirectPeer {
         }
         if (this.#closed || s === 'failed' || s === 'closed') {
           done();
-          reject(new ClientError(this.#closed ? 'CLOSED' : 'MEDIA', `${this.kind} connection ${this.#closed ? 'closed' : s}`));
+          reject(
+            new ClientError(
+              this.#closed ? 'CLOSED' : 'MEDIA',
+              `${this.kind} connection ${this.#closed ? 'closed' : s}`,
+            ),
+          );
           return true;
         }
         return false;
@@ -139,7 +148,9 @@ export class DirectPeer {
   #onCandidate(c: RTCIceCandidate | null): void {
     if (this.#closed) return;
     if (c && this.#opts.candidateFilter && !this.#opts.candidateFilter(c)) return;
-    const msg: IceCandidate | null = c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null;
+    const msg: IceCandidate | null = c
+      ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
+      : null;
     if (this.#answered) this.#opts.sendCandidate(msg);
     else this.#pending.push(msg);
   }

@@ -77,12 +77,19 @@ export async function listPortraits(opts?: RestOptions): Promise<PortraitSummary
  * Uploads a portrait. `consent` must be true: the uploader confirms the right to animate the person shown; the server
  * refuses without it (CONSENT_REQUIRED) and records it with the upload.
  */
-export async function uploadPortrait(file: Blob, consent: boolean, opts?: RestOptions & { filename?: string }): Promise<PortraitSummary> {
+export async function uploadPortrait(
+  file: Blob,
+  consent: boolean,
+  opts?: RestOptions & { filename?: string },
+): Promise<PortraitSummary> {
   const form = new FormData();
   const name = opts?.filename ?? (file instanceof File ? file.name : 'portrait');
   form.append('consent', consent ? 'true' : 'false');
   form.append('file', file, name);
-  const body = await call<PortraitSummary | { portrait: PortraitSummary }>(opts, '/api/portraits', { method: 'POST', body: form });
+  const body = await call<PortraitSummary | { portrait: PortraitSummary }>(opts, '/api/portraits', {
+    method: 'POST',
+    body: form,
+  });
   return 'portrait' in body ? body.portrait : body;
 }
 

@@ -4,11 +4,7 @@
  */
 import { Device } from 'mediasoup-client';
 import type { types as ms } from 'mediasoup-client';
-import type {
-  SfuCapabilitiesResponse,
-  SfuConsumerInfo,
-  SfuTransportOptions,
-} from '../../server/signaling/protocol.js';
+import type { SfuCapabilitiesResponse, SfuConsumerInfo, SfuTransportOptions } from '../../server/signaling/protocol.js';
 import { ClientError } from './errors.js';
 import { setJitterBufferTarget } from './peer.js';
 
@@ -31,7 +27,12 @@ export class SfuViewer {
 
   readonly #jitterBufferTargetMs: number | undefined;
 
-  constructor(signal: SfuSignal, iceServers: RTCIceServer[], onFailed: (why: string) => void, jitterBufferTargetMs?: number) {
+  constructor(
+    signal: SfuSignal,
+    iceServers: RTCIceServer[],
+    onFailed: (why: string) => void,
+    jitterBufferTargetMs?: number,
+  ) {
     this.#jitterBufferTargetMs = jitterBufferTargetMs;
     this.#signal = signal;
     this.#iceServers = iceServers;

@@ -35,7 +35,13 @@ type Win = {
   __studio: {
     state: string;
     publishState: string;
-    room: { roomId: string; portraitId: string | null; width: number; height: number; settings: Record<string, unknown> } | null;
+    room: {
+      roomId: string;
+      portraitId: string | null;
+      width: number;
+      height: number;
+      settings: Record<string, unknown>;
+    } | null;
     lastError: { code: string } | null;
   };
 };
@@ -104,7 +110,10 @@ async function upload(base: string, file: string): Promise<{ id: string }> {
   return JSON.parse(body) as { id: string };
 }
 
-async function createRoom(base: string, portraitId: string): Promise<{ roomId: string; performerUrl: string; viewerUrl: string }> {
+async function createRoom(
+  base: string,
+  portraitId: string,
+): Promise<{ roomId: string; performerUrl: string; viewerUrl: string }> {
   const res = await fetch(`${base}/api/rooms`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -169,7 +178,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
 
     // A file that is not an image: the server's code is shown.
     await upload.click();
-    await waitFor(async () => (await page.locator('#upload-status').textContent())?.includes('UNSUPPORTED_MEDIA_TYPE'), 10_000, 'error code shown');
+    await waitFor(
+      async () => (await page.locator('#upload-status').textContent())?.includes('UNSUPPORTED_MEDIA_TYPE'),
+      10_000,
+      'error code shown',
+    );
     expect(await page.locator('#upload-status').getAttribute('class')).toContain('error');
 
     // A real portrait: uploaded, listed, chosen for the room.
@@ -214,7 +227,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     // Performer: open the studio link, pick the portrait in the gallery, start.
     await pPage.goto(room.performerUrl);
     await pPage.locator(`#gallery button[data-id="${portrait.id}"]`).click();
-    await waitFor(() => pPage.evaluate(() => (window as unknown as Win).__studio.room?.portraitId), 15_000, 'portrait chosen');
+    await waitFor(
+      () => pPage.evaluate(() => (window as unknown as Win).__studio.room?.portraitId),
+      15_000,
+      'portrait chosen',
+    );
     await waitFor(() => pPage.locator('#start:not([disabled])').count(), 10_000, 'start enabled');
     await pPage.locator('#start').click();
     await waitFor(
@@ -228,11 +245,13 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
 
     // Viewer: open the viewer link and wait for frames.
     await vPage.goto(room.viewerUrl);
-    await waitFor(() => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 5), 30_000, 'viewer frames').catch(
-      (err: Error) => {
-        throw new Error(err.message + logs());
-      },
-    );
+    await waitFor(
+      () => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 5),
+      30_000,
+      'viewer frames',
+    ).catch((err: Error) => {
+      throw new Error(err.message + logs());
+    });
     await vPage.evaluate(() => (window as unknown as Win).__probe.startAudioMeter('#video'));
 
     // A 10 s measuring window: frames presented, RTP counters before and after.
@@ -264,7 +283,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     });
     const shown = await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL);
     const portraitPng = await (await fetch(`${s.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
-    const portraitGray = await sharp(Buffer.from(portraitPng)).resize(SMALL, SMALL, { fit: 'fill' }).grayscale().raw().toBuffer();
+    const portraitGray = await sharp(Buffer.from(portraitPng))
+      .resize(SMALL, SMALL, { fit: 'fill' })
+      .grayscale()
+      .raw()
+      .toBuffer();
     const webcamNow = await pPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#camera', n, n), SMALL);
     const webcamFile = await grayFrame(CLIP, SMALL, SMALL, 1);
     const corrPortrait = correlation(shown, portraitGray);
@@ -302,7 +325,8 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     const pPage = performer!.page;
     const vPage = viewer!.page;
     const frames = (): Promise<number> => vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
-    const viewerState = (): Promise<string> => vPage.evaluate(() => (window as unknown as { __avatar: { state: string } }).__avatar.state);
+    const viewerState = (): Promise<string> =>
+      vPage.evaluate(() => (window as unknown as { __avatar: { state: string } }).__avatar.state);
 
     const room = await createRoom(s.url, (await upload(s.url, PORTRAIT)).id);
 
@@ -319,10 +343,18 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
 
     // Stop and start again: the viewer's stream continues without a reload.
     await pPage.locator('#start').click();
-    await waitFor(() => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'idle'), 10_000, 'performer stopped');
+    await waitFor(
+      () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'idle'),
+      10_000,
+      'performer stopped',
+    );
     await waitFor(() => pPage.locator('#start:not([disabled])').count(), 10_000, 'start enabled again');
     await pPage.locator('#start').click();
-    await waitFor(() => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'), 20_000, 'performer live again');
+    await waitFor(
+      () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
+      20_000,
+      'performer live again',
+    );
     const resumedAt = await frames();
     await waitFor(async () => (await frames()) > resumedAt + 30, 30_000, 'viewer frames after the restart');
     expect(await vPage.evaluate(() => (window as unknown as Win).__avatar.lastError)).toBeNull();
@@ -350,7 +382,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     // The blip: every socket.io connection through the proxy is cut.
     expect(proxy!.cut()).toBeGreaterThanOrEqual(2);
     await waitFor(async () => (await v()).streams > streamsBefore, 30_000, 'viewer re-viewed');
-    await waitFor(async () => (await p()).publishState === 'connected' && (await p()).state === 'joined', 30_000, 'performer re-published');
+    await waitFor(
+      async () => (await p()).publishState === 'connected' && (await p()).state === 'joined',
+      30_000,
+      'performer re-published',
+    );
     const after = (await v()).frames;
     await waitFor(async () => (await v()).frames > after + 30, 30_000, 'viewer frames after the reconnect');
     expect((await v()).state).toBe('playing');
@@ -360,59 +396,85 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     await waitFor(() => live!.viewerCount === 1, 10_000, 'one viewer on the server');
   }, 150_000);
 
-  it.runIf(modelPack)('model-pack engine: the viewer sees the animated portrait, not the webcam', async () => {
-    const pPage = performer!.page;
-    const vPage = viewer!.page;
-    const s2 = await startTestServer({ avatar: { engine: 'default' } });
-    try {
-      const portrait = await upload(s2.url, PORTRAIT);
-      const room = await createRoom(s2.url, portrait.id);
-      await pPage.goto(`${room.performerUrl}&preview=0`);
-      await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
-      await pPage.locator('#start').click();
-      await waitFor(() => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'), 30_000, 'performer connected');
-      const out = await pPage.evaluate(() => (window as unknown as Win).__studio.room!);
-      await vPage.goto(room.viewerUrl);
-      await waitFor(() => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 60_000, 'viewer frames');
+  it.runIf(modelPack)(
+    'model-pack engine: the viewer sees the animated portrait, not the webcam',
+    async () => {
+      const pPage = performer!.page;
+      const vPage = viewer!.page;
+      const s2 = await startTestServer({ avatar: { engine: 'default' } });
+      try {
+        const portrait = await upload(s2.url, PORTRAIT);
+        const room = await createRoom(s2.url, portrait.id);
+        await pPage.goto(`${room.performerUrl}&preview=0`);
+        await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
+        await pPage.locator('#start').click();
+        await waitFor(
+          () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
+          30_000,
+          'performer connected',
+        );
+        const out = await pPage.evaluate(() => (window as unknown as Win).__studio.room!);
+        await vPage.goto(room.viewerUrl);
+        await waitFor(
+          () => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10),
+          60_000,
+          'viewer frames',
+        );
 
-      // Sample the shown picture a few times while the driving face moves.
-      const portraitPng = await (await fetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
-      const portraitGray = await sharp(Buffer.from(portraitPng)).resize(SMALL, SMALL, { fit: 'fill' }).grayscale().raw().toBuffer();
-      const f0 = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
-      const t0 = Date.now();
-      const shots: number[][] = [];
-      const webcam: number[][] = [];
-      while (shots.length < 8) {
-        shots.push(await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL));
-        webcam.push(await pPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#camera', n, n), SMALL));
-        const next = Date.now() + 400;
-        await waitFor(() => Date.now() >= next, 2000, 'sampling interval', 50);
-      }
-      const fps = ((await vPage.evaluate(() => (window as unknown as Win).__avatar.frames)) - f0) / ((Date.now() - t0) / 1000);
-      const size = await vPage.evaluate(() => (window as unknown as Win).__avatar);
-      const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-      const corrPortrait = mean(shots.map((f) => correlation(f, portraitGray)));
-      const corrWebcam = mean(shots.map((f, i) => Math.abs(correlation(f, webcam[i]!))));
-      // Motion: the largest mean absolute difference between two samples (a still picture gives ~0 after VP8).
-      let motion = 0;
-      for (let i = 1; i < shots.length; i++) {
-        const a = shots[i - 1]!;
-        const b = shots[i]!;
-        motion = Math.max(motion, mean(a.map((v, k) => Math.abs(v - b[k]!))));
-      }
-      const result = { engine: 'default', fps: +fps.toFixed(1), size: { w: size.width, h: size.height }, corrPortrait: +corrPortrait.toFixed(3), corrWebcam: +corrWebcam.toFixed(3), motion: +motion.toFixed(2) };
-      process.stdout.write(`e2e model pack: ${JSON.stringify(result)}\n`);
+        // Sample the shown picture a few times while the driving face moves.
+        const portraitPng = await (await fetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
+        const portraitGray = await sharp(Buffer.from(portraitPng))
+          .resize(SMALL, SMALL, { fit: 'fill' })
+          .grayscale()
+          .raw()
+          .toBuffer();
+        const f0 = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
+        const t0 = Date.now();
+        const shots: number[][] = [];
+        const webcam: number[][] = [];
+        while (shots.length < 8) {
+          shots.push(await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL));
+          webcam.push(
+            await pPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#camera', n, n), SMALL),
+          );
+          const next = Date.now() + 400;
+          await waitFor(() => Date.now() >= next, 2000, 'sampling interval', 50);
+        }
+        const fps =
+          ((await vPage.evaluate(() => (window as unknown as Win).__avatar.frames)) - f0) / ((Date.now() - t0) / 1000);
+        const size = await vPage.evaluate(() => (window as unknown as Win).__avatar);
+        const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+        const corrPortrait = mean(shots.map((f) => correlation(f, portraitGray)));
+        const corrWebcam = mean(shots.map((f, i) => Math.abs(correlation(f, webcam[i]!))));
+        // Motion: the largest mean absolute difference between two samples (a still picture gives ~0 after VP8).
+        let motion = 0;
+        for (let i = 1; i < shots.length; i++) {
+          const a = shots[i - 1]!;
+          const b = shots[i]!;
+          motion = Math.max(motion, mean(a.map((v, k) => Math.abs(v - b[k]!))));
+        }
+        const result = {
+          engine: 'default',
+          fps: +fps.toFixed(1),
+          size: { w: size.width, h: size.height },
+          corrPortrait: +corrPortrait.toFixed(3),
+          corrWebcam: +corrWebcam.toFixed(3),
+          motion: +motion.toFixed(2),
+        };
+        process.stdout.write(`e2e model pack: ${JSON.stringify(result)}\n`);
 
-      expect(fps).toBeGreaterThan(0);
-      expect({ w: size.width, h: size.height }).toEqual({ w: out.width, h: out.height });
-      expect(corrPortrait).toBeGreaterThan(0.6);
-      expect(corrPortrait - corrWebcam).toBeGreaterThan(0.2);
-      // The portrait moves with the performer (measured: ~7.8 here; the 'portrait' engine's still picture ~0.4).
-      expect(motion).toBeGreaterThan(1);
-    } finally {
-      // Leave the second server before it stops, so that no page keeps reconnecting to it.
-      await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
-      await s2.stop();
-    }
-  }, 180_000);
+        expect(fps).toBeGreaterThan(0);
+        expect({ w: size.width, h: size.height }).toEqual({ w: out.width, h: out.height });
+        expect(corrPortrait).toBeGreaterThan(0.6);
+        expect(corrPortrait - corrWebcam).toBeGreaterThan(0.2);
+        // The portrait moves with the performer (measured: ~7.8 here; the 'portrait' engine's still picture ~0.4).
+        expect(motion).toBeGreaterThan(1);
+      } finally {
+        // Leave the second server before it stops, so that no page keeps reconnecting to it.
+        await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
+        await s2.stop();
+      }
+    },
+    180_000,
+  );
 });

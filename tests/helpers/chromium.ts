@@ -37,7 +37,14 @@ export function buildClient(): Promise<void> {
       await newestMtime(path.join(root, 'client'), ['.ts', '.html', '.css']),
       (await stat(path.join(root, 'server', 'signaling', 'protocol.ts'))).mtimeMs,
     );
-    const out = await Promise.all(['studio.js', 'viewer.js'].map((f) => stat(path.join(root, 'client', 'dist', f)).then((s) => s.mtimeMs, () => 0)));
+    const out = await Promise.all(
+      ['studio.js', 'viewer.js'].map((f) =>
+        stat(path.join(root, 'client', 'dist', f)).then(
+          (s) => s.mtimeMs,
+          () => 0,
+        ),
+      ),
+    );
     if (Math.min(...out) > src) return;
     await new Promise<void>((resolve, reject) => {
       execFile(process.execPath, [path.join(root, 'scripts', 'build-client.mjs')], (err, _stdout, stderr) =>
@@ -116,7 +123,9 @@ export class ChromiumBrowser {
         b.logs.push(line);
         if (b.logs.length > 200) b.logs.shift();
       };
-      page.on('console', (m) => push(`[${m.type()}] ${m.text()}${m.type() === 'error' && m.location().url ? ` (${m.location().url})` : ''}`));
+      page.on('console', (m) =>
+        push(`[${m.type()}] ${m.text()}${m.type() === 'error' && m.location().url ? ` (${m.location().url})` : ''}`),
+      );
       page.on('pageerror', (e) => push(`[pageerror] ${e.message}`));
     }
     return b;

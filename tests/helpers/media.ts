@@ -42,7 +42,8 @@ export function paintMarker(frame: Uint8Array, width: number, height: number, in
   const blockW = width / MARKER_BLOCKS;
   for (let y = 0; y < bandH; y++) {
     const row = y * width;
-    for (let x = 0; x < width; x++) frame[row + x] = bits[Math.min(MARKER_BLOCKS - 1, Math.floor(x / blockW))] ? 235 : 16;
+    for (let x = 0; x < width; x++)
+      frame[row + x] = bits[Math.min(MARKER_BLOCKS - 1, Math.floor(x / blockW))] ? 235 : 16;
   }
   const cw = width >> 1;
   const uOff = width * height;
@@ -100,9 +101,11 @@ export async function makeY4m(opts: Y4mOptions): Promise<string> {
   const frameBytes = (width * height * 3) / 2;
   const file = createWriteStream(out);
   const write = (b: Uint8Array | string): Promise<void> =>
-    new Promise((resolve, reject) => (file.write(b, (err) => (err ? reject(err) : resolve()))));
+    new Promise((resolve, reject) => file.write(b, (err) => (err ? reject(err) : resolve())));
   await write(`YUV4MPEG2 W${width} H${height} F${fps}:1 Ip A1:1 C420jpeg\n`);
-  const ff = spawn('ffmpeg', [...args, '-f', 'rawvideo', '-pix_fmt', 'yuv420p', 'pipe:1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const ff = spawn('ffmpeg', [...args, '-f', 'rawvideo', '-pix_fmt', 'yuv420p', 'pipe:1'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   ff.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exited = new Promise<number>((resolve, reject) => {
@@ -130,7 +133,21 @@ export async function makeY4m(opts: Y4mOptions): Promise<string> {
 /** Decodes one frame of a clip to 8-bit grayscale at width×height (scaled to fit with black bars, like makeY4m). */
 export async function grayFrame(source: string, width: number, height: number, atSeconds = 0): Promise<Uint8Array> {
   const vf = `scale=${width}:${height}:force_original_aspect_ratio=decrease,pad=${width}:${height}:(ow-iw)/2:(oh-ih)/2,format=gray`;
-  const data = await run('ffmpeg', ['-v', 'error', '-ss', String(atSeconds), '-i', source, '-frames:v', '1', '-vf', vf, '-f', 'rawvideo', 'pipe:1']);
+  const data = await run('ffmpeg', [
+    '-v',
+    'error',
+    '-ss',
+    String(atSeconds),
+    '-i',
+    source,
+    '-frames:v',
+    '1',
+    '-vf',
+    vf,
+    '-f',
+    'rawvideo',
+    'pipe:1',
+  ]);
   if (data.length !== width * height) throw new Error(`expected ${width * height} bytes, got ${data.length}`);
   return new Uint8Array(data);
 }
@@ -143,13 +160,16 @@ function run(cmd: string, args: string[]): Promise<Buffer> {
     p.stdout.on('data', (d: Buffer) => chunks.push(d));
     p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${cmd} failed (${code}): ${stderr.trim()}`))));
+    p.on('close', (code) =>
+      code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${cmd} failed (${code}): ${stderr.trim()}`)),
+    );
   });
 }
 
 /** Pearson correlation of two equally long sample arrays (1 = same picture up to brightness/contrast). */
 export function correlation(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length || a.length === 0) throw new TypeError('correlation: arrays must have the same non-zero length');
+  if (a.length !== b.length || a.length === 0)
+    throw new TypeError('correlation: arrays must have the same non-zero length');
   let ma = 0;
   let mb = 0;
   for (let i = 0; i < a.length; i++) {
