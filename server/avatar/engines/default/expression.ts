@@ -238,9 +238,10 @@ function clamp(v: number, lo: number, hi: number): number {
 
 function closure(open: number, neutral: number): number {
   if (!(neutral > 0.02)) return 0;
-  // A dead zone around neutral (tracker noise); closed at 40% of the neutral opening; wider than neutral: negative.
+  // A dead zone around neutral (tracker noise, and a neutral taken while the eyes were a little wide); closed at a
+  // third of the neutral opening (blinks reach ~0.2-0.3); wider than neutral: negative.
   const r = open / neutral;
-  if (r < 0.9) return Math.min(1, (0.9 - r) / 0.5);
+  if (r < 0.8) return Math.min(1, (0.8 - r) / 0.47);
   if (r > 1.1) return Math.max(-0.5, -(r - 1.1) / 0.6);
   return 0;
 }
@@ -365,7 +366,8 @@ export function retarget(
   yaw = clamp(yaw * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
   pitch = clamp(pitch * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
   roll = clamp(roll, -MAX_ROLL, MAX_ROLL);
-  const zoom = Math.exp(clamp(latent[L_ZOOM]!, -0.15, 0.15));
+  // Half the performer's zoom (leaning in): the background around the head stretches with it.
+  const zoom = Math.exp(clamp(0.5 * latent[L_ZOOM]!, -0.1, 0.1));
   const tx = clamp(latent[L_TX]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
   const ty = clamp(latent[L_TY]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
   const cx = f.ox + vx * f.height * 0.45;
