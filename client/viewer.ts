@@ -4,7 +4,8 @@
  *
  * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent][&buffer=MS][&audio=0]
  *   bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target; audio=0: video only.
- * Test hooks (read-only): window.__avatar = { frames, streams, width, height, state, lastError, stats() }.
+ * Test hooks (read-only): window.__avatar = { frames, streams, width, height, state, lastError, socketId(),
+ * stats() }.
  */
 import './style.css';
 import { AvatarClient, Backoff, ClientError, isTerminal, type ReceiveStats } from './lib/index.js';
@@ -26,6 +27,8 @@ const hooks = {
   height: 0,
   state: 'connecting',
   lastError: null as { code: string; message: string } | null,
+  /** The signaling connection id (the server's viewer id), for diagnostics. */
+  socketId: (): string | null => client?.socketId ?? null,
   /** Inbound WebRTC numbers of the current view. */
   stats: (): Promise<ReceiveStats | null> => client?.receiveStats() ?? Promise.resolve(null),
 };

@@ -170,6 +170,10 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   get viewState(): MediaState {
     return this.#mediaState.view;
   }
+  /** The socket.io connection id (the server's viewer id for this client's view); null while disconnected. */
+  get socketId(): string | null {
+    return this.#socket.id ?? null;
+  }
   /** The current received stream, if viewing. */
   get viewStream(): MediaStream | null {
     return this.#viewStream;

@@ -31,7 +31,15 @@ import { waitFor } from '../helpers/wait.js';
 
 type Win = {
   __probe: Probe;
-  __avatar: { frames: number; streams: number; width: number; height: number; lastError: unknown; state: string };
+  __avatar: {
+    frames: number;
+    streams: number;
+    width: number;
+    height: number;
+    lastError: unknown;
+    state: string;
+    socketId(): string | null;
+  };
   __studio: {
     state: string;
     publishState: string;
@@ -395,6 +403,38 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     expect(live).toBeDefined();
     await waitFor(() => live!.viewerCount === 1, 10_000, 'one viewer on the server');
   }, 150_000);
+
+  it('ICE failure: when the server drops the viewer peer, the viewer rebuilds it on the same socket', async () => {
+    const pPage = performer!.page;
+    const vPage = viewer!.page;
+    const room = await createRoom(srv!.url, (await upload(srv!.url, PORTRAIT)).id);
+    const v = (): Promise<Win['__avatar']> => vPage.evaluate(() => (window as unknown as Win).__avatar);
+
+    await pPage.goto(`${room.performerUrl}&preview=0`);
+    await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
+    await pPage.locator('#start').click();
+    await waitFor(
+      () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
+      20_000,
+      'performer connected',
+    );
+    await vPage.goto(room.viewerUrl);
+    await waitFor(async () => (await v()).frames > 20, 30_000, 'viewer playing');
+    const socketId = await vPage.evaluate(() => (window as unknown as Win).__avatar.socketId());
+    expect(socketId).toBeTruthy();
+    const streamsBefore = (await v()).streams;
+    const live = srv!.server.rooms.get(room.roomId)!;
+    expect(live.viewerCount).toBe(1);
+
+    // The server closes this viewer's peer; the socket stays up, so only the media leg must recover.
+    live.removeViewer(socketId!);
+    expect(live.viewerCount).toBe(0);
+    await waitFor(async () => (await v()).streams > streamsBefore, 45_000, 'viewer peer rebuilt');
+    const after = (await v()).frames;
+    await waitFor(async () => (await v()).frames > after + 30, 30_000, 'frames on the rebuilt peer');
+    expect(await vPage.evaluate(() => (window as unknown as Win).__avatar.socketId())).toBe(socketId);
+    expect(live.viewerCount).toBe(1);
+  }, 120_000);
 
   it.runIf(modelPack)(
     'model-pack engine: the viewer sees the animated portrait, not the webcam',
