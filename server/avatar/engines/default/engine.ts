@@ -194,10 +194,10 @@ export class DefaultEngine implements AvatarEngine {
       outputSize: this.#outputSize,
       sourceRes: this.#sourceRes,
     });
+    // The tracker and the expression latent describe the performer, not the portrait: a new portrait keeps them
+    // (and the calibrated neutral).
+    this.#tracker ??= await this.#vision.createTracker();
     this.#state = this.#allocate(prepared);
-    this.#tracker?.close?.();
-    this.#tracker = await this.#vision.createTracker();
-    this.#encoder = new ExpressionEncoder();
     this.#log.info('portrait prepared', {
       width: prepared.width,
       height: prepared.height,
