@@ -24,8 +24,10 @@ import { loadConfig } from '../server/config.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { buildClient, ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
-import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
+import wrtc from '@roamhq/wrtc';
+import type { FrameRecord, Probe } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
+import { collectRtp, type RtpCounters } from './lib/browserRtp.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __studio: { publishState: string }; __avatar: { frames: number } };
@@ -79,8 +81,8 @@ export function matchFrames(
   return { delays, captureDelays, unmatched };
 }
 
-/** Mean per-frame browser-side times (ms) of the video stream between two getStats snapshots. */
-function browserStages(
+/** Mean per-frame libwebrtc times (ms) of a video stream between two getStats snapshots (browser or server peer). */
+function rtpStages(
   before: RtpCounters[],
   after: RtpCounters[],
   type: RtpCounters['type'],
@@ -106,6 +108,25 @@ function browserStages(
       };
 }
 
+/**
+ * Records every @roamhq/wrtc peer connection the in-process server creates (ingest and viewer peers), so the
+ * benchmark can read libwebrtc's own numbers: the ingest's jitter buffer and decode, the publisher's encode.
+ * Returns the function that restores the original constructor.
+ */
+function tapServerPeers(peers: RTCPeerConnection[]): () => void {
+  const mod = wrtc as unknown as { RTCPeerConnection: typeof RTCPeerConnection };
+  const Native = mod.RTCPeerConnection;
+  mod.RTCPeerConnection = class extends Native {
+    constructor(config?: RTCConfiguration) {
+      super(config);
+      peers.push(this);
+    }
+  };
+  return () => {
+    mod.RTCPeerConnection = Native;
+  };
+}
+
 export async function main(args: string[]): Promise<void> {
   const seconds = Number(arg(args, 'seconds', '25'));
   const warmup = Number(arg(args, 'warmup', '4'));
@@ -118,6 +139,8 @@ export async function main(args: string[]): Promise<void> {
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-bench-'));
   let server: AvatarServer | null = null;
   const browsers: ChromiumBrowser[] = [];
+  const serverPeers: RTCPeerConnection[] = [];
+  const untap = tapServerPeers(serverPeers);
   try {
     const y4m = await makeY4m({
       source: clip,
@@ -197,13 +220,13 @@ export async function main(args: string[]): Promise<void> {
     await new Promise((r) => setTimeout(r, warmup * 1000));
     const rtp = (b: ChromiumBrowser): Promise<RtpCounters[]> =>
       b.page.evaluate(() => (window as unknown as Win).__probe.rtpStats());
-    const [perfRtp0, viewRtp0] = await Promise.all([rtp(perf), rtp(view)]);
+    const [perfRtp0, viewRtp0, srvRtp0] = await Promise.all([rtp(perf), rtp(view), collectRtp(serverPeers)]);
     const t0 = Date.now();
     recording = true;
     await new Promise((r) => setTimeout(r, seconds * 1000));
     recording = false;
     const t1 = Date.now();
-    const [perfRtp1, viewRtp1] = await Promise.all([rtp(perf), rtp(view)]);
+    const [perfRtp1, viewRtp1, srvRtp1] = await Promise.all([rtp(perf), rtp(view), collectRtp(serverPeers)]);
 
     const [sent, shown] = await Promise.all([
       perf.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera')),
@@ -250,9 +273,11 @@ export async function main(args: string[]): Promise<void> {
       },
       from_capture_time: captureDelays.length ? summarize(captureDelays) : null,
       stages,
-      browser_stages: {
-        performer_encode: browserStages(perfRtp0, perfRtp1, 'outbound-rtp'),
-        viewer_receive: browserStages(viewRtp0, viewRtp1, 'inbound-rtp'),
+      webrtc_stages: {
+        performer_encode: rtpStages(perfRtp0, perfRtp1, 'outbound-rtp'),
+        server_ingest_receive: rtpStages(srvRtp0, srvRtp1, 'inbound-rtp'),
+        server_publish_encode: rtpStages(srvRtp0, srvRtp1, 'outbound-rtp'),
+        viewer_receive: rtpStages(viewRtp0, viewRtp1, 'inbound-rtp'),
       },
       outside_server_p50_ms: +(d.p50 - stages.server_end_to_end.p50).toFixed(1),
       goal: { p95_ms: 100, met: d.p95 <= 100 },
@@ -260,6 +285,7 @@ export async function main(args: string[]): Promise<void> {
   } finally {
     await Promise.all(browsers.map((b) => b.close()));
     await server?.close();
+    untap();
     await rm(tmp, { recursive: true, force: true });
   }
 }

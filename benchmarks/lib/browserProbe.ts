@@ -30,6 +30,10 @@ type VideoWithRvfc = HTMLVideoElement & {
   requestVideoFrameCallback(cb: (now: number, meta: VideoFrameMeta) => void): number;
 };
 
+import { collectRtp, type RtpCounters } from './browserRtp.js';
+
+export type { RtpCounters } from './browserRtp.js';
+
 const MARKER_BLOCKS = 16;
 const MARKER_VALUE_BITS = 12;
 const MARKER_BAND = 1 / 12;
@@ -182,45 +186,8 @@ window.RTCPeerConnection = class extends NativePc {
   }
 };
 
-/** One RTP stream's counters (cumulative, as getStats gives them; times in seconds). */
-export interface RtpCounters {
-  type: 'inbound-rtp' | 'outbound-rtp';
-  kind: string;
-  packets: number;
-  bytes: number;
-  /** framesDecoded (inbound) or framesEncoded (outbound). */
-  frames: number;
-  totalEncodeTime: number;
-  totalDecodeTime: number;
-  totalProcessingDelay: number;
-  jitterBufferDelay: number;
-  jitterBufferEmittedCount: number;
-}
-
 async function rtpStats(): Promise<RtpCounters[]> {
-  const out: RtpCounters[] = [];
-  for (const pc of peers) {
-    if (pc.connectionState === 'closed') continue;
-    const report = await pc.getStats();
-    report.forEach((s: Record<string, unknown>) => {
-      if (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp') return;
-      const n = (k: string): number => (typeof s[k] === 'number' ? s[k] : 0);
-      const inbound = s.type === 'inbound-rtp';
-      out.push({
-        type: s.type,
-        kind: String(s.kind),
-        packets: n(inbound ? 'packetsReceived' : 'packetsSent'),
-        bytes: n(inbound ? 'bytesReceived' : 'bytesSent'),
-        frames: n(inbound ? 'framesDecoded' : 'framesEncoded'),
-        totalEncodeTime: n('totalEncodeTime'),
-        totalDecodeTime: n('totalDecodeTime'),
-        totalProcessingDelay: n('totalProcessingDelay'),
-        jitterBufferDelay: n('jitterBufferDelay'),
-        jitterBufferEmittedCount: n('jitterBufferEmittedCount'),
-      });
-    });
-  }
-  return out;
+  return collectRtp(peers);
 }
 
 const probe = { logFrames, frames, grayFrame, startAudioMeter, audioLevel, rtpStats };

@@ -67,7 +67,9 @@ export class DirectPeer {
   /** Offers `stream`'s tracks sendonly and waits until connected. */
   async publish(stream: MediaStream): Promise<void> {
     for (const track of stream.getTracks()) {
-      this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      // One stream id per track: in one stream the server's receiver would hold video back to lip-sync it with the
+      // audio (tens of ms); the server syncs the output itself (it delays the audio by the measured video latency).
+      this.pc.addTransceiver(track, { direction: 'sendonly', streams: [new MediaStream([track])] });
       this.stream.addTrack(track);
     }
     await this.#negotiate();
