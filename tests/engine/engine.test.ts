@@ -10,6 +10,7 @@ import { projectRoot } from '../../server/config.js';
 import { createRgb, i420ToRgb, loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import type { RgbImage } from '../../server/avatar/engine.js';
+import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
 
 const MEDIA = path.resolve(projectRoot, '..', 'shared', 'media');
 const portrait = (name: string): string => path.join(MEDIA, 'portraits', name);
@@ -84,7 +85,7 @@ describe('DefaultEngine', () => {
     await expect(engine.prepare(gray)).rejects.toSatisfy((e: unknown) => e instanceof AppError && e.code === 'NO_FACE');
   });
 
-  it('opens the mouth when the performer does (darker inside the lips), holds still without jitter, and eases back without a face', async () => {
+  it('opens the mouth when the performer does (darker inside the lips), holds still without jitter, eases back without a face, follows settings and recalibrate()', async () => {
     const p = await engine.prepare(await loadImageRgb(portrait('real_woman_dark_hair.png')));
     const face = engine.prepared!;
     // The portrait's mouth centre in output pixels.
@@ -137,6 +138,19 @@ describe('DefaultEngine', () => {
     }
     expect(stats.face).toBe(false);
     expect(meanAbsDiff(out, rest, box[0], box[1], box[2], box[3])).toBeLessThan(2);
+
+    // Settings: no expression and no head motion leave the portrait at rest whatever the performer does.
+    engine.updateSettings({ ...defaultAvatarSettings, expressionStrength: 0, headMotion: false });
+    for (let i = 0; i < 10; i++) engine.renderRgb(drive[135 - (i % 3)]!, out, (300 + i) * (1000 / 30));
+    expect(meanAbsDiff(out, rest)).toBeLessThan(0.3);
+    engine.updateSettings(defaultAvatarSettings);
+    engine.renderRgb(drive[135]!, out, 311 * (1000 / 30));
+    expect(meanIn(out, ...box)).toBeLessThan(meanIn(rest, ...box) - 15);
+
+    // Recalibrate while the mouth is open: that becomes the neutral, so the portrait's mouth closes again.
+    engine.recalibrate();
+    for (let i = 0; i < 60; i++) engine.renderRgb(drive[135]!, out, (312 + i) * (1000 / 30));
+    expect(meanAbsDiff(out, rest, box[0], box[1], box[2], box[3])).toBeLessThan(3);
   }, 180_000);
 
   it('renders I420 in, I420 out with stage timings, and refuses use after close', async () => {
