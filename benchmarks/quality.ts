@@ -48,10 +48,18 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
     Object.fromEntries(
       Object.keys(rows[0]?.model.akd_regions ?? {}).map((k) => [k, meanOf(rows.map((r) => r[which].akd_regions[k as keyof Scores['akd_regions']]))]),
     );
+  const axes = (which: 'model' | 'frozen'): Record<string, number | null> =>
+    Object.fromEntries((['yaw', 'pitch', 'roll'] as const).map((k) => [k, meanOf(rows.map((r) => r[which].pose_axes_deg[k]))]));
+  const block = (which: 'model' | 'frozen'): Record<string, unknown> => ({
+    ...side(which),
+    misses: rows.reduce((a, r) => a + r[which].misses, 0),
+    akd_regions: regions(which),
+    pose_axes_deg: axes(which),
+  });
   return {
     clips: rows.length,
-    model: { ...side('model'), misses: rows.reduce((a, r) => a + r.model.misses, 0), akd_regions: regions('model') },
-    frozen: { ...side('frozen'), misses: rows.reduce((a, r) => a + r.frozen.misses, 0), akd_regions: regions('frozen') },
+    model: block('model'),
+    frozen: block('frozen'),
     akd_goal_met: rows.filter((r) => r.goal.akd_met).length,
     ssim_goal_met: rows.filter((r) => r.goal.ssim_met).length,
   };
@@ -67,9 +75,24 @@ function findings(rows: ClipResult[]): string[] {
     }
     if (r.goal.ssim_met === false) out.push(`${tag}: ssim ${r.model.ssim} <= frozen ${r.frozen.ssim}: the rendered face crop is further from the truth than the still portrait`);
     if (r.model.misses > 0) out.push(`${tag}: no face found in ${r.model.misses} of ${r.frames} output frames (misses)`);
-    if (r.model.pose_deg !== null && r.frozen.pose_deg !== null && r.model.pose_deg > r.frozen.pose_deg) {
-      out.push(`${tag}: pose error ${r.model.pose_deg} deg above frozen ${r.frozen.pose_deg} deg: head rotation is not transferred or is wrong`);
+    const mp = r.model.pose_deg;
+    const fp = r.frozen.pose_deg;
+    if (mp !== null && fp !== null && mp > fp) {
+      const ax = r.model.pose_axes_deg;
+      const fx = r.frozen.pose_axes_deg;
+      out.push(
+        `${tag}: pose error ${mp} deg above frozen ${fp} deg (yaw/pitch/roll ${ax.yaw}/${ax.pitch}/${ax.roll} vs ${fx.yaw}/${fx.pitch}/${fx.roll}): the head turns the wrong way or too far`,
+      );
+    } else if (mp !== null && fp !== null && fp >= 2 && mp > 0.85 * fp) {
+      out.push(`${tag}: pose error ${mp} deg is close to frozen ${fp} deg: the head rotation of the driver is hardly transferred`);
     }
+    // The region whose error shrinks least against frozen: where the engine follows the driver worst.
+    const ratios = Object.entries(r.model.akd_regions)
+      .map(([k, v]) => [k, v !== null && (r.frozen.akd_regions[k as keyof Scores['akd_regions']] ?? 0) > 0 ? v / r.frozen.akd_regions[k as keyof Scores['akd_regions']]! : null] as const)
+      .filter((e): e is readonly [string, number] => e[1] !== null)
+      .sort((a, b) => b[1] - a[1]);
+    const worst = ratios[0];
+    if (worst && worst[1] > 0.6) out.push(`${tag}: weakest region ${worst[0]} (akd ratio ${worst[1].toFixed(2)} vs frozen)`);
   }
   return out;
 }

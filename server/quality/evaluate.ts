@@ -27,6 +27,7 @@ import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
 import { ffhqCrop, warpCrop } from './align.js';
 import {
   akd as akdOf,
+  angleDiff,
   interOcularDistance,
   l1 as l1Of,
   LANDMARK_REGIONS,
@@ -65,6 +66,8 @@ export interface Scores {
   misses: number;
   /** akd per face region (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), same normalisation. */
   akd_regions: Record<LandmarkRegion, number | null>;
+  /** pose_deg per axis: mean |Δyaw|, |Δpitch|, |Δroll| in degrees. */
+  pose_axes_deg: { yaw: number | null; pitch: number | null; roll: number | null };
 }
 
 export interface FrameScores {
@@ -168,8 +171,19 @@ class MethodAcc {
   psnr = new Mean();
   akd = new Mean();
   pose = new Mean();
+  axes = { yaw: new Mean(), pitch: new Mean(), roll: new Mean() };
   regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<LandmarkRegion, Mean>;
   misses = 0;
+
+  /** Adds a pose comparison (both poses absolute in self mode, changes from the reference in cross mode). */
+  addPose(a: PoseAngles, b: PoseAngles): number {
+    const e = poseErrorDeg(a, b);
+    this.pose.add(e);
+    this.axes.yaw.add(Math.abs(angleDiff(a.yaw, b.yaw)));
+    this.axes.pitch.add(Math.abs(angleDiff(a.pitch, b.pitch)));
+    this.axes.roll.add(Math.abs(angleDiff(a.roll, b.roll)));
+    return e;
+  }
 
   /** Adds the per-region distances between two landmark sets (or motions), divided by `norm`. */
   addRegions(a: ArrayLike<number>, b: ArrayLike<number>, norm: number): void {
@@ -187,6 +201,7 @@ class MethodAcc {
       akd: r(this.akd.value),
       pose_deg: r(this.pose.value, 4),
       misses: this.misses,
+      pose_axes_deg: { yaw: r(this.axes.yaw.value, 4), pitch: r(this.axes.pitch.value, 4), roll: r(this.axes.roll.value, 4) },
       akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r(m.value)])) as Record<LandmarkRegion, number | null>,
     };
   }
@@ -273,7 +288,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         if (s.akd === null) acc.misses++;
         else {
           acc.akd.add(s.akd);
-          acc.pose.add(s.pose_deg!);
+          acc.addPose(face!.pose, truth.pose);
           acc.addRegions(face!.lm, truth.lm, interOcularDistance(truth.lm));
         }
         return s;
@@ -412,7 +427,7 @@ function scoreCross(
     const oPose = poseDelta(out.pose, ref[which]!.pose);
     const s: FrameScores = { l1: null, ssim: null, psnr: null, akd: meanPointDistance(om, dm), pose_deg: poseErrorDeg(oPose, dPose) };
     acc.akd.add(s.akd!);
-    acc.pose.add(s.pose_deg!);
+    acc.addPose(oPose, dPose);
     acc.addRegions(om, dm, 1);
     return s;
   };
