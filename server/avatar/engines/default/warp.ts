@@ -133,17 +133,22 @@ export class FusedWarp {
     const ro = this.#rowOv;
     const colIdx = this.#colIdx;
     const colW = this.#colW;
+    const rowIdx = this.#rowIdx;
+    const rowW = this.#rowW;
+    const span = this.#span;
+    const ox = this.#x0;
+    const oy = this.#y0;
     for (let by = 0; by < bh; by++) {
-      const bx0 = this.#span[2 * by]!;
+      const bx0 = span[2 * by]!;
       if (bx0 < 0) continue;
-      const bx1 = this.#span[2 * by + 1]!;
+      const bx1 = span[2 * by + 1]!;
       const u0 = colIdx[2 * bx0]!;
       const u1 = Math.min(M - 1, colIdx[2 * bx1 + 1]! + 1);
       let rowHasOv = 0;
       for (let k = 0; k < 2; k++) {
         const y = 2 * by + k;
-        const fv = this.#rowW[y]!;
-        const n0 = this.#rowIdx[y]! * M;
+        const fv = rowW[y]!;
+        const n0 = rowIdx[y]! * M;
         const n1 = n0 + M;
         const g0 = 2 * k * M;
         const o0 = 4 * k * M;
@@ -218,7 +223,7 @@ export class FusedWarp {
             b = b + pm * (wb - b);
             let Y = (66 * r + 129 * g + 25 * b) / 256 + 16.5;
             Y = Y < 0 ? 0 : Y > 255 ? 255 : Y;
-            d[(this.#y0 + y) * W + this.#x0 + x] = Y;
+            d[(oy + y) * W + ox + x] = Y;
           }
           sr += r;
           sg += g;
@@ -227,7 +232,7 @@ export class FusedWarp {
         sr *= 0.25;
         sg *= 0.25;
         sb *= 0.25;
-        const ci = ((this.#y0 >> 1) + by) * cw + (this.#x0 >> 1) + bx;
+        const ci = ((oy >> 1) + by) * cw + (ox >> 1) + bx;
         let U = (-38 * sr - 74 * sg + 112 * sb) / 256 + 128.5;
         let V = (112 * sr - 94 * sg - 18 * sb) / 256 + 128.5;
         U = U < 0 ? 0 : U > 255 ? 255 : U;
