@@ -261,6 +261,8 @@ export interface DetectParams {
   coarse?: { stages: number };
   /** Run only the first N stages (a cheaper, less selective test; default all). */
   maxStages?: number;
+  /** Stop the scan once this many windows have passed (a presence test needs a few, not all). */
+  stopAfter?: number;
 }
 
 /** Grouped detections and their class sizes ("neighbors"), or raw candidates (neighbors all 1). */
@@ -576,7 +578,9 @@ export class CascadeClassifier {
     const H = this.model.height;
     const m = this.model;
     const nStages = Math.max(1, Math.min(m.stageCount.length, params.maxStages ?? m.stageCount.length));
+    const stopAfter = params.stopAfter ?? Infinity;
     for (const lv of plan.levels) {
+      if (raw.length >= stopAfter) break;
       const { sc, sw, sh, step } = lv;
       const xEnd = sw + 1 - W;
       const yEnd = sh + 1 - H;
@@ -595,8 +599,10 @@ export class CascadeClassifier {
         const row = y * stride;
         for (let x = 0; x < xEnd; x += step) {
           const r = this.#eval(row + x, stride, offs, plan, nStages);
-          if (r > 0) raw.push([rint(f32(x * sc)), rint(f32(y * sc)), winW, winH]);
-          else if (r === 0) x += step;
+          if (r > 0) {
+            raw.push([rint(f32(x * sc)), rint(f32(y * sc)), winW, winH]);
+            if (raw.length >= stopAfter) return raw;
+          } else if (r === 0) x += step;
         }
       }
     }

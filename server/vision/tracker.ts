@@ -273,9 +273,11 @@ export class FaceTracker {
       tm.detectMs += performance.now() - td;
       if (hits > 0) {
         this.#misses = 0;
-        // Hits of 12 stages at ~40 positions: a frontal face gives ~5-30; map to 0..1 like the detector's score.
-        this.#score = 1 - Math.exp(-hits / 4);
+        // verify() stops at 4 passing windows: a frontal face reaches 4, a turned or dim one fewer.
+        this.#score = Math.min(1, hits / 4);
       } else if (++this.#misses >= this.#maxMisses) ok = false;
+      // After a miss, check again on the next frame: a face that left is dropped within maxMisses frames.
+      else this.#sinceVerify = this.#verifyEvery - 1;
     }
     if (!ok) {
       this.reset();

@@ -97,12 +97,13 @@ describe('FaceTracker stillness, loss and reset', () => {
     let t = 33;
     for (let i = 0; i < 5; i++) expect(tracker.track(face, (t += 33))).not.toBeNull();
     expect(tracker.tracking).toBe(true);
-    // The face vanishes: background only. The cascade check drops the track within a few frames.
+    // The face vanishes: the dog frame (no human face; the 12-stage check can still pass on its face now and then).
+    // The cascade check (every 4th frame, then every frame after a miss; 3 misses) drops the track within ~0.4 s.
     const bg = readPgm(path.join(refDir, 'frames/portrait-animal_shiba_dog.pgm'));
     let nullAt = -1;
     for (let i = 0; i < 20 && nullAt < 0; i++) if (tracker.track(bg, (t += 33)) === null) nullAt = i;
     expect(nullAt).toBeGreaterThanOrEqual(0);
-    expect(nullAt).toBeLessThanOrEqual(13);
+    expect(nullAt).toBeLessThanOrEqual(12);
     expect(tracker.tracking).toBe(false);
     expect(tracker.track(face, (t += 33))).not.toBeNull();
     expect(tracker.timings.detected).toBe(true);
