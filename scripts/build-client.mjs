@@ -1,6 +1,8 @@
 // Bundles the client pages (client/studio.ts, client/viewer.ts) into client/dist/ with esbuild, with source maps.
 // `npm run build:client`; `npm start` and `npm test` run it first. Pass --watch to rebuild on change.
 import * as esbuild from 'esbuild';
+import { existsSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,6 +28,13 @@ if (process.argv.includes('--watch')) {
 } else {
   const t0 = Date.now();
   const result = await esbuild.build({ ...options, metafile: true });
+  // Chunk names carry content hashes: drop the ones this build did not write, so dist/ does not grow forever.
+  const written = new Set(Object.keys(result.metafile.outputs).map((f) => path.resolve(root, f)));
+  const chunks = path.join(options.outdir, 'chunks');
+  for (const f of existsSync(chunks) ? await readdir(chunks) : []) {
+    const full = path.join(chunks, f);
+    if (!written.has(full) && !written.has(full.replace(/\.map$/, ''))) await rm(full, { force: true });
+  }
   const bytes = Object.entries(result.metafile.outputs)
     .filter(([f]) => f.endsWith('.js'))
     .map(([f, o]) => `${path.basename(f)} ${(o.bytes / 1024).toFixed(0)} KiB`);
