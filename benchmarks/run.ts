@@ -16,3 +16,5 @@ if (!name || !available.includes(name)) {
 }
 const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as { main: (a: string[]) => Promise<void> };
 await mod.main(args);
+// @roamhq/wrtc's finalizers segfault at a natural exit even after every peer is closed: exit explicitly.
+process.exit(0);
