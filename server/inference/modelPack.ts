@@ -49,7 +49,18 @@ export interface Manifest {
   files: ManifestFile[];
 }
 
-const dtypes: readonly string[] = ['float32', 'float16', 'float64', 'uint8', 'int8', 'uint16', 'int16', 'int32', 'int64', 'bool'];
+const dtypes: readonly string[] = [
+  'float32',
+  'float16',
+  'float64',
+  'uint8',
+  'int8',
+  'uint16',
+  'int16',
+  'int32',
+  'int64',
+  'bool',
+];
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -100,7 +111,9 @@ export function parseManifest(packName: string, text: string): Manifest {
       const shape = v.shape;
       if (
         !Array.isArray(shape) ||
-        !shape.every((d) => (typeof d === 'number' && Number.isInteger(d) && d >= 0) || (typeof d === 'string' && d.length > 0))
+        !shape.every(
+          (d) => (typeof d === 'number' && Number.isInteger(d) && d >= 0) || (typeof d === 'string' && d.length > 0),
+        )
       ) {
         fail(`"${w}shape" must be an array of non-negative integers or dimension names`);
       }
@@ -127,7 +140,11 @@ function fmtShape(s: readonly (number | string)[]): string {
 }
 
 /** Compares a manifest's declared values with the session's; returns the first mismatch or null. */
-export function compareValues(kind: 'input' | 'output', declared: ManifestValue[], actual: readonly ValueInfo[]): string | null {
+export function compareValues(
+  kind: 'input' | 'output',
+  declared: ManifestValue[],
+  actual: readonly ValueInfo[],
+): string | null {
   const names = (vs: readonly { name: string }[]): string => vs.map((v) => v.name).join(', ');
   if (declared.length !== actual.length || declared.some((d) => !actual.find((a) => a.name === d.name))) {
     return `${kind} names differ: manifest has [${names(declared)}], model has [${names(actual)}]`;
@@ -187,7 +204,8 @@ export class ModelPack {
         throw new ModelPackError(pack, f.path, 'missing or unreadable', { cause: err });
       }
       const sha = createHash('sha256').update(bytes).digest('hex');
-      if (sha !== f.sha256) throw new ModelPackError(pack, f.path, `sha256 mismatch: manifest ${f.sha256}, file ${sha}`);
+      if (sha !== f.sha256)
+        throw new ModelPackError(pack, f.path, `sha256 mismatch: manifest ${f.sha256}, file ${sha}`);
     }
     const models = new Map<string, OnnxModel>();
     try {
@@ -196,7 +214,9 @@ export class ModelPack {
         try {
           model = await OnnxModel.load(path.join(abs, f.path), options);
         } catch (err) {
-          throw new ModelPackError(pack, f.path, `cannot be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
+          throw new ModelPackError(pack, f.path, `cannot be loaded by onnxruntime: ${(err as Error).message}`, {
+            cause: err,
+          });
         }
         models.set(f.role, model);
         const bad = compareValues('input', f.inputs, model.inputs) ?? compareValues('output', f.outputs, model.outputs);
@@ -212,7 +232,8 @@ export class ModelPack {
   /** The loaded model for `role`; throws ModelPackError when the pack has none. */
   model(role: string): OnnxModel {
     const m = this.#models.get(role);
-    if (!m || this.#closed) throw new ModelPackError(this.name, undefined, m ? 'pack is closed' : `has no "${role}" model`);
+    if (!m || this.#closed)
+      throw new ModelPackError(this.name, undefined, m ? 'pack is closed' : `has no "${role}" model`);
     return m;
   }
 

@@ -42,7 +42,11 @@ interface NativeSession {
   loadModel(file: string, options: Record<string, unknown>): void;
   readonly inputMetadata: RawMeta[];
   readonly outputMetadata: RawMeta[];
-  run(feeds: Record<string, Tensor>, fetches: Record<string, Tensor | null>, options: Record<string, unknown>): Record<string, Tensor>;
+  run(
+    feeds: Record<string, Tensor>,
+    fetches: Record<string, Tensor | null>,
+    options: Record<string, unknown>,
+  ): Record<string, Tensor>;
   dispose(): void;
 }
 interface NativeBinding {
@@ -52,8 +56,20 @@ interface NativeBinding {
 
 // Index = ONNX TensorProto data type; as onnxruntime-node's backend maps them.
 const typeNames: (TensorType | undefined)[] = [
-  undefined, 'float32', 'uint8', 'int8', 'uint16', 'int16', 'int32', 'int64', 'string', 'bool', 'float16', 'float64',
-  'uint32', 'uint64',
+  undefined,
+  'float32',
+  'uint8',
+  'int8',
+  'uint16',
+  'int16',
+  'int32',
+  'int64',
+  'string',
+  'bool',
+  'float16',
+  'float64',
+  'uint32',
+  'uint64',
 ];
 
 let native: NativeBinding | null = null;
@@ -110,7 +126,10 @@ export class OnnxModel {
    * the execution provider is unavailable (callers wrap it with the pack and file names).
    */
   static async load(file: string, options: Partial<SessionOptions> = {}): Promise<OnnxModel> {
-    const opts: SessionOptions = { executionProvider: options.executionProvider ?? 'cpu', intraOpThreads: options.intraOpThreads ?? 1 };
+    const opts: SessionOptions = {
+      executionProvider: options.executionProvider ?? 'cpu',
+      intraOpThreads: options.intraOpThreads ?? 1,
+    };
     const abs = path.resolve(file);
     const key = `${abs}|${opts.executionProvider}|${opts.intraOpThreads}`;
     let shared = sessions.get(key);

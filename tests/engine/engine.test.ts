@@ -18,13 +18,15 @@ const clip = (name: string): string => path.join(MEDIA, 'driving', name);
 
 async function frames(file: string, count: number): Promise<RgbImage[]> {
   const out: RgbImage[] = [];
-  for await (const f of readVideoFrames(file, { format: 'rgb24', maxFrames: count })) out.push({ width: f.width, height: f.height, data: f.data });
+  for await (const f of readVideoFrames(file, { format: 'rgb24', maxFrames: count }))
+    out.push({ width: f.width, height: f.height, data: f.data });
   return out;
 }
 
 /** Mean of the luma-like value (R+G+B)/3 over a box. */
 function meanIn(img: RgbImage, x0: number, y0: number, x1: number, y1: number): number {
-  let s = 0, n = 0;
+  let s = 0,
+    n = 0;
   for (let y = Math.max(0, y0); y < Math.min(img.height, y1); y++) {
     for (let x = Math.max(0, x0); x < Math.min(img.width, x1); x++) {
       const o = (y * img.width + x) * 3;
@@ -36,7 +38,8 @@ function meanIn(img: RgbImage, x0: number, y0: number, x1: number, y1: number): 
 }
 
 function meanAbsDiff(a: RgbImage, b: RgbImage, x0 = 0, y0 = 0, x1 = a.width, y1 = a.height): number {
-  let s = 0, n = 0;
+  let s = 0,
+    n = 0;
   for (let y = y0; y < y1; y++) {
     for (let x = x0; x < x1; x++) {
       for (let c = 0; c < 3; c++) {
@@ -64,21 +67,23 @@ describe('DefaultEngine', () => {
   });
   afterAll(() => engine.close());
 
-  it.each(['real_woman_dark_hair.png', 'painting_black_woman_afro.png', 'cartoon_3d_boy.jpg', 'painting_mona_lisa.jpg'])(
-    'prepares %s: a face, output long side 512, even sizes',
-    async (name) => {
-      const img = await loadImageRgb(portrait(name));
-      const p = await engine.prepare(img);
-      expect(p.face).toBe(true);
-      expect(Math.max(p.width, p.height)).toBe(512);
-      expect(p.width % 2).toBe(0);
-      expect(p.height % 2).toBe(0);
-      const paste = engine.prepared!.paste;
-      expect(paste.w * paste.h).toBeGreaterThan(64 * 64);
-      expect(paste.x0 + paste.w).toBeLessThanOrEqual(p.width);
-      expect(paste.y0 + paste.h).toBeLessThanOrEqual(p.height);
-    },
-  );
+  it.each([
+    'real_woman_dark_hair.png',
+    'painting_black_woman_afro.png',
+    'cartoon_3d_boy.jpg',
+    'painting_mona_lisa.jpg',
+  ])('prepares %s: a face, output long side 512, even sizes', async (name) => {
+    const img = await loadImageRgb(portrait(name));
+    const p = await engine.prepare(img);
+    expect(p.face).toBe(true);
+    expect(Math.max(p.width, p.height)).toBe(512);
+    expect(p.width % 2).toBe(0);
+    expect(p.height % 2).toBe(0);
+    const paste = engine.prepared!.paste;
+    expect(paste.w * paste.h).toBeGreaterThan(64 * 64);
+    expect(paste.x0 + paste.w).toBeLessThanOrEqual(p.width);
+    expect(paste.y0 + paste.h).toBeLessThanOrEqual(p.height);
+  });
 
   it('refuses a portrait without a face with NO_FACE', async () => {
     const gray: RgbImage = { width: 400, height: 300, data: new Uint8Array(400 * 300 * 3).fill(128) };
@@ -96,13 +101,22 @@ describe('DefaultEngine', () => {
     const mx = toX((lm[2 * 60]! + lm[2 * 64]!) / 2);
     const my = toY((lm[2 * 62 + 1]! + lm[2 * 66 + 1]!) / 2);
     const mw = toX(lm[2 * 64]!) - toX(lm[2 * 60]!);
-    const box = [Math.round(mx - mw / 4), Math.round(my - mw / 10), Math.round(mx + mw / 4), Math.round(my + mw / 4)] as const;
+    const box = [
+      Math.round(mx - mw / 4),
+      Math.round(my - mw / 10),
+      Math.round(mx + mw / 4),
+      Math.round(my + mw / 4),
+    ] as const;
 
     // man_mouth_wide_open: neutral at the start, the mouth wide open around frame 135.
     const drive = await frames(clip('man_mouth_wide_open.mp4'), 140);
     const out = createRgb(p.width, p.height);
     // Before any face: the portrait at rest (zero latent).
-    const blank: RgbImage = { width: drive[0]!.width, height: drive[0]!.height, data: new Uint8Array(drive[0]!.data.length).fill(90) };
+    const blank: RgbImage = {
+      width: drive[0]!.width,
+      height: drive[0]!.height,
+      data: new Uint8Array(drive[0]!.data.length).fill(90),
+    };
     expect(engine.renderRgb(blank, out, -1000).face).toBe(false);
     const rest: RgbImage = { ...out, data: Uint8Array.from(out.data) };
     // At rest the warp is the identity and the crop is pixel-aligned with the output: the portrait, unblurred.
@@ -160,7 +174,8 @@ describe('DefaultEngine', () => {
     const out = { width: p.width, height: p.height, data: new Uint8Array((p.width * p.height * 3) / 2) };
     const stats = e.render(rgbToI420(f!), out, 0);
     expect(stats.face).toBe(true);
-    for (const k of ['trackMs', 'latentMs', 'generateMs', 'pasteMs'] as const) expect(stats[k]).toBeGreaterThanOrEqual(0);
+    for (const k of ['trackMs', 'latentMs', 'generateMs', 'pasteMs'] as const)
+      expect(stats[k]).toBeGreaterThanOrEqual(0);
     expect(out.data.some((v) => v !== 0)).toBe(true);
     expect(() => e.render(rgbToI420(f!), { width: 2, height: 2, data: new Uint8Array(6) }, 1)).toThrow(TypeError);
     e.close();

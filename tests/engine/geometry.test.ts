@@ -55,11 +55,30 @@ function face(): Float32Array {
   eye(36, 0.3);
   eye(42, 0.7);
   const mouth = [
-    [0.35, 0.72], [0.4, 0.69], [0.46, 0.68], [0.5, 0.69], [0.54, 0.68], [0.6, 0.69], [0.65, 0.72],
-    [0.6, 0.76], [0.55, 0.78], [0.5, 0.785], [0.45, 0.78], [0.4, 0.76],
+    [0.35, 0.72],
+    [0.4, 0.69],
+    [0.46, 0.68],
+    [0.5, 0.69],
+    [0.54, 0.68],
+    [0.6, 0.69],
+    [0.65, 0.72],
+    [0.6, 0.76],
+    [0.55, 0.78],
+    [0.5, 0.785],
+    [0.45, 0.78],
+    [0.4, 0.76],
   ];
   mouth.forEach(([x, y], k) => set(48 + k, x!, y!));
-  const inner = [[0.38, 0.72], [0.45, 0.715], [0.5, 0.718], [0.55, 0.715], [0.62, 0.72], [0.55, 0.725], [0.5, 0.727], [0.45, 0.725]];
+  const inner = [
+    [0.38, 0.72],
+    [0.45, 0.715],
+    [0.5, 0.718],
+    [0.55, 0.715],
+    [0.62, 0.72],
+    [0.55, 0.725],
+    [0.5, 0.727],
+    [0.45, 0.725],
+  ];
   inner.forEach(([x, y], k) => set(60 + k, x!, y!));
   return p;
 }
@@ -89,7 +108,12 @@ function portraitGeometry(scaleX: number, scaleY: number): PortraitGeometry {
     ring[2 * k] = 0.6 * Math.cos((2 * Math.PI * k) / 12);
     ring[2 * k + 1] = 0.7 * Math.sin((2 * Math.PI * k) / 12);
   }
-  return { landmarks: g, frame: faceFrame(g, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 }), ring, pose: { yaw: 0, pitch: 0, roll: 0 } };
+  return {
+    landmarks: g,
+    frame: faceFrame(g, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 }),
+    ring,
+    pose: { yaw: 0, pitch: 0, roll: 0 },
+  };
 }
 
 describe('geometry', () => {
@@ -162,7 +186,8 @@ describe('expression latent', () => {
     for (let f = 0; f < 40; f++) enc.update(track(lm), f * 33);
     // The same face rotated by 0.15 rad about its centre: roll, no expression.
     const rolled = new Float32Array(136);
-    const c = Math.cos(0.15), s = Math.sin(0.15);
+    const c = Math.cos(0.15),
+      s = Math.sin(0.15);
     applySimilarity({ a: c, b: s, tx: 200 - (c * 200 - s * 180), ty: 180 - (s * 200 + c * 180) }, lm, rolled);
     let lat: Float64Array = enc.latent;
     for (let f = 40; f < 80; f++) lat = enc.update(track(rolled), f * 33);
@@ -197,7 +222,10 @@ describe('expression latent', () => {
 
   it('paints an eyelid only when the eye closes', () => {
     const g = portraitGeometry(1, 1).landmarks;
-    const lx = new Float64Array(6), ly = new Float64Array(6), sx = new Float64Array(4), sy = new Float64Array(4);
+    const lx = new Float64Array(6),
+      ly = new Float64Array(6),
+      sx = new Float64Array(4),
+      sy = new Float64Array(4);
     expect(eyelidPolygons(g, 36, 0, lx, ly, sx, sy)).toBe(false);
     expect(eyelidPolygons(g, 36, 1, lx, ly, sx, sy)).toBe(true);
     // Closed: the lid edge reaches the lower lid; its top is above the upper lid.

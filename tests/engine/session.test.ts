@@ -24,14 +24,24 @@ describe('default engine in the avatar worker', () => {
   it('prepares a portrait and animates it from driving frames', async () => {
     session = await AvatarSession.create({
       engine: 'default',
-      engineOptions: { modelPack: path.join(projectRoot, 'models', 'default'), executionProvider: 'cpu', intraOpThreads: 1, outputSize: 512 },
+      engineOptions: {
+        modelPack: path.join(projectRoot, 'models', 'default'),
+        executionProvider: 'cpu',
+        intraOpThreads: 1,
+        outputSize: 512,
+      },
       initTimeoutMs: 60_000,
       log: createLogger('test.engine.session'),
     });
-    const prepared = await session.prepare(await loadImageRgb(path.join(MEDIA, 'portraits', 'real_japanese_woman.png')));
+    const prepared = await session.prepare(
+      await loadImageRgb(path.join(MEDIA, 'portraits', 'real_japanese_woman.png')),
+    );
     expect(prepared).toEqual({ width: 512, height: 512, face: true });
     const driving: I420Frame[] = [];
-    for await (const f of readVideoFrames(path.join(MEDIA, 'driving', 'man_mouth_wide_open.mp4'), { format: 'rgb24', maxFrames: 140 })) {
+    for await (const f of readVideoFrames(path.join(MEDIA, 'driving', 'man_mouth_wide_open.mp4'), {
+      format: 'rgb24',
+      maxFrames: 140,
+    })) {
       driving.push(rgbToI420({ width: f.width, height: f.height, data: f.data }));
     }
     const outs: Uint8Array[] = [];

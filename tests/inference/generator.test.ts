@@ -59,7 +59,14 @@ describe('default pack generator graphs', () => {
   });
   afterAll(() => pack.close());
 
-  function fieldFeeds(ctrl: Float64Array, coef: Float32Array, region: number[], masks = new Float32Array(4 * M * M), gaze = [0, 0], mouth = [0, 0.5, 1, 0, 0.2, 0, 0.1, 0]) {
+  function fieldFeeds(
+    ctrl: Float64Array,
+    coef: Float32Array,
+    region: number[],
+    masks = new Float32Array(4 * M * M),
+    gaze = [0, 0],
+    mouth = [0, 0.5, 1, 0, 0.2, 0, 0.1, 0],
+  ) {
     return {
       ctrl: f32(Float32Array.from(ctrl), [1, N, 2]),
       coef: f32(coef, [1, N + 3, 2]),
@@ -115,14 +122,15 @@ describe('default pack generator graphs', () => {
   it('generator: moving one control point moves the feature under it', () => {
     const src = new Float32Array(3 * R * R).fill(20);
     // A bright 8x8 square centred on crop pixel (256, 256) (grid 0.002, 0.002).
-    for (let c = 0; c < 3; c++) for (let y = 252; y < 260; y++) for (let x = 252; x < 260; x++) src[c * R * R + y * R + x] = 240;
+    for (let c = 0; c < 3; c++)
+      for (let y = 252; y < 260; y++) for (let x = 252; x < 260; x++) src[c * R * R + y * R + x] = 240;
     const p = controlPoints();
     // Put control point 0 on the square's centre, and move it 12 px right and 6 px down in the target.
     p[0] = (2 * 256) / R - 1;
     p[1] = (2 * 256) / R - 1;
     const target = p.slice();
-    target[0] = p[0]! + (2 * 12) / R;
-    target[1] = p[1]! + (2 * 6) / R;
+    target[0] = p[0] + (2 * 12) / R;
+    target[1] = p[1] + (2 * 6) / R;
     const W = 96;
     const g = (px: number): number => (2 * px + 1) / R - 1;
     const feeds = {
@@ -133,7 +141,9 @@ describe('default pack generator graphs', () => {
     };
     const out = pack.model('generator').run(feeds, { y: null, uv: null, rgb: null });
     const rgb = out.rgb!.data as Float32Array;
-    let sx = 0, sy = 0, sw = 0;
+    let sx = 0,
+      sy = 0,
+      sw = 0;
     for (let y = 0; y < W; y++) {
       for (let x = 0; x < W; x++) {
         const v = Math.max(0, rgb[y * W + x]! - 20);
@@ -157,28 +167,69 @@ describe('default pack generator graphs', () => {
       target[2 * k + 1] = p[2 * k + 1]! + 0.02 * Math.cos(2 * k);
     }
     const src = pattern();
-    const x0 = 40, y0 = 20, W = 200, H = 240;
+    const x0 = 40,
+      y0 = 20,
+      W = 200,
+      H = 240;
     const region = [-0.6, -0.7, 0.55, 0.65];
     const masks = new Float32Array(4 * M * M);
     const sc = new Float64Array(16);
     // An eye-like and a mouth-like polygon in node units.
-    fillPolygon(masks, M, Float64Array.from([40, 50, 60, 70, 60, 50]), Float64Array.from([40, 35, 35, 40, 45, 45]), 6, sc);
-    fillPolygon(masks.subarray(M * M), M, Float64Array.from([45, 64, 83, 64]), Float64Array.from([95, 88, 95, 104]), 4, sc);
+    fillPolygon(
+      masks,
+      M,
+      Float64Array.from([40, 50, 60, 70, 60, 50]),
+      Float64Array.from([40, 35, 35, 40, 45, 45]),
+      6,
+      sc,
+    );
+    fillPolygon(
+      masks.subarray(M * M),
+      M,
+      Float64Array.from([45, 64, 83, 64]),
+      Float64Array.from([95, 88, 95, 104]),
+      4,
+      sc,
+    );
     // A closing lid with its lash line over the other eye.
-    fillPolygon(masks.subarray(2 * M * M), M, Float64Array.from([70, 80, 90, 90, 80, 70]), Float64Array.from([40, 34, 40, 44, 46, 44]), 6, sc);
-    fillPolygon(masks.subarray(3 * M * M), M, Float64Array.from([70, 90, 90, 70]), Float64Array.from([43, 43, 45, 45]), 4, sc);
+    fillPolygon(
+      masks.subarray(2 * M * M),
+      M,
+      Float64Array.from([70, 80, 90, 90, 80, 70]),
+      Float64Array.from([40, 34, 40, 44, 46, 44]),
+      6,
+      sc,
+    );
+    fillPolygon(
+      masks.subarray(3 * M * M),
+      M,
+      Float64Array.from([70, 90, 90, 70]),
+      Float64Array.from([43, 43, 45, 45]),
+      4,
+      sc,
+    );
     const mouth = [0.0, 0.45, 1, 0, 0.15, -0.4, 0.5, 1];
     const bg = new Float32Array(3 * W * H);
     for (let i = 0; i < bg.length; i++) bg[i] = (i * 37) % 251;
     const pm = new Float32Array(W * H);
-    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) pm[y * W + x] = Math.min(1, Math.max(0, 1.2 - Math.hypot(x / W - 0.5, y / H - 0.5) * 2.2));
+    for (let y = 0; y < H; y++)
+      for (let x = 0; x < W; x++)
+        pm[y * W + x] = Math.min(1, Math.max(0, 1.2 - Math.hypot(x / W - 0.5, y / H - 0.5) * 2.2));
     const fieldsIn = fieldFeeds(target, tps(target, p), region, masks, [0.01, -0.005], mouth);
-    const full = pack.model('generator').run(
-      { source: f32(src, [1, 3, R, R]), ...fieldsIn, background: f32(bg, [1, 3, H, W]), paste_mask: f32(pm, [1, 1, H, W]) },
-      { y: null, uv: null },
-    );
+    const full = pack
+      .model('generator')
+      .run(
+        {
+          source: f32(src, [1, 3, R, R]),
+          ...fieldsIn,
+          background: f32(bg, [1, 3, H, W]),
+          paste_mask: f32(pm, [1, 1, H, W]),
+        },
+        { y: null, uv: null },
+      );
     const fields = pack.model('fields').run(fieldsIn, { grid: null, overlay: null });
-    const OW = 320, OH = 300;
+    const OW = 320,
+      OH = 300;
     const frame = createI420(OW, OH);
     // The frame outside the paste region (and where the mask is 0) holds the background; here: the background too.
     for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) frame.data[(y0 + y) * OW + x0 + x] = 0;
@@ -186,7 +237,9 @@ describe('default pack generator graphs', () => {
     warp.run(fields.grid!.data as Float32Array, fields.overlay!.data as Float32Array, frame);
     const yG = full.y!.data as Uint8Array;
     const uvG = full.uv!.data as Uint8Array;
-    let maxY = 0, sumY = 0, n = 0;
+    let maxY = 0,
+      sumY = 0,
+      n = 0;
     for (let y = 0; y < H; y++) {
       for (let x = 0; x < W; x++) {
         if (pm[y * W + x] === 0) continue;
@@ -204,7 +257,10 @@ describe('default pack generator graphs', () => {
         if (pm[o] === 0 && pm[o + 1] === 0 && pm[o + W] === 0 && pm[o + W + 1] === 0) continue;
         const ci = (y0 / 2 + y) * cw + x0 / 2 + x;
         maxUV = Math.max(maxUV, Math.abs(frame.data[OW * OH + ci]! - uvG[y * (W / 2) + x]!));
-        maxUV = Math.max(maxUV, Math.abs(frame.data[OW * OH + cw * (OH / 2) + ci]! - uvG[(W / 2) * (H / 2) + y * (W / 2) + x]!));
+        maxUV = Math.max(
+          maxUV,
+          Math.abs(frame.data[OW * OH + cw * (OH / 2) + ci]! - uvG[(W / 2) * (H / 2) + y * (W / 2) + x]!),
+        );
       }
     }
     expect(n).toBeGreaterThan(1000);

@@ -30,7 +30,9 @@ describe('ModelPack', () => {
   });
 
   const manifest = (): Record<string, unknown> & { files: Record<string, unknown>[] } =>
-    JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Record<string, unknown> & { files: Record<string, unknown>[] };
+    JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Record<string, unknown> & {
+      files: Record<string, unknown>[];
+    };
   const writeManifest = (m: unknown): void => writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
 
   it('loads the committed pack and matches the sessions to the manifest', async () => {
@@ -80,7 +82,11 @@ describe('ModelPack', () => {
 
   it('refuses a fixed dimension where the model has a dynamic one, and a wrong dtype', async () => {
     const m = manifest();
-    const outputs = m.files.find((f) => f.role === 'generator')!.outputs as { name: string; shape: unknown[]; dtype: string }[];
+    const outputs = m.files.find((f) => f.role === 'generator')!.outputs as {
+      name: string;
+      shape: unknown[];
+      dtype: string;
+    }[];
     outputs.find((v) => v.name === 'y')!.shape = [1, 1, 360, 304];
     writeManifest(m);
     expect((await refused(dir)).message).toMatch(/output "y" shape/);

@@ -10,7 +10,11 @@ function feeds(): Record<string, Tensor> {
   coef[2 * 97] = 1; // identity affine part: ax = (1, 0), ay = (0, 1)
   coef[2 * 98 + 1] = 1;
   return {
-    ctrl: new Tensor('float32', new Float32Array(192).map((_, i) => Math.sin(i)), [1, 96, 2]),
+    ctrl: new Tensor(
+      'float32',
+      new Float32Array(192).map((_, i) => Math.sin(i)),
+      [1, 96, 2],
+    ),
     coef: new Tensor('float32', coef, [1, 99, 2]),
     masks: new Tensor('float32', new Float32Array(4 * 128 * 128), [1, 4, 128, 128]),
     gaze: new Tensor('float32', new Float32Array(2), [1, 2]),
@@ -25,7 +29,11 @@ describe('OnnxModel', () => {
     const a = await OnnxModel.load(FIELDS);
     const b = await OnnxModel.load(FIELDS);
     expect(a.inputNames).toEqual(['ctrl', 'coef', 'masks', 'gaze', 'mouth', 'colors', 'region']);
-    expect(a.outputs.find((o) => o.name === 'grid')).toEqual({ name: 'grid', type: 'float32', shape: [1, 2, 128, 128] });
+    expect(a.outputs.find((o) => o.name === 'grid')).toEqual({
+      name: 'grid',
+      type: 'float32',
+      shape: [1, 2, 128, 128],
+    });
     const grid = new Float32Array(2 * 128 * 128);
     const out = a.run(feeds(), { grid: new Tensor('float32', grid, [1, 2, 128, 128]), overlay: null });
     // Identity map: the first node is the region's top-left corner, the last the bottom-right.

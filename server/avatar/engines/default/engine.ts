@@ -131,7 +131,11 @@ export class DefaultEngine implements AvatarEngine {
     const dims = (name: string): (number | string)[] => file.inputs.find((v) => v.name === name)?.shape ?? [];
     const ctrl = dims('ctrl');
     if (ctrl[1] !== N_CTRL) {
-      throw new ModelPackError(pack.name, file.path, `input "ctrl" has ${String(ctrl[1])} points; this engine uses ${N_CTRL}`);
+      throw new ModelPackError(
+        pack.name,
+        file.path,
+        `input "ctrl" has ${String(ctrl[1])} points; this engine uses ${N_CTRL}`,
+      );
     }
     const src = dims('source');
     const masks = dims('masks');
@@ -151,8 +155,15 @@ export class DefaultEngine implements AvatarEngine {
     });
     try {
       const outputSize = options.outputSize ?? 512;
-      if (!Number.isInteger(outputSize) || outputSize < 64 || outputSize % 2 !== 0) throw new TypeError('outputSize must be an even integer >= 64');
-      return new DefaultEngine(pack, options.vision, outputSize, options.fullGraph ?? options.executionProvider === 'cuda', log);
+      if (!Number.isInteger(outputSize) || outputSize < 64 || outputSize % 2 !== 0)
+        throw new TypeError('outputSize must be an even integer >= 64');
+      return new DefaultEngine(
+        pack,
+        options.vision,
+        outputSize,
+        options.fullGraph ?? options.executionProvider === 'cuda',
+        log,
+      );
     } catch (err) {
       pack.close();
       throw err;
@@ -178,7 +189,13 @@ export class DefaultEngine implements AvatarEngine {
     const long = Math.max(portrait.width, portrait.height);
     const scale = long > ANALYSIS_MAX_SIDE ? ANALYSIS_MAX_SIDE / long : 1;
     const small =
-      scale < 1 ? fitRgb(portrait, Math.max(1, Math.round(portrait.width * scale)), Math.max(1, Math.round(portrait.height * scale))) : portrait;
+      scale < 1
+        ? fitRgb(
+            portrait,
+            Math.max(1, Math.round(portrait.width * scale)),
+            Math.max(1, Math.round(portrait.height * scale)),
+          )
+        : portrait;
     const faces = await this.#vision.analyzeImage(rgbToGray(small));
     const face = largestFace(faces);
     if (!face) throw new AppError('NO_FACE', 'no face found in the portrait');
@@ -190,10 +207,15 @@ export class DefaultEngine implements AvatarEngine {
       lm[2 * i] = (face.landmarks[2 * i]! + 0.5) * sx - 0.5;
       lm[2 * i + 1] = (face.landmarks[2 * i + 1]! + 0.5) * sy - 0.5;
     }
-    const prepared = preparePortrait(portrait, lm, { yaw: face.pose.yaw, pitch: face.pose.pitch, roll: face.pose.roll }, {
-      outputSize: this.#outputSize,
-      sourceRes: this.#sourceRes,
-    });
+    const prepared = preparePortrait(
+      portrait,
+      lm,
+      { yaw: face.pose.yaw, pitch: face.pose.pitch, roll: face.pose.roll },
+      {
+        outputSize: this.#outputSize,
+        sourceRes: this.#sourceRes,
+      },
+    );
     // The tracker and the expression latent describe the performer, not the portrait: a new portrait keeps them
     // (and the calibrated neutral).
     this.#tracker ??= await this.#vision.createTracker();
@@ -289,9 +311,11 @@ export class DefaultEngine implements AvatarEngine {
     if (this.#closed) throw new InvalidStateError('default engine is closed');
     if (!st || !this.#tracker) throw new InvalidStateError('default engine: render() before prepare()');
     const face = st.face;
-    if (out.width !== face.width || out.height !== face.height) throw new TypeError('default engine: output size mismatch');
+    if (out.width !== face.width || out.height !== face.height)
+      throw new TypeError('default engine: output size mismatch');
     const t0 = performance.now();
-    if (!st.gray || st.gray.width !== driving.width || st.gray.height !== driving.height) st.gray = createGray(driving.width, driving.height);
+    if (!st.gray || st.gray.width !== driving.width || st.gray.height !== driving.height)
+      st.gray = createGray(driving.width, driving.height);
     i420ToGray(driving, st.gray);
     const track = this.#tracker.track(st.gray, timestampMs);
     const t1 = performance.now();
@@ -321,12 +345,18 @@ export class DefaultEngine implements AvatarEngine {
     const st = this.#state;
     if (!st) throw new InvalidStateError('default engine: render() before prepare()');
     const even = (v: number): number => v - (v % 2);
-    if (!st.drivingI420 || st.drivingI420.width !== even(driving.width) || st.drivingI420.height !== even(driving.height)) {
+    if (
+      !st.drivingI420 ||
+      st.drivingI420.width !== even(driving.width) ||
+      st.drivingI420.height !== even(driving.height)
+    ) {
       st.drivingI420 = createI420(even(driving.width), even(driving.height));
     }
     if (!st.outI420) st.outI420 = createI420(st.face.width, st.face.height);
     const src =
-      driving.width % 2 === 0 && driving.height % 2 === 0 ? driving : fitRgb(driving, st.drivingI420.width, st.drivingI420.height);
+      driving.width % 2 === 0 && driving.height % 2 === 0
+        ? driving
+        : fitRgb(driving, st.drivingI420.width, st.drivingI420.height);
     rgbToI420(src, st.drivingI420);
     const stats = this.render(st.drivingI420, st.outI420, timestampMs);
     i420ToRgb(st.outI420, out);

@@ -185,7 +185,9 @@ export class ExpressionEncoder {
       raw[2 * i + 1] = (ddx * vx + ddy * vy) / nf.height;
     }
     // Rigid yaw/pitch: displacement explained by generic depth (in width units) over the rigid points.
-    let sx = 0, sy = 0, szz = 0;
+    let sx = 0,
+      sy = 0,
+      szz = 0;
     for (const i of RIGID_POINTS) {
       const z = GENERIC_DEPTH[i]! - Z_RIGID_MEAN;
       sx += z * raw[2 * i]!;
@@ -313,7 +315,8 @@ export function retarget(
     [36, L_CLOSE_L],
     [42, L_CLOSE_R],
   ] as const) {
-    let mx = 0, my = 0;
+    let mx = 0,
+      my = 0;
     for (let i = e; i < e + 6; i++) {
       mx += out[2 * i]! - P[2 * i]!;
       my += out[2 * i + 1]! - P[2 * i + 1]!;
@@ -372,9 +375,12 @@ export function retarget(
   const ty = clamp(latent[L_TY]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
   const cx = f.ox + vx * f.height * 0.45;
   const cy = f.oy + vy * f.height * 0.45;
-  const cyaw = Math.cos(yaw), syaw = Math.sin(yaw);
-  const cpit = Math.cos(pitch), spit = Math.sin(pitch);
-  const cr = Math.cos(roll) * zoom, sr = Math.sin(roll) * zoom;
+  const cyaw = Math.cos(yaw),
+    syaw = Math.sin(yaw);
+  const cpit = Math.cos(pitch),
+    spit = Math.sin(pitch);
+  const cr = Math.cos(roll) * zoom,
+    sr = Math.sin(roll) * zoom;
   const total = N_LANDMARKS + nRing;
   for (let i = 0; i < total; i++) {
     const x = out[2 * i]! - cx;
@@ -414,14 +420,19 @@ export function eyelidPolygons(
   const cc = Math.min(1, c);
   const x = (i: number): number => pts[2 * i]!;
   const y = (i: number): number => pts[2 * i + 1]!;
-  const c0 = eye, u1 = eye + 1, u2 = eye + 2, c1 = eye + 3, l2 = eye + 4, l1 = eye + 5;
+  const c0 = eye,
+    u1 = eye + 1,
+    u2 = eye + 2,
+    c1 = eye + 3,
+    l2 = eye + 4,
+    l1 = eye + 5;
   // The lid edge at closure c, per upper-lid point (towards its lower-lid partner, 96% of the way when closed).
   const e1x = x(u1) + (x(l1) - x(u1)) * cc * 0.96;
   const e1y = y(u1) + (y(l1) - y(u1)) * cc * 0.96;
   const e2x = x(u2) + (x(l2) - x(u2)) * cc * 0.96;
   const e2y = y(u2) + (y(l2) - y(u2)) * cc * 0.96;
   // Upper edge: a little above the open lid, so the original lash line is covered too.
-  const h = 0.25 * (Math.hypot(x(l1) - x(u1), y(l1) - y(u1)) + Math.hypot(x(l2) - x(u2), y(l2) - y(u2))) / 2;
+  const h = (0.25 * (Math.hypot(x(l1) - x(u1), y(l1) - y(u1)) + Math.hypot(x(l2) - x(u2), y(l2) - y(u2)))) / 2;
   const ex = x(c1) - x(c0);
   const ey = y(c1) - y(c0);
   const el = Math.hypot(ex, ey) || 1;

@@ -17,7 +17,10 @@ export interface Similarity {
 
 /** Least-squares similarity mapping `src` onto `dst`, over the point indices `idx`. */
 export function fitSimilarity(src: Points, dst: Points, idx: readonly number[], out: Similarity): Similarity {
-  let sx = 0, sy = 0, dx = 0, dy = 0;
+  let sx = 0,
+    sy = 0,
+    dx = 0,
+    dy = 0;
   const n = idx.length;
   for (const i of idx) {
     sx += src[2 * i]!;
@@ -29,7 +32,9 @@ export function fitSimilarity(src: Points, dst: Points, idx: readonly number[], 
   sy /= n;
   dx /= n;
   dy /= n;
-  let num1 = 0, num2 = 0, den = 0;
+  let num1 = 0,
+    num2 = 0,
+    den = 0;
   for (const i of idx) {
     const px = src[2 * i]! - sx;
     const py = src[2 * i + 1]! - sy;
@@ -81,7 +86,14 @@ export function tpsKernel(r2: number): number {
  * Writes `coef` as [w_0..w_{n-1}, a0, ax, ay] rows of (x, y): length 2 (n + 3). `lambda` regularizes near-coincident
  * control points. Scratch: `mat` of (n+3)*(n+5) doubles. Gaussian elimination with partial pivoting, O(n^3/3).
  */
-export function solveTps(ctrl: Points, values: Points, n: number, lambda: number, coef: Float32Array, mat: Float64Array): void {
+export function solveTps(
+  ctrl: Points,
+  values: Points,
+  n: number,
+  lambda: number,
+  coef: Float32Array,
+  mat: Float64Array,
+): void {
   const m = n + 3;
   const cols = m + 2;
   mat.fill(0, 0, m * cols);
@@ -164,8 +176,16 @@ export function evalTps(ctrl: Points, n: number, coef: Float32Array, x: number, 
  * (node (i, j) at x = i, y = j). 4 sub-scanlines per row and exact horizontal coverage at the span ends.
  * `scratch` holds at least the vertex count of crossings.
  */
-export function fillPolygon(mask: Float32Array, m: number, xs: Points, ys: Points, count: number, scratch: Float64Array): void {
-  let minY = Infinity, maxY = -Infinity;
+export function fillPolygon(
+  mask: Float32Array,
+  m: number,
+  xs: Points,
+  ys: Points,
+  count: number,
+  scratch: Float64Array,
+): void {
+  let minY = Infinity,
+    maxY = -Infinity;
   for (let i = 0; i < count; i++) {
     minY = Math.min(minY, ys[i]!);
     maxY = Math.max(maxY, ys[i]!);
@@ -244,7 +264,10 @@ export interface FaceFrame {
 }
 
 export function faceFrame(p: Points, out: FaceFrame): FaceFrame {
-  let lx = 0, ly = 0, rx = 0, ry = 0;
+  let lx = 0,
+    ly = 0,
+    rx = 0,
+    ry = 0;
   for (let i = 36; i < 42; i++) {
     lx += p[2 * i]!;
     ly += p[2 * i + 1]!;
@@ -289,4 +312,6 @@ export const GENERIC_DEPTH = new Float32Array([
 ]);
 
 /** Landmarks that move little with expression: used for alignment and for the yaw/pitch fit. */
-export const RIGID_POINTS: readonly number[] = [0, 1, 2, 3, 13, 14, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45];
+export const RIGID_POINTS: readonly number[] = [
+  0, 1, 2, 3, 13, 14, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45,
+];

@@ -67,7 +67,12 @@ export function largestFace(faces: readonly FaceTrack[]): FaceTrack | null {
  * Builds everything the engine needs for one portrait. `landmarks` are the face's 68 points in the portrait's pixel
  * coordinates.
  */
-export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: PortraitGeometry['pose'], opts: PrepareOptions): PreparedFace {
+export function preparePortrait(
+  rgb: RgbImage,
+  landmarks: Float32Array,
+  pose: PortraitGeometry['pose'],
+  opts: PrepareOptions,
+): PreparedFace {
   const f = faceFrame(landmarks, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
   const vx = -f.uy;
   const vy = f.ux;
@@ -119,7 +124,10 @@ export function preparePortrait(rgb: RgbImage, landmarks: Float32Array, pose: Po
   }
 
   // The paste region (bbox of the outer ellipse at output scale, even-aligned).
-  let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+  let minX = Infinity,
+    minY = Infinity,
+    maxX = -Infinity,
+    maxY = -Infinity;
   for (let k = 0; k < 64; k++) {
     const [x, y] = ellipsePoint((2 * Math.PI * k) / 64, rxo, ryo);
     minX = Math.min(minX, x * so);
@@ -208,7 +216,9 @@ export function sampleCrop(rgb: RgbImage, cx0: number, cy0: number, side: number
   const inv = 1 / (k * k);
   for (let j = 0; j < res; j++) {
     for (let i = 0; i < res; i++) {
-      let r = 0, g = 0, b = 0;
+      let r = 0,
+        g = 0,
+        b = 0;
       for (let sj = 0; sj < k; sj++) {
         let y = cy0 + (j + (sj + 0.5) / k) * step - 0.5;
         y = y < 0 ? 0 : y > h - 1 ? h - 1 : y;
@@ -223,7 +233,10 @@ export function sampleCrop(rgb: RgbImage, cx0: number, cy0: number, side: number
           const bq = a + 3;
           const c = a + w * 3;
           const d = c + 3;
-          const w00 = (1 - fx) * (1 - fy), w01 = fx * (1 - fy), w10 = (1 - fx) * fy, w11 = fx * fy;
+          const w00 = (1 - fx) * (1 - fy),
+            w01 = fx * (1 - fy),
+            w10 = (1 - fx) * fy,
+            w11 = fx * fy;
           r += data[a]! * w00 + data[bq]! * w01 + data[c]! * w10 + data[d]! * w11;
           g += data[a + 1]! * w00 + data[bq + 1]! * w01 + data[c + 1]! * w10 + data[d + 1]! * w11;
           b += data[a + 2]! * w00 + data[bq + 2]! * w01 + data[c + 2]! * w10 + data[d + 2]! * w11;
@@ -278,7 +291,10 @@ function overlayColours(source: Float32Array, res: number, lm: Float64Array): Fl
     for (let k = 0; k < 4; k++) {
       const li = lidTop[k]!;
       const bi = brow + Math.min(4, Math.round((k * 4) / 3));
-      const lx = lm[2 * li]!, ly = lm[2 * li + 1]!, bx = lm[2 * bi]!, by = lm[2 * bi + 1]!;
+      const lx = lm[2 * li]!,
+        ly = lm[2 * li + 1]!,
+        bx = lm[2 * bi]!,
+        by = lm[2 * bi + 1]!;
       xs[k] = toNode(lx + 0.3 * (bx - lx));
       ys[k] = toNode(ly + 0.3 * (by - ly));
       xs[7 - k] = toNode(lx + 0.65 * (bx - lx));
@@ -287,12 +303,25 @@ function overlayColours(source: Float32Array, res: number, lm: Float64Array): Fl
     fillPolygon(lids, res, xs, ys, 8, scratch);
   }
   const plane = res * res;
-  let lr = 0, lg = 0, lb = 0, kr = 0, kg = 0, kb = 0, er = 0, eg = 0, eb = 0;
-  let lw = 0, sw = 0, sat = 0, ew = 0;
+  let lr = 0,
+    lg = 0,
+    lb = 0,
+    kr = 0,
+    kg = 0,
+    kb = 0,
+    er = 0,
+    eg = 0,
+    eb = 0;
+  let lw = 0,
+    sw = 0,
+    sat = 0,
+    ew = 0;
   for (let i = 0; i < plane; i++) {
     const wl = outer[i]! * (1 - inner[i]!);
     const ws = skin[i]!;
-    const r = source[i]!, g = source[plane + i]!, b = source[2 * plane + i]!;
+    const r = source[i]!,
+      g = source[plane + i]!,
+      b = source[2 * plane + i]!;
     if (wl > 0) {
       lr += r * wl;
       lg += g * wl;
@@ -321,7 +350,9 @@ function overlayColours(source: Float32Array, res: number, lm: Float64Array): Fl
   const bright = Math.min(1.0, Math.max(0.5, skinLum / 170));
   let dark = [L[0]! * 0.3 + 8, L[1]! * 0.18 + 4, L[2]! * 0.2 + 5];
   let teeth = [236 * bright, 230 * bright, 214 * bright];
-  let tongue = [0.5 * L[0]! + 0.5 * 196, 0.5 * L[1]! + 0.5 * 92, 0.5 * L[2]! + 0.5 * 102].map((v) => v * (0.6 + 0.4 * bright));
+  let tongue = [0.5 * L[0]! + 0.5 * 196, 0.5 * L[1]! + 0.5 * 92, 0.5 * L[2]! + 0.5 * 102].map(
+    (v) => v * (0.6 + 0.4 * bright),
+  );
   // A closed lid is a little darker than the skin above the eye (it is in the eye socket's shade).
   let lid = (ew > 0 ? [er / ew, eg / ew, eb / ew] : S).map((v) => v * 0.93);
   let lash = lid.map((v) => v * 0.3);

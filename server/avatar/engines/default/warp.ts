@@ -161,7 +161,8 @@ export class FusedWarp {
             rowHasOv = 1;
             ro[o0 + u] = overlay[n0 + u]! + (overlay[n1 + u]! - overlay[n0 + u]!) * fv;
             ro[o0 + M + u] = overlay[MM + n0 + u]! + (overlay[MM + n1 + u]! - overlay[MM + n0 + u]!) * fv;
-            ro[o0 + 2 * M + u] = overlay[2 * MM + n0 + u]! + (overlay[2 * MM + n1 + u]! - overlay[2 * MM + n0 + u]!) * fv;
+            ro[o0 + 2 * M + u] =
+              overlay[2 * MM + n0 + u]! + (overlay[2 * MM + n1 + u]! - overlay[2 * MM + n0 + u]!) * fv;
             ro[o0 + 3 * M + u] = a0 + (a1 - a0) * fv;
           } else {
             // Premultiplied: no alpha, no colour (a neighbour column may still interpolate towards this one).
@@ -173,14 +174,18 @@ export class FusedWarp {
         }
       }
       for (let bx = bx0; bx <= bx1; bx++) {
-        let sr = 0, sg = 0, sb = 0;
+        let sr = 0,
+          sg = 0,
+          sb = 0;
         for (let k = 0; k < 4; k++) {
           const ky = k >> 1;
           const y = 2 * by + ky;
           const x = 2 * bx + (k & 1);
           const p = y * w + x;
           const pm = mask[p]!;
-          let r = bg[3 * p]!, g = bg[3 * p + 1]!, b = bg[3 * p + 2]!;
+          let r = bg[3 * p]!,
+            g = bg[3 * p + 1]!,
+            b = bg[3 * p + 2]!;
           if (pm > 0) {
             const fu = colW[x]!;
             const u = colIdx[x]!;
@@ -200,7 +205,10 @@ export class FusedWarp {
             const fy = sy - iy;
             const a = (iy * R + ix) * 3;
             const c = a + R * 3;
-            const w00 = (1 - fx) * (1 - fy), w01 = fx * (1 - fy), w10 = (1 - fx) * fy, w11 = fx * fy;
+            const w00 = (1 - fx) * (1 - fy),
+              w01 = fx * (1 - fy),
+              w10 = (1 - fx) * fy,
+              w11 = fx * fy;
             let wr = src[a]! * w00 + src[a + 3]! * w01 + src[c]! * w10 + src[c + 3]! * w11;
             let wg = src[a + 1]! * w00 + src[a + 4]! * w01 + src[c + 1]! * w10 + src[c + 4]! * w11;
             let wb = src[a + 2]! * w00 + src[a + 5]! * w01 + src[c + 2]! * w10 + src[c + 5]! * w11;
