@@ -167,6 +167,33 @@ describe('DefaultEngine', () => {
     expect(meanAbsDiff(out, rest, box[0], box[1], box[2], box[3])).toBeLessThan(3);
   }, 180_000);
 
+  it('the whole-graph path (what a GPU provider runs) renders the same frames as the CPU path', async () => {
+    const pack = path.join(projectRoot, 'models', 'default');
+    const full = await DefaultEngine.create({ modelPack: pack, vision, fullGraph: true });
+    const cpu = await DefaultEngine.create({ modelPack: pack, vision });
+    try {
+      const img = await loadImageRgb(portrait('painting_black_woman_afro.png'));
+      const p = await full.prepare(img);
+      await cpu.prepare(img);
+      const drive = await frames(clip('young_woman_expressive_wink.mp4'), 40);
+      const a = { width: p.width, height: p.height, data: new Uint8Array((p.width * p.height * 3) / 2) };
+      const b = { width: p.width, height: p.height, data: new Uint8Array((p.width * p.height * 3) / 2) };
+      let maxMean = 0;
+      for (let i = 0; i < drive.length; i++) {
+        const f = rgbToI420(drive[i]!);
+        full.render(f, a, i * 33);
+        cpu.render(f, b, i * 33);
+        let s = 0;
+        for (let k = 0; k < a.data.length; k++) s += Math.abs(a.data[k]! - b.data[k]!);
+        maxMean = Math.max(maxMean, s / a.data.length);
+      }
+      expect(maxMean).toBeLessThan(0.5);
+    } finally {
+      full.close();
+      cpu.close();
+    }
+  }, 120_000);
+
   it('renders I420 in, I420 out with stage timings, and refuses use after close', async () => {
     const e = await DefaultEngine.create({ modelPack: path.join(projectRoot, 'models', 'default'), vision });
     const p = await e.prepare(await loadImageRgb(portrait('cartoon_3d_boy.jpg')));
