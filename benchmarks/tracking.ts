@@ -139,7 +139,7 @@ export async function main(args: string[]): Promise<void> {
   let identical = 0;
   if (dlib) {
     ours.forEach((o, i) => {
-      const ref = dlib!.landmarks[i]!;
+      const ref = dlib.landmarks[i]!;
       if (ref.every(([x, y], j) => o[2 * j] === x && o[2 * j + 1] === y)) identical++;
     });
   }
@@ -232,7 +232,9 @@ export async function main(args: string[]): Promise<void> {
     },
     dlib_error: dlibError ?? null,
     goals: {
-      'landmarks <= 2x dlib C++ and <= 2 ms': dlibWall ? s.landmarks.p50 <= 2 * dlibWall.p50 && s.landmarks.p50 <= 2 : null,
+      'landmarks <= 2x dlib C++ and <= 2 ms': dlibWall
+        ? s.landmarks.p50 <= 2 * dlibWall.p50 && s.landmarks.p50 <= 2
+        : null,
       'detect <= 10 ms (p50)': s.detect.p50 <= 10,
       'tracked frame <= 5 ms (p95)': s.track.p95 <= 5,
     },

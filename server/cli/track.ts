@@ -47,7 +47,8 @@ function parseArgs(argv: string[]): Args | string {
   }
   if (!a.input) return 'missing --input';
   if (!a.json) return 'missing --json';
-  if (a.overlay !== undefined && !/\.(mp4|png|jpe?g)$/i.test(a.overlay)) return '--overlay must end in .mp4, .png or .jpg';
+  if (a.overlay !== undefined && !/\.(mp4|png|jpe?g)$/i.test(a.overlay))
+    return '--overlay must end in .mp4, .png or .jpg';
   return a as Args;
 }
 
@@ -150,10 +151,16 @@ async function trackImage(tracker: FaceTracker, args: Args): Promise<Record<stri
 }
 
 async function trackVideo(tracker: FaceTracker, args: Args, info: VideoInfo): Promise<Record<string, unknown>> {
-  if (args.overlay && !/\.mp4$/i.test(args.overlay)) throw new AppError('BAD_REQUEST', 'the overlay of a video input must be .mp4');
+  if (args.overlay && !/\.mp4$/i.test(args.overlay))
+    throw new AppError('BAD_REQUEST', 'the overlay of a video input must be .mp4');
   const total = args.maxFrames !== undefined ? Math.min(args.maxFrames, info.frameCount) : info.frameCount;
   const writer = args.overlay
-    ? await VideoWriter.open(args.overlay, { width: info.width, height: info.height, fps: info.fps, audioFrom: args.input })
+    ? await VideoWriter.open(args.overlay, {
+        width: info.width,
+        height: info.height,
+        fps: info.fps,
+        audioFrom: args.input,
+      })
     : undefined;
   const frames: Record<string, unknown>[] = [];
   const gray: GrayImage = { width: info.width, height: info.height, data: new Uint8Array(info.width * info.height) };

@@ -86,7 +86,10 @@ export async function probeVideo(file: string): Promise<VideoInfo> {
   await assertReadable(file);
   const res = await runCapture('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', file]);
   if (res.code !== 0) throw new AppError('UNSUPPORTED_MEDIA_TYPE', `not a readable media file: ${path.basename(file)}`);
-  const json = JSON.parse(res.stdout) as { streams?: ProbeStream[]; format?: { duration?: string; format_name?: string } };
+  const json = JSON.parse(res.stdout) as {
+    streams?: ProbeStream[];
+    format?: { duration?: string; format_name?: string };
+  };
   const streams = json.streams ?? [];
   const v = streams.find((s) => s.codec_type === 'video');
   // Still images probe as a one-frame "video" (image2 demuxer, or png/mjpeg pipes): not a video for our purposes.
@@ -108,8 +111,16 @@ export async function probeVideo(file: string): Promise<VideoInfo> {
   let frameCount = Number(v.nb_frames ?? Number.NaN);
   if (!(frameCount > 0)) {
     const cnt = await runCapture('ffprobe', [
-      '-v', 'error', '-select_streams', 'v:0', '-count_packets', '-show_entries', 'stream=nb_read_packets',
-      '-of', 'csv=p=0', file,
+      '-v',
+      'error',
+      '-select_streams',
+      'v:0',
+      '-count_packets',
+      '-show_entries',
+      'stream=nb_read_packets',
+      '-of',
+      'csv=p=0',
+      file,
     ]);
     frameCount = Number.parseInt(cnt.stdout.trim(), 10);
     if (!(frameCount > 0)) frameCount = Number.isFinite(durationS) ? Math.round(durationS * fps) : 0;
@@ -166,7 +177,10 @@ export async function* readVideoFrames(file: string, opts: ReadFramesOptions): A
   const frameBytes = w * h * 3;
   const args = ['-v', 'error', '-nostdin', '-i', file, '-map', '0:v:0', '-an', '-sn'];
   if (w !== info.storedWidth || h !== info.storedHeight || info.sar[0] !== info.sar[1]) {
-    args.push('-vf', `scale=${w}:${h}:flags=${w * h < info.storedWidth * info.storedHeight ? 'area' : 'bicubic'},setsar=1`);
+    args.push(
+      '-vf',
+      `scale=${w}:${h}:flags=${w * h < info.storedWidth * info.storedHeight ? 'area' : 'bicubic'},setsar=1`,
+    );
   }
   args.push('-fps_mode', 'passthrough');
   if (opts.maxFrames !== undefined) args.push('-frames:v', String(Math.max(0, opts.maxFrames)));
@@ -177,7 +191,9 @@ export async function* readVideoFrames(file: string, opts: ReadFramesOptions): A
     if (stderr.length < 4000) stderr += d;
   });
   const exited = new Promise<number>((resolve, reject) => {
-    proc.on('error', (err) => reject((err as NodeJS.ErrnoException).code === 'ENOENT' ? missingTool('ffmpeg', err) : err));
+    proc.on('error', (err) =>
+      reject((err as NodeJS.ErrnoException).code === 'ENOENT' ? missingTool('ffmpeg', err) : err),
+    );
     proc.on('close', (code) => resolve(code ?? -1));
   });
   let index = 0;
@@ -196,7 +212,8 @@ export async function* readVideoFrames(file: string, opts: ReadFramesOptions): A
         pendingBytes = rest.length;
         if (opts.format === 'gray') {
           const gray = new Uint8Array(w * h);
-          for (let i = 0, j = 0; i < gray.length; i++, j += 3) gray[i] = ((rgb[j]! + rgb[j + 1]! + rgb[j + 2]!) / 3) | 0;
+          for (let i = 0, j = 0; i < gray.length; i++, j += 3)
+            gray[i] = ((rgb[j]! + rgb[j + 1]! + rgb[j + 2]!) / 3) | 0;
           yield { index: index++, width: w, height: h, data: gray };
         } else {
           yield { index: index++, width: w, height: h, data: rgb };
@@ -204,7 +221,11 @@ export async function* readVideoFrames(file: string, opts: ReadFramesOptions): A
       }
     }
     const code = await exited;
-    if (code !== 0) throw new AppError('UNSUPPORTED_MEDIA_TYPE', `ffmpeg could not decode ${path.basename(file)}: ${stderr.trim().split('\n').pop() ?? ''}`);
+    if (code !== 0)
+      throw new AppError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `ffmpeg could not decode ${path.basename(file)}: ${stderr.trim().split('\n').pop() ?? ''}`,
+      );
   } finally {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     await exited.catch(() => -1);
@@ -270,16 +291,47 @@ export class VideoWriter {
     if (opts.audioFrom) {
       await assertReadable(opts.audioFrom);
       const res = await runCapture('ffprobe', [
-        '-v', 'error', '-select_streams', 'a:0', '-show_entries', 'stream=codec_name', '-of', 'csv=p=0', opts.audioFrom,
+        '-v',
+        'error',
+        '-select_streams',
+        'a:0',
+        '-show_entries',
+        'stream=codec_name',
+        '-of',
+        'csv=p=0',
+        opts.audioFrom,
       ]);
       const codec = res.stdout.trim();
       audio = res.code === 0 && codec.length > 0;
       copyAudio = codec === 'aac';
     }
-    const args = ['-v', 'error', '-y', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-r', String(fps), '-i', 'pipe:0'];
+    const args = [
+      '-v',
+      'error',
+      '-y',
+      '-f',
+      'rawvideo',
+      '-pix_fmt',
+      'rgb24',
+      '-s',
+      `${width}x${height}`,
+      '-r',
+      String(fps),
+      '-i',
+      'pipe:0',
+    ];
     if (audio && opts.audioFrom) args.push('-i', opts.audioFrom, '-map', '0:v:0', '-map', '1:a:0');
     if (width % 2 || height % 2) args.push('-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2');
-    args.push('-c:v', 'libx264', '-preset', opts.preset ?? 'veryfast', '-crf', String(opts.crf ?? 20), '-pix_fmt', 'yuv420p');
+    args.push(
+      '-c:v',
+      'libx264',
+      '-preset',
+      opts.preset ?? 'veryfast',
+      '-crf',
+      String(opts.crf ?? 20),
+      '-pix_fmt',
+      'yuv420p',
+    );
     if (audio) args.push('-c:a', copyAudio ? 'copy' : 'aac', '-shortest');
     args.push('-movflags', '+faststart', file);
     const proc = spawn('ffmpeg', args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -339,9 +391,13 @@ export class VideoWriter {
   #fail(): Error {
     if (this.#failure instanceof AppError) return this.#failure;
     const last = this.#stderr.trim().split('\n').pop() ?? '';
-    return new AppError('ENGINE_FAILED', `video encoding failed for ${path.basename(this.file)}${last ? `: ${last}` : ''}`, {
-      cause: this.#failure,
-    });
+    return new AppError(
+      'ENGINE_FAILED',
+      `video encoding failed for ${path.basename(this.file)}${last ? `: ${last}` : ''}`,
+      {
+        cause: this.#failure,
+      },
+    );
   }
 }
 

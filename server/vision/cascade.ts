@@ -138,7 +138,8 @@ export function parseCascadeXml(xml: string): CascadeModel {
     throw new AppError('MODEL_PACK_INVALID', `cascade XML: unsupported featureType "${type}" (HAAR or LBP)`);
   }
   const stageType = need(c, 'stageType', 'cascade').text.trim();
-  if (stageType !== 'BOOST') throw new AppError('MODEL_PACK_INVALID', `cascade XML: unsupported stageType "${stageType}"`);
+  if (stageType !== 'BOOST')
+    throw new AppError('MODEL_PACK_INVALID', `cascade XML: unsupported stageType "${stageType}"`);
   const width = Number(need(c, 'width', 'cascade').text);
   const height = Number(need(c, 'height', 'cascade').text);
   const stagesNode = need(c, 'stages', 'cascade');
@@ -154,7 +155,8 @@ export function parseCascadeXml(xml: string): CascadeModel {
         throw new AppError('MODEL_PACK_INVALID', 'cascade XML: tilted HAAR features are not supported');
       }
       const rects = need(f, 'rects', 'feature').children.filter((r) => r.name === '_');
-      if (rects.length < 1 || rects.length > 3) throw new AppError('MODEL_PACK_INVALID', 'cascade XML: HAAR feature needs 1-3 rects');
+      if (rects.length < 1 || rects.length > 3)
+        throw new AppError('MODEL_PACK_INVALID', 'cascade XML: HAAR feature needs 1-3 rects');
       rects.forEach((r, ri) => {
         const v = numbers(r);
         if (v.length !== 5) throw new AppError('MODEL_PACK_INVALID', 'cascade XML: HAAR rect needs x y w h weight');
@@ -185,10 +187,14 @@ export function parseCascadeXml(xml: string): CascadeModel {
       const leaves = numbers(need(w, 'leafValues', 'weak classifier'));
       const per = type === 'HAAR' ? 4 : 11;
       if (nodes.length !== per || leaves.length !== 2 || nodes[0] !== 0 || nodes[1] !== -1) {
-        throw new AppError('MODEL_PACK_INVALID', 'cascade XML: only stump cascades (one split, two leaves) are supported');
+        throw new AppError(
+          'MODEL_PACK_INVALID',
+          'cascade XML: only stump cascades (one split, two leaves) are supported',
+        );
       }
       const fidx = nodes[2]!;
-      if (!(fidx >= 0 && fidx < featureCount)) throw new AppError('MODEL_PACK_INVALID', 'cascade XML: feature index out of range');
+      if (!(fidx >= 0 && fidx < featureCount))
+        throw new AppError('MODEL_PACK_INVALID', 'cascade XML: feature index out of range');
       sf.push(fidx);
       sl.push(f32(leaves[0]!));
       sr.push(f32(leaves[1]!));
@@ -199,9 +205,10 @@ export function parseCascadeXml(xml: string): CascadeModel {
         for (let k = 0; k < 8; k++) ss.push(nodes[3 + k]! | 0);
       }
     }
-    stageCount[si] = sf.length - stageFirst[si]!;
+    stageCount[si] = sf.length - stageFirst[si];
   });
-  if (!(width > 0 && height > 0) || stages.length === 0) throw new AppError('MODEL_PACK_INVALID', 'cascade XML: empty cascade');
+  if (!(width > 0 && height > 0) || stages.length === 0)
+    throw new AppError('MODEL_PACK_INVALID', 'cascade XML: empty cascade');
   return {
     type,
     width,
@@ -215,7 +222,9 @@ export function parseCascadeXml(xml: string): CascadeModel {
     stumpRight: Float32Array.from(sr),
     stumpSubset: Int32Array.from(ss),
     stumpRestMax: restMax(stageFirst, stageCount, sl, sr),
-    stumpWeights: Float32Array.from(sf.flatMap((f) => [featureWeights[f * 3]!, featureWeights[f * 3 + 1]!, featureWeights[f * 3 + 2]!])),
+    stumpWeights: Float32Array.from(
+      sf.flatMap((f) => [featureWeights[f * 3]!, featureWeights[f * 3 + 1]!, featureWeights[f * 3 + 2]!]),
+    ),
     featureRects,
     featureWeights,
     featureCount,
@@ -345,7 +354,9 @@ export class CascadeClassifier {
     try {
       xml = await readFile(file, 'utf8');
     } catch (err) {
-      throw new AppError('MODEL_PACK_INVALID', `cascade file not readable: ${file} (Debian package opencv-data)`, { cause: err });
+      throw new AppError('MODEL_PACK_INVALID', `cascade file not readable: ${file} (Debian package opencv-data)`, {
+        cause: err,
+      });
     }
     return new CascadeClassifier(parseCascadeXml(xml));
   }
@@ -357,7 +368,15 @@ export class CascadeClassifier {
     return this.model.height;
   }
 
-  #plan(w: number, h: number, scaleFactor: number, minSize: number, maxSize: number, stepSmall: number, stepLarge: number): ScanPlan {
+  #plan(
+    w: number,
+    h: number,
+    scaleFactor: number,
+    minSize: number,
+    maxSize: number,
+    stepSmall: number,
+    stepLarge: number,
+  ): ScanPlan {
     const key = `${w}x${h}/${scaleFactor}/${minSize}/${maxSize}/${stepSmall}/${stepLarge}`;
     const hit = this.#plans.get(key);
     if (hit) return hit;
@@ -375,7 +394,16 @@ export class CascadeClassifier {
       const sh = rint(f32(h / sc));
       const xt = resizeTable(w, sw);
       const yt = resizeTable(h, sh);
-      levels.push({ sc, sw, sh, step: sc >= 2 ? stepLarge : stepSmall, xIdx: xt.idx, xC1: xt.c1, yIdx: yt.idx, yC1: yt.c1 });
+      levels.push({
+        sc,
+        sw,
+        sh,
+        step: sc >= 2 ? stepLarge : stepSmall,
+        xIdx: xt.idx,
+        xC1: xt.c1,
+        yIdx: yt.idx,
+        yC1: yt.c1,
+      });
       maxPix = Math.max(maxPix, (sw + 1) * (sh + 1));
       if (levels.length > 200) break;
     }
@@ -432,7 +460,8 @@ export class CascadeClassifier {
         const y = fr[f * 12 + 1]!;
         const rw = fr[f * 12 + 2]!;
         const rh = fr[f * 12 + 3]!;
-        for (let j = 0; j < 4; j++) for (let i = 0; i < 4; i++) o[k * 16 + j * 4 + i] = (y + j * rh) * stride + x + i * rw;
+        for (let j = 0; j < 4; j++)
+          for (let i = 0; i < 4; i++) o[k * 16 + j * 4 + i] = (y + j * rh) * stride + x + i * rw;
       }
     }
     plan.offsets.set(stride, o);
@@ -509,8 +538,35 @@ export class CascadeClassifier {
   #eval(p: number, stride: number, offs: Int32Array, plan: ScanPlan, nStages: number): number {
     const m = this.model;
     return m.type === 'HAAR'
-      ? evalHaar(p, stride, m.width, m.height, offs, plan.sum, plan.sqsum, m.stumpWeights, m.stumpThreshold, m.stumpLeft, m.stumpRight, m.stageCount, m.stageThreshold, m.stumpRestMax, nStages)
-      : evalLbp(p, offs, plan.sum, m.stumpSubset, m.stumpLeft, m.stumpRight, m.stageCount, m.stageThreshold, m.stumpRestMax, nStages);
+      ? evalHaar(
+          p,
+          stride,
+          m.width,
+          m.height,
+          offs,
+          plan.sum,
+          plan.sqsum,
+          m.stumpWeights,
+          m.stumpThreshold,
+          m.stumpLeft,
+          m.stumpRight,
+          m.stageCount,
+          m.stageThreshold,
+          m.stumpRestMax,
+          nStages,
+        )
+      : evalLbp(
+          p,
+          offs,
+          plan.sum,
+          m.stumpSubset,
+          m.stumpLeft,
+          m.stumpRight,
+          m.stageCount,
+          m.stageThreshold,
+          m.stumpRestMax,
+          nStages,
+        );
   }
 
   #scanCoarse(
@@ -552,7 +608,8 @@ export class CascadeClassifier {
         if (marks[j * nx + i] !== ep) continue;
         const x = i * step;
         const y = j * step;
-        if (this.#eval(y * stride + x, stride, offs, plan, all) > 0) raw.push([rint(f32(x * sc)), rint(f32(y * sc)), winW, winH]);
+        if (this.#eval(y * stride + x, stride, offs, plan, all) > 0)
+          raw.push([rint(f32(x * sc)), rint(f32(y * sc)), winW, winH]);
       }
     }
   }
@@ -573,7 +630,15 @@ export class CascadeClassifier {
     if (!(scaleFactor > 1)) throw new TypeError('detectMultiScale: scaleFactor must be > 1');
     const raw: CvRect[] = [];
     if (img.width < 1 || img.height < 1) return raw;
-    const plan = this.#plan(img.width, img.height, scaleFactor, minSize, maxSize, params.stepSmall ?? 2, params.stepLarge ?? 1);
+    const plan = this.#plan(
+      img.width,
+      img.height,
+      scaleFactor,
+      minSize,
+      maxSize,
+      params.stepSmall ?? 2,
+      params.stepLarge ?? 1,
+    );
     const W = this.model.width;
     const H = this.model.height;
     const m = this.model;
@@ -592,7 +657,19 @@ export class CascadeClassifier {
       const winW = rint(f32(W * sc));
       const winH = rint(f32(H * sc));
       if (params.coarse) {
-        this.#scanCoarse(lv, plan, xEnd, yEnd, stride, offs, Math.min(params.coarse.stages, nStages), nStages, winW, winH, raw);
+        this.#scanCoarse(
+          lv,
+          plan,
+          xEnd,
+          yEnd,
+          stride,
+          offs,
+          Math.min(params.coarse.stages, nStages),
+          nStages,
+          winW,
+          winH,
+          raw,
+        );
         continue;
       }
       for (let y = 0; y < yEnd; y += step) {
@@ -614,8 +691,14 @@ export class CascadeClassifier {
  * The end of detectMultiScale: groupRectangles (eps 0.2) when minNeighbors > 0, then the clip to the image.
  * With minNeighbors <= 0 the clipped raw candidates come back, each with neighbors 1.
  */
-export function finishDetections(raw: readonly CvRect[], minNeighbors: number, width: number, height: number): CascadeDetections {
-  const out = minNeighbors <= 0 ? { rects: raw.slice(), neighbors: raw.map(() => 1) } : groupRectangles(raw, minNeighbors, 0.2);
+export function finishDetections(
+  raw: readonly CvRect[],
+  minNeighbors: number,
+  width: number,
+  height: number,
+): CascadeDetections {
+  const out =
+    minNeighbors <= 0 ? { rects: raw.slice(), neighbors: raw.map(() => 1) } : groupRectangles(raw, minNeighbors, 0.2);
   return clipDetections(out, width, height);
 }
 
@@ -766,7 +849,10 @@ function clipDetections(d: CascadeDetections, w: number, h: number): CascadeDete
 }
 
 /** OpenCV's `partition` (union-find with rank and path compression); labels in order of first member. */
-export function partition<T>(items: readonly T[], same: (a: T, b: T) => boolean): { labels: Int32Array; count: number } {
+export function partition<T>(
+  items: readonly T[],
+  same: (a: T, b: T) => boolean,
+): { labels: Int32Array; count: number } {
   const n = items.length;
   const parent = new Int32Array(n).fill(-1);
   const rank = new Int32Array(n);

@@ -192,7 +192,8 @@ export class FaceDetector {
     };
     let res = this.#cascade.detectMultiScale(small, params);
     // As in the full-frame search: a denser second pass when the first finds nothing (cheap on an 88x88 image).
-    if (res.rects.length === 0) res = this.#cascade.detectMultiScale(small, { ...params, scaleFactor: 1.1, coarse: undefined });
+    if (res.rects.length === 0)
+      res = this.#cascade.detectMultiScale(small, { ...params, scaleFactor: 1.1, coarse: undefined });
     const out: DetectedFace[] = [];
     res.rects.forEach((r, i) => {
       const rect: CvRect = [r[0] * k + x0, r[1] * k + y0, r[2] * k, r[3] * k];
@@ -231,7 +232,12 @@ export class FaceDetector {
     return res.rects.length;
   }
 
-  #run(work: GrayImage, img: GrayImage, params: DetectParams, map: { a: number; b: number; s: number }): DetectedFace[] {
+  #run(
+    work: GrayImage,
+    img: GrayImage,
+    params: DetectParams,
+    map: { a: number; b: number; s: number },
+  ): DetectedFace[] {
     const res = this.#cascade.detectMultiScale(work, params);
     const kx = img.width / work.width;
     const ky = img.height / work.height;

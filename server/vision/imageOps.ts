@@ -117,7 +117,15 @@ export function resizeGrayBilinear(src: GrayImage, dw: number, dh: number, out?:
 /**
  * Copies the rectangle (x, y, w, h) of `src` into a w x h image; parts outside the source are filled with `fill`.
  */
-export function cropGray(src: GrayImage, x: number, y: number, w: number, h: number, out?: GrayImage, fill = 0): GrayImage {
+export function cropGray(
+  src: GrayImage,
+  x: number,
+  y: number,
+  w: number,
+  h: number,
+  out?: GrayImage,
+  fill = 0,
+): GrayImage {
   const dst = ensure(out, w, h);
   const d = dst.data;
   const s = src.data;
@@ -142,7 +150,15 @@ export function cropGray(src: GrayImage, x: number, y: number, w: number, h: num
  * s x s grid of nearest-pixel samples over its footprint (s = ceil(side/n), at most 4), a cheap box filter that
  * costs O(n^2 s^2) whatever the region size. Outside the source reads `fill`.
  */
-export function sampleRegion(src: GrayImage, x0: number, y0: number, side: number, n: number, out?: GrayImage, fill = 127): GrayImage {
+export function sampleRegion(
+  src: GrayImage,
+  x0: number,
+  y0: number,
+  side: number,
+  n: number,
+  out?: GrayImage,
+  fill = 127,
+): GrayImage {
   const dst = ensure(out, n, n);
   const k = side / n;
   const ss = Math.max(1, Math.min(4, Math.ceil(k)));
@@ -237,5 +253,6 @@ export function drawDot(img: RgbImage, cx: number, cy: number, radius: number, c
   const x0 = Math.round(cx);
   const y0 = Math.round(cy);
   const r = Math.max(0, Math.round(radius));
-  for (let y = -r; y <= r; y++) for (let x = -r; x <= r; x++) if (x * x + y * y <= r * r + r) plot(img, x0 + x, y0 + y, c);
+  for (let y = -r; y <= r; y++)
+    for (let x = -r; x <= r; x++) if (x * x + y * y <= r * r + r) plot(img, x0 + x, y0 + y, c);
 }

@@ -28,7 +28,8 @@ export class OneEuroFilter {
   #params: Required<OneEuroParams>;
 
   constructor(channels: number, params: OneEuroParams) {
-    if (!(Number.isInteger(channels) && channels > 0)) throw new TypeError('OneEuroFilter: channels must be a positive integer');
+    if (!(Number.isInteger(channels) && channels > 0))
+      throw new TypeError('OneEuroFilter: channels must be a positive integer');
     this.channels = channels;
     this.#x = new Float64Array(channels);
     this.#dx = new Float64Array(channels);

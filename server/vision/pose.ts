@@ -307,7 +307,13 @@ export function emptyPose(): HeadPose {
  * Projects the head's axes for drawing: writes [ox, oy, xx, xy, yx, yy, zx, zy] in pixels, the nose tip and the
  * ends of the x (image right), y (down) and z (towards the camera) axes of `length` mm.
  */
-export function projectAxes(pose: HeadPose, width: number, height: number, length: number, out: Float64Array): Float64Array {
+export function projectAxes(
+  pose: HeadPose,
+  width: number,
+  height: number,
+  length: number,
+  out: Float64Array,
+): Float64Array {
   const yawY = (-pose.yaw * Math.PI) / 180;
   const pitchX = (-pose.pitch * Math.PI) / 180;
   const roll = (pose.roll * Math.PI) / 180;
@@ -316,9 +322,15 @@ export function projectAxes(pose: HeadPose, width: number, height: number, lengt
   const [cr, sr] = [Math.cos(roll), Math.sin(roll)];
   // R = Rz(roll) * Ry(yawY) * Rx(pitchX)
   const R = [
-    cr * cy, cr * sy * sp - sr * cp, cr * sy * cp + sr * sp,
-    sr * cy, sr * sy * sp + cr * cp, sr * sy * cp - cr * sp,
-    -sy, cy * sp, cy * cp,
+    cr * cy,
+    cr * sy * sp - sr * cp,
+    cr * sy * cp + sr * sp,
+    sr * cy,
+    sr * sy * sp + cr * cp,
+    sr * sy * cp - cr * sp,
+    -sy,
+    cy * sp,
+    cy * cp,
   ] as const;
   const f = width;
   const pts = [0, 0, 0, length, 0, 0, 0, length, 0, 0, 0, -length] as const;

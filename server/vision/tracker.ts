@@ -7,7 +7,8 @@
  * belongs to the tracker (copy what you keep; `cloneTrack` does). Not thread-safe: one tracker per stream.
  */
 import { FaceDetector, type DetectedFace, type FaceDetectorOptions } from './detector.js';
-import { eyeOpenness, mouthOpenness, PupilFinder, type PupilResult } from './features.js';
+import { eyeOpenness, mouthOpenness } from './features.js';
+import { PupilFinder, type PupilResult } from './gaze.js';
 import { OneEuroFilter, type OneEuroParams } from './oneEuro.js';
 import { emptyPose, PoseSolver } from './pose.js';
 import { ShapePredictor } from './shapePredictor.js';
@@ -176,7 +177,14 @@ export class FaceTracker {
   readonly detector: FaceDetector;
   readonly geometry: ShapeGeometry;
   /** Timings of the last track() call. */
-  readonly timings: TrackTimings = { detectMs: 0, landmarksMs: 0, poseMs: 0, featuresMs: 0, totalMs: 0, detected: false };
+  readonly timings: TrackTimings = {
+    detectMs: 0,
+    landmarksMs: 0,
+    poseMs: 0,
+    featuresMs: 0,
+    totalMs: 0,
+    detected: false,
+  };
 
   readonly #verifyEvery: number;
   readonly #maxMisses: number;

@@ -1,7 +1,16 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CASCADE_PATHS, CascadeClassifier, finishDetections, groupRectangles, parseCascadeXml, partition, rint, type CvRect } from '../../server/vision/cascade.js';
+import {
+  CASCADE_PATHS,
+  CascadeClassifier,
+  finishDetections,
+  groupRectangles,
+  parseCascadeXml,
+  partition,
+  rint,
+  type CvRect,
+} from '../../server/vision/cascade.js';
 import { readPgm, refDir, requireShared } from './helpers.js';
 
 interface CascadeRef {
@@ -52,7 +61,9 @@ describe('cascade XML', () => {
   });
 
   it('rint rounds half to even like cvRound', () => {
-    expect([rint(0.5), rint(1.5), rint(2.5), rint(-0.5), rint(-1.5), rint(2.4), rint(2.6)]).toEqual([0, 2, 2, -0, -2, 2, 3]);
+    expect([rint(0.5), rint(1.5), rint(2.5), rint(-0.5), rint(-1.5), rint(2.4), rint(2.6)]).toEqual([
+      0, 2, 2, -0, -2, 2, 3,
+    ]);
   });
 
   it('partition labels classes in order of their first member', () => {

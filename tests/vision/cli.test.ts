@@ -12,7 +12,10 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 /** Runs `node bin/avatar.mjs ...args` as a real subprocess. */
 function avatar(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [path.join(repoRoot, 'bin', 'avatar.mjs'), ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [path.join(repoRoot, 'bin', 'avatar.mjs'), ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -95,7 +98,13 @@ describe('avatar track (subprocess)', () => {
     const missing = await avatar(['track', '--input', path.join(tmp, 'nope.mp4'), '--json', path.join(tmp, 'x.json')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('[NOT_FOUND]');
-    const junk = await avatar(['track', '--input', path.join(repoRoot, 'package.json'), '--json', path.join(tmp, 'x.json')]);
+    const junk = await avatar([
+      'track',
+      '--input',
+      path.join(repoRoot, 'package.json'),
+      '--json',
+      path.join(tmp, 'x.json'),
+    ]);
     expect(junk.code).toBe(1);
     expect(junk.stderr).toContain('[UNSUPPORTED_MEDIA_TYPE]');
     const usage = await avatar(['track', '--json', path.join(tmp, 'x.json')]);

@@ -44,7 +44,9 @@ describe('fast detection on the 24 reference frames', () => {
       expect(hit!.score).toBeGreaterThan(0);
       expect(hit!.score).toBeLessThanOrEqual(1);
     }
-    const extra = faces.filter((d) => !r.faces.some((f) => matches(d, boxOf(f.box))) && !isListedFalsePositive(name, d));
+    const extra = faces.filter(
+      (d) => !r.faces.some((f) => matches(d, boxOf(f.box))) && !isListedFalsePositive(name, d),
+    );
     expect(extra.map((d) => d.rect)).toEqual([]);
   });
 });
@@ -57,7 +59,8 @@ describe('thorough (still-image) detection on the reference frames', () => {
       const img = readPgm(path.join(refDir, r.image));
       const faces = det.detect(img, { thorough: true });
       for (const f of r.faces) if (!faces.some((d) => matches(d, boxOf(f.box)))) missed.push(frameName(r.image));
-      for (const d of faces) if (!r.faces.some((f) => matches(d, boxOf(f.box)))) extra.push(`${frameName(r.image)} ${d.rect.join(',')}`);
+      for (const d of faces)
+        if (!r.faces.some((f) => matches(d, boxOf(f.box)))) extra.push(`${frameName(r.image)} ${d.rect.join(',')}`);
     }
     expect(missed).toEqual([]);
     expect(extra).toEqual([]);
@@ -70,9 +73,17 @@ describe('near search (re-acquisition around a known box)', () => {
       const img = readPgm(path.join(refDir, r.image));
       const b = boxOf(r.faces[0]!.box);
       const s = b.r - b.l;
-      const near: Box = { l: b.l + 0.08 * s, t: b.t - 0.08 * s, r: b.l + 0.08 * s + 1.1 * s, b: b.t - 0.08 * s + 1.1 * s };
+      const near: Box = {
+        l: b.l + 0.08 * s,
+        t: b.t - 0.08 * s,
+        r: b.l + 0.08 * s + 1.1 * s,
+        b: b.t - 0.08 * s + 1.1 * s,
+      };
       const faces = det.detect(img, { near });
-      expect(faces.some((d) => matches(d, b)), frameName(r.image)).toBe(true);
+      expect(
+        faces.some((d) => matches(d, b)),
+        frameName(r.image),
+      ).toBe(true);
       expect(det.verify(img, b), frameName(r.image)).toBeGreaterThan(0);
     }
   });
@@ -102,7 +113,9 @@ describe('shared portraits at their own resolution', () => {
 
 describe('frames of every shared clip', () => {
   const dir = requireShared(path.join(mediaDir, 'driving'));
-  const clips = readdirSync(dir).filter((f) => f.endsWith('.mp4')).sort();
+  const clips = readdirSync(dir)
+    .filter((f) => f.endsWith('.mp4'))
+    .sort();
   it.each(clips)('%s: a face in each of 6 frames spread over the first 120', async (clip) => {
     let checked = 0;
     for await (const f of readVideoFrames(path.join(dir, clip), { format: 'gray', maxFrames: 120 })) {
@@ -116,7 +129,11 @@ describe('frames of every shared clip', () => {
 });
 
 describe('images without a face and odd sizes', () => {
-  const gray = (w: number, h: number, v: number): GrayImage => ({ width: w, height: h, data: new Uint8Array(w * h).fill(v) });
+  const gray = (w: number, h: number, v: number): GrayImage => ({
+    width: w,
+    height: h,
+    data: new Uint8Array(w * h).fill(v),
+  });
 
   it('uniform grey and black frames', () => {
     expect(det.detect(gray(640, 480, 128))).toEqual([]);

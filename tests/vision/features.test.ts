@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { eyeOpenness, mouthOpenness, PupilFinder } from '../../server/vision/features.js';
+import { eyeOpenness, mouthOpenness } from '../../server/vision/features.js';
+import { PupilFinder } from '../../server/vision/gaze.js';
 import type { GrayImage } from '../../server/vision/types.js';
 import { dlibReference, frameName } from './helpers.js';
 
@@ -18,7 +19,11 @@ const lm = (name: string): number[] => {
 describe('eye and mouth openness on the reference landmarks', () => {
   it('closed eyes score well below open eyes', () => {
     const closed = ['drive-man_glasses_cheek_puff_eyes_closed-f0450', 'drive-man_dreadlocks_talking_smile-f0048'];
-    const open = ['portrait-cartoon_3d_boy', 'drive-woman_tongue_crossed_eyes_grimace-f0250', 'portrait-real_child_photo_in_hand'];
+    const open = [
+      'portrait-cartoon_3d_boy',
+      'drive-woman_tongue_crossed_eyes_grimace-f0250',
+      'portrait-real_child_photo_in_hand',
+    ];
     for (const n of closed) {
       expect(eyeOpenness(lm(n), 36), n).toBeLessThan(0.16);
       expect(eyeOpenness(lm(n), 42), n).toBeLessThan(0.16);
@@ -30,8 +35,13 @@ describe('eye and mouth openness on the reference landmarks', () => {
   });
 
   it('wide-open mouths score high, closed mouths near zero', () => {
-    for (const n of ['drive-man_mouth_wide_open-f0081', 'drive-man_mouth_wide_open-f0135']) expect(mouthOpenness(lm(n)), n).toBeGreaterThan(0.4);
-    for (const n of ['portrait-painting_mona_lisa', 'portrait-painting_black_woman_afro', 'drive-man_glasses_cheek_puff_eyes_closed-f0225']) {
+    for (const n of ['drive-man_mouth_wide_open-f0081', 'drive-man_mouth_wide_open-f0135'])
+      expect(mouthOpenness(lm(n)), n).toBeGreaterThan(0.4);
+    for (const n of [
+      'portrait-painting_mona_lisa',
+      'portrait-painting_black_woman_afro',
+      'drive-man_glasses_cheek_puff_eyes_closed-f0225',
+    ]) {
       expect(mouthOpenness(lm(n)), n).toBeLessThan(0.08);
     }
   });

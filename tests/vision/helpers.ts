@@ -15,7 +15,9 @@ export const mediaDir = path.join(sharedDir, 'media');
 /** Throws a clear error when the shared reference data is missing (the tests need it). */
 export function requireShared(p: string): string {
   if (!existsSync(p)) {
-    throw new Error(`test data missing: ${p} (the vision tests need ../shared/reference and ../shared/media next to the repository)`);
+    throw new Error(
+      `test data missing: ${p} (the vision tests need ../shared/reference and ../shared/media next to the repository)`,
+    );
   }
   return p;
 }

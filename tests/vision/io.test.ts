@@ -44,7 +44,10 @@ describe('images', () => {
 
   it('applies EXIF orientation and sniffs content, not the extension', async () => {
     const raw = Buffer.alloc(40 * 20 * 3, 200);
-    const jpg = await sharp(raw, { raw: { width: 40, height: 20, channels: 3 } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const jpg = await sharp(raw, { raw: { width: 40, height: 20, channels: 3 } })
+      .jpeg()
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
     const file = path.join(tmp, 'rotated.png');
     writeFileSync(file, jpg);
     const img = await loadImageRgb(file);
@@ -52,7 +55,9 @@ describe('images', () => {
   });
 
   it('grayscale input comes back as RGB; errors are clear', async () => {
-    const g = await sharp(Buffer.alloc(16, 77), { raw: { width: 4, height: 4, channels: 1 } }).png().toBuffer();
+    const g = await sharp(Buffer.alloc(16, 77), { raw: { width: 4, height: 4, channels: 1 } })
+      .png()
+      .toBuffer();
     const img = await loadImageRgb(g);
     expect(img.data.length).toBe(48);
     expect(img.data[0]).toBe(77);
@@ -77,7 +82,11 @@ describe('images', () => {
     const yuv = rgbToI420(img);
     expect(yuv.data.length).toBe(474 * 474 * 1.5);
     // Limited range: white is Y 235, black Y 16.
-    const bw = rgbToI420({ width: 2, height: 2, data: Uint8Array.from([255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0]) });
+    const bw = rgbToI420({
+      width: 2,
+      height: 2,
+      data: Uint8Array.from([255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0]),
+    });
     expect([bw.data[0], bw.data[2]]).toEqual([235, 16]);
     const rgb = i420ToRgb(yuv);
     let err = 0;
@@ -99,7 +108,16 @@ describe('images', () => {
 describe('video', () => {
   it('probes size, SAR, fps, frame count and audio', async () => {
     const a = await probeVideo(path.join(driving, 'man_glasses_cheek_puff_eyes_closed.mp4'));
-    expect(a).toMatchObject({ width: 480, height: 480, storedWidth: 512, storedHeight: 480, sar: [15, 16], fps: 30, frameCount: 587, hasAudio: true });
+    expect(a).toMatchObject({
+      width: 480,
+      height: 480,
+      storedWidth: 512,
+      storedHeight: 480,
+      sar: [15, 16],
+      fps: 30,
+      frameCount: 587,
+      hasAudio: true,
+    });
     const b = await probeVideo(path.join(driving, 'man_dreadlocks_talking_smile.mp4'));
     expect(b.hasAudio).toBe(false);
     expect(b.frameCount).toBe(60);
@@ -121,7 +139,9 @@ describe('video', () => {
 
   it('clear errors for a missing file and for a file that is not a video', async () => {
     await expect(probeVideo(path.join(tmp, 'nope.mp4'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    await expect(probeVideo(path.join(portraits, 'cartoon_3d_boy.jpg'))).rejects.toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE' });
+    await expect(probeVideo(path.join(portraits, 'cartoon_3d_boy.jpg'))).rejects.toMatchObject({
+      code: 'UNSUPPORTED_MEDIA_TYPE',
+    });
     const junk = path.join(tmp, 'junk.mp4');
     writeFileSync(junk, 'definitely not a video');
     await expect(probeVideo(junk)).rejects.toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE' });

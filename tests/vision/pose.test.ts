@@ -4,14 +4,27 @@ import { emptyPose, POSE_MODEL, PoseSolver, projectAxes } from '../../server/vis
 import { dlibReference, frameName } from './helpers.js';
 
 /** Projects the generic model with a known pose (R = Rz(roll) Ry(-yaw) Rx(-pitch), degrees) into 68 landmarks. */
-function synth(yaw: number, pitch: number, roll: number, t: [number, number, number], w: number, h: number): Float64Array {
+function synth(
+  yaw: number,
+  pitch: number,
+  roll: number,
+  t: [number, number, number],
+  w: number,
+  h: number,
+): Float64Array {
   const d = Math.PI / 180;
   const [a, b, c] = [-yaw * d, -pitch * d, roll * d];
   const [cy, sy, cp, sp, cr, sr] = [Math.cos(a), Math.sin(a), Math.cos(b), Math.sin(b), Math.cos(c), Math.sin(c)];
   const R = [
-    cr * cy, cr * sy * sp - sr * cp, cr * sy * cp + sr * sp,
-    sr * cy, sr * sy * sp + cr * cp, sr * sy * cp - cr * sp,
-    -sy, cy * sp, cy * cp,
+    cr * cy,
+    cr * sy * sp - sr * cp,
+    cr * sy * cp + sr * sp,
+    sr * cy,
+    sr * sy * sp + cr * cp,
+    sr * sy * cp - cr * sp,
+    -sy,
+    cy * sp,
+    cy * cp,
   ];
   const lm = new Float64Array(136);
   for (const [k, x, y, z] of POSE_MODEL) {
@@ -26,9 +39,9 @@ function synth(yaw: number, pitch: number, roll: number, t: [number, number, num
 
 // iBUG 68 left-right correspondence (for mirroring landmark sets).
 const MIRROR = [
-  16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 27, 28, 29, 30, 35, 34,
-  33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62,
-  61, 60, 67, 66, 65,
+  16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 27, 28, 29, 30, 35,
+  34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64,
+  63, 62, 61, 60, 67, 66, 65,
 ];
 
 describe('PoseSolver', () => {
@@ -97,7 +110,12 @@ describe('PoseSolver', () => {
     const solver = new PoseSolver();
     const out = emptyPose();
     const byName = new Map(dlibReference().map((r) => [frameName(path.basename(r.image)), r]));
-    solver.solve(byName.get('portrait-painting_pearl_earring_three_quarter')!.faces[0]!.landmarks.flat(), 640, 480, out);
+    solver.solve(
+      byName.get('portrait-painting_pearl_earring_three_quarter')!.faces[0]!.landmarks.flat(),
+      640,
+      480,
+      out,
+    );
     expect(Math.abs(out.yaw)).toBeGreaterThan(25);
     solver.reset();
     solver.solve(byName.get('portrait-cartoon_3d_boy')!.faces[0]!.landmarks.flat(), 640, 480, out);

@@ -6,7 +6,17 @@ import { resizeGrayBilinear } from '../../server/vision/imageOps.js';
 import { ShapePredictor } from '../../server/vision/shapePredictor.js';
 import { cloneTrack, FaceTracker } from '../../server/vision/tracker.js';
 import type { FaceTrack, GrayImage } from '../../server/vision/types.js';
-import { boxOf, dlibReference, frameName, iou, landmarkError, mediaDir, readPgm, refDir, requireShared } from './helpers.js';
+import {
+  boxOf,
+  dlibReference,
+  frameName,
+  iou,
+  landmarkError,
+  mediaDir,
+  readPgm,
+  refDir,
+  requireShared,
+} from './helpers.js';
 
 let predictor: ShapePredictor;
 beforeAll(async () => {
@@ -16,7 +26,14 @@ beforeAll(async () => {
 const reference = dlibReference();
 const frameInfo = (
   JSON.parse(readFileSync(requireShared(path.join(refDir, 'frames.json')), 'utf8')) as {
-    frames: { file: string; frame_index: number | null; scale_x: number; scale_y: number; offset_x: number; offset_y: number }[];
+    frames: {
+      file: string;
+      frame_index: number | null;
+      scale_x: number;
+      scale_y: number;
+      offset_x: number;
+      offset_y: number;
+    }[];
   }
 ).frames;
 
@@ -60,7 +77,9 @@ describe('FaceTracker on a clip', () => {
       const name = `drive-woman_speech_head_motion-f0${idx.toString().padStart(3, '0')}`;
       const info = frameInfo.find((x) => x.file.includes(name))!;
       const ref = reference.find((r) => frameName(r.image) === name)!.faces[0]!.landmarks.flat();
-      const mapped = Array.from(t!.rawLandmarks, (v, i) => (i % 2 === 0 ? v * info.scale_x + info.offset_x : v * info.scale_y + info.offset_y));
+      const mapped = Array.from(t!.rawLandmarks, (v, i) =>
+        i % 2 === 0 ? v * info.scale_x + info.offset_x : v * info.scale_y + info.offset_y,
+      );
       expect(landmarkError(mapped, ref), name).toBeLessThan(0.06);
     }
     // Frame 81 is a blink.
@@ -124,7 +143,9 @@ describe('FaceTracker stillness, loss and reset', () => {
     tracker.reset();
     const t = tracker.track(big, 20);
     expect(t).not.toBeNull();
-    const truth = reference.find((r) => r.image.includes('woman_speech_head_motion-f0180'))!.faces[0]!.box.map((v) => v * 12.5);
+    const truth = reference
+      .find((r) => r.image.includes('woman_speech_head_motion-f0180'))!
+      .faces[0]!.box.map((v) => v * 12.5);
     expect(iou(t!.box, boxOf(truth))).toBeGreaterThan(0.5);
   });
 
