@@ -36,7 +36,8 @@ export class FusedWarp {
   readonly #y0: number;
   readonly #w: number;
   readonly #h: number;
-  readonly #bg: Uint8Array;
+  /** Background as float (so the blend below stays in one number representation). */
+  readonly #bg: Float32Array;
   readonly #mask: Float32Array;
   readonly #colIdx: Int32Array;
   readonly #colW: Float32Array;
@@ -62,11 +63,11 @@ export class FusedWarp {
       this.#src[3 * i + 2] = s.source[2 * plane + i]! + 0.5;
     }
     const n = s.w * s.h;
-    this.#bg = new Uint8Array(n * 3);
+    this.#bg = new Float32Array(n * 3);
     for (let i = 0; i < n; i++) {
-      this.#bg[3 * i] = s.background[i]! + 0.5;
-      this.#bg[3 * i + 1] = s.background[n + i]! + 0.5;
-      this.#bg[3 * i + 2] = s.background[2 * n + i]! + 0.5;
+      this.#bg[3 * i] = Math.round(s.background[i]!);
+      this.#bg[3 * i + 1] = Math.round(s.background[n + i]!);
+      this.#bg[3 * i + 2] = Math.round(s.background[2 * n + i]!);
     }
     this.#mask = s.mask;
     // align_corners=True upsampling from M nodes to w (h) pixels.
