@@ -267,7 +267,7 @@ export interface DetectParams {
    * built for a hit rate near 1 and respond over a few pixels around a face, so this keeps the faces while
    * skipping most of the background. Off by default (exact OpenCV behaviour).
    */
-  coarse?: { stages: number };
+  coarse?: { stages: number; skip?: boolean };
   /** Run only the first N stages (a cheaper, less selective test; default all). */
   maxStages?: number;
   /** Stop the scan once this many windows have passed (a presence test needs a few, not all). */
@@ -578,6 +578,7 @@ export class CascadeClassifier {
     offs: Int32Array,
     stages: number,
     all: number,
+    skip: boolean,
     winW: number,
     winH: number,
     raw: CvRect[],
@@ -592,7 +593,12 @@ export class CascadeClassifier {
     let any = false;
     for (let y = 0; y < yEnd; y += cstep) {
       for (let x = 0; x < xEnd; x += cstep) {
-        if (this.#eval(y * stride + x, stride, offs, plan, nStages) <= 0) continue;
+        const r = this.#eval(y * stride + x, stride, offs, plan, nStages);
+        if (r <= 0) {
+          // OpenCV's rule, on the coarse grid: a window rejected by stage 0 skips its right neighbour.
+          if (r === 0 && skip) x += cstep;
+          continue;
+        }
         any = true;
         // Mark the fine positions within one fine step around this coarse window.
         const fx = x / step;
@@ -666,6 +672,7 @@ export class CascadeClassifier {
           offs,
           Math.min(params.coarse.stages, nStages),
           nStages,
+          params.coarse.skip ?? false,
           winW,
           winH,
           raw,

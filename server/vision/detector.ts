@@ -42,6 +42,8 @@ export interface FaceDetectorOptions {
   minFaceFraction?: number;
   /** Stages run on the coarse grid of the fast search before the fine grid is scanned (default 12). */
   coarseStages?: number;
+  /** Skip the next coarse window after a stage-0 rejection (OpenCV's rule, on the coarse grid; default true). */
+  coarseSkip?: boolean;
 }
 
 /** Options for one detect() call. */
@@ -75,6 +77,7 @@ export class FaceDetector {
   readonly #cascade: CascadeClassifier;
   readonly #minFaceFraction: number;
   readonly #coarseStages: number;
+  readonly #coarseSkip: boolean;
   #work: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
   #half: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
   #nearImg: GrayImage = { width: 0, height: 0, data: new Uint8Array(0) };
@@ -87,6 +90,7 @@ export class FaceDetector {
     this.#lbp = lbp;
     this.#minFaceFraction = opts.minFaceFraction ?? 56 / 480;
     this.#coarseStages = opts.coarseStages ?? 12;
+    this.#coarseSkip = opts.coarseSkip ?? true;
   }
 
   /** Loads the cascade. */
@@ -123,7 +127,7 @@ export class FaceDetector {
       minSize: 28,
       stepSmall: 2,
       stepLarge: 2,
-      coarse: { stages: this.#coarseStages },
+      coarse: { stages: this.#coarseStages, skip: this.#coarseSkip },
     };
     const faces = this.#run(work, img, params, BOX_MAP.fast);
     if (faces.length > 0) return faces;
