@@ -41,7 +41,7 @@ function meanOf(values: (number | null)[]): number | null {
 }
 
 function aggregate(rows: ClipResult[]): Record<string, unknown> {
-  const keys = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg'] as const;
+  const keys = ['l1', 'ssim', 'psnr', 'akd', 'akd_aligned', 'pose_deg'] as const;
   const side = (which: 'model' | 'frozen'): Record<string, number | null> =>
     Object.fromEntries(keys.map((k) => [k, meanOf(rows.map((r) => r[which][k]))]));
   const regions = (which: 'model' | 'frozen'): Record<string, number | null> =>

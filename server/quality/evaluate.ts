@@ -27,6 +27,7 @@ import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
 import { ffhqCrop, warpCrop } from './align.js';
 import {
   akd as akdOf,
+  alignedPointDistance,
   angleDiff,
   interOcularDistance,
   l1 as l1Of,
@@ -66,6 +67,11 @@ export interface Scores {
   misses: number;
   /** akd per face region (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), same normalisation. */
   akd_regions: Record<LandmarkRegion, number | null>;
+  /**
+   * Self mode: akd after the best similarity alignment of the output's landmarks onto the truth's (what is left is
+   * expression error, not head position, size or roll). null in cross mode.
+   */
+  akd_aligned: number | null;
   /** pose_deg per axis: mean |Δyaw|, |Δpitch|, |Δroll| in degrees. */
   pose_axes_deg: { yaw: number | null; pitch: number | null; roll: number | null };
 }
@@ -171,6 +177,7 @@ class MethodAcc {
   psnr = new Mean();
   akd = new Mean();
   pose = new Mean();
+  aligned = new Mean();
   axes = { yaw: new Mean(), pitch: new Mean(), roll: new Mean() };
   regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<LandmarkRegion, Mean>;
   misses = 0;
@@ -201,6 +208,7 @@ class MethodAcc {
       akd: r(this.akd.value),
       pose_deg: r(this.pose.value, 4),
       misses: this.misses,
+      akd_aligned: r(this.aligned.value),
       pose_axes_deg: { yaw: r(this.axes.yaw.value, 4), pitch: r(this.axes.pitch.value, 4), roll: r(this.axes.roll.value, 4) },
       akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r(m.value)])) as Record<LandmarkRegion, number | null>,
     };
@@ -220,6 +228,7 @@ const definitions: Record<string, string> = {
   l1: 'mean |a-b| / 255 over the RGB crop',
   ssim: 'Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, valid region, per RGB channel then averaged',
   psnr: `dB, peak 255, over the RGB crop, per frame capped at ${PSNR_CAP_DB} dB then averaged`,
+  akd_aligned: 'self: akd after a least-squares similarity alignment of the output landmarks onto the truth (expression error without head position, size and roll)',
   akd: 'self: mean landmark distance output vs truth / truth inter-ocular distance (eye centres); cross: mean distance between the output and driver landmark motions relative to the reference frame, each / its own inter-ocular distance',
   pose_deg: 'self: mean of |dyaw|, |dpitch|, |droll| output vs truth; cross: the same between pose changes from the reference frame',
   frozen: 'the baseline whose output is the unchanged portrait (the portrait engine at the same output size), measured like the model (its own tracker, every frame)',
@@ -289,7 +298,9 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         else {
           acc.akd.add(s.akd);
           acc.addPose(face!.pose, truth.pose);
-          acc.addRegions(face!.lm, truth.lm, interOcularDistance(truth.lm));
+          const iod = interOcularDistance(truth.lm);
+          acc.addRegions(face!.lm, truth.lm, iod);
+          acc.aligned.add(alignedPointDistance(face!.lm, truth.lm) / iod);
         }
         return s;
       };

@@ -213,6 +213,51 @@ export function meanPointDistance(a: ArrayLike<number>, b: ArrayLike<number>, fr
 }
 
 /**
+ * Mean point distance after the best similarity alignment (least-squares rotation, uniform scale and translation) of
+ * `a` onto `b`: what is left is the difference in shape (expression), not in head position, size or roll.
+ */
+export function alignedPointDistance(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length || a.length % 2 || a.length === 0) throw new TypeError('landmark arrays differ in length');
+  const n = a.length / 2;
+  let ax = 0;
+  let ay = 0;
+  let bx = 0;
+  let by = 0;
+  for (let i = 0; i < n; i++) {
+    ax += a[2 * i]!;
+    ay += a[2 * i + 1]!;
+    bx += b[2 * i]!;
+    by += b[2 * i + 1]!;
+  }
+  ax /= n;
+  ay /= n;
+  bx /= n;
+  by /= n;
+  let dot = 0;
+  let cross = 0;
+  let ss = 0;
+  for (let i = 0; i < n; i++) {
+    const px = a[2 * i]! - ax;
+    const py = a[2 * i + 1]! - ay;
+    const qx = b[2 * i]! - bx;
+    const qy = b[2 * i + 1]! - by;
+    dot += px * qx + py * qy;
+    cross += px * qy - py * qx;
+    ss += px * px + py * py;
+  }
+  if (!(ss > 0)) throw new TypeError('alignedPointDistance: degenerate landmarks');
+  const c = dot / ss;
+  const s = cross / ss;
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const px = a[2 * i]! - ax;
+    const py = a[2 * i + 1]! - ay;
+    sum += Math.hypot(c * px - s * py - (b[2 * i]! - bx), s * px + c * py - (b[2 * i + 1]! - by));
+  }
+  return sum / n;
+}
+
+/**
  * Average keypoint distance: mean landmark distance between `output` and `truth`, divided by `norm`
  * (default: the inter-ocular distance of `truth`).
  */

@@ -16,7 +16,7 @@ afterAll(async () => {
 
 // 480x480, 30 fps. The mouth is closed until frame ~61, opens wide over frames ~62-70 and stays open to ~95.
 const clip = drivingClip('man_mouth_wide_open.mp4');
-const SCORE_KEYS = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg', 'misses', 'akd_regions', 'pose_axes_deg'];
+const SCORE_KEYS = ['l1', 'ssim', 'psnr', 'akd', 'pose_deg', 'misses', 'akd_regions', 'akd_aligned', 'pose_axes_deg'];
 
 async function readReport(file: string): Promise<EvalReport> {
   return JSON.parse(await readFile(file, 'utf8')) as EvalReport;
@@ -53,6 +53,7 @@ describe('avatar eval (subprocess)', () => {
     expect(Object.keys(regions).sort()).toEqual(['brows', 'eyes', 'jaw', 'mouth', 'nose']);
     expect(regions.mouth!).toBeGreaterThan(regions.eyes!);
     expect(regions.mouth!).toBeGreaterThan(regions.nose!);
+    expect(fz.akd_aligned!).toBeGreaterThan(0);
     const axes = fz.pose_axes_deg;
     expect((axes.yaw! + axes.pitch! + axes.roll!) / 3).toBeCloseTo(fz.pose_deg!, 3);
 
@@ -119,6 +120,7 @@ describe('avatar eval (subprocess)', () => {
     for (const s of [rep.model, rep.frozen]) {
       expect([s.l1, s.ssim, s.psnr, s.akd, s.pose_deg]).toEqual([null, null, null, null, null]);
       expect(s.akd_regions.mouth).toBeNull();
+      expect(s.akd_aligned).toBeNull();
       expect(s.misses).toBe(6);
     }
     expect(r.stderr).toContain('misses 6');

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   akd,
+  alignedPointDistance,
   angleDiff,
   interOcularDistance,
   l1,
@@ -153,6 +154,25 @@ describe('landmark metrics', () => {
     expect(akd(shifted, truth)).toBeCloseTo(5 / 60, 10);
     expect(akd(truth, truth)).toBe(0);
     expect(akd(shifted, truth, 10)).toBeCloseTo(0.5, 10);
+  });
+  it('aligned distance ignores position, size and roll but keeps expression', () => {
+    const truth = face();
+    const a = (deg: number): number => (deg * Math.PI) / 180;
+    const moved = new Float64Array(136);
+    for (let i = 0; i < 68; i++) {
+      const x = truth[2 * i]! - 100;
+      const y = truth[2 * i + 1]! - 120;
+      moved[2 * i] = 300 + 1.7 * (x * Math.cos(a(20)) - y * Math.sin(a(20)));
+      moved[2 * i + 1] = 50 + 1.7 * (x * Math.sin(a(20)) + y * Math.cos(a(20)));
+    }
+    expect(alignedPointDistance(moved, truth)).toBeCloseTo(0, 9);
+    expect(akd(moved, truth)).toBeGreaterThan(1);
+    const open = truth.slice();
+    for (let i = 48; i < 68; i++) open[2 * i + 1]! += 6;
+    expect(alignedPointDistance(open, truth)).toBeGreaterThan(0.5);
+    // Moving and scaling the open-mouth face changes nothing.
+    const openMoved = open.map((v, i) => 2 * v + (i % 2 ? -30 : 45));
+    expect(alignedPointDistance(openMoved, truth)).toBeCloseTo(alignedPointDistance(open, truth), 9);
   });
   it('AKD when only the mouth moves averages over all 68 points', () => {
     const truth = face();
