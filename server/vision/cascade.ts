@@ -505,34 +505,8 @@ export class CascadeClassifier {
   }
 
   #integral(lv: ScanPlan['levels'][number], plan: ScanPlan): void {
-    const { sw, sh } = lv;
-    const stride = sw + 1;
-    const img = plan.img;
-    const sum = plan.sum;
-    const sq = plan.sqsum;
-    const haar = this.model.type === 'HAAR';
-    for (let x = 0; x <= sw; x++) {
-      sum[x] = 0;
-      if (haar) sq[x] = 0;
-    }
-    for (let y = 0; y < sh; y++) {
-      let rs = 0;
-      let rq = 0;
-      const ro = (y + 1) * stride;
-      const po = y * stride;
-      sum[ro] = 0;
-      if (haar) sq[ro] = 0;
-      const io = y * sw;
-      for (let x = 0; x < sw; x++) {
-        const v = img[io + x]!;
-        rs += v;
-        sum[ro + x + 1] = sum[po + x + 1]! + rs;
-        if (haar) {
-          rq += v * v;
-          sq[ro + x + 1] = sq[po + x + 1]! + rq;
-        }
-      }
-    }
+    if (this.model.type === 'HAAR') integralSumSq(plan.img, lv.sw, lv.sh, plan.sum, plan.sqsum);
+    else integralSum(plan.img, lv.sw, lv.sh, plan.sum);
   }
 
   #eval(p: number, stride: number, offs: Int32Array, plan: ScanPlan, nStages: number): number {
@@ -817,6 +791,46 @@ function evalLbp(
     if (tmp < thr) return -s;
   }
   return 1;
+}
+
+/** Integral image (w+1)x(h+1) with a zero first row and column. */
+function integralSum(img: Uint8Array, w: number, h: number, sum: Int32Array): void {
+  const stride = w + 1;
+  sum.fill(0, 0, stride);
+  for (let y = 0; y < h; y++) {
+    let rs = 0;
+    const ro = (y + 1) * stride;
+    const po = y * stride;
+    const io = y * w;
+    sum[ro] = 0;
+    for (let x = 0; x < w; x++) {
+      rs += img[io + x]!;
+      sum[ro + x + 1] = sum[po + x + 1]! + rs;
+    }
+  }
+}
+
+/** Integral image and integral of squares (HAAR's variance normalisation). */
+function integralSumSq(img: Uint8Array, w: number, h: number, sum: Int32Array, sq: Float64Array): void {
+  const stride = w + 1;
+  sum.fill(0, 0, stride);
+  sq.fill(0, 0, stride);
+  for (let y = 0; y < h; y++) {
+    let rs = 0;
+    let rq = 0;
+    const ro = (y + 1) * stride;
+    const po = y * stride;
+    const io = y * w;
+    sum[ro] = 0;
+    sq[ro] = 0;
+    for (let x = 0; x < w; x++) {
+      const v = img[io + x]!;
+      rs += v;
+      rq += v * v;
+      sum[ro + x + 1] = sum[po + x + 1]! + rs;
+      sq[ro + x + 1] = sq[po + x + 1]! + rq;
+    }
+  }
 }
 
 function horizontalPass(

@@ -1,18 +1,20 @@
 /**
  * Fast face detection for the live path, built on the exact OpenCV cascade port (cascade.ts).
  *
- * Why these settings (numbers on the 24 reference frames, 640x480, see tests/vision/detector.test.ts and
- * benchmarks/tracking.ts):
- * - OpenCV's own settings (Haar, scaleFactor 1.1, minSize 48, full resolution) cost ~0.3-0.4 s per frame in JS
+ * Why these settings (24 reference frames at 640x480, 342 frames of the 10 shared clips, 16 shared portraits; see
+ * tests/vision/detector.test.ts and benchmarks/tracking.ts; CPU ms on this shared 2-vCPU VM at load ~4-5):
+ * - OpenCV's own settings (Haar, scaleFactor 1.1, minSize 48, full resolution) cost ~370 ms per frame in JS
  *   (OpenCV: ~45 ms) and add 2 false positives (dog, afro painting).
  * - The reference faces are >= 60 px at 640x480, so the frame is searched at half resolution (a 24 px Haar window
  *   = 48 px in the frame; minSize 28 = 56 px) with scaleFactor 1.2 and step 2 at every scale: ~14x fewer windows.
- * - A coarse-to-fine scan (the first 12 stages on a step-4 grid, the whole cascade next to the survivors) cuts the
- *   work by another ~2.5-3x without losing a face (7 coarse stages: same faces, ~20% slower).
- * - minNeighbors 1 (a face needs 2 raw hits): with the sparser grid a face gets fewer hits than in OpenCV; 2 keeps
- *   every reference face (the 3D anime girl is the marginal one) and adds no false positive.
- * - LBP was tried the same way (it needs a 45 px window, i.e. a larger working image) and lost 3-4 faces, including
- *   the 3/4-profile Vermeer, at a higher cost.
+ * - A coarse-to-fine scan (the first 12 stages on a step-4 grid with OpenCV's stage-0 skip, the whole cascade at
+ *   the step-2 positions next to the survivors) cuts the work by another ~2.5x (7 coarse stages: same faces, ~20%
+ *   slower; 10 stages or more without a second pass lose 2 reference faces).
+ * - minNeighbors 1 (a face needs 2 raw hits), and a denser second pass (scaleFactor 1.1) only when the first finds
+ *   nothing: every reference face, every sampled clip frame and every portrait is found, no false positive.
+ * - Result: ~13 ms CPU per 640x480 frame here (pyramid resize + integrals ~4 ms, the scan ~9 ms), ~30x less than
+ *   the OpenCV settings in JS. LBP was tried the same way (it needs a 45 px window, i.e. a larger working image)
+ *   and lost 3-4 faces, including the 3/4-profile Vermeer, at a higher cost.
  * Boxes are mapped to dlib-HOG-like boxes (what the 68-point model expects) with FORMAT.md §6.3's form
  * `l = x + a*w, t = y + b*h, side = s*w`, constants refit for these settings (see BOX_MAP).
  */
