@@ -1,0 +1,131 @@
+/**
+ * In-page code for the default-engine e2e test and the glass-to-glass benchmark, installed as `window.__g2g` (see
+ * g2gInject.ts). It only reads the avatar <video>:
+ *
+ * - `startSampling`: every `intervalMs`, a w×h grayscale copy of the current frame (base64 bytes, with the epoch
+ *   time it was read), for face tracking in Node;
+ * - `startMouthMeter`: for every presented frame (requestVideoFrameCallback), the mean luma of a region (the
+ *   portrait's mouth), timestamped like browserProbe's frame log (performance.timeOrigin + expected display time).
+ */
+
+interface FrameMeta {
+  expectedDisplayTime: number;
+}
+type VideoWithRvfc = HTMLVideoElement & {
+  requestVideoFrameCallback(cb: (now: number, meta: FrameMeta) => void): number;
+};
+
+/** One sampled frame: epoch ms when read, and w×h gray bytes as base64. */
+export interface GraySample {
+  t: number;
+  width: number;
+  height: number;
+  gray: string;
+}
+
+/** One presented frame's region statistic. */
+export interface RegionSample {
+  /** Expected display time, epoch ms. */
+  t: number;
+  /** Mean luma (0..255) of the region. */
+  v: number;
+}
+
+/** A region in fractions of the frame (0..1). */
+export interface Region {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+function video(selector: string): VideoWithRvfc {
+  const v = document.querySelector(selector);
+  if (!(v instanceof HTMLVideoElement)) throw new Error(`no <video> at ${selector}`);
+  return v;
+}
+
+let samples: GraySample[] = [];
+let sampler: ReturnType<typeof setInterval> | null = null;
+
+function grayBytes(ctx: CanvasRenderingContext2D, w: number, h: number): Uint8Array {
+  const d = ctx.getImageData(0, 0, w, h).data;
+  const out = new Uint8Array(w * h);
+  for (let i = 0; i < w * h; i++)
+    out[i] = Math.round(0.299 * d[i * 4]! + 0.587 * d[i * 4 + 1]! + 0.114 * d[i * 4 + 2]!);
+  return out;
+}
+
+function base64(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+/** Starts sampling the <video> every `intervalMs` at w×h (restarts if already running; drops old samples). */
+function startSampling(selector: string, w: number, h: number, intervalMs: number): void {
+  stopSampling();
+  samples = [];
+  const v = video(selector);
+  const c = document.createElement('canvas');
+  c.width = w;
+  c.height = h;
+  const ctx = c.getContext('2d', { willReadFrequently: true })!;
+  sampler = setInterval(() => {
+    if (!v.videoWidth || !v.videoHeight) return;
+    ctx.drawImage(v, 0, 0, w, h);
+    samples.push({ t: Date.now(), width: w, height: h, gray: base64(grayBytes(ctx, w, h)) });
+  }, intervalMs);
+}
+
+function stopSampling(): void {
+  if (sampler !== null) clearInterval(sampler);
+  sampler = null;
+}
+
+/** The samples taken since the last call. */
+function takeSamples(): GraySample[] {
+  const out = samples;
+  samples = [];
+  return out;
+}
+
+let series: RegionSample[] = [];
+let metering = false;
+
+/** Records the mean luma of `region` for every presented frame of the <video> (once per page). */
+function startMouthMeter(selector: string, region: Region): void {
+  if (metering) return;
+  metering = true;
+  const v = video(selector);
+  const W = 48;
+  const H = 32;
+  const c = document.createElement('canvas');
+  c.width = W;
+  c.height = H;
+  const ctx = c.getContext('2d', { willReadFrequently: true })!;
+  const onFrame = (_now: number, meta: FrameMeta): void => {
+    const vw = v.videoWidth;
+    const vh = v.videoHeight;
+    if (vw && vh) {
+      ctx.drawImage(v, region.x * vw, region.y * vh, region.w * vw, region.h * vh, 0, 0, W, H);
+      const g = grayBytes(ctx, W, H);
+      let sum = 0;
+      for (const x of g) sum += x;
+      series.push({ t: performance.timeOrigin + meta.expectedDisplayTime, v: sum / g.length });
+    }
+    v.requestVideoFrameCallback(onFrame);
+  };
+  v.requestVideoFrameCallback(onFrame);
+}
+
+/** The region samples recorded since the last call. */
+function takeMouthSeries(): RegionSample[] {
+  const out = series;
+  series = [];
+  return out;
+}
+
+const g2g = { startSampling, stopSampling, takeSamples, startMouthMeter, takeMouthSeries };
+export type G2gProbe = typeof g2g;
+(window as unknown as { __g2g: G2gProbe }).__g2g = g2g;
