@@ -15,11 +15,13 @@ import { createLogger, setLogLevel } from './logger.js';
 import { createFanoutFactory, type FanoutFactory } from './media/fanout.js';
 import { Metrics } from './metrics.js';
 import { PortraitStore, type FaceCheck } from './portraits/store.js';
+import { FaceChecker } from './portraits/faceCheck.js';
 import { RoomRegistry } from './rooms/registry.js';
 import { SignalingServer, type SignalingIo } from './signaling/server.js';
 
 export interface ServerOptions {
-  /** Refuses portraits without a face (AppError('NO_FACE')); plugged in by the avatar engine. Default: no check. */
+  /** Refuses portraits without a face (AppError('NO_FACE')). Default: with the 'default' engine, the project's face
+   * detector in a worker thread; with the 'portrait' and 'passthrough' engines, no check. */
   checkFace?: FaceCheck;
   /** Folder with the client pages; default <project>/client. */
   clientDir?: string;
@@ -52,6 +54,9 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
   const log = createLogger('server');
   const startedAt = Date.now();
   const fanout = await createFanoutFactory(config, log.child('fanout'));
+  // The default engine animates a face: refuse a portrait without one at upload, not with a frozen stream later.
+  const faceChecker = !opts.checkFace && config.avatar.engine === 'default' ? new FaceChecker(log.child('faces')) : null;
+  const checkFace: FaceCheck | undefined = opts.checkFace ?? (faceChecker ? (rgb) => faceChecker.check(rgb) : undefined);
   let portraits: PortraitStore;
   try {
     portraits = await PortraitStore.open({
@@ -59,10 +64,11 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
       maxBytes: config.upload.maxBytes,
       maxPixels: config.upload.maxPixels,
       minSide: config.upload.minSide,
-      ...(opts.checkFace ? { checkFace: opts.checkFace } : {}),
+      ...(checkFace ? { checkFace } : {}),
       log: log.child('portraits'),
     });
   } catch (err) {
+    await faceChecker?.close();
     await fanout.close();
     throw err;
   }
@@ -95,6 +101,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     metrics.close();
     registry.close();
     await io.close();
+    await faceChecker?.close();
     await fanout.close();
     throw new AppError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port} (in use or not permitted)`);
   }
@@ -122,6 +129,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
         await io.close();
         uWS.us_listen_socket_close(listenSocket);
         await fanout.close();
+        await faceChecker?.close();
         await portraits.flush();
         log.info('closed');
       })();

@@ -4,10 +4,17 @@
  */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
+let current: LogLevel = 'info';
 let threshold = order.info;
 
+/** Sets the process-wide (per thread) level; worker threads get the main thread's level from their host. */
 export function setLogLevel(level: LogLevel): void {
+  current = level;
   threshold = order[level];
+}
+
+export function getLogLevel(): LogLevel {
+  return current;
 }
 
 export interface Logger {

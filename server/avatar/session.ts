@@ -16,9 +16,6 @@
  */
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { I420Frame, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
 import type { AvatarSettings, PublicError } from '../signaling/protocol.js';
 import type { EngineOptions } from './engines/index.js';
@@ -26,6 +23,8 @@ import type { FromWorker, ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
+import { workerSpec } from '../util/worker.js';
+import { getLogLevel } from '../logger.js';
 
 export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
@@ -59,21 +58,6 @@ export interface SessionFrame {
 interface Request {
   resolve: (msg: FromWorker & { type: 'reply'; ok: true }) => void;
   reject: (err: AppError) => void;
-}
-
-function workerSpec(): { entry: string | URL; eval: boolean } {
-  const self = import.meta.url;
-  if (self.endsWith('.ts')) {
-    // Source checkout run through tsx or vitest: the worker loads its TypeScript entry through tsx's API, resolved
-    // from this file so that it works from any working directory.
-    // (tsx's ESM API by absolute URL: its exports map is not applied to an eval'd worker's import.)
-    const tsxDir = path.dirname(createRequire(self).resolve('tsx/package.json'));
-    const tsxApi = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
-    const entry = new URL('./worker.ts', self).href;
-    const code = `import(${JSON.stringify(tsxApi)}).then((m) => m.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(self)}))`;
-    return { entry: code, eval: true };
-  }
-  return { entry: new URL('./worker.js', self), eval: false };
 }
 
 function appError(e: PublicError, fallback: string): AppError {
@@ -247,7 +231,7 @@ export class AvatarSession extends EventEmitter {
   }
 
   async #start(): Promise<void> {
-    const spec = workerSpec();
+    const spec = workerSpec(import.meta.url, 'worker');
     const w = new Worker(spec.entry, { eval: spec.eval, name: 'avatar-engine' });
     this.#worker = w;
     w.on('message', (msg: FromWorker) => this.#onMessage(w, msg));
@@ -269,6 +253,7 @@ export class AvatarSession extends EventEmitter {
           engine: this.#opts.engine,
           options: this.#opts.engineOptions,
           mainTimeOrigin: performance.timeOrigin,
+          logLevel: getLogLevel(),
         })),
         timeout,
       ]);

@@ -14,12 +14,12 @@ import type { AvatarEngine, I420Frame, PreparedPortrait } from './engine.js';
 import type { AvatarSettings, PublicError } from '../signaling/protocol.js';
 import { createEngine, type EngineOptions } from './engines/index.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
-import { createLogger } from '../logger.js';
+import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
 import { toPublicError } from '../errors.js';
 
 /** Main thread -> worker. */
 export type ToWorker =
-  | { type: 'init'; id: number; engine: string; options: EngineOptions; mainTimeOrigin: number }
+  | { type: 'init'; id: number; engine: string; options: EngineOptions; mainTimeOrigin: number; logLevel: LogLevel }
   | { type: 'input'; buffer: SharedArrayBuffer; capacity: number }
   | { type: 'prepare'; id: number; width: number; height: number; data: ArrayBuffer }
   | { type: 'kick' }
@@ -116,6 +116,7 @@ function renderOne(): boolean {
 async function handle(msg: ToWorker): Promise<void> {
   switch (msg.type) {
     case 'init': {
+      setLogLevel(msg.logLevel);
       try {
         crashAfter = msg.options.crashAfterFrames ?? 0;
         slowRenderMs = msg.options.slowRenderMs ?? 0;

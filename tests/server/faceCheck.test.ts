@@ -1,0 +1,52 @@
+/**
+ * With the default engine the server refuses, at upload, a portrait in which the face detector finds no face
+ * (422 NO_FACE, nothing stored), accepts real portraits (photo, painting, cartoon), and keeps serving meanwhile.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { sharedMedia, startTestServer, type TestServer } from '../helpers/server.js';
+
+let ts: TestServer;
+beforeEach(async () => {
+  ts = await startTestServer({ avatar: { engine: 'default' } });
+});
+afterEach(async () => {
+  await ts.stop();
+});
+
+async function upload(data: Buffer, name: string): Promise<{ status: number; body: { code?: string; id?: string } }> {
+  const form = new FormData();
+  form.append('file', new Blob([new Uint8Array(data)]), name);
+  form.append('consent', 'true');
+  const res = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
+  return { status: res.status, body: (await res.json()) as { code?: string; id?: string } };
+}
+
+const portrait = (name: string): Promise<Buffer> => readFile(path.join(sharedMedia, 'portraits', name));
+
+describe('face check at upload (default engine)', () => {
+  it('refuses an image without a face with NO_FACE and stores nothing', async () => {
+    const grey = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 128, g: 128, b: 128 } } })
+      .png()
+      .toBuffer();
+    const up = await upload(grey, 'grey.png');
+    expect([up.status, up.body.code]).toEqual([422, 'NO_FACE']);
+    const dog = await upload(await portrait('animal_shiba_dog.png'), 'dog.png');
+    expect([dog.status, dog.body.code]).toEqual([422, 'NO_FACE']);
+    const files = (await readdir(path.join(ts.dataDir, 'portraits'))).filter((f) => !f.startsWith('.'));
+    expect(files).toEqual([]);
+    // The server still serves: health answers while and after the checks ran.
+    const health = await fetch(`${ts.url}/healthz`);
+    expect(health.status).toBe(200);
+  });
+
+  it('accepts a photo, a painting and a cartoon', async () => {
+    for (const name of ['real_older_man_smile.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg']) {
+      const up = await upload(await portrait(name), name);
+      expect([name, up.status]).toEqual([name, 201]);
+      expect(up.body.id).toMatch(/^[a-f0-9]{32}$/);
+    }
+  });
+});
