@@ -20,7 +20,7 @@ import { summarize, writeResult } from './lib/stats.js';
 const here = path.dirname(new URL(import.meta.url).pathname);
 const media = path.resolve(here, '..', '..', 'shared', 'media');
 
-interface ClipResult {
+export interface ClipResult {
   clip: string;
   mode: 'self' | 'cross';
   portrait: string;
@@ -65,8 +65,8 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
   };
 }
 
-/** Plain-words findings for the engine engineer. */
-function findings(rows: ClipResult[]): string[] {
+/** Plain-words findings for the engine engineer (a pure function of the per-clip rows). */
+export function findings(rows: ClipResult[]): string[] {
   const out: string[] = [];
   for (const r of rows) {
     const tag = `${r.mode} ${r.clip}${r.mode === 'cross' ? ` <- ${path.basename(r.portrait)}` : ''}`;
@@ -74,6 +74,14 @@ function findings(rows: ClipResult[]): string[] {
       out.push(`${tag}: akd ${r.model.akd} vs frozen ${r.frozen.akd} (ratio ${r.goal.akd_ratio}, goal <= 0.6): the output's landmarks do not follow the driver closely enough`);
     }
     if (r.goal.ssim_met === false) out.push(`${tag}: ssim ${r.model.ssim} <= frozen ${r.frozen.ssim}: the rendered face crop is further from the truth than the still portrait`);
+    const al = r.model.akd_aligned;
+    const fal = r.frozen.akd_aligned;
+    if (al !== null && r.model.akd !== null && r.model.akd > 0.1 && al < 0.3 * r.model.akd) {
+      out.push(`${tag}: akd ${r.model.akd} but only ${al} after similarity alignment: the error is head placement (the driver moves across the frame or changes size), not expression`);
+    }
+    if (al !== null && fal !== null && fal > 0 && al > 0.9 * fal) {
+      out.push(`${tag}: akd_aligned ${al} vs frozen ${fal}: the expression is hardly transferred`);
+    }
     if (r.model.misses > 0) out.push(`${tag}: no face found in ${r.model.misses} of ${r.frames} output frames (misses)`);
     const mp = r.model.pose_deg;
     const fp = r.frozen.pose_deg;
@@ -161,6 +169,7 @@ export async function main(argv: string[]): Promise<void> {
   const self = rows.filter((r) => r.mode === 'self');
   const crossRows = rows.filter((r) => r.mode === 'cross');
   writeResult('quality', {
+    command: `npm run bench -- quality ${argv.join(' ')}`.trim(),
     engine: engineName,
     max_frames_per_clip: maxFrames ?? 'all',
     goals: 'akd(model) <= 0.6 x akd(frozen); ssim(model) > ssim(frozen) (self mode)',
