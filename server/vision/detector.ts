@@ -18,7 +18,14 @@
  * Boxes are mapped to dlib-HOG-like boxes (what the 68-point model expects) with FORMAT.md §6.3's form
  * `l = x + a*w, t = y + b*h, side = s*w`, constants refit for these settings (see BOX_MAP).
  */
-import { CASCADE_PATHS, CascadeClassifier, type CvRect, type DetectParams } from './cascade.js';
+import {
+  CASCADE_PATHS,
+  CascadeClassifier,
+  finishDetections,
+  type CascadeDetections,
+  type CvRect,
+  type DetectParams,
+} from './cascade.js';
 import { downscale2x, resizeGray, sampleRegion } from './imageOps.js';
 import type { Box, GrayImage } from './types.js';
 
@@ -71,6 +78,11 @@ export const BOX_MAP = {
 } as const;
 
 const WINDOW = 24;
+/**
+ * Smallest window (working-image pixels) of the fast search's first phase: ~2.4x the cascade window, i.e. faces of
+ * ~115 px and more in a 640x480 frame (the shared clips' faces are 150-350 px).
+ */
+const LARGE_FACE_WINDOW = 58;
 
 /**
  * Face detector. Not thread-safe: scan buffers are reused between calls (one instance per worker / session).
@@ -131,8 +143,19 @@ export class FaceDetector {
       stepLarge: 2,
       coarse: { stages: this.#coarseStages, skip: this.#coarseSkip },
     };
-    const faces = this.#run(work, img, params, BOX_MAP.fast);
+    // Large faces first: a webcam face fills a good part of the frame, and the window sizes above LARGE_FACE_WINDOW
+    // hold a fraction of the windows (their pyramid levels are small). The small sizes are scanned only when the
+    // large ones give no face, and their raw hits are then grouped together with the large ones' hits, so the
+    // result of the two phases is that of one scan over all sizes.
+    const split = Math.max(params.minSize!, LARGE_FACE_WINDOW);
+    const raw = this.#cascade.candidates(work, { ...params, minSize: split });
+    let faces = this.#group(raw, work, img, params.minNeighbors!, BOX_MAP.fast);
     if (faces.length > 0) return faces;
+    if (split > params.minSize!) {
+      for (const r of this.#cascade.candidates(work, { ...params, maxSize: split - 1 })) raw.push(r);
+      faces = this.#group(raw, work, img, params.minNeighbors!, BOX_MAP.fast);
+      if (faces.length > 0) return faces;
+    }
     // Second pass, only when the first found nothing: twice the scales. On the shared clips and portraits the first
     // pass misses ~1 frame in 10 of the hardest clip (a face gets a single raw hit) and two small cartoons; this
     // pass finds them all (3-7 hits). It doubles the cost of frames without a face, not of frames with one.
@@ -244,7 +267,25 @@ export class FaceDetector {
     params: DetectParams,
     map: { a: number; b: number; s: number },
   ): DetectedFace[] {
-    const res = this.#cascade.detectMultiScale(work, params);
+    return this.#toFaces(this.#cascade.detectMultiScale(work, params), work, img, map);
+  }
+
+  #group(
+    raw: readonly CvRect[],
+    work: GrayImage,
+    img: GrayImage,
+    minNeighbors: number,
+    map: { a: number; b: number; s: number },
+  ): DetectedFace[] {
+    return this.#toFaces(finishDetections(raw, minNeighbors, work.width, work.height), work, img, map);
+  }
+
+  #toFaces(
+    res: CascadeDetections,
+    work: GrayImage,
+    img: GrayImage,
+    map: { a: number; b: number; s: number },
+  ): DetectedFace[] {
     const kx = img.width / work.width;
     const ky = img.height / work.height;
     const out: DetectedFace[] = [];
