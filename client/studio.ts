@@ -402,6 +402,11 @@ async function main(): Promise<void> {
   }
   hooks.state = client.state;
   hooks.room = client.room;
+  if (!s.viewerUrl && client.viewerPath) {
+    // Opened from a performer link made elsewhere: the join answer carries a viewer link for this room.
+    ui.viewerLink.value = new URL(client.viewerPath, location.origin).toString();
+    ui.viewerLink.placeholder = '';
+  }
   setBadge('joined', 'ready');
   if (client.room) {
     showSettings(client.room.settings);

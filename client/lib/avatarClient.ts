@@ -164,6 +164,11 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   get fanout(): FanoutKind | null {
     return this.#join?.fanout ?? null;
   }
+
+  /** Performers: the viewer page's path with a viewer token (from the join answer); null for viewers. */
+  get viewerPath(): string | null {
+    return this.#join?.viewerPath ?? null;
+  }
   get publishState(): MediaState {
     return this.#mediaState.publish;
   }

@@ -66,6 +66,9 @@ export interface JoinResponse {
   room: RoomInfo;
   fanout: FanoutKind;
   iceServers: { urls: string | string[]; username?: string; credential?: string }[];
+  /** Performers only: the viewer page's path with a viewer token that expires with the performer's, e.g.
+   * `/view?room=ID&token=...`, so a studio opened from its performer link can always offer the viewer link. */
+  viewerPath?: string;
 }
 
 /** Performer: send an offer with a sendonly video (and audio) track; the server answers. */

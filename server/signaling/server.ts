@@ -11,13 +11,22 @@
  * Room events are forwarded to the room's sockets (socket.io room `room:<id>`): 'stats', 'failure', and 'closed'.
  */
 import type { Server, Socket } from 'socket.io';
-import { verifyToken } from '../auth/tokens.js';
+import { signToken, verifyToken } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Room } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';
-import type { ClientToServerEvents, CloseReason, PublicError, Result, Role, RoomStats, ServerToClientEvents } from './protocol.js';
+import type {
+  ClientToServerEvents,
+  CloseReason,
+  JoinResponse,
+  PublicError,
+  Result,
+  Role,
+  RoomStats,
+  ServerToClientEvents,
+} from './protocol.js';
 import {
   validateEmpty,
   validateIce,
@@ -178,7 +187,12 @@ export class SignalingServer {
         }
       }
       this.#log.info('socket joined', { roomId: tok.room, role: tok.role, socket: socket.id });
-      return { role: tok.role, room: room.info, fanout: room.fanoutKind, iceServers: this.#config.media.iceServers };
+      const res: JoinResponse = { role: tok.role, room: room.info, fanout: room.fanoutKind, iceServers: this.#config.media.iceServers };
+      if (tok.role === 'performer') {
+        const viewerToken = signToken({ room: tok.room, role: 'viewer', exp: tok.exp }, this.#config.tokenSecret);
+        res.viewerPath = `/view?room=${encodeURIComponent(tok.room)}&token=${encodeURIComponent(viewerToken)}`;
+      }
+      return res;
     });
 
     on('publish', async (p) => {

@@ -66,6 +66,13 @@ describe('join', () => {
     const view = await client();
     const vj = await call<JoinResponse>(view, 'join', { token: room.viewerToken });
     expect(vj).toMatchObject({ role: 'viewer', room: { roomId: room.roomId } });
+    // Only performers get a viewer link, and its token joins this room as a viewer.
+    expect(vj.viewerPath).toBeUndefined();
+    const link = new URL(pj.viewerPath ?? '', ts.url);
+    expect([link.pathname, link.searchParams.get('room')]).toEqual(['/view', room.roomId]);
+    const view2 = await client();
+    const v2 = await call<JoinResponse>(view2, 'join', { token: link.searchParams.get('token') });
+    expect(v2).toMatchObject({ role: 'viewer', room: { roomId: room.roomId } });
     expect(errorCode(await request(view, 'join', { token: room.viewerToken }))).toBe('INVALID_STATE');
   });
 
