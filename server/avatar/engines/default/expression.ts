@@ -43,9 +43,14 @@ export const LATENT_SIZE = P2 + 10;
 const DEG = Math.PI / 180;
 const Z_RIGID_MEAN = RIGID_POINTS.reduce((s, i) => s + GENERIC_DEPTH[i]!, 0) / RIGID_POINTS.length;
 
-/** Calibration: frames with a face, and how long, before the neutral is fixed. */
-const CALIB_MIN_FRAMES = 8;
-const CALIB_MS = 1000;
+/**
+ * Calibration: frames with a face, and how long, before the neutral is fixed. The neutral is the first frame with a
+ * face (motion relative to the performer's first frame, as LivePortrait's relative mode): averaging over a second
+ * put a performer who starts mid-word (or mid-laugh) into the neutral, a constant offset on every later frame; and
+ * when the portrait is the performer's own first frame (self-reenactment) the reference is then exactly it.
+ */
+const CALIB_MIN_FRAMES = 1;
+const CALIB_MS = 0;
 /** Time constant of the ease back to neutral without a face. */
 const NO_FACE_TAU_MS = 300;
 
@@ -278,6 +283,8 @@ const MAX_ANGLE = 0.35;
 const ROTATION_GAIN = 0.65;
 const MAX_ROLL = 0.3;
 const MAX_SHIFT = 0.25;
+/** Leaning in or back: the head scales with the performer's (the ring and outer ellipse keep the background). */
+const MAX_LOG_ZOOM = 0.3;
 
 /**
  * Maps `latent` onto the portrait: writes 68 target landmarks then the ring points into `out` (grid units).
@@ -369,8 +376,7 @@ export function retarget(
   yaw = clamp(yaw * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
   pitch = clamp(pitch * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
   roll = clamp(roll, -MAX_ROLL, MAX_ROLL);
-  // Half the performer's zoom (leaning in): the background around the head stretches with it.
-  const zoom = Math.exp(clamp(0.5 * latent[L_ZOOM]!, -0.1, 0.1));
+  const zoom = Math.exp(clamp(latent[L_ZOOM]!, -MAX_LOG_ZOOM, MAX_LOG_ZOOM));
   const tx = clamp(latent[L_TX]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
   const ty = clamp(latent[L_TY]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
   const cx = f.ox + vx * f.height * 0.45;
