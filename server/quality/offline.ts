@@ -29,7 +29,8 @@ export interface OfflineOptions {
   engine: AvatarEngine;
   /** The driving clip. */
   driving: string;
-  /** The portrait, or 'first-frame': the clip's first frame is the portrait and is not rendered (self-reenactment). */
+  /** The portrait, or 'first-frame': the clip's first frame is the portrait (self-reenactment); the engine renders it
+   * once as the performer's first frame (the reference of relative motion), but it is not handed to onFrame. */
   portrait: RgbImage | 'first-frame';
   /** Frames of the clip to skip before anything else (decoded and dropped); default 0. */
   startFrame?: number;
@@ -118,6 +119,11 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
       if (!portrait) {
         portrait = rgb;
         await prepare(rgb);
+        // The portrait frame is also the performer's first frame (the reference of relative motion): the engine sees
+        // it, unscored, before the frames it is scored on.
+        drivingI420 = createI420(f.width, f.height);
+        rgbToI420(rgb, drivingI420);
+        opts.engine.render(drivingI420, out!, (f.index * 1000) / info.fps);
         continue;
       }
       if (!drivingI420 || drivingI420.width !== f.width || drivingI420.height !== f.height) {
