@@ -367,7 +367,7 @@ export class DefaultEngine implements AvatarEngine {
     const face = st.face;
     const s = this.#settings;
     const ctrl = st.ctrl;
-    retarget(face, latent, s, this.#encoder.neutralPose, ctrl);
+    retarget(face, latent, s, this.#encoder.neutralPose, ctrl, this.#encoder.neutralMouthOpen);
     // Fixed anchors on the outer ellipse.
     const fixedFrom = 2 * (68 + N_RING);
     for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = face.ctrlSource[i]!;

@@ -17,6 +17,7 @@ import {
   applySimilarity,
   eyeOpenness,
   faceFrame,
+  mouthOpenness,
   fitSimilarity,
   GENERIC_DEPTH,
   RIGID_POINTS,
@@ -86,6 +87,7 @@ export class ExpressionEncoder {
   #neutralEye = [0, 0];
   #neutralGaze = [0, 0];
   #neutralPose = { yaw: 0, pitch: 0, roll: 0 };
+  #neutralMouth = 0;
   #nf: FaceFrame = { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 };
   #sim: Similarity = { a: 1, b: 0, tx: 0, ty: 0 };
   #aligned = new Float64Array(P2);
@@ -99,6 +101,11 @@ export class ExpressionEncoder {
     this.#neutralEye = [0, 0];
     this.#neutralGaze = [0, 0];
     this.#neutralPose = { yaw: 0, pitch: 0, roll: 0 };
+  }
+
+  /** The performer's neutral mouth openness (inner-lip gap / mouth width), for retarget(). */
+  get neutralMouthOpen(): number {
+    return this.#neutralMouth;
   }
 
   /** The performer's neutral absolute head pose (degrees), for poseMode 'absolute'. */
@@ -151,6 +158,7 @@ export class ExpressionEncoder {
     p.pitch += (track.pose.pitch - p.pitch) * w;
     p.roll += (track.pose.roll - p.roll) * w;
     faceFrame(this.#neutral, this.#nf);
+    this.#neutralMouth = mouthOpenness(this.#neutral);
     if (n >= CALIB_MIN_FRAMES && tsMs - this.#calibStartTs >= CALIB_MS) this.calibrated = true;
   }
 
@@ -282,13 +290,20 @@ const MAX_ANGLE = 0.35;
 /** Fraction of the performer's yaw/pitch given to the portrait: a 2D warp folds the far cheek beyond ~20 degrees. */
 const ROTATION_GAIN = 0.65;
 const MAX_ROLL = 0.3;
-const MAX_SHIFT = 0.25;
-/** Leaning in or back: the head scales with the performer's (the ring and outer ellipse keep the background). */
-const MAX_LOG_ZOOM = 0.3;
+const MAX_SHIFT = 0.15;
+/** Leaning in or back: the head scales with the performer's, up to the margin the outer ellipse leaves (prepare.ts). */
+const MAX_LOG_ZOOM = 0.15;
+
+/** Lips and chin: which landmarks close the mouth by moving up (lower lip, chin) or down (upper lip). */
+const CLOSES_UP = new Set([5, 6, 7, 8, 9, 10, 11, 55, 56, 57, 58, 59, 65, 66, 67]);
+const CLOSES_DOWN = new Set([49, 50, 51, 52, 53, 61, 62, 63]);
 
 /**
  * Maps `latent` onto the portrait: writes 68 target landmarks then the ring points into `out` (grid units).
- * `performerPose` is the neutral's absolute pose (used in poseMode 'absolute').
+ * `performerPose` is the neutral's absolute pose (used in poseMode 'absolute'); `performerMouthOpen` the neutral's
+ * mouth openness: a performer whose neutral has the mouth open (they started mid-word) can close it by more than
+ * the portrait's own opening, so the closing part of the lip and chin motion is scaled by portrait / performer
+ * opening (the lips would cross and the chin fold into them otherwise).
  */
 export function retarget(
   geo: PortraitGeometry,
@@ -296,6 +311,7 @@ export function retarget(
   settings: AvatarSettings,
   performerPose: { yaw: number; pitch: number; roll: number },
   out: Float64Array,
+  performerMouthOpen = 0,
 ): void {
   const P = geo.landmarks;
   const f = geo.frame;
@@ -304,6 +320,8 @@ export function retarget(
   const vy = f.ux;
   const lipsOn = settings.lipRetargeting;
   const eyesOn = settings.eyeRetargeting;
+  const portraitOpen = mouthOpenness(P);
+  const closeGain = performerMouthOpen > portraitOpen ? portraitOpen / performerMouthOpen : 1;
   // 1. Expression displacements in the portrait's frame and sizes.
   for (let i = 0; i < N_LANDMARKS; i++) {
     let ex = latent[2 * i]! * k;
@@ -312,6 +330,7 @@ export function retarget(
       ex = 0;
       ey = 0;
     }
+    if ((ey < 0 && CLOSES_UP.has(i)) || (ey > 0 && CLOSES_DOWN.has(i))) ey *= closeGain;
     const px = ex * f.width;
     const py = ey * f.height;
     out[2 * i] = P[2 * i]! + px * f.ux + py * vx;

@@ -82,12 +82,13 @@ export function preparePortrait(
   const bottom = f.height + 0.4 * f.iod;
   const ecY = (top + bottom) / 2;
   const ry = (bottom - top) / 2;
-  const rx = 0.5 * f.width * 1.25;
-  // The outer ellipse (fixed anchors, where the paste mask ends) hugs the ring: the band between them is where a
-  // 2D warp bends the background, so a narrow band keeps the background static around a moving head (self-
-  // reenactment SSIM on woman_speech_head_motion: 0.55 with 1.35/1.25 and a wider ring, 0.67 with these).
-  const rxo = rx * 1.08;
-  const ryo = ry * 1.06;
+  const rx = 0.5 * f.width * 1.4;
+  // The outer ellipse (fixed anchors, where the paste mask ends) stays close to the ring: the band between them is
+  // where a 2D warp bends the background, so a narrow band keeps the background static around a moving head (self-
+  // reenactment SSIM on woman_speech_head_motion: 0.55 with 1.35/1.25 and a taller ring, 0.63 with these). It must
+  // stay wider than the head's largest shift (expression.ts MAX_SHIFT, MAX_LOG_ZOOM) or the warp folds over.
+  const rxo = rx * 1.2;
+  const ryo = ry * 1.15;
   const ecx = f.ox + vx * ecY;
   const ecy = f.oy + vy * ecY;
   // Crop: a square around the outer ellipse (a circle bound, whatever the face's roll).
