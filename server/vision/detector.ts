@@ -148,23 +148,29 @@ export class FaceDetector {
       stepLarge: 2,
       coarse: { stages: this.#coarseStages, skip: this.#coarseSkip },
     };
-    // Large faces first: a webcam face fills a good part of the frame, and the window sizes above LARGE_FACE_WINDOW
-    // hold a fraction of the windows (their pyramid levels are small). The small sizes are scanned only when the
-    // large ones give no face, and their raw hits are then grouped together with the large ones' hits, so the
-    // result of the two phases is that of one scan over all sizes.
-    const split = Math.max(params.minSize!, LARGE_FACE_WINDOW);
-    const raw = this.#cascade.candidates(work, { ...params, minSize: split });
-    let faces = this.#group(raw, work, img, params.minNeighbors!, BOX_MAP.fast);
+    const faces = this.#largeFirst(work, img, params);
     if (faces.length > 0) return faces;
-    if (split > params.minSize!) {
-      for (const r of this.#cascade.candidates(work, { ...params, maxSize: split - 1 })) raw.push(r);
-      faces = this.#group(raw, work, img, params.minNeighbors!, BOX_MAP.fast);
-      if (faces.length > 0) return faces;
-    }
     // Second pass, only when the first found nothing: twice the scales. On the shared clips and portraits the first
     // pass misses ~1 frame in 10 of the hardest clip (a face gets a single raw hit) and two small cartoons; this
     // pass finds them all (3-7 hits). It doubles the cost of frames without a face, not of frames with one.
-    return this.#run(work, img, { ...params, scaleFactor: 1.1, coarse: { stages: 7 } }, BOX_MAP.fast);
+    return this.#largeFirst(work, img, { ...params, scaleFactor: 1.1, coarse: { stages: 7 } });
+  }
+
+  /**
+   * One fast scan, large faces first: a webcam face fills a good part of the frame, and the window sizes from
+   * LARGE_FACE_WINDOW up hold a fraction of the windows (their pyramid levels are small). The small sizes are
+   * scanned only when the large ones give no face, and their raw hits are then grouped together with the large
+   * ones' hits, so that case gives the result of one scan over all sizes.
+   */
+  #largeFirst(work: GrayImage, img: GrayImage, params: DetectParams): DetectedFace[] {
+    const minSize = params.minSize ?? 0;
+    const minNeighbors = params.minNeighbors ?? 3;
+    const split = Math.max(minSize, LARGE_FACE_WINDOW);
+    const raw = this.#cascade.candidates(work, { ...params, minSize: split });
+    const faces = this.#group(raw, work, img, minNeighbors, BOX_MAP.fast);
+    if (faces.length > 0 || split <= minSize) return faces;
+    for (const r of this.#cascade.candidates(work, { ...params, maxSize: split - 1 })) raw.push(r);
+    return this.#group(raw, work, img, minNeighbors, BOX_MAP.fast);
   }
 
   #detectThorough(img: GrayImage): DetectedFace[] {
