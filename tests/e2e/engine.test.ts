@@ -4,7 +4,7 @@
  * times a second and tracked in Node with the project's FaceTracker, so the assertions are about what the avatar's
  * face does, not about speed (the engine's fps on a loaded 2-core machine is a benchmark matter).
  *
- * (a) The webcam shows man_mouth_wide_open: a neutral stretch, the wide-open mouth held (ping-ponged) for 4 s, then
+ * (a) The webcam shows man_mouth_wide_open: a 5 s neutral stretch, the wide-open mouth ping-ponged for 4 s, then
  *     the frown; the avatar's mouth must open clearly while the performer's is open and stay near the portrait's
  *     own openness while it is neutral.
  * (b) The webcam shows only the studio background of that clip (no face): the avatar holds the portrait's neutral
@@ -47,7 +47,7 @@ const FPS = 30;
  * The driving clip at 30 fps (measured with FaceTracker): mouth openness ~0.01-0.03 in 0-1.0 s, 0.6-0.7 in
  * 2.33-3.07 s (frames 70-92), frown from 5.3 s (frame 160) on.
  */
-const NEUTRAL = pingPong(0, 30, 4 * FPS);
+const NEUTRAL = pingPong(0, 30, 5 * FPS);
 const OPEN = pingPong(70, 92, 4 * FPS);
 const FROWN = Array.from({ length: 56 }, (_, i) => 160 + i);
 type Part = 'neutral' | 'open' | 'frown';
@@ -100,14 +100,27 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
   const tmp: string[] = [];
 
   beforeAll(async () => {
-    const [frames] = await Promise.all([decodeI420(CLIP, { width: 640, height: 480, fps: FPS }), buildClient()]);
-    const y4m = await writeSequenceY4m({ frames, sequence: [...NEUTRAL, ...OPEN, ...FROWN], fps: FPS, marker: true });
-    tmp.push(path.dirname(y4m));
-    srv = await startTestServer({ avatar: { engine: 'default' } });
-    tracker = await FaceTracker.create();
-    viewer = await ChromiumBrowser.launch();
-    await installG2g(viewer.page);
-    drivingY4m = y4m;
+    // Independent start-up steps side by side; each keeps what it made, so afterAll closes it whatever fails.
+    await Promise.all([
+      (async () => {
+        const frames = await decodeI420(CLIP, { width: 640, height: 480, fps: FPS });
+        const y4m = await writeSequenceY4m({
+          frames,
+          sequence: [...NEUTRAL, ...OPEN, ...FROWN],
+          fps: FPS,
+          marker: true,
+        });
+        tmp.push(path.dirname(y4m));
+        drivingY4m = y4m;
+      })(),
+      buildClient(),
+      startTestServer({ avatar: { engine: 'default' } }).then((s) => (srv = s)),
+      FaceTracker.create().then((t) => (tracker = t)),
+      ChromiumBrowser.launch().then(async (b) => {
+        viewer = b;
+        await installG2g(b.page);
+      }),
+    ]);
   }, 60_000);
 
   afterAll(async () => {
@@ -123,10 +136,16 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
       const room = await openRoom(srv!.url, PORTRAIT);
       const size = await startPerformer(performer.page, room.performerUrl);
       await performer.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
+      const live = srv!.server.rooms.get(room.roomId)!;
+      let rendered = 0;
+      live.on('frame', () => rendered++);
       const vPage = viewer!.page;
       await startViewer(vPage, room.viewerUrl);
 
-      // The engine takes the first face it sees as the performer's neutral; make sure that is a neutral frame.
+      // The engine takes the first face it sees after (re)calibration as the performer's neutral: recalibrate once
+      // the engine is warm (its first renders are slow), early in the 5 s neutral stretch, so that the next frame it
+      // renders is neutral even when the server runs seconds behind on a loaded machine.
+      await waitFor(() => rendered >= 15, 30_000, 'engine warm', 100);
       const shown = async (): Promise<number | null> => {
         const f = await performer.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera').at(-1));
         return f?.marker ?? null;
@@ -134,14 +153,14 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
       await waitFor(
         async () => {
           const m = await shown();
-          return m !== null && m >= 20 && m < 80;
+          return m !== null && m >= 20 && m < 60;
         },
-        20_000,
+        30_000,
         'performer in the neutral stretch',
       );
-      srv!.server.rooms.get(room.roomId)!.recalibrate();
+      live.recalibrate();
 
-      // One and a half loops of the clip (9.9 s each): at least one whole open and neutral stretch.
+      // About one and a half loops of the clip (10.9 s each): at least one whole open and neutral stretch.
       await vPage.evaluate((a) => (window as unknown as Win).__g2g.startSampling('#video', a.n, a.n, a.ms), {
         n: SAMPLE,
         ms: SAMPLE_MS,
@@ -197,7 +216,7 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
       await viewer!.page.goto('about:blank');
       await performer.close();
     }
-  }, 90_000);
+  }, 120_000);
 
   it('without a face in the webcam the avatar holds the neutral portrait', async () => {
     // The clip's top-left corner is the grey studio wall: scaled up, a webcam picture with no face in it.
@@ -260,5 +279,5 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
       await viewer!.page.goto('about:blank');
       await performer.close();
     }
-  }, 60_000);
+  }, 90_000);
 });
