@@ -8,21 +8,30 @@ import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import type { Page } from 'playwright-core';
 
-let bundled: Promise<string> | null = null;
+const bundles = new Map<string, Promise<string>>();
+
+/** Bundles a file of benchmarks/lib into one classic browser script (built once per process and file). */
+export function pageScript(file: string): Promise<string> {
+  let b = bundles.get(file);
+  if (!b) {
+    b = esbuild
+      .build({
+        entryPoints: [path.join(path.dirname(fileURLToPath(import.meta.url)), file)],
+        bundle: true,
+        write: false,
+        format: 'iife',
+        platform: 'browser',
+        target: 'chrome100',
+      })
+      .then((r) => r.outputFiles[0]!.text);
+    bundles.set(file, b);
+  }
+  return b;
+}
 
 /** The probe as a script (built once per process). */
 export function probeScript(): Promise<string> {
-  bundled ??= esbuild
-    .build({
-      entryPoints: [path.join(path.dirname(fileURLToPath(import.meta.url)), 'browserProbe.ts')],
-      bundle: true,
-      write: false,
-      format: 'iife',
-      platform: 'browser',
-      target: 'chrome100',
-    })
-    .then((r) => r.outputFiles[0]!.text);
-  return bundled;
+  return pageScript('browserProbe.ts');
 }
 
 /** Adds the probe to every document the page loads from now on. */

@@ -2,28 +2,14 @@
  * Bundles g2gProbe.ts into one classic script and adds it to a Playwright page (like browserInject.ts does for the
  * transport probe), as `window.__g2g`.
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as esbuild from 'esbuild';
 import type { Page } from 'playwright-core';
+import { pageScript } from './browserInject.js';
 
 export type { G2gProbe, GraySample, Region, RegionSample } from './g2gProbe.js';
 
-let bundled: Promise<string> | null = null;
-
 /** The probe as a script (built once per process). */
 export function g2gScript(): Promise<string> {
-  bundled ??= esbuild
-    .build({
-      entryPoints: [path.join(path.dirname(fileURLToPath(import.meta.url)), 'g2gProbe.ts')],
-      bundle: true,
-      write: false,
-      format: 'iife',
-      platform: 'browser',
-      target: 'chrome100',
-    })
-    .then((r) => r.outputFiles[0]!.text);
-  return bundled;
+  return pageScript('g2gProbe.ts');
 }
 
 /** Adds `window.__g2g` to every document the page loads from now on. */

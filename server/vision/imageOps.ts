@@ -4,6 +4,7 @@
  */
 import type { RgbImage } from '../avatar/engine.js';
 import type { GrayImage } from './types.js';
+import { resizeBilinear } from '../util/image.js';
 
 /** Allocates a gray image. */
 export function allocGray(width: number, height: number): GrayImage {
@@ -82,35 +83,7 @@ export function resizeGray(src: GrayImage, dw: number, dh: number, out?: GrayIma
 /** Bilinear resize (pixel-centre aligned, edge clamp). */
 export function resizeGrayBilinear(src: GrayImage, dw: number, dh: number, out?: GrayImage): GrayImage {
   const dst = ensure(out, dw, dh);
-  const sw = src.width;
-  const sh = src.height;
-  const s = src.data;
-  const d = dst.data;
-  const fx = sw / dw;
-  const fy = sh / dh;
-  for (let y = 0; y < dh; y++) {
-    let sy = (y + 0.5) * fy - 0.5;
-    if (sy < 0) sy = 0;
-    let y0 = Math.floor(sy);
-    if (y0 > sh - 1) y0 = sh - 1;
-    const y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
-    const wy = sy - y0;
-    for (let x = 0; x < dw; x++) {
-      let sx = (x + 0.5) * fx - 0.5;
-      if (sx < 0) sx = 0;
-      let x0 = Math.floor(sx);
-      if (x0 > sw - 1) x0 = sw - 1;
-      const x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
-      const wx = sx - x0;
-      const a = s[y0 * sw + x0]!;
-      const b = s[y0 * sw + x1]!;
-      const c = s[y1 * sw + x0]!;
-      const e = s[y1 * sw + x1]!;
-      const top = a + (b - a) * wx;
-      const bot = c + (e - c) * wx;
-      d[y * dw + x] = (top + (bot - top) * wy + 0.5) | 0;
-    }
-  }
+  resizeBilinear(src.data, src.width, src.height, dst.data, dw, dh, 1);
   return dst;
 }
 
