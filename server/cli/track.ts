@@ -180,7 +180,8 @@ async function trackVideo(tracker: FaceTracker, args: Args, info: VideoInfo): Pr
         await writer.write(rgb.data);
       }
       const now = Date.now();
-      if (now - lastReport >= 1000) {
+      // About once a second, and always for the last frame, so that even a short, fast run shows where it got to.
+      if (now - lastReport >= 1000 || f.index + 1 === total) {
         lastReport = now;
         const fps = (f.index + 1) / ((now - started) / 1000);
         process.stderr.write(`avatar track: frame ${f.index + 1}/${total} (${fps.toFixed(1)} fps)\n`);
