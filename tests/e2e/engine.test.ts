@@ -129,7 +129,9 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
     await Promise.all(tmp.map((d) => rm(d, { recursive: true, force: true })));
   });
 
-  it('the avatar opens its mouth while the performer does, and is neutral while the performer is', async () => {
+  // One retry (a fresh browser and room): on a loaded machine the neutral can be captured late, on a frame where the
+  // clip already opens its mouth; the assertions themselves are unchanged.
+  it('the avatar opens its mouth while the performer does, and is neutral while the performer is', { retry: 1 }, async () => {
     const performer = await ChromiumBrowser.launch({ fakeVideo: drivingY4m });
     try {
       await installProbe(performer.page);
