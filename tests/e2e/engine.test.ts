@@ -131,7 +131,7 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
 
   // One retry (a fresh browser and room): on a loaded machine the neutral can be captured late, on a frame where the
   // clip already opens its mouth; the assertions themselves are unchanged.
-  it('the avatar opens its mouth while the performer does, and is neutral while the performer is', { retry: 1 }, async () => {
+  it('the avatar opens its mouth while the performer does, and is neutral while the performer is', { retry: 1, timeout: 120_000 }, async () => {
     const performer = await ChromiumBrowser.launch({ fakeVideo: drivingY4m });
     try {
       await installProbe(performer.page);
@@ -218,7 +218,7 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
       await viewer!.page.goto('about:blank');
       await performer.close();
     }
-  }, 120_000);
+  });
 
   it('without a face in the webcam the avatar holds the neutral portrait', async () => {
     // The clip's top-left corner is the grey studio wall: scaled up, a webcam picture with no face in it.
