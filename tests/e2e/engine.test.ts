@@ -212,8 +212,10 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
       expect(Math.max(...by.open)).toBeGreaterThan(median(by.neutral) + 0.2);
       expect(Math.max(...by.open)).toBeGreaterThan(portraitMouth + 0.2);
       expect(median(by.open)).toBeGreaterThan(median(by.neutral) + 0.15);
-      // Neutral: near the portrait's own mouth.
-      expect(Math.abs(median(by.neutral) - portraitMouth)).toBeLessThan(0.05);
+      // Neutral: near the portrait's own mouth (lips at most slightly parted). Measured on VP8-compressed 256 px
+      // samples, tracked: the neutral median ranged 0.018-0.089 over six runs against the portrait's 0.014, while the
+      // open stretch reached 0.27-0.49.
+      expect(Math.abs(median(by.neutral) - portraitMouth)).toBeLessThan(0.1);
     } finally {
       await viewer!.page.goto('about:blank');
       await performer.close();
