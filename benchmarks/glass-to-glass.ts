@@ -29,17 +29,17 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createServer, type AvatarServer } from '../server/app.js';
-import { loadConfig } from '../server/config.js';
+import type { AvatarServer } from '../server/app.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { FaceTracker } from '../server/vision/index.js';
-import { buildClient, ChromiumBrowser } from '../tests/helpers/chromium.js';
+import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../tests/helpers/g2g.js';
 import { decodeI420, writeSequenceY4m } from '../tests/helpers/g2gMedia.js';
 import { correlation, drivingClip, portraitFile } from '../tests/helpers/media.js';
 import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { installG2g, type G2gProbe, type Region, type RegionSample } from './lib/g2gInject.js';
+import { startBenchServer } from './lib/server.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __g2g: G2gProbe };
@@ -274,20 +274,7 @@ export async function main(args: string[]): Promise<void> {
       marker: true,
       out: path.join(tmp, 'camera.y4m'),
     });
-    const config = loadConfig(
-      {},
-      {
-        host: '127.0.0.1',
-        port: 0,
-        logLevel: 'warn',
-        dataDir: path.join(tmp, 'data'),
-        avatar: { engine: 'default' },
-        fanout: { mode: 'direct' },
-        media: { iceAddressAllowList: ['127.0.0.1'] },
-      },
-    );
-    await buildClient();
-    server = await createServer(config);
+    server = await startBenchServer(tmp, 'default');
     const opened = await openRoom(server.url, portrait);
     const room = server.rooms.get(opened.roomId);
     if (!room) throw new Error('room not in the registry');

@@ -19,15 +19,15 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createServer, type AvatarServer } from '../server/app.js';
-import { loadConfig } from '../server/config.js';
+import type { AvatarServer } from '../server/app.js';
 import type { FrameTimings } from '../server/rooms/room.js';
-import { buildClient, ChromiumBrowser } from '../tests/helpers/chromium.js';
+import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
 import wrtc from '@roamhq/wrtc';
 import type { FrameRecord, Probe } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { collectRtp, type RtpCounters } from './lib/browserRtp.js';
+import { startBenchServer } from './lib/server.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __studio: { publishState: string }; __avatar: { frames: number } };
@@ -151,20 +151,7 @@ export async function main(args: string[]): Promise<void> {
       marker: true,
       out: path.join(tmp, 'camera.y4m'),
     });
-    const config = loadConfig(
-      {},
-      {
-        host: '127.0.0.1',
-        port: 0,
-        logLevel: 'warn',
-        dataDir: path.join(tmp, 'data'),
-        avatar: { engine: 'passthrough' },
-        fanout: { mode: 'direct' },
-        media: { iceAddressAllowList: ['127.0.0.1'] },
-      },
-    );
-    await buildClient();
-    server = await createServer(config);
+    server = await startBenchServer(tmp, 'passthrough');
     const url = server.url;
 
     const form = new FormData();
