@@ -1,6 +1,6 @@
 /**
- * `avatar eval --driving D.mp4 (--self | --portrait P) --json OUT.json [--engine NAME] [--max-frames N] [--size PX]
- *   [--model-pack DIR] [--summary-only] [--verbose]`
+ * `avatar eval --driving D.mp4 (--self | --portrait P) --json OUT.json [--sheet OUT.png] [--engine NAME] [--steps K]
+ *   [--max-frames N] [--size PX] [--model-pack DIR] [--summary-only] [--verbose]`
  *
  * Quality scores of an engine on a clip, each beside the frozen baseline's (the unchanged portrait): see
  * server/quality/evaluate.ts for the definitions. With --self the clip's first frame is the portrait and the other
@@ -24,6 +24,7 @@ import {
   UsageError,
 } from '../quality/cli.js';
 import { evaluate, type EvalReport } from '../quality/evaluate.js';
+import { FaceModelPool } from '../quality/faceModels.js';
 import { probeVideo } from '../util/video.js';
 import { FaceTracker } from '../vision/tracker.js';
 
@@ -33,7 +34,12 @@ const usage = `usage: avatar eval --driving CLIP.mp4 (--self | --portrait IMAGE)
   --self              self-reenactment: the clip's first frame is the portrait, later frames are the truth
   --portrait IMAGE    cross-reenactment: animate this picture with the clip (motion scores only)
   --json OUT.json     where to write the scores (model and frozen baseline side by side)
+  --sheet OUT.png     also write a contact sheet: rows driver | frozen | output with each row's scores
+  --sheet-every N     one sheet row every N scored frames (default: about 8 rows)
   --engine NAME       ${offlineEngineNames().join(' | ')} (default: the config's, 'default')
+  --steps K           refiner steps for the engine (default 0 = warp only); recorded in the JSON
+  --id-every N        face descriptors (id_sim) on every N-th scored frame (default 5; 1 = every frame)
+  --face-workers N    worker threads for the independent face models (default: one per core, at most 4)
   --start-frame S     skip the first S frames of the clip (in --self mode frame S is the portrait)
   --max-frames N      use at most N frames of the clip (in --self mode the first one is the portrait)
   --size PX           long side of the output in cross mode (default: the config's avatar.outputSize);
@@ -52,16 +58,21 @@ function fail(message: string, code = 2): number {
 export function formatSummary(r: EvalReport): string {
   const f = (v: number | null, d = 4): string => (v === null ? '   -  ' : v.toFixed(d));
   const row = (name: string, s: EvalReport['model']): string =>
-    `  ${name.padEnd(7)} l1 ${f(s.l1)}  ssim ${f(s.ssim)}  psnr ${f(s.psnr, 2)}  akd ${f(s.akd)}  pose ${f(s.pose_deg, 2)} deg  misses ${s.misses}`;
+    [
+      `  ${name.padEnd(7)} l1 ${f(s.l1)}  ssim ${f(s.ssim)}  psnr ${f(s.psnr, 2)}  akd ${f(s.akd)}  pose ${f(s.pose_deg, 2)} deg  misses ${s.misses}`,
+      `  ${''.padEnd(7)} mouth_l1 ${f(s.mouth_l1)}  eyes_l1 ${f(s.eyes_l1)}  id_sim ${f(s.id_sim, 3)}  akd_mesh ${f(s.akd_mesh)}  aed_mesh ${f(s.aed_mesh)}  blink_corr ${f(s.blink_corr, 2)}  gaze_corr ${f(s.gaze_corr, 2)}  mesh_misses ${s.mesh_misses}`,
+    ].join('\n');
   const regions = (Object.keys(r.model.akd_regions) as (keyof EvalReport['model']['akd_regions'])[])
     .map((k) => `${k} ${f(r.model.akd_regions[k], 3)}/${f(r.frozen.akd_regions[k], 3)}`)
     .join('  ');
   return [
-    `eval ${r.mode} | engine ${r.engine} | ${r.frames} frames scored of ${r.rendered} rendered (${r.truth_misses} without a face in the ${r.mode === 'self' ? 'truth' : 'driver'})`,
+    `eval ${r.mode} | engine ${r.engine} | steps ${r.steps} | ${r.frames} frames scored of ${r.rendered} rendered (${r.truth_misses} without a face in the ${r.mode === 'self' ? 'truth' : 'driver'})`,
     row('model', r.model),
     row('frozen', r.frozen),
+    ...(r.mode === 'cross' ? [`  id_sim to the driver (leakage, lower is better): model ${f(r.model.id_sim_driver, 3)}, frozen ${f(r.frozen.id_sim_driver, 3)}`] : []),
     `  akd by region, model/frozen: ${regions}`,
     `  goal: akd ratio ${f(r.goal.akd_ratio, 3)} (<= 0.6: ${r.goal.akd_met ?? '-'}), ssim above frozen: ${r.goal.ssim_met ?? '-'}`,
+    `  ${r.timing.total_s} s (${r.timing.eval_fps} frames/s; face models ${r.timing.face_models_ms_per_image ?? '-'} ms per image)`,
   ].join('\n');
 }
 
@@ -70,13 +81,22 @@ export async function run(argv: string[]): Promise<number> {
   let maxFrames: number | undefined;
   let startFrame: number | undefined;
   let size: number | undefined;
+  let steps = 0;
+  let idEvery: number | undefined;
+  let sheetEvery: number | undefined;
+  let faceWorkers: number | undefined;
   try {
     args = parseCommandLine(argv, {
       driving: { type: 'string' },
       portrait: { type: 'string' },
       self: { type: 'boolean' },
       json: { type: 'string' },
+      sheet: { type: 'string' },
+      'sheet-every': { type: 'string' },
       engine: { type: 'string' },
+      steps: { type: 'string' },
+      'id-every': { type: 'string' },
+      'face-workers': { type: 'string' },
       'start-frame': { type: 'string' },
       'max-frames': { type: 'string' },
       size: { type: 'string' },
@@ -96,6 +116,12 @@ export async function run(argv: string[]): Promise<number> {
     maxFrames = positiveInt(args['max-frames'], 'max-frames');
     startFrame = nonNegativeInt(args['start-frame'], 'start-frame');
     size = positiveInt(args.size, 'size');
+    steps = nonNegativeInt(args.steps, 'steps') ?? 0;
+    idEvery = positiveInt(args['id-every'], 'id-every');
+    sheetEvery = positiveInt(args['sheet-every'], 'sheet-every');
+    faceWorkers = positiveInt(args['face-workers'], 'face-workers');
+    if (sheetEvery !== undefined && !args.sheet) throw new UsageError('--sheet-every needs --sheet OUT.png');
+    if (args.sheet && !/\.png$/i.test(args.sheet)) throw new UsageError('--sheet must name a .png file');
     if (size !== undefined && size % 2) throw new UsageError('--size must be even');
     if (args.self && maxFrames !== undefined && maxFrames < 2) throw new UsageError('--self needs --max-frames of at least 2');
   } catch (err) {
@@ -109,6 +135,7 @@ export async function run(argv: string[]): Promise<number> {
   const engineName = args.engine ?? config.avatar.engine;
   if (!offlineEngineNames().includes(engineName)) return fail(`unknown engine "${engineName}" (known: ${offlineEngineNames().join(', ')})`);
   const jsonOut = await requireOutputDir(args.json, 'JSON report');
+  const sheetOut = args.sheet ? await requireOutputDir(args.sheet, 'contact sheet') : undefined;
   const driving = await requireFile(args.driving, 'driving clip');
   await probeVideo(driving); // clear errors (no video stream) before any work
   const portrait = args.self ? 'first-frame' : await loadPortrait(args.portrait!);
@@ -117,12 +144,18 @@ export async function run(argv: string[]): Promise<number> {
 
   const guard = new InterruptGuard();
   let report: EvalReport;
+  let faceModels: FaceModelPool | null = null;
   try {
+    faceModels = await FaceModelPool.create(faceWorkers !== undefined ? { workers: faceWorkers } : {});
     report = await evaluate({
       driving,
       portrait,
       portraitLabel,
       engineName,
+      steps,
+      faceModels,
+      idEvery,
+      ...(sheetOut ? { sheet: { file: sheetOut, every: sheetEvery } } : {}),
       startFrame,
       maxFrames,
       perFrame: !args['summary-only'],
@@ -132,7 +165,7 @@ export async function run(argv: string[]): Promise<number> {
       createEngines: async (selfSize) => {
         const outputSize = selfSize ?? size ?? config.avatar.outputSize;
         const overrides = { outputSize, ...(modelPack ? { modelPack } : {}) };
-        const model = await openEngine(engineName, config.avatar, overrides);
+        const model = await openEngine(engineName, config.avatar, { ...overrides, steps });
         const frozen = await openEngine('portrait', config.avatar, overrides);
         return { model, frozen };
       },
@@ -141,6 +174,7 @@ export async function run(argv: string[]): Promise<number> {
     throw explainPrepareError(err, portraitLabel);
   } finally {
     guard.close();
+    await faceModels?.close();
   }
   if (report.stopped) {
     process.stderr.write('avatar eval: interrupted; no report written\n');
@@ -153,6 +187,6 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await rm(tmp, { force: true });
   }
-  process.stderr.write(`${formatSummary(report)}\nwrote ${args.json}\n`);
+  process.stderr.write(`${formatSummary(report)}\nwrote ${args.json}${args.sheet ? ` and ${args.sheet}` : ''}\n`);
   return 0;
 }

@@ -19,15 +19,38 @@
  * Frames where the tracker finds no face in the output are misses: counted, and left out of akd / pose_deg only.
  * Frames where the truth (or driver) has no face cannot be aligned or compared and are not scored; they are counted
  * too (`truth_misses`).
+ *
+ * Independent scores (id_sim, akd_mesh, aed_mesh, blink_corr, gaze_corr) come from face models the engine never uses
+ * (faceModels.ts: MediaPipe FaceMesh with iris and the HSE FaceRes descriptor), run in a worker pool while the engine
+ * renders the next frames; see `definitions` below and meshMetrics.ts. mouth_l1 / eyes_l1 are L1 on the mouth and eye
+ * regions of the aligned crop (regions from the truth's landmarks).
  */
+import path from 'node:path';
 import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
 import { createGray, createI420, createRgb, i420ToRgb, resizeRgb, rgbToGray } from '../util/image.js';
 import { probeVideo } from '../util/video.js';
 import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
-import { ffhqCrop, warpCrop } from './align.js';
+import { ffhqCrop, imageToCrop, warpCrop } from './align.js';
+import { FACE_MODELS_LABEL, type FaceModelFace, type FaceModelPool } from './faceModels.js';
+import {
+  alignedMeshDistance,
+  cosineSimilarity,
+  expressionMotion,
+  eyeOpenness,
+  irisPosition,
+  meanOrNull,
+  meshInterOcular,
+  meshMotion2d,
+  meshPointDistance,
+  motionDistance3d,
+  pearson,
+  similarity3d,
+} from './meshMetrics.js';
+import { writeContactSheet, type SheetRow } from './sheet.js';
 import {
   akd as akdOf,
   alignedPointDistance,
+  faceRegionBoxes,
   angleDiff,
   interOcularDistance,
   l1 as l1Of,
@@ -38,6 +61,7 @@ import {
   poseDelta,
   poseErrorDeg,
   psnr as psnrOf,
+  regionL1,
   relativeMotion,
   ssim as ssimOf,
 } from './metrics.js';
@@ -74,6 +98,24 @@ export interface Scores {
   akd_aligned: number | null;
   /** pose_deg per axis: mean |Δyaw|, |Δpitch|, |Δroll| in degrees. */
   pose_axes_deg: { yaw: number | null; pitch: number | null; roll: number | null };
+  /** Self: L1 on the mouth region of the aligned crop (region from the truth's landmarks). null in cross mode. */
+  mouth_l1: number | null;
+  /** Self: L1 on the two eye regions of the aligned crop. null in cross mode. */
+  eyes_l1: number | null;
+  /** Cosine similarity of face descriptors: self output vs truth, cross output vs the portrait. */
+  id_sim: number | null;
+  /** Cross: cosine similarity of the output's descriptor to the DRIVER's (identity leakage; lower is better). null in self mode. */
+  id_sim_driver: number | null;
+  /** Independent landmark distance (FaceMesh): self output vs truth, cross motion agreement with the driver. */
+  akd_mesh: number | null;
+  /** Expression distance (FaceMesh, 3-D pose, position and scale removed). */
+  aed_mesh: number | null;
+  /** Correlation over time of eye openness, output vs driver/truth (null when either series is constant). */
+  blink_corr: number | null;
+  /** Correlation over time of the iris position in the eyes, output vs driver/truth. */
+  gaze_corr: number | null;
+  /** Scored frames where the independent face model found no face in this method's output. */
+  mesh_misses: number;
 }
 
 export interface FrameScores {
@@ -82,6 +124,12 @@ export interface FrameScores {
   psnr: number | null;
   akd: number | null;
   pose_deg: number | null;
+  mouth_l1: number | null;
+  eyes_l1: number | null;
+  /** Only on the frames where descriptors were computed (every id_every-th scored frame). */
+  id_sim: number | null;
+  akd_mesh: number | null;
+  aed_mesh: number | null;
 }
 
 export interface PerFrame {
@@ -98,6 +146,8 @@ export interface PerFrame {
 export interface EvalReport {
   mode: 'self' | 'cross';
   engine: string;
+  /** Refiner steps the engine was asked for (0 = warp only). */
+  steps: number;
   /** Portrait file, or "first frame of <clip>" in self mode. */
   portrait: string;
   driving: string;
@@ -112,9 +162,22 @@ export interface EvalReport {
   /** The project's targets: akd(model) ≤ 0.6 × akd(frozen) and ssim(model) > ssim(frozen) (ssim only in self mode). */
   goal: { akd_ratio: number | null; akd_met: boolean | null; ssim_met: boolean | null };
   output: { width: number; height: number };
+  /** The independent face models used for the mesh and identity scores (null: not run). */
+  face_models: string | null;
+  /** Descriptors (id_sim) are computed on every id_every-th scored frame. */
+  id_every: number;
   /** How the scores are defined (so a JSON file explains itself). */
   definitions: Record<string, string>;
-  timing: { prepare_ms: number; render_ms: { p50: number; p95: number; mean: number }; total_s: number; eval_fps: number };
+  timing: {
+    prepare_ms: number;
+    render_ms: { p50: number; p95: number; mean: number };
+    /** Mean worker time per image of the independent face models (mesh + iris, + descriptor on sampled frames). */
+    face_models_ms_per_image: number | null;
+    total_s: number;
+    eval_fps: number;
+  };
+  /** The contact sheet, when one was asked for. */
+  sheet: { file: string; rows: number; every: number } | null;
   /** True when the run was stopped before the end of the clip. */
   stopped: boolean;
   per_frame?: PerFrame[];
@@ -134,7 +197,18 @@ export interface EvalOptions {
   createEngines: (outputSize: number | undefined) => Promise<{ model: AvatarEngine; frozen: AvatarEngine }>;
   /** Engine name for the report. */
   engineName: string;
+  /** Refiner steps the model engine was created with (recorded in the report); default 0. */
+  steps?: number;
   createAnalyzer: () => Promise<FaceAnalyzer>;
+  /**
+   * The independent face models (FaceMesh with iris, descriptors). null: the mesh and identity scores are null. The
+   * caller owns the pool (one pool can serve many evaluations).
+   */
+  faceModels: FaceModelPool | null;
+  /** Compute descriptors (id_sim) on every N-th scored frame; default 5 (the descriptor is ~2/3 of the models' time). */
+  idEvery?: number;
+  /** Write a contact sheet (rows driver | frozen | output with the frame's scores) every `every` scored frames. */
+  sheet?: { file: string; every?: number };
   /** Frames of the clip to skip first (in self mode the portrait is the frame after them). */
   startFrame?: number;
   /** Frames to use after startFrame (including the portrait frame in self mode). */
@@ -171,6 +245,19 @@ function anglesOf(p: HeadPose): PoseAngles {
   return { yaw: p.yaw, pitch: p.pitch, roll: p.roll };
 }
 
+/** Independent-model scores of one method, filled after the run (scoreMesh). */
+interface MeshScores {
+  id_sim: number | null;
+  id_sim_driver: number | null;
+  akd_mesh: number | null;
+  aed_mesh: number | null;
+  blink_corr: number | null;
+  gaze_corr: number | null;
+  mesh_misses: number;
+}
+
+const NO_MESH: MeshScores = { id_sim: null, id_sim_driver: null, akd_mesh: null, aed_mesh: null, blink_corr: null, gaze_corr: null, mesh_misses: 0 };
+
 class MethodAcc {
   l1 = new Mean();
   ssim = new Mean();
@@ -178,6 +265,8 @@ class MethodAcc {
   akd = new Mean();
   pose = new Mean();
   aligned = new Mean();
+  mouthL1 = new Mean();
+  eyesL1 = new Mean();
   axes = { yaw: new Mean(), pitch: new Mean(), roll: new Mean() };
   regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<LandmarkRegion, Mean>;
   misses = 0;
@@ -199,20 +288,32 @@ class MethodAcc {
     }
   }
 
-  scores(images: boolean): Scores {
-    const r = (v: number | null, d = 6): number | null => (v === null ? null : Number(v.toFixed(d)));
+  scores(images: boolean, mesh: MeshScores): Scores {
     return {
-      l1: images ? r(this.l1.value) : null,
-      ssim: images ? r(this.ssim.value) : null,
-      psnr: images ? r(this.psnr.value, 4) : null,
-      akd: r(this.akd.value),
-      pose_deg: r(this.pose.value, 4),
+      l1: images ? r6(this.l1.value) : null,
+      ssim: images ? r6(this.ssim.value) : null,
+      psnr: images ? r6(this.psnr.value, 4) : null,
+      akd: r6(this.akd.value),
+      pose_deg: r6(this.pose.value, 4),
       misses: this.misses,
-      akd_aligned: r(this.aligned.value),
-      pose_axes_deg: { yaw: r(this.axes.yaw.value, 4), pitch: r(this.axes.pitch.value, 4), roll: r(this.axes.roll.value, 4) },
-      akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r(m.value)])) as Record<LandmarkRegion, number | null>,
+      akd_aligned: r6(this.aligned.value),
+      pose_axes_deg: { yaw: r6(this.axes.yaw.value, 4), pitch: r6(this.axes.pitch.value, 4), roll: r6(this.axes.roll.value, 4) },
+      akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r6(m.value)])) as Record<LandmarkRegion, number | null>,
+      mouth_l1: images ? r6(this.mouthL1.value) : null,
+      eyes_l1: images ? r6(this.eyesL1.value) : null,
+      id_sim: r6(mesh.id_sim),
+      id_sim_driver: r6(mesh.id_sim_driver),
+      akd_mesh: r6(mesh.akd_mesh),
+      aed_mesh: r6(mesh.aed_mesh),
+      blink_corr: r6(mesh.blink_corr, 4),
+      gaze_corr: r6(mesh.gaze_corr, 4),
+      mesh_misses: mesh.mesh_misses,
     };
   }
+}
+
+function r6(v: number | null, d = 6): number | null {
+  return v === null ? null : Number(v.toFixed(d));
 }
 
 function summarizeMs(samples: number[]): { p50: number; p95: number; mean: number } {
@@ -234,12 +335,138 @@ const definitions: Record<string, string> = {
   frozen: 'the baseline whose output is the unchanged portrait (the portrait engine at the same output size), measured like the model (its own tracker, every frame)',
   landmarks: "dlib 68 points from one FaceTracker per stream (truth/driver, model, frozen), raw per-frame points; pose is the tracker's",
   misses: 'scored frames where the tracker found no face in that output (left out of akd and pose_deg)',
+  mouth_l1:
+    'self: mean |a-b| / 255 over the mouth region of the aligned crop: the box of the truth landmarks 48-67 in the crop, padded by 25% of the mouth width on every side; null in cross mode',
+  eyes_l1: 'self: the same over the union of the two eye boxes (truth landmarks 36-41 and 42-47, each padded by 30% of that eye width); null in cross mode',
+  face_models: `independent of the engine: ${FACE_MODELS_LABEL}; one analysis per image (no caching between frames), the most confident face`,
+  id_sim:
+    'cosine similarity of HSE FaceRes descriptors (1024-d). self: output vs truth frame; cross: output vs the portrait image. Mean over every id_every-th scored frame where both have a face. Reference values with these models: same image re-encoded ~1.0, different people ~0.3-0.45',
+  id_sim_driver: "cross: cosine similarity of the output's descriptor to the driver frame's (how much of the driver's identity leaks into the avatar; lower is better); null in self mode",
+  akd_mesh:
+    "FaceMesh face points (468, iris excluded), 2-D. self: mean distance output vs truth / truth inter-ocular distance (mesh eye-corner midpoints); cross: mean distance between the output's and the driver's point motions from the reference frame (the first scored frame where both have a mesh), each / its own reference inter-ocular distance",
+  aed_mesh:
+    "expression distance, FaceMesh 468 points in 3-D with head rotation (yaw, pitch, roll), position and scale removed by a least-squares similarity alignment (Horn). self: output aligned onto the truth, mean 3-D distance / truth inter-ocular distance; cross: each stream's frame aligned onto its own reference frame, motion / reference inter-ocular distance, the output's motion rotated into the driver's reference frame, mean distance between the two motions",
+  blink_corr:
+    'Pearson correlation over the scored frames of the six-point eye aspect ratio (FaceMesh 33-160-158-133-153-144 and 362-385-387-263-373-380), output vs truth (self) or driver (cross), per eye, averaged over the two eyes; null when a series is constant (the frozen portrait never blinks)',
+  gaze_corr:
+    'Pearson correlation over the scored frames of the iris centre position in the eye (along and across the corner-to-corner axis, in eye widths, both eyes averaged), output vs truth/driver, the x and y correlations averaged; null when constant',
+  mesh_misses: 'scored frames where the face model found no face in that output (left out of the mesh and identity scores)',
+  steps: 'refiner steps the engine was asked for (0 = warp only)',
 };
+
+interface MeshFrame {
+  index: number;
+  truth: FaceModelFace | null;
+  model: FaceModelFace | null;
+}
+
+interface Acc {
+  idSim: number[];
+  idDriver: number[];
+  akdMesh: number[];
+  aedMesh: number[];
+  eyes: { out: [number[], number[]]; ref: [number[], number[]] };
+  gaze: { out: [number[], number[]]; ref: [number[], number[]] };
+  misses: number;
+}
+
+/**
+ * The independent-model scores of one method over the scored frames (see `definitions`). `outOf(frame)` is that
+ * method's mesh for the frame; `identityRef` is the descriptor its id_sim is measured against in cross mode (the
+ * portrait's). Fills `perFrame(index)` with the per-frame values.
+ */
+function scoreMesh(
+  frames: MeshFrame[],
+  selfMode: boolean,
+  outOf: (f: MeshFrame) => FaceModelFace | null,
+  identityRef: FaceModelFace | null,
+  perFrame: (index: number) => FrameScores | null,
+): MeshScores {
+  const acc: Acc = { idSim: [], idDriver: [], akdMesh: [], aedMesh: [], eyes: { out: [[], []], ref: [[], []] }, gaze: { out: [[], []], ref: [[], []] }, misses: 0 };
+  let ref: { truth: FaceModelFace; out: FaceModelFace; rot: Float64Array } | null = null;
+  for (const f of frames) {
+    if (!f.truth) continue;
+    const out = outOf(f);
+    if (!out) {
+      acc.misses++;
+      continue;
+    }
+    const pf = perFrame(f.index);
+    const t = f.truth;
+    // Identity.
+    if (out.descriptor) {
+      const against = selfMode ? t.descriptor : identityRef?.descriptor;
+      if (against) {
+        const v = cosineSimilarity(out.descriptor, against);
+        acc.idSim.push(v);
+        if (pf) pf.id_sim = r6(v);
+      }
+      if (!selfMode && t.descriptor) acc.idDriver.push(cosineSimilarity(out.descriptor, t.descriptor));
+    }
+    // Landmarks and expression.
+    let akdV: number;
+    let aedV: number;
+    if (selfMode) {
+      akdV = meshPointDistance(out.mesh, t.mesh, meshInterOcular(t.mesh));
+      aedV = alignedMeshDistance(out.mesh, t.mesh);
+    } else {
+      ref ??= { truth: t, out, rot: similarity3d(out.mesh, t.mesh).r };
+      const dm = meshMotion2d(t.mesh, ref.truth.mesh);
+      const om = meshMotion2d(out.mesh, ref.out.mesh);
+      let s = 0;
+      for (let i = 0; i < dm.length; i += 2) s += Math.hypot(om[i]! - dm[i]!, om[i + 1]! - dm[i + 1]!);
+      akdV = s / (dm.length / 2);
+      aedV = motionDistance3d(expressionMotion(out.mesh, ref.out.mesh, ref.rot), expressionMotion(t.mesh, ref.truth.mesh));
+    }
+    acc.akdMesh.push(akdV);
+    acc.aedMesh.push(aedV);
+    if (pf) {
+      pf.akd_mesh = r6(akdV);
+      pf.aed_mesh = r6(aedV);
+    }
+    // Time series for the correlations.
+    const eo = eyeOpenness(out.mesh);
+    const et = eyeOpenness(t.mesh);
+    acc.eyes.out[0].push(eo.right);
+    acc.eyes.out[1].push(eo.left);
+    acc.eyes.ref[0].push(et.right);
+    acc.eyes.ref[1].push(et.left);
+    const go = irisPosition(out.mesh);
+    const gt = irisPosition(t.mesh);
+    acc.gaze.out[0].push(go.x);
+    acc.gaze.out[1].push(go.y);
+    acc.gaze.ref[0].push(gt.x);
+    acc.gaze.ref[1].push(gt.y);
+  }
+  const mean = (v: number[]): number | null => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : null);
+  return {
+    id_sim: mean(acc.idSim),
+    id_sim_driver: selfMode ? null : mean(acc.idDriver),
+    akd_mesh: mean(acc.akdMesh),
+    aed_mesh: mean(acc.aedMesh),
+    blink_corr: meanOrNull([pearson(acc.eyes.out[0], acc.eyes.ref[0]), pearson(acc.eyes.out[1], acc.eyes.ref[1])]),
+    gaze_corr: meanOrNull([pearson(acc.gaze.out[0], acc.gaze.ref[0]), pearson(acc.gaze.out[1], acc.gaze.ref[1])]),
+    mesh_misses: acc.misses,
+  };
+}
+
+/** A copy of an image (the evaluation's buffers are reused between frames). */
+function copyRgb(img: RgbImage): RgbImage {
+  return { width: img.width, height: img.height, data: img.data.slice() };
+}
+
+interface SheetCapture {
+  index: number;
+  tiles: (RgbImage | null)[];
+}
 
 /** Runs the evaluation. */
 export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   const selfMode = opts.portrait === 'first-frame';
   const keepPerFrame = opts.perFrame ?? true;
+  const idEvery = opts.idEvery ?? 5;
+  if (!Number.isInteger(idEvery) || idEvery < 1) throw new TypeError('idEvery must be a positive integer');
+  const pool = opts.faceModels;
   const truthTracker = await opts.createAnalyzer();
   const outTracker = await opts.createAnalyzer();
   // The frozen output is measured exactly like the model's: its own tracker, every frame.
@@ -247,13 +474,18 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   let engines: { model: AvatarEngine; frozen: AvatarEngine } | undefined;
   const model = new MethodAcc();
   const frozen = new MethodAcc();
+  // Every rendered frame's entry (also when perFrame is off: the sheet's labels and the mesh scores read them).
   const perFrame: PerFrame[] = [];
+  const entryOf = new Map<number, PerFrame>();
   let truthMisses = 0;
   let scored = 0;
 
   // Filled in onPrepared.
   let frozenRgb: RgbImage | undefined;
   let frozenGray: GrayImage | undefined;
+  let frozenFace: FaceModelFace | null = null;
+  let portraitFace: FaceModelFace | null = null;
+  let sheetEvery = opts.sheet?.every ?? 0;
   let progress: Progress | undefined;
   let resized: RgbImage | undefined;
   let outGray: GrayImage | undefined;
@@ -265,6 +497,35 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   };
   // Cross mode: landmarks are kept per frame and compared after the run (the reference frame is chosen then).
   const cross: CrossFrame[] = [];
+  // Independent face-model jobs run in the pool while the engine renders the next frames.
+  const meshFrames: MeshFrame[] = [];
+  const inflight: Promise<void>[] = [];
+  let meshError: unknown = null;
+  const sheetRows: SheetCapture[] = [];
+  let frozenCrop: ReturnType<typeof ffhqCrop> | null = null;
+
+  const record = (entry: PerFrame): void => {
+    perFrame.push(entry);
+    entryOf.set(entry.index, entry);
+  };
+
+  const submitMesh = async (index: number, truthImg: RgbImage, outImg: RgbImage, scoredIdx: number): Promise<void> => {
+    if (!pool) return;
+    const descriptor = scoredIdx % idEvery === 0;
+    // analyze() copies the images before it returns: the caller's buffers may be reused at once.
+    const job = Promise.all([pool.analyze(truthImg, { descriptor }), pool.analyze(outImg, { descriptor })]).then(
+      ([truth, m]) => {
+        meshFrames.push({ index, truth, model: m });
+      },
+      (err: unknown) => {
+        meshError ??= err;
+      },
+    );
+    inflight.push(job);
+    // Bounded: at most a few jobs per worker wait, so frames are not piled up in memory.
+    if (inflight.length >= 3 * pool.size) await inflight.shift();
+    if (meshError) throw meshError;
+  };
 
   const t0 = performance.now();
   try {
@@ -273,15 +534,16 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     engines = await opts.createEngines(outputSize);
     const eng = engines;
 
-    const scoreSelf = (f: OfflineFrame, output: RgbImage, truth: Seen | null, out: Seen | null, frozenSeen: Seen | null): void => {
+    const scoreSelf = (f: OfflineFrame, output: RgbImage, truth: Seen | null, out: Seen | null, frozenSeen: Seen | null): boolean => {
       if (!truth) {
         truthMisses++;
-        if (keepPerFrame) perFrame.push({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
-        return;
+        record({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
+        return false;
       }
       scored++;
       const crop = ffhqCrop(truth.lm, CROP_SIZE);
       warpCrop(f.driving, crop, crops.truth);
+      const regions = faceRegionBoxes(imageToCrop(crop, truth.lm), CROP_SIZE);
       const one = (acc: MethodAcc, img: RgbImage, cropBuf: RgbImage, face: Seen | null): FrameScores => {
         warpCrop(img, crop, cropBuf);
         const s: FrameScores = {
@@ -290,10 +552,17 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
           psnr: Math.min(PSNR_CAP_DB, psnrOf(cropBuf, crops.truth)),
           akd: face ? akdOf(face.lm, truth.lm) : null,
           pose_deg: face ? poseErrorDeg(face.pose, truth.pose) : null,
+          mouth_l1: regionL1(cropBuf, crops.truth, regions.mouth),
+          eyes_l1: regionL1(cropBuf, crops.truth, regions.eyes),
+          id_sim: null,
+          akd_mesh: null,
+          aed_mesh: null,
         };
         acc.l1.add(s.l1!);
         acc.ssim.add(s.ssim!);
         acc.psnr.add(s.psnr!);
+        if (s.mouth_l1 !== null) acc.mouthL1.add(s.mouth_l1);
+        if (s.eyes_l1 !== null) acc.eyesL1.add(s.eyes_l1);
         if (s.akd === null) acc.misses++;
         else {
           acc.akd.add(s.akd);
@@ -306,7 +575,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       };
       const m = one(model, output, crops.model, out);
       const z = one(frozen, frozenRgb!, crops.frozen, frozenSeen);
-      if (keepPerFrame) perFrame.push({ index: f.index, truth_face: true, truth_mouth: round(truth.mouth), model: roundScores(m), frozen: roundScores(z) });
+      record({ index: f.index, truth_face: true, truth_mouth: round(truth.mouth), model: roundScores(m), frozen: roundScores(z) });
+      return true;
     };
 
     const result = await runOffline({
@@ -327,9 +597,16 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         else if (!selfMode && (img.width !== prepared.width || img.height !== prepared.height)) img = resizeRgb(img, prepared.width, prepared.height);
         frozenRgb = img;
         frozenGray = rgbToGray(img);
+        if (pool) {
+          // The frozen output never changes: one analysis serves every frame. In cross mode id_sim is measured
+          // against the portrait as the user gave it.
+          frozenFace = await pool.analyze(img, { descriptor: true });
+          if (!selfMode) portraitFace = await pool.analyze(portrait, { descriptor: true });
+        }
+        if (opts.sheet && !sheetEvery) sheetEvery = Math.max(1, Math.ceil(frames / 8));
         if (opts.progress) progress = new Progress({ label: 'eval', total: frames, stream: opts.progress });
       },
-      onFrame: (f) => {
+      onFrame: async (f) => {
         let output = f.output;
         if (selfMode && (output.width !== f.driving.width || output.height !== f.driving.height)) {
           resized ??= createRgb(f.driving.width, f.driving.height);
@@ -340,26 +617,61 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         const truth = seen(truthTracker.track(rgbToGray(f.driving, truthGray), f.timestampMs));
         const out = seen(outTracker.track(rgbToGray(output, outGray), f.timestampMs));
         const still = seen(frozenTracker.track(frozenGray!, f.timestampMs));
-        if (selfMode) scoreSelf(f, output, truth, out, still);
-        else cross.push({ index: f.index, driver: truth, model: out, frozen: still });
+        const scoredIdx = selfMode ? scored : cross.filter((c) => c.driver).length;
+        let isScored: boolean;
+        if (selfMode) isScored = scoreSelf(f, output, truth, out, still);
+        else {
+          cross.push({ index: f.index, driver: truth, model: out, frozen: still });
+          isScored = truth !== null;
+        }
+        if (isScored && opts.sheet && scoredIdx % sheetEvery === 0) {
+          if (selfMode) sheetRows.push({ index: f.index, tiles: [copyRgb(crops.truth), copyRgb(crops.frozen), copyRgb(crops.model)] });
+          else {
+            // Cross: the driver in its own crop; the frozen and model outputs in the portrait's crop (a fixed
+            // viewport, so the head's motion shows).
+            frozenCrop ??= still ? ffhqCrop(still.lm, CROP_SIZE) : null;
+            const cut = (img: RgbImage, crop: ReturnType<typeof ffhqCrop> | null): RgbImage => (crop ? warpCrop(img, crop) : copyRgb(img));
+            sheetRows.push({ index: f.index, tiles: [cut(f.driving, ffhqCrop(truth!.lm, CROP_SIZE)), cut(frozenRgb!, frozenCrop), cut(output, frozenCrop)] });
+          }
+        }
+        if (isScored) await submitMesh(f.index, f.driving, output, scoredIdx);
         progress?.tick();
       },
     });
+    await Promise.all(inflight);
+    if (meshError) throw meshError;
     progress?.finish();
 
     if (!selfMode) {
-      const r = scoreCross(cross, model, frozen, keepPerFrame ? perFrame : null);
+      const r = scoreCross(cross, model, frozen, record);
       truthMisses = r.truthMisses;
       scored = r.scored;
     }
 
+    // Independent-model scores over the scored frames, in frame order.
+    meshFrames.sort((a, b) => a.index - b.index);
+    const pf = (which: 'model' | 'frozen') => (index: number): FrameScores | null => entryOf.get(index)?.[which] ?? null;
+    const meshModel = pool ? scoreMesh(meshFrames, selfMode, (f) => f.model, portraitFace, pf('model')) : NO_MESH;
+    const meshFrozen = pool ? scoreMesh(meshFrames, selfMode, () => frozenFace, portraitFace, pf('frozen')) : NO_MESH;
+
+    let sheet: EvalReport['sheet'] = null;
+    const mScores = model.scores(selfMode, meshModel);
+    const fScores = frozen.scores(selfMode, meshFrozen);
+    if (opts.sheet) {
+      await writeContactSheet(opts.sheet.file, {
+        title: sheetTitle(opts, selfMode, mScores, fScores),
+        columns: [selfMode ? 'truth' : 'driver', 'frozen', `${opts.engineName} k=${opts.steps ?? 0}`],
+        rows: sheetRows.map((row): SheetRow => ({ tiles: row.tiles, label: frameLabel(entryOf.get(row.index), selfMode) })),
+      });
+      sheet = { file: opts.sheet.file, rows: sheetRows.length, every: sheetEvery };
+    }
+
     const totalS = (performance.now() - t0) / 1000;
-    const mScores = model.scores(selfMode);
-    const fScores = frozen.scores(selfMode);
     const ratio = mScores.akd !== null && fScores.akd !== null && fScores.akd > 0 ? mScores.akd / fScores.akd : null;
     const report: EvalReport = {
       mode: selfMode ? 'self' : 'cross',
       engine: opts.engineName,
+      steps: opts.steps ?? 0,
       portrait: opts.portraitLabel,
       driving: opts.driving,
       frames: scored,
@@ -373,18 +685,24 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         ssim_met: mScores.ssim === null || fScores.ssim === null ? null : mScores.ssim > fScores.ssim,
       },
       output: { width: result.prepared.width, height: result.prepared.height },
+      face_models: pool ? FACE_MODELS_LABEL : null,
+      id_every: idEvery,
       definitions,
       timing: {
         prepare_ms: Math.round(result.prepareMs),
         render_ms: summarizeMs(result.renderMs),
+        face_models_ms_per_image: pool ? Math.round(pool.stats.meanMs * 10) / 10 : null,
         total_s: Math.round(totalS * 100) / 100,
         eval_fps: Math.round((result.frames / totalS) * 100) / 100,
       },
+      sheet,
       stopped: result.stopped,
     };
     if (keepPerFrame) report.per_frame = perFrame;
     return report;
   } finally {
+    // Jobs still running (an error stopped the run) finish or fail without anyone waiting.
+    await Promise.allSettled(inflight);
     engines?.model.close();
     engines?.frozen.close();
     truthTracker.close?.();
@@ -393,13 +711,53 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   }
 }
 
+const fmt = (v: number | null, d = 3): string => (v === null ? '-' : v.toFixed(d));
+
+function sheetTitle(opts: EvalOptions, selfMode: boolean, m: Scores, z: Scores): string[] {
+  const pair = (name: string, a: number | null, b: number | null, d = 3): string => `${name} ${fmt(a, d)} / ${fmt(b, d)}`;
+  const lines = [
+    `${selfMode ? 'self-reenactment' : 'cross-reenactment'} | engine ${opts.engineName} | steps ${opts.steps ?? 0} | driving ${path.basename(opts.driving)}${selfMode ? '' : ` | portrait ${path.basename(opts.portraitLabel)}`}`,
+    'model / frozen (whole clip):',
+  ];
+  if (selfMode) {
+    lines.push(`${pair('l1', m.l1, z.l1)} | ${pair('ssim', m.ssim, z.ssim)} | ${pair('mouth_l1', m.mouth_l1, z.mouth_l1)} | ${pair('eyes_l1', m.eyes_l1, z.eyes_l1)}`);
+  }
+  lines.push(
+    `${pair('id_sim', m.id_sim, z.id_sim)} | ${pair('akd_mesh', m.akd_mesh, z.akd_mesh)} | ${pair('aed_mesh', m.aed_mesh, z.aed_mesh)} | ${pair('blink_corr', m.blink_corr, z.blink_corr, 2)} | ${pair('gaze_corr', m.gaze_corr, z.gaze_corr, 2)}`,
+  );
+  return lines;
+}
+
+function frameLabel(e: PerFrame | undefined, selfMode: boolean): string[] {
+  if (!e) return [];
+  const m = e.model;
+  const z = e.frozen;
+  const pair = (name: string, a: number | null | undefined, b: number | null | undefined): string => `${name} ${fmt(a ?? null)} / ${fmt(b ?? null)}`;
+  const lines = [`frame ${e.index}${e.truth_mouth !== null ? ` | driver mouth ${fmt(e.truth_mouth, 2)}` : ''} | model / frozen:`];
+  if (selfMode) lines.push(`${pair('l1', m?.l1, z?.l1)} | ${pair('ssim', m?.ssim, z?.ssim)}`, `${pair('mouth_l1', m?.mouth_l1, z?.mouth_l1)} | ${pair('eyes_l1', m?.eyes_l1, z?.eyes_l1)}`);
+  lines.push(`${pair('akd_mesh', m?.akd_mesh, z?.akd_mesh)} | ${pair('aed_mesh', m?.aed_mesh, z?.aed_mesh)}`);
+  if (m?.id_sim != null || z?.id_sim != null) lines.push(pair('id_sim', m?.id_sim, z?.id_sim));
+  return lines;
+}
+
 function round(v: number, d = 6): number {
   return Number(v.toFixed(d));
 }
 
 function roundScores(s: FrameScores): FrameScores {
   const r = (v: number | null): number | null => (v === null ? null : round(v));
-  return { l1: r(s.l1), ssim: r(s.ssim), psnr: r(s.psnr), akd: r(s.akd), pose_deg: r(s.pose_deg) };
+  return {
+    l1: r(s.l1),
+    ssim: r(s.ssim),
+    psnr: r(s.psnr),
+    akd: r(s.akd),
+    pose_deg: r(s.pose_deg),
+    mouth_l1: r(s.mouth_l1),
+    eyes_l1: r(s.eyes_l1),
+    id_sim: r(s.id_sim),
+    akd_mesh: r(s.akd_mesh),
+    aed_mesh: r(s.aed_mesh),
+  };
 }
 
 interface CrossFrame {
@@ -417,7 +775,7 @@ function scoreCross(
   frames: CrossFrame[],
   model: MethodAcc,
   frozen: MethodAcc,
-  perFrame: PerFrame[] | null,
+  record: (entry: PerFrame) => void,
 ): { truthMisses: number; scored: number } {
   const refs = {
     model: frames.find((f) => f.driver && f.model),
@@ -436,7 +794,18 @@ function scoreCross(
     relativeMotion(out.lm, ref[which]!.lm, om);
     const dPose = poseDelta(f.driver.pose, ref.driver!.pose);
     const oPose = poseDelta(out.pose, ref[which]!.pose);
-    const s: FrameScores = { l1: null, ssim: null, psnr: null, akd: meanPointDistance(om, dm), pose_deg: poseErrorDeg(oPose, dPose) };
+    const s: FrameScores = {
+      l1: null,
+      ssim: null,
+      psnr: null,
+      akd: meanPointDistance(om, dm),
+      pose_deg: poseErrorDeg(oPose, dPose),
+      mouth_l1: null,
+      eyes_l1: null,
+      id_sim: null,
+      akd_mesh: null,
+      aed_mesh: null,
+    };
     acc.akd.add(s.akd!);
     acc.addPose(oPose, dPose);
     acc.addRegions(om, dm, 1);
@@ -447,18 +816,20 @@ function scoreCross(
   for (const f of frames) {
     if (!f.driver) {
       truthMisses++;
-      perFrame?.push({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
+      record({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
       continue;
     }
     scored++;
     const m = one('model', f, model);
     const z = one('frozen', f, frozen);
-    perFrame?.push({
+    // A method without landmarks in this frame still gets an entry, for its mesh and identity scores.
+    const empty = (): FrameScores => ({ l1: null, ssim: null, psnr: null, akd: null, pose_deg: null, mouth_l1: null, eyes_l1: null, id_sim: null, akd_mesh: null, aed_mesh: null });
+    record({
       index: f.index,
       truth_face: true,
       truth_mouth: round(f.driver.mouth),
-      model: m ? roundScores(m) : null,
-      frozen: z ? roundScores(z) : null,
+      model: m ? roundScores(m) : empty(),
+      frozen: z ? roundScores(z) : empty(),
     });
   }
   return { truthMisses, scored };

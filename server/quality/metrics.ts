@@ -317,3 +317,63 @@ export class Mean {
     return this.#n ? this.#sum / this.#n : null;
   }
 }
+
+/** An axis-aligned pixel box [x0, x1) × [y0, y1). */
+export interface PixelBox {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+}
+
+/** Padding of the region boxes, as a fraction of the region's width. */
+export const REGION_PAD = { mouth: 0.25, eye: 0.3 } as const;
+
+function paddedBox(lm: ArrayLike<number>, from: number, to: number, pad: number, size: number): PixelBox {
+  let x0 = Infinity;
+  let y0 = Infinity;
+  let x1 = -Infinity;
+  let y1 = -Infinity;
+  for (let i = from; i < to; i++) {
+    x0 = Math.min(x0, lm[2 * i]!);
+    x1 = Math.max(x1, lm[2 * i]!);
+    y0 = Math.min(y0, lm[2 * i + 1]!);
+    y1 = Math.max(y1, lm[2 * i + 1]!);
+  }
+  const p = Math.max(2, (x1 - x0) * pad);
+  const clamp = (v: number): number => Math.max(0, Math.min(size, v));
+  return { x0: clamp(Math.floor(x0 - p)), y0: clamp(Math.floor(y0 - p)), x1: clamp(Math.ceil(x1 + p) + 1), y1: clamp(Math.ceil(y1 + p) + 1) };
+}
+
+/**
+ * The mouth and eye regions of an aligned crop, from 68 landmarks already in crop pixel coordinates (imageToCrop):
+ * the bounding box of the mouth points 48-67 padded by 25% of the mouth width, and of each eye's points (36-41,
+ * 42-47) padded by 30% of that eye's width, clipped to the crop.
+ */
+export function faceRegionBoxes(lmCrop: ArrayLike<number>, size: number): { mouth: PixelBox[]; eyes: PixelBox[] } {
+  if (lmCrop.length < 136) throw new TypeError('faceRegionBoxes needs 68 landmarks');
+  return {
+    mouth: [paddedBox(lmCrop, 48, 68, REGION_PAD.mouth, size)],
+    eyes: [paddedBox(lmCrop, 36, 42, REGION_PAD.eye, size), paddedBox(lmCrop, 42, 48, REGION_PAD.eye, size)],
+  };
+}
+
+/**
+ * Mean |a-b| / 255 over the pixels (all channels) inside the union of `boxes` (a pixel in two boxes counts once); null when the
+ * boxes are empty.
+ */
+export function regionL1(a: PixelImage, b: PixelImage, boxes: PixelBox[]): number | null {
+  const ch = assertSameShape(a, b);
+  const w = a.width;
+  let s = 0;
+  let n = 0;
+  for (let y = 0; y < a.height; y++) {
+    for (let x = 0; x < w; x++) {
+      if (!boxes.some((r) => x >= r.x0 && x < r.x1 && y >= r.y0 && y < r.y1)) continue;
+      const p = (y * w + x) * ch;
+      for (let c = 0; c < ch; c++) s += Math.abs(a.data[p + c]! - b.data[p + c]!);
+      n += ch;
+    }
+  }
+  return n ? s / n / 255 : null;
+}

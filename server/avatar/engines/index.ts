@@ -18,6 +18,11 @@ export interface EngineOptions {
   /** Long side of the output video, even. */
   outputSize: number;
   /**
+   * Refiner steps (0 = warp only, the default). Only an engine whose pack has a refiner accepts more; the others
+   * refuse k > 0 with AppError('UNSUPPORTED') rather than silently ignoring it.
+   */
+  steps?: number;
+  /**
    * TEST ONLY: the worker crashes (an uncaught exception) after rendering this many frames, to exercise the
    * session's restart. Never set by the config.
    */
@@ -37,6 +42,9 @@ const factories: Record<string, EngineFactory> = {
   passthrough: (o) => new DiagnosticPassthroughEngine({ outputSize: o.outputSize }),
 };
 
+/** Engines that run a refiner and accept steps > 0 (none yet: the default pack is warp only). */
+const refinerEngines = new Set<string>();
+
 /** Names that createEngine() accepts. */
 export function engineNames(): string[] {
   return [...new Set([...Object.keys(factories), 'default'])];
@@ -55,5 +63,10 @@ export async function createEngine(name: string, options: EngineOptions, log: Lo
   }
   if (!factory)
     throw new AppError('CONFIG_INVALID', `unknown avatar engine "${name}" (known: ${engineNames().join(', ')})`);
+  const steps = options.steps ?? 0;
+  if (!Number.isInteger(steps) || steps < 0) throw new TypeError('steps must be a non-negative integer');
+  if (steps > 0 && !refinerEngines.has(name)) {
+    throw new AppError('UNSUPPORTED', `engine "${name}" has no refiner: steps must be 0 (got ${steps}); the default pack is warp only`);
+  }
   return factory(options, log);
 }
