@@ -1,19 +1,24 @@
 /**
- * `npm run bench -- quality [--engine NAME] [--max-frames N] [--clips a,b] [--cross P1,P2] [--size PX]`
+ * `npm run bench -- quality [--engine NAME] [--steps K] [--max-frames N] [--clips a,b] [--cross P1,P2|none]
+ *   [--cross-clips a,b] [--size PX] [--id-every N] [--no-sheets]`
  *
  * Runs the offline evaluation (server/quality/evaluate.ts, the same code as `avatar eval`) on every shared driving
- * clip in self-reenactment mode, optionally also cross-reenactment of the given portraits with every clip, and
- * writes benchmarks/results/quality.json: per clip the model's and the frozen baseline's scores, whether the goals
- * hold (akd(model) <= 0.6 x akd(frozen), ssim(model) > ssim(frozen)), timings, and findings in words.
+ * clip in self-reenactment mode, and cross-reenactment of six shared portraits (a photo, a painting, a cartoon, an
+ * anime drawing, a 3D render, glasses) by four clips (tongue, wink, wide-open mouth, speech with head motion), and
+ * writes benchmarks/results/quality.json: per run the model's and the frozen baseline's scores (dlib and the
+ * independent face models), whether the goals hold, timings, and findings in words; plus one contact sheet per run
+ * in benchmarks/results/quality-sheets/ (git-ignored: the sheets hold frames of third-party clips and portraits, which
+ * are never committed).
  * --max-frames defaults to 150 per clip (5 s at 30 fps) to keep a full run within minutes on 2 cores; 0 = all frames.
  */
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../server/config.js';
 import { setLogLevel } from '../server/logger.js';
 import { loadPortrait, openEngine } from '../server/quality/cli.js';
 import { evaluate, type EvalReport, type Scores } from '../server/quality/evaluate.js';
+import { FaceModelPool } from '../server/quality/faceModels.js';
 import { FaceTracker } from '../server/vision/tracker.js';
 import { summarize, writeResult } from './lib/stats.js';
 
@@ -33,7 +38,25 @@ export interface ClipResult {
   output: EvalReport['output'];
   render_ms: EvalReport['timing']['render_ms'];
   eval_s: number;
+  /** Contact sheet, relative to benchmarks/results (git-ignored). */
+  sheet: string | null;
 }
+
+/** Cross-reenactment defaults: one portrait of each kind the product must handle, driven by the hardest clips. */
+export const DEFAULT_CROSS_PORTRAITS = [
+  'real_woman_dark_hair.png', // photo
+  'painting_black_woman_afro.png', // painting
+  'cartoon_caricature_man.png', // flat 2D cartoon
+  'anime_spiky_blond_hair.png', // anime
+  'cartoon_3d_boy.jpg', // 3D render
+  'real_older_man_glasses.jpg', // glasses
+];
+export const DEFAULT_CROSS_CLIPS = [
+  'woman_tongue_crossed_eyes_grimace.mp4',
+  'woman_wink_frown_surprise.mp4',
+  'man_mouth_wide_open.mp4',
+  'woman_speech_head_motion.mp4',
+];
 
 function meanOf(values: (number | null)[]): number | null {
   const v = values.filter((x): x is number => x !== null);
@@ -41,7 +64,22 @@ function meanOf(values: (number | null)[]): number | null {
 }
 
 function aggregate(rows: ClipResult[]): Record<string, unknown> {
-  const keys = ['l1', 'ssim', 'psnr', 'akd', 'akd_aligned', 'pose_deg'] as const;
+  const keys = [
+    'l1',
+    'ssim',
+    'psnr',
+    'mouth_l1',
+    'eyes_l1',
+    'akd',
+    'akd_aligned',
+    'pose_deg',
+    'id_sim',
+    'id_sim_driver',
+    'akd_mesh',
+    'aed_mesh',
+    'blink_corr',
+    'gaze_corr',
+  ] as const;
   const side = (which: 'model' | 'frozen'): Record<string, number | null> =>
     Object.fromEntries(keys.map((k) => [k, meanOf(rows.map((r) => r[which][k]))]));
   const regions = (which: 'model' | 'frozen'): Record<string, number | null> =>
@@ -53,6 +91,7 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
   const block = (which: 'model' | 'frozen'): Record<string, unknown> => ({
     ...side(which),
     misses: rows.reduce((a, r) => a + r[which].misses, 0),
+    mesh_misses: rows.reduce((a, r) => a + r[which].mesh_misses, 0),
     akd_regions: regions(which),
     pose_axes_deg: axes(which),
   });
@@ -101,6 +140,25 @@ export function findings(rows: ClipResult[]): string[] {
       .sort((a, b) => b[1] - a[1]);
     const worst = ratios[0];
     if (worst && worst[1] > 0.6) out.push(`${tag}: weakest region ${worst[0]} (akd ratio ${worst[1].toFixed(2)} vs frozen)`);
+    // Independent-model findings.
+    const m = r.model;
+    const z = r.frozen;
+    if (m.mouth_l1 !== null && z.mouth_l1 !== null && m.mouth_l1 > 0.9 * z.mouth_l1) {
+      out.push(`${tag}: mouth_l1 ${m.mouth_l1} vs frozen ${z.mouth_l1}: the rendered mouth is hardly closer to the truth than a still mouth (drawn interior, teeth, tongue)`);
+    }
+    if (m.eyes_l1 !== null && z.eyes_l1 !== null && m.eyes_l1 > 0.9 * z.eyes_l1) {
+      out.push(`${tag}: eyes_l1 ${m.eyes_l1} vs frozen ${z.eyes_l1}: the eye regions are hardly closer to the truth than still eyes`);
+    }
+    if (r.mode === 'cross' && m.id_sim !== null && z.id_sim !== null && m.id_sim < z.id_sim - 0.1) {
+      out.push(`${tag}: id_sim to the portrait ${m.id_sim} vs frozen ${z.id_sim}: the avatar drifts away from the portrait's identity`);
+    }
+    if (r.mode === 'cross' && m.id_sim_driver !== null && m.id_sim !== null && m.id_sim_driver > m.id_sim) {
+      out.push(`${tag}: the output looks more like the driver (id_sim ${m.id_sim_driver}) than like the portrait (${m.id_sim}): identity leakage`);
+    }
+    if (m.blink_corr !== null && m.blink_corr < 0.3) out.push(`${tag}: blink_corr ${m.blink_corr}: the eyes do not open and close with the driver's`);
+    if (m.blink_corr === null && m.mesh_misses < r.frames) out.push(`${tag}: blink_corr undefined: the output's eye openness never changes`);
+    if (m.gaze_corr !== null && m.gaze_corr < 0.3) out.push(`${tag}: gaze_corr ${m.gaze_corr}: the irises do not follow the driver's gaze`);
+    if (m.mesh_misses > 0) out.push(`${tag}: the independent face model found no face in ${m.mesh_misses} of ${r.frames} output frames`);
   }
   return out;
 }
@@ -110,10 +168,14 @@ export async function main(argv: string[]): Promise<void> {
     args: argv,
     options: {
       engine: { type: 'string', default: 'default' },
+      steps: { type: 'string', default: '0' },
       'max-frames': { type: 'string', default: '150' },
       clips: { type: 'string' },
       cross: { type: 'string' },
+      'cross-clips': { type: 'string' },
       size: { type: 'string', default: '512' },
+      'id-every': { type: 'string', default: '5' },
+      'no-sheets': { type: 'boolean' },
     },
     strict: true,
   });
@@ -123,8 +185,15 @@ export async function main(argv: string[]): Promise<void> {
   setLogLevel('warn');
   const allClips = readdirSync(path.join(media, 'driving')).filter((f) => f.endsWith('.mp4')).sort();
   const clips = values.clips ? values.clips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : allClips;
-  const crossPortraits = values.cross ? values.cross.split(',') : [];
+  const crossPortraits = values.cross === 'none' ? [] : values.cross ? values.cross.split(',') : DEFAULT_CROSS_PORTRAITS;
+  const crossClips = values['cross-clips'] ? values['cross-clips'].split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : DEFAULT_CROSS_CLIPS;
   const engineName = values.engine;
+  const steps = Number(values.steps);
+  const idEvery = Number(values['id-every']);
+  const resultsDir = path.resolve(here, 'results');
+  const sheetsDir = path.join(resultsDir, 'quality-sheets');
+  if (!values['no-sheets']) mkdirSync(sheetsDir, { recursive: true });
+  const faceModels = await FaceModelPool.create();
 
   const rows: ClipResult[] = [];
   const t0 = performance.now();
@@ -132,17 +201,25 @@ export async function main(argv: string[]): Promise<void> {
     const driving = path.join(media, 'driving', clip);
     const portraitPath = portraitName ? path.join(media, 'portraits', portraitName) : null;
     process.stderr.write(`quality: ${portraitName ? `cross ${portraitName} <-` : 'self'} ${clip}\n`);
+    const sheetName = `${portraitName ? `cross-${path.parse(portraitName).name}-` : 'self-'}${path.parse(clip).name}.png`;
     const r = await evaluate({
       driving,
       portrait: portraitPath ? await loadPortrait(portraitPath) : 'first-frame',
       portraitLabel: portraitPath ?? `first frame of ${clip}`,
       engineName,
+      steps,
+      faceModels,
+      idEvery,
+      ...(values['no-sheets'] ? {} : { sheet: { file: path.join(sheetsDir, sheetName) } }),
       maxFrames,
       perFrame: false,
       createAnalyzer: () => FaceTracker.create(),
       createEngines: async (selfSize) => {
         const overrides = { outputSize: selfSize ?? size };
-        return { model: await openEngine(engineName, config.avatar, overrides), frozen: await openEngine('portrait', config.avatar, overrides) };
+        return {
+          model: await openEngine(engineName, config.avatar, { ...overrides, steps }),
+          frozen: await openEngine('portrait', config.avatar, overrides),
+        };
       },
     });
     rows.push({
@@ -158,20 +235,31 @@ export async function main(argv: string[]): Promise<void> {
       output: r.output,
       render_ms: r.timing.render_ms,
       eval_s: r.timing.total_s,
+      sheet: r.sheet ? path.relative(resultsDir, r.sheet.file) : null,
     });
+    const m = r.model;
+    const z = r.frozen;
     process.stderr.write(
-      `  model akd ${r.model.akd} ssim ${r.model.ssim} | frozen akd ${r.frozen.akd} ssim ${r.frozen.ssim} | ratio ${r.goal.akd_ratio} | ${r.timing.total_s} s\n`,
+      `  model/frozen: l1 ${m.l1}/${z.l1} mouth_l1 ${m.mouth_l1}/${z.mouth_l1} id_sim ${m.id_sim}/${z.id_sim} akd_mesh ${m.akd_mesh}/${z.akd_mesh} aed_mesh ${m.aed_mesh}/${z.aed_mesh} blink ${m.blink_corr} | ${r.timing.total_s} s\n`,
     );
   };
-  for (const clip of clips) await runOne(clip, null);
-  for (const p of crossPortraits) for (const clip of clips) await runOne(clip, p);
+  try {
+    for (const clip of clips) await runOne(clip, null);
+    for (const p of crossPortraits) for (const clip of crossClips) await runOne(clip, p);
+  } finally {
+    await faceModels.close();
+  }
 
   const self = rows.filter((r) => r.mode === 'self');
   const crossRows = rows.filter((r) => r.mode === 'cross');
   writeResult('quality', {
     command: `npm run bench -- quality ${argv.join(' ')}`.trim(),
     engine: engineName,
+    steps,
     max_frames_per_clip: maxFrames ?? 'all',
+    id_every: idEvery,
+    face_models: 'see server/quality/faceModels.ts (independent of the engine: MediaPipe FaceMesh with iris, HSE FaceRes descriptors)',
+    sheets: values['no-sheets'] ? null : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
     goals: 'akd(model) <= 0.6 x akd(frozen); ssim(model) > ssim(frozen) (self mode)',
     definitions: 'see server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',
     summary: { self: aggregate(self), ...(crossRows.length ? { cross: aggregate(crossRows) } : {}) },

@@ -345,7 +345,7 @@ const definitions: Record<string, string> = {
   akd_mesh:
     "FaceMesh face points (468, iris excluded), 2-D. self: mean distance output vs truth / truth inter-ocular distance (mesh eye-corner midpoints); cross: mean distance between the output's and the driver's point motions from the reference frame (the first scored frame where both have a mesh), each / its own reference inter-ocular distance",
   aed_mesh:
-    "expression distance, FaceMesh 468 points in 3-D with head rotation (yaw, pitch, roll), position and scale removed by a least-squares similarity alignment (Horn). self: output aligned onto the truth, mean 3-D distance / truth inter-ocular distance; cross: each stream's frame aligned onto its own reference frame, motion / reference inter-ocular distance, the output's motion rotated into the driver's reference frame, mean distance between the two motions",
+    "expression distance, FaceMesh 468 points in 3-D with head rotation (yaw, pitch, roll), position and scale removed by a least-squares similarity alignment (Horn). self: output aligned onto the truth, mean 3-D distance / truth 3-D inter-ocular distance; cross: each stream's frame aligned onto its own reference frame, motion / reference 3-D inter-ocular distance, the output's motion rotated into the driver's reference frame, mean distance between the two motions",
   blink_corr:
     'Pearson correlation over the scored frames of the six-point eye aspect ratio (FaceMesh 33-160-158-133-153-144 and 362-385-387-263-373-380), output vs truth (self) or driver (cross), per eye, averaged over the two eyes; null when a series is constant (the frozen portrait never blinks)',
   gaze_corr:
@@ -393,15 +393,16 @@ function scoreMesh(
     }
     const pf = perFrame(f.index);
     const t = f.truth;
-    // Identity.
-    if (out.descriptor) {
+    // Identity, on the sampled frames (those where the truth/driver frame got a descriptor; the frozen output's one
+    // descriptor serves all of them).
+    if (out.descriptor && t.descriptor) {
       const against = selfMode ? t.descriptor : identityRef?.descriptor;
       if (against) {
         const v = cosineSimilarity(out.descriptor, against);
         acc.idSim.push(v);
         if (pf) pf.id_sim = r6(v);
       }
-      if (!selfMode && t.descriptor) acc.idDriver.push(cosineSimilarity(out.descriptor, t.descriptor));
+      if (!selfMode) acc.idDriver.push(cosineSimilarity(out.descriptor, t.descriptor));
     }
     // Landmarks and expression.
     let akdV: number;
@@ -500,7 +501,11 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   // Independent face-model jobs run in the pool while the engine renders the next frames.
   const meshFrames: MeshFrame[] = [];
   const inflight: Promise<void>[] = [];
-  let meshError: unknown = null;
+  let meshError: Error | null = null;
+  // A closure, so that TypeScript does not narrow meshError to null across the awaits that set it.
+  const checkMesh = (): void => {
+    if (meshError) throw meshError;
+  };
   const sheetRows: SheetCapture[] = [];
   let frozenCrop: ReturnType<typeof ffhqCrop> | null = null;
 
@@ -518,13 +523,13 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         meshFrames.push({ index, truth, model: m });
       },
       (err: unknown) => {
-        meshError ??= err;
+        meshError ??= err instanceof Error ? err : new Error(String(err));
       },
     );
     inflight.push(job);
     // Bounded: at most a few jobs per worker wait, so frames are not piled up in memory.
     if (inflight.length >= 3 * pool.size) await inflight.shift();
-    if (meshError) throw meshError;
+    checkMesh();
   };
 
   const t0 = performance.now();
@@ -639,7 +644,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       },
     });
     await Promise.all(inflight);
-    if (meshError) throw meshError;
+    checkMesh();
     progress?.finish();
 
     if (!selfMode) {

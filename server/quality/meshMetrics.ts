@@ -57,6 +57,22 @@ export function meshInterOcular(m: ArrayLike<number>): number {
   return Math.hypot(r[0] - l[0], r[1] - l[1]);
 }
 
+/**
+ * Inter-ocular distance in 3-D (x, y and the mesh's depth): unlike the image-plane distance it does not shrink when
+ * the head turns, so it normalises the 3-D (pose-free) scores.
+ */
+export function meshInterOcular3d(m: ArrayLike<number>): number {
+  checkMesh(m);
+  const c = (e: readonly number[]): [number, number, number] => {
+    const a = pt(m, e[0]!);
+    const b = pt(m, e[3]!);
+    return [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2, (a[2] + b[2]) / 2];
+  };
+  const r = c(EYES.right);
+  const l = c(EYES.left);
+  return Math.hypot(r[0] - l[0], r[1] - l[1], r[2] - l[2]);
+}
+
 /** Mean 2-D distance between the 468 face points of two meshes (same image frame), divided by `norm`. */
 export function meshPointDistance(a: ArrayLike<number>, b: ArrayLike<number>, norm: number): number {
   checkMesh(a);
@@ -197,7 +213,7 @@ export function applySimilarity3d(tf: Similarity3, pts: ArrayLike<number>, count
 
 /**
  * Self-mode expression distance: the output's 468 face points after the best 3-D similarity alignment onto the
- * truth's, mean 3-D distance over the truth's inter-ocular distance. Head rotation (all three axes), position and
+ * truth's, mean 3-D distance over the truth's 3-D inter-ocular distance. Head rotation (all three axes), position and
  * size are removed; what is left is the difference in expression (and face shape).
  */
 export function alignedMeshDistance(out: ArrayLike<number>, truth: ArrayLike<number>): number {
@@ -208,19 +224,19 @@ export function alignedMeshDistance(out: ArrayLike<number>, truth: ArrayLike<num
   for (let i = 0; i < MESH_FACE_POINTS; i++) {
     s += Math.hypot(aligned[3 * i]! - truth[3 * i]!, aligned[3 * i + 1]! - truth[3 * i + 1]!, aligned[3 * i + 2]! - truth[3 * i + 2]!);
   }
-  return s / MESH_FACE_POINTS / meshInterOcular(truth);
+  return s / MESH_FACE_POINTS / meshInterOcular3d(truth);
 }
 
 /**
  * Expression motion with the head pose removed: the mesh aligned (3-D similarity) onto the reference mesh, minus the
- * reference, over the reference's inter-ocular distance (468 × x, y, z). When `frame` is given (a rotation, e.g. from
+ * reference, over the reference's 3-D inter-ocular distance (468 × x, y, z). When `frame` is given (a rotation, e.g. from
  * this stream's reference onto another stream's reference) the motion vectors are rotated by it, so that two streams'
  * motions can be compared in one frame.
  */
 export function expressionMotion(m: ArrayLike<number>, ref: ArrayLike<number>, frame?: Float64Array): Float64Array {
   checkMesh(m);
   checkMesh(ref, 'reference mesh');
-  const d = meshInterOcular(ref);
+  const d = meshInterOcular3d(ref);
   if (!(d > 0)) throw new TypeError('expressionMotion: degenerate reference face');
   const aligned = applySimilarity3d(similarity3d(m, ref), m);
   const o = new Float64Array(MESH_FACE_POINTS * 3);
@@ -263,8 +279,8 @@ export function irisPosition(m: ArrayLike<number>): { x: number; y: number } {
   let sx = 0;
   let sy = 0;
   for (const e of [EYES.right, EYES.left]) {
-    const a = pt(m, e[0]!);
-    const b = pt(m, e[3]!);
+    const a = pt(m, e[0]);
+    const b = pt(m, e[3]);
     // Eye axis from the image-left corner to the image-right corner.
     const [p, q] = a[0] <= b[0] ? [a, b] : [b, a];
     const cx = (p[0] + q[0]) / 2;
