@@ -13,10 +13,9 @@ import { projectRoot } from '../server/config.js';
 import { setLogLevel } from '../server/logger.js';
 import { createI420, loadImageRgb, rgbToI420 } from '../server/util/image.js';
 import { readVideoFrames } from '../server/util/video.js';
+import { mediaDir as media } from '../scripts/testData.js';
 import { summarize, writeResult } from './lib/stats.js';
 import type { I420Frame } from '../server/avatar/engine.js';
-
-const media = path.resolve(projectRoot, '..', 'shared', 'media');
 
 function arg(args: string[], name: string, fallback: string): string {
   const i = args.indexOf(`--${name}`);

@@ -20,10 +20,11 @@ import { loadPortrait, openEngine } from '../server/quality/cli.js';
 import { evaluate, type EvalReport, type Scores } from '../server/quality/evaluate.js';
 import { FaceModelPool } from '../server/quality/faceModels.js';
 import { FaceTracker } from '../server/vision/tracker.js';
+import { mediaDir } from '../scripts/testData.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
-const media = path.resolve(here, '..', '..', 'shared', 'media');
+const media = mediaDir;
 
 export interface ClipResult {
   clip: string;

@@ -14,7 +14,6 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readVideoFrames } from '../server/util/video.js';
 import { FaceDetector } from '../server/vision/detector.js';
 import { resizeGray } from '../server/vision/imageOps.js';
@@ -23,11 +22,11 @@ import { emptyPose, PoseSolver } from '../server/vision/pose.js';
 import { ShapePredictor } from '../server/vision/shapePredictor.js';
 import { FaceTracker } from '../server/vision/tracker.js';
 import type { Box, GrayImage } from '../server/vision/types.js';
+import { mediaDir } from '../scripts/testData.js';
 import { runDlibBench } from './lib/dlibCpp.js';
 import { summarize, writeResult } from './lib/stats.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const drivingDir = path.resolve(here, '..', '..', 'shared', 'media', 'driving');
+const drivingDir = path.join(mediaDir, 'driving');
 
 /** Fits the frame into 640x480 keeping its aspect, padded with grey 127 (the reference frames' letterbox). */
 function letterbox(src: GrayImage): GrayImage {

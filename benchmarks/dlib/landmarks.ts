@@ -3,7 +3,7 @@
  *
  *   npx tsx benchmarks/dlib/landmarks.ts [--reps N] [--rounds R]
  *
- * Boxes: every detector face of ../shared/reference/dlib_landmarks.jsonl (45 boxes, 640x480 frames). Each round
+ * Boxes: every detector face of $AVATAR_TEST_DATA/reference/dlib_landmarks.jsonl (45 boxes, 640x480 frames). Each round
  * times REPS calls per box in TypeScript and then in dlib C++ (g++ -O2, benchmarks/dlib/landmarks_bench.cpp); the
  * rounds alternate so that both sides see the same machine load. Writes benchmarks/results/dlib-landmarks.json with
  * p50/p95 per call, the parse time, and the parity (max abs landmark difference, which must be 0).
@@ -19,11 +19,9 @@ import {
 } from '../../server/vision/shapePredictor.js';
 import { readPgm } from '../../server/vision/pgm.js';
 import type { Box, GrayImage } from '../../server/vision/types.js';
+import { referenceAvailable, referenceDir as refDir } from '../../scripts/testData.js';
 import { runDlibBench } from '../lib/dlibCpp.js';
 import { summarize, writeResult } from '../lib/stats.js';
-
-const here = path.dirname(new URL(import.meta.url).pathname);
-const refDir = path.resolve(here, '..', '..', '..', 'shared', 'reference');
 
 function arg(args: string[], name: string, def: number): number {
   const i = args.indexOf(name);
@@ -35,6 +33,9 @@ function arg(args: string[], name: string, def: number): number {
 export async function main(args: string[]): Promise<void> {
   const reps = arg(args, '--reps', 20);
   const rounds = arg(args, '--rounds', 3);
+  if (!referenceAvailable()) {
+    throw new Error(`reference data not found at ${refDir}: this benchmark needs it (see test-data/README.md)`);
+  }
 
   const items: { pgmPath: string; box: Box; img: GrayImage; landmarks: number[][] }[] = [];
   const lines = readFileSync(path.join(refDir, 'dlib_landmarks.jsonl'), 'utf8').trim().split('\n');

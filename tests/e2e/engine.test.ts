@@ -26,14 +26,14 @@ import type { GrayImage } from '../../server/vision/types.js';
 import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../helpers/g2g.js';
 import { decodeI420, pingPong, writeSequenceY4m } from '../helpers/g2gMedia.js';
-import { repoRoot } from '../helpers/media.js';
+import { drivingClip, portraitFile, repoRoot } from '../helpers/media.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 type Win = { __probe: Probe; __g2g: G2gProbe };
 
-const CLIP = path.resolve(repoRoot, '..', 'shared', 'media', 'driving', 'man_mouth_wide_open.mp4');
-const PORTRAIT = path.resolve(repoRoot, '..', 'shared', 'media', 'portraits', 'real_older_man_glasses.jpg');
+const CLIP = drivingClip('man_mouth_wide_open.mp4');
+const PORTRAIT = portraitFile('real_older_man_glasses.jpg');
 const modelPack = existsSync(path.join(repoRoot, 'models', 'default', 'manifest.json'));
 const haveTools = existsSync(chromiumPath) && existsSync(CLIP) && existsSync(PORTRAIT);
 if (!modelPack) process.stdout.write('default-engine e2e skipped: models/default/manifest.json is missing\n');

@@ -1,6 +1,6 @@
 /**
  * The default engine end to end on real media: real tracker, real ONNX sessions, real portraits and driving clips
- * from ../shared/media (read in place, never copied).
+ * from the test media ($AVATAR_TEST_DATA/media, read in place, never copied).
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,10 +11,7 @@ import { createRgb, i420ToRgb, loadImageRgb, rgbToI420 } from '../../server/util
 import { readVideoFrames } from '../../server/util/video.js';
 import type { RgbImage } from '../../server/avatar/engine.js';
 import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
-
-const MEDIA = path.resolve(projectRoot, '..', 'shared', 'media');
-const portrait = (name: string): string => path.join(MEDIA, 'portraits', name);
-const clip = (name: string): string => path.join(MEDIA, 'driving', name);
+import { drivingClip as clip, portraitFile as portrait } from '../../scripts/testData.js';
 
 async function frames(file: string, count: number): Promise<RgbImage[]> {
   const out: RgbImage[] = [];

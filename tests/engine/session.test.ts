@@ -9,10 +9,10 @@ import { createLogger } from '../../server/logger.js';
 import { projectRoot } from '../../server/config.js';
 import { loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
+import { drivingClip, portraitFile } from '../../scripts/testData.js';
 import { waitFor } from '../helpers/wait.js';
 import type { I420Frame } from '../../server/avatar/engine.js';
 
-const MEDIA = path.resolve(projectRoot, '..', 'shared', 'media');
 let session: AvatarSession | null = null;
 
 afterEach(async () => {
@@ -33,12 +33,10 @@ describe('default engine in the avatar worker', () => {
       initTimeoutMs: 60_000,
       log: createLogger('test.engine.session'),
     });
-    const prepared = await session.prepare(
-      await loadImageRgb(path.join(MEDIA, 'portraits', 'real_japanese_woman.png')),
-    );
+    const prepared = await session.prepare(await loadImageRgb(portraitFile('real_japanese_woman.png')));
     expect(prepared).toEqual({ width: 512, height: 512, face: true });
     const driving: I420Frame[] = [];
-    for await (const f of readVideoFrames(path.join(MEDIA, 'driving', 'man_mouth_wide_open.mp4'), {
+    for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), {
       format: 'rgb24',
       maxFrames: 140,
     })) {

@@ -1,6 +1,6 @@
 /**
- * Fake-camera media for Chromium: .y4m files made at test time (in a temp folder, never committed) from the shared
- * driving clips. Chromium's --use-file-for-fake-video-capture loops the file.
+ * Fake-camera media for Chromium: .y4m files made at test time (in a temp folder, never committed) from the test
+ * media's driving clips. Chromium's --use-file-for-fake-video-capture loops the file.
  *
  * With `marker: true` every frame carries its index as a row of 16 black/white blocks across the top (12 bits of
  * index + a 4-bit check), big enough to survive VP8 at low bitrates; `decodeMarker` reads it back from luma.
@@ -13,10 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** The shared test media folder (read-only; outside the repository). */
-export const sharedMedia = path.resolve(repoRoot, '..', 'shared', 'media');
-export const drivingClip = (name: string): string => path.join(sharedMedia, 'driving', name);
-export const portraitFile = (name: string): string => path.join(sharedMedia, 'portraits', name);
+/** Files of the test media ($AVATAR_TEST_DATA/media, read in place; see test-data/README.md). */
+export { drivingClip, portraitFile } from '../../scripts/testData.js';
 
 export const MARKER_BLOCKS = 16;
 export const MARKER_VALUE_BITS = 12;

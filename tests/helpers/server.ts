@@ -14,8 +14,6 @@ import { waitFor } from './wait.js';
 
 /** The repository root. */
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** The shared, read-only test media (never copied into the repository). */
-export const sharedMedia = path.resolve(repoRoot, '..', 'shared', 'media');
 export const TEST_TOKEN_SECRET = 'test-secret-0123456789abcdef';
 
 export interface TestServer {

@@ -1,14 +1,15 @@
-/** Shared helpers for the media tests: portraits from ../shared/media, waitFor, synthetic I420 frames. */
+/** Shared helpers for the media tests: portraits of the test media, waitFor, synthetic I420 frames. */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { portraitFile } from '../../scripts/testData.js';
 import type { I420Frame, RgbImage } from '../../server/avatar/engine.js';
 import { loadImageRgb } from '../../server/util/image.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** A portrait from the shared test media (never copied into the repo). */
+/** A portrait from the test media (never copied into the repo). */
 export function portraitPath(name: string): string {
-  return path.resolve(repoRoot, '..', 'shared', 'media', 'portraits', name);
+  return portraitFile(name);
 }
 
 export function loadPortrait(name = 'real_woman_dark_hair.png'): Promise<RgbImage> {

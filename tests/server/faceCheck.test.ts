@@ -6,7 +6,8 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { sharedMedia, startTestServer, type TestServer } from '../helpers/server.js';
+import { portraitFile } from '../../scripts/testData.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
 
 let ts: TestServer;
 beforeEach(async () => {
@@ -24,7 +25,7 @@ async function upload(data: Buffer, name: string): Promise<{ status: number; bod
   return { status: res.status, body: (await res.json()) as { code?: string; id?: string } };
 }
 
-const portrait = (name: string): Promise<Buffer> => readFile(path.join(sharedMedia, 'portraits', name));
+const portrait = (name: string): Promise<Buffer> => readFile(portraitFile(name));
 
 describe('face check at upload (default engine)', () => {
   it('refuses an image without a face with NO_FACE and stores nothing', async () => {

@@ -9,9 +9,10 @@ import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyToken } from '../../server/auth/tokens.js';
 import { isPortFree } from '../helpers/net.js';
-import { sharedMedia, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { portraitFile } from '../../scripts/testData.js';
+import { startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
 
-const PORTRAIT = path.join(sharedMedia, 'portraits', 'real_asian_young_woman.jpg');
+const PORTRAIT = portraitFile('real_asian_young_woman.jpg');
 
 let ts: TestServer;
 beforeEach(async () => {

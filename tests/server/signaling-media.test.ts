@@ -3,11 +3,11 @@
  * the viewer receives synthesized frames, stats reach the room's sockets, and /healthz and /metrics follow.
  */
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JoinResponse, Result, RoomStats, SdpResponse } from '../../server/signaling/protocol.js';
 import { isPortFree } from '../helpers/net.js';
-import { sharedMedia, startTestServer, type TestServer } from '../helpers/server.js';
+import { portraitFile } from '../../scripts/testData.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
@@ -43,7 +43,7 @@ describe('signaling with real peers', () => {
   it('publishes, views, forwards stats, and counts frames and viewers', async () => {
     const form = new FormData();
     form.append('consent', 'true');
-    form.append('file', new Blob([new Uint8Array(await readFile(path.join(sharedMedia, 'portraits', 'real_asian_young_woman.jpg')))]), 'w.jpg');
+    form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
     const portrait = (await (await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
     const created = await fetch(`${ts.url}/api/rooms`, {
       method: 'POST',

@@ -5,12 +5,12 @@
  * (Publishing and viewing with real WebRTC peers are covered by the media tests.)
  */
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/auth/tokens.js';
 import type { JoinResponse, Result } from '../../server/signaling/protocol.js';
 import { isPortFree } from '../helpers/net.js';
-import { sharedMedia, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { portraitFile } from '../../scripts/testData.js';
+import { startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 
@@ -167,7 +167,7 @@ describe('roles', () => {
   it('sets a stored portrait for the room and records the room in its consent log', async () => {
     const form = new FormData();
     form.append('consent', 'true');
-    form.append('file', new Blob([new Uint8Array(await readFile(path.join(sharedMedia, 'portraits', 'real_asian_young_woman.jpg')))]), 'w.jpg');
+    form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
     const up = (await (await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
     const room = await createRoom();
     const p = await client();

@@ -11,7 +11,7 @@ import {
   rint,
   type CvRect,
 } from '../../server/vision/cascade.js';
-import { readPgm, refDir, requireShared } from './helpers.js';
+import { readPgm, referenceMissing, refDir } from './helpers.js';
 
 interface CascadeRef {
   faces: CvRect[];
@@ -26,10 +26,14 @@ interface RefFrame {
   haar_frontalface_default: CascadeRef;
   lbp_frontalface_improved: CascadeRef;
 }
-const ref = JSON.parse(readFileSync(requireShared(path.join(refDir, 'opencv_detections.json')), 'utf8')) as {
+interface CascadeReference {
   params: { scaleFactor: number; minNeighbors: number; minSize: [number, number] };
   frames: RefFrame[];
-};
+}
+const noRef = referenceMissing('the OpenCV parity tests of cascade.test.ts');
+const ref: CascadeReference = noRef
+  ? { params: { scaleFactor: 0, minNeighbors: 0, minSize: [0, 0] }, frames: [] }
+  : (JSON.parse(readFileSync(path.join(refDir, 'opencv_detections.json'), 'utf8')) as CascadeReference);
 
 describe('cascade XML', () => {
   it('parses both Debian cascades with the documented sizes', async () => {
@@ -87,7 +91,7 @@ describe('cascade XML', () => {
 
 // OpenCV 4.6 parity on the 24 reference frames (FORMAT.md §4.3, §8.5): raw candidates in order, grouped faces and
 // neighbor counts, for both cascades.
-describe.each([
+describe.skipIf(noRef).each([
   ['haar_frontalface_default', CASCADE_PATHS.haar],
   ['lbp_frontalface_improved', CASCADE_PATHS.lbp],
 ] as const)('detectMultiScale parity with OpenCV: %s', (name, file) => {

@@ -1,23 +1,32 @@
 /**
- * Shared test helpers for the vision tests: reference data paths (../shared next to the repository), PGM frames,
- * box overlap.
+ * Shared test helpers for the vision tests: test data paths ($AVATAR_TEST_DATA, see scripts/testData.ts), PGM
+ * frames, box overlap.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Box, GrayImage } from '../../server/vision/types.js';
+import { mediaDir, referenceAvailable, referenceDir, referenceSkipMessage } from '../../scripts/testData.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const sharedDir = path.resolve(repoRoot, '..', 'shared');
-export const refDir = path.join(sharedDir, 'reference');
-export const mediaDir = path.join(sharedDir, 'media');
+export const refDir = referenceDir;
+export { mediaDir };
 
-/** Throws a clear error when the shared reference data is missing (the tests need it). */
+/**
+ * Whether the dlib/OpenCV reference data is missing; when it is, prints (once per test file) that `what` is
+ * skipped and why. The media are checked before any test runs (tests/globalSetup.ts); the reference folder is not
+ * publicly downloadable, so the tests that need it skip instead of failing.
+ */
+export function referenceMissing(what: string): boolean {
+  if (referenceAvailable()) return false;
+  process.stdout.write(`${referenceSkipMessage(what)}\n`);
+  return true;
+}
+
+/** Throws a clear error when a test data file is missing (the test needs it). */
 export function requireShared(p: string): string {
   if (!existsSync(p)) {
-    throw new Error(
-      `test data missing: ${p} (the vision tests need ../shared/reference and ../shared/media next to the repository)`,
-    );
+    throw new Error(`test data missing: ${p} (see test-data/README.md)`);
   }
   return p;
 }
