@@ -6,6 +6,8 @@ export default defineConfig({
     pool: 'forks',
     poolOptions: { forks: { singleFork: false, maxForks: 2, minForks: 1 } },
     include: ['tests/**/*.test.ts'],
+    // Stops the run with one message when the test media are missing (npm run fetch-test-data fetches them).
+    globalSetup: ['tests/globalSetup.ts'],
     // Generous: these are safety nets on shared 2-core machines, not speed checks (speed goals live in benchmarks/).
     testTimeout: 180_000,
     hookTimeout: 120_000,
