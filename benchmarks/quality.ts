@@ -219,7 +219,7 @@ export async function main(argv: string[]): Promise<void> {
         const overrides = { outputSize: selfSize ?? size };
         return {
           model: await openEngine(engineName, config.avatar, { ...overrides, steps }),
-          frozen: await openEngine('portrait', config.avatar, overrides),
+          frozen: await openEngine('portrait', config.avatar, { ...overrides, steps: 0 }),
         };
       },
     });

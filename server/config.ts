@@ -43,6 +43,13 @@ export interface Config {
     engine: 'default' | 'portrait' | 'passthrough';
     /** Model pack folder; default models/default. */
     modelPack: string;
+    /**
+     * Learned refiner pack (models/refiner: expression encoder + few-step refiner) used by the default engine when
+     * `steps` > 0; null = none. Default models/refiner.
+     */
+    refinerPack: string | null;
+    /** Refiner steps for new rooms (0 = warp only); default 0. */
+    steps: number;
     /** onnxruntime execution provider; default 'cpu' ('cuda' where a GPU is configured). */
     executionProvider: 'cpu' | 'cuda';
     /** ONNX intra-op threads; default 1 (video encoding shares the cores). */
@@ -94,6 +101,8 @@ export function defaultConfig(): Config {
     avatar: {
       engine: 'default',
       modelPack: path.join(projectRoot, 'models', 'default'),
+      refinerPack: path.join(projectRoot, 'models', 'refiner'),
+      steps: 0,
       executionProvider: 'cpu',
       intraOpThreads: 1,
       outputSize: 512,
@@ -160,6 +169,7 @@ export function validateConfig(c: Config): Config {
   if (!['cpu', 'cuda'].includes(c.avatar.executionProvider)) fail('"avatar.executionProvider" must be cpu|cuda');
   intIn(c.avatar.intraOpThreads, 1, 64, 'avatar.intraOpThreads');
   intIn(c.avatar.outputSize, 64, 2048, 'avatar.outputSize');
+  intIn(c.avatar.steps, 0, 8, 'avatar.steps');
   if (c.avatar.outputSize % 2 !== 0) fail('"avatar.outputSize" must be even');
   intIn(c.avatar.initTimeoutMs, 100, 600_000, 'avatar.initTimeoutMs');
   intIn(c.media.maxVideoBitrate, 50_000, 50_000_000, 'media.maxVideoBitrate');
@@ -198,6 +208,8 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_TOKEN_SECRET) c.tokenSecret = env.AVATAR_TOKEN_SECRET;
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
   if (env.AVATAR_MODEL_PACK) c.avatar.modelPack = path.resolve(env.AVATAR_MODEL_PACK);
+  if (env.AVATAR_REFINER_PACK) c.avatar.refinerPack = env.AVATAR_REFINER_PACK === 'none' ? null : path.resolve(env.AVATAR_REFINER_PACK);
+  if (env.AVATAR_STEPS) c.avatar.steps = Number(env.AVATAR_STEPS);
   if (env.AVATAR_EP) c.avatar.executionProvider = env.AVATAR_EP as Config['avatar']['executionProvider'];
   if (env.FANOUT) c.fanout.mode = env.FANOUT as Config['fanout']['mode'];
   if (env.MEDIASOUP_WORKER_BIN) c.fanout.mediasoupWorkerBin = env.MEDIASOUP_WORKER_BIN;

@@ -34,6 +34,8 @@ export interface RenderStats {
   latentMs: number;
   generateMs: number;
   pasteMs: number;
+  /** The learned refiner's time (encoder + k steps + paste back), when it ran. */
+  refineMs?: number;
   /** A face was seen in the driving frame. */
   face: boolean;
 }

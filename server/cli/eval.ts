@@ -37,7 +37,8 @@ const usage = `usage: avatar eval --driving CLIP.mp4 (--self | --portrait IMAGE)
   --sheet OUT.png     also write a contact sheet: rows driver | frozen | output with each row's scores
   --sheet-every N     one sheet row every N scored frames (default: about 8 rows)
   --engine NAME       ${offlineEngineNames().join(' | ')} (default: the config's, 'default')
-  --steps K           refiner steps for the engine (default 0 = warp only); recorded in the JSON
+  --steps K           refiner steps for the engine (default: the config's, 0 = warp only); recorded in the JSON
+  --teacher           sample the steps with the refiner's teacher network instead of the distilled student
   --id-every N        face descriptors (id_sim) on every N-th scored frame (default 5; 1 = every frame)
   --face-workers N    worker threads for the independent face models (default: one per core, at most 4)
   --start-frame S     skip the first S frames of the clip (in --self mode frame S is the portrait)
@@ -95,6 +96,7 @@ export async function run(argv: string[]): Promise<number> {
       'sheet-every': { type: 'string' },
       engine: { type: 'string' },
       steps: { type: 'string' },
+      teacher: { type: 'boolean' },
       'id-every': { type: 'string' },
       'face-workers': { type: 'string' },
       'start-frame': { type: 'string' },
@@ -116,7 +118,7 @@ export async function run(argv: string[]): Promise<number> {
     maxFrames = positiveInt(args['max-frames'], 'max-frames');
     startFrame = nonNegativeInt(args['start-frame'], 'start-frame');
     size = positiveInt(args.size, 'size');
-    steps = nonNegativeInt(args.steps, 'steps') ?? 0;
+    steps = nonNegativeInt(args.steps, 'steps') ?? -1;
     idEvery = positiveInt(args['id-every'], 'id-every');
     sheetEvery = positiveInt(args['sheet-every'], 'sheet-every');
     faceWorkers = positiveInt(args['face-workers'], 'face-workers');
@@ -133,6 +135,8 @@ export async function run(argv: string[]): Promise<number> {
   const config = loadConfig(process.env);
   setLogLevel(args.verbose ? 'debug' : 'warn');
   const engineName = args.engine ?? config.avatar.engine;
+  // --steps defaults to the config's (AVATAR_STEPS, 0 = warp only) for the default engine, 0 for the others.
+  if (steps < 0) steps = engineName === 'default' ? config.avatar.steps : 0;
   if (!offlineEngineNames().includes(engineName)) return fail(`unknown engine "${engineName}" (known: ${offlineEngineNames().join(', ')})`);
   const jsonOut = await requireOutputDir(args.json, 'JSON report');
   const sheetOut = args.sheet ? await requireOutputDir(args.sheet, 'contact sheet') : undefined;
@@ -151,7 +155,7 @@ export async function run(argv: string[]): Promise<number> {
       driving,
       portrait,
       portraitLabel,
-      engineName,
+      engineName: args.teacher ? `${engineName} (teacher)` : engineName,
       steps,
       faceModels,
       idEvery,
@@ -165,8 +169,8 @@ export async function run(argv: string[]): Promise<number> {
       createEngines: async (selfSize) => {
         const outputSize = selfSize ?? size ?? config.avatar.outputSize;
         const overrides = { outputSize, ...(modelPack ? { modelPack } : {}) };
-        const model = await openEngine(engineName, config.avatar, { ...overrides, steps });
-        const frozen = await openEngine('portrait', config.avatar, overrides);
+        const model = await openEngine(engineName, config.avatar, { ...overrides, steps, ...(args.teacher ? { refinerNet: 'teacher' as const } : {}) });
+        const frozen = await openEngine('portrait', config.avatar, { ...overrides, steps: 0 });
         return { model, frozen };
       },
     });

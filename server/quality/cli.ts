@@ -100,6 +100,8 @@ export async function openEngine(name: string, avatar: Config['avatar'], overrid
     executionProvider: avatar.executionProvider,
     intraOpThreads: avatar.intraOpThreads,
     outputSize: avatar.outputSize,
+    steps: avatar.steps,
+    refinerPack: avatar.refinerPack,
     ...overrides,
   };
   return createEngine(name, options, createLogger(`cli.${name}`));

@@ -18,10 +18,14 @@ export interface EngineOptions {
   /** Long side of the output video, even. */
   outputSize: number;
   /**
-   * Refiner steps (0 = warp only, the default). Only an engine whose pack has a refiner accepts more; the others
+   * Refiner steps (0 = warp only, the default). Only the default engine with a refiner pack accepts more; the others
    * refuse k > 0 with AppError('UNSUPPORTED') rather than silently ignoring it.
    */
   steps?: number;
+  /** The learned refiner pack for the default engine (null: none). */
+  refinerPack?: string | null;
+  /** Which refiner network samples the steps: the distilled student (default) or the teacher (evaluation). */
+  refinerNet?: 'student' | 'teacher';
   /**
    * TEST ONLY: the worker crashes (an uncaught exception) after rendering this many frames, to exercise the
    * session's restart. Never set by the config.
@@ -42,8 +46,8 @@ const factories: Record<string, EngineFactory> = {
   passthrough: (o) => new DiagnosticPassthroughEngine({ outputSize: o.outputSize }),
 };
 
-/** Engines that run a refiner and accept steps > 0 (none yet: the default pack is warp only). */
-const refinerEngines = new Set<string>();
+/** Engines that can run a refiner and accept steps > 0 (the default engine checks that its refiner pack exists). */
+const refinerEngines = new Set<string>(['default']);
 
 /** Names that createEngine() accepts. */
 export function engineNames(): string[] {
@@ -66,7 +70,7 @@ export async function createEngine(name: string, options: EngineOptions, log: Lo
   const steps = options.steps ?? 0;
   if (!Number.isInteger(steps) || steps < 0) throw new TypeError('steps must be a non-negative integer');
   if (steps > 0 && !refinerEngines.has(name)) {
-    throw new AppError('UNSUPPORTED', `engine "${name}" has no refiner: steps must be 0 (got ${steps}); the default pack is warp only`);
+    throw new AppError('UNSUPPORTED', `engine "${name}" has no refiner: steps must be 0 (got ${steps})`);
   }
   return factory(options, log);
 }

@@ -14,6 +14,8 @@
  *
  * All per-frame buffers are allocated in prepare(); render() allocates nothing.
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats, RgbImage } from '../../engine.js';
 import type { AvatarSettings } from '../../../signaling/protocol.js';
 import { defaultAvatarSettings } from '../../../signaling/protocol.js';
@@ -27,6 +29,7 @@ import { fitRgb } from '../size.js';
 import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
 import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
+import { LearnedRefiner } from './refiner.js';
 import { FusedWarp } from './warp.js';
 
 /** A face tracker for a video stream (one per engine: it keeps temporal state). */
@@ -54,6 +57,10 @@ export interface DefaultEngineOptions {
   vision: FaceVision;
   /** Run the whole generator graph instead of fields graph + fused CPU warp; default: only with 'cuda'. */
   fullGraph?: boolean;
+  /** Learned refiner pack (refiner.ts); loaded when given and present. null: warp only. */
+  refinerPack?: string | null;
+  /** Refiner steps (0 = warp only; needs the refiner pack). Default 0; changed later with setSteps(). */
+  steps?: number;
   log?: Logger;
 }
 
@@ -61,6 +68,8 @@ function clamp01(v: number): number {
   return v < 0 ? 0 : v > 1 ? 1 : v;
 }
 
+/** Most refiner steps a caller may ask for (the teacher samples in 8). */
+export const MAX_STEPS = 8;
 /** Portraits larger than this (long side) are analysed on a downscaled copy: detection cost, same landmarks. */
 const ANALYSIS_MAX_SIDE = 1024;
 /** TPS regularisation (grid units): keeps near-coincident control points (closed lips) well conditioned. */
@@ -119,9 +128,20 @@ export class DefaultEngine implements AvatarEngine {
   #settings: AvatarSettings = { ...defaultAvatarSettings };
   #state: FrameState | null = null;
   #closed = false;
+  readonly #refiner: LearnedRefiner | null;
+  #steps = 0;
+  #refinerNet: 'student' | 'teacher' = 'student';
 
-  private constructor(pack: ModelPack, vision: FaceVision, outputSize: number, useFullGraph: boolean, log: Logger) {
+  private constructor(
+    pack: ModelPack,
+    vision: FaceVision,
+    outputSize: number,
+    useFullGraph: boolean,
+    log: Logger,
+    refiner: LearnedRefiner | null,
+  ) {
     this.#pack = pack;
+    this.#refiner = refiner;
     this.#full = useFullGraph ? pack.model('generator') : null;
     this.#fields = pack.model('fields');
     this.#vision = vision;
@@ -149,29 +169,76 @@ export class DefaultEngine implements AvatarEngine {
   /** Loads and validates the model pack (ModelPackError when broken). */
   static async create(options: DefaultEngineOptions): Promise<DefaultEngine> {
     const log = options.log ?? createLogger('avatar.engine.default');
-    const pack = await ModelPack.load(options.modelPack, {
+    const sessionOptions = {
       executionProvider: options.executionProvider ?? 'cpu',
       intraOpThreads: options.intraOpThreads ?? 1,
-    });
+    };
+    const steps = options.steps ?? 0;
+    if (!Number.isInteger(steps) || steps < 0 || steps > MAX_STEPS) throw new TypeError(`steps must be an integer 0..${MAX_STEPS}`);
+    // The refiner pack is optional: without it the engine is warp only, and asking for steps is an error.
+    let refiner: LearnedRefiner | null = null;
+    if (options.refinerPack && existsSync(path.join(options.refinerPack, 'manifest.json'))) {
+      refiner = await LearnedRefiner.load(options.refinerPack, sessionOptions);
+    } else if (steps > 0) {
+      throw new AppError(
+        'UNSUPPORTED',
+        `refiner steps ${steps} asked for, but there is no refiner pack${options.refinerPack ? ` at ${options.refinerPack}` : ''} (train one with npm run train, or use steps 0)`,
+      );
+    }
+    let pack: ModelPack;
+    try {
+      pack = await ModelPack.load(options.modelPack, sessionOptions);
+    } catch (err) {
+      refiner?.close();
+      throw err;
+    }
     try {
       const outputSize = options.outputSize ?? 512;
       if (!Number.isInteger(outputSize) || outputSize < 64 || outputSize % 2 !== 0)
         throw new TypeError('outputSize must be an even integer >= 64');
-      return new DefaultEngine(
+      const engine = new DefaultEngine(
         pack,
         options.vision,
         outputSize,
         options.fullGraph ?? options.executionProvider === 'cuda',
         log,
+        refiner,
       );
+      engine.setSteps(steps);
+      return engine;
     } catch (err) {
       pack.close();
+      refiner?.close();
       throw err;
     }
   }
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Refiner steps now in use (0 = warp only). */
+  get steps(): number {
+    return this.#steps;
+  }
+
+  /** The loaded refiner pack's name and default steps, or null (warp only). */
+  get refiner(): { pack: string; defaultSteps: number; hasTeacher: boolean } | null {
+    const r = this.#refiner;
+    return r ? { pack: r.packName, defaultSteps: r.defaultSteps, hasTeacher: r.hasTeacher } : null;
+  }
+
+  /**
+   * Sets the refiner steps (0 = warp only) and which network samples them: the distilled student (default) or the
+   * teacher (evaluation: the teacher's k = 8 beside the student's k).
+   * @throws AppError('UNSUPPORTED') for steps > 0 without a refiner pack; TypeError for a bad value.
+   */
+  setSteps(steps: number, net: 'student' | 'teacher' = 'student'): void {
+    if (!Number.isInteger(steps) || steps < 0 || steps > MAX_STEPS) throw new TypeError(`steps must be an integer 0..${MAX_STEPS}`);
+    if (steps > 0 && !this.#refiner) throw new AppError('UNSUPPORTED', 'this engine has no refiner pack: steps must be 0');
+    if (net === 'teacher' && !this.#refiner?.hasTeacher) throw new AppError('UNSUPPORTED', 'the refiner pack has no teacher network');
+    this.#steps = steps;
+    this.#refinerNet = net;
   }
 
   /** The prepared portrait's data (tests, eval tools); null before prepare(). */
@@ -220,6 +287,7 @@ export class DefaultEngine implements AvatarEngine {
     // (and the calibrated neutral).
     this.#tracker ??= await this.#vision.createTracker();
     this.#state = this.#allocate(prepared);
+    this.#refiner?.prepare(portrait, prepared);
     this.#log.info('portrait prepared', {
       width: prepared.width,
       height: prepared.height,
@@ -334,7 +402,20 @@ export class DefaultEngine implements AvatarEngine {
       st.warp.run(st.grid, st.overlay, out);
     }
     const t4 = performance.now();
-    return { trackMs: t1 - t0, latentMs: t2 - t1, generateMs: t3 - t2, pasteMs: t4 - t3, face: track !== null };
+    let refineMs: number | undefined;
+    if (this.#steps > 0 && this.#refiner && track) {
+      const lm = track.rawLandmarks && track.rawLandmarks.length >= 136 ? track.rawLandmarks : track.landmarks;
+      this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet);
+      refineMs = performance.now() - t4;
+    }
+    return {
+      trackMs: t1 - t0,
+      latentMs: t2 - t1,
+      generateMs: t3 - t2,
+      pasteMs: t4 - t3,
+      ...(refineMs !== undefined ? { refineMs } : {}),
+      face: track !== null,
+    };
   }
 
   /**
@@ -478,5 +559,6 @@ export class DefaultEngine implements AvatarEngine {
     this.#tracker = null;
     this.#state = null;
     this.#pack.close();
+    this.#refiner?.close();
   }
 }

@@ -12,12 +12,23 @@ export { createDefaultVision } from './vision.js';
 
 /** Builds the default engine from the registry's options, with the project's face tracker. */
 export async function createDefaultEngine(options: EngineOptions, log: Logger): Promise<DefaultEngine> {
-  return DefaultEngine.create({
+  const engine = await DefaultEngine.create({
     modelPack: options.modelPack,
     executionProvider: options.executionProvider,
     intraOpThreads: options.intraOpThreads,
     outputSize: options.outputSize,
+    steps: options.steps ?? 0,
+    refinerPack: options.refinerPack ?? null,
     vision: await createDefaultVision(),
     log,
   });
+  if (options.refinerNet === 'teacher') {
+    try {
+      engine.setSteps(options.steps ?? 0, 'teacher');
+    } catch (err) {
+      engine.close();
+      throw err;
+    }
+  }
+  return engine;
 }

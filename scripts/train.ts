@@ -1,0 +1,103 @@
+/**
+ * `npm run train -- --data ../shared/train [options]`: trains the learned refiner pack from scratch, in one command.
+ *
+ * 1. Dataset (TypeScript, the project's own tracker and warp): every clip of DATA (its clips/ folder when there is
+ *    one) becomes cached self-reenactment samples (server/learned/dataset.ts) in --cache, outside the repository.
+ *    Cached clips are reused; a changed clip or format is rebuilt.
+ * 2. Training (Debian's PyTorch, CPU; models/tools/train_refiner.py): the expression encoder and the InDI teacher
+ *    jointly, then the few-step student distilled from the teacher. Checkpoints in --cache: a stopped run resumes.
+ * 3. Export (same script): ONNX graphs + manifest.json with sha256, shapes and steps, and the scores of the held-out
+ *    validation clips, into --out.
+ *
+ * Options: --cache DIR (default ~/.cache/live-avatar/refiner), --out DIR (default models/refiner), --minutes M
+ * (teacher, default 40), --student-minutes M (default 10), --size R (crop side, default 128), --stride S (every S-th
+ * frame, default 2), --max-samples N (per clip, default 120), --clips N (use the first N clips: smoke runs), --seed N,
+ * --fresh (ignore checkpoints), --python PATH (default /usr/bin/python3).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../server/config.js';
+import { buildClip } from '../server/learned/dataset.js';
+import { setLogLevel } from '../server/logger.js';
+import { openEngine } from '../server/quality/cli.js';
+
+const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+function fail(msg: string): never {
+  process.stderr.write(`train: ${msg}\n`);
+  process.exit(2);
+}
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    data: { type: 'string' },
+    cache: { type: 'string', default: path.join(os.homedir(), '.cache', 'live-avatar', 'refiner') },
+    out: { type: 'string', default: path.join(repoRoot, 'models', 'refiner') },
+    minutes: { type: 'string', default: '40' },
+    'student-minutes': { type: 'string', default: '10' },
+    size: { type: 'string', default: '128' },
+    stride: { type: 'string', default: '2' },
+    'max-samples': { type: 'string', default: '120' },
+    clips: { type: 'string' },
+    seed: { type: 'string', default: '7' },
+    fresh: { type: 'boolean' },
+    'dataset-only': { type: 'boolean' },
+    python: { type: 'string', default: '/usr/bin/python3' },
+  },
+  strict: true,
+});
+if (!values.data) fail('--data DIR is required (e.g. --data ../shared/train)');
+const dataDir = path.resolve(values.data);
+const clipDir = existsSync(path.join(dataDir, 'clips')) ? path.join(dataDir, 'clips') : dataDir;
+if (!existsSync(clipDir)) fail(`data folder not found: ${dataDir}`);
+let clips = readdirSync(clipDir)
+  .filter((f) => /\.(mp4|mov|mkv|webm)$/i.test(f))
+  .sort()
+  .map((f) => path.join(clipDir, f));
+if (values.clips) clips = clips.slice(0, Number(values.clips));
+if (!clips.length) fail(`no clips (.mp4) in ${clipDir}`);
+const size = Number(values.size);
+const cache = path.resolve(values.cache);
+if (cache.startsWith(repoRoot + path.sep)) fail(`--cache must be outside the repository (the samples are frames of third-party clips): ${cache}`);
+
+setLogLevel('warn');
+const config = loadConfig(process.env);
+const t0 = performance.now();
+let samples = 0;
+let used = 0;
+for (const [i, clip] of clips.entries()) {
+  const tc = performance.now();
+  const meta = await buildClip(clip, cache, {
+    size,
+    stride: Number(values.stride),
+    maxSamples: Number(values['max-samples']),
+    // Warp only: the samples are what the refiner starts from.
+    createEngine: (outputSize) => openEngine('default', config.avatar, { outputSize, steps: 0 }),
+  });
+  const s = meta.frames.length;
+  samples += s;
+  if (s) used++;
+  process.stderr.write(
+    `train: dataset ${i + 1}/${clips.length} ${path.basename(clip)}: ${s ? `${s} samples` : 'skipped (no face in its first frame)'} (${((performance.now() - tc) / 1000).toFixed(1)} s)\n`,
+  );
+}
+process.stderr.write(`train: dataset ready: ${used} clips, ${samples} samples in ${cache} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+if (values['dataset-only']) process.exit(0);
+
+const args = [
+  path.join(repoRoot, 'models', 'tools', 'train_refiner.py'),
+  '--cache', cache,
+  '--out', path.resolve(values.out),
+  '--minutes', values.minutes,
+  '--student-minutes', values['student-minutes'],
+  '--seed', values.seed,
+  '--clips', clips.map((c) => path.parse(c).name).join(','),
+  ...(values.fresh ? ['--fresh'] : []),
+];
+const child = spawn(values.python, args, { stdio: 'inherit' });
+const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+process.exit(code);

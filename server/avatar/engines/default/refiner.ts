@@ -1,0 +1,314 @@
+/**
+ * The learned refiner at run time (models/refiner, trained by models/tools/train_refiner.py): an expression encoder on
+ * the driving face and a few-step InDI refiner that turns the warp output into the real frame.
+ *
+ * Per portrait (prepare): the portrait's paste region resampled to R×R (the source) and the paste mask at R×R.
+ * Per frame (run), after the warp has written the output frame:
+ *   1. the driving face, FFHQ-aligned from the tracker's landmarks, grey 64×64 -> encoder -> expression code;
+ *   2. the output's paste region -> RGB -> R×R (the warp image y);
+ *   3. k InDI steps from t = 1: x <- (dt/t)·F(x, t | y, source, mask, code) + (1 - dt/t)·x, the last one x = F(...);
+ *   4. the residual x - y, upsampled to the region, is added where the paste mask is non-zero, back into I420.
+ * The same resampling as the training samples (refinerCrop.ts), so the network sees at run time what it saw in
+ * training. All buffers are allocated in prepare(); run() allocates nothing.
+ */
+import type { I420Frame, RgbImage } from '../../engine.js';
+import type { GrayImage } from '../../../vision/types.js';
+import { ModelPackError } from '../../../errors.js';
+import { ModelPack } from '../../../inference/modelPack.js';
+import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
+import { ffhqCrop } from '../../../quality/align.js';
+import type { PreparedFace } from './prepare.js';
+import { sampleRegion, type Region } from './refinerCrop.js';
+
+/** Side of the driving crop the encoder reads. */
+export const DRIVE_SIZE = 64;
+
+interface RefinerState {
+  region: Region;
+  /** The paste region's bounds in the output frame (integers). */
+  x0: number;
+  y0: number;
+  w: number;
+  h: number;
+  /** Paste mask at output resolution over the region (0..1). */
+  pasteMask: Float32Array;
+  regionRgb: RgbImage;
+  crop: Uint8Array;
+  drive: Float32Array;
+  code: Float32Array;
+  xt: Float32Array;
+  warp: Float32Array;
+  source: Float32Array;
+  mask: Float32Array;
+  t: Float32Array;
+  x0out: Float32Array;
+  encFeeds: Record<string, Tensor>;
+  encFetches: Record<string, Tensor | null>;
+  feeds: Record<string, Tensor>;
+  fetches: Record<string, Tensor | null>;
+}
+
+/** Bilinear sample of a grey image at (x, y), clamped to the edges. */
+function grayAt(g: GrayImage, x: number, y: number): number {
+  const cx = Math.min(g.width - 1, Math.max(0, x));
+  const cy = Math.min(g.height - 1, Math.max(0, y));
+  const x0 = Math.floor(cx);
+  const y0 = Math.floor(cy);
+  const x1 = Math.min(g.width - 1, x0 + 1);
+  const y1 = Math.min(g.height - 1, y0 + 1);
+  const fx = cx - x0;
+  const fy = cy - y0;
+  const d = g.data;
+  const w = g.width;
+  return (1 - fy) * ((1 - fx) * d[y0 * w + x0]! + fx * d[y0 * w + x1]!) + fy * ((1 - fx) * d[y1 * w + x0]! + fx * d[y1 * w + x1]!);
+}
+
+export class LearnedRefiner {
+  readonly #pack: ModelPack;
+  readonly #encoder: OnnxModel;
+  readonly #steps: Map<'student' | 'teacher', OnnxModel>;
+  /** Crop side R. */
+  readonly size: number;
+  /** The pack's default number of steps. */
+  readonly defaultSteps: number;
+  #state: RefinerState | null = null;
+
+  private constructor(pack: ModelPack) {
+    this.#pack = pack;
+    this.#encoder = pack.model('encoder');
+    this.#steps = new Map([['student', pack.model('refiner')]]);
+    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) this.#steps.set('teacher', pack.model('refiner_teacher'));
+    this.size = pack.manifest.resolution;
+    this.defaultSteps = pack.manifest.steps;
+    const code = pack.file('encoder').outputs[0]?.shape[1];
+    const xt = pack.file('refiner').inputs.find((v) => v.name === 'xt')?.shape;
+    if (typeof code !== 'number' || !xt || xt[2] !== this.size || xt[3] !== this.size) {
+      throw new ModelPackError(pack.name, 'manifest.json', 'refiner pack: encoder "code" or refiner "xt" shape does not match the resolution');
+    }
+  }
+
+  /** Loads and validates the refiner pack (ModelPackError when broken). */
+  static async load(dir: string, options: { executionProvider: 'cpu' | 'cuda'; intraOpThreads: number }): Promise<LearnedRefiner> {
+    const pack = await ModelPack.load(dir, options);
+    try {
+      for (const role of ['encoder', 'refiner']) pack.model(role);
+      return new LearnedRefiner(pack);
+    } catch (err) {
+      pack.close();
+      throw err;
+    }
+  }
+
+  get packName(): string {
+    return this.#pack.name;
+  }
+
+  get hasTeacher(): boolean {
+    return this.#steps.has('teacher');
+  }
+
+  /** Per-portrait work: the source crop, the mask, and every per-frame buffer. `portrait` is the original image. */
+  prepare(portrait: RgbImage, face: PreparedFace): void {
+    const R = this.size;
+    const kx = portrait.width / face.width;
+    const ky = portrait.height / face.height;
+    const { x0, y0, w, h } = face.paste;
+    const region: Region = { x0: x0 * kx, y0: y0 * ky, w: w * kx, h: h * ky };
+    const crop = new Uint8Array(R * R * 3);
+    sampleRegion(portrait, region, R, crop);
+    const source = new Float32Array(3 * R * R);
+    toPlanar(crop, source, R);
+    const mask = new Float32Array(R * R);
+    for (let v = 0; v < R; v++) {
+      for (let u = 0; u < R; u++) {
+        const mx = Math.min(w - 1, Math.floor(((u + 0.5) * w) / R));
+        const my = Math.min(h - 1, Math.floor(((v + 0.5) * h) / R));
+        // Quantised as the training cache stores it.
+        mask[v * R + u] = Math.round(255 * face.pasteMask[my * w + mx]!) / 255;
+      }
+    }
+    const codeLen = this.#pack.file('encoder').outputs[0]!.shape[1] as number;
+    const drive = new Float32Array(DRIVE_SIZE * DRIVE_SIZE);
+    const code = new Float32Array(codeLen);
+    const xt = new Float32Array(3 * R * R);
+    const warp = new Float32Array(3 * R * R);
+    const t = new Float32Array(1);
+    const x0out = new Float32Array(3 * R * R);
+    const img = [1, 3, R, R];
+    this.#state = {
+      region: { x0, y0, w, h },
+      x0,
+      y0,
+      w,
+      h,
+      pasteMask: face.pasteMask,
+      regionRgb: { width: w, height: h, data: new Uint8Array(w * h * 3) },
+      crop: new Uint8Array(R * R * 3),
+      drive,
+      code,
+      xt,
+      warp,
+      source,
+      mask,
+      t,
+      x0out,
+      encFeeds: { drive: new Tensor('float32', drive, [1, 1, DRIVE_SIZE, DRIVE_SIZE]) },
+      encFetches: { code: new Tensor('float32', code, [1, codeLen]) },
+      feeds: {
+        xt: new Tensor('float32', xt, img),
+        warp: new Tensor('float32', warp, img),
+        source: new Tensor('float32', source, img),
+        mask: new Tensor('float32', mask, [1, 1, R, R]),
+        t: new Tensor('float32', t, [1, 1]),
+        code: new Tensor('float32', code, [1, codeLen]),
+      },
+      fetches: { x0: new Tensor('float32', x0out, img) },
+    };
+  }
+
+  /**
+   * Refines `out` (the warp output, I420 at the prepared size) in place with `steps` InDI steps. `driving` is the
+   * grey driving frame and `landmarks` its 68 tracked points (null: no face, and the frame is left as the warp made
+   * it: there is no expression to read). `net` picks the student (default) or the teacher. Returns whether it ran.
+   */
+  run(out: I420Frame, driving: GrayImage, landmarks: ArrayLike<number> | null, steps: number, net: 'student' | 'teacher' = 'student'): boolean {
+    const st = this.#state;
+    if (!st || steps <= 0 || !landmarks) return false;
+    const model = this.#steps.get(net);
+    if (!model) return false;
+    const R = this.size;
+    // 1. Expression code from the aligned driving face.
+    const c = ffhqCrop(landmarks, DRIVE_SIZE);
+    for (let v = 0; v < DRIVE_SIZE; v++) {
+      for (let u = 0; u < DRIVE_SIZE; u++) {
+        const x = c.ox + (u + 0.5) * c.ax + (v + 0.5) * c.bx;
+        const y = c.oy + (u + 0.5) * c.ay + (v + 0.5) * c.by;
+        st.drive[v * DRIVE_SIZE + u] = Math.round(grayAt(driving, x, y)) / 255;
+      }
+    }
+    this.#encoder.run(st.encFeeds, st.encFetches);
+    // 2. The warp output's region, as the training samples saw it.
+    regionToRgb(out, st.x0, st.y0, st.w, st.h, st.regionRgb);
+    sampleRegion(st.regionRgb, { x0: 0, y0: 0, w: st.w, h: st.h }, R, st.crop);
+    toPlanar(st.crop, st.warp, R);
+    // 3. InDI steps from t = 1.
+    st.xt.set(st.warp);
+    for (let i = 0; i < steps; i++) {
+      const t = 1 - i / steps;
+      const dt = 1 / steps;
+      st.t[0] = t;
+      model.run(st.feeds, st.fetches);
+      if (i === steps - 1) break;
+      const a = dt / t;
+      for (let j = 0; j < st.xt.length; j++) st.xt[j] = a * st.x0out[j]! + (1 - a) * st.xt[j]!;
+    }
+    // 4. Residual back into the frame.
+    addResidual(out, st, R);
+    return true;
+  }
+
+  close(): void {
+    this.#state = null;
+    this.#pack.close();
+  }
+}
+
+function toPlanar(rgb: Uint8Array, out: Float32Array, R: number): void {
+  const plane = R * R;
+  for (let i = 0; i < plane; i++) {
+    out[i] = rgb[3 * i]! / 255;
+    out[plane + i] = rgb[3 * i + 1]! / 255;
+    out[2 * plane + i] = rgb[3 * i + 2]! / 255;
+  }
+}
+
+const clamp255 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : Math.round(v));
+
+/** The output frame's region as RGB. */
+function regionToRgb(f: I420Frame, x0: number, y0: number, w: number, h: number, out: RgbImage): void {
+  const W = f.width;
+  const H = f.height;
+  const cw = W >> 1;
+  const uOff = W * H;
+  const vOff = uOff + cw * (H >> 1);
+  const d = f.data;
+  for (let y = 0; y < h; y++) {
+    const yy = y0 + y;
+    for (let x = 0; x < w; x++) {
+      const xx = x0 + x;
+      // The same integer BT.601 as util/image.ts i420ToRgb (what the training samples went through).
+      const c = 298 * (d[yy * W + xx]! - 16) + 128;
+      const ci = (yy >> 1) * cw + (xx >> 1);
+      const du = d[uOff + ci]! - 128;
+      const dv = d[vOff + ci]! - 128;
+      const o = (y * w + x) * 3;
+      out.data[o] = clamp255((c + 409 * dv) >> 8);
+      out.data[o + 1] = clamp255((c - 100 * du - 208 * dv) >> 8);
+      out.data[o + 2] = clamp255((c + 516 * du) >> 8);
+    }
+  }
+}
+
+/** Adds the upsampled residual (x0out - warp) where the paste mask is non-zero, converting back to I420. */
+function addResidual(f: I420Frame, st: RefinerState, R: number): void {
+  const { x0, y0, w, h, pasteMask } = st;
+  const W = f.width;
+  const H = f.height;
+  const cw = W >> 1;
+  const uOff = W * H;
+  const vOff = uOff + cw * (H >> 1);
+  const d = f.data;
+  const plane = R * R;
+  const img = st.regionRgb.data;
+  // New RGB of the region in regionRgb (only where the mask is non-zero).
+  for (let y = 0; y < h; y++) {
+    const fy = Math.min(R - 1, Math.max(0, ((y + 0.5) * R) / h - 0.5));
+    const ry0 = Math.floor(fy);
+    const ry1 = Math.min(R - 1, ry0 + 1);
+    const wy = fy - ry0;
+    for (let x = 0; x < w; x++) {
+      const m = pasteMask[y * w + x]!;
+      if (m <= 0) continue;
+      const fx = Math.min(R - 1, Math.max(0, ((x + 0.5) * R) / w - 0.5));
+      const rx0 = Math.floor(fx);
+      const rx1 = Math.min(R - 1, rx0 + 1);
+      const wx = fx - rx0;
+      const o = (y * w + x) * 3;
+      for (let ch = 0; ch < 3; ch++) {
+        const base = ch * plane;
+        const r = (p: number): number => st.x0out[base + p]! - st.warp[base + p]!;
+        const delta =
+          (1 - wy) * ((1 - wx) * r(ry0 * R + rx0) + wx * r(ry0 * R + rx1)) + wy * ((1 - wx) * r(ry1 * R + rx0) + wx * r(ry1 * R + rx1));
+        img[o + ch] = clamp255(img[o + ch]! + 255 * m * delta);
+      }
+    }
+  }
+  // Back to I420: luma per pixel, chroma per 2×2 block, only where the mask is non-zero.
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (pasteMask[y * w + x]! <= 0) continue;
+      const o = (y * w + x) * 3;
+      d[(y0 + y) * W + x0 + x] = ((66 * img[o]! + 129 * img[o + 1]! + 25 * img[o + 2]! + 128) >> 8) + 16;
+    }
+  }
+  for (let y = 0; y + 1 < h; y += 2) {
+    for (let x = 0; x + 1 < w; x += 2) {
+      if (pasteMask[y * w + x]! <= 0 && pasteMask[(y + 1) * w + x + 1]! <= 0) continue;
+      let r = 0;
+      let g = 0;
+      let b = 0;
+      for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]] as const) {
+        const o = ((y + dy) * w + x + dx) * 3;
+        r += img[o]!;
+        g += img[o + 1]!;
+        b += img[o + 2]!;
+      }
+      r = (r + 2) >> 2;
+      g = (g + 2) >> 2;
+      b = (b + 2) >> 2;
+      const ci = ((y0 + y) >> 1) * cw + ((x0 + x) >> 1);
+      d[uOff + ci] = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+      d[vOff + ci] = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+    }
+  }
+}
