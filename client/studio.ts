@@ -56,6 +56,10 @@ const ui = {
   eyes: $<HTMLInputElement>('eyes'),
   lips: $<HTMLInputElement>('lips'),
   pose: $<HTMLSelectElement>('pose'),
+  stepsField: $('steps-field'),
+  steps: $<HTMLSelectElement>('steps'),
+  stepsStatWrap: $('st-steps-wrap'),
+  stepsStat: $('st-steps'),
 };
 
 /** Read-only state for tests and debugging (never used to drive the page). */
@@ -235,6 +239,7 @@ function showStats(s: RoomStats | null): void {
   ui.drop.textContent = f(s?.droppedFrames);
   ui.viewers.textContent = f(s?.viewers);
   ui.face.textContent = s ? (s.face ? 'yes' : 'no') : '–';
+  ui.stepsStat.textContent = f(s?.refinerSteps);
 }
 
 async function start(): Promise<void> {
@@ -318,6 +323,25 @@ function showSettings(s: AvatarSettings): void {
   ui.eyes.checked = s.eyeRetargeting;
   ui.lips.checked = s.lipRetargeting;
   ui.pose.value = s.poseMode;
+  showSteps(s.steps);
+}
+
+/** The refiner steps control: shown only when the server can refine, with the choices it can run. */
+function showRefiner(r: RoomInfo['refiner']): void {
+  ui.stepsField.hidden = !r.available;
+  ui.stepsStatWrap.hidden = !r.available;
+  for (const o of ui.steps.options) o.disabled = Number(o.value) > r.maxSteps;
+}
+
+function showSteps(steps: number): void {
+  // A value set elsewhere that the menu does not list (e.g. AVATAR_STEPS=3) is shown as an extra choice.
+  if (![...ui.steps.options].some((o) => Number(o.value) === steps)) {
+    const o = document.createElement('option');
+    o.value = String(steps);
+    o.textContent = String(steps);
+    ui.steps.append(o);
+  }
+  ui.steps.value = String(steps);
 }
 
 let settingsTimer: ReturnType<typeof setTimeout> | undefined;
@@ -354,6 +378,7 @@ ui.lips.addEventListener('change', () => sendSettings({ lipRetargeting: ui.lips.
 ui.pose.addEventListener('change', () =>
   sendSettings({ poseMode: ui.pose.value === 'absolute' ? 'absolute' : 'relative' }),
 );
+ui.steps.addEventListener('change', () => sendSettings({ steps: Number(ui.steps.value) }));
 
 // ---- share ----
 
@@ -409,12 +434,14 @@ async function main(): Promise<void> {
   }
   setBadge('joined', 'ready');
   if (client.room) {
+    showRefiner(client.room.refiner);
     showSettings(client.room.settings);
     renderGallery(client.room.portraitId);
   }
   client.on('room', (room) => {
     hooks.room = room;
     renderStart();
+    showRefiner(room.refiner);
     if (settingsInFlight === 0 && Object.keys(pendingSettings).length === 0) showSettings(room.settings);
     renderGallery(room.portraitId);
   });

@@ -57,6 +57,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly #stages: Record<Stage, Histogram>;
   readonly #fps: Gauge<'room'>;
+  readonly #steps: Gauge<'room'>;
   readonly #frames: Counter;
   readonly #framesNoFace: Counter;
   readonly #dropped: Counter;
@@ -72,6 +73,12 @@ export class Metrics {
       STAGES.map((s) => [s, new Histogram({ name: `avatar_${s}_seconds`, help: `${stageHelp[s]}, seconds`, buckets: STAGE_BUCKETS, registers: [r] })]),
     ) as Record<Stage, Histogram>;
     this.#fps = new Gauge({ name: 'avatar_room_fps', help: 'synthesized frames per second, per room', labelNames: ['room'], registers: [r] });
+    this.#steps = new Gauge({
+      name: 'avatar_refiner_steps',
+      help: 'learned refiner steps running now, per room (the room setting, lowered under overload; 0 = warp only)',
+      labelNames: ['room'],
+      registers: [r],
+    });
     this.#frames = new Counter({ name: 'avatar_frames_total', help: 'synthesized frames', registers: [r] });
     this.#framesNoFace = new Counter({ name: 'avatar_frames_without_face_total', help: 'synthesized frames whose driving frame had no face', registers: [r] });
     this.#dropped = new Counter({ name: 'avatar_dropped_frames_total', help: 'driving frames replaced in the mailbox before processing', registers: [r] });
@@ -132,6 +139,7 @@ export class Metrics {
     };
     const onStats = (s: RoomStats): void => {
       this.#fps.set({ room: id }, s.fps);
+      this.#steps.set({ room: id }, s.refinerSteps);
     };
     const detach = (): void => {
       this.#watched.delete(id);
@@ -144,6 +152,7 @@ export class Metrics {
       detach();
       // Per-room series end with the room: label sets must not grow without bound.
       this.#fps.remove({ room: id });
+      this.#steps.remove({ room: id });
     };
     room.on('frame', onFrame);
     room.on('dropped', onDropped);

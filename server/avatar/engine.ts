@@ -42,10 +42,16 @@ export interface RenderStats {
 
 export interface AvatarEngine {
   readonly name: string;
+  /**
+   * The learned refiner this engine can run (AvatarSettings.steps > 0), or null / absent: steps are ignored. Only the
+   * default engine with a refiner pack has one.
+   */
+  readonly refiner?: { defaultSteps: number } | null;
   /** Per-portrait work: detection, landmarks, crops, masks. Throws AppError('NO_FACE') when needed. */
   prepare(portrait: RgbImage): Promise<PreparedPortrait>;
   /** Synthesizes one output frame (size of the prepared portrait) from one driving frame. */
   render(driving: I420Frame, out: I420Frame, timestampMs: number): RenderStats;
+  /** Applies the settings; an engine without a refiner runs `steps` as 0 (never throws for it). */
   updateSettings(settings: AvatarSettings): void;
   /** Re-captures the performer's neutral face from the next frames. */
   recalibrate(): void;

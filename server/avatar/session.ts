@@ -10,14 +10,20 @@
  *   starts a new worker, prepares the last portrait again and carries on (at most `maxRestarts` per
  *   `restartWindowMs`, then it stays failed); close() asks the worker to close and terminates it after
  *   `closeTimeoutMs`.
+ * - Refiner steps: the engine runs AvatarSettings.steps only when it has a refiner (`refiner`, reported by the worker
+ *   at init), and fewer under overload: a RefinerStepsPolicy (stepsPolicy.ts) watches render times and drops and
+ *   lowers the steps before frames have to drop, raising them again after a while with headroom. `steps` is what
+ *   runs now.
  *
  * Events: 'frame' (SessionFrame), 'dropped' (total: number, driving frames that were never published),
- * 'failure' (AppError), 'restarted' (count: number), 'close'.
+ * 'steps' (effective refiner steps: number, when the policy changed them), 'failure' (AppError),
+ * 'restarted' (count: number), 'close'.
  */
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { I420Frame, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
-import type { AvatarSettings, PublicError } from '../signaling/protocol.js';
+import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
+import { noRefiner } from '../signaling/protocol.js';
 import type { EngineOptions } from './engines/index.js';
 import type { FromWorker, ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
@@ -25,6 +31,7 @@ import { AppError, InvalidStateError } from '../errors.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
 import { workerSpec } from '../util/worker.js';
 import { getLogLevel } from '../logger.js';
+import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
 
 export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
@@ -37,6 +44,8 @@ export interface AvatarSessionOptions {
   /** Restarts allowed within restartWindowMs before the session gives up; default 3 per 60 s. */
   maxRestarts?: number;
   restartWindowMs?: number;
+  /** How refiner steps are lowered under overload and raised again (defaults: a 30 fps frame budget). */
+  stepsPolicy?: RefinerStepsPolicyOptions;
   log: Logger;
 }
 
@@ -90,11 +99,15 @@ export class AvatarSession extends EventEmitter {
   #outFrame: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
   #renderErrors = 0;
   #lastRenderErrorAt = -Infinity;
+  // Refiner steps.
+  #refiner: RefinerInfo = noRefiner;
+  readonly #policy: RefinerStepsPolicy;
 
   private constructor(opts: AvatarSessionOptions) {
     super();
-    this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartWindowMs: 60_000, ...opts };
+    this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartWindowMs: 60_000, stepsPolicy: {}, ...opts };
     this.#log = opts.log;
+    this.#policy = new RefinerStepsPolicy(this.#opts.stepsPolicy);
   }
 
   /** Starts the worker and its engine. @throws AppError('ENGINE_FAILED') on init timeout or engine error. */
@@ -126,6 +139,14 @@ export class AvatarSession extends EventEmitter {
   }
   get restarts(): number {
     return this.#restarts;
+  }
+  /** What the engine can do with AvatarSettings.steps (known once the worker started). */
+  get refiner(): RefinerInfo {
+    return this.#refiner;
+  }
+  /** Refiner steps the engine runs now: the settings' steps, 0 without a refiner, lowered under overload. */
+  get steps(): number {
+    return this.#policy.effective;
   }
   /** The worker's thread id (tests check that it is gone after close), or null. */
   get workerThreadId(): number | null {
@@ -165,10 +186,12 @@ export class AvatarSession extends EventEmitter {
     return seq;
   }
 
+  /** Sends the settings to the engine, with `steps` replaced by what the engine can and should run now. */
   updateSettings(settings: AvatarSettings): void {
     if (this.#closed) return;
     this.#settings = { ...settings };
-    this.#post({ type: 'settings', settings: this.#settings });
+    this.#requestSteps();
+    this.#postSettings();
   }
 
   recalibrate(): void {
@@ -227,7 +250,20 @@ export class AvatarSession extends EventEmitter {
 
   #countDrops(n: number): void {
     this.#dropped += n;
+    this.#policy.dropped(n);
     this.emit('dropped', this.#dropped);
+  }
+
+  /** Hands the settings' steps, bounded by the refiner, to the policy (a new request only when it differs). */
+  #requestSteps(): void {
+    const r = this.#refiner;
+    const want = r.available ? Math.min(this.#settings?.steps ?? 0, r.maxSteps) : 0;
+    if (want !== this.#policy.requested && this.#policy.request(want)) this.emit('steps', this.#policy.effective);
+  }
+
+  #postSettings(): void {
+    if (this.#settings)
+      this.#post({ type: 'settings', settings: { ...this.#settings, steps: this.#policy.effective } });
   }
 
   async #start(): Promise<void> {
@@ -246,7 +282,7 @@ export class AvatarSession extends EventEmitter {
       );
     });
     try {
-      await Promise.race([
+      const reply = await Promise.race([
         this.#request((id) => ({
           type: 'init',
           id,
@@ -257,10 +293,12 @@ export class AvatarSession extends EventEmitter {
         })),
         timeout,
       ]);
+      this.#refiner = reply.refiner ?? noRefiner;
     } finally {
       clearTimeout(timer);
     }
-    if (this.#settings) this.#post({ type: 'settings', settings: this.#settings });
+    this.#requestSteps();
+    this.#postSettings();
     this.#ready = true;
   }
 
@@ -308,22 +346,26 @@ export class AvatarSession extends EventEmitter {
         this.#outFrame.data = f.data;
         const startedAt = m[Meta.startedAt]!;
         const receivedAt = m[Meta.receivedAt]!;
+        const engineMs = m[Meta.renderMs]!;
+        const refineMs = m[Meta.refineMs]!;
         const out: SessionFrame = {
           frame: this.#outFrame,
           seq: m[Meta.seq]!,
           receivedAt,
           queueMs: Math.max(0, startedAt - receivedAt),
-          engineMs: m[Meta.renderMs]!,
+          engineMs,
           roundTripMs: Math.max(0, performance.now() - startedAt),
           stats: {
             trackMs: m[Meta.trackMs]!,
             latentMs: m[Meta.latentMs]!,
             generateMs: m[Meta.generateMs]!,
             pasteMs: m[Meta.pasteMs]!,
+            ...(refineMs >= 0 ? { refineMs } : {}),
             face: m[Meta.face] === 1,
           },
         };
         this.emit('frame', out);
+        this.#onRendered(engineMs, refineMs >= 0 ? refineMs : undefined);
         return;
       }
       case 'renderError': {
@@ -339,6 +381,20 @@ export class AvatarSession extends EventEmitter {
         return;
       }
     }
+  }
+
+  /** Feeds the steps policy; a change goes to the engine at once (the next frame renders with it). */
+  #onRendered(engineMs: number, refineMs: number | undefined): void {
+    const before = this.#policy.effective;
+    const steps = this.#policy.rendered(engineMs, refineMs);
+    if (steps === null || this.#closed) return;
+    this.#log.info(steps < before ? 'overloaded: refiner steps lowered' : 'headroom: refiner steps raised', {
+      from: before,
+      to: steps,
+      requested: this.#policy.requested,
+    });
+    this.#postSettings();
+    this.emit('steps', steps);
   }
 
   #rejectAll(err: AppError): void {

@@ -11,7 +11,8 @@
  */
 import { parentPort } from 'node:worker_threads';
 import type { AvatarEngine, I420Frame, PreparedPortrait } from './engine.js';
-import type { AvatarSettings, PublicError } from '../signaling/protocol.js';
+import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
+import { MAX_REFINER_STEPS, noRefiner } from '../signaling/protocol.js';
 import { createEngine, type EngineOptions } from './engines/index.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
 import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
@@ -33,6 +34,8 @@ export type FromWorker =
       type: 'reply';
       id: number;
       ok: true;
+      /** init: what the engine can do with AvatarSettings.steps. */
+      refiner?: RefinerInfo;
       prepared?: PreparedPortrait;
       output?: { buffer: SharedArrayBuffer; capacity: number };
     }
@@ -52,6 +55,8 @@ let outDropped = 0;
 let rendered = 0;
 let crashAfter = 0;
 let slowRenderMs = 0;
+let fakeRefinerMsPerStep = 0;
+let fakeSteps = 0;
 /** main clock = worker clock + clockOffset (both performance.now(), different time origins). */
 let clockOffset = 0;
 let closed = false;
@@ -85,6 +90,13 @@ function renderOne(): boolean {
     const stats = engine.render(driving, out, m[Meta.receivedAt]!);
     // Test-only (EngineOptions.slowRenderMs): a busy thread, as a slow engine would keep it.
     while (slowRenderMs > 0 && performance.now() - t0 < slowRenderMs);
+    let refineMs = stats.refineMs;
+    if (fakeRefinerMsPerStep > 0 && fakeSteps > 0) {
+      // Test-only (EngineOptions.fakeRefinerMsPerStep): the cost of a refiner running the settings' steps.
+      const r0 = performance.now();
+      while (performance.now() - r0 < fakeRefinerMsPerStep * fakeSteps);
+      refineMs = performance.now() - r0;
+    }
     const o = slot.meta;
     o[Meta.seq] = m[Meta.seq]!;
     o[Meta.width] = out.width;
@@ -99,6 +111,7 @@ function renderOne(): boolean {
     o[Meta.pasteMs] = stats.pasteMs;
     o[Meta.face] = stats.face ? 1 : 0;
     o[Meta.outDropped] = outDropped;
+    o[Meta.refineMs] = refineMs ?? -1;
     if (output.publish()) outDropped++;
     post({ type: 'frame' });
   } catch (err) {
@@ -120,9 +133,14 @@ async function handle(msg: ToWorker): Promise<void> {
       try {
         crashAfter = msg.options.crashAfterFrames ?? 0;
         slowRenderMs = msg.options.slowRenderMs ?? 0;
+        fakeRefinerMsPerStep = msg.options.fakeRefinerMsPerStep ?? 0;
         clockOffset = performance.timeOrigin - msg.mainTimeOrigin;
         engine = await createEngine(msg.engine, msg.options, log);
-        post({ type: 'reply', id: msg.id, ok: true });
+        const r = fakeRefinerMsPerStep > 0 ? { defaultSteps: 2 } : engine.refiner;
+        const refiner: RefinerInfo = r
+          ? { available: true, defaultSteps: Math.min(r.defaultSteps, MAX_REFINER_STEPS), maxSteps: MAX_REFINER_STEPS }
+          : noRefiner;
+        post({ type: 'reply', id: msg.id, ok: true, refiner });
       } catch (err) {
         fail(msg.id, err);
       }
@@ -151,6 +169,7 @@ async function handle(msg: ToWorker): Promise<void> {
       if (renderOne() && input?.pending) setImmediate(() => enqueue({ type: 'kick' }));
       return;
     case 'settings':
+      fakeSteps = msg.settings.steps;
       engine?.updateSettings(msg.settings);
       return;
     case 'recalibrate':

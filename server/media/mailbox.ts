@@ -38,6 +38,8 @@ export const Meta = {
   face: 11,
   /** Output frames the main thread never took (cumulative, written by the worker). */
   outDropped: 12,
+  /** The learned refiner's time, ms; -1 when it did not run. */
+  refineMs: 13,
 } as const;
 
 /** A frame handed over: a view on its slot (valid until this side swaps again) and its metadata. */

@@ -8,6 +8,10 @@
  * Frame path: ingest sink -> AvatarSession.pushFrame (latest frame wins) -> worker renders -> 'frame' ->
  * Publisher.publishVideo -> viewers. See doc/closures.md for who emits what on close and on crash.
  *
+ * Refiner steps: AvatarSettings.steps is the performer's wish and is echoed as set, also when the engine has no
+ * refiner (RoomInfo.refiner says so); the session runs at most that many, fewer under overload, and
+ * RoomStats.refinerSteps reports what runs.
+ *
  * Events: 'stats' (RoomStats, about once a second while publishing), 'frame' (FrameTimings, per synthesized frame
  * from a performer frame), 'dropped' (n: frames newly dropped, a delta), 'viewers' (count), 'failure' (PublicError),
  * 'close' (CloseReason).
@@ -124,6 +128,9 @@ export class Room extends EventEmitter {
       if (n > 0) this.emit('dropped', n);
     });
     session.on('failure', (e: unknown) => this.#fail(e));
+    // config.avatar.steps is the steps new rooms start with (AVATAR_STEPS).
+    this.#settings.steps = deps.config.avatar.steps;
+    session.updateSettings(this.#settings);
     this.#statsTimer = setInterval(() => this.#tick(), 1000);
     this.#statsTimer.unref();
   }
@@ -142,6 +149,9 @@ export class Room extends EventEmitter {
         executionProvider: a.executionProvider,
         intraOpThreads: a.intraOpThreads,
         outputSize: a.outputSize,
+        // The engine starts warp only: steps come with the room's settings, so that a missing refiner pack never
+        // stops a room from starting (the session reports refiner.available = false instead).
+        refinerPack: a.refinerPack,
       },
       initTimeoutMs: a.initTimeoutMs,
       log: log.child('avatar'),
@@ -170,6 +180,7 @@ export class Room extends EventEmitter {
       width: this.#width,
       height: this.#height,
       settings: { ...this.#settings },
+      refiner: { ...this.#session.refiner },
     };
   }
   get closed(): boolean {
@@ -397,6 +408,7 @@ export class Room extends EventEmitter {
       droppedFrames: this.#session.dropped,
       viewers: this.viewerCount,
       face: this.#face,
+      refinerSteps: this.#session.steps,
     };
     this.#secFrames = 0;
     this.#secLatency = [];

@@ -40,6 +40,12 @@ export interface AvatarSettings {
   lipRetargeting: boolean;
   /** 'relative': motion relative to the performer's neutral; 'absolute': the performer's pose as is. */
   poseMode: 'relative' | 'absolute';
+  /**
+   * Learned refiner steps the performer asks for, an integer 0..MAX_REFINER_STEPS; 0 = warp only (the default).
+   * This is the room's wish, echoed as set: the engine runs at most this many, 0 when the server has no refiner
+   * (RoomInfo.refiner.available), fewer while it is overloaded. RoomStats.refinerSteps says what runs.
+   */
+  steps: number;
 }
 export const defaultAvatarSettings: AvatarSettings = {
   expressionStrength: 1,
@@ -47,7 +53,22 @@ export const defaultAvatarSettings: AvatarSettings = {
   eyeRetargeting: true,
   lipRetargeting: true,
   poseMode: 'relative',
+  steps: 0,
 };
+
+/** Largest AvatarSettings.steps accepted (the refiner's teacher samples in 8). */
+export const MAX_REFINER_STEPS = 8;
+
+/** What the room's engine can do with AvatarSettings.steps. */
+export interface RefinerInfo {
+  /** Whether the engine has a learned refiner (the default engine with a refiner pack loaded). */
+  available: boolean;
+  /** The refiner pack's own default steps (a good choice for the studio to offer first); 0 when not available. */
+  defaultSteps: number;
+  /** Most steps the engine runs; 0 when not available. */
+  maxSteps: number;
+}
+export const noRefiner: RefinerInfo = { available: false, defaultSteps: 0, maxSteps: 0 };
 
 export interface RoomInfo {
   roomId: string;
@@ -56,6 +77,8 @@ export interface RoomInfo {
   width: number;
   height: number;
   settings: AvatarSettings;
+  /** Whether the server can refine (steps > 0 has an effect), so that the studio shows the control only then. */
+  refiner: RefinerInfo;
 }
 
 export interface JoinRequest {
@@ -133,6 +156,8 @@ export interface RoomStats {
   viewers: number;
   /** Whether the last driving frame had a face in it. */
   face: boolean;
+  /** Refiner steps running now: settings.steps, lowered under overload, 0 without a refiner. */
+  refinerSteps: number;
 }
 
 export type CloseReason = 'performer-left' | 'room-deleted' | 'server-shutdown' | 'replaced' | 'error';

@@ -3,6 +3,7 @@
  * returns a typed request or throws AppError('INVALID_MESSAGE' | 'INVALID_SDP') with a short message. Pure: no I/O.
  */
 import { AppError } from '../errors.js';
+import { MAX_REFINER_STEPS } from './protocol.js';
 import type {
   AvatarSettings,
   IceCandidate,
@@ -148,7 +149,7 @@ export function validateSetPortrait(v: unknown): SetPortraitRequest {
 
 /** Validates a partial AvatarSettings: known keys only, each with its type and range. */
 export function validateSettings(v: unknown): Partial<AvatarSettings> {
-  const o = object(v, 'settings', ['expressionStrength', 'headMotion', 'eyeRetargeting', 'lipRetargeting', 'poseMode']);
+  const o = object(v, 'settings', ['expressionStrength', 'headMotion', 'eyeRetargeting', 'lipRetargeting', 'poseMode', 'steps']);
   const out: Partial<AvatarSettings> = {};
   if (o.expressionStrength !== undefined) {
     const n = o.expressionStrength;
@@ -164,6 +165,13 @@ export function validateSettings(v: unknown): Partial<AvatarSettings> {
   if (o.poseMode !== undefined) {
     if (o.poseMode !== 'relative' && o.poseMode !== 'absolute') bad('settings.poseMode must be "relative" or "absolute"');
     out.poseMode = o.poseMode;
+  }
+  if (o.steps !== undefined) {
+    const n = o.steps;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > MAX_REFINER_STEPS) {
+      bad(`settings.steps must be an integer in 0..${MAX_REFINER_STEPS}`);
+    }
+    out.steps = n;
   }
   return out;
 }

@@ -12,6 +12,7 @@ import { readVideoFrames } from '../../server/util/video.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';
 import { waitFor } from '../helpers/wait.js';
 import type { I420Frame } from '../../server/avatar/engine.js';
+import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
 
 let session: AvatarSession | null = null;
 
@@ -33,6 +34,12 @@ describe('default engine in the avatar worker', () => {
       initTimeoutMs: 60_000,
       log: createLogger('test.engine.session'),
     });
+    // No refiner pack given: the worker says so, and refiner steps asked for anyway run as 0 (no crash, no failure).
+    expect(session.refiner).toEqual({ available: false, defaultSteps: 0, maxSteps: 0 });
+    const failures: unknown[] = [];
+    session.on('failure', (e: unknown) => failures.push(e));
+    session.updateSettings({ ...defaultAvatarSettings, steps: 2 });
+    expect(session.steps).toBe(0);
     const prepared = await session.prepare(await loadImageRgb(portraitFile('real_japanese_woman.png')));
     expect(prepared).toEqual({ width: 512, height: 512, face: true });
     const driving: I420Frame[] = [];
@@ -54,6 +61,7 @@ describe('default engine in the avatar worker', () => {
       await waitFor(() => outs.length + session!.dropped >= i + 1, 10_000, 'a rendered or dropped frame');
     }
     expect(outs.length).toBeGreaterThan(20);
+    expect([failures, session.restarts, session.steps]).toEqual([[], 0, 0]);
     expect(faces).toBeGreaterThan(outs.length * 0.9);
     // The first output (neutral) and the last (mouth wide open) differ: the face moved.
     const first = outs[0]!;

@@ -4,6 +4,7 @@ import type { EngineOptions } from '../../server/avatar/engines/index.js';
 import { createLogger } from '../../server/logger.js';
 import { rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
+import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
 import { drawPattern, loadPortrait, lumaMad, makeI420, waitFor } from './helpers.js';
 
 const log = createLogger('test.session');
@@ -105,6 +106,60 @@ describe('AvatarSession (real worker thread)', () => {
     expect(failures.some((m) => /crashed: restarting/.test(m))).toBe(true);
     expect(s.workerThreadId).not.toBe(firstThread);
     expect(preparedAtRestart[0]).toBe(true);
+  });
+
+  it('an engine without a refiner says so, and runs refiner steps > 0 as 0 without a hitch', async () => {
+    const s = await open('passthrough');
+    expect(s.refiner).toEqual({ available: false, defaultSteps: 0, maxSteps: 0 });
+    const changes: number[] = [];
+    s.on('steps', (k: number) => changes.push(k));
+    s.updateSettings({ ...defaultAvatarSettings, steps: 4 });
+    expect(s.steps).toBe(0);
+    const prepared = await s.prepare(await loadPortrait());
+    const stats: SessionFrame['stats'][] = [];
+    s.on('frame', (f: SessionFrame) => stats.push(f.stats));
+    const drv = makeI420(prepared.width, prepared.height);
+    for (let t = 0; t < 5; t++) {
+      drawPattern(drv, t);
+      s.pushFrame(drv);
+      await waitFor(() => stats.length + s.dropped >= t + 1, 5000, 'a rendered frame');
+    }
+    expect(stats.length).toBeGreaterThanOrEqual(1);
+    expect(stats.every((st) => st.refineMs === undefined)).toBe(true);
+    expect([s.steps, changes]).toEqual([0, []]);
+  });
+
+  it('lowers refiner steps when frames take longer than the budget, and the engine renders with fewer', async () => {
+    // A stand-in refiner that costs 10 ms per step; budget 30 ms: 4 steps (40 ms) are too many, 2 (20 ms) fit.
+    const s = await AvatarSession.create({
+      engine: 'passthrough',
+      engineOptions: { ...base, fakeRefinerMsPerStep: 10 },
+      initTimeoutMs: 20_000,
+      stepsPolicy: { budgetMs: 30, window: 5, raiseAfter: 2 },
+      log,
+    });
+    sessions.push(s);
+    expect(s.refiner).toMatchObject({ available: true, maxSteps: 8 });
+    s.updateSettings({ ...defaultAvatarSettings, steps: 4 });
+    expect(s.steps).toBe(4);
+    const changes: number[] = [];
+    s.on('steps', (k: number) => changes.push(k));
+    const prepared = await s.prepare(await loadPortrait());
+    const refine: number[] = [];
+    s.on('frame', (f: SessionFrame) => refine.push(f.stats.refineMs ?? -1));
+    const drv = makeI420(prepared.width, prepared.height);
+    // Paced: one frame at a time, so that nothing drops and only the render time speaks.
+    for (let t = 0; t < 16; t++) {
+      drawPattern(drv, t);
+      s.pushFrame(drv);
+      await waitFor(() => refine.length + s.dropped >= t + 1, 5000, 'a rendered frame');
+    }
+    expect(changes).toEqual([2]);
+    expect(s.steps).toBe(2);
+    // The first frames ran 4 steps, the last ones 2.
+    expect(refine[0]).toBeGreaterThanOrEqual(40);
+    expect(refine.at(-1)).toBeGreaterThanOrEqual(20);
+    expect(refine.at(-1)).toBeLessThan(40);
   });
 
   it('close() ends the worker, is idempotent and emits close once', async () => {

@@ -57,6 +57,9 @@ describe('signaling with real peers', () => {
     const ps = await client();
     const joined = await call<JoinResponse>(ps, 'join', { token: room.performerToken });
     expect(joined.room.portraitId).toBe(portrait.id);
+    // Refiner steps asked for where there is no refiner: accepted and echoed, run as 0; the stream is unaffected.
+    expect(joined.room.refiner.available).toBe(false);
+    expect((await call<{ steps: number }>(ps, 'setSettings', { settings: { steps: 4 } })).steps).toBe(4);
     const performer = new PerformerClient();
     peers.push(performer);
     const pub = await call<SdpResponse>(ps, 'publish', { sdp: await performer.offer() }, 30_000);
@@ -76,12 +79,14 @@ describe('signaling with real peers', () => {
     await waitFor(() => viewer.frames >= 15, 30_000, 'viewer frames');
     const [s] = await stats;
     expect([typeof s.fps, typeof s.viewers, typeof s.latencyMs]).toEqual(['number', 'number', 'number']);
+    expect(s.refinerSteps).toBe(0);
     await waitFor(async () => ((await (await fetch(`${ts.url}/healthz`)).json()) as { viewers: number }).viewers === 1, 10_000, 'healthz viewers');
     expect(await metric('avatar_frames_total')).toBeGreaterThan(0);
     expect(await metric('avatar_end_to_end_seconds_count')).toBeGreaterThan(0);
     expect(await metric('avatar_viewers')).toBe(1);
     const text = await (await fetch(`${ts.url}/metrics`)).text();
     expect(text).toContain(`avatar_room_fps{room="${room.roomId}"}`);
+    expect(text).toContain(`avatar_refiner_steps{room="${room.roomId}"} 0`);
 
     // The viewer leaves: its peer is dropped and the count follows.
     vs.disconnect();

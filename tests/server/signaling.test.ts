@@ -7,7 +7,8 @@
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/auth/tokens.js';
-import type { JoinResponse, Result } from '../../server/signaling/protocol.js';
+import type { AvatarSettings, JoinResponse, Result, RoomInfo } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
@@ -145,6 +146,7 @@ describe('roles', () => {
     expect(errorCode(await request(v, 'unpublish', {}))).toBe('FORBIDDEN');
     expect(errorCode(await request(v, 'setPortrait', { portraitId: 'a'.repeat(32) }))).toBe('FORBIDDEN');
     expect(errorCode(await request(v, 'setSettings', { settings: { headMotion: false } }))).toBe('FORBIDDEN');
+    expect(errorCode(await request(v, 'setSettings', { settings: { steps: 2 } }))).toBe('FORBIDDEN');
     expect(errorCode(await request(v, 'recalibrate', {}))).toBe('FORBIDDEN');
     expect(errorCode(await request(v, 'ice', { target: 'publish', candidate: null }))).toBe('FORBIDDEN');
     await stillServes(room);
@@ -162,6 +164,34 @@ describe('roles', () => {
     const [info] = await roomEvent;
     expect(info).toMatchObject({ roomId: room.roomId });
     expect(await call(p, 'recalibrate', {})).toBeNull();
+  });
+
+  it('carries refiner steps through the room settings: set by the performer, echoed to everybody, validated', async () => {
+    const room = await createRoom();
+    const p = await client();
+    const pj = await call<JoinResponse>(p, 'join', { token: room.performerToken });
+    // No refiner here (the portrait engine; and no refiner pack in the repository yet): the studio hides the control.
+    expect(pj.room.settings.steps).toBe(0);
+    expect(pj.room.refiner).toEqual({ available: false, defaultSteps: 0, maxSteps: 0 });
+    const v = await client();
+    await call<JoinResponse>(v, 'join', { token: room.viewerToken });
+    const roomEvent = nextEvent<[RoomInfo]>(v, 'room');
+    const settings = await call<AvatarSettings>(p, 'setSettings', { settings: { steps: 2 } });
+    expect(settings).toEqual({ ...defaultAvatarSettings, steps: 2 });
+    const [info] = await roomEvent;
+    expect(info.settings.steps).toBe(2);
+    expect(info.refiner.available).toBe(false);
+    // Other settings keep it; a late joiner gets it.
+    expect((await call<AvatarSettings>(p, 'setSettings', { settings: { headMotion: false } })).steps).toBe(2);
+    const late = await client();
+    expect((await call<JoinResponse>(late, 'join', { token: room.viewerToken })).room.settings).toMatchObject({ steps: 2, headMotion: false });
+    for (const steps of [-1, 9, 1.5, '2']) {
+      const r = await request(p, 'setSettings', { settings: { steps } });
+      expect(errorCode(r)).toBe('INVALID_MESSAGE');
+      if (!r.ok) expect(r.error.message).toMatch(/steps must be an integer in 0\.\.8/);
+    }
+    expect(ts.server.rooms.get(room.roomId)?.info.settings.steps).toBe(2);
+    await stillServes(room);
   });
 
   it('sets a stored portrait for the room and records the room in its consent log', async () => {

@@ -49,6 +49,7 @@ describe('signaling validators', () => {
       headMotion: false,
       poseMode: 'absolute',
     });
+    for (const steps of [0, 1, 2, 4, 8]) expect(validateSetSettings({ settings: { steps } }).settings).toEqual({ steps });
     expect(validateEmpty(undefined, 'x')).toEqual({});
     expect(validateEmpty({}, 'x')).toEqual({});
     expect(validateSfuConnect({ transportId: 'a1b2-c3', dtlsParameters: { role: 'client', fingerprints: [] } }).transportId).toBe('a1b2-c3');
@@ -66,6 +67,10 @@ describe('signaling validators', () => {
     expect(code(() => validateSetSettings({ settings: { expressionStrength: Number.NaN } }))).toBe('INVALID_MESSAGE');
     expect(code(() => validateSetSettings({ settings: { headMotion: 'yes' } }))).toBe('INVALID_MESSAGE');
     expect(code(() => validateSetSettings({ settings: { wings: true } }))).toBe('INVALID_MESSAGE');
+    // Refiner steps: an integer 0..8, nothing else.
+    for (const steps of [-1, 9, 1.5, '2', null, true, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(code(() => validateSetSettings({ settings: { steps } }))).toBe('INVALID_MESSAGE');
+    }
     expect(code(() => validateEmpty('x', 'recalibrate'))).toBe('INVALID_MESSAGE');
     expect(code(() => validateSfuConnect({ transportId: 'a', dtlsParameters: 'x' }))).toBe('INVALID_MESSAGE');
   });

@@ -36,6 +36,11 @@ export interface EngineOptions {
    * neither blocks the signaling loop nor other rooms. Never set by the config.
    */
   slowRenderMs?: number;
+  /**
+   * TEST ONLY: the worker acts as if its engine had a refiner that keeps the thread busy this long per step, so that
+   * the session's steps policy can be exercised with any engine. Never set by the config.
+   */
+  fakeRefinerMsPerStep?: number;
 }
 
 export type EngineFactory = (options: EngineOptions, log: Logger) => AvatarEngine | Promise<AvatarEngine>;

@@ -544,8 +544,15 @@ export class DefaultEngine implements AvatarEngine {
     }
   }
 
+  /**
+   * Applies the room's settings, `steps` through setSteps() (the network in use is kept). Without a refiner pack,
+   * steps > 0 run as 0 instead of throwing: a settings message must never crash the worker, and the session already
+   * tells the room (refiner.available = false) that steps have no effect here.
+   */
   updateSettings(settings: AvatarSettings): void {
     this.#settings = { ...settings };
+    const steps = this.#refiner ? Math.min(Math.max(0, Math.trunc(settings.steps)), MAX_STEPS) : 0;
+    if (Number.isFinite(steps) && steps !== this.#steps) this.setSteps(steps, this.#refinerNet);
   }
 
   recalibrate(): void {
