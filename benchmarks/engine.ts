@@ -1,11 +1,17 @@
 /**
- * `npm run bench -- engine [--portrait FILE] [--driving FILE] [--frames N] [--threads N] [--output-size N]`
+ * `npm run bench -- engine [--portrait FILE] [--driving FILE] [--frames N] [--threads N] [--output-size N] [--steps K]
+ *   [--refiner-pack DIR]`
+ *
+ * With a refiner pack (models/refiner by default, when present) it also measures the learned refiner at k = 0, 1, 2
+ * and 4 steps (the `refiner` block: total and refine-stage p50/p95 per k, and the cost of one step); the main numbers
+ * are for --steps (default: the pack's default steps when there is a pack, else 0).
  *
  * The default engine's per-frame cost: driving frames (I420, as the live path receives them) through the full
  * engine (track, latent, generate, paste) at 512 px output. Reports p50/p95 per stage and in total, fps, and the CPU
  * time per frame (which excludes time spent waiting for a core, so it shows what contention from other processes
  * added to the wall times). Writes benchmarks/results/engine.json.
  */
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DefaultEngine, createDefaultVision } from '../server/avatar/engines/default/index.js';
@@ -29,6 +35,8 @@ export async function main(args: string[]): Promise<void> {
   const frameCount = Number(arg(args, 'frames', '300'));
   const threads = Number(arg(args, 'threads', '1'));
   const outputSize = Number(arg(args, 'output-size', '512'));
+  const refinerPack = arg(args, 'refiner-pack', path.join(projectRoot, 'models', 'refiner'));
+  const hasRefiner = existsSync(path.join(refinerPack, 'manifest.json'));
   const warmup = 20;
 
   const frames: I420Frame[] = [];
@@ -40,13 +48,16 @@ export async function main(args: string[]): Promise<void> {
     intraOpThreads: threads,
     outputSize,
     vision: await createDefaultVision(),
+    refinerPack: hasRefiner ? refinerPack : null,
   });
+  const steps = Number(arg(args, 'steps', String(engine.refiner?.defaultSteps ?? 0)));
+  engine.setSteps(steps);
   try {
     const prepStart = performance.now();
     const prepared = await engine.prepare(await loadImageRgb(portraitFile));
     const prepareMs = performance.now() - prepStart;
     const out = createI420(prepared.width, prepared.height);
-    const stages = { track: [] as number[], latent: [] as number[], generate: [] as number[], paste: [] as number[] };
+    const stages = { track: [] as number[], latent: [] as number[], generate: [] as number[], paste: [] as number[], refine: [] as number[] };
     const total: number[] = [];
     const cpu: number[] = [];
     let faces = 0;
@@ -66,11 +77,44 @@ export async function main(args: string[]): Promise<void> {
       stages.latent.push(s.latentMs);
       stages.generate.push(s.generateMs);
       stages.paste.push(s.pasteMs);
+      stages.refine.push(s.refineMs ?? 0);
       total.push(t1 - t0);
       cpu.push((c1.user + c1.system) / 1000);
       if (s.face) faces++;
     }
     const totalS = summarize(total);
+    // The refiner at each k, on the same frames (shorter runs).
+    let refiner: Record<string, unknown> | null = null;
+    if (engine.refiner) {
+      const perK: Record<string, { total: ReturnType<typeof summarize>; refine: ReturnType<typeof summarize> }> = {};
+      const n = Math.min(frameCount, 150);
+      for (const k of [0, 1, 2, 4]) {
+        engine.setSteps(k);
+        const tt: number[] = [];
+        const rr: number[] = [];
+        for (let i = 0; i < warmup + n; i++) {
+          const frame = frames[i % frames.length]!;
+          const t0 = performance.now();
+          const st = engine.render(frame, out, (warmup + frameCount + i) * (1000 / 25));
+          if (i >= warmup) {
+            tt.push(performance.now() - t0);
+            rr.push(st.refineMs ?? 0);
+          }
+        }
+        perK[`k${k}`] = { total: summarize(tt), refine: summarize(rr) };
+      }
+      const r1 = perK.k1!.refine.p50;
+      const r4 = perK.k4!.refine.p50;
+      refiner = {
+        pack: engine.refiner.pack,
+        default_steps: engine.refiner.defaultSteps,
+        frames_per_k: n,
+        per_k: perK,
+        step_ms_p50: Math.round(((r4 - r1) / 3) * 100) / 100,
+        fixed_ms_p50: Math.round((r1 - (r4 - r1) / 3) * 100) / 100,
+      };
+      engine.setSteps(steps);
+    }
     writeResult('engine', {
       portrait: path.basename(portraitFile),
       driving: path.basename(drivingFile),
@@ -80,6 +124,7 @@ export async function main(args: string[]): Promise<void> {
       frames: frameCount,
       face_frames: faces,
       intra_op_threads: threads,
+      steps,
       cpus: os.cpus().length,
       load_average_1m: { start: load0, end: os.loadavg()[0]! },
       prepare_ms: Math.round(prepareMs),
@@ -92,8 +137,10 @@ export async function main(args: string[]): Promise<void> {
         latent: summarize(stages.latent),
         generate: summarize(stages.generate),
         paste: summarize(stages.paste),
+        refine: summarize(stages.refine),
         total: totalS,
       },
+      refiner,
       goal: { p95_ms: 40, fps: 25 },
     });
   } finally {

@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- quality [--engine NAME] [--steps K] [--max-frames N] [--clips a,b] [--cross P1,P2|none]
- *   [--cross-clips a,b] [--size PX] [--id-every N] [--no-sheets]`
+ * `npm run bench -- quality [--engine NAME] [--steps K] [--teacher] [--max-frames N] [--clips a,b] [--cross P1,P2|none]
+ *   [--cross-clips a,b] [--size PX] [--id-every N] [--no-sheets] [--name RESULT]`
  *
  * Runs the offline evaluation (server/quality/evaluate.ts, the same code as `avatar eval`) on every shared driving
  * clip in self-reenactment mode, and cross-reenactment of six shared portraits (a photo, a painting, a cartoon, an
@@ -10,6 +10,8 @@
  * in benchmarks/results/quality-sheets/ (git-ignored: the sheets hold frames of third-party clips and portraits, which
  * are never committed).
  * --max-frames defaults to 150 per clip (5 s at 30 fps) to keep a full run within minutes on 2 cores; 0 = all frames.
+ * --name writes benchmarks/results/RESULT.json (and its sheets under quality-sheets/RESULT/) instead of quality.json,
+ * e.g. to keep the refiner's k = 1, 2, 4 and teacher runs beside the warp-only run.
  */
 import { mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -177,6 +179,8 @@ export async function main(argv: string[]): Promise<void> {
       size: { type: 'string', default: '512' },
       'id-every': { type: 'string', default: '5' },
       'no-sheets': { type: 'boolean' },
+      teacher: { type: 'boolean' },
+      name: { type: 'string', default: 'quality' },
     },
     strict: true,
   });
@@ -192,7 +196,9 @@ export async function main(argv: string[]): Promise<void> {
   const steps = Number(values.steps);
   const idEvery = Number(values['id-every']);
   const resultsDir = path.resolve(here, 'results');
-  const sheetsDir = path.join(resultsDir, 'quality-sheets');
+  const resultName = values.name;
+  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(resultName)) throw new Error(`--name must be a plain file name (got "${resultName}")`);
+  const sheetsDir = path.join(resultsDir, 'quality-sheets', resultName === 'quality' ? '' : resultName);
   if (!values['no-sheets']) mkdirSync(sheetsDir, { recursive: true });
   const faceModels = await FaceModelPool.create();
 
@@ -207,7 +213,7 @@ export async function main(argv: string[]): Promise<void> {
       driving,
       portrait: portraitPath ? await loadPortrait(portraitPath) : 'first-frame',
       portraitLabel: portraitPath ?? `first frame of ${clip}`,
-      engineName,
+      engineName: values.teacher ? `${engineName} (teacher)` : engineName,
       steps,
       faceModels,
       idEvery,
@@ -218,7 +224,7 @@ export async function main(argv: string[]): Promise<void> {
       createEngines: async (selfSize) => {
         const overrides = { outputSize: selfSize ?? size };
         return {
-          model: await openEngine(engineName, config.avatar, { ...overrides, steps }),
+          model: await openEngine(engineName, config.avatar, { ...overrides, steps, ...(values.teacher ? { refinerNet: 'teacher' as const } : {}) }),
           frozen: await openEngine('portrait', config.avatar, { ...overrides, steps: 0 }),
         };
       },
@@ -253,7 +259,7 @@ export async function main(argv: string[]): Promise<void> {
 
   const self = rows.filter((r) => r.mode === 'self');
   const crossRows = rows.filter((r) => r.mode === 'cross');
-  writeResult('quality', {
+  writeResult(resultName, {
     command: `npm run bench -- quality ${argv.join(' ')}`.trim(),
     engine: engineName,
     steps,

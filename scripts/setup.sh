@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the server and its tests need, idempotently: Debian packages (only the missing ones) and npm
 # packages (npm ci when node_modules is missing or older than package-lock.json).
-#   bash scripts/setup.sh              runtime + tests + benchmarks
-#   bash scripts/setup.sh --training   also PyTorch/ONNX for rebuilding the model pack (models/tools)
+#   bash scripts/setup.sh              runtime + tests + benchmarks + training (PyTorch: the test suite trains a
+#                                      few steps of the learned refiner, and npm run train needs it)
+#   bash scripts/setup.sh --training   the same (kept for older instructions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,9 @@ fi
 
 # chromium: end-to-end tests and benchmarks; ffmpeg: video I/O; libdlib-data: the 68-point landmark model;
 # opencv-data: face cascades; libdlib-dev + pkg-config + g++: the dlib C++ side of the tracking benchmark.
-pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++)
-if [ "${1:-}" = "--training" ]; then pkgs+=(python3-torch python3-onnx python3-numpy python3-opencv); fi
+# python3-torch, python3-onnx, python3-numpy: training and exporting the learned refiner (npm run train; its smoke
+# test is part of npm test) and rebuilding the default pack (models/tools).
+pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv)
 
 missing=()
 for p in "${pkgs[@]}"; do

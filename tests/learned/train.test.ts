@@ -1,0 +1,112 @@
+/**
+ * The training smoke test (CI does not train for real): `npm run train`'s script on two short shared clips, a few
+ * steps of the teacher and the student, and an exported pack that the default engine loads and runs. Real clips,
+ * the project's own tracker and warp for the dataset, Debian's PyTorch, real ONNX sessions.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../server/avatar/engines/index.js';
+import { DefaultEngine } from '../../server/avatar/engines/default/engine.js';
+import { ModelPack } from '../../server/inference/modelPack.js';
+import { createLogger } from '../../server/logger.js';
+import { createI420, rgbToI420 } from '../../server/util/image.js';
+import { readVideoFrames } from '../../server/util/video.js';
+import { drivingClip, repoRoot } from '../helpers/media.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'avatar-train-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code: code ?? 1, out }));
+  });
+}
+
+describe('npm run train (smoke)', () => {
+  it('builds the dataset from two clips, trains a few steps, exports a pack the engine loads and runs', { timeout: 600_000 }, async () => {
+    const data = path.join(dir, 'data');
+    await mkdir(data);
+    for (const c of ['man_mouth_wide_open.mp4', 'child_talking_gaze.mp4']) await symlink(drivingClip(c), path.join(data, c));
+    const cache = path.join(dir, 'cache');
+    const out = path.join(dir, 'pack');
+    const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
+    const args = ['scripts/train.ts', '--data', data, '--cache', cache, '--out', out, '--minutes', '0.05', '--student-minutes', '0.03', '--max-samples', '6', '--stride', '4'];
+    const r = await run(tsx, args);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toMatch(/dataset 1\/2 child_talking_gaze\.mp4: 6 samples/);
+    expect(r.out).toMatch(/dataset ready: 2 clips, 12 samples/);
+    expect(r.out).toMatch(/exported encoder\.onnx, refiner\.onnx, refiner_teacher\.onnx and manifest\.json/);
+
+    // The pack validates like every pack (hashes, names, shapes), and says what it was trained on.
+    const pack = await ModelPack.load(out);
+    expect(pack.manifest.resolution).toBe(128);
+    expect([1, 2, 4]).toContain(pack.manifest.steps);
+    expect(pack.manifest.files.map((f) => f.role).sort()).toEqual(['encoder', 'refiner', 'refiner_teacher']);
+    pack.close();
+    const training = JSON.parse(await readFile(path.join(out, 'training.json'), 'utf8')) as { samples: number; clips: number };
+    expect(training.samples).toBe(12);
+
+    // A second run reuses the cached samples and resumes from the checkpoints (nothing left to train).
+    const again = await run(tsx, args);
+    expect(again.code, again.out).toBe(0);
+    expect(again.out).toMatch(/dataset 2\/2 man_mouth_wide_open\.mp4: 6 samples \(0\.\d s\)/);
+    expect(again.out).toMatch(/teacher: resumed at step \d+/);
+
+    // The engine runs it: k = 0 and k = 1 give frames of the right size, and they differ.
+    const engine = await createEngine('default', { modelPack: path.join(repoRoot, 'models', 'default'), executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256, refinerPack: out, steps: 1 }, createLogger('test'));
+    try {
+      expect(engine).toBeInstanceOf(DefaultEngine);
+      const eng = engine as DefaultEngine;
+      expect(eng.refiner?.defaultSteps).toBe(pack.manifest.steps);
+      const frames = [];
+      for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), { format: 'rgb24', maxFrames: 75 })) frames.push(f);
+      const first = { width: frames[0]!.width, height: frames[0]!.height, data: frames[0]!.data };
+      const prepared = await eng.prepare(first);
+      const drv = createI420(first.width, first.height);
+      const k0 = createI420(prepared.width, prepared.height);
+      const k1 = createI420(prepared.width, prepared.height);
+      let differs = 0;
+      let refined = 0;
+      for (const [i, f] of frames.entries()) {
+        rgbToI420({ width: f.width, height: f.height, data: f.data }, drv);
+        eng.setSteps(0);
+        eng.render(drv, k0, i * 33);
+        eng.setSteps(1);
+        const st = eng.render(drv, k1, i * 33 + 1);
+        if (st.refineMs !== undefined) refined++;
+        let d = 0;
+        for (let j = 0; j < k0.data.length; j++) d += Math.abs(k0.data[j]! - k1.data[j]!);
+        if (d > 0) differs++;
+      }
+      expect(k1.width).toBe(prepared.width);
+      expect(refined).toBeGreaterThan(60);
+      expect(differs).toBeGreaterThan(60);
+      expect(() => eng.setSteps(9)).toThrow(TypeError);
+    } finally {
+      engine.close();
+    }
+  });
+
+  it('refuses a cache inside the repository and missing data with clear messages', async () => {
+    const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
+    const inside = await run(tsx, ['scripts/train.ts', '--data', dir, '--cache', path.join(repoRoot, 'tmp-cache')]);
+    expect(inside.code).toBe(2);
+    expect(inside.out).toMatch(/no clips|--cache must be outside the repository/);
+    const none = await run(tsx, ['scripts/train.ts']);
+    expect(none.code).toBe(2);
+    expect(none.out).toContain('--data DIR is required');
+  });
+});
