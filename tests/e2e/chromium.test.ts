@@ -16,7 +16,7 @@
  * models/default/manifest.json exists, a last case runs the model-pack engine on its own server and checks that the
  * viewer sees the animated portrait (not the webcam). Its speed is a benchmark matter, not asserted here.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -51,6 +51,7 @@ type Win = {
       settings: Record<string, unknown>;
     } | null;
     lastError: { code: string } | null;
+    stats: { refinerSteps: number; fps: number } | null;
   };
 };
 
@@ -61,6 +62,10 @@ const SMALL = 48; // side of the downscaled grayscale frames compared
 /** The model-pack engine is tested in its own case when its pack exists; the transport cases use 'portrait'. */
 const modelPack = existsSync(path.join(repoRoot, 'models', 'default', 'manifest.json'));
 if (!modelPack) process.stdout.write('model-pack engine case skipped: models/default/manifest.json is missing\n');
+/** The learned refiner's case runs when its trained pack is in the repository (models/refiner). */
+const refinerPackDir = path.join(repoRoot, 'models', 'refiner');
+const refinerPack = modelPack && existsSync(path.join(refinerPackDir, 'manifest.json'));
+if (!refinerPack) process.stdout.write('refiner e2e case skipped: models/refiner/manifest.json is missing\n');
 const haveTools = existsSync(chromiumPath) && existsSync(CLIP) && existsSync(PORTRAIT) && existsSync(STUDIO_PORTRAIT);
 if (!haveTools) process.stdout.write(`chromium e2e skipped: ${chromiumPath} or the shared media is missing\n`);
 
@@ -513,6 +518,48 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
         // Leave the second server before it stops, so that no page keeps reconnecting to it.
         await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
         await s2.stop();
+      }
+    },
+    180_000,
+  );
+
+  it.runIf(refinerPack)(
+    'learned refiner on: the viewer still gets >= 10 fps of the refined avatar',
+    async () => {
+      const pPage = performer!.page;
+      const vPage = viewer!.page;
+      const manifest = JSON.parse(readFileSync(path.join(refinerPackDir, 'manifest.json'), 'utf8')) as { steps: number };
+      const s3 = await startTestServer({ avatar: { engine: 'default', refinerPack: refinerPackDir, steps: manifest.steps } });
+      try {
+        const portrait = await upload(s3.url, PORTRAIT);
+        const room = await createRoom(s3.url, portrait.id);
+        await pPage.goto(`${room.performerUrl}&preview=0`);
+        await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
+        await pPage.locator('#start').click();
+        await waitFor(
+          () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
+          30_000,
+          'performer connected',
+        );
+        await vPage.goto(room.viewerUrl);
+        await waitFor(() => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 60_000, 'viewer frames');
+        // The refiner runs (the room's stats say how many steps, after any overload lowering).
+        await waitFor(
+          () => pPage.evaluate(() => ((window as unknown as Win).__studio.stats?.refinerSteps ?? 0) > 0),
+          30_000,
+          'refiner steps > 0 in the room stats',
+        );
+        const f0 = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
+        const t0 = Date.now();
+        await waitFor(() => Date.now() - t0 >= 6000, 10_000, '6 s window', 100);
+        const fps = ((await vPage.evaluate(() => (window as unknown as Win).__avatar.frames)) - f0) / ((Date.now() - t0) / 1000);
+        const steps = await pPage.evaluate(() => (window as unknown as Win).__studio.stats?.refinerSteps ?? 0);
+        process.stdout.write(`e2e refiner: ${JSON.stringify({ fps: +fps.toFixed(1), steps, asked: manifest.steps })}\n`);
+        expect(fps).toBeGreaterThanOrEqual(10);
+        expect(steps).toBeGreaterThan(0);
+      } finally {
+        await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
+        await s3.stop();
       }
     },
     180_000,
