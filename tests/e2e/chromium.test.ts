@@ -21,6 +21,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import sharp from 'sharp';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Probe } from '../../benchmarks/lib/browserProbe.js';
 import { installProbe } from '../../benchmarks/lib/browserInject.js';
@@ -135,6 +136,31 @@ async function createRoom(
   const body = await res.text();
   expect(res.status, body).toBe(201);
   return JSON.parse(body) as { roomId: string; performerUrl: string; viewerUrl: string };
+}
+
+/**
+ * On a server of its own: uploads the portrait, creates a room, starts the performer's studio (fake webcam) and opens
+ * the viewer, and waits until the viewer has decoded frames. Returns the portrait and the room info the studio got.
+ */
+async function goLive(
+  url: string,
+  pPage: Page,
+  vPage: Page,
+): Promise<{ portrait: { id: string }; out: NonNullable<Win['__studio']['room']> }> {
+  const portrait = await upload(url, PORTRAIT);
+  const room = await createRoom(url, portrait.id);
+  await pPage.goto(`${room.performerUrl}&preview=0`);
+  await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
+  await pPage.locator('#start').click();
+  await waitFor(
+    () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
+    30_000,
+    'performer connected',
+  );
+  const out = await pPage.evaluate(() => (window as unknown as Win).__studio.room!);
+  await vPage.goto(room.viewerUrl);
+  await waitFor(() => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 60_000, 'viewer frames');
+  return { portrait, out };
 }
 
 describe.runIf(haveTools)('end to end in Chromium', () => {
@@ -448,23 +474,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
       const vPage = viewer!.page;
       const s2 = await startTestServer({ avatar: { engine: 'default' } });
       try {
-        const portrait = await upload(s2.url, PORTRAIT);
-        const room = await createRoom(s2.url, portrait.id);
-        await pPage.goto(`${room.performerUrl}&preview=0`);
-        await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
-        await pPage.locator('#start').click();
-        await waitFor(
-          () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
-          30_000,
-          'performer connected',
-        );
-        const out = await pPage.evaluate(() => (window as unknown as Win).__studio.room!);
-        await vPage.goto(room.viewerUrl);
-        await waitFor(
-          () => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10),
-          60_000,
-          'viewer frames',
-        );
+        const { portrait, out } = await goLive(s2.url, pPage, vPage);
 
         // Sample the shown picture a few times while the driving face moves.
         const portraitPng = await (await fetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
@@ -531,18 +541,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
       const manifest = JSON.parse(readFileSync(path.join(refinerPackDir, 'manifest.json'), 'utf8')) as { steps: number };
       const s3 = await startTestServer({ avatar: { engine: 'default', refinerPack: refinerPackDir, steps: manifest.steps } });
       try {
-        const portrait = await upload(s3.url, PORTRAIT);
-        const room = await createRoom(s3.url, portrait.id);
-        await pPage.goto(`${room.performerUrl}&preview=0`);
-        await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
-        await pPage.locator('#start').click();
-        await waitFor(
-          () => pPage.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
-          30_000,
-          'performer connected',
-        );
-        await vPage.goto(room.viewerUrl);
-        await waitFor(() => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 60_000, 'viewer frames');
+        await goLive(s3.url, pPage, vPage);
         // The refiner runs (the room's stats say how many steps, after any overload lowering).
         await waitFor(
           () => pPage.evaluate(() => ((window as unknown as Win).__studio.stats?.refinerSteps ?? 0) > 0),
