@@ -202,11 +202,12 @@ class FiLMBlock(nn.Module):
 class Refiner(nn.Module):
     """One InDI step: F(x_t, t | warp, source, mask, code) -> the clean frame (x_t + a predicted residual)."""
 
-    def __init__(self, ch=(32, 64, 96)):
+    def __init__(self, ch=(48, 96, 128), shuffle=4):
         super().__init__()
         cond = 64
+        self.shuffle = shuffle
         self.cond = nn.Sequential(nn.Linear(CODE + 8, cond), nn.LeakyReLU(0.2), nn.Linear(cond, cond))
-        self.stem = nn.Conv2d(10 * 4, ch[0], 3, 1, 1)
+        self.stem = nn.Conv2d(10 * shuffle * shuffle, ch[0], 3, 1, 1)
         self.b0 = FiLMBlock(ch[0], cond)
         self.d1 = nn.Conv2d(ch[0], ch[1], 4, 2, 1)
         self.b1 = FiLMBlock(ch[1], cond)
@@ -217,7 +218,7 @@ class Refiner(nn.Module):
         self.b4 = FiLMBlock(ch[1], cond)
         self.u0 = nn.Conv2d(ch[1] + ch[0], ch[0], 3, 1, 1)
         self.b5 = FiLMBlock(ch[0], cond)
-        self.out = nn.Conv2d(ch[0], 3 * 4, 3, 1, 1)
+        self.out = nn.Conv2d(ch[0], 3 * shuffle * shuffle, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -226,14 +227,14 @@ class Refiner(nn.Module):
         temb = torch.cat([torch.sin(t * freqs * math.pi), torch.cos(t * freqs * math.pi)], dim=1)
         c = self.cond(torch.cat([code, temb], dim=1))
         x = torch.cat([xt, warp, src, mask], dim=1) * 2 - 1
-        h0 = self.b0(F.leaky_relu(self.stem(F.pixel_unshuffle(x, 2)), 0.2), c)
+        h0 = self.b0(F.leaky_relu(self.stem(F.pixel_unshuffle(x, self.shuffle)), 0.2), c)
         h1 = self.b1(F.leaky_relu(self.d1(h0), 0.2), c)
         h2 = self.b3(self.b2(F.leaky_relu(self.d2(h1), 0.2), c), c)
         u1 = F.interpolate(h2, scale_factor=2, mode="nearest")
         h = self.b4(F.leaky_relu(self.u1(torch.cat([u1, h1], dim=1)), 0.2), c)
         u0 = F.interpolate(h, scale_factor=2, mode="nearest")
         h = self.b5(F.leaky_relu(self.u0(torch.cat([u0, h0], dim=1)), 0.2), c)
-        return xt + F.pixel_shuffle(self.out(h), 2)
+        return xt + F.pixel_shuffle(self.out(h), self.shuffle)
 
 
 def sample(net, b, code, k):
@@ -451,9 +452,10 @@ through FiLM (per-channel scale and shift at every scale, never as a spatial map
 the truth. Default steps in manifest.json: {steps} (the student's best k on the validation clips).
 
 **Architecture:** encoder {tr["parameters"]["encoder"]:,} parameters (4 strided 4x4 convs, 16-64 channels, linear to
-{CODE}); refiner {tr["parameters"]["refiner"]:,} parameters (pixel-unshuffle x2, a U-Net at 64/32/16 px with
-32/64/96 channels, residual 3x3 blocks with FiLM, pixel-shuffle back; predicts a residual over x_t). One ONNX graph
-per step (opset 16); the engine runs the step loop.
+{CODE}); refiner {tr["parameters"]["refiner"]:,} parameters (pixel-unshuffle x4 of the {tr["crop"]}x{tr["crop"]} inputs, a
+U-Net at 1/4, 1/8 and 1/16 of the crop with 48/96/128 channels, residual 3x3 blocks with FiLM, pixel-shuffle x4 back;
+predicts a residual over x_t; ~0.45 G multiply-adds per step). One ONNX graph per step (opset 16); the engine runs
+the step loop.
 
 **Data:** {tr["clips"]} talking-face clips of ../shared/train (see its MANIFEST.md: public repositories of
 talking-head and portrait-animation projects; identities disjoint from the evaluation clips of ../shared/media),
@@ -500,7 +502,7 @@ def main():
     ap.add_argument("--clips", required=True, help="comma-separated clip names (cache file stems)")
     ap.add_argument("--minutes", type=float, default=40)
     ap.add_argument("--student-minutes", type=float, default=10)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--val-every", type=int, default=8, help="one clip in N (by name hash) is kept for validation")
