@@ -6,7 +6,8 @@
  * with a generic face depth) and the expression displacement of every landmark, expressed in the neutral face's frame
  * in units of its width (x) and height (y). Eyes are measured as openness relative to neutral, gaze as the pupil
  * offset. The latent is smoothed (one-euro filter: still when the performer holds still, quick on real motion) and
- * eases back to neutral when no face is seen. The neutral is auto-calibrated over the first ~1 s of frames with a face.
+ * eases back to neutral when no face is seen. The neutral is auto-calibrated from the most relaxed frames (mouth closed,
+ * eyes open, head near its usual pose) of the first ~2 s of frames with a face (see {@link RelaxedNeutral}).
  *
  * `retarget()` maps a latent onto the portrait's landmarks (in its own face frame and sizes, so a wide face drives a
  * narrow one) and applies the head motion with the same generic depth.
@@ -45,13 +46,67 @@ const DEG = Math.PI / 180;
 const Z_RIGID_MEAN = RIGID_POINTS.reduce((s, i) => s + GENERIC_DEPTH[i]!, 0) / RIGID_POINTS.length;
 
 /**
- * Calibration: frames with a face, and how long, before the neutral is fixed. The neutral is the first frame with a
- * face (motion relative to the performer's first frame, as LivePortrait's relative mode): averaging over a second
- * put a performer who starts mid-word (or mid-laugh) into the neutral, a constant offset on every later frame; and
- * when the portrait is the performer's own first frame (self-reenactment) the reference is then exactly it.
+ * Calibration: the performer's neutral face is taken from the most relaxed frames of a window at the start, not from
+ * the first frame alone. The first frame alone puts a performer who starts mid-word (or mid-blink) into the neutral: a
+ * constant offset on every later frame (the avatar's mouth closed when theirs is open, or parted at rest); a plain
+ * average over the first second did the same with the whole word in it.
+ *
+ * The rule ({@link RelaxedNeutral}), over the first CALIB_MS of frames with a face (at least CALIB_MIN_FRAMES frames,
+ * at most CALIB_MAX_FRAMES):
+ * - every frame gets a relaxedness cost from the tracker's values, each term relative to the window itself (so it does
+ *   not depend on the performer's face shape): the mouth's opening above the most closed mouth seen, each eye's
+ *   openness below (blink, squint) or well above (surprise) its median, and the head pose's distance from the median
+ *   pose beyond a tolerance (a turned or nodding head is no neutral);
+ * - the frames whose cost is within COST_SLACK of the best are equally relaxed; the earliest of them (the anchor) and
+ *   the next ones that are close to it (JOIN_MOUTH, JOIN_DEG), at most NEUTRAL_FRAMES, make the neutral. Earliest, not
+ *   lowest-cost: a performer who starts relaxed keeps their first frames as the neutral (what a first-frame neutral
+ *   gave, and what self-reenactment relies on: the portrait is the clip's first frame), and the chosen set stays put
+ *   as more equally relaxed frames come in;
+ * - the neutral is their average, each aligned to the first of them on the rigid points (as motion is measured), then
+ *   placed at their mean placement (position, roll, scale), so head motion is measured from where the relaxed frames
+ *   were; eye openness, gaze and absolute pose are their means.
+ *
+ * The avatar moves from the first frame: that frame is the provisional neutral (the only frame seen, so the most
+ * relaxed). While the window runs the chosen set, and so the neutral, can change; the neutral in use then eases to the
+ * new one (NEUTRAL_TAU_MS) rather than switching, because a switch is a step in every latent component that the
+ * one-euro filter passes almost whole (fast motion opens its cutoff): a visible jump of the mouth or head. The ease
+ * costs only a short lag in that first second; after the window the chosen set is fixed until recalibrate(), and the
+ * neutral in use lands exactly on it (snapped once within SNAP_PX), so a performer holding still gets identical frames.
+ * recalibrate() runs the same procedure again on the next frames (the same frames give the same neutral), easing from
+ * the old neutral instead of jumping.
  */
-const CALIB_MIN_FRAMES = 1;
-const CALIB_MS = 0;
+const CALIB_MS = 2000;
+const CALIB_MIN_FRAMES = 15;
+/** Storage for the window (2 s at up to 120 fps); the window closes early when it is full. */
+const CALIB_MAX_FRAMES = 240;
+/** At most this many relaxed frames are averaged into the neutral (tracker noise averages out; ~0.25 s at 30 fps). */
+const NEUTRAL_FRAMES = 8;
+/** Frames whose cost is within this of the best are equally relaxed. */
+const COST_SLACK = 1;
+/**
+ * Cost terms, each 1 at: a mouth opening (inner-lip gap / mouth width) MOUTH_UNIT above the most closed one; an eye's
+ * openness EYE_UNIT (as a fraction of its median) below EYE_LOW of its median (a blink reaches 0.3-0.5 of it), or twice
+ * that above EYE_HIGH (eyes wide); a head pose POSE_UNIT_DEG beyond POSE_TOL_DEG from the median pose (a tolerance:
+ * the tracker's pitch moves a few degrees with the jaw, and a performer's head is never quite still).
+ */
+const MOUTH_UNIT = 0.04;
+const EYE_LOW = 0.85;
+const EYE_HIGH = 1.25;
+const EYE_UNIT = 0.1;
+const POSE_TOL_DEG = 5;
+const POSE_UNIT_DEG = 5;
+/**
+ * Relaxed frames averaged with the earliest one (the anchor) must be close to it: within JOIN_MOUTH of its mouth
+ * opening and JOIN_DEG of its head pose, together (the distances in these units add up to at most 1). Averaging is
+ * there for the tracker's noise, not to blend two different relaxed moments (a head turned a few degrees apart, lips
+ * closed and lips starting to part): such a blend is neither, and moves a relaxed start's neutral off its first frame.
+ */
+const JOIN_MOUTH = 0.02;
+const JOIN_DEG = 2;
+/** Time constant of the neutral in use easing to a new calibrated neutral. */
+const NEUTRAL_TAU_MS = 150;
+/** The eased neutral is snapped onto the final one when all its landmarks are this close (pixels). */
+const SNAP_PX = 0.02;
 /** Time constant of the ease back to neutral without a face. */
 const NO_FACE_TAU_MS = 300;
 
@@ -67,40 +122,256 @@ function lowpassAlpha(cutoffHz: number, dtS: number): number {
   return 1 / (1 + tau / dtS);
 }
 
+/** Inserts `v` into the ascending `sorted[0..n)` (n < capacity). */
+function insertSorted(sorted: Float64Array, n: number, v: number): void {
+  let i = n;
+  while (i > 0 && sorted[i - 1]! > v) {
+    sorted[i] = sorted[i - 1]!;
+    i--;
+  }
+  sorted[i] = v;
+}
+
+function median(sorted: Float64Array, n: number): number {
+  const h = n >> 1;
+  return n % 2 === 1 ? sorted[h]! : (sorted[h - 1]! + sorted[h]!) / 2;
+}
+
+/** Cost of one eye's openness `open` against its median in the window (0 within EYE_LOW..EYE_HIGH of it). */
+function eyeCost(open: number, med: number): number {
+  const r = med > 1e-6 ? open / med : 1;
+  return Math.max(0, EYE_LOW - r) / EYE_UNIT + Math.max(0, r - EYE_HIGH) / (2 * EYE_UNIT);
+}
+
+/**
+ * The calibration window (the rule is described at CALIB_MS): keeps the frames with a face of the window, scores them,
+ * chooses the relaxed ones and computes their neutral. Preallocated: nothing is allocated per frame.
+ */
+class RelaxedNeutral {
+  /** The neutral of the chosen frames: landmarks (image pixels), eye openness (36-41, 42-47), gaze, pose (degrees). */
+  readonly landmarks = new Float64Array(P2);
+  readonly eye = new Float64Array(2);
+  readonly gaze = new Float64Array(2);
+  readonly pose = { yaw: 0, pitch: 0, roll: 0 };
+  #n = 0;
+  #faceMs = 0;
+  #done = false;
+  #mouthMin = Infinity;
+  readonly #lm = new Float32Array(CALIB_MAX_FRAMES * P2);
+  readonly #mouth = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #eyeL = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #eyeR = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #yaw = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #pitch = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #roll = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #gazeX = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #gazeY = new Float64Array(CALIB_MAX_FRAMES);
+  // Sorted copies, for the medians.
+  readonly #sEyeL = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #sEyeR = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #sYaw = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #sPitch = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #sRoll = new Float64Array(CALIB_MAX_FRAMES);
+  // The chosen frames (window indices, ascending).
+  readonly #chosen = new Int32Array(NEUTRAL_FRAMES);
+  #chosenCount = 0;
+  readonly #ref = new Float64Array(P2);
+  readonly #tmp = new Float64Array(P2);
+  readonly #sim: Similarity = { a: 1, b: 0, tx: 0, ty: 0 };
+
+  /** Whether the window has closed (the neutral is final). */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Starts a new window. */
+  reset(): void {
+    this.#n = 0;
+    this.#faceMs = 0;
+    this.#done = false;
+    this.#mouthMin = Infinity;
+    this.#chosenCount = 0;
+  }
+
+  /** Adds one frame with a face (`cur`: its landmarks; `dtMs`: time since the previous frame); updates the neutral. */
+  add(track: FaceTrack, cur: Float64Array, dtMs: number): void {
+    if (this.#done) return;
+    const k = this.#n;
+    this.#lm.set(cur, k * P2);
+    const mouth = mouthOpenness(cur);
+    this.#mouth[k] = mouth;
+    this.#mouthMin = Math.min(this.#mouthMin, mouth);
+    this.#eyeL[k] = eyeOpenness(cur, 36);
+    this.#eyeR[k] = eyeOpenness(cur, 42);
+    this.#yaw[k] = track.pose.yaw;
+    this.#pitch[k] = track.pose.pitch;
+    this.#roll[k] = track.pose.roll;
+    this.#gazeX[k] = track.gaze.x;
+    this.#gazeY[k] = track.gaze.y;
+    insertSorted(this.#sEyeL, k, this.#eyeL[k]);
+    insertSorted(this.#sEyeR, k, this.#eyeR[k]);
+    insertSorted(this.#sYaw, k, track.pose.yaw);
+    insertSorted(this.#sPitch, k, track.pose.pitch);
+    insertSorted(this.#sRoll, k, track.pose.roll);
+    this.#n = k + 1;
+    if (k > 0) this.#faceMs += dtMs;
+    if (this.#choose()) this.#average();
+    if ((this.#faceMs >= CALIB_MS && this.#n >= CALIB_MIN_FRAMES) || this.#n >= CALIB_MAX_FRAMES) this.#done = true;
+  }
+
+  /** Scores the window's frames and chooses the relaxed ones; returns whether the choice changed. */
+  #choose(): boolean {
+    const n = this.#n;
+    const eyeL = median(this.#sEyeL, n);
+    const eyeR = median(this.#sEyeR, n);
+    const yaw = median(this.#sYaw, n);
+    const pitch = median(this.#sPitch, n);
+    const roll = median(this.#sRoll, n);
+    // Costs are recomputed for every frame: the medians move as frames come in. Cheap (n <= CALIB_MAX_FRAMES).
+    let best = Infinity;
+    for (let i = 0; i < n; i++) best = Math.min(best, this.#cost(i, eyeL, eyeR, yaw, pitch, roll));
+    let count = 0;
+    let changed = false;
+    let anchor = -1;
+    for (let i = 0; i < n && count < NEUTRAL_FRAMES; i++) {
+      if (this.#cost(i, eyeL, eyeR, yaw, pitch, roll) > best + COST_SLACK) continue;
+      if (anchor < 0) anchor = i;
+      else if (!this.#joins(i, anchor)) continue;
+      if (count >= this.#chosenCount || this.#chosen[count] !== i) changed = true;
+      this.#chosen[count++] = i;
+    }
+    if (count !== this.#chosenCount) changed = true;
+    this.#chosenCount = count;
+    return changed;
+  }
+
+  #cost(i: number, eyeL: number, eyeR: number, yaw: number, pitch: number, roll: number): number {
+    const pose = Math.hypot(this.#yaw[i]! - yaw, this.#pitch[i]! - pitch, this.#roll[i]! - roll);
+    return (
+      (this.#mouth[i]! - this.#mouthMin) / MOUTH_UNIT +
+      eyeCost(this.#eyeL[i]!, eyeL) +
+      eyeCost(this.#eyeR[i]!, eyeR) +
+      Math.max(0, pose - POSE_TOL_DEG) / POSE_UNIT_DEG
+    );
+  }
+
+  /** Whether frame `i` is close enough to the anchor (the earliest relaxed frame) to be averaged with it. */
+  #joins(i: number, anchor: number): boolean {
+    const pose = Math.hypot(
+      this.#yaw[i]! - this.#yaw[anchor]!,
+      this.#pitch[i]! - this.#pitch[anchor]!,
+      this.#roll[i]! - this.#roll[anchor]!,
+    );
+    return Math.abs(this.#mouth[i]! - this.#mouth[anchor]!) / JOIN_MOUTH + pose / JOIN_DEG <= 1;
+  }
+
+  #load(i: number, dst: Float64Array): void {
+    const o = i * P2;
+    for (let j = 0; j < P2; j++) dst[j] = this.#lm[o + j]!;
+  }
+
+  /** The neutral of the chosen frames: their mean shape (aligned on the rigid points), at their mean placement. */
+  #average(): void {
+    const c = this.#chosenCount;
+    const out = this.landmarks;
+    const tmp = this.#tmp;
+    const sim = this.#sim;
+    this.#load(this.#chosen[0]!, this.#ref);
+    out.set(this.#ref);
+    for (let j = 1; j < c; j++) {
+      this.#load(this.#chosen[j]!, tmp);
+      applySimilarity(fitSimilarity(tmp, this.#ref, RIGID_POINTS, sim), tmp, tmp);
+      for (let i = 0; i < P2; i++) out[i] = out[i]! + tmp[i]!;
+    }
+    for (let i = 0; i < P2; i++) out[i] = out[i]! / c;
+    // The mean shape fitted onto each chosen frame, averaged: a similarity is linear in (a, b, tx, ty), so that is the
+    // mean shape under the mean of those fits.
+    let a = 0,
+      b = 0,
+      tx = 0,
+      ty = 0;
+    let eyeL = 0,
+      eyeR = 0,
+      gx = 0,
+      gy = 0,
+      yaw = 0,
+      pitch = 0,
+      roll = 0;
+    for (let j = 0; j < c; j++) {
+      const f = this.#chosen[j]!;
+      this.#load(f, tmp);
+      fitSimilarity(out, tmp, RIGID_POINTS, sim);
+      a += sim.a;
+      b += sim.b;
+      tx += sim.tx;
+      ty += sim.ty;
+      eyeL += this.#eyeL[f]!;
+      eyeR += this.#eyeR[f]!;
+      gx += this.#gazeX[f]!;
+      gy += this.#gazeY[f]!;
+      yaw += this.#yaw[f]!;
+      pitch += this.#pitch[f]!;
+      roll += this.#roll[f]!;
+    }
+    sim.a = a / c;
+    sim.b = b / c;
+    sim.tx = tx / c;
+    sim.ty = ty / c;
+    applySimilarity(sim, out, out);
+    this.eye[0] = eyeL / c;
+    this.eye[1] = eyeR / c;
+    this.gaze[0] = gx / c;
+    this.gaze[1] = gy / c;
+    this.pose.yaw = yaw / c;
+    this.pose.pitch = pitch / c;
+    this.pose.roll = roll / c;
+  }
+}
+
 /**
  * Turns FaceTracks into a smoothed latent. One per session (it holds the performer's neutral); allocation-free per
  * frame.
  */
 export class ExpressionEncoder {
   readonly latent = new Float64Array(LATENT_SIZE);
-  /** Whether the neutral is calibrated (fixed). */
+  /**
+   * Whether the calibration window has closed: the neutral is fixed until recalibrate() (the neutral in use may still
+   * be easing onto it for a few frames).
+   */
   calibrated = false;
   #raw = new Float64Array(LATENT_SIZE);
   #dx = new Float64Array(LATENT_SIZE);
   #lastTs = -1;
   #hasState = false;
-  // Neutral accumulation (aligned to the first calibration frame).
-  #neutralSum = new Float64Array(P2);
+  readonly #calib = new RelaxedNeutral();
+  // The neutral in use: the calibrated one, or on its way to it (see CALIB_MS).
   #neutral = new Float64Array(P2);
-  #neutralCount = 0;
-  #calibStartTs = 0;
-  #neutralEye = [0, 0];
-  #neutralGaze = [0, 0];
+  #neutralEye = new Float64Array(2);
+  #neutralGaze = new Float64Array(2);
   #neutralPose = { yaw: 0, pitch: 0, roll: 0 };
   #neutralMouth = 0;
+  /** Whether a neutral is in use (false until the first frame with a face). */
+  #hasNeutral = false;
+  /** Whether the neutral in use is the final calibrated one (nothing left to do per frame). */
+  #settled = false;
   #nf: FaceFrame = { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 };
   #sim: Similarity = { a: 1, b: 0, tx: 0, ty: 0 };
   #aligned = new Float64Array(P2);
   #cur = new Float64Array(P2);
 
-  /** Forgets the neutral: the next ~1 s of frames with a face calibrate it again. */
+  /**
+   * Calibrates the neutral again: the next ~2 s of frames with a face are scored and the most relaxed ones become the
+   * neutral, as at the start; the neutral in use eases from the old one to the new one.
+   */
   recalibrate(): void {
     this.calibrated = false;
-    this.#neutralCount = 0;
-    this.#neutralSum.fill(0);
-    this.#neutralEye = [0, 0];
-    this.#neutralGaze = [0, 0];
-    this.#neutralPose = { yaw: 0, pitch: 0, roll: 0 };
+    this.#settled = false;
+    this.#calib.reset();
+  }
+
+  /** The performer's neutral landmarks in use (image pixels of the driving frames; tests and tools, read only). */
+  get neutral(): Readonly<Float64Array> {
+    return this.#neutral;
   }
 
   /** The performer's neutral mouth openness (inner-lip gap / mouth width), for retarget(). */
@@ -128,38 +399,56 @@ export class ExpressionEncoder {
     }
     const lm = track.landmarks;
     for (let i = 0; i < P2; i++) this.#cur[i] = lm[i]!;
-    if (!this.calibrated) this.#addNeutral(track, tsMs);
+    if (!this.#settled) this.#calibrate(track, dtS);
     this.#measure(track);
     this.#filter(dtS);
     return this.latent;
   }
 
-  #addNeutral(track: FaceTrack, tsMs: number): void {
-    const cur = this.#cur;
-    if (this.#neutralCount === 0) {
-      this.#calibStartTs = tsMs;
-      this.#aligned.set(cur);
-    } else {
-      fitSimilarity(cur, this.#neutral, RIGID_POINTS, this.#sim);
-      applySimilarity(this.#sim, cur, this.#aligned);
+  /** Adds the frame to the calibration window (while it runs) and moves the neutral in use towards its neutral. */
+  #calibrate(track: FaceTrack, dtS: number): void {
+    const c = this.#calib;
+    if (!c.done) {
+      c.add(track, this.#cur, dtS * 1000);
+      if (c.done) this.calibrated = true;
     }
-    const n = ++this.#neutralCount;
-    for (let i = 0; i < P2; i++) {
-      this.#neutralSum[i] = this.#neutralSum[i]! + this.#aligned[i]!;
-      this.#neutral[i] = this.#neutralSum[i]! / n;
-    }
-    const w = 1 / n;
-    this.#neutralEye[0] = this.#neutralEye[0]! + (eyeOpenness(cur, 36) - this.#neutralEye[0]!) * w;
-    this.#neutralEye[1] = this.#neutralEye[1]! + (eyeOpenness(cur, 42) - this.#neutralEye[1]!) * w;
-    this.#neutralGaze[0] = this.#neutralGaze[0]! + (track.gaze.x - this.#neutralGaze[0]!) * w;
-    this.#neutralGaze[1] = this.#neutralGaze[1]! + (track.gaze.y - this.#neutralGaze[1]!) * w;
+    const neu = this.#neutral;
+    const t = c.landmarks;
     const p = this.#neutralPose;
-    p.yaw += (track.pose.yaw - p.yaw) * w;
-    p.pitch += (track.pose.pitch - p.pitch) * w;
-    p.roll += (track.pose.roll - p.roll) * w;
-    faceFrame(this.#neutral, this.#nf);
-    this.#neutralMouth = mouthOpenness(this.#neutral);
-    if (n >= CALIB_MIN_FRAMES && tsMs - this.#calibStartTs >= CALIB_MS) this.calibrated = true;
+    if (!this.#hasNeutral) {
+      this.#hasNeutral = true;
+      this.#adopt();
+    } else {
+      const w = 1 - Math.exp((-dtS * 1000) / NEUTRAL_TAU_MS);
+      let maxDiff = 0;
+      for (let i = 0; i < P2; i++) {
+        const v = neu[i]! + (t[i]! - neu[i]!) * w;
+        neu[i] = v;
+        maxDiff = Math.max(maxDiff, Math.abs(t[i]! - v));
+      }
+      for (let i = 0; i < 2; i++) {
+        this.#neutralEye[i] = this.#neutralEye[i]! + (c.eye[i]! - this.#neutralEye[i]!) * w;
+        this.#neutralGaze[i] = this.#neutralGaze[i]! + (c.gaze[i]! - this.#neutralGaze[i]!) * w;
+      }
+      p.yaw += (c.pose.yaw - p.yaw) * w;
+      p.pitch += (c.pose.pitch - p.pitch) * w;
+      p.roll += (c.pose.roll - p.roll) * w;
+      if (c.done && maxDiff < SNAP_PX) this.#adopt();
+    }
+    faceFrame(neu, this.#nf);
+    this.#neutralMouth = mouthOpenness(neu);
+  }
+
+  /** Takes the calibration's neutral as it is; once the window has closed, that is the end of calibration. */
+  #adopt(): void {
+    const c = this.#calib;
+    this.#neutral.set(c.landmarks);
+    this.#neutralEye.set(c.eye);
+    this.#neutralGaze.set(c.gaze);
+    this.#neutralPose.yaw = c.pose.yaw;
+    this.#neutralPose.pitch = c.pose.pitch;
+    this.#neutralPose.roll = c.pose.roll;
+    this.#settled = c.done;
   }
 
   #measure(track: FaceTrack): void {
