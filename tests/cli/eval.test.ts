@@ -238,9 +238,9 @@ describe('avatar eval (subprocess)', () => {
     const noDir = await runCli(['eval', '--self', '--driving', clip, '--json', json]);
     expect(noDir.code).toBe(1);
     expect(noDir.stderr).toMatch(/folder for the JSON report does not exist/);
-    const steps = await runCli(['eval', '--self', '--driving', clip, '--json', path.join(dir, 'x.json'), '--engine', 'default', '--steps', '2', '--max-frames', '3']);
+    const steps = await runCli(['eval', '--self', '--driving', clip, '--json', path.join(dir, 'x.json'), '--engine', 'portrait', '--steps', '2', '--max-frames', '3']);
     expect(steps.code).toBe(1);
-    expect(steps.stderr).toMatch(/\[UNSUPPORTED\] engine "default" has no refiner: steps must be 0 \(got 2\)/);
+    expect(steps.stderr).toMatch(/\[UNSUPPORTED\] engine "portrait" has no refiner: steps must be 0 \(got 2\)/);
     const badSteps = await runCli(['eval', '--self', '--driving', clip, '--json', path.join(dir, 'x.json'), '--steps=-1']);
     expect(badSteps.code).toBe(2);
     expect(badSteps.stderr).toContain('--steps must be a non-negative integer');
