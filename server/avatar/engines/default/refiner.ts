@@ -32,6 +32,10 @@ interface RefinerState {
   h: number;
   /** Paste mask at output resolution over the region (0..1). */
   pasteMask: Float32Array;
+  /** The region grown by a 2 px margin (clamped to the frame), so that resampling near its border reads the same
+   * neighbours as the training samples (which resampled the region from the whole frame). */
+  ex0: number;
+  ey0: number;
   regionRgb: RgbImage;
   crop: Uint8Array;
   drive: Float32Array;
@@ -135,6 +139,10 @@ export class LearnedRefiner {
     const t = new Float32Array(1);
     const x0out = new Float32Array(3 * R * R);
     const img = [1, 3, R, R];
+    const ex0 = Math.max(0, x0 - 2);
+    const ey0 = Math.max(0, y0 - 2);
+    const ew = Math.min(face.width, x0 + w + 2) - ex0;
+    const eh = Math.min(face.height, y0 + h + 2) - ey0;
     this.#state = {
       region: { x0, y0, w, h },
       x0,
@@ -142,7 +150,9 @@ export class LearnedRefiner {
       w,
       h,
       pasteMask: face.pasteMask,
-      regionRgb: { width: w, height: h, data: new Uint8Array(w * h * 3) },
+      ex0,
+      ey0,
+      regionRgb: { width: ew, height: eh, data: new Uint8Array(ew * eh * 3) },
       crop: new Uint8Array(R * R * 3),
       drive,
       code,
@@ -188,8 +198,8 @@ export class LearnedRefiner {
     }
     this.#encoder.run(st.encFeeds, st.encFetches);
     // 2. The warp output's region, as the training samples saw it.
-    regionToRgb(out, st.x0, st.y0, st.w, st.h, st.regionRgb);
-    sampleRegion(st.regionRgb, { x0: 0, y0: 0, w: st.w, h: st.h }, R, st.crop);
+    regionToRgb(out, st.ex0, st.ey0, st.regionRgb.width, st.regionRgb.height, st.regionRgb);
+    sampleRegion(st.regionRgb, { x0: st.x0 - st.ex0, y0: st.y0 - st.ey0, w: st.w, h: st.h }, R, st.crop);
     toPlanar(st.crop, st.warp, R);
     // 3. InDI steps from t = 1.
     st.xt.set(st.warp);
@@ -224,8 +234,8 @@ function toPlanar(rgb: Uint8Array, out: Float32Array, R: number): void {
 
 const clamp255 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : Math.round(v));
 
-/** The output frame's region as RGB. */
-function regionToRgb(f: I420Frame, x0: number, y0: number, w: number, h: number, out: RgbImage): void {
+/** The output frame's region as RGB, with the same integer BT.601 as util/image.ts i420ToRgb (exported for the parity test). */
+export function regionToRgb(f: I420Frame, x0: number, y0: number, w: number, h: number, out: RgbImage): void {
   const W = f.width;
   const H = f.height;
   const cw = W >> 1;
@@ -260,6 +270,10 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
   const d = f.data;
   const plane = R * R;
   const img = st.regionRgb.data;
+  // regionRgb holds the grown region: pixel (x, y) of the paste region is at (x + ox, y + oy) there.
+  const ew = st.regionRgb.width;
+  const ox = x0 - st.ex0;
+  const oy = y0 - st.ey0;
   // New RGB of the region in regionRgb (only where the mask is non-zero).
   for (let y = 0; y < h; y++) {
     const fy = Math.min(R - 1, Math.max(0, ((y + 0.5) * R) / h - 0.5));
@@ -273,7 +287,7 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
       const rx0 = Math.floor(fx);
       const rx1 = Math.min(R - 1, rx0 + 1);
       const wx = fx - rx0;
-      const o = (y * w + x) * 3;
+      const o = ((y + oy) * ew + x + ox) * 3;
       for (let ch = 0; ch < 3; ch++) {
         const base = ch * plane;
         const r = (p: number): number => st.x0out[base + p]! - st.warp[base + p]!;
@@ -287,7 +301,7 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
       if (pasteMask[y * w + x]! <= 0) continue;
-      const o = (y * w + x) * 3;
+      const o = ((y + oy) * ew + x + ox) * 3;
       d[(y0 + y) * W + x0 + x] = ((66 * img[o]! + 129 * img[o + 1]! + 25 * img[o + 2]! + 128) >> 8) + 16;
     }
   }
@@ -298,7 +312,7 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
       let g = 0;
       let b = 0;
       for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]] as const) {
-        const o = ((y + dy) * w + x + dx) * 3;
+        const o = ((y + dy + oy) * ew + x + dx + ox) * 3;
         r += img[o]!;
         g += img[o + 1]!;
         b += img[o + 2]!;
