@@ -170,7 +170,7 @@ describe('roles', () => {
     const room = await createRoom();
     const p = await client();
     const pj = await call<JoinResponse>(p, 'join', { token: room.performerToken });
-    // No refiner here (the portrait engine; and no refiner pack in the repository yet): the studio hides the control.
+    // No refiner here (the portrait engine has none, whatever packs exist): the studio hides the control.
     expect(pj.room.settings.steps).toBe(0);
     expect(pj.room.refiner).toEqual({ available: false, defaultSteps: 0, maxSteps: 0 });
     const v = await client();
