@@ -50,6 +50,11 @@ export interface Config {
     refinerPack: string | null;
     /** Refiner steps for new rooms (0 = warp only); default 0. */
     steps: number;
+    /**
+     * Frame-time budget of the overload policy that lowers refiner steps before frames drop (stepsPolicy.ts), ms;
+     * default 1000/30 (a 30 fps camera).
+     */
+    stepsBudgetMs: number;
     /** onnxruntime execution provider; default 'cpu' ('cuda' where a GPU is configured). */
     executionProvider: 'cpu' | 'cuda';
     /** ONNX intra-op threads; default 1 (video encoding shares the cores). */
@@ -103,6 +108,7 @@ export function defaultConfig(): Config {
       modelPack: path.join(projectRoot, 'models', 'default'),
       refinerPack: path.join(projectRoot, 'models', 'refiner'),
       steps: 0,
+      stepsBudgetMs: 1000 / 30,
       executionProvider: 'cpu',
       intraOpThreads: 1,
       outputSize: 512,
@@ -170,6 +176,9 @@ export function validateConfig(c: Config): Config {
   intIn(c.avatar.intraOpThreads, 1, 64, 'avatar.intraOpThreads');
   intIn(c.avatar.outputSize, 64, 2048, 'avatar.outputSize');
   intIn(c.avatar.steps, 0, 8, 'avatar.steps');
+  if (!(typeof c.avatar.stepsBudgetMs === 'number' && c.avatar.stepsBudgetMs >= 5 && c.avatar.stepsBudgetMs <= 10_000)) {
+    fail('"avatar.stepsBudgetMs" must be a number of ms in 5..10000');
+  }
   if (c.avatar.outputSize % 2 !== 0) fail('"avatar.outputSize" must be even');
   intIn(c.avatar.initTimeoutMs, 100, 600_000, 'avatar.initTimeoutMs');
   intIn(c.media.maxVideoBitrate, 50_000, 50_000_000, 'media.maxVideoBitrate');

@@ -154,6 +154,7 @@ export class Room extends EventEmitter {
         refinerPack: a.refinerPack,
       },
       initTimeoutMs: a.initTimeoutMs,
+      stepsPolicy: { budgetMs: a.stepsBudgetMs },
       log: log.child('avatar'),
     });
     const publisher = new Publisher({
