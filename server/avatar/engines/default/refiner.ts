@@ -46,6 +46,11 @@ interface RefinerState {
   mask: Float32Array;
   t: Float32Array;
   x0out: Float32Array;
+  residual: Float32Array;
+  /** Per output column of the region: the two residual columns and the weight of the second (bilinear taps). */
+  rx0: Int32Array;
+  rx1: Int32Array;
+  rwx: Float32Array;
   encFeeds: Record<string, Tensor>;
   encFetches: Record<string, Tensor | null>;
   feeds: Record<string, Tensor>;
@@ -139,6 +144,15 @@ export class LearnedRefiner {
     const t = new Float32Array(1);
     const x0out = new Float32Array(3 * R * R);
     const img = [1, 3, R, R];
+    const rx0 = new Int32Array(w);
+    const rx1 = new Int32Array(w);
+    const rwx = new Float32Array(w);
+    for (let x = 0; x < w; x++) {
+      const fx = Math.min(R - 1, Math.max(0, ((x + 0.5) * R) / w - 0.5));
+      rx0[x] = Math.floor(fx);
+      rx1[x] = Math.min(R - 1, rx0[x]! + 1);
+      rwx[x] = fx - rx0[x]!;
+    }
     const ex0 = Math.max(0, x0 - 2);
     const ey0 = Math.max(0, y0 - 2);
     const ew = Math.min(face.width, x0 + w + 2) - ex0;
@@ -162,6 +176,10 @@ export class LearnedRefiner {
       mask,
       t,
       x0out,
+      residual: new Float32Array(3 * R * R),
+      rx0,
+      rx1,
+      rwx,
       encFeeds: { drive: new Tensor('float32', drive, [1, 1, DRIVE_SIZE, DRIVE_SIZE]) },
       encFetches: { code: new Tensor('float32', code, [1, codeLen]) },
       feeds: {
@@ -274,26 +292,32 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
   const ew = st.regionRgb.width;
   const ox = x0 - st.ex0;
   const oy = y0 - st.ey0;
-  // New RGB of the region in regionRgb (only where the mask is non-zero).
+  // The residual x0out - warp, once per frame (not per output pixel).
+  const res = st.residual;
+  for (let i = 0; i < res.length; i++) res[i] = st.x0out[i]! - st.warp[i]!;
+  // New RGB of the region in regionRgb (only where the mask is non-zero): bilinear upsampling of the residual with
+  // the column taps precomputed in prepare().
+  const { rx0, rx1, rwx } = st;
   for (let y = 0; y < h; y++) {
     const fy = Math.min(R - 1, Math.max(0, ((y + 0.5) * R) / h - 0.5));
     const ry0 = Math.floor(fy);
-    const ry1 = Math.min(R - 1, ry0 + 1);
+    const r0 = ry0 * R;
+    const r1 = Math.min(R - 1, ry0 + 1) * R;
     const wy = fy - ry0;
     for (let x = 0; x < w; x++) {
       const m = pasteMask[y * w + x]!;
       if (m <= 0) continue;
-      const fx = Math.min(R - 1, Math.max(0, ((x + 0.5) * R) / w - 0.5));
-      const rx0 = Math.floor(fx);
-      const rx1 = Math.min(R - 1, rx0 + 1);
-      const wx = fx - rx0;
+      const a = rx0[x]!;
+      const b = rx1[x]!;
+      const wx = rwx[x]!;
+      const w00 = (1 - wy) * (1 - wx) * 255 * m;
+      const w01 = (1 - wy) * wx * 255 * m;
+      const w10 = wy * (1 - wx) * 255 * m;
+      const w11 = wy * wx * 255 * m;
       const o = ((y + oy) * ew + x + ox) * 3;
-      for (let ch = 0; ch < 3; ch++) {
-        const base = ch * plane;
-        const r = (p: number): number => st.x0out[base + p]! - st.warp[base + p]!;
-        const delta =
-          (1 - wy) * ((1 - wx) * r(ry0 * R + rx0) + wx * r(ry0 * R + rx1)) + wy * ((1 - wx) * r(ry1 * R + rx0) + wx * r(ry1 * R + rx1));
-        img[o + ch] = clamp255(img[o + ch]! + 255 * m * delta);
+      for (let ch = 0, base = 0; ch < 3; ch++, base += plane) {
+        const delta = w00 * res[base + r0 + a]! + w01 * res[base + r0 + b]! + w10 * res[base + r1 + a]! + w11 * res[base + r1 + b]!;
+        img[o + ch] = clamp255(img[o + ch]! + delta);
       }
     }
   }
