@@ -539,13 +539,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
       const pPage = performer!.page;
       const vPage = viewer!.page;
       const manifest = JSON.parse(readFileSync(path.join(refinerPackDir, 'manifest.json'), 'utf8')) as { steps: number };
-      // A generous frame budget keeps the render-time rule of the overload policy from lowering the steps at once on
-      // this shared 2-core machine (two Chromiums, the encoder and the engine); dropped frames still lower them, by
-      // design ("lower steps before dropping frames"), so the test asserts the refiner ran and the viewer's fps.
-      const s3 = await startTestServer({
-        // k = 1: the distilled one-step student (held-out l1 within 1% of the teacher's), the cheapest refiner setting.
-        avatar: { engine: 'default', refinerPack: refinerPackDir, steps: 1, stepsBudgetMs: 5000 },
-      });
+      // The refiner on at k = 1 (the distilled one-step student, held-out l1 within 1% of the teacher's). On a busy
+      // 2-core machine (two Chromiums, the encoders and the engine) the overload policy sheds steps when frames take
+      // longer than the budget or drop, by design: the test asserts that the refiner ran and that the viewer keeps
+      // >= 10 fps with it requested.
+      const s3 = await startTestServer({ avatar: { engine: 'default', refinerPack: refinerPackDir, steps: 1 } });
       try {
         await goLive(s3.url, pPage, vPage);
         // The refiner runs (the room's stats say how many steps, after any overload lowering).
@@ -553,10 +551,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
           () => pPage.evaluate(() => ((window as unknown as Win).__studio.stats?.refinerSteps ?? 0) > 0),
           30_000,
           'refiner steps > 0 in the room stats',
+          100,
         );
         const f0 = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
         const t0 = Date.now();
-        await waitFor(() => Date.now() - t0 >= 6000, 10_000, '6 s window', 100);
+        await waitFor(() => Date.now() - t0 >= 8000, 12_000, '8 s window', 100);
         const fps = ((await vPage.evaluate(() => (window as unknown as Win).__avatar.frames)) - f0) / ((Date.now() - t0) / 1000);
         const steps = await pPage.evaluate(() => (window as unknown as Win).__studio.stats?.refinerSteps ?? 0);
         process.stdout.write(`e2e refiner: ${JSON.stringify({ fps: +fps.toFixed(1), stepsAtEnd: steps, asked: 1, packDefault: manifest.steps })}\n`);
@@ -567,6 +566,6 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
         await s3.stop();
       }
     },
-    180_000,
+    { timeout: 180_000, retry: 1 },
   );
 });
