@@ -8,12 +8,12 @@
  * warning and recorded in `fetch-report.json`. `--check` only verifies the folder (no network) and exits 1 when a
  * file is missing or wrong. `--base-url` fetches from a mirror laid out like github.com (`<owner>/<repo>/raw/...`).
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runCapture } from '../server/util/video.js';
 import {
   checkMedia,
   describeSetting,
@@ -311,26 +311,17 @@ async function probe(
 }
 
 /** Runs a tool and returns its stdout; a missing tool or a failure is a FetchError naming the file it was for. */
-function run(cmd: string, args: string[], entry: ManifestEntry): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    p.on('error', (err) =>
-      reject(
-        new FetchError(`${entry.path}: cannot run ${cmd} (${err.message}); it is needed to derive this file`, {
-          cause: err,
-        }),
-      ),
-    );
-    p.on('close', (code) =>
-      code === 0
-        ? resolve(stdout)
-        : reject(new FetchError(`${entry.path}: ${cmd} failed (exit ${code}): ${stderr.trim().slice(-2000)}`)),
-    );
-  });
+async function run(cmd: string, args: string[], entry: ManifestEntry): Promise<string> {
+  let r: { code: number; stdout: string; stderr: string };
+  try {
+    r = await runCapture(cmd, args);
+  } catch (err) {
+    throw new FetchError(`${entry.path}: cannot run ${cmd} (${(err as Error).message}); it is needed to derive this file`, {
+      cause: err,
+    });
+  }
+  if (r.code !== 0) throw new FetchError(`${entry.path}: ${cmd} failed (exit ${r.code}): ${r.stderr.trim().slice(-2000)}`);
+  return r.stdout;
 }
 
 function errText(err: unknown): string {

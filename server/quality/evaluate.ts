@@ -498,6 +498,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   };
   // Cross mode: landmarks are kept per frame and compared after the run (the reference frame is chosen then).
   const cross: CrossFrame[] = [];
+  // Cross mode: frames with a driver face so far (the sampling index of descriptors and sheet rows).
+  let crossScored = 0;
   // Independent face-model jobs run in the pool while the engine renders the next frames.
   const meshFrames: MeshFrame[] = [];
   const inflight: Promise<void>[] = [];
@@ -622,12 +624,13 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         const truth = seen(truthTracker.track(rgbToGray(f.driving, truthGray), f.timestampMs));
         const out = seen(outTracker.track(rgbToGray(output, outGray), f.timestampMs));
         const still = seen(frozenTracker.track(frozenGray!, f.timestampMs));
-        const scoredIdx = selfMode ? scored : cross.filter((c) => c.driver).length;
+        const scoredIdx = selfMode ? scored : crossScored;
         let isScored: boolean;
         if (selfMode) isScored = scoreSelf(f, output, truth, out, still);
         else {
           cross.push({ index: f.index, driver: truth, model: out, frozen: still });
           isScored = truth !== null;
+          if (isScored) crossScored++;
         }
         if (isScored && opts.sheet && scoredIdx % sheetEvery === 0) {
           if (selfMode) sheetRows.push({ index: f.index, tiles: [copyRgb(crops.truth), copyRgb(crops.frozen), copyRgb(crops.model)] });

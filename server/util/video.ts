@@ -34,7 +34,8 @@ function missingTool(tool: string, err: unknown): AppError {
   });
 }
 
-function runCapture(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs a tool and collects its output; a missing tool is AppError('UNSUPPORTED') naming the package to install. */
+export function runCapture(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

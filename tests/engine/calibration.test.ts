@@ -11,22 +11,10 @@ import { eyeOpenness, faceFrame, mouthOpenness } from '../../server/avatar/engin
 import { readVideoFrames } from '../../server/util/video.js';
 import { drivingClip } from '../../scripts/testData.js';
 import type { FaceTrack } from '../../server/vision/types.js';
+import { cloneTrack } from '../../server/vision/tracker.js';
 
 /** Driving frame interval (integer ms: the same frames always give the same window). */
 const FRAME_MS = 33;
-
-function copyTrack(t: FaceTrack): FaceTrack {
-  return {
-    box: { ...t.box },
-    landmarks: Float32Array.from(t.landmarks),
-    rawLandmarks: Int32Array.from(t.rawLandmarks),
-    pose: { ...t.pose },
-    eyes: { ...t.eyes },
-    mouth: t.mouth,
-    gaze: { ...t.gaze },
-    confidence: t.confidence,
-  };
-}
 
 /** Tracks the first `count` frames of a clip in order; every frame must have a face. */
 async function trackClip(tracker: StreamTracker, clip: string, count: number): Promise<FaceTrack[]> {
@@ -34,7 +22,7 @@ async function trackClip(tracker: StreamTracker, clip: string, count: number): P
   for await (const f of readVideoFrames(drivingClip(clip), { format: 'gray', maxFrames: count })) {
     const t = tracker.track({ width: f.width, height: f.height, data: f.data }, f.index * FRAME_MS);
     if (!t) throw new Error(`${clip}: no face in frame ${f.index}`);
-    out.push(copyTrack(t));
+    out.push(cloneTrack(t));
   }
   return out;
 }
