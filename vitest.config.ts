@@ -1,4 +1,9 @@
 import { defineConfig } from 'vitest/config';
+import { resolveMediasoupWorkerBin, WORKER_BIN_ENV } from './scripts/testData.js';
+
+// The SFU tests run against a real mediasoup worker when there is one (MEDIASOUP_WORKER_BIN, or bin/mediasoup-worker
+// in the test data folder): every test process gets the resolved absolute path before mediasoup loads.
+const workerBin = resolveMediasoupWorkerBin();
 
 // @roamhq/wrtc segfaults under worker threads: every test file runs in its own forked process.
 export default defineConfig({
@@ -12,5 +17,6 @@ export default defineConfig({
     testTimeout: 180_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    env: workerBin ? { [WORKER_BIN_ENV]: workerBin } : {},
   },
 });

@@ -15,9 +15,10 @@ fi
 
 # chromium: end-to-end tests and benchmarks; ffmpeg: video I/O; libdlib-data: the 68-point landmark model;
 # opencv-data: face cascades; libdlib-dev + pkg-config + g++: the dlib C++ side of the tracking benchmark.
+# redis-server: the room directory of a multi-node deployment (the tests start their own on a free loopback port).
 # python3-torch, python3-onnx, python3-numpy: training and exporting the learned refiner (npm run train; its smoke
 # test is part of npm test) and rebuilding the default pack (models/tools).
-pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv)
+pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv redis-server)
 
 missing=()
 for p in "${pkgs[@]}"; do

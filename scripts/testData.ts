@@ -268,3 +268,22 @@ export function missingDataMessage(
     `or set ${TEST_DATA_ENV} to a folder that holds media/ (a relative path resolves against the repository root).`,
   ].join('\n');
 }
+
+/** The environment variable mediasoup itself reads for its worker binary. */
+export const WORKER_BIN_ENV = 'MEDIASOUP_WORKER_BIN';
+
+/**
+ * The mediasoup worker for tests and benchmarks: `MEDIASOUP_WORKER_BIN` when set, else `bin/mediasoup-worker` in the
+ * test data folder (the workplace's ../shared/bin holds mediasoup 3.18.1's worker built from its sources) when it is
+ * there, else null (the SFU tests that need a worker skip, saying why). Always an absolute path: mediasoup spawns it as
+ * given.
+ */
+export function resolveMediasoupWorkerBin(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  root = repoRoot,
+): string | null {
+  const value = env[WORKER_BIN_ENV]?.trim();
+  if (value) return path.resolve(root, value);
+  const beside = path.join(resolveTestDataDir(env, root), 'bin', 'mediasoup-worker');
+  return existsSync(beside) ? beside : null;
+}

@@ -85,6 +85,33 @@ export interface Config {
     listenIp: string;
     rtcMinPort: number;
     rtcMaxPort: number;
+    /** mediasoup workers in this process; 0 = one per core (os.availableParallelism()); default 0 (env AVATAR_SFU_WORKERS). */
+    workers: number;
+    /**
+     * Viewers one room's router takes before the room's producers are piped (router.pipeToRouter) to a router on
+     * another worker, where further viewers consume; default 100 (env AVATAR_SFU_VIEWERS_PER_ROUTER).
+     */
+    viewersPerRouter: number;
+  };
+  cluster: {
+    /**
+     * Redis URL of the room directory (e.g. redis://127.0.0.1:6379); null = single process, no directory (the
+     * `npm start` default). Env AVATAR_REDIS_URL.
+     */
+    redisUrl: string | null;
+    /** This node's id in the directory; default: random per process (env AVATAR_NODE_ID). */
+    nodeId: string;
+    /**
+     * URL other nodes use to reach this node's internal API (pipe set-up), e.g. http://10.0.0.5:8080; default: the
+     * local listen URL (env AVATAR_NODE_URL).
+     */
+    nodeUrl: string | null;
+    /** IP other nodes' mediasoup pipe transports send to (this host's address); default fanout.listenIp (env AVATAR_PIPE_ANNOUNCED_IP). */
+    pipeAnnouncedIp: string | null;
+    /** Heartbeat period of this node's directory entries, ms; default 2000. */
+    heartbeatMs: number;
+    /** Directory entries expire this long after the last heartbeat (node loss), ms; default 6000. */
+    ttlMs: number;
   };
 }
 
@@ -122,6 +149,16 @@ export function defaultConfig(): Config {
       listenIp: '127.0.0.1',
       rtcMinPort: 40000,
       rtcMaxPort: 49999,
+      workers: 0,
+      viewersPerRouter: 100,
+    },
+    cluster: {
+      redisUrl: null,
+      nodeId: randomBytes(6).toString('hex'),
+      nodeUrl: null,
+      pipeAnnouncedIp: null,
+      heartbeatMs: 2000,
+      ttlMs: 6000,
     },
   };
 }
@@ -186,6 +223,13 @@ export function validateConfig(c: Config): Config {
   if (!['auto', 'direct', 'sfu'].includes(c.fanout.mode)) fail('"fanout.mode" must be auto|direct|sfu');
   intIn(c.fanout.rtcMinPort, 1024, 65535, 'fanout.rtcMinPort');
   intIn(c.fanout.rtcMaxPort, c.fanout.rtcMinPort, 65535, 'fanout.rtcMaxPort');
+  intIn(c.fanout.workers, 0, 256, 'fanout.workers');
+  intIn(c.fanout.viewersPerRouter, 1, 100_000, 'fanout.viewersPerRouter');
+  if (c.cluster.redisUrl !== null && !/^rediss?:\/\/[^\s]+$/.test(c.cluster.redisUrl)) fail('"cluster.redisUrl" must be a redis:// URL');
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.cluster.nodeId)) fail('"cluster.nodeId" must be 1-64 letters, digits, _ or -');
+  if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl)) fail('"cluster.nodeUrl" must be an http(s) URL');
+  intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
+  intIn(c.cluster.ttlMs, c.cluster.heartbeatMs * 2, 600_000, 'cluster.ttlMs');
   return c;
 }
 
@@ -223,6 +267,12 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.FANOUT) c.fanout.mode = env.FANOUT as Config['fanout']['mode'];
   if (env.MEDIASOUP_WORKER_BIN) c.fanout.mediasoupWorkerBin = env.MEDIASOUP_WORKER_BIN;
   if (env.MEDIASOUP_ANNOUNCED_IP) c.fanout.announcedIp = env.MEDIASOUP_ANNOUNCED_IP;
+  c.fanout.workers = num('AVATAR_SFU_WORKERS') ?? c.fanout.workers;
+  c.fanout.viewersPerRouter = num('AVATAR_SFU_VIEWERS_PER_ROUTER') ?? c.fanout.viewersPerRouter;
+  if (env.AVATAR_REDIS_URL) c.cluster.redisUrl = env.AVATAR_REDIS_URL;
+  if (env.AVATAR_NODE_ID) c.cluster.nodeId = env.AVATAR_NODE_ID;
+  if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
+  if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
   c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;
   return validateConfig(c);
 }
