@@ -26,6 +26,9 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'ENGINE_FAILED'
   | 'UNSUPPORTED'
+  | 'WRONG_NODE'
+  | 'ROOM_OWNER_LOST'
+  | 'SFU_RESET'
   | 'INTERNAL';
 
 /** HTTP status for each code, for the REST API. */
@@ -53,6 +56,12 @@ export const httpStatus: Record<ErrorCode, number> = {
   CONFIG_INVALID: 500,
   ENGINE_FAILED: 500,
   UNSUPPORTED: 501,
+  /** The room lives on another node of the cluster (the message names it; the client connects there). */
+  WRONG_NODE: 421,
+  /** The node that owned the room stopped answering (its directory entry expired). */
+  ROOM_OWNER_LOST: 503,
+  /** The SFU router a viewer consumed from went away (a worker died); the viewer consumes again. */
+  SFU_RESET: 503,
   INTERNAL: 500,
 };
 
