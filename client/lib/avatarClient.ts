@@ -309,6 +309,11 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     s.on('room', (room) => this.#updateRoom(room));
     s.on('failure', (e) => this.emit('failure', e));
     s.on('closed', ({ reason }) => this.#onRoomClosed(reason));
+    // The SFU router this viewer consumed from went away (a worker died): consume again at once.
+    s.on('viewReset', (e) => {
+      const v = this.#viewer;
+      if (v) this.#peerFailed('view', v, `${e.code}: ${e.message}`, 0);
+    });
     s.on('ice', (msg) => this.#onServerCandidate(msg.target, msg.candidate));
     s.on('disconnect', (reason) => this.#onDisconnect(reason));
     return new Promise((resolve, reject) => {
@@ -489,14 +494,14 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     });
   }
 
-  #peerFailed(kind: 'publish' | 'view', peer: DirectPeer | SfuViewer, why: string): void {
+  #peerFailed(kind: 'publish' | 'view', peer: DirectPeer | SfuViewer, why: string, retryInMs?: number): void {
     const current = kind === 'publish' ? this.#publisher : this.#viewer;
     if (current !== peer || this.closed) return;
     this.emit('error', new ClientError('MEDIA', `${kind}: ${why}`));
     peer.close();
     if (kind === 'publish') this.#publisher = null;
     else this.#viewer = null;
-    this.#scheduleMedia(kind);
+    this.#scheduleMedia(kind, retryInMs);
   }
 
   /** Rebuilds one media leg after a backoff delay (one pending rebuild per leg). */

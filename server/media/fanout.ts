@@ -11,6 +11,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
 import { AppError } from '../errors.js';
+import type { PipeOut, ProducerSource, SfuWorkerInfo } from './mediasoupFanout.js';
 import type { Publisher } from './publisher.js';
 
 /** One room's SFU side. Events: 'viewers' (count), 'close'. */
@@ -26,12 +27,20 @@ export interface SfuRoomFanout extends EventEmitter {
   consume(viewerId: string, transportId: string, rtpCapabilities: unknown): Promise<SfuConsumerInfo[]>;
   resume(viewerId: string, consumerId: string): Promise<void>;
   removeViewer(viewerId: string): void;
+  /** Pipes the room's producers to another node's PipeTransport (server/cluster). */
+  pipeOut(linkId: string, remote: { ip: string; port: number }, announcedIp: string | null): Promise<PipeOut>;
+  closePipe(linkId: string): void;
+  /** Per router: its worker's pid and viewers (the primary first). */
+  routers(): { workerPid: number; viewers: number }[];
   close(): void;
 }
 
 export interface SfuRoomOptions {
   roomId: string;
-  publisher: Publisher;
+  /** A local room: its synthesized tracks are produced into the primary router. */
+  publisher?: Publisher;
+  /** Or any other source of producers (a relay's pipe from the owner node). */
+  source?: ProducerSource;
   log: Logger;
 }
 
@@ -41,7 +50,9 @@ export interface FanoutFactory {
   readonly reason: string;
   /** Creates a room's SFU side. @throws AppError('UNSUPPORTED') when kind is 'direct'. */
   createSfuRoom(opts: SfuRoomOptions): Promise<SfuRoomFanout>;
-  /** Closes the mediasoup worker (if any). Idempotent. */
+  /** The mediasoup workers and their load (none with direct fan-out). */
+  workers(): SfuWorkerInfo[];
+  /** Closes the mediasoup workers (if any). Idempotent. */
   close(): Promise<void>;
 }
 
@@ -53,6 +64,9 @@ class DirectOnlyFactory implements FanoutFactory {
   }
   createSfuRoom(): Promise<SfuRoomFanout> {
     return Promise.reject(new AppError('UNSUPPORTED', 'this server runs without an SFU (direct fan-out)'));
+  }
+  workers(): SfuWorkerInfo[] {
+    return [];
   }
   close(): Promise<void> {
     // Nothing to release.

@@ -1,9 +1,18 @@
 /**
- * mediasoup (v3.18) SFU fan-out. One mediasoup Worker per process (started by startMediasoup), one Router per room
- * (Opus + VP8). The room's synthesized tracks are produced into the router by a server-side "client": a wrtc
- * RTCPeerConnection driven by mediasoup-client's Chrome74 handler over a WebRtcTransport. Viewers consume through
- * their own WebRtcTransports (createTransport -> connect -> consume (paused) -> resume), with mediasoup-client in
- * the browser.
+ * mediasoup (v3.18) SFU fan-out.
+ *
+ * Workers: a pool of mediasoup workers per process (config.fanout.workers, default one per core). A worker that dies
+ * is replaced; the rooms whose routers lived on it rebuild them on a live worker and tell the affected viewers to
+ * consume again ('viewersReset'), so the room survives.
+ *
+ * Rooms: each room has a primary Router (Opus + VP8) on the least-loaded worker, into which its source produces:
+ * - a local room's source is the room's synthesized tracks, produced by a server-side "client": a wrtc
+ *   RTCPeerConnection driven by mediasoup-client's Chrome74 handler over a WebRtcTransport;
+ * - a relay room (a viewer reached a node that does not own the room: server/cluster) gets its producers through a
+ *   mediasoup PipeTransport from the owner node's primary router.
+ * Viewers consume through their own WebRtcTransports (createTransport -> connect -> consume (paused) -> resume), with
+ * mediasoup-client in the browser. When every router of a room holds config.fanout.viewersPerRouter viewers, the
+ * room's producers are piped (router.pipeToRouter) to a new router on another worker, where new viewers consume.
  *
  * Why mediasoup-client in Node rather than hand-written SDP: the wrtc peer is libwebrtc M106, i.e. a Chrome peer,
  * and mediasoup-client's Chrome handler is the maintained code that turns a Chrome peer's SDP into producer
@@ -19,6 +28,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { access, constants } from 'node:fs/promises';
+import os from 'node:os';
 import type { types as ms } from 'mediasoup';
 import type { Device as ClientDevice, types as msc } from 'mediasoup-client';
 import type { Config } from '../config.js';
@@ -26,6 +36,7 @@ import type { Logger } from '../logger.js';
 import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
 import { AppError } from '../errors.js';
 import type { FanoutFactory, SfuRoomFanout, SfuRoomOptions } from './fanout.js';
+import type { Publisher } from './publisher.js';
 import { wrtc } from './rtc.js';
 
 /** The room router's codecs: what the publisher sends (VP8 video, Opus audio). */
@@ -50,9 +61,127 @@ export async function loadClientDevice(routerRtpCapabilities: msc.RtpCapabilitie
   return device;
 }
 
+/** Where a room's primary router gets its producers from (re-attached when that router is rebuilt). */
+export interface ProducerSource {
+  /** Produces the room's tracks into `router`; resolves with the producers (video first). */
+  attach(router: ms.Router): Promise<ms.Producer[]>;
+  /** Releases what attach() created (the router's own objects close with the router). Idempotent. */
+  detach(): void;
+}
+
+/** One worker of the pool and what runs on it. */
+interface PoolWorker {
+  worker: ms.Worker;
+  routers: number;
+  viewers: number;
+}
+
+/** A worker's figures for /healthz, metrics and benchmarks. */
+export interface SfuWorkerInfo {
+  pid: number;
+  routers: number;
+  viewers: number;
+}
+
 /**
- * Starts a mediasoup worker for this process.
- * @throws Error when the binary is missing (ENOENT) or the worker fails to start.
+ * The process's mediasoup workers. Routers go to the worker with the fewest viewers (then routers). A worker that
+ * dies is replaced (retried every second while the pool is open); its routers emit 'workerclose' to their rooms.
+ */
+export class WorkerPool extends EventEmitter<{ replaced: [pid: number] }> {
+  readonly #create: () => Promise<ms.Worker>;
+  readonly #log: Logger;
+  readonly #workers: PoolWorker[] = [];
+  #closed = false;
+  #deaths = 0;
+
+  private constructor(create: () => Promise<ms.Worker>, log: Logger) {
+    super();
+    this.#create = create;
+    this.#log = log;
+  }
+
+  static async start(n: number, create: () => Promise<ms.Worker>, log: Logger): Promise<WorkerPool> {
+    const pool = new WorkerPool(create, log);
+    try {
+      for (let i = 0; i < n; i++) pool.#adopt(await create());
+    } catch (err) {
+      pool.close();
+      throw err;
+    }
+    return pool;
+  }
+
+  get size(): number {
+    return this.#workers.length;
+  }
+  /** Workers that died since start (each replaced). */
+  get deaths(): number {
+    return this.#deaths;
+  }
+
+  info(): SfuWorkerInfo[] {
+    return this.#workers.map((w) => ({ pid: w.worker.pid, routers: w.routers, viewers: w.viewers }));
+  }
+
+  /** The least-loaded live worker, preferring ones not in `avoid`. @throws AppError('INVALID_STATE') when none. */
+  pick(avoid: ReadonlySet<ms.Worker> = new Set()): PoolWorker {
+    const live = this.#workers.filter((w) => !w.worker.closed);
+    if (live.length === 0) throw new AppError('INVALID_STATE', 'no mediasoup worker is running');
+    const fresh = live.filter((w) => !avoid.has(w.worker));
+    const from = fresh.length > 0 ? fresh : live;
+    return from.reduce((a, b) => (b.viewers < a.viewers || (b.viewers === a.viewers && b.routers < a.routers) ? b : a));
+  }
+
+  /** Creates a router on `pw`, counted until it closes. */
+  async createRouter(pw: PoolWorker): Promise<ms.Router> {
+    const router = await pw.worker.createRouter({ mediaCodecs: routerMediaCodecs });
+    pw.routers++;
+    router.observer.once('close', () => pw.routers--);
+    return router;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const w of this.#workers) w.worker.close();
+    this.#workers.length = 0;
+  }
+
+  #adopt(worker: ms.Worker): void {
+    const pw: PoolWorker = { worker, routers: 0, viewers: 0 };
+    this.#workers.push(pw);
+    worker.on('died', (err) => {
+      this.#deaths++;
+      this.#log.error('mediasoup worker died: its rooms move to a new worker', { pid: worker.pid, err });
+      const i = this.#workers.indexOf(pw);
+      if (i >= 0) this.#workers.splice(i, 1);
+      this.#replace(worker.pid);
+    });
+  }
+
+  #replace(pid: number): void {
+    if (this.#closed) return;
+    this.#create().then(
+      (w) => {
+        if (this.#closed) {
+          w.close();
+          return;
+        }
+        this.#adopt(w);
+        this.#log.info('mediasoup worker replaced', { died: pid, pid: w.pid });
+        this.emit('replaced', w.pid);
+      },
+      (err: unknown) => {
+        this.#log.error('mediasoup worker restart failed; retrying in 1 s', { err });
+        setTimeout(() => this.#replace(pid), 1000).unref();
+      },
+    );
+  }
+}
+
+/**
+ * Starts the mediasoup workers of this process (config.fanout.workers; 0 = one per core).
+ * @throws Error when the binary is missing (ENOENT) or a worker fails to start.
  */
 export async function startMediasoup(config: Config, log: Logger): Promise<MediasoupFanoutFactory> {
   const f = config.fanout;
@@ -67,92 +196,194 @@ export async function startMediasoup(config: Config, log: Logger): Promise<Media
   if (f.mediasoupWorkerBin && mediasoup.workerBin !== f.mediasoupWorkerBin) {
     log.warn('mediasoup was loaded before the configured worker binary could be set', { using: mediasoup.workerBin });
   }
-  const worker = await mediasoup.createWorker({ logLevel: 'warn', rtcMinPort: f.rtcMinPort, rtcMaxPort: f.rtcMaxPort });
+  const n = f.workers > 0 ? f.workers : Math.max(1, os.availableParallelism());
+  const pool = await WorkerPool.start(
+    n,
+    () => mediasoup.createWorker({ logLevel: 'warn', rtcMinPort: f.rtcMinPort, rtcMaxPort: f.rtcMaxPort }),
+    log,
+  );
   return new MediasoupFanoutFactory(
-    worker,
+    pool,
     config,
     log,
-    `mediasoup worker ${worker.pid} started (${mediasoup.workerBin})`,
+    `${n} mediasoup worker(s) started (pids ${pool.info().map((w) => w.pid).join(', ')}; ${mediasoup.workerBin})`,
   );
 }
 
 export class MediasoupFanoutFactory implements FanoutFactory {
   readonly kind: FanoutKind = 'sfu';
   readonly reason: string;
-  readonly #worker: ms.Worker;
+  readonly pool: WorkerPool;
   readonly #config: Config;
   readonly #log: Logger;
   #closed = false;
 
-  constructor(worker: ms.Worker, config: Config, log: Logger, reason: string) {
-    this.#worker = worker;
+  constructor(pool: WorkerPool, config: Config, log: Logger, reason: string) {
+    this.pool = pool;
     this.#config = config;
     this.#log = log;
     this.reason = reason;
-    worker.on('died', (err) => {
-      // mediasoup's advice is to restart the process; the rooms' routers are gone with it.
-      this.#log.error('mediasoup worker died: SFU rooms stop receiving media', { err });
-    });
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  async createSfuRoom(opts: SfuRoomOptions): Promise<SfuRoomFanout> {
+  workers(): SfuWorkerInfo[] {
+    return this.pool.info();
+  }
+
+  /** A local room: its source is the publisher's synthesized tracks. */
+  async createSfuRoom(opts: SfuRoomOptions): Promise<MediasoupRoom> {
     if (this.#closed) throw new AppError('INVALID_STATE', 'fan-out closed');
-    const router = await this.#worker.createRouter({ mediaCodecs: routerMediaCodecs });
-    try {
-      return await MediasoupRoom.create(router, this.#config, opts);
-    } catch (err) {
-      router.close();
-      throw err;
-    }
+    const source = opts.source ?? (opts.publisher ? new PublisherSource(opts.publisher, this.#config, opts.log) : null);
+    if (!source) throw new AppError('INVALID_STATE', 'an SFU room needs a publisher or a source');
+    return MediasoupRoom.create(this.pool, this.#config, source, opts.roomId, opts.log);
   }
 
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#worker.close();
+      this.pool.close();
     }
     return Promise.resolve();
   }
 }
 
+/** Options of a WebRtcTransport on the configured listen address. */
+function webRtcTransportOptions(config: Config): ms.WebRtcTransportOptions {
+  const f = config.fanout;
+  return {
+    listenInfos: [{ protocol: 'udp', ip: f.listenIp, ...(f.announcedIp ? { announcedAddress: f.announcedIp } : {}) }],
+    enableUdp: true,
+    initialAvailableOutgoingBitrate: Math.min(config.media.maxVideoBitrate, 1_000_000),
+  };
+}
+
+/** A local room's source: the publisher's two tracks, produced by a wrtc mediasoup-client over a WebRtcTransport. */
+export class PublisherSource implements ProducerSource {
+  readonly #publisher: Publisher;
+  readonly #config: Config;
+  readonly #log: Logger;
+  #client: msc.Transport | null = null;
+
+  constructor(publisher: Publisher, config: Config, log: Logger) {
+    this.#publisher = publisher;
+    this.#config = config;
+    this.#log = log;
+  }
+
+  async attach(router: ms.Router): Promise<ms.Producer[]> {
+    this.detach();
+    const server = await router.createWebRtcTransport(webRtcTransportOptions(this.#config));
+    const device = await loadClientDevice(router.rtpCapabilities);
+    const client = device.createSendTransport({
+      id: server.id,
+      iceParameters: server.iceParameters,
+      iceCandidates: server.iceCandidates,
+      dtlsParameters: server.dtlsParameters,
+    });
+    this.#client = client;
+    const producers: ms.Producer[] = [];
+    client.on('connect', ({ dtlsParameters }, callback, errback) => {
+      server.connect({ dtlsParameters: dtlsParameters }).then(callback, errback);
+    });
+    client.on('produce', ({ kind, rtpParameters }, callback, errback) => {
+      server.produce({ kind, rtpParameters: rtpParameters as ms.RtpParameters }).then((p) => {
+        producers.push(p);
+        callback({ id: p.id });
+      }, errback);
+    });
+    try {
+      const maxBitrate = this.#config.media.maxVideoBitrate;
+      // The publisher owns its tracks: the producers must not stop them when they close.
+      await client.produce({ track: this.#publisher.videoTrack, encodings: [{ maxBitrate }], stopTracks: false });
+      await client.produce({ track: this.#publisher.audioTrack, stopTracks: false });
+    } catch (err) {
+      this.detach();
+      server.close();
+      throw err;
+    }
+    this.#log.debug('synthesized tracks produced into the SFU', { producers: producers.length });
+    return producers;
+  }
+
+  detach(): void {
+    this.#client?.close();
+    this.#client = null;
+  }
+}
+
+/** A router of the room and the viewers consuming on it. */
+interface Slot {
+  router: ms.Router;
+  pw: PoolWorker;
+  /** The room's producers as this router sees them (the primary's own, or the pipe producers of a piped router). */
+  producers: ms.Producer[];
+  viewers: Set<string>;
+}
+
 interface SfuViewer {
+  slot: Slot;
   transports: Map<string, ms.WebRtcTransport>;
   consumers: Map<string, ms.Consumer>;
 }
 
-/** One room's router, its producers and its viewers' transports. Events: 'viewers' (count), 'close'. */
-export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
+/** A pipe from this room's primary router to another node (server/cluster). */
+export interface PipeOut {
+  /** Where the remote side sends to. */
+  ip: string;
+  port: number;
+  producers: { id: string; kind: 'audio' | 'video'; rtpParameters: unknown }[];
+}
+
+export interface MediasoupRoomEvents {
+  viewers: [count: number];
+  /** These viewers' routers went away: they must consume again (signaling tells them). */
+  viewersReset: [viewerIds: string[], why: string];
+  /** The primary router was rebuilt (a worker died): remote pipes must be made again. */
+  rebuilt: [];
+  close: [];
+}
+
+/**
+ * One room's routers, producers and viewers' transports. Events: 'viewers' (count), 'viewersReset' (ids, why),
+ * 'rebuilt', 'close'.
+ */
+export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements SfuRoomFanout {
   readonly kind = 'sfu' as const;
-  readonly #router: ms.Router;
+  readonly roomId: string;
+  readonly #pool: WorkerPool;
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #source: ProducerSource;
   readonly #viewers = new Map<string, SfuViewer>();
-  readonly #producers: ms.Producer[] = [];
-  #ingestTransport: ms.WebRtcTransport | null = null;
-  #clientTransport: msc.Transport | null = null;
+  readonly #pipes = new Map<string, ms.PipeTransport>();
+  #slots: Slot[] = [];
+  /** Serialises router changes (new piped routers, rebuilds) with consumes. */
+  #chain: Promise<unknown> = Promise.resolve();
+  #rebuilds = 0;
   #closed = false;
 
-  private constructor(router: ms.Router, config: Config, log: Logger) {
+  private constructor(pool: WorkerPool, config: Config, source: ProducerSource, roomId: string, log: Logger) {
     super();
-    this.#router = router;
+    this.#pool = pool;
     this.#config = config;
+    this.#source = source;
+    this.roomId = roomId;
     this.#log = log;
-    router.on('workerclose', () => this.close());
   }
 
-  /** Creates the room's SFU side and produces the publisher's tracks into the router. */
-  static async create(router: ms.Router, config: Config, opts: SfuRoomOptions): Promise<MediasoupRoom> {
-    const room = new MediasoupRoom(router, config, opts.log);
+  /** Creates the room's primary router and attaches the source to it. */
+  static async create(pool: WorkerPool, config: Config, source: ProducerSource, roomId: string, log: Logger): Promise<MediasoupRoom> {
+    const room = new MediasoupRoom(pool, config, source, roomId, log);
     try {
-      await room.#produce(opts);
+      await room.#buildPrimary();
     } catch (err) {
       room.close();
       throw err;
     }
+    log.info('SFU room ready', { roomId, worker: room.#slots[0]?.pw.worker.pid, producers: room.#slots[0]?.producers.length });
     return room;
   }
 
@@ -162,30 +393,45 @@ export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
   get viewerCount(): number {
     return this.#viewers.size;
   }
-
-  rtpCapabilities(): unknown {
-    return this.#router.rtpCapabilities;
+  /** How many times the primary router was rebuilt after a worker died. */
+  get rebuilds(): number {
+    return this.#rebuilds;
+  }
+  /** Per router: its worker's pid and its viewers (the primary first). */
+  routers(): { workerPid: number; viewers: number }[] {
+    return this.#slots.map((s) => ({ workerPid: s.pw.worker.pid, viewers: s.viewers.size }));
   }
 
-  async createTransport(viewerId: string): Promise<SfuTransportOptions> {
+  rtpCapabilities(): unknown {
     this.#assertOpen();
-    const t = await this.#createWebRtcTransport();
-    let v = this.#viewers.get(viewerId);
-    if (!v) {
-      v = { transports: new Map(), consumers: new Map() };
-      this.#viewers.set(viewerId, v);
-      this.emit('viewers', this.#viewers.size);
-    }
-    v.transports.set(t.id, t);
-    t.on('dtlsstatechange', (s) => {
-      if (s === 'failed' || s === 'closed') this.#log.debug('viewer transport dtls state', { viewerId, state: s });
+    // Every router has the same codecs, hence the same capabilities.
+    return this.#primary().router.rtpCapabilities;
+  }
+
+  createTransport(viewerId: string): Promise<SfuTransportOptions> {
+    return this.#serial(async () => {
+      this.#assertOpen();
+      let v = this.#viewers.get(viewerId);
+      if (!v) {
+        const slot = await this.#slotForNewViewer();
+        v = { slot, transports: new Map(), consumers: new Map() };
+        this.#viewers.set(viewerId, v);
+        slot.viewers.add(viewerId);
+        slot.pw.viewers++;
+        this.emit('viewers', this.#viewers.size);
+      }
+      const t = await v.slot.router.createWebRtcTransport(webRtcTransportOptions(this.#config));
+      v.transports.set(t.id, t);
+      t.on('dtlsstatechange', (s) => {
+        if (s === 'failed' || s === 'closed') this.#log.debug('viewer transport dtls state', { viewerId, state: s });
+      });
+      return {
+        id: t.id,
+        iceParameters: t.iceParameters,
+        iceCandidates: t.iceCandidates,
+        dtlsParameters: t.dtlsParameters,
+      };
     });
-    return {
-      id: t.id,
-      iceParameters: t.iceParameters,
-      iceCandidates: t.iceCandidates,
-      dtlsParameters: t.dtlsParameters,
-    };
   }
 
   async connect(viewerId: string, transportId: string, dtlsParameters: unknown): Promise<void> {
@@ -193,22 +439,24 @@ export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
     await t.connect({ dtlsParameters: dtlsParameters as ms.DtlsParameters });
   }
 
-  async consume(viewerId: string, transportId: string, rtpCapabilities: unknown): Promise<SfuConsumerInfo[]> {
-    const t = this.#transport(viewerId, transportId);
-    const v = this.#viewers.get(viewerId)!;
-    const caps = rtpCapabilities as ms.RtpCapabilities;
-    const out: SfuConsumerInfo[] = [];
-    for (const p of this.#producers) {
-      if (!this.#router.canConsume({ producerId: p.id, rtpCapabilities: caps })) continue;
-      // Paused until the client has set up its side (mediasoup's documented order), then resume().
-      const c = await t.consume({ producerId: p.id, rtpCapabilities: caps, paused: true });
-      v.consumers.set(c.id, c);
-      c.on('transportclose', () => v.consumers.delete(c.id));
-      c.on('producerclose', () => v.consumers.delete(c.id));
-      out.push({ id: c.id, producerId: p.id, kind: c.kind, rtpParameters: c.rtpParameters });
-    }
-    if (out.length === 0) throw new AppError('BAD_REQUEST', 'the viewer cannot receive VP8 or Opus');
-    return out;
+  consume(viewerId: string, transportId: string, rtpCapabilities: unknown): Promise<SfuConsumerInfo[]> {
+    return this.#serial(async () => {
+      const t = this.#transport(viewerId, transportId);
+      const v = this.#viewers.get(viewerId)!;
+      const caps = rtpCapabilities as ms.RtpCapabilities;
+      const out: SfuConsumerInfo[] = [];
+      for (const p of v.slot.producers) {
+        if (p.closed || !v.slot.router.canConsume({ producerId: p.id, rtpCapabilities: caps })) continue;
+        // Paused until the client has set up its side (mediasoup's documented order), then resume().
+        const c = await t.consume({ producerId: p.id, rtpCapabilities: caps, paused: true });
+        v.consumers.set(c.id, c);
+        c.on('transportclose', () => v.consumers.delete(c.id));
+        c.on('producerclose', () => v.consumers.delete(c.id));
+        out.push({ id: c.id, producerId: p.id, kind: c.kind, rtpParameters: c.rtpParameters });
+      }
+      if (out.length === 0) throw new AppError('BAD_REQUEST', 'the viewer cannot receive VP8 or Opus');
+      return out;
+    });
   }
 
   async resume(viewerId: string, consumerId: string): Promise<void> {
@@ -216,31 +464,103 @@ export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
     const c = this.#viewers.get(viewerId)?.consumers.get(consumerId);
     if (!c) throw new AppError('NOT_FOUND', 'no such consumer');
     await c.resume();
+    // A viewer joining mid-stream needs a key frame now, not at the encoder's next periodic one.
+    if (c.kind === 'video') await c.requestKeyFrame().catch(() => undefined);
   }
 
   removeViewer(viewerId: string): void {
     const v = this.#viewers.get(viewerId);
     if (!v) return;
     this.#viewers.delete(viewerId);
+    this.#forget(v, viewerId);
     for (const t of v.transports.values()) t.close();
     this.emit('viewers', this.#viewers.size);
+    this.#dropIdleSlots();
   }
 
-  /** Closes the client peer, every transport and the router. Idempotent; emits 'close' once. */
+  /**
+   * Pipes this room's producers to another node's PipeTransport at `remote` (server/cluster): creates a PipeTransport
+   * on the primary router, connects it and consumes every producer on it. `linkId` names the pipe for closePipe().
+   */
+  pipeOut(linkId: string, remote: { ip: string; port: number }, announcedIp: string | null): Promise<PipeOut> {
+    return this.#serial(async () => {
+      this.#assertOpen();
+      this.closePipe(linkId);
+      const primary = this.#primary();
+      const f = this.#config.fanout;
+      const t = await primary.router.createPipeTransport({
+        listenInfo: { protocol: 'udp', ip: f.listenIp, ...(announcedIp ? { announcedAddress: announcedIp } : {}) },
+      });
+      this.#pipes.set(linkId, t);
+      t.observer.once('close', () => {
+        if (this.#pipes.get(linkId) === t) this.#pipes.delete(linkId);
+      });
+      try {
+        await t.connect({ ip: remote.ip, port: remote.port });
+        const producers: PipeOut['producers'] = [];
+        for (const p of primary.producers) {
+          const c = await t.consume({ producerId: p.id });
+          producers.push({ id: p.id, kind: c.kind, rtpParameters: c.rtpParameters });
+        }
+        return { ip: announcedIp ?? t.tuple.localAddress ?? f.listenIp, port: t.tuple.localPort, producers };
+      } catch (err) {
+        t.close();
+        throw err;
+      }
+    });
+  }
+
+  /** Closes one pipe made by pipeOut (no-op for unknown ids). */
+  closePipe(linkId: string): void {
+    const t = this.#pipes.get(linkId);
+    this.#pipes.delete(linkId);
+    t?.close();
+  }
+
+  /** Pipes open to other nodes. */
+  get pipeCount(): number {
+    return this.#pipes.size;
+  }
+
+  /**
+   * Rebuilds the primary router (and drops the piped ones) from the source: used when the source itself changed
+   * (a relay whose owner rebuilt). Every viewer is told to consume again.
+   */
+  rebuild(why: string): Promise<void> {
+    return this.#serial(() => this.#rebuild(why));
+  }
+
+  /** Closes the source, every transport and router. Idempotent; emits 'close' once. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#clientTransport?.close();
-    this.#clientTransport = null;
-    for (const v of this.#viewers.values()) for (const t of v.transports.values()) t.close();
+    this.#source.detach();
+    for (const [id, v] of this.#viewers) {
+      this.#forget(v, id);
+      for (const t of v.transports.values()) t.close();
+    }
     this.#viewers.clear();
-    this.#ingestTransport?.close();
-    if (!this.#router.closed) this.#router.close();
+    for (const t of this.#pipes.values()) t.close();
+    this.#pipes.clear();
+    for (const s of this.#slots) if (!s.router.closed) s.router.close();
+    this.#slots = [];
     this.emit('close');
   }
 
   #assertOpen(): void {
     if (this.#closed) throw new AppError('INVALID_STATE', 'room closed');
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#chain.then(fn, fn);
+    this.#chain = p.catch(() => undefined);
+    return p;
+  }
+
+  #primary(): Slot {
+    const s = this.#slots[0];
+    if (!s) throw new AppError('SFU_RESET', 'the SFU router is being rebuilt; try again');
+    return s;
   }
 
   #transport(viewerId: string, transportId: string): ms.WebRtcTransport {
@@ -250,42 +570,111 @@ export class MediasoupRoom extends EventEmitter implements SfuRoomFanout {
     return t;
   }
 
-  #createWebRtcTransport(): Promise<ms.WebRtcTransport> {
-    const f = this.#config.fanout;
-    return this.#router.createWebRtcTransport({
-      listenInfos: [{ protocol: 'udp', ip: f.listenIp, ...(f.announcedIp ? { announcedAddress: f.announcedIp } : {}) }],
-      enableUdp: true,
-      initialAvailableOutgoingBitrate: Math.min(this.#config.media.maxVideoBitrate, 1_000_000),
+  #forget(v: SfuViewer, viewerId: string): void {
+    if (v.slot.viewers.delete(viewerId)) v.slot.pw.viewers--;
+  }
+
+  #watch(slot: Slot): void {
+    slot.router.on('workerclose', () => {
+      if (this.#closed) return;
+      void this.#serial(() => this.#onRouterLost(slot)).catch((err: unknown) => {
+        this.#log.error('SFU room could not recover from a worker death; closing it', { roomId: this.roomId, err });
+        this.close();
+      });
     });
   }
 
-  async #produce(opts: SfuRoomOptions): Promise<void> {
-    const server = await this.#createWebRtcTransport();
-    this.#ingestTransport = server;
-    const device = await loadClientDevice(this.#router.rtpCapabilities);
-    const client = device.createSendTransport({
-      id: server.id,
-      iceParameters: server.iceParameters,
-      iceCandidates: server.iceCandidates,
-      dtlsParameters: server.dtlsParameters,
-    });
-    this.#clientTransport = client;
-    client.on('connect', ({ dtlsParameters }, callback, errback) => {
-      server.connect({ dtlsParameters: dtlsParameters }).then(callback, errback);
-    });
-    client.on('produce', ({ kind, rtpParameters }, callback, errback) => {
-      server.produce({ kind, rtpParameters: rtpParameters as ms.RtpParameters }).then((p) => {
-        this.#producers.push(p);
-        callback({ id: p.id });
-      }, errback);
-    });
-    const maxBitrate = this.#config.media.maxVideoBitrate;
-    // The publisher owns its tracks: the producers must not stop them when they close.
-    await client.produce({ track: opts.publisher.videoTrack, encodings: [{ maxBitrate }], stopTracks: false });
-    await client.produce({ track: opts.publisher.audioTrack, stopTracks: false });
-    opts.log.info('synthesized tracks produced into the SFU', {
-      roomId: opts.roomId,
-      producers: this.#producers.length,
-    });
+  async #buildPrimary(): Promise<void> {
+    const pw = this.#pool.pick();
+    const router = await this.#pool.createRouter(pw);
+    try {
+      const producers = await this.#source.attach(router);
+      const slot: Slot = { router, pw, producers, viewers: new Set() };
+      this.#slots = [slot, ...this.#slots];
+      this.#watch(slot);
+    } catch (err) {
+      router.close();
+      throw err;
+    }
+  }
+
+  /** The least-loaded router with room for one more viewer, or a new router piped from the primary. */
+  async #slotForNewViewer(): Promise<Slot> {
+    const cap = this.#config.fanout.viewersPerRouter;
+    const open = this.#slots.filter((s) => s.viewers.size < cap);
+    if (open.length > 0) return open.reduce((a, b) => (b.viewers.size < a.viewers.size ? b : a));
+    const primary = this.#primary();
+    const pw = this.#pool.pick(new Set(this.#slots.map((s) => s.pw.worker)));
+    const router = await this.#pool.createRouter(pw);
+    try {
+      const producers: ms.Producer[] = [];
+      for (const p of primary.producers) {
+        const { pipeProducer } = await primary.router.pipeToRouter({ producerId: p.id, router });
+        if (pipeProducer) producers.push(pipeProducer);
+      }
+      const slot: Slot = { router, pw, producers, viewers: new Set() };
+      this.#slots.push(slot);
+      this.#watch(slot);
+      this.#log.info('SFU room piped to another router', {
+        roomId: this.roomId,
+        worker: pw.worker.pid,
+        routers: this.#slots.length,
+        viewers: this.#viewers.size,
+      });
+      return slot;
+    } catch (err) {
+      router.close();
+      throw err;
+    }
+  }
+
+  /** Closes piped routers nobody consumes from any more (the primary stays). */
+  #dropIdleSlots(): void {
+    for (const s of this.#slots.slice(1)) {
+      if (s.viewers.size === 0) {
+        this.#slots = this.#slots.filter((x) => x !== s);
+        s.router.close();
+      }
+    }
+  }
+
+  async #onRouterLost(slot: Slot): Promise<void> {
+    if (this.#closed || !this.#slots.includes(slot)) return;
+    if (slot === this.#slots[0]) {
+      await this.#rebuild('the SFU worker of this room stopped');
+      return;
+    }
+    this.#slots = this.#slots.filter((s) => s !== slot);
+    this.#resetViewers([...slot.viewers], 'the SFU worker of this viewer stopped');
+  }
+
+  async #rebuild(why: string): Promise<void> {
+    if (this.#closed) return;
+    this.#rebuilds++;
+    const ids = [...this.#viewers.keys()];
+    const old = this.#slots;
+    this.#slots = [];
+    this.#source.detach();
+    for (const t of this.#pipes.values()) t.close();
+    this.#pipes.clear();
+    this.#resetViewers(ids, why);
+    for (const s of old) if (!s.router.closed) s.router.close();
+    await this.#buildPrimary();
+    this.#log.warn('SFU room rebuilt', { roomId: this.roomId, why, worker: this.#slots[0]?.pw.worker.pid, viewersReset: ids.length });
+    this.emit('rebuilt');
+  }
+
+  #resetViewers(ids: string[], why: string): void {
+    for (const id of ids) {
+      const v = this.#viewers.get(id);
+      if (!v) continue;
+      this.#viewers.delete(id);
+      this.#forget(v, id);
+      for (const t of v.transports.values()) if (!t.closed) t.close();
+    }
+    if (ids.length > 0) {
+      this.emit('viewers', this.#viewers.size);
+      this.emit('viewersReset', ids, why);
+    }
   }
 }

@@ -121,6 +121,9 @@ export class Room extends EventEmitter {
     this.#sfu = sfu;
     this.#direct.on('viewers', () => this.emit('viewers', this.viewerCount));
     sfu?.on('viewers', () => this.emit('viewers', this.viewerCount));
+    // A worker died: these viewers consume again (signaling tells them); remote pipes are made again.
+    sfu?.on('viewersReset', (ids: string[], why: string) => this.emit('viewersReset', ids, why));
+    sfu?.on('rebuilt', () => this.emit('sfuRebuilt'));
     session.on('frame', (f: SessionFrame) => this.#onFrame(f));
     session.on('dropped', (total: number) => {
       const n = total - this.#lastDropped;
@@ -316,6 +319,10 @@ export class Room extends EventEmitter {
   }
   sfuResume(viewerId: string, consumerId: string): Promise<void> {
     return this.#requireSfu().resume(viewerId, consumerId);
+  }
+  /** The SFU side, for the cluster's pipes and diagnostics (null with direct fan-out). */
+  get sfu(): SfuRoomFanout | null {
+    return this.#sfu;
   }
 
   /**

@@ -185,4 +185,9 @@ export interface ServerToClientEvents {
   closed: (msg: { reason: CloseReason }) => void;
   /** An error that is not the answer to a request (e.g. the engine failed). */
   failure: (err: PublicError) => void;
+  /**
+   * The viewer's SFU transport is gone (its mediasoup worker died, or a relay's owner rebuilt its router): the viewer
+   * consumes again (sfu:capabilities ... sfu:resume). code 'SFU_RESET'.
+   */
+  viewReset: (err: PublicError) => void;
 }

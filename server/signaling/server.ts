@@ -98,6 +98,10 @@ export class SignalingServer {
     const key = roomKey(room.id);
     room.on('stats', (s: RoomStats) => this.#io.to(key).emit('stats', s));
     room.on('failure', (e: PublicError) => this.#io.to(key).emit('failure', { code: e.code, message: e.message }));
+    // Viewer ids are socket ids (each socket is in a socket.io room of its own id).
+    room.on('viewersReset', (ids: string[], why: string) => {
+      for (const id of ids) this.#io.to(id).emit('viewReset', { code: 'SFU_RESET', message: why });
+    });
     room.once('close', (reason: CloseReason) => {
       this.#io.to(key).emit('closed', { reason });
       // The sockets stay connected (the page shows why the room ended) but are no longer joined to anything.
