@@ -123,6 +123,11 @@ export class WorkerPool extends EventEmitter<{ replaced: [pid: number] }> {
     return this.#workers.map((w) => ({ pid: w.worker.pid, routers: w.routers, viewers: w.viewers }));
   }
 
+  /** The live workers themselves (for dump() and getResourceUsage() in tests and benchmarks). */
+  workersForDump(): ms.Worker[] {
+    return this.#workers.map((w) => w.worker);
+  }
+
   /** The least-loaded live worker, preferring ones not in `avoid`. @throws AppError('INVALID_STATE') when none. */
   pick(avoid: ReadonlySet<ms.Worker> = new Set()): PoolWorker {
     const live = this.#workers.filter((w) => !w.worker.closed);
@@ -311,6 +316,38 @@ export class PublisherSource implements ProducerSource {
   detach(): void {
     this.#client?.close();
     this.#client = null;
+  }
+}
+
+/**
+ * Pipes `producers` of router `from` into router `to` over a pair of loopback PipeTransports and resolves with the
+ * pipe producers (fresh ids). Like router.pipeToRouter, except that mediasoup 3.18's pipeToRouter always reuses the
+ * producer's id, which fails on a worker that already holds that id (a second piped router of the room on the
+ * primary's own worker, or on a worker that has one already). The pair closes when either router closes.
+ */
+export async function pipeBetween(from: ms.Router, to: ms.Router, producers: ms.Producer[]): Promise<ms.Producer[]> {
+  const listenInfo: ms.TransportListenInfo = { protocol: 'udp', ip: '127.0.0.1' };
+  const a = await from.createPipeTransport({ listenInfo });
+  let b: ms.PipeTransport | null = null;
+  try {
+    b = await to.createPipeTransport({ listenInfo });
+    await a.connect({ ip: b.tuple.localAddress, port: b.tuple.localPort });
+    await b.connect({ ip: a.tuple.localAddress, port: a.tuple.localPort });
+    const bb = b;
+    a.observer.once('close', () => bb.close());
+    b.observer.once('close', () => a.close());
+    const out: ms.Producer[] = [];
+    for (const p of producers) {
+      const c = await a.consume({ producerId: p.id });
+      const pp = await b.produce({ kind: c.kind, rtpParameters: c.rtpParameters, paused: c.producerPaused });
+      c.observer.once('close', () => pp.close());
+      out.push(pp);
+    }
+    return out;
+  } catch (err) {
+    a.close();
+    b?.close();
+    throw err;
   }
 }
 
@@ -607,11 +644,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
     const pw = this.#pool.pick(new Set(this.#slots.map((s) => s.pw.worker)));
     const router = await this.#pool.createRouter(pw);
     try {
-      const producers: ms.Producer[] = [];
-      for (const p of primary.producers) {
-        const { pipeProducer } = await primary.router.pipeToRouter({ producerId: p.id, router });
-        if (pipeProducer) producers.push(pipeProducer);
-      }
+      const producers = await pipeBetween(primary.router, router, primary.producers);
       const slot: Slot = { router, pw, producers, viewers: new Set() };
       this.#slots.push(slot);
       this.#watch(slot);
