@@ -10,6 +10,7 @@ import { projectRoot, type Config } from './config.js';
 import { AppError } from './errors.js';
 import { dispatch, type Handler } from './http/exchange.js';
 import { addApiRoutes } from './http/api.js';
+import { addWhipRoutes } from './http/whip.js';
 import { Router } from './http/router.js';
 import { createLogger, setLogLevel } from './logger.js';
 import { createFanoutFactory, type FanoutFactory } from './media/fanout.js';
@@ -92,6 +93,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     startedAt,
     port: () => port,
   });
+  const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port });
   const httpLog = log.child('http');
   app.any('/*', (res, req) => dispatch(router, res, req, httpLog));
 
@@ -125,6 +127,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
       closing ??= (async () => {
         signaling.close();
         registry.close();
+        whip.close();
         metrics.close();
         await io.close();
         uWS.us_listen_socket_close(listenSocket);

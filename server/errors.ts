@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'FORBIDDEN'
   | 'ROOM_NOT_FOUND'
   | 'ROOM_BUSY'
+  | 'ALREADY_PUBLISHING'
   | 'INVALID_MESSAGE'
   | 'INVALID_SDP'
   | 'INVALID_STATE'
@@ -48,6 +49,7 @@ export const httpStatus: Record<ErrorCode, number> = {
   FORBIDDEN: 403,
   ROOM_NOT_FOUND: 404,
   ROOM_BUSY: 409,
+  ALREADY_PUBLISHING: 409,
   INVALID_MESSAGE: 400,
   INVALID_SDP: 400,
   INVALID_STATE: 409,

@@ -1,0 +1,372 @@
+/**
+ * WHIP ingest (RFC 9725) and WHEP egress over plain HTTP, so that OBS (WHIP output), GStreamer (whipclientsink) or
+ * FFmpeg can be the performer's camera instead of the studio page, and any WHEP player can watch the avatar:
+ *
+ *   POST    /whip/:roomId            Authorization: Bearer <performer token of that room>, Content-Type
+ *                                    application/sdp, a sendonly offer with video (+ audio) → 201, the SDP answer,
+ *                                    Location: <origin>/whip/:roomId/:sessionId
+ *   DELETE  /whip/:roomId/:sessionId same token → 200; the performer's ingest stops (viewers keep the last frame)
+ *   POST    /whep/:roomId            Bearer <viewer or performer token of that room>, a recvonly offer → 201, answer,
+ *                                    Location: <origin>/whep/:roomId/:sessionId
+ *   DELETE  /whep/:roomId/:sessionId same token → 200
+ *   PATCH   either resource          405 (Allow: DELETE): no trickle ICE and no ICE restart; the server answers only
+ *                                    after its own ICE gathering is complete, and clients send complete offers
+ *                                    (OBS, GStreamer and FFmpeg do; a restart is a DELETE and a new POST)
+ *   OPTIONS any of them              204 with CORS and Accept-Post: application/sdp
+ *
+ * Same token rules as signaling (server/signaling/server.ts `join`): a signed token naming the room and the role;
+ * only the performer publishes, anyone of the room views. A WHIP session counts as the performer being present
+ * (RoomRegistry.performerJoined with the id `whip:<sessionId>`): when it ends (DELETE, the peer failed, the studio
+ * published instead, the room closed) the registry's grace period starts as for a studio page that went away.
+ * WHEP uses the room's direct fan-out, which every room keeps, also when it has an SFU.
+ *
+ * Errors: `{code, message}` with the code's HTTP status, CORS headers included so a web page can read them:
+ * 400 INVALID_SDP, 401 TOKEN_INVALID / TOKEN_EXPIRED, 403 FORBIDDEN (a token of another room, a viewer token for
+ * WHIP), 404 ROOM_NOT_FOUND / NOT_FOUND (unknown session), 405 METHOD_NOT_ALLOWED (PATCH), 409 ALREADY_PUBLISHING,
+ * 413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE.
+ */
+import { randomBytes } from 'node:crypto';
+import { bearerToken, verifyToken, type TokenPayload } from '../auth/tokens.js';
+import type { Config } from '../config.js';
+import { AppError, httpStatus, toPublicError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Room } from '../rooms/room.js';
+import type { RoomRegistry } from '../rooms/registry.js';
+import type { CloseReason, Role } from '../signaling/protocol.js';
+import { baseUrl } from './api.js';
+import type { Handler, HttpExchange } from './exchange.js';
+import type { Router } from './router.js';
+
+export interface WhipDeps {
+  config: Config;
+  registry: RoomRegistry;
+  log: Logger;
+  /** The server's own port, for absolute Location URLs when neither publicUrl nor a Host header is available. */
+  port: () => number;
+}
+
+/** Largest SDP offer read (a browser's offer with many codecs is ~6 KiB). */
+export const MAX_SDP_BYTES = 64 * 1024;
+
+export type WhipKind = 'whip' | 'whep';
+
+/** CORS for web pages on other origins: tokens travel in Authorization, never in cookies, so any origin may call. */
+export const WHIP_CORS_HEADERS: Readonly<Record<string, string>> = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'POST, DELETE, PATCH, OPTIONS',
+  'access-control-allow-headers': 'authorization, content-type, if-match',
+  'access-control-expose-headers': 'location, link, etag, accept-post',
+  'access-control-max-age': '600',
+};
+
+/**
+ * RFC 9725 §4.6 Link headers for the configured ICE servers (STUN/TURN), so that WHIP clients use the same relays
+ * as the studio page. Pure.
+ */
+export function iceServerLinks(servers: Config['media']['iceServers']): string[] {
+  const q = (s: string): string => `"${s.replace(/["\\]/g, '\\$&')}"`;
+  const links: string[] = [];
+  for (const s of servers) {
+    for (const url of Array.isArray(s.urls) ? s.urls : [s.urls]) {
+      let link = `<${url}>; rel="ice-server"`;
+      if (s.username !== undefined) link += `; username=${q(s.username)}`;
+      if (s.credential !== undefined) link += `; credential=${q(s.credential)}; credential-type="password"`;
+      links.push(link);
+    }
+  }
+  return links;
+}
+
+/**
+ * Checks an HTTP request's token against the room in the path and the roles allowed.
+ * @throws AppError('TOKEN_INVALID') without a Bearer token or with a bad one, ('TOKEN_EXPIRED'), ('FORBIDDEN') for
+ * another room's token or a role not allowed.
+ */
+export function authorize(
+  authorization: string | undefined,
+  roomId: string,
+  roles: readonly Role[],
+  secret: string,
+  now: number = Date.now(),
+): TokenPayload {
+  const token = bearerToken(authorization);
+  if (!token) throw new AppError('TOKEN_INVALID', 'send the room token as Authorization: Bearer <token>');
+  const t = verifyToken(token, secret, now);
+  if (t.room !== roomId) throw new AppError('FORBIDDEN', 'the token is for another room');
+  if (!roles.includes(t.role)) throw new AppError('FORBIDDEN', `a ${t.role} token cannot do this`);
+  return t;
+}
+
+interface Session {
+  id: string;
+  kind: WhipKind;
+  roomId: string;
+  /** For WHIP: stops listening to the ingest peer; for WHEP: nothing. */
+  detach: () => void;
+}
+
+/**
+ * The live WHIP and WHEP sessions by id. Owns only the bookkeeping: the media belong to the room (its ingest peer and
+ * direct fan-out). A session is dropped when it is deleted, when its peer goes away, or when its room closes.
+ */
+export class WhipSessions {
+  readonly #deps: WhipDeps;
+  readonly #sessions = new Map<string, Session>();
+  /** Rooms with a WHIP offer being answered (a second concurrent WHIP POST gets 409). */
+  readonly #publishing = new Set<string>();
+  /** Rooms whose 'viewers' event this object listens to (to prune WHEP sessions whose peer failed). */
+  readonly #watched = new Map<string, () => void>();
+  #closed = false;
+
+  constructor(deps: WhipDeps) {
+    this.#deps = deps;
+    deps.registry.on('roomClosed', this.#onRoomClosed);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+  get size(): number {
+    return this.#sessions.size;
+  }
+  /** Session ids of one kind (diagnostics and tests). */
+  ids(kind: WhipKind): string[] {
+    return [...this.#sessions.values()].filter((s) => s.kind === kind).map((s) => s.id);
+  }
+
+  /**
+   * Answers a performer's WHIP offer: the room's ingest becomes this session.
+   * @throws AppError('ALREADY_PUBLISHING') while the room has a publishing performer, ('INVALID_SDP') and what
+   * Room.publish throws.
+   */
+  async publish(room: Room, offerSdp: string): Promise<{ id: string; answer: string }> {
+    this.#assertOpen();
+    if (room.publishing || this.#publishing.has(room.id)) {
+      throw new AppError(
+        'ALREADY_PUBLISHING',
+        'a performer is already publishing in this room; DELETE that session first',
+      );
+    }
+    this.#publishing.add(room.id);
+    let answer: string;
+    try {
+      answer = (await room.publish({ type: 'offer', sdp: offerSdp })).sdp;
+    } finally {
+      this.#publishing.delete(room.id);
+    }
+    const ingest = room.parts.ingest;
+    if (!ingest || ingest.closed) throw new AppError('INVALID_STATE', 'the ingest closed while it was set up');
+    const id = newSessionId();
+    const presence = `whip:${id}`;
+    const { registry, log } = this.#deps;
+    const onIngestClose = (): void => {
+      if (this.#sessions.get(id)?.kind !== 'whip') return;
+      this.#sessions.delete(id);
+      registry.performerLeft(room.id, presence);
+      log.info('whip session ended', { roomId: room.id, session: id });
+    };
+    ingest.once('close', onIngestClose);
+    this.#sessions.set(id, { id, kind: 'whip', roomId: room.id, detach: () => ingest.off('close', onIngestClose) });
+    registry.performerJoined(room.id, presence);
+    log.info('whip session started', { roomId: room.id, session: id });
+    return { id, answer };
+  }
+
+  /** Answers a WHEP viewer's offer from the room's direct fan-out. @throws AppError('INVALID_SDP') */
+  async view(room: Room, offerSdp: string): Promise<{ id: string; answer: string }> {
+    this.#assertOpen();
+    const id = newSessionId();
+    this.#watch(room);
+    // Listed before the answer exists: a 'viewers' event during negotiation must not prune it.
+    this.#sessions.set(id, { id, kind: 'whep', roomId: room.id, detach: () => undefined });
+    try {
+      const answer = (await room.addViewer(`whep:${id}`, { type: 'offer', sdp: offerSdp })).sdp;
+      this.#deps.log.info('whep session started', { roomId: room.id, session: id });
+      return { id, answer };
+    } catch (err) {
+      this.#sessions.delete(id);
+      throw err;
+    }
+  }
+
+  /**
+   * Ends a session of `kind` in `roomId`: WHIP stops the performer's ingest (if it is still this session's), WHEP
+   * removes the viewer. @throws AppError('NOT_FOUND') for an unknown session.
+   */
+  async delete(kind: WhipKind, roomId: string, id: string): Promise<void> {
+    const s = this.#require(kind, roomId, id);
+    this.#sessions.delete(id);
+    s.detach();
+    const room = this.#deps.registry.get(roomId);
+    if (kind === 'whep') {
+      room?.removeViewer(`whep:${id}`);
+    } else {
+      this.#deps.registry.performerLeft(roomId, `whip:${id}`);
+      if (room && !room.closed) await room.unpublish();
+    }
+    this.#deps.log.info(`${kind} session deleted`, { roomId, session: id });
+  }
+
+  /** @throws AppError('NOT_FOUND') when there is no such session of that kind in that room. */
+  assertSession(kind: WhipKind, roomId: string, id: string): void {
+    this.#require(kind, roomId, id);
+  }
+
+  /** Stops listening to the registry and the rooms; the media are the rooms'. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#deps.registry.off('roomClosed', this.#onRoomClosed);
+    for (const s of this.#sessions.values()) s.detach();
+    this.#sessions.clear();
+    for (const off of this.#watched.values()) off();
+    this.#watched.clear();
+  }
+
+  #require(kind: WhipKind, roomId: string, id: string): Session {
+    const s = this.#sessions.get(id);
+    if (!s || s.kind !== kind || s.roomId !== roomId)
+      throw new AppError('NOT_FOUND', `no such ${kind.toUpperCase()} session`);
+    return s;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new AppError('INVALID_STATE', 'server closing');
+  }
+
+  /** Drops WHEP sessions whose peer the fan-out removed (failed or closed connection). */
+  #watch(room: Room): void {
+    if (this.#watched.has(room.id)) return;
+    const onViewers = (): void => {
+      const live = new Set(room.parts.direct.viewerIds());
+      for (const s of [...this.#sessions.values()]) {
+        if (s.kind === 'whep' && s.roomId === room.id && !live.has(`whep:${s.id}`)) this.#sessions.delete(s.id);
+      }
+    };
+    room.on('viewers', onViewers);
+    this.#watched.set(room.id, () => room.off('viewers', onViewers));
+  }
+
+  readonly #onRoomClosed = (roomId: string, _reason: CloseReason): void => {
+    for (const s of [...this.#sessions.values()]) {
+      if (s.roomId !== roomId) continue;
+      s.detach();
+      this.#sessions.delete(s.id);
+    }
+    this.#watched.get(roomId)?.();
+    this.#watched.delete(roomId);
+  };
+}
+
+function newSessionId(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+/** Reads the SDP offer of a WHIP/WHEP POST. @throws AppError('UNSUPPORTED_MEDIA_TYPE'), ('INVALID_SDP') */
+async function sdpBody(ex: HttpExchange): Promise<string> {
+  const ct = ex.headers['content-type'] ?? '';
+  if (!/^application\/sdp\s*(;|$)/i.test(ct))
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'send the SDP offer as application/sdp');
+  const sdp = (await ex.body()).toString('utf8');
+  if (!sdp.startsWith('v=0')) throw new AppError('INVALID_SDP', 'the body is not an SDP offer');
+  return sdp;
+}
+
+/**
+ * Adds the WHIP and WHEP routes to `router` and returns the session table (close it with the server).
+ */
+export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSessions {
+  const { config, registry } = deps;
+  const sessions = new WhipSessions(deps);
+
+  /** Every reply of these routes carries CORS headers, errors included (a page must be able to read them). */
+  const withCors =
+    (h: (ex: HttpExchange, p: Record<string, string>) => Promise<void> | void): Handler =>
+    async (ex, p) => {
+      try {
+        await h(ex, p);
+      } catch (err) {
+        if (!(err instanceof AppError))
+          deps.log.error('whip request failed', { method: ex.method, path: ex.path, err });
+        const pub = toPublicError(err);
+        const close = pub.code === 'PAYLOAD_TOO_LARGE';
+        const extra: Record<string, string> = pub.code === 'METHOD_NOT_ALLOWED' ? { allow: 'DELETE, OPTIONS' } : {};
+        ex.send(
+          httpStatus[pub.code],
+          {
+            ...WHIP_CORS_HEADERS,
+            ...extra,
+            'content-type': 'application/json; charset=utf-8',
+            'cache-control': 'no-store',
+          },
+          JSON.stringify(pub),
+          close,
+        );
+      }
+    };
+  const preflight: Handler = (ex) => {
+    ex.send(204, { ...WHIP_CORS_HEADERS, 'accept-post': 'application/sdp', 'cache-control': 'no-store' });
+  };
+
+  for (const kind of ['whip', 'whep'] as const) {
+    const roles: readonly Role[] = kind === 'whip' ? ['performer'] : ['performer', 'viewer'];
+    const auth = (ex: HttpExchange, roomId: string): void => {
+      authorize(ex.headers['authorization'], roomId, roles, config.tokenSecret);
+    };
+    router.add('OPTIONS', `/${kind}/:roomId`, preflight);
+    router.add('OPTIONS', `/${kind}/:roomId/:sessionId`, preflight);
+    router.add(
+      'POST',
+      `/${kind}/:roomId`,
+      withCors(async (ex, p) => {
+        const roomId = p.roomId ?? '';
+        auth(ex, roomId);
+        const room = registry.require(roomId);
+        const offer = await sdpBody(ex);
+        const { id, answer } = kind === 'whip' ? await sessions.publish(room, offer) : await sessions.view(room, offer);
+        const location = `${baseUrl(config, ex.headers, deps.port())}/${kind}/${encodeURIComponent(roomId)}/${id}`;
+        const headers: Record<string, string> = {
+          ...WHIP_CORS_HEADERS,
+          'content-type': 'application/sdp',
+          'cache-control': 'no-store',
+          location,
+          etag: `"${id}"`,
+        };
+        const links = iceServerLinks(config.media.iceServers);
+        if (links.length > 0) headers.link = links.join(', ');
+        if (ex.aborted) {
+          // The client went away while the offer was answered: nobody can DELETE this session, so end it now.
+          await sessions.delete(kind, roomId, id);
+          return;
+        }
+        ex.send(201, headers, answer);
+      }),
+      { maxBody: MAX_SDP_BYTES },
+    );
+    router.add(
+      'DELETE',
+      `/${kind}/:roomId/:sessionId`,
+      withCors(async (ex, p) => {
+        const roomId = p.roomId ?? '';
+        auth(ex, roomId);
+        await sessions.delete(kind, roomId, p.sessionId ?? '');
+        ex.send(200, { ...WHIP_CORS_HEADERS, 'cache-control': 'no-store' });
+      }),
+    );
+    router.add(
+      'PATCH',
+      `/${kind}/:roomId/:sessionId`,
+      withCors((ex, p) => {
+        const roomId = p.roomId ?? '';
+        auth(ex, roomId);
+        sessions.assertSession(kind, roomId, p.sessionId ?? '');
+        throw new AppError(
+          'METHOD_NOT_ALLOWED',
+          'trickle ICE and ICE restarts are not supported: send a complete offer',
+        );
+      }),
+      { maxBody: MAX_SDP_BYTES },
+    );
+  }
+  return sessions;
+}
