@@ -8,3 +8,4 @@ export type { PortraitSummary, CreatedRoom, RestOptions } from './rest.js';
 export { Backoff } from './backoff.js';
 export { defaultAvatarSettings } from '../../server/signaling/protocol.js';
 export type { AvatarSettings, RoomInfo, RoomStats, PublicError } from '../../server/signaling/protocol.js';
+export * from './avatarStream.js';
