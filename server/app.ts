@@ -13,6 +13,7 @@ import { addApiRoutes } from './http/api.js';
 import { addWhipRoutes } from './http/whip.js';
 import { Router } from './http/router.js';
 import { createLogger, setLogLevel } from './logger.js';
+import type { ClusterNode } from './cluster/node.js';
 import { createFanoutFactory, type FanoutFactory } from './media/fanout.js';
 import { Metrics } from './metrics.js';
 import { PortraitStore, type FaceCheck } from './portraits/store.js';
@@ -38,6 +39,8 @@ export interface AvatarServer {
   readonly rooms: RoomRegistry;
   readonly metrics: Metrics;
   readonly fanout: FanoutFactory;
+  /** This node of a multi-node deployment (config.cluster.redisUrl), else null. */
+  readonly cluster: ClusterNode | null;
   readonly closed: boolean;
   /** Closes rooms, signaling, the listen socket and the fan-out factory. Idempotent; the port is free afterwards. */
   close(): Promise<void>;
@@ -79,9 +82,29 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
   const app = uWS.App();
   const io: SignalingIo = new Server({ serveClient: false, maxHttpBufferSize: 256 * 1024 });
   io.attachApp(app);
-  const signaling = new SignalingServer({ io, registry, config, log: log.child('signaling') });
-
   let port = 0;
+  // A node of a multi-node deployment (cluster.redisUrl); `npm start` without it never loads the cluster code.
+  let cluster: ClusterNode | null = null;
+  if (config.cluster.redisUrl) {
+    const { ClusterNode: Node } = await import('./cluster/node.js');
+    try {
+      cluster = await Node.create({
+        config,
+        registry,
+        fanout,
+        log: log.child('cluster'),
+        url: () => config.cluster.nodeUrl ?? localUrl(config.host, port),
+      });
+    } catch (err) {
+      metrics.close();
+      registry.close();
+      await faceChecker?.close();
+      await fanout.close();
+      throw err;
+    }
+  }
+  const signaling = new SignalingServer({ io, registry, config, log: log.child('signaling'), cluster });
+
   const router = new Router<Handler>();
   addApiRoutes(router, {
     config,
@@ -94,12 +117,14 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     port: () => port,
   });
   const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port });
+  cluster?.addRoutes(router);
   const httpLog = log.child('http');
   app.any('/*', (res, req) => dispatch(router, res, req, httpLog));
 
   const listenSocket = await new Promise<uWS.us_listen_socket | false>((resolve) => app.listen(config.host, config.port, resolve));
   if (!listenSocket) {
     signaling.close();
+    await cluster?.close();
     metrics.close();
     registry.close();
     await io.close();
@@ -110,6 +135,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
   port = uWS.us_socket_local_port(listenSocket);
   const url = localUrl(config.host, port);
   log.info('listening', { url, fanout: fanout.kind, engine: config.avatar.engine });
+  await cluster?.start();
 
   let closing: Promise<void> | null = null;
   return {
@@ -120,12 +146,15 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     rooms: registry,
     metrics,
     fanout,
+    cluster,
     get closed() {
       return closing !== null;
     },
     close() {
       closing ??= (async () => {
         signaling.close();
+        // Before the rooms close: this node's entries leave the directory at once, relays are closed.
+        await cluster?.close();
         registry.close();
         whip.close();
         metrics.close();

@@ -236,6 +236,7 @@ export function validateConfig(c: Config): Config {
 /** Builds the config from defaults, an optional overrides object (tests), a JSON file and env. */
 export function loadConfig(env: Record<string, string | undefined> = {}, overrides: DeepPartial<Config> = {}): Config {
   let c: Config = defaultConfig();
+  const generatedSecret = c.tokenSecret;
   const file = env.AVATAR_CONFIG;
   if (file) {
     let parsed: unknown;
@@ -274,5 +275,9 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
   c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;
+  if (c.cluster.redisUrl !== null && c.tokenSecret === generatedSecret) {
+    // Each node would sign links with its own random secret: a viewer's link would work on one node only.
+    fail('"cluster.redisUrl" needs a "tokenSecret" shared by every node (set AVATAR_TOKEN_SECRET)');
+  }
   return validateConfig(c);
 }

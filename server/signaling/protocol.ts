@@ -160,7 +160,8 @@ export interface RoomStats {
   refinerSteps: number;
 }
 
-export type CloseReason = 'performer-left' | 'room-deleted' | 'server-shutdown' | 'replaced' | 'error';
+/** 'owner-lost': a relayed room whose owner node stopped answering (cluster). */
+export type CloseReason = 'performer-left' | 'room-deleted' | 'server-shutdown' | 'replaced' | 'error' | 'owner-lost';
 
 export interface ClientToServerEvents {
   join: (req: JoinRequest, ack: Ack<JoinResponse>) => void;

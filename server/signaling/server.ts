@@ -10,11 +10,14 @@
  *
  * Room events are forwarded to the room's sockets (socket.io room `room:<id>`): 'stats', 'failure', and 'closed'.
  */
+import type { EventEmitter } from 'node:events';
 import type { Server, Socket } from 'socket.io';
 import { signToken, verifyToken } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ClusterNode } from '../cluster/node.js';
+import type { RelayRoom } from '../cluster/relay.js';
 import type { Room } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';
 import type {
@@ -24,6 +27,7 @@ import type {
   PublicError,
   Result,
   Role,
+  RoomInfo,
   RoomStats,
   ServerToClientEvents,
 } from './protocol.js';
@@ -57,10 +61,13 @@ export interface SignalingOptions {
   registry: RoomRegistry;
   config: Config;
   log: Logger;
+  /** Multi-node deployments: rooms owned by other nodes are viewed through relays (server/cluster). */
+  cluster?: ClusterNode | null;
 }
 
 interface Joined {
-  room: Room;
+  /** The room (a relay when another node owns it). */
+  room: Room | RelayRoom;
   roomId: string;
   role: Role;
 }
@@ -72,6 +79,7 @@ export class SignalingServer {
   readonly #registry: RoomRegistry;
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #cluster: ClusterNode | null;
   #closed = false;
 
   constructor(opts: SignalingOptions) {
@@ -79,7 +87,9 @@ export class SignalingServer {
     this.#registry = opts.registry;
     this.#config = opts.config;
     this.#log = opts.log;
+    this.#cluster = opts.cluster ?? null;
     this.#registry.on('room', this.#onRoom);
+    this.#cluster?.on('relay', this.#onRoom);
     this.#io.on('connection', (socket) => this.#onConnection(socket));
   }
 
@@ -92,10 +102,20 @@ export class SignalingServer {
     if (this.#closed) return;
     this.#closed = true;
     this.#registry.off('room', this.#onRoom);
+    this.#cluster?.off('relay', this.#onRoom);
   }
 
-  readonly #onRoom = (room: Room): void => {
-    const key = roomKey(room.id);
+  /** A room of this node, or a relay already open here. */
+  #find(roomId: string): Room | RelayRoom | undefined {
+    return this.#registry.get(roomId) ?? this.#cluster?.relay(roomId);
+  }
+
+  readonly #onRoom = (r: Room | RelayRoom): void => {
+    const key = roomKey(r.id);
+    // Rooms and relays emit the same events (a relay has no 'stats'); listened to as a plain emitter.
+    const room = r as unknown as EventEmitter;
+    // A relay learns of portrait changes from the directory.
+    room.on('roomInfo', (info: RoomInfo) => this.#io.to(key).emit('room', info));
     room.on('stats', (s: RoomStats) => this.#io.to(key).emit('stats', s));
     room.on('failure', (e: PublicError) => this.#io.to(key).emit('failure', { code: e.code, message: e.message }));
     // Viewer ids are socket ids (each socket is in a socket.io room of its own id).
@@ -157,14 +177,23 @@ export class SignalingServer {
     const joined = (): Joined => {
       const { roomId, role } = socket.data;
       if (!roomId || !role) throw new InvalidStateError('join a room first');
-      const room = this.#registry.get(roomId);
+      const room = this.#find(roomId);
       if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'the room has ended');
       return { room, roomId, role };
     };
-    const performer = (): Joined => {
+    const performer = (): Joined & { room: Room } => {
       const j = joined();
       if (j.role !== 'performer') throw new AppError('FORBIDDEN', 'only the performer can do this');
-      return j;
+      const local = this.#registry.get(j.roomId);
+      if (local !== j.room || !local) throw new AppError('WRONG_NODE', 'this room runs on another server');
+      return { ...j, room: local };
+    };
+    /** Direct fan-out and ICE for a view peer need the room's own node. */
+    const local = (): Joined & { room: Room } => {
+      const j = joined();
+      const room = this.#registry.get(j.roomId);
+      if (room !== j.room || !room) throw new AppError('UNSUPPORTED', 'this room is relayed through the SFU here: use sfu:* messages');
+      return { ...j, room };
     };
     const sfu = (): Joined => {
       const j = joined();
@@ -172,11 +201,17 @@ export class SignalingServer {
       return j;
     };
 
-    on('join', (p) => {
+    on('join', async (p) => {
       const req = validateJoin(p);
       if (socket.data.roomId) throw new InvalidStateError('already joined');
       const tok = verifyToken(req.token, this.#config.tokenSecret);
-      const room = this.#registry.require(tok.room);
+      let room: Room | RelayRoom | undefined = this.#registry.get(tok.room);
+      if ((!room || room.closed) && this.#cluster) {
+        // Another node owns it: viewers get a relay, a performer is told where the room runs.
+        room = tok.role === 'performer' ? await this.#cluster.redirect(tok.room) : await this.#cluster.viewerRoom(tok.room);
+      }
+      if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+      if (socket.data.roomId) throw new InvalidStateError('already joined');
       socket.data = { roomId: tok.room, role: tok.role };
       void socket.join(roomKey(tok.room));
       if (tok.role === 'performer') {
@@ -211,13 +246,13 @@ export class SignalingServer {
     });
     on('view', async (p) => {
       const req = validateView(p);
-      const { room } = joined();
+      const { room } = local();
       if (room.fanoutKind !== 'direct') throw new AppError('UNSUPPORTED', 'this room uses the SFU fan-out: use sfu:* messages');
       return { sdp: await room.addViewer(socket.id, req.sdp) };
     });
     on('ice', async (p) => {
       const req = validateIce(p);
-      const { room } = req.target === 'publish' ? performer() : joined();
+      const { room } = req.target === 'publish' ? performer() : local();
       await room.addIceCandidate(req.target === 'publish' ? { kind: 'publish' } : { kind: 'view', viewerId: socket.id }, req.candidate);
       return null;
     });
@@ -267,7 +302,7 @@ export class SignalingServer {
       const { roomId, role } = socket.data;
       socket.data = {};
       if (!roomId) return;
-      const room = this.#registry.get(roomId);
+      const room = this.#find(roomId);
       if (!room || room.closed) return;
       try {
         // Any socket may have a view peer (the performer can preview); drop it.
@@ -275,7 +310,7 @@ export class SignalingServer {
       } catch (err) {
         this.#log.warn('removeViewer failed', { roomId, err });
       }
-      if (role === 'performer') this.#registry.performerLeft(roomId, socket.id);
+      if (role === 'performer' && this.#registry.get(roomId)) this.#registry.performerLeft(roomId, socket.id);
     });
   }
 }

@@ -1,0 +1,129 @@
+/**
+ * The room directory of a multi-node deployment, in Redis: which node owns each room, and how to reach each node.
+ *
+ *   avatar:node:<nodeId>  JSON NodeRecord   (PX ttl, refreshed by the node's heartbeat)
+ *   avatar:room:<roomId>  JSON RoomRecord   (PX ttl, refreshed by the owner's heartbeat; deleted when the room closes)
+ *
+ * Node loss: a node that stops (crash, partition) stops refreshing, its keys expire after config.cluster.ttlMs, and
+ * lookups then say the room is gone; a relay polling its owner's entry closes with ROOM_OWNER_LOST. A room whose
+ * owner's node key has expired is treated as gone even while its own key lives (they expire independently).
+ */
+import { Redis } from 'ioredis';
+import { AppError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { RoomInfo } from '../signaling/protocol.js';
+
+export interface NodeRecord {
+  nodeId: string;
+  /** Base URL of the node's HTTP server (internal API), e.g. http://10.0.0.5:8080. */
+  url: string;
+  /** Whether the node runs mediasoup ('sfu') or direct fan-out only. */
+  fanout: 'sfu' | 'direct';
+}
+
+export interface RoomRecord {
+  nodeId: string;
+  /** Incremented by the owner whenever its SFU router was rebuilt (relays must pipe again). */
+  epoch: number;
+  info: RoomInfo;
+}
+
+export interface RoomLocation extends RoomRecord {
+  node: NodeRecord;
+}
+
+const nodeKey = (id: string): string => `avatar:node:${id}`;
+const roomKey = (id: string): string => `avatar:room:${id}`;
+
+export class RoomDirectory {
+  readonly #redis: Redis;
+  readonly #ttlMs: number;
+  readonly #log: Logger;
+  #closed = false;
+
+  private constructor(redis: Redis, ttlMs: number, log: Logger) {
+    this.#redis = redis;
+    this.#ttlMs = ttlMs;
+    this.#log = log;
+  }
+
+  /**
+   * Connects to Redis (fails within `connectTimeoutMs` with a clear CONFIG_INVALID error when it is unreachable).
+   */
+  static async connect(url: string, ttlMs: number, log: Logger, connectTimeoutMs = 5000): Promise<RoomDirectory> {
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      connectTimeout: connectTimeoutMs,
+      maxRetriesPerRequest: 2,
+      enableOfflineQueue: true,
+      // After start-up, keep retrying (a Redis restart must not kill the node), at most every 2 s.
+      retryStrategy: (times) => Math.min(times * 200, 2000),
+    });
+    let lastError: unknown = null;
+    redis.on('error', (err: Error) => {
+      lastError = err;
+      log.debug('redis connection error', { err });
+    });
+    try {
+      await redis.connect();
+      await redis.ping();
+    } catch (err) {
+      redis.disconnect();
+      const why = err instanceof Error ? err.message : String(lastError ?? err);
+      throw new AppError('CONFIG_INVALID', `cluster.redisUrl: cannot reach Redis at ${url} (${why})`, { cause: err });
+    }
+    return new RoomDirectory(redis, ttlMs, log);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** One heartbeat: this node's record and every room it owns, with a fresh TTL. */
+  async heartbeat(node: NodeRecord, rooms: RoomRecord[], roomIds: string[]): Promise<void> {
+    const m = this.#redis.multi();
+    m.set(nodeKey(node.nodeId), JSON.stringify(node), 'PX', this.#ttlMs);
+    rooms.forEach((r, i) => m.set(roomKey(roomIds[i]!), JSON.stringify(r), 'PX', this.#ttlMs));
+    await m.exec();
+  }
+
+  async putRoom(roomId: string, rec: RoomRecord): Promise<void> {
+    await this.#redis.set(roomKey(roomId), JSON.stringify(rec), 'PX', this.#ttlMs);
+  }
+
+  /** Removes a room, only if `nodeId` still owns it. */
+  async dropRoom(roomId: string, nodeId: string): Promise<void> {
+    const raw = await this.#redis.get(roomKey(roomId));
+    if (raw && (JSON.parse(raw) as RoomRecord).nodeId === nodeId) await this.#redis.del(roomKey(roomId));
+  }
+
+  async dropNode(nodeId: string): Promise<void> {
+    await this.#redis.del(nodeKey(nodeId));
+  }
+
+  async node(nodeId: string): Promise<NodeRecord | null> {
+    const raw = await this.#redis.get(nodeKey(nodeId));
+    return raw ? (JSON.parse(raw) as NodeRecord) : null;
+  }
+
+  /** Where a room lives, or null when no live node owns it. */
+  async lookup(roomId: string): Promise<RoomLocation | null> {
+    const raw = await this.#redis.get(roomKey(roomId));
+    if (!raw) return null;
+    const rec = JSON.parse(raw) as RoomRecord;
+    const node = await this.node(rec.nodeId);
+    if (!node) return null;
+    return { ...rec, node };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.#redis.quit();
+    } catch (err) {
+      this.#log.debug('redis quit failed', { err: err as Error });
+      this.#redis.disconnect();
+    }
+  }
+}

@@ -1,0 +1,276 @@
+/**
+ * Two nodes and a real Redis on loopback (Debian's redis-server, started on a free port), each node with its own real
+ * mediasoup worker:
+ * - a room created on node A is in the directory; a viewer whose signaling reaches node B gets the avatar through a
+ *   mediasoup pipe from A (B's relay), with frames at the portrait's size; A serves exactly one pipe for any number
+ *   of B's viewers; a performer reaching B is told where the room runs (WRONG_NODE with A's URL);
+ * - a node with direct fan-out only answers a viewer of another node's room with a clear redirect (WRONG_NODE);
+ * - node loss: the owner runs as its own process and is killed (SIGKILL); its directory entries expire, B's viewers
+ *   get ROOM_OWNER_LOST and 'closed' (owner-lost), and a new join on B gets ROOM_NOT_FOUND.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import wrtc from '@roamhq/wrtc';
+import type { types as msc } from 'mediasoup-client';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { portraitFile } from '../../scripts/testData.js';
+import { loadClientDevice, type MediasoupRoom } from '../../server/media/mediasoupFanout.js';
+import type { JoinResponse, PublicError, SfuConsumerInfo, SfuTransportOptions } from '../../server/signaling/protocol.js';
+import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
+import { repoRoot, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
+import { waitFor } from '../helpers/wait.js';
+
+const workerBin = process.env.MEDIASOUP_WORKER_BIN;
+const skip = !workerBin || !haveRedis;
+if (skip) console.log(`cluster tests skipped: ${!workerBin ? 'no mediasoup worker (MEDIASOUP_WORKER_BIN)' : 'no /usr/bin/redis-server'}`);
+
+const HEARTBEAT_MS = 300;
+const TTL_MS = 1200;
+
+interface CreatedRoom {
+  roomId: string;
+  performerToken: string;
+  viewerToken: string;
+}
+
+async function createRoom(baseUrl: string): Promise<CreatedRoom> {
+  const form = new FormData();
+  form.append('consent', 'true');
+  form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_woman_dark_hair.png')))]), 'p.png');
+  const up = await fetch(`${baseUrl}/api/portraits`, { method: 'POST', body: form });
+  expect(up.status).toBe(201);
+  const portrait = (await up.json()) as { id: string };
+  const res = await fetch(`${baseUrl}/api/rooms`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ portraitId: portrait.id }),
+  });
+  expect(res.status).toBe(201);
+  return (await res.json()) as CreatedRoom;
+}
+
+/** A wrtc viewer doing the sfu:* signaling over socket.io; counts decoded video frames. */
+class SocketSfuViewer {
+  frames = 0;
+  width = 0;
+  failures: PublicError[] = [];
+  closedReason: string | null = null;
+  #recv: msc.Transport | null = null;
+  #sink: { stop(): void } | null = null;
+  constructor(readonly socket: ClientSocket) {
+    socket.on('failure', (e) => this.failures.push(e));
+    socket.on('closed', ({ reason }) => {
+      this.closedReason = reason;
+    });
+  }
+
+  async view(): Promise<void> {
+    const s = this.socket;
+    const caps = await call<{ routerRtpCapabilities: msc.RtpCapabilities }>(s, 'sfu:capabilities', {});
+    const device = await loadClientDevice(caps.routerRtpCapabilities);
+    const t = await call<SfuTransportOptions>(s, 'sfu:createTransport', {});
+    const recv = device.createRecvTransport(t as unknown as msc.TransportOptions);
+    this.#recv = recv;
+    recv.on('connect', ({ dtlsParameters }, callback, errback) => {
+      call(s, 'sfu:connect', { transportId: t.id, dtlsParameters }).then(() => callback(), errback);
+    });
+    const infos = await call<SfuConsumerInfo[]>(s, 'sfu:consume', { transportId: t.id, rtpCapabilities: device.recvRtpCapabilities });
+    for (const info of infos) {
+      const c = await recv.consume({
+        id: info.id,
+        producerId: info.producerId,
+        kind: info.kind,
+        rtpParameters: info.rtpParameters as msc.RtpParameters,
+      });
+      await call(s, 'sfu:resume', { consumerId: c.id });
+      if (info.kind === 'video') {
+        const sink = new wrtc.nonstandard.RTCVideoSink(c.track);
+        sink.onframe = ({ frame }: { frame: { width: number } }) => {
+          this.frames++;
+          this.width = frame.width;
+        };
+        this.#sink = sink;
+      }
+    }
+  }
+
+  close(): void {
+    this.#sink?.stop();
+    this.#sink = null;
+    this.#recv?.close();
+    this.#recv = null;
+    this.socket.disconnect();
+  }
+}
+
+describe.skipIf(skip)('two nodes and a Redis room directory', () => {
+  let redis: TestRedis;
+  const servers: TestServer[] = [];
+  const viewers: SocketSfuViewer[] = [];
+  const sockets: ClientSocket[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterEach(async () => {
+    for (const v of viewers.splice(0)) v.close();
+    for (const s of sockets.splice(0)) s.disconnect();
+    for (const s of servers.splice(0)) await s.stop();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  async function node(nodeId: string, mode: 'sfu' | 'direct' = 'sfu'): Promise<TestServer> {
+    const ts = await startTestServer({
+      logLevel: (process.env.CLUSTER_LOG ?? 'silent') as 'silent',
+      avatar: { engine: 'portrait', outputSize: 256 },
+      fanout: { mode, workers: 1, mediasoupWorkerBin: mode === 'sfu' ? (workerBin ?? null) : null },
+      cluster: { redisUrl: redis.url, nodeId, heartbeatMs: HEARTBEAT_MS, ttlMs: TTL_MS },
+    });
+    servers.push(ts);
+    return ts;
+  }
+  async function socketTo(url: string): Promise<ClientSocket> {
+    const s = await connectClient(url);
+    sockets.push(s);
+    return s;
+  }
+
+  it('a viewer on the non-owner node gets the avatar through a pipe transport from the owner', async () => {
+    const a = await node('node-a');
+    const b = await node('node-b');
+    const room = await createRoom(a.url);
+    const loc = await waitFor(() => a.server.cluster!.directory.lookup(room.roomId), 5000, 'room in the directory');
+    expect(loc.nodeId).toBe('node-a');
+    expect(loc.node.url).toBe(a.url);
+    expect(loc.info.width).toBe(256);
+
+    // Two viewers on B: one relay, one pipe on A.
+    for (let i = 0; i < 2; i++) {
+      const s = await connectClient(b.url);
+      const joined = await call<JoinResponse>(s, 'join', { token: room.viewerToken });
+      expect(joined.fanout).toBe('sfu');
+      expect(joined.room.roomId).toBe(room.roomId);
+      expect(joined.room.width).toBe(256);
+      const v = new SocketSfuViewer(s);
+      viewers.push(v);
+      await v.view();
+    }
+    await waitFor(() => viewers.every((v) => v.frames >= 3 && v.width === 256), 30_000, 'frames on node B through the pipe');
+    expect(b.server.rooms.size).toBe(0); // B runs no room of its own
+    expect(b.server.cluster!.relays().map((r) => r.id)).toEqual([room.roomId]);
+    expect(b.server.cluster!.relays()[0]!.viewerCount).toBe(2);
+    expect(a.server.cluster!.pipeCount).toBe(1);
+    expect((a.server.rooms.get(room.roomId)!.sfu as MediasoupRoom).pipeCount).toBe(1);
+
+    // The performer belongs on A: B says so, naming A.
+    const ps = await socketTo(b.url);
+    const res = await request(ps, 'join', { token: room.performerToken });
+    expect(res.ok).toBe(false);
+    if (!res.ok) {
+      expect(res.error.code).toBe('WRONG_NODE');
+      expect(res.error.message).toContain(a.url);
+    }
+
+    // B going away releases its pipe on A.
+    for (const v of viewers.splice(0)) v.close();
+    await b.stop();
+    await waitFor(() => (a.server.rooms.get(room.roomId)!.sfu as MediasoupRoom).pipeCount === 0, 10_000, 'pipe closed on A');
+  });
+
+  it('a node without an SFU redirects a viewer of another node’s room (WRONG_NODE)', async () => {
+    const a = await node('node-a2');
+    const d = await node('node-direct', 'direct');
+    const room = await createRoom(a.url);
+    await waitFor(() => d.server.cluster!.directory.lookup(room.roomId), 5000, 'room in the directory');
+    const s = await socketTo(d.url);
+    const res = await request(s, 'join', { token: room.viewerToken });
+    expect(res.ok).toBe(false);
+    if (!res.ok) {
+      expect(res.error.code).toBe('WRONG_NODE');
+      expect(res.error.message).toContain(a.url);
+    }
+    // A room nobody owns is simply not found.
+    const other = await request(s, 'join', { token: room.viewerToken.replace(/^./, (c) => (c === 'e' ? 'f' : 'e')) });
+    expect(other.ok).toBe(false);
+  });
+
+  it('node loss: the owner process is killed; the directory drops its rooms and B’s viewers get a clear error', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-node-'));
+    const cfg = path.join(dataDir, 'config.json');
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        media: { iceAddressAllowList: ['127.0.0.1'] },
+        cluster: { heartbeatMs: HEARTBEAT_MS, ttlMs: TTL_MS },
+        avatar: { outputSize: 256 },
+      }),
+    );
+    // `node --import tsx`, not the tsx binary: that one runs the server in a child process, which a SIGKILL would miss.
+    const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'server', 'main.ts')], {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        PORT: '0',
+        HOST: '127.0.0.1',
+        AVATAR_CONFIG: cfg,
+        AVATAR_DATA_DIR: dataDir,
+        AVATAR_ENGINE: 'portrait',
+        AVATAR_TOKEN_SECRET: TEST_TOKEN_SECRET,
+        AVATAR_REDIS_URL: redis.url,
+        AVATAR_NODE_ID: 'node-doomed',
+        AVATAR_SFU_WORKERS: '1',
+        FANOUT: 'sfu',
+        MEDIASOUP_WORKER_BIN: workerBin,
+        LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    let exited = false;
+    proc.on('exit', () => (exited = true));
+    try {
+      const ownerUrl = await waitFor(
+        () => {
+          if (exited) throw new Error(`owner process exited:\n${out}`);
+          return /"msg":"server ready".*?"url":"(http:\/\/[^"]+)"/.exec(out)?.[1];
+        },
+        60_000,
+        'owner node ready',
+      );
+      const b = await node('node-b3');
+      const room = await createRoom(ownerUrl);
+      await waitFor(() => b.server.cluster!.directory.lookup(room.roomId), 5000, 'room in the directory');
+      const s = await connectClient(b.url);
+      await call(s, 'join', { token: room.viewerToken });
+      const v = new SocketSfuViewer(s);
+      viewers.push(v);
+      await v.view();
+      await waitFor(() => v.frames >= 3, 30_000, 'frames through the pipe from the owner process');
+
+      proc.kill('SIGKILL');
+      await waitFor(() => exited, 10_000, 'owner process gone');
+      const t0 = Date.now();
+      await waitFor(() => v.closedReason !== null, TTL_MS + 10 * HEARTBEAT_MS + 5000, 'viewer told the room ended');
+      const lossMs = Date.now() - t0;
+      console.log(`node loss noticed by the viewer after ${lossMs} ms (ttl ${TTL_MS} ms, heartbeat ${HEARTBEAT_MS} ms)`);
+      expect(v.closedReason).toBe('owner-lost');
+      expect(v.failures.map((f) => f.code)).toContain('ROOM_OWNER_LOST');
+      expect(await b.server.cluster!.directory.lookup(room.roomId)).toBeNull();
+      expect(b.server.cluster!.relays()).toEqual([]);
+      const s2 = await socketTo(b.url);
+      const res = await request(s2, 'join', { token: room.viewerToken });
+      expect(res.ok).toBe(false);
+      if (!res.ok) expect(res.error.code).toBe('ROOM_NOT_FOUND');
+    } finally {
+      if (!exited) proc.kill('SIGKILL');
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
