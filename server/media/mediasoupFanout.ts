@@ -400,6 +400,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
   /** Serialises router changes (new piped routers, rebuilds) with consumes. */
   #chain: Promise<unknown> = Promise.resolve();
   #rebuilds = 0;
+  #caps: ms.RtpCapabilities | null = null;
   #closed = false;
 
   private constructor(pool: WorkerPool, config: Config, source: ProducerSource, roomId: string, log: Logger) {
@@ -441,8 +442,9 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
 
   rtpCapabilities(): unknown {
     this.#assertOpen();
-    // Every router has the same codecs, hence the same capabilities.
-    return this.#primary().router.rtpCapabilities;
+    // Every router has the same codecs, hence the same capabilities: kept from the first router, so that a viewer
+    // asking while the primary is being rebuilt is answered (its createTransport then waits for the rebuild).
+    return this.#caps;
   }
 
   createTransport(viewerId: string): Promise<SfuTransportOptions> {
@@ -627,6 +629,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
     try {
       const producers = await this.#source.attach(router);
       const slot: Slot = { router, pw, producers, viewers: new Set() };
+      this.#caps ??= router.rtpCapabilities;
       this.#slots = [slot, ...this.#slots];
       this.#watch(slot);
     } catch (err) {

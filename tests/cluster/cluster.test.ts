@@ -12,12 +12,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import wrtc from '@roamhq/wrtc';
-import type { types as msc } from 'mediasoup-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
-import { loadClientDevice, type MediasoupRoom } from '../../server/media/mediasoupFanout.js';
-import type { JoinResponse, PublicError, SfuConsumerInfo, SfuTransportOptions } from '../../server/signaling/protocol.js';
+import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
+import type { JoinResponse } from '../../server/signaling/protocol.js';
+import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
 import { repoRoot, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
@@ -50,60 +49,6 @@ async function createRoom(baseUrl: string): Promise<CreatedRoom> {
   });
   expect(res.status).toBe(201);
   return (await res.json()) as CreatedRoom;
-}
-
-/** A wrtc viewer doing the sfu:* signaling over socket.io; counts decoded video frames. */
-class SocketSfuViewer {
-  frames = 0;
-  width = 0;
-  failures: PublicError[] = [];
-  closedReason: string | null = null;
-  #recv: msc.Transport | null = null;
-  #sink: { stop(): void } | null = null;
-  constructor(readonly socket: ClientSocket) {
-    socket.on('failure', (e) => this.failures.push(e));
-    socket.on('closed', ({ reason }) => {
-      this.closedReason = reason;
-    });
-  }
-
-  async view(): Promise<void> {
-    const s = this.socket;
-    const caps = await call<{ routerRtpCapabilities: msc.RtpCapabilities }>(s, 'sfu:capabilities', {});
-    const device = await loadClientDevice(caps.routerRtpCapabilities);
-    const t = await call<SfuTransportOptions>(s, 'sfu:createTransport', {});
-    const recv = device.createRecvTransport(t as unknown as msc.TransportOptions);
-    this.#recv = recv;
-    recv.on('connect', ({ dtlsParameters }, callback, errback) => {
-      call(s, 'sfu:connect', { transportId: t.id, dtlsParameters }).then(() => callback(), errback);
-    });
-    const infos = await call<SfuConsumerInfo[]>(s, 'sfu:consume', { transportId: t.id, rtpCapabilities: device.recvRtpCapabilities });
-    for (const info of infos) {
-      const c = await recv.consume({
-        id: info.id,
-        producerId: info.producerId,
-        kind: info.kind,
-        rtpParameters: info.rtpParameters as msc.RtpParameters,
-      });
-      await call(s, 'sfu:resume', { consumerId: c.id });
-      if (info.kind === 'video') {
-        const sink = new wrtc.nonstandard.RTCVideoSink(c.track);
-        sink.onframe = ({ frame }: { frame: { width: number } }) => {
-          this.frames++;
-          this.width = frame.width;
-        };
-        this.#sink = sink;
-      }
-    }
-  }
-
-  close(): void {
-    this.#sink?.stop();
-    this.#sink = null;
-    this.#recv?.close();
-    this.#recv = null;
-    this.socket.disconnect();
-  }
 }
 
 describe.skipIf(skip)('two nodes and a Redis room directory', () => {
