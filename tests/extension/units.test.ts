@@ -1,0 +1,165 @@
+/**
+ * Pure parts of the avatar camera: which getUserMedia calls the extension serves (planGetUserMedia), how a viewer link
+ * is read (parseAvatarLink), and the WHIP module's token check and ICE-server Link headers.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseAvatarLink, whepEndpoint } from '../../client/lib/avatarStream.js';
+import { ClientError } from '../../client/lib/errors.js';
+import {
+  AVATAR_CAMERA,
+  AVATAR_MICROPHONE,
+  namedDeviceIds,
+  planGetUserMedia,
+} from '../../client/extension/src/protocol.js';
+import { signToken } from '../../server/auth/tokens.js';
+import { AppError } from '../../server/errors.js';
+import { authorize, iceServerLinks } from '../../server/http/whip.js';
+
+const CAM = AVATAR_CAMERA.deviceId;
+const MIC = AVATAR_MICROPHONE.deviceId;
+
+describe('planGetUserMedia', () => {
+  it('reads device ids from every constraint shape', () => {
+    expect(namedDeviceIds(true)).toEqual([]);
+    expect(namedDeviceIds(undefined)).toEqual([]);
+    expect(namedDeviceIds({ deviceId: 'a' })).toEqual(['a']);
+    expect(namedDeviceIds({ deviceId: ['a', 'b'] })).toEqual(['a', 'b']);
+    expect(namedDeviceIds({ deviceId: { exact: 'a' } })).toEqual(['a']);
+    expect(namedDeviceIds({ deviceId: { ideal: ['a', 'b'] } })).toEqual(['a', 'b']);
+    expect(namedDeviceIds({ width: 640 })).toEqual([]);
+  });
+
+  it('leaves every other request to the browser, unchanged', () => {
+    const c = { video: { deviceId: { exact: 'real-cam' } }, audio: true };
+    expect(planGetUserMedia(c)).toEqual({ avatarVideo: false, avatarAudio: false, real: c });
+    expect(planGetUserMedia({ video: true })).toEqual({
+      avatarVideo: false,
+      avatarAudio: false,
+      real: { video: true },
+    });
+  });
+
+  it('serves the avatar camera, with the avatar voice for an unspecified microphone', () => {
+    expect(planGetUserMedia({ video: { deviceId: { exact: CAM } } })).toEqual({
+      avatarVideo: true,
+      avatarAudio: false,
+      real: null,
+    });
+    expect(planGetUserMedia({ video: { deviceId: CAM }, audio: true })).toEqual({
+      avatarVideo: true,
+      avatarAudio: true,
+      real: null,
+    });
+    expect(planGetUserMedia({ video: { deviceId: CAM }, audio: { echoCancellation: true } })).toMatchObject({
+      avatarAudio: true,
+      real: null,
+    });
+  });
+
+  it('mixes the avatar with a real device the page names', () => {
+    const audio = { deviceId: { exact: 'real-mic' } };
+    expect(planGetUserMedia({ video: { deviceId: CAM }, audio })).toEqual({
+      avatarVideo: true,
+      avatarAudio: false,
+      real: { audio },
+    });
+    expect(planGetUserMedia({ video: true, audio: { deviceId: MIC } })).toEqual({
+      avatarVideo: false,
+      avatarAudio: true,
+      real: { video: true },
+    });
+    expect(planGetUserMedia({ audio: { deviceId: { exact: MIC } } })).toEqual({
+      avatarVideo: false,
+      avatarAudio: true,
+      real: null,
+    });
+  });
+});
+
+function clientCode(f: () => unknown): string {
+  try {
+    f();
+  } catch (err) {
+    return err instanceof ClientError ? err.code : 'not a ClientError';
+  }
+  return 'no error';
+}
+
+describe('parseAvatarLink', () => {
+  it('reads the studio viewer link and the performer link', () => {
+    expect(parseAvatarLink('https://avatar.example:8443/view?room=R1&token=a.b')).toEqual({
+      server: 'https://avatar.example:8443',
+      room: 'R1',
+      token: 'a.b',
+    });
+    expect(parseAvatarLink('  http://127.0.0.1:8080/?room=R%2F2&token=t.s  ')).toEqual({
+      server: 'http://127.0.0.1:8080',
+      room: 'R/2',
+      token: 't.s',
+    });
+    expect(parseAvatarLink({ server: 'https://a.example/some/path', room: 'R', token: 'T' }).server).toBe(
+      'https://a.example',
+    );
+    expect(whepEndpoint({ server: 'http://h:1', room: 'R/2', token: 't' })).toBe('http://h:1/whep/R%2F2');
+  });
+
+  it('refuses links without room or token, and non-http links', () => {
+    for (const bad of [
+      'nonsense',
+      'https://a.example/view?room=R',
+      'https://a.example/view?token=T',
+      'ftp://a.example/?room=R&token=T',
+    ]) {
+      expect(
+        clientCode(() => parseAvatarLink(bad, 'http://base.example/')),
+        bad,
+      ).toBe('BAD_REQUEST');
+    }
+    expect(clientCode(() => parseAvatarLink({ server: 'https://a.example', room: '', token: 'T' }))).toBe(
+      'BAD_REQUEST',
+    );
+  });
+});
+
+describe('WHIP token check and ICE Link headers', () => {
+  const secret = 'unit-secret';
+  const tok = (room: string, role: 'performer' | 'viewer', exp = Date.now() + 60_000): string =>
+    signToken({ room, role, exp }, secret);
+  const code = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (err) {
+      return err instanceof AppError ? err.code : 'not an AppError';
+    }
+    return 'no error';
+  };
+
+  it('takes the room token of the right role only', () => {
+    expect(authorize(`Bearer ${tok('R', 'performer')}`, 'R', ['performer'], secret).role).toBe('performer');
+    expect(authorize(`bearer ${tok('R', 'viewer')}`, 'R', ['performer', 'viewer'], secret).role).toBe('viewer');
+    expect(code(() => authorize(undefined, 'R', ['performer'], secret))).toBe('TOKEN_INVALID');
+    expect(code(() => authorize(`Basic ${tok('R', 'performer')}`, 'R', ['performer'], secret))).toBe('TOKEN_INVALID');
+    expect(code(() => authorize(`Bearer ${tok('R', 'performer')}`, 'R', ['performer'], 'other-secret'))).toBe(
+      'TOKEN_INVALID',
+    );
+    expect(code(() => authorize(`Bearer ${tok('R', 'performer', Date.now() - 1)}`, 'R', ['performer'], secret))).toBe(
+      'TOKEN_EXPIRED',
+    );
+    expect(code(() => authorize(`Bearer ${tok('R', 'viewer')}`, 'R', ['performer'], secret))).toBe('FORBIDDEN');
+    expect(code(() => authorize(`Bearer ${tok('S', 'performer')}`, 'R', ['performer'], secret))).toBe('FORBIDDEN');
+  });
+
+  it('writes RFC 9725 ice-server links', () => {
+    expect(iceServerLinks([])).toEqual([]);
+    expect(
+      iceServerLinks([
+        { urls: 'stun:stun.example.net' },
+        { urls: ['turn:turn.example.net?transport=udp', 'turns:turn.example.net'], username: 'u"1', credential: 'p' },
+      ]),
+    ).toEqual([
+      '<stun:stun.example.net>; rel="ice-server"',
+      '<turn:turn.example.net?transport=udp>; rel="ice-server"; username="u\\"1"; credential="p"; credential-type="password"',
+      '<turns:turn.example.net>; rel="ice-server"; username="u\\"1"; credential="p"; credential-type="password"',
+    ]);
+  });
+});
