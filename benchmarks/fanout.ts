@@ -1,0 +1,498 @@
+/**
+ * Fan-out benchmark: one performer, N viewers, for each fan-out mode:
+ * - `direct`: the server's direct fan-out (one server-side wrtc peer and one VP8 encode per viewer);
+ * - `sfu`: mediasoup with one worker (the synthesized video encoded once, forwarded by the worker);
+ * - `sfu_2_workers`: mediasoup with two workers and viewersPerRouter = ceil(N/2), so that the room's producers are
+ *   piped to a router on the second worker and half the viewers consume there.
+ *
+ * Every process is real and separate, so that CPU is measured where it is spent (from /proc, all threads):
+ * - the server: benchmarks/lib/fanoutServer.ts (createServer) as a child process, its mediasoup workers its children;
+ * - the performer, in this process: a wrtc peer publishing a driving clip's frames at a steady 30 fps (640x480) and a
+ *   tone, through the real signaling ('publish');
+ * - the viewers: wrtc peers in `--viewer-procs` child processes (benchmarks/lib/fanoutViewers.ts), each with its own
+ *   socket.io connection and peer, video only. They count frames from getStats (inbound-rtp framesReceived,
+ *   framesDecoded). wrtc decodes every received frame whether or not a sink is attached, so the viewers DO decode and
+ *   their decoding shares the machine's cores with the server: it is reported apart (viewer_cpu_pct,
+ *   viewer_decode_cpu_pct, decode_ms_per_frame).
+ *
+ * The server runs the 'passthrough' engine by default (the driving picture scaled to the output size): a moving
+ * picture at a real bitrate, without the avatar model's CPU cost, which is the same whatever the fan-out.
+ *
+ * Each (mode, N) step starts a fresh server, room, performer and viewers, warms up, then measures for `--seconds`.
+ * A mode stops after the first step whose median viewer gets < `--stop-fps`. N = 0 is measured first per mode: the
+ * server's cost without viewers, so that a row's marginal CPU per viewer is (server CPU - that) / N.
+ *
+ *   npm run bench -- fanout [--modes direct,sfu,sfu_2_workers] [--direct 1,2,4,8,16] [--sfu 10,25,50,100,150,200]
+ *     [--seconds 12] [--warmup 6] [--viewer-procs 2] [--engine passthrough] [--output-size 512] [--stop-fps 15]
+ *
+ * Writes benchmarks/results/fanout.json: per mode, `max_viewers_25fps` (the largest N at which every viewer decoded
+ * >= 25 fps) and `rows`.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { JoinResponse, RoomStats, SdpResponse } from '../server/signaling/protocol.js';
+import { resolveMediasoupWorkerBin } from '../scripts/testData.js';
+import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
+import { call, connectClient, type ClientSocket } from '../tests/helpers/socket.js';
+import { ClipPerformer, readY4m } from './lib/fanoutPerformer.js';
+import { childPids, cpuPercent, machineCpu, sampleProc, type ProcSample } from './lib/fanoutProc.js';
+import { READY_PREFIX, type FromViewers, type ToViewers, type ViewerCounters } from './lib/fanoutProtocol.js';
+import { percentile, writeResult } from './lib/stats.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const serverEntry = path.join(here, 'lib', 'fanoutServer.ts');
+const viewersEntry = path.join(here, 'lib', 'fanoutViewers.ts');
+
+type Mode = 'direct' | 'sfu' | 'sfu_2_workers';
+const MODES: readonly Mode[] = ['direct', 'sfu', 'sfu_2_workers'];
+
+function arg(args: string[], name: string, fallback: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+}
+const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
+const r1 = (v: number): number => Math.round(v * 10) / 10;
+const r2 = (v: number): number => Math.round(v * 100) / 100;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Options {
+  seconds: number;
+  warmup: number;
+  viewerProcs: number;
+  engine: 'passthrough' | 'portrait' | 'default';
+  outputSize: number;
+  workerBin: string;
+  portrait: string;
+  clip: { width: number; height: number; frames: Uint8Array[] };
+}
+
+/** The server child process: started with a config, stopped with SIGTERM. */
+class ServerProc {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly stderr: string[];
+  private constructor(child: ChildProcess, url: string, stderr: string[]) {
+    this.child = child;
+    this.url = url;
+    this.stderr = stderr;
+  }
+
+  static async start(config: Record<string, unknown>): Promise<ServerProc> {
+    const child = spawn(process.execPath, ['--import', 'tsx', serverEntry, JSON.stringify(config)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const stderr: string[] = [];
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      for (const line of d.split('\n')) if (line.trim()) stderr.push(line);
+    });
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`fanout server: not ready in 60 s: ${stderr.join('\n')}`)),
+        60_000,
+      );
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        const line = out.split('\n').find((l) => l.startsWith(READY_PREFIX));
+        if (line) {
+          clearTimeout(timer);
+          resolve((JSON.parse(line.slice(READY_PREFIX.length)) as { url: string }).url);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`fanout server exited (${code}) before ready: ${stderr.join('\n')}`));
+      });
+    });
+    return new ServerProc(child, url, stderr);
+  }
+
+  /** The server process and its children (mediasoup workers). */
+  sample(): { node: ProcSample | null; workers: ProcSample[] } {
+    const pid = this.child.pid!;
+    const workers = childPids(pid)
+      .map(sampleProc)
+      .filter((s): s is ProcSample => s !== null && s.comm.startsWith('mediasoup'));
+    return { node: sampleProc(pid), workers };
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/** A viewer child process (IPC), answering one request at a time. */
+class ViewerProc {
+  readonly child: ChildProcess;
+  #waiters: ((m: FromViewers) => void)[] = [];
+  constructor() {
+    this.child = fork(viewersEntry, [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (m: FromViewers) => this.#waiters.shift()?.(m));
+  }
+  request<T extends FromViewers['type']>(
+    m: ToViewers,
+    want: T,
+    timeoutMs = 600_000,
+  ): Promise<Extract<FromViewers, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`viewer process: no ${want} in ${timeoutMs} ms`)), timeoutMs);
+      this.#waiters.push((r) => {
+        clearTimeout(timer);
+        if (r.type === want) resolve(r as Extract<FromViewers, { type: T }>);
+        else reject(new Error(`viewer process: ${r.type === 'error' ? r.message : `unexpected ${r.type}`}`));
+      });
+      this.child.send(m);
+    });
+  }
+  async exit(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.send({ type: 'exit' } satisfies ToViewers);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+async function createRoom(url: string, portrait: string): Promise<{ performerToken: string; viewerToken: string }> {
+  const form = new FormData();
+  form.append('consent', 'true');
+  form.append('file', new Blob([new Uint8Array(await readFile(portrait))]), path.basename(portrait));
+  const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form });
+  if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
+  const { id: portraitId } = (await up.json()) as { id: string };
+  const rr = await fetch(`${url}/api/rooms`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ portraitId }),
+  });
+  if (rr.status !== 201) throw new Error(`room failed: ${rr.status} ${await rr.text()}`);
+  return (await rr.json()) as { performerToken: string; viewerToken: string };
+}
+
+function serverConfig(mode: Mode, n: number, o: Options): Record<string, unknown> {
+  const avatar = { engine: o.engine, outputSize: o.outputSize };
+  if (mode === 'direct') return { avatar, fanout: { mode: 'direct' } };
+  return {
+    avatar,
+    fanout: {
+      mode: 'sfu',
+      mediasoupWorkerBin: o.workerBin,
+      workers: mode === 'sfu' ? 1 : 2,
+      viewersPerRouter: mode === 'sfu' ? Math.max(1, n) : Math.max(1, Math.ceil(n / 2)),
+    },
+  };
+}
+
+interface Row {
+  n: number;
+  connected: number;
+  failed: number;
+  /** Decoded frames per second per viewer over the window. */
+  fps_min: number | null;
+  fps_p50: number | null;
+  /** Frames received (assembled by the jitter buffer) per second per viewer. */
+  received_fps_min: number | null;
+  received_fps_p50: number | null;
+  viewers_at_25fps: number;
+  /** Synthesized frames per second at the server (RoomStats.fps, median over the window). */
+  source_fps: number | null;
+  /** Video kbit/s per viewer, median. */
+  kbps_p50: number | null;
+  packets_lost: number;
+  server_cpu_pct: number;
+  server_node_cpu_pct: number;
+  server_workers_cpu_pct: number;
+  workers: { pid: number; cpu_pct: number; rss_mb: number }[];
+  server_rss_mb: number;
+  server_node_rss_mb: number;
+  cpu_per_viewer_pct: number | null;
+  marginal_cpu_per_viewer_pct: number | null;
+  viewer_cpu_pct: number;
+  viewer_cpu_per_viewer_pct: number | null;
+  viewer_decode_cpu_pct: number;
+  decode_ms_per_frame: number | null;
+  performer_cpu_pct: number;
+  machine_busy_pct: number;
+  /** Machine CPU not spent by this benchmark's processes (others' work on the shared machine), percent of a core. */
+  others_cpu_pct: number;
+  connect_s: number;
+  errors?: string[];
+}
+
+async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null): Promise<Row> {
+  const server = await ServerProc.start(serverConfig(mode, n, o));
+  let performerSocket: ClientSocket | null = null;
+  let performer: ClipPerformer | null = null;
+  const procs: ViewerProc[] = [];
+  try {
+    const room = await createRoom(server.url, o.portrait);
+    performerSocket = await connectClient(server.url, 30_000);
+    const joined = await call<JoinResponse>(performerSocket, 'join', { token: room.performerToken }, 30_000);
+    const wantFanout = mode === 'direct' ? 'direct' : 'sfu';
+    if (joined.fanout !== wantFanout) throw new Error(`the room's fan-out is ${joined.fanout}, not ${wantFanout}`);
+    performer = new ClipPerformer(o.clip, 30);
+    const pub = await call<SdpResponse>(performerSocket, 'publish', { sdp: await performer.offer() }, 60_000);
+    await performer.accept(pub.sdp);
+    performer.start();
+    const fpsSeen: number[] = [];
+    let recording = false;
+    performerSocket.on('stats', (s: RoomStats) => {
+      if (recording) fpsSeen.push(s.fps);
+    });
+
+    const t0 = performance.now();
+    const errors: string[] = [];
+    let connected = 0;
+    if (n > 0) {
+      const count = Math.min(o.viewerProcs, n);
+      for (let i = 0; i < count; i++) procs.push(new ViewerProc());
+      const added = await Promise.all(
+        procs.map((p, i) => {
+          const share = Math.floor(n / count) + (i < n % count ? 1 : 0);
+          return p.request(
+            { type: 'add', url: server.url, token: room.viewerToken, mode: wantFanout, count: share, parallel: 4 },
+            'added',
+          );
+        }),
+      );
+      for (const a of added) {
+        connected += a.connected;
+        errors.push(...a.errors);
+      }
+    }
+    const connectS = (performance.now() - t0) / 1000;
+    await sleep(o.warmup * 1000);
+
+    const snap = async (): Promise<{
+      viewers: ViewerCounters[];
+      server: ReturnType<ServerProc['sample']>;
+      vprocs: (ProcSample | null)[];
+      self: ProcSample | null;
+      machine: ReturnType<typeof machineCpu>;
+      at: number;
+    }> => {
+      const stats = await Promise.all(procs.map((p) => p.request({ type: 'stats' }, 'stats', 60_000)));
+      return {
+        viewers: stats.flatMap((s) => s.viewers),
+        server: server.sample(),
+        vprocs: procs.map((p) => sampleProc(p.child.pid!)),
+        self: sampleProc(process.pid),
+        machine: machineCpu(),
+        at: performance.now(),
+      };
+    };
+    const a = await snap();
+    recording = true;
+    await sleep(o.seconds * 1000);
+    recording = false;
+    const b = await snap();
+    const dt = (b.at - a.at) / 1000;
+
+    const fps: number[] = [];
+    const recvFps: number[] = [];
+    const kbps: number[] = [];
+    let lost = 0;
+    let decodeS = 0;
+    let decodedFrames = 0;
+    b.viewers.forEach((v, i) => {
+      const u = a.viewers[i];
+      if (!u) return;
+      fps.push((v.framesDecoded - u.framesDecoded) / dt);
+      recvFps.push((v.framesReceived - u.framesReceived) / dt);
+      kbps.push(((v.bytesReceived - u.bytesReceived) * 8) / dt / 1000);
+      lost += v.packetsLost - u.packetsLost;
+      decodeS += v.totalDecodeTime - u.totalDecodeTime;
+      decodedFrames += v.framesDecoded - u.framesDecoded;
+    });
+    const workers = b.server.workers.map((w) => {
+      const w0 = a.server.workers.find((x) => x.pid === w.pid);
+      return { pid: w.pid, cpu_pct: r1(w0 ? cpuPercent(w0, w) : 0), rss_mb: r1(w.rssMb) };
+    });
+    const nodeCpu = a.server.node && b.server.node ? cpuPercent(a.server.node, b.server.node) : 0;
+    const workersCpu = workers.reduce((s, w) => s + w.cpu_pct, 0);
+    const serverCpu = nodeCpu + workersCpu;
+    const viewerCpu = b.vprocs.reduce((s, p, i) => {
+      const p0 = a.vprocs[i];
+      return s + (p && p0 ? cpuPercent(p0, p) : 0);
+    }, 0);
+    const nodeRss = b.server.node?.rssMb ?? 0;
+    const performerCpu = a.self && b.self ? cpuPercent(a.self, b.self) : 0;
+    const machineBusy = ((b.machine.busyS - a.machine.busyS) / dt) * 100;
+    const min = (v: number[]): number | null => (v.length ? r1(Math.min(...v)) : null);
+    const p50 = (v: number[]): number | null => (v.length ? r1(percentile(v, 50)) : null);
+    const row: Row = {
+      n,
+      connected,
+      failed: n - connected,
+      fps_min: min(fps),
+      fps_p50: p50(fps),
+      received_fps_min: min(recvFps),
+      received_fps_p50: p50(recvFps),
+      viewers_at_25fps: fps.filter((f) => f >= 25).length,
+      source_fps: fpsSeen.length ? percentile(fpsSeen, 50) : null,
+      kbps_p50: p50(kbps),
+      packets_lost: lost,
+      server_cpu_pct: r1(serverCpu),
+      server_node_cpu_pct: r1(nodeCpu),
+      server_workers_cpu_pct: r1(workersCpu),
+      workers,
+      server_rss_mb: r1(nodeRss + workers.reduce((s, w) => s + w.rss_mb, 0)),
+      server_node_rss_mb: r1(nodeRss),
+      cpu_per_viewer_pct: n > 0 ? r2(serverCpu / n) : null,
+      marginal_cpu_per_viewer_pct: n > 0 && baseCpu !== null ? r2((serverCpu - baseCpu) / n) : null,
+      viewer_cpu_pct: r1(viewerCpu),
+      viewer_cpu_per_viewer_pct: n > 0 ? r2(viewerCpu / n) : null,
+      viewer_decode_cpu_pct: r1((decodeS / dt) * 100),
+      decode_ms_per_frame: decodedFrames > 0 ? r2((decodeS / decodedFrames) * 1000) : null,
+      performer_cpu_pct: r1(performerCpu),
+      machine_busy_pct: r1(machineBusy),
+      others_cpu_pct: r1(Math.max(0, machineBusy - serverCpu - viewerCpu - performerCpu)),
+      connect_s: r1(connectS),
+    };
+    if (errors.length) row.errors = [...new Set(errors)].slice(0, 5);
+    const serverErrors = server.stderr.filter((l) => /"level":"(warn|error)"/.test(l));
+    if (serverErrors.length) (row.errors ??= []).push(...serverErrors.slice(0, 5).map((l) => `server: ${l}`));
+    return row;
+  } finally {
+    await Promise.all(procs.map((p) => p.request({ type: 'close' }, 'closed', 60_000).catch(() => null)));
+    await Promise.all(procs.map((p) => p.exit()));
+    performer?.close();
+    performerSocket?.disconnect();
+    await server.stop();
+  }
+}
+
+interface Projection {
+  from_n: number;
+  marginal_cpu_per_viewer_pct: number;
+  viewers_on_all_cores: number;
+  note: string;
+}
+
+/**
+ * How many viewers the server alone would carry on this machine's cores if the viewers ran elsewhere: (cores x 100 -
+ * the server's CPU with no viewers) / the marginal CPU per viewer of the largest row at which the server still
+ * synthesized >= 28 fps. A linear extrapolation from measured rows, not a measurement.
+ */
+function projection(baseline: Row, rows: Row[]): Projection | null {
+  const fit = rows
+    .filter((r) => r.n > 0 && (r.source_fps ?? 0) >= 28 && (r.marginal_cpu_per_viewer_pct ?? 0) > 0)
+    .at(-1);
+  if (!fit) return null;
+  const m = fit.marginal_cpu_per_viewer_pct!;
+  return {
+    from_n: fit.n,
+    marginal_cpu_per_viewer_pct: m,
+    viewers_on_all_cores: Math.floor((os.availableParallelism() * 100 - baseline.server_cpu_pct) / m),
+    note: 'linear extrapolation of the server CPU (process + mediasoup workers) per viewer; not measured',
+  };
+}
+
+export async function main(args: string[]): Promise<void> {
+  const modes = arg(args, 'modes', MODES.join(',')).split(',') as Mode[];
+  for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m} (${MODES.join('|')})`);
+  const steps: Record<Mode, number[]> = {
+    direct: list(arg(args, 'direct', '1,2,4,8,16')),
+    sfu: list(arg(args, 'sfu', '10,25,50,100,150,200')),
+    sfu_2_workers: list(arg(args, 'sfu', '10,25,50,100,150,200')),
+  };
+  const stopFps = Number(arg(args, 'stop-fps', '15'));
+  const workerBin = resolveMediasoupWorkerBin();
+  if (modes.some((m) => m !== 'direct') && !workerBin) {
+    throw new Error(
+      'fanout benchmark: no mediasoup worker binary (set MEDIASOUP_WORKER_BIN or run npm run mediasoup:worker)',
+    );
+  }
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-fanout-bench-'));
+  try {
+    const clipName = arg(args, 'clip', 'man_mouth_wide_open.mp4');
+    const y4m = await makeY4m({
+      source: drivingClip(clipName),
+      width: 640,
+      height: 480,
+      fps: 30,
+      seconds: 6,
+      out: path.join(tmp, 'camera.y4m'),
+    });
+    const o: Options = {
+      seconds: Number(arg(args, 'seconds', '12')),
+      warmup: Number(arg(args, 'warmup', '6')),
+      viewerProcs: Number(arg(args, 'viewer-procs', '2')),
+      engine: arg(args, 'engine', 'passthrough') as Options['engine'],
+      outputSize: Number(arg(args, 'output-size', '512')),
+      workerBin: workerBin ?? '',
+      portrait: portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg')),
+      clip: await readY4m(y4m),
+    };
+    await rm(y4m);
+
+    const results: Record<
+      string,
+      { max_viewers_25fps: number; server_only_projection: Projection | null; baseline: Row; rows: Row[] }
+    > = {};
+    for (const mode of modes) {
+      const baseline = await runStep(mode, 0, o, null);
+      process.stderr.write(
+        `fanout ${mode} n=0: server ${baseline.server_cpu_pct}% source ${baseline.source_fps} fps\n`,
+      );
+      const rows: Row[] = [];
+      for (const n of steps[mode]) {
+        const row = await runStep(mode, n, o, baseline.server_cpu_pct);
+        rows.push(row);
+        process.stderr.write(
+          `fanout ${mode} n=${n}: fps min ${row.fps_min} p50 ${row.fps_p50} (recv p50 ${row.received_fps_p50}), ` +
+            `server ${row.server_cpu_pct}% (node ${row.server_node_cpu_pct}, workers ${row.workers.map((w) => w.cpu_pct).join('/')}), ` +
+            `viewers ${row.viewer_cpu_pct}% (decode ${row.viewer_decode_cpu_pct}%), performer ${row.performer_cpu_pct}%, ` +
+            `others ${row.others_cpu_pct}%, machine ${row.machine_busy_pct}%, failed ${row.failed}\n`,
+        );
+        if (row.fps_p50 === null || row.fps_p50 < stopFps || row.connected < n / 2) break;
+      }
+      const ok = rows.filter((r) => r.failed === 0 && r.fps_min !== null && r.fps_min >= 25);
+      results[mode] = {
+        max_viewers_25fps: ok.length ? Math.max(...ok.map((r) => r.n)) : 0,
+        server_only_projection: projection(baseline, rows),
+        baseline,
+        rows,
+      };
+    }
+
+    writeResult('fanout', {
+      description:
+        'One performer (wrtc, 640x480 clip at 30 fps) -> server child process -> N wrtc viewers (video only, in child processes) on one machine; fps = frames decoded per viewer per second (getStats)',
+      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
+      options: {
+        seconds: o.seconds,
+        warmup: o.warmup,
+        viewer_procs: o.viewerProcs,
+        engine: o.engine,
+        output_size: o.outputSize,
+        clip: clipName,
+        stop_fps: stopFps,
+      },
+      how: {
+        viewers_decode:
+          'wrtc decodes every received video frame with or without a sink (framesDecoded follows framesReceived), so the viewers decode; their CPU (viewer_cpu_pct, of which viewer_decode_cpu_pct is libvpx decode time) shares the cores with the server',
+        server_cpu:
+          'server_cpu_pct = the server process (all threads: signaling, avatar worker, wrtc ingest decode and encode) + its mediasoup worker processes, from /proc/PID/stat; percent of one core',
+        marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
+        max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
+      },
+      load_average_1m: r2(os.loadavg()[0]!),
+      ...results,
+    });
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
