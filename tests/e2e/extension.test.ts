@@ -10,6 +10,7 @@
  *   avatar microphone carries the performer's tone; stopping the tracks ends the server session;
  * - the meeting shape: the page sends the avatar stream over its own RTCPeerConnection to a second page, which shows
  *   the portrait;
+ * - closing a page that did not stop its tracks ends its session at once (not after an ICE timeout);
  * - after sign-out the avatar devices are gone and picking one fails with NotFoundError.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -249,6 +250,19 @@ describe('browser extension: the avatar as a camera', () => {
     await waitFor(() => ts.server.rooms.require(room.roomId).viewerCount === 0, 10_000, 'session ended on hang-up');
     await sender.close();
     await receiver.close();
+  });
+
+  it('closing a page that did not stop its avatar tracks ends the server session', async () => {
+    const page = await meetingPage();
+    const r = ts.server.rooms.require(room.roomId);
+    await page.evaluate(
+      (id) => (window as unknown as Meeting).meeting.open({ video: { deviceId: { exact: id } }, audio: true }),
+      'live-avatar-camera',
+    );
+    expect(r.viewerCount).toBe(1);
+    await page.close();
+    // Well before ICE would time out on the server (~30 s): the extension DELETEs the session on pagehide.
+    await waitFor(() => r.viewerCount === 0, 5000, 'session ended when the page closed');
   });
 
   it('after sign-out the avatar devices are gone and asking for one fails', async () => {

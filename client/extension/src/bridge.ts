@@ -8,6 +8,7 @@ import {
   PAGE_CHANNEL,
   STORAGE_KEY,
   type AvatarStatus,
+  type OfferReply,
   type PageMessage,
   type PageRequest,
   type Reply,
@@ -26,14 +27,27 @@ function statusOf(v: unknown): AvatarStatus {
     : { signedIn: false };
 }
 
+/** This frame's live avatar sessions: ended by the service worker when the page goes away without stopping them. */
+const live = new Set<string>();
+
 async function handle(req: PageRequest): Promise<Reply<unknown>> {
   if (req.type === 'status') {
     const v = (await chromeApi.storage.local.get(STORAGE_KEY))[STORAGE_KEY];
     return { ok: true, data: statusOf(v) };
   }
+  if (req.type === 'end') live.delete(req.resource);
   const msg = req.type === 'offer' ? { type: 'offer', sdp: req.sdp } : { type: 'end', resource: req.resource };
-  return (await chromeApi.runtime.sendMessage(msg)) as Reply<unknown>;
+  const reply = (await chromeApi.runtime.sendMessage(msg)) as Reply<unknown>;
+  if (req.type === 'offer' && reply.ok) live.add((reply.data as OfferReply).resource);
+  return reply;
 }
+
+// A closed tab or a navigation does not stop the page's tracks: end its sessions here so that the server does not
+// keep encoding for a peer that is gone until ICE times out. The message leaves before the frame is torn down.
+window.addEventListener('pagehide', () => {
+  for (const resource of live) void chromeApi.runtime.sendMessage({ type: 'end', resource });
+  live.clear();
+});
 
 function isPageRequest(v: unknown): v is { channel: string; dir: 'to-extension'; id: number; request: PageRequest } {
   if (typeof v !== 'object' || v === null) return false;
