@@ -95,8 +95,12 @@ beforeAll(async () => {
       '--disable-features=WebRtcHideLocalIpsWithMdns',
     ],
   });
-  const worker =
-    browser.context.serviceWorkers()[0] ?? (await browser.context.waitForEvent('serviceworker', { timeout: 15_000 }));
+  // The extension's service worker tells its id (polled: it may start before a listener could be attached).
+  const worker = await waitFor(
+    () => browser.context.serviceWorkers().find((w) => w.url().startsWith('chrome-extension://')),
+    15_000,
+    'the extension service worker',
+  );
   extensionId = new URL(worker.url()).host;
 });
 afterAll(async () => {

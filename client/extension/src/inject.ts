@@ -4,6 +4,8 @@
  * and the avatar microphone, and `getUserMedia` serves them with the room's avatar stream (getAvatarStream, its WHEP
  * exchange relayed through the extension). Every other device and request goes to the browser unchanged.
  *
+ * A page gets the avatar devices only with the browser's camera/microphone permission, as any camera.
+ *
  * The page can see this script's messages (it runs in the page's world): they carry SDP and the signed-in room's id,
  * never the token.
  */
@@ -114,6 +116,24 @@ function asDomException(err: unknown): DOMException {
   return new DOMException(`Live Avatar: ${e.message} (${e.code})`, name);
 }
 
+/**
+ * The avatar is a camera and its voice a microphone: a page gets them only with the browser's own permission for
+ * that kind of device, as for any other. Without it yet, the browser asks (its usual prompt) through a real request
+ * whose tracks are stopped at once; a refusal fails the call with the browser's NotAllowedError.
+ */
+async function ensurePermission(md: MediaDevices, gum: GetUserMedia, video: boolean, audio: boolean): Promise<void> {
+  const state = (name: string): Promise<string> =>
+    navigator.permissions.query({ name: name as PermissionName }).then(
+      (s) => s.state,
+      () => 'prompt',
+    );
+  const needVideo = video && (await state('camera')) !== 'granted';
+  const needAudio = audio && (await state('microphone')) !== 'granted';
+  if (!needVideo && !needAudio) return;
+  const s = await gum.call(md, { video: needVideo, audio: needAudio });
+  for (const t of s.getTracks()) t.stop();
+}
+
 function install(): void {
   if (typeof MediaDevices === 'undefined') return;
   const proto = MediaDevices.prototype;
@@ -151,6 +171,7 @@ function install(): void {
       if (!status.signedIn || !status.server || !status.room) {
         throw new DOMException('Live Avatar: not signed in (open the Live Avatar extension)', 'NotFoundError');
       }
+      await ensurePermission(this, gum, plan.avatarVideo, plan.avatarAudio);
       // The token stays in the extension: the relay's service worker adds it.
       const source: AvatarSource = { server: status.server, room: status.room, token: 'held-by-the-extension' };
       let avatar: MediaStream;
