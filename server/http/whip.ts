@@ -20,6 +20,9 @@
  * published instead, the room closed) the registry's grace period starts as for a studio page that went away.
  * WHEP uses the room's direct fan-out, which every room keeps, also when it has an SFU.
  *
+ * Video: the server decodes VP8, VP9 and AV1 (libwebrtc in @roamhq/wrtc has no H.264/HEVC); a WHIP offer with none
+ * of them is refused with a message that says so (OBS's WHIP output: choose an AV1 encoder).
+ *
  * Errors: `{code, message}` with the code's HTTP status, CORS headers included so a web page can read them:
  * 400 INVALID_SDP, 401 TOKEN_INVALID / TOKEN_EXPIRED, 403 FORBIDDEN (a token of another room, a viewer token for
  * WHIP), 404 ROOM_NOT_FOUND / NOT_FOUND (unknown session), 405 METHOD_NOT_ALLOWED (PATCH), 409 ALREADY_PUBLISHING,
@@ -262,6 +265,35 @@ function newSessionId(): string {
   return randomBytes(16).toString('base64url');
 }
 
+/** Video codecs the server's media stack decodes (@roamhq/wrtc's libwebrtc has no H.264 or HEVC). */
+export const DECODABLE_VIDEO = ['VP8', 'VP9', 'AV1'] as const;
+
+/** The codec names (upper case) of an SDP's video sections, from their rtpmap lines. Pure. */
+export function offeredVideoCodecs(sdp: string): string[] {
+  const codecs = new Set<string>();
+  let inVideo = false;
+  for (const line of sdp.split(/\r?\n/)) {
+    if (line.startsWith('m=')) inVideo = line.startsWith('m=video');
+    const m = inVideo ? /^a=rtpmap:\d+ ([^/\s]+)\//.exec(line) : null;
+    if (m) codecs.add(m[1]!.toUpperCase());
+  }
+  return [...codecs];
+}
+
+/**
+ * Refuses a WHIP offer whose video the server cannot decode, with a message that says what to change (OBS's WHIP
+ * output offers H.264 unless an AV1 encoder is chosen). @throws AppError('INVALID_SDP')
+ */
+export function assertDecodableVideo(sdp: string): void {
+  const offered = offeredVideoCodecs(sdp);
+  if (offered.length === 0 || offered.some((c) => (DECODABLE_VIDEO as readonly string[]).includes(c))) return;
+  throw new AppError(
+    'INVALID_SDP',
+    `no video codec the server decodes: offered ${offered.filter((c) => !['RTX', 'RED', 'ULPFEC', 'FLEXFEC-03'].includes(c)).join(', ')}; ` +
+      `send ${DECODABLE_VIDEO.join(', ')} (in OBS: an AV1 encoder)`,
+  );
+}
+
 /** Reads the SDP offer of a WHIP/WHEP POST. @throws AppError('UNSUPPORTED_MEDIA_TYPE'), ('INVALID_SDP') */
 async function sdpBody(ex: HttpExchange): Promise<string> {
   const ct = ex.headers['content-type'] ?? '';
@@ -323,6 +355,7 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
         auth(ex, roomId);
         const room = registry.require(roomId);
         const offer = await sdpBody(ex);
+        if (kind === 'whip') assertDecodableVideo(offer);
         const { id, answer } = kind === 'whip' ? await sessions.publish(room, offer) : await sessions.view(room, offer);
         const location = `${baseUrl(config, ex.headers, deps.port())}/${kind}/${encodeURIComponent(roomId)}/${id}`;
         const headers: Record<string, string> = {

@@ -13,7 +13,7 @@ import {
 } from '../../client/extension/src/protocol.js';
 import { signToken } from '../../server/auth/tokens.js';
 import { AppError } from '../../server/errors.js';
-import { authorize, iceServerLinks } from '../../server/http/whip.js';
+import { assertDecodableVideo, authorize, iceServerLinks, offeredVideoCodecs } from '../../server/http/whip.js';
 
 const CAM = AVATAR_CAMERA.deviceId;
 const MIC = AVATAR_MICROPHONE.deviceId;
@@ -161,5 +161,23 @@ describe('WHIP token check and ICE Link headers', () => {
       '<turn:turn.example.net?transport=udp>; rel="ice-server"; username="u\\"1"; credential="p"; credential-type="password"',
       '<turns:turn.example.net>; rel="ice-server"; username="u\\"1"; credential="p"; credential-type="password"',
     ]);
+  });
+
+  it('reads the offered video codecs and refuses video the server cannot decode', () => {
+    const sdp = (video: string[]): string =>
+      [
+        'v=0',
+        'm=audio 9 UDP/TLS/RTP/SAVPF 111',
+        'a=rtpmap:111 opus/48000/2',
+        `m=video 9 UDP/TLS/RTP/SAVPF ${video.map((_, i) => 96 + i).join(' ')}`,
+        ...video.map((c, i) => `a=rtpmap:${96 + i} ${c}/90000`),
+        '',
+      ].join('\r\n');
+    expect(offeredVideoCodecs(sdp(['VP8', 'rtx']))).toEqual(['VP8', 'RTX']);
+    expect(offeredVideoCodecs(sdp(['H264', 'H265', 'AV1']))).toEqual(['H264', 'H265', 'AV1']);
+    expect(offeredVideoCodecs('v=0\r\nm=audio 9 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n')).toEqual([]);
+    expect(() => assertDecodableVideo(sdp(['H264', 'AV1']))).not.toThrow();
+    expect(() => assertDecodableVideo(sdp(['vp9']))).not.toThrow();
+    expect(code(() => assertDecodableVideo(sdp(['H264', 'rtx', 'H265'])))).toBe('INVALID_SDP');
   });
 });

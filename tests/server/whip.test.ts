@@ -5,6 +5,7 @@
  * lifetime (DELETE, replaced by the studio, room closed) and the room's performer presence.
  */
 import { readFile } from 'node:fs/promises';
+import wrtc from '@roamhq/wrtc';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/auth/tokens.js';
 import type { DeepPartial, Config } from '../../server/config.js';
@@ -151,6 +152,40 @@ describe('WHIP in, WHEP out', () => {
     expect((await del(whip, room.performerToken)).status).toBe(200);
     expect(r.publishing).toBe(false);
     expect((await del(whip, room.performerToken)).status).toBe(404);
+  });
+
+  it('an AV1-only WHIP sender (OBS with an AV1 encoder offers AV1) drives the avatar; H.264-only is refused clearly', async () => {
+    const room = await createRoom();
+    const performer = new PerformerClient(320, 240, true);
+    peers.push(performer);
+    const av1 = wrtc.RTCRtpSender.getCapabilities('video')!.codecs.filter((c) =>
+      /^video\/(AV1|rtx)$/i.test(c.mimeType),
+    );
+    const video = performer.pc.getTransceivers().find((t) => t.sender.track?.kind === 'video')!;
+    video.setCodecPreferences(av1);
+    const offer = (await performer.offer()).sdp;
+    expect(offer).toMatch(/a=rtpmap:\d+ AV1\/90000/);
+    expect(offer).not.toMatch(/a=rtpmap:\d+ VP8\//);
+    const res = await post('whip', room.roomId, room.performerToken, offer);
+    expect(res.status).toBe(201);
+    await performer.accept({ type: 'answer', sdp: await res.text() });
+    performer.start();
+    const { viewer } = await whepView(room);
+    const seen = new Set<number>();
+    viewer.onFrame = (f) => {
+      const idx = decodeMarker((fx, fy) => f.data[Math.floor(fy * f.height) * f.width + Math.floor(fx * f.width)]!);
+      if (idx !== null) seen.add(idx);
+    };
+    await waitFor(() => seen.size >= 10, 30_000, 'AV1-published marked frames at the WHEP viewer');
+
+    // The same offer with H.264 as its only video codec: refused before the media stack, saying what to send.
+    const h264 = offer.replace(/a=rtpmap:(\d+) AV1\/90000/g, 'a=rtpmap:$1 H264/90000');
+    const refused = await post('whip', room.roomId, room.performerToken, h264);
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { code: string; message: string };
+    expect(body.code).toBe('INVALID_SDP');
+    expect(body.message).toContain('offered H264');
+    expect(body.message).toContain('VP8, VP9, AV1');
   });
 
   it('refuses bad requests with stable codes, CORS headers included', async () => {
