@@ -1,6 +1,7 @@
 /**
- * WHIP ingest (RFC 9725) and WHEP egress over plain HTTP, so that OBS (WHIP output), GStreamer (whipclientsink) or
- * FFmpeg can be the performer's camera instead of the studio page, and any WHEP player can watch the avatar:
+ * WHIP ingest (RFC 9725) and WHEP egress over plain HTTP, so that a WHIP sender (OBS's WHIP output with an AV1
+ * encoder, GStreamer's whipclientsink; not FFmpeg's H.264-only WHIP muxer) can be the performer's camera instead of the
+ * studio page, and any WHEP player can watch the avatar:
  *
  *   POST    /whip/:roomId            Authorization: Bearer <performer token of that room>, Content-Type
  *                                    application/sdp, a sendonly offer with video (+ audio) → 201, the SDP answer,
