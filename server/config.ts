@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { AppError } from './errors.js';
+import { applyProvenanceEnv, defaultProvenanceConfig, validateProvenanceConfig, type ProvenanceConfig } from './provenance/config.js';
 import type { LogLevel } from './logger.js';
 
 export interface Config {
@@ -113,6 +114,8 @@ export interface Config {
     /** Directory entries expire this long after the last heartbeat (node loss), ms; default 6000. */
     ttlMs: number;
   };
+  /** The visible mark, the watermark and the signing key (server/provenance/config.ts documents each option). */
+  provenance: ProvenanceConfig;
 }
 
 export const projectRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -160,6 +163,7 @@ export function defaultConfig(): Config {
       heartbeatMs: 2000,
       ttlMs: 6000,
     },
+    provenance: defaultProvenanceConfig(),
   };
 }
 
@@ -230,6 +234,7 @@ export function validateConfig(c: Config): Config {
   if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl)) fail('"cluster.nodeUrl" must be an http(s) URL');
   intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
   intIn(c.cluster.ttlMs, c.cluster.heartbeatMs * 2, 600_000, 'cluster.ttlMs');
+  validateProvenanceConfig(c.provenance, fail);
   return c;
 }
 
@@ -277,6 +282,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_NODE_ID) c.cluster.nodeId = env.AVATAR_NODE_ID;
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
+  applyProvenanceEnv(c.provenance, env, (f) => path.resolve(f), fail);
   c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;
   if (c.cluster.redisUrl !== null && c.tokenSecret === generatedSecret) {
     // Each node would sign links with its own random secret: a viewer's link would work on one node only.

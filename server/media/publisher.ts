@@ -7,9 +7,13 @@
  * While no frame has been published for `idleIntervalMs`, the last frame (after setPortrait: the portrait) is sent
  * again at that interval, so viewers see the portrait rather than a frozen or black picture and encoders keep
  * producing key frames for newcomers.
+ *
+ * Provenance: every frame is stamped (visible "AI avatar" mark + invisible watermark, server/provenance) once, on
+ * the kept copy, before it is sent: the one place both the live frames and the idle frame pass through.
  */
 import type { Logger } from '../logger.js';
 import type { I420Frame } from '../avatar/engine.js';
+import type { FrameStamper } from '../provenance/stamper.js';
 import { AudioDelayLine, LatencyEstimator, type AudioChunk } from './audioDelay.js';
 import { i420Bytes } from './mailbox.js';
 import { wrtc } from './rtc.js';
@@ -20,6 +24,8 @@ export interface PublisherOptions {
   audioDelayOffsetMs: number;
   /** Idle resend interval, ms; default 250 (4 fps). */
   idleIntervalMs?: number;
+  /** Marks and watermarks every frame before it is sent (config.provenance); none: frames go out unchanged. */
+  stamper?: FrameStamper;
 }
 
 export class Publisher {
@@ -32,6 +38,7 @@ export class Publisher {
   readonly #latency = new LatencyEstimator();
   readonly #offsetMs: number;
   readonly #idleMs: number;
+  readonly #stamper: FrameStamper | null;
   #last: I420Frame | null = null;
   #lastAt = 0;
   #timer: NodeJS.Timeout;
@@ -43,6 +50,7 @@ export class Publisher {
     this.#log = opts.log;
     this.#offsetMs = opts.audioDelayOffsetMs;
     this.#idleMs = opts.idleIntervalMs ?? 250;
+    this.#stamper = opts.stamper?.active ? opts.stamper : null;
     this.videoTrack = this.#video.createTrack();
     this.audioTrack = this.#audio.createTrack();
     this.#delay.setDelay(this.#offsetMs);
@@ -129,7 +137,10 @@ export class Publisher {
     this.#framesSent++;
   }
 
-  /** Copies the frame into the buffer kept for idle resends (allocated once per size) and returns that copy. */
+  /**
+   * Copies the frame into the buffer kept for idle resends (allocated once per size), stamps the copy (the engine's
+   * frame, possibly shared memory, is never written) and returns it.
+   */
   #keep(frame: I420Frame): I420Frame {
     const bytes = i420Bytes(frame.width, frame.height);
     if (!this.#last || this.#last.data.length !== bytes) {
@@ -138,6 +149,7 @@ export class Publisher {
     this.#last.width = frame.width;
     this.#last.height = frame.height;
     this.#last.data.set(frame.data.subarray(0, bytes));
+    this.#stamper?.stamp(this.#last);
     return this.#last;
   }
 

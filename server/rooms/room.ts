@@ -39,6 +39,7 @@ import type { FanoutFactory, SfuRoomFanout } from '../media/fanout.js';
 import { DirectFanout } from '../media/directFanout.js';
 import { IngestPeer } from '../media/ingest.js';
 import { Publisher } from '../media/publisher.js';
+import { FrameStamper } from '../provenance/stamper.js';
 
 export interface RoomDeps {
   roomId: string;
@@ -163,6 +164,7 @@ export class Room extends EventEmitter {
     const publisher = new Publisher({
       log: log.child('publisher'),
       audioDelayOffsetMs: deps.config.media.audioDelayOffsetMs,
+      stamper: new FrameStamper({ config: deps.config.provenance, id: deps.roomId }),
     });
     let sfu: SfuRoomFanout | null = null;
     if (deps.fanout.kind === 'sfu') {
