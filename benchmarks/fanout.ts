@@ -82,10 +82,13 @@ interface Options {
 class ServerProc {
   readonly child: ChildProcess;
   readonly url: string;
+  /** The bearer token of the management API (room and portrait calls). */
+  readonly apiKey: string;
   readonly stderr: string[];
-  private constructor(child: ChildProcess, url: string, stderr: string[]) {
+  private constructor(child: ChildProcess, ready: { url: string; apiKey: string }, stderr: string[]) {
     this.child = child;
-    this.url = url;
+    this.url = ready.url;
+    this.apiKey = ready.apiKey;
     this.stderr = stderr;
   }
 
@@ -115,7 +118,7 @@ class ServerProc {
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       for (const line of d.split('\n')) if (line.trim()) stderr.push(line);
     });
-    const url = await new Promise<string>((resolve, reject) => {
+    const ready = await new Promise<{ url: string; apiKey: string }>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`fanout server: not ready in 60 s: ${stderr.join('\n')}`)),
         60_000,
@@ -126,7 +129,7 @@ class ServerProc {
         const line = out.split('\n').find((l) => l.startsWith(READY_PREFIX));
         if (line) {
           clearTimeout(timer);
-          resolve((JSON.parse(line.slice(READY_PREFIX.length)) as { url: string }).url);
+          resolve(JSON.parse(line.slice(READY_PREFIX.length)) as { url: string; apiKey: string });
         }
       });
       child.once('exit', (code) => {
@@ -134,7 +137,7 @@ class ServerProc {
         reject(new Error(`fanout server exited (${code}) before ready: ${stderr.join('\n')}`));
       });
     });
-    return new ServerProc(child, url, stderr);
+    return new ServerProc(child, ready, stderr);
   }
 
   /** The server process and its children (mediasoup workers). */
@@ -192,16 +195,21 @@ class ViewerProc {
   }
 }
 
-async function createRoom(url: string, portrait: string): Promise<{ performerToken: string; viewerToken: string }> {
+async function createRoom(
+  url: string,
+  apiKey: string,
+  portrait: string,
+): Promise<{ performerToken: string; viewerToken: string }> {
+  const authorization = `Bearer ${apiKey}`;
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(portrait))]), path.basename(portrait));
-  const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form });
+  const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form, headers: { authorization } });
   if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
   const { id: portraitId } = (await up.json()) as { id: string };
   const rr = await fetch(`${url}/api/rooms`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization },
     body: JSON.stringify({ portraitId }),
   });
   if (rr.status !== 201) throw new Error(`room failed: ${rr.status} ${await rr.text()}`);
@@ -292,7 +300,7 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
   let performer: ClipPerformer | null = null;
   const procs: ViewerProc[] = [];
   try {
-    const room = await createRoom(server.url, o.portrait);
+    const room = await createRoom(server.url, server.apiKey, o.portrait);
     performerSocket = await connectClient(server.url, 30_000);
     const joined = await call<JoinResponse>(performerSocket, 'join', { token: room.performerToken }, 30_000);
     const wantFanout = mode === 'direct' ? 'direct' : 'sfu';
@@ -501,6 +509,36 @@ export async function main(args: string[]): Promise<void> {
       string,
       { max_viewers_25fps: number; server_only_projection: Projection | null; baseline: Row; rows: Row[] }
     > = {};
+    const write = (complete: boolean): void => {
+      writeResult('fanout', {
+        description:
+          'One performer (wrtc, 640x480 clip at 30 fps) -> server child process -> N wrtc viewers (video only, in child processes) on one machine; fps = frames decoded per viewer per second (getStats)',
+        machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
+        options: {
+          seconds: o.seconds,
+          warmup: o.warmup,
+          viewer_procs: o.viewerProcs,
+          engine: o.engine,
+          output_size: o.outputSize,
+          clip: clipName,
+          stop_fps: stopFps,
+          quiet_busy_pct: o.quietBusyPct,
+          quiet_wait_max_s: o.quietMaxS,
+          others_retry_pct: o.othersRetryPct,
+        },
+        how: {
+          viewers_decode:
+            'wrtc decodes every received video frame with or without a sink (framesDecoded follows framesReceived), so the viewers decode; their CPU (viewer_cpu_pct, of which viewer_decode_cpu_pct is libvpx decode time) shares the cores with the server',
+          server_cpu:
+            'server_cpu_pct = the server process (all threads: signaling, avatar worker, wrtc ingest decode and encode) + its mediasoup worker processes, from /proc/PID/stat; percent of one core',
+          marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
+          max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
+        },
+        load_average_1m: r2(os.loadavg()[0]!),
+        complete,
+        ...results,
+      });
+    };
     for (const mode of modes) {
       const baseline = await measureStep(mode, 0, o, null);
       process.stderr.write(
@@ -525,35 +563,9 @@ export async function main(args: string[]): Promise<void> {
         baseline,
         rows,
       };
+      // Written after each mode, so that a run cut short keeps what it measured.
+      write(mode === modes.at(-1));
     }
-
-    writeResult('fanout', {
-      description:
-        'One performer (wrtc, 640x480 clip at 30 fps) -> server child process -> N wrtc viewers (video only, in child processes) on one machine; fps = frames decoded per viewer per second (getStats)',
-      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
-      options: {
-        seconds: o.seconds,
-        warmup: o.warmup,
-        viewer_procs: o.viewerProcs,
-        engine: o.engine,
-        output_size: o.outputSize,
-        clip: clipName,
-        stop_fps: stopFps,
-        quiet_busy_pct: o.quietBusyPct,
-        quiet_wait_max_s: o.quietMaxS,
-        others_retry_pct: o.othersRetryPct,
-      },
-      how: {
-        viewers_decode:
-          'wrtc decodes every received video frame with or without a sink (framesDecoded follows framesReceived), so the viewers decode; their CPU (viewer_cpu_pct, of which viewer_decode_cpu_pct is libvpx decode time) shares the cores with the server',
-        server_cpu:
-          'server_cpu_pct = the server process (all threads: signaling, avatar worker, wrtc ingest decode and encode) + its mediasoup worker processes, from /proc/PID/stat; percent of one core',
-        marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
-        max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
-      },
-      load_average_1m: r2(os.loadavg()[0]!),
-      ...results,
-    });
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
