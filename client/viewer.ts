@@ -2,13 +2,18 @@
  * The viewer page (also an OBS browser source): the room's avatar video full-window, nothing else but a small status
  * line while waiting. It reconnects by itself.
  *
- * URL: /view?room=ROOM&token=VIEWER_TOKEN[&bg=transparent][&buffer=MS][&audio=0]
- *   bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target; audio=0: video only.
- * Test hooks (read-only): window.__avatar = { frames, streams, width, height, state, lastError, socketId(),
- * stats() }.
+ * URL: /view?room=ROOM&token=VIEWER_TOKEN[&latency=low|smooth][&bg=transparent][&buffer=MS][&audio=0]
+ *   latency=low (default, calls): the least delay (audio and video not lip-synced by the browser, the smallest video
+ *   buffer); latency=smooth (broadcast, OBS): the browser's lip-sync and adaptive buffers; any other value stops the
+ *   page with BAD_REQUEST. bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target
+ *   (diagnostic, overrides the mode's); audio=0: video only.
+ * Test hooks (read-only): window.__avatar = { frames, streams, width, height, state, lastError, latency, socketId(),
+ * stats(), receivers() }.
  */
 import './style.css';
 import { AvatarClient, Backoff, ClientError, isTerminal, type ReceiveStats } from './lib/index.js';
+import { parseLatencyMode, type LatencyMode } from './lib/latency.js';
+import type { ReceiverInfo } from './lib/peer.js';
 
 const video = document.getElementById('video') as HTMLVideoElement;
 const statusEl = document.getElementById('status') as HTMLElement;
@@ -27,10 +32,14 @@ const hooks = {
   height: 0,
   state: 'connecting',
   lastError: null as { code: string; message: string } | null,
+  /** The link's latency mode (null when the link's value is not valid). */
+  latency: null as LatencyMode | null,
   /** The signaling connection id (the server's viewer id), for diagnostics. */
   socketId: (): string | null => client?.socketId ?? null,
   /** Inbound WebRTC numbers of the current view. */
   stats: (): Promise<ReceiveStats | null> => client?.receiveStats() ?? Promise.resolve(null),
+  /** The current view's receivers: kind, remote stream ids (one shared id = lip-synced), jitter buffer target. */
+  receivers: (): ReceiverInfo[] => client?.viewReceivers() ?? [],
 };
 (window as unknown as { __avatar: typeof hooks }).__avatar = hooks;
 
@@ -99,6 +108,15 @@ async function main(): Promise<void> {
     status('this link has no token');
     return;
   }
+  let latency: LatencyMode;
+  try {
+    latency = parseLatencyMode(params.get('latency'));
+  } catch (err) {
+    noteError(err);
+    status(err instanceof Error ? err.message : 'this link is not valid');
+    return;
+  }
+  hooks.latency = latency;
   const buffer = params.get('buffer');
   const jitterBufferTargetMs =
     buffer !== null && buffer !== '' && Number.isFinite(Number(buffer)) ? Number(buffer) : undefined;
@@ -142,7 +160,7 @@ async function main(): Promise<void> {
   );
   status('waiting for the performer…');
   // The client retries by itself when the first view fails (e.g. nobody is publishing yet).
-  client.view({ audio: params.get('audio') !== '0' }).catch(noteError);
+  client.view({ audio: params.get('audio') !== '0', latency }).catch(noteError);
 }
 
 void main();

@@ -28,7 +28,8 @@ import type {
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientError, isTerminal, toClientError } from './errors.js';
-import { DirectPeer } from './peer.js';
+import { DEFAULT_LATENCY_MODE, receiveTuning, type LatencyMode } from './latency.js';
+import { DirectPeer, type ReceiverInfo } from './peer.js';
 import type { SfuViewer } from './sfuViewer.js';
 
 export type ClientState = 'connecting' | 'joined' | 'reconnecting' | 'closed';
@@ -72,7 +73,10 @@ export interface AvatarClientOptions {
   backoff?: BackoffOptions;
   /** Keep only local ICE candidates for which this returns true (tests keep loopback); default all. */
   candidateFilter?: (c: RTCIceCandidate) => boolean;
-  /** Receive jitter buffer target for the view, ms; default: the browser's adaptive buffer. */
+  /**
+   * Receive jitter buffer target for the view's audio and video, ms; overrides the latency mode's (a diagnostic);
+   * default: the mode's.
+   */
   jitterBufferTargetMs?: number;
   /** Reconnect on disconnect or ICE failure; default true. */
   reconnect?: boolean;
@@ -111,6 +115,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   #publisher: DirectPeer | null = null;
   #wantView = false;
   #viewAudio = true;
+  #viewLatency: LatencyMode = DEFAULT_LATENCY_MODE;
   #viewer: DirectPeer | SfuViewer | null = null;
   #viewStream: MediaStream | null = null;
   readonly #timers: Record<'publish' | 'view' | 'join', ReturnType<typeof setTimeout> | null> = {
@@ -219,11 +224,14 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   /**
    * Views the room's output (direct peer or SFU); resolves with the stream once connected.
    * `{ audio: false }` receives the video only (a silent monitor; no audio/video sync delay).
+   * `latency` (latency.ts): 'low' (default; calls: audio and video not lip-synced by the browser, the smallest video
+   * buffer) or 'smooth' (broadcast, OBS: the browser's lip-sync and adaptive buffers).
    */
-  async view(opts: { audio?: boolean } = {}): Promise<MediaStream> {
+  async view(opts: { audio?: boolean; latency?: LatencyMode } = {}): Promise<MediaStream> {
     this.#assertOpen();
     this.#wantView = true;
     this.#viewAudio = opts.audio ?? true;
+    this.#viewLatency = opts.latency ?? DEFAULT_LATENCY_MODE;
     this.#mediaBackoff.view.reset();
     return this.#startView();
   }
@@ -249,6 +257,16 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   }
   recalibrate(): Promise<null> {
     return this.request('recalibrate', {});
+  }
+
+  /** The latency mode of the view (the last view() call's). */
+  get viewLatency(): LatencyMode {
+    return this.#viewLatency;
+  }
+
+  /** The view's receivers (kind, remote stream ids, jitter buffer target), or [] when not viewing. */
+  viewReceivers(): ReceiverInfo[] {
+    return this.#viewer?.receivers() ?? [];
   }
 
   /** Inbound stats of the view (video frames decoded, audio packets), or null when not viewing. */
@@ -437,6 +455,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     this.#viewer?.close();
     this.#setMedia('view', 'connecting');
     let viewer: DirectPeer | SfuViewer;
+    const tuning = receiveTuning(this.#viewLatency, this.#opts.jitterBufferTargetMs);
     if (join.fanout === 'sfu') {
       // mediasoup-client is loaded only when the server runs an SFU: direct viewers do not download it.
       const { SfuViewer } = await import('./sfuViewer.js');
@@ -454,7 +473,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
         },
         join.iceServers,
         (why) => this.#peerFailed('view', viewer, why),
-        this.#opts.jitterBufferTargetMs,
+        tuning,
       );
     } else {
       const peer: DirectPeer = new DirectPeer({
@@ -463,7 +482,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
         candidateFilter: this.#opts.candidateFilter,
         sendCandidate: (candidate) => this.#sendCandidate('view', candidate, peer),
         negotiate: async (offer) => (await this.request('view', { sdp: offer })).sdp,
-        jitterBufferTargetMs: this.#opts.jitterBufferTargetMs,
+        tuning,
         onFailed: (why) => this.#peerFailed('view', peer, why),
       });
       viewer = peer;

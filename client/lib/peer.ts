@@ -6,6 +6,8 @@
  */
 import type { IceCandidate, SessionDescription } from '../../server/signaling/protocol.js';
 import { ClientError } from './errors.js';
+import { showReceivedTrack, startFastVideo, type FastVideo, type FastVideoStats } from './fastVideo.js';
+import { separateAudioStream, type ReceiveTuning } from './latency.js';
 
 export type PeerKind = 'publish' | 'view';
 
@@ -23,12 +25,28 @@ export interface DirectPeerOptions {
   /** How long 'disconnected' may last before it counts as failed; default 5 s. */
   disconnectedGraceMs?: number | undefined;
   /**
-   * Preferred receive jitter buffer, ms (RTCRtpReceiver.jitterBufferTarget); undefined = the browser's adaptive
-   * default. 0 asks for the least delay the network allows.
+   * How a view's receivers are set up (latency.ts: lip-sync or separate audio, jitter buffer targets); default: the
+   * browser's defaults (one lip-synced stream, adaptive buffers).
    */
-  jitterBufferTargetMs?: number | undefined;
+  tuning?: ReceiveTuning | undefined;
   /** How long connecting may take; default 20 s. */
   connectTimeoutMs?: number | undefined;
+}
+
+/** One receiver of a view, as the browser set it up (diagnostics and tests). */
+export interface ReceiverInfo {
+  kind: string;
+  trackId: string;
+  /** The remote stream ids the track came with: tracks in the same stream are lip-synced by the browser. */
+  streamIds: string[];
+  /** RTCRtpReceiver.jitterBufferTarget as the browser reports it, ms; null = adaptive (or not supported). */
+  jitterBufferTargetMs: number | null;
+  /** Who decodes and shows it: 'webcodecs' (fastVideo.ts, past the jitter buffer) or the 'browser's own path. */
+  renderer: 'webcodecs' | 'browser';
+  /** The fast path's counters, when it has one. */
+  fastVideo?: FastVideoStats;
+  /** Why the fast path gave up (the browser's own path shows the video again). */
+  fastVideoFailure?: string;
 }
 
 export class DirectPeer {
@@ -42,6 +60,8 @@ export class DirectPeer {
   #answered = false;
   readonly #pending: (IceCandidate | null)[] = [];
   #disconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  readonly #streamIds = new Map<MediaStreamTrack, string[]>();
+  readonly #fast = new Map<RTCRtpReceiver, FastVideo>();
 
   constructor(opts: DirectPeerOptions) {
     this.#opts = opts;
@@ -55,8 +75,18 @@ export class DirectPeer {
     this.pc.onicecandidate = (e) => this.#onCandidate(e.candidate);
     this.pc.onconnectionstatechange = () => this.#onState();
     this.pc.ontrack = (e) => {
-      setJitterBufferTarget(e.receiver, opts.jitterBufferTargetMs);
-      if (!this.stream.getTracks().includes(e.track)) this.stream.addTrack(e.track);
+      const t = opts.tuning;
+      if (t) {
+        setJitterBufferTarget(
+          e.receiver,
+          e.track.kind === 'video' ? t.videoJitterBufferTargetMs : t.audioJitterBufferTargetMs,
+        );
+      }
+      this.#streamIds.set(
+        e.track,
+        e.streams.map((s) => s.id),
+      );
+      showReceivedTrack(this.stream, e.track, this.#fast.get(e.receiver));
     };
   }
 
@@ -77,10 +107,20 @@ export class DirectPeer {
 
   /** Offers recvonly video (+ audio unless `audio` is false) and waits until connected; tracks land in `stream`. */
   async view(audio = true): Promise<MediaStream> {
-    this.pc.addTransceiver('video', { direction: 'recvonly' });
+    const video = this.pc.addTransceiver('video', { direction: 'recvonly' });
+    const fast = startFastVideo(video.receiver, this.stream, this.#opts.tuning?.fastVideo ?? false);
+    if (fast) this.#fast.set(video.receiver, fast);
     if (audio) this.pc.addTransceiver('audio', { direction: 'recvonly' });
     await this.#negotiate();
     return this.stream;
+  }
+
+  /** The view's receivers: kind, remote stream ids, jitter buffer target. */
+  receivers(): ReceiverInfo[] {
+    return this.pc.getReceivers().flatMap((r) => {
+      const ids = this.#streamIds.get(r.track);
+      return ids ? [receiverInfo(r, ids, this.#fast.get(r))] : [];
+    });
   }
 
   /** A candidate the server sent for this peer. */
@@ -96,6 +136,8 @@ export class DirectPeer {
     this.pc.onicecandidate = null;
     this.pc.onconnectionstatechange = null;
     this.pc.ontrack = null;
+    for (const f of this.#fast.values()) f.close();
+    this.#fast.clear();
     this.pc.close();
   }
 
@@ -104,8 +146,12 @@ export class DirectPeer {
     await this.pc.setLocalDescription(offer);
     const local = this.pc.localDescription;
     if (!local) throw new ClientError('MEDIA', 'no local description');
-    const answer = await this.#opts.negotiate({ type: 'offer', sdp: local.sdp });
+    let answer = await this.#opts.negotiate({ type: 'offer', sdp: local.sdp });
     if (this.#closed) throw new ClientError('CLOSED', 'peer closed while negotiating');
+    // The server sends audio and video in one stream (lip-synced). Without lip-sync the audio becomes a stream of
+    // its own: the browser syncs only tracks of one stream, so the video is no longer held back for the audio.
+    if (this.kind === 'view' && this.#opts.tuning && !this.#opts.tuning.lipSync)
+      answer = { type: answer.type, sdp: separateAudioStream(answer.sdp) };
     await this.pc.setRemoteDescription(answer);
     this.#answered = true;
     for (const c of this.#pending.splice(0)) this.#opts.sendCandidate(c);
@@ -178,6 +224,21 @@ export class DirectPeer {
     this.#failed = true;
     this.#opts.onFailed(why);
   }
+}
+
+/** A receiver's kind, stream ids and jitter buffer target. */
+export function receiverInfo(r: RTCRtpReceiver, streamIds: string[], fast?: FastVideo): ReceiverInfo {
+  const target = 'jitterBufferTarget' in r ? r.jitterBufferTarget : null;
+  const info: ReceiverInfo = {
+    kind: r.track.kind,
+    trackId: r.track.id,
+    streamIds,
+    jitterBufferTargetMs: target,
+    renderer: fast && !fast.failure ? 'webcodecs' : 'browser',
+    ...(fast?.failure ? { fastVideoFailure: fast.failure } : {}),
+  };
+  if (fast) info.fastVideo = fast.stats;
+  return info;
 }
 
 /** Sets RTCRtpReceiver.jitterBufferTarget where the browser has it (Chrome 114+, Firefox 125+, Safari 18+). */

@@ -17,17 +17,21 @@ export interface OpenedRoom {
   viewerUrl: string;
 }
 
-/** Uploads `portraitFile` (consent given) and creates a room with it. */
-export async function openRoom(base: string, portraitFile: string): Promise<OpenedRoom> {
+/**
+ * Uploads `portraitFile` (consent given) and creates a room with it; `apiKey` (e.g. the server's operatorKey) is sent
+ * as the management calls' bearer token.
+ */
+export async function openRoom(base: string, portraitFile: string, apiKey?: string | null): Promise<OpenedRoom> {
+  const auth: Record<string, string> = apiKey ? { authorization: `Bearer ${apiKey}` } : {};
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([await readFile(portraitFile)]), path.basename(portraitFile));
-  const up = await fetch(`${base}/api/portraits`, { method: 'POST', body: form });
+  const up = await fetch(`${base}/api/portraits`, { method: 'POST', body: form, headers: auth });
   if (up.status !== 201) throw new Error(`portrait upload failed: ${up.status} ${await up.text()}`);
   const { id: portraitId } = (await up.json()) as { id: string };
   const rr = await fetch(`${base}/api/rooms`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...auth },
     body: JSON.stringify({ portraitId }),
   });
   if (rr.status !== 201) throw new Error(`room creation failed: ${rr.status} ${await rr.text()}`);
@@ -70,14 +74,17 @@ export async function startViewer(page: Page, viewerUrl: string, frames = 10, ti
   );
 }
 
-/** The server's normalised portrait as width×height grayscale (stretched to fill, like a canvas draw of the video). */
+/** The server's normalised portrait (`apiKey`: the owner's) as width×height grayscale (stretched to fill, like a canvas draw of the video). */
 export async function portraitGray(
   base: string,
   portraitId: string,
   width: number,
   height: number,
+  apiKey?: string | null,
 ): Promise<GrayImage> {
-  const res = await fetch(`${base}/api/portraits/${portraitId}/image`);
+  const res = await fetch(`${base}/api/portraits/${portraitId}/image`, {
+    headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {},
+  });
   if (res.status !== 200) throw new Error(`portrait image: ${res.status}`);
   const data = await sharp(Buffer.from(await res.arrayBuffer()))
     .resize(width, height, { fit: 'fill' })

@@ -3,11 +3,12 @@
  * glass-to-glass benchmark: a clip's frames are decoded once (I420, scaled to fit with black bars like makeY4m), then
  * written in any order, held or ping-ponged, optionally with the frame-index marker of media.ts burned in (the index
  * is the frame's position in the written file, so the performer page can name the frame it captured).
- * Files go to a temp folder (never the repository); Chromium loops them.
+ * Files go to a temp folder (never the repository); Chromium loops them. A matching fake-microphone .wav with tone
+ * bursts (writeBurstWav) times the audio for audio/video offset measurements.
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { MARKER_VALUE_BITS, paintMarker } from './media.js';
@@ -114,4 +115,56 @@ export async function writeSequenceY4m(opts: SequenceY4mOptions): Promise<string
   }
   await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
   return out;
+}
+
+export interface BurstWavOptions {
+  /** Output file (.wav). */
+  out: string;
+  /** Length in samples: make it the fake camera clip's length so both loops stay aligned. */
+  samples: number;
+  /** Default 48000. */
+  sampleRate?: number;
+  /** Burst start times, in samples. */
+  onsets: readonly number[];
+  /** Burst length, ms; default 80. */
+  burstMs?: number;
+}
+
+/**
+ * Writes a mono 16-bit PCM .wav for Chromium's fake microphone (--use-file-for-fake-audio-capture): silence with a
+ * short voiced burst (a 220 Hz tone with its first harmonics, a 1 ms rise) at each onset, for audio/video offset
+ * measurements. Harmonics rather than one sine: noise suppression leaves a voice-like sound alone.
+ */
+export async function writeBurstWav(opts: BurstWavOptions): Promise<string> {
+  const rate = opts.sampleRate ?? 48_000;
+  const burst = Math.round(((opts.burstMs ?? 80) * rate) / 1000);
+  const rise = Math.round(rate / 1000);
+  const pcm = new Int16Array(opts.samples);
+  for (const start of opts.onsets) {
+    if (!Number.isInteger(start) || start < 0 || start >= opts.samples)
+      throw new RangeError(`burst onset ${start} is outside the ${opts.samples} samples`);
+    for (let i = 0; i < burst && start + i < opts.samples; i++) {
+      const t = i / rate;
+      const env = Math.min(1, i / rise) * Math.min(1, (burst - i) / rise);
+      let v = 0;
+      for (let h = 1; h <= 4; h++) v += Math.sin(2 * Math.PI * 220 * h * t) / h;
+      pcm[start + i] = Math.round(0.25 * env * v * 32767); // peak about 0.5
+    }
+  }
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0);
+  header.writeUInt32LE(36 + pcm.byteLength, 4);
+  header.write('WAVE', 8);
+  header.write('fmt ', 12);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate * 2, 28);
+  header.writeUInt16LE(2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36);
+  header.writeUInt32LE(pcm.byteLength, 40);
+  await writeFile(opts.out, Buffer.concat([header, Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength)]));
+  return opts.out;
 }
