@@ -157,12 +157,14 @@ export async function main(args: string[]): Promise<void> {
     const form = new FormData();
     form.append('consent', 'true');
     form.append('file', new Blob([await readFile(portrait)]), path.basename(portrait));
-    const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form });
+    // The bench server keeps the local operator's key (no key configured).
+    const authorization = `Bearer ${server.operatorKey}`;
+    const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form, headers: { authorization } });
     if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
     const { id: portraitId } = (await up.json()) as { id: string };
     const rr = await fetch(`${url}/api/rooms`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization },
       body: JSON.stringify({ portraitId }),
     });
     if (rr.status !== 201) throw new Error(`room failed: ${rr.status} ${await rr.text()}`);

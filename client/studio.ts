@@ -9,6 +9,7 @@ import {
   AvatarClient,
   ClientError,
   createRoom,
+  getConsent,
   listPortraits,
   portraitImageUrl,
   uploadPortrait,
@@ -107,7 +108,12 @@ function showError(err: unknown): void {
   ui.toast.replaceChildren();
   const code = document.createElement('code');
   code.textContent = e.code;
-  ui.toast.append(code, ` ${e.message}`);
+  // Not signed in: the studio needs the link `npm start` prints (it carries the operator's API key).
+  const hint =
+    e.code === 'API_KEY_REQUIRED' || e.code === 'API_KEY_INVALID'
+      ? ' Sign in: open the studio link the server printed at start-up (…/?key=…), or ask its operator for one.'
+      : '';
+  ui.toast.append(code, ` ${e.message}${hint}`);
   ui.toast.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => (ui.toast.hidden = true), 8000);
@@ -167,11 +173,31 @@ function renderGallery(selectedId: string | null): void {
   }
 }
 
+/** The server's consent text (shown next to the checkbox) and its version (sent with the upload). */
+let consentTerms: { version: string; text: string } | null = null;
+getConsent().then(
+  (t) => {
+    consentTerms = t;
+    const el = document.getElementById('consent-text');
+    if (el) el.textContent = t.text;
+  },
+  () => undefined, // the built-in sentence stays; the server records its own current text
+);
+
 async function refreshPortraits(): Promise<void> {
   try {
     portraits = await listPortraits();
     renderGallery(client?.room?.portraitId ?? null);
   } catch (err) {
+    // A performer who opened a shared performer link is not signed in to the owner's portraits: that is fine (the
+    // room's portrait is already set); the gallery says how to sign in instead of raising an error.
+    const code = (err as { code?: string }).code;
+    if (code === 'API_KEY_REQUIRED' || code === 'API_KEY_INVALID') {
+      portraits = [];
+      renderGallery(client?.room?.portraitId ?? null);
+      ui.galleryEmpty.textContent = 'Sign in to see and upload portraits: open the studio link the server printed at start-up.';
+      return;
+    }
     showError(err);
   }
 }
@@ -210,7 +236,7 @@ ui.uploadForm.addEventListener('submit', (e) => {
     ui.uploadStatus.className = 'status';
     ui.uploadStatus.textContent = 'Uploading…';
     try {
-      const p = await uploadPortrait(file, true);
+      const p = await uploadPortrait(file, true, consentTerms ? { consentVersion: consentTerms.version } : {});
       ui.uploadStatus.className = 'status ok';
       ui.uploadStatus.textContent = 'Uploaded.';
       ui.uploadForm.reset();

@@ -13,6 +13,7 @@ import { addApiRoutes } from './http/api.js';
 import { addWhipRoutes } from './http/whip.js';
 import { Router } from './http/router.js';
 import { createLogger, setLogLevel } from './logger.js';
+import { ApiKeys, loadOrCreateOperatorKey } from './auth/apiKeys.js';
 import type { ClusterNode } from './cluster/node.js';
 import { createFanoutFactory, type FanoutFactory } from './media/fanout.js';
 import { Metrics } from './metrics.js';
@@ -39,6 +40,11 @@ export interface AvatarServer {
   readonly rooms: RoomRegistry;
   readonly metrics: Metrics;
   readonly fanout: FanoutFactory;
+  /**
+   * The local operator's API key when no key is configured (kept in <dataDir>/operator-key), else null. `npm start`
+   * prints a studio link with it.
+   */
+  readonly operatorKey: string | null;
   /** This node of a multi-node deployment (config.cluster.redisUrl), else null. */
   readonly cluster: ClusterNode | null;
   readonly closed: boolean;
@@ -62,8 +68,20 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
   const faceChecker = !opts.checkFace && config.avatar.engine === 'default' ? new FaceChecker(log.child('faces')) : null;
   const checkFace: FaceCheck | undefined = opts.checkFace ?? (faceChecker ? (rgb) => faceChecker.check(rgb) : undefined);
   let portraits: PortraitStore;
+  // API keys: the configured ones, else the local operator's (created once in the data folder).
+  let operatorKey: string | null = null;
+  let keys: ApiKeys;
   try {
+    const configured = config.auth.apiKeys;
+    if (configured.length === 0) {
+      const k = await loadOrCreateOperatorKey(config.dataDir);
+      operatorKey = k.secret;
+      keys = new ApiKeys([k]);
+    } else {
+      keys = new ApiKeys(configured);
+    }
     portraits = await PortraitStore.open({
+      consent: config.consent,
       dir: path.join(config.dataDir, 'portraits'),
       maxBytes: config.upload.maxBytes,
       maxPixels: config.upload.maxPixels,
@@ -115,6 +133,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     clientDir: opts.clientDir ?? path.join(projectRoot, 'client'),
     startedAt,
     port: () => port,
+    keys,
   });
   const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port });
   cluster?.addRoutes(router);
@@ -147,6 +166,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     metrics,
     fanout,
     cluster,
+    operatorKey,
     get closed() {
       return closing !== null;
     },

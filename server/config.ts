@@ -6,12 +6,13 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { parseApiKeys } from './auth/apiKeys.js';
 import { AppError } from './errors.js';
 import { applyProvenanceEnv, defaultProvenanceConfig, validateProvenanceConfig, type ProvenanceConfig } from './provenance/config.js';
 import type { LogLevel } from './logger.js';
 
 export interface Config {
-  /** HTTP/socket.io listen host; default '0.0.0.0'. */
+  /** HTTP/socket.io listen host; default '127.0.0.1' (loopback: set HOST=0.0.0.0 to serve other machines). */
   host: string;
   /** Listen port; 0 picks a free port; default 8080 (env PORT). */
   port: number;
@@ -22,7 +23,7 @@ export interface Config {
   dataDir: string;
   /** HMAC secret for room tokens; default: random per process (env AVATAR_TOKEN_SECRET to persist links). */
   tokenSecret: string;
-  /** Lifetime of performer/viewer tokens; default 12 h. */
+  /** Lifetime of performer/viewer room links (tokens); default 12 h (env AVATAR_LINK_TTL_HOURS). */
   tokenTtlMs: number;
   /** How long a room waits for its performer to reconnect; default 30 s. */
   roomGraceMs: number;
@@ -30,6 +31,24 @@ export interface Config {
   roomIdleMs: number;
   /** Most rooms open at once; POST /api/rooms answers 409 ROOM_BUSY beyond it; default 50. */
   maxRooms: number;
+  auth: {
+    /**
+     * API keys for management calls (upload/list/download/delete portraits, create/delete/revoke rooms), each
+     * owning what it creates. Env AVATAR_API_KEYS=name1:secret1,name2:secret2. None: the server keeps one for the
+     * local operator in <dataDir>/operator-key and `npm start` prints a studio link with it.
+     */
+    apiKeys: { name: string; secret: string }[];
+    /** REST requests per minute per API key; default 600. */
+    perKeyPerMinute: number;
+    /** REST requests per minute per client address; default 300. */
+    perAddressPerMinute: number;
+  };
+  consent: {
+    /** The consent text uploaders agree to; stored with every portrait record. */
+    text: string;
+    /** Its version; an upload naming another version is refused (CONSENT_REQUIRED). */
+    version: string;
+  };
   upload: {
     /** Largest accepted upload; default 10 MiB. */
     maxBytes: number;
@@ -122,7 +141,7 @@ export const projectRoot = path.resolve(path.dirname(new URL(import.meta.url).pa
 
 export function defaultConfig(): Config {
   return {
-    host: '0.0.0.0',
+    host: '127.0.0.1',
     port: 8080,
     publicUrl: null,
     logLevel: 'info',
@@ -132,6 +151,14 @@ export function defaultConfig(): Config {
     roomGraceMs: 30_000,
     roomIdleMs: 600_000,
     maxRooms: 50,
+    auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300 },
+    consent: {
+      version: '2026-11-27',
+      text:
+        'I have the right to animate the person in this picture: it is me, or I have their permission (or the right ' +
+        'to use the artwork). I will not use the avatar to deceive people about who is speaking. The output is marked ' +
+        'as synthetic and may be traced to this upload.',
+    },
     upload: { maxBytes: 10 * 1024 * 1024, maxPixels: 40_000_000, minSide: 64 },
     avatar: {
       engine: 'default',
@@ -209,6 +236,15 @@ export function validateConfig(c: Config): Config {
   intIn(c.roomGraceMs, 0, 3600_000, 'roomGraceMs');
   intIn(c.roomIdleMs, 1000, 24 * 3600_000, 'roomIdleMs');
   intIn(c.maxRooms, 1, 100_000, 'maxRooms');
+  intIn(c.auth.perKeyPerMinute, 1, 1_000_000, 'auth.perKeyPerMinute');
+  intIn(c.auth.perAddressPerMinute, 1, 1_000_000, 'auth.perAddressPerMinute');
+  for (const k of c.auth.apiKeys) {
+    if (!isRecord(k) || typeof k.name !== 'string' || !/^[A-Za-z0-9_.@-]{1,64}$/.test(k.name)) fail('"auth.apiKeys" entries need a name (letters, digits, _ . @ -)');
+    if (typeof k.secret !== 'string' || k.secret.length < 16 || /\s/.test(k.secret)) fail(`API key "${k.name}" needs a secret of at least 16 characters without spaces`);
+  }
+  if (new Set(c.auth.apiKeys.map((k) => k.name)).size !== c.auth.apiKeys.length) fail('"auth.apiKeys" names must be unique');
+  if (typeof c.consent.text !== 'string' || c.consent.text.length < 10) fail('"consent.text" must be the consent text');
+  if (typeof c.consent.version !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(c.consent.version)) fail('"consent.version" must be 1-40 letters, digits, . _ -');
   intIn(c.upload.maxBytes, 1024, 200 * 1024 * 1024, 'upload.maxBytes');
   intIn(c.upload.maxPixels, 4096, 400_000_000, 'upload.maxPixels');
   intIn(c.upload.minSide, 1, 4096, 'upload.minSide');
@@ -265,6 +301,9 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.LOG_LEVEL) c.logLevel = env.LOG_LEVEL as LogLevel;
   if (env.AVATAR_DATA_DIR) c.dataDir = path.resolve(env.AVATAR_DATA_DIR);
   if (env.AVATAR_TOKEN_SECRET) c.tokenSecret = env.AVATAR_TOKEN_SECRET;
+  if (env.AVATAR_API_KEYS) c.auth.apiKeys = parseApiKeys(env.AVATAR_API_KEYS);
+  const linkHours = num('AVATAR_LINK_TTL_HOURS');
+  if (linkHours !== undefined) c.tokenTtlMs = Math.round(linkHours * 3600_000);
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
   if (env.AVATAR_MODEL_PACK) c.avatar.modelPack = path.resolve(env.AVATAR_MODEL_PACK);
   if (env.AVATAR_REFINER_PACK) c.avatar.refinerPack = env.AVATAR_REFINER_PACK === 'none' ? null : path.resolve(env.AVATAR_REFINER_PACK);

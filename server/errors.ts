@@ -27,9 +27,14 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'ENGINE_FAILED'
   | 'UNSUPPORTED'
+  | 'API_KEY_REQUIRED'
+  | 'API_KEY_INVALID'
+  | 'TOKEN_REVOKED'
   | 'WRONG_NODE'
   | 'ROOM_OWNER_LOST'
   | 'SFU_RESET'
+  | 'SIGNING_KEY_INVALID'
+  | 'MANIFEST_INVALID'
   | 'INTERNAL';
 
 /** HTTP status for each code, for the REST API. */
@@ -58,12 +63,22 @@ export const httpStatus: Record<ErrorCode, number> = {
   CONFIG_INVALID: 500,
   ENGINE_FAILED: 500,
   UNSUPPORTED: 501,
+  /** A management call without `Authorization: Bearer <API key>`. */
+  API_KEY_REQUIRED: 401,
+  /** A key that is not configured. */
+  API_KEY_INVALID: 401,
+  /** A room link whose links were revoked by the room's owner. */
+  TOKEN_REVOKED: 401,
   /** The room lives on another node of the cluster (the message names it; the client connects there). */
   WRONG_NODE: 421,
   /** The node that owned the room stopped answering (its directory entry expired). */
   ROOM_OWNER_LOST: 503,
   /** The SFU router a viewer consumed from went away (a worker died); the viewer consumes again. */
   SFU_RESET: 503,
+  /** The server's provenance signing key cannot be used (server/provenance/keys.ts). */
+  SIGNING_KEY_INVALID: 500,
+  /** A provenance manifest that is not one (malformed JSON, wrong format): its signature cannot even be checked. */
+  MANIFEST_INVALID: 422,
   INTERNAL: 500,
 };
 
@@ -77,6 +92,16 @@ export class AppError extends Error {
   }
   toJSON(): { code: ErrorCode; message: string } {
     return { code: this.code, message: this.message };
+  }
+}
+
+/** Too many requests from one key or address: the HTTP reply carries Retry-After. */
+export class RateLimitError extends AppError {
+  readonly retryAfterS: number;
+  constructor(message: string, retryAfterS: number) {
+    super('TOO_MANY_REQUESTS', message);
+    this.name = 'RateLimitError';
+    this.retryAfterS = Math.max(1, Math.ceil(retryAfterS));
   }
 }
 

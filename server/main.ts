@@ -19,6 +19,19 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const server = await createServer(config);
   log.info('server ready', { url: server.url, studio: `${server.url}/`, dataDir: config.dataDir });
+  if (server.operatorKey) {
+    // As Jupyter prints its tokened URL: this link signs the browser in to the studio (the key is then kept by the
+    // page and removed from the address bar). The key lives in <dataDir>/operator-key.
+    process.stdout.write(
+      `\n  Studio (signs this browser in): ${server.url}/?key=${encodeURIComponent(server.operatorKey)}\n` +
+        `  API key for scripts: Authorization: Bearer ${server.operatorKey}  (kept in ${config.dataDir}/operator-key)\n\n`,
+    );
+  } else {
+    log.info('API keys configured', { keys: config.auth.apiKeys.map((k) => k.name) });
+  }
+  if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
+    log.warn('listening beyond loopback: anyone who can reach this address can join rooms with a link', { host: config.host });
+  }
 
   let stopping = false;
   const stop = (signal: string): void => {

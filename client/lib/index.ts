@@ -3,7 +3,7 @@ export { AvatarClient } from './avatarClient.js';
 export type { AvatarClientOptions, AvatarClientEvents, ClientState, MediaState, ReceiveStats } from './avatarClient.js';
 export { ClientError, isTerminal } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
-export { listPortraits, uploadPortrait, deletePortrait, createRoom, portraitImageUrl } from './rest.js';
+export { listPortraits, uploadPortrait, deletePortrait, createRoom, getConsent, portraitImageUrl } from './rest.js';
 export type { PortraitSummary, CreatedRoom, RestOptions } from './rest.js';
 export { Backoff } from './backoff.js';
 export { defaultAvatarSettings } from '../../server/signaling/protocol.js';

@@ -80,17 +80,24 @@ export async function listPortraits(opts?: RestOptions): Promise<PortraitSummary
 export async function uploadPortrait(
   file: Blob,
   consent: boolean,
-  opts?: RestOptions & { filename?: string },
+  opts?: RestOptions & { filename?: string; consentVersion?: string },
 ): Promise<PortraitSummary> {
   const form = new FormData();
   const name = opts?.filename ?? (file instanceof File ? file.name : 'portrait');
   form.append('consent', consent ? 'true' : 'false');
+  // The version of the text the uploader was shown (getConsent): the server refuses a stale one.
+  if (opts?.consentVersion) form.append('consentVersion', opts.consentVersion);
   form.append('file', file, name);
   const body = await call<PortraitSummary | { portrait: PortraitSummary }>(opts, '/api/portraits', {
     method: 'POST',
     body: form,
   });
   return 'portrait' in body ? body.portrait : body;
+}
+
+/** The consent text uploads agree to, and its version (GET /api/consent). */
+export async function getConsent(opts?: RestOptions): Promise<{ version: string; text: string }> {
+  return call<{ version: string; text: string }>(opts, '/api/consent');
 }
 
 export async function deletePortrait(id: string, opts?: RestOptions): Promise<void> {

@@ -12,6 +12,8 @@ export interface TokenPayload {
   role: Role;
   /** Expiry, ms since the epoch. */
   exp: number;
+  /** The room's link version when signed (links are revoked by raising the room's version); default 0. */
+  v?: number;
 }
 
 /** Tokens longer than this are refused before any work. */
@@ -27,7 +29,9 @@ export function signToken(payload: TokenPayload, secret: string): string {
   if (typeof payload.room !== 'string' || !payload.room) throw new TypeError('signToken: room must be a non-empty string');
   if (payload.role !== 'performer' && payload.role !== 'viewer') throw new TypeError('signToken: bad role');
   if (!Number.isFinite(payload.exp)) throw new TypeError('signToken: exp must be a number');
-  const body = Buffer.from(JSON.stringify({ room: payload.room, role: payload.role, exp: payload.exp })).toString('base64url');
+  if (payload.v !== undefined && (!Number.isInteger(payload.v) || payload.v < 0)) throw new TypeError('signToken: v must be a non-negative integer');
+  const fields = { room: payload.room, role: payload.role, exp: payload.exp, ...(payload.v ? { v: payload.v } : {}) };
+  const body = Buffer.from(JSON.stringify(fields)).toString('base64url');
   return `${body}.${mac(secret, body).toString('base64url')}`;
 }
 
@@ -55,12 +59,13 @@ export function verifyToken(token: unknown, secret: string, now: number = Date.n
   const p = payload as Partial<TokenPayload> | null;
   if (
     typeof p !== 'object' || p === null ||
-    typeof p.room !== 'string' || (p.role !== 'performer' && p.role !== 'viewer') || typeof p.exp !== 'number'
+    typeof p.room !== 'string' || (p.role !== 'performer' && p.role !== 'viewer') || typeof p.exp !== 'number' ||
+    (p.v !== undefined && (typeof p.v !== 'number' || !Number.isInteger(p.v) || p.v < 0))
   ) {
     throw new AppError('TOKEN_INVALID', 'malformed token payload');
   }
   if (p.exp <= now) throw new AppError('TOKEN_EXPIRED', 'token expired');
-  return { room: p.room, role: p.role, exp: p.exp };
+  return { room: p.room, role: p.role, exp: p.exp, v: p.v ?? 0 };
 }
 
 /** Extracts the token from an `Authorization: Bearer <token>` header value; null when absent or another scheme. */

@@ -25,6 +25,8 @@ export interface RoomRecord {
   nodeId: string;
   /** Incremented by the owner whenever its SFU router was rebuilt (relays must pipe again). */
   epoch: number;
+  /** The room's link version (links signed at another version are revoked). */
+  linkVersion: number;
   info: RoomInfo;
 }
 

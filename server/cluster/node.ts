@@ -36,7 +36,7 @@ export interface ClusterNodeOptions {
 
 const MAX_PIPE_BODY = 4096;
 
-export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom] }> {
+export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom]; linksRevoked: [roomId: string, version: number] }> {
   readonly nodeId: string;
   readonly #opts: ClusterNodeOptions;
   readonly #directory: RoomDirectory;
@@ -58,7 +58,14 @@ export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom] }> {
     this.#log = opts.log;
     opts.registry.on('room', this.#onRoom);
     opts.registry.on('roomClosed', this.#onRoomClosed);
+    opts.registry.on('linksRevoked', this.#onRevoked);
   }
+
+  /** Relays see the new link version at once, and drop their viewers joined with older links at their next poll. */
+  readonly #onRevoked = (roomId: string): void => {
+    const room = this.#opts.registry.get(roomId);
+    if (room) this.#put(room);
+  };
 
   /** Connects to the directory. @throws AppError('CONFIG_INVALID') when Redis cannot be reached. */
   static async create(opts: ClusterNodeOptions): Promise<ClusterNode> {
@@ -132,6 +139,7 @@ export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom] }> {
     if (this.#timer) clearInterval(this.#timer);
     this.#opts.registry.off('room', this.#onRoom);
     this.#opts.registry.off('roomClosed', this.#onRoomClosed);
+    this.#opts.registry.off('linksRevoked', this.#onRevoked);
     for (const r of this.#relays.values()) r.close('server-shutdown');
     this.#relays.clear();
     try {
@@ -144,7 +152,13 @@ export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom] }> {
   }
 
   #record(room: Room): RoomRecord {
-    return { nodeId: this.nodeId, epoch: this.#epochs.get(room.id) ?? 0, info: room.info };
+    let linkVersion = 0;
+    try {
+      linkVersion = this.#opts.registry.linkVersion(room.id);
+    } catch {
+      // closing: the record is about to go
+    }
+    return { nodeId: this.nodeId, epoch: this.#epochs.get(room.id) ?? 0, linkVersion, info: room.info };
   }
 
   #nodeRecord(): NodeRecord {
@@ -223,6 +237,7 @@ export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom] }> {
       throw new AppError('INVALID_STATE', 'server shutting down');
     }
     this.#relays.set(roomId, relay);
+    relay.on('linksRevoked', (id, v) => this.emit('linksRevoked', id, v));
     relay.once('close', () => {
       if (this.#relays.get(roomId) === relay) this.#relays.delete(roomId);
     });

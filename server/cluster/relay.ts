@@ -129,6 +129,7 @@ export interface RelayEvents {
   viewers: [count: number];
   viewersReset: [ids: string[], why: string];
   roomInfo: [info: RoomInfo];
+  linksRevoked: [roomId: string, version: number];
   failure: [err: { code: string; message: string }];
   close: [reason: CloseReason];
 }
@@ -190,6 +191,10 @@ export class RelayRoom extends EventEmitter<RelayEvents> {
   get info(): RoomInfo {
     return this.#where.location.info;
   }
+  /** The room's link version as its owner last published it. */
+  get linkVersion(): number {
+    return this.#where.location.linkVersion ?? 0;
+  }
   get ownerNodeId(): string {
     return this.#where.location.nodeId;
   }
@@ -238,8 +243,10 @@ export class RelayRoom extends EventEmitter<RelayEvents> {
       return;
     }
     const infoChanged = JSON.stringify(loc.info) !== JSON.stringify(this.#where.location.info);
+    const revoked = (loc.linkVersion ?? 0) > this.linkVersion;
     this.#where.location = loc;
     if (infoChanged) this.emit('roomInfo', loc.info);
+    if (revoked) this.emit('linksRevoked', this.id, loc.linkVersion);
     if (loc.epoch !== this.#source.epoch) {
       this.#log.info('owner SFU rebuilt: piping again', { roomId: this.id, epoch: loc.epoch });
       await this.#sfu.rebuild('the SFU of this room was rebuilt on its owner node').catch((err: unknown) => {

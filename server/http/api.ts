@@ -6,18 +6,29 @@
  *   GET    /dist/*                    client/dist/* (bundles built by `npm run build:client`)
  *   GET    /healthz                   {status, rooms, viewers, fanout, engine, uptimeS}
  *   GET    /metrics                   Prometheus text
- *   POST   /api/portraits             multipart upload: file, consent=true, name?, uploader? → 201 summary
- *   GET    /api/portraits             {portraits: summary[]}
+ *   GET    /api/consent               {version, text}: what an upload agrees to (no key needed)
+ *
+ * Management calls need `Authorization: Bearer <API key>` (401 API_KEY_REQUIRED / API_KEY_INVALID) and see only
+ * what their key owns (another owner's portrait or room is 404, nothing leaks); every /api call is rate limited per
+ * key and per client address (429 TOO_MANY_REQUESTS with Retry-After):
+ *   POST   /api/portraits             multipart upload: file, consent=true, consentVersion?, name?, uploader? → 201
+ *   GET    /api/portraits             {portraits: summary[]} (the key's own)
  *   GET    /api/portraits/:id         summary
  *   GET    /api/portraits/:id/image   the normalised PNG (?variant=original: the uploaded bytes)
- *   DELETE /api/portraits/:id         204
+ *   GET    /api/portraits/:id/consent {consent: {given, at, version, text}, log: ConsentEvent[]}
+ *   GET    /api/consent-log           {log: ConsentEvent[]}: the key's whole consent log (deleted portraits too)
+ *   DELETE /api/portraits/:id         204; its files go, the rooms animating it close ('portrait-deleted')
  *   POST   /api/rooms                 JSON {portraitId?} → 201 {roomId, performerUrl, viewerUrl, performerToken,
- *                                     viewerToken, expiresAt}
- *   DELETE /api/rooms/:id             Authorization: Bearer <performer token of that room> → 204
+ *                                     viewerToken, expiresAt} (links expire after config.tokenTtlMs)
+ *   GET    /api/rooms                 {rooms: [{roomId, portraitId, viewers, publishing}]} (the key's own)
+ *   POST   /api/rooms/:id/revoke      every link of the room stops working (joined sockets are dropped) → 200 with
+ *                                     fresh links, as POST /api/rooms
+ *   DELETE /api/rooms/:id             the owner's API key, or the room's performer token → 204
  *
  * Errors are `{code, message}` with the code's HTTP status (server/errors.ts).
  */
 import path from 'node:path';
+import type { ApiKeys } from '../auth/apiKeys.js';
 import { bearerToken, signToken, verifyToken } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
@@ -29,6 +40,7 @@ import { PORTRAIT_ID_RE } from '../signaling/validate.js';
 import type { Handler, HttpExchange } from './exchange.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
 import type { Router } from './router.js';
+import { RateLimiter } from './rateLimit.js';
 import { serveFile } from './static.js';
 
 export interface ApiDeps {
@@ -42,6 +54,22 @@ export interface ApiDeps {
   startedAt: number;
   /** The server's own port, for links when neither publicUrl nor a Host header is available. */
   port: () => number;
+  /** The API keys management calls need. */
+  keys: ApiKeys;
+}
+
+/** The studio's sign-in cookie (set from the /?key= link). */
+export const KEY_COOKIE = 'avatar_key';
+
+/** The key in the studio's sign-in cookie, as an Authorization value, or undefined. */
+function cookieKey(ex: HttpExchange): string | undefined {
+  const m = new RegExp(`(?:^|;\\s*)${KEY_COOKIE}=([^;]+)`).exec(ex.headers['cookie'] ?? '');
+  if (!m) return undefined;
+  try {
+    return `Bearer ${decodeURIComponent(m[1]!)}`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Largest JSON body of the small API requests. */
@@ -83,8 +111,60 @@ function portraitId(params: Record<string, string>): string {
 export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
   const { config, portraits, registry } = d;
   const base = (ex: HttpExchange): string => baseUrl(config, ex.headers, d.port());
+  const perKey = new RateLimiter(config.auth.perKeyPerMinute, 'API key');
+  const perAddress = new RateLimiter(config.auth.perAddressPerMinute, 'address');
+  /** Rate limits by address, then authenticates and rate limits by key; returns the key's name (the owner). */
+  const owner = (ex: HttpExchange): string => {
+    perAddress.take(ex.remoteIp);
+    const name = d.keys.authenticate(ex.headers['authorization'] ?? cookieKey(ex));
+    perKey.take(name);
+    return name;
+  };
+  /** Fresh links for a room at its current link version. */
+  const links = (ex: HttpExchange, roomId: string): Record<string, string> => {
+    const exp = Date.now() + config.tokenTtlMs;
+    const v = registry.linkVersion(roomId);
+    const performerToken = signToken({ room: roomId, role: 'performer', exp, v }, config.tokenSecret);
+    const viewerToken = signToken({ room: roomId, role: 'viewer', exp, v }, config.tokenSecret);
+    const b = base(ex);
+    const q = (t: string): string => `room=${encodeURIComponent(roomId)}&token=${encodeURIComponent(t)}`;
+    return {
+      roomId,
+      performerUrl: `${b}/?${q(performerToken)}`,
+      viewerUrl: `${b}/view?${q(viewerToken)}`,
+      performerToken,
+      viewerToken,
+      expiresAt: new Date(exp).toISOString(),
+    };
+  };
+  const roomId = (p: Record<string, string>): string => {
+    const id = p.id ?? '';
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+    return id;
+  };
+  /** A room of `who`: another owner's room is ROOM_NOT_FOUND, as an unknown one. */
+  const ownRoom = (id: string, who: string): void => {
+    if (registry.ownerOf(id) !== who) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+  };
 
-  router.add('GET', '/', (ex) => serveFile(ex, d.clientDir, 'studio.html'));
+  router.add('GET', '/', (ex) => {
+    // The studio link `npm start` prints (/?key=...): a valid key becomes an HttpOnly, SameSite=Strict cookie (so the
+    // page's fetches and <img> requests carry it) and the key leaves the address bar (a redirect without it).
+    const key = ex.query.get('key');
+    if (key !== null) {
+      const q = new URLSearchParams(ex.query);
+      q.delete('key');
+      const location = `/${q.size > 0 ? `?${q.toString()}` : ''}`;
+      const headers: Record<string, string> = { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
+      if (d.keys.match(key) !== null) {
+        const secure = ex.headers['x-forwarded-proto'] === 'https' || config.publicUrl?.startsWith('https:') ? '; Secure' : '';
+        headers['set-cookie'] = `${KEY_COOKIE}=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${30 * 86400}${secure}`;
+      }
+      ex.send(303, headers);
+      return;
+    }
+    return serveFile(ex, d.clientDir, 'studio.html');
+  });
   router.add('GET', '/view', (ex) => serveFile(ex, d.clientDir, 'viewer.html'));
   router.add('GET', '/dist/*', (ex, p) => serveFile(ex, path.join(d.clientDir, 'dist'), p['*'] ?? ''));
 
@@ -103,10 +183,16 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     ex.send(200, { 'content-type': d.metrics.contentType, 'cache-control': 'no-store' }, text);
   });
 
+  router.add('GET', '/api/consent', (ex) => {
+    perAddress.take(ex.remoteIp);
+    ex.json(200, { version: config.consent.version, text: config.consent.text });
+  });
+
   router.add(
     'POST',
     '/api/portraits',
     async (ex) => {
+      const who = owner(ex);
       const boundary = multipartBoundary(ex.headers['content-type']);
       if (!boundary) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'send multipart/form-data');
       const parts = parseMultipart(await ex.body(), boundary);
@@ -127,6 +213,8 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
         uploader: field('uploader'),
         uploaderIp: ex.remoteIp,
         consent,
+        consentVersion: field('consentVersion'),
+        owner: who,
       });
       const s = summarize(rec, base(ex));
       ex.json(201, { id: s.id, name: s.name, width: s.width, height: s.height, url: s.url });
@@ -134,19 +222,36 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     { maxBody: config.upload.maxBytes + MULTIPART_OVERHEAD },
   );
   router.add('GET', '/api/portraits', (ex) => {
+    const who = owner(ex);
     const b = base(ex);
-    ex.json(200, { portraits: portraits.list().map((r) => summarize(r, b)) });
+    ex.json(200, { portraits: portraits.list(who).map((r) => summarize(r, b)) });
   });
   router.add('GET', '/api/portraits/:id', (ex, p) => {
-    ex.json(200, summarize(portraits.get(portraitId(p)), base(ex)));
+    const who = owner(ex);
+    ex.json(200, summarize(portraits.get(portraitId(p), who), base(ex)));
   });
   router.add('GET', '/api/portraits/:id/image', async (ex, p) => {
+    const who = owner(ex);
     const variant = ex.query.get('variant') === 'original' ? 'original' : 'normalized';
-    const img = await portraits.image(portraitId(p), variant);
-    ex.send(200, { 'content-type': img.contentType, 'cache-control': 'private, max-age=3600' }, img.data);
+    const img = await portraits.image(portraitId(p), variant, who);
+    // no-cache: a deleted portrait must not keep being shown from a browser cache without asking.
+    ex.send(200, { 'content-type': img.contentType, 'cache-control': 'private, no-cache' }, img.data);
+  });
+  router.add('GET', '/api/portraits/:id/consent', async (ex, p) => {
+    const who = owner(ex);
+    const rec = portraits.get(portraitId(p), who);
+    ex.json(200, { consent: rec.consent, log: await portraits.readConsentLog(who, rec.id) });
+  });
+  router.add('GET', '/api/consent-log', async (ex) => {
+    const who = owner(ex);
+    ex.json(200, { log: await portraits.readConsentLog(who) });
   });
   router.add('DELETE', '/api/portraits/:id', async (ex, p) => {
-    await portraits.delete(portraitId(p));
+    const who = owner(ex);
+    const id = portraitId(p);
+    await portraits.delete(id, who);
+    // Nothing may keep animating it: its rooms close (the prepared portrait and idle frame go with them).
+    registry.closeRoomsUsing(id, 'portrait-deleted');
     ex.send(204, {});
   });
 
@@ -154,6 +259,7 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     'POST',
     '/api/rooms',
     async (ex) => {
+      const who = owner(ex);
       const body = await jsonBody(ex);
       for (const k of Object.keys(body)) if (k !== 'portraitId') throw new AppError('BAD_REQUEST', `unknown field "${k}"`);
       let pid: string | undefined;
@@ -162,29 +268,44 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
         if (!PORTRAIT_ID_RE.test(body.portraitId)) throw new AppError('NOT_FOUND', 'no such portrait');
         pid = body.portraitId;
       }
-      const room = await registry.create(pid === undefined ? {} : { portraitId: pid });
-      const exp = Date.now() + config.tokenTtlMs;
-      const performerToken = signToken({ room: room.id, role: 'performer', exp }, config.tokenSecret);
-      const viewerToken = signToken({ room: room.id, role: 'viewer', exp }, config.tokenSecret);
-      const b = base(ex);
-      const q = (t: string): string => `room=${encodeURIComponent(room.id)}&token=${encodeURIComponent(t)}`;
-      ex.json(201, {
-        roomId: room.id,
-        performerUrl: `${b}/?${q(performerToken)}`,
-        viewerUrl: `${b}/view?${q(viewerToken)}`,
-        performerToken,
-        viewerToken,
-        expiresAt: new Date(exp).toISOString(),
-      });
+      const room = await registry.create(pid === undefined ? { owner: who } : { portraitId: pid, owner: who });
+      ex.json(201, links(ex, room.id));
     },
     { maxBody: MAX_JSON_BODY },
   );
+  router.add('GET', '/api/rooms', (ex) => {
+    const who = owner(ex);
+    ex.json(200, {
+      rooms: registry.roomsOf(who).map((r) => ({
+        roomId: r.id,
+        portraitId: r.info.portraitId,
+        viewers: r.viewerCount,
+        publishing: r.publishing,
+      })),
+    });
+  });
+  router.add('POST', '/api/rooms/:id/revoke', (ex, p) => {
+    const who = owner(ex);
+    const id = roomId(p);
+    ownRoom(id, who);
+    registry.revokeLinks(id);
+    ex.json(200, links(ex, id));
+  });
   router.add('DELETE', '/api/rooms/:id', (ex, p) => {
+    perAddress.take(ex.remoteIp);
+    const id = roomId(p);
     const token = bearerToken(ex.headers['authorization']);
-    if (!token) throw new AppError('TOKEN_INVALID', 'send the performer token as Authorization: Bearer <token>');
-    const t = verifyToken(token, config.tokenSecret);
-    const id = p.id ?? '';
-    if (t.room !== id || t.role !== 'performer') throw new AppError('FORBIDDEN', 'only the room\'s performer can end it');
+    if (!token && !cookieKey(ex)) throw new AppError('API_KEY_REQUIRED', 'send the owner\'s API key or the performer token as Authorization: Bearer <...>');
+    // A room token (two base64url parts) or an API key.
+    if (token && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token) && !d.keys.match(token)) {
+      const t = verifyToken(token, config.tokenSecret);
+      if (t.room !== id || t.role !== 'performer') throw new AppError('FORBIDDEN', 'only the room\'s performer or owner can end it');
+      registry.checkLink(id, t.v);
+    } else {
+      const who = d.keys.authenticate(ex.headers['authorization'] ?? cookieKey(ex));
+      perKey.take(who);
+      ownRoom(id, who);
+    }
     registry.closeRoom(id, 'room-deleted');
     ex.send(204, {});
   });

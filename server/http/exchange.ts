@@ -6,7 +6,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type uWS from 'uWebSockets.js';
-import { AppError, httpStatus, toPublicError } from '../errors.js';
+import { AppError, httpStatus, RateLimitError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Router } from './router.js';
 
@@ -120,8 +120,11 @@ export class HttpExchange {
   /** Sends `{code, message}` with the code's HTTP status; unknown errors become 500 INTERNAL (no details). */
   error(err: unknown, close = false): void {
     const pub = toPublicError(err);
+    const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+    if (err instanceof RateLimitError) headers['retry-after'] = String(err.retryAfterS);
+    if (pub.code === 'API_KEY_REQUIRED' || pub.code === 'API_KEY_INVALID') headers['www-authenticate'] = 'Bearer realm="live-avatar"';
     // `close`: stop reading the rest of an oversized body; uWS ends the connection once the reply is written.
-    this.send(httpStatus[pub.code], { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, JSON.stringify(pub), close);
+    this.send(httpStatus[pub.code], headers, JSON.stringify(pub), close);
   }
 }
 

@@ -5,6 +5,13 @@
  *   <id>.orig.<ext>  the uploaded bytes, unchanged
  *   <id>.png         the normalised copy (EXIF orientation applied, sRGB, no alpha, long side <= normalizedMaxSide)
  *
+ *   consent.log      the consent log: one JSON line per event (consent given with its text and version, portrait used
+ *                    in a room, portrait deleted), append-only, kept when a portrait is deleted, readable by the
+ *                    owner (readConsentLog)
+ *
+ * Every portrait belongs to the API key (name) that uploaded it: list/get/image/loadRgb/delete with an `owner` see
+ * only that owner's portraits (another owner's id is NOT_FOUND, so nothing tells whether it exists).
+ *
  * Every file is written to a temporary name and renamed, images before the record, so a failed or interrupted upload
  * never leaves a half portrait: at open, temporary files and images without a record are removed.
  * Uploads are checked in order: consent, size, magic bytes, pixel limits (from the header, before decoding), decoding,
@@ -25,7 +32,10 @@ export interface PortraitRecord {
   uploader: string | null;
   /** Kept for the consent log only; never returned by the public API. */
   uploaderIp: string;
-  consent: { given: true; at: string };
+  /** The API key (name) that uploaded it; records from before keys existed belong to 'operator'. */
+  owner?: string;
+  /** What the uploader agreed to: the consent text and its version, stored with the record. */
+  consent: { given: true; at: string; version?: string; text?: string };
   createdAt: string;
   /** Size of the normalised copy. */
   width: number;
@@ -54,6 +64,24 @@ export interface PortraitUpload {
   uploaderIp: string;
   /** The uploader confirmed their right to animate this portrait. */
   consent: boolean;
+  /** The consent version the uploader was shown; absent = the current one. */
+  consentVersion?: string;
+  /** The API key (name) uploading; default 'operator'. */
+  owner?: string;
+}
+
+/** One line of the consent log. */
+export interface ConsentEvent {
+  at: string;
+  event: 'consent' | 'used' | 'deleted';
+  portraitId: string;
+  owner: string;
+  /** 'consent': the text and version agreed to, and the uploader's address. */
+  version?: string;
+  text?: string;
+  ip?: string;
+  /** 'used': the room. */
+  roomId?: string;
 }
 
 /** Refuses a portrait without a usable face by throwing AppError('NO_FACE'); plugged in by the avatar engine. */
@@ -68,8 +96,13 @@ export interface PortraitStoreOptions {
   /** Long side of the normalised copy; default 1024. */
   normalizedMaxSide?: number;
   checkFace?: FaceCheck;
+  /** The consent text and version uploads agree to (config.consent). */
+  consent?: { text: string; version: string };
   log: Logger;
 }
+
+const DEFAULT_OWNER = 'operator';
+const ownerOf = (rec: PortraitRecord): string => rec.owner ?? DEFAULT_OWNER;
 
 const ID_RE = /^[a-f0-9]{32}$/;
 const TMP_MARK = '.tmp-';
@@ -82,7 +115,10 @@ function clean(text: string | undefined, max: number): string | null {
 
 export class PortraitStore {
   readonly dir: string;
-  readonly #opts: Required<Omit<PortraitStoreOptions, 'checkFace'>> & { checkFace?: FaceCheck };
+  readonly #opts: Required<Omit<PortraitStoreOptions, 'checkFace' | 'consent'>> & {
+    checkFace?: FaceCheck;
+    consent?: { text: string; version: string };
+  };
   readonly #records = new Map<string, PortraitRecord>();
   /** Record writes are serialized so that concurrent markUsed() calls never lose an entry. */
   #writes: Promise<void> = Promise.resolve();
@@ -126,6 +162,10 @@ export class PortraitStore {
   async add(up: PortraitUpload): Promise<PortraitRecord> {
     const o = this.#opts;
     if (!up.consent) throw new AppError('CONSENT_REQUIRED', 'confirm that you have the right to animate this portrait (consent=true)');
+    const terms = o.consent;
+    if (terms && up.consentVersion !== undefined && up.consentVersion !== terms.version) {
+      throw new AppError('CONSENT_REQUIRED', `the consent text changed (now version ${terms.version}): read it again and confirm (GET /api/consent)`);
+    }
     if (up.data.length === 0) throw new AppError('BAD_REQUEST', 'empty file');
     if (up.data.length > o.maxBytes) throw new AppError('PAYLOAD_TOO_LARGE', `file larger than ${o.maxBytes} bytes`);
     const kind = sniffImage(up.data);
@@ -155,7 +195,8 @@ export class PortraitStore {
       name: clean(up.name, 100) ?? clean(up.filename?.replace(/\.[^.]*$/, ''), 100) ?? 'portrait',
       uploader: clean(up.uploader, 100),
       uploaderIp: up.uploaderIp,
-      consent: { given: true, at: now },
+      owner: up.owner ?? DEFAULT_OWNER,
+      consent: { given: true, at: now, ...(terms ? { version: terms.version, text: terms.text } : {}) },
       createdAt: now,
       width: rgb.width,
       height: rgb.height,
@@ -169,6 +210,14 @@ export class PortraitStore {
       await this.#serial(async () => {
         await this.#writeAtomic(this.#recordFile(id), JSON.stringify(rec, null, 2));
         this.#records.set(id, rec);
+        await this.#log({
+          at: now,
+          event: 'consent',
+          portraitId: id,
+          owner: ownerOf(rec),
+          ...(terms ? { version: terms.version, text: terms.text } : {}),
+          ip: up.uploaderIp,
+        });
       });
     } catch (err) {
       for (const f of written) await fs.rm(f, { force: true });
@@ -178,16 +227,43 @@ export class PortraitStore {
     return rec;
   }
 
-  /** All records, newest first. */
-  list(): PortraitRecord[] {
-    return [...this.#records.values()].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+  /** All records (of `owner`, when given), newest first. */
+  list(owner?: string): PortraitRecord[] {
+    return [...this.#records.values()].filter((r) => owner === undefined || ownerOf(r) === owner).sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
   }
 
-  /** @throws AppError('NOT_FOUND') */
-  get(id: string): PortraitRecord {
+  /** @throws AppError('NOT_FOUND') also for another owner's portrait (when `owner` is given). */
+  get(id: string, owner?: string): PortraitRecord {
     const rec = ID_RE.test(id) ? this.#records.get(id) : undefined;
-    if (!rec) throw new AppError('NOT_FOUND', 'no such portrait');
+    if (!rec || (owner !== undefined && ownerOf(rec) !== owner)) throw new AppError('NOT_FOUND', 'no such portrait');
     return rec;
+  }
+
+  /** The owner of a portrait. @throws AppError('NOT_FOUND') */
+  ownerOf(id: string): string {
+    return ownerOf(this.get(id));
+  }
+
+  /** The consent log lines of `owner` (of one portrait when `portraitId` is given), oldest first. */
+  async readConsentLog(owner: string, portraitId?: string): Promise<ConsentEvent[]> {
+    await this.#writes;
+    let text = '';
+    try {
+      text = await fs.readFile(this.#consentFile(), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const out: ConsentEvent[] = [];
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      try {
+        const e = JSON.parse(line) as ConsentEvent;
+        if (e.owner === owner && (portraitId === undefined || e.portraitId === portraitId)) out.push(e);
+      } catch {
+        // A torn last line (a crash mid-append) is skipped, never rewritten: the log is append-only.
+      }
+    }
+    return out;
   }
 
   has(id: string): boolean {
@@ -195,8 +271,8 @@ export class PortraitStore {
   }
 
   /** The normalised image (PNG) or the original upload. @throws AppError('NOT_FOUND') */
-  async image(id: string, variant: 'normalized' | 'original' = 'normalized'): Promise<{ data: Buffer; contentType: string }> {
-    const rec = this.get(id);
+  async image(id: string, variant: 'normalized' | 'original' = 'normalized', owner?: string): Promise<{ data: Buffer; contentType: string }> {
+    const rec = this.get(id, owner);
     if (variant === 'original') {
       const kind = (Object.keys(imageContentType) as ImageKind[]).find((k) => imageContentType[k] === rec.original.contentType) ?? 'jpeg';
       return { data: await this.#read(this.#origFile(id, kind)), contentType: rec.original.contentType };
@@ -205,8 +281,8 @@ export class PortraitStore {
   }
 
   /** The normalised copy as packed RGB (what a room's avatar engine prepares). @throws AppError('NOT_FOUND') */
-  async loadRgb(id: string): Promise<RgbImage> {
-    this.get(id);
+  async loadRgb(id: string, owner?: string): Promise<RgbImage> {
+    this.get(id, owner);
     const { data, info } = await sharp(await this.#read(this.#pngFile(id)))
       .removeAlpha()
       .raw()
@@ -219,18 +295,25 @@ export class PortraitStore {
     return this.#serial(async () => {
       const rec = this.#records.get(id);
       if (!rec) return;
-      const next: PortraitRecord = { ...rec, usedInRooms: [...rec.usedInRooms, { roomId, at: new Date().toISOString() }] };
+      const at = new Date().toISOString();
+      const next: PortraitRecord = { ...rec, usedInRooms: [...rec.usedInRooms, { roomId, at }] };
       await this.#writeAtomic(this.#recordFile(id), JSON.stringify(next, null, 2));
       this.#records.set(id, next);
+      await this.#log({ at, event: 'used', portraitId: id, owner: ownerOf(rec), roomId });
     });
   }
 
-  /** Deletes a portrait: the record first (from then on it does not exist), then its images. @throws NOT_FOUND */
-  async delete(id: string): Promise<void> {
-    const rec = this.get(id);
+  /**
+   * Deletes a portrait: the record first (from then on it does not exist), then its images; the consent log keeps
+   * a 'deleted' line. Rooms animating it are the caller's to stop (RoomRegistry.closeRoomsUsing).
+   * @throws NOT_FOUND (also for another owner's portrait when `owner` is given)
+   */
+  async delete(id: string, owner?: string): Promise<void> {
+    const rec = this.get(id, owner);
     await this.#serial(async () => {
       await fs.rm(this.#recordFile(id), { force: true });
       this.#records.delete(id);
+      await this.#log({ at: new Date().toISOString(), event: 'deleted', portraitId: id, owner: ownerOf(rec) });
     });
     const kind = (Object.keys(imageContentType) as ImageKind[]).find((k) => imageContentType[k] === rec.original.contentType) ?? 'jpeg';
     await fs.rm(this.#origFile(id, kind), { force: true });
@@ -288,6 +371,14 @@ export class PortraitStore {
     }
   }
 
+  /** Appends one line to the consent log (O_APPEND: never rewritten). Called inside #serial. */
+  async #log(e: ConsentEvent): Promise<void> {
+    await fs.appendFile(this.#consentFile(), `${JSON.stringify(e)}\n`, { flag: 'a', mode: 0o600 });
+  }
+
+  #consentFile(): string {
+    return path.join(this.dir, 'consent.log');
+  }
   #recordFile(id: string): string {
     return path.join(this.dir, `${id}.json`);
   }

@@ -27,6 +27,10 @@ export interface RoomRegistryOptions {
 
 interface Entry {
   room: Room;
+  /** The API key (name) that created the room. */
+  owner: string;
+  /** Links carry the version they were signed at; revoking raises it (older links get TOKEN_REVOKED). */
+  linkVersion: number;
   /** socket id of the connected performer, if any. */
   performer: string | null;
   timer: NodeJS.Timeout | null;
@@ -35,6 +39,8 @@ interface Entry {
 export interface RoomRegistryEvents {
   room: [room: Room];
   roomClosed: [roomId: string, reason: CloseReason];
+  /** The room's owner revoked its links: sockets joined with older links must go. */
+  linksRevoked: [roomId: string, version: number];
 }
 
 export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
@@ -85,10 +91,12 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
    * a portrait the engine refuses, e.g. NO_FACE, fails the creation and nothing is left behind).
    * @throws AppError('NOT_FOUND') for an unknown portrait, ('ROOM_BUSY') at maxRooms, or what Room.create throws.
    */
-  async create(opts: { portraitId?: string } = {}): Promise<Room> {
+  async create(opts: { portraitId?: string; owner?: string } = {}): Promise<Room> {
     if (this.#closed) throw new InvalidStateError('registry closed');
     const { config, portraits, fanout, log } = this.#opts;
-    if (opts.portraitId !== undefined) portraits.get(opts.portraitId);
+    const owner = opts.owner ?? 'operator';
+    // A room animates only its owner's portraits (another owner's id is NOT_FOUND).
+    if (opts.portraitId !== undefined) portraits.get(opts.portraitId, owner);
     if (this.#entries.size + this.#creating >= config.maxRooms) throw new AppError('ROOM_BUSY', 'too many rooms are open; try again later');
     const roomId = randomBytes(9).toString('base64url');
     this.#creating++;
@@ -101,7 +109,7 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
         roomId,
         config,
         fanout,
-        loadPortrait: (id) => portraits.loadRgb(id),
+        loadPortrait: (id) => portraits.loadRgb(id, owner),
         onPortraitUsed: (id) => {
           portraits.markUsed(id, roomId).catch((err: unknown) => log.warn('consent log write failed', { roomId, portraitId: id, err }));
         },
@@ -121,13 +129,48 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
       room.close('server-shutdown');
       throw new InvalidStateError('registry closed');
     }
-    const entry: Entry = { room, performer: null, timer: null };
+    const entry: Entry = { room, owner, linkVersion: 0, performer: null, timer: null };
     this.#entries.set(roomId, entry);
     room.once('close', (reason: CloseReason) => this.#drop(roomId, reason));
     this.#arm(entry, config.roomIdleMs, 'performer never joined');
     log.info('room created', { roomId, fanout: room.fanoutKind });
     this.emit('room', room);
     return room;
+  }
+
+  /** The API key name that owns a room. @throws AppError('ROOM_NOT_FOUND') */
+  ownerOf(roomId: string): string {
+    const e = this.#entries.get(roomId);
+    if (!e || e.room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+    return e.owner;
+  }
+
+  /** Open rooms owned by `owner`. */
+  roomsOf(owner: string): Room[] {
+    return [...this.#entries.values()].filter((e) => e.owner === owner && !e.room.closed).map((e) => e.room);
+  }
+
+  /** The link version new links of a room are signed with. @throws AppError('ROOM_NOT_FOUND') */
+  linkVersion(roomId: string): number {
+    const e = this.#entries.get(roomId);
+    if (!e) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+    return e.linkVersion;
+  }
+
+  /** Refuses a link of a room whose links were revoked after it was signed. @throws AppError('TOKEN_REVOKED') */
+  checkLink(roomId: string, v: number | undefined): void {
+    const e = this.#entries.get(roomId);
+    if (e && (v ?? 0) !== e.linkVersion) throw new AppError('TOKEN_REVOKED', 'this room link was revoked by the room\'s owner');
+  }
+
+  /** Revokes every link of a room (performer and viewer); returns the new version. @throws ROOM_NOT_FOUND */
+  revokeLinks(roomId: string): number {
+    const e = this.#entries.get(roomId);
+    if (!e || e.room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
+    e.linkVersion++;
+    this.#opts.log.info('room links revoked', { roomId, version: e.linkVersion });
+    this.emit('linksRevoked', roomId, e.linkVersion);
+    return e.linkVersion;
   }
 
   /**
@@ -154,6 +197,17 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
   /** Whether `socketId` is the room's current performer socket. */
   isPerformer(roomId: string, socketId: string): boolean {
     return this.#entries.get(roomId)?.performer === socketId;
+  }
+
+  /** Closes the rooms animating a portrait (it was deleted); returns their ids. */
+  closeRoomsUsing(portraitId: string, reason: CloseReason): string[] {
+    const ids: string[] = [];
+    for (const e of [...this.#entries.values()]) {
+      if (e.room.closed || e.room.info.portraitId !== portraitId) continue;
+      ids.push(e.room.id);
+      e.room.close(reason);
+    }
+    return ids;
   }
 
   /** Closes one room. @throws AppError('ROOM_NOT_FOUND') */

@@ -161,7 +161,17 @@ export interface RoomStats {
 }
 
 /** 'owner-lost': a relayed room whose owner node stopped answering (cluster). */
-export type CloseReason = 'performer-left' | 'room-deleted' | 'server-shutdown' | 'replaced' | 'error' | 'owner-lost';
+export type CloseReason =
+  | 'performer-left'
+  | 'room-deleted'
+  | 'server-shutdown'
+  | 'replaced'
+  | 'error'
+  | 'owner-lost'
+  /** The room's portrait was deleted by its owner: nothing may animate it any more. */
+  | 'portrait-deleted'
+  /** The room's links were revoked (this socket joined with an old link). */
+  | 'links-revoked';
 
 export interface ClientToServerEvents {
   join: (req: JoinRequest, ack: Ack<JoinResponse>) => void;

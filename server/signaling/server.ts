@@ -48,6 +48,8 @@ import {
 export interface SocketData {
   roomId?: string;
   role?: Role;
+  /** The link version of the token it joined with (revoking a room's links drops older sockets). */
+  linkVersion?: number;
 }
 
 export type SignalingIo = Server<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
@@ -89,7 +91,9 @@ export class SignalingServer {
     this.#log = opts.log;
     this.#cluster = opts.cluster ?? null;
     this.#registry.on('room', this.#onRoom);
+    this.#registry.on('linksRevoked', this.#onRevoked);
     this.#cluster?.on('relay', this.#onRoom);
+    this.#cluster?.on('linksRevoked', this.#onRevoked);
     this.#io.on('connection', (socket) => this.#onConnection(socket));
   }
 
@@ -102,8 +106,22 @@ export class SignalingServer {
     if (this.#closed) return;
     this.#closed = true;
     this.#registry.off('room', this.#onRoom);
+    this.#registry.off('linksRevoked', this.#onRevoked);
     this.#cluster?.off('relay', this.#onRoom);
+    this.#cluster?.off('linksRevoked', this.#onRevoked);
   }
+
+  /** A room's links were revoked: sockets that joined with an older link are told and dropped. */
+  readonly #onRevoked = (roomId: string, version: number): void => {
+    const ids = this.#io.of('/').adapter.rooms.get(roomKey(roomId));
+    for (const id of ids ? [...ids] : []) {
+      const s = this.#io.of('/').sockets.get(id);
+      if (!s || (s.data.linkVersion ?? 0) >= version) continue;
+      s.emit('failure', { code: 'TOKEN_REVOKED', message: 'this room link was revoked by the room\'s owner' });
+      s.emit('closed', { reason: 'links-revoked' });
+      s.disconnect(true);
+    }
+  };
 
   /** A room of this node, or a relay already open here. */
   #find(roomId: string): Room | RelayRoom | undefined {
@@ -212,7 +230,10 @@ export class SignalingServer {
       }
       if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
       if (socket.data.roomId) throw new InvalidStateError('already joined');
-      socket.data = { roomId: tok.room, role: tok.role };
+      // A revoked link: the room's owner made new ones.
+      if (this.#registry.get(tok.room)) this.#registry.checkLink(tok.room, tok.v);
+      else if ((tok.v ?? 0) !== (room as RelayRoom).linkVersion) throw new AppError('TOKEN_REVOKED', 'this room link was revoked by the room\'s owner');
+      socket.data = { roomId: tok.room, role: tok.role, linkVersion: tok.v ?? 0 };
       void socket.join(roomKey(tok.room));
       if (tok.role === 'performer') {
         const prev = this.#registry.performerJoined(tok.room, socket.id);
@@ -228,7 +249,7 @@ export class SignalingServer {
       this.#log.info('socket joined', { roomId: tok.room, role: tok.role, socket: socket.id });
       const res: JoinResponse = { role: tok.role, room: room.info, fanout: room.fanoutKind, iceServers: this.#config.media.iceServers };
       if (tok.role === 'performer') {
-        const viewerToken = signToken({ room: tok.room, role: 'viewer', exp: tok.exp }, this.#config.tokenSecret);
+        const viewerToken = signToken({ room: tok.room, role: 'viewer', exp: tok.exp, v: tok.v ?? 0 }, this.#config.tokenSecret);
         res.viewerPath = `/view?room=${encodeURIComponent(tok.room)}&token=${encodeURIComponent(viewerToken)}`;
       }
       return res;

@@ -18,7 +18,7 @@ import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
 import type { JoinResponse } from '../../server/signaling/protocol.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
-import { repoRoot, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { apiFetch, repoRoot, startTestServer, TEST_API_KEY, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -39,10 +39,10 @@ async function createRoom(baseUrl: string): Promise<CreatedRoom> {
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_woman_dark_hair.png')))]), 'p.png');
-  const up = await fetch(`${baseUrl}/api/portraits`, { method: 'POST', body: form });
+  const up = await apiFetch(`${baseUrl}/api/portraits`, { method: 'POST', body: form });
   expect(up.status).toBe(201);
   const portrait = (await up.json()) as { id: string };
-  const res = await fetch(`${baseUrl}/api/rooms`, {
+  const res = await apiFetch(`${baseUrl}/api/rooms`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ portraitId: portrait.id }),
@@ -166,6 +166,7 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
         AVATAR_DATA_DIR: dataDir,
         AVATAR_ENGINE: 'portrait',
         AVATAR_TOKEN_SECRET: TEST_TOKEN_SECRET,
+        AVATAR_API_KEYS: `test:${TEST_API_KEY}`,
         AVATAR_REDIS_URL: redis.url,
         AVATAR_NODE_ID: 'node-doomed',
         AVATAR_SFU_WORKERS: '1',

@@ -27,7 +27,7 @@ import type { Probe } from '../../benchmarks/lib/browserProbe.js';
 import { installProbe } from '../../benchmarks/lib/browserInject.js';
 import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { correlation, drivingClip, grayFrame, makeY4m, portraitFile, repoRoot } from '../helpers/media.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer, apiFetch, TEST_API_KEY } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 type Win = {
@@ -118,7 +118,7 @@ async function upload(base: string, file: string): Promise<{ id: string }> {
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([await readFile(file)], { type: 'image/jpeg' }), path.basename(file));
-  const res = await fetch(`${base}/api/portraits`, { method: 'POST', body: form });
+  const res = await apiFetch(`${base}/api/portraits`, { method: 'POST', body: form });
   const body = await res.text();
   expect(res.status, body).toBe(201);
   return JSON.parse(body) as { id: string };
@@ -128,7 +128,7 @@ async function createRoom(
   base: string,
   portraitId: string,
 ): Promise<{ roomId: string; performerUrl: string; viewerUrl: string }> {
-  const res = await fetch(`${base}/api/rooms`, {
+  const res = await apiFetch(`${base}/api/rooms`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ portraitId }),
@@ -193,7 +193,8 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     const studio = (): Promise<Win['__studio']> => page.evaluate(() => (window as unknown as Win).__studio);
 
     // Opened without a link: the page creates a room and rewrites its URL to the performer link.
-    await page.goto(`${srv!.url}/`);
+    // The studio link signs the browser in (an HttpOnly cookie), then the studio creates a room.
+    await page.goto(`${srv!.url}/?key=${encodeURIComponent(TEST_API_KEY)}`);
     await waitFor(async () => (await studio()).state === 'joined', 15_000, 'studio joined');
     const url = new URL(page.url());
     const roomId = url.searchParams.get('room');
@@ -321,7 +322,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
       return { w: v.videoWidth, h: v.videoHeight };
     });
     const shown = await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL);
-    const portraitPng = await (await fetch(`${s.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
+    const portraitPng = await (await apiFetch(`${s.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
     const portraitGray = await sharp(Buffer.from(portraitPng))
       .resize(SMALL, SMALL, { fit: 'fill' })
       .grayscale()
@@ -477,7 +478,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
         const { portrait, out } = await goLive(s2.url, pPage, vPage);
 
         // Sample the shown picture a few times while the driving face moves.
-        const portraitPng = await (await fetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
+        const portraitPng = await (await apiFetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
         const portraitGray = await sharp(Buffer.from(portraitPng))
           .resize(SMALL, SMALL, { fit: 'fill' })
           .grayscale()

@@ -15,6 +15,20 @@ import { waitFor } from './wait.js';
 /** The repository root. */
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const TEST_TOKEN_SECRET = 'test-secret-0123456789abcdef';
+/** The API key every test server accepts (owner name 'test'); management calls need it. */
+export const TEST_API_KEY = 'test-api-key-0123456789abcdef';
+/** A second key (owner 'other'), for the tests that nothing leaks across owners. */
+export const OTHER_API_KEY = 'other-api-key-0123456789abcdef';
+
+/** The Authorization header of an API key. */
+export const apiAuth = (key = TEST_API_KEY): Record<string, string> => ({ authorization: `Bearer ${key}` });
+
+/** fetch with the test API key, unless the request names its own Authorization. */
+export function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  if (!headers.has('authorization')) headers.set('authorization', `Bearer ${TEST_API_KEY}`);
+  return fetch(url, { ...init, headers });
+}
 
 export interface TestServer {
   server: AvatarServer;
@@ -44,6 +58,12 @@ export async function startTestServer(overrides: DeepPartial<Config> = {}, opts:
     logLevel: 'silent',
     dataDir,
     tokenSecret: TEST_TOKEN_SECRET,
+    auth: {
+      apiKeys: [
+        { name: 'test', secret: TEST_API_KEY },
+        { name: 'other', secret: OTHER_API_KEY },
+      ],
+    },
     fanout: { mode: 'direct' },
     media: { iceAddressAllowList: ['127.0.0.1'] },
   };

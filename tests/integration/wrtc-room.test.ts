@@ -10,7 +10,7 @@ import type { Room } from '../../server/rooms/room.js';
 import { loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
 import { isPortFree } from '../helpers/net.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer, apiFetch } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
@@ -46,10 +46,10 @@ async function createRoom(): Promise<{
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(portraitPath(PORTRAIT)))]), PORTRAIT);
-  const up = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
+  const up = await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
   expect(up.status).toBeLessThan(300);
   const { id: portraitId } = (await up.json()) as { id: string };
-  const res = await fetch(`${ts.url}/api/rooms`, {
+  const res = await apiFetch(`${ts.url}/api/rooms`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ portraitId }),

@@ -7,7 +7,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer, apiFetch } from '../helpers/server.js';
 
 let ts: TestServer;
 beforeEach(async () => {
@@ -21,7 +21,7 @@ async function upload(data: Buffer, name: string): Promise<{ status: number; bod
   const form = new FormData();
   form.append('file', new Blob([new Uint8Array(data)]), name);
   form.append('consent', 'true');
-  const res = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
+  const res = await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
   return { status: res.status, body: (await res.json()) as { code?: string; id?: string } };
 }
 

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyToken } from '../../server/auth/tokens.js';
 import { isPortFree } from '../helpers/net.js';
 import { portraitFile } from '../../scripts/testData.js';
-import { startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { startTestServer, TEST_TOKEN_SECRET, type TestServer, apiFetch, apiAuth } from '../helpers/server.js';
 
 const PORTRAIT = portraitFile('real_asian_young_woman.jpg');
 
@@ -32,7 +32,7 @@ async function upload(
   if (opts.name) form.append('name', opts.name);
   if (opts.uploader) form.append('uploader', opts.uploader);
   form.append('file', new Blob([new Uint8Array(data)]), opts.filename ?? 'portrait.jpg');
-  const res = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
+  const res = await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -50,30 +50,31 @@ describe('portraits', () => {
     expect(id).toMatch(/^[a-f0-9]{32}$/);
     expect(up.body.url).toBe(`${ts.url}/api/portraits/${id}/image`);
 
-    const list = (await (await fetch(`${ts.url}/api/portraits`)).json()) as { portraits: Record<string, unknown>[] };
+    const list = (await (await apiFetch(`${ts.url}/api/portraits`)).json()) as { portraits: Record<string, unknown>[] };
     expect(list.portraits).toHaveLength(1);
     expect(list.portraits[0]).toMatchObject({ id, name: 'woman', uploader: 'tester', width: 512, height: 512 });
     expect(list.portraits[0]).not.toHaveProperty('uploaderIp');
 
-    const img = await fetch(`${ts.url}/api/portraits/${id}/image`);
+    const img = await apiFetch(`${ts.url}/api/portraits/${id}/image`);
     expect(img.status).toBe(200);
     expect(img.headers.get('content-type')).toBe('image/png');
     const meta = await sharp(Buffer.from(await img.arrayBuffer())).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 512, 512]);
-    const orig = await fetch(`${ts.url}/api/portraits/${id}/image?variant=original`);
+    const orig = await apiFetch(`${ts.url}/api/portraits/${id}/image?variant=original`);
     expect(orig.headers.get('content-type')).toBe('image/jpeg');
     expect(Buffer.compare(Buffer.from(await orig.arrayBuffer()), original)).toBe(0);
 
     const rec = JSON.parse(await readFile(path.join(ts.dataDir, 'portraits', `${id}.json`), 'utf8')) as Record<string, unknown>;
     expect(rec).toMatchObject({ id, uploader: 'tester', uploaderIp: '127.0.0.1', consent: { given: true }, usedInRooms: [] });
-    expect(await portraitFiles()).toEqual([`${id}.json`, `${id}.orig.jpg`, `${id}.png`]);
+    // The consent log (consent.log) is the store's own file, not the portrait's.
+    expect(await portraitFiles()).toEqual([`${id}.json`, `${id}.orig.jpg`, `${id}.png`, 'consent.log']);
 
-    const del = await fetch(`${ts.url}/api/portraits/${id}`, { method: 'DELETE' });
+    const del = await apiFetch(`${ts.url}/api/portraits/${id}`, { method: 'DELETE' });
     expect(del.status).toBe(204);
-    expect((await fetch(`${ts.url}/api/portraits/${id}/image`)).status).toBe(404);
-    const again = await fetch(`${ts.url}/api/portraits/${id}`, { method: 'DELETE' });
+    expect((await apiFetch(`${ts.url}/api/portraits/${id}/image`)).status).toBe(404);
+    const again = await apiFetch(`${ts.url}/api/portraits/${id}`, { method: 'DELETE' });
     expect([again.status, ((await again.json()) as { code: string }).code]).toEqual([404, 'NOT_FOUND']);
-    expect(await portraitFiles()).toEqual([]);
+    expect(await portraitFiles()).toEqual(['consent.log']);
   });
 
   it('keeps portraits across a restart on the same data folder', async () => {
@@ -83,7 +84,7 @@ describe('portraits', () => {
     await ts.server.close();
     const again = await createServer({ ...ts.config, port: 0 });
     try {
-      const list = (await (await fetch(`${again.url}/api/portraits`)).json()) as { portraits: { id: string }[] };
+      const list = (await (await apiFetch(`${again.url}/api/portraits`)).json()) as { portraits: { id: string }[] };
       expect(list.portraits.map((p) => p.id)).toEqual([up.body.id]);
     } finally {
       await again.close();
@@ -109,7 +110,7 @@ describe('portraits', () => {
     const outcome = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
       const req = request(`${ts.url}/api/portraits`, {
         method: 'POST',
-        headers: { 'content-type': 'multipart/form-data; boundary=xyz', 'transfer-encoding': 'chunked' },
+        headers: { 'content-type': 'multipart/form-data; boundary=xyz', 'transfer-encoding': 'chunked', ...apiAuth() },
       });
       let answered = false;
       req.on('response', (res) => {
@@ -172,11 +173,11 @@ describe('portraits', () => {
   });
 
   it('refuses non-multipart uploads and a missing file', async () => {
-    const res = await fetch(`${ts.url}/api/portraits`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const res = await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
     const form = new FormData();
     form.append('consent', 'true');
-    const res2 = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
+    const res2 = await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form });
     expect([res2.status, ((await res2.json()) as { code: string }).code]).toEqual([400, 'BAD_REQUEST']);
   });
 
@@ -198,8 +199,8 @@ describe('portraits', () => {
 });
 
 describe('rooms', () => {
-  it('creates a room with signed performer and viewer links, and deletes it with the performer token only', async () => {
-    const res = await fetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  it('creates a room with signed performer and viewer links, and deletes it with the performer token (not the viewer\'s)', async () => {
+    const res = await apiFetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(res.status).toBe(201);
     const room = (await res.json()) as Record<string, string>;
     expect(room.roomId).toMatch(/^[A-Za-z0-9_-]{12}$/);
@@ -213,19 +214,19 @@ describe('rooms', () => {
     expect(health.rooms).toBe(1);
 
     const noAuth = await fetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE' });
-    expect([noAuth.status, ((await noAuth.json()) as { code: string }).code]).toEqual([401, 'TOKEN_INVALID']);
-    const asViewer = await fetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.viewerToken}` } });
+    expect([noAuth.status, ((await noAuth.json()) as { code: string }).code]).toEqual([401, 'API_KEY_REQUIRED']);
+    const asViewer = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.viewerToken}` } });
     expect([asViewer.status, ((await asViewer.json()) as { code: string }).code]).toEqual([403, 'FORBIDDEN']);
-    const ok = await fetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const ok = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
     expect(ok.status).toBe(204);
     expect(ts.server.rooms.size).toBe(0);
-    const gone = await fetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const gone = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
     expect([gone.status, ((await gone.json()) as { code: string }).code]).toEqual([404, 'ROOM_NOT_FOUND']);
   });
 
   it('refuses an unknown portrait, bad JSON and unknown fields', async () => {
     const post = (body: string, ct = 'application/json'): Promise<Response> =>
-      fetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': ct }, body });
+      apiFetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': ct }, body });
     const cases: [Response, number, string][] = [
       [await post(JSON.stringify({ portraitId: 'f'.repeat(32) })), 404, 'NOT_FOUND'],
       [await post('{nope'), 400, 'BAD_REQUEST'],
@@ -279,7 +280,7 @@ describe('health, metrics, pages and errors', () => {
   it('answers unknown routes with 404 and wrong methods with 405, as {code, message}', async () => {
     const nf = await fetch(`${ts.url}/no/such/thing`);
     expect([nf.status, await nf.json()]).toEqual([404, { code: 'NOT_FOUND', message: 'no such resource' }]);
-    const na = await fetch(`${ts.url}/api/portraits`, { method: 'PUT' });
+    const na = await apiFetch(`${ts.url}/api/portraits`, { method: 'PUT' });
     expect(na.status).toBe(405);
     expect(na.headers.get('allow')).toContain('GET');
     expect(((await na.json()) as { code: string }).code).toBe('METHOD_NOT_ALLOWED');

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JoinResponse, Result, RoomStats, SdpResponse } from '../../server/signaling/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { portraitFile } from '../../scripts/testData.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer, apiFetch } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
@@ -44,8 +44,8 @@ describe('signaling with real peers', () => {
     const form = new FormData();
     form.append('consent', 'true');
     form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
-    const portrait = (await (await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
-    const created = await fetch(`${ts.url}/api/rooms`, {
+    const portrait = (await (await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
+    const created = await apiFetch(`${ts.url}/api/rooms`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ portraitId: portrait.id }),
@@ -94,7 +94,7 @@ describe('signaling with real peers', () => {
   });
 
   it('answers an SDP the WebRTC stack rejects with an error, and keeps serving', async () => {
-    const room = (await (await fetch(`${ts.url}/api/rooms`, { method: 'POST' })).json()) as { performerToken: string; viewerToken: string };
+    const room = (await (await apiFetch(`${ts.url}/api/rooms`, { method: 'POST' })).json()) as { performerToken: string; viewerToken: string };
     const ps = await client();
     await call(ps, 'join', { token: room.performerToken });
     // Well-formed enough for the validator, nonsense for the WebRTC stack (no ICE/DTLS attributes).

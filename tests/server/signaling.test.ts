@@ -11,7 +11,7 @@ import type { AvatarSettings, JoinResponse, Result, RoomInfo } from '../../serve
 import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { portraitFile } from '../../scripts/testData.js';
-import { startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { startTestServer, TEST_TOKEN_SECRET, type TestServer, apiFetch } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 
@@ -31,7 +31,7 @@ async function client(): Promise<ClientSocket> {
 }
 
 async function createRoom(): Promise<CreatedRoom> {
-  const res = await fetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  const res = await apiFetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   expect(res.status).toBe(201);
   return (await res.json()) as CreatedRoom;
 }
@@ -198,7 +198,7 @@ describe('roles', () => {
     const form = new FormData();
     form.append('consent', 'true');
     form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
-    const up = (await (await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
+    const up = (await (await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
     const room = await createRoom();
     const p = await client();
     await call(p, 'join', { token: room.performerToken });
@@ -305,7 +305,7 @@ describe('room lifetime', () => {
     await call(v, 'join', { token: room.viewerToken });
     const pc = nextEvent<[{ reason: string }]>(p, 'closed');
     const vc = nextEvent<[{ reason: string }]>(v, 'closed');
-    const res = await fetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const res = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
     expect(res.status).toBe(204);
     expect((await pc)[0].reason).toBe('room-deleted');
     expect((await vc)[0].reason).toBe('room-deleted');

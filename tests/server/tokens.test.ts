@@ -14,11 +14,14 @@ function code(fn: () => unknown): string {
 }
 
 describe('room tokens', () => {
-  it('round-trips room, role and expiry', () => {
+  it('round-trips room, role, expiry and link version (0 when absent)', () => {
     const exp = Date.now() + 60_000;
     const t = signToken({ room: 'abc', role: 'viewer', exp }, secret);
     expect(t).toMatch(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
-    expect(verifyToken(t, secret)).toEqual({ room: 'abc', role: 'viewer', exp });
+    expect(verifyToken(t, secret)).toEqual({ room: 'abc', role: 'viewer', exp, v: 0 });
+    const t3 = signToken({ room: 'abc', role: 'performer', exp, v: 3 }, secret);
+    expect(verifyToken(t3, secret)).toEqual({ room: 'abc', role: 'performer', exp, v: 3 });
+    expect(() => signToken({ room: 'abc', role: 'viewer', exp, v: -1 }, secret)).toThrow(TypeError);
   });
 
   it('refuses a token signed with another secret, a tampered payload or signature, and garbage', () => {
