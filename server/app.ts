@@ -134,6 +134,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     startedAt,
     port: () => port,
     keys,
+    sfuWorkers: () => fanout.workers().length,
   });
   const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port });
   cluster?.addRoutes(router);

@@ -4,7 +4,7 @@
  *   GET    /                          client/studio.html (the performer studio)
  *   GET    /view                      client/viewer.html (viewer, OBS browser source)
  *   GET    /dist/*                    client/dist/* (bundles built by `npm run build:client`)
- *   GET    /healthz                   {status, rooms, viewers, fanout, engine, uptimeS}
+ *   GET    /healthz                   {status, rooms, viewers, fanout, sfuWorkers, node, engine, uptimeS}
  *   GET    /metrics                   Prometheus text
  *   GET    /api/consent               {version, text}: what an upload agrees to (no key needed)
  *
@@ -56,6 +56,8 @@ export interface ApiDeps {
   port: () => number;
   /** The API keys management calls need. */
   keys: ApiKeys;
+  /** Live mediasoup workers (0 with direct fan-out). */
+  sfuWorkers?: () => number;
 }
 
 /** The studio's sign-in cookie (set from the /?key= link). */
@@ -174,6 +176,8 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
       rooms: registry.size,
       viewers: registry.viewerCount(),
       fanout: d.fanoutKind(),
+      sfuWorkers: d.sfuWorkers?.() ?? 0,
+      node: config.cluster.redisUrl ? config.cluster.nodeId : null,
       engine: config.avatar.engine,
       uptimeS: Math.round((Date.now() - d.startedAt) / 1000),
     });
