@@ -11,6 +11,7 @@ import { AppError } from './errors.js';
 import { dispatch, type Handler } from './http/exchange.js';
 import { addApiRoutes } from './http/api.js';
 import { addWhipRoutes } from './http/whip.js';
+import { addVerifyRoutes } from './http/verify.js';
 import { Router } from './http/router.js';
 import { createLogger, setLogLevel } from './logger.js';
 import { ApiKeys, loadOrCreateOperatorKey } from './auth/apiKeys.js';
@@ -137,6 +138,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     sfuWorkers: () => fanout.workers().length,
   });
   const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port });
+  addVerifyRoutes(router, { config, log: log.child('verify') });
   cluster?.addRoutes(router);
   const httpLog = log.child('http');
   app.any('/*', (res, req) => dispatch(router, res, req, httpLog));

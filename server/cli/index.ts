@@ -6,6 +6,7 @@ const commands: Record<string, string> = {
   track: 'face tracking: --input FILE --json OUT [--overlay OUT.mp4|png]',
   render: 'offline render: --portrait P --driving D.mp4 --out O.mp4',
   eval: 'quality scores: [--portrait P] --driving D.mp4 [--self] --json OUT.json',
+  verify: 'provenance: FILE [--json OUT] [--manifest M]: watermark, signature and file hash',
 };
 
 async function main(): Promise<number> {

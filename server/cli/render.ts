@@ -5,6 +5,10 @@
  * The offline mode: drives the portrait with a recorded clip, in this process, frame by frame, and writes an H.264
  * .mp4 with the clip's audio (when it has one). The file is written under a temporary name next to the output and
  * renamed when complete, so an interrupted or failed run never leaves a half-written file under the final name.
+ *
+ * Provenance (server/provenance): every frame carries the visible mark and the watermark (config.provenance; one
+ * payload for the whole file: the render id's hash and the start minute), and the finished video gets a signed sidecar
+ * manifest `<out>.provenance.json` (the server's Ed25519 key from the data dir); `avatar verify OUT` checks both.
  */
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -26,6 +30,8 @@ import {
 } from '../quality/cli.js';
 import { runOffline } from '../quality/offline.js';
 import { Progress } from '../quality/progress.js';
+import { RenderProvenance } from '../provenance/render.js';
+import { i420ToRgb } from '../util/image.js';
 import { probeVideo, VideoWriter } from '../util/video.js';
 
 const usage = `usage: avatar render --portrait IMAGE --driving CLIP.mp4 --out OUT.mp4 [options]
@@ -101,6 +107,17 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
 
+  const modelPack = args['model-pack'] ? path.resolve(args['model-pack']) : config.avatar.modelPack;
+  const provenance = await RenderProvenance.create({
+    config,
+    portraitFile: path.resolve(args.portrait!),
+    engineName: engine.name,
+    modelPack: engineName === 'default' ? modelPack : null,
+    generator: 'live-avatar-server avatar render',
+  }).catch((err: unknown) => {
+    engine.close();
+    throw err;
+  });
   const tmp = partialName(out);
   const guard = new InterruptGuard();
   let writer: VideoWriter | undefined;
@@ -124,6 +141,10 @@ export async function run(argv: string[]): Promise<number> {
         progress = new Progress({ label: 'render', total: frames, stream: process.stderr });
       },
       onFrame: async (f) => {
+        if (provenance.stamper.active) {
+          provenance.stamper.stamp(f.outputI420);
+          i420ToRgb(f.outputI420, f.output);
+        }
         await writer!.write(f.output.data);
         progress!.tick();
       },
@@ -139,11 +160,13 @@ export async function run(argv: string[]): Promise<number> {
     await writer!.close();
     await rename(tmp, out);
     renamed = true;
+    const manifest = await provenance.sign(out);
     const sec = result.wallMs / 1000;
     process.stderr.write(
       `wrote ${args.out}: ${result.frames} frames, ${result.prepared.width}x${result.prepared.height}, ` +
         `${info.fps.toFixed(2)} fps, audio ${info.hasAudio ? 'copied' : 'none (the clip has none)'}, engine ${engine.name}, ` +
-        `${sec.toFixed(1)} s (${(result.frames / sec).toFixed(1)} fps)\n`,
+        `${sec.toFixed(1)} s (${(result.frames / sec).toFixed(1)} fps)\n` +
+        `provenance: ${path.basename(manifest)} (signed), watermark ${provenance.stamper.watermarking ? provenance.stamper.payloadHex() : 'off'}\n`,
     );
     return 0;
   } catch (err) {

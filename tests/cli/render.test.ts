@@ -30,8 +30,8 @@ describe('avatar render (subprocess)', () => {
     expect(Number(video?.nb_read_frames)).toBe(30);
     expect([video?.width, video?.height]).toEqual([256, 256]);
     expect(audio?.codec_name).toBe('aac');
-    // Only the final file: the temporary name was renamed.
-    expect(await readdir(dir)).toEqual(['out.mp4']);
+    // Only the final file and its provenance manifest: the temporary name was renamed.
+    expect((await readdir(dir)).sort()).toEqual(['out.mp4', 'out.mp4.provenance.json']);
   });
 
   it('the default engine animates a real portrait into a playable mp4 with the clip audio', { timeout: 180_000 }, async () => {

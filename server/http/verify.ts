@@ -1,0 +1,94 @@
+/**
+ * POST /api/verify: is this image or clip a synthesized avatar? Public (no API key: anyone shown a clip may check it).
+ *
+ * Body: the file itself (any Content-Type but multipart: image/png, video/webm, application/octet-stream, ...), or
+ * multipart/form-data with a `file` field and an optional `manifest` field (a provenance manifest, e.g. the sidecar
+ * of a render). Answers 200 with the same report as `avatar verify --json`:
+ *   {"watermark": {"present", "payload", "windows", "detected_windows", "slot_time"}, "signature": {...} | null}
+ * Errors: 400 BAD_REQUEST (empty body, no file field), 413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE (not an image
+ * or a decodable clip), 422 MANIFEST_INVALID, 429 TOO_MANY_REQUESTS (more than `maxConcurrent` verifications running:
+ * each decodes video on this machine's CPU).
+ */
+import { createPublicKey } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Config } from '../config.js';
+import { AppError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { keyFilePath } from '../provenance/keys.js';
+import { verifyFile } from '../provenance/verify.js';
+import type { Handler } from './exchange.js';
+import { multipartBoundary, parseMultipart } from './multipart.js';
+import type { Router } from './router.js';
+
+export interface VerifyRouteDeps {
+  config: Config;
+  log: Logger;
+  /** Largest accepted body; default 64 MiB. */
+  maxBytes?: number;
+  /** Verifications running at once; default 2. */
+  maxConcurrent?: number;
+  /** Frames of a clip decoded at most (at 30 fps: one minute); default 1800. */
+  maxFrames?: number;
+}
+
+/** Adds POST /api/verify. */
+export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps): void {
+  const maxBytes = deps.maxBytes ?? 64 * 1024 * 1024;
+  const maxConcurrent = deps.maxConcurrent ?? 2;
+  const maxFrames = deps.maxFrames ?? 1800;
+  let running = 0;
+  let trusted: Promise<string | undefined> | null = null;
+  // The server's public key, read once (verify never creates the key: renders and the server do).
+  const serverKey = (): Promise<string | undefined> =>
+    (trusted ??= fs
+      .readFile(keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir), 'utf8')
+      .then((pem) => createPublicKey(pem).export({ type: 'spki', format: 'der' }).toString('base64'))
+      .catch(() => {
+        trusted = null; // no key yet: try again next time
+        return undefined;
+      }));
+
+  router.add(
+    'POST',
+    '/api/verify',
+    async (ex) => {
+      if (running >= maxConcurrent) throw new AppError('TOO_MANY_REQUESTS', 'too many verifications running; try again shortly');
+      running++;
+      let dir: string | null = null;
+      try {
+        const body = await ex.body();
+        let data: Buffer = body;
+        let manifestText: string | undefined;
+        const boundary = multipartBoundary(ex.headers['content-type']);
+        if (boundary) {
+          const parts = parseMultipart(body, boundary);
+          const files = parts.filter((p) => p.name === 'file');
+          if (files.length !== 1) throw new AppError('BAD_REQUEST', 'send one "file" field');
+          data = files[0]!.data;
+          const m = parts.filter((p) => p.name === 'manifest');
+          if (m.length > 1) throw new AppError('BAD_REQUEST', 'send at most one "manifest" field');
+          if (m[0]) manifestText = m[0].data.toString('utf8');
+        }
+        if (data.length === 0) throw new AppError('BAD_REQUEST', 'send an image or a clip as the body');
+        dir = await fs.mkdtemp(path.join(os.tmpdir(), 'avatar-verify-'));
+        const file = path.join(dir, 'input');
+        await fs.writeFile(file, data, { mode: 0o600 });
+        const key = await serverKey();
+        const report = await verifyFile(file, {
+          manifestFile: null,
+          ...(manifestText !== undefined ? { manifestText } : {}),
+          ...(key ? { trustedPublicKey: key } : {}),
+          maxFrames,
+        });
+        deps.log.info('verified', { present: report.watermark.present, windows: report.watermark.windows });
+        ex.json(200, report);
+      } finally {
+        running--;
+        if (dir) await fs.rm(dir, { recursive: true, force: true });
+      }
+    },
+    { maxBody: maxBytes },
+  );
+}
