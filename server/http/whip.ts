@@ -15,8 +15,9 @@
  *                                    (OBS, GStreamer and FFmpeg do; a restart is a DELETE and a new POST)
  *   OPTIONS any of them              204 with CORS and Accept-Post: application/sdp
  *
- * Same token rules as signaling (server/signaling/server.ts `join`): a signed token naming the room and the role;
- * only the performer publishes, anyone of the room views. A WHIP session counts as the performer being present
+ * Same token rules as signaling (server/signaling/server.ts `join`): a signed token naming the room and the role,
+ * not revoked (RoomRegistry.checkLink); only the performer publishes, anyone of the room views. Revoking the room's
+ * links (POST /api/rooms/:id/revoke) ends the WHIP and WHEP sessions opened with the older links. A WHIP session counts as the performer being present
  * (RoomRegistry.performerJoined with the id `whip:<sessionId>`): when it ends (DELETE, the peer failed, the studio
  * published instead, the room closed) the registry's grace period starts as for a studio page that went away.
  * WHEP uses the room's direct fan-out, which every room keeps, also when it has an SFU.
@@ -25,7 +26,7 @@
  * of them is refused with a message that says so (OBS's WHIP output: choose an AV1 encoder).
  *
  * Errors: `{code, message}` with the code's HTTP status, CORS headers included so a web page can read them:
- * 400 INVALID_SDP, 401 TOKEN_INVALID / TOKEN_EXPIRED, 403 FORBIDDEN (a token of another room, a viewer token for
+ * 400 INVALID_SDP, 401 TOKEN_INVALID / TOKEN_EXPIRED / TOKEN_REVOKED, 403 FORBIDDEN (a token of another room, a viewer token for
  * WHIP), 404 ROOM_NOT_FOUND / NOT_FOUND (unknown session), 405 METHOD_NOT_ALLOWED (PATCH), 409 ALREADY_PUBLISHING,
  * 413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE.
  */
@@ -105,6 +106,8 @@ interface Session {
   id: string;
   kind: WhipKind;
   roomId: string;
+  /** The link version of the token that opened it (revoking the room's links ends older sessions). */
+  linkVersion: number;
   /** For WHIP: stops listening to the ingest peer; for WHEP: nothing. */
   detach: () => void;
 }
@@ -125,6 +128,7 @@ export class WhipSessions {
   constructor(deps: WhipDeps) {
     this.#deps = deps;
     deps.registry.on('roomClosed', this.#onRoomClosed);
+    deps.registry.on('linksRevoked', this.#onLinksRevoked);
   }
 
   get closed(): boolean {
@@ -143,7 +147,7 @@ export class WhipSessions {
    * @throws AppError('ALREADY_PUBLISHING') while the room has a publishing performer, ('INVALID_SDP') and what
    * Room.publish throws.
    */
-  async publish(room: Room, offerSdp: string): Promise<{ id: string; answer: string }> {
+  async publish(room: Room, offerSdp: string, linkVersion = 0): Promise<{ id: string; answer: string }> {
     this.#assertOpen();
     if (room.publishing || this.#publishing.has(room.id)) {
       throw new AppError(
@@ -170,19 +174,25 @@ export class WhipSessions {
       log.info('whip session ended', { roomId: room.id, session: id });
     };
     ingest.once('close', onIngestClose);
-    this.#sessions.set(id, { id, kind: 'whip', roomId: room.id, detach: () => ingest.off('close', onIngestClose) });
+    this.#sessions.set(id, {
+      id,
+      kind: 'whip',
+      roomId: room.id,
+      linkVersion,
+      detach: () => ingest.off('close', onIngestClose),
+    });
     registry.performerJoined(room.id, presence);
     log.info('whip session started', { roomId: room.id, session: id });
     return { id, answer };
   }
 
   /** Answers a WHEP viewer's offer from the room's direct fan-out. @throws AppError('INVALID_SDP') */
-  async view(room: Room, offerSdp: string): Promise<{ id: string; answer: string }> {
+  async view(room: Room, offerSdp: string, linkVersion = 0): Promise<{ id: string; answer: string }> {
     this.#assertOpen();
     const id = newSessionId();
     this.#watch(room);
     // Listed before the answer exists: a 'viewers' event during negotiation must not prune it.
-    this.#sessions.set(id, { id, kind: 'whep', roomId: room.id, detach: () => undefined });
+    this.#sessions.set(id, { id, kind: 'whep', roomId: room.id, linkVersion, detach: () => undefined });
     try {
       const answer = (await room.addViewer(`whep:${id}`, { type: 'offer', sdp: offerSdp })).sdp;
       this.#deps.log.info('whep session started', { roomId: room.id, session: id });
@@ -221,6 +231,7 @@ export class WhipSessions {
     if (this.#closed) return;
     this.#closed = true;
     this.#deps.registry.off('roomClosed', this.#onRoomClosed);
+    this.#deps.registry.off('linksRevoked', this.#onLinksRevoked);
     for (const s of this.#sessions.values()) s.detach();
     this.#sessions.clear();
     for (const off of this.#watched.values()) off();
@@ -250,6 +261,16 @@ export class WhipSessions {
     room.on('viewers', onViewers);
     this.#watched.set(room.id, () => room.off('viewers', onViewers));
   }
+
+  /** The room's owner revoked its links: sessions opened with an older link end, as signaling drops such sockets. */
+  readonly #onLinksRevoked = (roomId: string, version: number): void => {
+    for (const s of [...this.#sessions.values()]) {
+      if (s.roomId !== roomId || s.linkVersion >= version) continue;
+      this.delete(s.kind, roomId, s.id).catch((err: unknown) =>
+        this.#deps.log.warn('ending a revoked session failed', { roomId, session: s.id, err }),
+      );
+    }
+  };
 
   readonly #onRoomClosed = (roomId: string, _reason: CloseReason): void => {
     for (const s of [...this.#sessions.values()]) {
@@ -343,8 +364,11 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
 
   for (const kind of ['whip', 'whep'] as const) {
     const roles: readonly Role[] = kind === 'whip' ? ['performer'] : ['performer', 'viewer'];
-    const auth = (ex: HttpExchange, roomId: string): void => {
-      authorize(ex.headers['authorization'], roomId, roles, config.tokenSecret);
+    /** The token's checks, as signaling's `join`: signature, expiry, room, role, and not revoked. */
+    const auth = (ex: HttpExchange, roomId: string): number => {
+      const t = authorize(ex.headers['authorization'], roomId, roles, config.tokenSecret);
+      registry.checkLink(roomId, t.v);
+      return t.v ?? 0;
     };
     router.add('OPTIONS', `/${kind}/:roomId`, preflight);
     router.add('OPTIONS', `/${kind}/:roomId/:sessionId`, preflight);
@@ -353,11 +377,14 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
       `/${kind}/:roomId`,
       withCors(async (ex, p) => {
         const roomId = p.roomId ?? '';
-        auth(ex, roomId);
+        const linkVersion = auth(ex, roomId);
         const room = registry.require(roomId);
         const offer = await sdpBody(ex);
         if (kind === 'whip') assertDecodableVideo(offer);
-        const { id, answer } = kind === 'whip' ? await sessions.publish(room, offer) : await sessions.view(room, offer);
+        const { id, answer } =
+          kind === 'whip'
+            ? await sessions.publish(room, offer, linkVersion)
+            : await sessions.view(room, offer, linkVersion);
         const location = `${baseUrl(config, ex.headers, deps.port())}/${kind}/${encodeURIComponent(roomId)}/${id}`;
         const headers: Record<string, string> = {
           ...WHIP_CORS_HEADERS,

@@ -2,7 +2,7 @@
  * WHIP ingest and WHEP egress over plain HTTP (fetch) with real wrtc peers: a WHIP performer drives the avatar (the
  * diagnostic passthrough engine keeps its frame-index marker, so the test sees that the viewer's picture follows the
  * WHIP performer frame by frame), a WHEP viewer receives it with the delayed audio; the error answers, the session
- * lifetime (DELETE, replaced by the studio, room closed) and the room's performer presence.
+ * lifetime (DELETE, replaced by the studio, room closed, links revoked) and the room's performer presence.
  */
 import { readFile } from 'node:fs/promises';
 import wrtc from '@roamhq/wrtc';
@@ -12,7 +12,7 @@ import type { DeepPartial, Config } from '../../server/config.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { decodeMarker } from '../helpers/media.js';
 import { isPortFree } from '../helpers/net.js';
-import { startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { apiAuth, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
 
@@ -40,12 +40,18 @@ async function createRoom(): Promise<CreatedRoom> {
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
-  const portrait = (await (await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as {
+  const portrait = (await (
+    await fetch(`${ts.url}/api/portraits`, {
+      method: 'POST',
+      headers: apiAuth(),
+      body: form,
+    })
+  ).json()) as {
     id: string;
   };
   const res = await fetch(`${ts.url}/api/rooms`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...apiAuth() },
     body: JSON.stringify({ portraitId: portrait.id }),
   });
   expect(res.status).toBe(201);
@@ -282,6 +288,35 @@ describe('WHIP in, WHEP out', () => {
     await waitFor(async () => (await del(location, room.performerToken)).status === 404, 5000, 'WHIP session gone');
     expect(r.publishing).toBe(true);
     expect(ts.server.rooms.isPerformer(room.roomId, `whip:${sessionId}`)).toBe(false);
+  });
+});
+
+describe('revoked links', () => {
+  beforeEach(() => start());
+
+  it("revoking the room's links ends the WHIP and WHEP sessions and refuses the old tokens", async () => {
+    const room = await createRoom();
+    const { location: whip } = await whipPublish(room);
+    await whepView(room);
+    const r = ts.server.rooms.require(room.roomId);
+    expect([r.publishing, r.viewerCount]).toEqual([true, 1]);
+
+    const revoked = await fetch(`${ts.url}/api/rooms/${room.roomId}/revoke`, { method: 'POST', headers: apiAuth() });
+    expect(revoked.status).toBe(200);
+    const fresh = (await revoked.json()) as CreatedRoom;
+    await waitFor(() => !r.publishing && r.viewerCount === 0, 5000, 'sessions of the old links ended');
+    expect((await del(whip, fresh.performerToken)).status).toBe(404);
+
+    const p = new PerformerClient();
+    peers.push(p);
+    const offer = (await p.offer()).sdp;
+    const old = await post('whip', room.roomId, room.performerToken, offer);
+    expect({ status: old.status, code: await errorCode(old) }).toEqual({ status: 401, code: 'TOKEN_REVOKED' });
+    const oldView = await post('whep', room.roomId, room.viewerToken, offer);
+    expect({ status: oldView.status, code: await errorCode(oldView) }).toEqual({ status: 401, code: 'TOKEN_REVOKED' });
+    const again = await post('whip', room.roomId, fresh.performerToken, offer);
+    expect(again.status).toBe(201);
+    await p.accept({ type: 'answer', sdp: await again.text() });
   });
 });
 
