@@ -10,7 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import sharp from 'sharp';
 import { portraitFile, repoRoot } from '../helpers/media.js';
-import type { TestServer } from '../helpers/server.js';
+import { apiAuth, type TestServer } from '../helpers/server.js';
 import { PerformerClient } from '../media/rtcClients.js';
 
 export const PORTRAIT = portraitFile('real_older_man_glasses.jpg');
@@ -84,12 +84,18 @@ export async function avatarRoom(ts: TestServer): Promise<AvatarRoom> {
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(PORTRAIT))]), 'p.jpg');
-  const portrait = (await (await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as {
+  const portrait = (await (
+    await fetch(`${ts.url}/api/portraits`, {
+      method: 'POST',
+      headers: apiAuth(),
+      body: form,
+    })
+  ).json()) as {
     id: string;
   };
   const created = await fetch(`${ts.url}/api/rooms`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...apiAuth() },
     body: JSON.stringify({ portraitId: portrait.id }),
   });
   if (created.status !== 201) throw new Error(`room creation failed: ${created.status} ${await created.text()}`);
@@ -124,6 +130,34 @@ export async function grayOfPng(dataUrl: string): Promise<Uint8Array> {
 
 /** The portrait as the server normalised it, as SMALL×SMALL grayscale samples. */
 export async function portraitGray(ts: TestServer, portraitId: string): Promise<Uint8Array> {
-  const png = Buffer.from(await (await fetch(`${ts.url}/api/portraits/${portraitId}/image`)).arrayBuffer());
+  const png = Buffer.from(
+    await (
+      await fetch(`${ts.url}/api/portraits/${portraitId}/image`, {
+        headers: apiAuth(),
+      })
+    ).arrayBuffer(),
+  );
   return new Uint8Array(await sharp(png).resize(SMALL, SMALL, { fit: 'fill' }).grayscale().raw().toBuffer());
+}
+
+/** Mean absolute luma difference of a frame (PNG data URL) and the portrait, inside `box` (pixels of the frame). */
+export async function regionDiff(
+  ts: TestServer,
+  portraitId: string,
+  dataUrl: string,
+  box: { x: number; y: number; width: number; height: number },
+): Promise<number> {
+  const frame = sharp(Buffer.from(dataUrl.slice(dataUrl.indexOf(',') + 1), 'base64'));
+  const { width, height } = await frame.metadata();
+  if (!width || !height) throw new Error('regionDiff: a frame without size');
+  const png = Buffer.from(
+    await (await fetch(`${ts.url}/api/portraits/${portraitId}/image`, { headers: apiAuth() })).arrayBuffer(),
+  );
+  const a = await frame.grayscale().raw().toBuffer();
+  const b = await sharp(png).resize(width, height, { fit: 'fill' }).grayscale().raw().toBuffer();
+  let sum = 0;
+  for (let y = box.y; y < box.y + box.height; y++) {
+    for (let x = box.x; x < box.x + box.width; x++) sum += Math.abs(a[y * width + x]! - b[y * width + x]!);
+  }
+  return sum / (box.width * box.height);
 }

@@ -6,7 +6,8 @@
  *   in with the studio's viewer link (checked against the server);
  * - a plain meeting-like test page (tests/e2e/pages/meeting.html, on its own origin) lists "Live Avatar (AI avatar
  *   camera)" and the avatar microphone beside the fake webcam; picking the avatar camera gives frames that show the
- *   portrait (engine 'portrait'; the performer publishes with WHIP), not the webcam; the webcam still opens; the
+ *   portrait (engine 'portrait'; the performer publishes with WHIP), not the webcam, with the server's visible
+ *   "AI avatar" mark in its corner; the webcam still opens; the
  *   avatar microphone carries the performer's tone; stopping the tracks ends the server session;
  * - the meeting shape: the page sends the avatar stream over its own RTCPeerConnection to a second page, which shows
  *   the portrait;
@@ -18,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { markBox } from '../../server/provenance/mark.js';
 import { ChromiumBrowser } from '../helpers/chromium.js';
 import { correlation, drivingClip, makeY4m, repoRoot } from '../helpers/media.js';
 import { isPortFree } from '../helpers/net.js';
@@ -28,6 +30,7 @@ import {
   buildAll,
   grayOfPng,
   portraitGray,
+  regionDiff,
   startPageServer,
   type AvatarRoom,
   type PageServer,
@@ -202,6 +205,16 @@ describe('browser extension: the avatar as a camera', () => {
     const corrWebcam = correlation(shown, camGray);
     expect(corrPortrait, `portrait ${corrPortrait.toFixed(3)} webcam ${corrWebcam.toFixed(3)}`).toBeGreaterThan(0.9);
     expect(corrWebcam).toBeLessThan(corrPortrait - 0.2);
+    // The server's visible "AI avatar" mark is in the picture the page gets (its corner differs from the portrait),
+    // while the opposite corner is the portrait itself.
+    const corner = ts.config.provenance.mark.corner;
+    const box = markBox(avatarFrame.width, avatarFrame.height, corner);
+    const mirror = { ...box, x: avatarFrame.width - box.x - box.width, y: avatarFrame.height - box.y - box.height };
+    const inMark = await regionDiff(ts, room.portraitId, avatarFrame.png, box);
+    const elsewhere = await regionDiff(ts, room.portraitId, avatarFrame.png, mirror);
+    expect(inMark, `mark region ${inMark.toFixed(1)}, opposite corner ${elsewhere.toFixed(1)}`).toBeGreaterThan(
+      elsewhere + 25,
+    );
 
     // The avatar microphone: the performer's voice (the WHIP performer's 440 Hz tone), delayed to the video.
     const mic = await page.evaluate(
