@@ -75,13 +75,19 @@ export async function main(args: string[]): Promise<void> {
       new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]),
       'p.jpg',
     );
-    const portrait = (await (await fetch(`${server.url}/api/portraits`, { method: 'POST', body: form })).json()) as {
+    const portrait = (await (
+      await fetch(`${server.url}/api/portraits`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.operatorKey}` },
+        body: form,
+      })
+    ).json()) as {
       id: string;
     };
     const room = (await (
       await fetch(`${server.url}/api/rooms`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${server.operatorKey}` },
         body: JSON.stringify({ portraitId: portrait.id }),
       })
     ).json()) as { roomId: string; performerToken: string; viewerToken: string };
