@@ -245,6 +245,8 @@ interface Row {
   source_fps: number | null;
   /** Video kbit/s per viewer, median. */
   kbps_p50: number | null;
+  /** Width of the decoded video, median over viewers (libwebrtc's encoder scales down under CPU load). */
+  frame_width_p50: number | null;
   packets_lost: number;
   server_cpu_pct: number;
   server_node_cpu_pct: number;
@@ -406,6 +408,12 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
       viewers_at_25fps: fps.filter((f) => f >= 25).length,
       source_fps: fpsSeen.length ? percentile(fpsSeen, 50) : null,
       kbps_p50: p50(kbps),
+      frame_width_p50: b.viewers.length
+        ? percentile(
+            b.viewers.map((v) => v.frameWidth),
+            50,
+          )
+        : null,
       packets_lost: lost,
       server_cpu_pct: r1(serverCpu),
       server_node_cpu_pct: r1(nodeCpu),
@@ -439,28 +447,62 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
 }
 
 interface Projection {
-  from_n: number;
-  marginal_cpu_per_viewer_pct: number;
+  /** The n of the rows fitted (the baseline's 0 included). */
+  fitted_n: number[];
+  /** Slope of the server's CPU (process + workers) against n, percent of one core per viewer. */
+  server_cpu_per_viewer_pct: number;
+  /** The same for the mediasoup workers alone (0 in direct mode). */
+  workers_cpu_per_viewer_pct: number;
+  /** The fit's CPU at n = 0, percent of one core. */
+  server_cpu_at_0_pct: number;
   viewers_on_all_cores: number;
   note: string;
 }
 
+/** Least-squares line through (x, y) points: slope and intercept. */
+function fitLine(pts: [number, number][]): { slope: number; intercept: number } {
+  const n = pts.length;
+  const mx = pts.reduce((s, p) => s + p[0], 0) / n;
+  const my = pts.reduce((s, p) => s + p[1], 0) / n;
+  const sxx = pts.reduce((s, p) => s + (p[0] - mx) ** 2, 0);
+  const sxy = pts.reduce((s, p) => s + (p[0] - mx) * (p[1] - my), 0);
+  const slope = sxx > 0 ? sxy / sxx : 0;
+  return { slope, intercept: my - slope * mx };
+}
+
 /**
- * How many viewers the server alone would carry on this machine's cores if the viewers ran elsewhere: (cores x 100 -
- * the server's CPU with no viewers) / the marginal CPU per viewer of the largest row at which the server still
- * synthesized >= 28 fps. A linear extrapolation from measured rows, not a measurement.
+ * How many viewers the server alone would carry on this machine's cores if the viewers ran elsewhere: a line fitted
+ * through the server's CPU at n = 0 and at every n whose median viewer still got >= 25 fps (the server then kept
+ * its frame rate; past that, the viewers' decoding starves the whole machine), extrapolated to cores x 100 %.
+ * A linear extrapolation from measured rows, not a measurement.
  */
 function projection(baseline: Row, rows: Row[]): Projection | null {
-  const fit = rows
-    .filter((r) => r.n > 0 && (r.source_fps ?? 0) >= 28 && (r.marginal_cpu_per_viewer_pct ?? 0) > 0)
-    .at(-1);
-  if (!fit) return null;
-  const m = fit.marginal_cpu_per_viewer_pct!;
+  const fit = [baseline, ...rows.filter((r) => r.n > 0 && (r.fps_p50 ?? 0) >= 25)];
+  if (fit.length < 3) return null;
+  const all = fitLine(fit.map((r) => [r.n, r.server_cpu_pct]));
+  const workers = fitLine(fit.map((r) => [r.n, r.server_workers_cpu_pct]));
+  if (all.slope <= 0) return null;
   return {
-    from_n: fit.n,
-    marginal_cpu_per_viewer_pct: m,
-    viewers_on_all_cores: Math.floor((os.availableParallelism() * 100 - baseline.server_cpu_pct) / m),
-    note: 'linear extrapolation of the server CPU (process + mediasoup workers) per viewer; not measured',
+    fitted_n: fit.map((r) => r.n),
+    server_cpu_per_viewer_pct: r2(all.slope),
+    workers_cpu_per_viewer_pct: r2(workers.slope),
+    server_cpu_at_0_pct: r1(all.intercept),
+    viewers_on_all_cores: Math.floor((os.availableParallelism() * 100 - all.intercept) / all.slope),
+    note: 'linear extrapolation of the server CPU (process + mediasoup workers) against n; not measured',
+  };
+}
+
+/** What a decoding viewer costs, over every row whose median viewer got >= 25 fps (all modes). */
+function decodeCost(rows: Row[]): Record<string, number | string> | null {
+  const ok = rows.filter((r) => r.n > 0 && (r.fps_p50 ?? 0) >= 25 && r.decode_ms_per_frame !== null);
+  if (ok.length === 0) return null;
+  const med = (f: (r: Row) => number): number => r2(percentile(ok.map(f), 50));
+  return {
+    rows: ok.length,
+    decode_ms_per_frame_p50: med((r) => r.decode_ms_per_frame!),
+    decode_cpu_per_viewer_pct_p50: med((r) => r.viewer_decode_cpu_pct / r.n),
+    viewer_process_cpu_per_viewer_pct_p50: med((r) => r.viewer_cpu_per_viewer_pct!),
+    note: "libvpx VP8 decode in the wrtc viewers (getStats totalDecodeTime), and the viewer processes' whole CPU per viewer (receive, SRTP, jitter buffer, decode, socket.io); median over rows",
   };
 }
 
@@ -533,8 +575,13 @@ export async function main(args: string[]): Promise<void> {
             'server_cpu_pct = the server process (all threads: signaling, avatar worker, wrtc ingest decode and encode) + its mediasoup worker processes, from /proc/PID/stat; percent of one core',
           marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
           max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
+          server_only_projection:
+            'a line through the server CPU at n = 0 and at the rows whose median viewer got >= 25 fps, extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
+          fps_collapse:
+            'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (~3.5-4 % of a core each), the server process gets less CPU, its synthesized fps (source_fps) and its encoder (kbps, frame width) drop',
         },
         load_average_1m: r2(os.loadavg()[0]!),
+        viewer_decode_cost: decodeCost(Object.values(results).flatMap((m) => m.rows)),
         complete,
         ...results,
       });
