@@ -7,73 +7,34 @@
  *   viewers are told to consume again ('viewersReset') and do, the room itself stays open;
  * - closing the room closes every router, transport and pipe it created (the workers' dumps are empty again).
  */
-import wrtc from '@roamhq/wrtc';
 import type { types as msc } from 'mediasoup-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { createFanoutFactory } from '../../server/media/fanout.js';
-import { loadClientDevice, type MediasoupFanoutFactory } from '../../server/media/mediasoupFanout.js';
+import type { MediasoupFanoutFactory } from '../../server/media/mediasoupFanout.js';
+import { WrtcSfuViewer } from '../helpers/sfuViewer.js';
 import { Room } from '../../server/rooms/room.js';
 import { loadPortrait, waitFor } from './helpers.js';
 
 const workerBin = process.env.MEDIASOUP_WORKER_BIN;
 if (!workerBin) console.log('mediasoup worker not available (MEDIASOUP_WORKER_BIN unset): SFU worker tests skipped');
 
-/** A wrtc viewer consuming a Room's video (and audio) through mediasoup-client; counts decoded video frames. */
-class SfuTestViewer {
-  frames = 0;
-  width = 0;
-  transportId = '';
-  #recv: msc.Transport | null = null;
-  #sink: { stop(): void; onframe: unknown } | null = null;
-  constructor(
-    readonly room: Room,
-    readonly id: string,
-  ) {}
-
-  async consume(): Promise<void> {
-    this.stop();
-    const device = await loadClientDevice(this.room.sfuCapabilities() as msc.RtpCapabilities);
-    const t = await this.room.sfuCreateTransport(this.id);
-    this.transportId = t.id;
-    const recv = device.createRecvTransport(t as unknown as msc.TransportOptions);
-    this.#recv = recv;
-    recv.on('connect', ({ dtlsParameters }, callback, errback) => {
-      this.room.sfuConnect(this.id, t.id, dtlsParameters).then(callback, errback);
-    });
-    const infos = await this.room.sfuConsume(this.id, t.id, device.recvRtpCapabilities);
-    for (const info of infos) {
-      const c = await recv.consume({
-        id: info.id,
-        producerId: info.producerId,
-        kind: info.kind,
-        rtpParameters: info.rtpParameters as msc.RtpParameters,
-      });
-      await this.room.sfuResume(this.id, c.id);
-      if (info.kind === 'video') {
-        const sink = new wrtc.nonstandard.RTCVideoSink(c.track);
-        sink.onframe = ({ frame }: { frame: { width: number } }) => {
-          this.frames++;
-          this.width = frame.width;
-        };
-        this.#sink = sink;
-      }
-    }
-  }
-
-  stop(): void {
-    this.#sink?.stop();
-    this.#sink = null;
-    this.#recv?.close();
-    this.#recv = null;
-  }
+/** A wrtc viewer of a Room, calling its sfu* methods directly (what signaling does for a socket). */
+function roomViewer(room: Room, id: string): WrtcSfuViewer {
+  return new WrtcSfuViewer({
+    capabilities: () => Promise.resolve(room.sfuCapabilities() as msc.RtpCapabilities),
+    createTransport: () => room.sfuCreateTransport(id),
+    connect: (transportId, dtls) => room.sfuConnect(id, transportId, dtls),
+    consume: (transportId, caps) => room.sfuConsume(id, transportId, caps),
+    resume: (consumerId) => room.sfuResume(id, consumerId),
+  });
 }
 
 describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
   let factory: MediasoupFanoutFactory;
   let config: Config;
-  const viewers: SfuTestViewer[] = [];
+  const viewers: WrtcSfuViewer[] = [];
   const rooms: Room[] = [];
 
   beforeAll(async () => {
@@ -89,7 +50,7 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
     factory = (await createFanoutFactory(config, createLogger('test.sfu'))) as MediasoupFanoutFactory;
   });
   afterEach(async () => {
-    for (const v of viewers.splice(0)) v.stop();
+    for (const v of viewers.splice(0)) v.stopMedia();
     for (const r of rooms.splice(0)) {
       r.close('room-deleted');
       await r.whenClosed();
@@ -106,8 +67,8 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
     const info = await room.setPortrait('p');
     return { room, width: info.width };
   }
-  function viewer(room: Room, id: string): SfuTestViewer {
-    const v = new SfuTestViewer(room, id);
+  function viewer(room: Room, id: string): WrtcSfuViewer {
+    const v = roomViewer(room, id);
     viewers.push(v);
     return v;
   }
@@ -117,7 +78,7 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
     expect(factory.workers()).toHaveLength(2);
     const { room, width } = await openRoom('spread');
     const vs = ['a', 'b', 'c', 'd', 'e'].map((id) => viewer(room, id));
-    for (const v of vs) await v.consume();
+    for (const v of vs) await v.view();
     const routers = room.sfu!.routers();
     // 5 viewers, 2 per router: 3 routers, and the piped ones are on the worker the primary is not on first.
     expect(routers.map((r) => r.viewers)).toEqual([2, 2, 1]);
@@ -132,21 +93,21 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
 
     // Leaving empties a piped router, which is closed; the primary stays.
     room.removeViewer('e');
-    vs[4]!.stop();
+    vs[4]!.stopMedia();
     expect(room.sfu!.routers().map((r) => r.viewers)).toEqual([2, 2]);
   });
 
   it('a viewer who leaves and rejoins gets frames again', async () => {
     const { room, width } = await openRoom('rejoin');
     const v = viewer(room, 'v1');
-    await v.consume();
+    await v.view();
     await waitFor(() => v.frames >= 2, 20_000, 'first frames');
     room.removeViewer('v1');
-    v.stop();
+    v.stopMedia();
     expect(room.viewerCount).toBe(0);
     await expect(room.sfuConnect('v1', v.transportId, {})).rejects.toMatchObject({ code: 'NOT_FOUND' });
     v.frames = 0;
-    await v.consume();
+    await v.view();
     await waitFor(() => v.frames >= 2 && v.width === width, 20_000, 'frames after rejoining');
     expect(room.viewerCount).toBe(1);
   });
@@ -155,8 +116,8 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
     const { room, width } = await openRoom('phoenix');
     const v1 = viewer(room, 'k1');
     const v2 = viewer(room, 'k2');
-    await v1.consume();
-    await v2.consume();
+    await v1.view();
+    await v2.view();
     await waitFor(() => v1.frames >= 2 && v2.frames >= 2, 20_000, 'frames before the kill');
     const deadPid = room.sfu!.routers()[0]!.workerPid;
     const resets: string[][] = [];
@@ -176,7 +137,7 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
 
     // What the client library does on 'viewReset': consume again.
     v1.frames = 0;
-    await v1.consume();
+    await v1.view();
     await waitFor(() => v1.frames >= 2 && v1.width === width, 20_000, 'frames after the worker died');
     expect(room.viewerCount).toBe(1);
   });
@@ -184,7 +145,7 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
   it('closing the room closes every router, transport and pipe it created', async () => {
     const { room } = await openRoom('tidy');
     const vs = ['x', 'y', 'z'].map((id) => viewer(room, id));
-    for (const v of vs) await v.consume();
+    for (const v of vs) await v.view();
     expect(room.sfu!.routers().length).toBe(2);
     const before = factory.workers().reduce((n, w) => n + w.routers, 0);
     expect(before).toBeGreaterThanOrEqual(2);
@@ -200,6 +161,6 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
       const dump = await w.dump();
       expect(dump.routerIds).toEqual([]);
     }
-    for (const v of vs) v.stop();
+    for (const v of vs) v.stopMedia();
   });
 });
