@@ -97,6 +97,13 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
     expect(room.sfu!.routers().map((r) => r.viewers)).toEqual([2, 2]);
   });
 
+  it('spreads rooms over the workers', async () => {
+    const { room: r1 } = await openRoom('r1');
+    const { room: r2 } = await openRoom('r2');
+    expect(r1.sfu!.routers()[0]!.workerPid).not.toBe(r2.sfu!.routers()[0]!.workerPid);
+    expect(factory.workers().map((w) => w.routers)).toEqual([1, 1]);
+  });
+
   it('a viewer who leaves and rejoins gets frames again', async () => {
     const { room, width } = await openRoom('rejoin');
     const v = viewer(room, 'v1');
