@@ -11,16 +11,17 @@
  *   avatar microphone carries the performer's tone; stopping the tracks ends the server session;
  * - the meeting shape: the page sends the avatar stream over its own RTCPeerConnection to a second page, which shows
  *   the portrait;
+ * - a browser without any camera or microphone of its own (no fake devices) lists and opens the avatar camera;
  * - closing a page that did not stop its tracks ends its session at once (not after an ICE timeout);
  * - after sign-out the avatar devices are gone and picking one fails with NotFoundError.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { markBox } from '../../server/provenance/mark.js';
-import { ChromiumBrowser } from '../helpers/chromium.js';
+import { ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { correlation, drivingClip, makeY4m, repoRoot } from '../helpers/media.js';
 import { isPortFree } from '../helpers/net.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -115,20 +116,20 @@ afterAll(async () => {
   if (ts) expect(await isPortFree(ts.port)).toBe(true);
 });
 
-async function meetingPage(): Promise<Page> {
-  const page = await browser.context.newPage();
+async function meetingPage(context: BrowserContext = browser.context): Promise<Page> {
+  const page = await context.newPage();
   await page.goto(`${pages.url}/meeting.html`);
   return page;
 }
 
-async function popup(): Promise<Page> {
-  const page = await browser.context.newPage();
-  await page.goto(`chrome-extension://${extensionId}/popup.html`);
+async function popup(context: BrowserContext = browser.context, id = extensionId): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(`chrome-extension://${id}/popup.html`);
   return page;
 }
 
-async function signIn(link: string): Promise<string> {
-  const p = await popup();
+async function signIn(link: string, context?: BrowserContext, id?: string): Promise<string> {
+  const p = await popup(context, id);
   await p.fill('#link', link);
   await p.click('#signin-button');
   await waitFor(
@@ -280,6 +281,45 @@ describe('browser extension: the avatar as a camera', () => {
     await page.close();
     // Well before ICE would time out on the server (~30 s): the extension DELETEs the session on pagehide.
     await waitFor(() => r.viewerCount === 0, 5000, 'session ended when the page closed');
+  });
+
+  it('a machine without any camera or microphone of its own gets the avatar camera too', async () => {
+    // No fake devices: this VM has no real camera or microphone, like a meeting laptop whose performer publishes
+    // from elsewhere (OBS over WHIP). There is no browser permission to ask for; choosing the avatar is enough.
+    const profile = await mkdtemp(path.join(os.tmpdir(), 'avatar-ext-nodev-'));
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: chromiumPath,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--allow-loopback-in-peer-connection',
+        '--disable-features=WebRtcHideLocalIpsWithMdns',
+        `--disable-extensions-except=${EXTENSION}`,
+        `--load-extension=${EXTENSION}`,
+      ],
+    });
+    try {
+      const worker = await waitFor(
+        () => context.serviceWorkers().find((w) => w.url().startsWith('chrome-extension://')),
+        15_000,
+        'the extension service worker',
+      );
+      expect(await signIn(room.viewerUrl, context, new URL(worker.url()).host)).toContain('Signed in');
+      const page = await meetingPage(context);
+      const devices = await page.evaluate(() => (window as unknown as Meeting).meeting.devices());
+      expect(devices.filter((d) => d.kind === 'videoinput').map((d) => d.label)).toEqual([CAMERA_LABEL]);
+      const opened = await page.evaluate(() =>
+        (window as unknown as Meeting).meeting.open({ video: { deviceId: { exact: 'live-avatar-camera' } } }),
+      );
+      const frame = await page.evaluate((i) => (window as unknown as Meeting).meeting.frame(i), opened.index);
+      expect(looksLikePortrait(await grayOfPng(frame.png))).toBeGreaterThan(0.9);
+      await page.evaluate((i) => (window as unknown as Meeting).meeting.stop(i), opened.index);
+      await waitFor(() => ts.server.rooms.require(room.roomId).viewerCount === 0, 10_000, 'session ended');
+    } finally {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    }
   });
 
   it('after sign-out the avatar devices are gone and asking for one fails', async () => {

@@ -130,7 +130,15 @@ async function ensurePermission(md: MediaDevices, gum: GetUserMedia, video: bool
   const needVideo = video && (await state('camera')) !== 'granted';
   const needAudio = audio && (await state('microphone')) !== 'granted';
   if (!needVideo && !needAudio) return;
-  const s = await gum.call(md, { video: needVideo, audio: needAudio });
+  let s: MediaStream;
+  try {
+    s = await gum.call(md, { video: needVideo, audio: needAudio });
+  } catch (err) {
+    // A machine without a real camera/microphone has no permission to ask for (the browser refuses before any
+    // prompt): the page's own choice of the avatar device is the consent there. A refusal still fails the call.
+    if (err instanceof DOMException && err.name === 'NotFoundError') return;
+    throw err;
+  }
   for (const t of s.getTracks()) t.stop();
 }
 
