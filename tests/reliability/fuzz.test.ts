@@ -1,0 +1,71 @@
+/**
+ * A small fuzz run for CI: 2,000 mutated signaling messages and REST bodies (benchmarks/lib/reliabilityFuzz.ts: the
+ * corpus of valid requests made against the server itself, one mutation each) against a real server on port 0 (the
+ * diagnostic passthrough engine: the fuzz is about the inputs, not the picture). The server must answer every
+ * request it answers with a stable code (no 5xx, no INTERNAL), keep answering /healthz, raise no unhandled rejection
+ * or uncaught exception in this process, keep Object.prototype clean, and close cleanly (port free) afterwards.
+ * `npm run bench -- fuzz` runs 100,000+ against the default engine.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runFuzz } from '../../benchmarks/lib/reliabilityFuzz.js';
+import { prototypePolluted } from '../../benchmarks/lib/reliabilityProtocol.js';
+import { portraitFile } from '../helpers/media.js';
+import { isPortFree } from '../helpers/net.js';
+import { startTestServer, TEST_API_KEY, type TestServer } from '../helpers/server.js';
+
+const faults: string[] = [];
+const onRejection = (reason: unknown): void => {
+  faults.push(`unhandledRejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}`);
+};
+const onException = (err: Error): void => {
+  faults.push(`uncaughtException: ${err.stack ?? err.message}`);
+};
+
+let ts: TestServer;
+
+beforeAll(async () => {
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  ts = await startTestServer({
+    avatar: { engine: 'passthrough', outputSize: 256 },
+    // One client address and one key send everything: the limiter would answer 429 to most of it.
+    auth: { perKeyPerMinute: 1_000_000, perAddressPerMinute: 1_000_000 },
+    maxRooms: 6,
+  });
+});
+
+afterAll(async () => {
+  await ts.stop();
+  process.off('unhandledRejection', onRejection);
+  process.off('uncaughtException', onException);
+});
+
+describe('fuzzed signaling and REST', () => {
+  it('2,000 mutated messages: no crash, no 5xx or INTERNAL, no unhandled rejection, memory bounded', async () => {
+    global.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    const report = await runFuzz({ url: ts.url, apiKey: TEST_API_KEY, portraitFile: portraitFile('real_woman_dark_hair.png') }, { count: 2000, seed: 7, lanes: 6 });
+    expect(report.messages).toBeGreaterThanOrEqual(2000);
+    expect(report.internalErrors, JSON.stringify(report.internalErrors, null, 1)).toEqual([]);
+    expect(report.healthFailures).toBe(0);
+    expect(report.healthChecks).toBeGreaterThanOrEqual(2);
+    expect(faults).toEqual([]);
+    expect(prototypePolluted()).toBe(false);
+    // Every kind of answer the server gives is a known code: requests were refused for what they were.
+    const rest = Object.keys(report.outcomes).filter((k) => k.startsWith('rest:'));
+    expect(rest.some((k) => k.startsWith('rest:400'))).toBe(true);
+    expect(rest.some((k) => k.startsWith('rest:20'))).toBe(true);
+    const signal = Object.keys(report.outcomes).filter((k) => k.startsWith('signal:'));
+    expect(signal).toContain('signal:INVALID_MESSAGE');
+    expect(signal).toContain('signal:ok');
+    const healthz = await fetch(`${ts.url}/healthz`);
+    expect(healthz.status).toBe(200);
+    // Bounded: the whole process (server, clients, wrtc) grows by far less than the fuzz sent (> 100 MB).
+    expect((process.memoryUsage().rss - rssBefore) / 2 ** 20).toBeLessThan(400);
+  });
+
+  it('closes cleanly after the fuzz: the port is free', async () => {
+    await ts.stop();
+    expect(await isPortFree(ts.port)).toBe(true);
+  });
+});
