@@ -163,7 +163,10 @@ export class WhipSessions {
       this.#publishing.delete(room.id);
     }
     const ingest = room.parts.ingest;
-    if (!ingest || ingest.closed) throw new AppError('INVALID_STATE', 'the ingest closed while it was set up');
+    // The room's ingest must still be the one that gave this answer (not closed, not replaced by a studio publish).
+    if (!ingest || ingest.closed || ingest.answer.sdp !== answer) {
+      throw new AppError('INVALID_STATE', 'the ingest was closed or replaced while it was set up');
+    }
     const id = newSessionId();
     const presence = `whip:${id}`;
     const { registry, log } = this.#deps;
@@ -191,7 +194,8 @@ export class WhipSessions {
     this.#assertOpen();
     const id = newSessionId();
     this.#watch(room);
-    // Listed before the answer exists: a 'viewers' event during negotiation must not prune it.
+    // Listed before addViewer, whose synchronous part adds the viewer to the fan-out and emits 'viewers': the prune
+    // above then finds both.
     this.#sessions.set(id, { id, kind: 'whep', roomId: room.id, linkVersion, detach: () => undefined });
     try {
       const answer = (await room.addViewer(`whep:${id}`, { type: 'offer', sdp: offerSdp })).sdp;
