@@ -1,6 +1,6 @@
 /**
- * Glass-to-glass benchmark of the default engine: real Chromium performer → server (default engine, the real model
- * pack, direct fan-out) → real Chromium viewer, on loopback, one machine clock.
+ * Glass-to-glass benchmark of the default engine, in both viewer latency modes: real Chromium performer → server
+ * (default engine, the real model pack, direct fan-out) → real Chromium viewer, on loopback, one machine clock.
  *
  * The fake webcam (.y4m, 640×480 at 30 fps) is made from two frames of man_mouth_wide_open.mp4: a neutral mouth and
  * the widest-open mouth, each held for --hold-ms, alternating after a 3 s neutral lead (the engine takes its first
@@ -16,15 +16,37 @@
  *
  * (the capture time from requestVideoFrameCallback's captureTime when Chromium gives it, else the performer page's
  * own presentation time of the frame; both are reported.) The server's per-stage times come from the Room's 'frame'
- * events (as in transport.ts).
+ * events; libwebrtc's own per-frame numbers (performer encode, server ingest jitter buffer and decode, server encode,
+ * viewer jitter buffer and decode) from getStats on both browsers and on the server's wrtc peers.
+ *
+ * Audio/video offset: the fake microphone (.wav of the same length as the clip, so both loops stay aligned) plays a
+ * short tone burst at every switch frame. Both pages detect the bursts' onsets in their audio (g2gProbe's onset
+ * meter: an AudioWorklet on the performer's microphone track and on the viewer's received track, timed the same
+ * way). For each switch:
+ *
+ *   av_offset = (viewer onset − performer onset) − (viewer video change − performer video capture)
+ *             = audio delay − video delay
+ *
+ * positive: the voice comes after the picture (lags); negative: it leads (audio leading by more than 45 ms is
+ * noticed). The performer's onset is read after its capture buffering while its video time is the capture time, so
+ * the audio delay is, if anything, under-measured: the offset errs toward "audio leads".
+ *
+ * Modes (viewer link ?latency=): `low` (calls: audio and video not lip-synced by the browser, video jitter buffer
+ * target 0, WebCodecs decode past the jitter buffer) and `smooth` (broadcast/OBS: the browser's lip-sync and adaptive
+ * buffers), measured with the same performer and server, each window with a fresh viewer browser.
  *
  *   npm run bench -- glass-to-glass [--seconds 40] [--warmup 4] [--hold-ms 1000] [--portrait real_older_man_glasses.jpg]
- *                                   [--buffer MS] [--audio 0|1]
+ *                                   [--modes low,smooth] [--rounds 2] [--others-retry 60] [--buffer MS] [--audio 0|1]
+ *                                   [--viewer-flags "F1 F2"]
  *
- * --buffer MS sets the viewer's receive jitter buffer target (viewer page ?buffer=MS); default: the browser's.
- * --audio 0 makes the viewer receive video only (no audio/video sync in the viewer); default 1.
+ * --seconds is per mode, split into --rounds windows; the modes take turns window by window (low, smooth, low, ...),
+ * so that load from other work on a shared machine falls on both alike; a window during which other processes used
+ * more than --others-retry % of a core (from /proc: the machine's busy time minus this process tree's) is measured
+ * again once, and the quieter kept. Each window records that CPU (others_cpu_pct) and the load average. --buffer MS overrides the viewer's jitter buffer target (?buffer=MS); --audio 0 makes the
+ * viewer receive video only; --viewer-flags adds Chromium flags to the viewer (diagnostics, e.g. field trials).
  *
- * Writes benchmarks/results/glass-to-glass.json: p50_ms, p95_ms, fps, stages{stage:{p50,p95,mean,n}}, switches, ...
+ * Writes benchmarks/results/glass-to-glass.json: the first mode's (low's) figures at the top level (p50_ms, p95_ms,
+ * av_offset_ms, stages, ...), every other mode's under modes.NAME (same keys).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -32,25 +54,74 @@ import path from 'node:path';
 import type { AvatarServer } from '../server/app.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { FaceTracker } from '../server/vision/index.js';
+import type { ReceiverInfo } from '../client/lib/peer.js';
 import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../tests/helpers/g2g.js';
-import { decodeI420, writeSequenceY4m } from '../tests/helpers/g2gMedia.js';
+import { decodeI420, writeBurstWav, writeSequenceY4m } from '../tests/helpers/g2gMedia.js';
 import { correlation, drivingClip, portraitFile } from '../tests/helpers/media.js';
 import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
-import { installG2g, type G2gProbe, type Region, type RegionSample } from './lib/g2gInject.js';
+import { installG2g, type AudioOnset, type G2gProbe, type Region, type RegionSample } from './lib/g2gInject.js';
+import { cpuSeconds, rtpStages, tapServerPeers } from './lib/g2gRtp.js';
+import { collectRtp } from './lib/browserRtp.js';
 import { startBenchServer } from './lib/server.js';
-import { summarize, writeResult } from './lib/stats.js';
+import { percentile, summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __g2g: G2gProbe };
+type ViewerHooks = { __avatar: { receivers(): ReceiverInfo[] } };
+type Snapshot = { perf: RtpCounters[]; view: RtpCounters[]; ingest: RtpCounters[]; out: RtpCounters[] };
+
+/** One measuring window of one mode (a fresh viewer browser). */
+interface MeasuredWindow {
+  mode: string;
+  t0: number;
+  t1: number;
+  load: [number, number];
+  switches: SwitchResult[];
+  neutralLevel: number;
+  openLevel: number;
+  lagMs: number;
+  lagCorrelation: number;
+  av: { offsets: AvOffset[]; deviceOffsetMs: number[] };
+  onsets: { performer: number; viewer: number };
+  shown: number;
+  timings: FrameTimings[];
+  dropped: number;
+  rtp0: Snapshot;
+  rtp1: Snapshot;
+  receivers: ReceiverInfo[];
+  captureTimes: boolean;
+  /** CPU that other processes on the machine used during the window, % of one core (the machine has several). */
+  othersCpuPct: number;
+  /** CPU of this benchmark (server, browsers), % of one core. */
+  ownCpuPct: number;
+}
+
+/** Per-frame means of several windows, weighted by their frames (or plain means without a frame count). */
+function frameWeighted(parts: (Record<string, number> | null)[]): Record<string, number> | null {
+  const ok = parts.filter((p): p is Record<string, number> => p !== null);
+  if (ok.length === 0) return null;
+  const weight = (p: Record<string, number>): number => p.frames ?? 1;
+  const total = ok.reduce((n, p) => n + weight(p), 0);
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(ok[0]!)) {
+    out[k] = k === 'frames' ? total : +(ok.reduce((n, p) => n + (p[k] ?? 0) * weight(p), 0) / total).toFixed(2);
+  }
+  return out;
+}
 
 const FPS = 30;
 /** Frames of man_mouth_wide_open.mp4 at 30 fps (FaceTracker mouth openness ~0.015 and ~0.70). */
 const NEUTRAL_FRAME = 10;
 const OPEN_FRAME = 88;
 const LEAD_FRAMES = 3 * FPS;
-/** Goal from the brief; the machine is shared and loaded, so the result says whether it was met. */
-const GOAL_P95_MS = 150;
+/** Goals from the issue; the machine is shared, so the result says whether they were met. */
+const GOAL_P95_MS = 100;
+/** Audio leading the picture by more than this is noticed. */
+const AUDIO_LEAD_LIMIT_MS = 45;
+const AUDIO_RATE = 48_000;
+const MODES = ['low', 'smooth'] as const;
+type Mode = (typeof MODES)[number];
 
 function arg(args: string[], name: string, fallback: string): string {
   const i = args.indexOf(`--${name}`);
@@ -120,18 +191,6 @@ export interface SwitchResult {
   delayMs: number | null;
   /** The same from the performer page's presentation time of the frame. */
   delayFromPresentationMs: number | null;
-}
-
-/** Mean per-frame jitter-buffer and decode times (ms) of the viewer's video between two getStats snapshots. */
-function viewerReceive(a: RtpCounters | undefined, b: RtpCounters | undefined): Record<string, number> | null {
-  if (!a || !b || b.frames <= a.frames) return null;
-  const frames = b.frames - a.frames;
-  const emitted = b.jitterBufferEmittedCount - a.jitterBufferEmittedCount || frames;
-  return {
-    frames,
-    jitter_buffer_mean_ms: +(((b.jitterBufferDelay - a.jitterBufferDelay) / emitted) * 1000).toFixed(2),
-    decode_mean_ms: +(((b.totalDecodeTime - a.totalDecodeTime) / frames) * 1000).toFixed(2),
-  };
 }
 
 const median = (xs: readonly number[]): number => {
@@ -246,6 +305,60 @@ export function measureSwitches(
   return { switches, neutralLevel, openLevel, lagMs: lag, lagCorrelation: +best.toFixed(3) };
 }
 
+/** One switch's audio/video offset. */
+export interface AvOffset {
+  index: number;
+  /** Audio delay (performer onset → viewer onset), ms. */
+  audioDelayMs: number;
+  /** Video delay of the same switch, ms. */
+  videoDelayMs: number;
+  /** audio delay − video delay: > 0 the voice lags the picture, < 0 it leads. */
+  offsetMs: number;
+}
+
+/**
+ * Pairs each measured switch with its tone burst at both ends. The fake camera and the fake microphone loop files of
+ * the same length but start at slightly different times, and the camera falls behind when the machine is busy, so
+ * the performer onset of a switch is found by following that offset: the onset nearest to the switch's capture time
+ * moved by the offset of the previous pair (0 for the first), within half a hold (bursts are a hold apart). A
+ * burst's viewer onset is the first one within `maxAudioDelayMs` after its performer onset. Audio and video delays
+ * are each measured from their own capture, so the camera's drift does not enter the offset.
+ */
+export function measureAvOffsets(
+  switches: readonly SwitchResult[],
+  performerOnsets: readonly AudioOnset[],
+  viewerOnsets: readonly AudioOnset[],
+  holdMs: number,
+  maxAudioDelayMs: number,
+): { offsets: AvOffset[]; deviceOffsetMs: number[] } {
+  const nearest = (t: number): AudioOnset | undefined => {
+    let best: AudioOnset | undefined;
+    for (const o of performerOnsets) if (!best || Math.abs(o.t - t) < Math.abs(best.t - t)) best = o;
+    return best;
+  };
+  const offsets: AvOffset[] = [];
+  const device: number[] = [];
+  let offset: number | null = null;
+  for (const s of [...switches].sort((x, y) => x.sentT - y.sentT)) {
+    const expect = s.sentT + (offset ?? 0);
+    const p = nearest(expect);
+    if (!p || Math.abs(p.t - expect) > holdMs / 2) continue;
+    offset = p.t - s.sentT;
+    device.push(+offset.toFixed(1));
+    if (s.delayMs === null) continue;
+    const v = viewerOnsets.find((o) => o.t > p.t && o.t - p.t <= maxAudioDelayMs);
+    if (!v) continue;
+    const audioDelayMs = v.t - p.t;
+    offsets.push({
+      index: s.index,
+      audioDelayMs: +audioDelayMs.toFixed(1),
+      videoDelayMs: s.delayMs,
+      offsetMs: +(audioDelayMs - s.delayMs).toFixed(1),
+    });
+  }
+  return { offsets, deviceOffsetMs: device };
+}
+
 export async function main(args: string[]): Promise<void> {
   const seconds = Number(arg(args, 'seconds', '40'));
   const warmup = Number(arg(args, 'warmup', '4'));
@@ -253,12 +366,23 @@ export async function main(args: string[]): Promise<void> {
   const portrait = portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg'));
   const buffer = arg(args, 'buffer', '');
   const audio = arg(args, 'audio', '1') !== '0';
+  const viewerFlags = arg(args, 'viewer-flags', '')
+    .split(' ')
+    .filter((f) => f !== '');
+  const modes = arg(args, 'modes', MODES.join(',')).split(',');
+  const rounds = Math.max(1, Number(arg(args, 'rounds', '2')));
+  const windowMs = (seconds * 1000) / rounds;
+  const othersRetryPct = Number(arg(args, 'others-retry', '60'));
+  for (const m of modes)
+    if (!(MODES as readonly string[]).includes(m)) throw new TypeError(`--modes: unknown mode "${m}" (low, smooth)`);
   const hold = Math.max(3, Math.round((holdMs / 1000) * FPS));
   const plan = switchPlan(hold, Math.max(2, Math.round((10 * FPS) / hold)));
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-g2g-'));
   let server: AvatarServer | null = null;
   const browsers: ChromiumBrowser[] = [];
+  const serverPeers: RTCPeerConnection[] = [];
+  const untap = tapServerPeers(serverPeers);
   const loadBefore = os.loadavg();
   try {
     const frames = await decodeI420(drivingClip('man_mouth_wide_open.mp4'), {
@@ -274,8 +398,15 @@ export async function main(args: string[]): Promise<void> {
       marker: true,
       out: path.join(tmp, 'camera.y4m'),
     });
+    const samplesPerFrame = AUDIO_RATE / FPS;
+    const wav = await writeBurstWav({
+      out: path.join(tmp, 'microphone.wav'),
+      samples: plan.sequence.length * samplesPerFrame,
+      sampleRate: AUDIO_RATE,
+      onsets: plan.switches.map((k) => k * samplesPerFrame),
+    });
     server = await startBenchServer(tmp, 'default');
-    const opened = await openRoom(server.url, portrait);
+    const opened = await openRoom(server.url, portrait, server.operatorKey);
     const room = server.rooms.get(opened.roomId);
     if (!room) throw new Error('room not in the registry');
     const timings: FrameTimings[] = [];
@@ -288,130 +419,262 @@ export async function main(args: string[]): Promise<void> {
       if (recording) dropped += n;
     });
 
-    const [perf, view] = await Promise.all([ChromiumBrowser.launch({ fakeVideo: y4m }), ChromiumBrowser.launch()]);
-    browsers.push(perf, view);
-    await installProbe(perf.page);
-    await Promise.all([installG2g(view.page), installProbe(view.page)]);
-
+    const perf = await ChromiumBrowser.launch({
+      fakeVideo: y4m,
+      args: [`--use-file-for-fake-audio-capture=${wav}`],
+    });
+    browsers.push(perf);
+    await Promise.all([installProbe(perf.page), installG2g(perf.page)]);
     const size = await startPerformer(perf.page, opened.performerUrl);
     await perf.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
+    await perf.page.evaluate(() => (window as unknown as Win).__g2g.startOnsetMeter('#camera'));
+    const ingestPeers = serverPeers.slice();
 
     // The mouth region, from the portrait's landmarks at the output size (once, here, not per frame).
     const tracker = await FaceTracker.create();
-    const faces = tracker.analyzeImage(await portraitGray(server.url, opened.portraitId, size.width, size.height));
+    const faces = tracker.analyzeImage(
+      await portraitGray(server.url, opened.portraitId, size.width, size.height, server.operatorKey),
+    );
     if (!faces[0]) throw new Error('no face in the portrait');
     const region = mouthRegion(faces[0].landmarks, size.width, size.height);
 
-    const viewerUrl = `${opened.viewerUrl}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
-    await startViewer(view.page, viewerUrl);
-    await view.page.evaluate((r) => (window as unknown as Win).__g2g.startMouthMeter('#video', r), region);
-
-    // Warm up (the engine's first renders are slow, encoders ramp up, jitter buffers settle). Then the engine's
-    // neutral must be a neutral frame: recalibrate early in the neutral lead, so that the next frame the engine
-    // renders is neutral even with a server seconds behind.
-    await new Promise((r) => setTimeout(r, warmup * 1000));
     const shownIndex = (): Promise<number | null> =>
       perf.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera').at(-1)?.marker ?? null);
-    await until(
-      'performer in the neutral lead',
-      async () => {
-        const m = await shownIndex();
-        return m !== null && m >= 10 && m < LEAD_FRAMES / 2;
-      },
-      plan.sequence.length * (1000 / FPS) + 10_000,
-    );
-    room.recalibrate();
-    await new Promise((r) => setTimeout(r, 1000));
-    const viewerRtp = (): Promise<RtpCounters | undefined> =>
-      view.page.evaluate(async () =>
-        (await (window as unknown as Win).__probe.rtpStats()).find(
-          (r) => r.type === 'inbound-rtp' && r.kind === 'video',
-        ),
-      );
-    const rtp0 = await viewerRtp();
-    const t0 = Date.now();
-    recording = true;
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    recording = false;
-    const t1 = Date.now();
-    const rtp1 = await viewerRtp();
-    // Let the last switches reach the viewer before reading the logs.
-    await new Promise((r) => setTimeout(r, 2 * holdMs));
+    let calibrated = false;
+    const windows: MeasuredWindow[] = [];
+    const measureWindow = async (mode: Mode): Promise<MeasuredWindow> => {
+      const view = await ChromiumBrowser.launch({ args: viewerFlags });
+      browsers.push(view);
+      await Promise.all([installG2g(view.page), installProbe(view.page)]);
+      const viewerPeersFrom = serverPeers.length;
+      const viewerUrl = `${opened.viewerUrl}&latency=${mode}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
+      await startViewer(view.page, viewerUrl);
+      await view.page.evaluate((reg) => (window as unknown as Win).__g2g.startMouthMeter('#video', reg), region);
+      if (audio) await view.page.evaluate(() => (window as unknown as Win).__g2g.startOnsetMeter('#video'));
 
-    const [sent, series] = await Promise.all([
-      perf.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera')),
-      view.page.evaluate(() => (window as unknown as Win).__g2g.takeMouthSeries()),
-    ]);
-    const { switches, neutralLevel, openLevel, lagMs, lagCorrelation } = measureSwitches(plan, sent, series, t0, t1);
-    const measured = switches.filter((s) => s.delayMs !== null);
-    const d = summarize(measured.map((s) => s.delayMs!));
-    const byDir = (toOpen: boolean): ReturnType<typeof summarize> =>
-      summarize(measured.filter((s) => s.toOpen === toOpen).map((s) => s.delayMs!));
-    const stage = (k: keyof FrameTimings): ReturnType<typeof summarize> =>
-      summarize(timings.map((t) => t[k] as number));
-    const windowS = (t1 - t0) / 1000;
-    const shown = series.filter((s) => s.t >= t0 && s.t <= t1).length;
-    const captureTimes = measured.length > 0 && sent.some((f) => f.captureT !== null);
+      // Warm up (the engine's first renders are slow, encoders ramp up, jitter buffers settle). Then, once, the
+      // engine's neutral must be a neutral frame: recalibrate early in the neutral lead, so that the next frame
+      // the engine renders is neutral even with a server seconds behind.
+      await new Promise((res) => setTimeout(res, warmup * 1000));
+      if (!calibrated) {
+        await until(
+          'performer in the neutral lead',
+          async () => {
+            const m = await shownIndex();
+            return m !== null && m >= 10 && m < LEAD_FRAMES / 2;
+          },
+          plan.sequence.length * (1000 / FPS) + 10_000,
+        );
+        room.recalibrate();
+        calibrated = true;
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+      const viewerPeers = (): RTCPeerConnection[] => serverPeers.slice(viewerPeersFrom);
+      const snapshot = async (): Promise<Snapshot> => {
+        const [p, v, ingest, out] = await Promise.all([
+          perf.page.evaluate(() => (window as unknown as Win).__probe.rtpStats()),
+          view.page.evaluate(() => (window as unknown as Win).__probe.rtpStats()),
+          collectRtp(ingestPeers),
+          collectRtp(viewerPeers()),
+        ]);
+        return { perf: p, view: v, ingest, out };
+      };
+      await Promise.all([
+        perf.page.evaluate(() => (window as unknown as Win).__g2g.takeOnsets()),
+        view.page.evaluate(() => (window as unknown as Win).__g2g.takeOnsets()),
+        view.page.evaluate(() => (window as unknown as Win).__g2g.takeMouthSeries()),
+      ]);
+      timings.length = 0;
+      dropped = 0;
+      const rtp0 = await snapshot();
+      const loadStart = os.loadavg()[0]!;
+      const cpu0 = cpuSeconds();
+      const t0 = Date.now();
+      recording = true;
+      await new Promise((res) => setTimeout(res, windowMs));
+      recording = false;
+      const t1 = Date.now();
+      const cpu1 = cpuSeconds();
+      const loadEnd = os.loadavg()[0]!;
+      const rtp1 = await snapshot();
+      // Let the last switches (and their bursts) reach the viewer before reading the logs.
+      await new Promise((res) => setTimeout(res, 2 * holdMs));
+      const [sent, series, perfOnsets, viewOnsets, receivers] = await Promise.all([
+        perf.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera')),
+        view.page.evaluate(() => (window as unknown as Win).__g2g.takeMouthSeries()),
+        perf.page.evaluate(() => (window as unknown as Win).__g2g.takeOnsets()),
+        view.page.evaluate(() => (window as unknown as Win).__g2g.takeOnsets()),
+        view.page.evaluate(() => (window as unknown as ViewerHooks).__avatar.receivers()),
+      ]);
+      await view.close();
+      const m = measureSwitches(plan, sent, series, t0, t1);
+      const av = measureAvOffsets(m.switches, perfOnsets, viewOnsets, (hold / FPS) * 1000, 0.8 * (hold / FPS) * 1000);
+      return {
+        mode,
+        t0,
+        t1,
+        load: [+loadStart.toFixed(2), +loadEnd.toFixed(2)],
+        ...m,
+        av,
+        onsets: { performer: perfOnsets.length, viewer: viewOnsets.length },
+        shown: series.filter((x) => x.t >= t0 && x.t <= t1).length,
+        timings: timings.slice(),
+        dropped,
+        rtp0,
+        rtp1,
+        receivers,
+        captureTimes: sent.some((f) => f.captureT !== null),
+        othersCpuPct: +(((cpu1.machine - cpu0.machine - (cpu1.mine - cpu0.mine)) / ((t1 - t0) / 1000)) * 100).toFixed(
+          0,
+        ),
+        ownCpuPct: +(((cpu1.mine - cpu0.mine) / ((t1 - t0) / 1000)) * 100).toFixed(0),
+      };
+    };
+    // The modes take turns (low, smooth, low, smooth, ...): load from other work on a shared machine then falls on
+    // both alike. A window during which other processes took more than --others-retry % of a core is measured again
+    // once, and the quieter of the two kept.
+    for (let r = 0; r < rounds; r++) {
+      for (const mode of modes as Mode[]) {
+        let w = await measureWindow(mode);
+        if (w.othersCpuPct > othersRetryPct) {
+          process.stderr.write(`glass-to-glass ${mode}: others used ${w.othersCpuPct}% of a core meanwhile: again\n`);
+          const again = await measureWindow(mode);
+          if (again.othersCpuPct < w.othersCpuPct) w = again;
+        }
+        windows.push(w);
+      }
+    }
+    const results: Record<string, Record<string, unknown>> = {};
+    for (const mode of modes) {
+      const ws = windows.filter((w) => w.mode === mode);
+      const switches = ws.flatMap((w) => w.switches);
+      const measured = switches.filter((x) => x.delayMs !== null);
+      if (measured.length < 15)
+        throw new Error(`glass-to-glass benchmark (${mode}): only ${measured.length} switches measured (need ≥ 15)`);
+      const d = summarize(measured.map((x) => x.delayMs!));
+      const byDir = (toOpen: boolean): ReturnType<typeof summarize> =>
+        summarize(measured.filter((x) => x.toOpen === toOpen).map((x) => x.delayMs!));
+      const timingsAll = ws.flatMap((w) => w.timings);
+      const stage = (k: keyof FrameTimings): ReturnType<typeof summarize> =>
+        summarize(timingsAll.map((t) => t[k] as number));
+      const offsets = ws.flatMap((w) => w.av.offsets);
+      const avMs = offsets.map((o) => o.offsetMs);
+      const windowS = ws.reduce((n, w) => n + (w.t1 - w.t0) / 1000, 0);
+      const shown = ws.reduce((n, w) => n + w.shown, 0);
+      const webrtc = (pick: (w: MeasuredWindow) => Record<string, number> | null): Record<string, number> | null =>
+        frameWeighted(ws.map(pick));
+      results[mode] = {
+        mode,
+        windows: ws.map((w) => ({
+          load_average_1m: { start: w.load[0], end: w.load[1] },
+          others_cpu_pct: w.othersCpuPct,
+          own_cpu_pct: w.ownCpuPct,
+          seconds: +((w.t1 - w.t0) / 1000).toFixed(1),
+          p50_ms: summarize(w.switches.filter((x) => x.delayMs !== null).map((x) => x.delayMs!)).p50,
+          server_end_to_end_p50_ms: summarize(w.timings.map((t) => t.endToEndMs)).p50,
+        })),
+        seconds: +windowS.toFixed(1),
+        p50_ms: d.p50,
+        p95_ms: d.p95,
+        mean_ms: d.mean,
+        av_offset_ms: avMs.length ? +percentile(avMs, 50).toFixed(1) : null,
+        av_offset: {
+          p50: avMs.length ? +percentile(avMs, 50).toFixed(1) : null,
+          p5: avMs.length ? +percentile(avMs, 5).toFixed(1) : null,
+          p95: avMs.length ? +percentile(avMs, 95).toFixed(1) : null,
+          n: avMs.length,
+          audio_delay: summarize(offsets.map((o) => o.audioDelayMs)),
+          audio_lead_over_limit: offsets.filter((o) => o.offsetMs < -AUDIO_LEAD_LIMIT_MS).length,
+          fake_microphone_minus_camera_ms: summarize(ws.flatMap((w) => w.av.deviceOffsetMs)),
+          onsets: {
+            performer: ws.reduce((n, w) => n + w.onsets.performer, 0),
+            viewer: ws.reduce((n, w) => n + w.onsets.viewer, 0),
+          },
+          offsets_ms: avMs,
+        },
+        to_open: byDir(true),
+        to_neutral: byDir(false),
+        from_performer_presentation: summarize(measured.map((x) => x.delayFromPresentationMs!)),
+        performer_time_source: ws.every((w) => w.captureTimes)
+          ? 'requestVideoFrameCallback captureTime'
+          : 'performer presentation time',
+        fps: +(shown / windowS).toFixed(1),
+        server_fps: +(timingsAll.length / windowS).toFixed(1),
+        frames: {
+          shown,
+          server: timingsAll.length,
+          server_with_face: timingsAll.filter((t) => t.face).length,
+          droppedInMailbox: ws.reduce((n, w) => n + w.dropped, 0),
+        },
+        viewer_receivers: ws.at(-1)!.receivers,
+        mouth_region: {
+          region: {
+            x: +region.x.toFixed(3),
+            y: +region.y.toFixed(3),
+            w: +region.w.toFixed(3),
+            h: +region.h.toFixed(3),
+          },
+          neutral_luma: ws.map((w) => +w.neutralLevel.toFixed(1)),
+          open_luma: ws.map((w) => +w.openLevel.toFixed(1)),
+          best_lag_ms: ws.map((w) => w.lagMs),
+          lag_correlation: ws.map((w) => w.lagCorrelation),
+        },
+        switches: {
+          count: switches.length,
+          measured: measured.length,
+          missed: switches.length - measured.length,
+          delays_ms: switches.map((x) => x.delayMs),
+        },
+        stages: {
+          decode: stage('decodeMs'),
+          queue: stage('queueMs'),
+          track: stage('trackMs'),
+          latent: stage('latentMs'),
+          generate: stage('generateMs'),
+          paste: stage('pasteMs'),
+          engine: stage('engineMs'),
+          publish: stage('publishMs'),
+          server_end_to_end: stage('endToEndMs'),
+        },
+        webrtc_stages: {
+          performer_encode: webrtc((w) => rtpStages(w.rtp0.perf, w.rtp1.perf, 'outbound-rtp')),
+          server_ingest_receive: webrtc((w) => rtpStages(w.rtp0.ingest, w.rtp1.ingest, 'inbound-rtp')),
+          server_publish_encode: webrtc((w) => rtpStages(w.rtp0.out, w.rtp1.out, 'outbound-rtp')),
+          viewer_receive: webrtc((w) => rtpStages(w.rtp0.view, w.rtp1.view, 'inbound-rtp')),
+          server_ingest_audio: webrtc((w) => rtpStages(w.rtp0.ingest, w.rtp1.ingest, 'inbound-rtp', 'audio')),
+          viewer_audio: webrtc((w) => rtpStages(w.rtp0.view, w.rtp1.view, 'inbound-rtp', 'audio')),
+        },
+        outside_server_p50_ms: +(d.p50 - stage('endToEndMs').p50).toFixed(1),
+        goal: { p95_ms: GOAL_P95_MS, met: d.p95 <= GOAL_P95_MS },
+        av_goal: {
+          audio_lead_limit_ms: AUDIO_LEAD_LIMIT_MS,
+          met: avMs.length > 0 && percentile(avMs, 50) >= -AUDIO_LEAD_LIMIT_MS,
+        },
+      };
+    }
+    const [first, ...rest] = modes;
     writeResult('glass-to-glass', {
       description:
-        'Chromium fake webcam (neutral / wide-open mouth, held and switched) → server (default engine, direct fan-out) → Chromium viewer, loopback; delay = viewer display time of the first frame whose mouth-region luma crosses the neutral/open midpoint − performer capture time of the switch frame',
+        'Chromium fake webcam (neutral / wide-open mouth, held and switched) + fake microphone (a tone burst at each switch) → server (default engine, direct fan-out) → Chromium viewer, loopback; delay = viewer display time of the first frame whose mouth-region luma crosses the neutral/open midpoint − performer capture time of the switch frame; av_offset = audio delay − video delay of the same switch (> 0: voice lags, < 0: voice leads). Top level: the first mode (low latency, the default for calls); modes.smooth: broadcast/OBS.',
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
       load_average_1m: { before: +loadBefore[0]!.toFixed(2), after: +os.loadavg()[0]!.toFixed(2) },
-      seconds: +windowS.toFixed(1),
       options: {
         holdMs: (hold * 1000) / FPS,
         warmupS: warmup,
+        secondsPerMode: seconds,
+        rounds,
+        othersRetryPct,
         portrait: path.basename(portrait),
         output: size,
         viewerAudio: audio,
-        viewerJitterBufferMs: buffer === '' ? 'browser default' : Number(buffer),
+        viewerJitterBufferMs: buffer === '' ? "the mode's" : Number(buffer),
+        viewerFlags,
       },
-      p50_ms: d.p50,
-      p95_ms: d.p95,
-      mean_ms: d.mean,
-      to_open: byDir(true),
-      to_neutral: byDir(false),
-      from_performer_presentation: summarize(measured.map((s) => s.delayFromPresentationMs!)),
-      performer_time_source: captureTimes ? 'requestVideoFrameCallback captureTime' : 'performer presentation time',
-      fps: +(shown / windowS).toFixed(1),
-      server_fps: +(timings.length / windowS).toFixed(1),
-      frames: {
-        shown,
-        server: timings.length,
-        server_with_face: timings.filter((t) => t.face).length,
-        droppedInMailbox: dropped,
-      },
-      mouth_region: {
-        region: { x: +region.x.toFixed(3), y: +region.y.toFixed(3), w: +region.w.toFixed(3), h: +region.h.toFixed(3) },
-        neutral_luma: +neutralLevel.toFixed(1),
-        open_luma: +openLevel.toFixed(1),
-        best_lag_ms: lagMs,
-        lag_correlation: lagCorrelation,
-      },
-      switches: {
-        count: switches.length,
-        measured: measured.length,
-        missed: switches.length - measured.length,
-        delays_ms: switches.map((s) => s.delayMs),
-      },
-      stages: {
-        decode: stage('decodeMs'),
-        queue: stage('queueMs'),
-        track: stage('trackMs'),
-        latent: stage('latentMs'),
-        generate: stage('generateMs'),
-        paste: stage('pasteMs'),
-        engine: stage('engineMs'),
-        publish: stage('publishMs'),
-        server_end_to_end: stage('endToEndMs'),
-      },
-      viewer_receive: viewerReceive(rtp0, rtp1),
-      outside_server_p50_ms: +(d.p50 - stage('endToEndMs').p50).toFixed(1),
-      goal: { p95_ms: GOAL_P95_MS, met: d.p95 <= GOAL_P95_MS },
+      ...results[first!],
+      modes: Object.fromEntries(rest.map((m) => [m, results[m]])),
     });
-    if (measured.length < 15)
-      throw new Error(`glass-to-glass benchmark: only ${measured.length} switches measured (need ≥ 15)`);
   } finally {
+    untap();
     await Promise.all(browsers.map((b) => b.close()));
     await server?.close();
     await rm(tmp, { recursive: true, force: true });

@@ -5,7 +5,7 @@
 import type { Page } from 'playwright-core';
 import { pageScript } from './browserInject.js';
 
-export type { G2gProbe, GraySample, Region, RegionSample } from './g2gProbe.js';
+export type { AudioOnset, G2gProbe, GraySample, Region, RegionSample } from './g2gProbe.js';
 
 /** The probe as a script (built once per process). */
 export function g2gScript(): Promise<string> {

@@ -6,6 +6,10 @@
  *   time it was read), for face tracking in Node;
  * - `startMouthMeter`: for every presented frame (requestVideoFrameCallback), the mean luma of a region (the
  *   portrait's mouth), timestamped like browserProbe's frame log (performance.timeOrigin + expected display time).
+ * - `startOnsetMeter`: the onsets of sound bursts in the audio track of a <video>'s stream (the fake microphone's
+ *   tone bursts on the performer page, the avatar's voice on the viewer page), sample-accurate in an AudioWorklet
+ *   and timed as the AudioContext's output time of that sample (getOutputTimestamp), in epoch ms. Both pages tap
+ *   their audio the same way, so the tap's own latency cancels in a difference between the two.
  */
 
 interface FrameMeta {
@@ -126,6 +130,82 @@ function takeMouthSeries(): RegionSample[] {
   return out;
 }
 
-const g2g = { startSampling, stopSampling, takeSamples, startMouthMeter, takeMouthSeries };
+/** One detected sound onset. */
+export interface AudioOnset {
+  /** Output time of the onset's first loud sample, epoch ms. */
+  t: number;
+  /** Its absolute amplitude (0..1). */
+  level: number;
+}
+
+// The worklet: an onset is the first sample above the threshold after at least `quietS` below it. The threshold
+// follows the loudest sample seen (slowly decaying), with a floor, so gain changes (AGC, Opus) do not matter.
+const ONSET_WORKLET = `
+class OnsetProcessor extends AudioWorkletProcessor {
+  constructor() { super(); this.peak = 0; this.quiet = 0; this.minQuiet = Math.round(sampleRate * 0.3); }
+  process(inputs) {
+    const ch = inputs[0] && inputs[0][0];
+    if (!ch) return true;
+    this.peak *= 0.997;
+    for (let i = 0; i < ch.length; i++) {
+      const a = Math.abs(ch[i]);
+      if (a > this.peak) this.peak = a;
+      if (a > Math.max(0.02, 0.25 * this.peak)) {
+        if (this.quiet >= this.minQuiet) this.port.postMessage({ frame: currentFrame + i, level: a });
+        this.quiet = 0;
+      } else this.quiet++;
+    }
+    return true;
+  }
+}
+registerProcessor('g2g-onset', OnsetProcessor);
+`;
+
+let onsets: AudioOnset[] = [];
+let onsetCtx: AudioContext | null = null;
+
+/** Starts detecting sound onsets in the audio of the <video>'s stream (once per page). */
+async function startOnsetMeter(selector: string): Promise<void> {
+  if (onsetCtx) return;
+  const v = video(selector);
+  const stream = v.srcObject;
+  if (!(stream instanceof MediaStream) || stream.getAudioTracks().length === 0)
+    throw new Error(`the <video> at ${selector} has no audio track`);
+  const ctx = new AudioContext({ latencyHint: 'interactive' });
+  onsetCtx = ctx;
+  const url = URL.createObjectURL(new Blob([ONSET_WORKLET], { type: 'text/javascript' }));
+  await ctx.audioWorklet.addModule(url);
+  URL.revokeObjectURL(url);
+  const src = ctx.createMediaStreamSource(new MediaStream(stream.getAudioTracks()));
+  const node = new AudioWorkletNode(ctx, 'g2g-onset', { numberOfInputs: 1, numberOfOutputs: 1 });
+  const mute = ctx.createGain();
+  mute.gain.value = 0;
+  // Pulled by the destination (silently), so the worklet runs on the audio clock.
+  src.connect(node).connect(mute).connect(ctx.destination);
+  node.port.onmessage = (e: MessageEvent<{ frame: number; level: number }>) => {
+    const ts = ctx.getOutputTimestamp();
+    if (ts.contextTime === undefined || ts.performanceTime === undefined || ts.performanceTime === 0) return;
+    const t = performance.timeOrigin + ts.performanceTime + (e.data.frame / ctx.sampleRate - ts.contextTime) * 1000;
+    onsets.push({ t, level: e.data.level });
+  };
+  await ctx.resume();
+}
+
+/** The onsets detected since the last call. */
+function takeOnsets(): AudioOnset[] {
+  const out = onsets;
+  onsets = [];
+  return out;
+}
+
+const g2g = {
+  startSampling,
+  stopSampling,
+  takeSamples,
+  startMouthMeter,
+  takeMouthSeries,
+  startOnsetMeter,
+  takeOnsets,
+};
 export type G2gProbe = typeof g2g;
 (window as unknown as { __g2g: G2gProbe }).__g2g = g2g;
