@@ -75,12 +75,13 @@ export interface AvatarRoom {
   viewerUrl: string;
   viewerToken: string;
   performerToken: string;
-  /** The WHIP performer (a wrtc peer sending a moving pattern and a tone); close it before the process ends. */
-  performer: PerformerClient;
+  /** The WHIP performer (a wrtc peer sending a moving pattern and a tone; null with `whip: false`); close it before the
+   * process ends. */
+  performer: PerformerClient | null;
 }
 
-/** Uploads the portrait, creates a room with it and starts a WHIP performer. */
-export async function avatarRoom(ts: TestServer): Promise<AvatarRoom> {
+/** Uploads the portrait, creates a room with it and (unless `whip: false`) starts a WHIP performer. */
+export async function avatarRoom(ts: TestServer, opts: { whip?: boolean } = {}): Promise<AvatarRoom> {
   const form = new FormData();
   form.append('consent', 'true');
   form.append('file', new Blob([new Uint8Array(await readFile(PORTRAIT))]), 'p.jpg');
@@ -105,6 +106,7 @@ export async function avatarRoom(ts: TestServer): Promise<AvatarRoom> {
     viewerToken: string;
     performerToken: string;
   };
+  if (opts.whip === false) return { ...room, portraitId: portrait.id, performer: null };
   const performer = new PerformerClient();
   try {
     const res = await fetch(`${ts.url}/whip/${room.roomId}`, {

@@ -108,7 +108,7 @@ beforeAll(async () => {
   extensionId = new URL(worker.url()).host;
 });
 afterAll(async () => {
-  room?.performer.close();
+  room?.performer?.close();
   await browser?.close();
   await pages?.close();
   await ts?.stop();

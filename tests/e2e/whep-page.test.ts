@@ -2,7 +2,8 @@
  * A tiny WHEP player page in real Chromium, on another origin than the avatar server: the public avatar-stream module
  * (getAvatarStream, client/dist/avatar-stream.js) turns the studio's viewer link into a MediaStream that shows the
  * portrait the room animates (engine 'portrait', performer publishing with WHIP); stopping it ends the server session;
- * a bad link and a bad token fail with the server's codes.
+ * a bad link and a bad token fail with the server's codes. And the other way: a tiny WHIP publisher page sends the
+ * browser's (fake) camera as the performer's, cross-origin.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChromiumBrowser } from '../helpers/chromium.js';
@@ -20,6 +21,13 @@ import {
   type PageServer,
 } from './avatarPages.js';
 
+type Publisher = {
+  publisher: {
+    start(endpoint: string, token: string): Promise<{ status: number; location?: string; body?: string }>;
+    state(): string;
+    stop(): Promise<number>;
+  };
+};
 type Player = {
   player: {
     play(
@@ -44,7 +52,7 @@ beforeAll(async () => {
   browser = await ChromiumBrowser.launch({ args: ['--disable-features=WebRtcHideLocalIpsWithMdns'] });
 });
 afterAll(async () => {
-  room?.performer.close();
+  room?.performer?.close();
   await browser?.close();
   await pages?.close();
   await ts?.stop();
@@ -80,5 +88,27 @@ describe('WHEP player page (getAvatarStream)', () => {
       `${ts.url}/view?token=x`,
     );
     expect(noRoom.error).toMatchObject({ code: 'BAD_REQUEST' });
+  });
+
+  it('a browser page publishes its camera with WHIP (cross-origin): the avatar runs on its frames; DELETE stops it', async () => {
+    const room2 = await avatarRoom(ts, { whip: false });
+    const r = ts.server.rooms.require(room2.roomId);
+    let framesFromPerformer = 0;
+    r.on('frame', () => framesFromPerformer++);
+    const page = await browser.context.newPage();
+    await page.goto(`${pages.url}/whip.html`);
+    const started = await page.evaluate(
+      ([endpoint, token]) => (window as unknown as Publisher).publisher.start(endpoint!, token!),
+      [`${ts.url}/whip/${room2.roomId}`, room2.performerToken],
+    );
+    expect(started, JSON.stringify(started)).toMatchObject({ status: 201 });
+    expect(started.location).toMatch(new RegExp(`^${ts.url}/whip/${room2.roomId}/`));
+    expect(r.publishing).toBe(true);
+    // Chromium's offer (VP8, VP9, AV1, H.264, ...) is decoded and every decoded frame goes through the avatar session.
+    await waitFor(() => framesFromPerformer >= 30, 30_000, '30 avatar frames rendered from the browser camera');
+    expect(await page.evaluate(() => (window as unknown as Publisher).publisher.state())).toBe('connected');
+    expect(await page.evaluate(() => (window as unknown as Publisher).publisher.stop())).toBe(200);
+    expect(r.publishing).toBe(false);
+    await page.close();
   });
 });
