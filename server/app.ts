@@ -137,7 +137,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     keys,
     sfuWorkers: () => fanout.workers().length,
   });
-  const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port });
+  const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port, cluster });
   addVerifyRoutes(router, { config, log: log.child('verify') });
   cluster?.addRoutes(router);
   const httpLog = log.child('http');

@@ -36,6 +36,7 @@ import type { Config } from '../config.js';
 import { AppError, httpStatus, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Room } from '../rooms/room.js';
+import type { ClusterNode } from '../cluster/node.js';
 import type { RoomRegistry } from '../rooms/registry.js';
 import type { CloseReason, Role } from '../signaling/protocol.js';
 import { baseUrl } from './api.js';
@@ -48,6 +49,8 @@ export interface WhipDeps {
   log: Logger;
   /** The server's own port, for absolute Location URLs when neither publicUrl nor a Host header is available. */
   port: () => number;
+  /** Multi-node deployments: a room owned by another node is answered with a 307 to that node (RFC 9725 §4.5). */
+  cluster?: ClusterNode | null;
 }
 
 /** Largest SDP offer read (a browser's offer with many codecs is ~6 KiB). */
@@ -382,6 +385,14 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
       withCors(async (ex, p) => {
         const roomId = p.roomId ?? '';
         const linkVersion = auth(ex, roomId);
+        if (!registry.get(roomId) && deps.cluster) {
+          // Another node owns the room: redirect there (WHIP/WHEP clients follow 307 with the same body and token).
+          const loc = await deps.cluster.directory.lookup(roomId);
+          if (loc && loc.nodeId !== deps.cluster.nodeId) {
+            ex.send(307, { ...WHIP_CORS_HEADERS, location: `${loc.node.url}/${kind}/${encodeURIComponent(roomId)}`, 'cache-control': 'no-store' });
+            return;
+          }
+        }
         const room = registry.require(roomId);
         const offer = await sdpBody(ex);
         if (kind === 'whip') assertDecodableVideo(offer);

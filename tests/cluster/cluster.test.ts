@@ -121,6 +121,16 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
       expect(res.error.message).toContain(a.url);
     }
 
+    // WHIP/WHEP reaching B are redirected to the owner (307, RFC 9725 §4.5), the token unchanged.
+    const whep = await fetch(`${b.url}/whep/${room.roomId}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${room.viewerToken}` },
+      body: 'v=0\r\n',
+    });
+    expect(whep.status).toBe(307);
+    expect(whep.headers.get('location')).toBe(`${a.url}/whep/${room.roomId}`);
+
     // B going away releases its pipe on A.
     for (const v of viewers.splice(0)) v.close();
     await b.stop();
