@@ -578,7 +578,7 @@ export async function main(args: string[]): Promise<void> {
           server_only_projection:
             'a line through the server CPU at n = 0 and at the rows whose median viewer got >= 25 fps, extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
           fps_collapse:
-            'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (~3.5-4 % of a core each), the server process gets less CPU, its synthesized fps (source_fps) and its encoder (kbps, frame width) drop',
+            'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (viewer_decode_cost), the server process gets less CPU, its synthesized fps (source_fps) and its encoder (kbps, frame width) drop',
         },
         load_average_1m: r2(os.loadavg()[0]!),
         viewer_decode_cost: decodeCost(Object.values(results).flatMap((m) => m.rows)),
