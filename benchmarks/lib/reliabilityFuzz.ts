@@ -24,6 +24,7 @@ import path from 'node:path';
 import type { JoinResponse, Result } from '../../server/signaling/protocol.js';
 import { connectClient, request, type ClientSocket } from '../../tests/helpers/socket.js';
 import { ClipPerformer, CountingViewer } from './reliability.js';
+import { percentile } from './stats.js';
 
 /** A tiny deterministic PRNG (mulberry32), so that a run can be repeated with its seed. */
 export class Rng {
@@ -108,6 +109,9 @@ export interface FuzzReport {
   transportExamples: string[];
   /** Signaling requests with an ack that got no answer within the timeout (the socket still connected). */
   noAnswerExamples: string[];
+  /** Answer time of the signaling requests that were answered, ms, and the slowest five. */
+  signalAnswerMs: { p50: number; p95: number; max: number };
+  slowestAnswers: { what: string; ms: number }[];
   seconds: number;
 }
 
@@ -347,9 +351,20 @@ class Tally {
     rec[k] = (rec[k] ?? 0) + 1;
   }
   readonly noAnswers: string[] = [];
+  /** Signaling answer times, ms, and the slowest few. */
+  readonly answerMs: number[] = [];
+  readonly slowest: { what: string; ms: number }[] = [];
+  answered(what: string, ms: number): void {
+    this.answerMs.push(ms);
+    if (this.slowest.length < 5 || ms > this.slowest[this.slowest.length - 1]!.ms) {
+      this.slowest.push({ what, ms: Math.round(ms) });
+      this.slowest.sort((a, b) => b.ms - a.ms);
+      this.slowest.length = Math.min(this.slowest.length, 5);
+    }
+  }
   readonly transport: string[] = [];
   noAnswer(what: string): void {
-    if (this.noAnswers.length < 20) this.noAnswers.push(what.slice(0, 300));
+    if (this.noAnswers.length < 20) this.noAnswers.push(what.slice(0, 1200));
   }
   transportError(what: string): void {
     this.transportErrors++;
@@ -364,6 +379,12 @@ class Tally {
 /** Emits one event with an ack; rejects at once when the socket disconnects, or after `timeoutMs`. */
 function ask(socket: ClientSocket, event: string, payload: unknown, timeoutMs: number): Promise<Result<unknown>> {
   return new Promise((resolve, reject) => {
+    // Dropped between the lane's check and now (e.g. replaced by another performer's join): socket.io-client would
+    // buffer the emit for a reconnection that never comes.
+    if (!socket.connected) {
+      reject(new Error('disconnected'));
+      return;
+    }
     const done = (): void => {
       clearTimeout(timer);
       socket.off('disconnect', onDisconnect);
@@ -388,6 +409,8 @@ function ask(socket: ClientSocket, event: string, payload: unknown, timeoutMs: n
 class SignalLane {
   #socket: ClientSocket | null = null;
   #messagesOnSocket = 0;
+  /** The last messages sent on this socket (what a request that got no answer was queued behind). */
+  #recent: string[] = [];
 
   constructor(
     readonly role: Role,
@@ -405,6 +428,7 @@ class SignalLane {
       this.#socket.disconnect();
     }
     this.#messagesOnSocket = 0;
+    this.#recent = [];
     const socket = await connectClient(this.target.url, 15_000);
     this.#socket = socket;
     if (this.role !== 'anon') {
@@ -424,6 +448,10 @@ class SignalLane {
       return;
     }
     this.#messagesOnSocket++;
+    const note = (what: string): void => {
+      this.#recent.push(what.slice(0, 160));
+      if (this.#recent.length > 6) this.#recent.shift();
+    };
     const wire = r.chance(0.35);
     if (wire) {
       // A raw socket.io EVENT packet ('2' + JSON array) inside a valid engine.io message frame.
@@ -432,6 +460,7 @@ class SignalLane {
       const json = JSON.stringify(e.payload);
       const packet = r.chance(0.8) ? `2[${JSON.stringify(e.event)},${mutateText(r, json, m)}]` : flipBits(r, `2${JSON.stringify([e.event, e.payload])}`, 1 + r.int(4));
       (socket.io.engine as unknown as { send(s: string): void }).send(packet);
+      note(`raw ${m} ${packet}`);
       t.add(t.outcomes, 'signal:raw-sent');
       return;
     }
@@ -443,18 +472,26 @@ class SignalLane {
       const raw = socket as unknown as { emit(ev: string, ...a: unknown[]): void };
       if (r.chance(0.5)) raw.emit(e.event, payload);
       else raw.emit(e.event, payload, randomValue(r), randomValue(r));
+      note(`no-ack ${e.event} ${m} ${JSON.stringify(payload)}`);
       t.add(t.outcomes, 'signal:no-ack-sent');
       return;
     }
+    const sentAt = performance.now();
+    const before = this.#recent.join(' | ');
+    note(`${e.event} ${m} ${JSON.stringify(payload)}`);
     try {
       const res = await ask(socket, e.event, payload, this.timeoutMs);
+      t.answered(`${e.role} ${e.event} ${m}`, performance.now() - sentAt);
       const k = res.ok ? 'ok' : res.error.code;
       t.add(t.outcomes, `signal:${k}`);
       if (!res.ok && res.error.code === 'INTERNAL') t.bug(`${e.role} ${e.event} ${m} ${JSON.stringify(payload)}`, JSON.stringify(res));
     } catch (err) {
       const why = (err as Error).message;
       t.add(t.outcomes, why === 'timeout' ? 'signal:no-answer' : 'signal:disconnected');
-      if (why === 'timeout') t.noAnswer(`${e.role} ${e.event} ${m} ${JSON.stringify(payload).slice(0, 200)}`);
+      if (why === 'timeout') {
+        const json = JSON.stringify(payload) ?? 'undefined';
+        t.noAnswer(`${e.role} ${e.event} ${m} (${json.length} chars, socket ${socket.connected ? 'connected' : 'closed'} ${socket.id ?? ''}) ${json.slice(0, 200)}; after: ${before}`);
+      }
     }
   }
 
@@ -699,6 +736,8 @@ export async function runFuzz(target: FuzzTarget, opts: FuzzOptions): Promise<Fu
     transportErrors: tally.transportErrors,
     transportExamples: tally.transport,
     noAnswerExamples: tally.noAnswers,
+    signalAnswerMs: { p50: Math.round(percentile(tally.answerMs, 50) * 10) / 10, p95: Math.round(percentile(tally.answerMs, 95) * 10) / 10, max: Math.round(tally.answerMs.reduce((a, b) => Math.max(a, b), 0)) },
+    slowestAnswers: tally.slowest,
     seconds: Math.round((performance.now() - t0) / 100) / 10,
   };
 }

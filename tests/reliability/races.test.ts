@@ -1,11 +1,14 @@
 /**
- * Races the fuzz run found. A viewer whose socket closes while the server is still answering its offer (the
- * signaling 'disconnect' handler removes the viewer, which closes its peer connection under the pending answer):
- * the view request must fail as a client's doing (INVALID_STATE), not as an internal error (libwebrtc's
- * InvalidStateError, logged as "signaling handler failed" and answered INTERNAL), and leave no viewer behind.
+ * Races the fuzz run found, where a peer connection is closed under an answer being prepared; both must fail as the
+ * client's doing (INVALID_STATE, HTTP 409), not as internal errors (INTERNAL, HTTP 500, "signaling handler failed"):
+ * - a viewer whose socket closes while the server is still answering its offer (the signaling 'disconnect' handler
+ *   removes the viewer, which closes its peer: libwebrtc's InvalidStateError from createAnswer);
+ * - a peer closed while it gathers its candidates (a WHEP offer whose only reachable candidate fails at once: the
+ *   fan-out closes the failed peer; answerOffer then had no local description).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../server/logger.js';
+import { answerOffer, createPeerConnection } from '../../server/media/rtc.js';
 import { DirectFanout } from '../../server/media/directFanout.js';
 import { Publisher } from '../../server/media/publisher.js';
 import { CountingViewer } from '../../benchmarks/lib/reliability.js';
@@ -35,5 +38,19 @@ describe('a viewer that leaves while its offer is answered', () => {
     // The same viewer can still view afterwards.
     await expect(fanout.addViewer('v1', offer)).resolves.toMatchObject({ type: 'answer' });
     expect(fanout.viewerCount).toBe(1);
+  });
+});
+
+describe('a peer closed while it gathers its candidates', () => {
+  it('answerOffer fails with INVALID_STATE', async () => {
+    const client = new CountingViewer();
+    closers.push(() => client.close());
+    const offer = await client.offer();
+    const pc = createPeerConnection();
+    closers.push(() => pc.close());
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'gathering') pc.close();
+    });
+    await expect(answerOffer(pc, offer.sdp, ['127.0.0.1'])).rejects.toMatchObject({ code: 'INVALID_STATE' });
   });
 });
