@@ -471,24 +471,31 @@ function fitLine(pts: [number, number][]): { slope: number; intercept: number } 
 }
 
 /**
- * How many viewers the server alone would carry on this machine's cores if the viewers ran elsewhere: a line fitted
- * through the server's CPU at n = 0 and at every n whose median viewer still got >= 25 fps (the server then kept
- * its frame rate; past that, the viewers' decoding starves the whole machine), extrapolated to cores x 100 %.
- * A linear extrapolation from measured rows, not a measurement.
+ * How many viewers the server alone would carry on this machine's cores if the viewers ran elsewhere. The server
+ * process's CPU and the workers' CPU are fitted apart, each with a line through n = 0 and every n whose median viewer
+ * still got >= 25 fps (past that the viewers' decoding starves the whole machine); a part whose slope comes out <= 0
+ * (the process in SFU mode: it encodes once whatever the number of viewers, and it gets less CPU as the machine
+ * fills) counts as constant, at its mean. Extrapolated to cores x 100 %: a linear extrapolation, not a measurement.
  */
 function projection(baseline: Row, rows: Row[]): Projection | null {
   const fit = [baseline, ...rows.filter((r) => r.n > 0 && (r.fps_p50 ?? 0) >= 25)];
   if (fit.length < 3) return null;
-  const all = fitLine(fit.map((r) => [r.n, r.server_cpu_pct]));
-  const workers = fitLine(fit.map((r) => [r.n, r.server_workers_cpu_pct]));
-  if (all.slope <= 0) return null;
+  const part = (f: (r: Row) => number): { slope: number; intercept: number } => {
+    const l = fitLine(fit.map((r) => [r.n, f(r)]));
+    return l.slope > 0 ? l : { slope: 0, intercept: fit.reduce((s, r) => s + f(r), 0) / fit.length };
+  };
+  const node = part((r) => r.server_node_cpu_pct);
+  const workers = part((r) => r.server_workers_cpu_pct);
+  const slope = node.slope + workers.slope;
+  const intercept = node.intercept + workers.intercept;
+  if (slope <= 0) return null;
   return {
     fitted_n: fit.map((r) => r.n),
-    server_cpu_per_viewer_pct: r2(all.slope),
+    server_cpu_per_viewer_pct: r2(slope),
     workers_cpu_per_viewer_pct: r2(workers.slope),
-    server_cpu_at_0_pct: r1(all.intercept),
-    viewers_on_all_cores: Math.floor((os.availableParallelism() * 100 - all.intercept) / all.slope),
-    note: 'linear extrapolation of the server CPU (process + mediasoup workers) against n; not measured',
+    server_cpu_at_0_pct: r1(intercept),
+    viewers_on_all_cores: Math.floor((os.availableParallelism() * 100 - intercept) / slope),
+    note: 'linear extrapolation of the server CPU (process and mediasoup workers fitted apart) against n; not measured',
   };
 }
 
@@ -576,7 +583,7 @@ export async function main(args: string[]): Promise<void> {
           marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
           max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
           server_only_projection:
-            'a line through the server CPU at n = 0 and at the rows whose median viewer got >= 25 fps, extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
+            'lines through the server process CPU and the workers CPU at n = 0 and at the rows whose median viewer got >= 25 fps (a part with slope <= 0 taken as constant), extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
           fps_collapse:
             'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (viewer_decode_cost), the server process gets less CPU, its synthesized fps (source_fps) and its encoder (kbps, frame width) drop',
         },
