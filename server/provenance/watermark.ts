@@ -128,6 +128,7 @@ export class Watermarker {
   #payload = '';
   #cx: Uint16Array = new Uint16Array(0);
   #cy: Uint16Array = new Uint16Array(0);
+  #spans: Uint32Array = new Uint32Array(GRID + 1);
   #counts = new Float64Array(GRID * GRID);
   #signs: Int8Array = new Int8Array(GRID * GRID);
   readonly #means = new Float64Array(GRID * GRID);
@@ -153,6 +154,10 @@ export class Watermarker {
     if (w !== this.#width || h !== this.#height) {
       this.#cx = cellIndex(w);
       this.#cy = cellIndex(h);
+      // spans[c]..spans[c + 1]: the pixel columns of lattice column c.
+      this.#spans = new Uint32Array(GRID + 1);
+      for (let x = 0; x < w; x++) this.#spans[this.#cx[x]! + 1] = x + 1;
+      for (let c = 1; c <= GRID; c++) this.#spans[c] = Math.max(this.#spans[c]!, this.#spans[c - 1]!);
       this.#counts.fill(0);
       for (let y = 0; y < h; y++) {
         for (let x = 0; x < w; x++) {
@@ -169,16 +174,18 @@ export class Watermarker {
       this.#payload = hex;
     }
     const yPlane = frame.data;
-    const cx = this.#cx;
     const cy = this.#cy;
-    // The host's lattice means and pre-filtered residuals, exactly as the detector computes them.
+    const spans = this.#spans;
+    // The host's lattice means and pre-filtered residuals, exactly as the detector computes them. Row by row, one
+    // run of pixels per lattice column (no per-pixel index lookups: this is the hot path of every live frame).
     const means = this.#means;
     means.fill(0);
-    for (let y = 0, i = 0; y < h; y++) {
+    for (let y = 0, i = 0; y < h; y++, i += w) {
       const row = cy[y]! * GRID;
-      for (let x = 0; x < w; x++, i++) {
-        const c = row + cx[x]!;
-        means[c] = means[c]! + yPlane[i]!;
+      for (let c = 0; c < GRID; c++) {
+        let sum = 0;
+        for (let x = i + spans[c]!, end = i + spans[c + 1]!; x < end; x++) sum += yPlane[x]!;
+        means[row + c] = means[row + c]! + sum;
       }
     }
     for (let c = 0; c < means.length; c++) means[c] = means[c]! / this.#counts[c]!;
@@ -200,11 +207,14 @@ export class Watermarker {
       this.#cellValue[c] = Math.round(a * this.#signs[c]! + chip[c]! * corr);
     }
     const vals = this.#cellValue;
-    for (let y = 0, i = 0; y < h; y++) {
+    // A clamped view of the same bytes: stores saturate to 0..255 by themselves.
+    const clamped = new Uint8ClampedArray(yPlane.buffer, yPlane.byteOffset, w * h);
+    for (let y = 0, i = 0; y < h; y++, i += w) {
       const row = cy[y]! * GRID;
-      for (let x = 0; x < w; x++, i++) {
-        const v = yPlane[i]! + vals[row + cx[x]!]!;
-        yPlane[i] = v < 0 ? 0 : v > 255 ? 255 : v;
+      for (let c = 0; c < GRID; c++) {
+        const v = vals[row + c]!;
+        if (v === 0) continue;
+        for (let x = i + spans[c]!, end = i + spans[c + 1]!; x < end; x++) clamped[x] = yPlane[x]! + v;
       }
     }
   }
