@@ -13,7 +13,7 @@
  * status and code), mutations used, 5xx and INTERNAL answers (bugs, with examples), /healthz checks (every 2,000
  * messages and at the end), unhandled rejections and uncaught exceptions in the server process, whether the
  * server's Object.prototype was polluted, and the server's memory: RSS and heap before, during (every 10 s) and after
- * (after a full GC, once the fuzz has stopped and 15 s later).
+ * (after a full GC: when the fuzz stopped, and again once the rooms it created were deleted and 15 s passed).
  *
  * Writes benchmarks/results/fuzz.json.
  */
@@ -63,7 +63,19 @@ export async function main(args: string[]): Promise<void> {
     }
     const alive = server.alive;
     const afterStop = alive ? await mem(true) : null;
-    if (alive) await sleep(15_000);
+    const healthBody = alive ? await fetch(`${server.url}/healthz`).then((r) => r.json() as Promise<Record<string, unknown>>, () => null) : null;
+    // The rooms the fuzz created (valid POST /api/rooms, each with an engine worker) are state, not a leak: close
+    // them, then measure again.
+    let roomsClosed = 0;
+    if (alive) {
+      const list = (await fetch(`${server.url}/api/rooms`, { headers: server.headers }).then((r) => r.json())) as { rooms: { roomId: string }[] };
+      for (const r of list.rooms) {
+        const res = await fetch(`${server.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: server.headers });
+        await res.arrayBuffer();
+        if (res.status === 204) roomsClosed++;
+      }
+      await sleep(15_000);
+    }
     const settled = alive ? await mem(true) : null;
     const polluted = alive ? (await server.request<{ polluted: boolean }>({ cmd: 'polluted' })).polluted : null;
     const healthz = alive ? await fetch(`${server.url}/healthz`).then((r) => r.status, () => 0) : 0;
@@ -91,11 +103,17 @@ export async function main(args: string[]): Promise<void> {
       internal_error_examples: report.internalErrors,
       prototype_polluted: polluted,
       socket_disconnects: report.disconnects,
+      signal_answer_ms: report.signalAnswerMs,
+      slowest_answers: report.slowestAnswers,
+      no_answer_examples: report.noAnswerExamples,
+      transport_error_examples: report.transportExamples.slice(0, 5),
       transport_errors: report.transportErrors,
+      healthz_after_fuzz: healthBody,
+      rooms_closed_after_fuzz: roomsClosed,
       memory_mb: {
         before_gc: before,
         after_fuzz_gc: afterStop,
-        after_15s_gc: settled,
+        after_rooms_closed_15s_gc: settled,
         rss_growth_mb: settled ? round(settled.rssMb - before.rssMb, 1) : null,
         heap_growth_mb: settled ? round(settled.heapUsedMb - before.heapUsedMb, 1) : null,
         max_rss_during: during.length ? Math.max(...during.map((d) => d.rssMb)) : null,
