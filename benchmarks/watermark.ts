@@ -36,6 +36,7 @@ import { mediaDir, testDataDir } from '../scripts/testData.js';
 import { ChromiumBrowser, buildClient } from '../tests/helpers/chromium.js';
 import { openRoom, startPerformer } from '../tests/helpers/g2g.js';
 import { makeY4m } from '../tests/helpers/media.js';
+import { captureVideoLuma } from '../tests/provenance/chromiumCapture.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 function arg(args: string[], name: string, fallback: string): string {
@@ -313,35 +314,7 @@ export async function chromiumViewer(seconds: number): Promise<Record<string, un
     // Let the sender's bandwidth estimate ramp up (WebRTC starts at ~300 kbps), as a viewer who joined a running room.
     await page.waitForTimeout(3000);
     const t0 = Date.now();
-    // As a string: tsx would wrap named functions in a helper that does not exist in the page.
-    const frames = await page.evaluate<{ w: number; h: number; t: number; y: string }[]>(`(async (ms) => {
-      const video = document.getElementById('video');
-      const canvas = document.createElement('canvas');
-      const ctx = canvas.getContext('2d', { willReadFrequently: true });
-      const out = [];
-      const end = performance.now() + ms;
-      await new Promise((resolve) => {
-        function grab() {
-          const w = video.videoWidth;
-          const h = video.videoHeight;
-          if (canvas.width !== w || canvas.height !== h) {
-            canvas.width = w;
-            canvas.height = h;
-          }
-          ctx.drawImage(video, 0, 0, w, h);
-          const px = ctx.getImageData(0, 0, w, h).data;
-          const y = new Uint8Array(w * h);
-          for (let i = 0, j = 0; i < y.length; i++, j += 4) y[i] = (66 * px[j] + 129 * px[j + 1] + 25 * px[j + 2] + 128 + 4096) >> 8;
-          let s = '';
-          for (let i = 0; i < y.length; i += 0x8000) s += String.fromCharCode(...y.subarray(i, i + 0x8000));
-          out.push({ w, h, t: performance.now(), y: btoa(s) });
-          if (performance.now() < end) video.requestVideoFrameCallback(grab);
-          else resolve();
-        }
-        video.requestVideoFrameCallback(grab);
-      });
-      return out;
-    })(${seconds * 1000})`);
+    const frames = await captureVideoLuma(page, seconds * 1000);
     const t1 = Date.now();
     const expected = [timeSlot(t0), timeSlot(t1)].map((slot) => ({ id: idHash(room.roomId), slot }));
     const t = tally();
@@ -350,16 +323,17 @@ export async function chromiumViewer(seconds: number): Promise<Record<string, un
     let win = 0;
     const sizes = new Set<string>();
     for (const f of frames) {
-      sizes.add(`${f.w}x${f.h}`);
+      sizes.add(`${f.width}x${f.height}`);
       const k = Math.floor((f.t - start) / 1000);
       if (k !== win && det.frames > 0) {
         count(t, det.result(), expected);
         det.reset();
         win = k;
       }
-      const y = Buffer.from(f.y, 'base64');
-      det.addLuma(new Uint8Array(y.buffer, y.byteOffset, y.length), f.w, f.h);
+      det.addLuma(f.luma, f.width, f.height);
     }
+    // The last window counts when it is at least half full.
+    if (det.frames * 2 >= frames.length / seconds) count(t, det.result(), expected);
     return {
       ...report(t),
       frames: frames.length,
