@@ -288,8 +288,9 @@ export interface WindowResult {
 export class WatermarkDetector {
   readonly #means = new Float64Array(GRID * GRID);
   readonly #res = new Float64Array(GRID * GRID);
-  readonly #acc = new Float64Array(GRID * GRID);
   readonly #energy = new Float64Array(GRID * GRID);
+  /** Per frame of the window: its 140 soft values (the window's are their sum; the split needs them per frame). */
+  readonly #perFrame: Float64Array[] = [];
   #frames = 0;
 
   get frames(): number {
@@ -316,7 +317,18 @@ export class WatermarkDetector {
         e[y * GRID + x] = sum / n;
       }
     }
-    for (let i = 0; i < this.#acc.length; i++) this.#acc[i] = this.#acc[i]! + (r[i]! * WEIGHT_FLOOR) / (e[i]! + WEIGHT_FLOOR);
+    const { bit, chip } = layout();
+    // Buffers are reused across windows: the list only grows to the longest window seen.
+    let soft = this.#perFrame[this.#frames];
+    if (!soft) {
+      soft = new Float64Array(CODED_BITS);
+      this.#perFrame.push(soft);
+    }
+    soft.fill(0);
+    for (let c = 0; c < r.length; c++) {
+      const b = bit[c]!;
+      soft[b] = soft[b]! + (chip[c]! * r[c]! * WEIGHT_FLOOR) / (e[c]! + WEIGHT_FLOOR);
+    }
     this.#frames++;
   }
 
@@ -326,28 +338,48 @@ export class WatermarkDetector {
   }
 
   reset(): void {
-    this.#acc.fill(0);
     this.#frames = 0;
   }
 
+  /**
+   * Decodes the window. When the whole window does not decode and it has at least 4 frames, its first and second
+   * halves are decoded on their own: a live stream's payload changes at each minute, and a window that straddles the
+   * change holds one clean half. (Three decodes instead of one per window: the CRC's chance pass stays ~5e-5.)
+   */
   result(): WindowResult {
-    const { bit, chip } = layout();
+    const whole = this.#decode(0, this.#frames);
+    if (whole.present || this.#frames < 4) return whole;
+    const mid = this.#frames >> 1;
+    for (const [from, to] of [
+      [0, mid],
+      [mid, this.#frames],
+    ] as const) {
+      const half = this.#decode(from, to);
+      if (half.present) return { ...half, frames: this.#frames, soft: whole.soft };
+    }
+    return whole;
+  }
+
+  #decode(from: number, to: number): WindowResult {
     const soft = new Float64Array(CODED_BITS);
-    for (let c = 0; c < this.#acc.length; c++) soft[bit[c]!] = soft[bit[c]!]! + chip[c]! * this.#acc[c]!;
-    if (this.#frames === 0) return { frames: 0, present: false, payload: null, agreement: 0, soft };
+    for (let f = from; f < to; f++) {
+      const s = this.#perFrame[f]!;
+      for (let i = 0; i < CODED_BITS; i++) soft[i] = soft[i]! + s[i]!;
+    }
+    if (to <= from) return { frames: 0, present: false, payload: null, agreement: 0, soft };
     const bits = viterbiDecode(soft);
     const coded = convEncode(bits);
     let agree = 0;
     let total = 0;
     for (let i = 0; i < CODED_BITS; i++) {
-      const s = soft[i]!;
-      total += Math.abs(s);
-      agree += coded[i] ? s : -s;
+      const v = soft[i]!;
+      total += Math.abs(v);
+      agree += coded[i] ? v : -v;
     }
     const agreement = total > 0 ? agree / total : 0;
     const decoded = checkMessage(bits);
     const present = decoded !== null && agreement >= MIN_AGREEMENT;
-    return { frames: this.#frames, present, payload: present ? payloadHex(decoded) : null, agreement, soft };
+    return { frames: to - from, present, payload: present ? payloadHex(decoded) : null, agreement, soft };
   }
 }
 
