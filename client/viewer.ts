@@ -3,9 +3,9 @@
  * line while waiting. It reconnects by itself.
  *
  * URL: /view?room=ROOM&token=VIEWER_TOKEN[&latency=low|smooth][&bg=transparent][&buffer=MS][&audio=0]
- *   latency=low (default, calls): the least delay (audio and video not lip-synced by the browser, the smallest video
- *   buffer); latency=smooth (broadcast, OBS): the browser's lip-sync and adaptive buffers; any other value stops the
- *   page with BAD_REQUEST. bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target
+ *   latency=low (default, calls): the least delay (audio and video not lip-synced by the browser, the video decoded
+ *   as it arrives, past the jitter buffer); latency=smooth (broadcast, OBS: the default inside OBS's browser source):
+ *   the browser's lip-sync and adaptive buffers; any other value stops the page with BAD_REQUEST. bg=transparent: no black background (OBS); buffer=MS: receive jitter buffer target
  *   (diagnostic, overrides the mode's); audio=0: video only.
  * Test hooks (read-only): window.__avatar = { frames, streams, width, height, state, lastError, latency, socketId(),
  * stats(), receivers() }.
@@ -110,7 +110,8 @@ async function main(): Promise<void> {
   }
   let latency: LatencyMode;
   try {
-    latency = parseLatencyMode(params.get('latency'));
+    // OBS's browser source (it defines window.obsstudio) is a broadcast: smooth, unless the link says otherwise.
+    latency = parseLatencyMode(params.get('latency') ?? ('obsstudio' in window ? 'smooth' : null));
   } catch (err) {
     noteError(err);
     status(err instanceof Error ? err.message : 'this link is not valid');
