@@ -9,14 +9,13 @@
  * or a decodable clip), 422 MANIFEST_INVALID, 429 TOO_MANY_REQUESTS (more than `maxConcurrent` verifications running:
  * each decodes video on this machine's CPU).
  */
-import { createPublicKey } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { keyFilePath } from '../provenance/keys.js';
+import { keyFilePath, loadOrCreateSigningKey } from '../provenance/keys.js';
 import { verifyFile } from '../provenance/verify.js';
 import type { Handler } from './exchange.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
@@ -39,16 +38,15 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
   const maxConcurrent = deps.maxConcurrent ?? 2;
   const maxFrames = deps.maxFrames ?? 1800;
   let running = 0;
-  let trusted: Promise<string | undefined> | null = null;
-  // The server's public key, read once (verify never creates the key: renders and the server do).
-  const serverKey = (): Promise<string | undefined> =>
-    (trusted ??= fs
-      .readFile(keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir), 'utf8')
-      .then((pem) => createPublicKey(pem).export({ type: 'spki', format: 'der' }).toString('base64'))
-      .catch(() => {
-        trusted = null; // no key yet: try again next time
-        return undefined;
-      }));
+  // The server's signing key is made at start-up when missing (mode 0600), so that renders on this host sign with the
+  // same key and the report can say whether a manifest is this server's (trusted_key).
+  const serverKey: Promise<string | undefined> = loadOrCreateSigningKey(keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir)).then(
+    (k) => k.publicKeyB64,
+    (err: unknown) => {
+      deps.log.warn('no provenance signing key: verify reports trusted_key null', { err: err as Error });
+      return undefined;
+    },
+  );
 
   router.add(
     'POST',
@@ -75,7 +73,7 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
         dir = await fs.mkdtemp(path.join(os.tmpdir(), 'avatar-verify-'));
         const file = path.join(dir, 'input');
         await fs.writeFile(file, data, { mode: 0o600 });
-        const key = await serverKey();
+        const key = await serverKey;
         const report = await verifyFile(file, {
           manifestFile: null,
           ...(manifestText !== undefined ? { manifestText } : {}),

@@ -177,7 +177,9 @@ describe('POST /api/verify', () => {
     const j2 = (await r2.json()) as VerifyReport;
     expect(j2.watermark).toMatchObject({ present: true, payload, detected_windows: 3 });
     // Signed by the CLI's key, not this server's (another data dir): valid, but not ours.
-    expect(j2.signature).toMatchObject({ valid: true, trusted_key: null, payload_matches: true });
+    expect(j2.signature).toMatchObject({ valid: true, trusted_key: false, payload_matches: true });
+    // The server made its own key at start-up, mode 0600.
+    expect((await stat(path.join(ts.dataDir, 'provenance', 'ed25519.pem'))).mode & 0o777).toBe(0o600);
 
     const r3 = await fetch(`${ts.url}/api/verify`, { method: 'POST', body: '' });
     expect(r3.status).toBe(400);
