@@ -31,12 +31,15 @@ import {
 import { runOffline } from '../quality/offline.js';
 import { Progress } from '../quality/progress.js';
 import { RenderProvenance } from '../provenance/render.js';
+import { PORTRAIT_ID_RE } from '../signaling/validate.js';
 import { i420ToRgb } from '../util/image.js';
 import { probeVideo, VideoWriter } from '../util/video.js';
 
 const usage = `usage: avatar render --portrait IMAGE --driving CLIP.mp4 --out OUT.mp4 [options]
 
   --portrait IMAGE    the picture to animate (JPEG, PNG, WebP)
+  --portrait-id ID    instead of --portrait: a portrait of this server's store (data dir); the provenance
+                      manifest then names its id and consent record
   --driving CLIP      the driving video (its audio is copied into the output)
   --out OUT.mp4       the output video (H.264 + the clip's audio)
   --engine NAME       ${offlineEngineNames().join(' | ')} (default: the config's, 'default')
@@ -58,6 +61,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     args = parseCommandLine(argv, {
       portrait: { type: 'string' },
+      'portrait-id': { type: 'string' },
       driving: { type: 'string' },
       out: { type: 'string' },
       engine: { type: 'string' },
@@ -72,7 +76,12 @@ export async function run(argv: string[]): Promise<number> {
       process.stderr.write(usage);
       return 0;
     }
-    for (const k of ['portrait', 'driving', 'out'] as const) if (!args[k]) throw new UsageError(`--${k} is required`);
+    if (args['portrait-id'] !== undefined) {
+      if (args.portrait) throw new UsageError('--portrait and --portrait-id exclude each other');
+      if (!PORTRAIT_ID_RE.test(args['portrait-id'])) throw new UsageError('--portrait-id must be a portrait id (32 hex digits)');
+    }
+    for (const k of ['driving', 'out'] as const) if (!args[k]) throw new UsageError(`--${k} is required`);
+    if (!args.portrait && !args['portrait-id']) throw new UsageError('--portrait (or --portrait-id) is required');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`avatar render: ${err.message}\n\n${usage}`);
@@ -89,6 +98,8 @@ export async function run(argv: string[]): Promise<number> {
 
   // The CLI is a program entry point: it may read the environment through the config module.
   const config = loadConfig(process.env);
+  // A stored portrait: its normalised copy, beside its record (which the provenance manifest reads for the consent).
+  if (args['portrait-id']) args.portrait = path.join(config.dataDir, 'portraits', `${args['portrait-id']}.png`);
   setLogLevel(args.verbose ? 'debug' : 'warn');
   const out = await requireOutputDir(args.out!, 'output video');
   const driving = await requireFile(args.driving!, 'driving clip');

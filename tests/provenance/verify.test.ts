@@ -24,11 +24,11 @@ let dataDir: string;
 let video: string;
 
 /** Runs `node bin/avatar.mjs ...args` with AVATAR_DATA_DIR set to this test's data folder. */
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(args: string[], data = dataDir): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [path.join(repoRoot, 'bin', 'avatar.mjs'), ...args], {
       cwd: repoRoot,
-      env: { ...process.env, AVATAR_DATA_DIR: dataDir, AVATAR_SIGNING_KEY: '' },
+      env: { ...process.env, AVATAR_DATA_DIR: data, AVATAR_SIGNING_KEY: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -189,5 +189,29 @@ describe('POST /api/verify', () => {
     expect(((await r4.json()) as { code: string }).code).toBe('UNSUPPORTED_MEDIA_TYPE');
     const r5 = await fetch(`${ts.url}/api/verify`, { method: 'GET' });
     expect(r5.status).toBe(405);
+  }, 60_000);
+
+  it('a render of a stored portrait (--portrait-id) names its id and consent record, signed with the server key', async () => {
+    const form = new FormData();
+    form.append('consent', 'true');
+    form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('painting_mona_lisa.jpg')))]), 'mona.jpg');
+    const key = ts.config.auth.apiKeys[0]?.secret ?? ts.server.operatorKey;
+    const up = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form, headers: key ? { authorization: `Bearer ${key}` } : {} });
+    expect(up.status).toBe(201);
+    const { id } = (await up.json()) as { id: string };
+    const out = path.join(dir, 'stored.mp4');
+    const r = await cli(['render', '--portrait-id', id, '--driving', drivingClip('man_mouth_wide_open.mp4'), '--out', out, '--engine', 'portrait', '--max-frames', '10', '--size', '256'], ts.dataDir);
+    expect(r.code, r.stderr).toBe(0);
+    const m = JSON.parse(await readFile(`${out}.provenance.json`, 'utf8')) as Manifest;
+    expect(m.claim.assertions['avatar.portrait']).toMatchObject({ id, consent: { given: true } });
+    expect(m.claim.assertions['avatar.portrait'].consent!.at).toMatch(/^\d{4}-/);
+    const form2 = new FormData();
+    form2.append('file', new Blob([new Uint8Array(await readFile(out))]), 'stored.mp4');
+    form2.append('manifest', new Blob([new Uint8Array(await readFile(`${out}.provenance.json`))]), 'm.json');
+    const v = (await (await fetch(`${ts.url}/api/verify`, { method: 'POST', body: form2 })).json()) as VerifyReport;
+    expect(v.signature).toMatchObject({ valid: true, trusted_key: true, portrait_id: id });
+    const bad = await cli(['render', '--portrait-id', 'nope', '--driving', drivingClip('man_mouth_wide_open.mp4'), '--out', out]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--portrait-id must be a portrait id');
   }, 60_000);
 });
