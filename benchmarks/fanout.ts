@@ -25,6 +25,7 @@
  *   npm run bench -- fanout [--modes direct,sfu,sfu_2_workers] [--direct 1,2,4,8,16] [--sfu 10,25,50,100,150,200]
  *     [--seconds 12] [--warmup 6] [--viewer-procs 2] [--engine passthrough] [--output-size 512] [--stop-fps 15]
  *     [--quiet-busy 40] [--quiet-wait 120] [--others-retry 40]
+ *   npm run bench -- fanout --recompute   (derived figures again from the rows in the results file; measures nothing)
  *
  * The machine is shared: before each step the benchmark waits (at most --quiet-wait s) for the machine to be at most
  * --quiet-busy % busy, records what other processes used during the window (others_cpu_pct), and measures a step
@@ -513,7 +514,69 @@ function decodeCost(rows: Row[]): Record<string, number | string> | null {
   };
 }
 
+/** How the figures are measured (written into the results file). */
+const HOW = {
+  viewers_decode:
+    'wrtc decodes every received video frame with or without a sink (framesDecoded follows framesReceived), so the viewers decode; their CPU (viewer_cpu_pct, of which viewer_decode_cpu_pct is libvpx decode time) shares the cores with the server',
+  server_cpu:
+    'server_cpu_pct = the server process (all threads: signaling, avatar worker, wrtc ingest decode and encode) + its mediasoup worker processes, from /proc/PID/stat; percent of one core',
+  marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
+  max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
+  server_only_projection:
+    'lines through the server process CPU and the workers CPU at n = 0 and at the rows whose median viewer got >= 25 fps (a part with slope <= 0 taken as constant), extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
+  fps_collapse:
+    'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (viewer_decode_cost), the server process gets less CPU, its synthesized fps (source_fps) and the stream bitrate (kbps_p50) drop',
+  others_cpu_pct:
+    'CPU that other processes of the shared machine used during the window (machine busy - server - viewers - performer); a step is measured again once when it is over --others-retry, keeping the quieter run',
+};
+
+interface ModeResult {
+  max_viewers_25fps: number;
+  server_only_projection: Projection | null;
+  baseline: Row;
+  rows: Row[];
+}
+
+/** A mode's derived figures from its measured rows. */
+function summarizeMode(baseline: Row, rows: Row[]): ModeResult {
+  const ok = rows.filter((r) => r.failed === 0 && r.fps_min !== null && r.fps_min >= 25);
+  return {
+    max_viewers_25fps: ok.length ? Math.max(...ok.map((r) => r.n)) : 0,
+    server_only_projection: projection(baseline, rows),
+    baseline,
+    rows,
+  };
+}
+
+/**
+ * `--recompute`: derives max_viewers_25fps, the projections and the decode cost again, with this code, from the rows
+ * already in benchmarks/results/fanout.json (nothing is measured; the measurement's date is kept as measured_date).
+ */
+async function recompute(): Promise<void> {
+  const file = path.join(here, 'results', 'fanout.json');
+  const old = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  // writeResult sets benchmark, date, node and os itself.
+  const rest = Object.fromEntries(
+    Object.entries(old).filter(([k]) => !['benchmark', 'date', 'node', 'os'].includes(k)),
+  );
+  const date = old.date;
+  const results: Record<string, ModeResult> = {};
+  for (const m of MODES) {
+    const r = old[m] as ModeResult | undefined;
+    if (r) results[m] = summarizeMode(r.baseline, r.rows);
+  }
+  writeResult('fanout', {
+    ...rest,
+    measured_date: old.measured_date ?? date,
+    recomputed: 'derived fields recomputed from the measured rows (npm run bench -- fanout --recompute)',
+    how: HOW,
+    viewer_decode_cost: decodeCost(Object.values(results).flatMap((m) => m.rows)),
+    ...results,
+  });
+}
+
 export async function main(args: string[]): Promise<void> {
+  if (args.includes('--recompute')) return recompute();
   const modes = arg(args, 'modes', MODES.join(',')).split(',') as Mode[];
   for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m} (${MODES.join('|')})`);
   const steps: Record<Mode, number[]> = {
@@ -554,10 +617,7 @@ export async function main(args: string[]): Promise<void> {
     };
     await rm(y4m);
 
-    const results: Record<
-      string,
-      { max_viewers_25fps: number; server_only_projection: Projection | null; baseline: Row; rows: Row[] }
-    > = {};
+    const results: Record<string, ModeResult> = {};
     const write = (complete: boolean): void => {
       writeResult('fanout', {
         description:
@@ -575,18 +635,7 @@ export async function main(args: string[]): Promise<void> {
           quiet_wait_max_s: o.quietMaxS,
           others_retry_pct: o.othersRetryPct,
         },
-        how: {
-          viewers_decode:
-            'wrtc decodes every received video frame with or without a sink (framesDecoded follows framesReceived), so the viewers decode; their CPU (viewer_cpu_pct, of which viewer_decode_cpu_pct is libvpx decode time) shares the cores with the server',
-          server_cpu:
-            'server_cpu_pct = the server process (all threads: signaling, avatar worker, wrtc ingest decode and encode) + its mediasoup worker processes, from /proc/PID/stat; percent of one core',
-          marginal_cpu_per_viewer_pct: '(server_cpu_pct - the same mode with 0 viewers) / n',
-          max_viewers_25fps: 'largest n whose every viewer connected and decoded >= 25 fps over the window',
-          server_only_projection:
-            'lines through the server process CPU and the workers CPU at n = 0 and at the rows whose median viewer got >= 25 fps (a part with slope <= 0 taken as constant), extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
-          fps_collapse:
-            'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (viewer_decode_cost), the server process gets less CPU, its synthesized fps (source_fps) and its encoder (kbps, frame width) drop',
-        },
+        how: HOW,
         load_average_1m: r2(os.loadavg()[0]!),
         viewer_decode_cost: decodeCost(Object.values(results).flatMap((m) => m.rows)),
         complete,
@@ -610,13 +659,7 @@ export async function main(args: string[]): Promise<void> {
         );
         if (row.fps_p50 === null || row.fps_p50 < stopFps || row.connected < n / 2) break;
       }
-      const ok = rows.filter((r) => r.failed === 0 && r.fps_min !== null && r.fps_min >= 25);
-      results[mode] = {
-        max_viewers_25fps: ok.length ? Math.max(...ok.map((r) => r.n)) : 0,
-        server_only_projection: projection(baseline, rows),
-        baseline,
-        rows,
-      };
+      results[mode] = summarizeMode(baseline, rows);
       // Written after each mode, so that a run cut short keeps what it measured.
       write(mode === modes.at(-1));
     }
