@@ -67,6 +67,11 @@ export interface ProducerSource {
   attach(router: ms.Router): Promise<ms.Producer[]>;
   /** Releases what attach() created (the router's own objects close with the router). Idempotent. */
   detach(): void;
+  /**
+   * Whether anybody consumes (viewers or pipes): a source may stop sending while nobody does (the local source stops
+   * its encoder: an idle SFU room otherwise encodes for nobody, ~15 % of a core here).
+   */
+  setActive?(active: boolean): void;
 }
 
 /** One worker of the pool and what runs on it. */
@@ -271,6 +276,10 @@ export class PublisherSource implements ProducerSource {
   readonly #config: Config;
   readonly #log: Logger;
   #client: msc.Transport | null = null;
+  #clientProducers: msc.Producer[] = [];
+  #active = true;
+  /** Pause/resume renegotiate the wrtc peer: one at a time. */
+  #toggle: Promise<void> = Promise.resolve();
 
   constructor(publisher: Publisher, config: Config, log: Logger) {
     this.#publisher = publisher;
@@ -301,9 +310,14 @@ export class PublisherSource implements ProducerSource {
     });
     try {
       const maxBitrate = this.#config.media.maxVideoBitrate;
-      // The publisher owns its tracks: the producers must not stop them when they close.
-      await client.produce({ track: this.#publisher.videoTrack, encodings: [{ maxBitrate }], stopTracks: false });
-      await client.produce({ track: this.#publisher.audioTrack, stopTracks: false });
+      // The publisher owns its tracks: the producers must not stop them when they close, and a pause must not disable
+      // them (direct viewers share them): pausing stops this sender only (zeroRtpOnPause: the transceiver goes inactive).
+      const shared = { stopTracks: false, disableTrackOnPause: false, zeroRtpOnPause: true };
+      this.#clientProducers = [
+        await client.produce({ track: this.#publisher.videoTrack, encodings: [{ maxBitrate }], ...shared }),
+        await client.produce({ track: this.#publisher.audioTrack, ...shared }),
+      ];
+      if (!this.#active) this.#apply(false);
     } catch (err) {
       this.detach();
       server.close();
@@ -316,6 +330,25 @@ export class PublisherSource implements ProducerSource {
   detach(): void {
     this.#client?.close();
     this.#client = null;
+    this.#clientProducers = [];
+  }
+
+  setActive(active: boolean): void {
+    if (active === this.#active) return;
+    this.#active = active;
+    this.#apply(active);
+  }
+
+  #apply(active: boolean): void {
+    const producers = this.#clientProducers;
+    this.#toggle = this.#toggle.then(() => {
+      for (const p of producers) {
+        if (p.closed || this.#active !== active) continue;
+        if (active) p.resume();
+        else p.pause();
+      }
+      this.#log.debug(active ? 'SFU source resumed (a consumer came)' : 'SFU source paused (no consumer)');
+    });
   }
 }
 
@@ -415,6 +448,8 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
   /** Creates the room's primary router and attaches the source to it. */
   static async create(pool: WorkerPool, config: Config, source: ProducerSource, roomId: string, log: Logger): Promise<MediasoupRoom> {
     const room = new MediasoupRoom(pool, config, source, roomId, log);
+    // Nobody consumes yet: the source starts paused.
+    source.setActive?.(false);
     try {
       await room.#buildPrimary();
     } catch (err) {
@@ -458,6 +493,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
         slot.viewers.add(viewerId);
         slot.pw.viewers++;
         this.emit('viewers', this.#viewers.size);
+        this.#updateActivity();
       }
       const t = await v.slot.router.createWebRtcTransport(webRtcTransportOptions(this.#config));
       v.transports.set(t.id, t);
@@ -515,6 +551,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
     for (const t of v.transports.values()) t.close();
     this.emit('viewers', this.#viewers.size);
     this.#dropIdleSlots();
+    this.#updateActivity();
   }
 
   /**
@@ -531,8 +568,10 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
         listenInfo: { protocol: 'udp', ip: f.listenIp, ...(announcedIp ? { announcedAddress: announcedIp } : {}) },
       });
       this.#pipes.set(linkId, t);
+      this.#updateActivity();
       t.observer.once('close', () => {
         if (this.#pipes.get(linkId) === t) this.#pipes.delete(linkId);
+        this.#updateActivity();
       });
       try {
         await t.connect({ ip: remote.ip, port: remote.port });
@@ -559,6 +598,24 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
   /** Pipes open to other nodes. */
   get pipeCount(): number {
     return this.#pipes.size;
+  }
+
+  /** The primary router's producers' receive stats (what the source sends into the SFU). */
+  async producerStats(): Promise<{ kind: string; byteCount: number }[]> {
+    const out: { kind: string; byteCount: number }[] = [];
+    for (const p of this.#slots[0]?.producers ?? []) {
+      for (const st of await p.getStats()) out.push({ kind: p.kind, byteCount: st.byteCount });
+    }
+    return out;
+  }
+
+  /** Whether the source is sending: only while a viewer or another node consumes. */
+  get sourceActive(): boolean {
+    return this.#viewers.size > 0 || this.#pipes.size > 0;
+  }
+
+  #updateActivity(): void {
+    if (!this.#closed) this.#source.setActive?.(this.sourceActive);
   }
 
   /**
@@ -712,5 +769,6 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
       this.emit('viewers', this.#viewers.size);
       this.emit('viewersReset', ids, why);
     }
+    this.#updateActivity();
   }
 }

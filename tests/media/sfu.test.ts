@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { createFanoutFactory } from '../../server/media/fanout.js';
-import type { MediasoupFanoutFactory } from '../../server/media/mediasoupFanout.js';
+import type { MediasoupFanoutFactory, MediasoupRoom } from '../../server/media/mediasoupFanout.js';
 import { WrtcSfuViewer } from '../helpers/sfuViewer.js';
 import { Room } from '../../server/rooms/room.js';
 import { loadPortrait, waitFor } from './helpers.js';
@@ -95,6 +95,30 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
     room.removeViewer('e');
     vs[4]!.stopMedia();
     expect(room.sfu!.routers().map((r) => r.viewers)).toEqual([2, 2]);
+  });
+
+  it('stops sending into the SFU while nobody consumes, and starts again for the first viewer', async () => {
+    const { room, width } = await openRoom('idle');
+    const sfu = room.sfu as MediasoupRoom;
+    // The video producer's received bytes, as the worker counts them.
+    const bytes = async (): Promise<number> => {
+      let n = 0;
+      for (const st of await sfu.producerStats()) n += st.byteCount;
+      return n;
+    };
+    expect(sfu.sourceActive).toBe(false);
+    const b0 = await bytes();
+    await new Promise((r) => setTimeout(r, 1500));
+    // The idle portrait is re-sent at 4 fps by the publisher, but not encoded for the SFU.
+    expect((await bytes()) - b0).toBeLessThan(2000);
+    const v = viewer(room, 'first');
+    await v.view();
+    expect(sfu.sourceActive).toBe(true);
+    await waitFor(() => v.frames >= 3 && v.width === width, 20_000, 'frames after the source resumed');
+    expect((await bytes()) - b0).toBeGreaterThan(5000);
+    room.removeViewer('first');
+    v.stopMedia();
+    expect(sfu.sourceActive).toBe(false);
   });
 
   it('spreads rooms over the workers', async () => {
