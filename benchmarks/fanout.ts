@@ -18,6 +18,16 @@
  * The server runs the 'passthrough' engine by default (the driving picture scaled to the output size): a moving
  * picture at a real bitrate, without the avatar model's CPU cost, which is the same whatever the fan-out.
  *
+ * Decoding off, counting RTP frames (modes `sfu_rtp`, `sfu_2_workers_rtp`, the SFU configured as `sfu` and
+ * `sfu_2_workers`): the viewers are RTP receivers instead of wrtc peers, so that the SFU's own capacity is measured
+ * without the viewers' decoding on the same cores. Each RTP viewer is a mediasoup PlainTransport with SRTP (the worker
+ * encrypts per viewer, as for a WebRTC transport; no ICE, no DTLS handshake) and comedia off, connected to a UDP
+ * socket of a receiver process (benchmarks/lib/fanoutRtp.ts), with a consumer of the room's video on the router the
+ * room assigns the viewer (created by the benchmark server on its bench-only IPC channel through the product's viewer
+ * path, room.sfuCreateTransport, so that viewers are counted and spread over routers/workers like WebRTC viewers: see
+ * benchmarks/lib/fanoutServer.ts). The receiver counts RTP packets, bytes and frames (distinct RTP timestamps; SRTP
+ * leaves the header in clear) per viewer; fps = those frames per second. No socket.io connection per RTP viewer.
+ *
  * Each (mode, N) step starts a fresh server, room, performer and viewers, warms up, then measures for `--seconds`.
  * A mode stops after the first step whose median viewer gets < `--stop-fps`. N = 0 is measured first per mode: the
  * server's cost without viewers, so that a row's marginal CPU per viewer is (server CPU - that) / N.
@@ -45,15 +55,30 @@ import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
 import { call, connectClient, type ClientSocket } from '../tests/helpers/socket.js';
 import { ClipPerformer, readY4m } from './lib/fanoutPerformer.js';
 import { childPids, cpuPercent, machineCpu, sampleProc, type ProcSample } from './lib/fanoutProc.js';
-import { READY_PREFIX, type FromViewers, type ToViewers, type ViewerCounters } from './lib/fanoutProtocol.js';
+import {
+  READY_PREFIX,
+  type FromRtp,
+  type FromServer,
+  type FromViewers,
+  type ToRtp,
+  type ToServer,
+  type ToViewers,
+  type ViewerCounters,
+} from './lib/fanoutProtocol.js';
 import { percentile, writeResult } from './lib/stats.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const serverEntry = path.join(here, 'lib', 'fanoutServer.ts');
 const viewersEntry = path.join(here, 'lib', 'fanoutViewers.ts');
+const rtpEntry = path.join(here, 'lib', 'fanoutRtp.ts');
+const resultsFile = path.join(here, 'results', 'fanout.json');
 
-type Mode = 'direct' | 'sfu' | 'sfu_2_workers';
+type Mode = 'direct' | 'sfu' | 'sfu_2_workers' | 'sfu_rtp' | 'sfu_2_workers_rtp';
+/** The modes run by default (wrtc viewers that decode). */
 const MODES: readonly Mode[] = ['direct', 'sfu', 'sfu_2_workers'];
+/** Every mode, the RTP-viewer ones (decoding off) included: `--modes sfu_rtp,sfu_2_workers_rtp`. */
+const ALL_MODES: readonly Mode[] = [...MODES, 'sfu_rtp', 'sfu_2_workers_rtp'];
+const isRtp = (m: Mode): boolean => m.endsWith('_rtp');
 
 function arg(args: string[], name: string, fallback: string): string {
   const i = args.indexOf(`--${name}`);
@@ -112,11 +137,12 @@ class ServerProc {
   }
 
   static async #start(config: Record<string, unknown>): Promise<ServerProc> {
+    // The IPC channel is the server's bench-only control channel (RTP viewers).
     const child = spawn(process.execPath, ['--import', 'tsx', serverEntry, JSON.stringify(config)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     const stderr: string[] = [];
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       for (const line of d.split('\n')) if (line.trim()) stderr.push(line);
     });
     const ready = await new Promise<{ url: string; apiKey: string }>((resolve, reject) => {
@@ -125,7 +151,7 @@ class ServerProc {
         60_000,
       );
       let out = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => {
         out += d;
         const line = out.split('\n').find((l) => l.startsWith(READY_PREFIX));
         if (line) {
@@ -139,6 +165,19 @@ class ServerProc {
       });
     });
     return new ServerProc(child, ready, stderr);
+  }
+
+  /** One request on the bench-only control channel. */
+  request(m: ToServer, timeoutMs = 600_000): Promise<Extract<FromServer, { type: 'rtpViewersAdded' }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`fanout server: no answer in ${timeoutMs} ms`)), timeoutMs);
+      this.child.once('message', (r: FromServer) => {
+        clearTimeout(timer);
+        if (r.type === 'rtpViewersAdded') resolve(r);
+        else reject(new Error(`fanout server: ${r.message}`));
+      });
+      this.child.send(m);
+    });
   }
 
   /** The server process and its children (mediasoup workers). */
@@ -160,28 +199,24 @@ class ServerProc {
   }
 }
 
-/** A viewer child process (IPC), answering one request at a time. */
-class ViewerProc {
+/** A child process (IPC) answering one request at a time: a viewer process, or the RTP receiver process. */
+class ChildProc<To extends { type: string }, From extends { type: string; message?: string }> {
   readonly child: ChildProcess;
-  #waiters: ((m: FromViewers) => void)[] = [];
-  constructor() {
-    this.child = fork(viewersEntry, [], {
+  #waiters: ((m: From) => void)[] = [];
+  constructor(entry: string) {
+    this.child = fork(entry, [], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    this.child.on('message', (m: FromViewers) => this.#waiters.shift()?.(m));
+    this.child.on('message', (m: From) => this.#waiters.shift()?.(m));
   }
-  request<T extends FromViewers['type']>(
-    m: ToViewers,
-    want: T,
-    timeoutMs = 600_000,
-  ): Promise<Extract<FromViewers, { type: T }>> {
+  request<T extends From['type']>(m: To, want: T, timeoutMs = 600_000): Promise<Extract<From, { type: T }>> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`viewer process: no ${want} in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => reject(new Error(`child process: no ${want} in ${timeoutMs} ms`)), timeoutMs);
       this.#waiters.push((r) => {
         clearTimeout(timer);
-        if (r.type === want) resolve(r as Extract<FromViewers, { type: T }>);
-        else reject(new Error(`viewer process: ${r.type === 'error' ? r.message : `unexpected ${r.type}`}`));
+        if (r.type === want) resolve(r as Extract<From, { type: T }>);
+        else reject(new Error(`child process: ${r.type === 'error' ? r.message : `unexpected ${r.type}`}`));
       });
       this.child.send(m);
     });
@@ -189,7 +224,7 @@ class ViewerProc {
   async exit(): Promise<void> {
     if (this.child.exitCode !== null) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    this.child.send({ type: 'exit' } satisfies ToViewers);
+    this.child.send({ type: 'exit' });
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
     await exited;
     clearTimeout(timer);
@@ -220,13 +255,14 @@ async function createRoom(
 function serverConfig(mode: Mode, n: number, o: Options): Record<string, unknown> {
   const avatar = { engine: o.engine, outputSize: o.outputSize };
   if (mode === 'direct') return { avatar, fanout: { mode: 'direct' } };
+  const one = mode === 'sfu' || mode === 'sfu_rtp';
   return {
     avatar,
     fanout: {
       mode: 'sfu',
       mediasoupWorkerBin: o.workerBin,
-      workers: mode === 'sfu' ? 1 : 2,
-      viewersPerRouter: mode === 'sfu' ? Math.max(1, n) : Math.max(1, Math.ceil(n / 2)),
+      workers: one ? 1 : 2,
+      viewersPerRouter: one ? Math.max(1, n) : Math.max(1, Math.ceil(n / 2)),
     },
   };
 }
@@ -268,6 +304,15 @@ interface Row {
   connect_s: number;
   /** How long the step waited for the shared machine to be quiet before it started, s. */
   quiet_wait_s: number;
+  /** RTP viewers (`*_rtp` modes): video RTP packets per second per viewer, median. */
+  rtp_packets_per_s_p50?: number | null;
+  /** RTP viewers: RTCP packets (sender reports) and other payload types (RTX) received per second, all viewers. */
+  rtcp_packets_per_s?: number;
+  other_packets_per_s?: number;
+  /** RTP viewers: the room's routers after the viewers were added (worker pid, viewers), the primary first. */
+  routers?: { workerPid: number; viewers: number }[];
+  /** RTP viewers: the plain transports' SRTP crypto suite. */
+  srtp_crypto_suite?: string | null;
   errors?: string[];
 }
 
@@ -301,7 +346,9 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
   const server = await ServerProc.start(serverConfig(mode, n, o));
   let performerSocket: ClientSocket | null = null;
   let performer: ClipPerformer | null = null;
-  const procs: ViewerProc[] = [];
+  const procs: ChildProc<ToViewers, FromViewers>[] = [];
+  const rtpProcs: ChildProc<ToRtp, FromRtp>[] = [];
+  let rtpInfo: Pick<Row, 'routers' | 'srtp_crypto_suite'> = {};
   try {
     const room = await createRoom(server.url, server.apiKey, o.portrait);
     performerSocket = await connectClient(server.url, 30_000);
@@ -321,9 +368,28 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
     const t0 = performance.now();
     const errors: string[] = [];
     let connected = 0;
-    if (n > 0) {
+    if (n > 0 && isRtp(mode)) {
+      // RTP viewers: sockets in the receiver processes, then one SRTP plain consumer per socket in the server.
       const count = Math.min(o.viewerProcs, n);
-      for (let i = 0; i < count; i++) procs.push(new ViewerProc());
+      for (let i = 0; i < count; i++) rtpProcs.push(new ChildProc<ToRtp, FromRtp>(rtpEntry));
+      const opened = await Promise.all(
+        rtpProcs.map((p, i) =>
+          p.request({ type: 'open', count: Math.floor(n / count) + (i < n % count ? 1 : 0) }, 'opened', 60_000),
+        ),
+      );
+      const added = await server.request({
+        type: 'addRtpViewers',
+        ip: '127.0.0.1',
+        ports: opened.flatMap((x) => x.ports),
+      });
+      connected = added.added;
+      errors.push(...added.errors);
+      if (added.videoPt === null) throw new Error(`no RTP viewer could be added: ${added.errors.join('; ')}`);
+      await Promise.all(rtpProcs.map((p) => p.request({ type: 'watch', pt: added.videoPt! }, 'watching', 60_000)));
+      rtpInfo = { routers: added.routers, srtp_crypto_suite: added.srtpCryptoSuite };
+    } else if (n > 0) {
+      const count = Math.min(o.viewerProcs, n);
+      for (let i = 0; i < count; i++) procs.push(new ChildProc<ToViewers, FromViewers>(viewersEntry));
       const added = await Promise.all(
         procs.map((p, i) => {
           const share = Math.floor(n / count) + (i < n % count ? 1 : 0);
@@ -343,17 +409,27 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
 
     const snap = async (): Promise<{
       viewers: ViewerCounters[];
+      viewerAt: number[];
+      rtcp: number;
+      other: number;
       server: ReturnType<ServerProc['sample']>;
       vprocs: (ProcSample | null)[];
       self: ProcSample | null;
       machine: ReturnType<typeof machineCpu>;
       at: number;
     }> => {
-      const stats = await Promise.all(procs.map((p) => p.request({ type: 'stats' }, 'stats', 60_000)));
+      const stats = await Promise.all([
+        ...procs.map((p) => p.request({ type: 'stats' }, 'stats', 60_000)),
+        ...rtpProcs.map((p) => p.request({ type: 'stats' }, 'stats', 60_000)),
+      ]);
       return {
         viewers: stats.flatMap((s) => s.viewers),
+        // When each viewer's counters were read (its process's clock, ms).
+        viewerAt: stats.flatMap((s) => s.viewers.map(() => s.at)),
+        rtcp: stats.reduce((t, s) => t + ('rtcpPackets' in s ? s.rtcpPackets : 0), 0),
+        other: stats.reduce((t, s) => t + ('otherPackets' in s ? s.otherPackets : 0), 0),
         server: server.sample(),
-        vprocs: procs.map((p) => sampleProc(p.child.pid!)),
+        vprocs: [...procs, ...rtpProcs].map((p) => sampleProc(p.child.pid!)),
         self: sampleProc(process.pid),
         machine: machineCpu(),
         at: performance.now(),
@@ -369,15 +445,21 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
     const fps: number[] = [];
     const recvFps: number[] = [];
     const kbps: number[] = [];
+    const pps: number[] = [];
     let lost = 0;
     let decodeS = 0;
     let decodedFrames = 0;
     b.viewers.forEach((v, i) => {
       const u = a.viewers[i];
       if (!u) return;
-      fps.push((v.framesDecoded - u.framesDecoded) / dt);
-      recvFps.push((v.framesReceived - u.framesReceived) / dt);
-      kbps.push(((v.bytesReceived - u.bytesReceived) * 8) / dt / 1000);
+      // RTP viewers decode nothing: their fps is the frames received (distinct RTP timestamps), over the receiver
+      // process's own clock (the parent's would add the IPC round trips' jitter to the window).
+      const vdt = isRtp(mode) ? (b.viewerAt[i]! - a.viewerAt[i]!) / 1000 : dt;
+      const received = (v.framesReceived - u.framesReceived) / vdt;
+      fps.push(isRtp(mode) ? received : (v.framesDecoded - u.framesDecoded) / dt);
+      recvFps.push(received);
+      pps.push((v.packetsReceived - u.packetsReceived) / vdt);
+      kbps.push(((v.bytesReceived - u.bytesReceived) * 8) / vdt / 1000);
       lost += v.packetsLost - u.packetsLost;
       decodeS += v.totalDecodeTime - u.totalDecodeTime;
       decodedFrames += v.framesDecoded - u.framesDecoded;
@@ -409,12 +491,14 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
       viewers_at_25fps: fps.filter((f) => f >= 25).length,
       source_fps: fpsSeen.length ? percentile(fpsSeen, 50) : null,
       kbps_p50: p50(kbps),
-      frame_width_p50: b.viewers.length
-        ? percentile(
-            b.viewers.map((v) => v.frameWidth),
-            50,
-          )
-        : null,
+      frame_width_p50: isRtp(mode)
+        ? null
+        : b.viewers.length
+          ? percentile(
+              b.viewers.map((v) => v.frameWidth),
+              50,
+            )
+          : null,
       packets_lost: lost,
       server_cpu_pct: r1(serverCpu),
       server_node_cpu_pct: r1(nodeCpu),
@@ -434,13 +518,19 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
       connect_s: r1(connectS),
       quiet_wait_s: quietWaitS,
     };
+    if (isRtp(mode) && n > 0) {
+      row.rtp_packets_per_s_p50 = p50(pps);
+      row.rtcp_packets_per_s = r1((b.rtcp - a.rtcp) / dt);
+      row.other_packets_per_s = r1((b.other - a.other) / dt);
+      Object.assign(row, rtpInfo);
+    }
     if (errors.length) row.errors = [...new Set(errors)].slice(0, 5);
     const serverErrors = server.stderr.filter((l) => /"level":"(warn|error)"/.test(l));
     if (serverErrors.length) (row.errors ??= []).push(...serverErrors.slice(0, 5).map((l) => `server: ${l}`));
     return row;
   } finally {
     await Promise.all(procs.map((p) => p.request({ type: 'close' }, 'closed', 60_000).catch(() => null)));
-    await Promise.all(procs.map((p) => p.exit()));
+    await Promise.all([...procs, ...rtpProcs].map((p) => p.exit()));
     performer?.close();
     performerSocket?.disconnect();
     await server.stop();
@@ -526,11 +616,15 @@ const HOW = {
     'lines through the server process CPU and the workers CPU at n = 0 and at the rows whose median viewer got >= 25 fps (a part with slope <= 0 taken as constant), extrapolated to all cores: what the server alone might carry with the viewers on other machines (not measured)',
   fps_collapse:
     'past max_viewers_25fps the whole machine is busy (machine_busy_pct ~200): the viewers decode (viewer_decode_cost), the server process gets less CPU, its synthesized fps (source_fps) and the stream bitrate (kbps_p50) drop',
+  rtp_viewers:
+    "modes sfu_rtp and sfu_2_workers_rtp (the SFU configured as sfu and sfu_2_workers): decoding off. Each viewer is a mediasoup PlainTransport with SRTP (AES_CM_128_HMAC_SHA1_80: the worker encrypts per viewer, as it does for a WebRTC transport), comedia off, no ICE and no DTLS handshake, connected to a UDP socket of a receiver process, with a consumer of the room's video on the router the room assigns the viewer (room.sfuCreateTransport: counted and spread over routers and workers like a WebRTC viewer; that unused WebRtcTransport is closed). The receivers decrypt and decode nothing; they count, per viewer, RTP packets and bytes (UDP payload, SRTP tag included) and frames = distinct RTP timestamps (SRTP leaves the RTP header in clear); fps, fps_min and max_viewers_25fps are those received frames. Why: wrtc viewers decode every frame (~4 % of a core each, viewer_decode_cost), so on this machine they, not the SFU, run out of CPU first; the RTP viewers' cost (viewer_cpu_pct, the receiver processes) is small and reported apart. Not covered: ICE consent checks, DTLS, transport-cc/REMB feedback and NACKs of real WebRTC viewers, and no socket.io connection per RTP viewer",
   others_cpu_pct:
     'CPU that other processes of the shared machine used during the window (machine busy - server - viewers - performer); a step is measured again once when it is over --others-retry, keeping the quieter run',
 };
 
 interface ModeResult {
+  /** When this mode's rows were measured (a run of other modes keeps them from the results file). */
+  measured_date?: string;
   max_viewers_25fps: number;
   server_only_projection: Projection | null;
   baseline: Row;
@@ -553,17 +647,16 @@ function summarizeMode(baseline: Row, rows: Row[]): ModeResult {
  * already in benchmarks/results/fanout.json (nothing is measured; the measurement's date is kept as measured_date).
  */
 async function recompute(): Promise<void> {
-  const file = path.join(here, 'results', 'fanout.json');
-  const old = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  const old = JSON.parse(await readFile(resultsFile, 'utf8')) as Record<string, unknown>;
   // writeResult sets benchmark, date, node and os itself.
   const rest = Object.fromEntries(
     Object.entries(old).filter(([k]) => !['benchmark', 'date', 'node', 'os'].includes(k)),
   );
   const date = old.date;
   const results: Record<string, ModeResult> = {};
-  for (const m of MODES) {
+  for (const m of ALL_MODES) {
     const r = old[m] as ModeResult | undefined;
-    if (r) results[m] = summarizeMode(r.baseline, r.rows);
+    if (r) results[m] = { ...r, ...summarizeMode(r.baseline, r.rows) };
   }
   writeResult('fanout', {
     ...rest,
@@ -578,12 +671,27 @@ async function recompute(): Promise<void> {
 export async function main(args: string[]): Promise<void> {
   if (args.includes('--recompute')) return recompute();
   const modes = arg(args, 'modes', MODES.join(',')).split(',') as Mode[];
-  for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m} (${MODES.join('|')})`);
+  for (const m of modes) if (!ALL_MODES.includes(m)) throw new Error(`unknown mode ${m} (${ALL_MODES.join('|')})`);
   const steps: Record<Mode, number[]> = {
     direct: list(arg(args, 'direct', '1,2,4,8,16')),
     sfu: list(arg(args, 'sfu', '10,25,50,100,150,200')),
     sfu_2_workers: list(arg(args, 'sfu', '10,25,50,100,150,200')),
+    sfu_rtp: list(arg(args, 'sfu-rtp', '25,50,100,150,200')),
+    sfu_2_workers_rtp: list(arg(args, 'sfu-rtp', '25,50,100,150,200')),
   };
+  // Modes not run this time keep their rows (and measurement date) from the results file.
+  const previous: Record<string, unknown> = await readFile(resultsFile, 'utf8').then(
+    (t) => JSON.parse(t) as Record<string, unknown>,
+    () => ({}),
+  );
+  const kept: Record<string, ModeResult> = {};
+  for (const m of ALL_MODES) {
+    const r = previous[m] as ModeResult | undefined;
+    if (r && !modes.includes(m)) {
+      const when = previous.measured_date ?? previous.date;
+      kept[m] = { measured_date: r.measured_date ?? (typeof when === 'string' ? when : undefined), ...r };
+    }
+  }
   const stopFps = Number(arg(args, 'stop-fps', '15'));
   const workerBin = resolveMediasoupWorkerBin();
   if (modes.some((m) => m !== 'direct') && !workerBin) {
@@ -619,9 +727,14 @@ export async function main(args: string[]): Promise<void> {
 
     const results: Record<string, ModeResult> = {};
     const write = (complete: boolean): void => {
+      const all: Record<string, ModeResult> = {};
+      for (const m of ALL_MODES) {
+        const r = results[m] ?? kept[m];
+        if (r) all[m] = r;
+      }
       writeResult('fanout', {
         description:
-          'One performer (wrtc, 640x480 clip at 30 fps) -> server child process -> N wrtc viewers (video only, in child processes) on one machine; fps = frames decoded per viewer per second (getStats)',
+          'One performer (wrtc, 640x480 clip at 30 fps) -> server child process -> N viewers on one machine. Modes direct, sfu, sfu_2_workers: wrtc viewers (video only, in child processes) that decode; fps = frames decoded per viewer per second (getStats). Modes sfu_rtp, sfu_2_workers_rtp: decoding off, RTP viewers = one mediasoup PlainTransport with SRTP per viewer (no ICE/DTLS, no decode) sending to a UDP socket of a receiver process, fps = distinct RTP timestamps received per viewer per second (how.rtp_viewers says exactly what and why)',
         machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
         options: {
           seconds: o.seconds,
@@ -637,9 +750,10 @@ export async function main(args: string[]): Promise<void> {
         },
         how: HOW,
         load_average_1m: r2(os.loadavg()[0]!),
-        viewer_decode_cost: decodeCost(Object.values(results).flatMap((m) => m.rows)),
+        viewer_decode_cost: decodeCost(Object.values(all).flatMap((m) => m.rows)),
+        modes_run: modes,
         complete,
-        ...results,
+        ...all,
       });
     };
     for (const mode of modes) {
@@ -657,9 +771,12 @@ export async function main(args: string[]): Promise<void> {
             `viewers ${row.viewer_cpu_pct}% (decode ${row.viewer_decode_cpu_pct}%), performer ${row.performer_cpu_pct}%, ` +
             `others ${row.others_cpu_pct}%, machine ${row.machine_busy_pct}%, failed ${row.failed}\n`,
         );
+        // Written after each step too, so that a run cut short keeps every row it measured.
+        results[mode] = { measured_date: new Date().toISOString(), ...summarizeMode(baseline, rows) };
+        write(false);
         if (row.fps_p50 === null || row.fps_p50 < stopFps || row.connected < n / 2) break;
       }
-      results[mode] = summarizeMode(baseline, rows);
+      results[mode] = { measured_date: new Date().toISOString(), ...summarizeMode(baseline, rows) };
       // Written after each mode, so that a run cut short keeps what it measured.
       write(mode === modes.at(-1));
     }
