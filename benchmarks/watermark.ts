@@ -156,7 +156,7 @@ export async function main(args: string[]): Promise<void> {
   const skipChromium = args.includes('--skip-chromium');
   const config = loadConfig(process.env);
 
-  const portraits = ['real_woman_dark_hair.png', 'real_asian_young_woman.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg', 'real_older_man_glasses.jpg', 'animal_shiba_dog.png'];
+  const portraits = ['real_woman_dark_hair.png', 'real_asian_young_woman.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg', 'real_older_man_glasses.jpg', 'real_japanese_woman.png'];
   const clips = ['woman_speech_head_motion.mp4', 'man_glasses_talking_portrait.mp4', 'young_woman_expressive_wink.mp4'];
   const pairs = portraits.slice(0, pairsWanted).map((p, i) => ({ portrait: p, clip: clips[i % clips.length]! }));
 
