@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import sharp from 'sharp';
 import type { GrayImage } from '../../server/vision/types.js';
+import { TEST_API_KEY } from './server.js';
 import { waitFor } from './wait.js';
 
 export interface OpenedRoom {
@@ -18,10 +19,14 @@ export interface OpenedRoom {
 }
 
 /**
- * Uploads `portraitFile` (consent given) and creates a room with it; `apiKey` (e.g. the server's operatorKey) is sent
- * as the management calls' bearer token.
+ * Uploads `portraitFile` (consent given) and creates a room with it; `apiKey` is sent as the management calls' bearer
+ * token (default: the test servers' key; a server without configured keys has its own: server.operatorKey).
  */
-export async function openRoom(base: string, portraitFile: string, apiKey?: string | null): Promise<OpenedRoom> {
+export async function openRoom(
+  base: string,
+  portraitFile: string,
+  apiKey: string | null = TEST_API_KEY,
+): Promise<OpenedRoom> {
   const auth: Record<string, string> = apiKey ? { authorization: `Bearer ${apiKey}` } : {};
   const form = new FormData();
   form.append('consent', 'true');
@@ -80,7 +85,7 @@ export async function portraitGray(
   portraitId: string,
   width: number,
   height: number,
-  apiKey?: string | null,
+  apiKey: string | null = TEST_API_KEY,
 ): Promise<GrayImage> {
   const res = await fetch(`${base}/api/portraits/${portraitId}/image`, {
     headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {},
