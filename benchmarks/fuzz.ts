@@ -3,7 +3,7 @@
  * run in its own process (benchmarks/lib/reliabilityServer.ts) where 'unhandledRejection' and 'uncaughtException'
  * are watched. The corpus and the mutations are in benchmarks/lib/reliabilityFuzz.ts.
  *
- *   npm run bench -- fuzz [--count 100000] [--seed 1] [--lanes 8] [--portrait real_woman_dark_hair.png]
+ *   npm run bench -- fuzz [--count 100000] [--rounds 2] [--seed 1] [--lanes 8] [--portrait real_woman_dark_hair.png]
  *
  * Server config: the default engine; rate limits raised (the fuzz is one client address and one key: with the
  * default 300/min it would only measure the limiter); maxRooms 8, so that the valid room creations in the corpus
@@ -13,21 +13,53 @@
  * status and code), mutations used, 5xx and INTERNAL answers (bugs, with examples), /healthz checks (every 2,000
  * messages and at the end), unhandled rejections and uncaught exceptions in the server process, whether the
  * server's Object.prototype was polluted, and the server's memory: RSS and heap before, during (every 10 s) and after
- * (after a full GC: when the fuzz stopped, and again once the rooms it created were deleted and 15 s passed).
+ * each round (after a full GC: when the round stopped, and again once the rooms it created were deleted and 15 s
+ * passed). The messages are sent in --rounds equal rounds on the same server: memory that is bounded reads the same
+ * after every round (RSS is not returned to the system after the first engines ran: the rounds are compared).
  *
  * Writes benchmarks/results/fuzz.json.
  */
 import { ServerProc, arg, benchOverrides, now, round, sleep } from './lib/reliability.js';
-import { runFuzz } from './lib/reliabilityFuzz.js';
+import { runFuzz, type FuzzReport } from './lib/reliabilityFuzz.js';
 import { writeResult } from './lib/stats.js';
 import { portraitFile } from '../tests/helpers/media.js';
 
 const MB = 1024 * 1024;
 
+/** The rounds' reports as one (counts summed, examples concatenated). */
+function mergeReports(rs: FuzzReport[]): FuzzReport {
+  const add = (a: Record<string, number>, b: Record<string, number>): Record<string, number> => {
+    for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
+    return a;
+  };
+  return {
+    messages: rs.reduce((a, r) => a + r.messages, 0),
+    byKind: rs.reduce((a, r) => add(a, r.byKind), {}),
+    outcomes: rs.reduce((a, r) => add(a, r.outcomes), {}),
+    mutations: rs.reduce((a, r) => add(a, r.mutations), {}),
+    internalErrors: rs.flatMap((r) => r.internalErrors),
+    internalErrorCount: rs.reduce((a, r) => a + r.internalErrorCount, 0),
+    disconnects: rs.reduce((a, r) => a + r.disconnects, 0),
+    healthChecks: rs.reduce((a, r) => a + r.healthChecks, 0),
+    healthFailures: rs.reduce((a, r) => a + r.healthFailures, 0),
+    transportErrors: rs.reduce((a, r) => a + r.transportErrors, 0),
+    transportExamples: rs.flatMap((r) => r.transportExamples),
+    noAnswerExamples: rs.flatMap((r) => r.noAnswerExamples),
+    signalAnswerMs: {
+      p50: Math.max(...rs.map((r) => r.signalAnswerMs.p50)),
+      p95: Math.max(...rs.map((r) => r.signalAnswerMs.p95)),
+      max: Math.max(...rs.map((r) => r.signalAnswerMs.max)),
+    },
+    slowestAnswers: rs.flatMap((r) => r.slowestAnswers).sort((a, b) => b.ms - a.ms).slice(0, 5),
+    seconds: Math.round(rs.reduce((a, r) => a + r.seconds, 0) * 10) / 10,
+  };
+}
+
 export async function main(args: string[]): Promise<void> {
   const count = Number(arg(args, 'count', '100000'));
   const seed = Number(arg(args, 'seed', '1'));
   const lanes = Number(arg(args, 'lanes', '8'));
+  const roundsN = Number(arg(args, 'rounds', '2'));
   const portrait = arg(args, 'portrait', 'real_woman_dark_hair.png');
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
@@ -51,32 +83,48 @@ export async function main(args: string[]): Promise<void> {
         }
       }
     })();
-    let report;
+    const target = { url: server.url, apiKey: server.apiKey, portraitFile: portraitFile(portrait) };
+    const reports: FuzzReport[] = [];
+    const rounds: Record<string, unknown>[] = [];
+    let healthBody: Record<string, unknown> | null = null;
+    let afterStop: Awaited<ReturnType<typeof mem>> | null = null;
+    let settled: Awaited<ReturnType<typeof mem>> | null = null;
+    let roomsClosed = 0;
     try {
-      report = await runFuzz(
-        { url: server.url, apiKey: server.apiKey, portraitFile: portraitFile(portrait) },
-        { count, seed, lanes, onProgress: (n) => process.stderr.write(`fuzz: ${n} messages, server ${server.alive ? 'alive' : 'EXITED'}, faults ${server.faults.length}\n`) },
-      );
+      for (let round_ = 0; round_ < roundsN && server.alive; round_++) {
+        const n = Math.ceil(count / roundsN);
+        reports.push(
+          await runFuzz(target, {
+            count: n,
+            seed: seed + round_,
+            lanes,
+            onProgress: (k) => process.stderr.write(`fuzz: round ${round_ + 1}: ${k} messages, server ${server.alive ? 'alive' : 'EXITED'}, faults ${server.faults.length}\n`),
+          }),
+        );
+        if (!server.alive) break;
+        afterStop = await mem(true);
+        healthBody = await fetch(`${server.url}/healthz`).then((r) => r.json() as Promise<Record<string, unknown>>, () => null);
+        // The rooms the fuzz created (valid POST /api/rooms, each with an engine worker) are state, not a leak:
+        // close them, then measure again. Equal readings after each round mean the memory is bounded.
+        let closed = 0;
+        const list = (await fetch(`${server.url}/api/rooms`, { headers: server.headers }).then((r) => r.json())) as { rooms: { roomId: string }[] };
+        for (const r of list.rooms) {
+          const res = await fetch(`${server.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: server.headers });
+          await res.arrayBuffer();
+          if (res.status === 204) closed++;
+        }
+        roomsClosed += closed;
+        await sleep(15_000);
+        settled = await mem(true);
+        rounds.push({ round: round_ + 1, messages: n, rooms_at_end: healthBody?.rooms, rooms_closed: closed, after_fuzz_gc: afterStop, after_rooms_closed_15s_gc: settled });
+        process.stderr.write(`fuzz: round ${round_ + 1} memory ${JSON.stringify(rounds[rounds.length - 1])}\n`);
+      }
     } finally {
       running = false;
       await sampler;
     }
     const alive = server.alive;
-    const afterStop = alive ? await mem(true) : null;
-    const healthBody = alive ? await fetch(`${server.url}/healthz`).then((r) => r.json() as Promise<Record<string, unknown>>, () => null) : null;
-    // The rooms the fuzz created (valid POST /api/rooms, each with an engine worker) are state, not a leak: close
-    // them, then measure again.
-    let roomsClosed = 0;
-    if (alive) {
-      const list = (await fetch(`${server.url}/api/rooms`, { headers: server.headers }).then((r) => r.json())) as { rooms: { roomId: string }[] };
-      for (const r of list.rooms) {
-        const res = await fetch(`${server.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: server.headers });
-        await res.arrayBuffer();
-        if (res.status === 204) roomsClosed++;
-      }
-      await sleep(15_000);
-    }
-    const settled = alive ? await mem(true) : null;
+    const report = mergeReports(reports);
     const polluted = alive ? (await server.request<{ polluted: boolean }>({ cmd: 'polluted' })).polluted : null;
     const healthz = alive ? await fetch(`${server.url}/healthz`).then((r) => r.status, () => 0) : 0;
     const unhandled = server.faults.filter((f) => f.kind === 'unhandledRejection');
@@ -108,10 +156,12 @@ export async function main(args: string[]): Promise<void> {
       no_answer_examples: report.noAnswerExamples,
       transport_error_examples: report.transportExamples.slice(0, 5),
       transport_errors: report.transportErrors,
+      rounds: roundsN,
       healthz_after_fuzz: healthBody,
       rooms_closed_after_fuzz: roomsClosed,
       memory_mb: {
         before_gc: before,
+        per_round: rounds,
         after_fuzz_gc: afterStop,
         after_rooms_closed_15s_gc: settled,
         rss_growth_mb: settled ? round(settled.rssMb - before.rssMb, 1) : null,
