@@ -30,6 +30,7 @@
  * Writes benchmarks/results/faults.json.
  */
 import { rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { startPerformer } from '../tests/helpers/g2g.js';
@@ -182,6 +183,7 @@ export async function main(args: string[]): Promise<void> {
     };
     writeResult('faults', {
       machine: '2-core shared VM, no GPU; server in its own process',
+      load_average_at_end: os.loadavg().map((v) => Math.round(v * 100) / 100),
       engine: 'default',
       performer: `Chromium studio page, fake webcam ${clip} 640x480 30 fps`,
       portrait,

@@ -18,6 +18,7 @@
  *
  * Writes benchmarks/results/overload.json.
  */
+import os from 'node:os';
 import { cpuPercent, machineCpu, sampleProc } from './lib/fanoutProc.js';
 import {
   ClipPerformer,
@@ -171,6 +172,7 @@ export async function main(args: string[]): Promise<void> {
     const sigAlone = summarize(baselineProbes.signaling);
     writeResult('overload', {
       machine: '2-core shared VM, no GPU; server in its own process',
+      load_average_at_end: os.loadavg().map((v) => Math.round(v * 100) / 100),
       engine: 'default',
       performers: `${roomCount} wrtc performers, ${clip} 640x480 looped at 30 fps + tone, one wrtc viewer per room (direct fan-out)`,
       portrait,
