@@ -265,7 +265,8 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     const room = await createRoom(s.url, portrait.id);
 
     // Performer: open the studio link, pick the portrait in the gallery, start.
-    await pPage.goto(room.performerUrl);
+    // The performer link plus the studio sign-in (&key=): the gallery lists the owner's portraits.
+    await pPage.goto(`${room.performerUrl}&key=${encodeURIComponent(TEST_API_KEY)}`);
     await pPage.locator(`#gallery button[data-id="${portrait.id}"]`).click();
     await waitFor(
       () => pPage.evaluate(() => (window as unknown as Win).__studio.room?.portraitId),
@@ -321,13 +322,20 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
       const v = document.querySelector('#video') as HTMLVideoElement;
       return { w: v.videoWidth, h: v.videoHeight };
     });
-    const shown = await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL);
     const portraitPng = await (await apiFetch(`${s.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
     const portraitGray = await sharp(Buffer.from(portraitPng))
       .resize(SMALL, SMALL, { fit: 'fill' })
       .grayscale()
       .raw()
       .toBuffer();
+    // One grabbed frame can be a transitional one on a loaded machine (the encoder backing off under CPU pressure):
+    // up to five grabs, 400 ms apart, keeping the one most like the portrait.
+    let shown = await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL);
+    for (let i = 0; i < 4 && correlation(shown, portraitGray) < 0.9; i++) {
+      await new Promise((r) => setTimeout(r, 400));
+      const next = await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL);
+      if (correlation(next, portraitGray) > correlation(shown, portraitGray)) shown = next;
+    }
     const webcamNow = await pPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#camera', n, n), SMALL);
     const webcamFile = await grayFrame(CLIP, SMALL, SMALL, 1);
     const corrPortrait = correlation(shown, portraitGray);
