@@ -9,7 +9,7 @@
  *   get ROOM_OWNER_LOST and 'closed' (owner-lost), and a new join on B gets ROOM_NOT_FOUND.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +18,7 @@ import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
 import type { JoinResponse } from '../../server/signaling/protocol.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
-import { apiFetch, repoRoot, startTestServer, TEST_API_KEY, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { createTestRoom, repoRoot, startTestServer, TEST_API_KEY, TEST_TOKEN_SECRET, type TestRoom, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -29,27 +29,7 @@ if (skip) console.log(`cluster tests skipped: ${!workerBin ? 'no mediasoup worke
 const HEARTBEAT_MS = 300;
 const TTL_MS = 1200;
 
-interface CreatedRoom {
-  roomId: string;
-  performerToken: string;
-  viewerToken: string;
-}
-
-async function createRoom(baseUrl: string): Promise<CreatedRoom> {
-  const form = new FormData();
-  form.append('consent', 'true');
-  form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_woman_dark_hair.png')))]), 'p.png');
-  const up = await apiFetch(`${baseUrl}/api/portraits`, { method: 'POST', body: form });
-  expect(up.status).toBe(201);
-  const portrait = (await up.json()) as { id: string };
-  const res = await apiFetch(`${baseUrl}/api/rooms`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ portraitId: portrait.id }),
-  });
-  expect(res.status).toBe(201);
-  return (await res.json()) as CreatedRoom;
-}
+const createRoom = (baseUrl: string): Promise<TestRoom> => createTestRoom(baseUrl, portraitFile('real_woman_dark_hair.png'));
 
 describe.skipIf(skip)('two nodes and a Redis room directory', () => {
   let redis: TestRedis;

@@ -5,12 +5,12 @@
  */
 import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import sharp from 'sharp';
 import { portraitFile, repoRoot } from '../helpers/media.js';
-import { apiAuth, type TestServer } from '../helpers/server.js';
+import { apiAuth, createTestRoom, type TestServer } from '../helpers/server.js';
 import { PerformerClient } from '../media/rtcClients.js';
 
 export const PORTRAIT = portraitFile('real_older_man_glasses.jpg');
@@ -82,31 +82,8 @@ export interface AvatarRoom {
 
 /** Uploads the portrait, creates a room with it and (unless `whip: false`) starts a WHIP performer. */
 export async function avatarRoom(ts: TestServer, opts: { whip?: boolean } = {}): Promise<AvatarRoom> {
-  const form = new FormData();
-  form.append('consent', 'true');
-  form.append('file', new Blob([new Uint8Array(await readFile(PORTRAIT))]), 'p.jpg');
-  const portrait = (await (
-    await fetch(`${ts.url}/api/portraits`, {
-      method: 'POST',
-      headers: apiAuth(),
-      body: form,
-    })
-  ).json()) as {
-    id: string;
-  };
-  const created = await fetch(`${ts.url}/api/rooms`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...apiAuth() },
-    body: JSON.stringify({ portraitId: portrait.id }),
-  });
-  if (created.status !== 201) throw new Error(`room creation failed: ${created.status} ${await created.text()}`);
-  const room = (await created.json()) as {
-    roomId: string;
-    viewerUrl: string;
-    viewerToken: string;
-    performerToken: string;
-  };
-  if (opts.whip === false) return { ...room, portraitId: portrait.id, performer: null };
+  const room = await createTestRoom(ts.url, PORTRAIT);
+  if (opts.whip === false) return { ...room, performer: null };
   const performer = new PerformerClient();
   try {
     const res = await fetch(`${ts.url}/whip/${room.roomId}`, {
@@ -121,7 +98,7 @@ export async function avatarRoom(ts: TestServer, opts: { whip?: boolean } = {}):
     performer.close();
     throw err;
   }
-  return { ...room, portraitId: portrait.id, performer };
+  return { ...room, performer };
 }
 
 /** A PNG data URL (a frame grabbed in the page) as SMALL×SMALL grayscale samples. */

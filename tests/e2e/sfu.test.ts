@@ -7,12 +7,11 @@
  * every router it created.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
 import type { MediasoupFanoutFactory } from '../../server/media/mediasoupFanout.js';
 import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
-import { startTestServer, type TestServer, apiFetch } from '../helpers/server.js';
+import { createTestRoom, startTestServer, type TestServer } from '../helpers/server.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { call, connectClient } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
@@ -42,17 +41,7 @@ describe.skipIf(skip)('SFU end to end: Chromium and wrtc viewers through mediaso
   });
 
   it('both viewers get the avatar, survive a worker death, and the room closes everything', async () => {
-    const form = new FormData();
-    form.append('consent', 'true');
-    form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_woman_dark_hair.png')))]), 'p.png');
-    const portrait = (await (await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
-    const res = await apiFetch(`${ts.url}/api/rooms`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ portraitId: portrait.id }),
-    });
-    expect(res.status).toBe(201);
-    const room = (await res.json()) as { roomId: string; viewerUrl: string; viewerToken: string; performerToken: string };
+    const room = await createTestRoom(ts.url, portraitFile('real_woman_dark_hair.png'));
     const r = ts.server.rooms.get(room.roomId)!;
     expect(r.fanoutKind).toBe('sfu');
 
@@ -91,7 +80,7 @@ describe.skipIf(skip)('SFU end to end: Chromium and wrtc viewers through mediaso
     expect(v.failures).toEqual([]);
 
     // Deleting the room closes every router, on every worker.
-    const del = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, {
+    const del = await fetch(`${ts.url}/api/rooms/${room.roomId}`, {
       method: 'DELETE',
       headers: { authorization: `Bearer ${room.performerToken}` },
     });

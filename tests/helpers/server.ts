@@ -3,7 +3,7 @@
  * with a fixed test secret, direct fan-out (the mediasoup worker is not available everywhere) and ICE limited to
  * loopback. `stop()` closes the server, checks that the port is free again and removes the data folder.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,37 @@ export const OTHER_API_KEY = 'other-api-key-0123456789abcdef';
 
 /** The Authorization header of an API key. */
 export const apiAuth = (key = TEST_API_KEY): Record<string, string> => ({ authorization: `Bearer ${key}` });
+
+/** What POST /api/rooms answers, with the portrait the room animates. */
+export interface TestRoom {
+  roomId: string;
+  portraitId: string;
+  performerUrl: string;
+  viewerUrl: string;
+  performerToken: string;
+  viewerToken: string;
+}
+
+/**
+ * Uploads `portraitPath` (with consent) and creates a room animating it, through the REST API with `key`.
+ * @throws Error naming the status when either call is refused.
+ */
+export async function createTestRoom(baseUrl: string, portraitPath: string, key = TEST_API_KEY): Promise<TestRoom> {
+  const form = new FormData();
+  form.append('consent', 'true');
+  form.append('file', new Blob([new Uint8Array(await readFile(portraitPath))]), path.basename(portraitPath));
+  const auth = { authorization: `Bearer ${key}` };
+  const up = await fetch(`${baseUrl}/api/portraits`, { method: 'POST', body: form, headers: auth });
+  if (up.status !== 201) throw new Error(`portrait upload failed: ${up.status} ${await up.text()}`);
+  const { id: portraitId } = (await up.json()) as { id: string };
+  const res = await fetch(`${baseUrl}/api/rooms`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ portraitId }),
+  });
+  if (res.status !== 201) throw new Error(`room creation failed: ${res.status} ${await res.text()}`);
+  return { ...((await res.json()) as Omit<TestRoom, 'portraitId'>), portraitId };
+}
 
 /** fetch with the test API key, unless the request names its own Authorization. */
 export function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {

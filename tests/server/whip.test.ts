@@ -4,7 +4,6 @@
  * WHIP performer frame by frame), a WHEP viewer receives it with the delayed audio; the error answers, the session
  * lifetime (DELETE, replaced by the studio, room closed, links revoked) and the room's performer presence.
  */
-import { readFile } from 'node:fs/promises';
 import wrtc from '@roamhq/wrtc';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/auth/tokens.js';
@@ -12,18 +11,12 @@ import type { DeepPartial, Config } from '../../server/config.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { decodeMarker } from '../helpers/media.js';
 import { isPortFree } from '../helpers/net.js';
-import { apiAuth, startTestServer, TEST_TOKEN_SECRET, type TestServer } from '../helpers/server.js';
+import { apiAuth, createTestRoom, startTestServer, TEST_TOKEN_SECRET, type TestRoom, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
 
 let ts: TestServer;
 const peers: { close(): void }[] = [];
-
-interface CreatedRoom {
-  roomId: string;
-  performerToken: string;
-  viewerToken: string;
-}
 
 async function start(overrides: DeepPartial<Config> = {}): Promise<void> {
   ts = await startTestServer({ avatar: { engine: 'passthrough', outputSize: 320 }, ...overrides });
@@ -36,27 +29,7 @@ afterEach(async () => {
   expect(await isPortFree(ts.port)).toBe(true);
 });
 
-async function createRoom(): Promise<CreatedRoom> {
-  const form = new FormData();
-  form.append('consent', 'true');
-  form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
-  const portrait = (await (
-    await fetch(`${ts.url}/api/portraits`, {
-      method: 'POST',
-      headers: apiAuth(),
-      body: form,
-    })
-  ).json()) as {
-    id: string;
-  };
-  const res = await fetch(`${ts.url}/api/rooms`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...apiAuth() },
-    body: JSON.stringify({ portraitId: portrait.id }),
-  });
-  expect(res.status).toBe(201);
-  return (await res.json()) as CreatedRoom;
-}
+const createRoom = (): Promise<TestRoom> => createTestRoom(ts.url, portraitFile('real_asian_young_woman.jpg'));
 
 function post(
   kind: 'whip' | 'whep',
@@ -75,7 +48,7 @@ async function errorCode(res: Response): Promise<string> {
 }
 
 /** WHIP-publishes a marked moving picture and a tone; returns the performer and the session URL. */
-async function whipPublish(room: CreatedRoom): Promise<{ performer: PerformerClient; location: string }> {
+async function whipPublish(room: TestRoom): Promise<{ performer: PerformerClient; location: string }> {
   const performer = new PerformerClient(640, 480, true);
   peers.push(performer);
   const res = await post('whip', room.roomId, room.performerToken, (await performer.offer()).sdp);
@@ -89,7 +62,7 @@ async function whipPublish(room: CreatedRoom): Promise<{ performer: PerformerCli
 }
 
 async function whepView(
-  room: CreatedRoom,
+  room: TestRoom,
   token = room.viewerToken,
 ): Promise<{ viewer: ViewerClient; location: string }> {
   const viewer = new ViewerClient();
@@ -303,7 +276,7 @@ describe('revoked links', () => {
 
     const revoked = await fetch(`${ts.url}/api/rooms/${room.roomId}/revoke`, { method: 'POST', headers: apiAuth() });
     expect(revoked.status).toBe(200);
-    const fresh = (await revoked.json()) as CreatedRoom;
+    const fresh = (await revoked.json()) as TestRoom;
     await waitFor(() => !r.publishing && r.viewerCount === 0, 5000, 'sessions of the old links ended');
     expect((await del(whip, fresh.performerToken)).status).toBe(404);
 
