@@ -12,7 +12,13 @@
  * Options: --cache DIR (default ~/.cache/live-avatar/refiner), --out DIR (default models/refiner), --minutes M
  * (teacher, default 40), --student-minutes M (default 10), --size R (crop side, default 128), --stride S (every S-th
  * frame, default 2), --max-samples N (per clip, default 120), --clips N (use the first N clips: smoke runs), --seed N,
- * --fresh (ignore checkpoints), --python PATH (default /usr/bin/python3).
+ * --fresh (ignore checkpoints), --python PATH (default /usr/bin/python3), --device cpu|cuda|auto (default cpu),
+ * --batch N, --lr X, --warmup STEPS, --augment (flip and colour augmentation of the samples).
+ *
+ * On a machine without Node (a lent GPU), pack the cache (models/tools/packed_dataset.py, ~20x smaller) and run
+ * models/tools/train_refiner.py there with --packed DIR --device cuda --save-weights OUT/weights.npz; back here,
+ * `train_refiner.py --from-weights OUT/weights.npz --cache CACHE --clips ... --out models/refiner` validates on this
+ * machine and exports the pack (the model card names both machines).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -47,6 +53,11 @@ const { values } = parseArgs({
     fresh: { type: 'boolean' },
     'dataset-only': { type: 'boolean' },
     python: { type: 'string', default: '/usr/bin/python3' },
+    device: { type: 'string', default: 'cpu' },
+    batch: { type: 'string' },
+    lr: { type: 'string' },
+    warmup: { type: 'string' },
+    augment: { type: 'boolean' },
   },
   strict: true,
 });
@@ -96,6 +107,11 @@ const args = [
   '--student-minutes', values['student-minutes'],
   '--seed', values.seed,
   '--clips', clips.map((c) => path.parse(c).name).join(','),
+  '--device', values.device,
+  ...(values.batch ? ['--batch', values.batch] : []),
+  ...(values.lr ? ['--lr', values.lr] : []),
+  ...(values.warmup ? ['--warmup', values.warmup] : []),
+  ...(values.augment ? ['--augment'] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 const child = spawn(values.python, args, { stdio: 'inherit' });

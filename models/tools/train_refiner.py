@@ -32,6 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import packed_dataset  # noqa: E402
+
 torch.set_num_threads(2)
 
 CODE = 32
@@ -49,64 +52,68 @@ def log(msg):
 
 # ---------------------------------------------------------------------------------------------------------- data
 class Data:
-    """All cached samples in memory (uint8), split by clip into train and validation."""
+    """All samples in memory (uint8, on the training device), split by clip into train and validation. Read from the
+    raw cache that `npm run train` builds, or from its packed form (models/tools/packed_dataset.py) on another
+    machine."""
 
-    def __init__(self, cache, clips, val_every):
+    def __init__(self, cache, clips, val_every, packed=None, device="cpu"):
         self.src, self.mask = [], []
         warp, truth, drive, boxes, owner = [], [], [], [], []
         self.clip_names, self.val_clips = [], []
+        self.per_clip, self.strides = [], set()
         size = None
+        if packed and clips == ["all"]:
+            clips = packed_dataset.clip_names(packed)
         for name in clips:
-            mp = os.path.join(cache, name + ".json")
-            if not os.path.exists(mp):
-                continue
-            meta = json.load(open(mp))
+            c = packed_dataset.read_packed_clip(packed, name) if packed else packed_dataset.read_cache_clip(cache, name)
+            if c is None:
+                continue  # not cached, or no face in the clip's first frame: no samples
+            meta = c["meta"]
             r = meta["size"]
             if size is None:
                 size = r
             if r != size:
                 raise SystemExit(f"clip {name}: crop size {r} differs from {size}")
             n = len(meta["frames"])
-            if n == 0:
-                continue  # no face in the clip's first frame: no samples
-            raw = np.fromfile(os.path.join(cache, name + ".bin"), dtype=np.uint8)
-            rr3 = r * r * 3
-            per = 2 * rr3 + DRIVE * DRIVE
-            if raw.size != rr3 + r * r + n * per:
-                raise SystemExit(f"clip {name}: cache file has {raw.size} bytes, expected {rr3 + r * r + n * per}")
+            if n > 1:
+                self.strides.add(meta["frames"][1] - meta["frames"][0])
+            self.per_clip.append(n)
             ci = len(self.clip_names)
             self.clip_names.append(name)
             # Validation: a fixed subset of clips by name hash (never trained on; used to report, not to tune).
             if int(hashlib.sha1(name.encode()).hexdigest(), 16) % val_every == 0:
                 self.val_clips.append(ci)
-            self.src.append(torch.from_numpy(raw[:rr3].reshape(r, r, 3).copy()).permute(2, 0, 1))
-            self.mask.append(torch.from_numpy(raw[rr3:rr3 + r * r].reshape(1, r, r).copy()))
-            body = raw[rr3 + r * r:].reshape(n, per)
-            warp.append(torch.from_numpy(body[:, :rr3].reshape(n, r, r, 3).copy()).permute(0, 3, 1, 2))
-            truth.append(torch.from_numpy(body[:, rr3:2 * rr3].reshape(n, r, r, 3).copy()).permute(0, 3, 1, 2))
-            drive.append(torch.from_numpy(body[:, 2 * rr3:].reshape(n, 1, DRIVE, DRIVE).copy()))
-            boxes.append(torch.tensor(meta["boxes"], dtype=torch.int32).reshape(n, 12))
+            self.src.append(torch.from_numpy(np.ascontiguousarray(c["src"])).permute(2, 0, 1))
+            self.mask.append(torch.from_numpy(np.ascontiguousarray(c["mask"])).reshape(1, r, r))
+            warp.append(torch.from_numpy(np.ascontiguousarray(c["warp"])).permute(0, 3, 1, 2))
+            truth.append(torch.from_numpy(np.ascontiguousarray(c["truth"])).permute(0, 3, 1, 2))
+            drive.append(torch.from_numpy(np.ascontiguousarray(c["drive"])).reshape(n, 1, DRIVE, DRIVE))
+            boxes.append(torch.tensor(meta["boxes"], dtype=torch.int64).reshape(n, 12))
             owner.append(torch.full((n,), ci, dtype=torch.int64))
         if not self.clip_names:
             raise SystemExit("no cached clips: run `npm run train -- --data DIR` (it builds the dataset first)")
+        dev = torch.device(device)
         self.size = size
-        self.warp = torch.cat(warp)
-        self.truth = torch.cat(truth)
-        self.drive = torch.cat(drive)
-        self.boxes = torch.cat(boxes)
-        self.owner = torch.cat(owner)
-        val = torch.tensor([o.item() in self.val_clips for o in self.owner])
-        self.val_idx = torch.nonzero(val).flatten()
-        self.train_idx = torch.nonzero(~val).flatten()
+        self.warp = torch.cat(warp).contiguous().to(dev)
+        self.truth = torch.cat(truth).contiguous().to(dev)
+        self.drive = torch.cat(drive).to(dev)
+        self.boxes = torch.cat(boxes).to(dev)
+        self.owner = torch.cat(owner).to(dev)
+        val = torch.tensor([o in self.val_clips for o in torch.cat(owner).tolist()])
+        self.val_idx = torch.nonzero(val).flatten().to(dev)
+        self.train_idx = torch.nonzero(~val).flatten().to(dev)
         if len(self.train_idx) == 0:
             self.train_idx = self.val_idx
-        self.src_all = torch.stack(self.src)
-        self.mask_all = torch.stack(self.mask)
+        self.src_all = torch.stack(self.src).contiguous().to(dev)
+        self.mask_all = torch.stack(self.mask).to(dev)
 
-    def batch(self, idx):
+    def batch(self, idx, aug=False):
+        """Samples idx as 0..1 floats. aug (training only): a horizontal flip of every image of half the samples (the
+        boxes follow), and one colour change per sample (per-channel gain 0.9-1.1, gamma 0.8-1.25) applied alike to
+        the portrait, the warp and the truth, so the refiner learns corrections, not the training people's colours."""
         o = self.owner[idx]
         f = lambda t: t.float() / 255.0
-        return {
+        b = {
             "warp": f(self.warp[idx]),
             "truth": f(self.truth[idx]),
             "drive": f(self.drive[idx]),
@@ -114,30 +121,53 @@ class Data:
             "mask": f(self.mask_all[o]),
             "boxes": self.boxes[idx],
         }
+        if aug:
+            n, dev, r = idx.shape[0], idx.device, self.size
+            flip = torch.rand(n, device=dev) < 0.5
+            for k in ("warp", "truth", "drive", "src", "mask"):
+                b[k] = torch.where(flip[:, None, None, None], b[k].flip(-1), b[k])
+            bx = b["boxes"].clone()
+            for j in (0, 4, 8):
+                bx[:, j] = torch.where(flip, r - b["boxes"][:, j + 2], b["boxes"][:, j])
+                bx[:, j + 2] = torch.where(flip, r - b["boxes"][:, j], b["boxes"][:, j + 2])
+            # The eyes swap sides in a mirror.
+            sw = bx[:, 4:8].clone()
+            bx[:, 4:8] = torch.where(flip[:, None], bx[:, 8:12], bx[:, 4:8])
+            bx[:, 8:12] = torch.where(flip[:, None], sw, bx[:, 8:12])
+            b["boxes"] = bx
+            gain = 1 + (torch.rand(n, 3, 1, 1, device=dev) - 0.5) * 0.2
+            gamma = torch.exp((torch.rand(n, 1, 1, 1, device=dev) - 0.5) * 0.446)
+            for k in ("warp", "truth", "src"):
+                b[k] = (b[k].clamp(min=1e-4) ** gamma * gain).clamp(0, 1)
+        return b
+
+
+def box_mask(boxes, j, r):
+    """n x 1 x r x r: 1 inside box j (x0, y0, x1, y1 at boxes[:, j:j + 4]) of each sample."""
+    ar = torch.arange(r, device=boxes.device)[None]
+    mx = (ar >= boxes[:, j:j + 1]) & (ar < boxes[:, j + 2:j + 3])
+    my = (ar >= boxes[:, j + 1:j + 2]) & (ar < boxes[:, j + 3:j + 4])
+    return (my[:, :, None] & mx[:, None, :])[:, None].float()
 
 
 def weight_map(b):
     """Loss weights: the paste mask (where the refiner can change pixels), x4 in the mouth box, x3 in the eye boxes."""
-    n, _, r, _ = b["warp"].shape
-    w = torch.ones(n, 1, r, r)
-    for i in range(n):
-        bx = b["boxes"][i].tolist()
-        x0, y0, x1, y1 = bx[0:4]
-        w[i, :, y0:y1, x0:x1] = MOUTH_W
-        for k in (4, 8):
-            x0, y0, x1, y1 = bx[k:k + 4]
-            w[i, :, y0:y1, x0:x1] = torch.maximum(w[i, :, y0:y1, x0:x1], torch.tensor(EYE_W))
+    r = b["warp"].shape[-1]
+    mouth = box_mask(b["boxes"], 0, r)
+    eyes = torch.maximum(box_mask(b["boxes"], 4, r), box_mask(b["boxes"], 8, r))
+    w = 1 + (MOUTH_W - 1) * mouth
+    w = torch.maximum(w, EYE_W * eyes)
     return w * b["mask"]
 
 
 def augment_drive(d):
     """Against identity leakage: the encoder sees the driver through random scale/rotation/shift, blur, tone, noise."""
-    n = d.shape[0]
-    ang = (torch.rand(n) - 0.5) * 2 * math.radians(8)
-    sc = 1 + (torch.rand(n) - 0.5) * 0.2
-    tx = (torch.rand(n) - 0.5) * 0.12
-    ty = (torch.rand(n) - 0.5) * 0.12
-    theta = torch.zeros(n, 2, 3)
+    n, dev = d.shape[0], d.device
+    ang = (torch.rand(n, device=dev) - 0.5) * 2 * math.radians(8)
+    sc = 1 + (torch.rand(n, device=dev) - 0.5) * 0.2
+    tx = (torch.rand(n, device=dev) - 0.5) * 0.12
+    ty = (torch.rand(n, device=dev) - 0.5) * 0.12
+    theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0] = torch.cos(ang) / sc
     theta[:, 0, 1] = -torch.sin(ang) / sc
     theta[:, 1, 0] = torch.sin(ang) / sc
@@ -146,14 +176,14 @@ def augment_drive(d):
     theta[:, 1, 2] = ty
     grid = F.affine_grid(theta, d.shape, align_corners=False)
     d = F.grid_sample(d, grid, padding_mode="border", align_corners=False)
-    blur = torch.rand(n) < 0.5
+    blur = torch.rand(n, device=dev) < 0.5
     if blur.any():
-        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=dev)
         k = (k[:, None] * k[None, :]) / 256.0
         db = F.conv2d(F.pad(d, (2, 2, 2, 2), mode="replicate"), k[None, None])
         d = torch.where(blur[:, None, None, None], db, d)
-    contrast = 1 + (torch.rand(n, 1, 1, 1) - 0.5) * 0.6
-    bright = (torch.rand(n, 1, 1, 1) - 0.5) * 0.3
+    contrast = 1 + (torch.rand(n, 1, 1, 1, device=dev) - 0.5) * 0.6
+    bright = (torch.rand(n, 1, 1, 1, device=dev) - 0.5) * 0.3
     mean = d.mean(dim=(2, 3), keepdim=True)
     d = (d - mean) * contrast + mean + bright
     d = d + torch.randn_like(d) * 0.02
@@ -244,7 +274,7 @@ def sample(net, b, code, k):
     for i in range(k):
         t = 1.0 - i / k
         dt = 1.0 / k
-        xh = net(x, b["warp"], b["src"], b["mask"], torch.full((n, 1), t), code)
+        xh = net(x, b["warp"], b["src"], b["mask"], torch.full((n, 1), t, device=x.device), code)
         x = xh if i == k - 1 else (dt / t) * xh + (1 - dt / t) * x
     return x
 
@@ -260,43 +290,60 @@ def save(path, **state):
     os.replace(tmp, path)
 
 
+def amp(dev):
+    """bf16 autocast on a GPU (the loss and the weights stay float32); nothing on the CPU."""
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+
+def lr_at(args, frac, step):
+    """Linear warm-up over args.warmup steps, then cosine decay over the time budget down to 10%."""
+    warm = min(1.0, (step + 1) / max(1, args.warmup))
+    return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def train_teacher(data, enc, net, args, ckpt):
+    dev = data.warp.device
     params = list(enc.parameters()) + list(net.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     step, elapsed = 0, 0.0
     if os.path.exists(ckpt) and not args.fresh:
-        st = torch.load(ckpt)
+        st = torch.load(ckpt, map_location=dev)
         enc.load_state_dict(st["enc"])
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         step, elapsed = st["step"], st["elapsed"]
         log(f"teacher: resumed at step {step} ({elapsed / 60:.1f} min)")
     budget = args.minutes * 60
-    last_save = time.time()
+    last_save = last_val = time.time()
     t_start = time.time() - elapsed
-    losses = []
+    loss_sum, loss_n = torch.zeros((), device=dev), 0
     while time.time() - t_start < budget:
-        idx = data.train_idx[torch.randint(len(data.train_idx), (args.batch,))]
-        b = data.batch(idx)
+        idx = data.train_idx[torch.randint(len(data.train_idx), (args.batch,), device=dev)]
+        b = data.batch(idx, aug=args.augment)
         n = idx.shape[0]
-        t = torch.where(torch.rand(n, 1) < 0.5, torch.ones(n, 1), torch.rand(n, 1).clamp(min=0.02))
+        t = torch.where(torch.rand(n, 1, device=dev) < 0.5, torch.ones(n, 1, device=dev), torch.rand(n, 1, device=dev).clamp(min=0.02))
         xt = (1 - t[:, :, None, None]) * b["truth"] + t[:, :, None, None] * b["warp"]
         xt = xt + torch.randn_like(xt) * 0.01 * t[:, :, None, None]
-        code = enc(augment_drive(b["drive"]))
-        pred = net(xt, b["warp"], b["src"], b["mask"], t, code)
-        loss = wl1(pred, b["truth"], weight_map(b))
-        opt.zero_grad()
+        with amp(dev):
+            code = enc(augment_drive(b["drive"]))
+            pred = net(xt, b["warp"], b["src"], b["mask"], t, code)
+        loss = wl1(pred.float(), b["truth"], weight_map(b))
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        # Cosine decay over the budget.
         frac = min(1.0, (time.time() - t_start) / budget)
         for g in opt.param_groups:
-            g["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            g["lr"] = lr_at(args, frac, step)
         opt.step()
         step += 1
-        losses.append(loss.item())
-        if step % 100 == 0:
-            log(f"teacher: step {step}, {(time.time() - t_start) / 60:.1f}/{args.minutes} min, loss {np.mean(losses[-100:]):.5f}")
+        loss_sum += loss.detach()
+        loss_n += 1
+        if step % args.log_every == 0:
+            log(f"teacher: step {step}, {(time.time() - t_start) / 60:.1f}/{args.minutes} min, loss {loss_sum.item() / loss_n:.5f}")
+            loss_sum, loss_n = torch.zeros((), device=dev), 0
+        if args.val_seconds and time.time() - last_val > args.val_seconds:
+            log(f"teacher: step {step}, validation l1 (k = 1) {quick_val(data, enc, net):.5f}")
+            last_val = time.time()
         if time.time() - last_save > 120:
             save(ckpt, enc=enc.state_dict(), net=net.state_dict(), opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
             last_save = time.time()
@@ -305,11 +352,26 @@ def train_teacher(data, enc, net, args, ckpt):
     return step, elapsed
 
 
+@torch.no_grad()
+def quick_val(data, enc, net):
+    """Progress only: the L1 inside the paste mask of one step from the warp on the validation clips."""
+    enc.eval(), net.eval()
+    num = den = 0.0
+    for s in range(0, len(data.val_idx), 64):
+        b = data.batch(data.val_idx[s:s + 64])
+        out = sample(net, b, enc(b["drive"]), 1).clamp(0, 1)
+        num += ((out - b["truth"]).abs() * b["mask"]).sum().item()
+        den += b["mask"].sum().item() * 3
+    enc.train(), net.train()
+    return num / max(den, 1e-6)
+
+
 def train_student(data, enc, teacher, student, args, ckpt):
+    dev = data.warp.device
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr * 0.5, weight_decay=1e-4)
     step, elapsed = 0, 0.0
     if os.path.exists(ckpt) and not args.fresh:
-        st = torch.load(ckpt)
+        st = torch.load(ckpt, map_location=dev)
         student.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         step, elapsed = st["step"], st["elapsed"]
@@ -317,26 +379,31 @@ def train_student(data, enc, teacher, student, args, ckpt):
     budget = args.student_minutes * 60
     last_save = time.time()
     t_start = time.time() - elapsed
-    losses = []
+    loss_sum, loss_n = torch.zeros((), device=dev), 0
     bs = max(2, args.batch // 2)
     while time.time() - t_start < budget:
-        idx = data.train_idx[torch.randint(len(data.train_idx), (bs,))]
-        b = data.batch(idx)
-        with torch.no_grad():
+        idx = data.train_idx[torch.randint(len(data.train_idx), (bs,), device=dev)]
+        b = data.batch(idx, aug=args.augment)
+        with torch.no_grad(), amp(dev):
             code = enc(b["drive"])
-            target = sample(teacher, b, code, TEACHER_STEPS)
+            target = sample(teacher, b, code, TEACHER_STEPS).float()
+        code = code.float()
         k = random.choice(STUDENT_STEPS)
-        out = sample(student, b, code, k)
+        with amp(dev):
+            out = sample(student, b, code, k)
+        out = out.float()
         w = weight_map(b)
         loss = wl1(out, target, w) + 0.25 * wl1(out, b["truth"], w)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         step += 1
-        losses.append(loss.item())
-        if step % 50 == 0:
-            log(f"student: step {step}, {(time.time() - t_start) / 60:.1f}/{args.student_minutes} min, loss {np.mean(losses[-50:]):.5f}")
+        loss_sum += loss.detach()
+        loss_n += 1
+        if step % max(1, args.log_every // 2) == 0:
+            log(f"student: step {step}, {(time.time() - t_start) / 60:.1f}/{args.student_minutes} min, loss {loss_sum.item() / loss_n:.5f}")
+            loss_sum, loss_n = torch.zeros((), device=dev), 0
         if time.time() - last_save > 120:
             save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
             last_save = time.time()
@@ -363,14 +430,9 @@ def validate(data, enc, teacher, student):
             outs[f"student_k{k}"] = sample(student, b, code, k)
             outs[f"teacher_k{k}"] = sample(teacher, b, code, k)
         m = b["mask"]
-        n, _, r, _ = m.shape
-        mouth = torch.zeros(n, 1, r, r)
-        eyes = torch.zeros(n, 1, r, r)
-        for i in range(n):
-            bx = b["boxes"][i].tolist()
-            mouth[i, :, bx[1]:bx[3], bx[0]:bx[2]] = 1
-            eyes[i, :, bx[5]:bx[7], bx[4]:bx[6]] = 1
-            eyes[i, :, bx[9]:bx[11], bx[8]:bx[10]] = 1
+        r = m.shape[-1]
+        mouth = box_mask(b["boxes"], 0, r)
+        eyes = torch.maximum(box_mask(b["boxes"], 4, r), box_mask(b["boxes"], 8, r))
         regions = [m, m * mouth, m * eyes]
         for j, w in enumerate(regions):
             wsum[j] += w.sum().item() * 3
@@ -459,17 +521,17 @@ the step loop.
 
 **Data:** {tr["clips"]} talking-face clips of ../shared/train (see its MANIFEST.md: public repositories of
 talking-head and portrait-animation projects; identities disjoint from the evaluation clips of ../shared/media),
-{tr["samples"]} samples (self-reenactment: the clip's first frame is the portrait, every 2nd later frame drives the
-project's own warp; at most 120 per clip), of which {tr["validation_samples"]} from {len(tr["validation_clips"])}
+{tr["samples"]} samples (self-reenactment: the clip's first frame is the portrait, later frames at a stride of {"/".join(str(x) for x in tr.get("stride", [2]))} drive the
+project's own warp; at most {tr.get("max_samples_per_clip", 120)} per clip), of which {tr["validation_samples"]} from {len(tr["validation_clips"])}
 validation clips ({", ".join(tr["validation_clips"]) or "none"}) were never trained on. Augmentation of the encoder's
 input against identity leakage: random scale (+-10%), rotation (+-8 deg), shift, blur, contrast, brightness, noise; the
-encoder also normalises each face's mean and contrast. None of the data, frames or caches are in the repository.
+encoder also normalises each face's mean and contrast.{" Augmentation of every sample: a horizontal flip of half of them (all images, boxes alike) and one colour change each (per-channel gain 0.9-1.1, gamma 0.8-1.25) on portrait, warp and truth alike." if tr.get("augment") else ""} None of the data, frames or caches are in the repository.
 
 **Training:** `npm run train -- --data ../shared/train` (dataset cache and checkpoints in ~/.cache/live-avatar/refiner;
 resumable). Teacher {tr["teacher"]["steps"]} steps of batch {tr["teacher"]["batch"]} in {tr["teacher"]["minutes"]} min
 (AdamW, lr {tr["teacher"]["lr"]}, cosine decay, weighted L1: mouth box x{MOUTH_W:g}, eye boxes x{EYE_W:g}, zero
-outside the paste mask); student {tr["student"]["steps"]} steps in {tr["student"]["minutes"]} min. Hardware:
-{tr["hardware"]}, a shared 2-core VM, no GPU. Seed {tr["seed"]}. Wall time of the training script {tr["wall_minutes"]} min.
+outside the paste mask); student {tr["student"]["steps"]} steps of batch {max(2, tr["teacher"]["batch"] // 2)} in {tr["student"]["minutes"]} min. Hardware:
+{tr["hardware"]}{"" if "GPU" in tr["hardware"] else ", a shared 2-core VM, no GPU"}. Seed {tr["seed"]}. Wall time of the training script {tr["wall_minutes"]} min.{(" Exported to ONNX and validated again on " + tr["exported_on"] + " (the table below).") if tr.get("exported_on") else ""}
 
 **Validation** (the validation clips above; L1 of 0..1 RGB inside the paste mask, and in the mouth and eye boxes):
 
@@ -495,40 +557,90 @@ def count(m):
     return sum(p.numel() for p in m.parameters())
 
 
+def save_weights(path, enc, teacher, student):
+    """The three networks' weights as plain float32 arrays (.npz): portable between PyTorch versions and machines
+    (a run on a lent GPU hands its weights back to this machine's exporter)."""
+    arrays = {}
+    for pre, m in (("enc.", enc), ("teacher.", teacher), ("student.", student)):
+        for k, v in m.state_dict().items():
+            arrays[pre + k] = v.detach().float().cpu().numpy()
+    np.savez(path, **arrays)
+
+
+def load_weights(path, enc, teacher, student):
+    z = np.load(path)
+    for pre, m in (("enc.", enc), ("teacher.", teacher), ("student.", student)):
+        sd = {k[len(pre):]: torch.from_numpy(z[k]) for k in z.files if k.startswith(pre)}
+        m.load_state_dict(sd)
+
+
+def hardware(dev):
+    if dev.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, bf16 autocast"
+    return f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", required=True)
+    ap.add_argument("--cache", required=True, help="the dataset cache (and checkpoints/ inside it)")
+    ap.add_argument("--packed", help="read the samples from this packed folder (packed_dataset.py) instead of --cache")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--clips", required=True, help="comma-separated clip names (cache file stems)")
+    ap.add_argument("--clips", required=True, help="comma-separated clip names (cache file stems), or 'all' with --packed")
     ap.add_argument("--minutes", type=float, default=40)
     ap.add_argument("--student-minutes", type=float, default=10)
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up steps")
+    ap.add_argument("--augment", action="store_true", help="flip and colour augmentation of the samples")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--val-seconds", type=float, default=0, help="log the validation L1 (k = 1) this often (0: never)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--val-every", type=int, default=8, help="one clip in N (by name hash) is kept for validation")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--save-weights", help="also write the trained weights here (.npz) and training.json beside them")
+    ap.add_argument("--from-weights", help="skip training: load these weights (.npz from --save-weights, with its "
+                    "training.json beside it), validate and export")
     args = ap.parse_args()
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     t0 = time.time()
-    data = Data(args.cache, [c for c in args.clips.split(",") if c], args.val_every)
-    log(f"data: {len(data.clip_names)} clips, {len(data.train_idx)} train / {len(data.val_idx)} validation samples, crop {data.size}")
-    ck = os.path.join(args.cache, "checkpoints")
-    os.makedirs(ck, exist_ok=True)
-    enc, teacher = Encoder(), Refiner()
+    data = Data(args.cache, [c for c in args.clips.split(",") if c], args.val_every, packed=args.packed, device=dev)
+    log(f"data: {len(data.clip_names)} clips, {len(data.train_idx)} train / {len(data.val_idx)} validation samples, crop {data.size}, on {dev}")
+    enc, teacher = Encoder().to(dev), Refiner().to(dev)
     log(f"encoder {count(enc)} parameters, refiner {count(teacher)} parameters")
-    t_steps, t_time = train_teacher(data, enc, teacher, args, os.path.join(ck, "teacher.pt"))
-    student = copy.deepcopy(teacher)
-    for p in enc.parameters():
-        p.requires_grad_(False)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    s_steps, s_time = train_student(data, enc, teacher, student, args, os.path.join(ck, "student.pt"))
+    if args.from_weights:
+        student = Refiner().to(dev)
+        load_weights(args.from_weights, enc, teacher, student)
+        prior = json.load(open(os.path.join(os.path.dirname(os.path.abspath(args.from_weights)), "training.json")))
+        t_steps, t_time = prior["teacher"]["steps"], prior["teacher"]["minutes"] * 60
+        s_steps, s_time = prior["student"]["steps"], prior["student"]["minutes"] * 60
+        trained_on, train_wall = prior["hardware"], prior["wall_minutes"]
+        batch, lr = prior["teacher"]["batch"], prior["teacher"]["lr"]
+        log(f"weights from {args.from_weights} (trained on {trained_on})")
+    else:
+        ck = os.path.join(args.cache, "checkpoints")
+        os.makedirs(ck, exist_ok=True)
+        t_steps, t_time = train_teacher(data, enc, teacher, args, os.path.join(ck, "teacher.pt"))
+        student = copy.deepcopy(teacher)
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        s_steps, s_time = train_student(data, enc, teacher, student, args, os.path.join(ck, "student.pt"))
+        trained_on, train_wall = hardware(dev), round((time.time() - t0) / 60, 1)
+        batch, lr = args.batch, args.lr
+    for m in (enc, teacher, student):
+        m.eval()
     val = validate(data, enc, teacher, student)
     for k, v in val.items():
         log(f"validation {k}: l1 {v['l1']:.5f}, mouth_l1 {v['mouth_l1']:.5f}, eyes_l1 {v['eyes_l1']:.5f}")
-    files = export(enc, teacher, student, args.out, data.size)
     n_frames = int(len(data.owner))
     training = {
         "clips": len(data.clip_names),
@@ -536,15 +648,30 @@ def main():
         "train_samples": int(len(data.train_idx)),
         "validation_samples": int(len(data.val_idx)),
         "samples": n_frames,
+        "max_samples_per_clip": max(data.per_clip),
+        "stride": sorted(data.strides),
         "crop": data.size,
-        "teacher": {"steps": t_steps, "minutes": round(t_time / 60, 1), "batch": args.batch, "lr": args.lr},
+        "teacher": {"steps": t_steps, "minutes": round(t_time / 60, 1), "batch": batch, "lr": lr},
         "student": {"steps": s_steps, "minutes": round(s_time / 60, 1), "k": list(STUDENT_STEPS), "teacher_steps": TEACHER_STEPS},
+        "augment": bool(args.augment) if not args.from_weights else prior.get("augment", False),
         "parameters": {"encoder": count(enc), "refiner": count(student)},
         "seed": args.seed,
-        "hardware": f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "wall_minutes": round((time.time() - t0) / 60, 1),
+        "hardware": trained_on,
+        "wall_minutes": train_wall,
         "validation": val,
     }
+    if args.from_weights:
+        training["validation_on_training_machine"] = prior.get("validation")
+        training["exported_on"] = hardware(dev)
+    if args.save_weights:
+        save_weights(args.save_weights, enc, teacher, student)
+        with open(os.path.join(os.path.dirname(os.path.abspath(args.save_weights)), "training.json"), "w") as f:
+            json.dump(training, f, indent=2)
+        log(f"weights saved to {args.save_weights}")
+        if not args.out or args.out == "-":
+            return
+    enc, teacher, student = enc.cpu(), teacher.cpu(), student.cpu()
+    files = export(enc, teacher, student, args.out, data.size)
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(training, f, indent=2)
     # The default k: the student's best on the validation clips (part of the training data, never the held-out
