@@ -1,14 +1,15 @@
 /**
  * The watermark on real pictures (the shared portraits, resized to 512²): invisible by PSNR (>= 40 dB on luma),
  * decoded from one frame, absent from the unmarked pictures, and a window that straddles a payload change (a live
- * stream's minute) still decodes from its clean half.
+ * stream's minute) still decodes from its clean half. The embedder's fast paths (4 pixels per word, cached per-payload
+ * signs) give exactly the bytes of the plain per-pixel definition (watermarkReference).
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { I420Frame } from '../../server/avatar/engine.js';
 import { payloadHex } from '../../server/provenance/payload.js';
-import { Watermarker, WatermarkDetector } from '../../server/provenance/watermark.js';
+import { Watermarker, WatermarkDetector, watermarkReference } from '../../server/provenance/watermark.js';
 import { loadImageRgb, resizeRgb, rgbToI420 } from '../../server/util/image.js';
 import { portraitFile } from '../helpers/media.js';
 
@@ -66,5 +67,81 @@ describe('watermark on the shared portraits', () => {
     det.reset();
     for (let i = 0; i < 30; i++) det.addI420(i < 20 ? fa : fb);
     expect(det.result().payload).toBe(payloadHex(a));
+  }, 60_000);
+
+  it('the word-wise and per-pixel embedders give exactly the reference bytes, at any size and alignment', async () => {
+    const all = (await portraits()).slice(0, 4);
+    const wm = new Watermarker();
+    const p = { id: 0x5eed1234, slot: 4242 };
+    const check = (frame: I420Frame, label: string, embedder = wm, strength = 2, cap = 2): void => {
+      const fast = copy(frame);
+      embedder.apply(fast, p);
+      const ref = copy(frame);
+      watermarkReference(ref, p, strength, cap);
+      expect(Buffer.compare(fast.data, ref.data), label).toBe(0);
+      expect(Buffer.compare(fast.data, frame.data), label).not.toBe(0);
+    };
+    // 512²: one word per 4 pixels of one lattice column; 384 x 288: words straddle lattice columns; 250 x 170: not a
+    // multiple of 4, per pixel.
+    expect(Watermarker.wordWise(512, 512)).toBe(true);
+    expect(Watermarker.wordWise(384, 288)).toBe(true);
+    expect(Watermarker.wordWise(250, 170)).toBe(false);
+    for (const { name, frame } of all) {
+      check(frame, `${name} 512`);
+      for (const [w, h] of [
+        [384, 288],
+        [250, 170],
+        [512, 520],
+      ] as const) {
+        check(
+          rgbToI420(resizeRgb(await loadImageRgb(path.join(path.dirname(portraitFile(name)), name)), w, h)),
+          `${name} ${w}x${h}`,
+        );
+      }
+      // A Y plane that does not start on a word boundary takes the per-pixel path.
+      const buf = new Uint8Array(frame.data.length + 1);
+      buf.set(frame.data, 1);
+      const shifted = { width: frame.width, height: frame.height, data: buf.subarray(1) };
+      const fast = copy(frame);
+      wm.apply(shifted, p);
+      watermarkReference(fast, p);
+      expect(Buffer.compare(shifted.data, fast.data), `${name} unaligned`).toBe(0);
+    }
+    // Saturation at both ends: pixels within a few levels of 0 and 255, with a stronger pattern (|offset| up to 8).
+    let seed = 7;
+    const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24;
+    const strong = new Watermarker(5, 3);
+    for (const [w, h] of [
+      [512, 512],
+      [384, 288],
+      [250, 170],
+    ] as const) {
+      const data = new Uint8Array((w * h * 3) / 2);
+      for (let i = 0; i < data.length; i++) {
+        const r = rnd();
+        data[i] = r < 128 ? r & 7 : 255 - (r & 7);
+      }
+      check({ width: w, height: h, data }, `extremes ${w}x${h}`, strong, 5, 3);
+    }
+  }, 60_000);
+
+  it('the cached per-payload signs follow a payload change (and back)', async () => {
+    const frame = (await portraits())[1]!.frame;
+    const wm = new Watermarker();
+    for (const p of [
+      { id: 11, slot: 500 },
+      { id: 11, slot: 501 },
+      { id: 12, slot: 501 },
+      { id: 11, slot: 500 },
+    ]) {
+      const fast = copy(frame);
+      wm.apply(fast, p);
+      const ref = copy(frame);
+      watermarkReference(ref, p);
+      expect(Buffer.compare(fast.data, ref.data)).toBe(0);
+      const d = new WatermarkDetector();
+      d.addI420(fast);
+      expect(d.result().payload).toBe(payloadHex(p));
+    }
   }, 60_000);
 });
