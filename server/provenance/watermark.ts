@@ -236,12 +236,11 @@ export class Watermarker {
     this.#spans = new Uint32Array(GRID + 1);
     for (let x = 0; x < w; x++) this.#spans[this.#cx[x]! + 1] = x + 1;
     for (let c = 1; c <= GRID; c++) this.#spans[c] = Math.max(this.#spans[c]!, this.#spans[c - 1]!);
-    this.#counts.fill(0);
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const c = this.#cy[y]! * GRID + this.#cx[x]!;
-        this.#counts[c] = this.#counts[c]! + 1;
-      }
+    // Pixels per cell: its lattice row's rows times its lattice column's columns.
+    const rows = new Float64Array(GRID);
+    for (let y = 0; y < h; y++) rows[this.#cy[y]!] = rows[this.#cy[y]!]! + 1;
+    for (let r = 0; r < GRID; r++) {
+      for (let c = 0; c < GRID; c++) this.#counts[r * GRID + c] = rows[r]! * (this.#spans[c + 1]! - this.#spans[c]!);
     }
     this.#words = Watermarker.wordWise(w, h);
     if (this.#words) {
