@@ -21,6 +21,7 @@ import { Metrics } from './metrics.js';
 import { PortraitStore, type FaceCheck } from './portraits/store.js';
 import { FaceChecker } from './portraits/faceCheck.js';
 import { RoomRegistry } from './rooms/registry.js';
+import { AvatarWorkerPool } from './avatar/workerPool.js';
 import { SignalingServer, type SignalingIo } from './signaling/server.js';
 
 export interface ServerOptions {
@@ -95,7 +96,15 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     await fanout.close();
     throw err;
   }
-  const registry = new RoomRegistry({ config, fanout, portraits, log: log.child('rooms') });
+  // Avatar workers with the engine loaded, shared by the rooms: a spare for a new room or a crashed worker, and the
+  // workers of closed rooms reused (engine threads created and ended per room left native memory behind).
+  const workers = new AvatarWorkerPool({
+    spares: config.avatar.spareWorkers,
+    maxIdle: config.maxRooms,
+    initTimeoutMs: config.avatar.initTimeoutMs,
+    log: log.child('workers'),
+  });
+  const registry = new RoomRegistry({ config, fanout, portraits, workers, log: log.child('rooms') });
   const metrics = new Metrics(registry);
 
   const app = uWS.App();
@@ -117,6 +126,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     } catch (err) {
       metrics.close();
       registry.close();
+      await workers.close();
       await faceChecker?.close();
       await fanout.close();
       throw err;
@@ -149,6 +159,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     await cluster?.close();
     metrics.close();
     registry.close();
+    await workers.close();
     await io.close();
     await faceChecker?.close();
     await fanout.close();
@@ -179,6 +190,8 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
         // Before the rooms close: this node's entries leave the directory at once, relays are closed.
         await cluster?.close();
         registry.close();
+        // After the rooms: their workers come back (and are closed) before the pool's own are closed.
+        await workers.close();
         whip.close();
         metrics.close();
         await io.close();

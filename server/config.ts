@@ -83,6 +83,12 @@ export interface Config {
     outputSize: number;
     /** Worker init deadline; default 30 s. */
     initTimeoutMs: number;
+    /**
+     * Avatar worker threads kept warm with the engine loaded, beyond the rooms' own (server/avatar/workerPool.ts): a
+     * new room, or a room whose worker crashed, takes one instead of waiting for an engine to start. Workers of closed
+     * rooms are reused. Default 1 (each costs the engine's memory, ~130 MB for the default pack); 0: none kept warm.
+     */
+    spareWorkers: number;
   };
   media: {
     /** ICE servers given to clients; default none (host candidates only). */
@@ -170,6 +176,7 @@ export function defaultConfig(): Config {
       intraOpThreads: 1,
       outputSize: 512,
       initTimeoutMs: 30_000,
+      spareWorkers: 1,
     },
     media: { iceServers: [], iceAddressAllowList: null, maxVideoBitrate: 1_500_000, audioDelayOffsetMs: 0 },
     fanout: {
@@ -251,6 +258,7 @@ export function validateConfig(c: Config): Config {
   if (!['default', 'portrait', 'passthrough'].includes(c.avatar.engine)) fail('"avatar.engine" must be default|portrait|passthrough');
   if (!['cpu', 'cuda'].includes(c.avatar.executionProvider)) fail('"avatar.executionProvider" must be cpu|cuda');
   intIn(c.avatar.intraOpThreads, 1, 64, 'avatar.intraOpThreads');
+  intIn(c.avatar.spareWorkers, 0, 64, 'avatar.spareWorkers');
   intIn(c.avatar.outputSize, 64, 2048, 'avatar.outputSize');
   intIn(c.avatar.steps, 0, 8, 'avatar.steps');
   if (!(typeof c.avatar.stepsBudgetMs === 'number' && c.avatar.stepsBudgetMs >= 5 && c.avatar.stepsBudgetMs <= 10_000)) {
@@ -308,6 +316,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_MODEL_PACK) c.avatar.modelPack = path.resolve(env.AVATAR_MODEL_PACK);
   if (env.AVATAR_REFINER_PACK) c.avatar.refinerPack = env.AVATAR_REFINER_PACK === 'none' ? null : path.resolve(env.AVATAR_REFINER_PACK);
   if (env.AVATAR_STEPS) c.avatar.steps = Number(env.AVATAR_STEPS);
+  if (env.AVATAR_SPARE_WORKERS) c.avatar.spareWorkers = Number(env.AVATAR_SPARE_WORKERS);
   if (env.AVATAR_EP) c.avatar.executionProvider = env.AVATAR_EP as Config['avatar']['executionProvider'];
   if (env.FANOUT) c.fanout.mode = env.FANOUT as Config['fanout']['mode'];
   if (env.MEDIASOUP_WORKER_BIN) c.fanout.mediasoupWorkerBin = env.MEDIASOUP_WORKER_BIN;

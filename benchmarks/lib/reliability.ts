@@ -25,6 +25,8 @@ import { call, connectClient, type ClientSocket } from '../../tests/helpers/sock
 import type { FromServerProc, MemoryUsage, RoomTick, ServerProcArgs, ToServerProc } from './reliabilityProtocol.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+/** What `npm start` and infra/Dockerfile set MALLOC_MMAP_THRESHOLD_ to. */
+export const SERVER_MALLOC_MMAP_THRESHOLD = '131072';
 const ALLOW = ['127.0.0.1'];
 
 /** Epoch ms with sub-ms precision, comparable with the server process's tick times. */
@@ -79,9 +81,17 @@ export class ServerProc {
     void exited.then((c) => (this.#exitCode = c));
   }
 
-  static async start(args: ServerProcArgs, timeoutMs = 60_000): Promise<ServerProc> {
+  /**
+   * `glibcDefaults`: run without the environment `npm start` and the Docker image give the server (glibc's fixed mmap
+   * threshold, see infra/Dockerfile), to measure what it changes.
+   */
+  static async start(args: ServerProcArgs, timeoutMs = 60_000, opts: { glibcDefaults?: boolean } = {}): Promise<ServerProc> {
+    const env = { ...process.env };
+    if (opts.glibcDefaults) delete env.MALLOC_MMAP_THRESHOLD_;
+    else env.MALLOC_MMAP_THRESHOLD_ ??= SERVER_MALLOC_MMAP_THRESHOLD;
     const child = fork(path.join(here, 'reliabilityServer.ts'), [JSON.stringify(args)], {
       execArgv: ['--import', 'tsx', '--expose-gc'],
+      env,
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
     const stderr: string[] = [];
@@ -645,6 +655,11 @@ export interface Recovery {
   framesLost: number;
   /** Frames received from the fault to the recovery. */
   framesInOutage: number;
+  /**
+   * The longest time without a frame, from the last frame before the fault to 1 s after the recovery, ms: what a
+   * fault that recovers within the first 1 s window (recoverMs 0) cost.
+   */
+  outageMs: number;
 }
 
 /**
@@ -673,12 +688,25 @@ export function recovery(times: readonly number[], faultAt: number, refAt: numbe
   }
   gap = Math.max(gap, end - prev);
   const received = countIn(times, faultAt, end);
+  let last = faultAt;
+  for (const t of times) {
+    if (t > faultAt) break;
+    last = t;
+  }
+  let outage = 0;
+  for (const t of times) {
+    if (t <= faultAt) continue;
+    if (t > end + 1000) break;
+    outage = Math.max(outage, t - last);
+    last = t;
+  }
   return {
     baselineFps: round(baselineFps, 1),
     recoverMs: recAt === null ? null : Math.round(recAt - refAt),
     longestGapMs: Math.round(gap),
     framesLost: Math.max(0, Math.round((baselineFps * (end - faultAt)) / 1000 - received)),
     framesInOutage: received,
+    outageMs: Math.round(Math.max(outage, Math.min(end + 1000, times.at(-1) ?? end) - last)),
   };
 }
 

@@ -26,6 +26,18 @@ export interface PreparedPortrait {
   height: number;
   /** Whether a face was found (engines that animate a face refuse a portrait without one). */
   face: boolean;
+  /**
+   * What prepare() computed from the portrait (face analysis, crops, masks), for an engine of the same kind and
+   * options to reuse: the session keeps it, and a worker that replaces a crashed one prepares the same portrait from it
+   * without analysing it again. Opaque to the session; structured-cloneable. Absent when the engine has none.
+   */
+  cache?: PortraitCache;
+}
+
+/** See PreparedPortrait.cache. `engine` names the engine that made it; others ignore it. */
+export interface PortraitCache {
+  readonly engine: string;
+  readonly data: unknown;
 }
 
 /** Per-frame timings (ms) and state, reported into the stage histograms. */
@@ -47,13 +59,22 @@ export interface AvatarEngine {
    * default engine with a refiner pack has one.
    */
   readonly refiner?: { defaultSteps: number } | null;
-  /** Per-portrait work: detection, landmarks, crops, masks. Throws AppError('NO_FACE') when needed. */
-  prepare(portrait: RgbImage): Promise<PreparedPortrait>;
+  /**
+   * Per-portrait work: detection, landmarks, crops, masks. Throws AppError('NO_FACE') when needed. `cache`, when it
+   * is this engine's (PreparedPortrait.cache from an earlier prepare() of the same portrait with the same options),
+   * replaces the analysis.
+   */
+  prepare(portrait: RgbImage, cache?: PortraitCache): Promise<PreparedPortrait>;
   /** Synthesizes one output frame (size of the prepared portrait) from one driving frame. */
   render(driving: I420Frame, out: I420Frame, timestampMs: number): RenderStats;
   /** Applies the settings; an engine without a refiner runs `steps` as 0 (never throws for it). */
   updateSettings(settings: AvatarSettings): void;
   /** Re-captures the performer's neutral face from the next frames. */
   recalibrate(): void;
+  /**
+   * Forgets the portrait, the performer (tracker, neutral) and the settings, keeping what was loaded (models): the
+   * engine is as created, for the next room of a pooled worker (workerPool.ts). Engines without it are created anew.
+   */
+  reset?(): void;
   close(): void;
 }

@@ -7,9 +7,16 @@
  *   replaces the waiting one and a drop is counted. The worker takes frames itself (it never waits for this thread
  *   between frames) and hands results back through an output FrameExchange allocated once per portrait size.
  * - Supervised: the worker must answer `init` within `initTimeoutMs`; if it crashes, the session emits 'failure',
- *   starts a new worker, prepares the last portrait again and carries on (at most `maxRestarts` per
- *   `restartWindowMs`, then it stays failed); close() asks the worker to close and terminates it after
- *   `closeTimeoutMs`.
+ *   takes another worker, prepares the last portrait again and carries on; close() asks the worker to close and
+ *   terminates it after `closeTimeoutMs`.
+ * - Fast recovery: with a `pool` (workerPool.ts, one per server) the new worker is a warm spare whose engine is
+ *   already loaded, and the portrait is prepared from the PortraitCache the first worker returned (kept here, in the
+ *   main thread), so the face is not analysed again: frames are back within a few hundred ms. Without a pool a new
+ *   worker is started (seconds). With a pool, close() hands the worker back for the next room instead of ending it.
+ * - Restart policy, a token bucket: `maxRestarts` restarts in a burst (default 3), and one more every
+ *   `restartRefillMs` (default 10 s). An engine that crashes now and then (every 20 s, say) is restarted every time; a
+ *   crash loop (crashes faster than one per 10 s) spends the burst and the session gives up (failed) instead of
+ *   restarting forever.
  * - Refiner steps: the engine runs AvatarSettings.steps only when it has a refiner (`refiner`, reported by the worker
  *   at init), and fewer under overload: a RefinerStepsPolicy (stepsPolicy.ts) watches render times and drops and
  *   lowers the steps before frames have to drop, raising them again after a while with headroom. `steps` is what
@@ -20,18 +27,16 @@
  * 'restarted' (count: number), 'close'.
  */
 import { EventEmitter } from 'node:events';
-import { Worker } from 'node:worker_threads';
-import type { I420Frame, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
+import type { I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
 import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
 import { noRefiner } from '../signaling/protocol.js';
 import type { EngineOptions } from './engines/index.js';
-import type { FromWorker, ToWorker } from './worker.js';
+import type { ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
-import { workerSpec } from '../util/worker.js';
-import { getLogLevel } from '../logger.js';
 import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
+import { EngineWorker, type AvatarWorkerPool, type EngineSpec, type WorkerEvent, type WorkerReply } from './workerPool.js';
 
 export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
@@ -41,9 +46,12 @@ export interface AvatarSessionOptions {
   initTimeoutMs: number;
   /** Deadline for the worker to close before it is terminated; default 2000 ms. */
   closeTimeoutMs?: number;
-  /** Restarts allowed within restartWindowMs before the session gives up; default 3 per 60 s. */
+  /** Restart budget (a token bucket): restarts allowed in a burst; default 3. */
   maxRestarts?: number;
-  restartWindowMs?: number;
+  /** One restart is added back to the budget every restartRefillMs (up to maxRestarts); default 10_000 ms. */
+  restartRefillMs?: number;
+  /** Workers come from (and go back to) this pool; default none: the session starts and ends its own workers. */
+  pool?: AvatarWorkerPool | null;
   /** How refiner steps are lowered under overload and raised again (defaults: a 30 fps frame budget). */
   stepsPolicy?: RefinerStepsPolicyOptions;
   log: Logger;
@@ -64,11 +72,6 @@ export interface SessionFrame {
   stats: RenderStats;
 }
 
-interface Request {
-  resolve: (msg: FromWorker & { type: 'reply'; ok: true }) => void;
-  reject: (err: AppError) => void;
-}
-
 function appError(e: PublicError, fallback: string): AppError {
   return new AppError(e.code ?? 'ENGINE_FAILED', e.message || fallback);
 }
@@ -76,21 +79,24 @@ function appError(e: PublicError, fallback: string): AppError {
 export class AvatarSession extends EventEmitter {
   readonly #opts: Required<Omit<AvatarSessionOptions, 'log'>> & { log: Logger };
   readonly #log: Logger;
-  #worker: Worker | null = null;
+  readonly #spec: EngineSpec;
+  #worker: EngineWorker | null = null;
   #ready = false;
   #closed = false;
   #failed = false;
   #closing: Promise<void> | null = null;
-  #nextId = 1;
-  #requests = new Map<number, Request>();
   #restarts = 0;
-  #restartTimes: number[] = [];
+  /** Restart tokens (see the header), as of #tokensAt (performance.now()). */
+  #tokens: number;
+  #tokensAt = performance.now();
 
   // Frames.
   #input: FrameExchange | null = null;
   #output: FrameExchange | null = null;
   #prepared: PreparedPortrait | null = null;
   #portrait: RgbImage | null = null;
+  /** What the engine computed from #portrait (PreparedPortrait.cache): a new worker prepares from it. */
+  #cache: PortraitCache | null = null;
   #settings: AvatarSettings | null = null;
   #seq = 0;
   #dropped = 0;
@@ -105,8 +111,10 @@ export class AvatarSession extends EventEmitter {
 
   private constructor(opts: AvatarSessionOptions) {
     super();
-    this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartWindowMs: 60_000, stepsPolicy: {}, ...opts };
+    this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartRefillMs: 10_000, stepsPolicy: {}, pool: null, ...opts };
     this.#log = opts.log;
+    this.#spec = { engine: opts.engine, options: opts.engineOptions };
+    this.#tokens = this.#opts.maxRestarts;
     this.#policy = new RefinerStepsPolicy(this.#opts.stepsPolicy);
   }
 
@@ -156,7 +164,7 @@ export class AvatarSession extends EventEmitter {
   /** Prepares a portrait (per-portrait work in the engine); frames render at the returned size afterwards. */
   async prepare(portrait: RgbImage): Promise<PreparedPortrait> {
     this.#assertOpen();
-    const reply = await this.#prepareOn(portrait);
+    const reply = await this.#prepareOn(portrait, null);
     this.#portrait = { width: portrait.width, height: portrait.height, data: portrait.data.slice() };
     return reply;
   }
@@ -199,28 +207,31 @@ export class AvatarSession extends EventEmitter {
     this.#post({ type: 'recalibrate' });
   }
 
-  /** Closes the engine and the worker (terminated after closeTimeoutMs). Idempotent; emits 'close' once. */
+  /**
+   * Closes the engine and the worker (terminated after closeTimeoutMs), or with a pool hands the worker back to it.
+   * Idempotent; emits 'close' once.
+   */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
     this.#closing = (async () => {
       const w = this.#worker;
-      const ready = this.#ready;
       this.#worker = null;
       this.#ready = false;
-      // A worker that is still starting has no engine to close: terminate it at once.
-      if (w && ready) {
-        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-        w.postMessage({ type: 'close', id: this.#nextId++ } satisfies ToWorker);
-        const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.#opts.closeTimeoutMs).unref());
-        if ((await Promise.race([exited, timer])) === 'timeout')
-          this.#log.warn('avatar worker did not close in time: terminating');
+      // Synchronously, so that a pool closed right after this (server shutdown) waits for the release.
+      if (w) {
+        w.detach(new InvalidStateError('avatar session closed'));
+        await this.#giveBack(w);
       }
-      if (w) await w.terminate();
-      this.#rejectAll(new InvalidStateError('avatar session closed'));
       this.emit('close');
     })();
     return this.#closing;
+  }
+
+  /** A worker this session no longer uses: back to the pool, or closed. */
+  #giveBack(w: EngineWorker): Promise<void> {
+    const pool = this.#opts.pool;
+    return pool ? pool.release(w) : w.close(this.#opts.closeTimeoutMs);
   }
 
   #assertOpen(): void {
@@ -228,18 +239,21 @@ export class AvatarSession extends EventEmitter {
     if (this.#failed) throw new AppError('ENGINE_FAILED', 'avatar engine failed repeatedly and was stopped');
   }
 
-  async #prepareOn(portrait: RgbImage): Promise<PreparedPortrait> {
+  /** Prepares `portrait` on the worker, from `cache` when given (the same portrait, prepared by an earlier worker). */
+  async #prepareOn(portrait: RgbImage, cache: PortraitCache | null): Promise<PreparedPortrait> {
     // A copy is transferred: the caller keeps its image, and the worker gets it without a structured-clone copy.
     const data = portrait.data.slice().buffer;
     const reply = await this.#request(
-      (id) => ({ type: 'prepare', id, width: portrait.width, height: portrait.height, data }),
+      (id) => ({ type: 'prepare', id, width: portrait.width, height: portrait.height, data, ...(cache ? { cache } : {}) }),
       [data],
     );
     if (!reply.prepared || !reply.output) throw new AppError('ENGINE_FAILED', 'avatar worker: bad prepare reply');
     this.#output = new FrameExchange(reply.output.capacity, reply.output.buffer);
     this.#outDropped = 0;
-    this.#prepared = reply.prepared;
-    return reply.prepared;
+    const { cache: next, ...prepared } = reply.prepared;
+    this.#cache = next ?? null;
+    this.#prepared = prepared;
+    return prepared;
   }
 
   /** A new input exchange (for a larger driving frame, or for a new worker: slot ownership starts afresh). */
@@ -266,70 +280,42 @@ export class AvatarSession extends EventEmitter {
       this.#post({ type: 'settings', settings: { ...this.#settings, steps: this.#policy.effective } });
   }
 
+  /** Takes a worker (from the pool, or a new one) and sends it the settings. @throws AppError('ENGINE_FAILED') */
   async #start(): Promise<void> {
-    const spec = workerSpec(import.meta.url, 'worker');
-    const w = new Worker(spec.entry, { eval: spec.eval, name: 'avatar-engine' });
-    this.#worker = w;
-    w.on('message', (msg: FromWorker) => this.#onMessage(w, msg));
-    w.on('error', (err) => this.#onCrash(w, err));
-    w.on('exit', (code) => this.#onCrash(w, new Error(`avatar worker exited with code ${code}`)));
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(new AppError('ENGINE_FAILED', `avatar engine did not start within ${this.#opts.initTimeoutMs} ms`)),
-        this.#opts.initTimeoutMs,
-      );
-    });
-    try {
-      const reply = await Promise.race([
-        this.#request((id) => ({
-          type: 'init',
-          id,
-          engine: this.#opts.engine,
-          options: this.#opts.engineOptions,
-          mainTimeOrigin: performance.timeOrigin,
-          logLevel: getLogLevel(),
-        })),
-        timeout,
-      ]);
-      this.#refiner = reply.refiner ?? noRefiner;
-    } finally {
-      clearTimeout(timer);
+    const pool = this.#opts.pool;
+    // A pooled worker can die between the pool's hand-over and attach(): take another (a few times at most).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const w = pool
+        ? await pool.acquire(this.#spec)
+        : await EngineWorker.start(this.#spec, { initTimeoutMs: this.#opts.initTimeoutMs, log: this.#log });
+      if (this.#closed) {
+        await this.#giveBack(w);
+        throw new InvalidStateError('avatar session closed');
+      }
+      if (!w.attach({ onMessage: (m) => this.#onMessage(w, m), onCrash: (err) => this.#onCrash(w, err) })) continue;
+      this.#worker = w;
+      this.#refiner = w.refiner;
+      this.#requestSteps();
+      this.#postSettings();
+      this.#ready = true;
+      return;
     }
-    this.#requestSteps();
-    this.#postSettings();
-    this.#ready = true;
+    throw new AppError('ENGINE_FAILED', 'avatar worker died as it started');
   }
 
-  #request(
-    make: (id: number) => ToWorker,
-    transfer: ArrayBuffer[] = [],
-  ): Promise<FromWorker & { type: 'reply'; ok: true }> {
+  #request(make: (id: number) => ToWorker, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
     const w = this.#worker;
     if (!w) return Promise.reject(new InvalidStateError('avatar worker not running'));
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#requests.set(id, { resolve, reject });
-      w.postMessage(make(id), transfer);
-    });
+    return w.request(make, transfer);
   }
 
   #post(msg: ToWorker): void {
-    this.#worker?.postMessage(msg);
+    this.#worker?.post(msg);
   }
 
-  #onMessage(w: Worker, msg: FromWorker): void {
+  #onMessage(w: EngineWorker, msg: WorkerEvent): void {
     if (w !== this.#worker) return;
     switch (msg.type) {
-      case 'reply': {
-        const req = this.#requests.get(msg.id);
-        if (!req) return;
-        this.#requests.delete(msg.id);
-        if (msg.ok) req.resolve(msg);
-        else req.reject(appError(msg.error, 'avatar engine error'));
-        return;
-      }
       case 'frame': {
         const output = this.#output;
         // Null when an earlier 'frame' message already took the newest result.
@@ -397,12 +383,18 @@ export class AvatarSession extends EventEmitter {
     this.emit('steps', steps);
   }
 
-  #rejectAll(err: AppError): void {
-    for (const r of this.#requests.values()) r.reject(err);
-    this.#requests.clear();
+  /** Takes a restart token if there is one (the bucket refills one token per restartRefillMs, up to maxRestarts). */
+  #takeRestartToken(): boolean {
+    const now = performance.now();
+    const { maxRestarts, restartRefillMs } = this.#opts;
+    this.#tokens = Math.min(maxRestarts, this.#tokens + (now - this.#tokensAt) / restartRefillMs);
+    this.#tokensAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
   }
 
-  #onCrash(w: Worker, err: Error): void {
+  #onCrash(w: EngineWorker, err: Error): void {
     if (w !== this.#worker || this.#closed) return;
     this.#worker = null;
     this.#ready = false;
@@ -412,34 +404,34 @@ export class AvatarSession extends EventEmitter {
     this.#output = null;
     this.#input = null;
     this.#log.error('avatar worker crashed', { err });
-    this.#rejectAll(new AppError('ENGINE_FAILED', 'avatar engine crashed', { cause: err }));
-    void w.terminate();
-    const now = Date.now();
-    this.#restartTimes = this.#restartTimes.filter((t) => now - t < this.#opts.restartWindowMs);
-    if (this.#restartTimes.length >= this.#opts.maxRestarts) {
+    if (!this.#takeRestartToken()) {
       this.#failed = true;
       this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed repeatedly and was stopped'));
       return;
     }
-    this.#restartTimes.push(now);
     this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed: restarting'));
     void this.#restart();
   }
 
   async #restart(): Promise<void> {
+    const t0 = performance.now();
     try {
       await this.#start();
       if (this.#closed) return;
-      if (this.#portrait) await this.#prepareOn(this.#portrait);
+      if (this.#portrait) await this.#prepareOn(this.#portrait, this.#cache);
       this.#restarts++;
-      this.#log.info('avatar worker restarted', { restarts: this.#restarts });
+      this.#log.info('avatar worker restarted', { restarts: this.#restarts, ms: Math.round(performance.now() - t0) });
       this.emit('restarted', this.#restarts);
     } catch (err) {
       if (this.#closed) return;
       this.#failed = true;
       const w = this.#worker;
       this.#worker = null;
-      void w?.terminate();
+      this.#ready = false;
+      if (w) {
+        w.detach(new InvalidStateError('avatar session failed'));
+        void w.terminate();
+      }
       this.#log.error('avatar worker restart failed', { err: err as Error });
       this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine could not be restarted', { cause: err }));
     }

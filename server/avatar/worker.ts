@@ -8,24 +8,41 @@
  * thread only makes the worker skip to the newest frame.
  *
  * Messages are handled one at a time, in order (a prepare() that awaits is never overtaken by a render).
+ *
+ * A worker outlives its session when it is pooled (workerPool.ts): `reset` forgets the session (portrait, performer,
+ * settings, buffers) and keeps the engine's models loaded for the next one.
  */
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { parentPort } from 'node:worker_threads';
-import type { AvatarEngine, I420Frame, PreparedPortrait } from './engine.js';
+import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait } from './engine.js';
 import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
 import { MAX_REFINER_STEPS, noRefiner } from '../signaling/protocol.js';
 import { createEngine, type EngineOptions } from './engines/index.js';
+import { adoptSharedEngineData, type SharedEngineData } from './engines/shared.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
 import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
 import { toPublicError } from '../errors.js';
 
 /** Main thread -> worker. */
 export type ToWorker =
-  | { type: 'init'; id: number; engine: string; options: EngineOptions; mainTimeOrigin: number; logLevel: LogLevel }
+  | {
+      type: 'init';
+      id: number;
+      engine: string;
+      options: EngineOptions;
+      /** Model data shared by the process's workers (engines/shared.ts). */
+      shared?: SharedEngineData;
+      mainTimeOrigin: number;
+      logLevel: LogLevel;
+    }
   | { type: 'input'; buffer: SharedArrayBuffer; capacity: number }
-  | { type: 'prepare'; id: number; width: number; height: number; data: ArrayBuffer }
+  | { type: 'prepare'; id: number; width: number; height: number; data: ArrayBuffer; cache?: PortraitCache }
   | { type: 'kick' }
   | { type: 'settings'; settings: AvatarSettings }
   | { type: 'recalibrate' }
+  /** The session ended: forget it (engine.reset(), or a new engine), keep the models, wait for the next session. */
+  | { type: 'reset'; id: number }
   | { type: 'close'; id: number };
 
 /** Worker -> main thread. */
@@ -59,9 +76,17 @@ let fakeRefinerMsPerStep = 0;
 let fakeSteps = 0;
 /** main clock = worker clock + clockOffset (both performance.now(), different time origins). */
 let clockOffset = 0;
+/** The init message: what a reset() recreates an engine that has no reset() from. */
+let initMsg: (ToWorker & { type: 'init' }) | null = null;
 let closed = false;
 const driving: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
 const out: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
+
+/** A full garbage collection of this thread's isolate (V8's gc() extension, enabled for this purpose). */
+function fullGc(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+}
 
 function post(msg: FromWorker): void {
   port!.postMessage(msg);
@@ -135,6 +160,8 @@ async function handle(msg: ToWorker): Promise<void> {
         slowRenderMs = msg.options.slowRenderMs ?? 0;
         fakeRefinerMsPerStep = msg.options.fakeRefinerMsPerStep ?? 0;
         clockOffset = performance.timeOrigin - msg.mainTimeOrigin;
+        initMsg = msg;
+        if (msg.shared) adoptSharedEngineData(msg.shared);
         engine = await createEngine(msg.engine, msg.options, log);
         const r = fakeRefinerMsPerStep > 0 ? { defaultSteps: 2 } : engine.refiner;
         const refiner: RefinerInfo = r
@@ -152,7 +179,7 @@ async function handle(msg: ToWorker): Promise<void> {
     case 'prepare': {
       try {
         if (!engine) throw new Error('prepare before init');
-        const prepared = await engine.prepare({ width: msg.width, height: msg.height, data: new Uint8Array(msg.data) });
+        const prepared = await engine.prepare({ width: msg.width, height: msg.height, data: new Uint8Array(msg.data) }, msg.cache);
         // Output buffers: allocated once per portrait size, reused for every frame.
         const capacity = i420Bytes(prepared.width, prepared.height);
         output = new FrameExchange(capacity);
@@ -175,6 +202,31 @@ async function handle(msg: ToWorker): Promise<void> {
     case 'recalibrate':
       engine?.recalibrate();
       return;
+    case 'reset': {
+      try {
+        if (!engine || !initMsg) throw new Error('reset before init');
+        if (engine.reset) engine.reset();
+        else {
+          const old = engine;
+          engine = null;
+          old.close();
+          engine = await createEngine(initMsg.engine, initMsg.options, log);
+        }
+        input = null;
+        output = null;
+        outSize = { width: 0, height: 0 };
+        outDropped = 0;
+        rendered = 0;
+        fakeSteps = 0;
+        // An idle worker allocates nothing, so V8 would keep the session's garbage (portrait copies, frame buffers:
+        // external memory in malloc) as long as it waits: collect it now, while no room depends on this thread.
+        fullGc();
+        post({ type: 'reply', id: msg.id, ok: true });
+      } catch (err) {
+        fail(msg.id, err);
+      }
+      return;
+    }
     case 'close': {
       closed = true;
       try {

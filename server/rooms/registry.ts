@@ -17,12 +17,15 @@ import type { FanoutFactory } from '../media/fanout.js';
 import type { PortraitStore } from '../portraits/store.js';
 import type { CloseReason } from '../signaling/protocol.js';
 import type { Room } from './room.js';
+import type { AvatarWorkerPool } from '../avatar/workerPool.js';
 
 export interface RoomRegistryOptions {
   config: Config;
   fanout: FanoutFactory;
   portraits: PortraitStore;
   log: Logger;
+  /** Avatar workers shared by the rooms (warm spares, reuse after a room closes); default none. */
+  workers?: AvatarWorkerPool | null;
 }
 
 interface Entry {
@@ -109,6 +112,7 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
         roomId,
         config,
         fanout,
+        workers: this.#opts.workers ?? null,
         loadPortrait: (id) => portraits.loadRgb(id, owner),
         onPortraitUsed: (id) => {
           portraits.markUsed(id, roomId).catch((err: unknown) => log.warn('consent log write failed', { roomId, portraitId: id, err }));

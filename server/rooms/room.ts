@@ -35,6 +35,7 @@ import { defaultAvatarSettings } from '../signaling/protocol.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { AvatarSession, type SessionFrame } from '../avatar/session.js';
+import type { AvatarWorkerPool } from '../avatar/workerPool.js';
 import type { FanoutFactory, SfuRoomFanout } from '../media/fanout.js';
 import { DirectFanout } from '../media/directFanout.js';
 import { IngestPeer } from '../media/ingest.js';
@@ -52,6 +53,8 @@ export interface RoomDeps {
   onPortraitUsed?: (portraitId: string) => void;
   /** Parent logger; default createLogger('room'). */
   log?: Logger;
+  /** Avatar workers shared by the server's rooms (warm spares, reuse); default none: the room starts its own. */
+  workers?: AvatarWorkerPool | null;
 }
 
 /** Per synthesized frame, ms. */
@@ -159,6 +162,7 @@ export class Room extends EventEmitter {
       },
       initTimeoutMs: a.initTimeoutMs,
       stepsPolicy: { budgetMs: a.stepsBudgetMs },
+      pool: deps.workers ?? null,
       log: log.child('avatar'),
     });
     const publisher = new Publisher({

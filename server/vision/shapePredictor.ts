@@ -468,6 +468,20 @@ function claimKernel(data: ShapePredictorData): Kernel | null {
   }
 }
 
+/** This thread's parse of `key` (a resolved path): started once; a failed one is forgotten (a later call retries). */
+function parseOnce(key: string): Promise<ShapePredictorData> {
+  let parse = parses.get(key);
+  if (!parse) {
+    const started = loadData(key);
+    parses.set(key, started);
+    started.catch(() => {
+      if (parses.get(key) === started) parses.delete(key);
+    });
+    parse = started;
+  }
+  return parse;
+}
+
 /** Reads and parses a model file, with errors that name the file. */
 async function loadData(file: string): Promise<ShapePredictorData> {
   let buf: Buffer;
@@ -607,22 +621,28 @@ export class ShapePredictor {
    */
   static async load(file: string = DEFAULT_SHAPE_PREDICTOR_PATH): Promise<ShapePredictor> {
     const key = path.resolve(file);
-    let parse = parses.get(key);
-    if (!parse) {
-      const started = loadData(key);
-      parses.set(key, started);
-      started.catch(() => {
-        if (parses.get(key) === started) parses.delete(key);
-      });
-      parse = started;
-    }
-    const data = await parse;
+    const data = await parseOnce(key);
     let sp = loaded.get(key);
     if (!sp || sp.closed) {
       sp = new ShapePredictor(data);
       loaded.set(key, sp);
     }
     return sp;
+  }
+
+  /**
+   * This thread's parse of `file` (the one load() uses, read and parsed once), to hand to worker threads: its arrays
+   * live on shared memory, so postMessage() shares the model instead of copying it, and a worker that adopt()s it
+   * neither reads nor parses the file (and holds no copy of its own).
+   */
+  static shared(file: string = DEFAULT_SHAPE_PREDICTOR_PATH): Promise<ShapePredictorData> {
+    return parseOnce(path.resolve(file));
+  }
+
+  /** Makes `data` (shared() of another thread) this thread's parse of `file`, unless it already has one. */
+  static adopt(data: ShapePredictorData, file: string = DEFAULT_SHAPE_PREDICTOR_PATH): void {
+    const key = path.resolve(file);
+    if (!parses.has(key)) parses.set(key, Promise.resolve(data));
   }
 
   /** Forgets the cached parse and instance for `file` (or all), so the next load re-reads the file. */

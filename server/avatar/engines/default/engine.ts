@@ -16,7 +16,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats, RgbImage } from '../../engine.js';
+import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from '../../engine.js';
 import type { AvatarSettings } from '../../../signaling/protocol.js';
 import { defaultAvatarSettings } from '../../../signaling/protocol.js';
 import type { FaceTrack, GrayImage } from '../../../vision/types.js';
@@ -78,6 +78,14 @@ const TPS_LAMBDA = 1e-5;
 const GAZE_X_GAIN = 0.45;
 const GAZE_Y_GAIN = 0.3;
 
+/** PortraitCache.data of this engine: the prepared face, valid for the same portrait size, output size and crop size. */
+interface CachedFace {
+  outputSize: number;
+  sourceRes: number;
+  portrait: [number, number];
+  face: PreparedFace;
+}
+
 interface FrameState {
   face: PreparedFace;
   ctrl: Float64Array;
@@ -131,6 +139,8 @@ export class DefaultEngine implements AvatarEngine {
   readonly #refiner: LearnedRefiner | null;
   #steps = 0;
   #refinerNet: 'student' | 'teacher' = 'student';
+  /** The steps the engine was created with (what reset() returns to). */
+  #initialSteps = 0;
 
   private constructor(
     pack: ModelPack,
@@ -205,6 +215,7 @@ export class DefaultEngine implements AvatarEngine {
         refiner,
       );
       engine.setSteps(steps);
+      engine.#initialSteps = steps;
       return engine;
     } catch (err) {
       pack.close();
@@ -251,8 +262,37 @@ export class DefaultEngine implements AvatarEngine {
     return this.#encoder.latent;
   }
 
-  async prepare(portrait: RgbImage): Promise<PreparedPortrait> {
+  async prepare(portrait: RgbImage, cache?: PortraitCache): Promise<PreparedPortrait> {
     if (this.#closed) throw new InvalidStateError('default engine is closed');
+    const cached = this.#fromCache(portrait, cache);
+    const prepared = cached ?? (await this.#analyse(portrait));
+    // The tracker and the expression latent describe the performer, not the portrait: a new portrait keeps them
+    // (and the calibrated neutral).
+    this.#tracker ??= await this.#vision.createTracker();
+    this.#state = this.#allocate(prepared);
+    this.#refiner?.prepare(portrait, prepared);
+    this.#log.info('portrait prepared', {
+      width: prepared.width,
+      height: prepared.height,
+      paste: [prepared.paste.w, prepared.paste.h],
+      mouthOpen: Math.round(prepared.mouthOpen * 1000) / 1000,
+      cached: cached !== null,
+    });
+    const data: CachedFace = { outputSize: this.#outputSize, sourceRes: this.#sourceRes, portrait: [portrait.width, portrait.height], face: prepared };
+    return { width: prepared.width, height: prepared.height, face: true, cache: { engine: this.name, data } };
+  }
+
+  /** The prepared face of an earlier prepare() of this portrait at these sizes (PortraitCache), or null. */
+  #fromCache(portrait: RgbImage, cache: PortraitCache | undefined): PreparedFace | null {
+    if (cache?.engine !== this.name) return null;
+    const c = cache.data as Partial<CachedFace> | null;
+    if (!c?.face || c.outputSize !== this.#outputSize || c.sourceRes !== this.#sourceRes) return null;
+    if (c.portrait?.[0] !== portrait.width || c.portrait[1] !== portrait.height) return null;
+    return c.face;
+  }
+
+  /** Face analysis (detection, landmarks, pose) and preparePortrait(): the per-portrait work. */
+  async #analyse(portrait: RgbImage): Promise<PreparedFace> {
     const long = Math.max(portrait.width, portrait.height);
     const scale = long > ANALYSIS_MAX_SIDE ? ANALYSIS_MAX_SIDE / long : 1;
     const small =
@@ -274,7 +314,7 @@ export class DefaultEngine implements AvatarEngine {
       lm[2 * i] = (face.landmarks[2 * i]! + 0.5) * sx - 0.5;
       lm[2 * i + 1] = (face.landmarks[2 * i + 1]! + 0.5) * sy - 0.5;
     }
-    const prepared = preparePortrait(
+    return preparePortrait(
       portrait,
       lm,
       { yaw: face.pose.yaw, pitch: face.pose.pitch, roll: face.pose.roll },
@@ -283,18 +323,6 @@ export class DefaultEngine implements AvatarEngine {
         sourceRes: this.#sourceRes,
       },
     );
-    // The tracker and the expression latent describe the performer, not the portrait: a new portrait keeps them
-    // (and the calibrated neutral).
-    this.#tracker ??= await this.#vision.createTracker();
-    this.#state = this.#allocate(prepared);
-    this.#refiner?.prepare(portrait, prepared);
-    this.#log.info('portrait prepared', {
-      width: prepared.width,
-      height: prepared.height,
-      paste: [prepared.paste.w, prepared.paste.h],
-      mouthOpen: Math.round(prepared.mouthOpen * 1000) / 1000,
-    });
-    return { width: prepared.width, height: prepared.height, face: true };
   }
 
   #allocate(face: PreparedFace): FrameState {
@@ -557,6 +585,17 @@ export class DefaultEngine implements AvatarEngine {
 
   recalibrate(): void {
     this.#encoder.recalibrate();
+  }
+
+  /** Back to as created (AvatarEngine.reset): no portrait, a new performer, default settings; models kept. */
+  reset(): void {
+    if (this.#closed) throw new InvalidStateError('default engine is closed');
+    this.#tracker?.close?.();
+    this.#tracker = null;
+    this.#state = null;
+    this.#encoder = new ExpressionEncoder();
+    this.#settings = { ...defaultAvatarSettings };
+    this.setSteps(this.#initialSteps, this.#refinerNet);
   }
 
   close(): void {
