@@ -13,7 +13,8 @@
  * (teacher, default 40), --student-minutes M (default 10), --size R (crop side, default 128), --stride S (every S-th
  * frame, default 2), --max-samples N (per clip, default 120), --clips N (use the first N clips: smoke runs), --seed N,
  * --fresh (ignore checkpoints), --python PATH (default /usr/bin/python3), --device cpu|cuda|auto (default cpu),
- * --batch N, --lr X, --warmup STEPS, --augment (flip and colour augmentation of the samples).
+ * --batch N, --lr X, --warmup STEPS, --augment (flip and colour augmentation of the samples), --channels A,B,C (the
+ * refiner's widths, default 48,96,128), --student-k 1,1,2,4 (the k drawn per student batch).
  *
  * On a machine without Node (a lent GPU), pack the cache (models/tools/packed_dataset.py, ~20x smaller) and run
  * models/tools/train_refiner.py there with --packed DIR --device cuda --save-weights OUT/weights.npz; back here,
@@ -58,6 +59,8 @@ const { values } = parseArgs({
     lr: { type: 'string' },
     warmup: { type: 'string' },
     augment: { type: 'boolean' },
+    channels: { type: 'string' },
+    'student-k': { type: 'string' },
   },
   strict: true,
 });
@@ -112,6 +115,8 @@ const args = [
   ...(values.lr ? ['--lr', values.lr] : []),
   ...(values.warmup ? ['--warmup', values.warmup] : []),
   ...(values.augment ? ['--augment'] : []),
+  ...(values.channels ? ['--channels', values.channels] : []),
+  ...(values['student-k'] ? ['--student-k', values['student-k']] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 const child = spawn(values.python, args, { stdio: 'inherit' });

@@ -388,7 +388,7 @@ def train_student(data, enc, teacher, student, args, ckpt):
             code = enc(b["drive"])
             target = sample(teacher, b, code, TEACHER_STEPS).float()
         code = code.float()
-        k = random.choice(STUDENT_STEPS)
+        k = random.choice(args.student_draw)
         with amp(dev):
             out = sample(student, b, code, k)
         out = out.float()
@@ -511,12 +511,12 @@ the warp y; the network predicts x from (x_t, t, y, the portrait's region, the p
 through FiLM (per-channel scale and shift at every scale, never as a spatial map). The teacher samples in
 {tr["student"]["teacher_steps"]} steps from t = 1; the student (refiner.onnx) is the teacher distilled to match its
 {tr["student"]["teacher_steps"]}-step output in k = 1, 2 or 4 steps (k drawn per batch), plus a quarter-weight L1 to
-the truth. Default steps in manifest.json: {steps} (the student's best k on the validation clips).
+the truth. Default steps in manifest.json: {steps} (the cheapest k within 1% of the student's best k on the validation clips).
 
 **Architecture:** encoder {tr["parameters"]["encoder"]:,} parameters (4 strided 4x4 convs, 16-64 channels, linear to
 {CODE}); refiner {tr["parameters"]["refiner"]:,} parameters (pixel-unshuffle x4 of the {tr["crop"]}x{tr["crop"]} inputs, a
-U-Net at 1/4, 1/8 and 1/16 of the crop with 48/96/128 channels, residual 3x3 blocks with FiLM, pixel-shuffle x4 back;
-predicts a residual over x_t; ~0.45 G multiply-adds per step). One ONNX graph per step (opset 16); the engine runs
+U-Net at 1/4, 1/8 and 1/16 of the crop with {"/".join(str(c) for c in tr.get("channels", [48, 96, 128]))} channels, residual 3x3 blocks with FiLM, pixel-shuffle x4 back;
+predicts a residual over x_t; ~{tr.get("gmac_per_step", 0.45):.2f} G multiply-adds per step). One ONNX graph per step (opset 16); the engine runs
 the step loop.
 
 **Data:** {tr["clips"]} talking-face clips of ../shared/train (see its MANIFEST.md: public repositories of
@@ -553,25 +553,52 @@ internal research use (several non-commercial), so treat the weights as research
         f.write(card)
 
 
+def gmacs(net, r):
+    """Multiply-adds of one refiner step on one sample (convolutions only: the rest is negligible), in G."""
+    total = 0
+    hooks = []
+
+    def hook(mod, inp, out):
+        nonlocal total
+        total += out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(hook))
+    dev = next(net.parameters()).device
+    z = torch.zeros(1, 3, r, r, device=dev)
+    with torch.no_grad():
+        net(z, z, z, z[:, :1], torch.ones(1, 1, device=dev), torch.zeros(1, CODE, device=dev))
+    for h in hooks:
+        h.remove()
+    return total / 1e9
+
+
 def count(m):
     return sum(p.numel() for p in m.parameters())
 
 
+def _teacher_path(path):
+    return path[:-4] + ".teacher.npz" if path.endswith(".npz") else path + ".teacher.npz"
+
+
 def save_weights(path, enc, teacher, student):
-    """The three networks' weights as plain float32 arrays (.npz): portable between PyTorch versions and machines
-    (a run on a lent GPU hands its weights back to this machine's exporter)."""
-    arrays = {}
-    for pre, m in (("enc.", enc), ("teacher.", teacher), ("student.", student)):
-        for k, v in m.state_dict().items():
-            arrays[pre + k] = v.detach().float().cpu().numpy()
-    np.savez(path, **arrays)
+    """The three networks' weights as plain float32 arrays: portable between PyTorch versions and machines (a run on
+    a lent GPU hands its weights back to this machine's exporter). Two files, so that each stays small: PATH (encoder
+    and student) and PATH.teacher.npz."""
+    for p, parts in ((path, (("enc.", enc), ("student.", student))), (_teacher_path(path), (("teacher.", teacher),))):
+        arrays = {}
+        for pre, m in parts:
+            for k, v in m.state_dict().items():
+                arrays[pre + k] = v.detach().float().cpu().numpy()
+        np.savez(p, **arrays)
 
 
 def load_weights(path, enc, teacher, student):
-    z = np.load(path)
-    for pre, m in (("enc.", enc), ("teacher.", teacher), ("student.", student)):
-        sd = {k[len(pre):]: torch.from_numpy(z[k]) for k in z.files if k.startswith(pre)}
-        m.load_state_dict(sd)
+    for p, parts in ((path, (("enc.", enc), ("student.", student))), (_teacher_path(path), (("teacher.", teacher),))):
+        z = np.load(p)
+        for pre, m in parts:
+            m.load_state_dict({k[len(pre):]: torch.from_numpy(z[k]) for k in z.files if k.startswith(pre)})
 
 
 def hardware(dev):
@@ -593,6 +620,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up steps")
     ap.add_argument("--augment", action="store_true", help="flip and colour augmentation of the samples")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--channels", default="48,96,128", help="the refiner U-Net's widths at 1/4, 1/8 and 1/16 of the crop")
+    ap.add_argument("--student-k", default="1,2,4", help="the k drawn (uniformly from this list, repeats weigh more) for each student batch")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--val-seconds", type=float, default=0, help="log the validation L1 (k = 1) this often (0: never)")
     ap.add_argument("--seed", type=int, default=7)
@@ -602,6 +631,9 @@ def main():
     ap.add_argument("--from-weights", help="skip training: load these weights (.npz from --save-weights, with its "
                     "training.json beside it), validate and export")
     args = ap.parse_args()
+    args.student_draw = [int(k) for k in args.student_k.split(",")]
+    if not args.student_draw or any(k not in STUDENT_STEPS for k in args.student_draw):
+        raise SystemExit(f"--student-k: each k must be one of {STUDENT_STEPS}")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -613,12 +645,15 @@ def main():
     t0 = time.time()
     data = Data(args.cache, [c for c in args.clips.split(",") if c], args.val_every, packed=args.packed, device=dev)
     log(f"data: {len(data.clip_names)} clips, {len(data.train_idx)} train / {len(data.val_idx)} validation samples, crop {data.size}, on {dev}")
-    enc, teacher = Encoder().to(dev), Refiner().to(dev)
+    ch = tuple(int(c) for c in args.channels.split(","))
+    if args.from_weights:
+        prior = json.load(open(os.path.join(os.path.dirname(os.path.abspath(args.from_weights)), "training.json")))
+        ch = tuple(prior.get("channels", ch))
+    enc, teacher = Encoder().to(dev), Refiner(ch).to(dev)
     log(f"encoder {count(enc)} parameters, refiner {count(teacher)} parameters")
     if args.from_weights:
-        student = Refiner().to(dev)
+        student = Refiner(ch).to(dev)
         load_weights(args.from_weights, enc, teacher, student)
-        prior = json.load(open(os.path.join(os.path.dirname(os.path.abspath(args.from_weights)), "training.json")))
         t_steps, t_time = prior["teacher"]["steps"], prior["teacher"]["minutes"] * 60
         s_steps, s_time = prior["student"]["steps"], prior["student"]["minutes"] * 60
         trained_on, train_wall = prior["hardware"], prior["wall_minutes"]
@@ -652,9 +687,12 @@ def main():
         "stride": sorted(data.strides),
         "crop": data.size,
         "teacher": {"steps": t_steps, "minutes": round(t_time / 60, 1), "batch": batch, "lr": lr},
-        "student": {"steps": s_steps, "minutes": round(s_time / 60, 1), "k": list(STUDENT_STEPS), "teacher_steps": TEACHER_STEPS},
+        "student": {"steps": s_steps, "minutes": round(s_time / 60, 1), "k": list(STUDENT_STEPS), "teacher_steps": TEACHER_STEPS,
+                    "k_drawn": prior["student"].get("k_drawn", list(STUDENT_STEPS)) if args.from_weights else args.student_draw},
         "augment": bool(args.augment) if not args.from_weights else prior.get("augment", False),
         "parameters": {"encoder": count(enc), "refiner": count(student)},
+        "channels": list(ch),
+        "gmac_per_step": round(gmacs(student, data.size), 3),
         "seed": args.seed,
         "hardware": trained_on,
         "wall_minutes": train_wall,
@@ -674,11 +712,12 @@ def main():
     files = export(enc, teacher, student, args.out, data.size)
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(training, f, indent=2)
-    # The default k: the student's best on the validation clips (part of the training data, never the held-out
-    # evaluation clips); ties and no validation go to the cheaper k.
+    # The default k: the cheapest k whose student L1 on the validation clips (part of the training data, never the
+    # held-out evaluation clips) is within 1% of the student's best k: each step costs engine time on every frame.
     steps = STUDENT_STEPS[0]
     if val:
-        steps = min(STUDENT_STEPS, key=lambda k: (round(val[f"student_k{k}"]["l1"], 4), k))
+        best = min(val[f"student_k{k}"]["l1"] for k in STUDENT_STEPS)
+        steps = min(k for k in STUDENT_STEPS if val[f"student_k{k}"]["l1"] <= best * 1.01)
     manifest = {
         "name": "refiner",
         "version": "0.1.0",
