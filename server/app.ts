@@ -42,6 +42,8 @@ export interface AvatarServer {
   readonly rooms: RoomRegistry;
   readonly metrics: Metrics;
   readonly fanout: FanoutFactory;
+  /** The avatar workers shared by the rooms (warm spares, workers of closed rooms kept for the next). */
+  readonly workers: AvatarWorkerPool;
   /**
    * The local operator's API key when no key is configured (kept in <dataDir>/operator-key), else null. `npm start`
    * prints a studio link with it.
@@ -179,6 +181,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     rooms: registry,
     metrics,
     fanout,
+    workers,
     cluster,
     operatorKey,
     get closed() {

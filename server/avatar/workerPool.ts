@@ -136,6 +136,10 @@ export class EngineWorker {
   get threadId(): number {
     return this.#worker.threadId;
   }
+  /** Resolves when the thread has exited (closed, terminated or crashed). */
+  get exited(): Promise<void> {
+    return this.#exited;
+  }
   /** What the engine can do with AvatarSettings.steps (from `init`). */
   get refiner(): RefinerInfo {
     return this.#refiner;
@@ -267,6 +271,8 @@ export class AvatarWorkerPool {
   #closed = false;
   #started = 0;
   #reused = 0;
+  /** Threads this pool started that have not exited (idle, starting, or held by sessions). */
+  readonly #live = new Set<EngineWorker>();
 
   constructor(opts: AvatarWorkerPoolOptions) {
     const spares = opts.spares ?? 1;
@@ -278,15 +284,18 @@ export class AvatarWorkerPool {
   get closed(): boolean {
     return this.#closed;
   }
-  /** Workers started by this pool so far, and acquire() calls answered with an idle or starting one. */
-  get stats(): { started: number; reused: number; idle: number; starting: number } {
+  /**
+   * Workers started by this pool so far, acquire() calls answered with an idle or starting one, idle and starting
+   * workers now, and `live`: the threads this pool started that have not exited (whoever holds them).
+   */
+  get stats(): { started: number; reused: number; idle: number; starting: number; live: number } {
     let idle = 0;
     let starting = 0;
     for (const e of this.#entries.values()) {
       idle += e.idle.length;
       starting += e.starting.length;
     }
-    return { started: this.#started, reused: this.#reused, idle, starting };
+    return { started: this.#started, reused: this.#reused, idle, starting, live: this.#live.size };
   }
   /** Thread ids of the idle workers (tests: a crashed session takes one of them). */
   idleThreadIds(): number[] {
@@ -397,7 +406,10 @@ export class AvatarWorkerPool {
 
   async #start(spec: EngineSpec): Promise<EngineWorker> {
     this.#started++;
-    return EngineWorker.start(spec, { initTimeoutMs: this.#opts.initTimeoutMs, log: this.#log });
+    const w = await EngineWorker.start(spec, { initTimeoutMs: this.#opts.initTimeoutMs, log: this.#log });
+    this.#live.add(w);
+    void w.exited.then(() => this.#live.delete(w));
+    return w;
   }
 
   /** Schedules spares up to `spares` idle or starting workers for this spec. */
