@@ -3,7 +3,7 @@
  * native leak can be pinned on avatar worker threads, on wrtc peers or on whole rooms.
  *
  *   npm run bench -- churn [--mode workers|peers|rooms|all] [--rounds 6] [--rooms 4] [--viewers 8] [--live-s 3]
- *                          [--settle-s 5] [--engine default] [--spares 1] [--glibc-defaults]
+ *                          [--settle-s 5] [--engine default] [--spares 1] [--quiet-s 0] [--glibc-defaults]
  *                          [--clip woman_speech_head_motion.mp4] [--portrait real_woman_dark_hair.png] [--out churn]
  *
  * The server runs as `npm start` runs it (MALLOC_MMAP_THRESHOLD_=131072, see infra/Dockerfile); --glibc-defaults
@@ -18,7 +18,9 @@
  *   viewers for --live-s seconds, then every peer closes and the rooms are deleted.
  * After each round: --settle-s seconds, a full GC, then process.memoryUsage() and the number of threads of the
  * server process (/proc/PID/status; worker threads that were never joined show here). Bounded memory reads the same
- * after every round once the first has run (the first engines and peers allocate what is reused later).
+ * after every round once the first has run (the first engines and peers allocate what is reused later). With
+ * --quiet-s, one more sample after that many seconds without rooms (longer than the worker pool's 60 s idle timeout:
+ * the idle workers beyond the spare are closed).
  *
  * Writes benchmarks/results/<out>.json: per mode, RSS / heap / threads after each round and the RSS slope (MB per
  * round) over rounds 2..N.
@@ -121,6 +123,7 @@ interface Options {
   settleS: number;
   engine: string;
   spares: number;
+  quietS: number;
   glibcDefaults: boolean;
   frames: Uint8Array[];
   portrait: string;
@@ -148,6 +151,13 @@ async function runMode(mode: Mode, o: Options): Promise<Record<string, unknown>>
       process.stderr.write(`churn: ${mode} round ${r}: ${JSON.stringify(rounds.at(-1))}\n`);
     }
     if (fixed) await deleteRoom(server, fixed.roomId);
+    // Quiet: no room for longer than the pool's idle timeout (60 s), so the idle workers beyond the spare are closed.
+    let quiet: RoundMemory | null = null;
+    if (o.quietS > 0) {
+      await sleep(o.quietS * 1000);
+      quiet = await sample(server, -1);
+      process.stderr.write(`churn: ${mode} after ${o.quietS} s without rooms: ${JSON.stringify(quiet)}\n`);
+    }
     const later = rounds.slice(1);
     return {
       before,
@@ -155,6 +165,7 @@ async function runMode(mode: Mode, o: Options): Promise<Record<string, unknown>>
       rss_slope_mb_per_round_after_first: later.length >= 2 ? round(slope(later.map((x) => x.round), later.map((x) => x.rssMb)), 1) : null,
       rss_growth_mb_first_to_last: rounds.length >= 2 ? round(rounds.at(-1)!.rssMb - rounds[0]!.rssMb, 1) : null,
       threads_before_after: [before.threads, rounds.at(-1)?.threads ?? null],
+      after_quiet: quiet ? { quiet_s: o.quietS, ...quiet } : null,
       faults: server.faults.length,
     };
   } finally {
@@ -168,6 +179,7 @@ export async function main(args: string[]): Promise<void> {
   for (const m of modes) if (!['workers', 'peers', 'rooms'].includes(m)) throw new Error(`unknown --mode ${m}`);
   const o: Options = {
     spares: Number(arg(args, 'spares', '1')),
+    quietS: Number(arg(args, 'quiet-s', '0')),
     glibcDefaults: args.includes('--glibc-defaults'),
     rounds: Number(arg(args, 'rounds', '6')),
     rooms: Number(arg(args, 'rooms', '4')),
@@ -184,7 +196,7 @@ export async function main(args: string[]): Promise<void> {
     machine: '2-core shared VM, no GPU; server in its own process',
     malloc_env: o.glibcDefaults ? 'glibc defaults (dynamic mmap threshold)' : `MALLOC_MMAP_THRESHOLD_=${process.env.MALLOC_MMAP_THRESHOLD_ ?? SERVER_MALLOC_MMAP_THRESHOLD} (as npm start)`,
     malloc_arena_max: process.env.MALLOC_ARENA_MAX ?? null,
-    options: { rounds: o.rounds, rooms: o.rooms, viewers: o.viewers, live_s: o.liveS, settle_s: o.settleS, engine: o.engine, spare_workers: o.spares },
+    options: { rounds: o.rounds, rooms: o.rooms, viewers: o.viewers, live_s: o.liveS, settle_s: o.settleS, quiet_s: o.quietS, engine: o.engine, spare_workers: o.spares },
     modes: results,
   });
 }

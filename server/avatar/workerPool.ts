@@ -96,9 +96,14 @@ export class EngineWorker {
    * Starts a worker and creates its engine.
    * @throws AppError('ENGINE_FAILED') on init timeout or engine error (the thread is terminated).
    */
-  static async start(spec: EngineSpec, opts: { initTimeoutMs: number; log: Logger }): Promise<EngineWorker> {
+  static async start(
+    spec: EngineSpec,
+    opts: { initTimeoutMs: number; log: Logger; onSpawn?: (w: EngineWorker) => void },
+  ): Promise<EngineWorker> {
     const shared = await sharedEngineData(spec.engine, opts.log);
     const w = new EngineWorker(spec, opts.log);
+    // The thread runs from here (a pool that closes meanwhile terminates it rather than waiting for its engine).
+    opts.onSpawn?.(w);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -273,6 +278,8 @@ export class AvatarWorkerPool {
   #reused = 0;
   /** Threads this pool started that have not exited (idle, starting, or held by sessions). */
   readonly #live = new Set<EngineWorker>();
+  /** Threads whose engine is being created (EngineWorker.start() not settled). */
+  readonly #spawning = new Set<EngineWorker>();
 
   constructor(opts: AvatarWorkerPoolOptions) {
     const spares = opts.spares ?? 1;
@@ -344,6 +351,8 @@ export class AvatarWorkerPool {
       }
       for (const s of e.starting.splice(0)) all.push(s.then((w) => w?.close(this.#opts.closeTimeoutMs)));
     }
+    // Workers whose engine is still starting are not waited for: their threads end now (their start() rejects).
+    for (const w of this.#spawning) all.push(w.terminate());
     await Promise.allSettled(all);
   }
 
@@ -406,10 +415,22 @@ export class AvatarWorkerPool {
 
   async #start(spec: EngineSpec): Promise<EngineWorker> {
     this.#started++;
-    const w = await EngineWorker.start(spec, { initTimeoutMs: this.#opts.initTimeoutMs, log: this.#log });
-    this.#live.add(w);
-    void w.exited.then(() => this.#live.delete(w));
-    return w;
+    let spawned: EngineWorker | null = null;
+    try {
+      return await EngineWorker.start(spec, {
+        initTimeoutMs: this.#opts.initTimeoutMs,
+        log: this.#log,
+        onSpawn: (w) => {
+          spawned = w;
+          this.#live.add(w);
+          this.#spawning.add(w);
+          void w.exited.then(() => this.#live.delete(w));
+          if (this.#closed) void w.terminate();
+        },
+      });
+    } finally {
+      if (spawned) this.#spawning.delete(spawned);
+    }
   }
 
   /** Schedules spares up to `spares` idle or starting workers for this spec. */
@@ -430,7 +451,7 @@ export class AvatarWorkerPool {
           },
           (err: unknown) => {
             e.starting = e.starting.filter((x) => x !== s);
-            this.#log.warn('spare avatar worker did not start', { err: err as Error });
+            if (!this.#closed) this.#log.warn('spare avatar worker did not start', { err: err as Error });
             return null;
           },
         );

@@ -127,8 +127,18 @@ describe('AvatarWorkerPool (real worker threads)', () => {
 
     await b.close();
     await p.close();
-    expect(p.stats.idle).toBe(0);
+    expect(p.stats).toMatchObject({ idle: 0, starting: 0, live: 0 });
     await waitFor(async () => (await threads()) <= before, 10_000, 'the worker threads to end');
+  });
+
+  it('close() while a spare is starting: its thread ends too', async () => {
+    const p = pool({ spares: 1, spareDelayMs: 0 });
+    const s = await open('passthrough', {}, { pool: p });
+    await waitFor(() => p.stats.starting + p.stats.idle >= 1, 10_000, 'a spare starting');
+    expect(p.stats.live).toBeGreaterThanOrEqual(1);
+    await s.close();
+    await p.close();
+    expect(p.stats).toMatchObject({ idle: 0, starting: 0, live: 0 });
   });
 });
 
