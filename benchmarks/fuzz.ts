@@ -15,7 +15,9 @@
  * server's Object.prototype was polluted, and the server's memory: RSS and heap before, during (every 10 s) and after
  * each round (after a full GC: when the round stopped, and again once the rooms it created were deleted and 15 s
  * passed). The messages are sent in --rounds equal rounds on the same server: memory that is bounded reads the same
- * after every round (RSS is not returned to the system after the first engines ran: the rounds are compared).
+ * after every round (RSS is not returned to the system after the first engines ran: the rounds are compared). The
+ * closed rooms' avatar workers wait idle in the server's worker pool (reused by the next round's rooms; closed after
+ * 60 s idle), so they are in the 15 s reading.
  *
  * Writes benchmarks/results/fuzz.json.
  */
