@@ -100,6 +100,66 @@ describe('npm run train (smoke)', () => {
     }
   });
 
+  it('trains from the packed dataset (the lent-GPU path, here on the CPU) and exports the handed-back weights', { timeout: 600_000 }, async () => {
+    // Uses the cache the first case built (the same two clips, 12 samples).
+    const cache = path.join(dir, 'cache');
+    const packed = path.join(dir, 'packed');
+    const py = '/usr/bin/python3';
+    const p = await run(py, ['models/tools/packed_dataset.py', 'pack', '--cache', cache, '--out', packed, '--crf', '12']);
+    expect(p.code, p.out).toBe(0);
+    const report = JSON.parse(await readFile(path.join(packed, '_packed.json'), 'utf8')) as { samples: number; mean_abs_error: Record<string, number> };
+    expect(report.samples).toBe(12);
+    for (const k of ['warp', 'truth', 'drive']) expect(report.mean_abs_error[k]).toBeLessThan(0.02);
+
+    // "On the GPU": train from the packed folder only (no cache), another width, augmentation, k = 1 students.
+    const handBack = path.join(dir, 'handback');
+    await mkdir(handBack);
+    const t = await run(py, [
+      'models/tools/train_refiner.py', '--packed', packed, '--clips', 'all', '--cache', path.join(dir, 'gpu-ck'), '--out', '-',
+      '--device', 'cpu', '--channels', '16,32,48', '--augment', '--warmup', '2', '--student-k', '1', '--minutes', '0.02',
+      '--student-minutes', '0.01', '--val-every', '2', '--save-weights', path.join(handBack, 'weights.npz'),
+    ]);
+    expect(t.code, t.out).toBe(0);
+    expect(t.out).toMatch(/data: 2 clips, \d+ train \/ \d+ validation samples, crop 128, on cpu/);
+    const trained = JSON.parse(await readFile(path.join(handBack, 'training.json'), 'utf8')) as { channels: number[]; student: { k_drawn: number[] }; augment: boolean };
+    expect(trained.channels).toEqual([16, 32, 48]);
+    expect(trained.student.k_drawn).toEqual([1]);
+    expect(trained.augment).toBe(true);
+    const bad = await run(py, ['models/tools/train_refiner.py', '--packed', packed, '--clips', 'all', '--cache', dir, '--out', '-', '--student-k', '3']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.out).toContain('--student-k: each k must be one of');
+
+    // "Back here": the weights, validated on the raw cache and exported; the pack loads and the engine runs it.
+    const out = path.join(dir, 'pack-from-weights');
+    const e = await run(py, [
+      'models/tools/train_refiner.py', '--from-weights', path.join(handBack, 'weights.npz'), '--cache', cache,
+      '--clips', 'child_talking_gaze,man_mouth_wide_open', '--out', out, '--val-every', '2',
+    ]);
+    expect(e.code, e.out).toBe(0);
+    expect(e.out).toMatch(/exported encoder\.onnx, refiner\.onnx, refiner_teacher\.onnx and manifest\.json/);
+    const exported = JSON.parse(await readFile(path.join(out, 'training.json'), 'utf8')) as { channels: number[]; exported_on: string; hardware: string };
+    expect(exported.channels).toEqual([16, 32, 48]);
+    expect(exported.exported_on).toMatch(/^CPU, torch/);
+    expect(await readFile(path.join(out, 'MODEL_CARD.md'), 'utf8')).toContain('16/32/48 channels');
+    const pack = await ModelPack.load(out);
+    pack.close();
+    const engine = await createEngine('default', { modelPack: path.join(repoRoot, 'models', 'default'), executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256, refinerPack: out, steps: 1 }, createLogger('test'));
+    try {
+      const eng = engine as DefaultEngine;
+      let first: { width: number; height: number; data: Uint8Array } | null = null;
+      for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), { format: 'rgb24', maxFrames: 1 })) first = { width: f.width, height: f.height, data: f.data };
+      const prepared = await eng.prepare(first!);
+      const drv = createI420(first!.width, first!.height);
+      rgbToI420(first!, drv);
+      const o = createI420(prepared.width, prepared.height);
+      eng.render(drv, o, 0);
+      const st = eng.render(drv, o, 33);
+      expect(st.refineMs).toBeDefined();
+    } finally {
+      engine.close();
+    }
+  });
+
   it('refuses a cache inside the repository and missing data with clear messages', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
     const inside = await run(tsx, ['scripts/train.ts', '--data', dir, '--cache', path.join(repoRoot, 'tmp-cache')]);
