@@ -19,7 +19,7 @@ import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait } from '.
 import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
 import { MAX_REFINER_STEPS, noRefiner } from '../signaling/protocol.js';
 import { createEngine, type EngineOptions } from './engines/index.js';
-import { adoptSharedEngineData, type SharedEngineData } from './engines/shared.js';
+import { adoptSharedEngineData, sharedEngineData, type SharedEngineData } from './engines/shared.js';
 import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
 import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
 import { toPublicError } from '../errors.js';
@@ -53,6 +53,8 @@ export type FromWorker =
       ok: true;
       /** init: what the engine can do with AvatarSettings.steps. */
       refiner?: RefinerInfo;
+      /** init: model data this worker loaded that later workers can share (engines/shared.ts). */
+      shared?: SharedEngineData;
       prepared?: PreparedPortrait;
       output?: { buffer: SharedArrayBuffer; capacity: number };
     }
@@ -167,7 +169,8 @@ async function handle(msg: ToWorker): Promise<void> {
         const refiner: RefinerInfo = r
           ? { available: true, defaultSteps: Math.min(r.defaultSteps, MAX_REFINER_STEPS), maxSteps: MAX_REFINER_STEPS }
           : noRefiner;
-        post({ type: 'reply', id: msg.id, ok: true, refiner });
+        const shared = msg.shared ? undefined : await sharedEngineData(msg.engine);
+        post({ type: 'reply', id: msg.id, ok: true, refiner, ...(shared ? { shared } : {}) });
       } catch (err) {
         fail(msg.id, err);
       }

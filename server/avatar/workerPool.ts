@@ -32,7 +32,7 @@ import type { Logger } from '../logger.js';
 import { getLogLevel } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
 import { workerSpec } from '../util/worker.js';
-import { sharedEngineData } from './engines/shared.js';
+import type { SharedEngineData } from './engines/shared.js';
 
 /** What a worker's engine is created from: workers of equal specs are interchangeable. */
 export interface EngineSpec {
@@ -75,6 +75,7 @@ export class EngineWorker {
   readonly #log: Logger;
   readonly #exited: Promise<void>;
   #refiner: RefinerInfo = noRefiner;
+  #shared: SharedEngineData | null = null;
   #owner: WorkerOwner | null = null;
   readonly #requests = new Map<number, Request>();
   #nextId = 1;
@@ -98,9 +99,9 @@ export class EngineWorker {
    */
   static async start(
     spec: EngineSpec,
-    opts: { initTimeoutMs: number; log: Logger; onSpawn?: (w: EngineWorker) => void },
+    opts: { initTimeoutMs: number; log: Logger; shared?: SharedEngineData; onSpawn?: (w: EngineWorker) => void },
   ): Promise<EngineWorker> {
-    const shared = await sharedEngineData(spec.engine, opts.log);
+    const shared = opts.shared;
     const w = new EngineWorker(spec, opts.log);
     // The thread runs from here (a pool that closes meanwhile terminates it rather than waiting for its engine).
     opts.onSpawn?.(w);
@@ -118,13 +119,14 @@ export class EngineWorker {
           id,
           engine: spec.engine,
           options: spec.options,
-          shared,
+          ...(shared ? { shared } : {}),
           mainTimeOrigin: performance.timeOrigin,
           logLevel: getLogLevel(),
         })),
         timeout,
       ]);
       w.#refiner = reply.refiner ?? noRefiner;
+      w.#shared = reply.shared ?? null;
     } catch (err) {
       await w.terminate();
       throw err;
@@ -148,6 +150,10 @@ export class EngineWorker {
   /** What the engine can do with AvatarSettings.steps (from `init`). */
   get refiner(): RefinerInfo {
     return this.#refiner;
+  }
+  /** Model data this worker loaded for later workers to share (engines/shared.ts), when it was started without. */
+  get shared(): SharedEngineData | null {
+    return this.#shared;
   }
 
   /** Makes `owner` the receiver of messages and crashes. Returns false (and attaches nothing) when the thread died. */
@@ -280,6 +286,8 @@ export class AvatarWorkerPool {
   readonly #live = new Set<EngineWorker>();
   /** Threads whose engine is being created (EngineWorker.start() not settled). */
   readonly #spawning = new Set<EngineWorker>();
+  /** Model data the first worker of each engine loaded, handed to the later ones (engines/shared.ts). */
+  readonly #shared = new Map<string, SharedEngineData>();
 
   constructor(opts: AvatarWorkerPoolOptions) {
     const spares = opts.spares ?? 1;
@@ -416,10 +424,12 @@ export class AvatarWorkerPool {
   async #start(spec: EngineSpec): Promise<EngineWorker> {
     this.#started++;
     let spawned: EngineWorker | null = null;
+    const shared = this.#shared.get(spec.engine);
     try {
-      return await EngineWorker.start(spec, {
+      const w = await EngineWorker.start(spec, {
         initTimeoutMs: this.#opts.initTimeoutMs,
         log: this.#log,
+        ...(shared ? { shared } : {}),
         onSpawn: (w) => {
           spawned = w;
           this.#live.add(w);
@@ -428,6 +438,8 @@ export class AvatarWorkerPool {
           if (this.#closed) void w.terminate();
         },
       });
+      if (w.shared && !this.#shared.has(spec.engine)) this.#shared.set(spec.engine, w.shared);
+      return w;
     } finally {
       if (spawned) this.#spawning.delete(spawned);
     }

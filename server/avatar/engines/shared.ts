@@ -1,28 +1,23 @@
 /**
- * Read-only model data that an engine's worker threads share instead of each loading its own: made once per process
- * in the main thread, on shared memory (a postMessage shares it, nothing is copied), and adopted by each worker
- * before its engine is created. For the default engine: the 68-point shape predictor (66 MB parsed from a 100 MB
- * file, which every worker otherwise read and parsed again: ~170 MB and ~0.3 s per worker).
+ * Read-only model data that an engine's worker threads share instead of each loading its own. The first worker of a
+ * pool loads it as usual and returns it with its `init` reply; it lives on shared memory, so the messages share it
+ * (nothing is copied) and the pool hands it to every later worker, which adopts it before its engine is created. The
+ * main thread never parses anything. For the default engine: the 68-point shape predictor, which every worker
+ * otherwise read (a 100 MB file, transient) and parsed again (66 MB kept, ~0.3 s of CPU) for itself.
  *
- * Light on purpose: the main thread imports this, never the engines themselves.
+ * Runs in the worker threads (the main thread only passes the data along).
  */
 import { ShapePredictor, type ShapePredictorData } from '../../vision/shapePredictor.js';
-import type { Logger } from '../../logger.js';
 
 export interface SharedEngineData {
   /** The default shape predictor's parse (ShapePredictor.shared()). */
   shapePredictor?: ShapePredictorData;
 }
 
-/** The data the workers of engine `name` share; {} where there is none or it cannot be loaded (each worker loads its own, and reports the error). */
-export async function sharedEngineData(name: string, log: Logger): Promise<SharedEngineData> {
+/** In a worker whose engine `name` was created: the data it loaded that other workers can share ({} if none). */
+export async function sharedEngineData(name: string): Promise<SharedEngineData> {
   if (name !== 'default') return {};
-  try {
-    return { shapePredictor: await ShapePredictor.shared() };
-  } catch (err) {
-    log.warn('shape predictor not shared with the avatar workers (each loads its own)', { err: err as Error });
-    return {};
-  }
+  return { shapePredictor: await ShapePredictor.shared() };
 }
 
 /** In a worker: makes the shared data this thread's (before the engine is created). */
