@@ -24,6 +24,7 @@
 import { ServerProc, arg, benchOverrides, now, round, sleep } from './lib/reliability.js';
 import { runFuzz, type FuzzReport } from './lib/reliabilityFuzz.js';
 import { writeResult } from './lib/stats.js';
+import type { MemoryUsage } from './lib/reliabilityProtocol.js';
 import { portraitFile } from '../tests/helpers/media.js';
 
 const MB = 1024 * 1024;
@@ -65,9 +66,9 @@ export async function main(args: string[]): Promise<void> {
   const portrait = arg(args, 'portrait', 'real_woman_dark_hair.png');
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
-    const mem = async (gc: boolean): Promise<{ rssMb: number; heapUsedMb: number; externalMb: number }> => {
+    const mem = async (gc: boolean): Promise<{ rssMb: number; heapUsedMb: number; externalMb: number; workers?: MemoryUsage['workers']; threads?: number }> => {
       const m = await server.memory(gc);
-      return { rssMb: round(m.rss / MB, 1), heapUsedMb: round(m.heapUsed / MB, 1), externalMb: round(m.external / MB, 1) };
+      return { rssMb: round(m.rss / MB, 1), heapUsedMb: round(m.heapUsed / MB, 1), externalMb: round(m.external / MB, 1), workers: m.workers, threads: m.threads };
     };
     const before = await mem(true);
     const t0 = now();

@@ -27,6 +27,10 @@ export interface MemoryUsage {
   heapTotal: number;
   external: number;
   arrayBuffers: number;
+  /** The server's avatar worker pool: idle, starting and live worker threads (server/avatar/workerPool.ts). */
+  workers?: { idle: number; starting: number; live: number };
+  /** Threads of the server process (/proc/self/status). */
+  threads?: number;
 }
 
 /** One room in a 100 ms tick. */

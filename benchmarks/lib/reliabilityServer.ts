@@ -20,7 +20,7 @@
  * SIGTERM or the IPC channel closing closes the server and exits.
  */
 import inspector from 'node:inspector';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createServer, type AvatarServer } from '../../server/app.js';
@@ -136,7 +136,9 @@ async function main(): Promise<void> {
       case 'memory': {
         if (m.gc && typeof globalThis.gc === 'function') globalThis.gc();
         const u = process.memoryUsage();
-        return { rss: u.rss, heapUsed: u.heapUsed, heapTotal: u.heapTotal, external: u.external, arrayBuffers: u.arrayBuffers };
+        const { idle, starting, live } = server.workers.stats;
+        const threads = Number(/^Threads:\s+(\d+)/m.exec(await readFile('/proc/self/status', 'utf8'))?.[1] ?? -1);
+        return { rss: u.rss, heapUsed: u.heapUsed, heapTotal: u.heapTotal, external: u.external, arrayBuffers: u.arrayBuffers, workers: { idle, starting, live }, threads };
       }
       case 'killWorker': {
         if (!killer) throw new Error('started without the inspector');
