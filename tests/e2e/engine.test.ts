@@ -237,6 +237,17 @@ describe.runIf(haveTools && modelPack)('default engine end to end in Chromium', 
         n: SAMPLE,
         ms: 300,
       });
+      // The first picture of this room first (the viewer page is reused from the case before, and on a loaded machine
+      // the room's first frames can take seconds): then 20 samples, every one of which must hold the portrait.
+      await waitFor(
+        async () => {
+          const first = await vPage.evaluate(() => (window as unknown as Win).__g2g.takeSamples());
+          return trackMouths(tracker!, first).some((m) => m !== null);
+        },
+        30_000,
+        'a face in the viewer',
+        250,
+      );
       const samples: GraySample[] = [];
       await waitFor(
         async () => {

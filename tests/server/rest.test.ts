@@ -67,7 +67,7 @@ describe('portraits', () => {
     const rec = JSON.parse(await readFile(path.join(ts.dataDir, 'portraits', `${id}.json`), 'utf8')) as Record<string, unknown>;
     expect(rec).toMatchObject({ id, uploader: 'tester', uploaderIp: '127.0.0.1', consent: { given: true }, usedInRooms: [] });
     // The consent log (consent.log) is the store's own file, not the portrait's.
-    expect(await portraitFiles()).toEqual([`${id}.json`, `${id}.orig.jpg`, `${id}.png`, 'consent.log']);
+    expect(await portraitFiles()).toEqual([`${id}.json`, `${id}.orig.jpg`, `${id}.png`, 'consent.log'].sort());
 
     const del = await apiFetch(`${ts.url}/api/portraits/${id}`, { method: 'DELETE' });
     expect(del.status).toBe(204);
