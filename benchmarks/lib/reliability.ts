@@ -22,6 +22,7 @@ import { filterSdpCandidates } from '../../server/media/candidates.js';
 import { waitIceGathering } from '../../server/media/rtc.js';
 import type { JoinResponse, RoomStats, SdpResponse, SessionDescription } from '../../server/signaling/protocol.js';
 import { call, connectClient, type ClientSocket } from '../../tests/helpers/socket.js';
+import { ViewerClient, type ReceivedFrame } from '../../tests/media/rtcClients.js';
 import type { FromServerProc, MemoryUsage, RoomTick, ServerProcArgs, ToServerProc } from './reliabilityProtocol.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -310,12 +311,7 @@ export async function inboundVideo(pc: RTCPeerConnection): Promise<InboundVideo>
  * A recvonly wrtc viewer (video + audio) that counts the decoded frames it gets (RTCVideoSink) in 1 s bins and, when
  * `keepTimes`, keeps every frame's arrival time (epoch ms).
  */
-export class CountingViewer {
-  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] });
-  #videoSink: InstanceType<typeof wrtc.nonstandard.RTCVideoSink> | null = null;
-  #audioSink: InstanceType<typeof wrtc.nonstandard.RTCAudioSink> | null = null;
-  frames = 0;
-  audioChunks = 0;
+export class CountingViewer extends ViewerClient {
   readonly times: number[] = [];
   /** Frames per epoch second. */
   readonly bins = new Map<number, number>();
@@ -323,42 +319,17 @@ export class CountingViewer {
   height = 0;
 
   constructor(readonly keepTimes = false) {
-    this.pc.addTransceiver('video', { direction: 'recvonly' });
-    this.pc.addTransceiver('audio', { direction: 'recvonly' });
-    this.pc.addEventListener('track', (e: RTCTrackEvent) => {
-      if (e.track.kind === 'video') {
-        this.#videoSink = new wrtc.nonstandard.RTCVideoSink(e.track);
-        this.#videoSink.onframe = ({ frame }: { frame: { width: number; height: number } }) => {
-          const t = now();
-          this.frames++;
-          this.width = frame.width;
-          this.height = frame.height;
-          if (this.keepTimes) this.times.push(t);
-          const s = Math.floor(t / 1000);
-          this.bins.set(s, (this.bins.get(s) ?? 0) + 1);
-        };
-      } else {
-        this.#audioSink = new wrtc.nonstandard.RTCAudioSink(e.track);
-        this.#audioSink.ondata = () => this.audioChunks++;
-      }
-    });
+    super();
   }
 
-  async offer(): Promise<SessionDescription> {
-    const o = await this.pc.createOffer();
-    await this.pc.setLocalDescription(o);
-    await waitIceGathering(this.pc);
-    return { type: 'offer', sdp: filterSdpCandidates(this.pc.localDescription!.sdp, ALLOW) };
-  }
-
-  async accept(answer: SessionDescription): Promise<void> {
-    await this.pc.setRemoteDescription(answer);
-  }
-
-  close(): void {
-    this.#videoSink?.stop();
-    this.#audioSink?.stop();
-    this.pc.close();
+  /** Counts only: no copy of the frame (a benchmark viewer receives hundreds of 512² frames a second). */
+  protected override received(f: ReceivedFrame): void {
+    const t = now();
+    this.width = f.width;
+    this.height = f.height;
+    if (this.keepTimes) this.times.push(t);
+    const s = Math.floor(t / 1000);
+    this.bins.set(s, (this.bins.get(s) ?? 0) + 1);
   }
 }
 

@@ -121,10 +121,7 @@ export class ViewerClient {
         this.#videoSink = new wrtc.nonstandard.RTCVideoSink(e.track);
         this.#videoSink.onframe = ({ frame }: { frame: { width: number; height: number; data: Uint8Array } }) => {
           this.frames++;
-          this.sizes.add(`${frame.width}x${frame.height}`);
-          const at = performance.now();
-          this.onFrame?.({ width: frame.width, height: frame.height, data: frame.data, at });
-          this.last = { width: frame.width, height: frame.height, data: frame.data.slice(), at };
+          this.received({ width: frame.width, height: frame.height, data: frame.data, at: performance.now() });
         };
       } else {
         this.#audioSink = new wrtc.nonstandard.RTCAudioSink(e.track);
@@ -134,6 +131,14 @@ export class ViewerClient {
         };
       }
     });
+  }
+
+  /** Every received frame (the data is only valid during the call): kept as `last`. Subclasses that only count
+   * frames override it and skip the copy. */
+  protected received(f: ReceivedFrame): void {
+    this.sizes.add(`${f.width}x${f.height}`);
+    this.onFrame?.(f);
+    this.last = { ...f, data: f.data.slice() };
   }
 
   async offer(): Promise<SessionDescription> {
