@@ -526,38 +526,29 @@ export class NetCut {
 
   /** The viewer's offer: its candidates become relay sockets that forward to the viewer. */
   rewriteLocal(sdp: string): Promise<string> {
-    return this.#rewrite(sdp, this.#towardServer, async (viewerPort) => {
-      const s = await this.#bind();
-      // From the server (to a viewer port this socket stands for): forward out of the socket facing the viewer that
-      // stands for the sending server port.
-      s.on('message', (msg, rinfo) => {
-        const back = this.#towardViewer.get(rinfo.port);
-        if (this.#cut || !back) {
-          this.droppedPackets++;
-          return;
-        }
-        this.relayedPackets++;
-        back.send(msg, viewerPort, '127.0.0.1');
-      });
-      return s;
-    });
+    // From the server (to a viewer port this socket stands for): forward out of the socket facing the viewer that
+    // stands for the sending server port.
+    return this.#rewrite(sdp, this.#towardServer, (viewerPort) => this.#forwarder(this.#towardViewer, viewerPort));
   }
 
   /** The server's answer: its candidates become relay sockets that forward to the server. */
   rewriteRemote(sdp: string): Promise<string> {
-    return this.#rewrite(sdp, this.#towardViewer, async (serverPort) => {
-      const s = await this.#bind();
-      s.on('message', (msg, rinfo) => {
-        const out = this.#towardServer.get(rinfo.port);
-        if (this.#cut || !out) {
-          this.droppedPackets++;
-          return;
-        }
-        this.relayedPackets++;
-        out.send(msg, serverPort, '127.0.0.1');
-      });
-      return s;
+    return this.#rewrite(sdp, this.#towardViewer, (serverPort) => this.#forwarder(this.#towardServer, serverPort));
+  }
+
+  /** A relay socket that forwards what it receives to `port`, out of the socket `via` maps the sender's port to. */
+  async #forwarder(via: Map<number, dgram.Socket>, port: number): Promise<dgram.Socket> {
+    const s = await this.#bind();
+    s.on('message', (msg, rinfo) => {
+      const out = via.get(rinfo.port);
+      if (this.#cut || !out) {
+        this.droppedPackets++;
+        return;
+      }
+      this.relayedPackets++;
+      out.send(msg, port, '127.0.0.1');
     });
+    return s;
   }
 
   cut(): void {
