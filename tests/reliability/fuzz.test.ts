@@ -1,5 +1,5 @@
 /**
- * A small fuzz run for CI: 2,000 mutated signaling messages and REST bodies (benchmarks/lib/reliabilityFuzz.ts: the
+ * A small fuzz run for CI: 1,000 mutated messages to warm up, then 2,000 mutated signaling messages and REST bodies (benchmarks/lib/reliabilityFuzz.ts: the
  * corpus of valid requests made against the server itself, one mutation each) against a real server on port 0 (the
  * diagnostic passthrough engine: the fuzz is about the inputs, not the picture). The server must answer every
  * request it answers with a stable code (no 5xx, no INTERNAL), keep answering /healthz, raise no unhandled rejection
@@ -42,9 +42,19 @@ afterAll(async () => {
 
 describe('fuzzed signaling and REST', () => {
   it('2,000 mutated messages: no crash, no 5xx or INTERNAL, no unhandled rejection, memory bounded', async () => {
+    const target = { url: ts.url, apiKey: TEST_API_KEY, portraitFile: portraitFile('real_woman_dark_hair.png') };
+    // A first round warms the process up (avatar worker threads, wrtc, allocator arenas: ~370 MB of RSS that stays,
+    // whatever comes after); the bound is on what the second, larger round adds.
+    const warm = await runFuzz(target, { count: 1000, seed: 3, lanes: 6 });
+    expect(warm.internalErrors).toEqual([]);
+    // The fuzz opens rooms (its valid POST /api/rooms): close them all, as owners do, before the measured round.
+    const auth = { authorization: `Bearer ${TEST_API_KEY}` };
+    const { rooms } = (await (await fetch(`${ts.url}/api/rooms`, { headers: auth })).json()) as { rooms: { roomId: string }[] };
+    expect(rooms.length).toBeGreaterThan(0);
+    for (const r of rooms) expect((await fetch(`${ts.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: auth })).status).toBe(204);
     global.gc?.();
     const rssBefore = process.memoryUsage().rss;
-    const report = await runFuzz({ url: ts.url, apiKey: TEST_API_KEY, portraitFile: portraitFile('real_woman_dark_hair.png') }, { count: 2000, seed: 7, lanes: 6 });
+    const report = await runFuzz(target, { count: 2000, seed: 7, lanes: 6 });
     expect(report.messages).toBeGreaterThanOrEqual(2000);
     expect(report.internalErrors, JSON.stringify(report.internalErrors, null, 1)).toEqual([]);
     expect(report.healthFailures).toBe(0);
@@ -60,8 +70,9 @@ describe('fuzzed signaling and REST', () => {
     expect(signal).toContain('signal:ok');
     const healthz = await fetch(`${ts.url}/healthz`);
     expect(healthz.status).toBe(200);
-    // Bounded: the whole process (server, clients, wrtc) grows by far less than the fuzz sent (> 100 MB).
-    expect((process.memoryUsage().rss - rssBefore) / 2 ** 20).toBeLessThan(400);
+    // Bounded: after the warm-up round the whole process (server, clients, wrtc) grows by less than the fuzz sends
+    // (> 100 MB); measured -5 to +33 MB (the whole-process RSS from a cold start was 370-413 MB, mostly warm-up).
+    expect((process.memoryUsage().rss - rssBefore) / 2 ** 20).toBeLessThan(100);
   });
 
   it('closes cleanly after the fuzz: the port is free', async () => {
