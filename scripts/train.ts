@@ -15,6 +15,10 @@
  * --fresh (ignore checkpoints), --python PATH (default /usr/bin/python3), --device cpu|cuda|auto (default cpu),
  * --batch N, --lr X, --warmup STEPS, --augment (flip and colour augmentation of the samples), --channels A,B,C (the
  * refiner's widths, default 48,96,128), --student-k 1,1,2,4 (the k drawn per student batch).
+ * Fine-tuning instead of 2.: --finetune-from PACK (an exported pack, e.g. models/refiner) takes its weights and trains
+ * its student on the truth for --finetune-minutes M (default 60; encoder and teacher frozen), with --roll DEG (head
+ * roll between portrait and driver, up to DEG, for half the samples) and --wedges (black wedges over the driving
+ * crop's edges). Its checkpoint is in --cache too (--fresh to start over).
  *
  * On a machine without Node (a lent GPU), pack the cache (models/tools/packed_dataset.py, ~20x smaller) and run
  * models/tools/train_refiner.py there with --packed DIR --device cuda --save-weights OUT/weights.npz; back here,
@@ -61,6 +65,10 @@ const { values } = parseArgs({
     augment: { type: 'boolean' },
     channels: { type: 'string' },
     'student-k': { type: 'string' },
+    'finetune-from': { type: 'string' },
+    'finetune-minutes': { type: 'string' },
+    roll: { type: 'string' },
+    wedges: { type: 'boolean' },
   },
   strict: true,
 });
@@ -117,6 +125,10 @@ const args = [
   ...(values.augment ? ['--augment'] : []),
   ...(values.channels ? ['--channels', values.channels] : []),
   ...(values['student-k'] ? ['--student-k', values['student-k']] : []),
+  ...(values['finetune-from'] ? ['--finetune-from', path.resolve(values['finetune-from'])] : []),
+  ...(values['finetune-minutes'] ? ['--finetune-minutes', values['finetune-minutes']] : []),
+  ...(values.roll ? ['--roll', values.roll] : []),
+  ...(values.wedges ? ['--wedges'] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 const child = spawn(values.python, args, { stdio: 'inherit' });

@@ -107,10 +107,11 @@ class Data:
         self.src_all = torch.stack(self.src).contiguous().to(dev)
         self.mask_all = torch.stack(self.mask).to(dev)
 
-    def batch(self, idx, aug=False):
+    def batch(self, idx, aug=False, roll=0.0):
         """Samples idx as 0..1 floats. aug (training only): a horizontal flip of every image of half the samples (the
         boxes follow), and one colour change per sample (per-channel gain 0.9-1.1, gamma 0.8-1.25) applied alike to
-        the portrait, the warp and the truth, so the refiner learns corrections, not the training people's colours."""
+        the portrait, the warp and the truth, so the refiner learns corrections, not the training people's colours.
+        roll (degrees, with aug): see roll_pair."""
         o = self.owner[idx]
         f = lambda t: t.float() / 255.0
         b = {
@@ -135,6 +136,8 @@ class Data:
             bx[:, 4:8] = torch.where(flip[:, None], bx[:, 8:12], bx[:, 4:8])
             bx[:, 8:12] = torch.where(flip[:, None], sw, bx[:, 8:12])
             b["boxes"] = bx
+            if roll > 0:
+                b["warp"], b["truth"], b["boxes"] = roll_pair(b["warp"], b["truth"], b["boxes"], roll)
             gain = 1 + (torch.rand(n, 3, 1, 1, device=dev) - 0.5) * 0.2
             gamma = torch.exp((torch.rand(n, 1, 1, 1, device=dev) - 0.5) * 0.446)
             for k in ("warp", "truth", "src"):
@@ -150,6 +153,49 @@ def box_mask(boxes, j, r):
     return (my[:, :, None] & mx[:, None, :])[:, None].float()
 
 
+def rotation_theta(ang, scale=None):
+    """n x 2 x 3 affine_grid matrices of a rotation by ang (radians) about the centre (and a zoom by 1/scale)."""
+    n = ang.shape[0]
+    sc = torch.ones_like(ang) if scale is None else scale
+    theta = torch.zeros(n, 2, 3, device=ang.device)
+    theta[:, 0, 0] = torch.cos(ang) / sc
+    theta[:, 0, 1] = -torch.sin(ang) / sc
+    theta[:, 1, 0] = torch.sin(ang) / sc
+    theta[:, 1, 1] = torch.cos(ang) / sc
+    return theta
+
+
+def roll_pair(warp, truth, boxes, max_deg, p=0.5):
+    """Head roll between the portrait and the driver, which the training clips (each driven from its own first frame)
+    hardly have: a random fraction p of the samples get the warp output and the true frame rotated alike by up to
+    max_deg degrees about the crop's centre, while the portrait crop (source) stays upright. The refiner then has to
+    take the portrait as an appearance reference, not as a picture to copy in place (copying in place is what doubles
+    eyes and mouths when a driver rolls the head). The mouth and eye boxes move with their centres."""
+    n, dev, r = warp.shape[0], warp.device, warp.shape[-1]
+    on = torch.rand(n, device=dev) < p
+    ang = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_deg) * on.float()
+    grid = F.affine_grid(rotation_theta(ang), warp.shape, align_corners=False)
+    warp = F.grid_sample(warp, grid, padding_mode="border", align_corners=False)
+    truth = F.grid_sample(truth, grid, padding_mode="border", align_corners=False)
+    # affine_grid maps output to input coordinates: an output point p reads input R p, so content at input q shows at
+    # R^-1 q. Box centres (in pixels about the crop centre) move by R^-1.
+    bx = boxes.clone()
+    c, s = torch.cos(ang), torch.sin(ang)
+    half = r / 2.0
+    for j in (0, 4, 8):
+        cx = (boxes[:, j] + boxes[:, j + 2]).float() / 2 - half
+        cy = (boxes[:, j + 1] + boxes[:, j + 3]).float() / 2 - half
+        nx = c * cx + s * cy
+        ny = -s * cx + c * cy
+        dx = torch.round(nx - cx).long()
+        dy = torch.round(ny - cy).long()
+        bx[:, j] = (boxes[:, j] + dx).clamp(0, r)
+        bx[:, j + 2] = (boxes[:, j + 2] + dx).clamp(0, r)
+        bx[:, j + 1] = (boxes[:, j + 1] + dy).clamp(0, r)
+        bx[:, j + 3] = (boxes[:, j + 3] + dy).clamp(0, r)
+    return warp, truth, bx
+
+
 def weight_map(b):
     """Loss weights: the paste mask (where the refiner can change pixels), x4 in the mouth box, x3 in the eye boxes."""
     r = b["warp"].shape[-1]
@@ -160,18 +206,15 @@ def weight_map(b):
     return w * b["mask"]
 
 
-def augment_drive(d):
-    """Against identity leakage: the encoder sees the driver through random scale/rotation/shift, blur, tone, noise."""
+def augment_drive(d, wedges=False):
+    """Against identity leakage: the encoder sees the driver through random scale/rotation/shift, blur, tone, noise.
+    wedges: also black wedges and bands over an edge, as rotated and letterboxed videos show."""
     n, dev = d.shape[0], d.device
     ang = (torch.rand(n, device=dev) - 0.5) * 2 * math.radians(8)
     sc = 1 + (torch.rand(n, device=dev) - 0.5) * 0.2
     tx = (torch.rand(n, device=dev) - 0.5) * 0.12
     ty = (torch.rand(n, device=dev) - 0.5) * 0.12
-    theta = torch.zeros(n, 2, 3, device=dev)
-    theta[:, 0, 0] = torch.cos(ang) / sc
-    theta[:, 0, 1] = -torch.sin(ang) / sc
-    theta[:, 1, 0] = torch.sin(ang) / sc
-    theta[:, 1, 1] = torch.cos(ang) / sc
+    theta = rotation_theta(ang, sc)
     theta[:, 0, 2] = tx
     theta[:, 1, 2] = ty
     grid = F.affine_grid(theta, d.shape, align_corners=False)
@@ -187,6 +230,16 @@ def augment_drive(d):
     mean = d.mean(dim=(2, 3), keepdim=True)
     d = (d - mean) * contrast + mean + bright
     d = d + torch.randn_like(d) * 0.02
+    if wedges:
+        # Rotated or letterboxed videos: a black wedge or band over one edge of a quarter of the driving crops.
+        on = torch.rand(n, device=dev) < 0.25
+        ar = (torch.arange(DRIVE, device=dev).float() + 0.5) / DRIVE - 0.5
+        yy, xx = torch.meshgrid(ar, ar, indexing="ij")
+        phi = torch.rand(n, device=dev) * 2 * math.pi
+        off = 0.3 + torch.rand(n, device=dev) * 0.2
+        dist = xx[None] * torch.cos(phi)[:, None, None] + yy[None] * torch.sin(phi)[:, None, None]
+        black = (dist > off[:, None, None]) & on[:, None, None]
+        d = torch.where(black[:, None], torch.zeros_like(d), d)
     return d.clamp(0, 1)
 
 
@@ -353,15 +406,17 @@ def train_teacher(data, enc, net, args, ckpt):
 
 
 @torch.no_grad()
-def quick_val(data, enc, net):
-    """Progress only: the L1 inside the paste mask of one step from the warp on the validation clips."""
+def quick_val(data, enc, net, roll=False):
+    """Progress only: the L1 inside the paste mask of one step from the warp on the validation clips (roll: with the
+    rolled validation's angles, the mean over them)."""
     enc.eval(), net.eval()
     num = den = 0.0
     for s in range(0, len(data.val_idx), 64):
-        b = data.batch(data.val_idx[s:s + 64])
-        out = sample(net, b, enc(b["drive"]), 1).clamp(0, 1)
-        num += ((out - b["truth"]).abs() * b["mask"]).sum().item()
-        den += b["mask"].sum().item() * 3
+        b0 = data.batch(data.val_idx[s:s + 64])
+        for b in ([rolled(b0, a) for a in ROLL_VAL] if roll else [b0]):
+            out = sample(net, b, enc(b["drive"]), 1).clamp(0, 1)
+            num += ((out - b["truth"]).abs() * b["mask"]).sum().item()
+            den += b["mask"].sum().item() * 3
     enc.train(), net.train()
     return num / max(den, 1e-6)
 
@@ -412,6 +467,89 @@ def train_student(data, enc, teacher, student, args, ckpt):
     return step, elapsed
 
 
+def finetune_student(data, enc, student, args, ckpt):
+    """Fine-tunes a trained student (the encoder and the teacher stay frozen) on the truth directly: its k-step sample
+    (k drawn from --student-k) against the true frame with the same weighted L1, every sample augmented (flip,
+    colour, --roll head roll between portrait and driver, black wedges over the driving crop's edges). For a pack
+    whose student was distilled elsewhere (--finetune-from): a few CPU minutes teach it what its data lacked."""
+    dev = data.warp.device
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    step, elapsed = 0, 0.0
+    if os.path.exists(ckpt) and not args.fresh:
+        st = torch.load(ckpt, map_location=dev)
+        student.load_state_dict(st["net"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"fine-tune: resumed at step {step} ({elapsed / 60:.1f} min)")
+    budget = args.finetune_minutes * 60
+    last_save = last_val = time.time()
+    t_start = time.time() - elapsed
+    loss_sum, loss_n = torch.zeros((), device=dev), 0
+    while time.time() - t_start < budget:
+        idx = data.train_idx[torch.randint(len(data.train_idx), (args.batch,), device=dev)]
+        b = data.batch(idx, aug=True, roll=args.roll)
+        with torch.no_grad(), amp(dev):
+            code = enc(augment_drive(b["drive"], wedges=args.wedges)).float()
+        k = random.choice(args.student_draw)
+        with amp(dev):
+            out = sample(student, b, code, k)
+        loss = wl1(out.float(), b["truth"], weight_map(b))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        frac = min(1.0, (time.time() - t_start) / budget)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(args, frac, step)
+        opt.step()
+        step += 1
+        loss_sum += loss.detach()
+        loss_n += 1
+        if step % args.log_every == 0:
+            log(f"fine-tune: step {step}, {(time.time() - t_start) / 60:.1f}/{args.finetune_minutes} min, loss {loss_sum.item() / loss_n:.5f}")
+            loss_sum, loss_n = torch.zeros((), device=dev), 0
+        if args.val_seconds and time.time() - last_val > args.val_seconds:
+            log(f"fine-tune: step {step}, validation l1 (k = 1) {quick_val(data, enc, student):.5f}, rolled {quick_val(data, enc, student, roll=True):.5f}")
+            last_val = time.time()
+        if time.time() - last_save > 120:
+            save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
+            last_save = time.time()
+    elapsed = time.time() - t_start
+    save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed)
+    return step, elapsed
+
+
+def load_pack_weights(pack_dir, enc, teacher, student):
+    """The weights of an exported pack, read back from its ONNX initializers (the export keeps the parameter names:
+    enc.* in encoder.onnx, net.* in refiner.onnx and refiner_teacher.onnx). Every parameter must be there."""
+    import onnx
+    from onnx import numpy_helper
+
+    for fname, pre, m in (("encoder.onnx", "enc.", enc), ("refiner.onnx", "net.", student), ("refiner_teacher.onnx", "net.", teacher)):
+        g = onnx.load(os.path.join(pack_dir, fname)).graph
+        arrays = {i.name[len(pre):]: numpy_helper.to_array(i) for i in g.initializer if i.name.startswith(pre)}
+        want = m.state_dict()
+        missing = [k for k in want if k not in arrays]
+        if missing:
+            raise SystemExit(f"{pack_dir}/{fname}: no weights for {', '.join(missing[:5])}")
+        m.load_state_dict({k: torch.from_numpy(np.array(arrays[k], dtype=np.float32)).reshape(want[k].shape) for k in want})
+
+
+# Fixed angles of the rolled validation (degrees): the same for every run, so that runs compare.
+ROLL_VAL = (-12.0, -6.0, 6.0, 12.0)
+
+
+def rolled(b, deg):
+    """A validation batch with its warp and truth rotated by deg (the portrait upright): see roll_pair."""
+    n, dev = b["warp"].shape[0], b["warp"].device
+    ang = torch.full((n,), math.radians(deg), device=dev)
+    grid = F.affine_grid(rotation_theta(ang), b["warp"].shape, align_corners=False)
+    out = dict(b)
+    out["warp"] = F.grid_sample(b["warp"], grid, padding_mode="border", align_corners=False)
+    out["truth"] = F.grid_sample(b["truth"], grid, padding_mode="border", align_corners=False)
+    return out
+
+
 @torch.no_grad()
 def validate(data, enc, teacher, student):
     """L1 inside the paste mask (and in the mouth / eye boxes) on the validation clips: warp vs every k."""
@@ -440,6 +578,19 @@ def validate(data, enc, teacher, student):
                 acc[nme][j] += ((o.clamp(0, 1) - b["truth"]).abs() * w).sum().item()
     for nme in names:
         res[nme] = {"l1": acc[nme][0] / wsum[0], "mouth_l1": acc[nme][1] / max(1, wsum[1]), "eyes_l1": acc[nme][2] / max(1, wsum[2])}
+    # The same clips with head roll between portrait and driver (ROLL_VAL): whether the refiner copies the portrait
+    # in place (ghosting) or corrects the warp. Only the L1 in the paste mask (the boxes do not follow the roll here).
+    for nme in ("warp", "student_k1"):
+        num = den = 0.0
+        for s in range(0, len(idx), 32):
+            b0 = data.batch(idx[s:s + 32])
+            code = enc(b0["drive"])
+            for a in ROLL_VAL:
+                b = rolled(b0, a)
+                o = b["warp"] if nme == "warp" else sample(student, b, code, 1)
+                num += ((o.clamp(0, 1) - b["truth"]).abs() * b["mask"]).sum().item()
+                den += b["mask"].sum().item() * 3
+        res[f"{nme} (rolled)"] = {"l1": num / den, "mouth_l1": None, "eyes_l1": None}
     return res
 
 
@@ -493,13 +644,26 @@ def export(enc, teacher, student, out_dir, size):
     ]
 
 
+def finetune_text(tr):
+    f = tr.get("finetune")
+    if not f:
+        return ""
+    return (f"**Fine-tune:** the student above was then fine-tuned on the truth (`--finetune-from {f['from']}`; encoder "
+            f"and teacher frozen) for {f['steps']} steps of batch {f['batch']} in {f['minutes']} min on {f['hardware']} "
+            f"(lr {f['lr']}, k drawn from {f['k_drawn']}), every sample augmented: flip, colour, head roll of up to "
+            f"{f['roll_deg']:g} degrees between portrait and driver for half of them"
+            f"{', black wedges over the driving crop' if f['wedges'] else ''}. Validation before it: student k = 1 L1 "
+            f"{(tr.get('prior_validation') or {}).get('student_k1', {}).get('l1', float('nan')):.5f}.\n\n")
+
+
 def write_card(out_dir, tr, steps):
     """MODEL_CARD.md: what the pack is, what it was trained on, how, and its validation scores. The held-out scores
     (the shared evaluation clips, never trained or tuned on) are measured by `npm run bench -- quality` and added
     under "Held-out scores" by whoever runs it; this part is regenerated on every training run."""
     v = tr["validation"]
+    f5 = lambda x: "-" if x is None else f"{x:.5f}"
     rows = "\n".join(
-        f"| {k} | {v[k]['l1']:.5f} | {v[k]['mouth_l1']:.5f} | {v[k]['eyes_l1']:.5f} |" for k in v
+        f"| {k} | {f5(v[k]['l1'])} | {f5(v[k]['mouth_l1'])} | {f5(v[k]['eyes_l1'])} |" for k in v
     ) or "| (no validation clips) | | | |"
     card = f"""# Refiner pack: model card (generated by models/tools/train_refiner.py)
 
@@ -533,7 +697,8 @@ resumable). Teacher {tr["teacher"]["steps"]} steps of batch {tr["teacher"]["batc
 outside the paste mask); student {tr["student"]["steps"]} steps of batch {max(2, tr["teacher"]["batch"] // 2)} in {tr["student"]["minutes"]} min. Hardware:
 {tr["hardware"]}{"" if "GPU" in tr["hardware"] else ", a shared 2-core VM, no GPU"}. Seed {tr["seed"]}. Wall time of the training script {tr["wall_minutes"]} min.{(" Exported to ONNX and validated again on " + tr["exported_on"] + " (the table below).") if tr.get("exported_on") else ""}
 
-**Validation** (the validation clips above; L1 of 0..1 RGB inside the paste mask, and in the mouth and eye boxes):
+{finetune_text(tr)}**Validation** (the validation clips above; L1 of 0..1 RGB inside the paste mask, and in the mouth and eye boxes;
+"(rolled)": the same clips with the warp output and the truth rotated by -12, -6, 6 and 12 degrees, the portrait upright):
 
 | output | l1 | mouth_l1 | eyes_l1 |
 | --- | --- | --- | --- |
@@ -546,9 +711,9 @@ internal research use (several non-commercial), so treat the weights as research
     # Keep the held-out section (measured separately, see above) across retraining; it says which run it measured.
     if os.path.exists(path):
         old = open(path).read()
-        i = old.find("## Held-out scores")
-        if i >= 0:
-            card += "\n" + old[i:]
+        found = [j for j in (old.find("## How this pack was made"), old.find("## Held-out scores")) if j >= 0]
+        if found:
+            card += "\n" + old[min(found):]
     with open(path, "w") as f:
         f.write(card)
 
@@ -630,6 +795,12 @@ def main():
     ap.add_argument("--save-weights", help="also write the trained weights here (.npz) and training.json beside them")
     ap.add_argument("--from-weights", help="skip training: load these weights (.npz from --save-weights, with its "
                     "training.json beside it), validate and export")
+    ap.add_argument("--finetune-from", help="skip the teacher and the distillation: take this exported pack's weights "
+                    "(its ONNX files and training.json) and fine-tune its student on the truth for --finetune-minutes")
+    ap.add_argument("--finetune-minutes", type=float, default=60)
+    ap.add_argument("--roll", type=float, default=0, help="fine-tune: head roll (degrees, up to) between portrait and "
+                    "driver for half the samples (0: none)")
+    ap.add_argument("--wedges", action="store_true", help="fine-tune: black wedges over the driving crop's edges")
     args = ap.parse_args()
     args.student_draw = [int(k) for k in args.student_k.split(",")]
     if not args.student_draw or any(k not in STUDENT_STEPS for k in args.student_draw):
@@ -646,8 +817,14 @@ def main():
     data = Data(args.cache, [c for c in args.clips.split(",") if c], args.val_every, packed=args.packed, device=dev)
     log(f"data: {len(data.clip_names)} clips, {len(data.train_idx)} train / {len(data.val_idx)} validation samples, crop {data.size}, on {dev}")
     ch = tuple(int(c) for c in args.channels.split(","))
-    if args.from_weights:
-        prior = json.load(open(os.path.join(os.path.dirname(os.path.abspath(args.from_weights)), "training.json")))
+    if args.from_weights and args.finetune_from:
+        raise SystemExit("--from-weights and --finetune-from: one or the other")
+    if args.from_weights or args.finetune_from:
+        base = os.path.dirname(os.path.abspath(args.from_weights)) if args.from_weights else args.finetune_from
+        if args.finetune_from and not all(os.path.exists(os.path.join(base, f)) for f in ("training.json", "encoder.onnx", "refiner.onnx", "refiner_teacher.onnx")):
+            raise SystemExit(f"--finetune-from {base}: not an exported refiner pack (no training.json, encoder.onnx, "
+                             "refiner.onnx and refiner_teacher.onnx there)")
+        prior = json.load(open(os.path.join(base, "training.json")))
         ch = tuple(prior.get("channels", ch))
     enc, teacher = Encoder().to(dev), Refiner(ch).to(dev)
     log(f"encoder {count(enc)} parameters, refiner {count(teacher)} parameters")
@@ -659,6 +836,20 @@ def main():
         trained_on, train_wall = prior["hardware"], prior["wall_minutes"]
         batch, lr = prior["teacher"]["batch"], prior["teacher"]["lr"]
         log(f"weights from {args.from_weights} (trained on {trained_on})")
+    elif args.finetune_from:
+        student = Refiner(ch).to(dev)
+        load_pack_weights(args.finetune_from, enc, teacher, student)
+        for m in (enc, teacher):
+            for p in m.parameters():
+                p.requires_grad_(False)
+        t_steps, t_time = prior["teacher"]["steps"], prior["teacher"]["minutes"] * 60
+        s_steps, s_time = prior["student"]["steps"], prior["student"]["minutes"] * 60
+        batch, lr = prior["teacher"]["batch"], prior["teacher"]["lr"]
+        log(f"fine-tuning the student of {args.finetune_from} (trained on {prior['hardware']}) for {args.finetune_minutes} min")
+        ck = os.path.join(args.cache, "checkpoints")
+        os.makedirs(ck, exist_ok=True)
+        f_steps, f_time = finetune_student(data, enc, student, args, os.path.join(ck, "finetune.pt"))
+        trained_on, train_wall = prior["hardware"], prior["wall_minutes"]
     else:
         ck = os.path.join(args.cache, "checkpoints")
         os.makedirs(ck, exist_ok=True)
@@ -675,7 +866,7 @@ def main():
         m.eval()
     val = validate(data, enc, teacher, student)
     for k, v in val.items():
-        log(f"validation {k}: l1 {v['l1']:.5f}, mouth_l1 {v['mouth_l1']:.5f}, eyes_l1 {v['eyes_l1']:.5f}")
+        log(f"validation {k}: " + ", ".join(f"{m} {v[m]:.5f}" for m in ("l1", "mouth_l1", "eyes_l1") if v[m] is not None))
     n_frames = int(len(data.owner))
     training = {
         "clips": len(data.clip_names),
@@ -688,8 +879,8 @@ def main():
         "crop": data.size,
         "teacher": {"steps": t_steps, "minutes": round(t_time / 60, 1), "batch": batch, "lr": lr},
         "student": {"steps": s_steps, "minutes": round(s_time / 60, 1), "k": list(STUDENT_STEPS), "teacher_steps": TEACHER_STEPS,
-                    "k_drawn": prior["student"].get("k_drawn", list(STUDENT_STEPS)) if args.from_weights else args.student_draw},
-        "augment": bool(args.augment) if not args.from_weights else prior.get("augment", False),
+                    "k_drawn": prior["student"].get("k_drawn", list(STUDENT_STEPS)) if args.from_weights or args.finetune_from else args.student_draw},
+        "augment": bool(args.augment) if not (args.from_weights or args.finetune_from) else prior.get("augment", False),
         "parameters": {"encoder": count(enc), "refiner": count(student)},
         "channels": list(ch),
         "gmac_per_step": round(gmacs(student, data.size), 3),
@@ -701,6 +892,17 @@ def main():
     if args.from_weights:
         training["validation_on_training_machine"] = prior.get("validation")
         training["exported_on"] = hardware(dev)
+    if args.finetune_from:
+        for k in ("validation_on_training_machine", "exported_on"):
+            if k in prior:
+                training[k] = prior[k]
+        training["prior_validation"] = prior.get("validation")
+        training["finetune"] = {
+            "from": os.path.basename(os.path.abspath(args.finetune_from)),
+            "steps": f_steps, "minutes": round(f_time / 60, 1), "batch": args.batch, "lr": args.lr,
+            "k_drawn": args.student_draw, "roll_deg": args.roll, "wedges": bool(args.wedges),
+            "hardware": hardware(dev), "wall_minutes": round((time.time() - t0) / 60, 1),
+        }
     if args.save_weights:
         save_weights(args.save_weights, enc, teacher, student)
         with open(os.path.join(os.path.dirname(os.path.abspath(args.save_weights)), "training.json"), "w") as f:

@@ -160,6 +160,52 @@ describe('npm run train (smoke)', () => {
     }
   });
 
+  it('fine-tunes the student of an exported pack (roll and wedge augmentation) and exports a pack that loads', { timeout: 600_000 }, async () => {
+    // The pack and the cache of the first case: `npm run train -- --finetune-from PACK` reuses the samples, takes the
+    // pack's weights from its ONNX files, trains only the student, and says so in training.json and the model card.
+    const data = path.join(dir, 'data');
+    const cache = path.join(dir, 'cache');
+    const base = path.join(dir, 'pack');
+    const out = path.join(dir, 'pack-finetuned');
+    const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
+    const r = await run(tsx, [
+      'scripts/train.ts', '--data', data, '--cache', cache, '--out', out, '--max-samples', '6', '--stride', '4',
+      '--finetune-from', base, '--finetune-minutes', '0.03', '--roll', '15', '--wedges', '--batch', '4', '--student-k', '1',
+    ]);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toMatch(/fine-tuning the student of .*pack \(trained on CPU/);
+    expect(r.out).toMatch(/validation student_k1 \(rolled\): l1 0\.\d+/);
+    const tr = JSON.parse(await readFile(path.join(out, 'training.json'), 'utf8')) as {
+      finetune: { steps: number; roll_deg: number; wedges: boolean; k_drawn: number[] };
+      prior_validation: Record<string, { l1: number }> | null;
+      validation: Record<string, { l1: number; mouth_l1: number | null }>;
+    };
+    expect(tr.finetune.steps).toBeGreaterThan(0);
+    expect(tr.finetune).toMatchObject({ roll_deg: 15, wedges: true, k_drawn: [1] });
+    expect(tr.validation['student_k1 (rolled)']?.l1).toBeGreaterThan(0);
+    expect(tr.validation['student_k1 (rolled)']?.mouth_l1).toBeNull();
+    expect(await readFile(path.join(out, 'MODEL_CARD.md'), 'utf8')).toMatch(/\*\*Fine-tune:\*\* .*head roll of up to 15 degrees/);
+    // The encoder and the teacher are frozen (the same bytes); the student changed.
+    const basePack = await ModelPack.load(base);
+    const before = basePack.manifest.files;
+    basePack.close();
+    const after = await ModelPack.load(out);
+    const sha = (files: typeof before, role: string): string | undefined => files.find((f) => f.role === role)?.sha256;
+    expect(sha(after.manifest.files, 'refiner')).not.toBe(sha(before, 'refiner'));
+    after.close();
+    const frozen = async (file: string): Promise<boolean> =>
+      Buffer.compare(await readFile(path.join(base, file)), await readFile(path.join(out, file))) === 0;
+    expect(await frozen('encoder.onnx')).toBe(true);
+    expect(await frozen('refiner_teacher.onnx')).toBe(true);
+
+    // Not a pack: refused with what is missing.
+    const bad = await run('/usr/bin/python3', [
+      'models/tools/train_refiner.py', '--cache', cache, '--clips', 'child_talking_gaze', '--out', '-', '--finetune-from', data,
+    ]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.out).toMatch(/--finetune-from .*: not an exported refiner pack \(no training\.json/);
+  });
+
   it('refuses a cache inside the repository and missing data with clear messages', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
     const inside = await run(tsx, ['scripts/train.ts', '--data', dir, '--cache', path.join(repoRoot, 'tmp-cache')]);
