@@ -13,7 +13,7 @@
  * --name writes benchmarks/results/RESULT.json (and its sheets under quality-sheets/RESULT/) instead of quality.json,
  * e.g. to keep the refiner's k = 1, 2, 4 and teacher runs beside the warp-only run.
  */
-import { mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../server/config.js';
@@ -263,6 +263,8 @@ export async function main(argv: string[]): Promise<void> {
     command: `npm run bench -- quality ${argv.join(' ')}`.trim(),
     engine: engineName,
     steps,
+    // Which refiner measured it (steps > 0): the pack's folder and its student's sha256 from the manifest.
+    refiner_pack: steps > 0 ? refinerPackId(config.avatar.refinerPack) : null,
     max_frames_per_clip: maxFrames ?? 'all',
     id_every: idEvery,
     face_models: 'see server/quality/faceModels.ts (independent of the engine: MediaPipe FaceMesh with iris, HSE FaceRes descriptors)',
@@ -275,4 +277,13 @@ export async function main(argv: string[]): Promise<void> {
     findings: findings(rows),
     clips: rows,
   });
+}
+
+/** The refiner pack a run used: its folder and the sha256 of its student (refiner.onnx) from its manifest. */
+function refinerPackId(dir: string | null): { dir: string; refiner_sha256: string | null } | null {
+  if (!dir) return null;
+  const manifest = path.join(dir, 'manifest.json');
+  if (!existsSync(manifest)) return { dir, refiner_sha256: null };
+  const m = JSON.parse(readFileSync(manifest, 'utf8')) as { files?: { role?: string; sha256?: string }[] };
+  return { dir, refiner_sha256: m.files?.find((f) => f.role === 'refiner')?.sha256 ?? null };
 }
