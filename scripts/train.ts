@@ -17,8 +17,8 @@
  * refiner's widths, default 48,96,128), --student-k 1,1,2,4 (the k drawn per student batch).
  * Fine-tuning instead of 2.: --finetune-from PACK (an exported pack, e.g. models/refiner) takes its weights and trains
  * its student on the truth for --finetune-minutes M (default 60; encoder and teacher frozen), with --roll DEG (head
- * roll between portrait and driver, up to DEG, for half the samples) and --wedges (black wedges over the driving
- * crop's edges). Its checkpoint is in --cache too (--fresh to start over).
+ * roll between portrait and driver, up to DEG, for half the samples; --scale F and --shift F add a zoom and a shift of
+ * up to +-F to them) and --wedges (black wedges over the driving crop's edges). Its checkpoint is in --cache too (--fresh to start over).
  *
  * On a machine without Node (a lent GPU), pack the cache (models/tools/packed_dataset.py, ~20x smaller) and run
  * models/tools/train_refiner.py there with --packed DIR --device cuda --save-weights OUT/weights.npz; back here,
@@ -69,6 +69,8 @@ const { values } = parseArgs({
     'finetune-minutes': { type: 'string' },
     roll: { type: 'string' },
     wedges: { type: 'boolean' },
+    scale: { type: 'string' },
+    shift: { type: 'string' },
   },
   strict: true,
 });
@@ -129,6 +131,8 @@ const args = [
   ...(values['finetune-minutes'] ? ['--finetune-minutes', values['finetune-minutes']] : []),
   ...(values.roll ? ['--roll', values.roll] : []),
   ...(values.wedges ? ['--wedges'] : []),
+  ...(values.scale ? ['--scale', values.scale] : []),
+  ...(values.shift ? ['--shift', values.shift] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 const child = spawn(values.python, args, { stdio: 'inherit' });

@@ -107,11 +107,11 @@ class Data:
         self.src_all = torch.stack(self.src).contiguous().to(dev)
         self.mask_all = torch.stack(self.mask).to(dev)
 
-    def batch(self, idx, aug=False, roll=0.0):
+    def batch(self, idx, aug=False, roll=0.0, move=(0.0, 0.0)):
         """Samples idx as 0..1 floats. aug (training only): a horizontal flip of every image of half the samples (the
         boxes follow), and one colour change per sample (per-channel gain 0.9-1.1, gamma 0.8-1.25) applied alike to
         the portrait, the warp and the truth, so the refiner learns corrections, not the training people's colours.
-        roll (degrees, with aug): see roll_pair."""
+        roll (degrees, with aug) and move (scale, shift fractions): see roll_pair."""
         o = self.owner[idx]
         f = lambda t: t.float() / 255.0
         b = {
@@ -136,8 +136,8 @@ class Data:
             bx[:, 4:8] = torch.where(flip[:, None], bx[:, 8:12], bx[:, 4:8])
             bx[:, 8:12] = torch.where(flip[:, None], sw, bx[:, 8:12])
             b["boxes"] = bx
-            if roll > 0:
-                b["warp"], b["truth"], b["boxes"] = roll_pair(b["warp"], b["truth"], b["boxes"], roll)
+            if roll > 0 or move[0] > 0 or move[1] > 0:
+                b["warp"], b["truth"], b["boxes"] = roll_pair(b["warp"], b["truth"], b["boxes"], roll, max_scale=move[0], max_shift=move[1])
             gain = 1 + (torch.rand(n, 3, 1, 1, device=dev) - 0.5) * 0.2
             gamma = torch.exp((torch.rand(n, 1, 1, 1, device=dev) - 0.5) * 0.446)
             for k in ("warp", "truth", "src"):
@@ -165,28 +165,37 @@ def rotation_theta(ang, scale=None):
     return theta
 
 
-def roll_pair(warp, truth, boxes, max_deg, p=0.5):
+def roll_pair(warp, truth, boxes, max_deg, p=0.5, max_scale=0.0, max_shift=0.0):
     """Head roll between the portrait and the driver, which the training clips (each driven from its own first frame)
     hardly have: a random fraction p of the samples get the warp output and the true frame rotated alike by up to
-    max_deg degrees about the crop's centre, while the portrait crop (source) stays upright. The refiner then has to
-    take the portrait as an appearance reference, not as a picture to copy in place (copying in place is what doubles
-    eyes and mouths when a driver rolls the head). The mouth and eye boxes move with their centres."""
+    max_deg degrees about the crop's centre (and, with max_scale / max_shift, zoomed by up to +-max_scale and shifted
+    by up to +-max_shift of the crop), while the portrait crop (source) stays as it was. The refiner then has to take
+    the portrait as an appearance reference, not as a picture to copy in place (copying in place is what doubles eyes
+    and mouths when a driver rolls the head or comes closer). The mouth and eye boxes move with their centres."""
     n, dev, r = warp.shape[0], warp.device, warp.shape[-1]
-    on = torch.rand(n, device=dev) < p
-    ang = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_deg) * on.float()
-    grid = F.affine_grid(rotation_theta(ang), warp.shape, align_corners=False)
+    on = (torch.rand(n, device=dev) < p).float()
+    ang = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_deg) * on
+    sc = 1 + (torch.rand(n, device=dev) * 2 - 1) * max_scale * on
+    tx = (torch.rand(n, device=dev) * 2 - 1) * max_shift * 2 * on
+    ty = (torch.rand(n, device=dev) * 2 - 1) * max_shift * 2 * on
+    theta = rotation_theta(ang, sc)
+    theta[:, 0, 2] = tx
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, warp.shape, align_corners=False)
     warp = F.grid_sample(warp, grid, padding_mode="border", align_corners=False)
     truth = F.grid_sample(truth, grid, padding_mode="border", align_corners=False)
-    # affine_grid maps output to input coordinates: an output point p reads input R p, so content at input q shows at
-    # R^-1 q. Box centres (in pixels about the crop centre) move by R^-1.
+    # affine_grid maps output to input coordinates: an output point p reads input (R / sc) p + t, so content at input
+    # q shows at sc R^-1 (q - t). Box centres (in pixels about the crop centre; t is in half-crops) move so.
     bx = boxes.clone()
     c, s = torch.cos(ang), torch.sin(ang)
     half = r / 2.0
     for j in (0, 4, 8):
         cx = (boxes[:, j] + boxes[:, j + 2]).float() / 2 - half
         cy = (boxes[:, j + 1] + boxes[:, j + 3]).float() / 2 - half
-        nx = c * cx + s * cy
-        ny = -s * cx + c * cy
+        qx = cx - tx * half
+        qy = cy - ty * half
+        nx = sc * (c * qx + s * qy)
+        ny = sc * (-s * qx + c * qy)
         dx = torch.round(nx - cx).long()
         dy = torch.round(ny - cy).long()
         bx[:, j] = (boxes[:, j] + dx).clamp(0, r)
@@ -488,7 +497,7 @@ def finetune_student(data, enc, student, args, ckpt):
     loss_sum, loss_n = torch.zeros((), device=dev), 0
     while time.time() - t_start < budget:
         idx = data.train_idx[torch.randint(len(data.train_idx), (args.batch,), device=dev)]
-        b = data.batch(idx, aug=True, roll=args.roll)
+        b = data.batch(idx, aug=True, roll=args.roll, move=(args.scale, args.shift))
         with torch.no_grad(), amp(dev):
             code = enc(augment_drive(b["drive"], wedges=args.wedges)).float()
         k = random.choice(args.student_draw)
@@ -539,11 +548,19 @@ def load_pack_weights(pack_dir, enc, teacher, student):
 ROLL_VAL = (-12.0, -6.0, 6.0, 12.0)
 
 
-def rolled(b, deg):
-    """A validation batch with its warp and truth rotated by deg (the portrait upright): see roll_pair."""
+# The moved validation: (zoom, shift as a fraction of the crop) of the warp and truth against the portrait.
+MOVE_VAL = ((0.9, 0.0), (1.1, 0.0), (1.0, 0.06), (1.0, -0.06))
+
+
+def rolled(b, deg, scale=1.0, shift=0.0):
+    """A validation batch with its warp and truth rotated by deg, zoomed by scale and shifted by shift of the crop
+    along both axes (the portrait as it was): see roll_pair."""
     n, dev = b["warp"].shape[0], b["warp"].device
     ang = torch.full((n,), math.radians(deg), device=dev)
-    grid = F.affine_grid(rotation_theta(ang), b["warp"].shape, align_corners=False)
+    theta = rotation_theta(ang, torch.full((n,), scale, device=dev))
+    theta[:, 0, 2] = shift * 2
+    theta[:, 1, 2] = shift * 2
+    grid = F.affine_grid(theta, b["warp"].shape, align_corners=False)
     out = dict(b)
     out["warp"] = F.grid_sample(b["warp"], grid, padding_mode="border", align_corners=False)
     out["truth"] = F.grid_sample(b["truth"], grid, padding_mode="border", align_corners=False)
@@ -580,17 +597,17 @@ def validate(data, enc, teacher, student):
         res[nme] = {"l1": acc[nme][0] / wsum[0], "mouth_l1": acc[nme][1] / max(1, wsum[1]), "eyes_l1": acc[nme][2] / max(1, wsum[2])}
     # The same clips with head roll between portrait and driver (ROLL_VAL): whether the refiner copies the portrait
     # in place (ghosting) or corrects the warp. Only the L1 in the paste mask (the boxes do not follow the roll here).
-    for nme in ("warp", "student_k1"):
+    for nme, kind in (("warp", "rolled"), ("student_k1", "rolled"), ("warp", "moved"), ("student_k1", "moved")):
         num = den = 0.0
         for s in range(0, len(idx), 32):
             b0 = data.batch(idx[s:s + 32])
             code = enc(b0["drive"])
-            for a in ROLL_VAL:
-                b = rolled(b0, a)
+            for a in (ROLL_VAL if kind == "rolled" else MOVE_VAL):
+                b = rolled(b0, a) if kind == "rolled" else rolled(b0, 0.0, *a)
                 o = b["warp"] if nme == "warp" else sample(student, b, code, 1)
                 num += ((o.clamp(0, 1) - b["truth"]).abs() * b["mask"]).sum().item()
                 den += b["mask"].sum().item() * 3
-        res[f"{nme} (rolled)"] = {"l1": num / den, "mouth_l1": None, "eyes_l1": None}
+        res[f"{nme} ({kind})"] = {"l1": num / den, "mouth_l1": None, "eyes_l1": None}
     return res
 
 
@@ -652,6 +669,7 @@ def finetune_text(tr):
             f"and teacher frozen) for {f['steps']} steps of batch {f['batch']} in {f['minutes']} min on {f['hardware']} "
             f"(lr {f['lr']}, k drawn from {f['k_drawn']}), every sample augmented: flip, colour, head roll of up to "
             f"{f['roll_deg']:g} degrees between portrait and driver for half of them"
+            f"{(' with a zoom of up to +-%g and a shift of up to +-%g of the crop' % (f.get('scale', 0), f.get('shift', 0))) if f.get('scale') or f.get('shift') else ''}"
             f"{', black wedges over the driving crop' if f['wedges'] else ''}. Validation before it: student k = 1 L1 "
             f"{(tr.get('prior_validation') or {}).get('student_k1', {}).get('l1', float('nan')):.5f}.\n\n")
 
@@ -698,7 +716,8 @@ outside the paste mask); student {tr["student"]["steps"]} steps of batch {max(2,
 {tr["hardware"]}{"" if "GPU" in tr["hardware"] else ", a shared 2-core VM, no GPU"}. Seed {tr["seed"]}. Wall time of the training script {tr["wall_minutes"]} min.{(" Exported to ONNX and validated again on " + tr["exported_on"] + " (the table below).") if tr.get("exported_on") else ""}
 
 {finetune_text(tr)}**Validation** (the validation clips above; L1 of 0..1 RGB inside the paste mask, and in the mouth and eye boxes;
-"(rolled)": the same clips with the warp output and the truth rotated by -12, -6, 6 and 12 degrees, the portrait upright):
+"(rolled)": the same clips with the warp output and the truth rotated by -12, -6, 6 and 12 degrees, the portrait upright;
+"(moved)": zoomed by 0.9 and 1.1 and shifted by +-6% of the crop instead):
 
 | output | l1 | mouth_l1 | eyes_l1 |
 | --- | --- | --- | --- |
@@ -801,6 +820,10 @@ def main():
     ap.add_argument("--roll", type=float, default=0, help="fine-tune: head roll (degrees, up to) between portrait and "
                     "driver for half the samples (0: none)")
     ap.add_argument("--wedges", action="store_true", help="fine-tune: black wedges over the driving crop's edges")
+    ap.add_argument("--scale", type=float, default=0, help="fine-tune: with --roll's samples, a zoom of up to +-this "
+                    "fraction between portrait and driver")
+    ap.add_argument("--shift", type=float, default=0, help="fine-tune: with --roll's samples, a shift of up to +-this "
+                    "fraction of the crop between portrait and driver")
     args = ap.parse_args()
     args.student_draw = [int(k) for k in args.student_k.split(",")]
     if not args.student_draw or any(k not in STUDENT_STEPS for k in args.student_draw):
@@ -900,7 +923,7 @@ def main():
         training["finetune"] = {
             "from": os.path.basename(os.path.abspath(args.finetune_from)),
             "steps": f_steps, "minutes": round(f_time / 60, 1), "batch": args.batch, "lr": args.lr,
-            "k_drawn": args.student_draw, "roll_deg": args.roll, "wedges": bool(args.wedges),
+            "k_drawn": args.student_draw, "roll_deg": args.roll, "scale": args.scale, "shift": args.shift, "wedges": bool(args.wedges),
             "hardware": hardware(dev), "wall_minutes": round((time.time() - t0) / 60, 1),
         }
     if args.save_weights:
