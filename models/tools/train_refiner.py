@@ -363,23 +363,60 @@ def lr_at(args, frac, step):
     return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def optimise(tag, data, args, minutes, opt, params, modules, ckpt, batch_loss, log_every, schedule=True, val=None):
+    """The training loop shared by the teacher, the student and the fine-tune: batches until `minutes` of wall time
+    (counting a resumed run's time), gradient clipping at 1, the warm-up + cosine learning rate when `schedule`, a log
+    line every `log_every` steps, `val()` (a progress string) every --val-seconds, and a checkpoint of `modules` (name
+    -> module) and the optimiser every 2 minutes and at the end, from which a stopped run resumes (not with --fresh)."""
+    dev = data.warp.device
+    step, elapsed = 0, 0.0
+    if os.path.exists(ckpt) and not args.fresh:
+        st = torch.load(ckpt, map_location=dev)
+        for k, m in modules.items():
+            m.load_state_dict(st[k])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"{tag}: resumed at step {step} ({elapsed / 60:.1f} min)")
+    budget = minutes * 60
+    last_save = last_val = time.time()
+    t_start = time.time() - elapsed
+    loss_sum, loss_n = torch.zeros((), device=dev), 0
+
+    def checkpoint():
+        save(ckpt, **{k: m.state_dict() for k, m in modules.items()}, opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
+
+    while time.time() - t_start < budget:
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if schedule:
+            frac = min(1.0, (time.time() - t_start) / budget)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(args, frac, step)
+        opt.step()
+        step += 1
+        loss_sum += loss.detach()
+        loss_n += 1
+        if step % log_every == 0:
+            log(f"{tag}: step {step}, {(time.time() - t_start) / 60:.1f}/{minutes} min, loss {loss_sum.item() / loss_n:.5f}")
+            loss_sum, loss_n = torch.zeros((), device=dev), 0
+        if val and args.val_seconds and time.time() - last_val > args.val_seconds:
+            log(f"{tag}: step {step}, {val()}")
+            last_val = time.time()
+        if time.time() - last_save > 120:
+            checkpoint()
+            last_save = time.time()
+    checkpoint()
+    return step, time.time() - t_start
+
+
 def train_teacher(data, enc, net, args, ckpt):
     dev = data.warp.device
     params = list(enc.parameters()) + list(net.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
-    step, elapsed = 0, 0.0
-    if os.path.exists(ckpt) and not args.fresh:
-        st = torch.load(ckpt, map_location=dev)
-        enc.load_state_dict(st["enc"])
-        net.load_state_dict(st["net"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"teacher: resumed at step {step} ({elapsed / 60:.1f} min)")
-    budget = args.minutes * 60
-    last_save = last_val = time.time()
-    t_start = time.time() - elapsed
-    loss_sum, loss_n = torch.zeros((), device=dev), 0
-    while time.time() - t_start < budget:
+
+    def batch_loss():
         idx = data.train_idx[torch.randint(len(data.train_idx), (args.batch,), device=dev)]
         b = data.batch(idx, aug=args.augment)
         n = idx.shape[0]
@@ -389,29 +426,10 @@ def train_teacher(data, enc, net, args, ckpt):
         with amp(dev):
             code = enc(augment_drive(b["drive"]))
             pred = net(xt, b["warp"], b["src"], b["mask"], t, code)
-        loss = wl1(pred.float(), b["truth"], weight_map(b))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        frac = min(1.0, (time.time() - t_start) / budget)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(args, frac, step)
-        opt.step()
-        step += 1
-        loss_sum += loss.detach()
-        loss_n += 1
-        if step % args.log_every == 0:
-            log(f"teacher: step {step}, {(time.time() - t_start) / 60:.1f}/{args.minutes} min, loss {loss_sum.item() / loss_n:.5f}")
-            loss_sum, loss_n = torch.zeros((), device=dev), 0
-        if args.val_seconds and time.time() - last_val > args.val_seconds:
-            log(f"teacher: step {step}, validation l1 (k = 1) {quick_val(data, enc, net):.5f}")
-            last_val = time.time()
-        if time.time() - last_save > 120:
-            save(ckpt, enc=enc.state_dict(), net=net.state_dict(), opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
-            last_save = time.time()
-    elapsed = time.time() - t_start
-    save(ckpt, enc=enc.state_dict(), net=net.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed)
-    return step, elapsed
+        return wl1(pred.float(), b["truth"], weight_map(b))
+
+    return optimise("teacher", data, args, args.minutes, opt, params, {"enc": enc, "net": net}, ckpt, batch_loss,
+                    args.log_every, val=lambda: f"validation l1 (k = 1) {quick_val(data, enc, net):.5f}")
 
 
 @torch.no_grad()
@@ -433,19 +451,9 @@ def quick_val(data, enc, net, roll=False):
 def train_student(data, enc, teacher, student, args, ckpt):
     dev = data.warp.device
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr * 0.5, weight_decay=1e-4)
-    step, elapsed = 0, 0.0
-    if os.path.exists(ckpt) and not args.fresh:
-        st = torch.load(ckpt, map_location=dev)
-        student.load_state_dict(st["net"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"student: resumed at step {step}")
-    budget = args.student_minutes * 60
-    last_save = time.time()
-    t_start = time.time() - elapsed
-    loss_sum, loss_n = torch.zeros((), device=dev), 0
     bs = max(2, args.batch // 2)
-    while time.time() - t_start < budget:
+
+    def batch_loss():
         idx = data.train_idx[torch.randint(len(data.train_idx), (bs,), device=dev)]
         b = data.batch(idx, aug=args.augment)
         with torch.no_grad(), amp(dev):
@@ -457,23 +465,10 @@ def train_student(data, enc, teacher, student, args, ckpt):
             out = sample(student, b, code, k)
         out = out.float()
         w = weight_map(b)
-        loss = wl1(out, target, w) + 0.25 * wl1(out, b["truth"], w)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        step += 1
-        loss_sum += loss.detach()
-        loss_n += 1
-        if step % max(1, args.log_every // 2) == 0:
-            log(f"student: step {step}, {(time.time() - t_start) / 60:.1f}/{args.student_minutes} min, loss {loss_sum.item() / loss_n:.5f}")
-            loss_sum, loss_n = torch.zeros((), device=dev), 0
-        if time.time() - last_save > 120:
-            save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
-            last_save = time.time()
-    elapsed = time.time() - t_start
-    save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed)
-    return step, elapsed
+        return wl1(out, target, w) + 0.25 * wl1(out, b["truth"], w)
+
+    return optimise("student", data, args, args.student_minutes, opt, list(student.parameters()), {"net": student}, ckpt,
+                    batch_loss, max(1, args.log_every // 2), schedule=False)
 
 
 def finetune_student(data, enc, student, args, ckpt):
@@ -484,18 +479,8 @@ def finetune_student(data, enc, student, args, ckpt):
     dev = data.warp.device
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
-    step, elapsed = 0, 0.0
-    if os.path.exists(ckpt) and not args.fresh:
-        st = torch.load(ckpt, map_location=dev)
-        student.load_state_dict(st["net"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"fine-tune: resumed at step {step} ({elapsed / 60:.1f} min)")
-    budget = args.finetune_minutes * 60
-    last_save = last_val = time.time()
-    t_start = time.time() - elapsed
-    loss_sum, loss_n = torch.zeros((), device=dev), 0
-    while time.time() - t_start < budget:
+
+    def batch_loss():
         idx = data.train_idx[torch.randint(len(data.train_idx), (args.batch,), device=dev)]
         b = data.batch(idx, aug=True, roll=args.roll, move=(args.scale, args.shift))
         with torch.no_grad(), amp(dev):
@@ -503,29 +488,11 @@ def finetune_student(data, enc, student, args, ckpt):
         k = random.choice(args.student_draw)
         with amp(dev):
             out = sample(student, b, code, k)
-        loss = wl1(out.float(), b["truth"], weight_map(b))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        frac = min(1.0, (time.time() - t_start) / budget)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(args, frac, step)
-        opt.step()
-        step += 1
-        loss_sum += loss.detach()
-        loss_n += 1
-        if step % args.log_every == 0:
-            log(f"fine-tune: step {step}, {(time.time() - t_start) / 60:.1f}/{args.finetune_minutes} min, loss {loss_sum.item() / loss_n:.5f}")
-            loss_sum, loss_n = torch.zeros((), device=dev), 0
-        if args.val_seconds and time.time() - last_val > args.val_seconds:
-            log(f"fine-tune: step {step}, validation l1 (k = 1) {quick_val(data, enc, student):.5f}, rolled {quick_val(data, enc, student, roll=True):.5f}")
-            last_val = time.time()
-        if time.time() - last_save > 120:
-            save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=time.time() - t_start)
-            last_save = time.time()
-    elapsed = time.time() - t_start
-    save(ckpt, net=student.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed)
-    return step, elapsed
+        return wl1(out.float(), b["truth"], weight_map(b))
+
+    return optimise("fine-tune", data, args, args.finetune_minutes, opt, params, {"net": student}, ckpt, batch_loss,
+                    args.log_every, val=lambda: f"validation l1 (k = 1) {quick_val(data, enc, student):.5f}, "
+                    f"rolled {quick_val(data, enc, student, roll=True):.5f}")
 
 
 def load_pack_weights(pack_dir, enc, teacher, student):
