@@ -440,7 +440,7 @@ def quick_val(data, enc, net, roll=False):
     num = den = 0.0
     for s in range(0, len(data.val_idx), 64):
         b0 = data.batch(data.val_idx[s:s + 64])
-        for b in ([rolled(b0, a) for a in ROLL_VAL] if roll else [b0]):
+        for b in ([moved_batch(b0, *mv) for mv in ROLL_VAL] if roll else [b0]):
             out = sample(net, b, enc(b["drive"]), 1).clamp(0, 1)
             num += ((out - b["truth"]).abs() * b["mask"]).sum().item()
             den += b["mask"].sum().item() * 3
@@ -511,15 +511,15 @@ def load_pack_weights(pack_dir, enc, teacher, student):
         m.load_state_dict({k: torch.from_numpy(np.array(arrays[k], dtype=np.float32)).reshape(want[k].shape) for k in want})
 
 
-# Fixed angles of the rolled validation (degrees): the same for every run, so that runs compare.
-ROLL_VAL = (-12.0, -6.0, 6.0, 12.0)
+# The rolled validation: (roll degrees, zoom, shift), fixed so that runs compare.
+ROLL_VAL = tuple((deg, 1.0, 0.0) for deg in (-12.0, -6.0, 6.0, 12.0))
 
 
-# The moved validation: (zoom, shift as a fraction of the crop) of the warp and truth against the portrait.
-MOVE_VAL = ((0.9, 0.0), (1.1, 0.0), (1.0, 0.06), (1.0, -0.06))
+# The moved validation: (roll degrees, zoom, shift as a fraction of the crop) of the warp and truth against the portrait.
+MOVE_VAL = ((0.0, 0.9, 0.0), (0.0, 1.1, 0.0), (0.0, 1.0, 0.06), (0.0, 1.0, -0.06))
 
 
-def rolled(b, deg, scale=1.0, shift=0.0):
+def moved_batch(b, deg, scale=1.0, shift=0.0):
     """A validation batch with its warp and truth rotated by deg, zoomed by scale and shifted by shift of the crop
     along both axes (the portrait as it was): see roll_pair."""
     n, dev = b["warp"].shape[0], b["warp"].device
@@ -562,19 +562,22 @@ def validate(data, enc, teacher, student):
                 acc[nme][j] += ((o.clamp(0, 1) - b["truth"]).abs() * w).sum().item()
     for nme in names:
         res[nme] = {"l1": acc[nme][0] / wsum[0], "mouth_l1": acc[nme][1] / max(1, wsum[1]), "eyes_l1": acc[nme][2] / max(1, wsum[2])}
-    # The same clips with head roll between portrait and driver (ROLL_VAL): whether the refiner copies the portrait
-    # in place (ghosting) or corrects the warp. Only the L1 in the paste mask (the boxes do not follow the roll here).
-    for nme, kind in (("warp", "rolled"), ("student_k1", "rolled"), ("warp", "moved"), ("student_k1", "moved")):
-        num = den = 0.0
+    # The same clips with head roll, zoom or shift between portrait and driver (ROLL_VAL, MOVE_VAL): whether the
+    # refiner copies the portrait in place (ghosting) or corrects the warp. Only the L1 in the paste mask (the boxes
+    # do not follow the motion here).
+    for kind, moves in (("rolled", ROLL_VAL), ("moved", MOVE_VAL)):
+        num = {"warp": 0.0, "student_k1": 0.0}
+        den = 0.0
         for s in range(0, len(idx), 32):
             b0 = data.batch(idx[s:s + 32])
             code = enc(b0["drive"])
-            for a in (ROLL_VAL if kind == "rolled" else MOVE_VAL):
-                b = rolled(b0, a) if kind == "rolled" else rolled(b0, 0.0, *a)
-                o = b["warp"] if nme == "warp" else sample(student, b, code, 1)
-                num += ((o.clamp(0, 1) - b["truth"]).abs() * b["mask"]).sum().item()
+            for mv in moves:
+                b = moved_batch(b0, *mv)
+                for nme, o in (("warp", b["warp"]), ("student_k1", sample(student, b, code, 1))):
+                    num[nme] += ((o.clamp(0, 1) - b["truth"]).abs() * b["mask"]).sum().item()
                 den += b["mask"].sum().item() * 3
-        res[f"{nme} ({kind})"] = {"l1": num / den, "mouth_l1": None, "eyes_l1": None}
+        for nme in num:
+            res[f"{nme} ({kind})"] = {"l1": num[nme] / den, "mouth_l1": None, "eyes_l1": None}
     return res
 
 
