@@ -6,7 +6,7 @@ gigabyte for the shared training clips. Its frames are consecutive video frames,
 
     /usr/bin/python3 models/tools/packed_dataset.py pack --cache ~/.cache/live-avatar/refiner --out DIR [--crf 12]
 
-writes per clip NAME.json (the cache's metadata, unchanged), NAME.npz (the portrait crop and paste mask, lossless)
+writes per clip NAME.json (the cache's metadata, unchanged), NAME.npz (the portrait crop, its canvas and the paste mask, lossless)
 and NAME.warp.mkv, NAME.truth.mkv, NAME.drive.mkv (H.264 4:4:4 at the given CRF; the grey driving crops as equal RGB).
 `train_refiner.py --packed DIR` reads it back (OpenCV's video reader, or ffmpeg where OpenCV is missing). The coding
 error is measured and printed on packing (mean absolute error per stream, in 0..1 units), so a run can say what it
@@ -37,10 +37,15 @@ def read_cache_clip(cache, name):
     raw = np.fromfile(os.path.join(cache, name + ".bin"), dtype=np.uint8)
     rr3 = r * r * 3
     per = 2 * rr3 + DRIVE * DRIVE
-    if raw.size != rr3 + r * r + n * per:
-        raise SystemExit(f"clip {name}: cache file has {raw.size} bytes, expected {rr3 + r * r + n * per}")
-    body = raw[rr3 + r * r:].reshape(n, per)
+    # Version 2 caches end with the portrait's canvas (canvasScale*R square, RGB) and carry per-sample alignments.
+    cs = meta.get("canvasScale", 0) if meta.get("version", 1) >= 2 else 0
+    canvas_bytes = (cs * r) ** 2 * 3
+    want = rr3 + r * r + n * per + canvas_bytes
+    if raw.size != want:
+        raise SystemExit(f"clip {name}: cache file has {raw.size} bytes, expected {want}")
+    body = raw[rr3 + r * r:rr3 + r * r + n * per].reshape(n, per)
     return {
+        "canvas": raw[want - canvas_bytes:].reshape(cs * r, cs * r, 3) if cs else None,
         "meta": meta,
         "src": raw[:rr3].reshape(r, r, 3),
         "mask": raw[rr3:rr3 + r * r].reshape(r, r),
@@ -94,6 +99,7 @@ def read_packed_clip(folder, name):
         return None
     z = np.load(os.path.join(folder, name + ".npz"))
     return {
+        "canvas": z["canvas"] if "canvas" in z.files else None,
         "meta": meta,
         "src": z["src"],
         "mask": z["mask"],
@@ -116,7 +122,8 @@ def pack(cache, out, crf):
         if c is None:
             continue
         json.dump(c["meta"], open(os.path.join(out, name + ".json"), "w"))
-        np.savez_compressed(os.path.join(out, name + ".npz"), src=c["src"], mask=c["mask"])
+        extra = {"canvas": c["canvas"]} if c["canvas"] is not None else {}
+        np.savez_compressed(os.path.join(out, name + ".npz"), src=c["src"], mask=c["mask"], **extra)
         for k in ("warp", "truth", "drive"):
             fr = c[k] if k != "drive" else np.repeat(c[k][..., None], 3, axis=3)
             p = os.path.join(out, f"{name}.{k}.mkv")

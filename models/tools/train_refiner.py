@@ -57,7 +57,7 @@ class Data:
     machine."""
 
     def __init__(self, cache, clips, val_every, packed=None, device="cpu"):
-        self.src, self.mask = [], []
+        self.src, self.mask, canvases, aligns = [], [], [], []
         warp, truth, drive, boxes, owner = [], [], [], [], []
         self.clip_names, self.val_clips = [], []
         self.per_clip, self.strides = [], set()
@@ -89,6 +89,8 @@ class Data:
             truth.append(torch.from_numpy(np.ascontiguousarray(c["truth"])).permute(0, 3, 1, 2))
             drive.append(torch.from_numpy(np.ascontiguousarray(c["drive"])).reshape(n, 1, DRIVE, DRIVE))
             boxes.append(torch.tensor(meta["boxes"], dtype=torch.int64).reshape(n, 12))
+            canvases.append(None if c.get("canvas") is None else torch.from_numpy(np.ascontiguousarray(c["canvas"])).permute(2, 0, 1))
+            aligns.append(torch.tensor(meta["align"], dtype=torch.float32).reshape(n, 4) if "align" in meta else None)
             owner.append(torch.full((n,), ci, dtype=torch.int64))
         if not self.clip_names:
             raise SystemExit("no cached clips: run `npm run train -- --data DIR` (it builds the dataset first)")
@@ -106,6 +108,12 @@ class Data:
             self.train_idx = self.val_idx
         self.src_all = torch.stack(self.src).contiguous().to(dev)
         self.mask_all = torch.stack(self.mask).to(dev)
+        # The portrait canvases and per-sample alignments of an aligned source (dataset version 2); None for an older
+        # cache, which can train region-source networks only.
+        have = all(cv is not None for cv in canvases) and all(a is not None for a in aligns)
+        self.canvas_all = torch.stack(canvases).contiguous().to(dev) if have else None
+        self.align = torch.cat(aligns).to(dev) if have else None
+        self.canvas_scale = self.canvas_all.shape[-1] // size if have else 0
 
     def batch(self, idx, aug=False, roll=0.0, move=(0.0, 0.0)):
         """Samples idx as 0..1 floats. aug (training only): a horizontal flip of every image of half the samples (the
@@ -122,10 +130,14 @@ class Data:
             "mask": f(self.mask_all[o]),
             "boxes": self.boxes[idx],
         }
+        if self.canvas_all is not None:
+            b["src_al"] = aligned_source(f(self.canvas_all[o]), self.align[idx], self.size, self.canvas_scale, jitter=aug)
         if aug:
             n, dev, r = idx.shape[0], idx.device, self.size
             flip = torch.rand(n, device=dev) < 0.5
-            for k in ("warp", "truth", "drive", "src", "mask"):
+            for k in ("warp", "truth", "drive", "src", "mask", "src_al"):
+                if k not in b:
+                    continue
                 b[k] = torch.where(flip[:, None, None, None], b[k].flip(-1), b[k])
             bx = b["boxes"].clone()
             for j in (0, 4, 8):
@@ -137,12 +149,51 @@ class Data:
             bx[:, 8:12] = torch.where(flip[:, None], sw, bx[:, 8:12])
             b["boxes"] = bx
             if roll > 0 or move[0] > 0 or move[1] > 0:
-                b["warp"], b["truth"], b["boxes"] = roll_pair(b["warp"], b["truth"], b["boxes"], roll, max_scale=move[0], max_shift=move[1])
+                b["warp"], b["truth"], b["boxes"], al = roll_pair(b["warp"], b["truth"], b["boxes"], roll, max_scale=move[0],
+                                                                  max_shift=move[1], src_al=b.get("src_al"))
+                if al is not None:
+                    b["src_al"] = al
             gain = 1 + (torch.rand(n, 3, 1, 1, device=dev) - 0.5) * 0.2
             gamma = torch.exp((torch.rand(n, 1, 1, 1, device=dev) - 0.5) * 0.446)
-            for k in ("warp", "truth", "src"):
+            for k in [k for k in ("warp", "truth", "src", "src_al") if k in b]:
                 b[k] = (b[k].clamp(min=1e-4) ** gamma * gain).clamp(0, 1)
         return b
+
+
+def aligned_source(canvas, align, r, cs, jitter=False):
+    """The aligned source (server/avatar/engines/default/refinerCrop.ts sampleAligned): each sample's portrait canvas
+    (cs*r square around the region) read through its alignment's inverse, so that the portrait's head sits where the
+    warp put the driven head. Crop point P reads Q = A^-1 (P - t), canvas point Q + (cs - 1) r / 2, bilinear with the
+    border clamped. jitter (training): a small random similarity on top (up to 2 degrees, 3% zoom, 1.5% shift of the
+    crop), as the run-time fit of the control points is not exact."""
+    n, dev = align.shape[0], align.device
+    a, b, tx, ty = align.unbind(1)
+    d = a * a + b * b
+    ia, ib = a / d, b / d
+    # Normalised crop coordinates pn (align_corners=False) -> normalised canvas coordinates:
+    # A^-1 pn / cs + (2 / (cs r)) A^-1 (r/2 - t) - 1/cs.
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 1] = ia / cs, ib / cs
+    theta[:, 1, 0], theta[:, 1, 1] = -ib / cs, ia / cs
+    cx, cy = r / 2 - tx, r / 2 - ty
+    theta[:, 0, 2] = 2 / (cs * r) * (ia * cx + ib * cy) - 1 / cs
+    theta[:, 1, 2] = 2 / (cs * r) * (-ib * cx + ia * cy) - 1 / cs
+    if jitter:
+        j = rotation_theta((torch.rand(n, device=dev) * 2 - 1) * math.radians(2), 1 + (torch.rand(n, device=dev) * 2 - 1) * 0.03)
+        j[:, :, 2] = (torch.rand(n, 2, device=dev) * 2 - 1) * 0.03
+        theta = torch.cat([theta[:, :, :2] @ j[:, :, :2], theta[:, :, :2] @ j[:, :, 2:] + theta[:, :, 2:]], dim=2)
+    grid = F.affine_grid(theta, (n, 3, r, r), align_corners=False)
+    return F.grid_sample(canvas, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def src_of(net, b):
+    """The portrait picture a network reads: the aligned source (net.aligned) or the region as it is."""
+    if getattr(net, "aligned", False):
+        if "src_al" not in b:
+            raise SystemExit("an aligned-source network needs a version 2 dataset cache (canvas and alignments): "
+                             "rebuild it with npm run train, or train with --source region")
+        return b["src_al"]
+    return b["src"]
 
 
 def box_mask(boxes, j, r):
@@ -165,13 +216,14 @@ def rotation_theta(ang, scale=None):
     return theta
 
 
-def roll_pair(warp, truth, boxes, max_deg, p=0.5, max_scale=0.0, max_shift=0.0):
+def roll_pair(warp, truth, boxes, max_deg, p=0.5, max_scale=0.0, max_shift=0.0, src_al=None):
     """Head roll between the portrait and the driver, which the training clips (each driven from its own first frame)
     hardly have: a random fraction p of the samples get the warp output and the true frame rotated alike by up to
     max_deg degrees about the crop's centre (and, with max_scale / max_shift, zoomed by up to +-max_scale and shifted
     by up to +-max_shift of the crop), while the portrait crop (source) stays as it was. The refiner then has to take
     the portrait as an appearance reference, not as a picture to copy in place (copying in place is what doubles eyes
-    and mouths when a driver rolls the head or comes closer). The mouth and eye boxes move with their centres."""
+    and mouths when a driver rolls the head or comes closer). The mouth and eye boxes move with their centres. An aligned
+    source (src_al) follows the motion, as it follows the warp's target head at run time; it is returned last."""
     n, dev, r = warp.shape[0], warp.device, warp.shape[-1]
     on = (torch.rand(n, device=dev) < p).float()
     ang = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_deg) * on
@@ -184,6 +236,8 @@ def roll_pair(warp, truth, boxes, max_deg, p=0.5, max_scale=0.0, max_shift=0.0):
     grid = F.affine_grid(theta, warp.shape, align_corners=False)
     warp = F.grid_sample(warp, grid, padding_mode="border", align_corners=False)
     truth = F.grid_sample(truth, grid, padding_mode="border", align_corners=False)
+    if src_al is not None:
+        src_al = F.grid_sample(src_al, grid, padding_mode="border", align_corners=False)
     # affine_grid maps output to input coordinates: an output point p reads input (R / sc) p + t, so content at input
     # q shows at sc R^-1 (q - t). Box centres (in pixels about the crop centre; t is in half-crops) move so.
     bx = boxes.clone()
@@ -202,7 +256,7 @@ def roll_pair(warp, truth, boxes, max_deg, p=0.5, max_scale=0.0, max_shift=0.0):
         bx[:, j + 2] = (boxes[:, j + 2] + dx).clamp(0, r)
         bx[:, j + 1] = (boxes[:, j + 1] + dy).clamp(0, r)
         bx[:, j + 3] = (boxes[:, j + 3] + dy).clamp(0, r)
-    return warp, truth, bx
+    return warp, truth, bx, src_al
 
 
 def weight_map(b):
@@ -296,6 +350,8 @@ class Refiner(nn.Module):
 
     def __init__(self, ch=(48, 96, 128), shuffle=4):
         super().__init__()
+        # Which source it reads (not a weight): the region as it is, or the aligned source (src_of).
+        self.aligned = False
         cond = 64
         self.shuffle = shuffle
         self.cond = nn.Sequential(nn.Linear(CODE + 8, cond), nn.LeakyReLU(0.2), nn.Linear(cond, cond))
@@ -336,7 +392,7 @@ def sample(net, b, code, k):
     for i in range(k):
         t = 1.0 - i / k
         dt = 1.0 / k
-        xh = net(x, b["warp"], b["src"], b["mask"], torch.full((n, 1), t, device=x.device), code)
+        xh = net(x, b["warp"], src_of(net, b), b["mask"], torch.full((n, 1), t, device=x.device), code)
         x = xh if i == k - 1 else (dt / t) * xh + (1 - dt / t) * x
     return x
 
@@ -425,7 +481,7 @@ def train_teacher(data, enc, net, args, ckpt):
         xt = xt + torch.randn_like(xt) * 0.01 * t[:, :, None, None]
         with amp(dev):
             code = enc(augment_drive(b["drive"]))
-            pred = net(xt, b["warp"], b["src"], b["mask"], t, code)
+            pred = net(xt, b["warp"], src_of(net, b), b["mask"], t, code)
         return wl1(pred.float(), b["truth"], weight_map(b))
 
     return optimise("teacher", data, args, args.minutes, opt, params, {"enc": enc, "net": net}, ckpt, batch_loss,
@@ -501,6 +557,10 @@ def load_pack_weights(pack_dir, enc, teacher, student):
     import onnx
     from onnx import numpy_helper
 
+    manifest = json.load(open(os.path.join(pack_dir, "manifest.json")))
+    for f in manifest.get("files", []):
+        if f.get("role") in ("refiner", "refiner_teacher"):
+            (student if f["role"] == "refiner" else teacher).aligned = f.get("source") == "aligned"
     for fname, pre, m in (("encoder.onnx", "enc.", enc), ("refiner.onnx", "net.", student), ("refiner_teacher.onnx", "net.", teacher)):
         g = onnx.load(os.path.join(pack_dir, fname)).graph
         arrays = {i.name[len(pre):]: numpy_helper.to_array(i) for i in g.initializer if i.name.startswith(pre)}
@@ -521,7 +581,7 @@ MOVE_VAL = ((0.0, 0.9, 0.0), (0.0, 1.1, 0.0), (0.0, 1.0, 0.06), (0.0, 1.0, -0.06
 
 def moved_batch(b, deg, scale=1.0, shift=0.0):
     """A validation batch with its warp and truth rotated by deg, zoomed by scale and shifted by shift of the crop
-    along both axes (the portrait as it was): see roll_pair."""
+    along both axes (the region source as it was; an aligned source moves with them): see roll_pair."""
     n, dev = b["warp"].shape[0], b["warp"].device
     ang = torch.full((n,), math.radians(deg), device=dev)
     theta = rotation_theta(ang, torch.full((n,), scale, device=dev))
@@ -531,6 +591,9 @@ def moved_batch(b, deg, scale=1.0, shift=0.0):
     out = dict(b)
     out["warp"] = F.grid_sample(b["warp"], grid, padding_mode="border", align_corners=False)
     out["truth"] = F.grid_sample(b["truth"], grid, padding_mode="border", align_corners=False)
+    if "src_al" in b:
+        # The aligned source follows the head, as at run time; the region source stays.
+        out["src_al"] = F.grid_sample(b["src_al"], grid, padding_mode="border", align_corners=False)
     return out
 
 
@@ -618,7 +681,7 @@ def export(enc, teacher, student, out_dir, size):
         net.eval()
         torch.onnx.export(StepExport(net), dummy, os.path.join(out_dir, name), input_names=[n for n, _ in step_inputs],
                           output_names=["x0"], opset_version=16)
-        files.append((name, role, step_inputs, [("x0", [1, 3, r, r])]))
+        files.append((name, role, step_inputs, [("x0", [1, 3, r, r])], "aligned" if net.aligned else "region"))
     return [
         {
             "path": p,
@@ -626,8 +689,9 @@ def export(enc, teacher, student, out_dir, size):
             "sha256": sha256(os.path.join(out_dir, p)),
             "inputs": [{"name": n, "dtype": "float32", "shape": s} for n, s in ins],
             "outputs": [{"name": n, "dtype": "float32", "shape": s} for n, s in outs],
+            **({"source": src[0]} if src else {}),
         }
-        for p, role, ins, outs in files
+        for p, role, ins, outs, *src in files
     ]
 
 
@@ -640,7 +704,9 @@ def finetune_text(tr):
             f"(lr {f['lr']}, k drawn from {f['k_drawn']}), every sample augmented: flip, colour, head roll of up to "
             f"{f['roll_deg']:g} degrees between portrait and driver for half of them"
             f"{(' with a zoom of up to +-%g and a shift of up to +-%g of the crop' % (f.get('scale', 0), f.get('shift', 0))) if f.get('scale') or f.get('shift') else ''}"
-            f"{', black wedges over the driving crop' if f['wedges'] else ''}. Validation before it: student k = 1 L1 "
+            f"{', black wedges over the driving crop' if f['wedges'] else ''}"
+            f"{'; the student now reads the aligned source (the portrait region moved onto the warp target head each frame, with a small random jitter)' if f.get('source') == 'aligned' else ''}"
+            f". Validation before it: student k = 1 L1 "
             f"{(tr.get('prior_validation') or {}).get('student_k1', {}).get('l1', float('nan')):.5f}.\n\n")
 
 
@@ -660,7 +726,8 @@ tracker's 68 landmarks, grey 64x64) and outputs a {CODE}-number expression code;
 (the default engine's landmark warp) into the real frame inside the paste region, resampled to {tr["crop"]}x{tr["crop"]}.
 Method: InDI (Delbracio and Milanfar, 2023) from the warped image: x_t = (1 - t) x + t y between the true frame x and
 the warp y; the network predicts x from (x_t, t, y, the portrait's region, the paste mask) with the code entering only
-through FiLM (per-channel scale and shift at every scale, never as a spatial map). The teacher samples in
+through FiLM (per-channel scale and shift at every scale, never as a spatial map). Source picture: the student reads
+the portrait's region {"moved each frame onto the warp's target head (the least-squares similarity of the head ring, nose and eye corners; the manifest says source aligned)" if tr.get("source", {}).get("student") == "aligned" else "as it is"}, the teacher {"the same" if tr.get("source", {}).get("student") == tr.get("source", {}).get("teacher") else ("the region as it is" if tr.get("source", {}).get("teacher", "region") == "region" else "the aligned region")}. The teacher samples in
 {tr["student"]["teacher_steps"]} steps from t = 1; the student (refiner.onnx) is the teacher distilled to match its
 {tr["student"]["teacher_steps"]}-step output in k = 1, 2 or 4 steps (k drawn per batch), plus a quarter-weight L1 to
 the truth. Default steps in manifest.json: {steps} (the cheapest k within 1% of the student's best k on the validation clips).
@@ -792,6 +859,9 @@ def main():
     ap.add_argument("--wedges", action="store_true", help="fine-tune: black wedges over the driving crop's edges")
     ap.add_argument("--scale", type=float, default=0, help="fine-tune: with --roll's samples, a zoom of up to +-this "
                     "fraction between portrait and driver")
+    ap.add_argument("--source", choices=["aligned", "region"], default="aligned", help="the portrait picture the networks "
+                    "trained here read: 'aligned' (the portrait's region moved onto the warp's target head each frame; "
+                    "needs a version 2 dataset cache) or 'region' (as it is). A fine-tune sets the student's only")
     ap.add_argument("--shift", type=float, default=0, help="fine-tune: with --roll's samples, a shift of up to +-this "
                     "fraction of the crop between portrait and driver")
     args = ap.parse_args()
@@ -808,6 +878,9 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
     t0 = time.time()
     data = Data(args.cache, [c for c in args.clips.split(",") if c], args.val_every, packed=args.packed, device=dev)
+    if args.source == "aligned" and data.canvas_all is None and not args.from_weights:
+        raise SystemExit("--source aligned needs a version 2 dataset cache (portrait canvas and per-sample alignments); "
+                         "this cache is older: rebuild it (npm run train rebuilds outdated clips) or pass --source region")
     log(f"data: {len(data.clip_names)} clips, {len(data.train_idx)} train / {len(data.val_idx)} validation samples, crop {data.size}, on {dev}")
     ch = tuple(int(c) for c in args.channels.split(","))
     if args.from_weights and args.finetune_from:
@@ -824,6 +897,8 @@ def main():
     if args.from_weights:
         student = Refiner(ch).to(dev)
         load_weights(args.from_weights, enc, teacher, student)
+        src = prior.get("source", {})
+        student.aligned, teacher.aligned = src.get("student") == "aligned", src.get("teacher") == "aligned"
         t_steps, t_time = prior["teacher"]["steps"], prior["teacher"]["minutes"] * 60
         s_steps, s_time = prior["student"]["steps"], prior["student"]["minutes"] * 60
         trained_on, train_wall = prior["hardware"], prior["wall_minutes"]
@@ -832,6 +907,9 @@ def main():
     elif args.finetune_from:
         student = Refiner(ch).to(dev)
         load_pack_weights(args.finetune_from, enc, teacher, student)
+        if student.aligned != (args.source == "aligned"):
+            log(f"fine-tune: the student's source changes from {'aligned' if student.aligned else 'region'} to {args.source}")
+        student.aligned = args.source == "aligned"
         for m in (enc, teacher):
             for p in m.parameters():
                 p.requires_grad_(False)
@@ -846,6 +924,7 @@ def main():
     else:
         ck = os.path.join(args.cache, "checkpoints")
         os.makedirs(ck, exist_ok=True)
+        teacher.aligned = args.source == "aligned"
         t_steps, t_time = train_teacher(data, enc, teacher, args, os.path.join(ck, "teacher.pt"))
         student = copy.deepcopy(teacher)
         for p in enc.parameters():
@@ -876,6 +955,7 @@ def main():
         "augment": bool(args.augment) if not (args.from_weights or args.finetune_from) else prior.get("augment", False),
         "parameters": {"encoder": count(enc), "refiner": count(student)},
         "channels": list(ch),
+        "source": {"student": "aligned" if student.aligned else "region", "teacher": "aligned" if teacher.aligned else "region"},
         "gmac_per_step": round(gmacs(student, data.size), 3),
         "seed": args.seed,
         "hardware": trained_on,
@@ -893,7 +973,7 @@ def main():
         training["finetune"] = {
             "from": os.path.basename(os.path.abspath(args.finetune_from)),
             "steps": f_steps, "minutes": round(f_time / 60, 1), "batch": args.batch, "lr": args.lr,
-            "k_drawn": args.student_draw, "roll_deg": args.roll, "scale": args.scale, "shift": args.shift, "wedges": bool(args.wedges),
+            "k_drawn": args.student_draw, "source": args.source, "roll_deg": args.roll, "scale": args.scale, "shift": args.shift, "wedges": bool(args.wedges),
             "hardware": hardware(dev), "wall_minutes": round((time.time() - t0) / 60, 1),
         }
     if args.save_weights:

@@ -11,7 +11,8 @@
  *   "steps": 0,                   // refiner steps (0: warp generator only)
  *   "files": [ { "path": "generator.onnx", "role": "generator", "sha256": "<hex>",
  *                "inputs":  [ { "name": "source", "dtype": "float32", "shape": [1, 3, 512, 512] }, ... ],
- *                "outputs": [ { "name": "y", "dtype": "uint8", "shape": [1, 1, "H", "W"] }, ... ] } ] }
+ *                "outputs": [ { "name": "y", "dtype": "uint8", "shape": [1, 1, "H", "W"] }, ... ],
+ *                "source": "aligned" } ] }   // optional, refiner step networks: "region" (default) or "aligned"
  * ```
  * A string dimension is dynamic (symbolic in the ONNX graph); a number must match exactly.
  */
@@ -35,6 +36,10 @@ export interface ManifestFile {
   sha256: string;
   inputs: ManifestValue[];
   outputs: ManifestValue[];
+  /** Refiner step networks only: which portrait picture the "source" input is. "region" (the default): the
+   * portrait's paste region as it is; "aligned": that region moved per frame onto the warp's target head
+   * (refinerCrop.ts sampleAligned). */
+  source?: 'region' | 'aligned';
 }
 
 export interface Manifest {
@@ -130,7 +135,16 @@ export function parseManifest(packName: string, text: string): Manifest {
     roles.add(role);
     const sha256 = str(f, 'sha256', where).toLowerCase();
     if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`"${where}sha256" must be 64 hex digits`);
-    return { path: p, role, sha256, inputs: values(f, 'inputs', where), outputs: values(f, 'outputs', where) };
+    const source = f.source;
+    if (source !== undefined && source !== 'region' && source !== 'aligned') fail(`"${where}source" must be "region" or "aligned"`);
+    return {
+      path: p,
+      role,
+      sha256,
+      inputs: values(f, 'inputs', where),
+      outputs: values(f, 'outputs', where),
+      ...(source !== undefined ? { source: source as 'region' | 'aligned' } : {}),
+    };
   });
   return { name, version, license, description, resolution, steps, files };
 }

@@ -8,18 +8,20 @@
  * - warp: the engine's output for frame t (the warp of the portrait driven to t),
  * - truth: frame t itself,
  * and the driving face for the expression encoder: frame t's FFHQ-aligned crop (from its own 68 landmarks), grey
- * 64×64; plus the truth's mouth and eye boxes in the R×R crop (for loss weights). Once per clip: the source (the
- * portrait's region) and the paste mask at R×R.
+ * 64×64; plus the truth's mouth and eye boxes in the R×R crop (for loss weights) and the alignment of frame t (the
+ * similarity carrying the portrait's head onto the warp's target head, refinerCrop.ts fitSourceAlignment, which an
+ * aligned refiner's source follows). Once per clip: the source (the portrait's region), the paste mask at R×R and the
+ * portrait's canvas (the region grown to twice its size, 2R×2R, refinerCrop.ts canvasRegion).
  *
  * Files: <cache>/<clip>.json (meta) and <cache>/<clip>.bin: source R·R·3 | mask R·R | n × (warp R·R·3 | truth R·R·3 |
- * drive 64·64), all uint8.
+ * drive 64·64) | canvas 2R·2R·3, all uint8.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
 import { DefaultEngine } from '../avatar/engines/default/engine.js';
-import { sampleRegion, type Region } from '../avatar/engines/default/refinerCrop.js';
+import { CANVAS_SCALE, canvasRegion, fitSourceAlignment, sampleRegion, type Region } from '../avatar/engines/default/refinerCrop.js';
 import { AppError } from '../errors.js';
 import { ffhqCrop, warpCrop } from '../quality/align.js';
 import { runOffline } from '../quality/offline.js';
@@ -28,7 +30,7 @@ import { probeVideo } from '../util/video.js';
 import { FaceTracker } from '../vision/tracker.js';
 
 /** Bumped when the sample format or its meaning changes (old caches are rebuilt). */
-export const DATASET_VERSION = 1;
+export const DATASET_VERSION = 2;
 /** Side of the driving crop the expression encoder sees. */
 export const DRIVE_SIZE = 64;
 
@@ -41,6 +43,10 @@ export interface ClipMeta {
   frames: number[];
   /** Per sample: mouth box then left and right eye boxes, [x0, y0, x1, y1] each, in crop pixels. */
   boxes: number[][];
+  /** Per sample: the source alignment [a, b, tx, ty] in crop pixels (target = [a -b; b a]·source + t). */
+  align: number[][];
+  /** The canvas's side over R (the canvas follows the samples in the .bin). */
+  canvasScale: number;
   region: Region;
   fps: number;
   buildMs: number;
@@ -109,6 +115,9 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
   const chunks: Buffer[] = [];
   const frames: number[] = [];
   const boxes: number[][] = [];
+  const align: number[][] = [];
+  const alignBuf = new Float64Array(4);
+  let canvas: Uint8Array | null = null;
   let region: Region | null = null;
   const warpBuf = new Uint8Array(R * R * 3);
   const truthBuf = new Uint8Array(R * R * 3);
@@ -133,6 +142,8 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
         const ky = portrait.height / p.height;
         region = { x0: p.paste.x0 * kx, y0: p.paste.y0 * ky, w: p.paste.w * kx, h: p.paste.h * ky };
         const src = sampleRegion(portrait, region, R, new Uint8Array(R * R * 3));
+        const C = CANVAS_SCALE * R;
+        canvas = sampleRegion(portrait, canvasRegion(region), C, new Uint8Array(C * C * 3));
         // The paste mask at R×R (nearest sample of the region's mask).
         const mask = new Uint8Array(R * R);
         for (let v = 0; v < R; v++) {
@@ -162,6 +173,8 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
         sampleRegion(f.driving, region!, R, truthBuf);
         chunks.push(Buffer.from(warpBuf), Buffer.from(truthBuf), Buffer.from(driveGray.data));
         frames.push(f.index);
+        const ctrl = engine.lastControl;
+        align.push(ctrl ? [...fitSourceAlignment(engine.prepared!, ctrl, R, alignBuf)] : [1, 0, 0, 0]);
         boxes.push([...box(lm, 48, 68, region!, R, 0.25), ...box(lm, 36, 42, region!, R, 0.3), ...box(lm, 42, 48, region!, R, 0.3)]);
       },
     });
@@ -176,6 +189,9 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
     chunks.length = 0;
     frames.length = 0;
     boxes.length = 0;
+    align.length = 0;
+  } else if (canvas) {
+    chunks.push(Buffer.from(canvas));
   }
   const name = path.parse(clip).name;
   await mkdir(cacheDir, { recursive: true });
@@ -186,6 +202,8 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
     size: R,
     frames,
     boxes,
+    align,
+    canvasScale: CANVAS_SCALE,
     region: region ?? { x0: 0, y0: 0, w: 0, h: 0 },
     fps: info.fps,
     buildMs: Math.round(performance.now() - t0),

@@ -3,9 +3,21 @@
  * region of its I420 output to RGB and resamples it; the training samples converted the whole frame and resampled the
  * same region. Both must give the same pixels, or the refiner sees at run time what it never saw in training.
  */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { regionToRgb } from '../../server/avatar/engines/default/refiner.js';
-import { sampleRegion } from '../../server/avatar/engines/default/refinerCrop.js';
+import {
+  ALIGN_POINTS,
+  CANVAS_SCALE,
+  canvasRegion,
+  fitSourceAlignment,
+  sampleAligned,
+  sampleRegion,
+} from '../../server/avatar/engines/default/refinerCrop.js';
+import { repoRoot } from '../helpers/media.js';
 import { i420ToRgb, loadImageRgb, resizeRgb, rgbToI420 } from '../../server/util/image.js';
 import { portraitFile } from '../../scripts/testData.js';
 
@@ -42,5 +54,90 @@ describe('refiner crop', () => {
     const out = sampleRegion(flat, { x0: 10, y0: 20, w: 250, h: 150 }, 64, new Uint8Array(64 * 64 * 3));
     expect(out.every((v) => v === 77)).toBe(true);
     expect(() => sampleRegion(flat, { x0: 0, y0: 0, w: 10, h: 10 }, 64, new Uint8Array(10))).toThrow(TypeError);
+  });
+
+  it('the aligned source: the identity reads the region crop itself; the fit recovers a known head motion', async () => {
+    const img = await loadImageRgb(portraitFile('real_woman_dark_hair.png'));
+    const region = { x0: 180.5, y0: 120.25, w: 300, h: 300 };
+    const R = 128;
+    const C = CANVAS_SCALE * R;
+    const canvas = sampleRegion(img, canvasRegion(region), C, new Uint8Array(C * C * 3));
+    const crop = sampleRegion(img, region, R, new Uint8Array(R * R * 3));
+    const ident = sampleAligned(canvas, R, [1, 0, 0, 0], new Float32Array(3 * R * R));
+    let maxDiff = 0;
+    for (let i = 0; i < R * R; i++) for (let c = 0; c < 3; c++) maxDiff = Math.max(maxDiff, Math.abs(ident[c * R * R + i]! * 255 - crop[3 * i + c]!));
+    // The canvas's centre is the region crop, pixel for pixel.
+    expect(maxDiff).toBeLessThan(1e-3);
+
+    // Control points in grid units over a 200x200 paste region whose first/last pixel centres are at -0.8/0.8.
+    const face = { ctrlSource: new Float64Array(2 * 96), paste: { w: 200, h: 200, grid: new Float32Array([-0.8, -0.8, 0.8, 0.8]) } };
+    for (let i = 0; i < 96; i++) {
+      face.ctrlSource[2 * i] = 0.5 * Math.cos(i * 0.7) + 0.05 * Math.sin(i);
+      face.ctrlSource[2 * i + 1] = 0.45 * Math.sin(i * 0.7) - 0.1;
+    }
+    const out = new Float64Array(4);
+    expect([...fitSourceAlignment(face, face.ctrlSource, R, out)].map((v) => +v.toFixed(9))).toEqual([1, 0, 0, 0]);
+    // The head turned by 10 degrees, 8% larger and moved: the crop-pixel similarity is recovered from the points the
+    // fit uses, whatever the others (the expression) do.
+    const ang = (10 * Math.PI) / 180;
+    const [a, b, tx, ty] = [1.08 * Math.cos(ang), 1.08 * Math.sin(ang), -7.5, 4.25];
+    const toCrop = (g: number, g0: number): number => ((g - g0) / 1.6) * 199 * (R / 200) + (0.5 * R) / 200;
+    const toGrid = (c: number, g0: number): number => ((c - (0.5 * R) / 200) / ((199 * R) / 200)) * 1.6 + g0;
+    const ctrl = new Float64Array(face.ctrlSource);
+    for (let i = 0; i < 96; i++) {
+      const x = toCrop(face.ctrlSource[2 * i]!, -0.8);
+      const y = toCrop(face.ctrlSource[2 * i + 1]!, -0.8);
+      ctrl[2 * i] = toGrid(a * x - b * y + tx, -0.8);
+      ctrl[2 * i + 1] = toGrid(b * x + a * y + ty, -0.8);
+    }
+    for (let i = 48; i < 68; i++) if (!ALIGN_POINTS.includes(i)) ctrl[2 * i + 1]! += 0.2; // mouth points: ignored
+    fitSourceAlignment(face, ctrl, R, out);
+    expect(out[0]).toBeCloseTo(a, 6);
+    expect(out[1]).toBeCloseTo(b, 6);
+    expect(out[2]).toBeCloseTo(tx, 4);
+    expect(out[3]).toBeCloseTo(ty, 4);
+    // Degenerate source points (all in one place) give a shift only, never NaN.
+    const flat = { ...face, ctrlSource: new Float64Array(2 * 96).fill(0.1) };
+    fitSourceAlignment(flat, ctrl, R, out);
+    expect([out[0], out[1]]).toEqual([1, 0]);
+    expect(out.every(Number.isFinite)).toBe(true);
+  });
+
+  it('the aligned source at run time equals the one the training script computes (PyTorch grid_sample)', () => {
+    const R = 128;
+    const C = CANVAS_SCALE * R;
+    const canvas = new Uint8Array(C * C * 3);
+    for (let y = 0; y < C; y++) for (let x = 0; x < C; x++) for (let c = 0; c < 3; c++) canvas[(y * C + x) * 3 + c] = (x * 7 + y * 3 + c * 50 + ((x * y) % 17)) & 255;
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'aligned-'));
+    try {
+      const aligns = [
+        [1, 0, 0, 0],
+        [1.08 * Math.cos(0.2), 1.08 * Math.sin(0.2), -9.5, 6.25],
+        [0.9 * Math.cos(-0.3), 0.9 * Math.sin(-0.3), 40, -35], // far enough to read past the canvas edge
+      ];
+      writeFileSync(path.join(dir, 'canvas.bin'), canvas);
+      writeFileSync(path.join(dir, 'align.json'), JSON.stringify(aligns));
+      const py = [
+        'import sys, json, numpy as np, torch',
+        `sys.path.insert(0, ${JSON.stringify(path.join(repoRoot, 'models', 'tools'))})`,
+        'import train_refiner as tr',
+        `d = ${JSON.stringify(dir)}`,
+        `cv = torch.from_numpy(np.fromfile(d + '/canvas.bin', np.uint8).reshape(${C}, ${C}, 3)).permute(2, 0, 1).float() / 255`,
+        `al = torch.tensor(json.load(open(d + '/align.json')), dtype=torch.float32)`,
+        `out = tr.aligned_source(cv[None].expand(len(al), -1, -1, -1), al, ${R}, ${CANVAS_SCALE})`,
+        `out.numpy().astype(np.float32).tofile(d + '/py.bin')`,
+      ].join('\n');
+      const r = spawnSync('/usr/bin/python3', ['-c', py], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const ref = new Float32Array(readFileSync(path.join(dir, 'py.bin')).buffer.slice(0));
+      aligns.forEach((al, k) => {
+        const ts = sampleAligned(canvas, R, al, new Float32Array(3 * R * R));
+        let maxDiff = 0;
+        for (let i = 0; i < ts.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ts[i]! - ref[k * ts.length + i]!));
+        expect(maxDiff, `alignment ${k}`).toBeLessThan(1e-4);
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -126,5 +126,10 @@ describe('ModelPack', () => {
     const badSha = { ...good, files: [{ ...good.files[0], sha256: 'abc' }] };
     expect(() => parseManifest('p', JSON.stringify(badSha))).toThrow(/64 hex digits/);
     expect(parseManifest('p', JSON.stringify(good)).files).toHaveLength(2);
+    // A refiner step network may say which source picture it reads; anything else is refused by name.
+    const aligned = { ...good, files: [{ ...good.files[0], source: 'aligned' }, good.files[1]] };
+    expect(parseManifest('p', JSON.stringify(aligned)).files.map((f) => f.source)).toEqual(['aligned', undefined]);
+    const badSource = { ...good, files: [{ ...good.files[0], source: 'warped' }] };
+    expect(() => parseManifest('p', JSON.stringify(badSource))).toThrow(/"files\[0\]\.source" must be "region" or "aligned"/);
   });
 });

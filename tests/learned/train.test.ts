@@ -55,6 +55,8 @@ describe('npm run train (smoke)', () => {
     expect(pack.manifest.resolution).toBe(128);
     expect([1, 2, 4]).toContain(pack.manifest.steps);
     expect(pack.manifest.files.map((f) => f.role).sort()).toEqual(['encoder', 'refiner', 'refiner_teacher']);
+    // Trained from scratch, both step networks read the aligned source (the default --source).
+    expect([pack.file('refiner').source, pack.file('refiner_teacher').source]).toEqual(['aligned', 'aligned']);
     pack.close();
     const training = JSON.parse(await readFile(path.join(out, 'training.json'), 'utf8')) as { samples: number; clips: number };
     expect(training.samples).toBe(12);
@@ -142,6 +144,8 @@ describe('npm run train (smoke)', () => {
     expect(exported.exported_on).toMatch(/^CPU, torch/);
     expect(await readFile(path.join(out, 'MODEL_CARD.md'), 'utf8')).toContain('16/32/48 channels');
     const pack = await ModelPack.load(out);
+    // The packed folder carried the portrait canvases and alignments: the handed-back networks read the aligned source.
+    expect([pack.file('refiner').source, pack.file('refiner_teacher').source]).toEqual(['aligned', 'aligned']);
     pack.close();
     const engine = await createEngine('default', { modelPack: path.join(repoRoot, 'models', 'default'), executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256, refinerPack: out, steps: 1 }, createLogger('test'));
     try {
@@ -171,17 +175,19 @@ describe('npm run train (smoke)', () => {
     const r = await run(tsx, [
       'scripts/train.ts', '--data', data, '--cache', cache, '--out', out, '--max-samples', '6', '--stride', '4',
       '--finetune-from', base, '--finetune-minutes', '0.03', '--roll', '15', '--wedges', '--batch', '4', '--student-k', '1',
+      '--source', 'region',
     ]);
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/fine-tuning the student of .*pack \(trained on CPU/);
     expect(r.out).toMatch(/validation student_k1 \(rolled\): l1 0\.\d+/);
+    expect(r.out).toContain("fine-tune: the student's source changes from aligned to region");
     const tr = JSON.parse(await readFile(path.join(out, 'training.json'), 'utf8')) as {
-      finetune: { steps: number; roll_deg: number; wedges: boolean; k_drawn: number[] };
+      finetune: { steps: number; roll_deg: number; wedges: boolean; k_drawn: number[]; source: string };
       prior_validation: Record<string, { l1: number }> | null;
       validation: Record<string, { l1: number; mouth_l1: number | null }>;
     };
     expect(tr.finetune.steps).toBeGreaterThan(0);
-    expect(tr.finetune).toMatchObject({ roll_deg: 15, wedges: true, k_drawn: [1] });
+    expect(tr.finetune).toMatchObject({ roll_deg: 15, wedges: true, k_drawn: [1], source: 'region' });
     expect(tr.validation['student_k1 (rolled)']?.l1).toBeGreaterThan(0);
     expect(tr.validation['student_k1 (rolled)']?.mouth_l1).toBeNull();
     expect(await readFile(path.join(out, 'MODEL_CARD.md'), 'utf8')).toMatch(/\*\*Fine-tune:\*\* .*head roll of up to 15 degrees/);
@@ -192,6 +198,8 @@ describe('npm run train (smoke)', () => {
     const after = await ModelPack.load(out);
     const sha = (files: typeof before, role: string): string | undefined => files.find((f) => f.role === role)?.sha256;
     expect(sha(after.manifest.files, 'refiner')).not.toBe(sha(before, 'refiner'));
+    // The fine-tuned student reads the region as it is (--source region); the frozen teacher keeps its aligned source.
+    expect([after.file('refiner').source, after.file('refiner_teacher').source]).toEqual(['region', 'aligned']);
     after.close();
     const frozen = async (file: string): Promise<boolean> =>
       Buffer.compare(await readFile(path.join(base, file)), await readFile(path.join(out, file))) === 0;

@@ -136,6 +136,8 @@ export class DefaultEngine implements AvatarEngine {
   #settings: AvatarSettings = { ...defaultAvatarSettings };
   #state: FrameState | null = null;
   #closed = false;
+  /** Whether the prepared portrait has rendered a frame (lastControl). */
+  #rendered = false;
   readonly #refiner: LearnedRefiner | null;
   #steps = 0;
   #refinerNet: 'student' | 'teacher' = 'student';
@@ -257,6 +259,12 @@ export class DefaultEngine implements AvatarEngine {
     return this.#state?.face ?? null;
   }
 
+  /** The warp's target control points (grid units) of the last rendered frame (the refiner's dataset builder); null
+   * before the first render. */
+  get lastControl(): Readonly<Float64Array> | null {
+    return this.#state && this.#rendered ? this.#state.ctrl : null;
+  }
+
   /** The current smoothed expression latent (tests, eval tools). */
   get latent(): Readonly<Float64Array> {
     return this.#encoder.latent;
@@ -270,6 +278,7 @@ export class DefaultEngine implements AvatarEngine {
     // (and the calibrated neutral).
     this.#tracker ??= await this.#vision.createTracker();
     this.#state = this.#allocate(prepared);
+    this.#rendered = false;
     this.#refiner?.prepare(portrait, prepared);
     this.#log.info('portrait prepared', {
       width: prepared.width,
@@ -417,6 +426,7 @@ export class DefaultEngine implements AvatarEngine {
     const t1 = performance.now();
     const latent = this.#encoder.update(track, timestampMs);
     this.#buildInputs(st, latent);
+    this.#rendered = true;
     const t2 = performance.now();
     let t3: number;
     if (this.#full) {
@@ -433,7 +443,7 @@ export class DefaultEngine implements AvatarEngine {
     let refineMs: number | undefined;
     if (this.#steps > 0 && this.#refiner && track) {
       const lm = track.rawLandmarks && track.rawLandmarks.length >= 136 ? track.rawLandmarks : track.landmarks;
-      this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet);
+      this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet, st.ctrl);
       refineMs = performance.now() - t4;
     }
     return {

@@ -2,8 +2,10 @@
  * The learned refiner at run time (models/refiner, trained by models/tools/train_refiner.py): an expression encoder on
  * the driving face and a few-step InDI refiner that turns the warp output into the real frame.
  *
- * Per portrait (prepare): the portrait's paste region resampled to R×R (the source) and the paste mask at R×R.
+ * Per portrait (prepare): the portrait's paste region resampled to R×R (the source) and the paste mask at R×R; for a
+ * network whose manifest entry says "source": "aligned", also the portrait's canvas (refinerCrop.ts).
  * Per frame (run), after the warp has written the output frame:
+ *   0. aligned networks: the source moved onto the warp's target head (the similarity of the control points);
  *   1. the driving face, FFHQ-aligned from the tracker's landmarks, grey 64×64 -> encoder -> expression code;
  *   2. the output's paste region -> RGB -> R×R (the warp image y);
  *   3. k InDI steps from t = 1: x <- (dt/t)·F(x, t | y, source, mask, code) + (1 - dt/t)·x, the last one x = F(...);
@@ -18,7 +20,7 @@ import { ModelPack } from '../../../inference/modelPack.js';
 import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { ffhqCrop } from '../../../quality/align.js';
 import type { PreparedFace } from './prepare.js';
-import { sampleRegion, type Region } from './refinerCrop.js';
+import { canvasRegion, CANVAS_SCALE, fitSourceAlignment, sampleAligned, sampleRegion, type AlignFace, type Region } from './refinerCrop.js';
 
 /** Side of the driving crop the encoder reads. */
 export const DRIVE_SIZE = 64;
@@ -43,6 +45,13 @@ interface RefinerState {
   xt: Float32Array;
   warp: Float32Array;
   source: Float32Array;
+  /** Aligned networks: the portrait's canvas (2R×2R RGB), the per-frame aligned source and its tensor. */
+  canvas: Uint8Array | null;
+  sourceAligned: Float32Array;
+  sourceRegionT: Tensor;
+  sourceAlignedT: Tensor;
+  align: Float64Array;
+  face: AlignFace;
   mask: Float32Array;
   t: Float32Array;
   x0out: Float32Array;
@@ -76,6 +85,8 @@ export class LearnedRefiner {
   readonly #pack: ModelPack;
   readonly #encoder: OnnxModel;
   readonly #steps: Map<'student' | 'teacher', OnnxModel>;
+  /** Which networks read the aligned source. */
+  readonly #aligned: Map<'student' | 'teacher', boolean>;
   /** Crop side R. */
   readonly size: number;
   /** The pack's default number of steps. */
@@ -86,7 +97,11 @@ export class LearnedRefiner {
     this.#pack = pack;
     this.#encoder = pack.model('encoder');
     this.#steps = new Map([['student', pack.model('refiner')]]);
-    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) this.#steps.set('teacher', pack.model('refiner_teacher'));
+    this.#aligned = new Map([['student', pack.file('refiner').source === 'aligned']]);
+    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) {
+      this.#steps.set('teacher', pack.model('refiner_teacher'));
+      this.#aligned.set('teacher', pack.file('refiner_teacher').source === 'aligned');
+    }
     this.size = pack.manifest.resolution;
     this.defaultSteps = pack.manifest.steps;
     const code = pack.file('encoder').outputs[0]?.shape[1];
@@ -116,6 +131,11 @@ export class LearnedRefiner {
     return this.#steps.has('teacher');
   }
 
+  /** Whether `net` reads the aligned source (its manifest entry says "source": "aligned"). */
+  isAligned(net: 'student' | 'teacher' = 'student'): boolean {
+    return this.#aligned.get(net) === true;
+  }
+
   /** Per-portrait work: the source crop, the mask, and every per-frame buffer. `portrait` is the original image. */
   prepare(portrait: RgbImage, face: PreparedFace): void {
     const R = this.size;
@@ -127,6 +147,12 @@ export class LearnedRefiner {
     sampleRegion(portrait, region, R, crop);
     const source = new Float32Array(3 * R * R);
     toPlanar(crop, source, R);
+    let canvas: Uint8Array | null = null;
+    if ([...this.#aligned.values()].some(Boolean)) {
+      const C = CANVAS_SCALE * R;
+      canvas = sampleRegion(portrait, canvasRegion(region), C, new Uint8Array(C * C * 3));
+    }
+    const sourceAligned = new Float32Array(3 * R * R);
     const mask = new Float32Array(R * R);
     for (let v = 0; v < R; v++) {
       for (let u = 0; u < R; u++) {
@@ -153,6 +179,7 @@ export class LearnedRefiner {
       rx1[x] = Math.min(R - 1, rx0[x]! + 1);
       rwx[x] = fx - rx0[x]!;
     }
+    const sourceRegionT = new Tensor('float32', source, img);
     const ex0 = Math.max(0, x0 - 2);
     const ey0 = Math.max(0, y0 - 2);
     const ew = Math.min(face.width, x0 + w + 2) - ex0;
@@ -173,6 +200,12 @@ export class LearnedRefiner {
       xt,
       warp,
       source,
+      canvas,
+      sourceAligned,
+      sourceRegionT,
+      sourceAlignedT: new Tensor('float32', sourceAligned, img),
+      align: new Float64Array(4),
+      face: { ctrlSource: face.ctrlSource, paste: face.paste },
       mask,
       t,
       x0out,
@@ -185,7 +218,7 @@ export class LearnedRefiner {
       feeds: {
         xt: new Tensor('float32', xt, img),
         warp: new Tensor('float32', warp, img),
-        source: new Tensor('float32', source, img),
+        source: sourceRegionT,
         mask: new Tensor('float32', mask, [1, 1, R, R]),
         t: new Tensor('float32', t, [1, 1]),
         code: new Tensor('float32', code, [1, codeLen]),
@@ -197,14 +230,32 @@ export class LearnedRefiner {
   /**
    * Refines `out` (the warp output, I420 at the prepared size) in place with `steps` InDI steps. `driving` is the
    * grey driving frame and `landmarks` its 68 tracked points (null: no face, and the frame is left as the warp made
-   * it: there is no expression to read). `net` picks the student (default) or the teacher. Returns whether it ran.
+   * it: there is no expression to read). `net` picks the student (default) or the teacher. `ctrl`: the warp's target
+   * control points of this frame (grid units), which an aligned network's source follows (without them it reads the
+   * portrait unmoved). Returns whether it ran.
    */
-  run(out: I420Frame, driving: GrayImage, landmarks: ArrayLike<number> | null, steps: number, net: 'student' | 'teacher' = 'student'): boolean {
+  run(
+    out: I420Frame,
+    driving: GrayImage,
+    landmarks: ArrayLike<number> | null,
+    steps: number,
+    net: 'student' | 'teacher' = 'student',
+    ctrl: ArrayLike<number> | null = null,
+  ): boolean {
     const st = this.#state;
     if (!st || steps <= 0 || !landmarks) return false;
     const model = this.#steps.get(net);
     if (!model) return false;
     const R = this.size;
+    // 0. The source this network reads.
+    if (this.#aligned.get(net) && st.canvas) {
+      if (ctrl) fitSourceAlignment(st.face, ctrl, R, st.align);
+      else st.align.set([1, 0, 0, 0]);
+      sampleAligned(st.canvas, R, st.align, st.sourceAligned);
+      st.feeds.source = st.sourceAlignedT;
+    } else {
+      st.feeds.source = st.sourceRegionT;
+    }
     // 1. Expression code from the aligned driving face.
     const c = ffhqCrop(landmarks, DRIVE_SIZE);
     for (let v = 0; v < DRIVE_SIZE; v++) {

@@ -60,3 +60,123 @@ export function sampleRegion(img: RgbImage, region: Region, size: number, out: U
   }
   return out;
 }
+
+/**
+ * The aligned source ("source": "aligned" in a refiner pack's manifest): the portrait's region moved per frame by the
+ * similarity that carries the portrait's head onto the warp's target head, so that the refiner's reference picture
+ * sits where the warp put the face (a zoomed or shifted driver then no longer makes a second, unmoved face show
+ * through). The portrait is sampled once into a canvas twice the region's size around the same centre (2R×2R,
+ * the same pixel density as the R×R crop: its centre R×R is the region crop itself), and each frame reads the
+ * canvas through the similarity's inverse, bilinearly, clamped at the canvas edge (as PyTorch's grid_sample with
+ * border padding does in training).
+ */
+export const CANVAS_SCALE = 2;
+
+/** The canvas's region: `region` grown to CANVAS_SCALE times its size about its centre. */
+export function canvasRegion(region: Region): Region {
+  const k = (CANVAS_SCALE - 1) / 2;
+  return { x0: region.x0 - region.w * k, y0: region.y0 - region.h * k, w: region.w * CANVAS_SCALE, h: region.h * CANVAS_SCALE };
+}
+
+/** Control points the alignment is fitted on: the rigid head ring (68..79) and the nose bridge and eye corners. */
+export const ALIGN_POINTS: readonly number[] = [68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 27, 28, 29, 30, 36, 39, 42, 45];
+
+/** What the alignment needs of the prepared face: control points in grid units and the paste region's grid. */
+export interface AlignFace {
+  ctrlSource: ArrayLike<number>;
+  paste: { w: number; h: number; grid: ArrayLike<number> };
+}
+
+/**
+ * Least-squares similarity (a, b, tx, ty) from the portrait's control points to the frame's target control points
+ * (`ctrl`, grid units as the warp uses them), in the R×R crop's continuous pixel coordinates (pixel centres at
+ * i + 0.5): target = [a -b; b a]·source + t. Written into `out` (4 numbers). A shift only when the fit degenerates.
+ */
+export function fitSourceAlignment(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float64Array): Float64Array {
+  const g = face.paste.grid;
+  const { w, h } = face.paste;
+  // grid -> crop: pixel index px = (g - g0) / (g2 - g0) * (w - 1), crop coordinate (px + 0.5) * R / w.
+  const kx = ((w - 1) / (g[2]! - g[0]!)) * (R / w);
+  const ky = ((h - 1) / (g[3]! - g[1]!)) * (R / h);
+  const cx = (v: number): number => (v - g[0]!) * kx + (0.5 * R) / w;
+  const cy = (v: number): number => (v - g[1]!) * ky + (0.5 * R) / h;
+  const n = ALIGN_POINTS.length;
+  let msx = 0;
+  let msy = 0;
+  let mdx = 0;
+  let mdy = 0;
+  for (const i of ALIGN_POINTS) {
+    msx += cx(face.ctrlSource[2 * i]!);
+    msy += cy(face.ctrlSource[2 * i + 1]!);
+    mdx += cx(ctrl[2 * i]!);
+    mdy += cy(ctrl[2 * i + 1]!);
+  }
+  msx /= n;
+  msy /= n;
+  mdx /= n;
+  mdy /= n;
+  let ss = 0;
+  let sa = 0;
+  let sb = 0;
+  for (const i of ALIGN_POINTS) {
+    const sx = cx(face.ctrlSource[2 * i]!) - msx;
+    const sy = cy(face.ctrlSource[2 * i + 1]!) - msy;
+    const dx = cx(ctrl[2 * i]!) - mdx;
+    const dy = cy(ctrl[2 * i + 1]!) - mdy;
+    ss += sx * sx + sy * sy;
+    sa += sx * dx + sy * dy;
+    sb += sx * dy - sy * dx;
+  }
+  const a = ss > 1e-9 ? sa / ss : 1;
+  const b = ss > 1e-9 ? sb / ss : 0;
+  const ok = Number.isFinite(a) && Number.isFinite(b) && a * a + b * b > 0.01;
+  out[0] = ok ? a : 1;
+  out[1] = ok ? b : 0;
+  out[2] = ok ? mdx - (a * msx - b * msy) : 0;
+  out[3] = ok ? mdy - (b * msx + a * msy) : 0;
+  return out;
+}
+
+/**
+ * The aligned source, planar float RGB 0..1 (3·R·R), from the canvas (2R×2R RGB uint8, packed) through the alignment
+ * (a, b, tx, ty): output pixel P reads the crop point Q = A⁻¹(P − t), i.e. canvas point Q + R/2, bilinearly.
+ */
+export function sampleAligned(canvas: Uint8Array, R: number, align: ArrayLike<number>, out: Float32Array): Float32Array {
+  const C = CANVAS_SCALE * R;
+  if (canvas.length !== C * C * 3 || out.length !== 3 * R * R) throw new TypeError('sampleAligned: buffer sizes');
+  const a = align[0]!;
+  const b = align[1]!;
+  const d = a * a + b * b;
+  // A⁻¹ = [a b; -b a] / d.
+  const ia = a / d;
+  const ib = b / d;
+  const off = ((CANVAS_SCALE - 1) * R) / 2 - 0.5;
+  const plane = R * R;
+  for (let v = 0; v < R; v++) {
+    const py = v + 0.5 - align[3]!;
+    for (let u = 0; u < R; u++) {
+      const px = u + 0.5 - align[2]!;
+      const x = Math.min(C - 1, Math.max(0, ia * px + ib * py + off));
+      const y = Math.min(C - 1, Math.max(0, -ib * px + ia * py + off));
+      const x0 = Math.floor(x);
+      const y0 = Math.floor(y);
+      const x1 = Math.min(C - 1, x0 + 1);
+      const y1 = Math.min(C - 1, y0 + 1);
+      const fx = x - x0;
+      const fy = y - y0;
+      const p00 = (y0 * C + x0) * 3;
+      const p01 = (y0 * C + x1) * 3;
+      const p10 = (y1 * C + x0) * 3;
+      const p11 = (y1 * C + x1) * 3;
+      const w00 = ((1 - fx) * (1 - fy)) / 255;
+      const w01 = (fx * (1 - fy)) / 255;
+      const w10 = ((1 - fx) * fy) / 255;
+      const w11 = (fx * fy) / 255;
+      const o = v * R + u;
+      for (let ch = 0; ch < 3; ch++) {
+        out[ch * plane + o] = w00 * canvas[p00 + ch]! + w01 * canvas[p01 + ch]! + w10 * canvas[p10 + ch]! + w11 * canvas[p11 + ch]!;
+      }
+    }
+  }
+  return out;
+}
