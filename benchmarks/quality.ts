@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- quality [--engine NAME] [--steps K] [--teacher] [--max-frames N] [--clips a,b] [--cross P1,P2|none]
- *   [--cross-clips a,b] [--size PX] [--id-every N] [--no-sheets] [--name RESULT]`
+ *   [--cross-clips a,b] [--size PX] [--id-every N] [--no-sheets] [--name RESULT] [--driving-dir DIR] [--portrait-dir DIR]`
  *
  * Runs the offline evaluation (server/quality/evaluate.ts, the same code as `avatar eval`) on every shared driving
  * clip in self-reenactment mode, and cross-reenactment of six shared portraits (a photo, a painting, a cartoon, an
@@ -12,6 +12,10 @@
  * --max-frames defaults to 150 per clip (5 s at 30 fps) to keep a full run within minutes on 2 cores; 0 = all frames.
  * --name writes benchmarks/results/RESULT.json (and its sheets under quality-sheets/RESULT/) instead of quality.json,
  * e.g. to keep the refiner's k = 1, 2, 4 and teacher runs beside the warp-only run.
+ * --driving-dir and --portrait-dir read the clips and portraits from elsewhere than ../shared/media (default
+ * MEDIA/driving and MEDIA/portraits): the refiner's validation clips of ../shared/train/clips (never trained on) and
+ * the portraits of ../shared/train/portraits (the refiner trains on clips only), so that choices about the refiner
+ * can be made on identity scores without the held-out clips.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -181,6 +185,8 @@ export async function main(argv: string[]): Promise<void> {
       'no-sheets': { type: 'boolean' },
       teacher: { type: 'boolean' },
       name: { type: 'string', default: 'quality' },
+      'driving-dir': { type: 'string' },
+      'portrait-dir': { type: 'string' },
     },
     strict: true,
   });
@@ -188,7 +194,12 @@ export async function main(argv: string[]): Promise<void> {
   const size = Number(values.size);
   const config = loadConfig(process.env);
   setLogLevel('warn');
-  const allClips = readdirSync(path.join(media, 'driving')).filter((f) => f.endsWith('.mp4')).sort();
+  const drivingDir = path.resolve(values['driving-dir'] ?? path.join(media, 'driving'));
+  const portraitDir = path.resolve(values['portrait-dir'] ?? path.join(media, 'portraits'));
+  for (const [flag, dir] of [['--driving-dir', drivingDir], ['--portrait-dir', portraitDir]] as const) {
+    if (!existsSync(dir)) throw new Error(`${flag}: no such folder: ${dir}`);
+  }
+  const allClips = readdirSync(drivingDir).filter((f) => f.endsWith('.mp4')).sort();
   const clips = values.clips ? values.clips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : allClips;
   const crossPortraits = values.cross === 'none' ? [] : values.cross ? values.cross.split(',') : DEFAULT_CROSS_PORTRAITS;
   const crossClips = values['cross-clips'] ? values['cross-clips'].split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : DEFAULT_CROSS_CLIPS;
@@ -205,8 +216,8 @@ export async function main(argv: string[]): Promise<void> {
   const rows: ClipResult[] = [];
   const t0 = performance.now();
   const runOne = async (clip: string, portraitName: string | null): Promise<void> => {
-    const driving = path.join(media, 'driving', clip);
-    const portraitPath = portraitName ? path.join(media, 'portraits', portraitName) : null;
+    const driving = path.join(drivingDir, clip);
+    const portraitPath = portraitName ? path.join(portraitDir, portraitName) : null;
     process.stderr.write(`quality: ${portraitName ? `cross ${portraitName} <-` : 'self'} ${clip}\n`);
     const sheetName = `${portraitName ? `cross-${path.parse(portraitName).name}-` : 'self-'}${path.parse(clip).name}.png`;
     const r = await evaluate({
@@ -265,6 +276,8 @@ export async function main(argv: string[]): Promise<void> {
     steps,
     // Which refiner measured it (steps > 0): the pack's folder and its student's sha256 from the manifest.
     refiner_pack: steps > 0 ? refinerPackId(config.avatar.refinerPack) : null,
+    driving_dir: path.relative(path.resolve(here, '..'), drivingDir),
+    portrait_dir: path.relative(path.resolve(here, '..'), portraitDir),
     max_frames_per_clip: maxFrames ?? 'all',
     id_every: idEvery,
     face_models: 'see server/quality/faceModels.ts (independent of the engine: MediaPipe FaceMesh with iris, HSE FaceRes descriptors)',

@@ -11,6 +11,7 @@ import { createRgb, i420ToRgb, loadImageRgb, rgbToI420 } from '../../server/util
 import { readVideoFrames } from '../../server/util/video.js';
 import type { RgbImage } from '../../server/avatar/engine.js';
 import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { fitSourceAlignment } from '../../server/avatar/engines/default/refinerCrop.js';
 import { drivingClip as clip, portraitFile as portrait } from '../../scripts/testData.js';
 
 async function frames(file: string, count: number): Promise<RgbImage[]> {
@@ -190,6 +191,45 @@ describe('DefaultEngine', () => {
       cpu.close();
     }
   }, 120_000);
+
+  it("the warp's target head carries the refiner's aligned source: a driver that rolls its head rolls it alike", async () => {
+    const img = await loadImageRgb(portrait('real_woman_dark_hair.png'));
+    const p = await engine.prepare(img);
+    expect(engine.lastControl).toBeNull();
+    // The portrait as its own driver: upright (the neutral), then rolled by 10 degrees about the image centre.
+    const rotate = (src: RgbImage, deg: number): RgbImage => {
+      const out = createRgb(src.width, src.height);
+      const c = Math.cos((deg * Math.PI) / 180);
+      const sn = Math.sin((deg * Math.PI) / 180);
+      const cx = src.width / 2;
+      const cy = src.height / 2;
+      for (let y = 0; y < src.height; y++) {
+        for (let x = 0; x < src.width; x++) {
+          // Output (x, y) reads the source at R^-1 (p - c) + c.
+          const sx = Math.round(c * (x - cx) + sn * (y - cy) + cx);
+          const sy = Math.round(-sn * (x - cx) + c * (y - cy) + cy);
+          if (sx < 0 || sy < 0 || sx >= src.width || sy >= src.height) continue;
+          for (let k = 0; k < 3; k++) out.data[(y * src.width + x) * 3 + k] = src.data[(sy * src.width + sx) * 3 + k]!;
+        }
+      }
+      return out;
+    };
+    const out = createRgb(p.width, p.height);
+    const align = new Float64Array(4);
+    const angle = (): number => (Math.atan2(align[1]!, align[0]!) * 180) / Math.PI;
+    let t = 0;
+    for (let i = 0; i < 45; i++) engine.renderRgb(img, out, (t += 33));
+    fitSourceAlignment(engine.prepared!, engine.lastControl!, 128, align);
+    expect(Math.abs(angle())).toBeLessThan(1.5);
+    expect(Math.hypot(align[0]!, align[1]!)).toBeCloseTo(1, 1);
+    const rolled = rotate(img, 10);
+    for (let i = 0; i < 30; i++) engine.renderRgb(rolled, out, (t += 33));
+    fitSourceAlignment(engine.prepared!, engine.lastControl!, 128, align);
+    // The same direction as the driver's roll (y down: a positive angle turns clockwise on screen), about as far.
+    expect(angle()).toBeGreaterThan(6);
+    expect(angle()).toBeLessThan(14);
+    expect(Math.hypot(align[0]!, align[1]!)).toBeCloseTo(1, 1);
+  });
 
   it('renders I420 in, I420 out with stage timings, and refuses use after close', async () => {
     const e = await DefaultEngine.create({ modelPack: path.join(projectRoot, 'models', 'default'), vision });
