@@ -15,7 +15,9 @@
  * --fresh (ignore checkpoints), --python PATH (default /usr/bin/python3), --device cpu|cuda|auto (default cpu),
  * --batch N, --lr X, --warmup STEPS, --augment (flip and colour augmentation of the samples), --channels A,B,C (the
  * refiner's widths, default 48,96,128), --student-k 1,1,2,4 (the k drawn per student batch), --source aligned|region
- * (the portrait picture the networks trained here read: aligned, the default, follows the warp's target head each frame).
+ * (the portrait picture the networks trained here read: aligned, the default, follows the warp's target head each frame),
+ * --residual paste|features (where the engine keeps the student's change: the paste region, default, or around the eyes
+ * and the mouth only; written into the manifest).
  * Fine-tuning instead of 2.: --finetune-from PACK (an exported pack, e.g. models/refiner) takes its weights and trains
  * its student on the truth for --finetune-minutes M (default 60; encoder and teacher frozen), with --roll DEG (head
  * roll between portrait and driver, up to DEG, for half the samples; --scale F and --shift F add a zoom and a shift of
@@ -73,11 +75,13 @@ const { values } = parseArgs({
     scale: { type: 'string' },
     shift: { type: 'string' },
     source: { type: 'string' },
+    residual: { type: 'string' },
   },
   strict: true,
 });
 if (!values.data) fail('--data DIR is required (e.g. --data ../shared/train)');
 if (values.source !== undefined && values.source !== 'aligned' && values.source !== 'region') fail(`--source must be aligned or region, not ${values.source}`);
+if (values.residual !== undefined && values.residual !== 'paste' && values.residual !== 'features') fail(`--residual must be paste or features, not ${values.residual}`);
 const dataDir = path.resolve(values.data);
 const clipDir = existsSync(path.join(dataDir, 'clips')) ? path.join(dataDir, 'clips') : dataDir;
 if (!existsSync(clipDir)) fail(`data folder not found: ${dataDir}`);
@@ -137,6 +141,7 @@ const args = [
   ...(values.scale ? ['--scale', values.scale] : []),
   ...(values.shift ? ['--shift', values.shift] : []),
   ...(values.source ? ['--source', values.source] : []),
+  ...(values.residual ? ['--residual', values.residual] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 const child = spawn(values.python, args, { stdio: 'inherit' });

@@ -667,7 +667,7 @@ def sha256(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def export(enc, teacher, student, out_dir, size):
+def export(enc, teacher, student, out_dir, size, residual="paste"):
     os.makedirs(out_dir, exist_ok=True)
     r = size
     files = []
@@ -690,6 +690,7 @@ def export(enc, teacher, student, out_dir, size):
             "inputs": [{"name": n, "dtype": "float32", "shape": s} for n, s in ins],
             "outputs": [{"name": n, "dtype": "float32", "shape": s} for n, s in outs],
             **({"source": src[0]} if src else {}),
+            **({"residual": residual} if role == "refiner" and residual != "paste" else {}),
         }
         for p, role, ins, outs, *src in files
     ]
@@ -727,7 +728,7 @@ tracker's 68 landmarks, grey 64x64) and outputs a {CODE}-number expression code;
 Method: InDI (Delbracio and Milanfar, 2023) from the warped image: x_t = (1 - t) x + t y between the true frame x and
 the warp y; the network predicts x from (x_t, t, y, the portrait's region, the paste mask) with the code entering only
 through FiLM (per-channel scale and shift at every scale, never as a spatial map). Source picture: the student reads
-the portrait's region {"moved each frame onto the warp's target head (the least-squares similarity of the head ring, nose and eye corners; the manifest says source aligned)" if tr.get("source", {}).get("student") == "aligned" else "as it is"}, the teacher {"the same" if tr.get("source", {}).get("student") == tr.get("source", {}).get("teacher") else ("the region as it is" if tr.get("source", {}).get("teacher", "region") == "region" else "the aligned region")}. The teacher samples in
+the portrait's region {"moved each frame onto the warp's target head (the least-squares similarity of the head ring, nose and eye corners; the manifest says source aligned)" if tr.get("source", {}).get("student") == "aligned" else "as it is"}, the teacher {"the same" if tr.get("source", {}).get("student") == tr.get("source", {}).get("teacher") else ("the region as it is" if tr.get("source", {}).get("teacher", "region") == "region" else "the aligned region")}.{" The engine keeps the student's change to the warp around the eyes and the mouth only (manifest residual features; the validation rows below are over the whole paste region)." if tr.get("residual") == "features" else ""} The teacher samples in
 {tr["student"]["teacher_steps"]} steps from t = 1; the student (refiner.onnx) is the teacher distilled to match its
 {tr["student"]["teacher_steps"]}-step output in k = 1, 2 or 4 steps (k drawn per batch), plus a quarter-weight L1 to
 the truth. Default steps in manifest.json: {steps} (the cheapest k within 1% of the student's best k on the validation clips).
@@ -862,6 +863,9 @@ def main():
     ap.add_argument("--source", choices=["aligned", "region"], default="aligned", help="the portrait picture the networks "
                     "trained here read: 'aligned' (the portrait's region moved onto the warp's target head each frame; "
                     "needs a version 2 dataset cache) or 'region' (as it is). A fine-tune sets the student's only")
+    ap.add_argument("--residual", choices=["paste", "features"], default="paste", help="where the engine keeps the "
+                    "student's change to the warp: the whole paste region, or around the eyes and the mouth only (a "
+                    "run-time choice written into the manifest; the validation rows here are the whole region's)")
     ap.add_argument("--shift", type=float, default=0, help="fine-tune: with --roll's samples, a shift of up to +-this "
                     "fraction of the crop between portrait and driver")
     args = ap.parse_args()
@@ -955,6 +959,7 @@ def main():
         "augment": bool(args.augment) if not (args.from_weights or args.finetune_from) else prior.get("augment", False),
         "parameters": {"encoder": count(enc), "refiner": count(student)},
         "channels": list(ch),
+        "residual": args.residual,
         "source": {"student": "aligned" if student.aligned else "region", "teacher": "aligned" if teacher.aligned else "region"},
         "gmac_per_step": round(gmacs(student, data.size), 3),
         "seed": args.seed,
@@ -984,7 +989,7 @@ def main():
         if not args.out or args.out == "-":
             return
     enc, teacher, student = enc.cpu(), teacher.cpu(), student.cpu()
-    files = export(enc, teacher, student, args.out, data.size)
+    files = export(enc, teacher, student, args.out, data.size, args.residual)
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(training, f, indent=2)
     # The default k: the cheapest k whose student L1 on the validation clips (part of the training data, never the

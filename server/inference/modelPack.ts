@@ -12,7 +12,8 @@
  *   "files": [ { "path": "generator.onnx", "role": "generator", "sha256": "<hex>",
  *                "inputs":  [ { "name": "source", "dtype": "float32", "shape": [1, 3, 512, 512] }, ... ],
  *                "outputs": [ { "name": "y", "dtype": "uint8", "shape": [1, 1, "H", "W"] }, ... ],
- *                "source": "aligned" } ] }   // optional, refiner step networks: "region" (default) or "aligned"
+ *                "source": "aligned",          // optional, refiner step networks: "region" (default) or "aligned"
+ *                "residual": "features" } ] }  // optional, refiner step networks: "paste" (default) or "features"
  * ```
  * A string dimension is dynamic (symbolic in the ONNX graph); a number must match exactly.
  */
@@ -40,6 +41,9 @@ export interface ManifestFile {
    * portrait's paste region as it is; "aligned": that region moved per frame onto the warp's target head
    * (refinerCrop.ts sampleAligned). */
   source?: 'region' | 'aligned';
+  /** Refiner step networks only: where the engine keeps the network's change to the warp output. "paste" (the
+   * default): the whole paste region; "features": around the eyes and the mouth only (refinerCrop.ts featureMask). */
+  residual?: 'paste' | 'features';
 }
 
 export interface Manifest {
@@ -137,6 +141,8 @@ export function parseManifest(packName: string, text: string): Manifest {
     if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`"${where}sha256" must be 64 hex digits`);
     const source = f.source;
     if (source !== undefined && source !== 'region' && source !== 'aligned') fail(`"${where}source" must be "region" or "aligned"`);
+    const residual = f.residual;
+    if (residual !== undefined && residual !== 'paste' && residual !== 'features') fail(`"${where}residual" must be "paste" or "features"`);
     return {
       path: p,
       role,
@@ -144,6 +150,7 @@ export function parseManifest(packName: string, text: string): Manifest {
       inputs: values(f, 'inputs', where),
       outputs: values(f, 'outputs', where),
       ...(source !== undefined ? { source: source as 'region' | 'aligned' } : {}),
+      ...(residual !== undefined ? { residual: residual as 'paste' | 'features' } : {}),
     };
   });
   return { name, version, license, description, resolution, steps, files };

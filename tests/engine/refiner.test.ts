@@ -2,9 +2,11 @@
  * The trained refiner pack (models/refiner) in the default engine inside the real avatar worker thread: the worker
  * loads both packs, says a refiner is available, and renders the same driving frames with k = 0 (warp only) and
  * k = the pack's default; both give frames of the output size, and the refined frames differ from the warp where the
- * performer's mouth opens (the part the warp draws and the refiner was trained to repair).
+ * performer's mouth opens (the part the warp draws and the refiner was trained to repair). And, in process, what a
+ * manifest's "residual": "features" does: the change stays around the eyes and the mouth.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AvatarSession, type SessionFrame } from '../../server/avatar/session.js';
@@ -16,6 +18,9 @@ import { readVideoFrames } from '../../server/util/video.js';
 import type { I420Frame } from '../../server/avatar/engine.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';
 import { waitFor } from '../helpers/wait.js';
+import { createEngine } from '../../server/avatar/engines/index.js';
+import type { DefaultEngine } from '../../server/avatar/engines/default/engine.js';
+import { createI420 } from '../../server/util/image.js';
 
 const refinerPack = path.join(projectRoot, 'models', 'refiner');
 const havePack = existsSync(path.join(refinerPack, 'manifest.json'));
@@ -87,5 +92,55 @@ describe.runIf(havePack)('learned refiner in the avatar worker', () => {
     process.stdout.write(`refiner worker: mean |k0 - k${pack.steps}| luma on open-mouth frames ${open.toFixed(3)}\n`);
     // The refiner changes the picture where the mouth is open (it repaints the drawn mouth interior).
     expect(open).toBeGreaterThan(0.2);
+  }, 300_000);
+
+  it('"residual": "features" keeps the change around the eyes and the mouth: far fewer pixels change than over the paste region', async () => {
+    // The same pack twice, its manifest saying "paste" in one copy and "features" in the other (same ONNX files).
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'refiner-residual-'));
+    try {
+      const copy = (residual: 'paste' | 'features'): string => {
+        const dir = path.join(tmp, residual);
+        cpSync(refinerPack, dir, { recursive: true });
+        const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { files: { role: string; residual?: string }[] };
+        for (const f of m.files) if (f.role === 'refiner') f.residual = residual;
+        writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
+        return dir;
+      };
+      const frames: I420Frame[] = [];
+      for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), { format: 'rgb24', maxFrames: OPEN_TO })) {
+        frames.push(rgbToI420({ width: f.width, height: f.height, data: f.data }));
+      }
+      const changed = async (dir: string): Promise<number> => {
+        const eng = (await createEngine(
+          'default',
+          { modelPack: path.join(projectRoot, 'models', 'default'), executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256, refinerPack: dir, steps: 1 },
+          createLogger('test.engine.refiner'),
+        )) as DefaultEngine;
+        try {
+          const prepared = await eng.prepare(await loadImageRgb(portraitFile('real_older_man_glasses.jpg')));
+          const k0 = createI420(prepared.width, prepared.height);
+          const k1 = createI420(prepared.width, prepared.height);
+          let n = 0;
+          for (const [i, f] of frames.entries()) {
+            eng.setSteps(0);
+            eng.render(f, k0, i * 33);
+            eng.setSteps(1);
+            eng.render(f, k1, i * 33 + 1);
+            if (i < OPEN_FROM) continue;
+            for (let j = 0; j < prepared.width * prepared.height; j++) if (Math.abs(k0.data[j]! - k1.data[j]!) > 1) n++;
+          }
+          return n;
+        } finally {
+          eng.close();
+        }
+      };
+      const paste = await changed(copy('paste'));
+      const features = await changed(copy('features'));
+      process.stdout.write(`refiner residual: luma pixels changed by k = 1 on the open-mouth frames: paste ${paste}, features ${features}\n`);
+      expect(features).toBeGreaterThan(0.05 * paste);
+      expect(features).toBeLessThan(0.6 * paste);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   }, 300_000);
 });

@@ -13,6 +13,7 @@ import {
   ALIGN_POINTS,
   CANVAS_SCALE,
   canvasRegion,
+  featureMask,
   fitSourceAlignment,
   sampleAligned,
   sampleRegion,
@@ -138,6 +139,40 @@ describe('refiner crop', () => {
       });
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the feature mask keeps the eyes and the mouth, not the cheeks, forehead or chin, and follows an opening mouth', async () => {
+    const { createDefaultVision, DefaultEngine } = await import('../../server/avatar/engines/default/index.js');
+    const { projectRoot } = await import('../../server/config.js');
+    const vision = await createDefaultVision();
+    const engine = await DefaultEngine.create({ modelPack: path.join(projectRoot, 'models', 'default'), vision });
+    try {
+      await engine.prepare(await loadImageRgb(portraitFile('real_woman_dark_hair.png')));
+      const face = engine.prepared!;
+      const R = 128;
+      const m = featureMask(face, face.ctrlSource, R, new Float32Array(R * R));
+      const g = face.paste.grid;
+      const at = (i: number, dy = 0): number => {
+        const u = Math.floor(((face.ctrlSource[2 * i]! - g[0]!) / (g[2]! - g[0]!)) * (R - 1) + 0.5);
+        const v = Math.floor(((face.ctrlSource[2 * i + 1]! - g[1]!) / (g[3]! - g[1]!)) * (R - 1) + 0.5 + dy);
+        return m[v * R + u]!;
+      };
+      // Eye corners and pupils' rims, the lip corners and the lip centres: kept.
+      for (const i of [36, 39, 42, 45, 37, 44, 48, 54, 51, 57]) expect(at(i), `point ${i}`).toBe(1);
+      // Jaw, chin and the nose tip: not kept.
+      for (const i of [0, 2, 8, 14, 16, 30]) expect(at(i), `point ${i}`).toBeLessThan(0.1);
+      const kept = m.reduce((a, b) => a + b, 0) / (R * R);
+      expect(kept).toBeGreaterThan(0.03);
+      expect(kept).toBeLessThan(0.3);
+      // An open mouth (lower lip and chin points 12% of the crop lower) grows the mouth region downwards.
+      const open = new Float64Array(face.ctrlSource);
+      for (const i of [55, 56, 57, 58, 59, 65, 66, 67]) open[2 * i + 1]! += 0.12 * (g[3]! - g[1]!);
+      const m2 = featureMask(face, open, R, new Float32Array(R * R));
+      expect(m2.reduce((a, b) => a + b, 0)).toBeGreaterThan(m.reduce((a, b) => a + b, 0) * 1.05);
+      expect(() => featureMask(face, open, R, new Float32Array(5))).toThrow(TypeError);
+    } finally {
+      engine.close();
     }
   });
 });

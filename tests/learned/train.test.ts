@@ -175,7 +175,7 @@ describe('npm run train (smoke)', () => {
     const r = await run(tsx, [
       'scripts/train.ts', '--data', data, '--cache', cache, '--out', out, '--max-samples', '6', '--stride', '4',
       '--finetune-from', base, '--finetune-minutes', '0.03', '--roll', '15', '--wedges', '--batch', '4', '--student-k', '1',
-      '--source', 'region',
+      '--source', 'region', '--residual', 'features',
     ]);
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/fine-tuning the student of .*pack \(trained on CPU/);
@@ -200,6 +200,9 @@ describe('npm run train (smoke)', () => {
     expect(sha(after.manifest.files, 'refiner')).not.toBe(sha(before, 'refiner'));
     // The fine-tuned student reads the region as it is (--source region); the frozen teacher keeps its aligned source.
     expect([after.file('refiner').source, after.file('refiner_teacher').source]).toEqual(['region', 'aligned']);
+    // --residual features: the engine keeps the student's change around the eyes and the mouth only.
+    expect(after.file('refiner').residual).toBe('features');
+    expect(after.file('refiner_teacher').residual).toBeUndefined();
     after.close();
     const frozen = async (file: string): Promise<boolean> =>
       Buffer.compare(await readFile(path.join(base, file)), await readFile(path.join(out, file))) === 0;

@@ -9,7 +9,8 @@
  *   1. the driving face, FFHQ-aligned from the tracker's landmarks, grey 64×64 -> encoder -> expression code;
  *   2. the output's paste region -> RGB -> R×R (the warp image y);
  *   3. k InDI steps from t = 1: x <- (dt/t)·F(x, t | y, source, mask, code) + (1 - dt/t)·x, the last one x = F(...);
- *   4. the residual x - y, upsampled to the region, is added where the paste mask is non-zero, back into I420.
+ *   4. the residual x - y, upsampled to the region, is added where the paste mask is non-zero, back into I420 (a
+ *      network whose manifest entry says "residual": "features" keeps it around the eyes and the mouth only).
  * The same resampling as the training samples (refinerCrop.ts), so the network sees at run time what it saw in
  * training. All buffers are allocated in prepare(); run() allocates nothing.
  */
@@ -20,7 +21,16 @@ import { ModelPack } from '../../../inference/modelPack.js';
 import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { ffhqCrop } from '../../../quality/align.js';
 import type { PreparedFace } from './prepare.js';
-import { canvasRegion, CANVAS_SCALE, fitSourceAlignment, sampleAligned, sampleRegion, type AlignFace, type Region } from './refinerCrop.js';
+import {
+  canvasRegion,
+  CANVAS_SCALE,
+  featureMask,
+  fitSourceAlignment,
+  sampleAligned,
+  sampleRegion,
+  type AlignFace,
+  type Region,
+} from './refinerCrop.js';
 
 /** Side of the driving crop the encoder reads. */
 export const DRIVE_SIZE = 64;
@@ -52,6 +62,9 @@ interface RefinerState {
   sourceAlignedT: Tensor;
   align: Float64Array;
   face: AlignFace;
+  /** "residual": "features" networks: this frame's eye and mouth mask at R×R (null: the whole paste region). */
+  features: Float32Array;
+  useFeatures: boolean;
   mask: Float32Array;
   t: Float32Array;
   x0out: Float32Array;
@@ -87,6 +100,8 @@ export class LearnedRefiner {
   readonly #steps: Map<'student' | 'teacher', OnnxModel>;
   /** Which networks read the aligned source. */
   readonly #aligned: Map<'student' | 'teacher', boolean>;
+  /** Which networks keep their change around the eyes and mouth only. */
+  readonly #features: Map<'student' | 'teacher', boolean>;
   /** Crop side R. */
   readonly size: number;
   /** The pack's default number of steps. */
@@ -98,9 +113,11 @@ export class LearnedRefiner {
     this.#encoder = pack.model('encoder');
     this.#steps = new Map([['student', pack.model('refiner')]]);
     this.#aligned = new Map([['student', pack.file('refiner').source === 'aligned']]);
+    this.#features = new Map([['student', pack.file('refiner').residual === 'features']]);
     if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) {
       this.#steps.set('teacher', pack.model('refiner_teacher'));
       this.#aligned.set('teacher', pack.file('refiner_teacher').source === 'aligned');
+      this.#features.set('teacher', pack.file('refiner_teacher').residual === 'features');
     }
     this.size = pack.manifest.resolution;
     this.defaultSteps = pack.manifest.steps;
@@ -206,6 +223,8 @@ export class LearnedRefiner {
       sourceAlignedT: new Tensor('float32', sourceAligned, img),
       align: new Float64Array(4),
       face: { ctrlSource: face.ctrlSource, paste: face.paste },
+      features: new Float32Array(R * R),
+      useFeatures: false,
       mask,
       t,
       x0out,
@@ -256,6 +275,8 @@ export class LearnedRefiner {
     } else {
       st.feeds.source = st.sourceRegionT;
     }
+    st.useFeatures = this.#features.get(net) === true && ctrl !== null;
+    if (st.useFeatures) featureMask(st.face, ctrl!, R, st.features);
     // 1. Expression code from the aligned driving face.
     const c = ffhqCrop(landmarks, DRIVE_SIZE);
     for (let v = 0; v < DRIVE_SIZE; v++) {
@@ -346,6 +367,11 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
   // The residual x0out - warp, once per frame (not per output pixel).
   const res = st.residual;
   for (let i = 0; i < res.length; i++) res[i] = st.x0out[i]! - st.warp[i]!;
+  if (st.useFeatures) {
+    // "residual": "features": the change is kept around the eyes and the mouth only.
+    const fm = st.features;
+    for (let i = 0; i < res.length; i++) res[i] = res[i]! * fm[i % plane]!;
+  }
   // New RGB of the region in regionRgb (only where the mask is non-zero): bilinear upsampling of the residual with
   // the column taps precomputed in prepare().
   const { rx0, rx1, rwx } = st;

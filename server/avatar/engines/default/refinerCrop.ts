@@ -87,19 +87,73 @@ export interface AlignFace {
   paste: { w: number; h: number; grid: ArrayLike<number> };
 }
 
+/** Grid units (the warp's control points) -> the R×R crop's continuous pixel coordinates (pixel centres at i + 0.5). */
+function gridToCrop(face: AlignFace, R: number): { cx: (v: number) => number; cy: (v: number) => number } {
+  const g = face.paste.grid;
+  const { w, h } = face.paste;
+  // Pixel index px = (g - g0) / (g2 - g0) * (w - 1), crop coordinate (px + 0.5) * R / w.
+  const kx = ((w - 1) / (g[2]! - g[0]!)) * (R / w);
+  const ky = ((h - 1) / (g[3]! - g[1]!)) * (R / h);
+  return { cx: (v) => (v - g[0]!) * kx + (0.5 * R) / w, cy: (v) => (v - g[1]!) * ky + (0.5 * R) / h };
+}
+
+/** How far the feature mask's regions fade out, in multiples of their radii. */
+const FADE = 1.4;
+
+/**
+ * The feature mask of a refiner whose manifest entry says "residual": "features" (R×R, 0..1): where its residual
+ * over the warp is kept. Two eye regions (each around the eye and up to the brow: an ellipse 0.9 eye-widths across
+ * and 0.75 high, centred a little above the eye) and the mouth (an ellipse 0.75 mouth-widths across, 0.35 high plus
+ * half the lip gap), from the warp's target points of this frame; 1 inside each ellipse, fading to 0 at FADE times
+ * its radii. Elsewhere the warp's pixels stay as they are (the portrait's own texture, its identity).
+ */
+export function featureMask(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float32Array): Float32Array {
+  if (out.length !== R * R) throw new TypeError('featureMask: output buffer must be R*R');
+  const { cx, cy } = gridToCrop(face, R);
+  const px = (i: number): number => cx(ctrl[2 * i]!);
+  const py = (i: number): number => cy(ctrl[2 * i + 1]!);
+  const mean = (from: number, to: number, f: (i: number) => number): number => {
+    let s = 0;
+    for (let i = from; i < to; i++) s += f(i);
+    return s / (to - from);
+  };
+  const dist = (i: number, j: number): number => Math.hypot(px(i) - px(j), py(i) - py(j));
+  // (centre x, centre y, radius x, radius y) of each region.
+  const regions: [number, number, number, number][] = [];
+  for (const [from, a, b] of [
+    [36, 36, 39],
+    [42, 42, 45],
+  ] as const) {
+    const ew = Math.max(1, dist(a, b));
+    regions.push([mean(from, from + 6, px), mean(from, from + 6, py) - 0.15 * ew, 0.9 * ew, 0.75 * ew]);
+  }
+  const mw = Math.max(1, dist(48, 54));
+  regions.push([mean(48, 68, px), mean(48, 68, py), 0.75 * mw, 0.35 * mw + dist(62, 66) / 2]);
+  out.fill(0);
+  for (const [ex, ey, rx, ry] of regions) {
+    const x0 = Math.max(0, Math.floor(ex - FADE * rx));
+    const x1 = Math.min(R - 1, Math.ceil(ex + FADE * rx));
+    const y0 = Math.max(0, Math.floor(ey - FADE * ry));
+    const y1 = Math.min(R - 1, Math.ceil(ey + FADE * ry));
+    for (let v = y0; v <= y1; v++) {
+      for (let u = x0; u <= x1; u++) {
+        const d = Math.hypot((u + 0.5 - ex) / rx, (v + 0.5 - ey) / ry);
+        const m = d <= 1 ? 1 : d >= FADE ? 0 : (FADE - d) / (FADE - 1);
+        const o = v * R + u;
+        if (m > out[o]!) out[o] = m;
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * Least-squares similarity (a, b, tx, ty) from the portrait's control points to the frame's target control points
  * (`ctrl`, grid units as the warp uses them), in the R×R crop's continuous pixel coordinates (pixel centres at
  * i + 0.5): target = [a -b; b a]·source + t. Written into `out` (4 numbers). A shift only when the fit degenerates.
  */
 export function fitSourceAlignment(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float64Array): Float64Array {
-  const g = face.paste.grid;
-  const { w, h } = face.paste;
-  // grid -> crop: pixel index px = (g - g0) / (g2 - g0) * (w - 1), crop coordinate (px + 0.5) * R / w.
-  const kx = ((w - 1) / (g[2]! - g[0]!)) * (R / w);
-  const ky = ((h - 1) / (g[3]! - g[1]!)) * (R / h);
-  const cx = (v: number): number => (v - g[0]!) * kx + (0.5 * R) / w;
-  const cy = (v: number): number => (v - g[1]!) * ky + (0.5 * R) / h;
+  const { cx, cy } = gridToCrop(face, R);
   const n = ALIGN_POINTS.length;
   let msx = 0;
   let msy = 0;
