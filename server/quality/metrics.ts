@@ -10,6 +10,7 @@
  *   distance of the reference face, see interOcularDistance).
  * - Pose error: mean absolute difference of yaw, pitch and roll, in degrees.
  */
+import { fitSimilarity } from '../util/similarity.js';
 import type { HeadPose } from '../vision/types.js';
 
 /** An interleaved 8-bit image (RgbImage has channels = 3, GrayImage channels = 1). */
@@ -218,41 +219,15 @@ export function meanPointDistance(a: ArrayLike<number>, b: ArrayLike<number>, fr
  */
 export function alignedPointDistance(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length || a.length % 2 || a.length === 0) throw new TypeError('landmark arrays differ in length');
+  const t = new Float64Array(4);
+  if (!fitSimilarity(a, b, t)) throw new TypeError('alignedPointDistance: degenerate landmarks');
+  const [c, s, tx, ty] = t as unknown as [number, number, number, number];
   const n = a.length / 2;
-  let ax = 0;
-  let ay = 0;
-  let bx = 0;
-  let by = 0;
-  for (let i = 0; i < n; i++) {
-    ax += a[2 * i]!;
-    ay += a[2 * i + 1]!;
-    bx += b[2 * i]!;
-    by += b[2 * i + 1]!;
-  }
-  ax /= n;
-  ay /= n;
-  bx /= n;
-  by /= n;
-  let dot = 0;
-  let cross = 0;
-  let ss = 0;
-  for (let i = 0; i < n; i++) {
-    const px = a[2 * i]! - ax;
-    const py = a[2 * i + 1]! - ay;
-    const qx = b[2 * i]! - bx;
-    const qy = b[2 * i + 1]! - by;
-    dot += px * qx + py * qy;
-    cross += px * qy - py * qx;
-    ss += px * px + py * py;
-  }
-  if (!(ss > 0)) throw new TypeError('alignedPointDistance: degenerate landmarks');
-  const c = dot / ss;
-  const s = cross / ss;
   let sum = 0;
   for (let i = 0; i < n; i++) {
-    const px = a[2 * i]! - ax;
-    const py = a[2 * i + 1]! - ay;
-    sum += Math.hypot(c * px - s * py - (b[2 * i]! - bx), s * px + c * py - (b[2 * i + 1]! - by));
+    const px = a[2 * i]!;
+    const py = a[2 * i + 1]!;
+    sum += Math.hypot(c * px - s * py + tx - b[2 * i]!, s * px + c * py + ty - b[2 * i + 1]!);
   }
   return sum / n;
 }

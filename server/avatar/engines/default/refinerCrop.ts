@@ -4,6 +4,7 @@
  * same pixels.
  */
 import type { RgbImage } from '../../engine.js';
+import { fitSimilarity } from '../../../util/similarity.js';
 
 /** A rectangle of an image in pixels. */
 export interface Region {
@@ -80,6 +81,8 @@ export function canvasRegion(region: Region): Region {
 
 /** Control points the alignment is fitted on: the rigid head ring (68..79) and the nose bridge and eye corners. */
 export const ALIGN_POINTS: readonly number[] = [68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 27, 28, 29, 30, 36, 39, 42, 45];
+const alignSrc = new Float64Array(2 * ALIGN_POINTS.length);
+const alignDst = new Float64Array(2 * ALIGN_POINTS.length);
 
 /** What the alignment needs of the prepared face: control points in grid units and the paste region's grid. */
 export interface AlignFace {
@@ -150,44 +153,18 @@ export function featureMask(face: AlignFace, ctrl: ArrayLike<number>, R: number,
 /**
  * Least-squares similarity (a, b, tx, ty) from the portrait's control points to the frame's target control points
  * (`ctrl`, grid units as the warp uses them), in the R×R crop's continuous pixel coordinates (pixel centres at
- * i + 0.5): target = [a -b; b a]·source + t. Written into `out` (4 numbers). A shift only when the fit degenerates.
+ * i + 0.5): target = [a -b; b a]·source + t. Written into `out` (4 numbers). The identity when the fit degenerates.
  */
 export function fitSourceAlignment(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float64Array): Float64Array {
   const { cx, cy } = gridToCrop(face, R);
-  const n = ALIGN_POINTS.length;
-  let msx = 0;
-  let msy = 0;
-  let mdx = 0;
-  let mdy = 0;
-  for (const i of ALIGN_POINTS) {
-    msx += cx(face.ctrlSource[2 * i]!);
-    msy += cy(face.ctrlSource[2 * i + 1]!);
-    mdx += cx(ctrl[2 * i]!);
-    mdy += cy(ctrl[2 * i + 1]!);
-  }
-  msx /= n;
-  msy /= n;
-  mdx /= n;
-  mdy /= n;
-  let ss = 0;
-  let sa = 0;
-  let sb = 0;
-  for (const i of ALIGN_POINTS) {
-    const sx = cx(face.ctrlSource[2 * i]!) - msx;
-    const sy = cy(face.ctrlSource[2 * i + 1]!) - msy;
-    const dx = cx(ctrl[2 * i]!) - mdx;
-    const dy = cy(ctrl[2 * i + 1]!) - mdy;
-    ss += sx * sx + sy * sy;
-    sa += sx * dx + sy * dy;
-    sb += sx * dy - sy * dx;
-  }
-  const a = ss > 1e-9 ? sa / ss : 1;
-  const b = ss > 1e-9 ? sb / ss : 0;
-  const ok = Number.isFinite(a) && Number.isFinite(b) && a * a + b * b > 0.01;
-  out[0] = ok ? a : 1;
-  out[1] = ok ? b : 0;
-  out[2] = ok ? mdx - (a * msx - b * msy) : 0;
-  out[3] = ok ? mdy - (b * msx + a * msy) : 0;
+  ALIGN_POINTS.forEach((i, k) => {
+    alignSrc[2 * k] = cx(face.ctrlSource[2 * i]!);
+    alignSrc[2 * k + 1] = cy(face.ctrlSource[2 * i + 1]!);
+    alignDst[2 * k] = cx(ctrl[2 * i]!);
+    alignDst[2 * k + 1] = cy(ctrl[2 * i + 1]!);
+  });
+  // A degenerate fit is a shift only; a collapsing one (scale under 0.1) would read the canvas as a blur: identity.
+  if (!fitSimilarity(alignSrc, alignDst, out) || out[0]! * out[0]! + out[1]! * out[1]! < 0.01) out.set([1, 0, 0, 0]);
   return out;
 }
 
