@@ -10,7 +10,7 @@
  *   distance of the reference face, see interOcularDistance).
  * - Pose error: mean absolute difference of yaw, pitch and roll, in degrees.
  */
-import { fitSimilarity } from '../util/similarity.js';
+import { fitSimilarity } from '../avatar/engines/default/geometry.js';
 import type { HeadPose } from '../vision/types.js';
 
 /** An interleaved 8-bit image (RgbImage has channels = 3, GrayImage channels = 1). */
@@ -219,10 +219,11 @@ export function meanPointDistance(a: ArrayLike<number>, b: ArrayLike<number>, fr
  */
 export function alignedPointDistance(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length || a.length % 2 || a.length === 0) throw new TypeError('landmark arrays differ in length');
-  const t = new Float64Array(4);
-  if (!fitSimilarity(a, b, t)) throw new TypeError('alignedPointDistance: degenerate landmarks');
-  const [c, s, tx, ty] = t as unknown as [number, number, number, number];
   const n = a.length / 2;
+  let spread = 0;
+  for (let i = 1; i < n; i++) spread += Math.abs(a[2 * i]! - a[0]!) + Math.abs(a[2 * i + 1]! - a[1]!);
+  if (!(spread > 0)) throw new TypeError('alignedPointDistance: degenerate landmarks');
+  const { a: c, b: s, tx, ty } = fitSimilarity(a, b, [...Array(n).keys()], { a: 1, b: 0, tx: 0, ty: 0 });
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const px = a[2 * i]!;

@@ -16,7 +16,7 @@ export interface Similarity {
 }
 
 /** Least-squares similarity mapping `src` onto `dst`, over the point indices `idx`. */
-export function fitSimilarity(src: Points, dst: Points, idx: readonly number[], out: Similarity): Similarity {
+export function fitSimilarity(src: ArrayLike<number>, dst: ArrayLike<number>, idx: readonly number[], out: Similarity): Similarity {
   let sx = 0,
     sy = 0,
     dx = 0,

@@ -4,7 +4,7 @@
  * same pixels.
  */
 import type { RgbImage } from '../../engine.js';
-import { fitSimilarity } from '../../../util/similarity.js';
+import { fitSimilarity, type Similarity } from './geometry.js';
 
 /** A rectangle of an image in pixels. */
 export interface Region {
@@ -83,6 +83,8 @@ export function canvasRegion(region: Region): Region {
 export const ALIGN_POINTS: readonly number[] = [68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 27, 28, 29, 30, 36, 39, 42, 45];
 const alignSrc = new Float64Array(2 * ALIGN_POINTS.length);
 const alignDst = new Float64Array(2 * ALIGN_POINTS.length);
+const alignIdx = ALIGN_POINTS.map((_, k) => k);
+const alignSim: Similarity = { a: 1, b: 0, tx: 0, ty: 0 };
 
 /** What the alignment needs of the prepared face: control points in grid units and the paste region's grid. */
 export interface AlignFace {
@@ -163,9 +165,20 @@ export function fitSourceAlignment(face: AlignFace, ctrl: ArrayLike<number>, R: 
     alignDst[2 * k] = cx(ctrl[2 * i]!);
     alignDst[2 * k + 1] = cy(ctrl[2 * i + 1]!);
   });
-  // A degenerate fit is a shift only; a collapsing one (scale under 0.1) would read the canvas as a blur: identity.
-  if (!fitSimilarity(alignSrc, alignDst, out) || out[0]! * out[0]! + out[1]! * out[1]! < 0.01) out.set([1, 0, 0, 0]);
+  const { a, b, tx, ty } = fitSimilarity(alignSrc, alignDst, alignIdx, alignSim);
+  // A degenerate fit (source points in one place: a shift only) or a collapsing one (scale under 0.1): the identity.
+  const ok = a * a + b * b >= 0.01 && Number.isFinite(a + b + tx + ty) && !spreadless(alignSrc);
+  out[0] = ok ? a : 1;
+  out[1] = ok ? b : 0;
+  out[2] = ok ? tx : 0;
+  out[3] = ok ? ty : 0;
   return out;
+}
+
+/** Whether all points are in one place. */
+function spreadless(p: Float64Array): boolean {
+  for (let i = 2; i < p.length; i++) if (p[i] !== p[i & 1]) return false;
+  return true;
 }
 
 /**
