@@ -754,8 +754,9 @@ outside the paste mask); student {tr["student"]["steps"]} steps of batch {max(2,
 {tr["hardware"]}{"" if "GPU" in tr["hardware"] else ", a shared 2-core VM, no GPU"}. Seed {tr["seed"]}. Wall time of the training script {tr["wall_minutes"]} min.{(" Exported to ONNX and validated again on " + tr["exported_on"] + " (the table below).") if tr.get("exported_on") else ""}
 
 {finetune_text(tr)}**Validation** (the validation clips above; L1 of 0..1 RGB inside the paste mask, and in the mouth and eye boxes;
-"(rolled)": the same clips with the warp output and the truth rotated by -12, -6, 6 and 12 degrees, the portrait upright;
-"(moved)": zoomed by 0.9 and 1.1 and shifted by +-6% of the crop instead):
+"(rolled)": the same clips with the warp output and the truth rotated by -12, -6, 6 and 12 degrees, a region source
+upright (an aligned source turns with them, as it follows the warp's head at run time); "(moved)": zoomed by 0.9 and 1.1
+and shifted by +-6% of the crop instead):
 
 | output | l1 | mouth_l1 | eyes_l1 |
 | --- | --- | --- | --- |
