@@ -565,19 +565,15 @@ def load_pack_weights(pack_dir, enc, teacher, student):
         g = onnx.load(os.path.join(pack_dir, fname)).graph
         arrays = {i.name[len(pre):]: numpy_helper.to_array(i) for i in g.initializer if i.name.startswith(pre)}
         want = m.state_dict()
+        # The exporter keeps one copy of bitwise-equal parameters (an untrained, zero-initialised layer equals its twin)
+        # and passes it on under the other's name through an Identity node.
+        alias = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and len(n.input) == 1}
         for k in [k for k in want if k not in arrays]:
-            # The exporter keeps one copy of bitwise-equal parameters (an untrained, zero-initialised layer equals its
-            # twin): the node of the missing parameter's module then reads the kept one, by position (weight, bias).
-            mod, pname = k.rsplit(".", 1)
-            scope = "/" + pre.rstrip(".") + "/" + mod.replace(".", "/") + "/"
-            for n in g.node:
-                if not n.name.startswith(scope) or "/" in n.name[len(scope):]:
-                    continue
-                ins = [x[len(pre):] for x in n.input if x.startswith(pre) and x[len(pre):] in arrays]
-                j = {"weight": 0, "bias": 1}.get(pname)
-                if j is not None and j < len(ins) and arrays[ins[j]].shape == tuple(want[k].shape):
-                    arrays[k] = arrays[ins[j]]
-                    break
+            name = pre + k
+            for _ in range(8):
+                name = alias.get(name, name)
+            if name.startswith(pre) and name[len(pre):] in arrays:
+                arrays[k] = arrays[name[len(pre):]]
         missing = [k for k in want if k not in arrays]
         if missing:
             raise SystemExit(f"{pack_dir}/{fname}: no weights for {', '.join(missing[:5])}")

@@ -217,6 +217,31 @@ describe('npm run train (smoke)', () => {
     expect(bad.out).toMatch(/--finetune-from .*: not an exported refiner pack \(no training\.json/);
   });
 
+  it('reads back the weights of a pack whose exporter merged equal untrained layers (Identity aliases)', { timeout: 120_000 }, async () => {
+    // An untrained network's zero-initialised FiLM layers are bitwise equal to their twins; the ONNX exporter keeps one
+    // copy and aliases the others. A fine-tune of such a pack (a smoke pack after one teacher step) must still load.
+    const out = path.join(dir, 'untrained');
+    const py = [
+      'import json, sys, torch',
+      `sys.path.insert(0, ${JSON.stringify(path.join(repoRoot, 'models', 'tools'))})`,
+      'import train_refiner as tr',
+      'torch.manual_seed(0)',
+      'enc, t, s = tr.Encoder(), tr.Refiner((16, 32, 48)), tr.Refiner((16, 32, 48))',
+      `d = ${JSON.stringify(out)}`,
+      "json.dump({'files': tr.export(enc, t, s, d, 128)}, open(d + '/manifest.json', 'w'))",
+      'import onnx',
+      "names = {i.name for i in onnx.load(d + '/refiner_teacher.onnx').graph.initializer}",
+      "print('aliased', sum(1 for k in t.state_dict() if 'net.' + k not in names))",
+      'e2, t2, s2 = tr.Encoder(), tr.Refiner((16, 32, 48)), tr.Refiner((16, 32, 48))',
+      'tr.load_pack_weights(d, e2, t2, s2)',
+      "print('equal', all(torch.equal(a, b) for m1, m2 in ((t, t2), (s, s2), (enc, e2)) for a, b in zip(m1.state_dict().values(), m2.state_dict().values())))",
+    ].join('\n');
+    const r = await run('/usr/bin/python3', ['-c', py]);
+    expect(r.code, r.out).toBe(0);
+    expect(Number(/aliased (\d+)/.exec(r.out)?.[1])).toBeGreaterThan(0);
+    expect(r.out).toContain('equal True');
+  });
+
   it('refuses a cache inside the repository and missing data with clear messages', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
     const inside = await run(tsx, ['scripts/train.ts', '--data', dir, '--cache', path.join(repoRoot, 'tmp-cache')]);
