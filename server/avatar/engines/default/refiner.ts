@@ -97,11 +97,9 @@ function grayAt(g: GrayImage, x: number, y: number): number {
 export class LearnedRefiner {
   readonly #pack: ModelPack;
   readonly #encoder: OnnxModel;
-  readonly #steps: Map<'student' | 'teacher', OnnxModel>;
-  /** Which networks read the aligned source. */
-  readonly #aligned: Map<'student' | 'teacher', boolean>;
-  /** Which networks keep their change around the eyes and mouth only. */
-  readonly #features: Map<'student' | 'teacher', boolean>;
+  /** The step networks: the model, whether it reads the aligned source, whether its change stays around the eyes and
+   * the mouth (the manifest entry's "source" and "residual"). */
+  readonly #nets: Map<'student' | 'teacher', { model: OnnxModel; aligned: boolean; features: boolean }>;
   /** Crop side R. */
   readonly size: number;
   /** The pack's default number of steps. */
@@ -111,14 +109,12 @@ export class LearnedRefiner {
   private constructor(pack: ModelPack) {
     this.#pack = pack;
     this.#encoder = pack.model('encoder');
-    this.#steps = new Map([['student', pack.model('refiner')]]);
-    this.#aligned = new Map([['student', pack.file('refiner').source === 'aligned']]);
-    this.#features = new Map([['student', pack.file('refiner').residual === 'features']]);
-    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) {
-      this.#steps.set('teacher', pack.model('refiner_teacher'));
-      this.#aligned.set('teacher', pack.file('refiner_teacher').source === 'aligned');
-      this.#features.set('teacher', pack.file('refiner_teacher').residual === 'features');
-    }
+    const net = (role: string): { model: OnnxModel; aligned: boolean; features: boolean } => {
+      const f = pack.file(role);
+      return { model: pack.model(role), aligned: f.source === 'aligned', features: f.residual === 'features' };
+    };
+    this.#nets = new Map([['student', net('refiner')]]);
+    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) this.#nets.set('teacher', net('refiner_teacher'));
     this.size = pack.manifest.resolution;
     this.defaultSteps = pack.manifest.steps;
     const code = pack.file('encoder').outputs[0]?.shape[1];
@@ -145,12 +141,7 @@ export class LearnedRefiner {
   }
 
   get hasTeacher(): boolean {
-    return this.#steps.has('teacher');
-  }
-
-  /** Whether `net` reads the aligned source (its manifest entry says "source": "aligned"). */
-  isAligned(net: 'student' | 'teacher' = 'student'): boolean {
-    return this.#aligned.get(net) === true;
+    return this.#nets.has('teacher');
   }
 
   /** Per-portrait work: the source crop, the mask, and every per-frame buffer. `portrait` is the original image. */
@@ -165,7 +156,7 @@ export class LearnedRefiner {
     const source = new Float32Array(3 * R * R);
     toPlanar(crop, source, R);
     let canvas: Uint8Array | null = null;
-    if ([...this.#aligned.values()].some(Boolean)) {
+    if ([...this.#nets.values()].some((n) => n.aligned)) {
       const C = CANVAS_SCALE * R;
       canvas = sampleRegion(portrait, canvasRegion(region), C, new Uint8Array(C * C * 3));
     }
@@ -263,11 +254,12 @@ export class LearnedRefiner {
   ): boolean {
     const st = this.#state;
     if (!st || steps <= 0 || !landmarks) return false;
-    const model = this.#steps.get(net);
-    if (!model) return false;
+    const nn = this.#nets.get(net);
+    if (!nn) return false;
+    const model = nn.model;
     const R = this.size;
     // 0. The source this network reads.
-    if (this.#aligned.get(net) && st.canvas) {
+    if (nn.aligned && st.canvas) {
       if (ctrl) fitSourceAlignment(st.face, ctrl, R, st.align);
       else st.align.set([1, 0, 0, 0]);
       sampleAligned(st.canvas, R, st.align, st.sourceAligned);
@@ -275,7 +267,7 @@ export class LearnedRefiner {
     } else {
       st.feeds.source = st.sourceRegionT;
     }
-    st.useFeatures = this.#features.get(net) === true && ctrl !== null;
+    st.useFeatures = nn.features && ctrl !== null;
     if (st.useFeatures) featureMask(st.face, ctrl!, R, st.features);
     // 1. Expression code from the aligned driving face.
     const c = ffhqCrop(landmarks, DRIVE_SIZE);
@@ -370,7 +362,7 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
   if (st.useFeatures) {
     // "residual": "features": the change is kept around the eyes and the mouth only.
     const fm = st.features;
-    for (let i = 0; i < res.length; i++) res[i] = res[i]! * fm[i % plane]!;
+    for (let base = 0; base < res.length; base += plane) for (let i = 0; i < plane; i++) res[base + i] = res[base + i]! * fm[i]!;
   }
   // New RGB of the region in regionRgb (only where the mask is non-zero): bilinear upsampling of the residual with
   // the column taps precomputed in prepare().

@@ -92,14 +92,30 @@ export interface AlignFace {
   paste: { w: number; h: number; grid: ArrayLike<number> };
 }
 
-/** Grid units (the warp's control points) -> the R×R crop's continuous pixel coordinates (pixel centres at i + 0.5). */
-function gridToCrop(face: AlignFace, R: number): { cx: (v: number) => number; cy: (v: number) => number } {
+/**
+ * Grid units (the warp's control points) -> the R×R crop's continuous pixel coordinates (pixel centres at i + 0.5):
+ * crop x = (g - g0)·m[0] + m[1], crop y = (g - g1)·m[2] + m[3], written into `m` (no allocation: called per frame).
+ */
+function gridToCrop(face: AlignFace, R: number, m: Float64Array): Float64Array {
   const g = face.paste.grid;
   const { w, h } = face.paste;
   // Pixel index px = (g - g0) / (g2 - g0) * (w - 1), crop coordinate (px + 0.5) * R / w.
-  const kx = ((w - 1) / (g[2]! - g[0]!)) * (R / w);
-  const ky = ((h - 1) / (g[3]! - g[1]!)) * (R / h);
-  return { cx: (v) => (v - g[0]!) * kx + (0.5 * R) / w, cy: (v) => (v - g[1]!) * ky + (0.5 * R) / h };
+  m[0] = ((w - 1) / (g[2]! - g[0]!)) * (R / w);
+  m[1] = (0.5 * R) / w - g[0]! * m[0];
+  m[2] = ((h - 1) / (g[3]! - g[1]!)) * (R / h);
+  m[3] = (0.5 * R) / h - g[1]! * m[2];
+  return m;
+}
+
+/** Per-frame scratch of the functions below (the engine renders one frame at a time per thread). */
+const cropMap = new Float64Array(4);
+const regions = new Float64Array(12);
+
+function setRegion(k: number, cx: number, cy: number, rx: number, ry: number): void {
+  regions[4 * k] = cx;
+  regions[4 * k + 1] = cy;
+  regions[4 * k + 2] = rx;
+  regions[4 * k + 3] = ry;
 }
 
 /** How far the feature mask's regions fade out, in multiples of their radii. */
@@ -114,28 +130,36 @@ const FADE = 1.4;
  */
 export function featureMask(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float32Array): Float32Array {
   if (out.length !== R * R) throw new TypeError('featureMask: output buffer must be R*R');
-  const { cx, cy } = gridToCrop(face, R);
-  const px = (i: number): number => cx(ctrl[2 * i]!);
-  const py = (i: number): number => cy(ctrl[2 * i + 1]!);
-  const mean = (from: number, to: number, f: (i: number) => number): number => {
-    let s = 0;
-    for (let i = from; i < to; i++) s += f(i);
-    return s / (to - from);
-  };
+  const m = gridToCrop(face, R, cropMap);
+  const px = (i: number): number => ctrl[2 * i]! * m[0]! + m[1]!;
+  const py = (i: number): number => ctrl[2 * i + 1]! * m[2]! + m[3]!;
   const dist = (i: number, j: number): number => Math.hypot(px(i) - px(j), py(i) - py(j));
-  // (centre x, centre y, radius x, radius y) of each region.
-  const regions: [number, number, number, number][] = [];
-  for (const [from, a, b] of [
-    [36, 36, 39],
-    [42, 42, 45],
-  ] as const) {
-    const ew = Math.max(1, dist(a, b));
-    regions.push([mean(from, from + 6, px), mean(from, from + 6, py) - 0.15 * ew, 0.9 * ew, 0.75 * ew]);
+  // regions: (centre x, centre y, radius x, radius y) of the two eyes and the mouth.
+  for (let e = 0; e < 2; e++) {
+    const from = 36 + 6 * e;
+    const ew = Math.max(1, dist(from, from + 3));
+    let sx = 0;
+    let sy = 0;
+    for (let i = from; i < from + 6; i++) {
+      sx += px(i);
+      sy += py(i);
+    }
+    setRegion(e, sx / 6, sy / 6 - 0.15 * ew, 0.9 * ew, 0.75 * ew);
   }
   const mw = Math.max(1, dist(48, 54));
-  regions.push([mean(48, 68, px), mean(48, 68, py), 0.75 * mw, 0.35 * mw + dist(62, 66) / 2]);
+  let sx = 0;
+  let sy = 0;
+  for (let i = 48; i < 68; i++) {
+    sx += px(i);
+    sy += py(i);
+  }
+  setRegion(2, sx / 20, sy / 20, 0.75 * mw, 0.35 * mw + dist(62, 66) / 2);
   out.fill(0);
-  for (const [ex, ey, rx, ry] of regions) {
+  for (let r = 0; r < 12; r += 4) {
+    const ex = regions[r]!;
+    const ey = regions[r + 1]!;
+    const rx = regions[r + 2]!;
+    const ry = regions[r + 3]!;
     const x0 = Math.max(0, Math.floor(ex - FADE * rx));
     const x1 = Math.min(R - 1, Math.ceil(ex + FADE * rx));
     const y0 = Math.max(0, Math.floor(ey - FADE * ry));
@@ -143,9 +167,9 @@ export function featureMask(face: AlignFace, ctrl: ArrayLike<number>, R: number,
     for (let v = y0; v <= y1; v++) {
       for (let u = x0; u <= x1; u++) {
         const d = Math.hypot((u + 0.5 - ex) / rx, (v + 0.5 - ey) / ry);
-        const m = d <= 1 ? 1 : d >= FADE ? 0 : (FADE - d) / (FADE - 1);
+        const w = d <= 1 ? 1 : d >= FADE ? 0 : (FADE - d) / (FADE - 1);
         const o = v * R + u;
-        if (m > out[o]!) out[o] = m;
+        if (w > out[o]!) out[o] = w;
       }
     }
   }
@@ -158,13 +182,14 @@ export function featureMask(face: AlignFace, ctrl: ArrayLike<number>, R: number,
  * i + 0.5): target = [a -b; b a]·source + t. Written into `out` (4 numbers). The identity when the fit degenerates.
  */
 export function fitSourceAlignment(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float64Array): Float64Array {
-  const { cx, cy } = gridToCrop(face, R);
-  ALIGN_POINTS.forEach((i, k) => {
-    alignSrc[2 * k] = cx(face.ctrlSource[2 * i]!);
-    alignSrc[2 * k + 1] = cy(face.ctrlSource[2 * i + 1]!);
-    alignDst[2 * k] = cx(ctrl[2 * i]!);
-    alignDst[2 * k + 1] = cy(ctrl[2 * i + 1]!);
-  });
+  const m = gridToCrop(face, R, cropMap);
+  for (let k = 0; k < ALIGN_POINTS.length; k++) {
+    const i = ALIGN_POINTS[k]!;
+    alignSrc[2 * k] = face.ctrlSource[2 * i]! * m[0]! + m[1]!;
+    alignSrc[2 * k + 1] = face.ctrlSource[2 * i + 1]! * m[2]! + m[3]!;
+    alignDst[2 * k] = ctrl[2 * i]! * m[0]! + m[1]!;
+    alignDst[2 * k + 1] = ctrl[2 * i + 1]! * m[2]! + m[3]!;
+  }
   const { a, b, tx, ty } = fitSimilarity(alignSrc, alignDst, alignIdx, alignSim);
   // A degenerate fit (source points in one place: a shift only) or a collapsing one (scale under 0.1): the identity.
   const ok = a * a + b * b >= 0.01 && Number.isFinite(a + b + tx + ty) && !spreadless(alignSrc);
