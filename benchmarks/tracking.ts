@@ -8,6 +8,9 @@
  * - pose: PoseSolver.solve on those landmarks;
  * - track: FaceTracker.track on consecutive frames of each clip (the whole per-frame path: landmarks, the periodic
  *   cascade check, smoothing, pose, features); the first frame of each clip (a full detection) is reported apart.
+ * - mesh: the default tracker, MeshTracker.track (FaceMesh + Iris through onnxruntime, server/vision/mesh) on the
+ *   same consecutive frames in colour (RGB, the same letterbox), with its stages (mesh, iris) and its detection frames
+ *   (BlazeFace) apart; `side_by_side` puts the two trackers' per-frame costs next to each other.
  * Wall-clock ms (performance.now) and, because the machine is shared, process CPU ms where it helps.
  * Writes benchmarks/results/tracking.json.
  */
@@ -20,8 +23,9 @@ import { resizeGray } from '../server/vision/imageOps.js';
 import { writePgm } from '../server/vision/pgm.js';
 import { emptyPose, PoseSolver } from '../server/vision/pose.js';
 import { ShapePredictor } from '../server/vision/shapePredictor.js';
+import { MeshTracker } from '../server/vision/mesh/meshTracker.js';
 import { FaceTracker } from '../server/vision/tracker.js';
-import type { Box, GrayImage } from '../server/vision/types.js';
+import type { Box, ColorFrame, GrayImage } from '../server/vision/types.js';
 import { mediaDir } from '../scripts/testData.js';
 import { runDlibBench } from './lib/dlibCpp.js';
 import { summarize, writeResult } from './lib/stats.js';
@@ -38,6 +42,28 @@ function letterbox(src: GrayImage): GrayImage {
   const ox = (640 - nw) >> 1;
   const oy = (480 - nh) >> 1;
   for (let y = 0; y < nh; y++) out.data.set(scaled.data.subarray(y * nw, y * nw + nw), (y + oy) * 640 + ox);
+  return out;
+}
+
+/** The same letterbox in colour (grey 127 padding). */
+function letterboxRgb(src: ColorFrame): ColorFrame {
+  const s = Math.min(640 / src.width, 480 / src.height);
+  const nw = Math.round(src.width * s);
+  const nh = Math.round(src.height * s);
+  const out: ColorFrame = { format: 'rgb', width: 640, height: 480, data: new Uint8Array(640 * 480 * 3).fill(127) };
+  const ox = (640 - nw) >> 1;
+  const oy = (480 - nh) >> 1;
+  for (let y = 0; y < nh; y++) {
+    const sy = Math.min(src.height - 1, Math.floor(((y + 0.5) * src.height) / nh));
+    for (let x = 0; x < nw; x++) {
+      const sx = Math.min(src.width - 1, Math.floor(((x + 0.5) * src.width) / nw));
+      const si = 3 * (sy * src.width + sx);
+      const di = 3 * ((y + oy) * 640 + x + ox);
+      out.data[di] = src.data[si]!;
+      out.data[di + 1] = src.data[si + 1]!;
+      out.data[di + 2] = src.data[si + 2]!;
+    }
+  }
   return out;
 }
 
@@ -69,6 +95,15 @@ export async function main(args: string[]): Promise<void> {
       seq.push(letterbox({ width: f.width, height: f.height, data: f.data }));
     }
     sequences.push(seq);
+  }
+  // The same frames in colour for the mesh tracker.
+  const colorSeqs: ColorFrame[][] = [];
+  for (const clip of clips) {
+    const seq: ColorFrame[] = [];
+    for await (const f of readVideoFrames(path.join(drivingDir, clip), { format: 'rgb24', maxFrames: perClip })) {
+      seq.push(letterboxRgb({ format: 'rgb', width: f.width, height: f.height, data: f.data }));
+    }
+    colorSeqs.push(seq);
   }
   const predictor = await ShapePredictor.load();
   const detector = await FaceDetector.create();
@@ -174,6 +209,38 @@ export async function main(args: string[]): Promise<void> {
     });
   }
 
+  // The mesh tracker on the same sequences (one warm-up pass over the first clip, not timed).
+  const mesh = await MeshTracker.create({ fallbackDetector: null });
+  const grayOf = (c: ColorFrame): GrayImage => ({ width: c.width, height: c.height, data: new Uint8Array(0) });
+  for (const [i, f] of (colorSeqs[0] ?? []).entries()) mesh.track(grayOf(f), (i * 1000) / 30, f);
+  const meshMs: number[] = [];
+  const meshCpu: number[] = [];
+  const meshAcquire: number[] = [];
+  const meshStage = { mesh: [] as number[], iris: [] as number[], features: [] as number[] };
+  let meshTracked = 0;
+  for (const seq of colorSeqs) {
+    mesh.reset();
+    seq.forEach((f, i) => {
+      const c0 = cpuMs();
+      const t0 = performance.now();
+      const t = mesh.track(grayOf(f), (i * 1000) / 30, f);
+      const dt = performance.now() - t0;
+      const dc = cpuMs() - c0;
+      if (t) meshTracked++;
+      if (mesh.timings.detected) {
+        meshAcquire.push(dt);
+        return;
+      }
+      meshMs.push(dt);
+      meshCpu.push(dc);
+      meshStage.mesh.push(mesh.timings.meshMs);
+      meshStage.iris.push(mesh.timings.irisMs);
+      meshStage.features.push(mesh.timings.featuresMs);
+    });
+  }
+  mesh.models.close();
+  const m = { track: summarize(meshMs), cpu: summarize(meshCpu), acquire: summarize(meshAcquire) };
+
   const s = {
     detect: summarize(detectMs),
     detectCpu: summarize(detectCpu),
@@ -229,8 +296,30 @@ export async function main(args: string[]): Promise<void> {
       track_frames: trackFrames,
       landmarks_identical_to_dlib: dlib ? `${identical}/${boxes.length}` : null,
     },
+    mesh: {
+      tracker: 'MeshTracker: BlazeFace + FaceMesh (468) + Iris (2 x 76), ONNX via onnxruntime-node, 1 intra-op thread',
+      frame_size: '640x480 letterboxed RGB',
+      track_ms_p50: m.track.p50,
+      track_ms_p95: m.track.p95,
+      stages: {
+        track_steady: m.track,
+        track_steady_cpu: m.cpu,
+        track_acquire_frame: m.acquire,
+        mesh: summarize(meshStage.mesh),
+        iris: summarize(meshStage.iris),
+        features: summarize(meshStage.features),
+      },
+      tracked_frames: meshTracked,
+    },
+    side_by_side: {
+      'per tracked frame, ms p50 / p95': { dlib: [s.track.p50, s.track.p95], mesh: [m.track.p50, m.track.p95] },
+      'per tracked frame, CPU ms p50 / p95': { dlib: [s.trackCpu.p50, s.trackCpu.p95], mesh: [m.cpu.p50, m.cpu.p95] },
+      'first frame (detection), ms p50': { dlib: s.acquire.p50, mesh: m.acquire.p50 },
+      'tracked frames': { dlib: tracked, mesh: meshTracked, of: trackFrames },
+    },
     dlib_error: dlibError ?? null,
     goals: {
+      'mesh + iris tracked frame <= 4 ms (p95)': m.track.p95 <= 4,
       'landmarks <= 2x dlib C++ and <= 2 ms': dlibWall
         ? s.landmarks.p50 <= 2 * dlibWall.p50 && s.landmarks.p50 <= 2
         : null,

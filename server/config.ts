@@ -64,6 +64,11 @@ export interface Config {
     /** Model pack folder; default models/default. */
     modelPack: string;
     /**
+     * Face tracker of the default engine: 'mesh' (MediaPipe FaceMesh + Iris as ONNX, Apache-2.0: lids, irises, inner
+     * lips; the default) or 'dlib' (dlib's 68-point predictor, non-commercial training data). Default 'mesh'.
+     */
+    tracker: 'mesh' | 'dlib';
+    /**
      * Learned refiner pack (models/refiner: expression encoder + few-step refiner) used by the default engine when
      * `steps` > 0; null = none. Default models/refiner.
      */
@@ -169,6 +174,7 @@ export function defaultConfig(): Config {
     avatar: {
       engine: 'default',
       modelPack: path.join(projectRoot, 'models', 'default'),
+      tracker: 'mesh',
       refinerPack: path.join(projectRoot, 'models', 'refiner'),
       steps: 0,
       stepsBudgetMs: 1000 / 30,
@@ -256,6 +262,7 @@ export function validateConfig(c: Config): Config {
   intIn(c.upload.maxPixels, 4096, 400_000_000, 'upload.maxPixels');
   intIn(c.upload.minSide, 1, 4096, 'upload.minSide');
   if (!['default', 'portrait', 'passthrough'].includes(c.avatar.engine)) fail('"avatar.engine" must be default|portrait|passthrough');
+  if (!['mesh', 'dlib'].includes(c.avatar.tracker)) fail('"avatar.tracker" must be mesh|dlib');
   if (!['cpu', 'cuda'].includes(c.avatar.executionProvider)) fail('"avatar.executionProvider" must be cpu|cuda');
   intIn(c.avatar.intraOpThreads, 1, 64, 'avatar.intraOpThreads');
   intIn(c.avatar.spareWorkers, 0, 64, 'avatar.spareWorkers');
@@ -313,6 +320,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   const linkHours = num('AVATAR_LINK_TTL_HOURS');
   if (linkHours !== undefined) c.tokenTtlMs = Math.round(linkHours * 3600_000);
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
+  if (env.AVATAR_TRACKER) c.avatar.tracker = env.AVATAR_TRACKER as Config['avatar']['tracker'];
   if (env.AVATAR_MODEL_PACK) c.avatar.modelPack = path.resolve(env.AVATAR_MODEL_PACK);
   if (env.AVATAR_REFINER_PACK) c.avatar.refinerPack = env.AVATAR_REFINER_PACK === 'none' ? null : path.resolve(env.AVATAR_REFINER_PACK);
   if (env.AVATAR_STEPS) c.avatar.steps = Number(env.AVATAR_STEPS);

@@ -100,6 +100,7 @@ export async function openEngine(name: string, avatar: Config['avatar'], overrid
     executionProvider: avatar.executionProvider,
     intraOpThreads: avatar.intraOpThreads,
     outputSize: avatar.outputSize,
+    tracker: avatar.tracker,
     steps: avatar.steps,
     refinerPack: avatar.refinerPack,
     ...overrides,

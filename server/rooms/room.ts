@@ -156,6 +156,7 @@ export class Room extends EventEmitter {
         executionProvider: a.executionProvider,
         intraOpThreads: a.intraOpThreads,
         outputSize: a.outputSize,
+        tracker: a.tracker,
         // The engine starts warp only: steps come with the room's settings, so that a missing refiner pack never
         // stops a room from starting (the session reports refiner.available = false instead).
         refinerPack: a.refinerPack,

@@ -46,3 +46,15 @@ export interface FaceTrack {
   /** 0..1: how sure the tracker is that this is a face. */
   confidence: number;
 }
+
+/**
+ * A frame for the trackers that read colour (FaceMesh): packed RGB (3 bytes a pixel), I420 (Y plane, then U and V
+ * at half resolution: even width and height), or gray (read as R = G = B). Structurally the engine's RgbImage /
+ * I420Frame / GrayImage, tagged.
+ */
+export interface ColorFrame {
+  format: 'rgb' | 'i420' | 'gray';
+  width: number;
+  height: number;
+  data: Uint8Array;
+}

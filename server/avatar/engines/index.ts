@@ -17,6 +17,8 @@ export interface EngineOptions {
   intraOpThreads: number;
   /** Long side of the output video, even. */
   outputSize: number;
+  /** Face tracker of the default engine (default 'mesh': FaceMesh + Iris; 'dlib': the 68-point predictor). */
+  tracker?: 'mesh' | 'dlib';
   /**
    * Refiner steps (0 = warp only, the default). Only the default engine with a refiner pack accepts more; the others
    * refuse k > 0 with AppError('UNSUPPORTED') rather than silently ignoring it.

@@ -19,7 +19,7 @@ import path from 'node:path';
 import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from '../../engine.js';
 import type { AvatarSettings } from '../../../signaling/protocol.js';
 import { defaultAvatarSettings } from '../../../signaling/protocol.js';
-import type { FaceTrack, GrayImage } from '../../../vision/types.js';
+import type { ColorFrame, FaceTrack, GrayImage } from '../../../vision/types.js';
 import { AppError, InvalidStateError, ModelPackError } from '../../../errors.js';
 import { createLogger, type Logger } from '../../../logger.js';
 import { ModelPack } from '../../../inference/modelPack.js';
@@ -30,18 +30,21 @@ import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GA
 import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { LearnedRefiner } from './refiner.js';
-import { FusedWarp } from './warp.js';
+import { eyelidRemap, FusedWarp, LID_PARAMS } from './warp.js';
 
 /** A face tracker for a video stream (one per engine: it keeps temporal state). */
 export interface StreamTracker {
-  track(gray: GrayImage, tsMs: number): FaceTrack | null;
+  /** `color` is the same frame in colour (trackers that read colour use it; others ignore it). */
+  track(gray: GrayImage, tsMs: number, color?: ColorFrame): FaceTrack | null;
   close?(): void;
 }
 
 /** The vision functions the engine uses (vision-B's tracker module by default; injectable for tools and tests). */
 export interface FaceVision {
-  /** All faces in a still image (landmarks in its pixel coordinates). */
-  analyzeImage(gray: GrayImage): FaceTrack[] | Promise<FaceTrack[]>;
+  /** Which tracker this is (reported with the engine's stats and results). */
+  readonly kind?: string;
+  /** All faces in a still image (landmarks in its pixel coordinates); `color`: the same image in colour. */
+  analyzeImage(gray: GrayImage, color?: ColorFrame): FaceTrack[] | Promise<FaceTrack[]>;
   /** A new stream tracker. */
   createTracker(): StreamTracker | Promise<StreamTracker>;
 }
@@ -75,8 +78,8 @@ const ANALYSIS_MAX_SIDE = 1024;
 /** TPS regularisation (grid units): keeps near-coincident control points (closed lips) well conditioned. */
 const TPS_LAMBDA = 1e-5;
 /** Gaze shift, as a fraction of the eye half-width / half-height per unit of performer gaze. */
-const GAZE_X_GAIN = 0.45;
-const GAZE_Y_GAIN = 0.3;
+const GAZE_X_GAIN = 0.65;
+const GAZE_Y_GAIN = 0.4;
 
 /** PortraitCache.data of this engine: the prepared face, valid for the same portrait size, output size and crop size. */
 interface CachedFace {
@@ -105,9 +108,13 @@ interface FrameState {
   y: Uint8Array;
   uv: Uint8Array;
   gray: GrayImage | null;
+  /** The driving frame as the tracker's colour input (points at the frame's own buffer: no copy). */
+  color: ColorFrame;
   scratchX: Float64Array;
   scratchY: Float64Array;
   scratch: Float64Array;
+  /** Both eyes' lid parameters for the fused warp (warp.ts eyelidRemap). */
+  lids: Float64Array;
   lidX: Float64Array;
   lidY: Float64Array;
   lashX: Float64Array;
@@ -312,7 +319,7 @@ export class DefaultEngine implements AvatarEngine {
             Math.max(1, Math.round(portrait.height * scale)),
           )
         : portrait;
-    const faces = await this.#vision.analyzeImage(rgbToGray(small));
+    const faces = await this.#vision.analyzeImage(rgbToGray(small), { format: 'rgb', width: small.width, height: small.height, data: small.data });
     const face = largestFace(faces);
     if (!face) throw new AppError('NO_FACE', 'no face found in the portrait');
     const sx = portrait.width / small.width;
@@ -399,9 +406,11 @@ export class DefaultEngine implements AvatarEngine {
       y,
       uv,
       gray: null,
+      color: { format: 'i420', width: 0, height: 0, data: new Uint8Array(0) },
       scratchX: new Float64Array(16),
       scratchY: new Float64Array(16),
       scratch: new Float64Array(64),
+      lids: new Float64Array(2 * LID_PARAMS),
       lidX: new Float64Array(6),
       lidY: new Float64Array(6),
       lashX: new Float64Array(4),
@@ -422,7 +431,10 @@ export class DefaultEngine implements AvatarEngine {
     if (!st.gray || st.gray.width !== driving.width || st.gray.height !== driving.height)
       st.gray = createGray(driving.width, driving.height);
     i420ToGray(driving, st.gray);
-    const track = this.#tracker.track(st.gray, timestampMs);
+    st.color.width = driving.width;
+    st.color.height = driving.height;
+    st.color.data = driving.data;
+    const track = this.#tracker.track(st.gray, timestampMs, st.color);
     const t1 = performance.now();
     const latent = this.#encoder.update(track, timestampMs);
     this.#buildInputs(st, latent);
@@ -513,12 +525,35 @@ export class DefaultEngine implements AvatarEngine {
     poly(36, 6, eye);
     poly(42, 6, eye);
     poly(60, 8, mouthMask);
-    // Closing eyelids (painted, see expression.ts eyelidPolygons).
+    // Closing eyelids. The CPU path moves them (warp.ts setLids: the lid's skin stretches down over the eye); the
+    // whole graph (GPU providers) paints them (expression.ts eyelidPolygons).
     const k = Math.min(1, s.expressionStrength);
+    if (!this.#full) {
+      const w = face.paste.w;
+      const h = face.paste.h;
+      const rx = (w - 1) / (g[2]! - g[0]!);
+      const ry = (h - 1) / (g[3]! - g[1]!);
+      for (const [idx, e, ci, brows] of [
+        [0, 36, L_CLOSE_L, [18, 19, 20]],
+        [1, 42, L_CLOSE_R, [23, 24, 25]],
+      ] as const) {
+        for (let i = 0; i < 6; i++) {
+          st.scratchX[i] = (ctrl[2 * (e + i)]! - g[0]!) * rx;
+          st.scratchY[i] = (ctrl[2 * (e + i) + 1]! - g[1]!) * ry;
+        }
+        // The brow's lowest point above this eye: the lid's skin never stretches into it.
+        let bi: number = brows[0];
+        for (const b of brows) if (ctrl[2 * b + 1]! > ctrl[2 * bi + 1]!) bi = b;
+        const c = s.eyeRetargeting ? latent[ci]! * k : 0;
+        eyelidRemap(st.scratchX, st.scratchY, (ctrl[2 * bi]! - g[0]!) * rx, (ctrl[2 * bi + 1]! - g[1]!) * ry, c, st.lids, idx * LID_PARAMS);
+      }
+      st.warp.setLids(st.lids);
+    }
     for (const [e, ci] of [
       [36, L_CLOSE_L],
       [42, L_CLOSE_R],
     ] as const) {
+      if (!this.#full) break;
       const c = s.eyeRetargeting ? latent[ci]! * k : 0;
       if (!eyelidPolygons(ctrl, e, c, st.lidX, st.lidY, st.lashX, st.lashY)) continue;
       for (let i = 0; i < 6; i++) {

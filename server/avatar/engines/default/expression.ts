@@ -16,7 +16,6 @@ import type { FaceTrack } from '../../../vision/types.js';
 import type { AvatarSettings } from '../../../signaling/protocol.js';
 import {
   applySimilarity,
-  eyeOpenness,
   faceFrame,
   mouthOpenness,
   fitSimilarity,
@@ -201,8 +200,10 @@ class RelaxedNeutral {
     const mouth = mouthOpenness(cur);
     this.#mouth[k] = mouth;
     this.#mouthMin = Math.min(this.#mouthMin, mouth);
-    this.#eyeL[k] = eyeOpenness(cur, 36);
-    this.#eyeR[k] = eyeOpenness(cur, 42);
+    // The tracker's own openness (unsmoothed landmarks or the mesh's lid contours, with a fast filter that keeps
+    // blinks): the landmark smoothing would flatten a blink.
+    this.#eyeL[k] = track.eyes.left;
+    this.#eyeR[k] = track.eyes.right;
     this.#yaw[k] = track.pose.yaw;
     this.#pitch[k] = track.pose.pitch;
     this.#roll[k] = track.pose.roll;
@@ -506,8 +507,8 @@ export class ExpressionEncoder {
       raw[2 * i + 1] = raw[2 * i + 1]! - (z * pitch * nf.width) / nf.height;
     }
     // Eyes: closure from openness relative to neutral (0 neutral, 1 closed, < 0 wider than neutral).
-    raw[L_CLOSE_L] = closure(eyeOpenness(cur, 36), this.#neutralEye[0]!);
-    raw[L_CLOSE_R] = closure(eyeOpenness(cur, 42), this.#neutralEye[1]!);
+    raw[L_CLOSE_L] = closure(track.eyes.left, this.#neutralEye[0]!);
+    raw[L_CLOSE_R] = closure(track.eyes.right, this.#neutralEye[1]!);
     raw[L_GAZE_X] = clamp(track.gaze.x - this.#neutralGaze[0]!, -1, 1);
     raw[L_GAZE_Y] = clamp(track.gaze.y - this.#neutralGaze[1]!, -1, 1);
   }
@@ -530,6 +531,12 @@ export class ExpressionEncoder {
       // A dead band: sub-pixel residual creep (the tracker's own smoothing converging) must not change the
       // picture, so a performer holding still gets identical frames.
       if (Math.abs(raw[i]! - prev) < DEAD_BAND) continue;
+      // Lid closure passes straight through: the tracker already filtered it with a filter that keeps blinks, and
+      // a blink (100-150 ms) must reach closed in the frame the performer's lid does.
+      if (i === L_CLOSE_L || i === L_CLOSE_R) {
+        out[i] = raw[i]!;
+        continue;
+      }
       const a = lowpassAlpha(MIN_CUTOFF_HZ + BETA * Math.abs(edx), dtS);
       out[i] = prev + a * (raw[i]! - prev);
     }
@@ -542,10 +549,11 @@ function clamp(v: number, lo: number, hi: number): number {
 
 function closure(open: number, neutral: number): number {
   if (!(neutral > 0.02)) return 0;
-  // A dead zone around neutral (tracker noise, and a neutral taken while the eyes were a little wide); closed at a
-  // third of the neutral opening (blinks reach ~0.2-0.3); wider than neutral: negative.
+  // A dead zone around neutral (tracker noise, and a neutral taken while the eyes were a little wide); closed at
+  // 0.55 of the neutral opening (blinks reach ~0.2-0.3; a wink, whose cheek pushes the lower lid up and whose lids
+  // squeeze, measures ~0.5-0.55 when the eye is shut); a squint is part-way; wider than neutral: negative.
   const r = open / neutral;
-  if (r < 0.8) return Math.min(1, (0.8 - r) / 0.47);
+  if (r < 0.85) return Math.min(1, (0.85 - r) / 0.3);
   if (r > 1.1) return Math.max(-0.5, -(r - 1.1) / 0.6);
   return 0;
 }

@@ -19,7 +19,7 @@ export async function createDefaultEngine(options: EngineOptions, log: Logger): 
     outputSize: options.outputSize,
     steps: options.steps ?? 0,
     refinerPack: options.refinerPack ?? null,
-    vision: await createDefaultVision(),
+    vision: await createDefaultVision(options.tracker ?? 'mesh'),
     log,
   });
   if (options.refinerNet === 'teacher') {

@@ -1,14 +1,28 @@
 /**
- * The default engine's face analysis: the project's tracker (dlib 68-point landmarks, cascade detection, pose,
- * eyes, gaze) behind the small FaceVision interface the engine depends on.
+ * The default engine's face analysis behind the small FaceVision interface the engine depends on: the FaceMesh +
+ * Iris tracker (the default: MediaPipe's networks as ONNX, lids and irises) or the dlib 68-point tracker (cascade
+ * detection, pupil blobs; its model's training data is licensed for non-commercial use only).
  */
+import { MeshTracker } from '../../../vision/mesh/meshTracker.js';
 import { FaceTracker } from '../../../vision/tracker.js';
 import type { FaceVision } from './engine.js';
 
-/** Face analysis for stills (one shared analyzer) and a new FaceTracker per stream. */
-export async function createDefaultVision(): Promise<FaceVision> {
+/** Which tracker drives the engine. */
+export type TrackerKind = 'mesh' | 'dlib';
+
+/** Face analysis for stills (one shared analyzer) and a new tracker per stream. */
+export async function createDefaultVision(kind: TrackerKind = 'mesh'): Promise<FaceVision> {
+  if (kind === 'mesh') {
+    const analyzer = await MeshTracker.create();
+    return {
+      kind,
+      analyzeImage: (gray, color) => analyzer.analyzeImage(gray, color),
+      createTracker: () => MeshTracker.create({ models: analyzer.models, fallbackDetector: null }),
+    };
+  }
   const analyzer = await FaceTracker.create();
   return {
+    kind,
     analyzeImage: (gray) => analyzer.analyzeImage(gray),
     createTracker: () => FaceTracker.create({ predictor: analyzer.predictor, detector: analyzer.detector }),
   };

@@ -7,6 +7,12 @@
  * Why not the graph: on onnxruntime's CPU provider GridSample and Resize at output resolution cost 3-4x this loop
  * (measured: 28 ms vs 7-11 ms for a 304x360 region on a loaded 2-core machine), and they are most of the frame.
  * The whole graph remains the path for GPU providers; a test checks that both agree.
+ *
+ * Eyelids close by moving, not by paint (setLids): inside each eye the output is read from a remapped position
+ * before the warp, so that the skin between the lid crease and the lid's edge stretches down over the eye as a real
+ * upper lid does, the lash line (the source's lid margin) travels down with it, and the eyeball below the new edge
+ * stays where it is: the iris is hidden by the lid, not squashed or painted over. The edge is anti-aliased over one
+ * pixel. Only the CPU path does this; the whole graph still paints closing lids.
  */
 import type { I420Frame } from '../../engine.js';
 
@@ -25,6 +31,169 @@ export interface WarpSetup {
   background: Float32Array;
   /** Feathered paste mask (w*h). */
   mask: Float32Array;
+}
+
+/** Numbers per eye in the lid parameters (see {@link eyelidRemap}). */
+export const LID_PARAMS = 17;
+const LID_ON = 0,
+  LID_AX = 1,
+  LID_AY = 2,
+  LID_UX = 3,
+  LID_UY = 4,
+  LID_L = 5,
+  LID_UA = 6,
+  LID_UB = 7,
+  LID_LA = 8,
+  LID_LB = 9,
+  LID_H = 10,
+  LID_C = 11,
+  LID_X0 = 12,
+  LID_Y0 = 13,
+  LID_X1 = 14,
+  LID_Y1 = 15,
+  LID_REF = 16;
+
+/** The band along the lid's margin (lashes) that moves down without stretching, in eye widths. */
+const LID_BAND = 0.12;
+/** The stretching skin above the lid: at most this many eye widths, and this fraction of the way to the brow. */
+const LID_SKIN_MAX = 0.9;
+const LID_SKIN_ROOM = 0.6;
+/** How far a closed lid reaches past the lower lid's margin at the eye's middle, in eye widths. */
+const LID_OVERLAP = 0.04;
+const LID_SUPPRESS = false;
+const LID_SMOOTH = 0.16;
+
+/** A lid curve through the two corners (t = 0, 1) and two inner points: v(t) = t (1 - t) (a + b t). */
+function fitLidCurve(t1: number, v1: number, t2: number, v2: number, out: Float64Array, at: number): void {
+  // v_k / (t_k (1 - t_k)) = a + b t_k for k = 1, 2.
+  const q1 = t1 > 0.02 && t1 < 0.98 ? v1 / (t1 * (1 - t1)) : 0;
+  const q2 = t2 > 0.02 && t2 < 0.98 ? v2 / (t2 * (1 - t2)) : 0;
+  const dt = t2 - t1;
+  const b = Math.abs(dt) > 0.05 ? (q2 - q1) / dt : 0;
+  out[at] = q1 - b * t1;
+  out[at + 1] = b;
+}
+
+/**
+ * Lid parameters of one eye (written at `out[at .. at + LID_PARAMS)`), in the paste region's pixels: the eye's six
+ * target points (corner, upper, upper, corner, lower, lower as iBUG orders them), the brow's lowest point above it,
+ * and the closure `c` (0 open .. 1 closed; <= 0 leaves the eye alone).
+ */
+export function eyelidRemap(
+  px: ArrayLike<number>,
+  py: ArrayLike<number>,
+  browX: number,
+  browY: number,
+  c: number,
+  out: Float64Array,
+  at: number,
+): void {
+  out.fill(0, at, at + LID_PARAMS);
+  if (!(c > 0.02)) return;
+  let ax = px[0]!,
+    ay = py[0]!,
+    bx = px[3]!,
+    by = py[3]!;
+  // Upper and lower inner points, ordered from corner A.
+  let u1 = 1,
+    u2 = 2,
+    l1 = 5,
+    l2 = 4;
+  if (ax > bx) {
+    [ax, ay, bx, by] = [bx, by, ax, ay];
+    [u1, u2, l1, l2] = [2, 1, 4, 5];
+  }
+  const L = Math.hypot(bx - ax, by - ay);
+  if (!(L > 2)) return;
+  const ux = (bx - ax) / L;
+  const uy = (by - ay) / L;
+  // (s, v): along the eye and across it, down positive (n = (-uy, ux)).
+  const s = (i: number): number => ((px[i]! - ax) * ux + (py[i]! - ay) * uy) / L;
+  const v = (i: number): number => -(px[i]! - ax) * uy + (py[i]! - ay) * ux;
+  fitLidCurve(s(u1), v(u1), s(u2), v(u2), out, at + LID_UA);
+  fitLidCurve(s(l1), v(l1), s(l2), v(l2), out, at + LID_LA);
+  // Stretching skin above the lid: up to 0.4 of the eye's width, never into the brow.
+  const vBrow = -(browX - ax) * uy + (browY - ay) * ux;
+  const vTop = Math.min(v(u1), v(u2));
+  const room = vTop - vBrow;
+  const H = Math.max(0.1 * L, Math.min(LID_SKIN_MAX * L, LID_SKIN_ROOM * room));
+  out[at + LID_ON] = 1;
+  out[at + LID_AX] = ax;
+  out[at + LID_AY] = ay;
+  out[at + LID_UX] = ux;
+  out[at + LID_UY] = uy;
+  out[at + LID_L] = L;
+  out[at + LID_H] = H;
+  out[at + LID_C] = Math.min(1, c);
+  // Where the lid's skin colour is read: halfway from the lid to the brow (above lashes and crease shadow).
+  out[at + LID_REF] = Math.max(H, 0.5 * room);
+  // Bounding box of the affected pixels: from the crease to the lower lid, corner to corner.
+  let vmin = Infinity,
+    vmax = -Infinity;
+  for (let k = 0; k <= 8; k++) {
+    const t = k / 8;
+    const w = t * (1 - t);
+    const vu = w * (out[at + LID_UA]! + out[at + LID_UB]! * t);
+    const vl = w * (out[at + LID_LA]! + out[at + LID_LB]! * t);
+    vmin = Math.min(vmin, vu - H);
+    vmax = Math.max(vmax, vl + 1);
+  }
+  const xs = [ax + -uy * vmin, ax + -uy * vmax, bx + -uy * vmin, bx + -uy * vmax];
+  const ys = [ay + ux * vmin, ay + ux * vmax, by + ux * vmin, by + ux * vmax];
+  out[at + LID_X0] = Math.floor(Math.min(...xs)) - 1;
+  out[at + LID_X1] = Math.ceil(Math.max(...xs)) + 1;
+  out[at + LID_Y0] = Math.floor(Math.min(...ys)) - 1;
+  out[at + LID_Y1] = Math.ceil(Math.max(...ys)) + 1;
+}
+
+/**
+ * Where the output pixel (x, y) of the region reads from before the warp, given one eye's lid parameters: itself,
+ * or (inside the stretching lid) a point higher up the lid. Writes [x', y', eyeball blend] into `out` and returns
+ * whether the pixel is remapped. The blend (0..1) is how much of the unremapped eyeball shows at the anti-aliased
+ * edge (1 below the edge, 0 on the lid); out[3] is 1 in the stretched skin, 0 in the lash band and at the edge.
+ */
+export function lidSource(p: Float64Array, at: number, x: number, y: number, out: Float64Array): boolean {
+  const ax = p[at + LID_AX]!;
+  const ay = p[at + LID_AY]!;
+  const ux = p[at + LID_UX]!;
+  const uy = p[at + LID_UY]!;
+  const L = p[at + LID_L]!;
+  const dx = x - ax;
+  const dy = y - ay;
+  const t = (dx * ux + dy * uy) / L;
+  if (!(t > 0 && t < 1)) return false;
+  const v = -dx * uy + dy * ux;
+  const w = t * (1 - t);
+  const vu = w * (p[at + LID_UA]! + p[at + LID_UB]! * t);
+  const vl = w * (p[at + LID_LA]! + p[at + LID_LB]! * t);
+  if (!(vl > vu)) return false;
+  const c = p[at + LID_C]!;
+  // The lid's edge at closure c (closed: a little over the lower lid's margin, which would show as a pale line), and
+  // the crease above the open lid. The lash band along the margin moves down as it is; the skin above it stretches.
+  const ve = vu + c * (vl - vu + LID_OVERLAP * L * w * 4);
+  const vc = vu - p[at + LID_H]!;
+  if (v < vc || v > ve + 1) return false;
+  let vs: number;
+  let blend = 0;
+  const band = Math.min(LID_BAND * L, 0.5 * (vu - vc));
+  out[3] = 0;
+  if (v <= ve - band) {
+    vs = vc + ((v - vc) * (vu - band - vc)) / Math.max(1e-6, ve - band - vc);
+    // How far down the stretched skin (0 at the crease): the smoothing fades in from the crease.
+    out[3] = Math.max(1e-3, (v - vc) / Math.max(1e-6, ve - band - vc));
+  } else if (v <= ve) {
+    // The lash band, mirrored: the lid's margin on top and the lashes hanging below it, as on a closed eye.
+    vs = v - (ve - vu);
+  }
+  else {
+    // The one-pixel edge: the lid's margin, blended with the eyeball below.
+    vs = vu;
+    blend = v - ve;
+  }
+  out[0] = ax + ux * t * L - uy * vs;
+  out[1] = ay + uy * t * L + ux * vs;
+  out[2] = blend;
+  return true;
 }
 
 /** Per-portrait tables and buffers for {@link FusedWarp.run}. */
@@ -100,6 +269,156 @@ export class FusedWarp {
     }
   }
 
+  /** Both eyes' lid parameters for the next run() (setLids). */
+  readonly #lids = new Float64Array(2 * LID_PARAMS);
+  readonly #lidPt = new Float64Array(4);
+  readonly #lidRgb = new Float64Array(3);
+  /** Per eye: the lid skin's colour above the crease (r, g, b, luma), sampled once per run. */
+  readonly #lidRef = new Float64Array(8);
+
+  /**
+   * The lids of the next frames: `params` holds two eyes' parameters from {@link eyelidRemap} (an eye whose first
+   * number is 0 is left alone). Copied.
+   */
+  setLids(params: Float64Array): void {
+    this.#lids.set(params.subarray(0, 2 * LID_PARAMS));
+  }
+
+  /** The warped source colour at region pixel (x, y) (continuous), into #lidRgb. */
+  #sampleAt(grid: Float32Array, x: number, y: number): void {
+    const M = this.#M;
+    const MM = M * M;
+    const R = this.#R;
+    const src = this.#src;
+    let u = (x * (M - 1)) / Math.max(1, this.#w - 1);
+    let v = (y * (M - 1)) / Math.max(1, this.#h - 1);
+    u = u < 0 ? 0 : u > M - 1 ? M - 1 : u;
+    v = v < 0 ? 0 : v > M - 1 ? M - 1 : v;
+    let u0 = u | 0;
+    let v0 = v | 0;
+    if (u0 > M - 2) u0 = M - 2;
+    if (v0 > M - 2) v0 = M - 2;
+    const fu = u - u0;
+    const fv = v - v0;
+    const n = v0 * M + u0;
+    const g = (o: number): number =>
+      (grid[o + n]! * (1 - fu) + grid[o + n + 1]! * fu) * (1 - fv) + (grid[o + n + M]! * (1 - fu) + grid[o + n + M + 1]! * fu) * fv;
+    const halfR = R * 0.5;
+    let sx = (g(0) + 1) * halfR - 0.5;
+    let sy = (g(MM) + 1) * halfR - 0.5;
+    sx = sx < 0 ? 0 : sx > R - 1 ? R - 1 : sx;
+    sy = sy < 0 ? 0 : sy > R - 1 ? R - 1 : sy;
+    let ix = sx | 0;
+    let iy = sy | 0;
+    if (ix > R - 2) ix = R - 2;
+    if (iy > R - 2) iy = R - 2;
+    const fx = sx - ix;
+    const fy = sy - iy;
+    const a = (iy * R + ix) * 3;
+    const c = a + R * 3;
+    const w00 = (1 - fx) * (1 - fy),
+      w01 = fx * (1 - fy),
+      w10 = (1 - fx) * fy,
+      w11 = fx * fy;
+    const out = this.#lidRgb;
+    for (let k = 0; k < 3; k++) out[k] = src[a + k]! * w00 + src[a + 3 + k]! * w01 + src[c + k]! * w10 + src[c + 3 + k]! * w11;
+  }
+
+  /**
+   * The colour of region pixel (x, y) when a closing lid covers it (into #lidRgb; `r, g, b`: the unremapped
+   * colour, for the anti-aliased edge), or false when no lid does.
+   */
+  #lidColour(grid: Float32Array, x: number, y: number, r: number, g: number, b: number): boolean {
+    const p = this.#lids;
+    for (let e = 0; e < 2; e++) {
+      const at = e * LID_PARAMS;
+      if (p[at + LID_ON] === 0) continue;
+      if (x < p[at + LID_X0]! || x > p[at + LID_X1]! || y < p[at + LID_Y0]! || y > p[at + LID_Y1]!) continue;
+      const q = this.#lidPt;
+      if (!lidSource(p, at, x, y, q)) continue;
+      if (q[3]! > 0) {
+        // Stretched skin: averaged along the eye (5 taps over LID_SMOOTH eye widths), so that lashes and creases
+        // stretched down the lid do not turn into streaks.
+        const ux = p[at + LID_UX]!,
+          uy = p[at + LID_UY]!,
+          step = (LID_SMOOTH * p[at + LID_L]!) / 4;
+        let r0 = 0,
+          g0 = 0,
+          b0 = 0;
+        for (let k = -2; k <= 2; k++) {
+          this.#sampleAt(grid, q[0]! + ux * step * k, q[1]! + uy * step * k);
+          r0 += this.#lidRgb[0]!;
+          g0 += this.#lidRgb[1]!;
+          b0 += this.#lidRgb[2]!;
+        }
+        this.#sampleAt(grid, q[0]!, q[1]!);
+        const f = Math.min(1, q[3]! / 0.4);
+        this.#lidRgb[0] = this.#lidRgb[0]! + (r0 / 5 - this.#lidRgb[0]!) * f;
+        this.#lidRgb[1] = this.#lidRgb[1]! + (g0 / 5 - this.#lidRgb[1]!) * f;
+        this.#lidRgb[2] = this.#lidRgb[2]! + (b0 / 5 - this.#lidRgb[2]!) * f;
+      } else this.#sampleAt(grid, q[0]!, q[1]!);
+      if (q[3] === 1 && LID_SUPPRESS) {
+        // Stretched skin: lashes that reach above the band would stretch into dark streaks; anything clearly darker
+        // than the lid's own skin is taken back towards it (skin texture stays, lashes go).
+        const o = this.#lidRgb;
+        const ref = this.#lidRef;
+        const lum = 0.299 * o[0]! + 0.587 * o[1]! + 0.114 * o[2]!;
+        const lr = ref[4 * e + 3]!;
+        const k = (0.95 * lr - lum) / (0.15 * lr + 1);
+        if (k > 0) {
+          const f = k > 1 ? 1 : k;
+          o[0] = o[0]! + (ref[4 * e]! - o[0]!) * f;
+          o[1] = o[1]! + (ref[4 * e + 1]! - o[1]!) * f;
+          o[2] = o[2]! + (ref[4 * e + 2]! - o[2]!) * f;
+        }
+      }
+      const bl = q[2]!;
+      if (bl > 0) {
+        const o = this.#lidRgb;
+        o[0] = o[0]! + (r - o[0]!) * bl;
+        o[1] = o[1]! + (g - o[1]!) * bl;
+        o[2] = o[2]! + (b - o[2]!) * bl;
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /** The lid skin's reference colour per active eye: the brightest of three samples between the lid and the brow. */
+  #sampleLidSkin(grid: Float32Array): void {
+    const p = this.#lids;
+    const ref = this.#lidRef;
+    const s = [0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for (let e = 0; e < 2; e++) {
+      const at = e * LID_PARAMS;
+      if (p[at + LID_ON] === 0) continue;
+      const ax = p[at + LID_AX]!,
+        ay = p[at + LID_AY]!,
+        ux = p[at + LID_UX]!,
+        uy = p[at + LID_UY]!,
+        L = p[at + LID_L]!;
+      for (let k = 0; k < 3; k++) {
+        const t = 0.3 + 0.2 * k;
+        const w = t * (1 - t);
+        const v = w * (p[at + LID_UA]! + p[at + LID_UB]! * t) - p[at + LID_REF]!;
+        this.#sampleAt(grid, ax + ux * t * L - uy * v, ay + uy * t * L + ux * v);
+        s[3 * k] = this.#lidRgb[0]!;
+        s[3 * k + 1] = this.#lidRgb[1]!;
+        s[3 * k + 2] = this.#lidRgb[2]!;
+      }
+      const lum = (k: number): number => 0.299 * s[3 * k]! + 0.587 * s[3 * k + 1]! + 0.114 * s[3 * k + 2]!;
+      const l0 = lum(0),
+        l1 = lum(1),
+        l2 = lum(2);
+      // The brightest: skin, not a lash, a brow hair or a shadow.
+      const mid = l1 >= l0 && l1 >= l2 ? 1 : l0 >= l2 ? 0 : 2;
+      ref[4 * e] = s[3 * mid]!;
+      ref[4 * e + 1] = s[3 * mid + 1]!;
+      ref[4 * e + 2] = s[3 * mid + 2]!;
+      ref[4 * e + 3] = lum(mid);
+    }
+  }
+
   // Per-row scratch: the fields interpolated vertically at the current row, per node column.
   #rowGrid = new Float32Array(0);
   #rowOv = new Float32Array(0);
@@ -139,6 +458,10 @@ export class FusedWarp {
     const span = this.#span;
     const ox = this.#x0;
     const oy = this.#y0;
+    const lids = this.#lids;
+    const lidsOn = lids[0] !== 0 || lids[LID_PARAMS] !== 0;
+    const lidRgb = this.#lidRgb;
+    if (lidsOn) this.#sampleLidSkin(grid);
     for (let by = 0; by < bh; by++) {
       const bx0 = span[2 * by]!;
       if (bx0 < 0) continue;
@@ -213,6 +536,11 @@ export class FusedWarp {
             let wr = src[a]! * w00 + src[a + 3]! * w01 + src[c]! * w10 + src[c + 3]! * w11;
             let wg = src[a + 1]! * w00 + src[a + 4]! * w01 + src[c + 1]! * w10 + src[c + 4]! * w11;
             let wb = src[a + 2]! * w00 + src[a + 5]! * w01 + src[c + 2]! * w10 + src[c + 5]! * w11;
+            if (lidsOn && this.#lidColour(grid, x, y, wr, wg, wb)) {
+              wr = lidRgb[0]!;
+              wg = lidRgb[1]!;
+              wb = lidRgb[2]!;
+            }
             if (rowHasOv) {
               const o = 4 * ky * M + u;
               const a0 = ro[o + 3 * M]!;

@@ -1,0 +1,119 @@
+/**
+ * The FaceMesh tracker's networks as ONNX sessions: BlazeFace (detection), FaceMesh (468 points) and Iris (eye
+ * contours and irises), converted from `@vladmandic/human`'s TensorFlow.js graphs by the project's converter
+ * (models/tools/tfjs_convert) at set-up into models/face/ (models/face/README.md says why they are generated, not
+ * committed). Each file is checked against the sha256 pinned in models/face/sources.json before it is loaded: a
+ * missing, stale or corrupted file is refused with FACE_MODEL_INVALID saying how to rebuild it, never half loaded.
+ *
+ * Output names differ between converter versions and the networks' own exports, so outputs are found by their
+ * element count (FaceMesh: 1404 = 468 x 3 points and 1 face flag; Iris: 228 = 76 x 3; BlazeFace: 896 anchors x 17
+ * in one tensor or in four parts).
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AppError } from '../../errors.js';
+import { OnnxModel } from '../../inference/onnx.js';
+
+/** models/face of this checkout. */
+export function defaultMeshModelDir(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../models/face');
+}
+
+const NAMES = ['blazeface', 'facemesh', 'iris'] as const;
+export type MeshModelName = (typeof NAMES)[number];
+
+/** sha256 of each converted ONNX file as models/face/sources.json pins it. */
+function pinnedHashes(dir: string): Record<string, string> {
+  const file = path.join(dir, 'sources.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new AppError('FACE_MODEL_INVALID', `cannot read ${file}: the face model pins are missing or broken`, { cause: err });
+  }
+  const out: Record<string, string> = {};
+  const models = (json as { models?: unknown }).models;
+  const entries: unknown[] = Array.isArray(models) ? models : models && typeof models === 'object' ? Object.entries(models).map(([name, v]) => ({ name, ...(v as object) })) : [];
+  for (const e of entries) {
+    const m = e as { name?: unknown; onnx?: unknown; onnx_sha256?: unknown };
+    const onnx = m.onnx as { sha256?: unknown } | string | undefined;
+    const sha = typeof m.onnx_sha256 === 'string' ? m.onnx_sha256 : typeof onnx === 'object' && onnx && typeof onnx.sha256 === 'string' ? onnx.sha256 : undefined;
+    if (typeof m.name === 'string' && sha) out[m.name] = sha;
+  }
+  return out;
+}
+
+function loadChecked(dir: string, name: MeshModelName, pins: Record<string, string>): Buffer {
+  const file = path.join(dir, `${name}.onnx`);
+  const expected = pins[name];
+  if (!expected) throw new AppError('FACE_MODEL_INVALID', `${path.join(dir, 'sources.json')} pins no ${name}.onnx`);
+  let data: Buffer;
+  try {
+    data = readFileSync(file);
+  } catch (err) {
+    throw new AppError('FACE_MODEL_INVALID', `face model missing: ${file} (run bash scripts/setup.sh: it converts the face models from node_modules)`, { cause: err });
+  }
+  const sha = createHash('sha256').update(data).digest('hex');
+  if (sha !== expected)
+    throw new AppError('FACE_MODEL_INVALID', `face model ${file} does not match its pinned sha256 (delete it and run bash scripts/setup.sh to convert it again)`);
+  return data;
+}
+
+/** The three sessions (shared per process by OnnxModel) and which outputs hold what. */
+export class MeshModels {
+  readonly detector: OnnxModel;
+  readonly mesh: OnnxModel;
+  readonly iris: OnnxModel;
+  /** Input side of each network (pixels). */
+  readonly detectorSize: number;
+  readonly meshSize: number;
+  readonly irisSize: number;
+  #closed = false;
+
+  private constructor(detector: OnnxModel, mesh: OnnxModel, iris: OnnxModel) {
+    this.detector = detector;
+    this.mesh = mesh;
+    this.iris = iris;
+    this.detectorSize = inputSide(detector);
+    this.meshSize = inputSide(mesh);
+    this.irisSize = inputSide(iris);
+  }
+
+  /** Verifies and loads the networks of `dir` (default models/face). @throws AppError FACE_MODEL_INVALID */
+  static async load(dir = defaultMeshModelDir()): Promise<MeshModels> {
+    const pins = pinnedHashes(dir);
+    for (const n of NAMES) loadChecked(dir, n, pins);
+    const opts = { executionProvider: 'cpu' as const, intraOpThreads: 1 };
+    const loaded: OnnxModel[] = [];
+    try {
+      for (const n of NAMES) loaded.push(await OnnxModel.load(path.join(dir, `${n}.onnx`), opts));
+    } catch (err) {
+      for (const m of loaded) m.close();
+      throw new AppError('FACE_MODEL_INVALID', `cannot load the face models in ${dir}`, { cause: err });
+    }
+    return new MeshModels(loaded[0]!, loaded[1]!, loaded[2]!);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.detector.close();
+    this.mesh.close();
+    this.iris.close();
+  }
+}
+
+function inputSide(m: OnnxModel): number {
+  const shape = m.inputs[0]?.shape ?? [];
+  // NHWC [batch, H, W, 3].
+  const h = shape[1];
+  if (shape.length !== 4 || typeof h !== 'number' || shape[3] !== 3)
+    throw new AppError('FACE_MODEL_INVALID', `${path.basename(m.file)}: expected an NHWC RGB input, got [${shape.join(', ')}]`);
+  return h;
+}

@@ -1,0 +1,133 @@
+/**
+ * The eyes of the default engine with the FaceMesh + Iris tracker, on real portraits and real clips: a blink reaches
+ * the latent in the frame the performer's lid closes (no smoothing lag), a wink closes one eye and leaves the other
+ * as it is, and a closed lid is rendered by moving the lid's skin over the eye (the eye box becomes skin, not dark:
+ * no iris, no painted polygon).
+ */
+import path from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DefaultEngine, createDefaultVision, type FaceVision } from '../../server/avatar/engines/default/index.js';
+import { ExpressionEncoder, L_CLOSE_L, L_CLOSE_R } from '../../server/avatar/engines/default/expression.js';
+import { projectRoot } from '../../server/config.js';
+import { createRgb, loadImageRgb, rgbToGray } from '../../server/util/image.js';
+import { readVideoFrames } from '../../server/util/video.js';
+import type { RgbImage } from '../../server/avatar/engine.js';
+import { cloneTrack } from '../../server/vision/tracker.js';
+import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { drivingClip, portraitFile } from '../../scripts/testData.js';
+
+async function frames(file: string, count: number): Promise<RgbImage[]> {
+  const out: RgbImage[] = [];
+  for await (const f of readVideoFrames(file, { format: 'rgb24', maxFrames: count }))
+    out.push({ width: f.width, height: f.height, data: f.data });
+  return out;
+}
+
+/** Eye boxes (x0, y0, x1, y1) of the prepared portrait in output pixels: image-left eye, image-right eye. */
+function eyeBoxes(engine: DefaultEngine): [number, number, number, number][] {
+  const face = engine.prepared!;
+  const g = face.paste.grid;
+  const toX = (gx: number): number => face.paste.x0 + ((gx - g[0]!) / (g[2]! - g[0]!)) * (face.paste.w - 1);
+  const toY = (gy: number): number => face.paste.y0 + ((gy - g[1]!) / (g[3]! - g[1]!)) * (face.paste.h - 1);
+  const lm = face.landmarks;
+  return [36, 42].map((e) => {
+    const x0 = toX(lm[2 * e]!);
+    const x1 = toX(lm[2 * (e + 3)]!);
+    const w = x1 - x0;
+    const cy = toY((lm[2 * e + 1]! + lm[2 * (e + 3) + 1]!) / 2);
+    return [Math.round(x0 + 0.15 * w), Math.round(cy - 0.18 * w), Math.round(x1 - 0.15 * w), Math.round(cy + 0.12 * w)];
+  }) as [number, number, number, number][];
+}
+
+/** Fraction of dark pixels (luma below 0.45 of the box's 90th percentile: iris, pupil, lash line) in a box. */
+function darkFraction(img: RgbImage, [x0, y0, x1, y1]: [number, number, number, number]): number {
+  const v: number[] = [];
+  for (let y = y0; y < y1; y++)
+    for (let x = x0; x < x1; x++) {
+      const o = 3 * (y * img.width + x);
+      v.push(0.299 * img.data[o]! + 0.587 * img.data[o + 1]! + 0.114 * img.data[o + 2]!);
+    }
+  const sorted = [...v].sort((a, b) => a - b);
+  const bright = sorted[Math.floor(0.9 * (sorted.length - 1))]!;
+  return v.filter((l) => l < 0.45 * bright).length / v.length;
+}
+
+describe('eyes (FaceMesh + Iris tracker)', () => {
+  let vision: FaceVision;
+  let engine: DefaultEngine;
+  beforeAll(async () => {
+    vision = await createDefaultVision('mesh');
+    engine = await DefaultEngine.create({ modelPack: path.join(projectRoot, 'models', 'default'), vision, refinerPack: null });
+  });
+  afterAll(() => engine?.close());
+  beforeEach(() => engine.updateSettings({ ...defaultAvatarSettings }));
+
+  it('a blink reaches the latent in the frame the lid closes; a wink is one eye', async () => {
+    const rgb = await loadImageRgb(portraitFile('real_woman_dark_hair.png'));
+    const track = (await vision.analyzeImage(rgbToGray(rgb), { format: 'rgb', ...rgb }))[0]!;
+    const enc = new ExpressionEncoder();
+    const t = cloneTrack(track);
+    const open = { left: t.eyes.left, right: t.eyes.right };
+    let ts = 0;
+    for (let i = 0; i < 30; i++) enc.update(t, (ts += 33));
+    expect(enc.latent[L_CLOSE_L]).toBe(0);
+    // The image-left eye shuts in one frame (a wink): closed in that frame's latent, the other eye untouched.
+    t.eyes.left = 0.1 * open.left;
+    enc.update(t, (ts += 33));
+    expect(enc.latent[L_CLOSE_L]).toBeGreaterThan(0.95);
+    expect(enc.latent[L_CLOSE_R]).toBe(0);
+    // Open again in the next frame: open in that frame's latent.
+    t.eyes.left = open.left;
+    enc.update(t, (ts += 33));
+    expect(enc.latent[L_CLOSE_L]).toBe(0);
+  });
+
+  it('closes the lids over the eyes when the performer blinks: the eye box turns to skin, the other frames keep the iris', async () => {
+    const portrait = await loadImageRgb(portraitFile('real_woman_dark_hair.png'));
+    const p = await engine.prepare(portrait);
+    engine.recalibrate();
+    const boxes = eyeBoxes(engine);
+    // man_glasses_cheek_puff_eyes_closed.mp4: eyes open at the start, a blink with both eyes shut at frames 12-15.
+    const drive = await frames(drivingClip('man_glasses_cheek_puff_eyes_closed.mp4'), 15);
+    const out = createRgb(p.width, p.height);
+    const dark: number[][] = [];
+    drive.forEach((f, i) => {
+      engine.renderRgb(f, out, i * 33);
+      dark.push(boxes.map((b) => darkFraction(out, b)));
+    });
+    for (const e of [0, 1]) {
+      const openDark = dark[8]![e]!;
+      const closedDark = Math.min(dark[13]![e]!, dark[14]![e]!);
+      expect(openDark, `eye ${e} open shows its iris`).toBeGreaterThan(0.12);
+      expect(closedDark, `eye ${e} closed is skin`).toBeLessThan(0.5 * openDark);
+    }
+  });
+
+  it('renders a wink as one closed eye and one open eye (no stare on the other side)', async () => {
+    const portrait = await loadImageRgb(portraitFile('real_japanese_woman.png'));
+    const p = await engine.prepare(portrait);
+    // The performer rolls her head while she winks: without head motion the eye boxes stay put.
+    engine.updateSettings({ ...defaultAvatarSettings, headMotion: false });
+    engine.recalibrate();
+    const boxes = eyeBoxes(engine);
+    // woman_wink_frown_surprise.mp4: neutral, then the image-right eye winks around frames 9-18.
+    const drive = await frames(drivingClip('woman_wink_frown_surprise.mp4'), 16);
+    const out = createRgb(p.width, p.height);
+    const dark: number[][] = [];
+    const closeL: number[] = [];
+    const closeR: number[] = [];
+    drive.forEach((f, i) => {
+      engine.renderRgb(f, out, i * 33);
+      dark.push(boxes.map((b) => darkFraction(out, b)));
+      closeR.push(engine.latent[L_CLOSE_R]!);
+      closeL.push(engine.latent[L_CLOSE_L]!);
+    });
+    // At the wink's height (frames 10-12): the winking eye closed, the other open as before, never wider.
+    for (const i of [10, 11, 12]) {
+      expect(closeR[i]).toBeGreaterThan(0.8);
+      expect(closeL[i]).toBeLessThanOrEqual(0);
+      expect(dark[i]![1]!).toBeLessThan(0.5 * dark[2]![1]!);
+      expect(dark[i]![0]!).toBeGreaterThan(0.85 * dark[2]![0]!);
+    }
+  });
+});
