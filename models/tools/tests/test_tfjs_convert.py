@@ -1,0 +1,283 @@
+"""Tests of tfjs_convert's pure parts: weight decoding, padding maths, refusals, and the NCHW lowering of every op
+against an independent NHWC reference written here in plain numpy (loops, no shared code with the converter).
+
+Run from models/tools: /usr/bin/python3 -m pytest -q tests (tests/convert/convert.test.ts runs it too).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tfjs_convert.errors import ConvertError  # noqa: E402
+from tfjs_convert.graph import decode_weight, load_graph, load_weights  # noqa: E402
+from tfjs_convert.lower import conv_out_pads  # noqa: E402
+from tfjs_convert.onnx_export import to_onnx_bytes  # noqa: E402
+
+torch = pytest.importorskip("torch")
+from tfjs_convert.torch_module import TfjsModule  # noqa: E402
+
+
+# -- weights ----------------------------------------------------------------------------------------------------------
+def test_uint8_dequantises_like_tfjs() -> None:
+    q = np.array([0, 1, 128, 255], dtype=np.uint8)
+    spec = {"name": "w", "dtype": "float32", "shape": [2, 2],
+            "quantization": {"dtype": "uint8", "scale": 0.0123, "min": -1.5}}
+    got = decode_weight(spec, q.tobytes())
+    # JavaScript: v * scale + min in double, stored into a Float32Array.
+    want = np.array([float(v) * 0.0123 + -1.5 for v in q], dtype=np.float64).astype(np.float32).reshape(2, 2)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_uint16_int32_rounds_half_up_like_math_round() -> None:
+    q = np.array([0, 1, 2, 3], dtype="<u2")
+    spec = {"name": "s", "dtype": "int32", "shape": [4], "quantization": {"dtype": "uint16", "scale": 0.5, "min": -1}}
+    assert decode_weight(spec, q.tobytes()).tolist() == [-1, 0, 0, 1]  # -1, -0.5 -> 0, 0, 0.5 -> 1
+
+
+def test_float16_widens_exactly() -> None:
+    h = np.array([1.5, -2.0, 65504.0, 6e-8, 0.0], dtype="<f2")
+    spec = {"name": "h", "dtype": "float32", "shape": [5], "quantization": {"dtype": "float16"}}
+    assert np.array_equal(decode_weight(spec, h.tobytes()), h.astype(np.float32))
+
+
+def test_weight_size_mismatch_names_the_file(tmp_path) -> None:
+    (tmp_path / "w.bin").write_bytes(b"\0" * 15)
+    manifest = [{"paths": ["w.bin"], "weights": [{"name": "w", "dtype": "float32", "shape": [4]}]}]
+    with pytest.raises(ConvertError) as err:
+        load_weights(str(tmp_path), manifest)
+    assert err.value.code == "WEIGHTS_SIZE" and "w.bin" in err.value.message and "15 bytes" in err.value.message
+    with pytest.raises(ConvertError) as err:
+        load_weights(str(tmp_path), [{"paths": ["gone.bin"], "weights": []}])
+    assert err.value.code == "WEIGHTS_MISSING"
+
+
+# -- padding ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size,k,s,d,padding,explicit,want", [
+    (192, 3, 2, 1, "SAME", (0, 0), (96, 0, 1)),  # the odd pixel goes at the end
+    (5, 3, 1, 1, "SAME", (0, 0), (5, 1, 1)),
+    (4, 2, 2, 1, "SAME", (0, 0), (2, 0, 0)),
+    (7, 1, 2, 1, "SAME", (0, 0), (4, 0, 0)),
+    (10, 3, 1, 2, "SAME", (0, 0), (10, 2, 2)),  # dilation: effective window 5
+    (6, 4, 1, 1, "SAME", (0, 0), (6, 1, 2)),
+    (192, 3, 3, 1, "VALID", (0, 0), (64, 0, 0)),
+    (8, 3, 2, 1, "EXPLICIT", (1, 2), (5, 1, 2)),
+])
+def test_conv_out_pads(size, k, s, d, padding, explicit, want) -> None:
+    assert conv_out_pads(size, k, s, d, padding, explicit) == want
+
+
+# -- synthetic models -------------------------------------------------------------------------------------------------
+def _s(v: str) -> dict:
+    return {"s": base64.b64encode(v.encode()).decode()}
+
+
+def _ints(v) -> dict:
+    return {"list": {"i": [str(i) for i in v]}}
+
+
+class _Model:
+    """Writes a tfjs graph model (json + one .bin) node by node; weights optionally uint8-quantised."""
+
+    def __init__(self, shape) -> None:
+        self.nodes = [{"name": "x", "op": "Placeholder", "attr": {
+            "dtype": {"type": "DT_FLOAT"}, "shape": {"shape": {"dim": [{"size": str(d)} for d in shape]}}}}]
+        self.weights: list[dict] = []
+        self.blob = b""
+        self.values: dict[str, np.ndarray] = {}
+
+    def const(self, name: str, value, quantise: bool = False) -> str:
+        arr = np.asarray(value)
+        spec = {"name": name, "shape": list(arr.shape), "dtype": "int32" if arr.dtype.kind == "i" else "float32"}
+        if quantise:
+            lo, hi = float(arr.min()), float(arr.max())
+            scale = (hi - lo) / 255
+            q = np.round((arr - lo) / scale).astype(np.uint8)
+            spec["quantization"] = {"dtype": "uint8", "scale": scale, "min": lo}
+            self.blob += q.tobytes()
+            arr = (q.astype(np.float64) * scale + lo).astype(np.float32)
+        else:
+            arr = arr.astype(np.int32 if spec["dtype"] == "int32" else np.float32)
+            self.blob += arr.astype("<i4" if spec["dtype"] == "int32" else "<f4").tobytes()
+        self.weights.append(spec)
+        self.values[name] = arr
+        self.nodes.append({"name": name, "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}}})
+        return name
+
+    def op(self, name: str, op: str, inputs, **attr) -> str:
+        self.nodes.append({"name": name, "op": op, "input": list(inputs), "attr": attr})
+        return name
+
+    def write(self, folder, outputs: dict[str, str]) -> str:
+        sig = {"outputs": {k: {"name": f"{v}:0"} for k, v in outputs.items()}}
+        model = {"format": "graph-model", "signature": sig, "modelTopology": {"node": self.nodes},
+                 "weightsManifest": [{"paths": ["m.bin"], "weights": self.weights}]}
+        (folder / "m.bin").write_bytes(self.blob)
+        (folder / "m.json").write_text(json.dumps(model))
+        return str(folder / "m.json")
+
+
+def _conv_ref(x, w, stride, pads, dil=(1, 1), depthwise=False):
+    """Plain NHWC convolution: x [1,H,W,C], w HWIO (depthwise: HWCM), pads (top, left, bottom, right)."""
+    t, l, b, r = pads
+    xp = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+    kh, kw = w.shape[:2]
+    oh = (xp.shape[1] - (kh - 1) * dil[0] - 1) // stride[0] + 1
+    ow = (xp.shape[2] - (kw - 1) * dil[1] - 1) // stride[1] + 1
+    c = x.shape[3]
+    groups = 1 if depthwise else c // w.shape[2]
+    cout = c * w.shape[3] if depthwise else w.shape[3]
+    out = np.zeros((1, oh, ow, cout), np.float64)
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[0, i * stride[0]:i * stride[0] + (kh - 1) * dil[0] + 1:dil[0],
+                       j * stride[1]:j * stride[1] + (kw - 1) * dil[1] + 1:dil[1]]
+            if depthwise:
+                out[0, i, j] = np.einsum("hwc,hwcm->cm", patch, w).reshape(-1)
+            else:
+                per = cout // groups
+                for g in range(groups):
+                    cin = w.shape[2]
+                    out[0, i, j, g * per:(g + 1) * per] = np.einsum(
+                        "hwc,hwco->o", patch[:, :, g * cin:(g + 1) * cin], w[:, :, :, g * per:(g + 1) * per])
+    return out
+
+
+def _maxpool_ref(x, k, pads):
+    t, l, b, r = pads
+    xp = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=-np.inf)
+    oh, ow = xp.shape[1] - k + 1, xp.shape[2] - k + 1
+    return np.stack([np.stack([xp[0, i:i + k, j:j + k].max(axis=(0, 1)) for j in range(ow)]) for i in range(oh)])[None]
+
+
+def _every_op(tmp_path):
+    """A model using every supported op, with attribute values the face models do not use; and its reference."""
+    rng = np.random.default_rng(7)
+    m = _Model([1, 7, 6, 3])
+    w1 = m.const("w1", rng.normal(size=(3, 3, 3, 4)), quantise=True)
+    b1 = m.const("b1", rng.normal(size=4))
+    m.op("c1", "_FusedConv2D", ["x", w1, b1], strides=_ints([1, 2, 2, 1]), padding=_s("SAME"),
+         dilations=_ints([1, 1, 1, 1]), data_format=_s("NHWC"), fused_ops={"list": {"s": [_s("BiasAdd")["s"],
+                                                                                            _s("Relu6")["s"]]}},
+         num_args={"i": "1"})
+    wd = m.const("wd", rng.normal(size=(3, 3, 4, 2)))
+    m.op("d1", "DepthwiseConv2dNative", ["c1", wd], strides=_ints([1, 1, 1, 1]), padding=_s("SAME"),
+         dilations=_ints([1, 2, 2, 1]))
+    al = m.const("al", rng.uniform(0.1, 0.3, size=(1, 1, 8)))
+    m.op("p1", "Prelu", ["d1", al])
+    pd = m.const("pd", np.array([[0, 0], [1, 0], [0, 1], [0, 0]], np.int32))
+    m.op("pad", "Pad", ["p1", pd])
+    m.op("mp", "MaxPool", ["pad"], ksize=_ints([1, 2, 2, 1]), strides=_ints([1, 1, 1, 1]), padding=_s("SAME"))
+    w2 = m.const("w2", rng.normal(size=(1, 2, 4, 6)))
+    m.op("c2", "Conv2D", ["mp", w2], strides=_ints([1, 1, 2, 1]), padding=_s("EXPLICIT"),
+         explicit_paddings=_ints([0, 0, 1, 1, 0, 2, 0, 0]))
+    k3 = m.const("k3", rng.normal(size=(1, 1, 6)))
+    m.op("a", "AddV2", ["c2", k3])
+    sc = m.const("sc", np.float32(1.7))
+    m.op("mu", "Mul", ["a", sc])
+    six = m.const("six", np.float32(0.5))
+    m.op("mn", "Minimum", ["mu", six])
+    m.op("mx", "Maximum", ["mn", "c2"])
+    m.op("ad", "Add", ["mx", "a"])
+    m.op("re", "Relu", ["ad"])
+    ax = m.const("ax", np.int32(2))
+    m.op("cat", "ConcatV2", ["re", "c2", ax], N={"i": "2"})
+    mean_axes = m.const("mean_axes", np.array([1, 2], np.int32))
+    m.op("mean", "Mean", ["cat", mean_axes], keep_dims={"b": False})
+    mean_h = m.const("mean_h_axes", np.array([1], np.int32))
+    m.op("mean_h", "Mean", ["cat", mean_h], keep_dims={"b": True})
+    wm = m.const("wm", rng.normal(size=(6, 5)))
+    bm = m.const("bm", rng.normal(size=5))
+    m.op("fm", "_FusedMatMul", ["mean", wm, bm], transpose_a={"b": False}, transpose_b={"b": False},
+         fused_ops={"list": {"s": [_s("BiasAdd")["s"], _s("Relu")["s"]]}}, num_args={"i": "1"})
+    wt = m.const("wt", rng.normal(size=(4, 6)))
+    bt = m.const("bt", rng.normal(size=4))
+    at = m.const("at", rng.uniform(0.1, 0.3, size=4))
+    m.op("ft", "_FusedMatMul", ["mean", wt, bt, at], transpose_a={"b": False}, transpose_b={"b": True},
+         fused_ops={"list": {"s": [_s("BiasAdd")["s"], _s("Prelu")["s"]]}}, num_args={"i": "2"})
+    m.op("sm", "Softmax", ["fm"])
+    m.op("sg", "Sigmoid", ["ft"])
+    shp = m.const("shp", np.array([1, -1], np.int32))
+    m.op("flat", "Reshape", ["mean_h", shp])
+    m.op("Identity", "Identity", ["sm"])
+    path = m.write(tmp_path, {"probs": "Identity", "gate:0": "sg", "flat": "flat", "cat": "cat"})
+
+    v = m.values
+    x = rng.uniform(-1, 1, size=(1, 7, 6, 3)).astype(np.float32)
+    c1 = np.clip(_conv_ref(x, v["w1"], (2, 2), (1, 0, 1, 1)) + v["b1"], 0, 6)  # H 7 -> 4: pads 1, 1; W 6 -> 3: 0, 1
+    d1 = _conv_ref(c1, v["wd"], (1, 1), (2, 2, 2, 2), (2, 2), depthwise=True)
+    p1 = np.where(d1 < 0, d1 * v["al"], d1)
+    pad = np.pad(p1, ((0, 0), (1, 0), (0, 1), (0, 0)))
+    mp = _maxpool_ref(pad, 2, (0, 0, 1, 1))
+    c2 = _conv_ref(mp, v["w2"], (1, 2), (1, 0, 1, 2))
+    a = c2 + v["k3"]
+    ad = np.maximum(np.minimum(a * v["sc"], v["six"]), c2) + a
+    cat = np.concatenate([np.maximum(ad, 0), c2], axis=2)
+    mean = cat.mean(axis=(1, 2))
+    fm = np.maximum(mean @ v["wm"] + v["bm"], 0)
+    e = np.exp(fm - fm.max())
+    ft = mean @ v["wt"].T + v["bt"]
+    ft = np.where(ft < 0, ft * v["at"], ft)
+    ref = {"probs": e / e.sum(), "gate": 1 / (1 + np.exp(-ft)), "flat": cat.mean(axis=1, keepdims=True).reshape(1, -1),
+           "cat": cat}
+    return path, x, ref
+
+
+def test_every_op_matches_the_nhwc_reference(tmp_path) -> None:
+    path, x, ref = _every_op(tmp_path)
+    graph = load_graph(path)
+    assert [name for name, _ in graph.outputs] == ["probs", "gate", "flat", "cat"]
+    net = TfjsModule(graph, capture=["c1", "mean_h"])
+    with torch.no_grad():
+        out = net(torch.from_numpy(x))
+    for name, want in ref.items():
+        assert out[name].shape == want.shape, name
+        assert np.abs(out[name].numpy() - want).max() < 1e-4, name
+    assert tuple(out["c1"].shape) == (1, 4, 3, 4)  # captured in the input's layout (NHWC)
+
+    nchw = TfjsModule(graph, input_layout="nchw", capture=["c1"])
+    with torch.no_grad():
+        out2 = nchw(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
+    assert np.abs(out2["cat"].numpy() - ref["cat"]).max() < 1e-4
+    assert np.abs(out2["c1"].permute(0, 2, 3, 1).numpy() - out["c1"].numpy()).max() < 1e-5
+
+
+def test_onnx_export_is_checked_and_byte_deterministic(tmp_path) -> None:
+    path, _, _ = _every_op(tmp_path)
+    a = to_onnx_bytes(load_graph(path))
+    b = to_onnx_bytes(load_graph(path))
+    assert a == b
+    import onnx
+    model = onnx.load_from_string(a)
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["probs", "gate", "flat", "cat"]
+    assert model.opset_import[0].version == 13
+
+
+def test_refusals(tmp_path) -> None:
+    m = _Model([1, 4, 4, 3])
+    w = m.const("w", np.ones((1, 1, 3, 2)))
+    m.op("c", "Conv2D", ["x", w], strides=_ints([1, 1, 1, 1]), padding=_s("SAME"), data_format=_s("NCHW"))
+    with pytest.raises(ConvertError) as err:
+        to_onnx_bytes(load_graph(m.write(tmp_path, {"y": "c"})))
+    assert err.value.code == "UNSUPPORTED_ATTR" and "NCHW" in err.value.message
+
+    m = _Model([1, 4, 4, 3])
+    w = m.const("w", np.ones((1, 1, 3, 2)))
+    m.op("c", "_FusedConv2D", ["x", w], strides=_ints([1, 1, 1, 1]), padding=_s("SAME"),
+         fused_ops={"list": {"s": [_s("FusedBatchNorm")["s"]]}}, num_args={"i": "4"})
+    with pytest.raises(ConvertError) as err:
+        to_onnx_bytes(load_graph(m.write(tmp_path, {"y": "c"})))
+    assert err.value.code == "UNSUPPORTED_OP" and "FusedBatchNorm" in err.value.message and "'c'" in err.value.message
+
+    m = _Model([1, 4, 4, 3])
+    m.op("t", "Tanh", ["x"])
+    with pytest.raises(ConvertError) as err:
+        load_graph(m.write(tmp_path, {"y": "t"}))
+    assert err.value.code == "UNSUPPORTED_OP" and err.value.message.startswith("unsupported op 'Tanh' at node 't'")

@@ -1,0 +1,109 @@
+"""The lowered graph as an ONNX model (opset 13, IR version 7): one input `input` (float32 NHWC, as the tfjs model
+takes it), the tfjs outputs by name and shape, weights as float32 initializers.
+
+Byte-deterministic: every name, node order and initializer comes from the model files in a fixed order, IR version,
+opset and producer are set explicitly (never the installed onnx package's defaults), and nothing time- or
+host-dependent is written, so the same sources give the same bytes (the face models' ONNX files are pinned by sha256).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .graph import Graph
+from .lower import Lowered, Prim, lower
+
+OPSET = 13
+IR_VERSION = 7  # the IR version of opset 13
+PRODUCER = "tfjs_convert"
+PRODUCER_VERSION = "1"
+
+_SIMPLE = {"add": "Add", "mul": "Mul", "min": "Min", "max": "Max", "relu": "Relu", "prelu": "PRelu",
+           "sigmoid": "Sigmoid", "identity": "Identity"}
+
+
+def _value_info(name: str, shape: list[Any]) -> onnx.ValueInfoProto:
+    """None: the dynamic batch ("batch"); -1: a dimension left unnamed."""
+    dims = ["batch" if d is None else (None if d < 0 else d) for d in shape]
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def int64(self, name: str, values: list[int]) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        return name
+
+    def scalar(self, name: str, value: float) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def add(self, p: Prim) -> None:
+        a, out = p.attrs, p.output
+        if p.kind in _SIMPLE:
+            node = helper.make_node(_SIMPLE[p.kind], p.inputs, [out], name=out)
+        elif p.kind == "conv":
+            node = helper.make_node("Conv", p.inputs, [out], name=out, kernel_shape=a["kernel"], strides=a["strides"],
+                                    dilations=a["dilations"], pads=a["pads"], group=a["groups"])
+        elif p.kind == "maxpool":
+            node = helper.make_node("MaxPool", p.inputs, [out], name=out, kernel_shape=a["kernel"],
+                                    strides=a["strides"], pads=a["pads"])
+        elif p.kind == "pad":
+            node = helper.make_node("Pad", [p.inputs[0], self.int64(f"{out}__pads", a["pads"])], [out], name=out,
+                                    mode="constant")
+        elif p.kind == "transpose":
+            node = helper.make_node("Transpose", p.inputs, [out], name=out, perm=a["perm"])
+        elif p.kind == "reshape":
+            node = helper.make_node("Reshape", [p.inputs[0], self.int64(f"{out}__shape", a["shape"])], [out], name=out)
+        elif p.kind == "concat":
+            node = helper.make_node("Concat", p.inputs, [out], name=out, axis=a["axis"])
+        elif p.kind == "mean":
+            node = helper.make_node("ReduceMean", p.inputs, [out], name=out, axes=a["axes"],
+                                    keepdims=int(a["keepdims"]))
+        elif p.kind == "gemm":
+            node = helper.make_node("Gemm", p.inputs, [out], name=out, transA=int(a["trans_a"]),
+                                    transB=int(a["trans_b"]))
+        elif p.kind == "clip":
+            lo, hi = self.scalar(f"{out}__min", a["min"]), self.scalar(f"{out}__max", a["max"])
+            node = helper.make_node("Clip", [p.inputs[0], lo, hi], [out], name=out)
+        elif p.kind == "softmax":
+            node = helper.make_node("Softmax", p.inputs, [out], name=out, axis=a["axis"])
+        else:
+            raise AssertionError(f"no ONNX mapping for primitive '{p.kind}'")
+        self.nodes.append(node)
+
+
+def lowered_to_onnx(low: Lowered, name: str, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """An ONNX ModelProto from lowered primitives (checked with onnx.checker)."""
+    b = _Builder()
+    for prim in low.prims:
+        b.add(prim)
+    params = [numpy_helper.from_array(arr, pname) for pname, arr in low.params.items()]
+    graph = helper.make_graph(b.nodes, name, [_value_info(low.input_name, low.input_shape)],
+                              [_value_info(out, shape) for out, shape in low.outputs], params + b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                              producer_name=PRODUCER, producer_version=PRODUCER_VERSION)
+    for key, value in sorted((metadata or {}).items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    return model
+
+
+def to_onnx(graph: Graph, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """The tfjs graph as ONNX. Metadata `tfjs_outputs` maps each output to the tfjs node it comes from."""
+    meta = {"tfjs_model": graph.name, "tfjs_outputs": json.dumps(dict(graph.outputs), sort_keys=True)}
+    meta.update(metadata or {})
+    return lowered_to_onnx(lower(graph), graph.name, meta)
+
+
+def to_onnx_bytes(graph: Graph, metadata: dict[str, str] | None = None) -> bytes:
+    """The serialised model (deterministic, see the module doc)."""
+    return to_onnx(graph, metadata).SerializeToString()
