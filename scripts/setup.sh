@@ -17,8 +17,9 @@ fi
 # opencv-data: face cascades; libdlib-dev + pkg-config + g++: the dlib C++ side of the tracking benchmark.
 # redis-server: the room directory of a multi-node deployment (the tests start their own on a free loopback port).
 # python3-torch, python3-onnx, python3-numpy: training and exporting the learned refiner (npm run train; its smoke
-# test is part of npm test) and rebuilding the default pack (models/tools).
-pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv redis-server)
+# test is part of npm test), rebuilding the default pack (models/tools) and converting the face models below.
+# python3-pytest: the converter's unit tests (run by tests/convert).
+pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv python3-pytest redis-server)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -36,4 +37,8 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
+
+# The face models (BlazeFace, FaceMesh, Iris, FaceRes) as ONNX in models/face, converted from @vladmandic/human's
+# hash-pinned tfjs files by the project's converter (models/face/README.md). Files already built are kept.
+PYTHONPATH=models/tools /usr/bin/python3 -m tfjs_convert build-face-models
 echo "setup: ready"
