@@ -5,9 +5,13 @@
  * - BlazeFace (face box), MediaPipe FaceMesh with iris (478 points with depth), and the HSE FaceRes descriptor (1024
  *   numbers; identity), all from the npm package `@vladmandic/human` 3.3.6 (MIT), run on TensorFlow.js 4.22's WASM
  *   backend (SIMD, one thread per worker). Nothing is downloaded: the model files ship inside the package.
- * - Speed: the WASM backend is single-threaded, ~50-70 ms per image for box + mesh + iris and ~130 ms more for the
- *   descriptor on this 2-core VM, so the pool runs one worker thread per core (each with its own models), and the
- *   evaluation asks for descriptors on a subset of frames only (see evaluate.ts).
+ * - A second, different landmark network: the 68-point net of `@vladmandic/face-api` 1.7.15 (MIT; face-api.js's
+ *   FaceLandmark68Net, iBUG 68 points), run in the same workers on the same tfjs backend, on the face box that FaceMesh
+ *   found (faceLandmark68Net.ts, landmarks68.ts): every analysed face gets both point sets, so the eye and mouth scores
+ *   can be read from two networks (the live engine tracks with FaceMesh itself).
+ * - Speed: the WASM backend is single-threaded, ~50-70 ms per image for box + mesh + iris, ~8 ms for the 68 net and
+ *   ~130 ms more for the descriptor on this 2-core VM, so the pool runs one worker thread per core (each with its own
+ *   models), and the evaluation asks for descriptors on a subset of frames only (see evaluate.ts).
  *
  * Every model file is checked against the sha256 below before it is loaded: a corrupted or swapped file is refused
  * with AppError('FACE_MODEL_INVALID') naming the file, never half loaded.
@@ -37,8 +41,15 @@ export const FACE_MODEL_FILES: readonly { file: string; bytes: number; sha256: s
   { file: 'faceres.bin', bytes: 6978814, sha256: '2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b' },
 ];
 
+/** The 68-point landmark net's files, with their size and sha256 in `@vladmandic/face-api` 1.7.15. */
+export const LANDMARK68_MODEL_FILES: readonly { file: string; bytes: number; sha256: string }[] = [
+  { file: 'face_landmark_68_model-weights_manifest.json', bytes: 8485, sha256: 'ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9' },
+  { file: 'face_landmark_68_model.bin', bytes: 356840, sha256: '4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b' },
+];
+
 /** Names of the models for reports. */
-export const FACE_MODELS_LABEL = '@vladmandic/human 3.3.6: BlazeFace + MediaPipe FaceMesh with iris (478 points) + HSE FaceRes descriptor (1024-d), tfjs 4.22 WASM';
+export const FACE_MODELS_LABEL =
+  '@vladmandic/human 3.3.6: BlazeFace + MediaPipe FaceMesh with iris (478 points) + HSE FaceRes descriptor (1024-d); @vladmandic/face-api 1.7.15: 68-point landmark net (iBUG 68) on the FaceMesh face box; tfjs 4.22 WASM';
 
 /** The models folder inside the installed `@vladmandic/human` package. */
 export function defaultFaceModelDir(): string {
@@ -46,18 +57,36 @@ export function defaultFaceModelDir(): string {
   return path.join(path.dirname(path.dirname(require.resolve('@vladmandic/human'))), 'models');
 }
 
+/** The model folder inside the installed `@vladmandic/face-api` package. */
+export function defaultLandmarkModelDir(): string {
+  const require = createRequire(import.meta.url);
+  return path.join(path.dirname(require.resolve('@vladmandic/face-api/package.json')), 'model');
+}
+
 /**
- * Checks that every model file exists with the expected size and sha256.
+ * Checks that every FaceMesh / BlazeFace / FaceRes model file exists with the expected size and sha256.
  * @throws AppError('FACE_MODEL_INVALID') naming the file and what is wrong.
  */
-export async function verifyFaceModelFiles(dir: string): Promise<void> {
-  for (const m of FACE_MODEL_FILES) {
+export function verifyFaceModelFiles(dir: string): Promise<void> {
+  return verifyFiles(dir, FACE_MODEL_FILES, '@vladmandic/human 3.3.6');
+}
+
+/**
+ * Checks the 68-point landmark net's files (manifest and weights) the same way.
+ * @throws AppError('FACE_MODEL_INVALID') naming the file and what is wrong.
+ */
+export function verifyLandmark68Files(dir: string): Promise<void> {
+  return verifyFiles(dir, LANDMARK68_MODEL_FILES, '@vladmandic/face-api 1.7.15');
+}
+
+async function verifyFiles(dir: string, files: readonly { file: string; bytes: number; sha256: string }[], pkg: string): Promise<void> {
+  for (const m of files) {
     const file = path.join(dir, m.file);
     let data: Buffer;
     try {
       data = await readFile(file);
     } catch (err) {
-      throw new AppError('FACE_MODEL_INVALID', `face model file missing: ${file} (reinstall @vladmandic/human 3.3.6 with npm ci)`, { cause: err });
+      throw new AppError('FACE_MODEL_INVALID', `face model file missing: ${file} (reinstall ${pkg} with npm ci)`, { cause: err });
     }
     if (data.length !== m.bytes) {
       throw new AppError('FACE_MODEL_INVALID', `face model file ${file} has ${data.length} bytes, expected ${m.bytes}: corrupted or a different version (reinstall with npm ci)`);
@@ -74,6 +103,8 @@ export interface FaceModelPoolOptions {
   workers?: number;
   /** Folder of the model files; default the installed package's. */
   modelDir?: string;
+  /** Folder of the 68-point landmark net's files; default the installed `@vladmandic/face-api` package's. */
+  landmarkModelDir?: string;
   /** How long a worker may take to load its models; default 60 s. */
   loadTimeoutMs?: number;
 }
@@ -100,8 +131,9 @@ export class FaceModelPool {
   readonly #workers: PoolWorker[];
   #nextId = 1;
   #closed = false;
-  /** Total time the workers spent analysing, for reports. */
+  /** Total time the workers spent analysing (and of that, in the 68-point net), for reports. */
   #busyMs = 0;
+  #busyMs68 = 0;
   #jobs = 0;
 
   private constructor(workers: PoolWorker[]) {
@@ -109,13 +141,15 @@ export class FaceModelPool {
   }
 
   /**
-   * Verifies the model files, starts the workers and waits until each has loaded its models.
+   * Verifies the model files (both packages'), starts the workers and waits until each has loaded its models.
    * @throws AppError('FACE_MODEL_INVALID') for a missing or corrupted model file; AppError('ENGINE_FAILED') when a
    * worker cannot load the models.
    */
   static async create(opts: FaceModelPoolOptions = {}): Promise<FaceModelPool> {
     const modelDir = opts.modelDir ?? defaultFaceModelDir();
+    const landmarkModelDir = opts.landmarkModelDir ?? defaultLandmarkModelDir();
     await verifyFaceModelFiles(modelDir);
+    await verifyLandmark68Files(landmarkModelDir);
     const n = opts.workers ?? Math.max(1, Math.min(4, os.availableParallelism()));
     if (!Number.isInteger(n) || n < 1) throw new TypeError('workers must be a positive integer');
     const spec = workerSpec(import.meta.url, 'faceModelsWorker');
@@ -124,7 +158,7 @@ export class FaceModelPool {
     try {
       await Promise.all(
         Array.from({ length: n }, async () => {
-          const worker = new Worker(spec.entry, { eval: spec.eval, workerData: { modelDir } satisfies FaceModelWorkerData });
+          const worker = new Worker(spec.entry, { eval: spec.eval, workerData: { modelDir, landmarkModelDir } satisfies FaceModelWorkerData });
           const pw = new PoolWorker(worker);
           started.push(pw);
           await new Promise<void>((resolve, reject) => {
@@ -165,6 +199,7 @@ export class FaceModelPool {
       if ('error' in msg) job.reject(new AppError('ENGINE_FAILED', `face model analysis failed: ${msg.error}`));
       else {
         this.#busyMs += msg.ms;
+        this.#busyMs68 += msg.ms68;
         this.#jobs++;
         job.resolve(msg.face);
       }
@@ -188,14 +223,19 @@ export class FaceModelPool {
     return this.#workers.length;
   }
 
-  /** Mean worker time per analysed image so far (ms), and how many. */
-  get stats(): { images: number; meanMs: number } {
-    return { images: this.#jobs, meanMs: this.#jobs ? this.#busyMs / this.#jobs : 0 };
+  /**
+   * Mean worker time per analysed image so far (ms), of which `meanMs68` in the 68-point net (the images where a face
+   * was found, and so the 68 net ran, are counted with the rest), and how many images.
+   */
+  get stats(): { images: number; meanMs: number; meanMs68: number } {
+    const n = this.#jobs;
+    return { images: n, meanMs: n ? this.#busyMs / n : 0, meanMs68: n ? this.#busyMs68 / n : 0 };
   }
 
   /**
-   * Finds the most confident face in an RGB image: its FaceMesh points (with iris) and, when `descriptor` is set, its
-   * 1024-d descriptor. Resolves null when there is no face. The image is copied: the caller may reuse its buffer.
+   * Finds the most confident face in an RGB image: its FaceMesh points (with iris), its 68 points from the second
+   * landmark net and, when `descriptor` is set, its 1024-d descriptor. Resolves null when there is no face. The image
+   * is copied: the caller may reuse its buffer.
    */
   analyze(img: RgbImage, opts: { descriptor: boolean }): Promise<FaceModelFace | null> {
     if (this.#closed) return Promise.reject(new AppError('INVALID_STATE', 'face model pool is closed'));

@@ -1,19 +1,25 @@
 /**
  * Worker-thread entry of FaceModelPool (faceModels.ts): one `@vladmandic/human` instance on TensorFlow.js's WASM
- * backend, answering "where is the face, its 478 FaceMesh points (with iris), and its descriptor?" for one image at a
+ * backend, answering "where is the face, its 478 FaceMesh points (with iris), its 68 points from face-api's landmark
+ * net (run on the same tfjs and backend, on the box of the FaceMesh points), and its descriptor?" for one image at a
  * time. The models are read from local files only: Node's fetch has no file:// support, so this worker (and only
  * this worker: it owns its globals) answers file:// URLs from disk and refuses every other URL, so that nothing is
- * ever downloaded at run time.
+ * ever downloaded at run time; the 68 net's weights are read from disk directly.
  */
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
+import type * as Tf from '@tensorflow/tfjs-core';
+import { FaceLandmark68Net, type Tfjs } from './faceLandmark68Net.js';
+import { landmarkBoxFromMesh } from './landmarks68.js';
 
 export interface FaceModelWorkerData {
   /** Folder holding blazeface/facemesh/iris/faceres .json + .bin (already verified by the pool). */
   modelDir: string;
+  /** Folder holding face_landmark_68_model-weights_manifest.json + .bin (already verified by the pool). */
+  landmarkModelDir: string;
 }
 
 export interface FaceModelRequest {
@@ -31,6 +37,13 @@ export interface FaceModelFace {
   mesh: Float32Array;
   /** Face box [x, y, w, h] in input pixels. */
   box: [number, number, number, number];
+  /**
+   * 68 points × (x, y) in input pixels (iBUG order) from face-api's landmark net, run on `box68`; null when that box
+   * lies outside the image.
+   */
+  landmarks68: Float32Array | null;
+  /** The box the 68 net was given, [x, y, w, h] in input pixels, from the FaceMesh points (landmarks68.ts). */
+  box68: [number, number, number, number];
   /** Detector × mesh confidence, 0..1. */
   score: number;
   /** 1024 numbers when asked for and computed, else null. */
@@ -38,7 +51,8 @@ export interface FaceModelFace {
 }
 
 export type FaceModelReply =
-  | { id: number; face: FaceModelFace | null; ms: number }
+  /** ms: the whole analysis; ms68: of that, the 68-point net. */
+  | { id: number; face: FaceModelFace | null; ms: number; ms68: number }
   | { id: number; error: string }
   | { ready: true; loadMs: number }
   | { fatal: string };
@@ -50,18 +64,16 @@ interface HumanFace {
   score: number;
   embedding?: number[];
 }
-interface HumanTensor {
-  dispose(): void;
-}
 interface HumanLike {
   load(): Promise<void>;
-  detect(input: HumanTensor, config: Record<string, unknown>): Promise<{ face: HumanFace[]; error?: string | null }>;
-  tf: { tensor3d(data: Uint8Array | Int32Array, shape: [number, number, number], dtype: 'int32'): HumanTensor };
+  detect(input: Tf.Tensor3D, config: Record<string, unknown>): Promise<{ face: HumanFace[]; error?: string | null }>;
+  /** The tfjs-core namespace Human runs on (the package's Node WASM build requires @tensorflow/tfjs-core). */
+  tf: Tfjs;
 }
 
 const port = parentPort;
 if (!port) throw new Error('faceModelsWorker must run in a worker thread');
-const { modelDir } = workerData as FaceModelWorkerData;
+const { modelDir, landmarkModelDir } = workerData as FaceModelWorkerData;
 
 globalThis.fetch = async (input: string | URL | Request): Promise<Response> => {
   const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
@@ -108,11 +120,20 @@ function loadHuman(): HumanLike {
   });
 }
 
+/** The 68-point net, on Human's tfjs (the same module instance, so the same initialised WASM backend). */
+async function loadLandmarkNet(tf: Tfjs): Promise<FaceLandmark68Net> {
+  const manifest = JSON.parse(await readFile(path.join(landmarkModelDir, 'face_landmark_68_model-weights_manifest.json'), 'utf8')) as unknown;
+  const bin = await readFile(path.join(landmarkModelDir, 'face_landmark_68_model.bin'));
+  return FaceLandmark68Net.fromWeights(tf, manifest, bin);
+}
+
 let human: HumanLike;
+let net68: FaceLandmark68Net;
 try {
   const t0 = performance.now();
   human = loadHuman();
   await human.load();
+  net68 = await loadLandmarkNet(human.tf);
   port.postMessage({ ready: true, loadMs: Math.round(performance.now() - t0) } satisfies FaceModelReply);
 } catch (err) {
   port.postMessage({ fatal: err instanceof Error ? err.message : String(err) } satisfies FaceModelReply);
@@ -127,7 +148,8 @@ port.on('message', (req: FaceModelRequest) => {
 
 async function analyze(req: FaceModelRequest): Promise<void> {
   const t0 = performance.now();
-  let input: HumanTensor | null = null;
+  let input: Tf.Tensor3D | null = null;
+  let ms68 = 0;
   try {
     input = human.tf.tensor3d(req.data, [req.height, req.width, 3], 'int32');
     const res = await human.detect(input, { face: { description: { enabled: req.descriptor } } });
@@ -143,12 +165,17 @@ async function analyze(req: FaceModelRequest): Promise<void> {
         mesh[i * 3 + 2] = p[2] ?? 0;
       }
       const emb = req.descriptor && f.embedding && f.embedding.length > 0 ? Float32Array.from(f.embedding) : null;
-      face = { mesh, box: f.box, score: f.score, descriptor: emb };
+      const t68 = performance.now();
+      const box68 = landmarkBoxFromMesh(mesh);
+      const landmarks68 = net68.detect({ width: req.width, height: req.height, data: req.data }, box68);
+      ms68 = performance.now() - t68;
+      face = { mesh, box: f.box, score: f.score, landmarks68, box68, descriptor: emb };
     }
-    const reply: FaceModelReply = { id: req.id, face, ms: performance.now() - t0 };
+    const reply: FaceModelReply = { id: req.id, face, ms: performance.now() - t0, ms68 };
     const transfer: ArrayBuffer[] = [];
     if (face) {
       transfer.push(face.mesh.buffer as ArrayBuffer);
+      if (face.landmarks68) transfer.push(face.landmarks68.buffer as ArrayBuffer);
       if (face.descriptor) transfer.push(face.descriptor.buffer as ArrayBuffer);
     }
     port!.postMessage(reply, transfer);

@@ -4,7 +4,8 @@
  *
  * Point layout (MediaPipe FaceMesh, as `@vladmandic/human` returns it): 0-467 the face mesh, 468-477 the two irises
  * (centre first, then 4 points on the rim). Eye corners: 33 / 133 (the subject's right eye, image left on a frontal
- * face) and 362 / 263 (left eye); eye openness uses the six-point eye aspect ratio on the same eyes.
+ * face) and 362 / 263 (left eye); eye openness uses the six-point eye aspect ratio on the same eyes. Lips: 40 points
+ * (MediaPipe's FACEMESH_LIPS), mouth corners 61 / 291, inner lip pairs 82-87, 13-14, 312-317.
  */
 
 /** Points per face: 468 mesh + 10 iris. */
@@ -18,6 +19,19 @@ const EYES = {
   left: [362, 385, 387, 263, 373, 380],
 } as const;
 const IRIS_CENTRES = [468, 473] as const;
+
+/** The 40 lip points (outer and inner contours; MediaPipe's FACEMESH_LIPS). */
+export const MESH_LIPS: readonly number[] = [
+  61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
+  78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415,
+];
+/** Upper / lower inner-lip point pairs, left to right, and the mouth corners. */
+const INNER_LIP_PAIRS = [
+  [82, 87],
+  [13, 14],
+  [312, 317],
+] as const;
+const MOUTH_CORNERS = [61, 291] as const;
 
 function pt(m: ArrayLike<number>, i: number): [number, number, number] {
   return [m[3 * i]!, m[3 * i + 1]!, m[3 * i + 2]!];
@@ -213,18 +227,19 @@ export function applySimilarity3d(tf: Similarity3, pts: ArrayLike<number>, count
 
 /**
  * Self-mode expression distance: the output's 468 face points after the best 3-D similarity alignment onto the
- * truth's, mean 3-D distance over the truth's 3-D inter-ocular distance. Head rotation (all three axes), position and
- * size are removed; what is left is the difference in expression (and face shape).
+ * truth's (fitted on all 468), mean 3-D distance over the truth's 3-D inter-ocular distance. Head rotation (all three
+ * axes), position and size are removed; what is left is the difference in expression (and face shape). With `points`
+ * the mean is taken over those points only (e.g. MESH_LIPS), the alignment staying the same.
  */
-export function alignedMeshDistance(out: ArrayLike<number>, truth: ArrayLike<number>): number {
+export function alignedMeshDistance(out: ArrayLike<number>, truth: ArrayLike<number>, points?: readonly number[]): number {
   checkMesh(out, 'output mesh');
   checkMesh(truth, 'truth mesh');
   const aligned = applySimilarity3d(similarity3d(out, truth), out);
+  const d = (i: number): number => Math.hypot(aligned[3 * i]! - truth[3 * i]!, aligned[3 * i + 1]! - truth[3 * i + 1]!, aligned[3 * i + 2]! - truth[3 * i + 2]!);
   let s = 0;
-  for (let i = 0; i < MESH_FACE_POINTS; i++) {
-    s += Math.hypot(aligned[3 * i]! - truth[3 * i]!, aligned[3 * i + 1]! - truth[3 * i + 1]!, aligned[3 * i + 2]! - truth[3 * i + 2]!);
-  }
-  return s / MESH_FACE_POINTS / meshInterOcular3d(truth);
+  if (points) for (const i of points) s += d(i);
+  else for (let i = 0; i < MESH_FACE_POINTS; i++) s += d(i);
+  return s / (points ? points.length : MESH_FACE_POINTS) / meshInterOcular3d(truth);
 }
 
 /**
@@ -247,12 +262,20 @@ export function expressionMotion(m: ArrayLike<number>, ref: ArrayLike<number>, f
   return o;
 }
 
-/** Mean 3-D distance between two expression motions (from expressionMotion). */
-export function motionDistance3d(a: Float64Array, b: Float64Array): number {
+/** Mean 3-D distance between two expression motions (from expressionMotion), over all points or over `points`. */
+export function motionDistance3d(a: Float64Array, b: Float64Array, points?: readonly number[]): number {
   if (a.length !== b.length || a.length % 3) throw new TypeError('motions differ in length');
-  let s = 0;
   const n = a.length / 3;
-  for (let i = 0; i < n; i++) s += Math.hypot(a[3 * i]! - b[3 * i]!, a[3 * i + 1]! - b[3 * i + 1]!, a[3 * i + 2]! - b[3 * i + 2]!);
+  const d = (i: number): number => Math.hypot(a[3 * i]! - b[3 * i]!, a[3 * i + 1]! - b[3 * i + 1]!, a[3 * i + 2]! - b[3 * i + 2]!);
+  let s = 0;
+  if (points) {
+    for (const i of points) {
+      if (!(i >= 0 && i < n)) throw new TypeError(`motionDistance3d: point ${i} out of range`);
+      s += d(i);
+    }
+    return s / points.length;
+  }
+  for (let i = 0; i < n; i++) s += d(i);
   return s / n;
 }
 
@@ -266,6 +289,21 @@ export function eyeOpenness(m: ArrayLike<number>): { right: number; left: number
     return w > 0 ? (d(1, 5) + d(2, 4)) / (2 * w) : 0;
   };
   return { right: ear(EYES.right), left: ear(EYES.left) };
+}
+
+/**
+ * Mouth openness from the FaceMesh inner lips: the mean gap of the three inner-lip pairs (82-87, 13-14, 312-317) over
+ * the mouth width (corners 61-291), in the image plane; the same measure as the 68-point one (landmarks68.ts). 0
+ * closed, ~0.5+ wide open.
+ */
+export function mouthOpennessMesh(m: ArrayLike<number>): number {
+  checkMesh(m);
+  const d = (a: number, b: number): number => Math.hypot(m[3 * a]! - m[3 * b]!, m[3 * a + 1]! - m[3 * b + 1]!);
+  const w = d(MOUTH_CORNERS[0], MOUTH_CORNERS[1]);
+  if (!(w > 0)) return 0;
+  let gap = 0;
+  for (const [u, l] of INNER_LIP_PAIRS) gap += d(u, l);
+  return gap / INNER_LIP_PAIRS.length / w;
 }
 
 /**
