@@ -86,6 +86,11 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
     'aed_mesh',
     'blink_corr',
     'gaze_corr',
+    'mouth_open_corr',
+    'aed_mouth_mesh',
+    'blink_corr_68',
+    'mouth_open_corr_68',
+    'aed_mouth_68',
   ] as const;
   const side = (which: 'model' | 'frozen'): Record<string, number | null> =>
     Object.fromEntries(keys.map((k) => [k, meanOf(rows.map((r) => r[which][k]))]));
@@ -165,6 +170,18 @@ export function findings(rows: ClipResult[]): string[] {
     if (m.blink_corr !== null && m.blink_corr < 0.3) out.push(`${tag}: blink_corr ${m.blink_corr}: the eyes do not open and close with the driver's`);
     if (m.blink_corr === null && m.mesh_misses < r.frames) out.push(`${tag}: blink_corr undefined: the output's eye openness never changes`);
     if (m.gaze_corr !== null && m.gaze_corr < 0.3) out.push(`${tag}: gaze_corr ${m.gaze_corr}: the irises do not follow the driver's gaze`);
+    // The second landmark network (face-api 68 points): the same eye and mouth questions, asked of another net.
+    if (m.blink_corr_68 !== null && m.blink_corr_68 < 0.3) out.push(`${tag}: blink_corr_68 ${m.blink_corr_68}: by the 68-point net, the eyes do not open and close with the driver's`);
+    if (m.mouth_open_corr !== null && m.mouth_open_corr < 0.5) out.push(`${tag}: mouth_open_corr ${m.mouth_open_corr}: the mouth does not open and close with the driver's`);
+    if (m.mouth_open_corr_68 !== null && m.mouth_open_corr_68 < 0.5) out.push(`${tag}: mouth_open_corr_68 ${m.mouth_open_corr_68}: by the 68-point net, the mouth does not open and close with the driver's`);
+    for (const [a, b, what] of [
+      [m.blink_corr, m.blink_corr_68, 'blinks'],
+      [m.mouth_open_corr, m.mouth_open_corr_68, 'mouth opening'],
+    ] as const) {
+      if (a !== null && b !== null && Math.abs(a - b) > 0.3) {
+        out.push(`${tag}: FaceMesh and the 68-point net disagree on ${what} (${a} vs ${b}): read that score with care (the engine tracks with FaceMesh itself)`);
+      }
+    }
     if (m.mesh_misses > 0) out.push(`${tag}: the independent face model found no face in ${m.mesh_misses} of ${r.frames} output frames`);
   }
   return out;
@@ -258,13 +275,15 @@ export async function main(argv: string[]): Promise<void> {
     const m = r.model;
     const z = r.frozen;
     process.stderr.write(
-      `  model/frozen: l1 ${m.l1}/${z.l1} mouth_l1 ${m.mouth_l1}/${z.mouth_l1} id_sim ${m.id_sim}/${z.id_sim} akd_mesh ${m.akd_mesh}/${z.akd_mesh} aed_mesh ${m.aed_mesh}/${z.aed_mesh} blink ${m.blink_corr} | ${r.timing.total_s} s\n`,
+      `  model/frozen: l1 ${m.l1}/${z.l1} mouth_l1 ${m.mouth_l1}/${z.mouth_l1} id_sim ${m.id_sim}/${z.id_sim} akd_mesh ${m.akd_mesh}/${z.akd_mesh} aed_mesh ${m.aed_mesh}/${z.aed_mesh} blink ${m.blink_corr} blink_68 ${m.blink_corr_68} mouth_open ${m.mouth_open_corr} mouth_open_68 ${m.mouth_open_corr_68} aed_mouth_68 ${m.aed_mouth_68}/${z.aed_mouth_68} | ${r.timing.total_s} s\n`,
     );
   };
+  let faceModelStats: FaceModelPool['stats'];
   try {
     for (const clip of clips) await runOne(clip, null);
     for (const p of crossPortraits) for (const clip of crossClips) await runOne(clip, p);
   } finally {
+    faceModelStats = faceModels.stats;
     await faceModels.close();
   }
 
@@ -280,7 +299,11 @@ export async function main(argv: string[]): Promise<void> {
     portrait_dir: path.relative(path.resolve(here, '..'), portraitDir),
     max_frames_per_clip: maxFrames ?? 'all',
     id_every: idEvery,
-    face_models: 'see server/quality/faceModels.ts (independent of the engine: MediaPipe FaceMesh with iris, HSE FaceRes descriptors)',
+    face_models:
+      'see server/quality/faceModels.ts (independent of the engine: MediaPipe FaceMesh with iris, HSE FaceRes descriptors, and a second landmark network, face-api 68 points, on the FaceMesh face box)',
+    // Worker time per analysed image over the whole run (two images per scored frame), and of that the 68-point net's.
+    face_models_ms_per_image: Math.round(faceModelStats.meanMs * 10) / 10,
+    landmarks68_ms_per_image: Math.round(faceModelStats.meanMs68 * 10) / 10,
     sheets: values['no-sheets'] ? null : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
     goals: 'akd(model) <= 0.6 x akd(frozen); ssim(model) > ssim(frozen) (self mode)',
     definitions: 'see server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',

@@ -20,10 +20,13 @@
  * Frames where the truth (or driver) has no face cannot be aligned or compared and are not scored; they are counted
  * too (`truth_misses`).
  *
- * Independent scores (id_sim, akd_mesh, aed_mesh, blink_corr, gaze_corr) come from face models the engine never uses
- * (faceModels.ts: MediaPipe FaceMesh with iris and the HSE FaceRes descriptor), run in a worker pool while the engine
- * renders the next frames; see `definitions` below and meshMetrics.ts. mouth_l1 / eyes_l1 are L1 on the mouth and eye
- * regions of the aligned crop (regions from the truth's landmarks).
+ * Independent scores (id_sim, akd_mesh, aed_mesh, aed_mouth_mesh, blink_corr, gaze_corr, mouth_open_corr) come from
+ * face models the engine never uses (faceModels.ts: MediaPipe FaceMesh with iris and the HSE FaceRes descriptor), run
+ * in a worker pool while the engine renders the next frames; see `definitions` below and meshMetrics.ts. The eye and
+ * mouth scores are also read from a second, different landmark network (face-api's 68-point net, on the FaceMesh face
+ * box: blink_corr_68, mouth_open_corr_68, aed_mouth_68; landmarks68.ts), because the live engine itself tracks with
+ * FaceMesh: where the two networks agree, a score is not the engine being graded on its own input. mouth_l1 / eyes_l1
+ * are L1 on the mouth and eye regions of the aligned crop (regions from the truth's landmarks).
  */
 import path from 'node:path';
 import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
@@ -32,6 +35,7 @@ import { probeVideo } from '../util/video.js';
 import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
 import { ffhqCrop, imageToCrop, warpCrop } from './align.js';
 import { FACE_MODELS_LABEL, type FaceModelFace, type FaceModelPool } from './faceModels.js';
+import { eyeAspectRatio68, mouthMotion68, mouthOpenness68, mouthShapeDistance68, motionDistance2d, rigidRotation68 } from './landmarks68.js';
 import {
   alignedMeshDistance,
   cosineSimilarity,
@@ -39,10 +43,12 @@ import {
   eyeOpenness,
   irisPosition,
   meanOrNull,
+  MESH_LIPS,
   meshInterOcular,
   meshMotion2d,
   meshPointDistance,
   motionDistance3d,
+  mouthOpennessMesh,
   pearson,
   similarity3d,
 } from './meshMetrics.js';
@@ -114,6 +120,16 @@ export interface Scores {
   blink_corr: number | null;
   /** Correlation over time of the iris position in the eyes, output vs driver/truth. */
   gaze_corr: number | null;
+  /** Correlation over time of mouth openness (FaceMesh inner lips), output vs driver/truth. */
+  mouth_open_corr: number | null;
+  /** aed_mesh over the FaceMesh lip points only (mouth shape). */
+  aed_mouth_mesh: number | null;
+  /** blink_corr from the second landmark network (face-api 68 points). */
+  blink_corr_68: number | null;
+  /** mouth_open_corr from the second landmark network. */
+  mouth_open_corr_68: number | null;
+  /** Mouth shape distance from the second landmark network (2-D, rigid-point alignment). */
+  aed_mouth_68: number | null;
   /** Scored frames where the independent face model found no face in this method's output. */
   mesh_misses: number;
 }
@@ -130,6 +146,8 @@ export interface FrameScores {
   id_sim: number | null;
   akd_mesh: number | null;
   aed_mesh: number | null;
+  aed_mouth_mesh: number | null;
+  aed_mouth_68: number | null;
 }
 
 export interface PerFrame {
@@ -171,8 +189,10 @@ export interface EvalReport {
   timing: {
     prepare_ms: number;
     render_ms: { p50: number; p95: number; mean: number };
-    /** Mean worker time per image of the independent face models (mesh + iris, + descriptor on sampled frames). */
+    /** Mean worker time per image of the independent face models (mesh + iris + 68 net, + descriptor on sampled frames). */
     face_models_ms_per_image: number | null;
+    /** Of that, the 68-point landmark net's mean time per image. */
+    landmarks68_ms_per_image: number | null;
     total_s: number;
     eval_fps: number;
   };
@@ -253,10 +273,28 @@ interface MeshScores {
   aed_mesh: number | null;
   blink_corr: number | null;
   gaze_corr: number | null;
+  mouth_open_corr: number | null;
+  aed_mouth_mesh: number | null;
+  blink_corr_68: number | null;
+  mouth_open_corr_68: number | null;
+  aed_mouth_68: number | null;
   mesh_misses: number;
 }
 
-const NO_MESH: MeshScores = { id_sim: null, id_sim_driver: null, akd_mesh: null, aed_mesh: null, blink_corr: null, gaze_corr: null, mesh_misses: 0 };
+const NO_MESH: MeshScores = {
+  id_sim: null,
+  id_sim_driver: null,
+  akd_mesh: null,
+  aed_mesh: null,
+  blink_corr: null,
+  gaze_corr: null,
+  mouth_open_corr: null,
+  aed_mouth_mesh: null,
+  blink_corr_68: null,
+  mouth_open_corr_68: null,
+  aed_mouth_68: null,
+  mesh_misses: 0,
+};
 
 class MethodAcc {
   l1 = new Mean();
@@ -307,6 +345,11 @@ class MethodAcc {
       aed_mesh: r6(mesh.aed_mesh),
       blink_corr: r6(mesh.blink_corr, 4),
       gaze_corr: r6(mesh.gaze_corr, 4),
+      mouth_open_corr: r6(mesh.mouth_open_corr, 4),
+      aed_mouth_mesh: r6(mesh.aed_mouth_mesh),
+      blink_corr_68: r6(mesh.blink_corr_68, 4),
+      mouth_open_corr_68: r6(mesh.mouth_open_corr_68, 4),
+      aed_mouth_68: r6(mesh.aed_mouth_68),
       mesh_misses: mesh.mesh_misses,
     };
   }
@@ -350,7 +393,17 @@ const definitions: Record<string, string> = {
     'Pearson correlation over the scored frames of the six-point eye aspect ratio (FaceMesh 33-160-158-133-153-144 and 362-385-387-263-373-380), output vs truth (self) or driver (cross), per eye, averaged over the two eyes; null when a series is constant (the frozen portrait never blinks)',
   gaze_corr:
     'Pearson correlation over the scored frames of the iris centre position in the eye (along and across the corner-to-corner axis, in eye widths, both eyes averaged), output vs truth/driver, the x and y correlations averaged; null when constant',
-  mesh_misses: 'scored frames where the face model found no face in that output (left out of the mesh and identity scores)',
+  mouth_open_corr:
+    'Pearson correlation over the scored frames of the FaceMesh mouth openness (mean inner-lip gap 82-87, 13-14, 312-317 over the mouth width 61-291, image plane), output vs truth (self) or driver (cross); null when a series is constant',
+  aed_mouth_mesh: 'aed_mesh with the mean taken over the 40 FaceMesh lip points only (the same alignment, fitted on all 468 points): mouth shape and opening',
+  landmarks_68:
+    "a second landmark network, different from FaceMesh (which the live engine itself tracks with): @vladmandic/face-api 1.7.15's 68-point net (face-api.js FaceLandmark68Net, iBUG 68 points), run in the same workers on the same image as FaceMesh, on a box from the FaceMesh face points (1.1x their width, centred; from 10% of their height above them down to their lowest point), padded to a square with black and resized to 112x112 as face-api does. Its scores use the same frames as the mesh scores",
+  blink_corr_68:
+    "as blink_corr, with the six-point eye aspect ratio of the 68 net's eyes (36-37-38-39-40-41 and 42-43-44-45-46-47), output vs truth/driver, per eye, averaged over the two eyes; null when a series is constant",
+  mouth_open_corr_68: "as mouth_open_corr, with the 68 net's mouth openness (mean inner-lip gap 61-67, 62-66, 63-65 over the mouth width 48-54)",
+  aed_mouth_68:
+    "mouth shape distance from the 68 net, 2-D, with head position, size and roll removed by a least-squares similarity fitted on the nose (27-35) and eye corners (36, 39, 42, 45). self: the output's points aligned onto the truth's, mean distance over the 20 lip points 48-67 / truth inter-ocular distance (eye centres); cross: each stream's frame aligned onto its own reference frame (the first scored frame where both have 68 points), lip motion / reference inter-ocular distance, the output's motion rotated into the driver's reference frame, mean distance between the two motions",
+  mesh_misses: 'scored frames where the face model found no face in that output (left out of the mesh, 68-point and identity scores)',
   steps: 'refiner steps the engine was asked for (0 = warp only)',
 };
 
@@ -360,15 +413,34 @@ interface MeshFrame {
   model: FaceModelFace | null;
 }
 
+/** Two eyes' (or x and y) series of the output and of the truth/driver, for the correlations. */
+interface Pair2 {
+  out: [number[], number[]];
+  ref: [number[], number[]];
+}
+/** One series of the output and of the truth/driver. */
+interface Pair1 {
+  out: number[];
+  ref: number[];
+}
+
 interface Acc {
   idSim: number[];
   idDriver: number[];
   akdMesh: number[];
   aedMesh: number[];
-  eyes: { out: [number[], number[]]; ref: [number[], number[]] };
-  gaze: { out: [number[], number[]]; ref: [number[], number[]] };
+  aedMouthMesh: number[];
+  aedMouth68: number[];
+  eyes: Pair2;
+  gaze: Pair2;
+  mouth: Pair1;
+  eyes68: Pair2;
+  mouth68: Pair1;
   misses: number;
 }
+
+const pair2 = (): Pair2 => ({ out: [[], []], ref: [[], []] });
+const corr2 = (p: Pair2): number | null => meanOrNull([pearson(p.out[0], p.ref[0]), pearson(p.out[1], p.ref[1])]);
 
 /**
  * The independent-model scores of one method over the scored frames (see `definitions`). `outOf(frame)` is that
@@ -382,8 +454,23 @@ function scoreMesh(
   identityRef: FaceModelFace | null,
   perFrame: (index: number) => FrameScores | null,
 ): MeshScores {
-  const acc: Acc = { idSim: [], idDriver: [], akdMesh: [], aedMesh: [], eyes: { out: [[], []], ref: [[], []] }, gaze: { out: [[], []], ref: [[], []] }, misses: 0 };
+  const acc: Acc = {
+    idSim: [],
+    idDriver: [],
+    akdMesh: [],
+    aedMesh: [],
+    aedMouthMesh: [],
+    aedMouth68: [],
+    eyes: pair2(),
+    gaze: pair2(),
+    mouth: { out: [], ref: [] },
+    eyes68: pair2(),
+    mouth68: { out: [], ref: [] },
+    misses: 0,
+  };
   let ref: { truth: FaceModelFace; out: FaceModelFace; rot: Float64Array } | null = null;
+  // Cross mode, 68 points: the first frame where both streams have them, and the roll from the output's onto the driver's.
+  let ref68: { truth: Float32Array; out: Float32Array; rot: number } | null = null;
   for (const f of frames) {
     if (!f.truth) continue;
     const out = outOf(f);
@@ -407,9 +494,11 @@ function scoreMesh(
     // Landmarks and expression.
     let akdV: number;
     let aedV: number;
+    let aedMouthV: number;
     if (selfMode) {
       akdV = meshPointDistance(out.mesh, t.mesh, meshInterOcular(t.mesh));
       aedV = alignedMeshDistance(out.mesh, t.mesh);
+      aedMouthV = alignedMeshDistance(out.mesh, t.mesh, MESH_LIPS);
     } else {
       ref ??= { truth: t, out, rot: similarity3d(out.mesh, t.mesh).r };
       const dm = meshMotion2d(t.mesh, ref.truth.mesh);
@@ -417,13 +506,18 @@ function scoreMesh(
       let s = 0;
       for (let i = 0; i < dm.length; i += 2) s += Math.hypot(om[i]! - dm[i]!, om[i + 1]! - dm[i + 1]!);
       akdV = s / (dm.length / 2);
-      aedV = motionDistance3d(expressionMotion(out.mesh, ref.out.mesh, ref.rot), expressionMotion(t.mesh, ref.truth.mesh));
+      const oe = expressionMotion(out.mesh, ref.out.mesh, ref.rot);
+      const de = expressionMotion(t.mesh, ref.truth.mesh);
+      aedV = motionDistance3d(oe, de);
+      aedMouthV = motionDistance3d(oe, de, MESH_LIPS);
     }
     acc.akdMesh.push(akdV);
     acc.aedMesh.push(aedV);
+    acc.aedMouthMesh.push(aedMouthV);
     if (pf) {
       pf.akd_mesh = r6(akdV);
       pf.aed_mesh = r6(aedV);
+      pf.aed_mouth_mesh = r6(aedMouthV);
     }
     // Time series for the correlations.
     const eo = eyeOpenness(out.mesh);
@@ -438,6 +532,29 @@ function scoreMesh(
     acc.gaze.out[1].push(go.y);
     acc.gaze.ref[0].push(gt.x);
     acc.gaze.ref[1].push(gt.y);
+    acc.mouth.out.push(mouthOpennessMesh(out.mesh));
+    acc.mouth.ref.push(mouthOpennessMesh(t.mesh));
+    // The same eye and mouth measures from the second landmark network.
+    const o68 = out.landmarks68;
+    const t68 = t.landmarks68;
+    if (o68 && t68) {
+      const ea = eyeAspectRatio68(o68);
+      const eb = eyeAspectRatio68(t68);
+      acc.eyes68.out[0].push(ea.right);
+      acc.eyes68.out[1].push(ea.left);
+      acc.eyes68.ref[0].push(eb.right);
+      acc.eyes68.ref[1].push(eb.left);
+      acc.mouth68.out.push(mouthOpenness68(o68));
+      acc.mouth68.ref.push(mouthOpenness68(t68));
+      let v: number;
+      if (selfMode) v = mouthShapeDistance68(o68, t68);
+      else {
+        ref68 ??= { truth: t68, out: o68, rot: rigidRotation68(o68, t68) };
+        v = motionDistance2d(mouthMotion68(o68, ref68.out, ref68.rot), mouthMotion68(t68, ref68.truth));
+      }
+      acc.aedMouth68.push(v);
+      if (pf) pf.aed_mouth_68 = r6(v);
+    }
   }
   const mean = (v: number[]): number | null => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : null);
   return {
@@ -445,8 +562,13 @@ function scoreMesh(
     id_sim_driver: selfMode ? null : mean(acc.idDriver),
     akd_mesh: mean(acc.akdMesh),
     aed_mesh: mean(acc.aedMesh),
-    blink_corr: meanOrNull([pearson(acc.eyes.out[0], acc.eyes.ref[0]), pearson(acc.eyes.out[1], acc.eyes.ref[1])]),
-    gaze_corr: meanOrNull([pearson(acc.gaze.out[0], acc.gaze.ref[0]), pearson(acc.gaze.out[1], acc.gaze.ref[1])]),
+    blink_corr: corr2(acc.eyes),
+    gaze_corr: corr2(acc.gaze),
+    mouth_open_corr: pearson(acc.mouth.out, acc.mouth.ref),
+    aed_mouth_mesh: mean(acc.aedMouthMesh),
+    blink_corr_68: corr2(acc.eyes68),
+    mouth_open_corr_68: pearson(acc.mouth68.out, acc.mouth68.ref),
+    aed_mouth_68: mean(acc.aedMouth68),
     mesh_misses: acc.misses,
   };
 }
@@ -564,6 +686,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
           id_sim: null,
           akd_mesh: null,
           aed_mesh: null,
+          aed_mouth_mesh: null,
+          aed_mouth_68: null,
         };
         acc.l1.add(s.l1!);
         acc.ssim.add(s.ssim!);
@@ -700,6 +824,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         prepare_ms: Math.round(result.prepareMs),
         render_ms: summarizeMs(result.renderMs),
         face_models_ms_per_image: pool ? Math.round(pool.stats.meanMs * 10) / 10 : null,
+        landmarks68_ms_per_image: pool ? Math.round(pool.stats.meanMs68 * 10) / 10 : null,
         total_s: Math.round(totalS * 100) / 100,
         eval_fps: Math.round((result.frames / totalS) * 100) / 100,
       },
@@ -732,6 +857,7 @@ function sheetTitle(opts: EvalOptions, selfMode: boolean, m: Scores, z: Scores):
   }
   lines.push(
     `${pair('id_sim', m.id_sim, z.id_sim)} | ${pair('akd_mesh', m.akd_mesh, z.akd_mesh)} | ${pair('aed_mesh', m.aed_mesh, z.aed_mesh)} | ${pair('blink_corr', m.blink_corr, z.blink_corr, 2)} | ${pair('gaze_corr', m.gaze_corr, z.gaze_corr, 2)}`,
+    `${pair('mouth_open_corr', m.mouth_open_corr, z.mouth_open_corr, 2)} | ${pair('aed_mouth_mesh', m.aed_mouth_mesh, z.aed_mouth_mesh)} | 68 net: ${pair('blink_corr_68', m.blink_corr_68, z.blink_corr_68, 2)} | ${pair('mouth_open_corr_68', m.mouth_open_corr_68, z.mouth_open_corr_68, 2)} | ${pair('aed_mouth_68', m.aed_mouth_68, z.aed_mouth_68)}`,
   );
   return lines;
 }
@@ -765,6 +891,8 @@ function roundScores(s: FrameScores): FrameScores {
     id_sim: r(s.id_sim),
     akd_mesh: r(s.akd_mesh),
     aed_mesh: r(s.aed_mesh),
+    aed_mouth_mesh: r(s.aed_mouth_mesh),
+    aed_mouth_68: r(s.aed_mouth_68),
   };
 }
 
@@ -813,6 +941,8 @@ function scoreCross(
       id_sim: null,
       akd_mesh: null,
       aed_mesh: null,
+      aed_mouth_mesh: null,
+      aed_mouth_68: null,
     };
     acc.akd.add(s.akd!);
     acc.addPose(oPose, dPose);
@@ -831,7 +961,20 @@ function scoreCross(
     const m = one('model', f, model);
     const z = one('frozen', f, frozen);
     // A method without landmarks in this frame still gets an entry, for its mesh and identity scores.
-    const empty = (): FrameScores => ({ l1: null, ssim: null, psnr: null, akd: null, pose_deg: null, mouth_l1: null, eyes_l1: null, id_sim: null, akd_mesh: null, aed_mesh: null });
+    const empty = (): FrameScores => ({
+      l1: null,
+      ssim: null,
+      psnr: null,
+      akd: null,
+      pose_deg: null,
+      mouth_l1: null,
+      eyes_l1: null,
+      id_sim: null,
+      akd_mesh: null,
+      aed_mesh: null,
+      aed_mouth_mesh: null,
+      aed_mouth_68: null,
+    });
     record({
       index: f.index,
       truth_face: true,

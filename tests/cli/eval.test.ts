@@ -35,6 +35,11 @@ const SCORE_KEYS = [
   'aed_mesh',
   'blink_corr',
   'gaze_corr',
+  'mouth_open_corr',
+  'aed_mouth_mesh',
+  'blink_corr_68',
+  'mouth_open_corr_68',
+  'aed_mouth_68',
   'mesh_misses',
 ];
 
@@ -118,6 +123,16 @@ describe('avatar eval (subprocess)', () => {
     expect(m.gaze_corr!).toBeGreaterThan(0.5);
     expect(m.mesh_misses).toBe(0);
     expect(m.id_sim_driver).toBeNull();
+    // The mouth opens wide in these frames: both landmark networks see the output's mouth open and close with the
+    // truth's and the same mouth shape; the 68-point net follows the blinks too.
+    expect(rep.face_models).toContain('68-point');
+    expect(m.mouth_open_corr!).toBeGreaterThan(0.95);
+    expect(m.mouth_open_corr_68!).toBeGreaterThan(0.95);
+    expect(m.blink_corr_68!).toBeGreaterThan(0.7);
+    expect(m.aed_mouth_mesh!).toBeLessThan(0.015);
+    expect(m.aed_mouth_68!).toBeLessThan(0.02);
+    expect(rep.timing.landmarks68_ms_per_image!).toBeGreaterThan(0);
+    expect(rep.timing.landmarks68_ms_per_image!).toBeLessThan(rep.timing.face_models_ms_per_image!);
     // The frozen baseline's known values on these frames (measured; the pipeline is deterministic): a closed-mouth
     // still of the same man is recognisably him but not the same picture, its mouth region far from the open mouth,
     // and a still portrait has no blink or gaze series to correlate.
@@ -132,6 +147,12 @@ describe('avatar eval (subprocess)', () => {
     expect(fz.aed_mesh!).toBeGreaterThan(0.05);
     expect(fz.blink_corr).toBeNull();
     expect(fz.gaze_corr).toBeNull();
+    expect(fz.mouth_open_corr).toBeNull();
+    expect(fz.blink_corr_68).toBeNull();
+    expect(fz.mouth_open_corr_68).toBeNull();
+    // The still closed mouth against the open one: measured 0.14 (FaceMesh lips) and 0.18 (68 net) inter-ocular distances.
+    expect(fz.aed_mouth_mesh!).toBeGreaterThan(0.08);
+    expect(fz.aed_mouth_68!).toBeGreaterThan(0.1);
     expect(fz.mesh_misses).toBe(0);
     for (const k of ['id_sim', 'mouth_l1', 'eyes_l1', 'akd_mesh', 'aed_mesh'] as const) expect(m[k] === fz[k]).toBe(false);
     // Per frame: the mesh scores on every frame, id_sim on every 5th scored frame, region L1 largest where the mouth is open.
@@ -140,6 +161,10 @@ describe('avatar eval (subprocess)', () => {
     expect(frames.filter((f) => f.model!.id_sim !== null).length).toBe(Math.ceil(frames.length / 5));
     const meanMouth = (fs: typeof frames): number => fs.reduce((a, f) => a + f.frozen!.mouth_l1!, 0) / fs.length;
     expect(meanMouth(open)).toBeGreaterThan(1.5 * meanMouth(closed));
+    // The 68-point mouth distance on every frame, far larger where the truth's mouth is open than where it is closed.
+    expect(frames.filter((f) => f.model!.aed_mouth_68 !== null).length).toBe(frames.length);
+    const meanAed68 = (fs: typeof frames): number => fs.reduce((a, f) => a + f.frozen!.aed_mouth_68!, 0) / fs.length;
+    expect(meanAed68(open)).toBeGreaterThan(3 * meanAed68(closed));
 
     // The contact sheet: a readable PNG with about 8 rows of three 192 px tiles.
     expect(rep.sheet).toEqual({ file: sheet, rows: 8, every: 5 });
@@ -216,8 +241,13 @@ describe('avatar eval (subprocess)', () => {
     expect(c.frozen.id_sim_driver!).toBeLessThan(0.6);
     expect(c.model.akd_mesh!).toBeLessThan(0.5 * c.frozen.akd_mesh!);
     expect(c.model.aed_mesh!).toBeLessThan(0.5 * c.frozen.aed_mesh!);
+    expect(c.model.aed_mouth_mesh!).toBeLessThan(0.5 * c.frozen.aed_mouth_mesh!);
+    expect(c.model.aed_mouth_68!).toBeLessThan(0.5 * c.frozen.aed_mouth_68!);
+    expect(c.model.mouth_open_corr!).toBeGreaterThan(0.95);
+    expect(c.model.mouth_open_corr_68!).toBeGreaterThan(0.95);
     expect(c.model.mouth_l1).toBeNull();
     expect(c.frozen.blink_corr).toBeNull();
+    expect(c.frozen.blink_corr_68).toBeNull();
     expect(b.stderr).toContain('id_sim to the driver (leakage, lower is better)');
   });
 
