@@ -51,6 +51,19 @@ const EYE_SCALE = 2.3;
 const ROI_HOLD_SHIFT = 0.02;
 const ROI_HOLD_SIZE = 0.03;
 const ROI_HOLD_ANGLE = 0.03;
+/** The mesh found the face this far from where its region was (fractions of the side, radians): the crop was off (a
+ * jump, a first frame from a detection), so the mesh is run again on the corrected region in the same frame. */
+const ROI_REDO_SHIFT = 0.1;
+const ROI_REDO_SIZE = 0.15;
+const ROI_REDO_ANGLE = 0.12;
+/**
+ * Every this many tracked frames BlazeFace checks that the mesh is on the face it finds: a mesh can settle on a wrong
+ * region that still looks face-like to FaceMesh (half a face after a jump), and its own face flag does not always
+ * drop. Rare enough (once a second at 30 fps) to stay out of the tracked frame's p95.
+ */
+const VERIFY_EVERY = 30;
+/** A detection whose centre is this far from the mesh's (fractions of the detection's size) disagrees with it. */
+const VERIFY_MAX_SHIFT = 0.35;
 
 /** Options for {@link MeshTracker.create}. */
 export interface MeshTrackerOptions {
@@ -343,6 +356,7 @@ export class MeshTracker {
   readonly #gl: EyeGaze = { x: 0, y: 0 };
   readonly #gr: EyeGaze = { x: 0, y: 0 };
   #active = false;
+  #sinceVerify = 0;
 
   private constructor(models: MeshModels, fallback: FaceDetector | null, opts: MeshTrackerOptions) {
     this.models = models;
@@ -369,6 +383,7 @@ export class MeshTracker {
   /** Drops the track and the smoothing history. */
   reset(): void {
     this.#active = false;
+    this.#sinceVerify = 0;
     this.#lmFilter.reset();
     this.#poseFilter.reset();
     this.#gazeFilter.reset();
@@ -395,12 +410,20 @@ export class MeshTracker {
       return null;
     }
     const mesh = this.#track.mesh;
+    if (this.#active && ++this.#sinceVerify >= VERIFY_EVERY) {
+      this.#sinceVerify = 0;
+      this.#verify(frame);
+    }
+    // A region from a detection is only roughly where the mesh puts the face: the frame is meshed again from the
+    // mesh's own region (as every later frame is), so that the first frames of a track agree with the next ones.
+    let fresh = !this.#active;
     let ok = this.#active || this.#acquire(frame);
     if (ok) {
       ok = this.#run.meshAt(frame, this.#roi, mesh, tm) >= MIN_FACE_FLAG;
       if (!ok && this.#active) {
         // Lost: one detection on this frame.
         this.reset();
+        fresh = true;
         ok = this.#acquire(frame) && this.#run.meshAt(frame, this.#roi, mesh, tm) >= MIN_FACE_FLAG;
       }
     }
@@ -410,10 +433,33 @@ export class MeshTracker {
       return null;
     }
     this.#active = true;
+    const r = this.#roi;
+    let n = this.#run.roiFromMesh(mesh, this.#next);
+    // A crop well off the face gives a worse mesh: mesh again where the face is, in the same frame. A fresh track
+    // (from a detection) settles its region completely (up to 3 passes, until it holds), so that the first frames
+    // of a track, which a calibration takes as the neutral, are the frames every later one is compared with.
+    const far = (): boolean =>
+      Math.hypot(n.cx - r.cx, n.cy - r.cy) > ROI_REDO_SHIFT * r.side ||
+      Math.abs(n.side - r.side) > ROI_REDO_SIZE * r.side ||
+      Math.abs(n.angle - r.angle) > ROI_REDO_ANGLE;
+    const moved = (): boolean =>
+      Math.hypot(n.cx - r.cx, n.cy - r.cy) > ROI_HOLD_SHIFT * r.side ||
+      Math.abs(n.side - r.side) > ROI_HOLD_SIZE * r.side ||
+      Math.abs(n.angle - r.angle) > ROI_HOLD_ANGLE;
+    for (let pass = 0; pass < (fresh ? 3 : 1) && (far() || (fresh && moved())); pass++) {
+      r.cx = n.cx;
+      r.cy = n.cy;
+      r.side = n.side;
+      r.angle = n.angle;
+      if (this.#run.meshAt(frame, r, mesh, tm) < MIN_FACE_FLAG) {
+        this.reset();
+        tm.totalMs = performance.now() - t0;
+        return null;
+      }
+      n = this.#run.roiFromMesh(mesh, this.#next);
+    }
     const out = this.#finish(frame, timestampMs);
     // The next frame's region, kept when the face barely moved (a still face gets the same crop).
-    const n = this.#run.roiFromMesh(mesh, this.#next);
-    const r = this.#roi;
     if (
       Math.hypot(n.cx - r.cx, n.cy - r.cy) > ROI_HOLD_SHIFT * r.side ||
       Math.abs(n.side - r.side) > ROI_HOLD_SIZE * r.side ||
@@ -471,6 +517,28 @@ export class MeshTracker {
   /** Nothing of its own to release (the sessions are shared); present for StreamTracker. */
   close(): void {
     this.reset();
+  }
+
+  /**
+   * BlazeFace on the whole frame: when no detection sits where the mesh is (by centre and size), the track restarts
+   * from the best detection (or from scratch when there is none: the next track() detects again).
+   */
+  #verify(frame: ColorFrame): void {
+    const td = performance.now();
+    const found = this.#run.detect(frame);
+    this.timings.detectMs += performance.now() - td;
+    this.timings.detected = true;
+    const r = this.#roi;
+    const agrees = found.some((d) => {
+      const size = Math.max(d.w, d.h);
+      return Math.hypot(d.cx - r.cx, d.cy - r.cy) < VERIFY_MAX_SHIFT * size && Math.abs(ROI_SCALE * size - r.side) < 0.35 * r.side;
+    });
+    if (agrees) return;
+    this.reset();
+    const best = found[0];
+    if (!best) return;
+    this.#run.roiFromDetection(best, this.#roi);
+    this.#active = true;
   }
 
   #acquire(frame: ColorFrame): boolean {

@@ -36,6 +36,8 @@ import { eyelidRemap, FusedWarp, LID_PARAMS } from './warp.js';
 export interface StreamTracker {
   /** `color` is the same frame in colour (trackers that read colour use it; others ignore it). */
   track(gray: GrayImage, tsMs: number, color?: ColorFrame): FaceTrack | null;
+  /** Drops the track: the next frame starts with a detection. */
+  reset?(): void;
   close?(): void;
 }
 
@@ -629,6 +631,8 @@ export class DefaultEngine implements AvatarEngine {
   }
 
   recalibrate(): void {
+    // A new neutral often means the performer moved or changed: find their face afresh too.
+    this.#tracker?.reset?.();
     this.#encoder.recalibrate();
   }
 
