@@ -62,6 +62,7 @@ export function formatSummary(r: EvalReport): string {
     [
       `  ${name.padEnd(7)} l1 ${f(s.l1)}  ssim ${f(s.ssim)}  psnr ${f(s.psnr, 2)}  akd ${f(s.akd)}  pose ${f(s.pose_deg, 2)} deg  misses ${s.misses}`,
       `  ${''.padEnd(7)} mouth_l1 ${f(s.mouth_l1)}  eyes_l1 ${f(s.eyes_l1)}  id_sim ${f(s.id_sim, 3)}  akd_mesh ${f(s.akd_mesh)}  aed_mesh ${f(s.aed_mesh)}  blink_corr ${f(s.blink_corr, 2)}  gaze_corr ${f(s.gaze_corr, 2)}  mesh_misses ${s.mesh_misses}`,
+      `  ${''.padEnd(7)} second network (68 points): blink_corr_68 ${f(s.blink_corr_68, 2)}  mouth_open_corr_68 ${f(s.mouth_open_corr_68, 2)}  aed_mouth_68 ${f(s.aed_mouth_68)}  | FaceMesh: mouth_open_corr ${f(s.mouth_open_corr, 2)}  aed_mouth_mesh ${f(s.aed_mouth_mesh)}`,
     ].join('\n');
   const regions = (Object.keys(r.model.akd_regions) as (keyof EvalReport['model']['akd_regions'])[])
     .map((k) => `${k} ${f(r.model.akd_regions[k], 3)}/${f(r.frozen.akd_regions[k], 3)}`)

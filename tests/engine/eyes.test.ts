@@ -30,13 +30,13 @@ function eyeBoxes(engine: DefaultEngine): [number, number, number, number][] {
   const toX = (gx: number): number => face.paste.x0 + ((gx - g[0]!) / (g[2]! - g[0]!)) * (face.paste.w - 1);
   const toY = (gy: number): number => face.paste.y0 + ((gy - g[1]!) / (g[3]! - g[1]!)) * (face.paste.h - 1);
   const lm = face.landmarks;
-  return [36, 42].map((e) => {
+  return [36, 42].map((e): [number, number, number, number] => {
     const x0 = toX(lm[2 * e]!);
     const x1 = toX(lm[2 * (e + 3)]!);
     const w = x1 - x0;
     const cy = toY((lm[2 * e + 1]! + lm[2 * (e + 3) + 1]!) / 2);
     return [Math.round(x0 + 0.15 * w), Math.round(cy - 0.18 * w), Math.round(x1 - 0.15 * w), Math.round(cy + 0.12 * w)];
-  }) as [number, number, number, number][];
+  });
 }
 
 /** Fraction of dark pixels (luma below 0.45 of the box's 90th percentile: iris, pupil, lash line) in a box. */
@@ -57,7 +57,11 @@ describe('eyes (FaceMesh + Iris tracker)', () => {
   let engine: DefaultEngine;
   beforeAll(async () => {
     vision = await createDefaultVision('mesh');
-    engine = await DefaultEngine.create({ modelPack: path.join(projectRoot, 'models', 'default'), vision, refinerPack: null });
+    engine = await DefaultEngine.create({
+      modelPack: path.join(projectRoot, 'models', 'default'),
+      vision,
+      refinerPack: null,
+    });
   });
   afterAll(() => engine?.close());
   beforeEach(() => engine.updateSettings({ ...defaultAvatarSettings }));

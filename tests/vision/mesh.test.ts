@@ -148,7 +148,8 @@ describe('MeshTracker on real media', () => {
     });
     return s;
   }
-  const mean = (a: number[], from: number, to: number): number => a.slice(from, to + 1).reduce((x, y) => x + y, 0) / (to - from + 1);
+  const mean = (a: number[], from: number, to: number): number =>
+    a.slice(from, to + 1).reduce((x, y) => x + y, 0) / (to - from + 1);
 
   it('finds the face of a portrait where the dlib tracker does, with lids and irises inside the eyes', async () => {
     const rgb = await loadImageRgb(portraitFile('real_woman_dark_hair.png'));

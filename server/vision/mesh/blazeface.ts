@@ -48,7 +48,12 @@ function iou(a: BlazeDetection, b: BlazeDetection): number {
  * Faces above `minScore` from the raw rows (896 x 17: logit, then 16 regressors), best first, overlapping ones
  * (IoU > `maxIou`) suppressed.
  */
-export function decodeBlazeFace(rows: Float32Array, anchors: Float32Array, minScore = 0.5, maxIou = 0.3): BlazeDetection[] {
+export function decodeBlazeFace(
+  rows: Float32Array,
+  anchors: Float32Array,
+  minScore = 0.5,
+  maxIou = 0.3,
+): BlazeDetection[] {
   const n = anchors.length / 2;
   if (rows.length !== n * 17) throw new TypeError(`BlazeFace: expected ${n} x 17 outputs, got ${rows.length}`);
   const found: BlazeDetection[] = [];
@@ -64,7 +69,14 @@ export function decodeBlazeFace(rows: Float32Array, anchors: Float32Array, minSc
       kp[2 * k] = ax + rows[o + 5 + 2 * k]!;
       kp[2 * k + 1] = ay + rows[o + 6 + 2 * k]!;
     }
-    found.push({ score: sigmoid(logit), cx: ax + rows[o + 1]!, cy: ay + rows[o + 2]!, w: rows[o + 3]!, h: rows[o + 4]!, keypoints: kp });
+    found.push({
+      score: sigmoid(logit),
+      cx: ax + rows[o + 1]!,
+      cy: ay + rows[o + 2]!,
+      w: rows[o + 3]!,
+      h: rows[o + 4]!,
+      keypoints: kp,
+    });
   }
   found.sort((a, b) => b.score - a.score);
   const kept: BlazeDetection[] = [];
@@ -83,7 +95,12 @@ export function gatherBlazeRows(outputs: readonly Float32Array[], anchors: numbe
   }
   if (outputs.length !== 4) throw new TypeError(`BlazeFace: expected 1 or 4 outputs, got ${outputs.length}`);
   // Four parts, sorted by size: [384 scores, 512 scores, 384 x 16 regressors, 512 x 16]; stride 16 (512) first.
-  const [s384, s512, r384, r512] = [...outputs].sort((a, b) => a.length - b.length) as [Float32Array, Float32Array, Float32Array, Float32Array];
+  const [s384, s512, r384, r512] = [...outputs].sort((a, b) => a.length - b.length) as [
+    Float32Array,
+    Float32Array,
+    Float32Array,
+    Float32Array,
+  ];
   let row = 0;
   for (const [s, r] of [
     [s512, r512],

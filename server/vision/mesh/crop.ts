@@ -56,7 +56,7 @@ export function cropRoi(
           const x = x0 + (t & 1);
           const y = y0 + (t >> 1);
           if (x < 0 || y < 0 || x >= W || y >= H) continue;
-          const w = ((t & 1) ? fx : 1 - fx) * ((t >> 1) ? fy : 1 - fy);
+          const w = (t & 1 ? fx : 1 - fx) * (t >> 1 ? fy : 1 - fy);
           if (gray) {
             const q = data[y * W + x]!;
             r += w * q;

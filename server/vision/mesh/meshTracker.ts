@@ -183,7 +183,9 @@ class MeshRunner {
     this.#meshFeed = { [models.mesh.inputNames[0]!]: new Tensor('float32', this.#meshIn, [1, ms, ms, 3]) };
     this.#irisFeed = { [models.iris.inputNames[0]!]: new Tensor('float32', this.#irisIn, [2, is, is, 3]) };
     const bySize = (m: typeof models.mesh, n: number): string => {
-      const o = m.outputs.find((v) => v.shape.reduce<number>((a, d) => a * (typeof d === 'number' && d > 0 ? d : 1), 1) === n);
+      const o = m.outputs.find(
+        (v) => v.shape.reduce<number>((a, d) => a * (typeof d === 'number' && d > 0 ? d : 1), 1) === n,
+      );
       if (!o) throw new TypeError(`${m.file}: no output of ${n} values`);
       return o.name;
     };
@@ -197,7 +199,10 @@ class MeshRunner {
     const size = this.models.detectorSize;
     const side = Math.max(frame.width, frame.height);
     cropRoi(frame, { cx: frame.width / 2, cy: frame.height / 2, side, angle: 0 }, size, 1 / 127.5, -1, this.#detIn);
-    const res = this.models.detector.run(this.#detFeed, Object.fromEntries(this.models.detector.outputNames.map((n) => [n, null])));
+    const res = this.models.detector.run(
+      this.#detFeed,
+      Object.fromEntries(this.models.detector.outputNames.map((n) => [n, null])),
+    );
     const outs = this.models.detector.outputNames.map((n) => res[n]!.data as Float32Array);
     gatherBlazeRows(outs, this.#anchors.length / 2, this.#detRows);
     const found = decodeBlazeFace(this.#detRows, this.#anchors, MIN_DETECTION);
@@ -339,7 +344,14 @@ export class MeshTracker {
   readonly models: MeshModels;
   readonly fallbackDetector: FaceDetector | null;
   /** Timings of the last track() call. */
-  readonly timings: MeshTrackTimings = { detectMs: 0, meshMs: 0, irisMs: 0, featuresMs: 0, totalMs: 0, detected: false };
+  readonly timings: MeshTrackTimings = {
+    detectMs: 0,
+    meshMs: 0,
+    irisMs: 0,
+    featuresMs: 0,
+    totalMs: 0,
+    detected: false,
+  };
   readonly #run: MeshRunner;
   readonly #lmFilter: OneEuroFilter;
   readonly #poseFilter: OneEuroFilter;
@@ -483,10 +495,18 @@ export class MeshTracker {
     const run = this.#run;
     const rois: { roi: Roi; min: number; score: number }[] = run
       .detect(frame)
-      .map((d) => ({ roi: run.roiFromDetection(d, { cx: 0, cy: 0, side: 0, angle: 0 }), min: MIN_FACE_FLAG, score: d.score }));
+      .map((d) => ({
+        roi: run.roiFromDetection(d, { cx: 0, cy: 0, side: 0, angle: 0 }),
+        min: MIN_FACE_FLAG,
+        score: d.score,
+      }));
     if (rois.length === 0 && this.fallbackDetector) {
       for (const f of this.fallbackDetector.detect(gray, { thorough: true }))
-        rois.push({ roi: run.roiFromBox(f.box, { cx: 0, cy: 0, side: 0, angle: 0 }), min: MIN_FACE_FLAG_FALLBACK, score: f.score });
+        rois.push({
+          roi: run.roiFromBox(f.box, { cx: 0, cy: 0, side: 0, angle: 0 }),
+          min: MIN_FACE_FLAG_FALLBACK,
+          score: f.score,
+        });
     }
     const out: MeshFaceTrack[] = [];
     const pose = new PoseSolver();
@@ -531,7 +551,10 @@ export class MeshTracker {
     const r = this.#roi;
     const agrees = found.some((d) => {
       const size = Math.max(d.w, d.h);
-      return Math.hypot(d.cx - r.cx, d.cy - r.cy) < VERIFY_MAX_SHIFT * size && Math.abs(ROI_SCALE * size - r.side) < 0.35 * r.side;
+      return (
+        Math.hypot(d.cx - r.cx, d.cy - r.cy) < VERIFY_MAX_SHIFT * size &&
+        Math.abs(ROI_SCALE * size - r.side) < 0.35 * r.side
+      );
     });
     if (agrees) return;
     this.reset();

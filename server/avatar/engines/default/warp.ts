@@ -13,8 +13,22 @@
  * upper lid does, the lash line (the source's lid margin) travels down with it, and the eyeball below the new edge
  * stays where it is: the iris is hidden by the lid, not squashed or painted over. The edge is anti-aliased over one
  * pixel. Only the CPU path does this; the whole graph still paints closing lids.
+ *
+ * Irises move inside the eye (setEyes, when the portrait's irises are known): within the portrait's eye opening (a
+ * mask in source pixels), a pixel inside the moved iris disc reads the iris from where it was, a pixel of the old
+ * iris that the moved one no longer covers reads the sclera beside it, and everything outside the opening is left
+ * alone, so the iris is clipped by the lids as a real one is. (Without known irises, the generator's fields shift the
+ * whole opening instead.)
  */
 import type { I420Frame } from '../../engine.js';
+
+/** The portrait's eyes for iris movement: source-pixel eye openings and irises. */
+export interface WarpEyes {
+  /** Each eye's opening as a polygon of 16 points (image-left eye first), source pixels: x0, y0, ... (64 numbers). */
+  eyePoints: ArrayLike<number>;
+  /** Iris centre x, y and radius per eye, source pixels (6 numbers). */
+  irises: ArrayLike<number>;
+}
 
 export interface WarpSetup {
   /** The crop, planar float RGB (sourceRes^2 per plane). */
@@ -31,6 +45,8 @@ export interface WarpSetup {
   background: Float32Array;
   /** Feathered paste mask (w*h). */
   mask: Float32Array;
+  /** The portrait's eyes, for moving the irises (setEyes); absent: no iris movement here. */
+  eyes?: WarpEyes;
 }
 
 /** Numbers per eye in the lid parameters (see {@link eyelidRemap}). */
@@ -52,6 +68,13 @@ const LID_ON = 0,
   LID_X1 = 14,
   LID_Y1 = 15,
   LID_REF = 16;
+
+/**
+ * The iris disc that moves, and the part of the old one replaced by sclera, in radii of the tracked iris (the Iris
+ * network's radius is the coloured iris; its dark limbal ring and a painted or cartoon iris's outline reach further).
+ */
+const IRIS_DISC = 1.12;
+const IRIS_VACATED = 1.3;
 
 /** The band along the lid's margin (lashes) that moves down without stretching, in eye widths. */
 const LID_BAND = 0.12;
@@ -216,6 +239,7 @@ export class FusedWarp {
   readonly #span: Int32Array;
 
   constructor(s: WarpSetup) {
+    if (s.eyes) this.#initEyes(s.sourceRes, s.eyes);
     const R = s.sourceRes;
     this.#R = R;
     this.#M = s.nodeRes;
@@ -269,6 +293,148 @@ export class FusedWarp {
     }
   }
 
+  /** Source-pixel eye openings (0 none, 1 image-left eye, 2 image-right eye), sourceRes^2; null without irises. */
+  #eyeMask: Uint8Array | null = null;
+  /** Per eye: iris cx, cy, r (source px). */
+  readonly #iris = new Float64Array(6);
+  /** Per eye: this frame's iris shift dx, dy (source px), and the eye's output box (region px) x0, y0, x1, y1. */
+  readonly #eyeFrame = new Float64Array(12);
+  #eyesOn = false;
+  readonly #eyePt = new Float64Array(2);
+
+  #initEyes(R: number, eyes: WarpEyes): void {
+    const mask = new Uint8Array(R * R);
+    const n = eyes.eyePoints.length / 4;
+    for (let e = 0; e < 2; e++) {
+      const px: number[] = [];
+      const py: number[] = [];
+      for (let k = 0; k < n; k++) {
+        px.push(eyes.eyePoints[2 * n * e + 2 * k]!);
+        py.push(eyes.eyePoints[2 * n * e + 2 * k + 1]!);
+      }
+      const y0 = Math.max(0, Math.floor(Math.min(...py)));
+      const y1 = Math.min(R - 1, Math.ceil(Math.max(...py)));
+      for (let y = y0; y <= y1; y++) {
+        // Even-odd crossings of the row through pixel centres.
+        const xs: number[] = [];
+        for (let k = 0; k < n; k++) {
+          const j = (k + 1) % n;
+          const ya = py[k]!,
+            yb = py[j]!;
+          if (ya <= y !== yb <= y) xs.push(px[k]! + ((y - ya) * (px[j]! - px[k]!)) / (yb - ya));
+        }
+        xs.sort((a, b) => a - b);
+        for (let i = 0; i + 1 < xs.length; i += 2)
+          for (let x = Math.max(0, Math.ceil(xs[i]!)); x <= Math.min(R - 1, Math.floor(xs[i + 1]!)); x++) mask[y * R + x] = e + 1;
+      }
+      for (let k = 0; k < 3; k++) this.#iris[3 * e + k] = eyes.irises[3 * e + k]!;
+    }
+    this.#eyeMask = mask;
+  }
+
+  /** Whether this warp moves irises itself (the portrait's irises are known). */
+  get movesIrises(): boolean {
+    return this.#eyeMask !== null;
+  }
+
+  /**
+   * The irises' shift for the next frames (source pixels, per eye: dx, dy) and each eye's box in the output region
+   * (pixels: x0, y0, x1, y1), outside which no pixel is looked at for iris movement. Copied.
+   */
+  setEyes(shift: ArrayLike<number>, boxes: ArrayLike<number>): void {
+    if (!this.#eyeMask) return;
+    const f = this.#eyeFrame;
+    let on = false;
+    for (let e = 0; e < 2; e++) {
+      f[6 * e] = shift[2 * e]!;
+      f[6 * e + 1] = shift[2 * e + 1]!;
+      for (let k = 0; k < 4; k++) f[6 * e + 2 + k] = boxes[4 * e + k]!;
+      if (Math.abs(f[6 * e]!) > 0.05 || Math.abs(f[6 * e + 1]!) > 0.05) on = true;
+    }
+    this.#eyesOn = on;
+  }
+
+  /**
+   * Where source pixel (sx, sy), read for region pixel (x, y), is read from once the iris has moved (into #eyePt);
+   * false when it is not in an eye opening or nothing changes.
+   */
+  #eyeSource(x: number, y: number, sx: number, sy: number): boolean {
+    const f = this.#eyeFrame;
+    const mask = this.#eyeMask!;
+    const R = this.#R;
+    for (let e = 0; e < 2; e++) {
+      const o = 6 * e;
+      if (x < f[o + 2]! || x > f[o + 4]! || y < f[o + 3]! || y > f[o + 5]!) continue;
+      const m = mask[Math.round(sy) * R + Math.round(sx)];
+      if (m !== e + 1) return false;
+      const cx = this.#iris[3 * e]!,
+        cy = this.#iris[3 * e + 1]!,
+        r = this.#iris[3 * e + 2]!;
+      const dx = f[o]!,
+        dy = f[o + 1]!;
+      const out = this.#eyePt;
+      // Inside the moved iris (with its dark rim): the iris, from where it was.
+      const ri = IRIS_DISC * r;
+      if ((sx - cx - dx) ** 2 + (sy - cy - dy) ** 2 < ri * ri) {
+        out[0] = sx - dx;
+        out[1] = sy - dy;
+        return true;
+      }
+      // Inside the old iris (and its dark rim) only: the sclera beside it, mirrored along the eye across the rim, so
+      // that the sclera's shading continues where the iris was; the other side when that leaves the opening.
+      const ddy = sy - cy;
+      const rr = IRIS_VACATED * r;
+      if ((sx - cx) ** 2 + ddy * ddy < rr * rr) {
+        const half = Math.sqrt(Math.max(0, rr * rr - ddy * ddy));
+        const side = sx >= cx ? 1 : -1;
+        const row = Math.round(sy) * R;
+        const inside = (x: number): boolean => x >= 0 && x <= R - 1 && mask[row + Math.round(x)] === e + 1;
+        for (const s of [side, -side]) {
+          const edge = cx + s * half;
+          const nx = edge + (edge - sx);
+          if (inside(nx)) {
+            out[0] = nx;
+            out[1] = sy;
+            return true;
+          }
+        }
+        // Near a lid the mirror leaves the opening: the sclera just outside the rim, on either side.
+        for (const s of [side, -side]) {
+          const nx = cx + s * (half + 1);
+          if (inside(nx)) {
+            out[0] = nx;
+            out[1] = sy;
+            return true;
+          }
+        }
+      }
+      return false;
+    }
+    return false;
+  }
+
+  /** Bilinear RGB of the source at (sx, sy) (source pixels, clamped), into #lidRgb. */
+  #tap(sx: number, sy: number): void {
+    const R = this.#R;
+    const src = this.#src;
+    sx = sx < 0 ? 0 : sx > R - 1 ? R - 1 : sx;
+    sy = sy < 0 ? 0 : sy > R - 1 ? R - 1 : sy;
+    let ix = sx | 0;
+    let iy = sy | 0;
+    if (ix > R - 2) ix = R - 2;
+    if (iy > R - 2) iy = R - 2;
+    const fx = sx - ix;
+    const fy = sy - iy;
+    const a = (iy * R + ix) * 3;
+    const c = a + R * 3;
+    const w00 = (1 - fx) * (1 - fy),
+      w01 = fx * (1 - fy),
+      w10 = (1 - fx) * fy,
+      w11 = fx * fy;
+    const out = this.#lidRgb;
+    for (let k = 0; k < 3; k++) out[k] = src[a + k]! * w00 + src[a + 3 + k]! * w01 + src[c + k]! * w10 + src[c + 3 + k]! * w11;
+  }
+
   /** Both eyes' lid parameters for the next run() (setLids). */
   readonly #lids = new Float64Array(2 * LID_PARAMS);
   readonly #lidPt = new Float64Array(4);
@@ -289,7 +455,6 @@ export class FusedWarp {
     const M = this.#M;
     const MM = M * M;
     const R = this.#R;
-    const src = this.#src;
     let u = (x * (M - 1)) / Math.max(1, this.#w - 1);
     let v = (y * (M - 1)) / Math.max(1, this.#h - 1);
     u = u < 0 ? 0 : u > M - 1 ? M - 1 : u;
@@ -304,24 +469,10 @@ export class FusedWarp {
     const g = (o: number): number =>
       (grid[o + n]! * (1 - fu) + grid[o + n + 1]! * fu) * (1 - fv) + (grid[o + n + M]! * (1 - fu) + grid[o + n + M + 1]! * fu) * fv;
     const halfR = R * 0.5;
-    let sx = (g(0) + 1) * halfR - 0.5;
-    let sy = (g(MM) + 1) * halfR - 0.5;
-    sx = sx < 0 ? 0 : sx > R - 1 ? R - 1 : sx;
-    sy = sy < 0 ? 0 : sy > R - 1 ? R - 1 : sy;
-    let ix = sx | 0;
-    let iy = sy | 0;
-    if (ix > R - 2) ix = R - 2;
-    if (iy > R - 2) iy = R - 2;
-    const fx = sx - ix;
-    const fy = sy - iy;
-    const a = (iy * R + ix) * 3;
-    const c = a + R * 3;
-    const w00 = (1 - fx) * (1 - fy),
-      w01 = fx * (1 - fy),
-      w10 = (1 - fx) * fy,
-      w11 = fx * fy;
-    const out = this.#lidRgb;
-    for (let k = 0; k < 3; k++) out[k] = src[a + k]! * w00 + src[a + 3 + k]! * w01 + src[c + k]! * w10 + src[c + 3 + k]! * w11;
+    const sx = (g(0) + 1) * halfR - 0.5;
+    const sy = (g(MM) + 1) * halfR - 0.5;
+    if (this.#eyesOn && this.#eyeSource(x, y, sx, sy)) this.#tap(this.#eyePt[0]!, this.#eyePt[1]!);
+    else this.#tap(sx, sy);
   }
 
   /**
@@ -462,6 +613,8 @@ export class FusedWarp {
     const lidsOn = lids[0] !== 0 || lids[LID_PARAMS] !== 0;
     const lidRgb = this.#lidRgb;
     if (lidsOn) this.#sampleLidSkin(grid);
+    const eyesOn = this.#eyesOn;
+    const eyePt = this.#eyePt;
     for (let by = 0; by < bh; by++) {
       const bx0 = span[2 * by]!;
       if (bx0 < 0) continue;
@@ -519,6 +672,10 @@ export class FusedWarp {
             // GridSample, align_corners=False, padding 'border'.
             let sx = (gx + 1) * halfR - 0.5;
             let sy = (gy + 1) * halfR - 0.5;
+            if (eyesOn && this.#eyeSource(x, y, sx, sy)) {
+              sx = eyePt[0]!;
+              sy = eyePt[1]!;
+            }
             sx = sx < 0 ? 0 : sx > R - 1 ? R - 1 : sx;
             sy = sy < 0 ? 0 : sy > R - 1 ? R - 1 : sy;
             let ix = sx | 0;
