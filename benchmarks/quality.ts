@@ -45,6 +45,9 @@ export interface ClipResult {
   output: EvalReport['output'];
   render_ms: EvalReport['timing']['render_ms'];
   eval_s: number;
+  /** Frames rendered with a folded warp (0 with the engine's fold check) and frames the check took back. */
+  fold_frames: number;
+  fold_fixed_frames: number;
   /** Contact sheet, relative to benchmarks/results (git-ignored). */
   sheet: string | null;
 }
@@ -270,6 +273,8 @@ export async function main(argv: string[]): Promise<void> {
       output: r.output,
       render_ms: r.timing.render_ms,
       eval_s: r.timing.total_s,
+      fold_frames: r.fold_frames,
+      fold_fixed_frames: r.fold_fixed_frames,
       sheet: r.sheet ? path.relative(resultsDir, r.sheet.file) : null,
     });
     const m = r.model;
@@ -309,6 +314,8 @@ export async function main(argv: string[]): Promise<void> {
     definitions: 'see server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',
     summary: { self: aggregate(self), ...(crossRows.length ? { cross: aggregate(crossRows) } : {}) },
     render_ms_per_clip_mean: summarize(rows.map((r) => r.render_ms.mean)),
+    fold_frames: rows.reduce((s, r) => s + r.fold_frames, 0),
+    fold_fixed_frames: rows.reduce((s, r) => s + r.fold_fixed_frames, 0),
     total_s: Math.round((performance.now() - t0) / 100) / 10,
     findings: findings(rows),
     clips: rows,

@@ -50,6 +50,12 @@ export interface RenderStats {
   refineMs?: number;
   /** A face was seen in the driving frame. */
   face: boolean;
+  /**
+   * Cells of the warp's node grid that fold in the rendered frame (0: fold-free; engines without a warp leave it
+   * out), and whether a folding warp had to be taken back towards the portrait at rest this frame.
+   */
+  folds?: number;
+  foldFixed?: boolean;
 }
 
 export interface AvatarEngine {

@@ -180,6 +180,13 @@ export interface EvalReport {
   /** The project's targets: akd(model) ≤ 0.6 × akd(frozen) and ssim(model) > ssim(frozen) (ssim only in self mode). */
   goal: { akd_ratio: number | null; akd_met: boolean | null; ssim_met: boolean | null };
   output: { width: number; height: number };
+  /**
+   * Rendered frames whose warp folded (a triangle of its node grid inside out, inside the paste mask) in the frame
+   * that was rendered (`fold_frames`, 0 when the engine's fold check works) and frames the check had to take back
+   * (`fold_fixed_frames`); 0 for engines without a warp.
+   */
+  fold_frames: number;
+  fold_fixed_frames: number;
   /** The independent face models used for the mesh and identity scores (null: not run). */
   face_models: string | null;
   /** Descriptors (id_sim) are computed on every id_every-th scored frame. */
@@ -405,6 +412,9 @@ const definitions: Record<string, string> = {
     "mouth shape distance from the 68 net, 2-D, with head position, size and roll removed by a least-squares similarity fitted on the nose (27-35) and eye corners (36, 39, 42, 45). self: the output's points aligned onto the truth's, mean distance over the 20 lip points 48-67 / truth inter-ocular distance (eye centres); cross: each stream's frame aligned onto its own reference frame (the first scored frame where both have 68 points), lip motion / reference inter-ocular distance, the output's motion rotated into the driver's reference frame, mean distance between the two motions",
   mesh_misses: 'scored frames where the face model found no face in that output (left out of the mesh, 68-point and identity scores)',
   steps: 'refiner steps the engine was asked for (0 = warp only)',
+  fold_frames:
+    "rendered frames whose warp folded in the frame that was shown: a triangle of the warp's node grid (128 x 128 over the paste region) with a Jacobian determinant <= 0 inside the paste mask (the engine checks every frame and takes a folding warp back towards the portrait at rest, so this should be 0); 0 for engines without a warp",
+  fold_fixed_frames: 'rendered frames whose warp folded at first and which the engine took back before rendering',
 };
 
 interface MeshFrame {
@@ -817,6 +827,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         ssim_met: mScores.ssim === null || fScores.ssim === null ? null : mScores.ssim > fScores.ssim,
       },
       output: { width: result.prepared.width, height: result.prepared.height },
+      fold_frames: result.foldFrames,
+      fold_fixed_frames: result.foldFixedFrames,
       face_models: pool ? FACE_MODELS_LABEL : null,
       id_every: idEvery,
       definitions,

@@ -52,6 +52,10 @@ export interface OfflineResult {
   frames: number;
   /** Rendered frames in which the engine saw a face in the driving frame. */
   drivingFaces: number;
+  /** Rendered frames whose warp still folded (RenderStats.folds > 0; the engine's fold check should make it 0). */
+  foldFrames: number;
+  /** Rendered frames whose warp folded at first and was taken back by the engine's fold check. */
+  foldFixedFrames: number;
   prepareMs: number;
   /** Per-frame render times (ms), in order. */
   renderMs: number[];
@@ -95,6 +99,8 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
   let out: I420Frame | undefined;
   let outRgb: RgbImage | undefined;
   const renderMs: number[] = [];
+  let foldFrames = 0;
+  let foldFixedFrames = 0;
   let drivingFaces = 0;
   let stopped = false;
 
@@ -136,6 +142,8 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
       const ms = performance.now() - tr;
       renderMs.push(ms);
       if (stats.face) drivingFaces++;
+      if ((stats.folds ?? 0) > 0) foldFrames++;
+      if (stats.foldFixed) foldFixedFrames++;
       i420ToRgb(out!, outRgb);
       await opts.onFrame({ index: f.index, timestampMs, driving: rgb, output: outRgb!, outputI420: out!, stats, renderMs: ms });
     }
@@ -150,6 +158,8 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
     portrait,
     frames: renderMs.length,
     drivingFaces,
+    foldFrames,
+    foldFixedFrames,
     prepareMs,
     renderMs,
     wallMs: performance.now() - t0,

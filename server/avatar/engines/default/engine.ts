@@ -27,6 +27,7 @@ import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } from '../../../util/image.js';
 import { fitRgb } from '../size.js';
 import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
+import { countFolds, nodeMask } from './folds.js';
 import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { LearnedRefiner } from './refiner.js';
@@ -80,6 +81,14 @@ export const MAX_STEPS = 8;
 const ANALYSIS_MAX_SIDE = 1024;
 /** TPS regularisation (grid units): keeps near-coincident control points (closed lips) well conditioned. */
 const TPS_LAMBDA = 1e-5;
+/**
+ * How far a folding warp is taken back towards the portrait at rest, in turn (fractions of the motion in use), until
+ * it no longer folds; the motion then returns by FOLD_RECOVERY a frame (~0.3 s from 0 to whole at 30 fps), so a
+ * performer who keeps a pose the warp cannot show gets a steady, damped avatar rather than one flickering between
+ * the whole motion and less.
+ */
+const FOLD_ALPHAS = [0.8, 0.55, 0.3, 0] as const;
+const FOLD_RECOVERY = 0.1;
 /** Gaze shift, as a fraction of the eye half-width / half-height per unit of performer gaze. */
 const GAZE_X_GAIN = 1.0;
 const GAZE_Y_GAIN = 0.8;
@@ -118,6 +127,10 @@ interface FrameState {
   scratch: Float64Array;
   /** Both eyes' lid parameters for the fused warp (warp.ts eyelidRemap). */
   lids: Float64Array;
+  /** Grid nodes inside the paste mask: where the fold check looks. */
+  nodeMask: Uint8Array;
+  /** The target inner-lip polygon on the node grid (a view of `masks`): left out of the fold check. */
+  mouthMask: Float32Array;
   /** Iris shift per eye (source pixels) and each eye's box in the paste region, for the fused warp. */
   eyeShift: Float64Array;
   eyeBoxes: Float64Array;
@@ -149,6 +162,8 @@ export class DefaultEngine implements AvatarEngine {
   #settings: AvatarSettings = { ...defaultAvatarSettings };
   #state: FrameState | null = null;
   #closed = false;
+  /** The fraction of the motion in use after folds (1: all of it); see FOLD_ALPHAS. */
+  #foldAlpha = 1;
   /** Whether the prepared portrait has rendered a frame (lastControl). */
   #rendered = false;
   readonly #refiner: LearnedRefiner | null;
@@ -456,6 +471,8 @@ export class DefaultEngine implements AvatarEngine {
       scratchY: new Float64Array(16),
       scratch: new Float64Array(64),
       lids: new Float64Array(2 * LID_PARAMS),
+      nodeMask: nodeMask(face.pasteMask, w, h, m),
+      mouthMask: masks.subarray(m * m, 2 * m * m),
       eyeShift: new Float64Array(4),
       eyeBoxes: new Float64Array(8),
       lidX: new Float64Array(6),
@@ -484,16 +501,36 @@ export class DefaultEngine implements AvatarEngine {
     const track = this.#tracker.track(st.gray, timestampMs, st.color);
     const t1 = performance.now();
     const latent = this.#encoder.update(track, timestampMs);
-    this.#buildInputs(st, latent);
+    // After a frame whose warp folded, the motion comes back gradually (see the fold check below).
+    this.#foldAlpha = Math.min(1, this.#foldAlpha + FOLD_RECOVERY);
+    this.#buildInputs(st, latent, this.#full ? 1 : this.#foldAlpha);
     this.#rendered = true;
     const t2 = performance.now();
     let t3: number;
+    let folds = 0;
+    let foldFixed = false;
     if (this.#full) {
       this.#full.run(st.feeds, st.fetches);
       t3 = performance.now();
       this.#paste(st, out);
     } else {
       this.#fields.run(st.fieldFeeds, st.fieldFetches);
+      // Fold check: a warp that folds (a triangle of the node grid mapped inside out, inside the paste mask) is taken
+      // back towards the portrait at rest until it does not, before anything is rendered. The lips' opening is left
+      // out: there the warp stretches the portrait's closed seam into the gap (a thin-plate spline squeezed 10:1
+      // overshoots by a fraction of a node), and what is shown there is the mouth's interior.
+      folds = countFolds(st.grid, this.#maskRes, st.nodeMask, st.mouthMask);
+      if (folds > 0) {
+        foldFixed = true;
+        const from = this.#foldAlpha;
+        for (const f of FOLD_ALPHAS) {
+          this.#foldAlpha = from * f;
+          this.#buildInputs(st, latent, this.#foldAlpha);
+          this.#fields.run(st.fieldFeeds, st.fieldFetches);
+          folds = countFolds(st.grid, this.#maskRes, st.nodeMask, st.mouthMask);
+          if (folds === 0) break;
+        }
+      }
       t3 = performance.now();
       out.data.set(face.background.data);
       st.warp.run(st.grid, st.overlay, out);
@@ -512,6 +549,8 @@ export class DefaultEngine implements AvatarEngine {
       pasteMs: t4 - t3,
       ...(refineMs !== undefined ? { refineMs } : {}),
       face: track !== null,
+      folds,
+      foldFixed,
     };
   }
 
@@ -541,7 +580,11 @@ export class DefaultEngine implements AvatarEngine {
     return stats;
   }
 
-  #buildInputs(st: FrameState, latent: Float64Array): void {
+  /**
+   * The generator's inputs for one latent. `alpha` < 1 moves every control point that far of the way from the
+   * portrait at rest (1: the whole motion): how a folding warp is taken back (see render()).
+   */
+  #buildInputs(st: FrameState, latent: Float64Array, alpha = 1): void {
     const face = st.face;
     const s = this.#settings;
     const ctrl = st.ctrl;
@@ -549,6 +592,7 @@ export class DefaultEngine implements AvatarEngine {
     // Fixed anchors on the outer ellipse.
     const fixedFrom = 2 * (68 + N_RING);
     for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = face.ctrlSource[i]!;
+    if (alpha < 1) for (let i = 0; i < fixedFrom; i++) ctrl[i] = face.ctrlSource[i]! + alpha * (ctrl[i]! - face.ctrlSource[i]!);
     solveTps(ctrl, face.ctrlSource, N_CTRL, TPS_LAMBDA, st.coef, st.mat);
     for (let i = 0; i < ctrl.length; i++) st.ctrlF[i] = ctrl[i]!;
 
@@ -727,6 +771,7 @@ export class DefaultEngine implements AvatarEngine {
     this.#state = null;
     this.#encoder = new ExpressionEncoder();
     this.#settings = { ...defaultAvatarSettings };
+    this.#foldAlpha = 1;
     this.setSteps(this.#initialSteps, this.#refinerNet);
   }
 
