@@ -17,6 +17,7 @@ import {
   type PortraitSummary,
   type RoomInfo,
   type RoomStats,
+  type FaceIssue,
 } from './lib/index.js';
 
 const $ = <T extends HTMLElement>(id: string): T => {
@@ -255,6 +256,14 @@ ui.uploadForm.addEventListener('submit', (e) => {
 
 // ---- live ----
 
+/** What the studio says when the avatar does not follow the performer's face (RoomStats.faceIssue). */
+const FACE_ISSUE_TEXT: Record<FaceIssue, string> = {
+  lost: 'face lost: look at the camera',
+  'too-close': 'too close: move back from the camera',
+  jump: 'face jumped: hold still a moment',
+  'not-a-face': 'face not readable: face the camera',
+};
+
 function showStats(s: RoomStats | null): void {
   hooks.stats = s;
   const f = (v: number | undefined, unit = ''): string =>
@@ -264,7 +273,10 @@ function showStats(s: RoomStats | null): void {
   ui.eng.textContent = f(s?.engineMs, ' ms');
   ui.drop.textContent = f(s?.droppedFrames);
   ui.viewers.textContent = f(s?.viewers);
-  ui.face.textContent = s ? (s.face ? 'yes' : 'no') : '–';
+  // Why the avatar is not following (it eases to neutral): said plainly, with what to do about it.
+  const issue = s?.faceIssue ?? null;
+  ui.face.textContent = !s ? '–' : issue ? FACE_ISSUE_TEXT[issue] : s.face ? 'yes' : 'no';
+  ui.face.classList.toggle('warn', issue !== null);
   ui.stepsStat.textContent = f(s?.refinerSteps);
 }
 

@@ -7,5 +7,5 @@ export { listPortraits, uploadPortrait, deletePortrait, createRoom, getConsent, 
 export type { PortraitSummary, CreatedRoom, RestOptions } from './rest.js';
 export { Backoff } from './backoff.js';
 export { defaultAvatarSettings } from '../../server/signaling/protocol.js';
-export type { AvatarSettings, RoomInfo, RoomStats, PublicError } from '../../server/signaling/protocol.js';
+export type { AvatarSettings, FaceIssue, RoomInfo, RoomStats, PublicError } from '../../server/signaling/protocol.js';
 export * from './avatarStream.js';

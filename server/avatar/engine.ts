@@ -3,7 +3,7 @@
  * owns one engine: `prepare(portrait)` once per chosen portrait, then `render(driving, out)` per frame.
  * Engines never allocate per frame: `out` is allocated by the session once per portrait size.
  */
-import type { AvatarSettings } from '../signaling/protocol.js';
+import type { AvatarSettings, FaceIssue } from '../signaling/protocol.js';
 
 /** 8-bit RGB, packed, stride = width * 3. */
 export interface RgbImage {
@@ -56,7 +56,17 @@ export interface RenderStats {
    */
   folds?: number;
   foldFixed?: boolean;
+  /**
+   * Why the avatar did not follow this frame's face (it eases towards neutral instead): no face ('lost'), a face too
+   * close to read whole ('too-close'), a face that jumped across the frame ('jump'), points no face makes
+   * ('not-a-face'). Absent when it was followed or the engine does not track.
+   */
+  faceIssue?: FaceIssue;
 }
+
+export type { FaceIssue };
+/** The issues in a fixed order (their index + 1 travels between threads as a number). */
+export const FACE_ISSUES: readonly FaceIssue[] = ['lost', 'too-close', 'jump', 'not-a-face'];
 
 export interface AvatarEngine {
   readonly name: string;

@@ -28,6 +28,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
+import { FACE_ISSUES } from './engine.js';
 import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
 import { noRefiner } from '../signaling/protocol.js';
 import type { EngineOptions } from './engines/index.js';
@@ -348,6 +349,7 @@ export class AvatarSession extends EventEmitter {
             pasteMs: m[Meta.pasteMs]!,
             ...(refineMs >= 0 ? { refineMs } : {}),
             face: m[Meta.face] === 1,
+            ...(m[Meta.faceIssue]! > 0 ? { faceIssue: FACE_ISSUES[m[Meta.faceIssue]! - 1] } : {}),
           },
         };
         this.emit('frame', out);

@@ -16,6 +16,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait } from './engine.js';
+import { FACE_ISSUES } from './engine.js';
 import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
 import { MAX_REFINER_STEPS, noRefiner } from '../signaling/protocol.js';
 import { createEngine, type EngineOptions } from './engines/index.js';
@@ -139,6 +140,7 @@ function renderOne(): boolean {
     o[Meta.face] = stats.face ? 1 : 0;
     o[Meta.outDropped] = outDropped;
     o[Meta.refineMs] = refineMs ?? -1;
+    o[Meta.faceIssue] = stats.faceIssue ? FACE_ISSUES.indexOf(stats.faceIssue) + 1 : 0;
     if (output.publish()) outDropped++;
     post({ type: 'frame' });
   } catch (err) {

@@ -40,6 +40,8 @@ export const Meta = {
   outDropped: 12,
   /** The learned refiner's time, ms; -1 when it did not run. */
   refineMs: 13,
+  /** Why the frame's face was not followed (FACE_ISSUES index + 1; 0: it was, or the engine does not say). */
+  faceIssue: 14,
 } as const;
 
 /** A frame handed over: a view on its slot (valid until this side swaps again) and its metadata. */

@@ -30,6 +30,7 @@ import type {
   SessionDescription,
   SfuConsumerInfo,
   SfuTransportOptions,
+  FaceIssue,
 } from '../signaling/protocol.js';
 import { defaultAvatarSettings } from '../signaling/protocol.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
@@ -103,6 +104,7 @@ export class Room extends EventEmitter {
   #primeSeq = -1;
   #lastDropped = 0;
   #face = false;
+  #faceIssue: FaceIssue | null = null;
   // One second of frame samples for 'stats'.
   #secFrames = 0;
   #secLatency: number[] = [];
@@ -391,6 +393,7 @@ export class Room extends EventEmitter {
     const publishMs = this.#publisher.publishVideo(f.frame, endToEndMs);
     const s = f.stats;
     this.#face = s.face;
+    this.#faceIssue = s.faceIssue ?? null;
     this.#secFrames++;
     this.#secLatency.push(endToEndMs + publishMs);
     this.#secEngine.push(f.engineMs);
@@ -423,6 +426,7 @@ export class Room extends EventEmitter {
       droppedFrames: this.#session.dropped,
       viewers: this.viewerCount,
       face: this.#face,
+      faceIssue: this.#faceIssue,
       refinerSteps: this.#session.steps,
     };
     this.#secFrames = 0;

@@ -145,6 +145,12 @@ export interface SfuResumeRequest {
   consumerId: string;
 }
 
+/**
+ * Why the avatar does not follow the performer's face right now (it eases towards neutral): no face in the picture,
+ * a face too close to the camera to read whole, a face that jumped across the picture, or points no face makes.
+ */
+export type FaceIssue = 'lost' | 'too-close' | 'jump' | 'not-a-face';
+
 /** Live numbers the server pushes to the performer (and viewers) about once a second. */
 export interface RoomStats {
   /** Synthesized frames per second over the last second. */
@@ -156,6 +162,8 @@ export interface RoomStats {
   viewers: number;
   /** Whether the last driving frame had a face in it. */
   face: boolean;
+  /** Why the avatar did not follow the last driving frame's face (null: it did). */
+  faceIssue: FaceIssue | null;
   /** Refiner steps running now: settings.steps, lowered under overload, 0 without a refiner. */
   refinerSteps: number;
 }

@@ -80,6 +80,7 @@ describe('signaling with real peers', () => {
     const [s] = await stats;
     expect([typeof s.fps, typeof s.viewers, typeof s.latencyMs]).toEqual(['number', 'number', 'number']);
     expect(s.refinerSteps).toBe(0);
+    expect(s).toHaveProperty('faceIssue');
     await waitFor(async () => ((await (await fetch(`${ts.url}/healthz`)).json()) as { viewers: number }).viewers === 1, 10_000, 'healthz viewers');
     expect(await metric('avatar_frames_total')).toBeGreaterThan(0);
     expect(await metric('avatar_end_to_end_seconds_count')).toBeGreaterThan(0);

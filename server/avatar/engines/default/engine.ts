@@ -28,6 +28,7 @@ import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } f
 import { fitRgb } from '../size.js';
 import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
 import { countFolds, nodeMask } from './folds.js';
+import { TrackGuard } from './plausibility.js';
 import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { LearnedRefiner } from './refiner.js';
@@ -164,6 +165,8 @@ export class DefaultEngine implements AvatarEngine {
   #closed = false;
   /** The fraction of the motion in use after folds (1: all of it); see FOLD_ALPHAS. */
   #foldAlpha = 1;
+  /** Which tracked faces the avatar follows (plausibility.ts). */
+  readonly #guard = new TrackGuard();
   /** Whether the prepared portrait has rendered a frame (lastControl). */
   #rendered = false;
   readonly #refiner: LearnedRefiner | null;
@@ -499,8 +502,11 @@ export class DefaultEngine implements AvatarEngine {
     st.color.height = driving.height;
     st.color.data = driving.data;
     const track = this.#tracker.track(st.gray, timestampMs, st.color);
+    // A face the avatar should not copy (too close, jumped, not face-shaped) counts as no face: it eases to neutral.
+    const issue = this.#guard.check(track, driving.width, driving.height);
+    const followed = issue ? null : track;
     const t1 = performance.now();
-    const latent = this.#encoder.update(track, timestampMs);
+    const latent = this.#encoder.update(followed, timestampMs);
     // After a frame whose warp folded, the motion comes back gradually (see the fold check below).
     this.#foldAlpha = Math.min(1, this.#foldAlpha + FOLD_RECOVERY);
     this.#buildInputs(st, latent, this.#full ? 1 : this.#foldAlpha);
@@ -537,8 +543,8 @@ export class DefaultEngine implements AvatarEngine {
     }
     const t4 = performance.now();
     let refineMs: number | undefined;
-    if (this.#steps > 0 && this.#refiner && track) {
-      const lm = track.rawLandmarks && track.rawLandmarks.length >= 136 ? track.rawLandmarks : track.landmarks;
+    if (this.#steps > 0 && this.#refiner && followed) {
+      const lm = followed.rawLandmarks && followed.rawLandmarks.length >= 136 ? followed.rawLandmarks : followed.landmarks;
       this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet, st.ctrl);
       refineMs = performance.now() - t4;
     }
@@ -551,6 +557,7 @@ export class DefaultEngine implements AvatarEngine {
       face: track !== null,
       folds,
       foldFixed,
+      ...(issue ? { faceIssue: issue } : {}),
     };
   }
 
@@ -760,6 +767,7 @@ export class DefaultEngine implements AvatarEngine {
   recalibrate(): void {
     // A new neutral often means the performer moved or changed: find their face afresh too.
     this.#tracker?.reset?.();
+    this.#guard.reset();
     this.#encoder.recalibrate();
   }
 
@@ -772,6 +780,7 @@ export class DefaultEngine implements AvatarEngine {
     this.#encoder = new ExpressionEncoder();
     this.#settings = { ...defaultAvatarSettings };
     this.#foldAlpha = 1;
+    this.#guard.reset();
     this.setSteps(this.#initialSteps, this.#refinerNet);
   }
 
