@@ -84,6 +84,8 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
     'akd_aligned',
     'pose_deg',
     'id_sim',
+    'id_sim_p5',
+    'pose_err_deg',
     'id_sim_driver',
     'akd_mesh',
     'aed_mesh',

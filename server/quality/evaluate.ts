@@ -50,6 +50,8 @@ import {
   motionDistance3d,
   mouthOpennessMesh,
   pearson,
+  percentile,
+  eulerDeg,
   similarity3d,
 } from './meshMetrics.js';
 import { writeContactSheet, type SheetRow } from './sheet.js';
@@ -110,6 +112,14 @@ export interface Scores {
   eyes_l1: number | null;
   /** Cosine similarity of face descriptors: self output vs truth, cross output vs the portrait. */
   id_sim: number | null;
+  /** The 5th percentile of id_sim over the frames with descriptors: how far the worst frames fall (a melted face). */
+  id_sim_p5: number | null;
+  /**
+   * Head pose error from FaceMesh's 3-D points (mean over roll, yaw and pitch, degrees): self, the rotation between the
+   * output's and the truth's meshes; cross, the output's rotation from its first scored frame vs the driver's.
+   */
+  pose_err_deg: number | null;
+  pose_err_axes_deg: { roll: number | null; yaw: number | null; pitch: number | null };
   /** Cross: cosine similarity of the output's descriptor to the DRIVER's (identity leakage; lower is better). null in self mode. */
   id_sim_driver: number | null;
   /** Independent landmark distance (FaceMesh): self output vs truth, cross motion agreement with the driver. */
@@ -275,6 +285,9 @@ function anglesOf(p: HeadPose): PoseAngles {
 /** Independent-model scores of one method, filled after the run (scoreMesh). */
 interface MeshScores {
   id_sim: number | null;
+  id_sim_p5: number | null;
+  pose_err_deg: number | null;
+  pose_err_axes_deg: { roll: number | null; yaw: number | null; pitch: number | null };
   id_sim_driver: number | null;
   akd_mesh: number | null;
   aed_mesh: number | null;
@@ -290,6 +303,9 @@ interface MeshScores {
 
 const NO_MESH: MeshScores = {
   id_sim: null,
+  id_sim_p5: null,
+  pose_err_deg: null,
+  pose_err_axes_deg: { roll: null, yaw: null, pitch: null },
   id_sim_driver: null,
   akd_mesh: null,
   aed_mesh: null,
@@ -347,6 +363,13 @@ class MethodAcc {
       mouth_l1: images ? r6(this.mouthL1.value) : null,
       eyes_l1: images ? r6(this.eyesL1.value) : null,
       id_sim: r6(mesh.id_sim),
+      id_sim_p5: r6(mesh.id_sim_p5),
+      pose_err_deg: r6(mesh.pose_err_deg, 4),
+      pose_err_axes_deg: {
+        roll: r6(mesh.pose_err_axes_deg.roll, 4),
+        yaw: r6(mesh.pose_err_axes_deg.yaw, 4),
+        pitch: r6(mesh.pose_err_axes_deg.pitch, 4),
+      },
       id_sim_driver: r6(mesh.id_sim_driver),
       akd_mesh: r6(mesh.akd_mesh),
       aed_mesh: r6(mesh.aed_mesh),
@@ -414,6 +437,10 @@ const definitions: Record<string, string> = {
   steps: 'refiner steps the engine was asked for (0 = warp only)',
   fold_frames:
     "rendered frames whose warp folded in the frame that was shown: a triangle of the warp's node grid (128 x 128 over the paste region) with a Jacobian determinant <= 0 inside the paste mask (the engine checks every frame and takes a folding warp back towards the portrait at rest, so this should be 0); 0 for engines without a warp",
+  id_sim_p5:
+    'the 5th percentile (nearest rank) of id_sim over the frames with descriptors (every id_every-th scored frame; use --id-every 1 or 2 for this score): how far the worst frames fall from the identity (a melted or folded face drops it far below the mean)',
+  pose_err_deg:
+    "head pose error from the independent FaceMesh's 3-D points, mean of the roll, yaw and pitch errors (degrees; per axis in pose_err_axes_deg), each angle from the 3-D similarity (Horn) between two meshes, R = Rz(roll) Ry(yaw) Rx(pitch): self, the rotation that takes the output's mesh onto the truth's (0 when the poses agree); cross, the output's rotation from its first scored frame against the driver's rotation from its first scored frame",
   fold_fixed_frames: 'rendered frames whose warp folded at first and which the engine took back before rendering',
 };
 
@@ -435,6 +462,7 @@ interface Pair1 {
 }
 
 interface Acc {
+  poseErr: { roll: number[]; yaw: number[]; pitch: number[] };
   idSim: number[];
   idDriver: number[];
   akdMesh: number[];
@@ -465,6 +493,7 @@ function scoreMesh(
   perFrame: (index: number) => FrameScores | null,
 ): MeshScores {
   const acc: Acc = {
+    poseErr: { roll: [], yaw: [], pitch: [] },
     idSim: [],
     idDriver: [],
     akdMesh: [],
@@ -521,6 +550,13 @@ function scoreMesh(
       aedV = motionDistance3d(oe, de);
       aedMouthV = motionDistance3d(oe, de, MESH_LIPS);
     }
+    // Head pose: self, the output's mesh rotated onto the truth's; cross, each stream's rotation from its first frame.
+    const rot = selfMode ? similarity3d(out.mesh, t.mesh).r : null;
+    const eo3 = rot ? eulerDeg(rot) : eulerDeg(similarity3d(ref!.out.mesh, out.mesh).r);
+    const et3 = rot ? { roll: 0, yaw: 0, pitch: 0 } : eulerDeg(similarity3d(ref!.truth.mesh, t.mesh).r);
+    acc.poseErr.roll.push(Math.abs(eo3.roll - et3.roll));
+    acc.poseErr.yaw.push(Math.abs(eo3.yaw - et3.yaw));
+    acc.poseErr.pitch.push(Math.abs(eo3.pitch - et3.pitch));
     acc.akdMesh.push(akdV);
     acc.aedMesh.push(aedV);
     acc.aedMouthMesh.push(aedMouthV);
@@ -567,8 +603,14 @@ function scoreMesh(
     }
   }
   const mean = (v: number[]): number | null => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : null);
+  const pr = mean(acc.poseErr.roll);
+  const py = mean(acc.poseErr.yaw);
+  const pp = mean(acc.poseErr.pitch);
   return {
     id_sim: mean(acc.idSim),
+    id_sim_p5: percentile(acc.idSim, 5),
+    pose_err_deg: pr === null || py === null || pp === null ? null : (pr + py + pp) / 3,
+    pose_err_axes_deg: { roll: pr, yaw: py, pitch: pp },
     id_sim_driver: selfMode ? null : mean(acc.idDriver),
     akd_mesh: mean(acc.akdMesh),
     aed_mesh: mean(acc.aedMesh),

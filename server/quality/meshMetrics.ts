@@ -373,3 +373,23 @@ export function meanOrNull(values: (number | null)[]): number | null {
   const v = values.filter((x): x is number => x !== null);
   return v.length ? v.reduce((s, x) => s + x, 0) / v.length : null;
 }
+
+/**
+ * Roll, yaw and pitch (degrees) of a rotation matrix (row-major 3x3, image axes: x right, y down, z away), as
+ * R = Rz(roll) Ry(yaw) Rx(pitch).
+ */
+export function eulerDeg(r: ArrayLike<number>): { roll: number; yaw: number; pitch: number } {
+  const d = 180 / Math.PI;
+  return {
+    roll: Math.atan2(r[3]!, r[0]!) * d,
+    yaw: Math.asin(Math.max(-1, Math.min(1, -r[6]!))) * d,
+    pitch: Math.atan2(r[7]!, r[8]!) * d,
+  };
+}
+
+/** The p-th percentile (0..100, nearest rank) of the values; null for none. */
+export function percentile(values: readonly number[], p: number): number | null {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}

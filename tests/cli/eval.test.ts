@@ -30,6 +30,9 @@ const SCORE_KEYS = [
   'mouth_l1',
   'eyes_l1',
   'id_sim',
+  'id_sim_p5',
+  'pose_err_deg',
+  'pose_err_axes_deg',
   'id_sim_driver',
   'akd_mesh',
   'aed_mesh',
@@ -103,6 +106,13 @@ describe('avatar eval (subprocess)', () => {
     expect(m.misses).toBe(0);
     expect(rep.goal.akd_ratio).toBeLessThan(0.6);
     expect(rep.goal.akd_met).toBe(true);
+    // The independent pose agrees with the truth's (the frozen portrait's does not), the worst identity frames are
+    // close to the mean, and the passthrough engine has no warp to fold.
+    expect(m.pose_err_deg!).toBeLessThan(1);
+    expect(fz.pose_err_deg!).toBeGreaterThan(m.pose_err_deg!);
+    expect(m.id_sim_p5!).toBeLessThanOrEqual(m.id_sim!);
+    expect(m.id_sim_p5!).toBeGreaterThan(0.9);
+    expect(rep.fold_frames).toBe(0);
     expect(rep.goal.ssim_met).toBe(true);
     // The terminal summary shows both rows.
     expect(r.stderr).toMatch(/model +l1 [\d.]+ +ssim 0\.9\d+/);
