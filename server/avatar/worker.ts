@@ -171,7 +171,7 @@ async function handle(msg: ToWorker): Promise<void> {
         const refiner: RefinerInfo = r
           ? { available: true, defaultSteps: Math.min(r.defaultSteps, MAX_REFINER_STEPS), maxSteps: MAX_REFINER_STEPS }
           : noRefiner;
-        const shared = msg.shared ? undefined : await sharedEngineData(msg.engine);
+        const shared = msg.shared ? undefined : await sharedEngineData(msg.engine, msg.options.tracker ?? 'mesh');
         post({ type: 'reply', id: msg.id, ok: true, refiner, ...(shared ? { shared } : {}) });
       } catch (err) {
         fail(msg.id, err);

@@ -1,10 +1,12 @@
 /**
- * Worker-thread entry of FaceChecker: loads the face tracker once and answers "how many faces?" for uploaded portraits,
- * so that a 100 MB model parse and a thorough still-image detection never block the signaling loop.
+ * Worker-thread entry of FaceChecker: loads the face analyzer once and answers "how many faces?" for uploaded
+ * portraits, so that model loading and a thorough still-image detection never block the signaling loop. It is the
+ * default engine's own analyzer (BlazeFace + FaceMesh, with the OpenCV cascades for faces BlazeFace misses), so an
+ * accepted upload is one the engine can prepare, and no non-commercial model is in the path.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { setLogLevel, type LogLevel } from '../logger.js';
-import { FaceTracker } from '../vision/tracker.js';
+import { MeshTracker } from '../vision/mesh/meshTracker.js';
 import { rgbToGray } from '../util/image.js';
 
 export interface FaceCheckRequest {
@@ -16,14 +18,15 @@ export interface FaceCheckRequest {
 export type FaceCheckReply = { id: number; faces: number } | { id: number; error: string };
 
 setLogLevel((workerData as { logLevel: LogLevel }).logLevel);
-let tracker: Promise<FaceTracker> | null = null;
+let tracker: Promise<MeshTracker> | null = null;
 const port = parentPort;
 if (!port) throw new Error('faceCheckWorker must run in a worker thread');
 
 port.on('message', (req: FaceCheckRequest) => {
-  (tracker ??= FaceTracker.create())
+  (tracker ??= MeshTracker.create())
     .then((t) => {
-      const faces = t.analyzeImage(rgbToGray({ width: req.width, height: req.height, data: req.data }));
+      const rgb = { width: req.width, height: req.height, data: req.data };
+      const faces = t.analyzeImage(rgbToGray(rgb), { format: 'rgb', ...rgb });
       port.postMessage({ id: req.id, faces: faces.length } satisfies FaceCheckReply);
     })
     .catch((err: unknown) => {

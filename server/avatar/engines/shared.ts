@@ -14,9 +14,13 @@ export interface SharedEngineData {
   shapePredictor?: ShapePredictorData;
 }
 
-/** In a worker whose engine `name` was created: the data it loaded that other workers can share ({} if none). */
-export async function sharedEngineData(name: string): Promise<SharedEngineData> {
-  if (name !== 'default') return {};
+/**
+ * In a worker whose engine `name` was created: the data it loaded that other workers can share ({} if none). The
+ * shape predictor only where the dlib tracker runs (the default FaceMesh tracker's ONNX sessions are shared by
+ * onnxruntime itself per process).
+ */
+export async function sharedEngineData(name: string, tracker: 'mesh' | 'dlib' = 'mesh'): Promise<SharedEngineData> {
+  if (name !== 'default' || tracker !== 'dlib') return {};
   return { shapePredictor: await ShapePredictor.shared() };
 }
 
