@@ -1,6 +1,9 @@
 /**
  * `npm run bench -- engine [--portrait FILE] [--driving FILE] [--frames N] [--threads N] [--output-size N] [--steps K]
- *   [--refiner-pack DIR]`
+ *   [--refiner-pack DIR|none] [--tracker mesh|dlib] [--name RESULT]`
+ *
+ * --tracker picks the engine's face tracker (default mesh: FaceMesh + Iris); --name writes
+ * benchmarks/results/RESULT.json instead of engine.json (e.g. a warp-only run beside the refiner's).
  *
  * With a refiner pack (models/refiner by default, when present) it also measures the learned refiner at k = 0, 1, 2
  * and 4 steps (the `refiner` block: total and refine-stage p50/p95 per k, and the cost of one step); the main numbers
@@ -36,7 +39,10 @@ export async function main(args: string[]): Promise<void> {
   const threads = Number(arg(args, 'threads', '1'));
   const outputSize = Number(arg(args, 'output-size', '512'));
   const refinerPack = arg(args, 'refiner-pack', path.join(projectRoot, 'models', 'refiner'));
-  const hasRefiner = existsSync(path.join(refinerPack, 'manifest.json'));
+  const hasRefiner = refinerPack !== 'none' && existsSync(path.join(refinerPack, 'manifest.json'));
+  const tracker = arg(args, 'tracker', 'mesh');
+  if (tracker !== 'mesh' && tracker !== 'dlib') throw new TypeError('--tracker must be mesh or dlib');
+  const name = arg(args, 'name', 'engine');
   const warmup = 20;
 
   const frames: I420Frame[] = [];
@@ -47,7 +53,7 @@ export async function main(args: string[]): Promise<void> {
     modelPack: path.join(projectRoot, 'models', 'default'),
     intraOpThreads: threads,
     outputSize,
-    vision: await createDefaultVision(),
+    vision: await createDefaultVision(tracker),
     refinerPack: hasRefiner ? refinerPack : null,
   });
   const steps = Number(arg(args, 'steps', String(engine.refiner?.defaultSteps ?? 0)));
@@ -115,7 +121,8 @@ export async function main(args: string[]): Promise<void> {
       };
       engine.setSteps(steps);
     }
-    writeResult('engine', {
+    writeResult(name, {
+      tracker,
       portrait: path.basename(portraitFile),
       driving: path.basename(drivingFile),
       input: `${frames[0]!.width}x${frames[0]!.height}`,

@@ -31,61 +31,100 @@ export function cropRoi(
   const cs = Math.cos(roi.angle) * k;
   const sn = Math.sin(roi.angle) * k;
   const half = size / 2;
-  const i420 = frame.format === 'i420';
-  const gray = frame.format === 'gray';
+  const fmt = frame.format;
   const cw = W >> 1;
   const uOff = W * H;
   const vOff = uOff + cw * (H >> 1);
+  // Stepping one output pixel moves the source point by (du, dv) below (mirrored: backwards along the row).
+  const stepX = flip ? -cs : cs;
+  const stepY = flip ? -sn : sn;
   let o = 0;
   for (let v = 0; v < size; v++) {
     const dv = v + 0.5 - half;
-    for (let u = 0; u < size; u++) {
-      const du = (flip ? size - 1 - u : u) + 0.5 - half;
-      // Source position, pixel-centre based.
-      const sx = roi.cx + cs * du - sn * dv - 0.5;
-      const sy = roi.cy + sn * du + cs * dv - 0.5;
-      let r = 0,
-        g = 0,
-        b = 0;
-      if (sx > -1 && sy > -1 && sx < W && sy < H) {
-        const x0 = Math.floor(sx);
-        const y0 = Math.floor(sy);
-        const fx = sx - x0;
-        const fy = sy - y0;
-        for (let t = 0; t < 4; t++) {
-          const x = x0 + (t & 1);
-          const y = y0 + (t >> 1);
-          if (x < 0 || y < 0 || x >= W || y >= H) continue;
-          const w = (t & 1 ? fx : 1 - fx) * (t >> 1 ? fy : 1 - fy);
-          if (gray) {
-            const q = data[y * W + x]!;
-            r += w * q;
-            g += w * q;
-            b += w * q;
-          } else if (i420) {
-            const c = data[y * W + x]! - 16;
-            const ci = (y >> 1) * cw + (x >> 1);
-            const du2 = data[uOff + ci]! - 128;
-            const dv2 = data[vOff + ci]! - 128;
-            r += w * (1.164 * c + 1.596 * dv2);
-            g += w * (1.164 * c - 0.392 * du2 - 0.813 * dv2);
-            b += w * (1.164 * c + 2.017 * du2);
-          } else {
-            const p = 3 * (y * W + x);
-            r += w * data[p]!;
-            g += w * data[p + 1]!;
-            b += w * data[p + 2]!;
-          }
-        }
-        if (i420) {
+    const du0 = (flip ? size - 1 : 0) + 0.5 - half;
+    // Source position of the row's first pixel, pixel-centre based.
+    let sx = roi.cx + cs * du0 - sn * dv - 0.5;
+    let sy = roi.cy + sn * du0 + cs * dv - 0.5;
+    for (let u = 0; u < size; u++, sx += stepX, sy += stepY, o += 3) {
+      const x0 = Math.floor(sx);
+      const y0 = Math.floor(sy);
+      if (x0 < -1 || y0 < -1 || x0 >= W || y0 >= H) {
+        out[o] = offset;
+        out[o + 1] = offset;
+        out[o + 2] = offset;
+        continue;
+      }
+      const fx = sx - x0;
+      const fy = sy - y0;
+      // Taps outside the frame read as black (weight kept, value 0), as the MediaPipe graphs pad.
+      const in00 = x0 >= 0 && y0 >= 0;
+      const in01 = x0 + 1 < W && y0 >= 0;
+      const in10 = x0 >= 0 && y0 + 1 < H;
+      const in11 = x0 + 1 < W && y0 + 1 < H;
+      const w00 = (1 - fx) * (1 - fy),
+        w01 = fx * (1 - fy),
+        w10 = (1 - fx) * fy,
+        w11 = fx * fy;
+      let r: number, g: number, b: number;
+      if (fmt === 'rgb' && in00 && in11) {
+        // Inside the frame (almost every pixel): no per-tap checks.
+        const p = 3 * (y0 * W + x0);
+        const q = p + 3 * W;
+        r = w00 * data[p]! + w01 * data[p + 3]! + w10 * data[q]! + w11 * data[q + 3]!;
+        g = w00 * data[p + 1]! + w01 * data[p + 4]! + w10 * data[q + 1]! + w11 * data[q + 4]!;
+        b = w00 * data[p + 2]! + w01 * data[p + 5]! + w10 * data[q + 2]! + w11 * data[q + 5]!;
+      } else if (fmt === 'rgb') {
+        const p = 3 * (y0 * W + x0);
+        const q = p + 3 * W;
+        r =
+          (in00 ? w00 * data[p]! : 0) +
+          (in01 ? w01 * data[p + 3]! : 0) +
+          (in10 ? w10 * data[q]! : 0) +
+          (in11 ? w11 * data[q + 3]! : 0);
+        g =
+          (in00 ? w00 * data[p + 1]! : 0) +
+          (in01 ? w01 * data[p + 4]! : 0) +
+          (in10 ? w10 * data[q + 1]! : 0) +
+          (in11 ? w11 * data[q + 4]! : 0);
+        b =
+          (in00 ? w00 * data[p + 2]! : 0) +
+          (in01 ? w01 * data[p + 5]! : 0) +
+          (in10 ? w10 * data[q + 2]! : 0) +
+          (in11 ? w11 * data[q + 5]! : 0);
+      } else {
+        const p = y0 * W + x0;
+        const q = p + W;
+        const yv =
+          in00 && in11
+            ? w00 * data[p]! + w01 * data[p + 1]! + w10 * data[q]! + w11 * data[q + 1]!
+            : (in00 ? w00 * data[p]! : 0) +
+              (in01 ? w01 * data[p + 1]! : 0) +
+              (in10 ? w10 * data[q]! : 0) +
+              (in11 ? w11 * data[q + 1]! : 0);
+        if (fmt === 'gray') {
+          r = yv;
+          g = yv;
+          b = yv;
+        } else {
+          // Luma interpolated, chroma from the nearest half-resolution sample, one conversion (BT.601 limited range).
+          const wsum = in00 && in11 ? 1 : (in00 ? w00 : 0) + (in01 ? w01 : 0) + (in10 ? w10 : 0) + (in11 ? w11 : 0);
+          const cx = Math.min(cw - 1, Math.max(0, (sx + 0.5) >> 1));
+          const cy = Math.min((H >> 1) - 1, Math.max(0, (sy + 0.5) >> 1));
+          const ci = cy * cw + cx;
+          const c = yv - 16 * wsum;
+          const du = data[uOff + ci]! - 128;
+          const dv2 = data[vOff + ci]! - 128;
+          r = 1.164 * c + 1.596 * dv2 * wsum;
+          g = 1.164 * c - (0.392 * du + 0.813 * dv2) * wsum;
+          b = 1.164 * c + 2.017 * du * wsum;
           r = r < 0 ? 0 : r > 255 ? 255 : r;
           g = g < 0 ? 0 : g > 255 ? 255 : g;
           b = b < 0 ? 0 : b > 255 ? 255 : b;
         }
       }
-      out[o++] = r * scale + offset;
-      out[o++] = g * scale + offset;
-      out[o++] = b * scale + offset;
+      out[o] = r * scale + offset;
+      out[o + 1] = g * scale + offset;
+      out[o + 2] = b * scale + offset;
     }
   }
 }

@@ -497,7 +497,9 @@ export class DefaultEngine implements AvatarEngine {
     const t0 = performance.now();
     if (!st.gray || st.gray.width !== driving.width || st.gray.height !== driving.height)
       st.gray = createGray(driving.width, driving.height);
-    i420ToGray(driving, st.gray);
+    // The gray frame is for trackers that read gray (dlib) and for the refiner; the FaceMesh tracker reads the I420
+    // frame itself, so the full-frame conversion is skipped when nothing needs it.
+    if (this.#vision.kind !== 'mesh' || (this.#steps > 0 && this.#refiner)) i420ToGray(driving, st.gray);
     st.color.width = driving.width;
     st.color.height = driving.height;
     st.color.data = driving.data;

@@ -388,20 +388,14 @@ export class FusedWarp {
         const half = Math.sqrt(Math.max(0, rr * rr - ddy * ddy));
         const side = sx >= cx ? 1 : -1;
         const row = Math.round(sy) * R;
-        const inside = (x: number): boolean => x >= 0 && x <= R - 1 && mask[row + Math.round(x)] === e + 1;
-        for (const s of [side, -side]) {
+        const tag = e + 1;
+        // The mirror across the rim on this side, then on the other; near a lid the mirror leaves the opening: then
+        // the sclera just outside the rim, on either side.
+        for (let k = 0; k < 4; k++) {
+          const s = k % 2 === 0 ? side : -side;
           const edge = cx + s * half;
-          const nx = edge + (edge - sx);
-          if (inside(nx)) {
-            out[0] = nx;
-            out[1] = sy;
-            return true;
-          }
-        }
-        // Near a lid the mirror leaves the opening: the sclera just outside the rim, on either side.
-        for (const s of [side, -side]) {
-          const nx = cx + s * (half + 1);
-          if (inside(nx)) {
+          const nx = k < 2 ? edge + (edge - sx) : cx + s * (half + 1);
+          if (nx >= 0 && nx <= R - 1 && mask[row + Math.round(nx)] === tag) {
             out[0] = nx;
             out[1] = sy;
             return true;
@@ -466,11 +460,16 @@ export class FusedWarp {
     const fu = u - u0;
     const fv = v - v0;
     const n = v0 * M + u0;
-    const g = (o: number): number =>
-      (grid[o + n]! * (1 - fu) + grid[o + n + 1]! * fu) * (1 - fv) + (grid[o + n + M]! * (1 - fu) + grid[o + n + M + 1]! * fu) * fv;
+    const w00 = (1 - fu) * (1 - fv),
+      w01 = fu * (1 - fv),
+      w10 = (1 - fu) * fv,
+      w11 = fu * fv;
+    const gx = grid[n]! * w00 + grid[n + 1]! * w01 + grid[n + M]! * w10 + grid[n + M + 1]! * w11;
+    const m = MM + n;
+    const gy = grid[m]! * w00 + grid[m + 1]! * w01 + grid[m + M]! * w10 + grid[m + M + 1]! * w11;
     const halfR = R * 0.5;
-    const sx = (g(0) + 1) * halfR - 0.5;
-    const sy = (g(MM) + 1) * halfR - 0.5;
+    const sx = (gx + 1) * halfR - 0.5;
+    const sy = (gy + 1) * halfR - 0.5;
     if (this.#eyesOn && this.#eyeSource(x, y, sx, sy)) this.#tap(this.#eyePt[0]!, this.#eyePt[1]!);
     else this.#tap(sx, sy);
   }
@@ -615,6 +614,27 @@ export class FusedWarp {
     if (lidsOn) this.#sampleLidSkin(grid);
     const eyesOn = this.#eyesOn;
     const eyePt = this.#eyePt;
+    // The union of the eyes' boxes (lids and irises): pixels outside it skip both checks without a call.
+    let ex0 = Infinity,
+      ey0 = Infinity,
+      ex1 = -Infinity,
+      ey1 = -Infinity;
+    for (let e = 0; e < 2; e++) {
+      const at = e * LID_PARAMS;
+      if (lids[at + LID_ON] !== 0) {
+        ex0 = Math.min(ex0, lids[at + LID_X0]!);
+        ey0 = Math.min(ey0, lids[at + LID_Y0]!);
+        ex1 = Math.max(ex1, lids[at + LID_X1]!);
+        ey1 = Math.max(ey1, lids[at + LID_Y1]!);
+      }
+      if (eyesOn) {
+        const f = this.#eyeFrame;
+        ex0 = Math.min(ex0, f[6 * e + 2]!);
+        ey0 = Math.min(ey0, f[6 * e + 3]!);
+        ex1 = Math.max(ex1, f[6 * e + 4]!);
+        ey1 = Math.max(ey1, f[6 * e + 5]!);
+      }
+    }
     for (let by = 0; by < bh; by++) {
       const bx0 = span[2 * by]!;
       if (bx0 < 0) continue;
@@ -672,7 +692,8 @@ export class FusedWarp {
             // GridSample, align_corners=False, padding 'border'.
             let sx = (gx + 1) * halfR - 0.5;
             let sy = (gy + 1) * halfR - 0.5;
-            if (eyesOn && this.#eyeSource(x, y, sx, sy)) {
+            const nearEye = x >= ex0 && x <= ex1 && y >= ey0 && y <= ey1;
+            if (nearEye && eyesOn && this.#eyeSource(x, y, sx, sy)) {
               sx = eyePt[0]!;
               sy = eyePt[1]!;
             }
@@ -693,7 +714,7 @@ export class FusedWarp {
             let wr = src[a]! * w00 + src[a + 3]! * w01 + src[c]! * w10 + src[c + 3]! * w11;
             let wg = src[a + 1]! * w00 + src[a + 4]! * w01 + src[c + 1]! * w10 + src[c + 4]! * w11;
             let wb = src[a + 2]! * w00 + src[a + 5]! * w01 + src[c + 2]! * w10 + src[c + 5]! * w11;
-            if (lidsOn && this.#lidColour(grid, x, y, wr, wg, wb)) {
+            if (nearEye && lidsOn && this.#lidColour(grid, x, y, wr, wg, wb)) {
               wr = lidRgb[0]!;
               wg = lidRgb[1]!;
               wb = lidRgb[2]!;
