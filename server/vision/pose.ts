@@ -346,3 +346,28 @@ export function projectAxes(
   }
   return out;
 }
+
+/**
+ * Smooths a head pose in place with a 6-channel one-euro filter (yaw, pitch, roll, tx, ty, tz); `scratch` holds the
+ * six values while they pass through (no allocation).
+ */
+export function filterPose(
+  filter: { filter(v: Float64Array, ts: number, out: Float64Array): void },
+  pose: HeadPose,
+  timestampMs: number,
+  scratch: Float64Array,
+): void {
+  scratch[0] = pose.yaw;
+  scratch[1] = pose.pitch;
+  scratch[2] = pose.roll;
+  scratch[3] = pose.tx;
+  scratch[4] = pose.ty;
+  scratch[5] = pose.tz;
+  filter.filter(scratch, timestampMs, scratch);
+  pose.yaw = scratch[0]!;
+  pose.pitch = scratch[1]!;
+  pose.roll = scratch[2]!;
+  pose.tx = scratch[3]!;
+  pose.ty = scratch[4]!;
+  pose.tz = scratch[5]!;
+}

@@ -10,7 +10,7 @@ import { FaceDetector, type DetectedFace, type FaceDetectorOptions } from './det
 import { eyeOpenness, mouthOpenness } from './features.js';
 import { PupilFinder, type PupilResult } from './gaze.js';
 import { OneEuroFilter, type OneEuroParams } from './oneEuro.js';
-import { emptyPose, PoseSolver } from './pose.js';
+import { emptyPose, filterPose, PoseSolver } from './pose.js';
 import { ShapePredictor } from './shapePredictor.js';
 import type { Box, FaceTrack, GrayImage } from './types.js';
 
@@ -398,20 +398,7 @@ export class FaceTracker {
     out.box.b = this.#box.b;
     const tp = performance.now();
     this.#pose.solve(out.landmarks, img.width, img.height, out.pose);
-    const pv = this.#poseVec;
-    pv[0] = out.pose.yaw;
-    pv[1] = out.pose.pitch;
-    pv[2] = out.pose.roll;
-    pv[3] = out.pose.tx;
-    pv[4] = out.pose.ty;
-    pv[5] = out.pose.tz;
-    if (smooth) this.#poseFilter.filter(pv, timestampMs, pv);
-    out.pose.yaw = pv[0]!;
-    out.pose.pitch = pv[1]!;
-    out.pose.roll = pv[2]!;
-    out.pose.tx = pv[3]!;
-    out.pose.ty = pv[4]!;
-    out.pose.tz = pv[5]!;
+    if (smooth) filterPose(this.#poseFilter, out.pose, timestampMs, this.#poseVec);
     const tf = performance.now();
     this.timings.poseMs += tf - tp;
     this.#features(img, out, smooth, timestampMs, raw);

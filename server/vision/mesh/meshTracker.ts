@@ -17,7 +17,7 @@
  */
 import { FaceDetector } from '../detector.js';
 import { OneEuroFilter, type OneEuroParams } from '../oneEuro.js';
-import { emptyPose, PoseSolver } from '../pose.js';
+import { emptyPose, filterPose, PoseSolver } from '../pose.js';
 import type { Box, ColorFrame, FaceTrack, GrayImage } from '../types.js';
 import { Tensor } from '../../inference/onnx.js';
 import { blazeAnchors, decodeBlazeFace, gatherBlazeRows, type BlazeDetection } from './blazeface.js';
@@ -493,13 +493,11 @@ export class MeshTracker {
   analyzeImage(gray: GrayImage, color?: ColorFrame): MeshFaceTrack[] {
     const frame: ColorFrame = color ?? { format: 'gray', width: gray.width, height: gray.height, data: gray.data };
     const run = this.#run;
-    const rois: { roi: Roi; min: number; score: number }[] = run
-      .detect(frame)
-      .map((d) => ({
-        roi: run.roiFromDetection(d, { cx: 0, cy: 0, side: 0, angle: 0 }),
-        min: MIN_FACE_FLAG,
-        score: d.score,
-      }));
+    const rois: { roi: Roi; min: number; score: number }[] = run.detect(frame).map((d) => ({
+      roi: run.roiFromDetection(d, { cx: 0, cy: 0, side: 0, angle: 0 }),
+      min: MIN_FACE_FLAG,
+      score: d.score,
+    }));
     if (rois.length === 0 && this.fallbackDetector) {
       for (const f of this.fallbackDetector.detect(gray, { thorough: true }))
         rois.push({
@@ -590,20 +588,7 @@ export class MeshTracker {
     this.#lmFilter.filter(raw, ts, t.landmarks, Math.max(1, side));
     boxOf(raw, t.box);
     this.#pose.solve(t.landmarks, frame.width, frame.height, t.pose);
-    const pv = this.#poseVec;
-    pv[0] = t.pose.yaw;
-    pv[1] = t.pose.pitch;
-    pv[2] = t.pose.roll;
-    pv[3] = t.pose.tx;
-    pv[4] = t.pose.ty;
-    pv[5] = t.pose.tz;
-    this.#poseFilter.filter(pv, ts, pv);
-    t.pose.yaw = pv[0]!;
-    t.pose.pitch = pv[1]!;
-    t.pose.roll = pv[2]!;
-    t.pose.tx = pv[3]!;
-    t.pose.ty = pv[4]!;
-    t.pose.tz = pv[5]!;
+    filterPose(this.#poseFilter, t.pose, ts, this.#poseVec);
     // Openness and gaze from the unsmoothed mesh, each with a fast filter of its own (blinks and saccades survive).
     const ov = this.#openVec;
     ov[0] = meshEyeOpenness(t.mesh, 'left');
