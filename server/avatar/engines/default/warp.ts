@@ -50,7 +50,7 @@ export interface WarpSetup {
 }
 
 /** Numbers per eye in the lid parameters (see {@link eyelidRemap}). */
-export const LID_PARAMS = 17;
+export const LID_PARAMS = 16;
 const LID_ON = 0,
   LID_AX = 1,
   LID_AY = 2,
@@ -66,8 +66,7 @@ const LID_ON = 0,
   LID_X0 = 12,
   LID_Y0 = 13,
   LID_X1 = 14,
-  LID_Y1 = 15,
-  LID_REF = 16;
+  LID_Y1 = 15;
 
 /**
  * The iris disc that moves, and the part of the old one replaced by sclera, in radii of the tracked iris (the Iris
@@ -83,7 +82,6 @@ const LID_SKIN_MAX = 0.9;
 const LID_SKIN_ROOM = 0.6;
 /** How far a closed lid reaches past the lower lid's margin at the eye's middle, in eye widths. */
 const LID_OVERLAP = 0.04;
-const LID_SUPPRESS = false;
 const LID_SMOOTH = 0.16;
 
 /** A lid curve through the two corners (t = 0, 1) and two inner points: v(t) = t (1 - t) (a + b t). */
@@ -148,8 +146,6 @@ export function eyelidRemap(
   out[at + LID_L] = L;
   out[at + LID_H] = H;
   out[at + LID_C] = Math.min(1, c);
-  // Where the lid's skin colour is read: halfway from the lid to the brow (above lashes and crease shadow).
-  out[at + LID_REF] = Math.max(H, 0.5 * room);
   // Bounding box of the affected pixels: from the crease to the lower lid, corner to corner.
   let vmin = Infinity,
     vmax = -Infinity;
@@ -173,7 +169,7 @@ export function eyelidRemap(
  * Where the output pixel (x, y) of the region reads from before the warp, given one eye's lid parameters: itself,
  * or (inside the stretching lid) a point higher up the lid. Writes [x', y', eyeball blend] into `out` and returns
  * whether the pixel is remapped. The blend (0..1) is how much of the unremapped eyeball shows at the anti-aliased
- * edge (1 below the edge, 0 on the lid); out[3] is 1 in the stretched skin, 0 in the lash band and at the edge.
+ * edge (1 below the edge, 0 on the lid); out[3] is how far down the stretched skin the pixel is (0..1], 0 in the lash band and at the edge.
  */
 export function lidSource(p: Float64Array, at: number, x: number, y: number, out: Float64Array): boolean {
   const ax = p[at + LID_AX]!;
@@ -407,7 +403,10 @@ export class FusedWarp {
     return false;
   }
 
-  /** Bilinear RGB of the source at (sx, sy) (source pixels, clamped), into #lidRgb. */
+  /**
+   * Bilinear RGB of the source at (sx, sy) (source pixels, clamped), into #lidRgb: for the few pixels of the eyes. The
+   * main loop in run() keeps the same taps inline: calling this for every pixel of the region measured 15-30 % slower.
+   */
   #tap(sx: number, sy: number): void {
     const R = this.#R;
     const src = this.#src;
@@ -433,8 +432,6 @@ export class FusedWarp {
   readonly #lids = new Float64Array(2 * LID_PARAMS);
   readonly #lidPt = new Float64Array(4);
   readonly #lidRgb = new Float64Array(3);
-  /** Per eye: the lid skin's colour above the crease (r, g, b, luma), sampled once per run. */
-  readonly #lidRef = new Float64Array(8);
 
   /**
    * The lids of the next frames: `params` holds two eyes' parameters from {@link eyelidRemap} (an eye whose first
@@ -507,21 +504,6 @@ export class FusedWarp {
         this.#lidRgb[1] = this.#lidRgb[1]! + (g0 / 5 - this.#lidRgb[1]!) * f;
         this.#lidRgb[2] = this.#lidRgb[2]! + (b0 / 5 - this.#lidRgb[2]!) * f;
       } else this.#sampleAt(grid, q[0]!, q[1]!);
-      if (q[3] === 1 && LID_SUPPRESS) {
-        // Stretched skin: lashes that reach above the band would stretch into dark streaks; anything clearly darker
-        // than the lid's own skin is taken back towards it (skin texture stays, lashes go).
-        const o = this.#lidRgb;
-        const ref = this.#lidRef;
-        const lum = 0.299 * o[0]! + 0.587 * o[1]! + 0.114 * o[2]!;
-        const lr = ref[4 * e + 3]!;
-        const k = (0.95 * lr - lum) / (0.15 * lr + 1);
-        if (k > 0) {
-          const f = k > 1 ? 1 : k;
-          o[0] = o[0]! + (ref[4 * e]! - o[0]!) * f;
-          o[1] = o[1]! + (ref[4 * e + 1]! - o[1]!) * f;
-          o[2] = o[2]! + (ref[4 * e + 2]! - o[2]!) * f;
-        }
-      }
       const bl = q[2]!;
       if (bl > 0) {
         const o = this.#lidRgb;
@@ -532,41 +514,6 @@ export class FusedWarp {
       return true;
     }
     return false;
-  }
-
-  /** The lid skin's reference colour per active eye: the brightest of three samples between the lid and the brow. */
-  #sampleLidSkin(grid: Float32Array): void {
-    const p = this.#lids;
-    const ref = this.#lidRef;
-    const s = [0, 0, 0, 0, 0, 0, 0, 0, 0];
-    for (let e = 0; e < 2; e++) {
-      const at = e * LID_PARAMS;
-      if (p[at + LID_ON] === 0) continue;
-      const ax = p[at + LID_AX]!,
-        ay = p[at + LID_AY]!,
-        ux = p[at + LID_UX]!,
-        uy = p[at + LID_UY]!,
-        L = p[at + LID_L]!;
-      for (let k = 0; k < 3; k++) {
-        const t = 0.3 + 0.2 * k;
-        const w = t * (1 - t);
-        const v = w * (p[at + LID_UA]! + p[at + LID_UB]! * t) - p[at + LID_REF]!;
-        this.#sampleAt(grid, ax + ux * t * L - uy * v, ay + uy * t * L + ux * v);
-        s[3 * k] = this.#lidRgb[0]!;
-        s[3 * k + 1] = this.#lidRgb[1]!;
-        s[3 * k + 2] = this.#lidRgb[2]!;
-      }
-      const lum = (k: number): number => 0.299 * s[3 * k]! + 0.587 * s[3 * k + 1]! + 0.114 * s[3 * k + 2]!;
-      const l0 = lum(0),
-        l1 = lum(1),
-        l2 = lum(2);
-      // The brightest: skin, not a lash, a brow hair or a shadow.
-      const mid = l1 >= l0 && l1 >= l2 ? 1 : l0 >= l2 ? 0 : 2;
-      ref[4 * e] = s[3 * mid]!;
-      ref[4 * e + 1] = s[3 * mid + 1]!;
-      ref[4 * e + 2] = s[3 * mid + 2]!;
-      ref[4 * e + 3] = lum(mid);
-    }
   }
 
   // Per-row scratch: the fields interpolated vertically at the current row, per node column.
@@ -611,7 +558,6 @@ export class FusedWarp {
     const lids = this.#lids;
     const lidsOn = lids[0] !== 0 || lids[LID_PARAMS] !== 0;
     const lidRgb = this.#lidRgb;
-    if (lidsOn) this.#sampleLidSkin(grid);
     const eyesOn = this.#eyesOn;
     const eyePt = this.#eyePt;
     // The union of the eyes' boxes (lids and irises): pixels outside it skip both checks without a call.
