@@ -65,6 +65,7 @@ export function cloneTrack(t: FaceTrack): FaceTrack {
     mouth: t.mouth,
     gaze: { ...t.gaze },
     confidence: t.confidence,
+    ...(t.mesh ? { mesh: Float32Array.from(t.mesh) } : {}),
   };
 }
 

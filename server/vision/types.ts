@@ -45,6 +45,11 @@ export interface FaceTrack {
   gaze: { x: number; y: number };
   /** 0..1: how sure the tracker is that this is a face. */
   confidence: number;
+  /**
+   * The whole mesh when the tracker has one (FaceMesh + Iris: 478 points, x0, y0, ...; vision/mesh/landmarks.ts gives
+   * the layout), absent otherwise.
+   */
+  mesh?: Float32Array;
 }
 
 /**

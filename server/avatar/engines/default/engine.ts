@@ -48,6 +48,8 @@ export interface StreamTracker {
 export interface FaceVision {
   /** Which tracker this is (reported with the engine's stats and results). */
   readonly kind?: string;
+  /** Whether its trackers read the gray frame (false: they read the colour frame only, so the engine skips the gray). */
+  readonly readsGray?: boolean;
   /** All faces in a still image (landmarks in its pixel coordinates); `color`: the same image in colour. */
   analyzeImage(gray: GrayImage, color?: ColorFrame): FaceTrack[] | Promise<FaceTrack[]>;
   /** A new stream tracker. */
@@ -355,7 +357,7 @@ export class DefaultEngine implements AvatarEngine {
       lm[2 * i + 1] = (face.landmarks[2 * i + 1]! + 0.5) * sy - 0.5;
     }
     // The irises (a tracker that has them: FaceMesh + Iris), centre and radius per eye in portrait pixels.
-    const mesh = (face as FaceTrack & { mesh?: Float32Array }).mesh;
+    const mesh = face.mesh;
     let irises: Float64Array | null = null;
     let outlines: Float64Array | null = null;
     if (mesh && mesh.length >= 2 * MESH_POINTS) {
@@ -499,7 +501,7 @@ export class DefaultEngine implements AvatarEngine {
       st.gray = createGray(driving.width, driving.height);
     // The gray frame is for trackers that read gray (dlib) and for the refiner; the FaceMesh tracker reads the I420
     // frame itself, so the full-frame conversion is skipped when nothing needs it.
-    if (this.#vision.kind !== 'mesh' || (this.#steps > 0 && this.#refiner)) i420ToGray(driving, st.gray);
+    if (this.#vision.readsGray !== false || (this.#steps > 0 && this.#refiner)) i420ToGray(driving, st.gray);
     st.color.width = driving.width;
     st.color.height = driving.height;
     st.color.data = driving.data;

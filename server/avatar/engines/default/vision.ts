@@ -16,6 +16,7 @@ export async function createDefaultVision(kind: TrackerKind = 'mesh'): Promise<F
     const analyzer = await MeshTracker.create();
     return {
       kind,
+      readsGray: false,
       analyzeImage: (gray, color) => analyzer.analyzeImage(gray, color),
       createTracker: () => MeshTracker.create({ models: analyzer.models, fallbackDetector: null }),
     };
@@ -23,6 +24,7 @@ export async function createDefaultVision(kind: TrackerKind = 'mesh'): Promise<F
   const analyzer = await FaceTracker.create();
   return {
     kind,
+    readsGray: true,
     analyzeImage: (gray) => analyzer.analyzeImage(gray),
     createTracker: () => FaceTracker.create({ predictor: analyzer.predictor, detector: analyzer.detector }),
   };
