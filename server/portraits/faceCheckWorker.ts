@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { setLogLevel, type LogLevel } from '../logger.js';
 import { MeshTracker } from '../vision/mesh/meshTracker.js';
 import { rgbToGray } from '../util/image.js';
+import { analysisImage } from '../avatar/engines/size.js';
 
 export interface FaceCheckRequest {
   id: number;
@@ -25,8 +26,10 @@ if (!port) throw new Error('faceCheckWorker must run in a worker thread');
 port.on('message', (req: FaceCheckRequest) => {
   (tracker ??= MeshTracker.create())
     .then((t) => {
-      const rgb = { width: req.width, height: req.height, data: req.data };
-      const faces = t.analyzeImage(rgbToGray(rgb), { format: 'rgb', ...rgb });
+      // The check is "is there a face?": the first face answers it, on the picture at the size the engine analyses
+      // (a 40 Mpx upload would otherwise make the cascade fallback scan 40 Mpx).
+      const rgb = analysisImage({ width: req.width, height: req.height, data: req.data });
+      const faces = t.analyzeImage(rgbToGray(rgb), { format: 'rgb', ...rgb }, 1);
       port.postMessage({ id: req.id, faces: faces.length } satisfies FaceCheckReply);
     })
     .catch((err: unknown) => {

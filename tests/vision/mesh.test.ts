@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../server/errors.js';
-import { loadImageRgb, rgbToGray } from '../../server/util/image.js';
+import { loadImageRgb, resizeRgb, rgbToGray } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import { blazeAnchors, decodeBlazeFace } from '../../server/vision/mesh/blazeface.js';
 import { cropRoi, roiToFrame } from '../../server/vision/mesh/crop.js';
@@ -218,6 +218,26 @@ describe('MeshTracker on real media', () => {
     const n = mean(g.gx, 168, 186);
     expect(mean(g.gx, 192, 205)).toBeLessThan(n - 0.1);
     expect(mean(g.gx, 324, 333)).toBeGreaterThan(n + 0.15);
+  });
+
+  it('analyses at most maxFaces faces of a crowd, and refuses a bad maxFaces', async () => {
+    const one = await loadImageRgb(portraitFile('real_japanese_woman.png'));
+    const tile = resizeRgb(one, 200, 200);
+    // 4 x 4 faces in one picture.
+    const crowd = { width: 800, height: 800, data: new Uint8Array(800 * 800 * 3) };
+    for (let k = 0; k < 16; k++)
+      for (let y = 0; y < 200; y++)
+        crowd.data.set(
+          tile.data.subarray(y * 600, (y + 1) * 600),
+          3 * ((Math.floor(k / 4) * 200 + y) * 800 + (k % 4) * 200),
+        );
+    const t = await MeshTracker.create({ models, fallbackDetector: null });
+    const gray = rgbToGray(crowd);
+    const all = t.analyzeImage(gray, { format: 'rgb', ...crowd });
+    expect(all.length).toBeGreaterThan(3);
+    expect(all.length).toBeLessThanOrEqual(8);
+    expect(t.analyzeImage(gray, { format: 'rgb', ...crowd }, 3).length).toBe(3);
+    expect(() => t.analyzeImage(gray, { format: 'rgb', ...crowd }, 0)).toThrow(TypeError);
   });
 
   it('refuses a damaged or missing model file with FACE_MODEL_INVALID, never half loaded', async () => {

@@ -49,3 +49,17 @@ export function fitRgb(src: RgbImage, width: number, height: number): RgbImage {
   if (img.width === width && img.height === height) return img;
   return resizeRgb(img, width, height);
 }
+
+/** Portraits larger than this (long side) are analysed on a downscaled copy: detection cost, same landmarks. */
+export const ANALYSIS_MAX_SIDE = 1024;
+
+/**
+ * The picture face analysis runs on: the picture itself, or a copy scaled so that its long side is ANALYSIS_MAX_SIDE
+ * (the engine's prepare and the upload face check alike, so an upload's cost is bounded whatever its size).
+ */
+export function analysisImage(rgb: RgbImage): RgbImage {
+  const long = Math.max(rgb.width, rgb.height);
+  if (long <= ANALYSIS_MAX_SIDE) return rgb;
+  const scale = ANALYSIS_MAX_SIDE / long;
+  return fitRgb(rgb, Math.max(1, Math.round(rgb.width * scale)), Math.max(1, Math.round(rgb.height * scale)));
+}

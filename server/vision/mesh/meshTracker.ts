@@ -40,6 +40,8 @@ const P2 = 136;
 const MIN_FACE_FLAG = 0.5;
 /** For stills found only by the cascades (cartoons, paintings): a lower bar, the mesh is checked for shape too. */
 const MIN_FACE_FLAG_FALLBACK = 0.2;
+/** Most faces a still image is analysed for (a crowd photo uploaded as a portrait costs at most 2x this many meshes). */
+export const MAX_STILL_FACES = 8;
 /** BlazeFace score for a detection. */
 const MIN_DETECTION = 0.5;
 /** Region of interest: the face's extent times this (MediaPipe's face landmark graphs use 1.5). */
@@ -487,10 +489,13 @@ export class MeshTracker {
   }
 
   /**
-   * All faces of a still image, best first (BlazeFace; the cascades when BlazeFace finds none), each meshed twice
-   * (the second time from the first mesh's region). Allocates its results; not for the per-frame path.
+   * The faces of a still image, best first (BlazeFace; the cascades when BlazeFace finds none), each meshed twice
+   * (the second time from the first mesh's region), at most `maxFaces` of them: the candidates looked at are capped
+   * too (2 x maxFaces), so a picture of a crowd costs a bounded number of network runs. Allocates its results; not for
+   * the per-frame path.
    */
-  analyzeImage(gray: GrayImage, color?: ColorFrame): MeshFaceTrack[] {
+  analyzeImage(gray: GrayImage, color?: ColorFrame, maxFaces = MAX_STILL_FACES): MeshFaceTrack[] {
+    if (!(Number.isInteger(maxFaces) && maxFaces >= 1)) throw new TypeError('analyzeImage: maxFaces must be an integer >= 1');
     const frame: ColorFrame = color ?? { format: 'gray', width: gray.width, height: gray.height, data: gray.data };
     const run = this.#run;
     const rois: { roi: Roi; min: number; score: number }[] = run.detect(frame).map((d) => ({
@@ -508,7 +513,8 @@ export class MeshTracker {
     }
     const out: MeshFaceTrack[] = [];
     const pose = new PoseSolver();
-    for (const { roi, min, score } of rois) {
+    for (const { roi, min, score } of rois.slice(0, 2 * maxFaces)) {
+      if (out.length >= maxFaces) break;
       const t = newTrack();
       if (run.meshAt(frame, roi, t.mesh) < min) continue;
       run.roiFromMesh(t.mesh, roi);

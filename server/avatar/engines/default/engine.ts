@@ -25,7 +25,7 @@ import { createLogger, type Logger } from '../../../logger.js';
 import { ModelPack } from '../../../inference/modelPack.js';
 import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } from '../../../util/image.js';
-import { fitRgb } from '../size.js';
+import { analysisImage, fitRgb } from '../size.js';
 import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
 import { countFolds, nodeMask } from './folds.js';
 import { TrackGuard } from './plausibility.js';
@@ -80,8 +80,6 @@ function clamp01(v: number): number {
 
 /** Most refiner steps a caller may ask for (the teacher samples in 8). */
 export const MAX_STEPS = 8;
-/** Portraits larger than this (long side) are analysed on a downscaled copy: detection cost, same landmarks. */
-const ANALYSIS_MAX_SIDE = 1024;
 /** TPS regularisation (grid units): keeps near-coincident control points (closed lips) well conditioned. */
 const TPS_LAMBDA = 1e-5;
 /**
@@ -335,16 +333,7 @@ export class DefaultEngine implements AvatarEngine {
 
   /** Face analysis (detection, landmarks, pose) and preparePortrait(): the per-portrait work. */
   async #analyse(portrait: RgbImage): Promise<PreparedFace> {
-    const long = Math.max(portrait.width, portrait.height);
-    const scale = long > ANALYSIS_MAX_SIDE ? ANALYSIS_MAX_SIDE / long : 1;
-    const small =
-      scale < 1
-        ? fitRgb(
-            portrait,
-            Math.max(1, Math.round(portrait.width * scale)),
-            Math.max(1, Math.round(portrait.height * scale)),
-          )
-        : portrait;
+    const small = analysisImage(portrait);
     const faces = await this.#vision.analyzeImage(rgbToGray(small), { format: 'rgb', width: small.width, height: small.height, data: small.data });
     const face = largestFace(faces);
     if (!face) throw new AppError('NO_FACE', 'no face found in the portrait');
