@@ -25,7 +25,7 @@ const NAMES = ['blazeface', 'facemesh', 'iris'] as const;
 export type MeshModelName = (typeof NAMES)[number];
 
 /** sha256 of each converted ONNX file as models/face/sources.json pins it. */
-function pinnedHashes(dir: string): Record<string, string> {
+export function pinnedHashes(dir: string): Record<string, string> {
   const file = path.join(dir, 'sources.json');
   let json: unknown;
   try {
@@ -56,7 +56,8 @@ function pinnedHashes(dir: string): Record<string, string> {
   return out;
 }
 
-function loadChecked(dir: string, name: MeshModelName, pins: Record<string, string>): Buffer {
+/** The ONNX file `name` of `dir`, checked against its pin. @throws AppError FACE_MODEL_INVALID */
+export function loadChecked(dir: string, name: string, pins: Record<string, string>): Buffer {
   const file = path.join(dir, `${name}.onnx`);
   const expected = pins[name];
   if (!expected) throw new AppError('FACE_MODEL_INVALID', `${path.join(dir, 'sources.json')} pins no ${name}.onnx`);

@@ -29,7 +29,7 @@ import { analysisImage, fitRgb } from '../size.js';
 import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
 import { countFolds, nodeMask } from './folds.js';
 import { TrackGuard } from './plausibility.js';
-import { fillPolygon, mouthOpenness, solveTps } from './geometry.js';
+import { fillPolygon, fitAffine, mouthOpenness, solveTps } from './geometry.js';
 import { largestFace, N_CTRL, N_RING, preparePortrait, type PreparedFace } from './prepare.js';
 import { LearnedRefiner } from './refiner.js';
 import { eyelidRemap, FusedWarp, LID_PARAMS } from './warp.js';
@@ -54,6 +54,11 @@ export interface FaceVision {
   analyzeImage(gray: GrayImage, color?: ColorFrame): FaceTrack[] | Promise<FaceTrack[]>;
   /** A new stream tracker. */
   createTracker(): StreamTracker | Promise<StreamTracker>;
+  /**
+   * The person in a still image: probability per pixel, size x size over the whole image (stretched). Absent: the
+   * portrait's head is not cut out and does not move as one piece (the warp pins the background around it).
+   */
+  segmentPerson?(image: RgbImage): { size: number; data: Float32Array } | Promise<{ size: number; data: Float32Array }>;
 }
 
 export interface DefaultEngineOptions {
@@ -90,6 +95,8 @@ const TPS_LAMBDA = 1e-5;
  */
 const FOLD_ALPHAS = [0.8, 0.55, 0.3, 0] as const;
 const FOLD_RECOVERY = 0.1;
+/** The roll limit (radians) of a portrait without a head layer: its warp pins the background and folds beyond. */
+const PINNED_MAX_ROLL = 0.3;
 /** Gaze shift, as a fraction of the eye half-width / half-height per unit of performer gaze. */
 const GAZE_X_GAIN = 1.0;
 const GAZE_Y_GAIN = 0.8;
@@ -104,7 +111,21 @@ interface CachedFace {
 
 interface FrameState {
   face: PreparedFace;
+  /** The warp's targets (grid units): in the head's own frame when the head moves as a layer (`rigid`). */
   ctrl: Float64Array;
+  /** The same targets where they land in the output (the refiner and the dataset builder read these). */
+  ctrlWorld: Float64Array;
+  /** The head moves as one piece (a segmented head layer): the fields warp in its frame, the fused warp moves it. */
+  rigid: boolean;
+  /**
+   * This portrait renders through the whole generator graph (GPU providers). Only portraits without a head layer
+   * do: the graph pastes a warped crop over a fixed background and has no moving layer; a head layer's portrait
+   * runs the fields graph (on the provider) and the fused pass (CPU) instead.
+   */
+  full: boolean;
+  /** This frame's head motion in grid units, then in output pixels (x' = m0 x + m1 y + m2, y' = m3 x + m4 y + m5). */
+  headGrid: Float64Array;
+  headPx: Float64Array;
   ctrlF: Float32Array;
   coef: Float32Array;
   mat: Float64Array;
@@ -293,7 +314,7 @@ export class DefaultEngine implements AvatarEngine {
   /** The warp's target control points (grid units) of the last rendered frame (the refiner's dataset builder); null
    * before the first render. */
   get lastControl(): Readonly<Float64Array> | null {
-    return this.#state && this.#rendered ? this.#state.ctrl : null;
+    return this.#state && this.#rendered ? this.#state.ctrlWorld : null;
   }
 
   /** The current smoothed expression latent (tests, eval tools). */
@@ -369,6 +390,7 @@ export class DefaultEngine implements AvatarEngine {
         irises[3 * k + 2] = meshIrisRadius(mesh, eye) * sx;
       }
     }
+    const person = this.#vision.segmentPerson ? await this.#vision.segmentPerson(small) : null;
     return preparePortrait(
       portrait,
       lm,
@@ -379,6 +401,7 @@ export class DefaultEngine implements AvatarEngine {
       },
       irises,
       outlines,
+      person,
     );
   }
 
@@ -432,6 +455,18 @@ export class DefaultEngine implements AvatarEngine {
       h,
       background: face.pasteBackground,
       mask: face.pasteMask,
+      ...(face.head.segmented
+        ? {
+            head: {
+              width: face.width,
+              height: face.height,
+              image: face.head.image,
+              plate: face.head.plate,
+              toImage: face.head.toImage,
+              box: face.head.box,
+            },
+          }
+        : {}),
       ...(irises && outlines
         ? {
             eyes: {
@@ -444,6 +479,11 @@ export class DefaultEngine implements AvatarEngine {
     return {
       face,
       ctrl: new Float64Array(N_CTRL * 2),
+      ctrlWorld: new Float64Array(N_CTRL * 2),
+      rigid: face.head.segmented,
+      full: this.#full !== null && !face.head.segmented,
+      headGrid: new Float64Array([1, 0, 0, 0, 1, 0]),
+      headPx: new Float64Array([1, 0, 0, 0, 1, 0]),
       ctrlF,
       coef,
       mat: new Float64Array((N_CTRL + 3) * (N_CTRL + 5)),
@@ -502,13 +542,13 @@ export class DefaultEngine implements AvatarEngine {
     const latent = this.#encoder.update(followed, timestampMs);
     // After a frame whose warp folded, the motion comes back gradually (see the fold check below).
     this.#foldAlpha = Math.min(1, this.#foldAlpha + FOLD_RECOVERY);
-    this.#buildInputs(st, latent, this.#full ? 1 : this.#foldAlpha);
+    this.#buildInputs(st, latent, st.full ? 1 : this.#foldAlpha);
     this.#rendered = true;
     const t2 = performance.now();
     let t3: number;
     let folds = 0;
     let foldFixed = false;
-    if (this.#full) {
+    if (st.full && this.#full) {
       this.#full.run(st.feeds, st.fetches);
       t3 = performance.now();
       this.#paste(st, out);
@@ -532,13 +572,14 @@ export class DefaultEngine implements AvatarEngine {
       }
       t3 = performance.now();
       out.data.set(face.background.data);
-      st.warp.run(st.grid, st.overlay, out);
+      if (st.rigid) st.warp.runHead(st.grid, st.overlay, out);
+      else st.warp.run(st.grid, st.overlay, out);
     }
     const t4 = performance.now();
     let refineMs: number | undefined;
     if (this.#steps > 0 && this.#refiner && followed) {
       const lm = followed.rawLandmarks && followed.rawLandmarks.length >= 136 ? followed.rawLandmarks : followed.landmarks;
-      this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet, st.ctrl);
+      this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet, st.ctrlWorld);
       refineMs = performance.now() - t4;
     }
     return {
@@ -588,11 +629,52 @@ export class DefaultEngine implements AvatarEngine {
     const face = st.face;
     const s = this.#settings;
     const ctrl = st.ctrl;
-    retarget(face, latent, s, this.#encoder.neutralPose, ctrl, this.#encoder.neutralMouthOpen);
-    // Fixed anchors on the outer ellipse.
+    retarget(
+      face,
+      latent,
+      s,
+      this.#encoder.neutralPose,
+      ctrl,
+      this.#encoder.neutralMouthOpen,
+      st.rigid ? undefined : PINNED_MAX_ROLL,
+    );
     const fixedFrom = 2 * (68 + N_RING);
-    for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = face.ctrlSource[i]!;
-    if (alpha < 1) for (let i = 0; i < fixedFrom; i++) ctrl[i] = face.ctrlSource[i]! + alpha * (ctrl[i]! - face.ctrlSource[i]!);
+    const src = face.ctrlSource;
+    if (st.rigid) {
+      // The head moves as one piece: its motion is the affine map the ring points (rigid, no depth) went through;
+      // the fields warp in the head's own frame (targets taken back through that map, outer anchors where they
+      // were), and the fused warp moves the result with the head.
+      const m = fitAffine(src, ctrl, 68, N_RING, st.headGrid);
+      const det = m[0]! * m[4]! - m[1]! * m[3]!;
+      for (let i = 0; i < fixedFrom; i += 2) {
+        const x = ctrl[i]! - m[2]!;
+        const y = ctrl[i + 1]! - m[5]!;
+        ctrl[i] = (m[4]! * x - m[1]! * y) / det;
+        ctrl[i + 1] = (-m[3]! * x + m[0]! * y) / det;
+      }
+      for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = src[i]!;
+      // Grid units to output pixels: X = kx g + cx (per axis); the head's map in output pixels.
+      const [kx, cx, ky, cy] = face.head.toImage;
+      const p = st.headPx;
+      p[0] = m[0]!;
+      p[1] = (m[1]! * kx) / ky;
+      p[2] = kx * m[2]! + cx - m[0]! * cx - (m[1]! * kx * cy) / ky;
+      p[3] = (m[3]! * ky) / kx;
+      p[4] = m[4]!;
+      p[5] = ky * m[5]! + cy - (m[3]! * ky * cx) / kx - m[4]! * cy;
+      st.warp.setHead(p);
+    } else {
+      // Fixed anchors on the outer ellipse.
+      for (let i = fixedFrom; i < ctrl.length; i++) ctrl[i] = src[i]!;
+    }
+    if (alpha < 1) for (let i = 0; i < fixedFrom; i++) ctrl[i] = src[i]! + alpha * (ctrl[i]! - src[i]!);
+    if (st.rigid) {
+      const m = st.headGrid;
+      for (let i = 0; i < ctrl.length; i += 2) {
+        st.ctrlWorld[i] = m[0]! * ctrl[i]! + m[1]! * ctrl[i + 1]! + m[2]!;
+        st.ctrlWorld[i + 1] = m[3]! * ctrl[i]! + m[4]! * ctrl[i + 1]! + m[5]!;
+      }
+    } else st.ctrlWorld.set(ctrl);
     solveTps(ctrl, face.ctrlSource, N_CTRL, TPS_LAMBDA, st.coef, st.mat);
     for (let i = 0; i < ctrl.length; i++) st.ctrlF[i] = ctrl[i]!;
 
@@ -619,7 +701,7 @@ export class DefaultEngine implements AvatarEngine {
     // Closing eyelids. The CPU path moves them (warp.ts setLids: the lid's skin stretches down over the eye); the
     // whole graph (GPU providers) paints them (expression.ts eyelidPolygons).
     const k = Math.min(1, s.expressionStrength);
-    if (!this.#full) {
+    if (!st.full) {
       const w = face.paste.w;
       const h = face.paste.h;
       const rx = (w - 1) / (g[2]! - g[0]!);
@@ -644,7 +726,7 @@ export class DefaultEngine implements AvatarEngine {
       [36, L_CLOSE_L],
       [42, L_CLOSE_R],
     ] as const) {
-      if (!this.#full) break;
+      if (!st.full) break;
       const c = s.eyeRetargeting ? latent[ci]! * k : 0;
       if (!eyelidPolygons(ctrl, e, c, st.lidX, st.lidY, st.lashX, st.lashY)) continue;
       for (let i = 0; i < 6; i++) {
@@ -664,7 +746,7 @@ export class DefaultEngine implements AvatarEngine {
     const eyesOn = s.eyeRetargeting;
     const gx = eyesOn ? latent[L_GAZE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
     const gy = eyesOn ? latent[L_GAZE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
-    if (!this.#full && st.warp.movesIrises) {
+    if (!st.full && st.warp.movesIrises) {
       st.gaze[0] = 0;
       st.gaze[1] = 0;
       const half = this.#sourceRes / 2;
@@ -729,7 +811,7 @@ export class DefaultEngine implements AvatarEngine {
     const face = st.face;
     const W = face.width;
     const H = face.height;
-    out.data.set(face.background.data);
+    out.data.set(face.still.data);
     const { x0, y0, w, h } = face.paste;
     for (let r = 0; r < h; r++) out.data.set(st.y.subarray(r * w, (r + 1) * w), (y0 + r) * W + x0);
     const cw = W >> 1;

@@ -589,14 +589,29 @@ const INNER_LIPS: readonly (readonly [number, number])[] = [
  */
 const MIN_LIP_GAP = 0.012;
 
-/** Limits on the head motion applied to the portrait (a 2D warp cannot show more without tearing). */
+/**
+ * Limits on the head motion applied to the portrait, each reached smoothly (softLimit: the motion follows the driver
+ * one to one up to 3/4 of the limit, then is damped towards it, never clipped). Roll is rigid (the head layer turns
+ * as one piece), so it follows the driver up to ~21 degrees and stops at ~29. Yaw and pitch are shown by the face's
+ * depth parallax on a 2D picture: the far cheek folds beyond ~20 degrees of turn, so the portrait gets 0.65 of the
+ * performer's turn, one to one up to ~15 degrees of portrait turn, at most 20.
+ */
 const MAX_ANGLE = 0.35;
-/** Fraction of the performer's yaw/pitch given to the portrait: a 2D warp folds the far cheek beyond ~20 degrees. */
+/** Fraction of the performer's yaw/pitch given to the portrait. */
 const ROTATION_GAIN = 0.65;
-const MAX_ROLL = 0.3;
+const MAX_ROLL = 0.5;
 const MAX_SHIFT = 0.15;
 /** Leaning in or back: the head scales with the performer's, up to the margin the outer ellipse leaves (prepare.ts). */
 const MAX_LOG_ZOOM = 0.15;
+
+/** `v` one to one up to 3/4 of `limit`, then damped smoothly (tanh) towards `limit`; odd in v. */
+export function softLimit(v: number, limit: number): number {
+  const knee = 0.75 * limit;
+  const a = Math.abs(v);
+  if (a <= knee) return v;
+  const room = limit - knee;
+  return Math.sign(v) * (knee + room * Math.tanh((a - knee) / room));
+}
 
 /** Lips and chin: which landmarks close the mouth by moving up (lower lip, chin) or down (upper lip). */
 const CLOSES_UP = new Set([5, 6, 7, 8, 9, 10, 11, 55, 56, 57, 58, 59, 65, 66, 67]);
@@ -607,7 +622,8 @@ const CLOSES_DOWN = new Set([49, 50, 51, 52, 53, 61, 62, 63]);
  * `performerPose` is the neutral's absolute pose (used in poseMode 'absolute'); `performerMouthOpen` the neutral's
  * mouth openness: a performer whose neutral has the mouth open (they started mid-word) can close it by more than
  * the portrait's own opening, so the closing part of the lip and chin motion is scaled by portrait / performer
- * opening (the lips would cross and the chin fold into them otherwise).
+ * opening (the lips would cross and the chin fold into them otherwise). `maxRoll`: the roll limit (radians; a
+ * portrait without a head layer, whose warp pins the background around the head, folds beyond ~0.3).
  */
 export function retarget(
   geo: PortraitGeometry,
@@ -616,6 +632,7 @@ export function retarget(
   performerPose: { yaw: number; pitch: number; roll: number },
   out: Float64Array,
   performerMouthOpen = 0,
+  maxRoll = MAX_ROLL,
 ): void {
   const P = geo.landmarks;
   const f = geo.frame;
@@ -696,12 +713,12 @@ export function retarget(
     pitch -= (performerPose.pitch - geo.pose.pitch) * DEG;
     roll += (performerPose.roll - geo.pose.roll) * DEG;
   }
-  yaw = clamp(yaw * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
-  pitch = clamp(pitch * ROTATION_GAIN, -MAX_ANGLE, MAX_ANGLE);
-  roll = clamp(roll, -MAX_ROLL, MAX_ROLL);
-  const zoom = Math.exp(clamp(latent[L_ZOOM]!, -MAX_LOG_ZOOM, MAX_LOG_ZOOM));
-  const tx = clamp(latent[L_TX]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
-  const ty = clamp(latent[L_TY]!, -MAX_SHIFT, MAX_SHIFT) * f.width;
+  yaw = softLimit(yaw * ROTATION_GAIN, MAX_ANGLE);
+  pitch = softLimit(pitch * ROTATION_GAIN, MAX_ANGLE);
+  roll = softLimit(roll, maxRoll);
+  const zoom = Math.exp(softLimit(latent[L_ZOOM]!, MAX_LOG_ZOOM));
+  const tx = softLimit(latent[L_TX]!, MAX_SHIFT) * f.width;
+  const ty = softLimit(latent[L_TY]!, MAX_SHIFT) * f.width;
   const cx = f.ox + vx * f.height * 0.45;
   const cy = f.oy + vy * f.height * 0.45;
   const cyaw = Math.cos(yaw),

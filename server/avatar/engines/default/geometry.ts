@@ -315,3 +315,59 @@ export const GENERIC_DEPTH = new Float32Array([
 export const RIGID_POINTS: readonly number[] = [
   0, 1, 2, 3, 13, 14, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45,
 ];
+
+/**
+ * Least-squares affine map of `count` points of `src` onto `dst` starting at point `from` (packed x, y): writes
+ * x' = m0 x + m1 y + m2, y' = m3 x + m4 y + m5 into `out`. Exact when the points moved by an affine map.
+ */
+export function fitAffine(src: ArrayLike<number>, dst: ArrayLike<number>, from: number, count: number, out: Float64Array): Float64Array {
+  let sx = 0,
+    sy = 0;
+  for (let i = from; i < from + count; i++) {
+    sx += src[2 * i]!;
+    sy += src[2 * i + 1]!;
+  }
+  sx /= count;
+  sy /= count;
+  // Centred normal equations: [sxx sxy; sxy syy] [m0 m1]^T = [sxX syX]^T, and the same for y'.
+  let sxx = 0,
+    sxy = 0,
+    syy = 0,
+    tX = 0,
+    tY = 0;
+  let xX = 0,
+    yX = 0,
+    xY = 0,
+    yY = 0;
+  for (let i = from; i < from + count; i++) {
+    tX += dst[2 * i]!;
+    tY += dst[2 * i + 1]!;
+  }
+  tX /= count;
+  tY /= count;
+  for (let i = from; i < from + count; i++) {
+    const x = src[2 * i]! - sx;
+    const y = src[2 * i + 1]! - sy;
+    const X = dst[2 * i]! - tX;
+    const Y = dst[2 * i + 1]! - tY;
+    sxx += x * x;
+    sxy += x * y;
+    syy += y * y;
+    xX += x * X;
+    yX += y * X;
+    xY += x * Y;
+    yY += y * Y;
+  }
+  const det = sxx * syy - sxy * sxy;
+  if (!(Math.abs(det) > 1e-12)) {
+    out.set([1, 0, tX - sx, 0, 1, tY - sy]);
+    return out;
+  }
+  out[0] = (xX * syy - yX * sxy) / det;
+  out[1] = (yX * sxx - xX * sxy) / det;
+  out[3] = (xY * syy - yY * sxy) / det;
+  out[4] = (yY * sxx - xY * sxy) / det;
+  out[2] = tX - out[0] * sx - out[1] * sy;
+  out[5] = tY - out[3] * sx - out[4] * sy;
+  return out;
+}

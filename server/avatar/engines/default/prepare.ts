@@ -8,6 +8,7 @@
  */
 import type { I420Frame, RgbImage } from '../../engine.js';
 import type { FaceTrack } from '../../../vision/types.js';
+import { buildHeadLayer } from './headLayer.js';
 import { rgbToI420 } from '../../../util/image.js';
 import { fitRgb, outputDims } from '../size.js';
 import { faceFrame, fillPolygon, mouthOpenness, type FaceFrame } from './geometry.js';
@@ -23,8 +24,26 @@ export interface PreparedFace extends PortraitGeometry {
   /** Output video size. */
   width: number;
   height: number;
-  /** The portrait at output size, I420: the frame outside the paste region. */
+  /**
+   * What the head moves over, I420 at output size: the plate (headLayer.ts: where the head was, filled from the
+   * background) when the head was segmented, else the portrait itself.
+   */
   background: I420Frame;
+  /** The portrait itself at output size, I420 (the whole-graph path pastes its region over it). */
+  still: I420Frame;
+  /**
+   * The head layer: the portrait at output size as RGBA (alpha: the head's), the box of its alpha > 0 (output pixels,
+   * x0, y0, x1, y1 exclusive), whether it was segmented (false: the whole picture, opaque; the warp's outer anchors
+   * stay pinned), and the map from crop grid units to output pixels: x = kx * g + cx, y = ky * g + cy.
+   */
+  head: {
+    image: Uint8Array;
+    /** What is behind the head, RGB at output size. */
+    plate: Uint8Array;
+    box: [number, number, number, number];
+    segmented: boolean;
+    toImage: [number, number, number, number];
+  };
   /** Source positions of all N_CTRL control points (grid units). */
   ctrlSource: Float64Array;
   /** The crop, planar float RGB 0..255, sourceRes^2. */
@@ -114,6 +133,7 @@ export function preparePortrait(
   opts: PrepareOptions,
   irises: ArrayLike<number> | null = null,
   eyeOutlines: ArrayLike<number> | null = null,
+  person: { size: number; data: Float32Array } | null = null,
 ): PreparedFace {
   const f = faceFrame(landmarks, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });
   const vx = -f.uy;
@@ -197,7 +217,11 @@ export function preparePortrait(
   ]);
 
   const full = fitRgb(rgb, width, height);
-  const background = rgbToI420(full);
+  const still = rgbToI420(full);
+  const outLm = Float32Array.from(landmarks, (v) => (v + 0.5) * so - 0.5);
+  const layer = buildHeadLayer(full, person, faceFrame(outLm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 }));
+  const background = layer.segmented ? rgbToI420(layer.plate) : still;
+  const kg = (side * so) / 2;
   const pasteBackground = new Float32Array(3 * pw * ph);
   const pasteMask = new Float32Array(pw * ph);
   const plane = pw * ph;
@@ -238,6 +262,14 @@ export function preparePortrait(
     width,
     height,
     background,
+    still,
+    head: {
+      image: layer.image,
+      plate: layer.plate.data,
+      box: layer.box,
+      segmented: layer.segmented,
+      toImage: [kg, so * cx0 + kg - 0.5, kg, so * cy0 + kg - 0.5],
+    },
     landmarks: lm,
     frame,
     ring: ctrl.slice(136, 136 + 2 * N_RING),

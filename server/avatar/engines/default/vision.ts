@@ -5,6 +5,9 @@
  */
 import { MeshTracker } from '../../../vision/mesh/meshTracker.js';
 import { FaceTracker } from '../../../vision/tracker.js';
+import { PersonSegmenter, type PersonMask } from '../../../vision/segment.js';
+import type { RgbImage } from '../../engine.js';
+import { fitRgb } from '../size.js';
 import type { FaceVision } from './engine.js';
 
 /** Which tracker drives the engine. */
@@ -12,11 +15,15 @@ export type TrackerKind = 'mesh' | 'dlib';
 
 /** Face analysis for stills (one shared analyzer) and a new tracker per stream. */
 export async function createDefaultVision(kind: TrackerKind = 'mesh'): Promise<FaceVision> {
+  // The portrait's head as a layer (either tracker): selfie segmentation, once per portrait.
+  const segmenter = await PersonSegmenter.load();
+  const segmentPerson = (image: RgbImage): PersonMask => segmenter.segment(fitRgb(image, segmenter.size, segmenter.size));
   if (kind === 'mesh') {
     const analyzer = await MeshTracker.create();
     return {
       kind,
       readsGray: false,
+      segmentPerson,
       analyzeImage: (gray, color) => analyzer.analyzeImage(gray, color),
       createTracker: () => MeshTracker.create({ models: analyzer.models, fallbackDetector: null }),
     };
@@ -25,6 +32,7 @@ export async function createDefaultVision(kind: TrackerKind = 'mesh'): Promise<F
   return {
     kind,
     readsGray: true,
+    segmentPerson,
     analyzeImage: (gray) => analyzer.analyzeImage(gray),
     createTracker: () => FaceTracker.create({ predictor: analyzer.predictor, detector: analyzer.detector }),
   };

@@ -47,6 +47,23 @@ export interface WarpSetup {
   mask: Float32Array;
   /** The portrait's eyes, for moving the irises (setEyes); absent: no iris movement here. */
   eyes?: WarpEyes;
+  /** The head layer (headLayer.ts), for runHead(): the head moves as one piece over the plate. */
+  head?: WarpHead;
+}
+
+/** The head layer and plate at output size, for {@link FusedWarp.runHead}. */
+export interface WarpHead {
+  /** Output frame size. */
+  width: number;
+  height: number;
+  /** The portrait at output size, RGBA (alpha: the head's). */
+  image: Uint8Array;
+  /** What is behind the head, RGB at output size. */
+  plate: Uint8Array;
+  /** Crop grid units to output pixels: x = kx * g + cx, y = ky * g + cy. */
+  toImage: readonly [number, number, number, number];
+  /** The head's box at rest (output pixels: x0, y0, x1, y1 exclusive). */
+  box: readonly [number, number, number, number];
 }
 
 /** Numbers per eye in the lid parameters (see {@link eyelidRemap}). */
@@ -234,8 +251,17 @@ export class FusedWarp {
   /** Rows of 2x2 blocks that have any mask coverage: [first block, last block] per block row (-1 if none). */
   readonly #span: Int32Array;
 
+  /** The head layer (runHead), when set up with one. */
+  readonly #head: WarpHead | null;
+  /** This frame's head motion: the inverse map, output pixel -> the head layer's pixel (a, b, c, d, e, f). */
+  readonly #inv = new Float64Array([1, 0, 0, 0, 1, 0]);
+  /** The processed box of this frame (output pixels, even: x0, y0, x1, y1 exclusive). */
+  readonly #box = new Int32Array(4);
+
   constructor(s: WarpSetup) {
     if (s.eyes) this.#initEyes(s.sourceRes, s.eyes);
+    this.#head = s.head ?? null;
+    if (this.#head) this.setHead([1, 0, 0, 0, 1, 0]);
     const R = s.sourceRes;
     this.#R = R;
     this.#M = s.nodeRes;
@@ -514,6 +540,296 @@ export class FusedWarp {
       return true;
     }
     return false;
+  }
+
+  /**
+   * The head's motion for the next runHead(): `m` maps the head layer's pixels to the output's (x' = m0 x + m1 y + m2,
+   * y' = m3 x + m4 y + m5; output pixels). Its inverse and the moved head's box are kept.
+   */
+  setHead(m: ArrayLike<number>): void {
+    const head = this.#head;
+    if (!head) return;
+    const [a, b, c, d, e, f] = [m[0]!, m[1]!, m[2]!, m[3]!, m[4]!, m[5]!];
+    const det = a * e - b * d;
+    if (!(Math.abs(det) > 1e-9) || !Number.isFinite(det)) return;
+    const inv = this.#inv;
+    inv[0] = e / det;
+    inv[1] = -b / det;
+    inv[3] = -d / det;
+    inv[4] = a / det;
+    inv[2] = -((e / det) * c + (-b / det) * f);
+    inv[5] = -((-d / det) * c + (a / det) * f);
+    const [hx0, hy0, hx1, hy1] = head.box;
+    let x0 = Infinity,
+      y0 = Infinity,
+      x1 = -Infinity,
+      y1 = -Infinity;
+    for (const [x, y] of [
+      [hx0, hy0],
+      [hx1, hy0],
+      [hx0, hy1],
+      [hx1, hy1],
+    ] as const) {
+      const X = a * x + b * y + c;
+      const Y = d * x + e * y + f;
+      x0 = Math.min(x0, X);
+      y0 = Math.min(y0, Y);
+      x1 = Math.max(x1, X);
+      y1 = Math.max(y1, Y);
+    }
+    const box = this.#box;
+    box[0] = Math.max(0, (Math.floor(x0) - 2) & ~1);
+    box[1] = Math.max(0, (Math.floor(y0) - 2) & ~1);
+    box[2] = Math.min(head.width, (Math.ceil(x1) + 3) & ~1);
+    box[3] = Math.min(head.height, (Math.ceil(y1) + 3) & ~1);
+  }
+
+  /**
+   * Renders the moving head into `out`, whose pixels must already hold the plate. For each output pixel of the moved
+   * head's box: where it is in the head layer at rest (the inverse head motion); inside the paste region the
+   * expression warp (the fields, in the head's own frame, with the eyes' irises and lids) moves that point further,
+   * faded out by the paste mask; the head layer is sampled there (bilinear, RGBA), the mouth interior drawn over
+   * it, and the result laid over the plate by the layer's alpha.
+   * @param grid node-resolution sampling grid, planar [2, M, M], crop grid units (the head's frame)
+   * @param overlay node-resolution premultiplied overlay, planar [4, M, M]
+   */
+  runHead(grid: Float32Array, overlay: Float32Array, out: I420Frame): void {
+    const head = this.#head;
+    if (!head) throw new Error('FusedWarp.runHead: set up without a head layer');
+    const M = this.#M;
+    const MM = M * M;
+    const R = this.#R;
+    const img = head.image;
+    const plate = head.plate;
+    const mask = this.#mask;
+    const w = this.#w;
+    const h = this.#h;
+    const W = out.width;
+    const H = out.height;
+    if (W !== head.width || H !== head.height) throw new TypeError('FusedWarp.runHead: output size mismatch');
+    const d = out.data;
+    const cw = W >> 1;
+    const uOff = W * H;
+    const vOff = uOff + cw * (H >> 1);
+    const halfR = R * 0.5;
+    const [kx, cx, ky, cy] = head.toImage;
+    // Crop pixels to output pixels: g = (s + 0.5) * 2 / R - 1.
+    const ax = (2 * kx) / R;
+    const bxo = kx * (1 / R - 1) + cx;
+    const ay = (2 * ky) / R;
+    const byo = ky * (1 / R - 1) + cy;
+    const inv = this.#inv;
+    const i0 = inv[0]!,
+      i1 = inv[1]!,
+      i2 = inv[2]!,
+      i3 = inv[3]!,
+      i4 = inv[4]!,
+      i5 = inv[5]!;
+    const ox = this.#x0;
+    const oy = this.#y0;
+    const su = (M - 1) / Math.max(1, w - 1);
+    const sv = (M - 1) / Math.max(1, h - 1);
+    // The overlay's nodes with any alpha (a box in node units): pixels outside it skip the overlay.
+    let ou0 = M,
+      ov0 = M,
+      ou1 = -1,
+      ov1 = -1;
+    for (let v = 0; v < M; v++)
+      for (let u = 0; u < M; u++)
+        if (overlay[3 * MM + v * M + u]! > 0) {
+          if (u < ou0) ou0 = u;
+          if (u > ou1) ou1 = u;
+          if (v < ov0) ov0 = v;
+          if (v > ov1) ov1 = v;
+        }
+    const lids = this.#lids;
+    const lidsOn = lids[0] !== 0 || lids[LID_PARAMS] !== 0;
+    const lidRgb = this.#lidRgb;
+    const eyesOn = this.#eyesOn;
+    const eyePt = this.#eyePt;
+    let ex0 = Infinity,
+      ey0 = Infinity,
+      ex1 = -Infinity,
+      ey1 = -Infinity;
+    for (let e = 0; e < 2; e++) {
+      const at = e * LID_PARAMS;
+      if (lids[at + LID_ON] !== 0) {
+        ex0 = Math.min(ex0, lids[at + LID_X0]!);
+        ey0 = Math.min(ey0, lids[at + LID_Y0]!);
+        ex1 = Math.max(ex1, lids[at + LID_X1]!);
+        ey1 = Math.max(ey1, lids[at + LID_Y1]!);
+      }
+      if (eyesOn) {
+        const f = this.#eyeFrame;
+        ex0 = Math.min(ex0, f[6 * e + 2]!);
+        ey0 = Math.min(ey0, f[6 * e + 3]!);
+        ex1 = Math.max(ex1, f[6 * e + 4]!);
+        ey1 = Math.max(ey1, f[6 * e + 5]!);
+      }
+    }
+    const box = this.#box;
+    const bx0 = box[0]!,
+      by0 = box[1]!,
+      bx1 = box[2]!,
+      by1 = box[3]!;
+    const Wm1 = W - 1;
+    const Hm1 = H - 1;
+    for (let Y0 = by0; Y0 < by1; Y0 += 2) {
+      for (let X0 = bx0; X0 < bx1; X0 += 2) {
+        let sr = 0,
+          sg = 0,
+          sb = 0,
+          any = 0;
+        for (let k = 0; k < 4; k++) {
+          const X = X0 + (k & 1);
+          const Yp = Y0 + (k >> 1);
+          const po = Yp * W + X;
+          // Where this pixel is in the head layer at rest.
+          let qx = i0 * X + i1 * Yp + i2;
+          let qy = i3 * X + i4 * Yp + i5;
+          const lx = qx - ox;
+          const ly = qy - oy;
+          let wr = -1,
+            wg = 0,
+            wb = 0;
+          let tps = false;
+          if (lx >= 0 && ly >= 0 && lx <= w - 1 && ly <= h - 1) {
+            const pm = mask[((ly + 0.5) | 0) * w + ((lx + 0.5) | 0)]!;
+            if (pm > 0) {
+              tps = true;
+              let u = lx * su;
+              let v = ly * sv;
+              let u0 = u | 0;
+              let v0 = v | 0;
+              if (u0 > M - 2) u0 = M - 2;
+              if (v0 > M - 2) v0 = M - 2;
+              u -= u0;
+              v -= v0;
+              const n = v0 * M + u0;
+              const w00 = (1 - u) * (1 - v),
+                w01 = u * (1 - v),
+                w10 = (1 - u) * v,
+                w11 = u * v;
+              const gx = grid[n]! * w00 + grid[n + 1]! * w01 + grid[n + M]! * w10 + grid[n + M + 1]! * w11;
+              const gm = MM + n;
+              const gy = grid[gm]! * w00 + grid[gm + 1]! * w01 + grid[gm + M]! * w10 + grid[gm + M + 1]! * w11;
+              let sx = (gx + 1) * halfR - 0.5;
+              let sy = (gy + 1) * halfR - 0.5;
+              const nearEye = lx >= ex0 && lx <= ex1 && ly >= ey0 && ly <= ey1;
+              if (nearEye && eyesOn && this.#eyeSource(lx, ly, sx, sy)) {
+                sx = eyePt[0]!;
+                sy = eyePt[1]!;
+              }
+              if (nearEye && lidsOn) {
+                // The lid's colour needs the unremapped colour for its anti-aliased edge: the crop at (sx, sy).
+                this.#tap(sx, sy);
+                if (this.#lidColour(grid, lx, ly, lidRgb[0]!, lidRgb[1]!, lidRgb[2]!)) {
+                  wr = lidRgb[0]!;
+                  wg = lidRgb[1]!;
+                  wb = lidRgb[2]!;
+                }
+              }
+              // The warped point in output pixels, faded into the rigid motion by the paste mask.
+              qx += pm * (ax * sx + bxo - qx);
+              qy += pm * (ay * sy + byo - qy);
+              if (u0 + 1 >= ou0 && u0 <= ou1 && v0 + 1 >= ov0 && v0 <= ov1) {
+                const al =
+                  overlay[3 * MM + n]! * w00 + overlay[3 * MM + n + 1]! * w01 + overlay[3 * MM + n + M]! * w10 + overlay[3 * MM + n + M + 1]! * w11;
+                if (al > 0) {
+                  if (wr < 0) {
+                    this.#tapImage(qx, qy);
+                    wr = lidRgb[0]!;
+                    wg = lidRgb[1]!;
+                    wb = lidRgb[2]!;
+                  }
+                  const mr = overlay[n]! * w00 + overlay[n + 1]! * w01 + overlay[n + M]! * w10 + overlay[n + M + 1]! * w11;
+                  const o1 = MM + n;
+                  const mg = overlay[o1]! * w00 + overlay[o1 + 1]! * w01 + overlay[o1 + M]! * w10 + overlay[o1 + M + 1]! * w11;
+                  const o2 = 2 * MM + n;
+                  const mb = overlay[o2]! * w00 + overlay[o2 + 1]! * w01 + overlay[o2 + M]! * w10 + overlay[o2 + M + 1]! * w11;
+                  wr = wr * (1 - al) + mr;
+                  wg = wg * (1 - al) + mg;
+                  wb = wb * (1 - al) + mb;
+                }
+              }
+            }
+          }
+          // The head layer at (qx, qy): bilinear RGBA, clamped at the frame's border.
+          qx = qx < 0 ? 0 : qx > Wm1 ? Wm1 : qx;
+          qy = qy < 0 ? 0 : qy > Hm1 ? Hm1 : qy;
+          let ix = qx | 0;
+          let iy = qy | 0;
+          if (ix > W - 2) ix = W - 2;
+          if (iy > H - 2) iy = H - 2;
+          const fx = qx - ix;
+          const fy = qy - iy;
+          const a = (iy * W + ix) * 4;
+          const c = a + W * 4;
+          const w00 = (1 - fx) * (1 - fy),
+            w01 = fx * (1 - fy),
+            w10 = (1 - fx) * fy,
+            w11 = fx * fy;
+          const alpha = (img[a + 3]! * w00 + img[a + 7]! * w01 + img[c + 3]! * w10 + img[c + 7]! * w11) * (1 / 255);
+          const pr = plate[3 * po]!;
+          const pg = plate[3 * po + 1]!;
+          const pb = plate[3 * po + 2]!;
+          if (alpha <= 0 && !tps) {
+            sr += pr;
+            sg += pg;
+            sb += pb;
+            continue;
+          }
+          if (wr < 0) {
+            wr = img[a]! * w00 + img[a + 4]! * w01 + img[c]! * w10 + img[c + 4]! * w11;
+            wg = img[a + 1]! * w00 + img[a + 5]! * w01 + img[c + 1]! * w10 + img[c + 5]! * w11;
+            wb = img[a + 2]! * w00 + img[a + 6]! * w01 + img[c + 2]! * w10 + img[c + 6]! * w11;
+          }
+          const r = pr + alpha * (wr - pr);
+          const g = pg + alpha * (wg - pg);
+          const b = pb + alpha * (wb - pb);
+          let Yv = (66 * r + 129 * g + 25 * b) / 256 + 16.5;
+          Yv = Yv < 0 ? 0 : Yv > 255 ? 255 : Yv;
+          d[po] = Yv;
+          any = 1;
+          sr += r;
+          sg += g;
+          sb += b;
+        }
+        if (!any) continue;
+        sr *= 0.25;
+        sg *= 0.25;
+        sb *= 0.25;
+        const ci = (Y0 >> 1) * cw + (X0 >> 1);
+        let U = (-38 * sr - 74 * sg + 112 * sb) / 256 + 128.5;
+        let V = (112 * sr - 94 * sg - 18 * sb) / 256 + 128.5;
+        U = U < 0 ? 0 : U > 255 ? 255 : U;
+        V = V < 0 ? 0 : V > 255 ? 255 : V;
+        d[uOff + ci] = U;
+        d[vOff + ci] = V;
+      }
+    }
+  }
+
+  /** Bilinear RGB of the head layer at output pixel (x, y) (clamped), into #lidRgb. */
+  #tapImage(x: number, y: number): void {
+    const head = this.#head!;
+    const W = head.width;
+    const H = head.height;
+    const img = head.image;
+    x = x < 0 ? 0 : x > W - 1 ? W - 1 : x;
+    y = y < 0 ? 0 : y > H - 1 ? H - 1 : y;
+    let ix = x | 0;
+    let iy = y | 0;
+    if (ix > W - 2) ix = W - 2;
+    if (iy > H - 2) iy = H - 2;
+    const fx = x - ix;
+    const fy = y - iy;
+    const a = (iy * W + ix) * 4;
+    const c = a + W * 4;
+    const out = this.#lidRgb;
+    for (let k = 0; k < 3; k++)
+      out[k] =
+        img[a + k]! * (1 - fx) * (1 - fy) + img[a + 4 + k]! * fx * (1 - fy) + img[c + k]! * (1 - fx) * fy + img[c + 4 + k]! * fx * fy;
   }
 
   // Per-row scratch: the fields interpolated vertically at the current row, per node column.
