@@ -79,12 +79,13 @@ def _fetch_tarball(path: str, spec: str) -> None:
     how = (f"fetch it with network access (`npm pack {spec} --pack-destination {folder}`) or copy "
            f"{os.path.basename(path)} there")
     try:
-        done = subprocess.run(["npm", "pack", spec, "--pack-destination", folder, "--silent"], cwd=folder,
+        done = subprocess.run(["npm", "pack", spec, "--pack-destination", folder, "--loglevel=error"], cwd=folder,
                               capture_output=True, text=True, timeout=900, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise ConvertError(SOURCE_FETCH, f"cannot run npm pack {spec} ({err}): {how}") from err
     if done.returncode != 0 or not os.path.isfile(path):
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        lines = [ln.removeprefix("npm error").strip() for ln in done.stderr.splitlines()]
+        reason = next((ln for ln in lines if ln.startswith(("FetchError", "code "))), f"exit status {done.returncode}")
         raise ConvertError(SOURCE_FETCH, f"npm pack {spec} failed ({reason}): {how}")
 
 
