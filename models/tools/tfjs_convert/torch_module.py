@@ -12,8 +12,11 @@
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +41,50 @@ def _maxpool(p: Prim, v: list[torch.Tensor]) -> torch.Tensor:
     return F.max_pool2d(x, p.attrs["kernel"], p.attrs["strides"])
 
 
+def _avgpool(p: Prim, v: list[torch.Tensor]) -> torch.Tensor:
+    """TensorFlow's average: over the window's pixels inside the input (padding not counted)."""
+    t, l, b, r = p.attrs["pads"]
+    k, s = p.attrs["kernel"], p.attrs["strides"]
+    if not any(p.attrs["pads"]):
+        return F.avg_pool2d(v[0], k, s)
+    ones = torch.ones((1, 1) + tuple(v[0].shape[2:]), dtype=v[0].dtype, device=v[0].device)
+    return F.avg_pool2d(F.pad(v[0], (l, r, t, b)), k, s) / F.avg_pool2d(F.pad(ones, (l, r, t, b)), k, s)
+
+
+def _convtranspose(p: Prim, v: list[torch.Tensor]) -> torch.Tensor:
+    """The full transposed convolution, cropped by the pads and extended with zeros by the output padding."""
+    t, l, b, r = p.attrs["pads"]
+    oph, opw = p.attrs["output_padding"]
+    full = F.conv_transpose2d(v[0], v[1], None, p.attrs["strides"])
+    return F.pad(full, (-l, opw - r, -t, oph - b))  # negative pads crop
+
+
+def resize_taps(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TensorFlow's bilinear taps along one axis (lower index, upper index, upper weight), computed in float32 as
+    TensorFlow's CPU kernel computes them."""
+    if mode == "align_corners" and n_out > 1:
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1)
+    else:
+        scale = np.float32(n_in) / np.float32(n_out)
+    i = np.arange(n_out, dtype=np.float32)
+    src = (i + np.float32(0.5)) * scale - np.float32(0.5) if mode == "half_pixel" else i * scale
+    floor = np.floor(src)
+    lo = np.clip(floor, 0, n_in - 1).astype(np.int64)
+    hi = np.clip(np.ceil(src), 0, n_in - 1).astype(np.int64)
+    return lo, hi, (src - floor).astype(np.float32)
+
+
+def _resize(p: Prim, v: list[torch.Tensor]) -> torch.Tensor:
+    x = v[0]
+    for dim, n_out in ((3, p.attrs["size"][1]), (2, p.attrs["size"][0])):  # width first, as TensorFlow lerps
+        lo, hi, w = (torch.from_numpy(a).to(x.device) for a in resize_taps(x.shape[dim], n_out, p.attrs["mode"]))
+        shape = [1, 1, 1, 1]
+        shape[dim] = n_out
+        a, b = x.index_select(dim, lo), x.index_select(dim, hi)
+        x = a + (b - a) * w.to(x.dtype).reshape(shape)
+    return x
+
+
 def _pad(p: Prim, v: list[torch.Tensor]) -> torch.Tensor:
     pads = p.attrs["pads"]
     rank = len(pads) // 2
@@ -56,6 +103,10 @@ def _gemm(p: Prim, v: list[torch.Tensor]) -> torch.Tensor:
 _OPS = {
     "conv": _conv,
     "maxpool": _maxpool,
+    "avgpool": _avgpool,
+    "convtranspose": _convtranspose,
+    "resize": _resize,
+    "sum": lambda p, v: functools.reduce(operator.add, v),
     "pad": _pad,
     "gemm": _gemm,
     "transpose": lambda p, v: v[0].permute(*p.attrs["perm"]),
