@@ -22,7 +22,7 @@ const sockets: ClientSocket[] = [];
 const peers: { close(): void }[] = [];
 
 beforeEach(async () => {
-  ts = await startTestServer({ avatar: { engine: 'portrait', outputSize: 320 } });
+  ts = await startTestServer({ avatar: { engine: 'portrait', outputSize: 320 }, fanout: { mode: 'direct' } });
 });
 afterEach(async () => {
   for (const p of peers.splice(0)) p.close();

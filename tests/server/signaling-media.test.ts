@@ -22,7 +22,7 @@ const sockets: ClientSocket[] = [];
 const peers: { close(): void }[] = [];
 
 beforeEach(async () => {
-  ts = await startTestServer({ avatar: { engine: 'portrait' } });
+  ts = await startTestServer({ avatar: { engine: 'portrait' }, fanout: { mode: 'direct' } });
 });
 afterEach(async () => {
   // Peers first: wrtc must not outlive the test with live peers.

@@ -49,7 +49,8 @@ async function stillServes(room: CreatedRoom): Promise<void> {
 }
 
 beforeEach(async () => {
-  ts = await startTestServer({ roomGraceMs: 400, avatar: { engine: 'portrait' } });
+  // Direct fan-out: these cases check the direct path's answers (fanout 'direct', sfu:* UNSUPPORTED).
+  ts = await startTestServer({ roomGraceMs: 400, avatar: { engine: 'portrait' }, fanout: { mode: 'direct' } });
 });
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.disconnect();
