@@ -4,7 +4,10 @@
  * - a room created on node A is in the directory; a viewer whose signaling reaches node B gets the avatar through a
  *   mediasoup pipe from A (B's relay), with frames at the portrait's size; A serves exactly one pipe for any number
  *   of B's viewers; a performer reaching B is told where the room runs (WRONG_NODE with A's URL);
- * - a node with direct fan-out only answers a viewer of another node's room with a clear redirect (WRONG_NODE);
+ * - a node with direct fan-out only answers a viewer of another node's room with a clear redirect (WRONG_NODE); a
+ *   validly signed token for a room no node owns gets ROOM_NOT_FOUND, a token with a broken signature TOKEN_INVALID;
+ * - the internal pipe API (node to node) refuses unsigned, malformed, foreign-secret, tampered and stale requests
+ *   (401 TOKEN_INVALID, no pipe opened) and serves the same request signed with the shared secret;
  * - node loss: the owner runs as its own process and is killed (SIGKILL); its directory entries expire, B's viewers
  *   get ROOM_OWNER_LOST and 'closed' (owner-lost), and a new join on B gets ROOM_NOT_FOUND.
  */
@@ -14,6 +17,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
+import { signToken } from '../../server/auth/tokens.js';
+import { MAX_SKEW_MS, NODE_AUTH_HEADER, signNodeRequest } from '../../server/cluster/nodeAuth.js';
 import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
 import type { JoinResponse } from '../../server/signaling/protocol.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
@@ -129,9 +134,59 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
       expect(res.error.code).toBe('WRONG_NODE');
       expect(res.error.message).toContain(a.url);
     }
-    // A room nobody owns is simply not found.
-    const other = await request(s, 'join', { token: room.viewerToken.replace(/^./, (c) => (c === 'e' ? 'f' : 'e')) });
-    expect(other.ok).toBe(false);
+    // A room nobody owns (a validly signed token for an id no node put in the directory) is simply not found.
+    const unknown = signToken({ room: 'nosuchroom00', role: 'viewer', exp: Date.now() + 60_000 }, TEST_TOKEN_SECRET);
+    expect(await d.server.cluster!.directory.lookup('nosuchroom00')).toBeNull();
+    const other = await request(s, 'join', { token: unknown });
+    expect(other.ok ? 'ok' : other.error.code).toBe('ROOM_NOT_FOUND');
+    // A token for the real room with a broken signature is refused before any directory look-up.
+    const [body, sig] = room.viewerToken.split('.') as [string, string];
+    const forged = await request(s, 'join', { token: `${body}.${sig.slice(0, -4)}AAAA` });
+    expect(forged.ok ? 'ok' : forged.error.code).toBe('TOKEN_INVALID');
+  });
+
+  it('the internal pipe API refuses unsigned, forged and stale requests, and serves a signed one', async () => {
+    const a = await node('node-a4');
+    const room = await createRoom(a.url);
+    const pipePath = `/internal/pipe/${room.roomId}`;
+    const body = JSON.stringify({ linkId: 'link-test-1', ip: '127.0.0.1', port: 40000 });
+    const post = (headers: Record<string, string>, text = body): Promise<Response> =>
+      fetch(`${a.url}${pipePath}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: text });
+    const refused = async (res: Response): Promise<string> => {
+      const j = (await res.json()) as { code?: string };
+      return `${res.status} ${j.code ?? '?'}`;
+    };
+    const sign = (opts: { secret?: string; now?: number; text?: string; path?: string } = {}): Record<string, string> => ({
+      [NODE_AUTH_HEADER]: signNodeRequest(opts.secret ?? TEST_TOKEN_SECRET, 'node-x', 'POST', opts.path ?? pipePath, opts.text ?? body, opts.now),
+    });
+
+    // Unsigned, malformed, signed with another secret, signed for another body or path, too old, from the future.
+    expect(await refused(await post({}))).toBe('401 TOKEN_INVALID');
+    expect(await refused(await post({ [NODE_AUTH_HEADER]: 'node-x.123.abc' }))).toBe('401 TOKEN_INVALID');
+    expect(await refused(await post(sign({ secret: 'some-other-secret-123456' })))).toBe('401 TOKEN_INVALID');
+    expect(await refused(await post(sign(), body.replace('40000', '40001')))).toBe('401 TOKEN_INVALID');
+    expect(await refused(await post(sign({ path: '/internal/pipe/otherroom00' })))).toBe('401 TOKEN_INVALID');
+    expect(await refused(await post(sign({ now: Date.now() - MAX_SKEW_MS - 5000 })))).toBe('401 TOKEN_INVALID');
+    expect(await refused(await post(sign({ now: Date.now() + MAX_SKEW_MS + 5000 })))).toBe('401 TOKEN_INVALID');
+    const unsignedDelete = await fetch(`${a.url}${pipePath}/link-test-1`, { method: 'DELETE' });
+    expect(await refused(unsignedDelete)).toBe('401 TOKEN_INVALID');
+    expect(a.server.cluster!.pipeCount).toBe(0);
+    expect((a.server.rooms.get(room.roomId)!.sfu as MediasoupRoom).pipeCount).toBe(0);
+
+    // The same request, signed now with the shared secret, opens a pipe; a signed DELETE closes it.
+    const ok = await post(sign());
+    expect(ok.status).toBe(201);
+    const reply = (await ok.json()) as { ip: string; port: number; producers: unknown[]; epoch: number };
+    expect(reply.port).toBeGreaterThan(0);
+    expect(reply.producers.length).toBeGreaterThan(0);
+    expect(a.server.cluster!.pipeCount).toBe(1);
+    const delPath = `${pipePath}/link-test-1`;
+    const del = await fetch(`${a.url}${delPath}`, {
+      method: 'DELETE',
+      headers: { [NODE_AUTH_HEADER]: signNodeRequest(TEST_TOKEN_SECRET, 'node-x', 'DELETE', delPath, '') },
+    });
+    expect(del.status).toBe(204);
+    expect(a.server.cluster!.pipeCount).toBe(0);
   });
 
   it('node loss: the owner process is killed; the directory drops its rooms and B’s viewers get a clear error', async () => {

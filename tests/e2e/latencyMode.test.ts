@@ -66,7 +66,7 @@ for (const fanout of ['direct', 'sfu'] as const)
         srv = await startTestServer(
           fanout === 'sfu'
             ? { avatar: { engine: 'portrait' }, fanout: { mode: 'sfu', mediasoupWorkerBin: workerBin ?? null } }
-            : { avatar: { engine: 'portrait' } },
+            : { avatar: { engine: 'portrait' }, fanout: { mode: 'direct' } },
         );
         expect(srv.config.fanout.mode).toBe(fanout);
         [performer, viewer] = await Promise.all([ChromiumBrowser.launch({ fakeVideo: y4m }), ChromiumBrowser.launch()]);

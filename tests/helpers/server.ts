@@ -1,7 +1,8 @@
 /**
  * Starts a real server for a test: port 0 on 127.0.0.1, a fresh temporary data folder, logs silenced, tokens signed
- * with a fixed test secret, direct fan-out (the mediasoup worker is not available everywhere) and ICE limited to
- * loopback. `stop()` closes the server, checks that the port is free again and removes the data folder.
+ * with a fixed test secret, the default fan-out ('auto': the SFU where the mediasoup worker is, as vitest.config.ts
+ * hands it to every test process; direct elsewhere) and ICE limited to loopback. Tests of the direct path (the
+ * socket 'view' offer) ask for `fanout: { mode: 'direct' }` themselves. `stop()` closes the server, checks that the port is free again and removes the data folder.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -95,7 +96,6 @@ export async function startTestServer(overrides: DeepPartial<Config> = {}, opts:
         { name: 'other', secret: OTHER_API_KEY },
       ],
     },
-    fanout: { mode: 'direct' },
     media: { iceAddressAllowList: ['127.0.0.1'] },
   };
   const config = loadConfig({}, deepMerge(defaults, overrides));

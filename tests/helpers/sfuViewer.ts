@@ -23,6 +23,10 @@ export interface SfuSignal {
 export class WrtcSfuViewer {
   frames = 0;
   width = 0;
+  height = 0;
+  /** The Y plane of the last frame, kept only when `keepLuma` is set (a copy per frame). */
+  lastLuma: Uint8Array | null = null;
+  keepLuma = false;
   /** The receive transport of the last view(). */
   transportId = '';
   #recv: msc.Transport | null = null;
@@ -51,9 +55,11 @@ export class WrtcSfuViewer {
       await this.signal.resume(c.id);
       if (info.kind === 'video') {
         const sink = new wrtc.nonstandard.RTCVideoSink(c.track);
-        sink.onframe = ({ frame }: { frame: { width: number } }) => {
+        sink.onframe = ({ frame }: { frame: { width: number; height: number; data: Uint8Array } }) => {
           this.frames++;
           this.width = frame.width;
+          this.height = frame.height;
+          if (this.keepLuma) this.lastLuma = frame.data.slice(0, frame.width * frame.height);
         };
         this.#sink = sink;
       }

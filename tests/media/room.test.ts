@@ -77,7 +77,12 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     const stats: RoomStats[] = [];
     const viewerCounts: number[] = [];
     room.on('frame', (t: FrameTimings) => timings.push(t));
-    room.on('stats', (s: RoomStats) => stats.push(s));
+    // Frames synthesized before each stats message: a message's fps counts exactly the frames since the one before.
+    const framesAtStats: number[] = [];
+    room.on('stats', (s: RoomStats) => {
+      stats.push(s);
+      framesAtStats.push(timings.length);
+    });
     room.on('viewers', (n: number) => viewerCounts.push(n));
 
     const performer = new PerformerClient();
@@ -112,10 +117,19 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     expect(t.endToEndMs).toBeGreaterThan(0);
     expect(t.endToEndMs).toBeGreaterThanOrEqual(t.queueMs);
     const s = stats.at(-1)!;
-    expect(s.fps).toBeGreaterThan(0);
+    for (let i = 1; i < stats.length; i++) expect(stats[i]!.fps).toBe(framesAtStats[i]! - framesAtStats[i - 1]!);
+    expect(stats.slice(1).some((x) => x.fps > 0)).toBe(true);
     expect(s.viewers).toBe(1);
     expect(viewerCounts).toContain(1);
-    expect(room.parts.publisher.audioDelayMs).toBeGreaterThanOrEqual(0);
+    // The voice is held back by whole 10 ms chunks to follow the video's latency (receive -> publish, tens of ms
+    // here): the delay leaves 0 and settles within a chunk of the estimate (it moves one chunk per 200 ms).
+    const pub = room.parts.publisher;
+    await waitFor(
+      () => pub.audioDelayMs > 0 && Math.abs(pub.audioDelayMs - (pub.videoLatencyMs + config.media.audioDelayOffsetMs)) <= 15,
+      15_000,
+      'audio delay following the video latency',
+    );
+    expect(pub.audioDelayMs % 10).toBe(0);
 
     const lat = timings
       .slice(-60)

@@ -42,7 +42,7 @@ export function operatorAuth(t: TestServer): Record<string, string> {
 
 /** Starts a server, a room, a performer and a viewer; returns the room id and the viewer's first `n` frames (luma). */
 async function viewFrames(overrides: DeepPartial<Config>, n: number): Promise<{ roomId: string; frames: { w: number; h: number; y: Uint8Array }[] }> {
-  ts = await startTestServer({ avatar: { engine: 'portrait' }, ...overrides });
+  ts = await startTestServer({ avatar: { engine: 'portrait' }, fanout: { mode: 'direct' }, ...overrides });
   const auth = operatorAuth(ts);
   const form = new FormData();
   form.append('consent', 'true');

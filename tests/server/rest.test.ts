@@ -246,7 +246,7 @@ describe('health, metrics, pages and errors', () => {
     const res = await fetch(`${ts.url}/healthz`);
     expect(res.status).toBe(200);
     const h = (await res.json()) as Record<string, unknown>;
-    expect(h).toMatchObject({ status: 'ok', rooms: 0, viewers: 0, fanout: 'direct', engine: ts.config.avatar.engine });
+    expect(h).toMatchObject({ status: 'ok', rooms: 0, viewers: 0, fanout: process.env.MEDIASOUP_WORKER_BIN ? 'sfu' : 'direct', engine: ts.config.avatar.engine });
     expect(typeof h.uptimeS).toBe('number');
   });
 

@@ -49,7 +49,8 @@ async function stillServes(room: CreatedRoom): Promise<void> {
 }
 
 beforeEach(async () => {
-  ts = await startTestServer({ roomGraceMs: 400, avatar: { engine: 'portrait' } });
+  // Direct fan-out: these cases check the direct path's answers (fanout 'direct', sfu:* UNSUPPORTED).
+  ts = await startTestServer({ roomGraceMs: 400, avatar: { engine: 'portrait' }, fanout: { mode: 'direct' } });
 });
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.disconnect();
@@ -269,19 +270,29 @@ describe('room lifetime', () => {
   });
 
   it('keeps the room when the performer reconnects within the grace period', async () => {
+    // A grace far longer than a loopback reconnect (tens of ms), so that the test checks that a join cancels the
+    // timer, not how fast a reconnect is; room b's close below is the clock that says a's window has passed.
+    await ts.stop();
+    ts = await startTestServer({ roomGraceMs: 3000, avatar: { engine: 'portrait' } });
     const a = await createRoom();
     const b = await createRoom();
     const pa = await client();
     await call(pa, 'join', { token: a.performerToken });
+    const paId = pa.id!;
     const pb = await client();
     await call(pb, 'join', { token: b.performerToken });
+    const roomA = ts.server.rooms.get(a.roomId);
     pa.disconnect();
+    // The server saw the performer go (the grace timer is armed) before the performer comes back.
+    await waitFor(() => !ts.server.rooms.isPerformer(a.roomId, paId), 5000, 'performer of a gone');
     const pa2 = await client();
     await call(pa2, 'join', { token: a.performerToken });
+    expect(ts.server.rooms.isPerformer(a.roomId, pa2.id!)).toBe(true);
     // Room b's grace timer starts after room a's would have: once b has closed, a's window has passed too.
     pb.disconnect();
-    await waitFor(() => !ts.server.rooms.get(b.roomId), 5000, 'room b closed');
-    expect(ts.server.rooms.get(a.roomId)?.closed).toBe(false);
+    await waitFor(() => !ts.server.rooms.get(b.roomId), 10_000, 'room b closed');
+    expect(ts.server.rooms.get(a.roomId)).toBe(roomA);
+    expect(roomA?.closed).toBe(false);
   });
 
   it('replaces an older performer socket and tells it', async () => {
@@ -310,6 +321,29 @@ describe('room lifetime', () => {
     expect((await pc)[0].reason).toBe('room-deleted');
     expect((await vc)[0].reason).toBe('room-deleted');
     expect(errorCode(await request(v, 'join', { token: room.viewerToken }))).toBe('ROOM_NOT_FOUND');
+  });
+
+  it('refuses rooms beyond maxRooms with ROOM_BUSY, also for concurrent creations, and frees a slot when one ends', async () => {
+    await ts.stop();
+    ts = await startTestServer({ maxRooms: 2, avatar: { engine: 'portrait' } });
+    const post = (): Promise<Response> =>
+      apiFetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    // Three at once for two slots: rooms still being created count against the limit.
+    const first = await Promise.all([post(), post(), post()]);
+    expect(first.map((r) => r.status).sort()).toEqual([201, 201, 409]);
+    const busy = first.find((r) => r.status === 409)!;
+    expect(((await busy.json()) as { code: string }).code).toBe('ROOM_BUSY');
+    const rooms = (await Promise.all(first.filter((r) => r.status === 201).map((r) => r.json()))) as CreatedRoom[];
+    expect(ts.server.rooms.size).toBe(2);
+    const again = await post();
+    expect([again.status, ((await again.json()) as { code: string }).code]).toEqual([409, 'ROOM_BUSY']);
+    // The open rooms are not hurt by the refusals.
+    for (const r of rooms) await stillServes(r);
+    // One room ends: its slot is free again, and only one.
+    const del = await apiFetch(`${ts.url}/api/rooms/${rooms[0]!.roomId}`, { method: 'DELETE' });
+    expect(del.status).toBe(204);
+    expect((await post()).status).toBe(201);
+    expect((await post()).status).toBe(409);
   });
 
   it('closes rooms and disconnects sockets when the server closes', async () => {
