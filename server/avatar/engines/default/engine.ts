@@ -461,6 +461,7 @@ export class DefaultEngine implements AvatarEngine {
               width: face.width,
               height: face.height,
               image: face.head.image,
+              motion: face.head.motion,
               plate: face.head.plate,
               toImage: face.head.toImage,
               box: face.head.box,

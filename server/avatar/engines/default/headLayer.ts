@@ -1,14 +1,17 @@
 /**
  * The portrait's head as a layer over a background plate (pure; once per portrait, in prepare()).
  *
- * The head (face, hair, ears, a hat or a veil, and the neck's top) moves as one piece with the performer's head; the
- * expression warp moves the face inside it. For that the portrait is split in two:
- * - the head layer: the portrait at output size with an alpha channel, the person mask (selfie segmentation) kept
- *   to the person's part around the face and faded out down the neck (1 above the neck's top, 0 at the shoulders);
- * - the plate: what is behind the head. Where the head was (above the neck's fade) it is filled from the surrounding
- *   background by push-pull interpolation (a pyramid of weighted averages, the body and neck weighted down), so a
- *   head that moves away uncovers a plausible background, never stretched face texture; elsewhere (background, body,
- *   the neck's fade) it is the portrait itself, so a head at rest shows the portrait unchanged.
+ * The head (face, hair, ears, a hat or a veil) moves as one piece with the performer's head; the expression warp
+ * moves the face inside it. For that the portrait is split in two:
+ * - the person layer: the portrait at output size with an alpha channel (the person mask from selfie segmentation,
+ *   kept to the person's part around the face), and a motion weight per pixel: 1 on the head and everything level
+ *   with it, fading to 0 down the neck and out to the shoulders. A pixel moves by its weight's share of the head's
+ *   motion, so the neck and long hair bend smoothly between the moving head and the still shoulders: no seam, no
+ *   torn hair, no ghost of a cut;
+ * - the plate: what is behind the person where it may move. There it is filled from the surrounding background by
+ *   push-pull interpolation (a pyramid of weighted averages, the person weighted down), so a head that moves away
+ *   uncovers a plausible background, never stretched face texture; elsewhere it is the portrait itself, so the
+ *   person at rest shows the portrait unchanged.
  *
  * Without a person mask (no segmentation model) the layer is the whole picture, opaque, and the plate the portrait:
  * the engine then pins the warp's outer anchors as before (the head does not move as one piece).
@@ -16,30 +19,32 @@
 import type { RgbImage } from '../../engine.js';
 import type { FaceFrame } from './geometry.js';
 
-/** The neck's fade along the face's y axis, in face heights (eye line to chin) below the eye line. */
-export const NECK_TOP = 1.05;
-export const NECK_BOTTOM = 1.45;
-/** The head region's largest reach sideways from the face's centre line, in jaw widths (a second person is cut). */
-const MAX_SIDE = 2.2;
-/** Growth of the person mask (mask pixels, 1/256 of the picture each). */
-const GROW = 2;
 /**
- * Below the chin only the neck moves with the head: the layer fades out sideways from NECK_HALF to NECK_SIDE jaw
- * widths off the face's centre line (the collar and shoulders stay), starting from CHIN face heights down.
+ * The motion weight along the face's y axis, in face heights (eye line to chin) below the eye line: 1 down to
+ * NECK_TOP, 0 from NECK_BOTTOM (the shoulders' line). Below CHIN it also fades sideways, from NECK_HALF to NECK_SIDE
+ * jaw widths off the face's centre line: the collar and the shoulders stay, long hair beside the neck bends.
  */
+export const NECK_TOP = 1.0;
+export const NECK_BOTTOM = 1.9;
 const CHIN = 0.9;
-const NECK_HALF = 0.38;
-const NECK_SIDE = 0.62;
+const NECK_HALF = 0.45;
+const NECK_SIDE = 1.0;
+/** The person region's largest reach sideways from the face's centre line, in jaw widths (a second person is cut). */
+const MAX_SIDE = 2.2;
+/** Growth of the person mask (mask pixels, 1/256 of the picture each): thin tips of hair the network misses. */
+const GROW = 2;
 /** Person probability where the layer's alpha starts and reaches 1 (the mask is soft over a few pixels). */
 const ALPHA_LO = 0.25;
 const ALPHA_HI = 0.65;
 
 export interface HeadLayer {
-  /** The portrait at output size, RGBA: alpha is the head's (255 everywhere without segmentation). */
+  /** The portrait at output size, RGBA: alpha is the person's (255 everywhere without segmentation). */
   image: Uint8Array;
-  /** What is behind the head, RGB at output size. */
+  /** Each output pixel's share of the head's motion (0..1; all 1 without segmentation). */
+  motion: Float32Array;
+  /** What is behind the person, RGB at output size. */
   plate: RgbImage;
-  /** Bounding box of the head's alpha > 0 (output pixels, x0, y0 inclusive, x1, y1 exclusive). */
+  /** Bounding box of the pixels that move (alpha > 0 and motion > 0; output pixels, x1, y1 exclusive). */
   box: [number, number, number, number];
   /** Whether a person mask cut the head out (false: the whole picture is the layer). */
   segmented: boolean;
@@ -63,12 +68,20 @@ export function buildHeadLayer(full: RgbImage, person: { size: number; data: Flo
     image[4 * i + 2] = full.data[3 * i + 2]!;
     image[4 * i + 3] = 255;
   }
-  if (!person) return { image, plate: { width: W, height: H, data: Uint8Array.from(full.data) }, box: [0, 0, W, H], segmented: false };
+  if (!person)
+    return {
+      image,
+      motion: new Float32Array(W * H).fill(1),
+      plate: { width: W, height: H, data: Uint8Array.from(full.data) },
+      box: [0, 0, W, H],
+      segmented: false,
+    };
 
   const S = person.size;
   const P = keepFaceComponent(person, f, W, H);
   const vx = -f.uy;
   const vy = f.ux;
+  const motion = new Float32Array(W * H);
   const fill = new Uint8Array(W * H);
   const known = new Float32Array(W * H);
   let bx0 = W,
@@ -89,20 +102,21 @@ export function buildHeadLayer(full: RgbImage, person: { size: number; data: Flo
         P[o]! * (1 - fx) * (1 - fy) + P[o + 1]! * fx * (1 - fy) + P[o + S]! * (1 - fx) * fy + P[o + S + 1]! * fx * fy;
       const along = ((x - f.ox) * vx + (y - f.oy) * vy) / f.height;
       const across = Math.abs((x - f.ox) * f.ux + (y - f.oy) * f.uy) / f.width;
-      const side = smooth01((across - NECK_HALF) / (NECK_SIDE - NECK_HALF)) * smooth01((along - CHIN) / 0.25);
-      const neck = (1 - smooth01((along - NECK_TOP) / (NECK_BOTTOM - NECK_TOP))) * (1 - side);
-      const a = smooth01((p - ALPHA_LO) / (ALPHA_HI - ALPHA_LO)) * neck;
+      const side = smooth01((across - NECK_HALF) / (NECK_SIDE - NECK_HALF)) * smooth01((along - CHIN) / 0.3);
+      const m = (1 - smooth01((along - NECK_TOP) / (NECK_BOTTOM - NECK_TOP))) * (1 - side);
+      const a = smooth01((p - ALPHA_LO) / (ALPHA_HI - ALPHA_LO));
       const i = y * W + x;
       image[4 * i + 3] = Math.round(255 * a);
-      if (a > 0.002) {
+      motion[i] = m;
+      if (a > 0.002 && m > 0.002) {
         if (x < bx0) bx0 = x;
         if (y < by0) by0 = y;
         if (x + 1 > bx1) bx1 = x + 1;
         if (y + 1 > by1) by1 = y + 1;
+        // Filled where the person may move away from; the background is the best source of the fill, the person a
+        // poor one (a little weight, so a head with no background beside it still gets a fill).
+        fill[i] = 1;
       }
-      // Filled where the head was, above the neck's fade and inside the neck's sides; the background is the best source of the fill, the body
-      // and neck a poor one (a little weight, so a head with no background beside it still gets a fill).
-      if (a > 0.002 && neck > 0.99) fill[i] = 1;
       known[i] = 1 - p + 0.02;
     }
   }
@@ -114,8 +128,9 @@ export function buildHeadLayer(full: RgbImage, person: { size: number; data: Flo
       if (!fill[i] && (fill[i - 1] || fill[i + 1] || fill[i - W] || fill[i + W])) grown[i] = 1;
     }
   const plate = pushPullFill(full, grown, known);
-  if (bx1 <= bx0) return { image, plate: { width: W, height: H, data: Uint8Array.from(full.data) }, box: [0, 0, 0, 0], segmented: true };
-  return { image, plate, box: [bx0, by0, bx1, by1], segmented: true };
+  if (bx1 <= bx0)
+    return { image, motion, plate: { width: W, height: H, data: Uint8Array.from(full.data) }, box: [0, 0, 0, 0], segmented: true };
+  return { image, motion, plate, box: [bx0, by0, bx1, by1], segmented: true };
 }
 
 /**

@@ -38,6 +38,8 @@ export interface PreparedFace extends PortraitGeometry {
    */
   head: {
     image: Uint8Array;
+    /** Each output pixel's share of the head's motion (headLayer.ts). */
+    motion: Float32Array;
     /** What is behind the head, RGB at output size. */
     plate: Uint8Array;
     box: [number, number, number, number];
@@ -265,6 +267,7 @@ export function preparePortrait(
     still,
     head: {
       image: layer.image,
+      motion: layer.motion,
       plate: layer.plate.data,
       box: layer.box,
       segmented: layer.segmented,

@@ -56,8 +56,10 @@ export interface WarpHead {
   /** Output frame size. */
   width: number;
   height: number;
-  /** The portrait at output size, RGBA (alpha: the head's). */
+  /** The portrait at output size, RGBA (alpha: the person's). */
   image: Uint8Array;
+  /** Each output pixel's share of the head's motion (0..1, output size). */
+  motion: Float32Array;
   /** What is behind the head, RGB at output size. */
   plate: Uint8Array;
   /** Crop grid units to output pixels: x = kx * g + cx, y = ky * g + cy. */
@@ -560,10 +562,11 @@ export class FusedWarp {
     inv[2] = -((e / det) * c + (-b / det) * f);
     inv[5] = -((-d / det) * c + (a / det) * f);
     const [hx0, hy0, hx1, hy1] = head.box;
-    let x0 = Infinity,
-      y0 = Infinity,
-      x1 = -Infinity,
-      y1 = -Infinity;
+    // The moving pixels' box at rest and moved: a pixel that moves by a share of the motion stays within both.
+    let x0: number = hx0,
+      y0: number = hy0,
+      x1: number = hx1,
+      y1: number = hy1;
     for (const [x, y] of [
       [hx0, hy0],
       [hx1, hy0],
@@ -586,7 +589,7 @@ export class FusedWarp {
 
   /**
    * Renders the moving head into `out`, whose pixels must already hold the plate. For each output pixel of the moved
-   * head's box: where it is in the head layer at rest (the inverse head motion); inside the paste region the
+   * head's box: where it is in the layer at rest (its share of the inverse head motion); inside the paste region the
    * expression warp (the fields, in the head's own frame, with the eyes' irises and lids) moves that point further,
    * faded out by the paste mask; the head layer is sampled there (bilinear, RGBA), the mouth interior drawn over
    * it, and the result laid over the plate by the layer's alpha.
@@ -601,6 +604,7 @@ export class FusedWarp {
     const R = this.#R;
     const img = head.image;
     const plate = head.plate;
+    const motion = head.motion;
     const mask = this.#mask;
     const w = this.#w;
     const h = this.#h;
@@ -684,9 +688,10 @@ export class FusedWarp {
           const X = X0 + (k & 1);
           const Yp = Y0 + (k >> 1);
           const po = Yp * W + X;
-          // Where this pixel is in the head layer at rest.
-          let qx = i0 * X + i1 * Yp + i2;
-          let qy = i3 * X + i4 * Yp + i5;
+          // Where this pixel is in the layer at rest: its share of the head's motion taken back.
+          const mw = motion[po]!;
+          let qx = X + mw * (i0 * X + i1 * Yp + i2 - X);
+          let qy = Yp + mw * (i3 * X + i4 * Yp + i5 - Yp);
           const lx = qx - ox;
           const ly = qy - oy;
           let wr = -1,
