@@ -3,7 +3,7 @@
  *
  * - Off the signaling loop: the engine runs in a `worker_threads` Worker, so a slow engine never stalls other rooms.
  * - Latest frame wins, through shared memory: driving frames are copied into an input FrameExchange (a lock-free
- *   triple buffer in a SharedArrayBuffer, server/media/mailbox.ts); while the worker is busy the newest frame
+ *   triple buffer in a SharedArrayBuffer, server/avatar/mailbox.ts); while the worker is busy the newest frame
  *   replaces the waiting one and a drop is counted. The worker takes frames itself (it never waits for this thread
  *   between frames) and hands results back through an output FrameExchange allocated once per portrait size.
  * - Supervised: the worker must answer `init` within `initTimeoutMs`; if it crashes, the session emits 'failure',
@@ -27,15 +27,16 @@
  * 'restarted' (count: number), 'close'.
  */
 import { EventEmitter } from 'node:events';
-import type { I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
-import { FACE_ISSUES } from './engine.js';
-import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
-import { noRefiner } from '../signaling/protocol.js';
-import type { EngineOptions } from './engines/index.js';
+import type { I420Frame, RgbImage } from '../types/image.js';
+import type { EngineOptions, PortraitCache, PreparedPortrait, RenderStats } from './engineTypes.js';
+import { FACE_ISSUES } from './engineTypes.js';
+import type { AvatarSettings, PublicError, RefinerInfo } from '../types/protocol.js';
+import { noRefiner } from '../types/protocol.js';
 import type { ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
-import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
+import { FrameExchange, Meta } from './mailbox.js';
+import { i420Bytes } from '../types/image.js';
 import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
 import { EngineWorker, type AvatarWorkerPool, type EngineSpec, type WorkerEvent, type WorkerReply } from './workerPool.js';
 

@@ -15,13 +15,15 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { parentPort } from 'node:worker_threads';
-import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait } from './engine.js';
-import { FACE_ISSUES } from './engine.js';
-import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
-import { MAX_REFINER_STEPS, noRefiner } from '../signaling/protocol.js';
-import { createEngine, type EngineOptions } from './engines/index.js';
+import type { AvatarEngine, PortraitCache, PreparedPortrait } from './engineTypes.js';
+import type { I420Frame } from '../types/image.js';
+import { type EngineOptions, FACE_ISSUES } from './engineTypes.js';
+import type { AvatarSettings, PublicError, RefinerInfo } from '../types/protocol.js';
+import { MAX_REFINER_STEPS, noRefiner } from '../types/protocol.js';
+import { createEngine } from './engines/index.js';
 import { adoptSharedEngineData, sharedEngineData, type SharedEngineData } from './engines/shared.js';
-import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
+import { FrameExchange, Meta } from './mailbox.js';
+import { i420Bytes } from '../types/image.js';
 import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
 import { toPublicError } from '../errors.js';
 

@@ -24,9 +24,9 @@
  *   under way; workers that sessions hold are theirs to release (into a closed pool: closed at once).
  */
 import { Worker } from 'node:worker_threads';
-import type { RefinerInfo } from '../signaling/protocol.js';
-import { noRefiner } from '../signaling/protocol.js';
-import type { EngineOptions } from './engines/index.js';
+import type { RefinerInfo } from '../types/protocol.js';
+import { noRefiner } from '../types/protocol.js';
+import type { EngineOptions } from './engineTypes.js';
 import type { FromWorker, ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { getLogLevel } from '../logger.js';

@@ -17,7 +17,7 @@ import { AppError } from '../errors.js';
 import type { Handler, HttpExchange } from '../http/exchange.js';
 import type { Router } from '../http/router.js';
 import type { Logger } from '../logger.js';
-import type { FanoutFactory } from '../media/fanout.js';
+import type { FanoutFactory } from '../media/fanoutTypes.js';
 import type { MediasoupFanoutFactory } from '../media/mediasoupFanout.js';
 import type { Room } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';

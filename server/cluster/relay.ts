@@ -13,8 +13,9 @@ import type { types as ms } from 'mediasoup';
 import type { Config } from '../config.js';
 import { AppError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { MediasoupFanoutFactory, MediasoupRoom, PipeOut, ProducerSource } from '../media/mediasoupFanout.js';
-import type { CloseReason, FanoutKind, RoomInfo, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
+import type { MediasoupFanoutFactory, MediasoupRoom } from '../media/mediasoupFanout.js';
+import type { PipeOut, ProducerSource } from '../media/fanoutTypes.js';
+import type { CloseReason, FanoutKind, RoomInfo, SfuConsumerInfo, SfuTransportOptions } from '../types/protocol.js';
 import type { RoomDirectory, RoomLocation } from './directory.js';
 import { NODE_AUTH_HEADER, signNodeRequest } from './nodeAuth.js';
 

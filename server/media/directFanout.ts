@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
-import type { IceCandidate, SessionDescription } from '../signaling/protocol.js';
+import type { IceCandidate, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { sdpMediaKinds, setVideoBandwidth } from './candidates.js';
 import { addRemoteCandidate, answerOffer, createPeerConnection, preferVp8, wrtc } from './rtc.js';

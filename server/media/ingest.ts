@@ -7,8 +7,8 @@
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { I420Frame } from '../avatar/engine.js';
-import type { IceCandidate, SessionDescription } from '../signaling/protocol.js';
+import type { I420Frame } from '../types/image.js';
+import type { IceCandidate, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { sdpMediaKinds } from './candidates.js';
 import { addRemoteCandidate, answerOffer, createPeerConnection, wrtc } from './rtc.js';

@@ -33,9 +33,17 @@ import type { types as ms } from 'mediasoup';
 import type { Device as ClientDevice, types as msc } from 'mediasoup-client';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
+import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../types/protocol.js';
 import { AppError } from '../errors.js';
-import type { FanoutFactory, SfuRoomFanout, SfuRoomOptions } from './fanout.js';
+import type {
+  FanoutFactory,
+  PipeOut,
+  ProducerSource,
+  SfuRoomEvents,
+  SfuRoomFanout,
+  SfuRoomOptions,
+  SfuWorkerInfo,
+} from './fanoutTypes.js';
 import type { Publisher } from './publisher.js';
 import { wrtc } from './rtc.js';
 
@@ -61,29 +69,9 @@ export async function loadClientDevice(routerRtpCapabilities: msc.RtpCapabilitie
   return device;
 }
 
-/** Where a room's primary router gets its producers from (re-attached when that router is rebuilt). */
-export interface ProducerSource {
-  /** Produces the room's tracks into `router`; resolves with the producers (video first). */
-  attach(router: ms.Router): Promise<ms.Producer[]>;
-  /** Releases what attach() created (the router's own objects close with the router). Idempotent. */
-  detach(): void;
-  /**
-   * Whether anybody consumes (viewers or pipes): a source may stop sending while nobody does (the local source stops
-   * its encoder: an idle SFU room otherwise encodes for nobody, ~15 % of a core here).
-   */
-  setActive?(active: boolean): void;
-}
-
 /** One worker of the pool and what runs on it. */
 interface PoolWorker {
   worker: ms.Worker;
-  routers: number;
-  viewers: number;
-}
-
-/** A worker's figures for /healthz, metrics and benchmarks. */
-export interface SfuWorkerInfo {
-  pid: number;
   routers: number;
   viewers: number;
 }
@@ -399,28 +387,11 @@ interface SfuViewer {
   consumers: Map<string, ms.Consumer>;
 }
 
-/** A pipe from this room's primary router to another node (server/cluster). */
-export interface PipeOut {
-  /** Where the remote side sends to. */
-  ip: string;
-  port: number;
-  producers: { id: string; kind: 'audio' | 'video'; rtpParameters: unknown }[];
-}
-
-export interface MediasoupRoomEvents {
-  viewers: [count: number];
-  /** These viewers' routers went away: they must consume again (signaling tells them). */
-  viewersReset: [viewerIds: string[], why: string];
-  /** The primary router was rebuilt (a worker died): remote pipes must be made again. */
-  rebuilt: [];
-  close: [];
-}
-
 /**
  * One room's routers, producers and viewers' transports. Events: 'viewers' (count), 'viewersReset' (ids, why),
  * 'rebuilt', 'close'.
  */
-export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements SfuRoomFanout {
+export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoomFanout {
   readonly kind = 'sfu' as const;
   readonly roomId: string;
   readonly #pool: WorkerPool;

@@ -13,9 +13,9 @@ import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import { AppError, InvalidStateError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { FanoutFactory } from '../media/fanout.js';
+import type { FanoutFactory } from '../media/fanoutTypes.js';
 import type { PortraitStore } from '../portraits/store.js';
-import type { CloseReason } from '../signaling/protocol.js';
+import type { CloseReason } from '../types/protocol.js';
 import type { Room } from './room.js';
 import type { AvatarWorkerPool } from '../avatar/workerPool.js';
 

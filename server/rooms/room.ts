@@ -18,7 +18,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import type {
   AvatarSettings,
   CloseReason,
@@ -31,13 +31,13 @@ import type {
   SfuConsumerInfo,
   SfuTransportOptions,
   FaceIssue,
-} from '../signaling/protocol.js';
-import { defaultAvatarSettings } from '../signaling/protocol.js';
+} from '../types/protocol.js';
+import { defaultAvatarSettings } from '../types/protocol.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { AvatarSession, type SessionFrame } from '../avatar/session.js';
 import type { AvatarWorkerPool } from '../avatar/workerPool.js';
-import type { FanoutFactory, SfuRoomFanout } from '../media/fanout.js';
+import type { FanoutFactory, SfuRoomFanout } from '../media/fanoutTypes.js';
 import { DirectFanout } from '../media/directFanout.js';
 import { IngestPeer } from '../media/ingest.js';
 import { Publisher } from '../media/publisher.js';

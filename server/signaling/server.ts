@@ -30,7 +30,7 @@ import type {
   RoomInfo,
   RoomStats,
   ServerToClientEvents,
-} from './protocol.js';
+} from '../types/protocol.js';
 import {
   validateEmpty,
   validateIce,

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AvatarSession } from '../../server/avatar/session.js';
 import { AvatarWorkerPool } from '../../server/avatar/workerPool.js';
-import type { EngineOptions } from '../../server/avatar/engines/index.js';
+import type { EngineOptions } from '../../server/avatar/engineTypes.js';
 import { DefaultEngine, createDefaultVision, type FaceVision } from '../../server/avatar/engines/default/index.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
 import { projectRoot } from '../../server/config.js';

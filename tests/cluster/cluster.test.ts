@@ -15,7 +15,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
 import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
-import type { JoinResponse } from '../../server/signaling/protocol.js';
+import type { JoinResponse } from '../../server/types/protocol.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
 import { createTestRoom, repoRoot, startTestServer, TEST_API_KEY, TEST_TOKEN_SECRET, type TestRoom, type TestServer } from '../helpers/server.js';

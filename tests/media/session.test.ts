@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AvatarSession, type SessionFrame } from '../../server/avatar/session.js';
-import type { EngineOptions } from '../../server/avatar/engines/index.js';
+import type { EngineOptions } from '../../server/avatar/engineTypes.js';
 import { createLogger } from '../../server/logger.js';
 import { rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 import { drawPattern, loadPortrait, lumaMad, makeI420, waitFor } from './helpers.js';
 
 const log = createLogger('test.session');

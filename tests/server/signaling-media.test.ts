@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { JoinResponse, Result, RoomStats, SdpResponse } from '../../server/signaling/protocol.js';
+import type { JoinResponse, Result, RoomStats, SdpResponse } from '../../server/types/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { startTestServer, type TestServer, apiFetch } from '../helpers/server.js';
