@@ -74,22 +74,22 @@ export interface EngineOptions {
   refinerPack?: string | null;
   /** Which refiner network samples the steps: the distilled student (default) or the teacher (evaluation). */
   refinerNet?: 'student' | 'teacher';
-  /**
-   * TEST ONLY: the worker crashes (an uncaught exception) after rendering this many frames, to exercise the
-   * session's restart. Never set by the config.
-   */
-  crashAfterFrames?: number;
-  /**
-   * TEST ONLY: the worker spends this long (busy, like a slow engine) on every frame, to show that a slow engine
-   * neither blocks the signaling loop nor other rooms. Never set by the config.
-   */
-  slowRenderMs?: number;
-  /**
-   * TEST ONLY: the worker acts as if its engine had a refiner that keeps the thread busy this long per step, so that
-   * the session's steps policy can be exercised with any engine. Never set by the config.
-   */
-  fakeRefinerMsPerStep?: number;
 }
+
+/**
+ * A module that the avatar worker thread loads to wrap every engine it creates: its `wrapEngine` export (a
+ * WrapEngine) gets the engine and `options`. This is how tests give an engine a crash, a slow frame or a refiner's
+ * cost (tests/helpers/testEngine.ts) without test code in the worker; the config never sets one.
+ */
+export interface EngineWrapper {
+  /** The module's URL (file: URL), loaded with import() in the worker thread. */
+  module: string;
+  /** Structured-cloneable; passed to wrapEngine. */
+  options: Record<string, unknown>;
+}
+
+/** The `wrapEngine` export of an EngineWrapper module. */
+export type WrapEngine = (engine: AvatarEngine, options: Record<string, unknown>) => AvatarEngine;
 
 export interface AvatarEngine {
   readonly name: string;

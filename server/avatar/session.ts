@@ -28,7 +28,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { I420Frame, RgbImage } from '../types/image.js';
-import type { EngineOptions, PortraitCache, PreparedPortrait, RenderStats } from './engineTypes.js';
+import type { EngineOptions, EngineWrapper, PortraitCache, PreparedPortrait, RenderStats } from './engineTypes.js';
 import { FACE_ISSUES } from './engineTypes.js';
 import type { AvatarSettings, PublicError, RefinerInfo } from '../types/protocol.js';
 import { noRefiner } from '../types/protocol.js';
@@ -44,6 +44,8 @@ export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
   engine: string;
   engineOptions: EngineOptions;
+  /** Wraps the engine in its worker thread (tests: crashes, slow frames; see EngineWrapper); default none. */
+  engineWrapper?: EngineWrapper;
   /** Deadline for the worker to start and create its engine; config.avatar.initTimeoutMs. */
   initTimeoutMs: number;
   /** Deadline for the worker to close before it is terminated; default 2000 ms. */
@@ -79,7 +81,7 @@ function appError(e: PublicError, fallback: string): AppError {
 }
 
 export class AvatarSession extends EventEmitter {
-  readonly #opts: Required<Omit<AvatarSessionOptions, 'log'>> & { log: Logger };
+  readonly #opts: Required<Omit<AvatarSessionOptions, 'log' | 'engineWrapper'>> & { log: Logger };
   readonly #log: Logger;
   readonly #spec: EngineSpec;
   #worker: EngineWorker | null = null;
@@ -115,7 +117,11 @@ export class AvatarSession extends EventEmitter {
     super();
     this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartRefillMs: 10_000, stepsPolicy: {}, pool: null, ...opts };
     this.#log = opts.log;
-    this.#spec = { engine: opts.engine, options: opts.engineOptions };
+    this.#spec = {
+      engine: opts.engine,
+      options: opts.engineOptions,
+      ...(opts.engineWrapper ? { wrapper: opts.engineWrapper } : {}),
+    };
     this.#tokens = this.#opts.maxRestarts;
     this.#policy = new RefinerStepsPolicy(this.#opts.stepsPolicy);
   }

@@ -5,14 +5,21 @@ import { createLogger } from '../../server/logger.js';
 import { rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
 import { defaultAvatarSettings } from '../../server/types/protocol.js';
+import { testEngine, type TestEngineHooks } from '../helpers/testEngine.js';
 import { drawPattern, loadPortrait, lumaMad, makeI420, waitFor } from './helpers.js';
 
 const log = createLogger('test.session');
 const base: EngineOptions = { modelPack: 'unused', executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256 };
 let sessions: AvatarSession[] = [];
 
-async function open(engine: string, extra: Partial<EngineOptions> = {}): Promise<AvatarSession> {
-  const s = await AvatarSession.create({ engine, engineOptions: { ...base, ...extra }, initTimeoutMs: 20_000, log });
+async function open(engine: string, extra: Partial<EngineOptions> = {}, hooks?: TestEngineHooks): Promise<AvatarSession> {
+  const s = await AvatarSession.create({
+    engine,
+    engineOptions: { ...base, ...extra },
+    ...(hooks ? { engineWrapper: testEngine(hooks) } : {}),
+    initTimeoutMs: 20_000,
+    log,
+  });
   sessions.push(s);
   return s;
 }
@@ -82,7 +89,7 @@ describe('AvatarSession (real worker thread)', () => {
   });
 
   it('restarts the worker after a crash, prepares the portrait again and keeps rendering', async () => {
-    const s = await open('passthrough', { crashAfterFrames: 3 });
+    const s = await open('passthrough', {}, { crashAfterFrames: 3 });
     await s.prepare(await loadPortrait());
     const failures: string[] = [];
     s.on('failure', (e: Error) => failures.push(e.message));
@@ -135,7 +142,8 @@ describe('AvatarSession (real worker thread)', () => {
     // the rest slowly enough to go down to 1).
     const s = await AvatarSession.create({
       engine: 'passthrough',
-      engineOptions: { ...base, fakeRefinerMsPerStep: 40 },
+      engineOptions: base,
+      engineWrapper: testEngine({ fakeRefinerMsPerStep: 40 }),
       initTimeoutMs: 20_000,
       stepsPolicy: { budgetMs: 120, window: 5, raiseAfter: 2 },
       log,
@@ -179,7 +187,7 @@ describe('AvatarSession (real worker thread)', () => {
   });
 
   it('a slow engine blocks neither the main thread nor another session', async () => {
-    const slow = await open('passthrough', { slowRenderMs: 150 });
+    const slow = await open('passthrough', {}, { slowRenderMs: 150 });
     const fast = await open('passthrough');
     const portrait = await loadPortrait();
     await Promise.all([slow.prepare(portrait), fast.prepare(portrait)]);
