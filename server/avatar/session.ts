@@ -26,7 +26,6 @@
  * 'steps' (effective refiner steps: number, when the policy changed them), 'failure' (AppError),
  * 'restarted' (count: number), 'close'.
  */
-import { EventEmitter } from 'node:events';
 import type { I420Frame, RgbImage } from '../types/image.js';
 import type { EngineOptions, EngineWrapper, PortraitCache, PreparedPortrait, RenderStats } from './engineTypes.js';
 import { FACE_ISSUES } from './engineTypes.js';
@@ -39,6 +38,7 @@ import { FrameExchange, Meta } from './mailbox.js';
 import { i420Bytes } from '../types/image.js';
 import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
 import { EngineWorker, type AvatarWorkerPool, type EngineSpec, type WorkerEvent, type WorkerReply } from './workerPool.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
@@ -80,7 +80,23 @@ function appError(e: PublicError, fallback: string): AppError {
   return new AppError(e.code ?? 'ENGINE_FAILED', e.message || fallback);
 }
 
-export class AvatarSession extends EventEmitter {
+/** What an AvatarSession emits. */
+export interface AvatarSessionEvents {
+  /** One synthesized frame (its data is valid only during the listener call). */
+  frame: [frame: SessionFrame];
+  /** The cumulative count of driving frames dropped (replaced before the worker took them). */
+  dropped: [total: number];
+  /** The refiner steps that run changed (the steps policy under overload, or the settings). */
+  steps: [steps: number];
+  /** A frame failed to render, or the worker crashed (restarting, or stopped). */
+  failure: [err: AppError];
+  /** The worker was replaced after a crash and prepared the portrait again (restarts so far). */
+  restarted: [restarts: number];
+  /** Emitted once, by close(). */
+  close: [];
+}
+
+export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
   readonly #opts: Required<Omit<AvatarSessionOptions, 'log' | 'engineWrapper'>> & { log: Logger };
   readonly #log: Logger;
   readonly #spec: EngineSpec;
@@ -231,7 +247,7 @@ export class AvatarSession extends EventEmitter {
         w.detach(new InvalidStateError('avatar session closed'));
         await this.#giveBack(w);
       }
-      this.emit('close');
+      this.safeEmit('close');
     })();
     return this.#closing;
   }
@@ -273,14 +289,14 @@ export class AvatarSession extends EventEmitter {
   #countDrops(n: number): void {
     this.#dropped += n;
     this.#policy.dropped(n);
-    this.emit('dropped', this.#dropped);
+    this.safeEmit('dropped', this.#dropped);
   }
 
   /** Hands the settings' steps, bounded by the refiner, to the policy (a new request only when it differs). */
   #requestSteps(): void {
     const r = this.#refiner;
     const want = r.available ? Math.min(this.#settings?.steps ?? 0, r.maxSteps) : 0;
-    if (want !== this.#policy.requested && this.#policy.request(want)) this.emit('steps', this.#policy.effective);
+    if (want !== this.#policy.requested && this.#policy.request(want)) this.safeEmit('steps', this.#policy.effective);
   }
 
   #postSettings(): void {
@@ -359,7 +375,7 @@ export class AvatarSession extends EventEmitter {
             ...(m[Meta.faceIssue]! > 0 ? { faceIssue: FACE_ISSUES[m[Meta.faceIssue]! - 1] } : {}),
           },
         };
-        this.emit('frame', out);
+        this.safeEmit('frame', out);
         this.#onRendered(engineMs, refineMs >= 0 ? refineMs : undefined);
         return;
       }
@@ -371,7 +387,7 @@ export class AvatarSession extends EventEmitter {
           this.#lastRenderErrorAt = now;
           this.#log.warn('avatar engine failed to render', { frames: this.#renderErrors, code: msg.error.code });
           this.#renderErrors = 0;
-          this.emit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
+          this.safeEmit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
         }
         return;
       }
@@ -389,7 +405,7 @@ export class AvatarSession extends EventEmitter {
       requested: this.#policy.requested,
     });
     this.#postSettings();
-    this.emit('steps', steps);
+    this.safeEmit('steps', steps);
   }
 
   /** Takes a restart token if there is one (the bucket refills one token per restartRefillMs, up to maxRestarts). */
@@ -415,10 +431,10 @@ export class AvatarSession extends EventEmitter {
     this.#log.error('avatar worker crashed', { err });
     if (!this.#takeRestartToken()) {
       this.#failed = true;
-      this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed repeatedly and was stopped'));
+      this.safeEmit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed repeatedly and was stopped'));
       return;
     }
-    this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed: restarting'));
+    this.safeEmit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed: restarting'));
     void this.#restart();
   }
 
@@ -430,7 +446,7 @@ export class AvatarSession extends EventEmitter {
       if (this.#portrait) await this.#prepareOn(this.#portrait, this.#cache);
       this.#restarts++;
       this.#log.info('avatar worker restarted', { restarts: this.#restarts, ms: Math.round(performance.now() - t0) });
-      this.emit('restarted', this.#restarts);
+      this.safeEmit('restarted', this.#restarts);
     } catch (err) {
       if (this.#closed) return;
       this.#failed = true;
@@ -442,7 +458,7 @@ export class AvatarSession extends EventEmitter {
         void w.terminate();
       }
       this.#log.error('avatar worker restart failed', { err: err as Error });
-      this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine could not be restarted', { cause: err }));
+      this.safeEmit('failure', new AppError('ENGINE_FAILED', 'avatar engine could not be restarted', { cause: err }));
     }
   }
 }

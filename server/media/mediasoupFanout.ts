@@ -26,7 +26,6 @@
  * names a binary (config.fanout.mediasoupWorkerBin), it is handed to mediasoup through that variable before the
  * module is first imported.
  */
-import { EventEmitter } from 'node:events';
 import { access, constants } from 'node:fs/promises';
 import os from 'node:os';
 import type { types as ms } from 'mediasoup';
@@ -46,6 +45,7 @@ import type {
 } from './fanoutTypes.js';
 import type { Publisher } from './publisher.js';
 import { wrtc } from './rtc.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 /** The room router's codecs: what the publisher sends (VP8 video, Opus audio). */
 export const routerMediaCodecs: ms.RouterRtpCodecCapability[] = [
@@ -80,7 +80,7 @@ interface PoolWorker {
  * The process's mediasoup workers. Routers go to the worker with the fewest viewers (then routers). A worker that
  * dies is replaced (retried every second while the pool is open); its routers emit 'workerclose' to their rooms.
  */
-export class WorkerPool extends EventEmitter<{ replaced: [pid: number] }> {
+export class WorkerPool extends SafeEventEmitter<{ replaced: [pid: number] }> {
   readonly #create: () => Promise<ms.Worker>;
   readonly #log: Logger;
   readonly #workers: PoolWorker[] = [];
@@ -167,7 +167,7 @@ export class WorkerPool extends EventEmitter<{ replaced: [pid: number] }> {
         }
         this.#adopt(w);
         this.#log.info('mediasoup worker replaced', { died: pid, pid: w.pid });
-        this.emit('replaced', w.pid);
+        this.safeEmit('replaced', w.pid);
       },
       (err: unknown) => {
         this.#log.error('mediasoup worker restart failed; retrying in 1 s', { err });
@@ -391,7 +391,7 @@ interface SfuViewer {
  * One room's routers, producers and viewers' transports. Events: 'viewers' (count), 'viewersReset' (ids, why),
  * 'rebuilt', 'close'.
  */
-export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoomFanout {
+export class MediasoupRoom extends SafeEventEmitter<SfuRoomEvents> implements SfuRoomFanout {
   readonly kind = 'sfu' as const;
   readonly roomId: string;
   readonly #pool: WorkerPool;
@@ -463,7 +463,7 @@ export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoo
         this.#viewers.set(viewerId, v);
         slot.viewers.add(viewerId);
         slot.pw.viewers++;
-        this.emit('viewers', this.#viewers.size);
+        this.safeEmit('viewers', this.#viewers.size);
         this.#updateActivity();
       }
       const t = await v.slot.router.createWebRtcTransport(webRtcTransportOptions(this.#config));
@@ -520,7 +520,7 @@ export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoo
     this.#viewers.delete(viewerId);
     this.#forget(v, viewerId);
     for (const t of v.transports.values()) t.close();
-    this.emit('viewers', this.#viewers.size);
+    this.safeEmit('viewers', this.#viewers.size);
     this.#dropIdleSlots();
     this.#updateActivity();
   }
@@ -611,7 +611,7 @@ export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoo
     this.#pipes.clear();
     for (const s of this.#slots) if (!s.router.closed) s.router.close();
     this.#slots = [];
-    this.emit('close');
+    this.safeEmit('close');
   }
 
   #assertOpen(): void {
@@ -725,7 +725,7 @@ export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoo
     for (const s of old) if (!s.router.closed) s.router.close();
     await this.#buildPrimary();
     this.#log.warn('SFU room rebuilt', { roomId: this.roomId, why, worker: this.#slots[0]?.pw.worker.pid, viewersReset: ids.length });
-    this.emit('rebuilt');
+    this.safeEmit('rebuilt');
   }
 
   #resetViewers(ids: string[], why: string): void {
@@ -737,8 +737,8 @@ export class MediasoupRoom extends EventEmitter<SfuRoomEvents> implements SfuRoo
       for (const t of v.transports.values()) if (!t.closed) t.close();
     }
     if (ids.length > 0) {
-      this.emit('viewers', this.#viewers.size);
-      this.emit('viewersReset', ids, why);
+      this.safeEmit('viewers', this.#viewers.size);
+      this.safeEmit('viewersReset', ids, why);
     }
     this.#updateActivity();
   }
