@@ -24,7 +24,7 @@ import { createI420, loadImageRgb, rgbToI420 } from '../server/util/image.js';
 import { readVideoFrames } from '../server/util/video.js';
 import { mediaDir as media } from '../scripts/testData.js';
 import { summarize, writeResult } from './lib/stats.js';
-import type { I420Frame } from '../server/avatar/engine.js';
+import type { I420Frame } from '../server/types/image.js';
 
 function arg(args: string[], name: string, fallback: string): string {
   const i = args.indexOf(`--${name}`);

@@ -49,7 +49,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { JoinResponse, RoomStats, SdpResponse } from '../server/signaling/protocol.js';
+import type { JoinResponse, RoomStats, SdpResponse } from '../server/types/protocol.js';
 import { resolveMediasoupWorkerBin } from '../scripts/testData.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
 import { call, connectClient, type ClientSocket } from '../tests/helpers/socket.js';

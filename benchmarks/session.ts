@@ -16,7 +16,8 @@
  */
 import os from 'node:os';
 import { AvatarSession, type SessionFrame } from '../server/avatar/session.js';
-import type { EngineOptions } from '../server/avatar/engines/index.js';
+import type { EngineOptions } from '../server/avatar/engineTypes.js';
+import { testEngine, type TestEngineHooks } from '../tests/helpers/testEngine.js';
 import { createLogger, setLogLevel } from '../server/logger.js';
 import { createI420, loadImageRgb } from '../server/util/image.js';
 import { portraitFile } from '../scripts/testData.js';
@@ -50,8 +51,15 @@ export async function main(args: string[]): Promise<void> {
   if (!(seconds > 0 && slowMs >= 0 && intervalMs > 0 && w > 0 && h > 0)) throw new TypeError('session: bad arguments');
   const log = createLogger('bench.session');
   const base: EngineOptions = { modelPack: 'unused', executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256 };
-  const open = async (extra: Partial<EngineOptions>): Promise<Tracked> => {
-    const session = await AvatarSession.create({ engine: 'passthrough', engineOptions: { ...base, ...extra }, initTimeoutMs: 30_000, log });
+  // The slow engine is the passthrough engine behind the test hooks' wrapper (a render held busy slowMs).
+  const open = async (hooks: TestEngineHooks | null): Promise<Tracked> => {
+    const session = await AvatarSession.create({
+      engine: 'passthrough',
+      engineOptions: base,
+      ...(hooks ? { engineWrapper: testEngine(hooks) } : {}),
+      initTimeoutMs: 30_000,
+      log,
+    });
     const t: Tracked = { session, pushedAt: new Map(), latency: [], frames: 0 };
     session.on('frame', (f: SessionFrame) => {
       t.frames++;
@@ -62,7 +70,7 @@ export async function main(args: string[]): Promise<void> {
     return t;
   };
   const slow = await open({ slowRenderMs: slowMs });
-  const fast = await open({});
+  const fast = await open(null);
   try {
     const portrait = await loadImageRgb(portraitFile('real_woman_dark_hair.png'));
     await Promise.all([slow.session.prepare(portrait), fast.session.prepare(portrait)]);

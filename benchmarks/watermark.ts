@@ -25,7 +25,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { I420Frame } from '../server/avatar/engine.js';
+import type { I420Frame } from '../server/types/image.js';
 import { createServer } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
 import { setLogLevel } from '../server/logger.js';

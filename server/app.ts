@@ -1,7 +1,9 @@
 /**
  * The server: one uWebSockets.js app serving the client pages, the REST API, /healthz, /metrics and socket.io
- * signaling (attached with io.attachApp). `createServer()` builds and starts everything; `close()` takes it all down
- * in order (signaling, rooms, socket.io, the listen socket, the fan-out factory) and frees the port.
+ * signaling (attached with io.attachApp). `createServer()` builds and starts everything; one ordered teardown
+ * (`teardown()`: signaling, cluster, rooms, avatar workers, WHIP, metrics, socket.io, the listen socket, the fan-out
+ * factory, the face checker, the portrait store) serves `close()`, the signals of `npm start` (main.ts calls close())
+ * and a start-up that fails at any step, and frees the port.
  */
 import path from 'node:path';
 import { Server } from 'socket.io';
@@ -10,13 +12,14 @@ import { projectRoot, type Config } from './config.js';
 import { AppError } from './errors.js';
 import { dispatch, type Handler } from './http/exchange.js';
 import { addApiRoutes } from './http/api.js';
-import { addWhipRoutes } from './http/whip.js';
+import { addWhipRoutes, type WhipSessions } from './http/whip.js';
 import { addVerifyRoutes } from './http/verify.js';
 import { Router } from './http/router.js';
-import { createLogger, setLogLevel } from './logger.js';
+import { createLogger, setLogLevel, type Logger } from './logger.js';
 import { ApiKeys, loadOrCreateOperatorKey } from './auth/apiKeys.js';
 import type { ClusterNode } from './cluster/node.js';
-import { createFanoutFactory, type FanoutFactory } from './media/fanout.js';
+import { createFanoutFactory } from './media/fanout.js';
+import { type FanoutFactory } from './media/fanoutTypes.js';
 import { Metrics } from './metrics.js';
 import { PortraitStore, type FaceCheck } from './portraits/store.js';
 import { FaceChecker } from './portraits/faceCheck.js';
@@ -62,79 +65,128 @@ function localUrl(host: string, port: number): string {
   return host.includes(':') ? `http://[${host}]:${port}` : `http://${host}:${port}`;
 }
 
+/**
+ * What the server holds, in the order it is taken down (each present once it exists). One teardown (`teardown()`)
+ * closes it on every path: close() (stop, and the signals of `npm start`), and a start-up that fails at any step.
+ */
+interface Held {
+  signaling?: SignalingServer;
+  cluster?: ClusterNode | null;
+  registry?: RoomRegistry;
+  workers?: AvatarWorkerPool;
+  whip?: WhipSessions;
+  metrics?: Metrics;
+  io?: SignalingIo;
+  listenSocket?: uWS.us_listen_socket;
+  fanout?: FanoutFactory;
+  faceChecker?: FaceChecker | null;
+  portraits?: PortraitStore;
+}
+
+/**
+ * Takes down what `held` has, in order: signaling stops taking requests; the cluster node leaves the directory and
+ * closes its relays (before the rooms, so that this node's entries go at once); the registry closes the rooms (each
+ * closes its peers, fan-outs, publisher and avatar session); the worker pool closes its threads once the rooms'
+ * workers came back; then WHIP/WHEP sessions, metrics, socket.io, the listen socket, the fan-out factory (mediasoup
+ * workers), the face checker's thread, and last the portrait store's pending writes. A step that fails is logged and
+ * the next one still runs; the first error is thrown at the end.
+ */
+async function teardown(held: Held, log: Logger): Promise<void> {
+  const steps: [string, () => unknown][] = [
+    ['signaling', () => held.signaling?.close()],
+    ['cluster', () => held.cluster?.close()],
+    ['rooms', () => held.registry?.close()],
+    ['avatar workers', () => held.workers?.close()],
+    ['whip', () => held.whip?.close()],
+    ['metrics', () => held.metrics?.close()],
+    ['socket.io', () => held.io?.close()],
+    ['listen socket', () => held.listenSocket && uWS.us_listen_socket_close(held.listenSocket)],
+    ['fan-out', () => held.fanout?.close()],
+    ['face checker', () => held.faceChecker?.close()],
+    ['portrait store', () => held.portraits?.flush()],
+  ];
+  let first: Error | null = null;
+  for (const [name, step] of steps) {
+    try {
+      await step();
+    } catch (err) {
+      log.error('close step failed', { step: name, err: err as Error });
+      first ??= err instanceof Error ? err : new Error(String(err));
+    }
+  }
+  if (first) throw first;
+}
+
 /** Builds the server from a validated config and starts listening. */
 export async function createServer(config: Config, opts: ServerOptions = {}): Promise<AvatarServer> {
   setLogLevel(config.logLevel);
   const log = createLogger('server');
+  const held: Held = {};
+  try {
+    return await start(config, opts, held, log);
+  } catch (err) {
+    await teardown(held, log).catch(() => {
+      // Logged step by step by teardown(); the start-up error is the one to report.
+    });
+    throw err;
+  }
+}
+
+async function start(config: Config, opts: ServerOptions, held: Held, log: Logger): Promise<AvatarServer> {
   const startedAt = Date.now();
-  const fanout = await createFanoutFactory(config, log.child('fanout'));
+  const fanout = (held.fanout = await createFanoutFactory(config, log.child('fanout')));
   // The default engine animates a face: refuse a portrait without one at upload, not with a frozen stream later.
-  const faceChecker = !opts.checkFace && config.avatar.engine === 'default' ? new FaceChecker(log.child('faces')) : null;
+  const faceChecker = (held.faceChecker =
+    !opts.checkFace && config.avatar.engine === 'default' ? new FaceChecker(log.child('faces')) : null);
   const checkFace: FaceCheck | undefined = opts.checkFace ?? (faceChecker ? (rgb) => faceChecker.check(rgb) : undefined);
-  let portraits: PortraitStore;
   // API keys: the configured ones, else the local operator's (created once in the data folder).
   let operatorKey: string | null = null;
   let keys: ApiKeys;
-  try {
-    const configured = config.auth.apiKeys;
-    if (configured.length === 0) {
-      const k = await loadOrCreateOperatorKey(config.dataDir);
-      operatorKey = k.secret;
-      keys = new ApiKeys([k]);
-    } else {
-      keys = new ApiKeys(configured);
-    }
-    portraits = await PortraitStore.open({
-      consent: config.consent,
-      dir: path.join(config.dataDir, 'portraits'),
-      maxBytes: config.upload.maxBytes,
-      maxPixels: config.upload.maxPixels,
-      minSide: config.upload.minSide,
-      ...(checkFace ? { checkFace } : {}),
-      log: log.child('portraits'),
-    });
-  } catch (err) {
-    await faceChecker?.close();
-    await fanout.close();
-    throw err;
+  const configured = config.auth.apiKeys;
+  if (configured.length === 0) {
+    const k = await loadOrCreateOperatorKey(config.dataDir);
+    operatorKey = k.secret;
+    keys = new ApiKeys([k]);
+  } else {
+    keys = new ApiKeys(configured);
   }
+  const portraits = (held.portraits = await PortraitStore.open({
+    consent: config.consent,
+    dir: path.join(config.dataDir, 'portraits'),
+    maxBytes: config.upload.maxBytes,
+    maxPixels: config.upload.maxPixels,
+    minSide: config.upload.minSide,
+    ...(checkFace ? { checkFace } : {}),
+    log: log.child('portraits'),
+  }));
   // Avatar workers with the engine loaded, shared by the rooms: a spare for a new room or a crashed worker, and the
   // workers of closed rooms reused (engine threads created and ended per room left native memory behind).
-  const workers = new AvatarWorkerPool({
+  const workers = (held.workers = new AvatarWorkerPool({
     spares: config.avatar.spareWorkers,
     maxIdle: config.maxRooms,
     initTimeoutMs: config.avatar.initTimeoutMs,
     log: log.child('workers'),
-  });
-  const registry = new RoomRegistry({ config, fanout, portraits, workers, log: log.child('rooms') });
-  const metrics = new Metrics(registry);
+  }));
+  const registry = (held.registry = new RoomRegistry({ config, fanout, portraits, workers, log: log.child('rooms') }));
+  const metrics = (held.metrics = new Metrics(registry));
 
   const app = uWS.App();
-  const io: SignalingIo = new Server({ serveClient: false, maxHttpBufferSize: 256 * 1024 });
+  const io: SignalingIo = (held.io = new Server({ serveClient: false, maxHttpBufferSize: 256 * 1024 }));
   io.attachApp(app);
   let port = 0;
   // A node of a multi-node deployment (cluster.redisUrl); `npm start` without it never loads the cluster code.
   let cluster: ClusterNode | null = null;
   if (config.cluster.redisUrl) {
     const { ClusterNode: Node } = await import('./cluster/node.js');
-    try {
-      cluster = await Node.create({
-        config,
-        registry,
-        fanout,
-        log: log.child('cluster'),
-        url: () => config.cluster.nodeUrl ?? localUrl(config.host, port),
-      });
-    } catch (err) {
-      metrics.close();
-      registry.close();
-      await workers.close();
-      await faceChecker?.close();
-      await fanout.close();
-      throw err;
-    }
+    cluster = held.cluster = await Node.create({
+      config,
+      registry,
+      fanout,
+      log: log.child('cluster'),
+      url: () => config.cluster.nodeUrl ?? localUrl(config.host, port),
+    });
   }
-  const signaling = new SignalingServer({ io, registry, config, log: log.child('signaling'), cluster });
+  held.signaling = new SignalingServer({ io, registry, config, log: log.child('signaling'), cluster });
 
   const router = new Router<Handler>();
   addApiRoutes(router, {
@@ -149,24 +201,15 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
     keys,
     sfuWorkers: () => fanout.workers().length,
   });
-  const whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port, cluster });
+  held.whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port, cluster });
   addVerifyRoutes(router, { config, log: log.child('verify') });
   cluster?.addRoutes(router);
   const httpLog = log.child('http');
   app.any('/*', (res, req) => dispatch(router, res, req, httpLog));
 
   const listenSocket = await new Promise<uWS.us_listen_socket | false>((resolve) => app.listen(config.host, config.port, resolve));
-  if (!listenSocket) {
-    signaling.close();
-    await cluster?.close();
-    metrics.close();
-    registry.close();
-    await workers.close();
-    await io.close();
-    await faceChecker?.close();
-    await fanout.close();
-    throw new AppError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port} (in use or not permitted)`);
-  }
+  if (!listenSocket) throw new AppError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port} (in use or not permitted)`);
+  held.listenSocket = listenSocket;
   port = uWS.us_socket_local_port(listenSocket);
   const url = localUrl(config.host, port);
   log.info('listening', { url, fanout: fanout.kind, engine: config.avatar.engine });
@@ -188,22 +231,7 @@ export async function createServer(config: Config, opts: ServerOptions = {}): Pr
       return closing !== null;
     },
     close() {
-      closing ??= (async () => {
-        signaling.close();
-        // Before the rooms close: this node's entries leave the directory at once, relays are closed.
-        await cluster?.close();
-        registry.close();
-        // After the rooms: their workers come back (and are closed) before the pool's own are closed.
-        await workers.close();
-        whip.close();
-        metrics.close();
-        await io.close();
-        uWS.us_listen_socket_close(listenSocket);
-        await fanout.close();
-        await faceChecker?.close();
-        await portraits.flush();
-        log.info('closed');
-      })();
+      closing ??= teardown(held, log).then(() => log.info('closed'));
       return closing;
     },
   };

@@ -10,7 +10,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RoomRegistry } from './rooms/registry.js';
 import type { FrameTimings, Room } from './rooms/room.js';
-import type { RoomStats } from './signaling/protocol.js';
+import type { RoomStats } from './types/protocol.js';
 
 /** The timed stages of the frame path, in order. */
 export const STAGES = ['decode', 'queue', 'track', 'latent', 'generate', 'paste', 'engine', 'publish', 'end_to_end'] as const;

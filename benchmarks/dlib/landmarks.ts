@@ -18,7 +18,8 @@ import {
   DEFAULT_SHAPE_PREDICTOR_PATH,
 } from '../../server/vision/shapePredictor.js';
 import { readPgm } from '../../server/vision/pgm.js';
-import type { Box, GrayImage } from '../../server/vision/types.js';
+import type { Box } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import { referenceAvailable, referenceDir as refDir } from '../../scripts/testData.js';
 import { runDlibBench } from '../lib/dlibCpp.js';
 import { summarize, writeResult } from '../lib/stats.js';

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import wrtc from '@roamhq/wrtc';
 import { filterSdpCandidates } from '../../server/media/candidates.js';
 import { waitIceGathering } from '../../server/media/rtc.js';
-import type { SessionDescription } from '../../server/signaling/protocol.js';
+import type { SessionDescription } from '../../server/types/protocol.js';
 
 /** Frames (I420) of a .y4m written by tests/helpers/media.ts makeY4m (C420, no frame parameters). */
 export async function readY4m(file: string): Promise<{ width: number; height: number; frames: Uint8Array[] }> {

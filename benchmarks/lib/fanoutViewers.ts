@@ -22,7 +22,7 @@ import type {
   SfuCapabilitiesResponse,
   SfuConsumerInfo,
   SfuTransportOptions,
-} from '../../server/signaling/protocol.js';
+} from '../../server/types/protocol.js';
 import { call, connectClient, type ClientSocket } from '../../tests/helpers/socket.js';
 import type { FromViewers, ToViewers, ViewerCounters, ViewerMode } from './fanoutProtocol.js';
 

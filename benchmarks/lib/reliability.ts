@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import wrtc from '@roamhq/wrtc';
 import { filterSdpCandidates } from '../../server/media/candidates.js';
 import { waitIceGathering } from '../../server/media/rtc.js';
-import type { JoinResponse, RoomStats, SdpResponse, SessionDescription } from '../../server/signaling/protocol.js';
+import type { JoinResponse, RoomStats, SdpResponse, SessionDescription } from '../../server/types/protocol.js';
 import { call, connectClient, type ClientSocket } from '../../tests/helpers/socket.js';
 import { ViewerClient, type ReceivedFrame } from '../../tests/media/rtcClients.js';
 import type { FromServerProc, MemoryUsage, RoomTick, ServerProcArgs, ToServerProc } from './reliabilityProtocol.js';

@@ -21,7 +21,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { JoinResponse, Result } from '../../server/signaling/protocol.js';
+import type { JoinResponse, Result } from '../../server/types/protocol.js';
 import { connectClient, request, type ClientSocket } from '../../tests/helpers/socket.js';
 import { ClipPerformer, CountingViewer } from './reliability.js';
 import { percentile } from './stats.js';

@@ -1,5 +1,5 @@
 /**
- * AvatarClient: the browser side of the signaling protocol (server/signaling/protocol.ts).
+ * AvatarClient: the browser side of the signaling protocol (server/types/protocol.ts).
  *
  * - `AvatarClient.connect({ token })` opens a socket.io connection and joins the room named by the token.
  * - `request(event, payload)` sends one request and resolves with its data, or throws a ClientError with the
@@ -24,7 +24,7 @@ import type {
   RoomInfo,
   RoomStats,
   ServerToClientEvents,
-} from '../../server/signaling/protocol.js';
+} from '../../server/types/protocol.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientError, isTerminal, toClientError } from './errors.js';

@@ -6,6 +6,6 @@ export type { ClientErrorCode } from './errors.js';
 export { listPortraits, uploadPortrait, deletePortrait, createRoom, getConsent, portraitImageUrl } from './rest.js';
 export type { PortraitSummary, CreatedRoom, RestOptions } from './rest.js';
 export { Backoff } from './backoff.js';
-export { defaultAvatarSettings } from '../../server/signaling/protocol.js';
-export type { AvatarSettings, FaceIssue, RoomInfo, RoomStats, PublicError } from '../../server/signaling/protocol.js';
+export { defaultAvatarSettings } from '../../server/types/protocol.js';
+export type { AvatarSettings, FaceIssue, RoomInfo, RoomStats, PublicError } from '../../server/types/protocol.js';
 export * from './avatarStream.js';

@@ -4,7 +4,7 @@
  * only knows the peer after answering), and reports a failed connection once through `onFailed` so the client can
  * rebuild it with backoff.
  */
-import type { IceCandidate, SessionDescription } from '../../server/signaling/protocol.js';
+import type { IceCandidate, SessionDescription } from '../../server/types/protocol.js';
 import { ClientError } from './errors.js';
 import { showReceivedTrack, startFastVideo, type FastVideo, type FastVideoStats } from './fastVideo.js';
 import { separateAudioStream, type ReceiveTuning } from './latency.js';

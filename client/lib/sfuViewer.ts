@@ -6,7 +6,7 @@
  */
 import { Device } from 'mediasoup-client';
 import type { types as ms } from 'mediasoup-client';
-import type { SfuCapabilitiesResponse, SfuConsumerInfo, SfuTransportOptions } from '../../server/signaling/protocol.js';
+import type { SfuCapabilitiesResponse, SfuConsumerInfo, SfuTransportOptions } from '../../server/types/protocol.js';
 import { ClientError } from './errors.js';
 import type { ReceiveTuning } from './latency.js';
 import { showReceivedTrack, startFastVideo, type FastVideo } from './fastVideo.js';

@@ -5,7 +5,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { AppError } from '../errors.js';
-import type { Role } from '../signaling/protocol.js';
+import type { Role } from '../types/protocol.js';
 
 export interface TokenPayload {
   room: string;

@@ -3,7 +3,7 @@
  *
  * - Off the signaling loop: the engine runs in a `worker_threads` Worker, so a slow engine never stalls other rooms.
  * - Latest frame wins, through shared memory: driving frames are copied into an input FrameExchange (a lock-free
- *   triple buffer in a SharedArrayBuffer, server/media/mailbox.ts); while the worker is busy the newest frame
+ *   triple buffer in a SharedArrayBuffer, server/avatar/mailbox.ts); while the worker is busy the newest frame
  *   replaces the waiting one and a drop is counted. The worker takes frames itself (it never waits for this thread
  *   between frames) and hands results back through an output FrameExchange allocated once per portrait size.
  * - Supervised: the worker must answer `init` within `initTimeoutMs`; if it crashes, the session emits 'failure',
@@ -26,23 +26,26 @@
  * 'steps' (effective refiner steps: number, when the policy changed them), 'failure' (AppError),
  * 'restarted' (count: number), 'close'.
  */
-import { EventEmitter } from 'node:events';
-import type { I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from './engine.js';
-import { FACE_ISSUES } from './engine.js';
-import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
-import { noRefiner } from '../signaling/protocol.js';
-import type { EngineOptions } from './engines/index.js';
+import type { I420Frame, RgbImage } from '../types/image.js';
+import type { EngineOptions, EngineWrapper, PortraitCache, PreparedPortrait, RenderStats } from './engineTypes.js';
+import { FACE_ISSUES } from './engineTypes.js';
+import type { AvatarSettings, PublicError, RefinerInfo } from '../types/protocol.js';
+import { noRefiner } from '../types/protocol.js';
 import type { ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
-import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
+import { FrameExchange, Meta } from './mailbox.js';
+import { i420Bytes } from '../types/image.js';
 import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
 import { EngineWorker, type AvatarWorkerPool, type EngineSpec, type WorkerEvent, type WorkerReply } from './workerPool.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface AvatarSessionOptions {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
   engine: string;
   engineOptions: EngineOptions;
+  /** Wraps the engine in its worker thread (tests: crashes, slow frames; see EngineWrapper); default none. */
+  engineWrapper?: EngineWrapper;
   /** Deadline for the worker to start and create its engine; config.avatar.initTimeoutMs. */
   initTimeoutMs: number;
   /** Deadline for the worker to close before it is terminated; default 2000 ms. */
@@ -77,8 +80,24 @@ function appError(e: PublicError, fallback: string): AppError {
   return new AppError(e.code ?? 'ENGINE_FAILED', e.message || fallback);
 }
 
-export class AvatarSession extends EventEmitter {
-  readonly #opts: Required<Omit<AvatarSessionOptions, 'log'>> & { log: Logger };
+/** What an AvatarSession emits. */
+export interface AvatarSessionEvents {
+  /** One synthesized frame (its data is valid only during the listener call). */
+  frame: [frame: SessionFrame];
+  /** The cumulative count of driving frames dropped (replaced before the worker took them). */
+  dropped: [total: number];
+  /** The refiner steps that run changed (the steps policy under overload, or the settings). */
+  steps: [steps: number];
+  /** A frame failed to render, or the worker crashed (restarting, or stopped). */
+  failure: [err: AppError];
+  /** The worker was replaced after a crash and prepared the portrait again (restarts so far). */
+  restarted: [restarts: number];
+  /** Emitted once, by close(). */
+  close: [];
+}
+
+export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
+  readonly #opts: Required<Omit<AvatarSessionOptions, 'log' | 'engineWrapper'>> & { log: Logger };
   readonly #log: Logger;
   readonly #spec: EngineSpec;
   #worker: EngineWorker | null = null;
@@ -114,7 +133,11 @@ export class AvatarSession extends EventEmitter {
     super();
     this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartRefillMs: 10_000, stepsPolicy: {}, pool: null, ...opts };
     this.#log = opts.log;
-    this.#spec = { engine: opts.engine, options: opts.engineOptions };
+    this.#spec = {
+      engine: opts.engine,
+      options: opts.engineOptions,
+      ...(opts.engineWrapper ? { wrapper: opts.engineWrapper } : {}),
+    };
     this.#tokens = this.#opts.maxRestarts;
     this.#policy = new RefinerStepsPolicy(this.#opts.stepsPolicy);
   }
@@ -224,7 +247,7 @@ export class AvatarSession extends EventEmitter {
         w.detach(new InvalidStateError('avatar session closed'));
         await this.#giveBack(w);
       }
-      this.emit('close');
+      this.safeEmit('close');
     })();
     return this.#closing;
   }
@@ -266,14 +289,14 @@ export class AvatarSession extends EventEmitter {
   #countDrops(n: number): void {
     this.#dropped += n;
     this.#policy.dropped(n);
-    this.emit('dropped', this.#dropped);
+    this.safeEmit('dropped', this.#dropped);
   }
 
   /** Hands the settings' steps, bounded by the refiner, to the policy (a new request only when it differs). */
   #requestSteps(): void {
     const r = this.#refiner;
     const want = r.available ? Math.min(this.#settings?.steps ?? 0, r.maxSteps) : 0;
-    if (want !== this.#policy.requested && this.#policy.request(want)) this.emit('steps', this.#policy.effective);
+    if (want !== this.#policy.requested && this.#policy.request(want)) this.safeEmit('steps', this.#policy.effective);
   }
 
   #postSettings(): void {
@@ -352,7 +375,7 @@ export class AvatarSession extends EventEmitter {
             ...(m[Meta.faceIssue]! > 0 ? { faceIssue: FACE_ISSUES[m[Meta.faceIssue]! - 1] } : {}),
           },
         };
-        this.emit('frame', out);
+        this.safeEmit('frame', out);
         this.#onRendered(engineMs, refineMs >= 0 ? refineMs : undefined);
         return;
       }
@@ -364,7 +387,7 @@ export class AvatarSession extends EventEmitter {
           this.#lastRenderErrorAt = now;
           this.#log.warn('avatar engine failed to render', { frames: this.#renderErrors, code: msg.error.code });
           this.#renderErrors = 0;
-          this.emit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
+          this.safeEmit('failure', appError(msg.error, 'avatar engine failed to render a frame'));
         }
         return;
       }
@@ -382,7 +405,7 @@ export class AvatarSession extends EventEmitter {
       requested: this.#policy.requested,
     });
     this.#postSettings();
-    this.emit('steps', steps);
+    this.safeEmit('steps', steps);
   }
 
   /** Takes a restart token if there is one (the bucket refills one token per restartRefillMs, up to maxRestarts). */
@@ -408,10 +431,10 @@ export class AvatarSession extends EventEmitter {
     this.#log.error('avatar worker crashed', { err });
     if (!this.#takeRestartToken()) {
       this.#failed = true;
-      this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed repeatedly and was stopped'));
+      this.safeEmit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed repeatedly and was stopped'));
       return;
     }
-    this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed: restarting'));
+    this.safeEmit('failure', new AppError('ENGINE_FAILED', 'avatar engine crashed: restarting'));
     void this.#restart();
   }
 
@@ -423,7 +446,7 @@ export class AvatarSession extends EventEmitter {
       if (this.#portrait) await this.#prepareOn(this.#portrait, this.#cache);
       this.#restarts++;
       this.#log.info('avatar worker restarted', { restarts: this.#restarts, ms: Math.round(performance.now() - t0) });
-      this.emit('restarted', this.#restarts);
+      this.safeEmit('restarted', this.#restarts);
     } catch (err) {
       if (this.#closed) return;
       this.#failed = true;
@@ -435,7 +458,7 @@ export class AvatarSession extends EventEmitter {
         void w.terminate();
       }
       this.#log.error('avatar worker restart failed', { err: err as Error });
-      this.emit('failure', new AppError('ENGINE_FAILED', 'avatar engine could not be restarted', { cause: err }));
+      this.safeEmit('failure', new AppError('ENGINE_FAILED', 'avatar engine could not be restarted', { cause: err }));
     }
   }
 }

@@ -15,13 +15,15 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { parentPort } from 'node:worker_threads';
-import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait } from './engine.js';
-import { FACE_ISSUES } from './engine.js';
-import type { AvatarSettings, PublicError, RefinerInfo } from '../signaling/protocol.js';
-import { MAX_REFINER_STEPS, noRefiner } from '../signaling/protocol.js';
-import { createEngine, type EngineOptions } from './engines/index.js';
+import type { AvatarEngine, PortraitCache, PreparedPortrait } from './engineTypes.js';
+import type { I420Frame } from '../types/image.js';
+import { type EngineOptions, type EngineWrapper, FACE_ISSUES, type WrapEngine } from './engineTypes.js';
+import type { AvatarSettings, PublicError, RefinerInfo } from '../types/protocol.js';
+import { MAX_REFINER_STEPS, noRefiner } from '../types/protocol.js';
+import { createEngine } from './engines/index.js';
 import { adoptSharedEngineData, sharedEngineData, type SharedEngineData } from './engines/shared.js';
-import { FrameExchange, Meta, i420Bytes } from '../media/mailbox.js';
+import { FrameExchange, Meta } from './mailbox.js';
+import { i420Bytes } from '../types/image.js';
 import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
 import { toPublicError } from '../errors.js';
 
@@ -32,6 +34,8 @@ export type ToWorker =
       id: number;
       engine: string;
       options: EngineOptions;
+      /** Wraps the engine (tests; see EngineWrapper). */
+      wrapper?: EngineWrapper;
       /** Model data shared by the process's workers (engines/shared.ts). */
       shared?: SharedEngineData;
       mainTimeOrigin: number;
@@ -72,11 +76,6 @@ let input: FrameExchange | null = null;
 let output: FrameExchange | null = null;
 let outSize = { width: 0, height: 0 };
 let outDropped = 0;
-let rendered = 0;
-let crashAfter = 0;
-let slowRenderMs = 0;
-let fakeRefinerMsPerStep = 0;
-let fakeSteps = 0;
 /** main clock = worker clock + clockOffset (both performance.now(), different time origins). */
 let clockOffset = 0;
 /** The init message: what a reset() recreates an engine that has no reset() from. */
@@ -99,6 +98,19 @@ function fail(id: number, err: unknown): void {
   post({ type: 'reply', id, ok: false, error: toPublicError(err) });
 }
 
+/** Creates the engine an init message names, wrapped when it names a wrapper (EngineWrapper: tests). */
+async function newEngine(msg: ToWorker & { type: 'init' }): Promise<AvatarEngine> {
+  const created = await createEngine(msg.engine, msg.options, log);
+  if (!msg.wrapper) return created;
+  try {
+    const mod = (await import(msg.wrapper.module)) as { wrapEngine: WrapEngine };
+    return mod.wrapEngine(created, msg.wrapper.options);
+  } catch (err) {
+    created.close();
+    throw err;
+  }
+}
+
 /** Renders the newest waiting frame, if any. Returns whether one was rendered. */
 function renderOne(): boolean {
   if (!engine || !input || !output || closed) return false;
@@ -116,15 +128,6 @@ function renderOne(): boolean {
   const t0 = performance.now();
   try {
     const stats = engine.render(driving, out, m[Meta.receivedAt]!);
-    // Test-only (EngineOptions.slowRenderMs): a busy thread, as a slow engine would keep it.
-    while (slowRenderMs > 0 && performance.now() - t0 < slowRenderMs);
-    let refineMs = stats.refineMs;
-    if (fakeRefinerMsPerStep > 0 && fakeSteps > 0) {
-      // Test-only (EngineOptions.fakeRefinerMsPerStep): the cost of a refiner running the settings' steps.
-      const r0 = performance.now();
-      while (performance.now() - r0 < fakeRefinerMsPerStep * fakeSteps);
-      refineMs = performance.now() - r0;
-    }
     const o = slot.meta;
     o[Meta.seq] = m[Meta.seq]!;
     o[Meta.width] = out.width;
@@ -139,18 +142,12 @@ function renderOne(): boolean {
     o[Meta.pasteMs] = stats.pasteMs;
     o[Meta.face] = stats.face ? 1 : 0;
     o[Meta.outDropped] = outDropped;
-    o[Meta.refineMs] = refineMs ?? -1;
+    o[Meta.refineMs] = stats.refineMs ?? -1;
     o[Meta.faceIssue] = stats.faceIssue ? FACE_ISSUES.indexOf(stats.faceIssue) + 1 : 0;
     if (output.publish()) outDropped++;
     post({ type: 'frame' });
   } catch (err) {
     post({ type: 'renderError', error: toPublicError(err) });
-  }
-  if (crashAfter > 0 && ++rendered >= crashAfter) {
-    // Test-only (EngineOptions.crashAfterFrames): an uncaught exception, as a crashing engine would raise.
-    setImmediate(() => {
-      throw new Error('avatar worker: crash requested by crashAfterFrames (test only)');
-    });
   }
   return true;
 }
@@ -160,14 +157,11 @@ async function handle(msg: ToWorker): Promise<void> {
     case 'init': {
       setLogLevel(msg.logLevel);
       try {
-        crashAfter = msg.options.crashAfterFrames ?? 0;
-        slowRenderMs = msg.options.slowRenderMs ?? 0;
-        fakeRefinerMsPerStep = msg.options.fakeRefinerMsPerStep ?? 0;
         clockOffset = performance.timeOrigin - msg.mainTimeOrigin;
         initMsg = msg;
         if (msg.shared) adoptSharedEngineData(msg.shared);
-        engine = await createEngine(msg.engine, msg.options, log);
-        const r = fakeRefinerMsPerStep > 0 ? { defaultSteps: 2 } : engine.refiner;
+        engine = await newEngine(msg);
+        const r = engine.refiner;
         const refiner: RefinerInfo = r
           ? { available: true, defaultSteps: Math.min(r.defaultSteps, MAX_REFINER_STEPS), maxSteps: MAX_REFINER_STEPS }
           : noRefiner;
@@ -201,7 +195,6 @@ async function handle(msg: ToWorker): Promise<void> {
       if (renderOne() && input?.pending) setImmediate(() => enqueue({ type: 'kick' }));
       return;
     case 'settings':
-      fakeSteps = msg.settings.steps;
       engine?.updateSettings(msg.settings);
       return;
     case 'recalibrate':
@@ -215,14 +208,12 @@ async function handle(msg: ToWorker): Promise<void> {
           const old = engine;
           engine = null;
           old.close();
-          engine = await createEngine(initMsg.engine, initMsg.options, log);
+          engine = await newEngine(initMsg);
         }
         input = null;
         output = null;
         outSize = { width: 0, height: 0 };
         outDropped = 0;
-        rendered = 0;
-        fakeSteps = 0;
         // An idle worker allocates nothing, so V8 would keep the session's garbage (portrait copies, frame buffers:
         // external memory in malloc) as long as it waits: collect it now, while no room depends on this thread.
         fullGc();

@@ -24,9 +24,9 @@
  *   under way; workers that sessions hold are theirs to release (into a closed pool: closed at once).
  */
 import { Worker } from 'node:worker_threads';
-import type { RefinerInfo } from '../signaling/protocol.js';
-import { noRefiner } from '../signaling/protocol.js';
-import type { EngineOptions } from './engines/index.js';
+import type { RefinerInfo } from '../types/protocol.js';
+import { noRefiner } from '../types/protocol.js';
+import type { EngineOptions, EngineWrapper } from './engineTypes.js';
 import type { FromWorker, ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { getLogLevel } from '../logger.js';
@@ -39,6 +39,8 @@ export interface EngineSpec {
   /** Engine name for createEngine() ('default', 'portrait', 'passthrough'). */
   engine: string;
   options: EngineOptions;
+  /** Wraps the engine in the worker (tests); absent in production. */
+  wrapper?: EngineWrapper;
 }
 
 /** A reply to a request (init, prepare, reset, close). */
@@ -58,10 +60,10 @@ interface Request {
   reject: (err: AppError) => void;
 }
 
-/** The key of a spec: engine name and options, as JSON with sorted keys. */
+/** The key of a spec: engine name, options (as JSON with sorted keys) and wrapper. */
 export function specKey(spec: EngineSpec): string {
   const o = spec.options as unknown as Record<string, unknown>;
-  return JSON.stringify([spec.engine, Object.keys(o).sort().map((k) => [k, o[k]])]);
+  return JSON.stringify([spec.engine, Object.keys(o).sort().map((k) => [k, o[k]]), spec.wrapper ?? null]);
 }
 
 /**
@@ -119,6 +121,7 @@ export class EngineWorker {
           id,
           engine: spec.engine,
           options: spec.options,
+          ...(spec.wrapper ? { wrapper: spec.wrapper } : {}),
           ...(shared ? { shared } : {}),
           mainTimeOrigin: performance.timeOrigin,
           logLevel: getLogLevel(),

@@ -12,7 +12,7 @@
  */
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { AvatarEngine } from '../avatar/engine.js';
+import type { AvatarEngine } from '../avatar/engineTypes.js';
 import { loadConfig } from '../config.js';
 import { setLogLevel } from '../logger.js';
 import {

@@ -9,13 +9,13 @@
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AppError } from '../errors.js';
-import type { RgbImage } from '../avatar/engine.js';
+import type { GrayImage, RgbImage } from '../types/image.js';
 import { loadImageRgb, rgbToGray, saveImage } from '../util/image.js';
 import { probeVideo, readVideoFrames, VideoWriter, type VideoInfo } from '../util/video.js';
 import { drawDot, drawLine, drawRect } from '../vision/imageOps.js';
 import { projectAxes } from '../vision/pose.js';
 import { FaceTracker } from '../vision/tracker.js';
-import type { FaceTrack, GrayImage } from '../vision/types.js';
+import type { FaceTrack } from '../vision/types.js';
 
 const USAGE = 'usage: avatar track --input FILE --json OUT.json [--overlay OUT.mp4|OUT.png] [--max-frames N]\n';
 

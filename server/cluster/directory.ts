@@ -11,7 +11,7 @@
 import { Redis } from 'ioredis';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { RoomInfo } from '../signaling/protocol.js';
+import type { RoomInfo } from '../types/protocol.js';
 
 export interface NodeRecord {
   nodeId: string;

@@ -11,19 +11,19 @@
  *     DELETE /internal/pipe/:roomId/:linkId   → 204
  *   Pipes whose remote node left the directory are closed at the next heartbeat.
  */
-import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import type { Handler, HttpExchange } from '../http/exchange.js';
 import type { Router } from '../http/router.js';
 import type { Logger } from '../logger.js';
-import type { FanoutFactory } from '../media/fanout.js';
+import type { FanoutFactory } from '../media/fanoutTypes.js';
 import type { MediasoupFanoutFactory } from '../media/mediasoupFanout.js';
 import type { Room } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';
 import { RoomDirectory, type NodeRecord, type RoomRecord } from './directory.js';
 import { verifyNodeRequest, NODE_AUTH_HEADER } from './nodeAuth.js';
 import { RelayRoom, type PipeReply, type PipeRequest } from './relay.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface ClusterNodeOptions {
   config: Config;
@@ -36,7 +36,15 @@ export interface ClusterNodeOptions {
 
 const MAX_PIPE_BODY = 4096;
 
-export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom]; linksRevoked: [roomId: string, version: number] }> {
+/** What a ClusterNode emits. */
+export interface ClusterNodeEvents {
+  /** A relay (the viewer side of a room owned by another node) opened on this node. */
+  relay: [relay: RelayRoom];
+  /** A room's owner revoked its links (relayed from the directory). */
+  linksRevoked: [roomId: string, version: number];
+}
+
+export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
   readonly nodeId: string;
   readonly #opts: ClusterNodeOptions;
   readonly #directory: RoomDirectory;
@@ -237,11 +245,11 @@ export class ClusterNode extends EventEmitter<{ relay: [relay: RelayRoom]; links
       throw new AppError('INVALID_STATE', 'server shutting down');
     }
     this.#relays.set(roomId, relay);
-    relay.on('linksRevoked', (id, v) => this.emit('linksRevoked', id, v));
+    relay.on('linksRevoked', (id, v) => this.safeEmit('linksRevoked', id, v));
     relay.once('close', () => {
       if (this.#relays.get(roomId) === relay) this.#relays.delete(roomId);
     });
-    this.emit('relay', relay);
+    this.safeEmit('relay', relay);
     return relay;
   }
 

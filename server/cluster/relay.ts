@@ -8,15 +8,16 @@
  * consume again; room info changed → 'roomInfo'. With no viewer left for `lingerMs` it closes itself.
  */
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
 import type { Config } from '../config.js';
 import { AppError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { MediasoupFanoutFactory, MediasoupRoom, PipeOut, ProducerSource } from '../media/mediasoupFanout.js';
-import type { CloseReason, FanoutKind, RoomInfo, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
+import type { MediasoupFanoutFactory, MediasoupRoom } from '../media/mediasoupFanout.js';
+import type { PipeOut, ProducerSource } from '../media/fanoutTypes.js';
+import type { CloseReason, FanoutKind, RoomInfo, SfuConsumerInfo, SfuTransportOptions } from '../types/protocol.js';
 import type { RoomDirectory, RoomLocation } from './directory.js';
 import { NODE_AUTH_HEADER, signNodeRequest } from './nodeAuth.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 /** Calls another node's internal API (signed), with a deadline. */
 export async function callNode<T>(
@@ -135,7 +136,7 @@ export interface RelayEvents {
 }
 
 /** The viewer side of a room owned by another node. */
-export class RelayRoom extends EventEmitter<RelayEvents> {
+export class RelayRoom extends SafeEventEmitter<RelayEvents> {
   readonly id: string;
   readonly fanoutKind: FanoutKind = 'sfu';
   readonly #sfu: MediasoupRoom;
@@ -164,9 +165,9 @@ export class RelayRoom extends EventEmitter<RelayEvents> {
     this.#log = log;
     sfu.on('viewers', (n) => {
       this.#emptySince = n === 0 ? Date.now() : null;
-      this.emit('viewers', n);
+      this.safeEmit('viewers', n);
     });
-    sfu.on('viewersReset', (ids, why) => this.emit('viewersReset', ids, why));
+    sfu.on('viewersReset', (ids, why) => this.safeEmit('viewersReset', ids, why));
     sfu.on('close', () => this.close('error'));
   }
 
@@ -238,19 +239,19 @@ export class RelayRoom extends EventEmitter<RelayEvents> {
     if (!loc || loc.nodeId !== this.#where.location.nodeId) {
       const err = new AppError('ROOM_OWNER_LOST', 'the server that runs this room stopped answering; the room has ended');
       this.#log.warn('relay owner lost', { roomId: this.id, owner: this.#where.location.nodeId });
-      this.emit('failure', toPublicError(err));
+      this.safeEmit('failure', toPublicError(err));
       this.close('owner-lost');
       return;
     }
     const infoChanged = JSON.stringify(loc.info) !== JSON.stringify(this.#where.location.info);
     const revoked = (loc.linkVersion ?? 0) > this.linkVersion;
     this.#where.location = loc;
-    if (infoChanged) this.emit('roomInfo', loc.info);
-    if (revoked) this.emit('linksRevoked', this.id, loc.linkVersion);
+    if (infoChanged) this.safeEmit('roomInfo', loc.info);
+    if (revoked) this.safeEmit('linksRevoked', this.id, loc.linkVersion);
     if (loc.epoch !== this.#source.epoch) {
       this.#log.info('owner SFU rebuilt: piping again', { roomId: this.id, epoch: loc.epoch });
       await this.#sfu.rebuild('the SFU of this room was rebuilt on its owner node').catch((err: unknown) => {
-        this.emit('failure', toPublicError(err));
+        this.safeEmit('failure', toPublicError(err));
         this.close('owner-lost');
       });
       return;
@@ -262,6 +263,6 @@ export class RelayRoom extends EventEmitter<RelayEvents> {
     if (this.#closed) return;
     this.#closed = true;
     this.#sfu.close();
-    this.emit('close', reason);
+    this.safeEmit('close', reason);
   }
 }

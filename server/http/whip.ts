@@ -38,7 +38,7 @@ import type { Logger } from '../logger.js';
 import type { Room } from '../rooms/room.js';
 import type { ClusterNode } from '../cluster/node.js';
 import type { RoomRegistry } from '../rooms/registry.js';
-import type { CloseReason, Role } from '../signaling/protocol.js';
+import type { CloseReason, Role } from '../types/protocol.js';
 import { baseUrl } from './api.js';
 import type { Handler, HttpExchange } from './exchange.js';
 import type { Router } from './router.js';

@@ -19,11 +19,12 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
+import type { AvatarEngine } from '../avatar/engineTypes.js';
+import type { RgbImage } from '../types/image.js';
 import { DefaultEngine } from '../avatar/engines/default/engine.js';
 import { CANVAS_SCALE, canvasRegion, fitSourceAlignment, sampleRegion, type Region } from '../avatar/engines/default/refinerCrop.js';
 import { AppError } from '../errors.js';
-import { ffhqCrop, warpCrop } from '../quality/align.js';
+import { ffhqCrop, warpCrop } from '../vision/faceCrop.js';
 import { runOffline } from '../quality/offline.js';
 import { createGray, createRgb, resizeRgb, rgbToGray } from '../util/image.js';
 import { probeVideo } from '../util/video.js';

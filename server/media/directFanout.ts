@@ -4,13 +4,13 @@
  * The video bitrate per viewer is capped with b=AS in the viewer's offer (libwebrtc limits what it sends to what
  * the remote description says it will receive).
  */
-import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
-import type { IceCandidate, SessionDescription } from '../signaling/protocol.js';
+import type { IceCandidate, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { sdpMediaKinds, setVideoBandwidth } from './candidates.js';
 import { addRemoteCandidate, answerOffer, createPeerConnection, preferVp8, wrtc } from './rtc.js';
 import type { Publisher } from './publisher.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface DirectFanoutOptions {
   publisher: Publisher;
@@ -24,8 +24,15 @@ interface Viewer {
   pc: RTCPeerConnection;
 }
 
-/** Events: 'viewers' (count: number) whenever a viewer is added or removed; 'close'. */
-export class DirectFanout extends EventEmitter {
+/** What a DirectFanout emits. */
+export interface DirectFanoutEvents {
+  /** A viewer was added or removed (not emitted by close()). */
+  viewers: [count: number];
+  /** Emitted once, by close(). */
+  close: [];
+}
+
+export class DirectFanout extends SafeEventEmitter<DirectFanoutEvents> {
   readonly kind = 'direct' as const;
   readonly #opts: DirectFanoutOptions;
   readonly #viewers = new Map<string, Viewer>();
@@ -61,7 +68,7 @@ export class DirectFanout extends EventEmitter {
     const pc = createPeerConnection();
     const viewer: Viewer = { id: viewerId, pc };
     this.#viewers.set(viewerId, viewer);
-    this.emit('viewers', this.#viewers.size);
+    this.safeEmit('viewers', this.#viewers.size);
     pc.addEventListener('connectionstatechange', () => {
       const s = pc.connectionState;
       log.debug('viewer connection state', { viewerId, state: s });
@@ -118,7 +125,7 @@ export class DirectFanout extends EventEmitter {
     if (!v) return;
     this.#viewers.delete(viewerId);
     v.pc.close();
-    this.emit('viewers', this.#viewers.size);
+    this.safeEmit('viewers', this.#viewers.size);
   }
 
   /** Closes every viewer. Idempotent; emits 'close' once. */
@@ -127,6 +134,6 @@ export class DirectFanout extends EventEmitter {
     this.#closed = true;
     for (const v of this.#viewers.values()) v.pc.close();
     this.#viewers.clear();
-    this.emit('close');
+    this.safeEmit('close');
   }
 }

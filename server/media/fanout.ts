@@ -6,55 +6,10 @@
  * Rooms always keep a DirectFanout (it always works); with 'sfu' they also create an SFU room (a mediasoup Router
  * fed with the room's synthesized tracks) that viewers consume through their own WebRtcTransports.
  */
-import type { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
 import { AppError } from '../errors.js';
-import type { PipeOut, ProducerSource, SfuWorkerInfo } from './mediasoupFanout.js';
-import type { Publisher } from './publisher.js';
-
-/** One room's SFU side. Events: 'viewers' (count), 'close'. */
-export interface SfuRoomFanout extends EventEmitter {
-  readonly kind: 'sfu';
-  readonly closed: boolean;
-  readonly viewerCount: number;
-  /** The router's RTP capabilities (for the viewer's mediasoup-client Device.load). */
-  rtpCapabilities(): unknown;
-  createTransport(viewerId: string): Promise<SfuTransportOptions>;
-  connect(viewerId: string, transportId: string, dtlsParameters: unknown): Promise<void>;
-  /** Consumers for the room's video and audio producers, created paused (resume after the client's consume). */
-  consume(viewerId: string, transportId: string, rtpCapabilities: unknown): Promise<SfuConsumerInfo[]>;
-  resume(viewerId: string, consumerId: string): Promise<void>;
-  removeViewer(viewerId: string): void;
-  /** Pipes the room's producers to another node's PipeTransport (server/cluster). */
-  pipeOut(linkId: string, remote: { ip: string; port: number }, announcedIp: string | null): Promise<PipeOut>;
-  closePipe(linkId: string): void;
-  /** Per router: its worker's pid and viewers (the primary first). */
-  routers(): { workerPid: number; viewers: number }[];
-  close(): void;
-}
-
-export interface SfuRoomOptions {
-  roomId: string;
-  /** A local room: its synthesized tracks are produced into the primary router. */
-  publisher?: Publisher;
-  /** Or any other source of producers (a relay's pipe from the owner node). */
-  source?: ProducerSource;
-  log: Logger;
-}
-
-export interface FanoutFactory {
-  readonly kind: FanoutKind;
-  /** Why this kind was chosen (also logged once at start-up). */
-  readonly reason: string;
-  /** Creates a room's SFU side. @throws AppError('UNSUPPORTED') when kind is 'direct'. */
-  createSfuRoom(opts: SfuRoomOptions): Promise<SfuRoomFanout>;
-  /** The mediasoup workers and their load (none with direct fan-out). */
-  workers(): SfuWorkerInfo[];
-  /** Closes the mediasoup workers (if any). Idempotent. */
-  close(): Promise<void>;
-}
+import type { FanoutFactory, SfuRoomFanout, SfuWorkerInfo } from './fanoutTypes.js';
 
 class DirectOnlyFactory implements FanoutFactory {
   readonly kind = 'direct' as const;

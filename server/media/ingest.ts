@@ -4,15 +4,15 @@
  * chunk to its owner through callbacks. It does not queue: the owner's frame callback must be cheap (the room puts
  * the frame into the avatar session's latest-frame-wins mailbox).
  */
-import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { I420Frame } from '../avatar/engine.js';
-import type { IceCandidate, SessionDescription } from '../signaling/protocol.js';
+import type { I420Frame } from '../types/image.js';
+import type { IceCandidate, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { sdpMediaKinds } from './candidates.js';
 import { addRemoteCandidate, answerOffer, createPeerConnection, wrtc } from './rtc.js';
 import type { AudioChunk } from './audioDelay.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface IngestPeerOptions {
   offer: SessionDescription;
@@ -33,9 +33,16 @@ export function validateIngestOffer(offer: SessionDescription): void {
 }
 
 /**
- * Events: 'connectionstatechange' (state: RTCPeerConnectionState), 'close'.
  */
-export class IngestPeer extends EventEmitter {
+/** What an IngestPeer emits. */
+export interface IngestPeerEvents {
+  /** The peer connection's state changed (the room unpublishes on 'failed'). */
+  connectionstatechange: [state: RTCPeerConnectionState];
+  /** Emitted once, by close(). */
+  close: [];
+}
+
+export class IngestPeer extends SafeEventEmitter<IngestPeerEvents> {
   readonly #pc: RTCPeerConnection;
   readonly #log: Logger;
   readonly #allow: readonly string[] | null;
@@ -131,7 +138,7 @@ export class IngestPeer extends EventEmitter {
     for (const t of this.#tracks) t.stop();
     this.#tracks = [];
     this.#pc.close();
-    this.emit('close');
+    this.safeEmit('close');
   }
 
   async #negotiate(): Promise<SessionDescription> {
@@ -139,7 +146,7 @@ export class IngestPeer extends EventEmitter {
     pc.addEventListener('track', (e: RTCTrackEvent) => this.#onTrack(e.track));
     pc.addEventListener('connectionstatechange', () => {
       this.#log.debug('ingest connection state', { state: pc.connectionState });
-      this.emit('connectionstatechange', pc.connectionState);
+      this.safeEmit('connectionstatechange', pc.connectionState);
     });
     return answerOffer(pc, this.#opts.offer.sdp, this.#allow, () => {
       // The performer only sends: answer recvonly on every m-line.

@@ -26,18 +26,26 @@
  * names a binary (config.fanout.mediasoupWorkerBin), it is handed to mediasoup through that variable before the
  * module is first imported.
  */
-import { EventEmitter } from 'node:events';
 import { access, constants } from 'node:fs/promises';
 import os from 'node:os';
 import type { types as ms } from 'mediasoup';
 import type { Device as ClientDevice, types as msc } from 'mediasoup-client';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../signaling/protocol.js';
+import type { FanoutKind, SfuConsumerInfo, SfuTransportOptions } from '../types/protocol.js';
 import { AppError } from '../errors.js';
-import type { FanoutFactory, SfuRoomFanout, SfuRoomOptions } from './fanout.js';
+import type {
+  FanoutFactory,
+  PipeOut,
+  ProducerSource,
+  SfuRoomEvents,
+  SfuRoomFanout,
+  SfuRoomOptions,
+  SfuWorkerInfo,
+} from './fanoutTypes.js';
 import type { Publisher } from './publisher.js';
 import { wrtc } from './rtc.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 /** The room router's codecs: what the publisher sends (VP8 video, Opus audio). */
 export const routerMediaCodecs: ms.RouterRtpCodecCapability[] = [
@@ -61,29 +69,9 @@ export async function loadClientDevice(routerRtpCapabilities: msc.RtpCapabilitie
   return device;
 }
 
-/** Where a room's primary router gets its producers from (re-attached when that router is rebuilt). */
-export interface ProducerSource {
-  /** Produces the room's tracks into `router`; resolves with the producers (video first). */
-  attach(router: ms.Router): Promise<ms.Producer[]>;
-  /** Releases what attach() created (the router's own objects close with the router). Idempotent. */
-  detach(): void;
-  /**
-   * Whether anybody consumes (viewers or pipes): a source may stop sending while nobody does (the local source stops
-   * its encoder: an idle SFU room otherwise encodes for nobody, ~15 % of a core here).
-   */
-  setActive?(active: boolean): void;
-}
-
 /** One worker of the pool and what runs on it. */
 interface PoolWorker {
   worker: ms.Worker;
-  routers: number;
-  viewers: number;
-}
-
-/** A worker's figures for /healthz, metrics and benchmarks. */
-export interface SfuWorkerInfo {
-  pid: number;
   routers: number;
   viewers: number;
 }
@@ -92,7 +80,7 @@ export interface SfuWorkerInfo {
  * The process's mediasoup workers. Routers go to the worker with the fewest viewers (then routers). A worker that
  * dies is replaced (retried every second while the pool is open); its routers emit 'workerclose' to their rooms.
  */
-export class WorkerPool extends EventEmitter<{ replaced: [pid: number] }> {
+export class WorkerPool extends SafeEventEmitter<{ replaced: [pid: number] }> {
   readonly #create: () => Promise<ms.Worker>;
   readonly #log: Logger;
   readonly #workers: PoolWorker[] = [];
@@ -179,7 +167,7 @@ export class WorkerPool extends EventEmitter<{ replaced: [pid: number] }> {
         }
         this.#adopt(w);
         this.#log.info('mediasoup worker replaced', { died: pid, pid: w.pid });
-        this.emit('replaced', w.pid);
+        this.safeEmit('replaced', w.pid);
       },
       (err: unknown) => {
         this.#log.error('mediasoup worker restart failed; retrying in 1 s', { err });
@@ -399,28 +387,11 @@ interface SfuViewer {
   consumers: Map<string, ms.Consumer>;
 }
 
-/** A pipe from this room's primary router to another node (server/cluster). */
-export interface PipeOut {
-  /** Where the remote side sends to. */
-  ip: string;
-  port: number;
-  producers: { id: string; kind: 'audio' | 'video'; rtpParameters: unknown }[];
-}
-
-export interface MediasoupRoomEvents {
-  viewers: [count: number];
-  /** These viewers' routers went away: they must consume again (signaling tells them). */
-  viewersReset: [viewerIds: string[], why: string];
-  /** The primary router was rebuilt (a worker died): remote pipes must be made again. */
-  rebuilt: [];
-  close: [];
-}
-
 /**
  * One room's routers, producers and viewers' transports. Events: 'viewers' (count), 'viewersReset' (ids, why),
  * 'rebuilt', 'close'.
  */
-export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements SfuRoomFanout {
+export class MediasoupRoom extends SafeEventEmitter<SfuRoomEvents> implements SfuRoomFanout {
   readonly kind = 'sfu' as const;
   readonly roomId: string;
   readonly #pool: WorkerPool;
@@ -492,7 +463,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
         this.#viewers.set(viewerId, v);
         slot.viewers.add(viewerId);
         slot.pw.viewers++;
-        this.emit('viewers', this.#viewers.size);
+        this.safeEmit('viewers', this.#viewers.size);
         this.#updateActivity();
       }
       const t = await v.slot.router.createWebRtcTransport(webRtcTransportOptions(this.#config));
@@ -549,7 +520,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
     this.#viewers.delete(viewerId);
     this.#forget(v, viewerId);
     for (const t of v.transports.values()) t.close();
-    this.emit('viewers', this.#viewers.size);
+    this.safeEmit('viewers', this.#viewers.size);
     this.#dropIdleSlots();
     this.#updateActivity();
   }
@@ -640,7 +611,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
     this.#pipes.clear();
     for (const s of this.#slots) if (!s.router.closed) s.router.close();
     this.#slots = [];
-    this.emit('close');
+    this.safeEmit('close');
   }
 
   #assertOpen(): void {
@@ -754,7 +725,7 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
     for (const s of old) if (!s.router.closed) s.router.close();
     await this.#buildPrimary();
     this.#log.warn('SFU room rebuilt', { roomId: this.roomId, why, worker: this.#slots[0]?.pw.worker.pid, viewersReset: ids.length });
-    this.emit('rebuilt');
+    this.safeEmit('rebuilt');
   }
 
   #resetViewers(ids: string[], why: string): void {
@@ -766,8 +737,8 @@ export class MediasoupRoom extends EventEmitter<MediasoupRoomEvents> implements 
       for (const t of v.transports.values()) if (!t.closed) t.close();
     }
     if (ids.length > 0) {
-      this.emit('viewers', this.#viewers.size);
-      this.emit('viewersReset', ids, why);
+      this.safeEmit('viewers', this.#viewers.size);
+      this.safeEmit('viewersReset', ids, why);
     }
     this.#updateActivity();
   }

@@ -12,10 +12,10 @@
  * the kept copy, before it is sent: the one place both the live frames and the idle frame pass through.
  */
 import type { Logger } from '../logger.js';
-import type { I420Frame } from '../avatar/engine.js';
+import type { I420Frame } from '../types/image.js';
 import type { FrameStamper } from '../provenance/stamper.js';
 import { AudioDelayLine, LatencyEstimator, type AudioChunk } from './audioDelay.js';
-import { i420Bytes } from './mailbox.js';
+import { i420Bytes } from '../types/image.js';
 import { wrtc } from './rtc.js';
 
 export interface PublisherOptions {

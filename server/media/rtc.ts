@@ -3,7 +3,7 @@
  * answering after ICE gathering, adding filtered remote candidates.
  */
 import wrtc from '@roamhq/wrtc';
-import type { IceCandidate, SessionDescription } from '../signaling/protocol.js';
+import type { IceCandidate, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { candidateAllowed, filterSdpCandidates } from './candidates.js';
 

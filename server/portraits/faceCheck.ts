@@ -6,7 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.js';
 import { getLogLevel, type Logger } from '../logger.js';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import { workerSpec } from '../util/worker.js';
 import type { FaceCheckReply, FaceCheckRequest } from './faceCheckWorker.js';
 

@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { imageContentType, imageExtension, sniffImage, type ImageKind } from './sniff.js';

@@ -4,7 +4,7 @@
  * (index / fps), each window decoded on its own. An image (JPEG, PNG, WebP: decoded with sharp at full size) is one
  * window of one frame.
  */
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { AppError } from '../errors.js';

@@ -4,7 +4,7 @@
  * 512 px tall). The blend tables are built once per (frame size, corner, opacity); stamping a frame touches only the
  * mark's box (~120 x 26 px at 512²).
  */
-import type { I420Frame } from '../avatar/engine.js';
+import type { I420Frame } from '../types/image.js';
 import type { MarkCorner } from './config.js';
 
 export const MARK_TEXT = 'AI avatar';

@@ -2,7 +2,7 @@
  * FrameStamper: what every synthesized frame goes through before it leaves the server (live: Publisher; offline:
  * `avatar render`): the visible mark first, then the invisible watermark over the whole frame (mark included).
  */
-import type { I420Frame } from '../avatar/engine.js';
+import type { I420Frame } from '../types/image.js';
 import type { ProvenanceConfig } from './config.js';
 import { VisibleMark } from './mark.js';
 import { idHash, payloadHex, timeSlot, type WatermarkPayload } from './payload.js';

@@ -16,7 +16,7 @@
  * from the signed manifest, not from the watermark.
  */
 import { createHash } from 'node:crypto';
-import type { I420Frame } from '../avatar/engine.js';
+import type { I420Frame } from '../types/image.js';
 import {
   CODED_BITS,
   checkMessage,

@@ -5,8 +5,10 @@
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
-import { createEngine, engineNames, type EngineOptions } from '../avatar/engines/index.js';
+import type { AvatarEngine } from '../avatar/engineTypes.js';
+import type { RgbImage } from '../types/image.js';
+import { createEngine, engineNames } from '../avatar/engines/index.js';
+import { type EngineOptions } from '../avatar/engineTypes.js';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import { createLogger } from '../logger.js';

@@ -29,11 +29,12 @@
  * are L1 on the mouth and eye regions of the aligned crop (regions from the truth's landmarks).
  */
 import path from 'node:path';
-import type { AvatarEngine, RgbImage } from '../avatar/engine.js';
+import type { AvatarEngine } from '../avatar/engineTypes.js';
+import type { GrayImage, RgbImage } from '../types/image.js';
 import { createGray, createI420, createRgb, i420ToRgb, resizeRgb, rgbToGray } from '../util/image.js';
 import { probeVideo } from '../util/video.js';
-import type { FaceTrack, GrayImage, HeadPose } from '../vision/types.js';
-import { ffhqCrop, imageToCrop, warpCrop } from './align.js';
+import type { FaceTrack, HeadPose } from '../vision/types.js';
+import { ffhqCrop, imageToCrop, warpCrop } from '../vision/faceCrop.js';
 import { FACE_MODELS_LABEL, type FaceModelFace, type FaceModelPool } from './faceModels.js';
 import { eyeAspectRatio68, mouthMotion68, mouthOpenness68, mouthShapeDistance68, motionDistance2d, rigidRotation68 } from './landmarks68.js';
 import {

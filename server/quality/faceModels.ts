@@ -22,7 +22,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import { AppError } from '../errors.js';
 import { workerSpec } from '../util/worker.js';
 import type { FaceModelFace, FaceModelReply, FaceModelRequest, FaceModelWorkerData } from './faceModelsWorker.js';

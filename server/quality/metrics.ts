@@ -11,6 +11,7 @@
  * - Pose error: mean absolute difference of yaw, pitch and roll, in degrees.
  */
 import { fitSimilarity } from '../avatar/engines/default/geometry.js';
+import { landmarkCentre } from '../vision/faceCrop.js';
 import type { HeadPose } from '../vision/types.js';
 
 /** An interleaved 8-bit image (RgbImage has channels = 3, GrayImage channels = 1). */
@@ -166,18 +167,6 @@ export function ssim(a: PixelImage, b: PixelImage): number {
     total += sum / (ow * oh);
   }
   return total / ch;
-}
-
-/** Centre (mean) of landmarks [from, to) of a flat x0,y0,x1,y1,... array. */
-export function landmarkCentre(lm: ArrayLike<number>, from: number, to: number): [number, number] {
-  let sx = 0;
-  let sy = 0;
-  for (let i = from; i < to; i++) {
-    sx += lm[2 * i]!;
-    sy += lm[2 * i + 1]!;
-  }
-  const k = to - from;
-  return [sx / k, sy / k];
 }
 
 /**

@@ -3,7 +3,8 @@
  * by frame in this process (the same `AvatarEngine.render` on I420 frames that the live session calls), and hands
  * every output frame to a callback.
  */
-import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats, RgbImage } from '../avatar/engine.js';
+import type { AvatarEngine, PreparedPortrait, RenderStats } from '../avatar/engineTypes.js';
+import type { I420Frame, RgbImage } from '../types/image.js';
 import { AppError } from '../errors.js';
 import { createI420, createRgb, i420ToRgb, rgbToI420 } from '../util/image.js';
 import { probeVideo, readVideoFrames, type VideoInfo } from '../util/video.js';

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 
 /** One row of the sheet: the tiles (one per column; null = no frame) and the label lines beside them. */
 export interface SheetRow {

@@ -9,15 +9,15 @@
  * room closed and was dropped. Listeners (signaling, metrics) only listen; the registry knows nothing of them.
  */
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import { AppError, InvalidStateError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { FanoutFactory } from '../media/fanout.js';
+import type { FanoutFactory } from '../media/fanoutTypes.js';
 import type { PortraitStore } from '../portraits/store.js';
-import type { CloseReason } from '../signaling/protocol.js';
+import type { CloseReason } from '../types/protocol.js';
 import type { Room } from './room.js';
 import type { AvatarWorkerPool } from '../avatar/workerPool.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface RoomRegistryOptions {
   config: Config;
@@ -46,7 +46,7 @@ export interface RoomRegistryEvents {
   linksRevoked: [roomId: string, version: number];
 }
 
-export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
+export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
   readonly #opts: RoomRegistryOptions;
   readonly #entries = new Map<string, Entry>();
   /** Rooms being created (counted against maxRooms, closed if the registry closes meanwhile). */
@@ -138,7 +138,7 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
     room.once('close', (reason: CloseReason) => this.#drop(roomId, reason));
     this.#arm(entry, config.roomIdleMs, 'performer never joined');
     log.info('room created', { roomId, fanout: room.fanoutKind });
-    this.emit('room', room);
+    this.safeEmit('room', room);
     return room;
   }
 
@@ -173,7 +173,7 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
     if (!e || e.room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
     e.linkVersion++;
     this.#opts.log.info('room links revoked', { roomId, version: e.linkVersion });
-    this.emit('linksRevoked', roomId, e.linkVersion);
+    this.safeEmit('linksRevoked', roomId, e.linkVersion);
     return e.linkVersion;
   }
 
@@ -252,6 +252,6 @@ export class RoomRegistry extends EventEmitter<RoomRegistryEvents> {
     this.#disarm(e);
     this.#entries.delete(roomId);
     this.#opts.log.info('room closed', { roomId, reason });
-    this.emit('roomClosed', roomId, reason);
+    this.safeEmit('roomClosed', roomId, reason);
   }
 }

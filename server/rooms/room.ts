@@ -12,13 +12,10 @@
  * refiner (RoomInfo.refiner says so); the session runs at most that many, fewer under overload, and
  * RoomStats.refinerSteps reports what runs.
  *
- * Events: 'stats' (RoomStats, about once a second while publishing), 'frame' (FrameTimings, per synthesized frame
- * from a performer frame), 'dropped' (n: frames newly dropped, a delta), 'viewers' (count), 'failure' (PublicError),
- * 'close' (CloseReason).
+ * Events: RoomEvents.
  */
-import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import type {
   AvatarSettings,
   CloseReason,
@@ -31,17 +28,18 @@ import type {
   SfuConsumerInfo,
   SfuTransportOptions,
   FaceIssue,
-} from '../signaling/protocol.js';
-import { defaultAvatarSettings } from '../signaling/protocol.js';
+} from '../types/protocol.js';
+import { defaultAvatarSettings } from '../types/protocol.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { AvatarSession, type SessionFrame } from '../avatar/session.js';
 import type { AvatarWorkerPool } from '../avatar/workerPool.js';
-import type { FanoutFactory, SfuRoomFanout } from '../media/fanout.js';
+import type { FanoutFactory, SfuRoomFanout } from '../media/fanoutTypes.js';
 import { DirectFanout } from '../media/directFanout.js';
 import { IngestPeer } from '../media/ingest.js';
 import { Publisher } from '../media/publisher.js';
 import { FrameStamper } from '../provenance/stamper.js';
+import { SafeEventEmitter } from '../util/events.js';
 
 export interface RoomDeps {
   roomId: string;
@@ -84,7 +82,27 @@ function median(v: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-export class Room extends EventEmitter {
+/** What a Room emits. */
+export interface RoomEvents {
+  /** About once a second while publishing. */
+  stats: [stats: RoomStats];
+  /** Per synthesized frame from a performer frame. */
+  frame: [timings: FrameTimings];
+  /** Frames newly dropped (a delta). */
+  dropped: [n: number];
+  /** The room's viewer count (direct and SFU) changed. */
+  viewers: [count: number];
+  /** These SFU viewers' routers went away (a mediasoup worker died): they must consume again. */
+  viewersReset: [viewerIds: string[], why: string];
+  /** The SFU room's primary router was rebuilt: the cluster's pipes to other nodes must be made again. */
+  sfuRebuilt: [];
+  /** The avatar failed (a frame, or the worker). */
+  failure: [err: PublicError];
+  /** Emitted once, by close(). */
+  close: [reason: CloseReason];
+}
+
+export class Room extends SafeEventEmitter<RoomEvents> {
   readonly id: string;
   readonly #deps: RoomDeps;
   readonly #log: Logger;
@@ -125,16 +143,16 @@ export class Room extends EventEmitter {
       log: this.#log.child('direct'),
     });
     this.#sfu = sfu;
-    this.#direct.on('viewers', () => this.emit('viewers', this.viewerCount));
-    sfu?.on('viewers', () => this.emit('viewers', this.viewerCount));
+    this.#direct.on('viewers', () => this.safeEmit('viewers', this.viewerCount));
+    sfu?.on('viewers', () => this.safeEmit('viewers', this.viewerCount));
     // A worker died: these viewers consume again (signaling tells them); remote pipes are made again.
-    sfu?.on('viewersReset', (ids: string[], why: string) => this.emit('viewersReset', ids, why));
-    sfu?.on('rebuilt', () => this.emit('sfuRebuilt'));
+    sfu?.on('viewersReset', (ids: string[], why: string) => this.safeEmit('viewersReset', ids, why));
+    sfu?.on('rebuilt', () => this.safeEmit('sfuRebuilt'));
     session.on('frame', (f: SessionFrame) => this.#onFrame(f));
     session.on('dropped', (total: number) => {
       const n = total - this.#lastDropped;
       this.#lastDropped = total;
-      if (n > 0) this.emit('dropped', n);
+      if (n > 0) this.safeEmit('dropped', n);
     });
     session.on('failure', (e: unknown) => this.#fail(e));
     // config.avatar.steps is the steps new rooms start with (AVATAR_STEPS).
@@ -352,7 +370,7 @@ export class Room extends EventEmitter {
       .close()
       .catch((err: unknown) => this.#log.warn('avatar session close failed', { roomId: this.id, err: err as Error }));
     this.#log.info('room media closed', { roomId: this.id, reason });
-    this.emit('close', reason);
+    this.safeEmit('close', reason);
   }
 
   /** Resolves when everything the room owned has closed (the worker thread has exited). */
@@ -409,7 +427,7 @@ export class Room extends EventEmitter {
       endToEndMs: endToEndMs + publishMs,
       face: s.face,
     };
-    this.emit('frame', t);
+    this.safeEmit('frame', t);
   }
 
   #tick(): void {
@@ -432,12 +450,12 @@ export class Room extends EventEmitter {
     this.#secFrames = 0;
     this.#secLatency = [];
     this.#secEngine = [];
-    this.emit('stats', stats);
+    this.safeEmit('stats', stats);
   }
 
   #fail(e: unknown): void {
     const pub: PublicError = toPublicError(e);
     this.#log.warn('avatar failure', { roomId: this.id, code: pub.code, message: pub.message });
-    this.emit('failure', pub);
+    this.safeEmit('failure', pub);
   }
 }

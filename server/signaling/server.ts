@@ -17,20 +17,16 @@ import type { Config } from '../config.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ClusterNode } from '../cluster/node.js';
-import type { RelayRoom } from '../cluster/relay.js';
-import type { Room } from '../rooms/room.js';
+import type { RelayEvents, RelayRoom } from '../cluster/relay.js';
+import type { Room, RoomEvents } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';
 import type {
   ClientToServerEvents,
-  CloseReason,
   JoinResponse,
-  PublicError,
   Result,
   Role,
-  RoomInfo,
-  RoomStats,
   ServerToClientEvents,
-} from './protocol.js';
+} from '../types/protocol.js';
 import {
   validateEmpty,
   validateIce,
@@ -45,6 +41,9 @@ import {
 } from './validate.js';
 
 /** Per-socket state, fixed by `join`. */
+/** What signaling forwards to a room's sockets, as rooms (RoomEvents) and relays (RelayEvents) emit it. */
+type ForwardedRoomEvents = Pick<RoomEvents, 'stats' | 'failure' | 'viewersReset' | 'close'> & Pick<RelayEvents, 'roomInfo'>;
+
 export interface SocketData {
   roomId?: string;
   role?: Role;
@@ -130,17 +129,17 @@ export class SignalingServer {
 
   readonly #onRoom = (r: Room | RelayRoom): void => {
     const key = roomKey(r.id);
-    // Rooms and relays emit the same events (a relay has no 'stats'); listened to as a plain emitter.
-    const room = r as unknown as EventEmitter;
+    // Rooms and relays emit these events alike (a relay has no 'stats', a room no 'roomInfo'): one listener set.
+    const room = r as unknown as EventEmitter<ForwardedRoomEvents>;
     // A relay learns of portrait changes from the directory.
-    room.on('roomInfo', (info: RoomInfo) => this.#io.to(key).emit('room', info));
-    room.on('stats', (s: RoomStats) => this.#io.to(key).emit('stats', s));
-    room.on('failure', (e: PublicError) => this.#io.to(key).emit('failure', { code: e.code, message: e.message }));
+    room.on('roomInfo', (info) => this.#io.to(key).emit('room', info));
+    room.on('stats', (s) => this.#io.to(key).emit('stats', s));
+    room.on('failure', (e) => this.#io.to(key).emit('failure', { code: e.code, message: e.message }));
     // Viewer ids are socket ids (each socket is in a socket.io room of its own id).
-    room.on('viewersReset', (ids: string[], why: string) => {
+    room.on('viewersReset', (ids, why) => {
       for (const id of ids) this.#io.to(id).emit('viewReset', { code: 'SFU_RESET', message: why });
     });
-    room.once('close', (reason: CloseReason) => {
+    room.once('close', (reason) => {
       this.#io.to(key).emit('closed', { reason });
       // The sockets stay connected (the page shows why the room ended) but are no longer joined to anything.
       const ids = this.#io.of('/').adapter.rooms.get(key);

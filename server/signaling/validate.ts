@@ -3,7 +3,7 @@
  * returns a typed request or throws AppError('INVALID_MESSAGE' | 'INVALID_SDP') with a short message. Pure: no I/O.
  */
 import { AppError } from '../errors.js';
-import { MAX_REFINER_STEPS } from './protocol.js';
+import { MAX_REFINER_STEPS } from '../types/protocol.js';
 import type {
   AvatarSettings,
   IceCandidate,
@@ -17,7 +17,7 @@ import type {
   SfuConsumeRequest,
   SfuResumeRequest,
   ViewRequest,
-} from './protocol.js';
+} from '../types/protocol.js';
 
 /** Largest SDP accepted (a browser offer with audio + video is ~5-10 KB). */
 export const MAX_SDP_LENGTH = 64 * 1024;

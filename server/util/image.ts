@@ -7,8 +7,7 @@
 import path from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import { AppError } from '../errors.js';
-import type { I420Frame, RgbImage } from '../avatar/engine.js';
-import type { GrayImage } from '../vision/types.js';
+import type { GrayImage, I420Frame, RgbImage } from '../types/image.js';
 
 /**
  * Decodes an image file or buffer to packed 8-bit RGB.

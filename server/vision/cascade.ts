@@ -9,7 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { AppError } from '../errors.js';
-import type { GrayImage } from './types.js';
+import type { GrayImage } from '../types/image.js';
 
 /** [x, y, w, h], OpenCV convention. */
 export type CvRect = [number, number, number, number];

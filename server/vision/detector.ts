@@ -31,7 +31,8 @@ import {
   type DetectParams,
 } from './cascade.js';
 import { downscale2x, resizeGray, sampleRegion } from './imageOps.js';
-import type { Box, GrayImage } from './types.js';
+import type { Box } from './types.js';
+import type { GrayImage } from '../types/image.js';
 
 /** One detected face. */
 export interface DetectedFace {

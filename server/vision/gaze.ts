@@ -2,7 +2,7 @@
  * Gaze from the pupils: the darkest part of each eye polygon (68-point landmarks) of the gray frame, expressed in the
  * eye's own frame. "Left" is the eye on the image's left (landmarks 36-41).
  */
-import type { GrayImage } from './types.js';
+import type { GrayImage } from '../types/image.js';
 
 /** Result of the pupil search in one eye. */
 export interface PupilResult {

@@ -2,8 +2,7 @@
  * Small gray-image operations for the vision hot path (resize, crop, flip) and overlay drawing on RGB images.
  * Every function takes an optional output image so that per-frame callers reuse their buffers.
  */
-import type { RgbImage } from '../avatar/engine.js';
-import type { GrayImage } from './types.js';
+import type { GrayImage, RgbImage } from '../types/image.js';
 import { resizeBilinear } from '../util/image.js';
 
 /** Allocates a gray image. */

@@ -5,7 +5,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 
 import { AppError } from '../errors.js';
-import type { GrayImage } from './types.js';
+import type { GrayImage } from '../types/image.js';
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d || c === 0x0b || c === 0x0c;

@@ -10,7 +10,7 @@
  * FACE_MODEL_INVALID, never half loaded.
  */
 import path from 'node:path';
-import type { RgbImage } from '../avatar/engine.js';
+import type { RgbImage } from '../types/image.js';
 import { AppError } from '../errors.js';
 import { OnnxModel, Tensor } from '../inference/onnx.js';
 import { defaultMeshModelDir, loadChecked, pinnedHashes } from './mesh/models.js';

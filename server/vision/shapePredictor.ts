@@ -12,7 +12,8 @@ import path from 'node:path';
 import { InvalidStateError, ModelPackError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { DlibFormatError, DlibReader } from './dlibFormat.js';
-import type { Box, GrayImage } from './types.js';
+import type { Box } from './types.js';
+import type { GrayImage } from '../types/image.js';
 
 /** Where Debian's `libdlib-data` installs the 68-point face model. */
 export const DEFAULT_SHAPE_PREDICTOR_PATH = '/usr/share/dlib/shape_predictor_68_face_landmarks.dat';

@@ -12,7 +12,8 @@ import { PupilFinder, type PupilResult } from './gaze.js';
 import { OneEuroFilter, type OneEuroParams } from './oneEuro.js';
 import { emptyPose, filterPose, PoseSolver } from './pose.js';
 import { ShapePredictor } from './shapePredictor.js';
-import type { Box, FaceTrack, GrayImage } from './types.js';
+import type { Box, FaceTrack } from './types.js';
+import type { GrayImage } from '../types/image.js';
 
 const P = 68;
 const D = 2 * P;

@@ -2,13 +2,6 @@
  * Shared vision types. Coordinates are in pixels of the frame they came from.
  */
 
-/** 8-bit single-channel image, row-major, stride = width. */
-export interface GrayImage {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
-
 /** A dlib rectangle: inclusive integer corners (width r-l+1; the shape predictor scales by r-l). */
 export interface Box {
   l: number;

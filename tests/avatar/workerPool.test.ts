@@ -11,12 +11,13 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AvatarSession } from '../../server/avatar/session.js';
 import { AvatarWorkerPool } from '../../server/avatar/workerPool.js';
-import type { EngineOptions } from '../../server/avatar/engines/index.js';
+import type { EngineOptions } from '../../server/avatar/engineTypes.js';
 import { DefaultEngine, createDefaultVision, type FaceVision } from '../../server/avatar/engines/default/index.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
 import { projectRoot } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { createI420, rgbToI420 } from '../../server/util/image.js';
+import { testEngine } from '../helpers/testEngine.js';
 import { drawPattern, loadPortrait, makeI420, waitFor } from '../media/helpers.js';
 
 const log = createLogger('test.pool');
@@ -66,7 +67,7 @@ afterEach(async () => {
 describe('AvatarWorkerPool (real worker threads)', () => {
   it('a crashed worker is replaced by the warm spare, which prepares the portrait and renders again', async () => {
     const p = pool();
-    const s = await open('passthrough', { crashAfterFrames: 20 }, { pool: p });
+    const s = await open('passthrough', {}, { pool: p, engineWrapper: testEngine({ crashAfterFrames: 20 }) });
     await s.prepare(await loadPortrait());
     await waitFor(() => p.stats.idle === 1, 30_000, 'a warm spare');
     const spare = p.idleThreadIds()[0];
@@ -84,7 +85,7 @@ describe('AvatarWorkerPool (real worker threads)', () => {
   });
 
   it('restart budget: a crash loop spends the burst and stops the session; crashes the bucket refills for do not', async () => {
-    const loop = await open('passthrough', { crashAfterFrames: 1 }, { maxRestarts: 2, restartRefillMs: 3_600_000 });
+    const loop = await open('passthrough', {}, { maxRestarts: 2, restartRefillMs: 3_600_000, engineWrapper: testEngine({ crashAfterFrames: 1 }) });
     await loop.prepare(await loadPortrait());
     const failures: string[] = [];
     loop.on('failure', (e: Error) => failures.push(e.message));
@@ -93,7 +94,7 @@ describe('AvatarWorkerPool (real worker threads)', () => {
     expect(failures.at(-1)).toMatch(/crashed repeatedly and was stopped/);
 
     // One token back every millisecond: an engine that crashes now and then is restarted every time.
-    const periodic = await open('passthrough', { crashAfterFrames: 2 }, { maxRestarts: 1, restartRefillMs: 1, pool: pool() });
+    const periodic = await open('passthrough', {}, { maxRestarts: 1, restartRefillMs: 1, pool: pool(), engineWrapper: testEngine({ crashAfterFrames: 2 }) });
     await periodic.prepare(await loadPortrait());
     await drive(periodic, () => periodic.restarts >= 4, 'four restarts');
     expect(periodic.failed).toBe(false);

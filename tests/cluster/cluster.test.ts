@@ -20,7 +20,7 @@ import { portraitFile } from '../../scripts/testData.js';
 import { signToken } from '../../server/auth/tokens.js';
 import { MAX_SKEW_MS, NODE_AUTH_HEADER, signNodeRequest } from '../../server/cluster/nodeAuth.js';
 import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
-import type { JoinResponse } from '../../server/signaling/protocol.js';
+import type { JoinResponse } from '../../server/types/protocol.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
 import { createTestRoom, repoRoot, startTestServer, TEST_API_KEY, TEST_TOKEN_SECRET, type TestRoom, type TestServer } from '../helpers/server.js';

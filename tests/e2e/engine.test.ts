@@ -22,7 +22,7 @@ import type { FrameRecord, Probe } from '../../benchmarks/lib/browserProbe.js';
 import { installProbe } from '../../benchmarks/lib/browserInject.js';
 import { installG2g, sampleBytes, type G2gProbe, type GraySample } from '../../benchmarks/lib/g2gInject.js';
 import { FaceTracker } from '../../server/vision/index.js';
-import type { GrayImage } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../helpers/g2g.js';
 import { decodeI420, pingPong, writeSequenceY4m } from '../helpers/g2gMedia.js';

@@ -9,8 +9,8 @@ import { AppError, InvalidStateError } from '../../server/errors.js';
 import { projectRoot } from '../../server/config.js';
 import { createRgb, i420ToRgb, loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
-import type { RgbImage } from '../../server/avatar/engine.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import type { RgbImage } from '../../server/types/image.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 import { fitSourceAlignment } from '../../server/avatar/engines/default/refinerCrop.js';
 import { drivingClip as clip, portraitFile as portrait } from '../../scripts/testData.js';
 

@@ -11,9 +11,9 @@ import { ExpressionEncoder, L_CLOSE_L, L_CLOSE_R } from '../../server/avatar/eng
 import { projectRoot } from '../../server/config.js';
 import { createRgb, loadImageRgb, rgbToGray } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
-import type { RgbImage } from '../../server/avatar/engine.js';
+import type { RgbImage } from '../../server/types/image.js';
 import { cloneTrack } from '../../server/vision/tracker.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';
 
 async function frames(file: string, count: number): Promise<RgbImage[]> {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DefaultEngine, createDefaultVision } from '../../server/avatar/engines/default/index.js';
 import { countFolds, nodeMask } from '../../server/avatar/engines/default/folds.js';
 import { projectRoot } from '../../server/config.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 import { createRgb, loadImageRgb } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';

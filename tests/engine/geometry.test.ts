@@ -24,7 +24,7 @@ import {
   type PortraitGeometry,
 } from '../../server/avatar/engines/default/expression.js';
 import { faceFrame } from '../../server/avatar/engines/default/geometry.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 import type { FaceTrack } from '../../server/vision/types.js';
 
 /** A plausible frontal 68-point face (iBUG layout) in a 200 px box at (100, 80). */

@@ -11,7 +11,7 @@ import { faceFrame } from '../../server/avatar/engines/default/geometry.js';
 import { projectRoot } from '../../server/config.js';
 import { createRgb, loadImageRgb, rgbToGray } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
-import type { RgbImage } from '../../server/avatar/engine.js';
+import type { RgbImage } from '../../server/types/image.js';
 import { drivingClip as clip, portraitFile as portrait } from '../../scripts/testData.js';
 
 describe('head layer (pure)', () => {

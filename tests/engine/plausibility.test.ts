@@ -11,7 +11,7 @@ import { faceShapeOk, TrackGuard } from '../../server/avatar/engines/default/pla
 import { projectRoot } from '../../server/config.js';
 import { createRgb, loadImageRgb, resizeRgb, rgbToGray } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
-import type { RgbImage } from '../../server/avatar/engine.js';
+import type { RgbImage } from '../../server/types/image.js';
 import { cloneTrack } from '../../server/vision/tracker.js';
 import type { FaceTrack } from '../../server/vision/types.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';

@@ -12,15 +12,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AvatarSession, type SessionFrame } from '../../server/avatar/session.js';
 import { projectRoot } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
-import { loadImageRgb, rgbToI420 } from '../../server/util/image.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
+import { createI420, loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
-import type { I420Frame } from '../../server/avatar/engine.js';
+import type { I420Frame } from '../../server/types/image.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';
 import { waitFor } from '../helpers/wait.js';
 import { createEngine } from '../../server/avatar/engines/index.js';
 import type { DefaultEngine } from '../../server/avatar/engines/default/engine.js';
-import { createI420 } from '../../server/util/image.js';
 
 const refinerPack = path.join(projectRoot, 'models', 'refiner');
 

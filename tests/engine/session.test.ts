@@ -11,8 +11,8 @@ import { loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import { drivingClip, portraitFile } from '../../scripts/testData.js';
 import { waitFor } from '../helpers/wait.js';
-import type { I420Frame } from '../../server/avatar/engine.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import type { I420Frame } from '../../server/types/image.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 
 let session: AvatarSession | null = null;
 

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { RefinerStepsPolicy } from '../../server/avatar/stepsPolicy.js';
 import { DefaultEngine, MAX_STEPS } from '../../server/avatar/engines/default/engine.js';
 import { projectRoot } from '../../server/config.js';
-import { defaultAvatarSettings, MAX_REFINER_STEPS } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings, MAX_REFINER_STEPS } from '../../server/types/protocol.js';
 
 const BUDGET = 33;
 const WINDOW = 30;

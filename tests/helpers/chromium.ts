@@ -35,7 +35,7 @@ export function buildClient(): Promise<void> {
   built ??= (async () => {
     const src = Math.max(
       await newestMtime(path.join(root, 'client'), ['.ts', '.html', '.css']),
-      (await stat(path.join(root, 'server', 'signaling', 'protocol.ts'))).mtimeMs,
+      (await stat(path.join(root, 'server', 'types', 'protocol.ts'))).mtimeMs,
     );
     const out = await Promise.all(
       ['studio.js', 'viewer.js'].map((f) =>

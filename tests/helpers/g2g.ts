@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import sharp from 'sharp';
-import type { GrayImage } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import { TEST_API_KEY } from './server.js';
 import { waitFor } from './wait.js';
 

@@ -8,7 +8,7 @@
 import wrtc from '@roamhq/wrtc';
 import type { types as msc } from 'mediasoup-client';
 import { loadClientDevice } from '../../server/media/mediasoupFanout.js';
-import type { PublicError, SfuConsumerInfo, SfuTransportOptions } from '../../server/signaling/protocol.js';
+import type { PublicError, SfuConsumerInfo, SfuTransportOptions } from '../../server/types/protocol.js';
 import { call, type ClientSocket } from './socket.js';
 
 /** What a viewer asks of the SFU (the sfu:* messages, or a Room's methods). */

@@ -3,7 +3,7 @@
  * protocol event with its ack and resolves with the Result.
  */
 import { io as ioc, type Socket } from 'socket.io-client';
-import type { ClientToServerEvents, Result, ServerToClientEvents } from '../../server/signaling/protocol.js';
+import type { ClientToServerEvents, Result, ServerToClientEvents } from '../../server/types/protocol.js';
 
 export type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 

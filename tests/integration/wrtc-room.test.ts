@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { JoinResponse, Result, RoomStats, SdpResponse } from '../../server/signaling/protocol.js';
+import type { JoinResponse, Result, RoomStats, SdpResponse } from '../../server/types/protocol.js';
 import type { Room } from '../../server/rooms/room.js';
 import { loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';

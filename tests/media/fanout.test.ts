@@ -9,7 +9,8 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../server/config.js';
 import { createLogger, type Logger } from '../../server/logger.js';
-import { createFanoutFactory, type FanoutFactory } from '../../server/media/fanout.js';
+import { createFanoutFactory } from '../../server/media/fanout.js';
+import { type FanoutFactory } from '../../server/media/fanoutTypes.js';
 import { loadClientDevice, routerMediaCodecs } from '../../server/media/mediasoupFanout.js';
 import { Publisher } from '../../server/media/publisher.js';
 import { Room } from '../../server/rooms/room.js';

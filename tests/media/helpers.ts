@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { portraitFile } from '../../scripts/testData.js';
-import type { I420Frame, RgbImage } from '../../server/avatar/engine.js';
+import type { I420Frame, RgbImage } from '../../server/types/image.js';
 import { loadImageRgb } from '../../server/util/image.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { FrameExchange, Meta, i420Bytes } from '../../server/media/mailbox.js';
+import { FrameExchange, Meta } from '../../server/avatar/mailbox.js';
+import { i420Bytes } from '../../server/types/image.js';
 
 function write(x: FrameExchange, seq: number, fill: number, bytes = x.capacity): boolean {
   const w = x.writable();

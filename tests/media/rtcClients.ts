@@ -4,7 +4,7 @@
  * (wrtc crashes at exit with live peers).
  */
 import wrtc from '@roamhq/wrtc';
-import type { IceCandidate, SessionDescription } from '../../server/signaling/protocol.js';
+import type { IceCandidate, SessionDescription } from '../../server/types/protocol.js';
 import { filterSdpCandidates } from '../../server/media/candidates.js';
 import { waitIceGathering } from '../../server/media/rtc.js';
 import { drawPattern, makeI420 } from './helpers.js';

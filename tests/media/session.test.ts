@@ -1,18 +1,25 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AvatarSession, type SessionFrame } from '../../server/avatar/session.js';
-import type { EngineOptions } from '../../server/avatar/engines/index.js';
+import type { EngineOptions } from '../../server/avatar/engineTypes.js';
 import { createLogger } from '../../server/logger.js';
 import { rgbToI420 } from '../../server/util/image.js';
 import { fitRgb } from '../../server/avatar/engines/size.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
+import { testEngine, type TestEngineHooks } from '../helpers/testEngine.js';
 import { drawPattern, loadPortrait, lumaMad, makeI420, waitFor } from './helpers.js';
 
 const log = createLogger('test.session');
 const base: EngineOptions = { modelPack: 'unused', executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256 };
 let sessions: AvatarSession[] = [];
 
-async function open(engine: string, extra: Partial<EngineOptions> = {}): Promise<AvatarSession> {
-  const s = await AvatarSession.create({ engine, engineOptions: { ...base, ...extra }, initTimeoutMs: 20_000, log });
+async function open(engine: string, extra: Partial<EngineOptions> = {}, hooks?: TestEngineHooks): Promise<AvatarSession> {
+  const s = await AvatarSession.create({
+    engine,
+    engineOptions: { ...base, ...extra },
+    ...(hooks ? { engineWrapper: testEngine(hooks) } : {}),
+    initTimeoutMs: 20_000,
+    log,
+  });
   sessions.push(s);
   return s;
 }
@@ -82,7 +89,7 @@ describe('AvatarSession (real worker thread)', () => {
   });
 
   it('restarts the worker after a crash, prepares the portrait again and keeps rendering', async () => {
-    const s = await open('passthrough', { crashAfterFrames: 3 });
+    const s = await open('passthrough', {}, { crashAfterFrames: 3 });
     await s.prepare(await loadPortrait());
     const failures: string[] = [];
     s.on('failure', (e: Error) => failures.push(e.message));
@@ -135,7 +142,8 @@ describe('AvatarSession (real worker thread)', () => {
     // the rest slowly enough to go down to 1).
     const s = await AvatarSession.create({
       engine: 'passthrough',
-      engineOptions: { ...base, fakeRefinerMsPerStep: 40 },
+      engineOptions: base,
+      engineWrapper: testEngine({ fakeRefinerMsPerStep: 40 }),
       initTimeoutMs: 20_000,
       stepsPolicy: { budgetMs: 120, window: 5, raiseAfter: 2 },
       log,
@@ -183,7 +191,7 @@ describe('AvatarSession (real worker thread)', () => {
     // the fast session renders frames pushed one at a time, and their events reach this (main) thread. Were the
     // render on the main thread, or did it hold the other session, the slow frame would come out first. (How fast
     // the fast session goes next to a slow one, and the event-loop lag, are measured by `npm run bench -- session`.)
-    const slow = await open('passthrough', { slowRenderMs: 2500 });
+    const slow = await open('passthrough', {}, { slowRenderMs: 2500 });
     const fast = await open('passthrough');
     const portrait = await loadPortrait();
     await Promise.all([slow.prepare(portrait), fast.prepare(portrait)]);

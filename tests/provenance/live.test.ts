@@ -12,7 +12,7 @@ import type { DeepPartial, Config } from '../../server/config.js';
 import { markBox, VisibleMark } from '../../server/provenance/mark.js';
 import { idHash, payloadHex, timeSlot } from '../../server/provenance/payload.js';
 import { WatermarkDetector } from '../../server/provenance/watermark.js';
-import type { SdpResponse } from '../../server/signaling/protocol.js';
+import type { SdpResponse } from '../../server/types/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { call, connectClient, type ClientSocket } from '../helpers/socket.js';

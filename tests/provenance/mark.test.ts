@@ -1,6 +1,6 @@
 /** The visible "AI avatar" mark on I420 frames: placement per corner, only its box changes, opacity, chroma. */
 import { describe, expect, it } from 'vitest';
-import type { I420Frame } from '../../server/avatar/engine.js';
+import type { I420Frame } from '../../server/types/image.js';
 import { MARK_CORNERS } from '../../server/provenance/config.js';
 import { markBox, VisibleMark } from '../../server/provenance/mark.js';
 

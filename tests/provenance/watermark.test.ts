@@ -7,7 +7,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { I420Frame } from '../../server/avatar/engine.js';
+import type { I420Frame } from '../../server/types/image.js';
 import { payloadHex } from '../../server/provenance/payload.js';
 import { Watermarker, WatermarkDetector, watermarkReference } from '../../server/provenance/watermark.js';
 import { loadImageRgb, resizeRgb, rgbToI420 } from '../../server/util/image.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cropToImage, ffhqCrop, imageToCrop, warpCrop } from '../../server/quality/align.js';
+import { cropToImage, ffhqCrop, imageToCrop, warpCrop } from '../../server/vision/faceCrop.js';
 
 /** An upright face: eye centres at (x0±d/2, y0), mouth corners at (x0±m, y0+e). */
 function uprightFace(x0: number, y0: number, d: number, e: number): Float64Array {

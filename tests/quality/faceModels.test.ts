@@ -7,7 +7,7 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RgbImage } from '../../server/avatar/engine.js';
+import type { RgbImage } from '../../server/types/image.js';
 import { AppError } from '../../server/errors.js';
 import {
   defaultFaceModelDir,

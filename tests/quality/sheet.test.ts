@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { RgbImage } from '../../server/avatar/engine.js';
+import type { RgbImage } from '../../server/types/image.js';
 import {
   layoutContactSheet,
   MAX_ROWS,

@@ -19,7 +19,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
 import { createServer } from '../../server/app.js';
 import { defaultConfig, loadConfig } from '../../server/config.js';
-import type { JoinResponse, PublicError } from '../../server/signaling/protocol.js';
+import type { JoinResponse, PublicError } from '../../server/types/protocol.js';
 import { apiAuth, OTHER_API_KEY, repoRoot, startTestServer, TEST_API_KEY, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';

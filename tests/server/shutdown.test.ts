@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { portraitFile } from '../../scripts/testData.js';
-import type { JoinResponse, SdpResponse } from '../../server/signaling/protocol.js';
+import type { JoinResponse, SdpResponse } from '../../server/types/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { createTestRoom, repoRoot, TEST_API_KEY, TEST_TOKEN_SECRET } from '../helpers/server.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';

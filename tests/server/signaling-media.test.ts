@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fitRgb } from '../../server/avatar/engines/size.js';
-import type { JoinResponse, Result, RoomInfo, RoomStats, SdpResponse } from '../../server/signaling/protocol.js';
+import type { JoinResponse, Result, RoomInfo, RoomStats, SdpResponse } from '../../server/types/protocol.js';
 import { loadImageRgb, rgbToI420 } from '../../server/util/image.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { lumaMad } from '../media/helpers.js';

@@ -7,8 +7,8 @@
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/auth/tokens.js';
-import type { AvatarSettings, JoinResponse, Result, RoomInfo } from '../../server/signaling/protocol.js';
-import { defaultAvatarSettings } from '../../server/signaling/protocol.js';
+import type { AvatarSettings, JoinResponse, Result, RoomInfo } from '../../server/types/protocol.js';
+import { defaultAvatarSettings } from '../../server/types/protocol.js';
 import { isPortFree } from '../helpers/net.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { startTestServer, TEST_TOKEN_SECRET, type TestServer, apiFetch } from '../helpers/server.js';

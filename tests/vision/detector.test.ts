@@ -5,7 +5,8 @@ import { loadImageRgb, rgbToGray } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import { FaceDetector, type DetectedFace } from '../../server/vision/detector.js';
 import { resizeGrayBilinear } from '../../server/vision/imageOps.js';
-import type { Box, GrayImage } from '../../server/vision/types.js';
+import type { Box } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import {
   boxOf,
   dlibReference,

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eyeOpenness, mouthOpenness } from '../../server/vision/features.js';
 import { PupilFinder } from '../../server/vision/gaze.js';
-import type { GrayImage } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import { dlibReference, frameName, referenceMissing } from './helpers.js';
 
 const noRef = referenceMissing('the openness tests on dlib reference landmarks (features.test.ts)');

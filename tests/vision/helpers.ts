@@ -5,7 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Box, GrayImage } from '../../server/vision/types.js';
+import type { Box } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import { mediaDir, referenceAvailable, referenceDir, referenceSkipMessage } from '../../scripts/testData.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -21,7 +21,8 @@ import {
   parseShapePredictor,
   type ShapePredictorData,
 } from '../../server/vision/shapePredictor.js';
-import type { Box, GrayImage } from '../../server/vision/types.js';
+import type { Box } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import { referenceMissing, refDir } from './helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -5,7 +5,8 @@ import { readVideoFrames } from '../../server/util/video.js';
 import { resizeGrayBilinear } from '../../server/vision/imageOps.js';
 import { ShapePredictor } from '../../server/vision/shapePredictor.js';
 import { cloneTrack, FaceTracker } from '../../server/vision/tracker.js';
-import type { FaceTrack, GrayImage } from '../../server/vision/types.js';
+import type { FaceTrack } from '../../server/vision/types.js';
+import type { GrayImage } from '../../server/types/image.js';
 import {
   boxOf,
   dlibReference,

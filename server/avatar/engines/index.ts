@@ -2,48 +2,12 @@
  * The engine registry: a name -> factory map. Adding an engine is one line in `factories`.
  * Runs inside the avatar worker thread (server/avatar/worker.ts), never on the signaling loop.
  */
-import type { AvatarEngine } from '../engine.js';
+import type { AvatarEngine, EngineOptions } from '../engineTypes.js';
 import type { Logger } from '../../logger.js';
 import { AppError } from '../../errors.js';
 import { PortraitEngine } from './portrait.js';
 import { DiagnosticPassthroughEngine } from './passthrough.js';
 import { createDefaultEngine } from './default/index.js';
-
-/** What every engine is constructed with (from config.avatar). */
-export interface EngineOptions {
-  /** Model pack folder (engines that use one). */
-  modelPack: string;
-  executionProvider: 'cpu' | 'cuda';
-  intraOpThreads: number;
-  /** Long side of the output video, even. */
-  outputSize: number;
-  /** Face tracker of the default engine (default 'mesh': FaceMesh + Iris; 'dlib': the 68-point predictor). */
-  tracker?: 'mesh' | 'dlib';
-  /**
-   * Refiner steps (0 = warp only, the default). Only the default engine with a refiner pack accepts more; the others
-   * refuse k > 0 with AppError('UNSUPPORTED') rather than silently ignoring it.
-   */
-  steps?: number;
-  /** The learned refiner pack for the default engine (null: none). */
-  refinerPack?: string | null;
-  /** Which refiner network samples the steps: the distilled student (default) or the teacher (evaluation). */
-  refinerNet?: 'student' | 'teacher';
-  /**
-   * TEST ONLY: the worker crashes (an uncaught exception) after rendering this many frames, to exercise the
-   * session's restart. Never set by the config.
-   */
-  crashAfterFrames?: number;
-  /**
-   * TEST ONLY: the worker spends this long (busy, like a slow engine) on every frame, to show that a slow engine
-   * neither blocks the signaling loop nor other rooms. Never set by the config.
-   */
-  slowRenderMs?: number;
-  /**
-   * TEST ONLY: the worker acts as if its engine had a refiner that keeps the thread busy this long per step, so that
-   * the session's steps policy can be exercised with any engine. Never set by the config.
-   */
-  fakeRefinerMsPerStep?: number;
-}
 
 export type EngineFactory = (options: EngineOptions, log: Logger) => AvatarEngine | Promise<AvatarEngine>;
 

@@ -3,8 +3,9 @@
  * check the media path (ingest -> worker -> publish -> viewers) with a moving picture; it shows the performer's own
  * face, so it is never the default and must only be chosen on purpose (config.avatar.engine = 'passthrough').
  */
-import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats, RgbImage } from '../engine.js';
-import type { AvatarSettings } from '../../signaling/protocol.js';
+import type { AvatarEngine, PreparedPortrait, RenderStats } from '../engineTypes.js';
+import type { I420Frame, RgbImage } from '../../types/image.js';
+import type { AvatarSettings } from '../../types/protocol.js';
 import { resizeBilinear } from '../../util/image.js';
 import { outputDims } from './size.js';
 

@@ -4,8 +4,9 @@
  * portrait at the performer's frame rate through the whole real pipeline (ingest, session, publish, fan-out).
  * It does not animate the face and does not detect one (PreparedPortrait.face is false: "not checked").
  */
-import type { AvatarEngine, I420Frame, PreparedPortrait, RenderStats, RgbImage } from '../engine.js';
-import type { AvatarSettings } from '../../signaling/protocol.js';
+import type { AvatarEngine, PreparedPortrait, RenderStats } from '../engineTypes.js';
+import type { I420Frame, RgbImage } from '../../types/image.js';
+import type { AvatarSettings } from '../../types/protocol.js';
 import { InvalidStateError } from '../../errors.js';
 import { rgbToI420 } from '../../util/image.js';
 import { fitRgb, outputDims } from './size.js';

@@ -2,7 +2,7 @@
  * Output sizing shared by the built-in engines: the synthesized video has the portrait's aspect, its long side is
  * config.avatar.outputSize, and both sides are even (I420).
  */
-import type { RgbImage } from '../engine.js';
+import type { RgbImage } from '../../types/image.js';
 import { createRgb, resizeRgb } from '../../util/image.js';
 
 /** Even output dimensions for a picture of w x h scaled so that its long side is `longSide`. */

@@ -18,7 +18,8 @@
 import { FaceDetector } from '../detector.js';
 import { OneEuroFilter, type OneEuroParams } from '../oneEuro.js';
 import { emptyPose, filterPose, PoseSolver } from '../pose.js';
-import type { Box, ColorFrame, FaceTrack, GrayImage } from '../types.js';
+import type { Box, ColorFrame, FaceTrack } from '../types.js';
+import type { GrayImage } from '../../types/image.js';
 import { Tensor } from '../../inference/onnx.js';
 import { blazeAnchors, decodeBlazeFace, gatherBlazeRows, type BlazeDetection } from './blazeface.js';
 import { cropRoi, roiToFrame, type Roi } from './crop.js';

@@ -16,10 +16,11 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { AvatarEngine, I420Frame, PortraitCache, PreparedPortrait, RenderStats, RgbImage } from '../../engine.js';
-import type { AvatarSettings } from '../../../signaling/protocol.js';
-import { defaultAvatarSettings } from '../../../signaling/protocol.js';
-import type { ColorFrame, FaceTrack, GrayImage } from '../../../vision/types.js';
+import type { AvatarEngine, PortraitCache, PreparedPortrait, RenderStats } from '../../engineTypes.js';
+import type { GrayImage, I420Frame, RgbImage } from '../../../types/image.js';
+import type { AvatarSettings } from '../../../types/protocol.js';
+import { defaultAvatarSettings } from '../../../types/protocol.js';
+import type { ColorFrame, FaceTrack } from '../../../vision/types.js';
 import { AppError, InvalidStateError, ModelPackError } from '../../../errors.js';
 import { createLogger, type Logger } from '../../../logger.js';
 import { ModelPack } from '../../../inference/modelPack.js';

@@ -13,7 +13,7 @@
  * narrow one) and applies the head motion with the same generic depth.
  */
 import type { FaceTrack } from '../../../vision/types.js';
-import type { AvatarSettings } from '../../../signaling/protocol.js';
+import type { AvatarSettings } from '../../../types/protocol.js';
 import {
   applySimilarity,
   faceFrame,

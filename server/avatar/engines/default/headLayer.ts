@@ -16,7 +16,7 @@
  * Without a person mask (no segmentation model) the layer is the whole picture, opaque, and the plate the portrait:
  * the engine then pins the warp's outer anchors as before (the head does not move as one piece).
  */
-import type { RgbImage } from '../../engine.js';
+import type { RgbImage } from '../../../types/image.js';
 import type { FaceFrame } from './geometry.js';
 
 /**

@@ -3,7 +3,7 @@
  * takes explicit options (offline tools, tests, benchmarks).
  */
 import type { Logger } from '../../../logger.js';
-import type { EngineOptions } from '../index.js';
+import type { EngineOptions } from '../../engineTypes.js';
 import { DefaultEngine } from './engine.js';
 import { createDefaultVision } from './vision.js';
 

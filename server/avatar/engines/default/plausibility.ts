@@ -7,7 +7,7 @@
  *
  * Pure and allocation-free per frame: one guard per stream.
  */
-import type { FaceIssue } from '../../engine.js';
+import type { FaceIssue } from '../../engineTypes.js';
 import type { FaceTrack } from '../../../vision/types.js';
 
 export type { FaceIssue };

@@ -6,7 +6,7 @@
  * Coordinates: "grid" units are the crop's normalised coordinates in [-1, 1] (x right, y down), the generator's
  * convention. The crop is an axis-aligned square around the head in the original portrait.
  */
-import type { I420Frame, RgbImage } from '../../engine.js';
+import type { I420Frame, RgbImage } from '../../../types/image.js';
 import type { FaceTrack } from '../../../vision/types.js';
 import { buildHeadLayer } from './headLayer.js';
 import { rgbToI420 } from '../../../util/image.js';

@@ -14,12 +14,11 @@
  * The same resampling as the training samples (refinerCrop.ts), so the network sees at run time what it saw in
  * training. All buffers are allocated in prepare(); run() allocates nothing.
  */
-import type { I420Frame, RgbImage } from '../../engine.js';
-import type { GrayImage } from '../../../vision/types.js';
+import type { GrayImage, I420Frame, RgbImage } from '../../../types/image.js';
 import { ModelPackError } from '../../../errors.js';
 import { ModelPack } from '../../../inference/modelPack.js';
 import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
-import { ffhqCrop } from '../../../quality/align.js';
+import { ffhqCrop } from '../../../vision/faceCrop.js';
 import type { PreparedFace } from './prepare.js';
 import {
   canvasRegion,

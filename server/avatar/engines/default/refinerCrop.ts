@@ -3,7 +3,7 @@
  * back. One function for training data (server/learned/dataset.ts) and the live engine, so that both see exactly the
  * same pixels.
  */
-import type { RgbImage } from '../../engine.js';
+import type { RgbImage } from '../../../types/image.js';
 import { fitSimilarity, type Similarity } from './geometry.js';
 
 /** A rectangle of an image in pixels. */

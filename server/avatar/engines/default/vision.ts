@@ -6,7 +6,7 @@
 import { MeshTracker } from '../../../vision/mesh/meshTracker.js';
 import { FaceTracker } from '../../../vision/tracker.js';
 import { PersonSegmenter, type PersonMask } from '../../../vision/segment.js';
-import type { RgbImage } from '../../engine.js';
+import type { RgbImage } from '../../../types/image.js';
 import { fitRgb } from '../size.js';
 import type { FaceVision } from './engine.js';
 

@@ -20,7 +20,7 @@
  * alone, so the iris is clipped by the lids as a real one is. (Without known irises, the generator's fields shift the
  * whole opening instead.)
  */
-import type { I420Frame } from '../../engine.js';
+import type { I420Frame } from '../../../types/image.js';
 
 /** The portrait's eyes for iris movement: source-pixel eye openings and irises. */
 export interface WarpEyes {

@@ -1,13 +1,25 @@
 /**
- * Aligned face crops for scoring: the FFHQ alignment (Karras et al., also used by LivePortrait's evaluation) from
+ * Face geometry shared by the live engine (the refiner's crop), the training dataset builder and the evaluation:
+ * aligned face crops by the FFHQ alignment (Karras et al., also used by LivePortrait's evaluation) from
  * 68 landmarks. The crop is a square oriented along the eyes, centred a little below the eyes towards the mouth,
  * sized from the eye distance and the eye-to-mouth distance, then resampled to size×size (default 256).
  *
  * The transform is a similarity (rotation + uniform scale + translation), so the same crop can be cut from another
  * image of the same size (the model's output is cut with the crop of the true frame).
  */
-import type { RgbImage } from '../avatar/engine.js';
-import { landmarkCentre } from './metrics.js';
+import type { RgbImage } from '../types/image.js';
+
+/** Centre (mean) of landmarks [from, to) of a flat x0,y0,x1,y1,... array. */
+export function landmarkCentre(lm: ArrayLike<number>, from: number, to: number): [number, number] {
+  let sx = 0;
+  let sy = 0;
+  for (let i = from; i < to; i++) {
+    sx += lm[2 * i]!;
+    sy += lm[2 * i + 1]!;
+  }
+  const k = to - from;
+  return [sx / k, sy / k];
+}
 
 /** A similarity transform from crop pixel coordinates (u, v) to image coordinates:
  * x = ox + u*ax + v*bx, y = oy + u*ay + v*by, with (bx, by) = (-ay, ax). */

@@ -118,8 +118,3 @@ export class FrameExchange {
     return { slot: this.#r, data: this.#data[this.#r]!.subarray(0, meta[Meta.bytes]), meta };
   }
 }
-
-/** Bytes of an I420 frame of this size (chroma planes rounded up). */
-export function i420Bytes(width: number, height: number): number {
-  return width * height + 2 * ((width + 1) >> 1) * ((height + 1) >> 1);
-}

@@ -1,23 +1,10 @@
 /**
- * The avatar engine interface. An AvatarSession (running off the signaling loop, in a worker thread)
+ * The avatar engine vocabulary: the engine interface and the options every engine is built with. An AvatarSession (running off the signaling loop, in a worker thread)
  * owns one engine: `prepare(portrait)` once per chosen portrait, then `render(driving, out)` per frame.
  * Engines never allocate per frame: `out` is allocated by the session once per portrait size.
  */
-import type { AvatarSettings, FaceIssue } from '../signaling/protocol.js';
-
-/** 8-bit RGB, packed, stride = width * 3. */
-export interface RgbImage {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
-
-/** I420 (YUV 4:2:0 planar): Y (w*h), then U and V ((w/2)*(h/2) each). Width and height are even. */
-export interface I420Frame {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
+import type { AvatarSettings, FaceIssue } from '../types/protocol.js';
+import type { I420Frame, RgbImage } from '../types/image.js';
 
 /** What prepare() learned about the portrait. */
 export interface PreparedPortrait {
@@ -67,6 +54,42 @@ export interface RenderStats {
 export type { FaceIssue };
 /** The issues in a fixed order (their index + 1 travels between threads as a number). */
 export const FACE_ISSUES: readonly FaceIssue[] = ['lost', 'too-close', 'jump', 'not-a-face'];
+
+/** What every engine is constructed with (from config.avatar). */
+export interface EngineOptions {
+  /** Model pack folder (engines that use one). */
+  modelPack: string;
+  executionProvider: 'cpu' | 'cuda';
+  intraOpThreads: number;
+  /** Long side of the output video, even. */
+  outputSize: number;
+  /** Face tracker of the default engine (default 'mesh': FaceMesh + Iris; 'dlib': the 68-point predictor). */
+  tracker?: 'mesh' | 'dlib';
+  /**
+   * Refiner steps (0 = warp only, the default). Only the default engine with a refiner pack accepts more; the others
+   * refuse k > 0 with AppError('UNSUPPORTED') rather than silently ignoring it.
+   */
+  steps?: number;
+  /** The learned refiner pack for the default engine (null: none). */
+  refinerPack?: string | null;
+  /** Which refiner network samples the steps: the distilled student (default) or the teacher (evaluation). */
+  refinerNet?: 'student' | 'teacher';
+}
+
+/**
+ * A module that the avatar worker thread loads to wrap every engine it creates: its `wrapEngine` export (a
+ * WrapEngine) gets the engine and `options`. This is how tests give an engine a crash, a slow frame or a refiner's
+ * cost (tests/helpers/testEngine.ts) without test code in the worker; the config never sets one.
+ */
+export interface EngineWrapper {
+  /** The module's URL (file: URL), loaded with import() in the worker thread. */
+  module: string;
+  /** Structured-cloneable; passed to wrapEngine. */
+  options: Record<string, unknown>;
+}
+
+/** The `wrapEngine` export of an EngineWrapper module. */
+export type WrapEngine = (engine: AvatarEngine, options: Record<string, unknown>) => AvatarEngine;
 
 export interface AvatarEngine {
   readonly name: string;
