@@ -47,7 +47,7 @@ describe('head layer (pure)', () => {
     expect(at(40)[1]!).toBeGreaterThan(at(40)[2]!);
   });
 
-  it('cuts the head above the neck, keeps the collar and the shoulders, fills only where the head was', () => {
+  it('moves the head whole, fades the motion down the neck and out to the shoulders, fills only where the person may move', () => {
     // A synthetic upright portrait: background gray, a "person" disc (head) on a wide "body" below.
     const W = 256;
     const H = 256;
@@ -84,21 +84,30 @@ describe('head layer (pure)', () => {
     const layer = buildHeadLayer(img, { size: S, data: person }, f);
     expect(layer.segmented).toBe(true);
     const alpha = (x: number, y: number): number => layer.image[4 * (y * W + x) + 3]! / 255;
+    const motion = (x: number, y: number): number => layer.motion[y * W + x]!;
     expect(alpha(128, 100)).toBeGreaterThan(0.99); // face
     expect(alpha(128, 60)).toBeGreaterThan(0.99); // top of the head
     expect(alpha(20, 20)).toBe(0); // background
-    expect(alpha(128, Math.round(96 + (NECK_BOTTOM + 0.1) * f.height))).toBe(0); // below the neck's fade
-    expect(alpha(30, 230)).toBe(0); // shoulder
-    // The plate: the portrait where the head was not (background, body) and background gray where it was.
+    expect(alpha(30, 240)).toBeGreaterThan(0.99); // shoulder: the person, in the layer
+    // The head and everything level with it moves whole; the neck part of the way; the shoulders and below not.
+    expect(motion(128, 60)).toBe(1);
+    expect(motion(20, 100)).toBe(1);
+    const neck = motion(128, Math.round(96 + 1.4 * f.height));
+    expect(neck).toBeGreaterThan(0.1);
+    expect(neck).toBeLessThan(0.9);
+    expect(motion(128, Math.round(96 + (NECK_BOTTOM + 0.05) * f.height))).toBe(0);
+    expect(motion(20, 200)).toBe(0); // the shoulder's side, below the chin
+    // The plate: the portrait where nothing moves (background, the body below the fade) and background gray where
+    // the head was.
     const plate = (x: number, y: number): number[] => [...layer.plate.data.subarray(3 * (y * W + x), 3 * (y * W + x) + 3)];
     expect(plate(20, 20)).toEqual([90, 90, 90]);
-    expect(plate(30, 230)).toEqual([200, 150, 120]);
+    expect(plate(30, 250)).toEqual([200, 150, 120]);
     const head = plate(128, 80);
     expect(Math.abs(head[0]! - 90)).toBeLessThan(25);
     expect(Math.abs(head[1]! - 90)).toBeLessThan(25);
-    // The box holds the head and stops above the shoulders.
+    // The moving box holds the head and stops at the fade's end.
     expect(layer.box[1]).toBeLessThanOrEqual(60);
-    expect(layer.box[3]).toBeLessThan(230);
+    expect(layer.box[3]).toBeLessThanOrEqual(Math.ceil(96 + NECK_BOTTOM * f.height) + 1);
   });
 
   it('without a person mask the layer is the whole picture and the plate the portrait', () => {
@@ -108,6 +117,7 @@ describe('head layer (pure)', () => {
     expect(layer.segmented).toBe(false);
     expect(layer.plate.data).toEqual(img.data);
     for (let i = 0; i < 32 * 32; i++) expect(layer.image[4 * i + 3]).toBe(255);
+    expect(layer.motion.every((m) => m === 1)).toBe(true);
   });
 });
 
