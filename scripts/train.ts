@@ -4,9 +4,9 @@
  * 1. Dataset (TypeScript, the project's own tracker and warp): every clip of DATA (its clips/ folder when there is
  *    one) becomes cached self-reenactment samples (server/learned/dataset.ts) in --cache, outside the repository.
  *    Cached clips are reused; a changed clip or format is rebuilt.
- * 2. Training (Debian's PyTorch, CPU; models/tools/train_refiner.py): the expression encoder and the InDI teacher
+ * 2. Training (Debian's PyTorch, CPU; the models/tools/refiner package): the expression encoder and the InDI teacher
  *    jointly, then the few-step student distilled from the teacher. Checkpoints in --cache: a stopped run resumes.
- * 3. Export (same script): ONNX graphs + manifest.json with sha256, shapes and steps, and the scores of the held-out
+ * 3. Export (same package): ONNX graphs + manifest.json with sha256, shapes and steps, and the scores of the held-out
  *    validation clips, into --out.
  *
  * Options: --cache DIR (default ~/.cache/live-avatar/refiner), --out DIR (default models/refiner), --minutes M
@@ -23,10 +23,10 @@
  * roll between portrait and driver, up to DEG, for half the samples; --scale F and --shift F add a zoom and a shift of
  * up to +-F to them) and --wedges (black wedges over the driving crop's edges). Its checkpoint is in --cache too (--fresh to start over).
  *
- * On a machine without Node (a lent GPU), pack the cache (models/tools/packed_dataset.py, ~20x smaller) and run
- * models/tools/train_refiner.py there with --packed DIR --device cuda --save-weights OUT/weights.npz; back here,
- * `train_refiner.py --from-weights OUT/weights.npz --cache CACHE --clips ... --out models/refiner` validates on this
- * machine and exports the pack (the model card names both machines).
+ * On a machine without Node (a lent GPU), pack the cache (`python3 -m refiner.packed pack`, ~20x smaller) and run
+ * `python3 -m refiner` there with --packed DIR --device cuda --save-weights OUT/weights.npz (both from models/tools, or
+ * with it on PYTHONPATH); back here, `python3 -m refiner --from-weights OUT/weights.npz --cache CACHE --clips ... --out
+ * models/refiner` validates on this machine and exports the pack (the model card names both machines).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -120,7 +120,8 @@ process.stderr.write(`train: dataset ready: ${used} clips, ${samples} samples in
 if (values['dataset-only']) process.exit(0);
 
 const args = [
-  path.join(repoRoot, 'models', 'tools', 'train_refiner.py'),
+  '-m',
+  'refiner',
   '--cache', cache,
   '--out', path.resolve(values.out),
   '--minutes', values.minutes,
@@ -144,6 +145,9 @@ const args = [
   ...(values.residual ? ['--residual', values.residual] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
-const child = spawn(values.python, args, { stdio: 'inherit' });
+// The training package lives in models/tools (python3 -m refiner, as tfjs_convert).
+const tools = path.join(repoRoot, 'models', 'tools');
+const pythonPath = process.env.PYTHONPATH ? `${tools}${path.delimiter}${process.env.PYTHONPATH}` : tools;
+const child = spawn(values.python, args, { stdio: 'inherit', env: { ...process.env, PYTHONPATH: pythonPath } });
 const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
 process.exit(code);
