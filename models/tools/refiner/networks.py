@@ -73,7 +73,9 @@ class Refiner(nn.Module):
         self.u0 = nn.Conv2d(ch[1] + ch[0], ch[0], 3, 1, 1)
         self.b5 = FiLMBlock(ch[0], cond)
         self.out = nn.Conv2d(ch[0], 3 * shuffle * shuffle, 3, 1, 1)
+        # Zero-initialised output: an untrained step returns its input x_t.
         nn.init.zeros_(self.out.weight)
+        assert self.out.bias is not None
         nn.init.zeros_(self.out.bias)
 
     def forward(self, xt: torch.Tensor, warp: torch.Tensor, src: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,

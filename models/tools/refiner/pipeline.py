@@ -176,8 +176,9 @@ def run(cfg: TrainConfig) -> None:
         base = os.path.dirname(os.path.abspath(cfg.from_weights)) if cfg.from_weights else str(cfg.finetune_from)
         if cfg.finetune_from:
             check_pack(base)
-        prior = _read_json(os.path.join(base, "training.json"))
-        ch = tuple(prior.get("channels", ch))
+        loaded: Dict[str, Any] = _read_json(os.path.join(base, "training.json"))
+        prior = loaded
+        ch = tuple(loaded.get("channels", ch))
     enc, teacher = Encoder().to(dev), Refiner(ch).to(dev)
     log(f"encoder {count(enc)} parameters, refiner {count(teacher)} parameters")
     student, trainings = _train(cfg, data, enc, teacher, ch, prior, dev, t0)

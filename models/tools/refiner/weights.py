@@ -35,7 +35,7 @@ def save_weights(path: str, enc: nn.Module, teacher: nn.Module, student: nn.Modu
         for pre, m in parts:
             for k, v in m.state_dict().items():
                 arrays[pre + k] = v.detach().float().cpu().numpy()
-        np.savez(p, **arrays)  # type: ignore[arg-type]
+        np.savez(p, **arrays)
 
 
 def load_weights(path: str, enc: nn.Module, teacher: nn.Module, student: nn.Module) -> None:

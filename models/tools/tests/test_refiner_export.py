@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import List, Tuple
 
 import numpy as np
 import pytest
@@ -24,12 +25,16 @@ onnx = pytest.importorskip("onnx")
 CH = (16, 32, 48)
 
 
-def nets(seed: int, trained: bool) -> tuple:
+def modules(*ms: torch.nn.Module) -> List[torch.nn.Module]:
+    return list(ms)
+
+
+def nets(seed: int, trained: bool) -> Tuple[Encoder, Refiner, Refiner]:
     torch.manual_seed(seed)
     enc, teacher, student = Encoder(), Refiner(CH), Refiner(CH)
     if trained:  # no two parameters equal, as after training
         with torch.no_grad():
-            for m in (enc, teacher, student):
+            for m in modules(enc, teacher, student):
                 for p in m.parameters():
                     p.add_(torch.randn_like(p) * 0.01)
     return enc, teacher, student
@@ -68,7 +73,7 @@ def test_export_checks_and_reads_back(tmp_path, trained: bool) -> None:
         assert any("net." + k not in names for k in teacher.state_dict())
     e2, t2, s2 = nets(1, True)
     load_pack_weights(d, e2, t2, s2)
-    for m1, m2 in ((enc, e2), (teacher, t2), (student, s2)):
+    for m1, m2 in zip(modules(enc, teacher, student), modules(e2, t2, s2)):
         for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
             assert torch.equal(a, b), k
     assert (t2.aligned, s2.aligned) == (True, False)
@@ -83,7 +88,7 @@ def test_npz_weights_round_trip(tmp_path) -> None:
         assert all(k.startswith(("enc.", "student.")) for k in z.files)
     e2, t2, s2 = nets(5, True)
     load_weights(path, e2, t2, s2)
-    for m1, m2 in ((enc, e2), (teacher, t2), (student, s2)):
+    for m1, m2 in zip(modules(enc, teacher, student), modules(e2, t2, s2)):
         assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 

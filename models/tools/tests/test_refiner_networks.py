@@ -27,6 +27,7 @@ def test_refiner_shape_and_zero_initialised_residual() -> None:
     assert out.shape == (2, 3, 32, 32)
     # The output conv starts at zero: an untrained step returns its input.
     assert torch.equal(out, xt)
+    assert net.out.bias is not None
     with torch.no_grad():
         net.out.bias.fill_(0.01)
     out = net(xt, b["warp"], b["src"], b["mask"], torch.ones(2, 1), torch.zeros(2, CODE))

@@ -36,10 +36,19 @@ def test_trains_exports_and_resumes(tmp_path, capsys) -> None:
         assert set(tr["validation"]) >= {"warp", "teacher_k8", "student_k1", "student_k4", "warp (rolled)", "student_k1 (moved)"}
     with open(os.path.join(out, "MODEL_CARD.md")) as f:
         assert "16/32/48 channels" in f.read()
-    # Again: the checkpoints say the time is spent; nothing is trained, the pack is written again.
-    assert main(args) == 0
+    # Again, handing the weights back instead of exporting (the lent-GPU path): the checkpoints say the time is spent,
+    # nothing is trained; the weights and training.json are written beside each other.
+    weights = str(tmp_path / "handback" / "weights.npz")
+    os.makedirs(os.path.dirname(weights))
+    out_at = args.index("--out") + 1
+    again = args[:out_at] + ["-"] + args[out_at + 1:] + ["--save-weights", weights]
+    assert main(again) == 0
     err = capsys.readouterr().err
     assert "refiner: teacher: resumed at step" in err and "refiner: student: resumed at step" in err
+    assert "refiner: exported" not in err
+    with open(str(tmp_path / "handback" / "training.json")) as f:
+        assert json.load(f)["teacher"]["steps"] == tr["teacher"]["steps"]
+    assert os.path.exists(weights) and os.path.exists(str(tmp_path / "handback" / "weights.teacher.npz"))
 
 
 def test_refusals_exit_2_with_their_code(tmp_path, capsys) -> None:
