@@ -40,8 +40,11 @@ import { openEngine } from '../server/quality/cli.js';
 
 const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
-function fail(msg: string): never {
-  process.stderr.write(`train: ${msg}\n`);
+/** Why a run is refused: a stable code for scripts and tests (the Python side's `refiner: error CODE: ...` alike). */
+type FailCode = 'BAD_ARGUMENT' | 'NO_DATA' | 'CACHE_IN_REPO';
+
+function fail(code: FailCode, msg: string): never {
+  process.stderr.write(`train: error ${code}: ${msg}\n`);
   process.exit(2);
 }
 
@@ -79,21 +82,21 @@ const { values } = parseArgs({
   },
   strict: true,
 });
-if (!values.data) fail('--data DIR is required (e.g. --data ../shared/train)');
-if (values.source !== undefined && values.source !== 'aligned' && values.source !== 'region') fail(`--source must be aligned or region, not ${values.source}`);
-if (values.residual !== undefined && values.residual !== 'paste' && values.residual !== 'features') fail(`--residual must be paste or features, not ${values.residual}`);
+if (!values.data) fail('BAD_ARGUMENT', '--data DIR is required (e.g. --data ../shared/train)');
+if (values.source !== undefined && values.source !== 'aligned' && values.source !== 'region') fail('BAD_ARGUMENT', `--source must be aligned or region, not ${values.source}`);
+if (values.residual !== undefined && values.residual !== 'paste' && values.residual !== 'features') fail('BAD_ARGUMENT', `--residual must be paste or features, not ${values.residual}`);
 const dataDir = path.resolve(values.data);
 const clipDir = existsSync(path.join(dataDir, 'clips')) ? path.join(dataDir, 'clips') : dataDir;
-if (!existsSync(clipDir)) fail(`data folder not found: ${dataDir}`);
+if (!existsSync(clipDir)) fail('NO_DATA', `data folder not found: ${dataDir}`);
 let clips = readdirSync(clipDir)
   .filter((f) => /\.(mp4|mov|mkv|webm)$/i.test(f))
   .sort()
   .map((f) => path.join(clipDir, f));
 if (values.clips) clips = clips.slice(0, Number(values.clips));
-if (!clips.length) fail(`no clips (.mp4) in ${clipDir}`);
+if (!clips.length) fail('NO_DATA', `no clips (.mp4) in ${clipDir}`);
 const size = Number(values.size);
 const cache = path.resolve(values.cache);
-if (cache.startsWith(repoRoot + path.sep)) fail(`--cache must be outside the repository (the samples are frames of third-party clips): ${cache}`);
+if (cache.startsWith(repoRoot + path.sep)) fail('CACHE_IN_REPO', `--cache must be outside the repository (the samples are frames of third-party clips): ${cache}`);
 
 setLogLevel('warn');
 const config = loadConfig(process.env);

@@ -4,6 +4,7 @@
  * the project's own tracker and warp for the dataset, Debian's PyTorch, real ONNX sessions.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -222,13 +223,22 @@ describe('npm run train (smoke)', () => {
     expect(bad.out).toMatch(/refiner: error NOT_A_PACK: --finetune-from .*: not an exported refiner pack \(no training\.json/);
   });
 
-  it('refuses a cache inside the repository and missing data with clear messages', async () => {
+  it('refuses a cache inside the repository (real clips given) and missing data, each with its code', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
-    const inside = await run(tsx, ['scripts/train.ts', '--data', dir, '--cache', path.join(repoRoot, 'tmp-cache')]);
-    expect(inside.code).toBe(2);
-    expect(inside.out).toMatch(/no clips|--cache must be outside the repository/);
+    // Real clips, so that the refusal is the cache's and not "no clips"; nothing may be written inside the repository.
+    const data = path.join(dir, 'refusal-data');
+    await mkdir(data);
+    await symlink(drivingClip('man_mouth_wide_open.mp4'), path.join(data, 'man_mouth_wide_open.mp4'));
+    const insideCache = path.join(repoRoot, 'tmp-cache-refused');
+    const inside = await run(tsx, ['scripts/train.ts', '--data', data, '--cache', insideCache, '--dataset-only']);
+    expect(inside.code, inside.out).toBe(2);
+    expect(inside.out).toContain(`train: error CACHE_IN_REPO: --cache must be outside the repository (the samples are frames of third-party clips): ${insideCache}`);
+    expect(existsSync(insideCache)).toBe(false);
+    const missing = await run(tsx, ['scripts/train.ts', '--data', path.join(dir, 'no-such-folder'), '--cache', path.join(dir, 'cache-unused')]);
+    expect(missing.code).toBe(2);
+    expect(missing.out).toContain('train: error NO_DATA: data folder not found');
     const none = await run(tsx, ['scripts/train.ts']);
     expect(none.code).toBe(2);
-    expect(none.out).toContain('--data DIR is required');
+    expect(none.out).toContain('train: error BAD_ARGUMENT: --data DIR is required');
   });
 });
