@@ -37,7 +37,15 @@ function hasModule(name: string): boolean {
 describe('models/tools Python', () => {
   it('passes its pytest unit tests', { timeout: 300_000 }, async () => {
     expect(hasModule('pytest'), `python3-pytest is not installed for ${PYTHON}: ${SETUP_HINT}`).toBe(true);
-    const r = await run(PYTHON, ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests', '--ignore=tests/test_tfjs_convert.py']);
+    const r = await run(PYTHON, [
+      '-m',
+      'pytest',
+      '-q',
+      '-p',
+      'no:cacheprovider',
+      'tests',
+      '--ignore=tests/test_tfjs_convert.py',
+    ]);
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/\d+ passed/);
     expect(r.out, 'a test was skipped').not.toMatch(/skipped/);
