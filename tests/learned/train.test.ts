@@ -240,5 +240,11 @@ describe('npm run train (smoke)', () => {
     const none = await run(tsx, ['scripts/train.ts']);
     expect(none.code).toBe(2);
     expect(none.out).toContain('train: error BAD_ARGUMENT: --data DIR is required');
+    const unknown = await run(tsx, ['scripts/train.ts', '--data', data, '--no-such-option']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.out).toContain("train: error BAD_ARGUMENT: Unknown option '--no-such-option' (npm run train -- --help)");
+    const help = await run(tsx, ['scripts/train.ts', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.out).toMatch(/^usage: npm run train -- --data DIR \[options\]/);
   });
 });

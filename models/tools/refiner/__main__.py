@@ -8,18 +8,13 @@ from typing import Optional, Sequence
 import torch
 
 from .config import parse_args
-from .errors import RefinerError
+from .errors import cli_exit_code
 from .pipeline import run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(2)
-    try:
-        run(parse_args(argv))
-    except RefinerError as e:
-        sys.stderr.write(f"refiner: error {e}\n")
-        return 2
-    return 0
+    return cli_exit_code("refiner", lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

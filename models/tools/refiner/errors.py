@@ -3,7 +3,8 @@
 The command line prints refusals as `refiner: error CODE: message` on stderr and exits with status 2 (as
 tfjs_convert does), so scripts and tests match on the code, never on the wording.
 """
-from typing import Final
+import sys
+from typing import Callable, Final
 
 BAD_ARGUMENT: Final = "BAD_ARGUMENT"  # a command-line value out of range, malformed, or in conflict with another
 NO_DATA: Final = "NO_DATA"  # none of the named clips is in the cache (or packed folder) with samples
@@ -21,3 +22,13 @@ class RefinerError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+def cli_exit_code(prog: str, body: Callable[[], object]) -> int:
+    """Runs a command line's body: 0, or 2 with `PROG: error CODE: message` on stderr for a RefinerError."""
+    try:
+        body()
+    except RefinerError as e:
+        sys.stderr.write(f"{prog}: error {e}\n")
+        return 2
+    return 0

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .constants import DRIVE
-from .errors import BAD_CACHE, RefinerError
+from .errors import BAD_CACHE, RefinerError, cli_exit_code
 
 Clip = Dict[str, Any]  # meta (the cache's JSON), src, mask, warp, truth, drive, canvas (None before version 2)
 
@@ -164,12 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--crf", type=int, default=12)
     a = ap.parse_args(argv)
-    try:
-        pack(a.cache, a.out, a.crf)
-    except RefinerError as e:
-        sys.stderr.write(f"refiner.packed: error {e}\n")
-        return 2
-    return 0
+    return cli_exit_code("refiner.packed", lambda: pack(a.cache, a.out, a.crf))
 
 
 if __name__ == "__main__":

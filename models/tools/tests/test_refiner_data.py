@@ -107,3 +107,12 @@ def test_packed_round_trip(tmp_path) -> None:
         err = np.abs(c[k].astype(np.float32) - w[k]).mean() / 255
         assert err < 0.02, (k, err)
         assert report["mean_abs_error"][k] < 0.02
+
+
+def test_pack_command_refuses_a_broken_cache_with_its_code(tmp_path, capsys) -> None:
+    cache = str(tmp_path / "cache")
+    write_cache_clip(cache, "clip", n=2)
+    with open(os.path.join(cache, "clip.bin"), "ab") as f:
+        f.write(b"\0\0")
+    assert packed.main(["pack", "--cache", cache, "--out", str(tmp_path / "out")]) == 2
+    assert "refiner.packed: error BAD_CACHE: clip clip: cache file has" in capsys.readouterr().err
