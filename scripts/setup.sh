@@ -18,8 +18,9 @@ fi
 # redis-server: the room directory of a multi-node deployment (the tests start their own on a free loopback port).
 # python3-torch, python3-onnx, python3-numpy: training and exporting the learned refiner (npm run train; its smoke
 # test is part of npm test), rebuilding the default pack (models/tools) and converting the face models below.
-# python3-pytest: the converter's unit tests (run by tests/convert).
-pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv python3-pytest redis-server)
+# python3-pytest, python3-pyflakes, mypy: the unit tests, lint and type check of models/tools (tests/convert,
+# tests/python).
+pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv python3-pytest python3-pyflakes mypy redis-server)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -119,11 +119,11 @@ describe('refiner crop', () => {
       const py = [
         'import sys, json, numpy as np, torch',
         `sys.path.insert(0, ${JSON.stringify(path.join(repoRoot, 'models', 'tools'))})`,
-        'import train_refiner as tr',
+        'from refiner.data import aligned_source',
         `d = ${JSON.stringify(dir)}`,
         `cv = torch.from_numpy(np.fromfile(d + '/canvas.bin', np.uint8).reshape(${C}, ${C}, 3)).permute(2, 0, 1).float() / 255`,
         `al = torch.tensor(json.load(open(d + '/align.json')), dtype=torch.float32)`,
-        `out = tr.aligned_source(cv[None].expand(len(al), -1, -1, -1), al, ${R}, ${CANVAS_SCALE})`,
+        `out = aligned_source(cv[None].expand(len(al), -1, -1, -1), al, ${R}, ${CANVAS_SCALE})`,
         `out.numpy().astype(np.float32).tofile(d + '/py.bin')`,
       ].join('\n');
       const r = spawnSync('/usr/bin/python3', ['-c', py], { encoding: 'utf8' });

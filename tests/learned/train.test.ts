@@ -4,6 +4,7 @@
  * the project's own tracker and warp for the dataset, Debian's PyTorch, real ONNX sessions.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,9 +25,12 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+// The training package (python3 -m refiner, python3 -m refiner.packed) is found on PYTHONPATH, as scripts/train.ts does.
+const PY_ENV = { ...process.env, PYTHONPATH: path.join(repoRoot, 'models', 'tools') };
+
 function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { cwd: repoRoot, env: PY_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -107,7 +111,7 @@ describe('npm run train (smoke)', () => {
     const cache = path.join(dir, 'cache');
     const packed = path.join(dir, 'packed');
     const py = '/usr/bin/python3';
-    const p = await run(py, ['models/tools/packed_dataset.py', 'pack', '--cache', cache, '--out', packed, '--crf', '12']);
+    const p = await run(py, ['-m', 'refiner.packed', 'pack', '--cache', cache, '--out', packed, '--crf', '12']);
     expect(p.code, p.out).toBe(0);
     const report = JSON.parse(await readFile(path.join(packed, '_packed.json'), 'utf8')) as { samples: number; mean_abs_error: Record<string, number> };
     expect(report.samples).toBe(12);
@@ -117,7 +121,7 @@ describe('npm run train (smoke)', () => {
     const handBack = path.join(dir, 'handback');
     await mkdir(handBack);
     const t = await run(py, [
-      'models/tools/train_refiner.py', '--packed', packed, '--clips', 'all', '--cache', path.join(dir, 'gpu-ck'), '--out', '-',
+      '-m', 'refiner', '--packed', packed, '--clips', 'all', '--cache', path.join(dir, 'gpu-ck'), '--out', '-',
       '--device', 'cpu', '--channels', '16,32,48', '--augment', '--warmup', '2', '--student-k', '1', '--minutes', '0.02',
       '--student-minutes', '0.01', '--val-every', '2', '--save-weights', path.join(handBack, 'weights.npz'),
     ]);
@@ -127,14 +131,14 @@ describe('npm run train (smoke)', () => {
     expect(trained.channels).toEqual([16, 32, 48]);
     expect(trained.student.k_drawn).toEqual([1]);
     expect(trained.augment).toBe(true);
-    const bad = await run(py, ['models/tools/train_refiner.py', '--packed', packed, '--clips', 'all', '--cache', dir, '--out', '-', '--student-k', '3']);
-    expect(bad.code).not.toBe(0);
-    expect(bad.out).toContain('--student-k: each k must be one of');
+    const bad = await run(py, ['-m', 'refiner', '--packed', packed, '--clips', 'all', '--cache', dir, '--out', '-', '--student-k', '3']);
+    expect(bad.code).toBe(2);
+    expect(bad.out).toContain('refiner: error BAD_ARGUMENT: --student-k: each k must be one of');
 
     // "Back here": the weights, validated on the raw cache and exported; the pack loads and the engine runs it.
     const out = path.join(dir, 'pack-from-weights');
     const e = await run(py, [
-      'models/tools/train_refiner.py', '--from-weights', path.join(handBack, 'weights.npz'), '--cache', cache,
+      '-m', 'refiner', '--from-weights', path.join(handBack, 'weights.npz'), '--cache', cache,
       '--clips', 'child_talking_gaze,man_mouth_wide_open', '--out', out, '--val-every', '2',
     ]);
     expect(e.code, e.out).toBe(0);
@@ -211,44 +215,35 @@ describe('npm run train (smoke)', () => {
 
     // Not a pack: refused with what is missing.
     const bad = await run('/usr/bin/python3', [
-      'models/tools/train_refiner.py', '--cache', cache, '--clips', 'child_talking_gaze', '--out', '-', '--finetune-from', data,
+      '-m', 'refiner', '--cache', cache, '--clips', 'child_talking_gaze', '--out', path.join(dir, 'not-written'), '--finetune-from', data,
     ]);
-    expect(bad.code).not.toBe(0);
-    expect(bad.out).toMatch(/--finetune-from .*: not an exported refiner pack \(no training\.json/);
+    expect(bad.code).toBe(2);
+    expect(bad.out).toMatch(/refiner: error NOT_A_PACK: --finetune-from .*: not an exported refiner pack \(no training\.json/);
+    expect(existsSync(path.join(dir, 'not-written'))).toBe(false);
   });
 
-  it('reads back the weights of a pack whose exporter merged equal untrained layers (Identity aliases)', { timeout: 120_000 }, async () => {
-    // An untrained network's zero-initialised FiLM layers are bitwise equal to their twins; the ONNX exporter keeps one
-    // copy and aliases the others. A fine-tune of such a pack (a smoke pack after one teacher step) must still load.
-    const out = path.join(dir, 'untrained');
-    const py = [
-      'import json, sys, torch',
-      `sys.path.insert(0, ${JSON.stringify(path.join(repoRoot, 'models', 'tools'))})`,
-      'import train_refiner as tr',
-      'torch.manual_seed(0)',
-      'enc, t, s = tr.Encoder(), tr.Refiner((16, 32, 48)), tr.Refiner((16, 32, 48))',
-      `d = ${JSON.stringify(out)}`,
-      "json.dump({'files': tr.export(enc, t, s, d, 128)}, open(d + '/manifest.json', 'w'))",
-      'import onnx',
-      "names = {i.name for i in onnx.load(d + '/refiner_teacher.onnx').graph.initializer}",
-      "print('aliased', sum(1 for k in t.state_dict() if 'net.' + k not in names))",
-      'e2, t2, s2 = tr.Encoder(), tr.Refiner((16, 32, 48)), tr.Refiner((16, 32, 48))',
-      'tr.load_pack_weights(d, e2, t2, s2)',
-      "print('equal', all(torch.equal(a, b) for m1, m2 in ((t, t2), (s, s2), (enc, e2)) for a, b in zip(m1.state_dict().values(), m2.state_dict().values())))",
-    ].join('\n');
-    const r = await run('/usr/bin/python3', ['-c', py]);
-    expect(r.code, r.out).toBe(0);
-    expect(Number(/aliased (\d+)/.exec(r.out)?.[1])).toBeGreaterThan(0);
-    expect(r.out).toContain('equal True');
-  });
-
-  it('refuses a cache inside the repository and missing data with clear messages', async () => {
+  it('refuses a cache inside the repository (real clips given) and missing data, each with its code', async () => {
     const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
-    const inside = await run(tsx, ['scripts/train.ts', '--data', dir, '--cache', path.join(repoRoot, 'tmp-cache')]);
-    expect(inside.code).toBe(2);
-    expect(inside.out).toMatch(/no clips|--cache must be outside the repository/);
+    // Real clips, so that the refusal is the cache's and not "no clips"; nothing may be written inside the repository.
+    const data = path.join(dir, 'refusal-data');
+    await mkdir(data);
+    await symlink(drivingClip('man_mouth_wide_open.mp4'), path.join(data, 'man_mouth_wide_open.mp4'));
+    const insideCache = path.join(repoRoot, 'tmp-cache-refused');
+    const inside = await run(tsx, ['scripts/train.ts', '--data', data, '--cache', insideCache, '--dataset-only']);
+    expect(inside.code, inside.out).toBe(2);
+    expect(inside.out).toContain(`train: error CACHE_IN_REPO: --cache must be outside the repository (the samples are frames of third-party clips): ${insideCache}`);
+    expect(existsSync(insideCache)).toBe(false);
+    const missing = await run(tsx, ['scripts/train.ts', '--data', path.join(dir, 'no-such-folder'), '--cache', path.join(dir, 'cache-unused')]);
+    expect(missing.code).toBe(2);
+    expect(missing.out).toContain('train: error NO_DATA: data folder not found');
     const none = await run(tsx, ['scripts/train.ts']);
     expect(none.code).toBe(2);
-    expect(none.out).toContain('--data DIR is required');
+    expect(none.out).toContain('train: error BAD_ARGUMENT: --data DIR is required');
+    const unknown = await run(tsx, ['scripts/train.ts', '--data', data, '--no-such-option']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.out).toContain("train: error BAD_ARGUMENT: Unknown option '--no-such-option' (npm run train -- --help)");
+    const help = await run(tsx, ['scripts/train.ts', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.out).toMatch(/^usage: npm run train -- --data DIR \[options\]/);
   });
 });

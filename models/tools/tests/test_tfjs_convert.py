@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,7 +95,8 @@ class _Model:
 
     def const(self, name: str, value, quantise: bool = False) -> str:
         arr = np.asarray(value)
-        spec = {"name": name, "shape": list(arr.shape), "dtype": "int32" if arr.dtype.kind == "i" else "float32"}
+        spec: dict[str, Any] = {"name": name, "shape": list(arr.shape),
+                                "dtype": "int32" if arr.dtype.kind == "i" else "float32"}
         if quantise:
             lo, hi = float(arr.min()), float(arr.max())
             scale = (hi - lo) / 255

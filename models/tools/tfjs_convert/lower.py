@@ -183,10 +183,10 @@ class _Lowerer:
                 raise ConvertError(UNSUPPORTED_OP, f"unsupported op '{node.op}' at node '{node.name}'")
             handler(node)
         outputs = []
-        for name, node in g.outputs:
-            src = self.operand(node, "nhwc", g.by_name[node])
+        for name, out_node in g.outputs:
+            src = self.operand(out_node, "nhwc", g.by_name[out_node])
             self.used.discard(name)
-            outputs.append((self.emit("identity", [src], name), self.shape_of(node)))
+            outputs.append((self.emit("identity", [src], name), self.shape_of(out_node)))
         return Lowered("input", input_nchw, list(g.input_shape), self.prims, self.params, outputs, self.vals,
                        self.shape)
 
@@ -209,7 +209,7 @@ class _Lowerer:
         ow, l, r = conv_out_pads(w, kw, strides[2], dil[2], a.get("padding", "VALID"), (ex[4], ex[5]))
         return [strides[1], strides[2]], [dil[1], dil[2]], [t, l, b, r], [n, oh, ow, -1]
 
-    def _conv(self, node: Node, depthwise: bool) -> tuple[str, Shape]:
+    def _conv(self, node: Node, depthwise: bool) -> str:
         x, f = node.inputs[0], node.inputs[1]
         if len(self.shape[x]) != 4:
             raise ConvertError(BAD_MODEL, f"node '{node.name}': input shape {self.shape[x]} is not NHWC")

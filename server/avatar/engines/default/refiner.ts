@@ -1,5 +1,5 @@
 /**
- * The learned refiner at run time (models/refiner, trained by models/tools/train_refiner.py): an expression encoder on
+ * The learned refiner at run time (models/refiner, trained by the models/tools/refiner package): an expression encoder on
  * the driving face and a few-step InDI refiner that turns the warp output into the real frame.
  *
  * Per portrait (prepare): the portrait's paste region resampled to R×R (the source) and the paste mask at R×R; for a
