@@ -5,16 +5,20 @@
  * - the studio page alone: room creation, consent-gated upload with error codes, choosing a portrait, settings;
  * - the main path: a performer page publishes a fake webcam (a .y4m made from a shared driving clip,
  * plus Chromium's fake microphone beep) through a real server; a viewer page in a second browser receives the
- * avatar. Over a 10 s window the viewer must decode ≥ 10 fps at the portrait's output size, the picture must look
- * like the portrait and not like the webcam, and audio must arrive with energy.
+ * avatar. Over a 10 s window frames keep arriving at the portrait's output size (no 2 s part of it without a new
+ * frame; never more frames decoded than the server sent), the picture looks like the portrait and not like the
+ * webcam and stays still (this engine re-renders the still portrait), and audio arrives with energy. How fast is a
+ * benchmark matter (benchmarks/: the glass-to-glass benchmark measures the Chromium viewer's fps), not asserted here.
  *
  * - a viewer opened before the performer starts, and a performer stop/start;
  * - reconnects: both pages reach the server through a TCP proxy whose connections are cut; the client library must
  *   rejoin, re-publish and re-view without a reload.
  *
- * Engine: 'portrait' (re-renders the portrait through the whole media path) for the transport cases; when
- * models/default/manifest.json exists, a last case runs the model-pack engine on its own server and checks that the
- * viewer sees the animated portrait (not the webcam). Its speed is a benchmark matter, not asserted here.
+ * Engine: 'portrait' (re-renders the portrait through the whole media path) for the transport cases; the last two
+ * cases run the model-pack engine (models/default) on servers of their own: the viewer sees the animated portrait
+ * (not the webcam) and it moves with the performer, and with the learned refiner (models/refiner) asked for 1 step the
+ * engine's frames report refiner time while the session runs 1 step. Both packs are committed: a missing one fails
+ * these cases, it does not skip them.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,6 +28,7 @@ import sharp from 'sharp';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Probe } from '../../benchmarks/lib/browserProbe.js';
+import type { AvatarSession, SessionFrame } from '../../server/avatar/session.js';
 import { installProbe } from '../../benchmarks/lib/browserInject.js';
 import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { correlation, drivingClip, grayFrame, makeY4m, portraitFile, repoRoot } from '../helpers/media.js';
@@ -60,13 +65,18 @@ const CLIP = drivingClip('man_mouth_wide_open.mp4');
 const PORTRAIT = portraitFile('real_older_man_glasses.jpg');
 const STUDIO_PORTRAIT = portraitFile('real_woman_dark_hair.png');
 const SMALL = 48; // side of the downscaled grayscale frames compared
-/** The model-pack engine is tested in its own case when its pack exists; the transport cases use 'portrait'. */
-const modelPack = existsSync(path.join(repoRoot, 'models', 'default', 'manifest.json'));
-if (!modelPack) process.stdout.write('model-pack engine case skipped: models/default/manifest.json is missing\n');
-/** The learned refiner's case runs when its trained pack is in the repository (models/refiner). */
+/** The learned refiner's pack (committed). */
 const refinerPackDir = path.join(repoRoot, 'models', 'refiner');
-const refinerPack = modelPack && existsSync(path.join(refinerPackDir, 'manifest.json'));
-if (!refinerPack) process.stdout.write('refiner e2e case skipped: models/refiner/manifest.json is missing\n');
+/**
+ * Motion between two viewer samples: the largest mean absolute difference of their 48×48 grays (0..255). A still
+ * picture through VP8 stays well under 1 (measured ~0.4 with the 'portrait' engine); the animated portrait driven by
+ * the clip ~8.
+ */
+const STILL_MOTION = 1;
+/** Mean absolute differences between consecutive samples. */
+const changes = (shots: readonly number[][]): number[] =>
+  shots.slice(1).map((b, i) => b.reduce((sum, v, k) => sum + Math.abs(v - shots[i]![k]!), 0) / b.length);
+const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? Number.NaN;
 const haveTools = existsSync(chromiumPath) && existsSync(CLIP) && existsSync(PORTRAIT) && existsSync(STUDIO_PORTRAIT);
 if (!haveTools) process.stdout.write(`chromium e2e skipped: ${chromiumPath} or the shared media is missing\n`);
 
@@ -146,9 +156,11 @@ async function goLive(
   url: string,
   pPage: Page,
   vPage: Page,
-): Promise<{ portrait: { id: string }; out: NonNullable<Win['__studio']['room']> }> {
+  onRoom?: (roomId: string) => void,
+): Promise<{ portrait: { id: string }; roomId: string; out: NonNullable<Win['__studio']['room']> }> {
   const portrait = await upload(url, PORTRAIT);
   const room = await createRoom(url, portrait.id);
+  onRoom?.(room.roomId);
   await pPage.goto(`${room.performerUrl}&preview=0`);
   await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
   await pPage.locator('#start').click();
@@ -160,7 +172,7 @@ async function goLive(
   const out = await pPage.evaluate(() => (window as unknown as Win).__studio.room!);
   await vPage.goto(room.viewerUrl);
   await waitFor(() => vPage.evaluate(() => (window as unknown as Win).__avatar.frames > 10), 60_000, 'viewer frames');
-  return { portrait, out };
+  return { portrait, roomId: room.roomId, out };
 }
 
 describe.runIf(haveTools)('end to end in Chromium', () => {
@@ -254,7 +266,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     expect((await studio()).lastError?.code).toBe('UNSUPPORTED_MEDIA_TYPE');
   }, 90_000);
 
-  it('performer publishes; the viewer sees the portrait at ≥ 10 fps with sound', async () => {
+  it('performer publishes; the viewer keeps getting the still portrait at its size, with sound', async () => {
     const s = srv!;
     const pPage = performer!.page;
     const vPage = viewer!.page;
@@ -263,6 +275,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     // Upload a portrait (with consent) and create a room through the REST API.
     const portrait = await upload(s.url, PORTRAIT);
     const room = await createRoom(s.url, portrait.id);
+    const publisher = s.server.rooms.get(room.roomId)!.parts.publisher;
 
     // Performer: open the studio link, pick the portrait in the gallery, start.
     // The performer link plus the studio sign-in (&key=): the gallery lists the owner's portraits.
@@ -295,27 +308,39 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     });
     await vPage.evaluate(() => (window as unknown as Win).__probe.startAudioMeter('#video'));
 
-    // A 10 s measuring window: frames presented, RTP counters before and after.
+    // A 10 s window in five 2 s parts: frames presented (counted by the page) and decoded (RTP), a sample of the
+    // picture at the end of each part. Presented frames are read before the RTP counters: a frame is decoded before
+    // it is presented.
     const inbound = async (): Promise<{ frames: number; audioPackets: number; audioBytes: number; decoded: number }> =>
       vPage.evaluate(async () => {
         const w = window as unknown as Win;
+        const frames = w.__avatar.frames;
         const rtp = await w.__probe.rtpStats();
         const a = rtp.filter((r) => r.type === 'inbound-rtp' && r.kind === 'audio');
         const v = rtp.filter((r) => r.type === 'inbound-rtp' && r.kind === 'video');
         return {
-          frames: w.__avatar.frames,
+          frames,
           audioPackets: a.reduce((n, r) => n + r.packets, 0),
           audioBytes: a.reduce((n, r) => n + r.bytes, 0),
           decoded: v.reduce((n, r) => n + r.frames, 0),
         };
       });
+    const grab = (): Promise<number[]> =>
+      vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL);
     const before = await inbound();
-    const t0 = Date.now();
-    await waitFor(() => Date.now() - t0 >= 10_000, 15_000, 'measuring window', 250);
+    const parts: number[] = [];
+    const stills: number[][] = [await grab()];
+    let last = before.frames;
+    for (let i = 0; i < 5; i++) {
+      const t0 = Date.now();
+      await waitFor(() => Date.now() - t0 >= 2000, 5000, 'a 2 s part of the window', 100);
+      const now = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
+      parts.push(now - last);
+      last = now;
+      stills.push(await grab());
+    }
     const after = await inbound();
-    const seconds = (Date.now() - t0) / 1000;
-    const fps = (after.frames - before.frames) / seconds;
-    const decodedFps = (after.decoded - before.decoded) / seconds;
+    const sent = publisher.framesSent;
 
     // What the viewer shows vs the portrait (as the server normalised it) and vs the webcam picture.
     const size = await vPage.evaluate(() => {
@@ -342,10 +367,14 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     const corrWebcam = Math.max(Math.abs(correlation(shown, webcamNow)), Math.abs(correlation(shown, webcamFile)));
     const audio = await vPage.evaluate(() => (window as unknown as Win).__probe.audioLevel());
 
+    const still = median(changes(stills));
     const result = {
       engine: 'portrait',
-      fps: +fps.toFixed(1),
-      decodedFps: +decodedFps.toFixed(1),
+      framesPerPart: parts,
+      presented: after.frames,
+      decoded: after.decoded,
+      sent,
+      still: +still.toFixed(2),
       size,
       expected: { w: out.width, h: out.height },
       corrPortrait: +corrPortrait.toFixed(3),
@@ -355,8 +384,15 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     };
     process.stdout.write(`e2e: ${JSON.stringify(result)}\n`);
 
-    expect(fps).toBeGreaterThanOrEqual(10);
-    expect(decodedFps).toBeGreaterThanOrEqual(10);
+    // Frames keep arriving: new ones in every 2 s part of the window (a stalled stream has a part with none).
+    for (const n of parts) expect(n).toBeGreaterThan(0);
+    // Counts agree along the path: the page cannot present more frames than it decoded (a frame or two of slack: the
+    // two counters are read one after the other), nor decode more than the server handed to its video source.
+    expect(after.decoded).toBeGreaterThan(before.decoded);
+    expect(after.frames).toBeLessThanOrEqual(after.decoded + 2);
+    expect(after.decoded).toBeLessThanOrEqual(sent);
+    // This engine re-renders the still portrait: the picture does not move (the model-pack case below: it does).
+    expect(still).toBeLessThan(STILL_MOTION);
     expect(size).toEqual({ w: out.width, h: out.height });
     expect(corrPortrait).toBeGreaterThan(0.8);
     expect(corrWebcam).toBeLessThan(0.5);
@@ -476,14 +512,15 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     expect(live.viewerCount).toBe(1);
   }, 120_000);
 
-  it.runIf(modelPack)(
-    'model-pack engine: the viewer sees the animated portrait, not the webcam',
+  it(
+    'model-pack engine: the viewer sees the animated portrait, not the webcam, and it moves with the performer',
     async () => {
       const pPage = performer!.page;
       const vPage = viewer!.page;
       const s2 = await startTestServer({ avatar: { engine: 'default' } });
       try {
-        const { portrait, out } = await goLive(s2.url, pPage, vPage);
+        const { portrait, out, roomId } = await goLive(s2.url, pPage, vPage);
+        const publisher = s2.server.rooms.get(roomId)!.parts.publisher;
 
         // Sample the shown picture a few times while the driving face moves.
         const portraitPng = await (await apiFetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
@@ -492,8 +529,6 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
           .grayscale()
           .raw()
           .toBuffer();
-        const f0 = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
-        const t0 = Date.now();
         const shots: number[][] = [];
         const webcam: number[][] = [];
         while (shots.length < 8) {
@@ -504,22 +539,24 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
           const next = Date.now() + 400;
           await waitFor(() => Date.now() >= next, 2000, 'sampling interval', 50);
         }
-        const fps =
-          ((await vPage.evaluate(() => (window as unknown as Win).__avatar.frames)) - f0) / ((Date.now() - t0) / 1000);
         const size = await vPage.evaluate(() => (window as unknown as Win).__avatar);
+        const decoded = await vPage.evaluate(async () =>
+          (await (window as unknown as Win).__probe.rtpStats())
+            .filter((r) => r.type === 'inbound-rtp' && r.kind === 'video')
+            .reduce((n, r) => n + r.frames, 0),
+        );
+        const sent = publisher.framesSent;
         const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
         const corrPortrait = mean(shots.map((f) => correlation(f, portraitGray)));
         const corrWebcam = mean(shots.map((f, i) => Math.abs(correlation(f, webcam[i]!))));
-        // Motion: the largest mean absolute difference between two samples (a still picture gives ~0 after VP8).
-        let motion = 0;
-        for (let i = 1; i < shots.length; i++) {
-          const a = shots[i - 1]!;
-          const b = shots[i]!;
-          motion = Math.max(motion, mean(a.map((v, k) => Math.abs(v - b[k]!))));
-        }
+        // Motion: the largest change between two consecutive samples (the still 'portrait' engine's median stays under
+        // STILL_MOTION, asserted in the case above).
+        const motion = Math.max(...changes(shots));
         const result = {
           engine: 'default',
-          fps: +fps.toFixed(1),
+          presented: size.frames,
+          decoded,
+          sent,
           size: { w: size.width, h: size.height },
           corrPortrait: +corrPortrait.toFixed(3),
           corrWebcam: +corrWebcam.toFixed(3),
@@ -527,12 +564,13 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
         };
         process.stdout.write(`e2e model pack: ${JSON.stringify(result)}\n`);
 
-        expect(fps).toBeGreaterThan(0);
+        expect(size.frames).toBeLessThanOrEqual(decoded + 2);
+        expect(decoded).toBeLessThanOrEqual(sent);
         expect({ w: size.width, h: size.height }).toEqual({ w: out.width, h: out.height });
         expect(corrPortrait).toBeGreaterThan(0.6);
         expect(corrPortrait - corrWebcam).toBeGreaterThan(0.2);
         // The portrait moves with the performer (measured: ~7.8 here; the 'portrait' engine's still picture ~0.4).
-        expect(motion).toBeGreaterThan(1);
+        expect(motion).toBeGreaterThan(STILL_MOTION);
       } finally {
         // Leave the second server before it stops, so that no page keeps reconnecting to it.
         await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
@@ -542,35 +580,79 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     180_000,
   );
 
-  it.runIf(refinerPack)(
-    'learned refiner on: the refiner runs and the viewer keeps getting the avatar',
+  it(
+    'learned refiner asked for 1 step: the session runs 1 step, the engine reports refiner time on its frames',
     async () => {
       const pPage = performer!.page;
       const vPage = viewer!.page;
       const manifest = JSON.parse(readFileSync(path.join(refinerPackDir, 'manifest.json'), 'utf8')) as { steps: number };
-      // The refiner on at k = 1 (the distilled one-step student, held-out l1 within 1% of the teacher's). On a busy
-      // 2-core machine (two Chromiums, the encoders and the engine) the overload policy sheds steps when frames take
-      // longer than the budget or drop, by design: the test asserts that the refiner ran and that the viewer keeps
-      // getting frames with it requested. The fps is printed, not asserted: speed goals live in benchmarks (STYLE.md);
-      // alone on this VM the viewer got 24-26 fps, inside the full suite (another test file on the cores) 8.6-10.6.
+      // The refiner on at k = 1. On a busy machine the overload policy may lower the steps (to 0 from 1) once a window
+      // of frames took longer than the budget, by design (tests/avatar: stepsPolicy). So what is asserted is how the
+      // steps and the refiner's work go together: while the session runs the 1 step asked, the engine's frames carry
+      // refiner time (RenderStats.refineMs); once it runs 0, they do not. Speed is a benchmark matter.
       const s3 = await startTestServer({ avatar: { engine: 'default', refinerPack: refinerPackDir, steps: 1 } });
+      // The room's session, from its creation: every rendered frame with the steps the session ran when it arrived.
+      const seen: { steps: number; refineMs: number | undefined; followed: boolean }[] = [];
+      const stepChanges: number[] = [];
+      const onRoom = (room: { parts: { session: AvatarSession } }): void => {
+        const session = room.parts.session;
+        session.on('frame', (f: SessionFrame) =>
+          seen.push({ steps: session.steps, refineMs: f.stats.refineMs, followed: f.stats.face && !f.stats.faceIssue }),
+        );
+        session.on('steps', (k: number) => stepChanges.push(k));
+      };
       try {
-        await goLive(s3.url, pPage, vPage);
-        // The refiner runs (the room's stats say how many steps, after any overload lowering).
+        const { roomId } = await goLive(s3.url, pPage, vPage, (id) => onRoom(s3.server.rooms.get(id)!));
+        const live = s3.server.rooms.get(roomId)!;
+        expect(live.info.settings.steps).toBe(1);
+        // The studio shows what the server reports: 1 step running, at least once.
         await waitFor(
-          () => pPage.evaluate(() => ((window as unknown as Win).__studio.stats?.refinerSteps ?? 0) > 0),
+          () => pPage.evaluate(() => (window as unknown as Win).__studio.stats?.refinerSteps === 1),
           30_000,
-          'refiner steps > 0 in the room stats',
+          'refinerSteps 1 in the room stats',
           100,
         );
-        const f0 = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
-        const t0 = Date.now();
-        await waitFor(() => Date.now() - t0 >= 8000, 12_000, '8 s window', 100);
-        const fps = ((await vPage.evaluate(() => (window as unknown as Win).__avatar.frames)) - f0) / ((Date.now() - t0) / 1000);
-        const steps = await pPage.evaluate(() => (window as unknown as Win).__studio.stats?.refinerSteps ?? 0);
-        process.stdout.write(`e2e refiner: ${JSON.stringify({ fps: +fps.toFixed(1), stepsAtEnd: steps, asked: 1, packDefault: manifest.steps })}\n`);
-        expect(fps).toBeGreaterThan(0);
-        expect(steps).toBeLessThanOrEqual(1);
+        // Frames with a face rendered while the session ran 1 step: the refiner ran on them.
+        await waitFor(
+          () => seen.filter((f) => f.steps === 1 && f.refineMs !== undefined).length >= 5,
+          60_000,
+          'five refined frames',
+          100,
+        );
+        const presented = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
+        await waitFor(
+          () => vPage.evaluate((n) => (window as unknown as Win).__avatar.frames > n + 10, presented),
+          30_000,
+          'viewer frames with the refiner on',
+          100,
+        );
+        // Frames with a followed face (the engine refines only those), leaving out the two after each change of the
+        // steps: rendered before the worker took the new setting.
+        const settled: typeof seen = [];
+        seen.forEach((f, i) => {
+          const changedAt = seen.slice(Math.max(0, i - 2), i).some((g) => g.steps !== f.steps);
+          if (f.followed && !changedAt) settled.push(f);
+        });
+        const atOne = settled.filter((f) => f.steps === 1);
+        const atZero = settled.filter((f) => f.steps === 0);
+        const refined = atOne.filter((f) => f.refineMs !== undefined);
+        const result = {
+          asked: 1,
+          packDefault: manifest.steps,
+          stepChanges,
+          frames: seen.length,
+          atOne: atOne.length,
+          refined: refined.length,
+          refineMs: +median(refined.map((f) => f.refineMs!)).toFixed(1),
+          atZero: atZero.length,
+          refinedAtZero: atZero.filter((f) => f.refineMs !== undefined).length,
+        };
+        process.stdout.write(`e2e refiner: ${JSON.stringify(result)}\n`);
+        // The refiner ran on every followed frame at the 1 step asked, and on none once the session ran 0.
+        expect(atOne.length).toBeGreaterThanOrEqual(5);
+        expect(refined.length).toBe(atOne.length);
+        for (const f of refined) expect(f.refineMs!).toBeGreaterThan(0);
+        expect(result.refinedAtZero).toBe(0);
       } finally {
         await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
         await s3.stop();
