@@ -190,6 +190,7 @@ async function handle(msg: ToWorker): Promise<void> {
       return;
     }
     case 'kick':
+      kickQueued = false;
       // A frame that arrived while this one rendered is picked up by another pass, after a turn of the event loop
       // so that messages (close, prepare, settings) are never starved by a busy engine.
       if (renderOne() && input?.pending) setImmediate(() => enqueue({ type: 'kick' }));
@@ -238,7 +239,17 @@ async function handle(msg: ToWorker): Promise<void> {
 }
 
 let chain: Promise<void> = Promise.resolve();
+/**
+ * Whether a kick waits in the chain. One is enough: it renders the newest frame when its turn comes (the input is a
+ * latest-frame-wins exchange), so further kicks are dropped here. Were they queued, a render slower than the frame
+ * interval would pile them up without bound, and a settings or recalibrate message would wait behind every one.
+ */
+let kickQueued = false;
 function enqueue(msg: ToWorker): void {
+  if (msg.type === 'kick') {
+    if (kickQueued) return;
+    kickQueued = true;
+  }
   chain = chain
     .then(() => handle(msg))
     .catch((err: unknown) => {

@@ -31,7 +31,7 @@ import type { GrayImage } from '../../server/types/image.js';
 import { buildClient, ChromiumBrowser, chromiumPath } from '../helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../helpers/g2g.js';
 import { decodeI420, pingPong, writeSequenceY4m } from '../helpers/g2gMedia.js';
-import type { I420Frame } from '../../server/avatar/engine.js';
+import type { I420Frame } from '../../server/types/image.js';
 import type { SessionFrame } from '../../server/avatar/session.js';
 import { decodeMarker, drivingClip, portraitFile } from '../helpers/media.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
