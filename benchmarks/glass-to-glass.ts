@@ -51,7 +51,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { AvatarServer } from '../server/app.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { FaceTracker } from '../server/vision/index.js';
 import type { ReceiverInfo } from '../client/lib/peer.js';
@@ -59,12 +58,13 @@ import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../tests/helpers/g2g.js';
 import { decodeI420, writeBurstWav, writeSequenceY4m } from '../tests/helpers/g2gMedia.js';
 import { correlation, drivingClip, portraitFile } from '../tests/helpers/media.js';
+import { list, num, parseOptions, str } from './lib/args.js';
 import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { installG2g, type AudioOnset, type G2gProbe, type Region, type RegionSample } from './lib/g2gInject.js';
 import { cpuSeconds, rtpStages, tapServerPeers } from './lib/g2gRtp.js';
 import { collectRtp } from './lib/browserRtp.js';
-import { startBenchServer } from './lib/server.js';
+import { startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
 import { percentile, summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __g2g: G2gProbe };
@@ -123,10 +123,19 @@ const AUDIO_RATE = 48_000;
 const MODES = ['low', 'smooth'] as const;
 type Mode = (typeof MODES)[number];
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
+/** The flags (see the header). */
+export const OPTIONS = {
+  seconds: num(40, { min: 1 }),
+  warmup: num(4, { min: 0 }),
+  holdMs: num(1000, { min: 1 }),
+  portrait: str('real_older_man_glasses.jpg'),
+  buffer: str(''),
+  audio: str('1', ['0', '1']),
+  viewerFlags: str(''),
+  modes: list(MODES.join(',')),
+  rounds: num(2),
+  othersRetry: num(60),
+};
 
 async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -360,26 +369,23 @@ export function measureAvOffsets(
 }
 
 export async function main(args: string[]): Promise<void> {
-  const seconds = Number(arg(args, 'seconds', '40'));
-  const warmup = Number(arg(args, 'warmup', '4'));
-  const holdMs = Number(arg(args, 'hold-ms', '1000'));
-  const portrait = portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg'));
-  const buffer = arg(args, 'buffer', '');
-  const audio = arg(args, 'audio', '1') !== '0';
-  const viewerFlags = arg(args, 'viewer-flags', '')
+  const o = parseOptions('glass-to-glass', args, OPTIONS);
+  const { seconds, warmup, holdMs, buffer, modes } = o;
+  const portrait = portraitFile(o.portrait);
+  const audio = o.audio !== '0';
+  const viewerFlags = o.viewerFlags
     .split(' ')
     .filter((f) => f !== '');
-  const modes = arg(args, 'modes', MODES.join(',')).split(',');
-  const rounds = Math.max(1, Number(arg(args, 'rounds', '2')));
+  const rounds = Math.max(1, o.rounds);
   const windowMs = (seconds * 1000) / rounds;
-  const othersRetryPct = Number(arg(args, 'others-retry', '60'));
+  const othersRetryPct = o.othersRetry;
   for (const m of modes)
     if (!(MODES as readonly string[]).includes(m)) throw new TypeError(`--modes: unknown mode "${m}" (low, smooth)`);
   const hold = Math.max(3, Math.round((holdMs / 1000) * FPS));
   const plan = switchPlan(hold, Math.max(2, Math.round((10 * FPS) / hold)));
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-g2g-'));
-  let server: AvatarServer | null = null;
+  let loopback: LoopbackServer | null = null;
   const browsers: ChromiumBrowser[] = [];
   const serverPeers: RTCPeerConnection[] = [];
   const untap = tapServerPeers(serverPeers);
@@ -405,7 +411,8 @@ export async function main(args: string[]): Promise<void> {
       sampleRate: AUDIO_RATE,
       onsets: plan.switches.map((k) => k * samplesPerFrame),
     });
-    server = await startBenchServer(tmp, 'default');
+    loopback = await startLoopbackServer({ overrides: { avatar: { engine: 'default' } }, buildClient: true });
+    const server = loopback.server;
     const opened = await openRoom(server.url, portrait, server.operatorKey);
     const room = server.rooms.get(opened.roomId);
     if (!room) throw new Error('room not in the registry');
@@ -676,7 +683,7 @@ export async function main(args: string[]): Promise<void> {
   } finally {
     untap();
     await Promise.all(browsers.map((b) => b.close()));
-    await server?.close();
+    await loopback?.close();
     await rm(tmp, { recursive: true, force: true });
   }
 }
