@@ -27,6 +27,7 @@ import { MeshTracker } from '../server/vision/mesh/meshTracker.js';
 import { FaceTracker } from '../server/vision/tracker.js';
 import type { Box, ColorFrame, GrayImage } from '../server/vision/types.js';
 import { mediaDir } from '../scripts/testData.js';
+import { num, parseOptions } from './lib/args.js';
 import { runDlibBench } from './lib/dlibCpp.js';
 import { summarize, writeResult } from './lib/stats.js';
 
@@ -71,16 +72,12 @@ function cpuMs(): number {
   return process.cpuUsage().user / 1000;
 }
 
-function arg(args: string[], name: string, def: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : def;
-  if (!(Number.isInteger(v) && v > 0)) throw new TypeError(`${name} needs a positive integer`);
-  return v;
-}
+
+/** The flags (see the header). */
+export const OPTIONS = { framesPerClip: num(40, { min: 1, integer: true }), reps: num(5, { min: 1, integer: true }) };
 
 export async function main(args: string[]): Promise<void> {
-  const perClip = arg(args, '--frames-per-clip', 40);
-  const reps = arg(args, '--reps', 5);
+  const { framesPerClip: perClip, reps } = parseOptions('tracking', args, OPTIONS);
   const clips = readdirSync(drivingDir)
     .filter((f) => f.endsWith('.mp4'))
     .sort();

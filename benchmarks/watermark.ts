@@ -40,12 +40,9 @@ import { ChromiumBrowser, buildClient } from '../tests/helpers/chromium.js';
 import { openRoom, startPerformer } from '../tests/helpers/g2g.js';
 import { makeY4m } from '../tests/helpers/media.js';
 import { captureVideoLuma } from '../tests/provenance/chromiumCapture.js';
+import { flag, num, parseOptions } from './lib/args.js';
 import { summarize, writeResult } from './lib/stats.js';
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
 
 /** Runs ffmpeg with `input` on stdin; resolves with stdout. */
 function ffmpeg(args: string[], input?: Buffer): Promise<Buffer> {
@@ -170,13 +167,23 @@ async function listFiles(dir: string, exts: RegExp): Promise<string[]> {
   return out.sort();
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  frames: num(300),
+  pairs: num(6),
+  chromiumSeconds: num(20),
+  fpWindows: num(10),
+  skipChromium: flag(),
+};
+
 export async function main(args: string[]): Promise<void> {
+  const opts = parseOptions('watermark', args, OPTIONS);
   setLogLevel('warn');
-  const frames = Number(arg(args, 'frames', '300'));
-  const pairsWanted = Number(arg(args, 'pairs', '6'));
-  const chromiumSeconds = Number(arg(args, 'chromium-seconds', '20'));
-  const fpWindows = Number(arg(args, 'fp-windows', '10'));
-  const skipChromium = args.includes('--skip-chromium');
+  const frames = opts.frames;
+  const pairsWanted = opts.pairs;
+  const chromiumSeconds = opts.chromiumSeconds;
+  const fpWindows = opts.fpWindows;
+  const skipChromium = opts.skipChromium;
   const config = loadConfig(process.env);
 
   const portraits = ['real_woman_dark_hair.png', 'real_asian_young_woman.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg', 'real_older_man_glasses.jpg', 'real_japanese_woman.png'];
