@@ -45,16 +45,9 @@ export const OPTIONS = {
 export async function main(args: string[]): Promise<void> {
   const opts = parseOptions('engine', args, OPTIONS);
   setLogLevel('warn');
-  const portraitFile = opts.portrait;
-  const drivingFile = opts.driving;
-  const frameCount = opts.frames;
-  const threads = opts.threads;
-  const outputSize = opts.outputSize;
-  const refinerPack = opts.refinerPack;
+  const { portrait: portraitFile, driving: drivingFile, frames: frameCount, threads, outputSize, refinerPack, tracker, name } = opts;
   const hasRefiner = refinerPack !== 'none' && existsSync(path.join(refinerPack, 'manifest.json'));
-  const tracker = opts.tracker;
   if (tracker !== 'mesh' && tracker !== 'dlib') throw new TypeError('--tracker must be mesh or dlib');
-  const name = opts.name;
   const warmup = 20;
 
   const frames: I420Frame[] = [];

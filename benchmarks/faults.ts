@@ -89,14 +89,7 @@ export const OPTIONS = {
 };
 
 export async function main(args: string[]): Promise<void> {
-  const opts = parseOptions('faults', args, OPTIONS);
-  const cuts = opts.cuts;
-  const cutS = opts.cutS;
-  const reloads = opts.reloads;
-  const kills = opts.kills;
-  const killEveryS = opts.killEveryS;
-  const clip = opts.clip;
-  const portrait = opts.portrait;
+  const { cuts, cutS, reloads, kills, killEveryS, clip, portrait } = parseOptions('faults', args, OPTIONS);
 
   const y4m = await makeY4m({ source: drivingClip(clip), width: 640, height: 480, fps: 30, seconds: 8 });
   const server = await ServerProc.start({ overrides: benchOverrides('default'), inspector: true });

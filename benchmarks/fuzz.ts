@@ -69,12 +69,7 @@ export const OPTIONS = {
 };
 
 export async function main(args: string[]): Promise<void> {
-  const opts = parseOptions('fuzz', args, OPTIONS);
-  const count = opts.count;
-  const seed = opts.seed;
-  const lanes = opts.lanes;
-  const roundsN = opts.rounds;
-  const portrait = opts.portrait;
+  const { count, seed, lanes, rounds: roundsN, portrait } = parseOptions('fuzz', args, OPTIONS);
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
     const mem = async (gc: boolean): Promise<{ rssMb: number; heapUsedMb: number; externalMb: number; workers?: MemoryUsage['workers']; threads?: number }> => {

@@ -64,7 +64,7 @@ import { installProbe } from './lib/browserInject.js';
 import { installG2g, type AudioOnset, type G2gProbe, type Region, type RegionSample } from './lib/g2gInject.js';
 import { cpuSeconds, rtpStages, tapServerPeers } from './lib/g2gRtp.js';
 import { collectRtp } from './lib/browserRtp.js';
-import { startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
+import { RoomRecorder, startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
 import { percentile, summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __g2g: G2gProbe };
@@ -414,17 +414,8 @@ export async function main(args: string[]): Promise<void> {
     loopback = await startLoopbackServer({ overrides: { avatar: { engine: 'default' } }, buildClient: true });
     const server = loopback.server;
     const opened = await openRoom(server.url, portrait, server.operatorKey);
-    const room = server.rooms.get(opened.roomId);
-    if (!room) throw new Error('room not in the registry');
-    const timings: FrameTimings[] = [];
-    let recording = false;
-    room.on('frame', (t: FrameTimings) => {
-      if (recording) timings.push(t);
-    });
-    let dropped = 0;
-    room.on('dropped', (n: number) => {
-      if (recording) dropped += n;
-    });
+    const room = server.rooms.require(opened.roomId);
+    const rec = new RoomRecorder(server, opened.roomId);
 
     const perf = await ChromiumBrowser.launch({
       fakeVideo: y4m,
@@ -491,15 +482,14 @@ export async function main(args: string[]): Promise<void> {
         view.page.evaluate(() => (window as unknown as Win).__g2g.takeOnsets()),
         view.page.evaluate(() => (window as unknown as Win).__g2g.takeMouthSeries()),
       ]);
-      timings.length = 0;
-      dropped = 0;
+      rec.reset();
       const rtp0 = await snapshot();
       const loadStart = os.loadavg()[0]!;
       const cpu0 = cpuSeconds();
       const t0 = Date.now();
-      recording = true;
+      rec.recording = true;
       await new Promise((res) => setTimeout(res, windowMs));
-      recording = false;
+      rec.recording = false;
       const t1 = Date.now();
       const cpu1 = cpuSeconds();
       const loadEnd = os.loadavg()[0]!;
@@ -525,8 +515,8 @@ export async function main(args: string[]): Promise<void> {
         av,
         onsets: { performer: perfOnsets.length, viewer: viewOnsets.length },
         shown: series.filter((x) => x.t >= t0 && x.t <= t1).length,
-        timings: timings.slice(),
-        dropped,
+        timings: rec.timings.slice(),
+        dropped: rec.dropped,
         rtp0,
         rtp1,
         receivers,

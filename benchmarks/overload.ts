@@ -135,13 +135,7 @@ export const OPTIONS = {
 };
 
 export async function main(args: string[]): Promise<void> {
-  const opts = parseOptions('overload', args, OPTIONS);
-  const roomCount = opts.rooms;
-  const seconds = opts.seconds;
-  const baselineS = opts.baselineS;
-  const warmupS = opts.warmupS;
-  const clip = opts.clip;
-  const portrait = opts.portrait;
+  const { rooms: roomCount, seconds, baselineS, warmupS, clip, portrait } = parseOptions('overload', args, OPTIONS);
 
   const frames = await loadClipFrames(drivingClip(clip), 640, 480, 6);
   const server = await ServerProc.start({ overrides: benchOverrides('default'), inspector: false });

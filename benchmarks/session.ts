@@ -49,9 +49,7 @@ export const OPTIONS = {
 export async function main(args: string[]): Promise<void> {
   const opts = parseOptions('session', args, OPTIONS);
   setLogLevel('warn');
-  const seconds = opts.seconds;
-  const slowMs = opts.slowMs;
-  const intervalMs = opts.intervalMs;
+  const { seconds, slowMs, intervalMs } = opts;
   const [w, h] = opts.size.split('x').map(Number) as [number, number];
   if (!(seconds > 0 && slowMs >= 0 && intervalMs > 0 && w > 0 && h > 0)) throw new TypeError('session: bad arguments');
   const log = createLogger('bench.session');

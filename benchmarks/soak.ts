@@ -84,12 +84,8 @@ export const OPTIONS = {
 
 export async function main(args: string[]): Promise<void> {
   const opts = parseOptions('soak', args, OPTIONS);
-  const minutes = opts.minutes;
-  const viewerCount = opts.viewers;
+  const { minutes, viewers: viewerCount, sampleS, clip, portrait } = opts;
   const warmupMin = opts.warmupMinutes ?? Math.min(3, minutes / 5);
-  const sampleS = opts.sampleS;
-  const clip = opts.clip;
-  const portrait = opts.portrait;
 
   const frames = await loadClipFrames(drivingClip(clip), 640, 480, 6);
   const server = await ServerProc.start({ overrides: benchOverrides('default'), inspector: false });

@@ -27,7 +27,7 @@ import type { FrameRecord, Probe } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { collectRtp, type RtpCounters } from './lib/browserRtp.js';
 import { rtpStages, tapServerPeers } from './lib/g2gRtp.js';
-import { openRoom, startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
+import { RoomRecorder, openRoom, startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __studio: { publishState: string }; __avatar: { frames: number } };
@@ -112,18 +112,8 @@ export async function main(args: string[]): Promise<void> {
     });
     loopback = await startLoopbackServer({ overrides: { avatar: { engine: 'passthrough' } }, buildClient: true });
     const created = await openRoom(loopback.url, loopback.apiKey, portrait);
-    const room = loopback.server.rooms.get(created.roomId);
-    if (!room) throw new Error('room not in the registry');
-
-    const timings: FrameTimings[] = [];
-    let recording = false;
-    room.on('frame', (t: FrameTimings) => {
-      if (recording) timings.push(t);
-    });
-    let dropped = 0;
-    room.on('dropped', (n: number) => {
-      if (recording) dropped += n;
-    });
+    const rec = new RoomRecorder(loopback.server, created.roomId);
+    const { timings } = rec;
 
     const [perf, view] = await Promise.all([ChromiumBrowser.launch({ fakeVideo: y4m }), ChromiumBrowser.launch()]);
     browsers.push(perf, view);
@@ -154,9 +144,9 @@ export async function main(args: string[]): Promise<void> {
       b.page.evaluate(() => (window as unknown as Win).__probe.rtpStats());
     const [perfRtp0, viewRtp0, srvRtp0] = await Promise.all([rtp(perf), rtp(view), collectRtp(serverPeers)]);
     const t0 = Date.now();
-    recording = true;
+    rec.recording = true;
     await new Promise((r) => setTimeout(r, seconds * 1000));
-    recording = false;
+    rec.recording = false;
     const t1 = Date.now();
     const [perfRtp1, viewRtp1, srvRtp1] = await Promise.all([rtp(perf), rtp(view), collectRtp(serverPeers)]);
 
@@ -201,7 +191,7 @@ export async function main(args: string[]): Promise<void> {
         unmatched,
         sent: sentInWindow,
         server: timings.length,
-        droppedInMailbox: dropped,
+        droppedInMailbox: rec.dropped,
       },
       from_capture_time: captureDelays.length ? summarize(captureDelays) : null,
       stages,

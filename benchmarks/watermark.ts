@@ -177,13 +177,8 @@ export const OPTIONS = {
 };
 
 export async function main(args: string[]): Promise<void> {
-  const opts = parseOptions('watermark', args, OPTIONS);
   setLogLevel('warn');
-  const frames = opts.frames;
-  const pairsWanted = opts.pairs;
-  const chromiumSeconds = opts.chromiumSeconds;
-  const fpWindows = opts.fpWindows;
-  const skipChromium = opts.skipChromium;
+  const { frames, pairs: pairsWanted, chromiumSeconds, fpWindows, skipChromium } = parseOptions('watermark', args, OPTIONS);
   const config = loadConfig(process.env);
 
   const portraits = ['real_woman_dark_hair.png', 'real_asian_young_woman.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg', 'real_older_man_glasses.jpg', 'real_japanese_woman.png'];

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createServer, type AvatarServer } from '../../server/app.js';
 import { loadConfig, type Config, type DeepPartial } from '../../server/config.js';
+import type { FrameTimings } from '../../server/rooms/room.js';
 import { buildClient } from '../../tests/helpers/chromium.js';
 
 export interface LoopbackOptions {
@@ -101,4 +102,31 @@ export async function createRoom(url: string, apiKey: string, portraitId: string
 /** Uploads `portraitFile` and opens a room for it. */
 export async function openRoom(url: string, apiKey: string, portraitFile: string): Promise<RoomLinks> {
   return createRoom(url, apiKey, await uploadPortrait(url, apiKey, portraitFile));
+}
+
+/**
+ * A room of an in-process server, recorded while `recording` is true: its per-frame stage times (the Room's 'frame'
+ * events) and the driving frames its mailbox dropped.
+ */
+export class RoomRecorder {
+  readonly timings: FrameTimings[] = [];
+  dropped = 0;
+  recording = false;
+
+  constructor(server: AvatarServer, roomId: string) {
+    const room = server.rooms.get(roomId);
+    if (!room) throw new Error('room not in the registry');
+    room.on('frame', (t: FrameTimings) => {
+      if (this.recording) this.timings.push(t);
+    });
+    room.on('dropped', (n: number) => {
+      if (this.recording) this.dropped += n;
+    });
+  }
+
+  /** Forgets what was recorded (a new window). */
+  reset(): void {
+    this.timings.length = 0;
+    this.dropped = 0;
+  }
 }
