@@ -58,6 +58,7 @@ import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../tests/helpers/g2g.js';
 import { decodeI420, writeBurstWav, writeSequenceY4m } from '../tests/helpers/g2gMedia.js';
 import { correlation, drivingClip, portraitFile } from '../tests/helpers/media.js';
+import { waitFor } from '../tests/helpers/wait.js';
 import { list, num, parseOptions, str } from './lib/args.js';
 import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
@@ -136,14 +137,6 @@ export const OPTIONS = {
   rounds: num(2),
   othersRetry: num(60),
 };
-
-async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`glass-to-glass benchmark: ${what} did not happen in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** The fake-webcam plan: per file position, open or not; and the positions where it switches. */
 export interface SwitchPlan {
@@ -373,9 +366,7 @@ export async function main(args: string[]): Promise<void> {
   const { seconds, warmup, holdMs, buffer, modes } = o;
   const portrait = portraitFile(o.portrait);
   const audio = o.audio !== '0';
-  const viewerFlags = o.viewerFlags
-    .split(' ')
-    .filter((f) => f !== '');
+  const viewerFlags = o.viewerFlags.split(' ').filter((f) => f !== '');
   const rounds = Math.max(1, o.rounds);
   const windowMs = (seconds * 1000) / rounds;
   const othersRetryPct = o.othersRetry;
@@ -455,13 +446,14 @@ export async function main(args: string[]): Promise<void> {
       // the engine renders is neutral even with a server seconds behind.
       await new Promise((res) => setTimeout(res, warmup * 1000));
       if (!calibrated) {
-        await until(
-          'performer in the neutral lead',
+        await waitFor(
           async () => {
             const m = await shownIndex();
             return m !== null && m >= 10 && m < LEAD_FRAMES / 2;
           },
           plan.sequence.length * (1000 / FPS) + 10_000,
+          'performer in the neutral lead',
+          100,
         );
         room.recalibrate();
         calibrated = true;

@@ -22,6 +22,7 @@ import path from 'node:path';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
+import { waitFor } from '../tests/helpers/wait.js';
 import { num, parseOptions, str } from './lib/args.js';
 import type { FrameRecord, Probe } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
@@ -42,14 +43,6 @@ export const OPTIONS = {
   buffer: str(''),
   audio: str('1', ['0', '1']),
 };
-
-async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`transport benchmark: ${what} did not happen in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /**
  * Pairs each viewer frame with the performer's most recent presentation of the same index (the clip loops, so an
@@ -123,19 +116,21 @@ export async function main(args: string[]): Promise<void> {
     await perf.page.goto(`${created.performerUrl}&preview=${preview ? 1 : 0}`);
     await perf.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
     await perf.page.locator('#start:not([disabled])').click();
-    await until(
-      'performer connected',
+    await waitFor(
       () => perf.page.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
       30_000,
+      'performer connected',
+      100,
     );
 
     const viewerUrl = `${created.viewerUrl}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
     await view.page.goto(viewerUrl);
     await view.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#video', { marker: true }));
-    await until(
-      'viewer frames',
+    await waitFor(
       () => view.page.evaluate(() => (window as unknown as Win).__avatar.frames > 10),
       30_000,
+      'viewer frames',
+      100,
     );
 
     // Warm up (encoder ramp-up, jitter buffer settling), then record.

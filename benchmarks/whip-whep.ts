@@ -15,21 +15,19 @@
 import type { FrameTimings } from '../server/rooms/room.js';
 import os from 'node:os';
 import { decodeMarker, portraitFile } from '../tests/helpers/media.js';
-import { PerformerClient, ViewerClient } from '../tests/media/rtcClients.js';
+import { PerformerClient } from '../tests/media/rtcClients.js';
+import { waitFor } from '../tests/helpers/wait.js';
 import { num, parseOptions } from './lib/args.js';
 import { openRoom, startLoopbackServer } from './lib/loopback.js';
 import { summarize, writeResult } from './lib/stats.js';
+import { CountingViewer } from './lib/viewer.js';
 
 /** The flags (see the header). */
-export const OPTIONS = { seconds: num(20, { positive: true }), warmup: num(3, { positive: true }), size: num(512, { positive: true }) };
-
-async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`whip-whep benchmark: ${what} did not happen in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+export const OPTIONS = {
+  seconds: num(20, { positive: true }),
+  warmup: num(3, { positive: true }),
+  size: num(512, { positive: true }),
+};
 
 async function sdpPost(url: string, token: string, sdp: string): Promise<{ answer: string; location: string }> {
   const res = await fetch(url, {
@@ -55,7 +53,7 @@ export async function main(args: string[]): Promise<void> {
     const whip = await sdpPost(`${server.url}/whip/${room.roomId}`, room.performerToken, (await sender.offer()).sdp);
     await sender.accept({ type: 'answer', sdp: whip.answer });
 
-    const receiver = new ViewerClient();
+    const receiver = new CountingViewer();
     peers.push(receiver);
     let measuring = false;
     let lastIdx = -1;
@@ -78,7 +76,7 @@ export async function main(args: string[]): Promise<void> {
       if (measuring) stages.push(t);
     });
     sender.start();
-    await until('first frames at the WHEP receiver', () => receiver.frames > 10, 20_000);
+    await waitFor(() => receiver.frames > 10, 20_000, 'first frames at the WHEP receiver', 50);
     await new Promise((r) => setTimeout(r, warmup * 1000));
     const dropped0 = server.rooms.require(room.roomId).parts.session.dropped;
     const sent0 = sender.framesSent;

@@ -80,6 +80,14 @@ export async function inboundVideo(pc: { getStats(): Promise<RTCStatsReport> }):
   return out;
 }
 
+/** A decoded frame (I420) as the sink gives it; `at`: performance.now() when it arrived. */
+export interface ReceivedFrame {
+  width: number;
+  height: number;
+  data: Uint8Array;
+  at: number;
+}
+
 export interface ViewerOptions {
   /** Receive audio too (default true). */
   audio?: boolean;
@@ -101,6 +109,8 @@ export class CountingViewer {
   audioChunks = 0;
   /** Peak absolute sample of the audio received (0 for silence). */
   audioPeak = 0;
+  /** Called for every decoded frame (with a sink); the data is only valid during the call. */
+  onFrame: ((f: ReceivedFrame) => void) | null = null;
   readonly #sinks: { stop(): void }[] = [];
 
   constructor(
@@ -117,7 +127,7 @@ export class CountingViewer {
       const sink = new wrtc.nonstandard.RTCVideoSink(track);
       this.#sinks.push(sink);
       // Counts only: no copy of the frame (a benchmark viewer receives hundreds of 512² frames a second).
-      sink.onframe = ({ frame }: { frame: { width: number; height: number } }) => {
+      sink.onframe = ({ frame }: { frame: { width: number; height: number; data: Uint8Array } }) => {
         const t = now();
         this.frames++;
         this.width = frame.width;
@@ -125,6 +135,7 @@ export class CountingViewer {
         if (this.keepTimes) this.times.push(t);
         const s = Math.floor(t / 1000);
         this.bins.set(s, (this.bins.get(s) ?? 0) + 1);
+        this.onFrame?.({ width: frame.width, height: frame.height, data: frame.data, at: performance.now() });
       };
     } else {
       const sink = new wrtc.nonstandard.RTCAudioSink(track);
