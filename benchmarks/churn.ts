@@ -26,12 +26,12 @@
  * round) over rounds 2..N.
  */
 import { readFile } from 'node:fs/promises';
+import { flag, num, parseOptions, str } from './lib/args.js';
 import {
   ClipPerformer,
   CountingViewer,
   SERVER_MALLOC_MMAP_THRESHOLD,
   ServerProc,
-  arg,
   benchOverrides,
   connectPerformer,
   connectViewer,
@@ -173,26 +173,44 @@ async function runMode(mode: Mode, o: Options): Promise<Record<string, unknown>>
   }
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  spares: num(1),
+  quietS: num(0),
+  rounds: num(6),
+  rooms: num(4),
+  viewers: num(8),
+  liveS: num(3),
+  settleS: num(5),
+  mode: str('all'),
+  engine: str('default'),
+  portrait: str('real_woman_dark_hair.png'),
+  clip: str('woman_speech_head_motion.mp4'),
+  out: str('churn'),
+  glibcDefaults: flag(),
+};
+
 export async function main(args: string[]): Promise<void> {
-  const modeArg = arg(args, 'mode', 'all');
+  const opts = parseOptions('churn', args, OPTIONS);
+  const modeArg = opts.mode;
   const modes: Mode[] = modeArg === 'all' ? ['workers', 'peers', 'rooms'] : [modeArg as Mode];
   for (const m of modes) if (!['workers', 'peers', 'rooms'].includes(m)) throw new Error(`unknown --mode ${m}`);
   const o: Options = {
-    spares: Number(arg(args, 'spares', '1')),
-    quietS: Number(arg(args, 'quiet-s', '0')),
-    glibcDefaults: args.includes('--glibc-defaults'),
-    rounds: Number(arg(args, 'rounds', '6')),
-    rooms: Number(arg(args, 'rooms', '4')),
-    viewers: Number(arg(args, 'viewers', '8')),
-    liveS: Number(arg(args, 'live-s', '3')),
-    settleS: Number(arg(args, 'settle-s', '5')),
-    engine: arg(args, 'engine', 'default'),
-    portrait: portraitFile(arg(args, 'portrait', 'real_woman_dark_hair.png')),
-    frames: modes.some((m) => m !== 'workers') ? await loadClipFrames(drivingClip(arg(args, 'clip', 'woman_speech_head_motion.mp4')), 640, 480, 4) : [],
+    spares: opts.spares,
+    quietS: opts.quietS,
+    glibcDefaults: opts.glibcDefaults,
+    rounds: opts.rounds,
+    rooms: opts.rooms,
+    viewers: opts.viewers,
+    liveS: opts.liveS,
+    settleS: opts.settleS,
+    engine: opts.engine,
+    portrait: portraitFile(opts.portrait),
+    frames: modes.some((m) => m !== 'workers') ? await loadClipFrames(drivingClip(opts.clip), 640, 480, 4) : [],
   };
   const results: Record<string, unknown> = {};
   for (const m of modes) results[m] = await runMode(m, o);
-  writeResult(arg(args, 'out', 'churn'), {
+  writeResult(opts.out, {
     machine: '2-core shared VM, no GPU; server in its own process',
     malloc_env: o.glibcDefaults ? 'glibc defaults (dynamic mmap threshold)' : `MALLOC_MMAP_THRESHOLD_=${process.env.MALLOC_MMAP_THRESHOLD_ ?? SERVER_MALLOC_MMAP_THRESHOLD} (as npm start)`,
     malloc_arena_max: process.env.MALLOC_ARENA_MAX ?? null,

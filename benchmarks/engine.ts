@@ -23,26 +23,31 @@ import { setLogLevel } from '../server/logger.js';
 import { createI420, loadImageRgb, rgbToI420 } from '../server/util/image.js';
 import { readVideoFrames } from '../server/util/video.js';
 import { mediaDir as media } from '../scripts/testData.js';
+import { num, parseOptions, str } from './lib/args.js';
 import { summarize, writeResult } from './lib/stats.js';
 import type { I420Frame } from '../server/types/image.js';
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
+
+/** The flags (see the header). */
+export const OPTIONS = {
+  frames: num(300),
+  threads: num(1),
+  outputSize: num(512),
+  tracker: str('mesh', ['mesh', 'dlib']),
+  name: str('engine'),
+  portrait: str(path.join(media, 'portraits', 'real_woman_dark_hair.png')),
+  driving: str(path.join(media, 'driving', 'woman_speech_head_motion.mp4')),
+  refinerPack: str(path.join(projectRoot, 'models', 'refiner')),
+  /** Default: the refiner's own default steps. */
+  steps: num(undefined, { min: 0, integer: true }),
+};
 
 export async function main(args: string[]): Promise<void> {
+  const opts = parseOptions('engine', args, OPTIONS);
   setLogLevel('warn');
-  const portraitFile = arg(args, 'portrait', path.join(media, 'portraits', 'real_woman_dark_hair.png'));
-  const drivingFile = arg(args, 'driving', path.join(media, 'driving', 'woman_speech_head_motion.mp4'));
-  const frameCount = Number(arg(args, 'frames', '300'));
-  const threads = Number(arg(args, 'threads', '1'));
-  const outputSize = Number(arg(args, 'output-size', '512'));
-  const refinerPack = arg(args, 'refiner-pack', path.join(projectRoot, 'models', 'refiner'));
+  const { portrait: portraitFile, driving: drivingFile, frames: frameCount, threads, outputSize, refinerPack, tracker, name } = opts;
   const hasRefiner = refinerPack !== 'none' && existsSync(path.join(refinerPack, 'manifest.json'));
-  const tracker = arg(args, 'tracker', 'mesh');
   if (tracker !== 'mesh' && tracker !== 'dlib') throw new TypeError('--tracker must be mesh or dlib');
-  const name = arg(args, 'name', 'engine');
   const warmup = 20;
 
   const frames: I420Frame[] = [];
@@ -56,7 +61,7 @@ export async function main(args: string[]): Promise<void> {
     vision: await createDefaultVision(tracker),
     refinerPack: hasRefiner ? refinerPack : null,
   });
-  const steps = Number(arg(args, 'steps', String(engine.refiner?.defaultSteps ?? 0)));
+  const steps = opts.steps ?? engine.refiner?.defaultSteps ?? 0;
   engine.setSteps(steps);
   try {
     const prepStart = performance.now();

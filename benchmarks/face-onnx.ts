@@ -11,12 +11,12 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { loadGraphModel } from '@tensorflow/tfjs-converter';
 import * as ort from 'onnxruntime-node';
 import { repoRoot } from '../scripts/testData.js';
+import { num, parseOptions } from './lib/args.js';
 import { summarize, writeResult, type Summary } from './lib/stats.js';
 
 interface Pin {
@@ -41,8 +41,11 @@ async function time(runs: number, warmup: number, step: () => Promise<void>): Pr
   return summarize(ms);
 }
 
+/** The flags. */
+export const OPTIONS = { runs: num(300, { min: 1, integer: true }) };
+
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { runs: { type: 'string', default: '300' } } });
+  const values = parseOptions('face-onnx', args, OPTIONS);
   const runs = Number(values.runs);
   const faceDir = path.join(repoRoot, 'models', 'face');
   const sources = JSON.parse(await readFile(path.join(faceDir, 'sources.json'), 'utf8')) as {

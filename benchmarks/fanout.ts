@@ -44,27 +44,31 @@
  * Writes benchmarks/results/fanout.json: per mode, `max_viewers_25fps` (the largest N at which every viewer decoded
  * >= 25 fps) and `rows`.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { JoinResponse, RoomStats, SdpResponse } from '../server/types/protocol.js';
+import type { RoomStats } from '../server/types/protocol.js';
 import { resolveMediasoupWorkerBin } from '../scripts/testData.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
-import { call, connectClient, type ClientSocket } from '../tests/helpers/socket.js';
-import { ClipPerformer, readY4m } from './lib/fanoutPerformer.js';
+import { flag, num, numList, parseOptions, str } from './lib/args.js';
+import { ChildProc } from './lib/child.js';
 import { childPids, cpuPercent, machineCpu, sampleProc, type ProcSample } from './lib/fanoutProc.js';
-import {
-  READY_PREFIX,
-  type FromRtp,
-  type FromServer,
-  type FromViewers,
-  type ToRtp,
-  type ToServer,
-  type ToViewers,
-  type ViewerCounters,
+import type {
+  RtpOpened,
+  RtpRequest,
+  RtpStats,
+  RtpViewersAdded,
+  ServerReady,
+  ServerRequest,
+  ViewerCounters,
+  ViewersAdded,
+  ViewersRequest,
+  ViewersStats,
 } from './lib/fanoutProtocol.js';
+import { openRoom } from './lib/loopback.js';
+import { ClipPerformer, connectPerformer, readY4m, type Clip } from './lib/performer.js';
+import type { Connected } from './lib/viewer.js';
 import { percentile, writeResult } from './lib/stats.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -80,11 +84,25 @@ const MODES: readonly Mode[] = ['direct', 'sfu', 'sfu_2_workers'];
 const ALL_MODES: readonly Mode[] = [...MODES, 'sfu_rtp', 'sfu_2_workers_rtp'];
 const isRtp = (m: Mode): boolean => m.endsWith('_rtp');
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
-const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
+/** The flags (see the header). */
+export const OPTIONS = {
+  recompute: flag(),
+  modes: str(MODES.join(',')),
+  direct: numList('1,2,4,8,16'),
+  sfu: numList('10,25,50,100,150,200'),
+  sfuRtp: numList('25,50,100,150,200'),
+  stopFps: num(15),
+  clip: str('man_mouth_wide_open.mp4'),
+  seconds: num(12, { positive: true }),
+  warmup: num(6, { min: 0 }),
+  viewerProcs: num(2, { min: 1, integer: true }),
+  engine: str('passthrough', ['passthrough', 'portrait', 'default']),
+  outputSize: num(512, { positive: true }),
+  quietBusy: num(40),
+  quietWait: num(120, { min: 0 }),
+  othersRetry: num(40),
+  portrait: str('real_older_man_glasses.jpg'),
+};
 const r1 = (v: number): number => Math.round(v * 10) / 10;
 const r2 = (v: number): number => Math.round(v * 100) / 100;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -101,21 +119,28 @@ interface Options {
   quietMaxS: number;
   /** Measure a step again (once) when others used more than this much CPU during its window, percent of one core. */
   othersRetryPct: number;
-  clip: { width: number; height: number; frames: Uint8Array[] };
+  clip: Clip;
 }
 
-/** The server child process: started with a config, stopped with SIGTERM. */
+type ViewerProc = ChildProc<ViewersRequest, null>;
+type RtpProc = ChildProc<RtpRequest, null>;
+
+/** The server child process (benchmarks/lib/fanoutServer.ts): started with a config, stopped with SIGTERM. */
 class ServerProc {
-  readonly child: ChildProcess;
-  readonly url: string;
+  readonly #child: ChildProc<ServerRequest, ServerReady>;
+  private constructor(child: ChildProc<ServerRequest, ServerReady>) {
+    this.#child = child;
+  }
+
+  get url(): string {
+    return this.#child.info.url;
+  }
   /** The bearer token of the management API (room and portrait calls). */
-  readonly apiKey: string;
-  readonly stderr: string[];
-  private constructor(child: ChildProcess, ready: { url: string; apiKey: string }, stderr: string[]) {
-    this.child = child;
-    this.url = ready.url;
-    this.apiKey = ready.apiKey;
-    this.stderr = stderr;
+  get apiKey(): string {
+    return this.#child.info.apiKey;
+  }
+  get stderr(): string[] {
+    return this.#child.stderr;
   }
 
   /**
@@ -125,7 +150,15 @@ class ServerProc {
   static async start(config: Record<string, unknown>, tries = 6): Promise<ServerProc> {
     for (let i = 1; ; i++) {
       try {
-        return await ServerProc.#start(config);
+        return new ServerProc(
+          await ChildProc.start<ServerRequest, ServerReady>({
+            name: 'fanout server',
+            entry: serverEntry,
+            args: [JSON.stringify(config)],
+            stderr: 'keep',
+            stderrLines: 100_000,
+          }),
+        );
       } catch (err) {
         if (i >= tries) throw err;
         process.stderr.write(
@@ -136,53 +169,14 @@ class ServerProc {
     }
   }
 
-  static async #start(config: Record<string, unknown>): Promise<ServerProc> {
-    // The IPC channel is the server's bench-only control channel (RTP viewers).
-    const child = spawn(process.execPath, ['--import', 'tsx', serverEntry, JSON.stringify(config)], {
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    });
-    const stderr: string[] = [];
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      for (const line of d.split('\n')) if (line.trim()) stderr.push(line);
-    });
-    const ready = await new Promise<{ url: string; apiKey: string }>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`fanout server: not ready in 60 s: ${stderr.join('\n')}`)),
-        60_000,
-      );
-      let out = '';
-      child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        out += d;
-        const line = out.split('\n').find((l) => l.startsWith(READY_PREFIX));
-        if (line) {
-          clearTimeout(timer);
-          resolve(JSON.parse(line.slice(READY_PREFIX.length)) as { url: string; apiKey: string });
-        }
-      });
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`fanout server exited (${code}) before ready: ${stderr.join('\n')}`));
-      });
-    });
-    return new ServerProc(child, ready, stderr);
-  }
-
-  /** One request on the bench-only control channel. */
-  request(m: ToServer, timeoutMs = 600_000): Promise<Extract<FromServer, { type: 'rtpViewersAdded' }>> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`fanout server: no answer in ${timeoutMs} ms`)), timeoutMs);
-      this.child.once('message', (r: FromServer) => {
-        clearTimeout(timer);
-        if (r.type === 'rtpViewersAdded') resolve(r);
-        else reject(new Error(`fanout server: ${r.message}`));
-      });
-      this.child.send(m);
-    });
+  /** RTP viewers, on the bench-only control channel. */
+  addRtpViewers(ip: string, ports: number[]): Promise<RtpViewersAdded> {
+    return this.#child.request<RtpViewersAdded>({ cmd: 'addRtpViewers', ip, ports });
   }
 
   /** The server process and its children (mediasoup workers). */
   sample(): { node: ProcSample | null; workers: ProcSample[] } {
-    const pid = this.child.pid!;
+    const pid = this.#child.pid;
     const workers = childPids(pid)
       .map(sampleProc)
       .filter((s): s is ProcSample => s !== null && s.comm.startsWith('mediasoup'));
@@ -190,66 +184,13 @@ class ServerProc {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(timer);
+    await this.#child.stop(15_000);
   }
 }
 
-/** A child process (IPC) answering one request at a time: a viewer process, or the RTP receiver process. */
-class ChildProc<To extends { type: string }, From extends { type: string; message?: string }> {
-  readonly child: ChildProcess;
-  #waiters: ((m: From) => void)[] = [];
-  constructor(entry: string) {
-    this.child = fork(entry, [], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.child.on('message', (m: From) => this.#waiters.shift()?.(m));
-  }
-  request<T extends From['type']>(m: To, want: T, timeoutMs = 600_000): Promise<Extract<From, { type: T }>> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`child process: no ${want} in ${timeoutMs} ms`)), timeoutMs);
-      this.#waiters.push((r) => {
-        clearTimeout(timer);
-        if (r.type === want) resolve(r as Extract<From, { type: T }>);
-        else reject(new Error(`child process: ${r.type === 'error' ? r.message : `unexpected ${r.type}`}`));
-      });
-      this.child.send(m);
-    });
-  }
-  async exit(): Promise<void> {
-    if (this.child.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    this.child.send({ type: 'exit' });
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
-
-async function createRoom(
-  url: string,
-  apiKey: string,
-  portrait: string,
-): Promise<{ performerToken: string; viewerToken: string }> {
-  const authorization = `Bearer ${apiKey}`;
-  const form = new FormData();
-  form.append('consent', 'true');
-  form.append('file', new Blob([new Uint8Array(await readFile(portrait))]), path.basename(portrait));
-  const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form, headers: { authorization } });
-  if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
-  const { id: portraitId } = (await up.json()) as { id: string };
-  const rr = await fetch(`${url}/api/rooms`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization },
-    body: JSON.stringify({ portraitId }),
-  });
-  if (rr.status !== 201) throw new Error(`room failed: ${rr.status} ${await rr.text()}`);
-  return (await rr.json()) as { performerToken: string; viewerToken: string };
+/** A viewer process or the RTP receiver process. */
+function startChild<Req extends { cmd: string }>(name: string, entry: string): Promise<ChildProc<Req, null>> {
+  return ChildProc.start<Req, null>({ name, entry });
 }
 
 function serverConfig(mode: Mode, n: number, o: Options): Record<string, unknown> {
@@ -344,24 +285,23 @@ async function measureStep(mode: Mode, n: number, o: Options, baseCpu: number | 
 async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null): Promise<Row> {
   const quietWaitS = await waitQuiet(o.quietBusyPct, o.quietMaxS);
   const server = await ServerProc.start(serverConfig(mode, n, o));
-  let performerSocket: ClientSocket | null = null;
-  let performer: ClipPerformer | null = null;
-  const procs: ChildProc<ToViewers, FromViewers>[] = [];
-  const rtpProcs: ChildProc<ToRtp, FromRtp>[] = [];
+  let performer: Connected<ClipPerformer> | null = null;
+  const procs: ViewerProc[] = [];
+  const rtpProcs: RtpProc[] = [];
   let rtpInfo: Pick<Row, 'routers' | 'srtp_crypto_suite'> = {};
   try {
-    const room = await createRoom(server.url, server.apiKey, o.portrait);
-    performerSocket = await connectClient(server.url, 30_000);
-    const joined = await call<JoinResponse>(performerSocket, 'join', { token: room.performerToken }, 30_000);
+    const room = await openRoom(server.url, server.apiKey, o.portrait);
     const wantFanout = mode === 'direct' ? 'direct' : 'sfu';
-    if (joined.fanout !== wantFanout) throw new Error(`the room's fan-out is ${joined.fanout}, not ${wantFanout}`);
-    performer = new ClipPerformer(o.clip, 30);
-    const pub = await call<SdpResponse>(performerSocket, 'publish', { sdp: await performer.offer() }, 60_000);
-    await performer.accept(pub.sdp);
-    performer.start();
+    const { width, height, frames } = o.clip;
+    performer = await connectPerformer(
+      server.url,
+      room.performerToken,
+      new ClipPerformer(frames, width, height, 30, { hz: 440, amplitude: 8000 }),
+      { fanout: wantFanout, connectMs: 30_000 },
+    );
     const fpsSeen: number[] = [];
     let recording = false;
-    performerSocket.on('stats', (s: RoomStats) => {
+    performer.socket.on('stats', (s: RoomStats) => {
       if (recording) fpsSeen.push(s.fps);
     });
 
@@ -371,32 +311,43 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
     if (n > 0 && isRtp(mode)) {
       // RTP viewers: sockets in the receiver processes, then one SRTP plain consumer per socket in the server.
       const count = Math.min(o.viewerProcs, n);
-      for (let i = 0; i < count; i++) rtpProcs.push(new ChildProc<ToRtp, FromRtp>(rtpEntry));
+      rtpProcs.push(
+        ...(await Promise.all(
+          Array.from({ length: count }, () => startChild<RtpRequest>('fanout RTP receiver', rtpEntry)),
+        )),
+      );
       const opened = await Promise.all(
         rtpProcs.map((p, i) =>
-          p.request({ type: 'open', count: Math.floor(n / count) + (i < n % count ? 1 : 0) }, 'opened', 60_000),
+          p.request<RtpOpened>({ cmd: 'open', count: Math.floor(n / count) + (i < n % count ? 1 : 0) }, 60_000),
         ),
       );
-      const added = await server.request({
-        type: 'addRtpViewers',
-        ip: '127.0.0.1',
-        ports: opened.flatMap((x) => x.ports),
-      });
+      const added = await server.addRtpViewers(
+        '127.0.0.1',
+        opened.flatMap((x) => x.ports),
+      );
       connected = added.added;
       errors.push(...added.errors);
       if (added.videoPt === null) throw new Error(`no RTP viewer could be added: ${added.errors.join('; ')}`);
-      await Promise.all(rtpProcs.map((p) => p.request({ type: 'watch', pt: added.videoPt! }, 'watching', 60_000)));
+      await Promise.all(rtpProcs.map((p) => p.request({ cmd: 'watch', pt: added.videoPt! }, 60_000)));
       rtpInfo = { routers: added.routers, srtp_crypto_suite: added.srtpCryptoSuite };
     } else if (n > 0) {
       const count = Math.min(o.viewerProcs, n);
-      for (let i = 0; i < count; i++) procs.push(new ChildProc<ToViewers, FromViewers>(viewersEntry));
+      procs.push(
+        ...(await Promise.all(
+          Array.from({ length: count }, () => startChild<ViewersRequest>('fanout viewers', viewersEntry)),
+        )),
+      );
       const added = await Promise.all(
         procs.map((p, i) => {
           const share = Math.floor(n / count) + (i < n % count ? 1 : 0);
-          return p.request(
-            { type: 'add', url: server.url, token: room.viewerToken, mode: wantFanout, count: share, parallel: 4 },
-            'added',
-          );
+          return p.request<ViewersAdded>({
+            cmd: 'add',
+            url: server.url,
+            token: room.viewerToken,
+            mode: wantFanout,
+            count: share,
+            parallel: 4,
+          });
         }),
       );
       for (const a of added) {
@@ -419,8 +370,8 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
       at: number;
     }> => {
       const stats = await Promise.all([
-        ...procs.map((p) => p.request({ type: 'stats' }, 'stats', 60_000)),
-        ...rtpProcs.map((p) => p.request({ type: 'stats' }, 'stats', 60_000)),
+        ...procs.map((p) => p.request<ViewersStats>({ cmd: 'stats' }, 60_000)),
+        ...rtpProcs.map((p) => p.request<RtpStats>({ cmd: 'stats' }, 60_000)),
       ]);
       return {
         viewers: stats.flatMap((s) => s.viewers),
@@ -429,7 +380,7 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
         rtcp: stats.reduce((t, s) => t + ('rtcpPackets' in s ? s.rtcpPackets : 0), 0),
         other: stats.reduce((t, s) => t + ('otherPackets' in s ? s.otherPackets : 0), 0),
         server: server.sample(),
-        vprocs: [...procs, ...rtpProcs].map((p) => sampleProc(p.child.pid!)),
+        vprocs: [...procs, ...rtpProcs].map((p) => sampleProc(p.pid)),
         self: sampleProc(process.pid),
         machine: machineCpu(),
         at: performance.now(),
@@ -529,10 +480,9 @@ async function runStep(mode: Mode, n: number, o: Options, baseCpu: number | null
     if (serverErrors.length) (row.errors ??= []).push(...serverErrors.slice(0, 5).map((l) => `server: ${l}`));
     return row;
   } finally {
-    await Promise.all(procs.map((p) => p.request({ type: 'close' }, 'closed', 60_000).catch(() => null)));
-    await Promise.all([...procs, ...rtpProcs].map((p) => p.exit()));
+    await Promise.all(procs.map((p) => p.request({ cmd: 'close' }, 60_000).catch(() => null)));
+    await Promise.all([...procs, ...rtpProcs].map((p) => p.stop(15_000)));
     performer?.close();
-    performerSocket?.disconnect();
     await server.stop();
   }
 }
@@ -669,15 +619,16 @@ async function recompute(): Promise<void> {
 }
 
 export async function main(args: string[]): Promise<void> {
-  if (args.includes('--recompute')) return recompute();
-  const modes = arg(args, 'modes', MODES.join(',')).split(',') as Mode[];
+  const opts = parseOptions('fanout', args, OPTIONS);
+  if (opts.recompute) return recompute();
+  const modes = opts.modes.split(',') as Mode[];
   for (const m of modes) if (!ALL_MODES.includes(m)) throw new Error(`unknown mode ${m} (${ALL_MODES.join('|')})`);
   const steps: Record<Mode, number[]> = {
-    direct: list(arg(args, 'direct', '1,2,4,8,16')),
-    sfu: list(arg(args, 'sfu', '10,25,50,100,150,200')),
-    sfu_2_workers: list(arg(args, 'sfu', '10,25,50,100,150,200')),
-    sfu_rtp: list(arg(args, 'sfu-rtp', '25,50,100,150,200')),
-    sfu_2_workers_rtp: list(arg(args, 'sfu-rtp', '25,50,100,150,200')),
+    direct: opts.direct,
+    sfu: opts.sfu,
+    sfu_2_workers: opts.sfu,
+    sfu_rtp: opts.sfuRtp,
+    sfu_2_workers_rtp: opts.sfuRtp,
   };
   // Modes not run this time keep their rows (and measurement date) from the results file.
   const previous: Record<string, unknown> = await readFile(resultsFile, 'utf8').then(
@@ -692,7 +643,7 @@ export async function main(args: string[]): Promise<void> {
       kept[m] = { measured_date: r.measured_date ?? (typeof when === 'string' ? when : undefined), ...r };
     }
   }
-  const stopFps = Number(arg(args, 'stop-fps', '15'));
+  const stopFps = opts.stopFps;
   const workerBin = resolveMediasoupWorkerBin();
   if (modes.some((m) => m !== 'direct') && !workerBin) {
     throw new Error(
@@ -701,7 +652,7 @@ export async function main(args: string[]): Promise<void> {
   }
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-fanout-bench-'));
   try {
-    const clipName = arg(args, 'clip', 'man_mouth_wide_open.mp4');
+    const clipName = opts.clip;
     const y4m = await makeY4m({
       source: drivingClip(clipName),
       width: 640,
@@ -711,16 +662,16 @@ export async function main(args: string[]): Promise<void> {
       out: path.join(tmp, 'camera.y4m'),
     });
     const o: Options = {
-      seconds: Number(arg(args, 'seconds', '12')),
-      warmup: Number(arg(args, 'warmup', '6')),
-      viewerProcs: Number(arg(args, 'viewer-procs', '2')),
-      engine: arg(args, 'engine', 'passthrough') as Options['engine'],
-      outputSize: Number(arg(args, 'output-size', '512')),
+      seconds: opts.seconds,
+      warmup: opts.warmup,
+      viewerProcs: opts.viewerProcs,
+      engine: opts.engine as Options['engine'],
+      outputSize: opts.outputSize,
       workerBin: workerBin ?? '',
-      quietBusyPct: Number(arg(args, 'quiet-busy', '40')),
-      quietMaxS: Number(arg(args, 'quiet-wait', '120')),
-      othersRetryPct: Number(arg(args, 'others-retry', '40')),
-      portrait: portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg')),
+      quietBusyPct: opts.quietBusy,
+      quietMaxS: opts.quietWait,
+      othersRetryPct: opts.othersRetry,
+      portrait: portraitFile(opts.portrait),
       clip: await readY4m(y4m),
     };
     await rm(y4m);

@@ -39,12 +39,12 @@ import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { startPerformer } from '../tests/helpers/g2g.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
 import { waitFor } from '../tests/helpers/wait.js';
+import { num, parseOptions, str } from './lib/args.js';
 import {
   CountingViewer,
   NetCut,
   ServerProc,
   TickLog,
-  arg,
   benchOverrides,
   connectViewer,
   createRoom,
@@ -77,14 +77,19 @@ interface FaultResult {
   relay_dropped_packets?: number;
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  cuts: num(2),
+  cutS: num(5),
+  reloads: num(2),
+  kills: num(4),
+  killEveryS: num(20),
+  clip: str('woman_speech_head_motion.mp4'),
+  portrait: str('real_woman_dark_hair.png'),
+};
+
 export async function main(args: string[]): Promise<void> {
-  const cuts = Number(arg(args, 'cuts', '2'));
-  const cutS = Number(arg(args, 'cut-s', '5'));
-  const reloads = Number(arg(args, 'reloads', '2'));
-  const kills = Number(arg(args, 'kills', '4'));
-  const killEveryS = Number(arg(args, 'kill-every-s', '20'));
-  const clip = arg(args, 'clip', 'woman_speech_head_motion.mp4');
-  const portrait = arg(args, 'portrait', 'real_woman_dark_hair.png');
+  const { cuts, cutS, reloads, kills, killEveryS, clip, portrait } = parseOptions('faults', args, OPTIONS);
 
   const y4m = await makeY4m({ source: drivingClip(clip), width: 640, height: 480, fps: 30, seconds: 8 });
   const server = await ServerProc.start({ overrides: benchOverrides('default'), inspector: true });

@@ -21,7 +21,8 @@
  *
  * Writes benchmarks/results/fuzz.json.
  */
-import { ServerProc, arg, benchOverrides, now, round, sleep } from './lib/reliability.js';
+import { num, parseOptions, str } from './lib/args.js';
+import { ServerProc, benchOverrides, now, round, sleep } from './lib/reliability.js';
 import { runFuzz, type FuzzReport } from './lib/reliabilityFuzz.js';
 import { writeResult } from './lib/stats.js';
 import type { MemoryUsage } from './lib/reliabilityProtocol.js';
@@ -58,12 +59,17 @@ function mergeReports(rs: FuzzReport[]): FuzzReport {
   };
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  count: num(100000),
+  seed: num(1),
+  lanes: num(8),
+  rounds: num(2),
+  portrait: str('real_woman_dark_hair.png'),
+};
+
 export async function main(args: string[]): Promise<void> {
-  const count = Number(arg(args, 'count', '100000'));
-  const seed = Number(arg(args, 'seed', '1'));
-  const lanes = Number(arg(args, 'lanes', '8'));
-  const roundsN = Number(arg(args, 'rounds', '2'));
-  const portrait = arg(args, 'portrait', 'real_woman_dark_hair.png');
+  const { count, seed, lanes, rounds: roundsN, portrait } = parseOptions('fuzz', args, OPTIONS);
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
     const mem = async (gc: boolean): Promise<{ rssMb: number; heapUsedMb: number; externalMb: number; workers?: MemoryUsage['workers']; threads?: number }> => {

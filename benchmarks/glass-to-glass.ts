@@ -51,7 +51,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { AvatarServer } from '../server/app.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { FaceTracker } from '../server/vision/index.js';
 import type { ReceiverInfo } from '../client/lib/peer.js';
@@ -59,12 +58,14 @@ import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { openRoom, portraitGray, startPerformer, startViewer } from '../tests/helpers/g2g.js';
 import { decodeI420, writeBurstWav, writeSequenceY4m } from '../tests/helpers/g2gMedia.js';
 import { correlation, drivingClip, portraitFile } from '../tests/helpers/media.js';
+import { waitFor } from '../tests/helpers/wait.js';
+import { list, num, parseOptions, str } from './lib/args.js';
 import type { FrameRecord, Probe, RtpCounters } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { installG2g, type AudioOnset, type G2gProbe, type Region, type RegionSample } from './lib/g2gInject.js';
 import { cpuSeconds, rtpStages, tapServerPeers } from './lib/g2gRtp.js';
 import { collectRtp } from './lib/browserRtp.js';
-import { startBenchServer } from './lib/server.js';
+import { RoomRecorder, startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
 import { percentile, summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __g2g: G2gProbe };
@@ -123,18 +124,19 @@ const AUDIO_RATE = 48_000;
 const MODES = ['low', 'smooth'] as const;
 type Mode = (typeof MODES)[number];
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
-
-async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`glass-to-glass benchmark: ${what} did not happen in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** The flags (see the header). */
+export const OPTIONS = {
+  seconds: num(40, { min: 1 }),
+  warmup: num(4, { min: 0 }),
+  holdMs: num(1000, { min: 1 }),
+  portrait: str('real_older_man_glasses.jpg'),
+  buffer: str(''),
+  audio: str('1', ['0', '1']),
+  viewerFlags: str(''),
+  modes: list(MODES.join(',')),
+  rounds: num(2),
+  othersRetry: num(60),
+};
 
 /** The fake-webcam plan: per file position, open or not; and the positions where it switches. */
 export interface SwitchPlan {
@@ -360,26 +362,21 @@ export function measureAvOffsets(
 }
 
 export async function main(args: string[]): Promise<void> {
-  const seconds = Number(arg(args, 'seconds', '40'));
-  const warmup = Number(arg(args, 'warmup', '4'));
-  const holdMs = Number(arg(args, 'hold-ms', '1000'));
-  const portrait = portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg'));
-  const buffer = arg(args, 'buffer', '');
-  const audio = arg(args, 'audio', '1') !== '0';
-  const viewerFlags = arg(args, 'viewer-flags', '')
-    .split(' ')
-    .filter((f) => f !== '');
-  const modes = arg(args, 'modes', MODES.join(',')).split(',');
-  const rounds = Math.max(1, Number(arg(args, 'rounds', '2')));
+  const o = parseOptions('glass-to-glass', args, OPTIONS);
+  const { seconds, warmup, holdMs, buffer, modes } = o;
+  const portrait = portraitFile(o.portrait);
+  const audio = o.audio !== '0';
+  const viewerFlags = o.viewerFlags.split(' ').filter((f) => f !== '');
+  const rounds = Math.max(1, o.rounds);
   const windowMs = (seconds * 1000) / rounds;
-  const othersRetryPct = Number(arg(args, 'others-retry', '60'));
+  const othersRetryPct = o.othersRetry;
   for (const m of modes)
     if (!(MODES as readonly string[]).includes(m)) throw new TypeError(`--modes: unknown mode "${m}" (low, smooth)`);
   const hold = Math.max(3, Math.round((holdMs / 1000) * FPS));
   const plan = switchPlan(hold, Math.max(2, Math.round((10 * FPS) / hold)));
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-g2g-'));
-  let server: AvatarServer | null = null;
+  let loopback: LoopbackServer | null = null;
   const browsers: ChromiumBrowser[] = [];
   const serverPeers: RTCPeerConnection[] = [];
   const untap = tapServerPeers(serverPeers);
@@ -405,19 +402,11 @@ export async function main(args: string[]): Promise<void> {
       sampleRate: AUDIO_RATE,
       onsets: plan.switches.map((k) => k * samplesPerFrame),
     });
-    server = await startBenchServer(tmp, 'default');
+    loopback = await startLoopbackServer({ overrides: { avatar: { engine: 'default' } }, buildClient: true });
+    const server = loopback.server;
     const opened = await openRoom(server.url, portrait, server.operatorKey);
-    const room = server.rooms.get(opened.roomId);
-    if (!room) throw new Error('room not in the registry');
-    const timings: FrameTimings[] = [];
-    let recording = false;
-    room.on('frame', (t: FrameTimings) => {
-      if (recording) timings.push(t);
-    });
-    let dropped = 0;
-    room.on('dropped', (n: number) => {
-      if (recording) dropped += n;
-    });
+    const room = server.rooms.require(opened.roomId);
+    const rec = new RoomRecorder(server, opened.roomId);
 
     const perf = await ChromiumBrowser.launch({
       fakeVideo: y4m,
@@ -457,13 +446,14 @@ export async function main(args: string[]): Promise<void> {
       // the engine renders is neutral even with a server seconds behind.
       await new Promise((res) => setTimeout(res, warmup * 1000));
       if (!calibrated) {
-        await until(
-          'performer in the neutral lead',
+        await waitFor(
           async () => {
             const m = await shownIndex();
             return m !== null && m >= 10 && m < LEAD_FRAMES / 2;
           },
           plan.sequence.length * (1000 / FPS) + 10_000,
+          'performer in the neutral lead',
+          100,
         );
         room.recalibrate();
         calibrated = true;
@@ -484,15 +474,14 @@ export async function main(args: string[]): Promise<void> {
         view.page.evaluate(() => (window as unknown as Win).__g2g.takeOnsets()),
         view.page.evaluate(() => (window as unknown as Win).__g2g.takeMouthSeries()),
       ]);
-      timings.length = 0;
-      dropped = 0;
+      rec.reset();
       const rtp0 = await snapshot();
       const loadStart = os.loadavg()[0]!;
       const cpu0 = cpuSeconds();
       const t0 = Date.now();
-      recording = true;
+      rec.recording = true;
       await new Promise((res) => setTimeout(res, windowMs));
-      recording = false;
+      rec.recording = false;
       const t1 = Date.now();
       const cpu1 = cpuSeconds();
       const loadEnd = os.loadavg()[0]!;
@@ -518,8 +507,8 @@ export async function main(args: string[]): Promise<void> {
         av,
         onsets: { performer: perfOnsets.length, viewer: viewOnsets.length },
         shown: series.filter((x) => x.t >= t0 && x.t <= t1).length,
-        timings: timings.slice(),
-        dropped,
+        timings: rec.timings.slice(),
+        dropped: rec.dropped,
         rtp0,
         rtp1,
         receivers,
@@ -676,7 +665,7 @@ export async function main(args: string[]): Promise<void> {
   } finally {
     untap();
     await Promise.all(browsers.map((b) => b.close()));
-    await server?.close();
+    await loopback?.close();
     await rm(tmp, { recursive: true, force: true });
   }
 }

@@ -19,13 +19,13 @@
  * Writes benchmarks/results/overload.json.
  */
 import os from 'node:os';
+import { num, parseOptions, str } from './lib/args.js';
 import { cpuPercent, machineCpu, sampleProc } from './lib/fanoutProc.js';
 import {
   ClipPerformer,
   CountingViewer,
   ServerProc,
   TickLog,
-  arg,
   benchOverrides,
   connectPerformer,
   connectViewer,
@@ -124,13 +124,18 @@ function figures(r: RoomRun, ticks: TickLog, from: number, to: number, dropped0:
   };
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  rooms: num(4),
+  seconds: num(60),
+  baselineS: num(20),
+  warmupS: num(15),
+  clip: str('woman_speech_head_motion.mp4'),
+  portrait: str('real_woman_dark_hair.png'),
+};
+
 export async function main(args: string[]): Promise<void> {
-  const roomCount = Number(arg(args, 'rooms', '4'));
-  const seconds = Number(arg(args, 'seconds', '60'));
-  const baselineS = Number(arg(args, 'baseline-s', '20'));
-  const warmupS = Number(arg(args, 'warmup-s', '15'));
-  const clip = arg(args, 'clip', 'woman_speech_head_motion.mp4');
-  const portrait = arg(args, 'portrait', 'real_woman_dark_hair.png');
+  const { rooms: roomCount, seconds, baselineS, warmupS, clip, portrait } = parseOptions('overload', args, OPTIONS);
 
   const frames = await loadClipFrames(drivingClip(clip), 640, 480, 6);
   const server = await ServerProc.start({ overrides: benchOverrides('default'), inspector: false });

@@ -19,7 +19,6 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadConfig } from '../server/config.js';
 import { setLogLevel } from '../server/logger.js';
 import { loadPortrait, openEngine } from '../server/quality/cli.js';
@@ -27,6 +26,7 @@ import { evaluate, type EvalReport, type Scores } from '../server/quality/evalua
 import { FaceModelPool } from '../server/quality/faceModels.js';
 import { FaceTracker } from '../server/vision/tracker.js';
 import { mediaDir } from '../scripts/testData.js';
+import { flag, parseOptions, str } from './lib/args.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
@@ -192,47 +192,46 @@ export function findings(rows: ClipResult[]): string[] {
   return out;
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  engine: str('default'),
+  steps: str('0'),
+  maxFrames: str('150'),
+  clips: str(undefined),
+  cross: str(undefined),
+  crossClips: str(undefined),
+  size: str('512'),
+  idEvery: str('5'),
+  noSheets: flag(),
+  teacher: flag(),
+  name: str('quality'),
+  drivingDir: str(undefined),
+  portraitDir: str(undefined),
+};
+
 export async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      engine: { type: 'string', default: 'default' },
-      steps: { type: 'string', default: '0' },
-      'max-frames': { type: 'string', default: '150' },
-      clips: { type: 'string' },
-      cross: { type: 'string' },
-      'cross-clips': { type: 'string' },
-      size: { type: 'string', default: '512' },
-      'id-every': { type: 'string', default: '5' },
-      'no-sheets': { type: 'boolean' },
-      teacher: { type: 'boolean' },
-      name: { type: 'string', default: 'quality' },
-      'driving-dir': { type: 'string' },
-      'portrait-dir': { type: 'string' },
-    },
-    strict: true,
-  });
-  const maxFrames = Number(values['max-frames']) || undefined;
+  const values = parseOptions('quality', argv, OPTIONS);
+  const maxFrames = Number(values.maxFrames) || undefined;
   const size = Number(values.size);
   const config = loadConfig(process.env);
   setLogLevel('warn');
-  const drivingDir = path.resolve(values['driving-dir'] ?? path.join(media, 'driving'));
-  const portraitDir = path.resolve(values['portrait-dir'] ?? path.join(media, 'portraits'));
+  const drivingDir = path.resolve(values.drivingDir ?? path.join(media, 'driving'));
+  const portraitDir = path.resolve(values.portraitDir ?? path.join(media, 'portraits'));
   for (const [flag, dir] of [['--driving-dir', drivingDir], ['--portrait-dir', portraitDir]] as const) {
     if (!existsSync(dir)) throw new Error(`${flag}: no such folder: ${dir}`);
   }
   const allClips = readdirSync(drivingDir).filter((f) => f.endsWith('.mp4')).sort();
   const clips = values.clips ? values.clips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : allClips;
   const crossPortraits = values.cross === 'none' ? [] : values.cross ? values.cross.split(',') : DEFAULT_CROSS_PORTRAITS;
-  const crossClips = values['cross-clips'] ? values['cross-clips'].split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : DEFAULT_CROSS_CLIPS;
+  const crossClips = values.crossClips ? values.crossClips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : DEFAULT_CROSS_CLIPS;
   const engineName = values.engine;
   const steps = Number(values.steps);
-  const idEvery = Number(values['id-every']);
+  const idEvery = Number(values.idEvery);
   const resultsDir = path.resolve(here, 'results');
   const resultName = values.name;
   if (!/^[a-z0-9][a-z0-9._-]*$/i.test(resultName)) throw new Error(`--name must be a plain file name (got "${resultName}")`);
   const sheetsDir = path.join(resultsDir, 'quality-sheets', resultName === 'quality' ? '' : resultName);
-  if (!values['no-sheets']) mkdirSync(sheetsDir, { recursive: true });
+  if (!values.noSheets) mkdirSync(sheetsDir, { recursive: true });
   const faceModels = await FaceModelPool.create();
 
   const rows: ClipResult[] = [];
@@ -250,7 +249,7 @@ export async function main(argv: string[]): Promise<void> {
       steps,
       faceModels,
       idEvery,
-      ...(values['no-sheets'] ? {} : { sheet: { file: path.join(sheetsDir, sheetName) } }),
+      ...(values.noSheets ? {} : { sheet: { file: path.join(sheetsDir, sheetName) } }),
       maxFrames,
       perFrame: false,
       createAnalyzer: () => FaceTracker.create(),
@@ -311,7 +310,7 @@ export async function main(argv: string[]): Promise<void> {
     // Worker time per analysed image over the whole run (two images per scored frame), and of that the 68-point net's.
     face_models_ms_per_image: Math.round(faceModelStats.meanMs * 10) / 10,
     landmarks68_ms_per_image: Math.round(faceModelStats.meanMs68 * 10) / 10,
-    sheets: values['no-sheets'] ? null : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
+    sheets: values.noSheets ? null : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
     goals: 'akd(model) <= 0.6 x akd(frozen); ssim(model) > ssim(frozen) (self mode)',
     definitions: 'see server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',
     summary: { self: aggregate(self), ...(crossRows.length ? { cross: aggregate(crossRows) } : {}) },

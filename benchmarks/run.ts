@@ -4,6 +4,7 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { UsageError } from './lib/args.js';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 const available = readdirSync(here)
@@ -15,6 +16,12 @@ if (!name || !available.includes(name)) {
   process.exit(2);
 }
 const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as { main: (a: string[]) => Promise<void> };
-await mod.main(args);
+try {
+  await mod.main(args);
+} catch (err) {
+  if (!(err instanceof UsageError)) throw err;
+  process.stderr.write(`${err.message}\n${err.usage}\n`);
+  process.exit(2);
+}
 // @roamhq/wrtc's finalizers segfault at a natural exit even after every peer is closed: exit explicitly.
 process.exit(0);

@@ -21,12 +21,9 @@ import { testEngine, type TestEngineHooks } from '../tests/helpers/testEngine.js
 import { createLogger, setLogLevel } from '../server/logger.js';
 import { createI420, loadImageRgb } from '../server/util/image.js';
 import { portraitFile } from '../scripts/testData.js';
+import { num, parseOptions, str } from './lib/args.js';
 import { summarize, writeResult } from './lib/stats.js';
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
 
 /** A moving gradient: every driving frame differs from the last. */
 function fill(data: Uint8Array, width: number, height: number, t: number): void {
@@ -42,12 +39,19 @@ interface Tracked {
   frames: number;
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  seconds: num(10),
+  slowMs: num(150),
+  intervalMs: num(20),
+  size: str('320x240'),
+};
+
 export async function main(args: string[]): Promise<void> {
+  const opts = parseOptions('session', args, OPTIONS);
   setLogLevel('warn');
-  const seconds = Number(arg(args, 'seconds', '10'));
-  const slowMs = Number(arg(args, 'slow-ms', '150'));
-  const intervalMs = Number(arg(args, 'interval-ms', '20'));
-  const [w, h] = arg(args, 'size', '320x240').split('x').map(Number) as [number, number];
+  const { seconds, slowMs, intervalMs } = opts;
+  const [w, h] = opts.size.split('x').map(Number) as [number, number];
   if (!(seconds > 0 && slowMs >= 0 && intervalMs > 0 && w > 0 && h > 0)) throw new TypeError('session: bad arguments');
   const log = createLogger('bench.session');
   const base: EngineOptions = { modelPack: 'unused', executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256 };

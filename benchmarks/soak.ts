@@ -17,13 +17,13 @@
  *
  * Writes benchmarks/results/soak.json.
  */
+import { num, parseOptions, str } from './lib/args.js';
 import { sampleProc } from './lib/fanoutProc.js';
 import {
   ClipPerformer,
   CountingViewer,
   ServerProc,
   TickLog,
-  arg,
   benchOverrides,
   connectPerformer,
   connectViewer,
@@ -71,13 +71,21 @@ function per10(samples: MemSample[], key: keyof MemSample, warmupMin: number): n
   return round(slope(s.map((x) => x.tMin / 10), s.map((x) => x[key])), 3);
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  minutes: num(30),
+  viewers: num(4),
+  /** Default: min(3, minutes / 5). */
+  warmupMinutes: num(undefined),
+  sampleS: num(5),
+  clip: str('woman_speech_head_motion.mp4'),
+  portrait: str('real_woman_dark_hair.png'),
+};
+
 export async function main(args: string[]): Promise<void> {
-  const minutes = Number(arg(args, 'minutes', '30'));
-  const viewerCount = Number(arg(args, 'viewers', '4'));
-  const warmupMin = Number(arg(args, 'warmup-minutes', String(Math.min(3, minutes / 5))));
-  const sampleS = Number(arg(args, 'sample-s', '5'));
-  const clip = arg(args, 'clip', 'woman_speech_head_motion.mp4');
-  const portrait = arg(args, 'portrait', 'real_woman_dark_hair.png');
+  const opts = parseOptions('soak', args, OPTIONS);
+  const { minutes, viewers: viewerCount, sampleS, clip, portrait } = opts;
+  const warmupMin = opts.warmupMinutes ?? Math.min(3, minutes / 5);
 
   const frames = await loadClipFrames(drivingClip(clip), 640, 480, 6);
   const server = await ServerProc.start({ overrides: benchOverrides('default'), inspector: false });

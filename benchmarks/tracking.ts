@@ -28,6 +28,7 @@ import { FaceTracker } from '../server/vision/tracker.js';
 import type { Box, ColorFrame } from '../server/vision/types.js';
 import type { GrayImage } from '../server/types/image.js';
 import { mediaDir } from '../scripts/testData.js';
+import { num, parseOptions } from './lib/args.js';
 import { runDlibBench } from './lib/dlibCpp.js';
 import { summarize, writeResult } from './lib/stats.js';
 
@@ -72,16 +73,12 @@ function cpuMs(): number {
   return process.cpuUsage().user / 1000;
 }
 
-function arg(args: string[], name: string, def: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : def;
-  if (!(Number.isInteger(v) && v > 0)) throw new TypeError(`${name} needs a positive integer`);
-  return v;
-}
+
+/** The flags (see the header). */
+export const OPTIONS = { framesPerClip: num(40, { min: 1, integer: true }), reps: num(5, { min: 1, integer: true }) };
 
 export async function main(args: string[]): Promise<void> {
-  const perClip = arg(args, '--frames-per-clip', 40);
-  const reps = arg(args, '--reps', 5);
+  const { framesPerClip: perClip, reps } = parseOptions('tracking', args, OPTIONS);
   const clips = readdirSync(drivingDir)
     .filter((f) => f.endsWith('.mp4'))
     .sort();

@@ -16,34 +16,33 @@
  *
  * Writes benchmarks/results/transport.json: p50_ms, p95_ms, fps, frames, stages{stage:{p50,p95,mean,n}}, ...
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { AvatarServer } from '../server/app.js';
 import type { FrameTimings } from '../server/rooms/room.js';
 import { ChromiumBrowser } from '../tests/helpers/chromium.js';
 import { drivingClip, makeY4m, portraitFile } from '../tests/helpers/media.js';
-import wrtc from '@roamhq/wrtc';
+import { waitFor } from '../tests/helpers/wait.js';
+import { num, parseOptions, str } from './lib/args.js';
 import type { FrameRecord, Probe } from './lib/browserProbe.js';
 import { installProbe } from './lib/browserInject.js';
 import { collectRtp, type RtpCounters } from './lib/browserRtp.js';
-import { startBenchServer } from './lib/server.js';
+import { rtpStages, tapServerPeers } from './lib/g2gRtp.js';
+import { RoomRecorder, openRoom, startLoopbackServer, type LoopbackServer } from './lib/loopback.js';
 import { summarize, writeResult } from './lib/stats.js';
 
 type Win = { __probe: Probe; __studio: { publishState: string }; __avatar: { frames: number } };
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
-
-async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`transport benchmark: ${what} did not happen in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** The flags (see the header). */
+export const OPTIONS = {
+  seconds: num(25, { min: 1 }),
+  warmup: num(4, { min: 0 }),
+  clip: str('man_mouth_wide_open.mp4'),
+  portrait: str('real_older_man_glasses.jpg'),
+  preview: str('0', ['0', '1']),
+  buffer: str(''),
+  audio: str('1', ['0', '1']),
+};
 
 /**
  * Pairs each viewer frame with the performer's most recent presentation of the same index (the clip loops, so an
@@ -81,63 +80,16 @@ export function matchFrames(
   return { delays, captureDelays, unmatched };
 }
 
-/** Mean per-frame libwebrtc times (ms) of a video stream between two getStats snapshots (browser or server peer). */
-function rtpStages(
-  before: RtpCounters[],
-  after: RtpCounters[],
-  type: RtpCounters['type'],
-): Record<string, number> | null {
-  const pick = (l: RtpCounters[]): RtpCounters | undefined => l.find((r) => r.type === type && r.kind === 'video');
-  const a = pick(before);
-  const b = pick(after);
-  if (!a || !b) return null;
-  const frames = b.frames - a.frames;
-  if (frames <= 0) return null;
-  const ms = (k: keyof RtpCounters, n = frames): number =>
-    +((((b[k] as number) - (a[k] as number)) / n) * 1000).toFixed(2);
-  return type === 'outbound-rtp'
-    ? { frames, encode_mean_ms: ms('totalEncodeTime') }
-    : {
-        frames,
-        jitter_buffer_mean_ms: ms(
-          'jitterBufferDelay',
-          b.jitterBufferEmittedCount - a.jitterBufferEmittedCount || frames,
-        ),
-        decode_mean_ms: ms('totalDecodeTime'),
-        receive_to_decoded_mean_ms: ms('totalProcessingDelay'),
-      };
-}
-
-/**
- * Records every @roamhq/wrtc peer connection the in-process server creates (ingest and viewer peers), so the
- * benchmark can read libwebrtc's own numbers: the ingest's jitter buffer and decode, the publisher's encode.
- * Returns the function that restores the original constructor.
- */
-function tapServerPeers(peers: RTCPeerConnection[]): () => void {
-  const mod = wrtc as unknown as { RTCPeerConnection: typeof RTCPeerConnection };
-  const Native = mod.RTCPeerConnection;
-  mod.RTCPeerConnection = class extends Native {
-    constructor(config?: RTCConfiguration) {
-      super(config);
-      peers.push(this);
-    }
-  };
-  return () => {
-    mod.RTCPeerConnection = Native;
-  };
-}
-
 export async function main(args: string[]): Promise<void> {
-  const seconds = Number(arg(args, 'seconds', '25'));
-  const warmup = Number(arg(args, 'warmup', '4'));
-  const clip = drivingClip(arg(args, 'clip', 'man_mouth_wide_open.mp4'));
-  const portrait = portraitFile(arg(args, 'portrait', 'real_older_man_glasses.jpg'));
-  const preview = arg(args, 'preview', '0') === '1';
-  const buffer = arg(args, 'buffer', '');
-  const audio = arg(args, 'audio', '1') !== '0';
+  const o = parseOptions('transport', args, OPTIONS);
+  const { seconds, warmup, buffer } = o;
+  const clip = drivingClip(o.clip);
+  const portrait = portraitFile(o.portrait);
+  const preview = o.preview === '1';
+  const audio = o.audio !== '0';
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'avatar-bench-'));
-  let server: AvatarServer | null = null;
+  let loopback: LoopbackServer | null = null;
   const browsers: ChromiumBrowser[] = [];
   const serverPeers: RTCPeerConnection[] = [];
   const untap = tapServerPeers(serverPeers);
@@ -151,36 +103,10 @@ export async function main(args: string[]): Promise<void> {
       marker: true,
       out: path.join(tmp, 'camera.y4m'),
     });
-    server = await startBenchServer(tmp, 'passthrough');
-    const url = server.url;
-
-    const form = new FormData();
-    form.append('consent', 'true');
-    form.append('file', new Blob([await readFile(portrait)]), path.basename(portrait));
-    // The bench server keeps the local operator's key (no key configured).
-    const authorization = `Bearer ${server.operatorKey}`;
-    const up = await fetch(`${url}/api/portraits`, { method: 'POST', body: form, headers: { authorization } });
-    if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
-    const { id: portraitId } = (await up.json()) as { id: string };
-    const rr = await fetch(`${url}/api/rooms`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization },
-      body: JSON.stringify({ portraitId }),
-    });
-    if (rr.status !== 201) throw new Error(`room failed: ${rr.status} ${await rr.text()}`);
-    const created = (await rr.json()) as { roomId: string; performerUrl: string; viewerUrl: string };
-    const room = server.rooms.get(created.roomId);
-    if (!room) throw new Error('room not in the registry');
-
-    const timings: FrameTimings[] = [];
-    let recording = false;
-    room.on('frame', (t: FrameTimings) => {
-      if (recording) timings.push(t);
-    });
-    let dropped = 0;
-    room.on('dropped', (n: number) => {
-      if (recording) dropped += n;
-    });
+    loopback = await startLoopbackServer({ overrides: { avatar: { engine: 'passthrough' } }, buildClient: true });
+    const created = await openRoom(loopback.url, loopback.apiKey, portrait);
+    const rec = new RoomRecorder(loopback.server, created.roomId);
+    const { timings } = rec;
 
     const [perf, view] = await Promise.all([ChromiumBrowser.launch({ fakeVideo: y4m }), ChromiumBrowser.launch()]);
     browsers.push(perf, view);
@@ -190,19 +116,21 @@ export async function main(args: string[]): Promise<void> {
     await perf.page.goto(`${created.performerUrl}&preview=${preview ? 1 : 0}`);
     await perf.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
     await perf.page.locator('#start:not([disabled])').click();
-    await until(
-      'performer connected',
+    await waitFor(
       () => perf.page.evaluate(() => (window as unknown as Win).__studio.publishState === 'connected'),
       30_000,
+      'performer connected',
+      100,
     );
 
     const viewerUrl = `${created.viewerUrl}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
     await view.page.goto(viewerUrl);
     await view.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#video', { marker: true }));
-    await until(
-      'viewer frames',
+    await waitFor(
       () => view.page.evaluate(() => (window as unknown as Win).__avatar.frames > 10),
       30_000,
+      'viewer frames',
+      100,
     );
 
     // Warm up (encoder ramp-up, jitter buffer settling), then record.
@@ -211,9 +139,9 @@ export async function main(args: string[]): Promise<void> {
       b.page.evaluate(() => (window as unknown as Win).__probe.rtpStats());
     const [perfRtp0, viewRtp0, srvRtp0] = await Promise.all([rtp(perf), rtp(view), collectRtp(serverPeers)]);
     const t0 = Date.now();
-    recording = true;
+    rec.recording = true;
     await new Promise((r) => setTimeout(r, seconds * 1000));
-    recording = false;
+    rec.recording = false;
     const t1 = Date.now();
     const [perfRtp1, viewRtp1, srvRtp1] = await Promise.all([rtp(perf), rtp(view), collectRtp(serverPeers)]);
 
@@ -258,7 +186,7 @@ export async function main(args: string[]): Promise<void> {
         unmatched,
         sent: sentInWindow,
         server: timings.length,
-        droppedInMailbox: dropped,
+        droppedInMailbox: rec.dropped,
       },
       from_capture_time: captureDelays.length ? summarize(captureDelays) : null,
       stages,
@@ -273,7 +201,7 @@ export async function main(args: string[]): Promise<void> {
     });
   } finally {
     await Promise.all(browsers.map((b) => b.close()));
-    await server?.close();
+    await loopback?.close();
     untap();
     await rm(tmp, { recursive: true, force: true });
   }

@@ -26,7 +26,6 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { I420Frame } from '../server/types/image.js';
-import { createServer } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
 import { setLogLevel } from '../server/logger.js';
 import { detectFile } from '../server/provenance/detect.js';
@@ -36,16 +35,14 @@ import { Watermarker, WatermarkDetector, bitErrorRate, type WindowResult } from 
 import { loadPortrait, openEngine } from '../server/quality/cli.js';
 import { runOffline } from '../server/quality/offline.js';
 import { mediaDir, testDataDir } from '../scripts/testData.js';
-import { ChromiumBrowser, buildClient } from '../tests/helpers/chromium.js';
-import { openRoom, startPerformer } from '../tests/helpers/g2g.js';
+import { ChromiumBrowser } from '../tests/helpers/chromium.js';
+import { startPerformer } from '../tests/helpers/g2g.js';
 import { makeY4m } from '../tests/helpers/media.js';
 import { captureVideoLuma } from '../tests/provenance/chromiumCapture.js';
+import { flag, num, parseOptions } from './lib/args.js';
+import { openRoom, startLoopbackServer } from './lib/loopback.js';
 import { summarize, writeResult } from './lib/stats.js';
 
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
 
 /** Runs ffmpeg with `input` on stdin; resolves with stdout. */
 function ffmpeg(args: string[], input?: Buffer): Promise<Buffer> {
@@ -170,13 +167,18 @@ async function listFiles(dir: string, exts: RegExp): Promise<string[]> {
   return out.sort();
 }
 
+/** The flags (see the header). */
+export const OPTIONS = {
+  frames: num(300),
+  pairs: num(6),
+  chromiumSeconds: num(20),
+  fpWindows: num(10),
+  skipChromium: flag(),
+};
+
 export async function main(args: string[]): Promise<void> {
   setLogLevel('warn');
-  const frames = Number(arg(args, 'frames', '300'));
-  const pairsWanted = Number(arg(args, 'pairs', '6'));
-  const chromiumSeconds = Number(arg(args, 'chromium-seconds', '20'));
-  const fpWindows = Number(arg(args, 'fp-windows', '10'));
-  const skipChromium = args.includes('--skip-chromium');
+  const { frames, pairs: pairsWanted, chromiumSeconds, fpWindows, skipChromium } = parseOptions('watermark', args, OPTIONS);
   const config = loadConfig(process.env);
 
   const portraits = ['real_woman_dark_hair.png', 'real_asian_young_woman.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg', 'real_older_man_glasses.jpg', 'real_japanese_woman.png'];
@@ -341,15 +343,12 @@ export async function main(args: string[]): Promise<void> {
  * payload: the room id's hash and the minute (a window at a minute boundary may carry either).
  */
 export async function chromiumViewer(seconds: number): Promise<Record<string, unknown>> {
-  await buildClient();
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'wm-bench-data-'));
   const y4m = await makeY4m({ source: path.join(mediaDir, 'driving', 'woman_speech_head_motion.mp4'), width: 640, height: 480, fps: 25, seconds: 10 });
-  const config = loadConfig({}, { host: '127.0.0.1', port: 0, logLevel: 'warn', dataDir, fanout: { mode: 'direct' }, media: { iceAddressAllowList: ['127.0.0.1'] } });
-  const server = await createServer(config);
+  const server = await startLoopbackServer({ buildClient: true });
   const performer = await ChromiumBrowser.launch({ fakeVideo: y4m });
   const viewer = await ChromiumBrowser.launch();
   try {
-    const room = await openRoom(server.url, path.join(mediaDir, 'portraits', 'real_woman_dark_hair.png'), server.operatorKey);
+    const room = await openRoom(server.url, server.apiKey, path.join(mediaDir, 'portraits', 'real_woman_dark_hair.png'));
     await startPerformer(performer.page, room.performerUrl);
     await viewer.page.goto(room.viewerUrl);
     const page = viewer.page;
@@ -388,7 +387,6 @@ export async function chromiumViewer(seconds: number): Promise<Record<string, un
     await viewer.close();
     await performer.close();
     await server.close();
-    await rm(dataDir, { recursive: true, force: true });
     await rm(path.dirname(y4m), { recursive: true, force: true });
   }
 }

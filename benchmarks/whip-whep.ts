@@ -12,30 +12,22 @@
  * Writes benchmarks/results/whip-whep.json: p50_ms/p95_ms of the delay, receive fps, frames, the server's per-stage
  * times (Room 'frame' events: ingest receive → published), dropped frames.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { createServer } from '../server/app.js';
-import { loadConfig } from '../server/config.js';
 import type { FrameTimings } from '../server/rooms/room.js';
+import os from 'node:os';
 import { decodeMarker, portraitFile } from '../tests/helpers/media.js';
-import { PerformerClient, ViewerClient } from '../tests/media/rtcClients.js';
+import { PerformerClient } from '../tests/media/rtcClients.js';
+import { waitFor } from '../tests/helpers/wait.js';
+import { num, parseOptions } from './lib/args.js';
+import { openRoom, startLoopbackServer } from './lib/loopback.js';
 import { summarize, writeResult } from './lib/stats.js';
+import { CountingViewer } from './lib/viewer.js';
 
-function arg(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(args[i + 1]) : fallback;
-  if (!Number.isFinite(v) || v <= 0) throw new TypeError(`--${name} must be a positive number`);
-  return v;
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`whip-whep benchmark: ${what} did not happen in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** The flags (see the header). */
+export const OPTIONS = {
+  seconds: num(20, { positive: true }),
+  warmup: num(3, { positive: true }),
+  size: num(512, { positive: true }),
+};
 
 async function sdpPost(url: string, token: string, sdp: string): Promise<{ answer: string; location: string }> {
   const res = await fetch(url, {
@@ -48,49 +40,12 @@ async function sdpPost(url: string, token: string, sdp: string): Promise<{ answe
 }
 
 export async function main(args: string[]): Promise<void> {
-  const seconds = arg(args, 'seconds', 20);
-  const warmup = arg(args, 'warmup', 3);
-  const size = arg(args, 'size', 512);
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'bench-whip-'));
-  const server = await createServer(
-    loadConfig(
-      {},
-      {
-        host: '127.0.0.1',
-        port: 0,
-        logLevel: 'warn',
-        dataDir: path.join(tmp, 'data'),
-        avatar: { engine: 'passthrough', outputSize: size },
-        fanout: { mode: 'direct' },
-        media: { iceAddressAllowList: ['127.0.0.1'] },
-      },
-    ),
-  );
+  const { seconds, warmup, size } = parseOptions('whip-whep', args, OPTIONS);
+  const loopback = await startLoopbackServer({ overrides: { avatar: { engine: 'passthrough', outputSize: size } } });
+  const server = loopback.server;
   const peers: { close(): void }[] = [];
   try {
-    const form = new FormData();
-    form.append('consent', 'true');
-    form.append(
-      'file',
-      new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]),
-      'p.jpg',
-    );
-    const portrait = (await (
-      await fetch(`${server.url}/api/portraits`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${server.operatorKey}` },
-        body: form,
-      })
-    ).json()) as {
-      id: string;
-    };
-    const room = (await (
-      await fetch(`${server.url}/api/rooms`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${server.operatorKey}` },
-        body: JSON.stringify({ portraitId: portrait.id }),
-      })
-    ).json()) as { roomId: string; performerToken: string; viewerToken: string };
+    const room = await openRoom(loopback.url, loopback.apiKey, portraitFile('real_asian_young_woman.jpg'));
     const info = server.rooms.require(room.roomId).info;
 
     const sender = new PerformerClient(640, 480, true);
@@ -98,7 +53,7 @@ export async function main(args: string[]): Promise<void> {
     const whip = await sdpPost(`${server.url}/whip/${room.roomId}`, room.performerToken, (await sender.offer()).sdp);
     await sender.accept({ type: 'answer', sdp: whip.answer });
 
-    const receiver = new ViewerClient();
+    const receiver = new CountingViewer();
     peers.push(receiver);
     let measuring = false;
     let lastIdx = -1;
@@ -121,7 +76,7 @@ export async function main(args: string[]): Promise<void> {
       if (measuring) stages.push(t);
     });
     sender.start();
-    await until('first frames at the WHEP receiver', () => receiver.frames > 10, 20_000);
+    await waitFor(() => receiver.frames > 10, 20_000, 'first frames at the WHEP receiver', 50);
     await new Promise((r) => setTimeout(r, warmup * 1000));
     const dropped0 = server.rooms.require(room.roomId).parts.session.dropped;
     const sent0 = sender.framesSent;
@@ -161,7 +116,6 @@ export async function main(args: string[]): Promise<void> {
     });
   } finally {
     for (const p of peers) p.close();
-    await server.close();
-    await rm(tmp, { recursive: true, force: true });
+    await loopback.close();
   }
 }

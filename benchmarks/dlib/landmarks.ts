@@ -21,19 +21,16 @@ import { readPgm } from '../../server/vision/pgm.js';
 import type { Box } from '../../server/vision/types.js';
 import type { GrayImage } from '../../server/types/image.js';
 import { referenceAvailable, referenceDir as refDir } from '../../scripts/testData.js';
+import { num, parseOptions } from '../lib/args.js';
 import { runDlibBench } from '../lib/dlibCpp.js';
 import { summarize, writeResult } from '../lib/stats.js';
 
-function arg(args: string[], name: string, def: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : def;
-  if (!Number.isInteger(v) || v < 1) throw new TypeError(`${name} must be a positive integer`);
-  return v;
-}
+
+/** The flags: `npm run bench -- dlib/landmarks [--reps 20] [--rounds 3]`. */
+export const OPTIONS = { reps: num(20, { min: 1, integer: true }), rounds: num(3, { min: 1, integer: true }) };
 
 export async function main(args: string[]): Promise<void> {
-  const reps = arg(args, '--reps', 20);
-  const rounds = arg(args, '--rounds', 3);
+  const { reps, rounds } = parseOptions('dlib/landmarks', args, OPTIONS);
   if (!referenceAvailable()) {
     throw new Error(`reference data not found at ${refDir}: this benchmark needs it (see test-data/README.md)`);
   }

@@ -1,6 +1,6 @@
 /**
- * The RTP receiver process of the fan-out benchmark's `*_rtp` modes (forked with IPC; messages ToRtp/FromRtp in
- * fanoutProtocol.ts): one UDP socket on 127.0.0.1 per RTP viewer, each the destination of one mediasoup PlainTransport
+ * The RTP receiver process of the fan-out benchmark's `*_rtp` modes (forked through benchmarks/lib/child.ts; requests
+ * RtpRequest in fanoutProtocol.ts): one UDP socket on 127.0.0.1 per RTP viewer, each the destination of one mediasoup PlainTransport
  * consumer (SRTP, created by the benchmark server: see benchmarks/lib/fanoutServer.ts). Nothing is decrypted or
  * decoded: SRTP encrypts the payload only, so the RTP header is read as is. Per socket it counts
  * - video RTP packets (the watched payload type) and their bytes (whole UDP payload: header, encrypted payload,
@@ -10,7 +10,8 @@
  * RTCP (multiplexed on the same port) and other payload types (RTX) are counted apart, for the whole process.
  */
 import dgram from 'node:dgram';
-import type { FromRtp, ToRtp, ViewerCounters } from './fanoutProtocol.js';
+import { ParentChannel, runChild } from './child.js';
+import type { RtpOpened, RtpRequest, RtpStats, ViewerCounters } from './fanoutProtocol.js';
 
 interface RtpViewer {
   socket: dgram.Socket;
@@ -105,26 +106,22 @@ function closeAll(): void {
   for (const v of viewers.splice(0)) v.socket.close();
 }
 
-function send(m: FromRtp): void {
-  process.send?.(m);
-}
-
-async function handle(m: ToRtp): Promise<void> {
-  switch (m.type) {
+async function handle(m: RtpRequest): Promise<RtpOpened | RtpStats | null> {
+  switch (m.cmd) {
     case 'open':
-      send({ type: 'opened', ports: await open(m.count) });
-      return;
+      return { ports: await open(m.count) };
     case 'watch':
       watchPt = m.pt;
-      send({ type: 'watching' });
-      return;
+      return null;
     case 'stats':
-      send({
-        type: 'stats',
+      return {
         at: Date.now(),
         viewers: viewers.map((v): ViewerCounters => ({
           framesReceived: v.frames,
           framesDecoded: 0,
+          framesDropped: 0,
+          keyFramesDecoded: 0,
+          freezeCount: 0,
           totalDecodeTime: 0,
           bytesReceived: v.bytes,
           packetsReceived: v.packets,
@@ -134,23 +131,16 @@ async function handle(m: ToRtp): Promise<void> {
         })),
         rtcpPackets,
         otherPackets,
-      });
-      return;
+      };
     case 'close':
       closeAll();
-      send({ type: 'closed' });
-      return;
-    case 'exit':
-      closeAll();
-      setTimeout(() => process.exit(0), 100);
-      return;
+      return null;
   }
 }
 
-process.on('message', (m: ToRtp) => {
-  handle(m).catch((err: unknown) => send({ type: 'error', message: err instanceof Error ? err.message : String(err) }));
-});
-process.on('disconnect', () => {
-  closeAll();
-  setTimeout(() => process.exit(0), 100);
+runChild('fanout RTP receiver', () => {
+  const parent = new ParentChannel<RtpRequest, null>(handle);
+  parent.onStop('fanout RTP receiver', closeAll);
+  parent.ready(null);
+  return Promise.resolve();
 });

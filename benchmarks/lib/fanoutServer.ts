@@ -1,11 +1,11 @@
 /**
  * The fan-out benchmark's server, run as its own child process (`node --import tsx benchmarks/lib/fanoutServer.ts
- * '<json>'`) so that its CPU, with its mediasoup worker children, is measured apart from the performer's and the
- * viewers'. The argument is a DeepPartial<Config> merged over the benchmark defaults (loopback, port 0, ICE limited
- * to 127.0.0.1). Prints one line `FANOUT_SERVER {"url":...,"apiKey":...}` on stdout when it listens; SIGTERM closes the server
- * (rooms, peers, workers) and exits.
+ * '<json>'`, forked through benchmarks/lib/child.ts) so that its CPU, with its mediasoup worker children, is measured
+ * apart from the performer's and the viewers'. The argument is a DeepPartial<Config> merged over the loopback
+ * defaults (benchmarks/lib/loopback.ts). Says ready with { url, pid, apiKey } when it listens; SIGTERM closes the
+ * server (rooms, peers, workers) and exits.
  *
- * Bench-only control channel (when started with an IPC channel; messages ToServer/FromServer in fanoutProtocol.ts):
+ * Bench-only control channel (requests ServerRequest in fanoutProtocol.ts):
  * 'addRtpViewers' adds RTP viewers to the (only) room, for the SFU "decoding off, count RTP frames" modes. Each RTP
  * viewer goes through the product's viewer path, room.sfuCreateTransport(viewerId), so that it is counted and spread
  * over the room's routers exactly like a WebRTC viewer (MediasoupRoom's slotForNewViewer: viewersPerRouter, piping
@@ -23,9 +23,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { types as ms } from 'mediasoup';
 import { createServer, type AvatarServer } from '../../server/app.js';
-import { defaultConfig, loadConfig, type Config, type DeepPartial } from '../../server/config.js';
+import { defaultConfig, type Config, type DeepPartial } from '../../server/config.js';
 import type { MediasoupFanoutFactory } from '../../server/media/mediasoupFanout.js';
-import { READY_PREFIX, type FromServer, type ToServer } from './fanoutProtocol.js';
+import { ParentChannel, runChild } from './child.js';
+import type { RtpViewersAdded, ServerReady, ServerRequest } from './fanoutProtocol.js';
+import { loopbackConfig } from './loopback.js';
 
 /**
  * Bench-only: follows the mediasoup workers' routers, transports and producers through their observers, so that the
@@ -60,7 +62,7 @@ class RtpViewerHooks {
     });
   }
 
-  async add(server: AvatarServer, ip: string, ports: number[]): Promise<FromServer> {
+  async add(server: AvatarServer, ip: string, ports: number[]): Promise<RtpViewersAdded> {
     const t0 = performance.now();
     const room = server.rooms.rooms()[0];
     if (!room?.sfu) throw new Error('no SFU room');
@@ -104,7 +106,6 @@ class RtpViewerHooks {
       }
     }
     return {
-      type: 'rtpViewersAdded',
       added,
       errors: [...new Set(errors)],
       videoPt,
@@ -122,60 +123,20 @@ async function main(): Promise<void> {
   // sends it as a bearer token either way.
   const apiKey = `ak_${randomBytes(24).toString('base64url')}`;
   const auth = 'auth' in defaultConfig() ? { auth: { apiKeys: [{ name: 'bench', secret: apiKey }] } } : {};
-  const config = loadConfig(
-    {},
-    {
-      host: '127.0.0.1',
-      port: 0,
-      logLevel: 'warn',
-      dataDir,
-      media: { iceAddressAllowList: ['127.0.0.1'] },
-      ...auth,
-      ...overrides,
-    },
-  );
-  const server = await createServer(config);
+  const server = await createServer(loopbackConfig(dataDir, { ...auth, ...overrides }));
   const hooks =
     server.fanout.kind === 'sfu'
       ? new RtpViewerHooks((server.fanout as MediasoupFanoutFactory).pool.workersForDump())
       : null;
-  process.on('message', (m: ToServer) => {
-    const reply = (r: FromServer): void => void process.send?.(r);
-    if (m.type !== 'addRtpViewers') return reply({ type: 'error', message: `unknown message ${String(m.type)}` });
-    if (!hooks) return reply({ type: 'error', message: 'no SFU: RTP viewers need fanout.mode sfu' });
-    hooks
-      .add(server, m.ip, m.ports)
-      .then(reply, (err: unknown) =>
-        reply({ type: 'error', message: err instanceof Error ? err.message : String(err) }),
-      );
+  const parent = new ParentChannel<ServerRequest, ServerReady>((m) => {
+    if (!hooks) return Promise.reject(new Error('no SFU: RTP viewers need fanout.mode sfu'));
+    return hooks.add(server, m.ip, m.ports);
   });
-  process.stdout.write(`${READY_PREFIX}${JSON.stringify({ url: server.url, pid: process.pid, apiKey })}\n`);
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    const deadline = setTimeout(() => process.exit(1), 10_000);
-    deadline.unref();
-    server
-      .close()
-      .then(() => rm(dataDir, { recursive: true, force: true }))
-      .then(
-        // wrtc's finalizers crash at a natural exit: exit explicitly once everything is closed.
-        () => process.exit(0),
-        (err: unknown) => {
-          process.stderr.write(`fanout server: close failed: ${String(err)}\n`);
-          process.exit(1);
-        },
-      );
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  process.once('disconnect', stop);
+  parent.onStop('fanout server', async () => {
+    await server.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  parent.ready({ url: server.url, pid: process.pid, apiKey });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(
-    `fanout server: start failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  process.exit(1);
-});
+runChild('fanout server', main);

@@ -20,11 +20,12 @@
  * messages, and whether the prototype of plain objects was polluted (checked by the caller in the server process).
  */
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { JoinResponse, Result } from '../../server/types/protocol.js';
 import { connectClient, request, type ClientSocket } from '../../tests/helpers/socket.js';
-import { ClipPerformer, CountingViewer } from './reliability.js';
+import { createRoom, uploadPortrait } from './loopback.js';
+import { ClipPerformer } from './performer.js';
 import { percentile } from './stats.js';
+import { CountingViewer } from './viewer.js';
 
 /** A tiny deterministic PRNG (mulberry32), so that a run can be repeated with its seed. */
 export class Rng {
@@ -141,22 +142,11 @@ interface Setup {
 }
 
 async function setup(t: FuzzTarget): Promise<Setup> {
-  const auth = { authorization: `Bearer ${t.apiKey}` };
   const png = new Uint8Array(await readFile(t.portraitFile));
-  const form = new FormData();
-  form.append('consent', 'true');
-  form.append('file', new Blob([png]), path.basename(t.portraitFile));
-  const up = await fetch(`${t.url}/api/portraits`, { method: 'POST', body: form, headers: auth });
-  if (up.status !== 201) throw new Error(`fuzz setup: upload ${up.status} ${await up.text()}`);
-  const portraitId = ((await up.json()) as { id: string }).id;
-  const room = async (): Promise<{ roomId: string; performerToken: string; viewerToken: string }> => {
-    const r = await fetch(`${t.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ portraitId }) });
-    if (r.status !== 201) throw new Error(`fuzz setup: room ${r.status} ${await r.text()}`);
-    return (await r.json()) as { roomId: string; performerToken: string; viewerToken: string };
-  };
-  const a = await room();
-  const b = await room();
-  return { portraitId, ...a, whipRoomId: b.roomId, whipToken: b.performerToken, offers: await makeOffers(), png };
+  const portraitId = await uploadPortrait(t.url, t.apiKey, t.portraitFile);
+  const a = await createRoom(t.url, t.apiKey, portraitId);
+  const b = await createRoom(t.url, t.apiKey, portraitId);
+  return { ...a, whipRoomId: b.roomId, whipToken: b.performerToken, offers: await makeOffers(), png };
 }
 
 function corpus(s: Setup): Entry[] {

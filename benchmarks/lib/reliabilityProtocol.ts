@@ -1,6 +1,6 @@
 /**
- * IPC messages between the reliability benchmarks (benchmarks/lib/reliability.ts) and their server process
- * (benchmarks/lib/reliabilityServer.ts). Times are epoch ms with sub-ms precision (performance.timeOrigin +
+ * Requests, ready message and events between the reliability benchmarks (benchmarks/lib/reliability.ts) and their
+ * server process (benchmarks/lib/reliabilityServer.ts), carried by benchmarks/lib/child.ts. Times are epoch ms with sub-ms precision (performance.timeOrigin +
  * performance.now()), comparable across the two processes.
  */
 
@@ -48,12 +48,15 @@ export interface RoomTick {
   publishing: boolean;
 }
 
-export type FromServerProc =
-  | { type: 'ready'; url: string; pid: number; apiKey: string }
+export interface ServerReady {
+  url: string;
+  pid: number;
+  apiKey: string;
+}
+
+export type ServerEvent =
   | { type: 'tick'; at: number; rooms: RoomTick[] }
-  | { type: 'fault'; kind: 'unhandledRejection' | 'uncaughtException'; message: string; at: number }
-  | { type: 'reply'; id: number; ok: true; data: unknown }
-  | { type: 'reply'; id: number; ok: false; error: string };
+  | { type: 'fault'; kind: 'unhandledRejection' | 'uncaughtException'; message: string; at: number };
 
 /** Whether the key reliabilityFuzz.ts tries to slip into Object.prototype (__proto__, constructor.prototype) got there. */
 export function prototypePolluted(): boolean {

@@ -1,9 +1,10 @@
 /**
  * The reliability benchmarks' server, run as its own child process (`node --import tsx --expose-gc
- * benchmarks/lib/reliabilityServer.ts '<json>'`, forked with an IPC channel by benchmarks/lib/reliability.ts) so that
+ * benchmarks/lib/reliabilityServer.ts '<json>'`, forked through benchmarks/lib/child.ts by benchmarks/lib/reliability.ts) so that
  * its memory is the server's alone and its 'unhandledRejection' / 'uncaughtException' are seen where they happen.
  *
- * The argument is { overrides: DeepPartial<Config>, inspector: boolean }. It creates the real server (createServer)
+ * The argument is { overrides: DeepPartial<Config> (over the loopback defaults, benchmarks/lib/loopback.ts),
+ * inspector: boolean }. It creates the real server (createServer)
  * and then only watches and reports:
  * - every 100 ms a 'tick' message: per room, the synthesized frames made from performer frames since the last tick
  *   (the Room's 'frame' events; the idle resends are not counted), the session's cumulative drops and restarts,
@@ -24,14 +25,21 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createServer, type AvatarServer } from '../../server/app.js';
-import { loadConfig, type Config, type DeepPartial } from '../../server/config.js';
 import type { Room } from '../../server/rooms/room.js';
-import { prototypePolluted, type FromServerProc, type RoomTick, type ServerProcArgs, type ToServerProc } from './reliabilityProtocol.js';
+import { ParentChannel, runChild } from './child.js';
+import { loopbackConfig } from './loopback.js';
+import {
+  prototypePolluted,
+  type RoomTick,
+  type ServerEvent,
+  type ServerProcArgs,
+  type ServerReady,
+  type ToServerProc,
+} from './reliabilityProtocol.js';
+import { now } from './viewer.js';
 
-const send = (m: FromServerProc): void => {
-  if (process.connected) process.send?.(m);
-};
-const now = (): number => performance.timeOrigin + performance.now();
+let parent: ParentChannel<ToServerProc, ServerReady, ServerEvent> | null = null;
+const send = (e: ServerEvent): void => parent?.event(e);
 
 let faults = 0;
 process.on('unhandledRejection', (reason) => {
@@ -92,18 +100,7 @@ interface Watched {
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as ServerProcArgs;
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-reliability-'));
-  const config = loadConfig(
-    {},
-    {
-      host: '127.0.0.1',
-      port: 0,
-      logLevel: 'warn',
-      dataDir,
-      fanout: { mode: 'direct' },
-      media: { iceAddressAllowList: ['127.0.0.1'] },
-      ...(args.overrides as DeepPartial<Config>),
-    },
-  );
+  const config = loopbackConfig(dataDir, args.overrides);
   const killer = args.inspector ? new WorkerKiller() : null;
   const server: AvatarServer = await createServer(config);
   const rooms = new Map<string, Watched>();
@@ -154,40 +151,18 @@ async function main(): Promise<void> {
         return { polluted: prototypePolluted() };
     }
   };
-  process.on('message', (m: ToServerProc & { id: number }) => {
-    handle(m).then(
-      (data) => send({ type: 'reply', id: m.id, ok: true, data }),
-      (err: unknown) => send({ type: 'reply', id: m.id, ok: false, error: err instanceof Error ? err.message : String(err) }),
-    );
-  });
-  send({ type: 'ready', url: server.url, pid: process.pid, apiKey: server.operatorKey ?? '' });
-
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    clearInterval(ticker);
-    const deadline = setTimeout(() => process.exit(1), 15_000);
-    deadline.unref();
-    killer?.close();
-    server
-      .close()
-      .then(() => rm(dataDir, { recursive: true, force: true }))
-      .then(
-        // wrtc's finalizers crash at a natural exit: exit explicitly once everything is closed.
-        () => process.exit(0),
-        (err: unknown) => {
-          process.stderr.write(`reliability server: close failed: ${String(err)}\n`);
-          process.exit(1);
-        },
-      );
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  process.once('disconnect', stop);
+  parent = new ParentChannel<ToServerProc, ServerReady, ServerEvent>(handle);
+  parent.onStop(
+    'reliability server',
+    async () => {
+      clearInterval(ticker);
+      killer?.close();
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+    15_000,
+  );
+  parent.ready({ url: server.url, pid: process.pid, apiKey: server.operatorKey ?? '' });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`reliability server: start failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runChild('reliability server', main);
