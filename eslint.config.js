@@ -2,7 +2,20 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'client/dist/', 'client/extension/dist/', 'benchmarks/results/', 'data/', 'models/**/*.py', 'eslint.config.js', 'bin/', 'scripts/*.mjs', 'vitest.config.ts'] },
+  {
+    ignores: [
+      'node_modules/',
+      'client/dist/',
+      'client/extension/dist/',
+      'benchmarks/results/',
+      'data/',
+      'models/**/*.py',
+      'eslint.config.js',
+      'bin/',
+      'scripts/*.mjs',
+      'vitest.config.ts',
+    ],
+  },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },

@@ -102,11 +102,18 @@ async function deleteRoom(server: ServerProc, roomId: string): Promise<void> {
 }
 
 /** A performer and `viewers` viewers on one room for liveS seconds, then all closed. */
-async function liveRoom(server: ServerProc, links: { performerToken: string; viewerToken: string }, frames: Uint8Array[], viewers: number, liveS: number): Promise<void> {
+async function liveRoom(
+  server: ServerProc,
+  links: { performerToken: string; viewerToken: string },
+  frames: Uint8Array[],
+  viewers: number,
+  liveS: number,
+): Promise<void> {
   const peers: Connected<ClipPerformer | CountingViewer>[] = [];
   try {
     peers.push(await connectPerformer(server.url, links.performerToken, new ClipPerformer(frames, 640, 480)));
-    for (let i = 0; i < viewers; i++) peers.push(await connectViewer(server.url, links.viewerToken, new CountingViewer()));
+    for (let i = 0; i < viewers; i++)
+      peers.push(await connectViewer(server.url, links.viewerToken, new CountingViewer()));
     const vs = peers.slice(1).map((p) => p.peer as CountingViewer);
     await waitFor(() => vs.every((v) => v.frames > 0), 60_000, 'viewer frames');
     await sleep(liveS * 1000);
@@ -131,7 +138,11 @@ interface Options {
 
 async function runMode(mode: Mode, o: Options): Promise<Record<string, unknown>> {
   const avatar = { engine: o.engine, spareWorkers: o.spares };
-  const server = await ServerProc.start({ overrides: benchOverrides(o.engine, { maxRooms: Math.max(8, o.rooms + 1), avatar }), inspector: false }, 60_000, { glibcDefaults: o.glibcDefaults });
+  const server = await ServerProc.start(
+    { overrides: benchOverrides(o.engine, { maxRooms: Math.max(8, o.rooms + 1), avatar }), inspector: false },
+    60_000,
+    { glibcDefaults: o.glibcDefaults },
+  );
   try {
     const portraitId = await uploadPortrait(server, o.portrait);
     const before = await sample(server, 0);
@@ -162,7 +173,16 @@ async function runMode(mode: Mode, o: Options): Promise<Record<string, unknown>>
     return {
       before,
       per_round: rounds,
-      rss_slope_mb_per_round_after_first: later.length >= 2 ? round(slope(later.map((x) => x.round), later.map((x) => x.rssMb)), 1) : null,
+      rss_slope_mb_per_round_after_first:
+        later.length >= 2
+          ? round(
+              slope(
+                later.map((x) => x.round),
+                later.map((x) => x.rssMb),
+              ),
+              1,
+            )
+          : null,
       rss_growth_mb_first_to_last: rounds.length >= 2 ? round(rounds.at(-1)!.rssMb - rounds[0]!.rssMb, 1) : null,
       threads_before_after: [before.threads, rounds.at(-1)?.threads ?? null],
       after_quiet: quiet ? { quiet_s: o.quietS, ...quiet } : null,
@@ -212,9 +232,20 @@ export async function main(args: string[]): Promise<void> {
   for (const m of modes) results[m] = await runMode(m, o);
   writeResult(opts.out, {
     machine: '2-core shared VM, no GPU; server in its own process',
-    malloc_env: o.glibcDefaults ? 'glibc defaults (dynamic mmap threshold)' : `MALLOC_MMAP_THRESHOLD_=${process.env.MALLOC_MMAP_THRESHOLD_ ?? SERVER_MALLOC_MMAP_THRESHOLD} (as npm start)`,
+    malloc_env: o.glibcDefaults
+      ? 'glibc defaults (dynamic mmap threshold)'
+      : `MALLOC_MMAP_THRESHOLD_=${process.env.MALLOC_MMAP_THRESHOLD_ ?? SERVER_MALLOC_MMAP_THRESHOLD} (as npm start)`,
     malloc_arena_max: process.env.MALLOC_ARENA_MAX ?? null,
-    options: { rounds: o.rounds, rooms: o.rooms, viewers: o.viewers, live_s: o.liveS, settle_s: o.settleS, quiet_s: o.quietS, engine: o.engine, spare_workers: o.spares },
+    options: {
+      rounds: o.rounds,
+      rooms: o.rooms,
+      viewers: o.viewers,
+      live_s: o.liveS,
+      settle_s: o.settleS,
+      quiet_s: o.quietS,
+      engine: o.engine,
+      spare_workers: o.spares,
+    },
     modes: results,
   });
 }

@@ -27,7 +27,6 @@ import { num, parseOptions, str } from './lib/args.js';
 import { summarize, writeResult } from './lib/stats.js';
 import type { I420Frame } from '../server/types/image.js';
 
-
 /** The flags (see the header). */
 export const OPTIONS = {
   frames: num(300),
@@ -45,7 +44,16 @@ export const OPTIONS = {
 export async function main(args: string[]): Promise<void> {
   const opts = parseOptions('engine', args, OPTIONS);
   setLogLevel('warn');
-  const { portrait: portraitFile, driving: drivingFile, frames: frameCount, threads, outputSize, refinerPack, tracker, name } = opts;
+  const {
+    portrait: portraitFile,
+    driving: drivingFile,
+    frames: frameCount,
+    threads,
+    outputSize,
+    refinerPack,
+    tracker,
+    name,
+  } = opts;
   const hasRefiner = refinerPack !== 'none' && existsSync(path.join(refinerPack, 'manifest.json'));
   if (tracker !== 'mesh' && tracker !== 'dlib') throw new TypeError('--tracker must be mesh or dlib');
   const warmup = 20;
@@ -68,7 +76,13 @@ export async function main(args: string[]): Promise<void> {
     const prepared = await engine.prepare(await loadImageRgb(portraitFile));
     const prepareMs = performance.now() - prepStart;
     const out = createI420(prepared.width, prepared.height);
-    const stages = { track: [] as number[], latent: [] as number[], generate: [] as number[], paste: [] as number[], refine: [] as number[] };
+    const stages = {
+      track: [] as number[],
+      latent: [] as number[],
+      generate: [] as number[],
+      paste: [] as number[],
+      refine: [] as number[],
+    };
     const total: number[] = [];
     const cpu: number[] = [];
     let faces = 0;

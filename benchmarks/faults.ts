@@ -124,7 +124,9 @@ export async function main(args: string[]): Promise<void> {
     });
     const log = (r: FaultResult): void => {
       results.push(r);
-      process.stderr.write(`faults: ${r.kind} #${r.index}: server ${JSON.stringify(r.server)} A ${JSON.stringify(r.viewer_a)} B ${JSON.stringify(r.viewer_b)}\n`);
+      process.stderr.write(
+        `faults: ${r.kind} #${r.index}: server ${JSON.stringify(r.server)} A ${JSON.stringify(r.viewer_a)} B ${JSON.stringify(r.viewer_b)}\n`,
+      );
     };
 
     // 1. Viewer A's network cut and restored.
@@ -136,7 +138,14 @@ export async function main(args: string[]): Promise<void> {
       const restoredAt = now();
       netcut.restore();
       await sleep(15_000);
-      log({ kind: 'viewer-network-cut', index: i + 1, at_s: Math.round((cutAt - t0) / 100) / 10, duration_ms: Math.round(restoredAt - cutAt), ...measure(cutAt, restoredAt), relay_dropped_packets: netcut.droppedPackets - before });
+      log({
+        kind: 'viewer-network-cut',
+        index: i + 1,
+        at_s: Math.round((cutAt - t0) / 100) / 10,
+        duration_ms: Math.round(restoredAt - cutAt),
+        ...measure(cutAt, restoredAt),
+        relay_dropped_packets: netcut.droppedPackets - before,
+      });
     }
 
     // 2. The performer's page reloaded.
@@ -145,10 +154,20 @@ export async function main(args: string[]): Promise<void> {
       await page.reload();
       await waitFor(() => page.locator('#start:not([disabled])').count(), 60_000, 'start enabled after reload');
       await page.locator('#start').click();
-      await waitFor(() => page.evaluate(() => (window as unknown as StudioWin).__studio.publishState === 'connected'), 60_000, 'performer connected after reload');
+      await waitFor(
+        () => page.evaluate(() => (window as unknown as StudioWin).__studio.publishState === 'connected'),
+        60_000,
+        'performer connected after reload',
+      );
       const publishedAt = now();
       await sleep(Math.max(0, 20_000 - (publishedAt - at)));
-      log({ kind: 'performer-reload', index: i + 1, at_s: Math.round((at - t0) / 100) / 10, duration_ms: Math.round(publishedAt - at), ...measure(at, at) });
+      log({
+        kind: 'performer-reload',
+        index: i + 1,
+        at_s: Math.round((at - t0) / 100) / 10,
+        duration_ms: Math.round(publishedAt - at),
+        ...measure(at, at),
+      });
     }
 
     // 3. The avatar worker crashes every killEveryS seconds.
@@ -162,7 +181,14 @@ export async function main(args: string[]): Promise<void> {
       // Wait for the next kill (or, after the last one, as long), then measure this one.
       await sleep(Math.max(0, next - now()));
       const t = ticks.last.get(room.roomId);
-      log({ kind: 'worker-kill', index: i + 1, at_s: Math.round((at - t0) / 100) / 10, ...measure(at, at), restarts: t?.restarts ?? -1, failed: t?.failed ?? false });
+      log({
+        kind: 'worker-kill',
+        index: i + 1,
+        at_s: Math.round((at - t0) / 100) / 10,
+        ...measure(at, at),
+        restarts: t?.restarts ?? -1,
+        failed: t?.failed ?? false,
+      });
       if (t?.failed) {
         process.stderr.write('faults: the avatar session gave up (too many crashes): no more kills\n');
         break;
@@ -177,17 +203,39 @@ export async function main(args: string[]): Promise<void> {
     const dropped = Math.max(socketDropped, Number.isFinite(minViewers) ? 2 - minViewers : 0);
     const byKind = (k: FaultResult['kind']): Record<string, unknown> => {
       const rs = results.filter((r) => r.kind === k);
-      const rec = (f: (r: FaultResult) => Recovery): number[] => rs.map((r) => f(r).recoverMs ?? Number.POSITIVE_INFINITY);
+      const rec = (f: (r: FaultResult) => Recovery): number[] =>
+        rs.map((r) => f(r).recoverMs ?? Number.POSITIVE_INFINITY);
       const affected = k === 'viewer-network-cut' ? (r: FaultResult) => r.viewer_a : (r: FaultResult) => r.server;
       const times = rec(affected);
       return {
         count: rs.length,
-        recover_ms: k === 'viewer-network-cut' ? summarize(rec((r) => r.viewer_a)) : { server: summarize(rec((r) => r.server)), viewer_a: summarize(rec((r) => r.viewer_a)), viewer_b: summarize(rec((r) => r.viewer_b)) },
-        outage_ms: k === 'viewer-network-cut' ? rs.map((r) => r.viewer_a.outageMs) : rs.map((r) => ({ server: r.server.outageMs, viewer_a: r.viewer_a.outageMs, viewer_b: r.viewer_b.outageMs })),
+        recover_ms:
+          k === 'viewer-network-cut'
+            ? summarize(rec((r) => r.viewer_a))
+            : {
+                server: summarize(rec((r) => r.server)),
+                viewer_a: summarize(rec((r) => r.viewer_a)),
+                viewer_b: summarize(rec((r) => r.viewer_b)),
+              },
+        outage_ms:
+          k === 'viewer-network-cut'
+            ? rs.map((r) => r.viewer_a.outageMs)
+            : rs.map((r) => ({
+                server: r.server.outageMs,
+                viewer_a: r.viewer_a.outageMs,
+                viewer_b: r.viewer_b.outageMs,
+              })),
         recovered_all: times.every((t) => Number.isFinite(t)),
         max_recover_ms: Math.max(...times),
         goal_met: times.every((t) => t <= GOAL_MS),
-        frames_lost: k === 'viewer-network-cut' ? rs.map((r) => r.viewer_a.framesLost) : rs.map((r) => ({ server: r.server.framesLost, viewer_a: r.viewer_a.framesLost, viewer_b: r.viewer_b.framesLost })),
+        frames_lost:
+          k === 'viewer-network-cut'
+            ? rs.map((r) => r.viewer_a.framesLost)
+            : rs.map((r) => ({
+                server: r.server.framesLost,
+                viewer_a: r.viewer_a.framesLost,
+                viewer_b: r.viewer_b.framesLost,
+              })),
       };
     };
     writeResult('faults', {
@@ -198,11 +246,17 @@ export async function main(args: string[]): Promise<void> {
       portrait,
       viewers: 'A: media via a UDP relay + signaling via a TCP proxy (cut); B: direct (control)',
       goal_recover_ms: GOAL_MS,
-      recovery_rule: 'from the fault (a cut: from the restore) to the first 1 s window with >= 80% of the 5 s pre-fault frame rate',
+      recovery_rule:
+        'from the fault (a cut: from the restore) to the first 1 s window with >= 80% of the 5 s pre-fault frame rate',
       summary: {
         'viewer-network-cut': { cut_s: cutS, ...byKind('viewer-network-cut') },
         'performer-reload': byKind('performer-reload'),
-        'worker-kill': { every_s: killEveryS, supervisor: 'warm spare from the pool + portrait cache; restart budget: token bucket of 3, one back every 10 s', ...byKind('worker-kill') },
+        'worker-kill': {
+          every_s: killEveryS,
+          supervisor:
+            'warm spare from the pool + portrait cache; restart budget: token bucket of 3, one back every 10 s',
+          ...byKind('worker-kill'),
+        },
       },
       viewers_dropped: dropped,
       min_viewers_in_room: Number.isFinite(minViewers) ? minViewers : null,

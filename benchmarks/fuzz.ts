@@ -54,7 +54,10 @@ function mergeReports(rs: FuzzReport[]): FuzzReport {
       p95: Math.max(...rs.map((r) => r.signalAnswerMs.p95)),
       max: Math.max(...rs.map((r) => r.signalAnswerMs.max)),
     },
-    slowestAnswers: rs.flatMap((r) => r.slowestAnswers).sort((a, b) => b.ms - a.ms).slice(0, 5),
+    slowestAnswers: rs
+      .flatMap((r) => r.slowestAnswers)
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, 5),
     seconds: Math.round(rs.reduce((a, r) => a + r.seconds, 0) * 10) / 10,
   };
 }
@@ -72,9 +75,23 @@ export async function main(args: string[]): Promise<void> {
   const { count, seed, lanes, rounds: roundsN, portrait } = parseOptions('fuzz', args, OPTIONS);
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
-    const mem = async (gc: boolean): Promise<{ rssMb: number; heapUsedMb: number; externalMb: number; workers?: MemoryUsage['workers']; threads?: number }> => {
+    const mem = async (
+      gc: boolean,
+    ): Promise<{
+      rssMb: number;
+      heapUsedMb: number;
+      externalMb: number;
+      workers?: MemoryUsage['workers'];
+      threads?: number;
+    }> => {
       const m = await server.memory(gc);
-      return { rssMb: round(m.rss / MB, 1), heapUsedMb: round(m.heapUsed / MB, 1), externalMb: round(m.external / MB, 1), workers: m.workers, threads: m.threads };
+      return {
+        rssMb: round(m.rss / MB, 1),
+        heapUsedMb: round(m.heapUsed / MB, 1),
+        externalMb: round(m.external / MB, 1),
+        workers: m.workers,
+        threads: m.threads,
+      };
     };
     const before = await mem(true);
     const t0 = now();
@@ -107,16 +124,24 @@ export async function main(args: string[]): Promise<void> {
             count: n,
             seed: seed + round_,
             lanes,
-            onProgress: (k) => process.stderr.write(`fuzz: round ${round_ + 1}: ${k} messages, server ${server.alive ? 'alive' : 'EXITED'}, faults ${server.faults.length}\n`),
+            onProgress: (k) =>
+              process.stderr.write(
+                `fuzz: round ${round_ + 1}: ${k} messages, server ${server.alive ? 'alive' : 'EXITED'}, faults ${server.faults.length}\n`,
+              ),
           }),
         );
         if (!server.alive) break;
         afterStop = await mem(true);
-        healthBody = await fetch(`${server.url}/healthz`).then((r) => r.json() as Promise<Record<string, unknown>>, () => null);
+        healthBody = await fetch(`${server.url}/healthz`).then(
+          (r) => r.json() as Promise<Record<string, unknown>>,
+          () => null,
+        );
         // The rooms the fuzz created (valid POST /api/rooms, each with an engine worker) are state, not a leak:
         // close them, then measure again. Equal readings after each round mean the memory is bounded.
         let closed = 0;
-        const list = (await fetch(`${server.url}/api/rooms`, { headers: server.headers }).then((r) => r.json())) as { rooms: { roomId: string }[] };
+        const list = (await fetch(`${server.url}/api/rooms`, { headers: server.headers }).then((r) => r.json())) as {
+          rooms: { roomId: string }[];
+        };
         for (const r of list.rooms) {
           const res = await fetch(`${server.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: server.headers });
           await res.arrayBuffer();
@@ -125,7 +150,14 @@ export async function main(args: string[]): Promise<void> {
         roomsClosed += closed;
         await sleep(15_000);
         settled = await mem(true);
-        rounds.push({ round: round_ + 1, messages: n, rooms_at_end: healthBody?.rooms, rooms_closed: closed, after_fuzz_gc: afterStop, after_rooms_closed_15s_gc: settled });
+        rounds.push({
+          round: round_ + 1,
+          messages: n,
+          rooms_at_end: healthBody?.rooms,
+          rooms_closed: closed,
+          after_fuzz_gc: afterStop,
+          after_rooms_closed_15s_gc: settled,
+        });
         process.stderr.write(`fuzz: round ${round_ + 1} memory ${JSON.stringify(rounds[rounds.length - 1])}\n`);
       }
     } finally {
@@ -135,7 +167,12 @@ export async function main(args: string[]): Promise<void> {
     const alive = server.alive;
     const report = mergeReports(reports);
     const polluted = alive ? (await server.request<{ polluted: boolean }>({ cmd: 'polluted' })).polluted : null;
-    const healthz = alive ? await fetch(`${server.url}/healthz`).then((r) => r.status, () => 0) : 0;
+    const healthz = alive
+      ? await fetch(`${server.url}/healthz`).then(
+          (r) => r.status,
+          () => 0,
+        )
+      : 0;
     const unhandled = server.faults.filter((f) => f.kind === 'unhandledRejection');
     const uncaught = server.faults.filter((f) => f.kind === 'uncaughtException');
     writeResult('fuzz', {

@@ -57,7 +57,12 @@ interface Probes {
 }
 
 /** REST and signaling round trips every `everyMs` until `until` (epoch ms). */
-async function probe(server: ServerProc, performer: Connected<ClipPerformer>, until: number, everyMs: number): Promise<Probes> {
+async function probe(
+  server: ServerProc,
+  performer: Connected<ClipPerformer>,
+  until: number,
+  everyMs: number,
+): Promise<Probes> {
   const p: Probes = { rest: [], restErrors: 0, signaling: [], signalingErrors: 0 };
   const rest = (async () => {
     while (now() < until) {
@@ -105,7 +110,8 @@ function figures(r: RoomRun, ticks: TickLog, from: number, to: number, dropped0:
   const s = (to - from) / 1000;
   const serverFrames = ticks.times(r.links.roomId).filter((t) => t >= from && t < to).length;
   let viewerFrames = 0;
-  for (let sec = Math.ceil(from / 1000); sec < Math.floor(to / 1000); sec++) viewerFrames += r.viewer.peer.bins.get(sec) ?? 0;
+  for (let sec = Math.ceil(from / 1000); sec < Math.floor(to / 1000); sec++)
+    viewerFrames += r.viewer.peer.bins.get(sec) ?? 0;
   const secs = Math.floor(to / 1000) - Math.ceil(from / 1000);
   // RoomStats arrive once a second, stamped on arrival.
   const stats = r.performer.stats.filter((x) => x.at >= from && x.at < to);
@@ -145,7 +151,11 @@ export async function main(args: string[]): Promise<void> {
     const portraitId = await uploadPortrait(server, portraitFile(portrait));
     const open = async (): Promise<RoomRun> => {
       const links = await createRoom(server, portraitId);
-      const performer = await connectPerformer(server.url, links.performerToken, new ClipPerformer(frames, 640, 480, 30));
+      const performer = await connectPerformer(
+        server.url,
+        links.performerToken,
+        new ClipPerformer(frames, 640, 480, 30),
+      );
       const viewer = await connectViewer(server.url, links.viewerToken, new CountingViewer());
       const run = { links, performer, viewer };
       runs.push(run);
@@ -184,7 +194,10 @@ export async function main(args: string[]): Promise<void> {
       seconds,
       baseline_one_room: { ...baseline, rest_ms: restAlone, signaling_ms: sigAlone },
       rooms,
-      total_server_fps: round(rooms.reduce((a, r) => a + r.server_fps, 0), 1),
+      total_server_fps: round(
+        rooms.reduce((a, r) => a + r.server_fps, 0),
+        1,
+      ),
       every_room_degrades_not_stops: rooms.every((r) => r.server_fps > 0 && r.viewer_fps > 0),
       queue_growth: {
         rule: 'latency trend (ms per minute, least squares over the per-second p50s) and its p95 against the one-room run: a queue would grow without bound',
@@ -192,7 +205,11 @@ export async function main(args: string[]): Promise<void> {
         max_latency_p95_ms: Math.max(...rooms.map((r) => r.latency_ms.p95)),
       },
       rest_ms: { ...summarize(probes.rest), errors: probes.restErrors, call: 'GET /api/portraits (API key)' },
-      signaling_ms: { ...summarize(probes.signaling), errors: probes.signalingErrors, call: 'setSettings round trip (performer socket of room 1)' },
+      signaling_ms: {
+        ...summarize(probes.signaling),
+        errors: probes.signalingErrors,
+        call: 'setSettings round trip (performer socket of room 1)',
+      },
       server_cpu_pct_of_one_core: proc0 && proc1 ? round(cpuPercent(proc0, proc1), 1) : null,
       machine_cpu_pct: round(((m1.busyS - m0.busyS) / Math.max(1e-9, m1.totalS - m0.totalS)) * 100, 1),
       server_rss_mb: proc1 ? round(proc1.rssMb, 1) : null,

@@ -101,10 +101,15 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
     Object.fromEntries(keys.map((k) => [k, meanOf(rows.map((r) => r[which][k]))]));
   const regions = (which: 'model' | 'frozen'): Record<string, number | null> =>
     Object.fromEntries(
-      Object.keys(rows[0]?.model.akd_regions ?? {}).map((k) => [k, meanOf(rows.map((r) => r[which].akd_regions[k as keyof Scores['akd_regions']]))]),
+      Object.keys(rows[0]?.model.akd_regions ?? {}).map((k) => [
+        k,
+        meanOf(rows.map((r) => r[which].akd_regions[k as keyof Scores['akd_regions']])),
+      ]),
     );
   const axes = (which: 'model' | 'frozen'): Record<string, number | null> =>
-    Object.fromEntries((['yaw', 'pitch', 'roll'] as const).map((k) => [k, meanOf(rows.map((r) => r[which].pose_axes_deg[k]))]));
+    Object.fromEntries(
+      (['yaw', 'pitch', 'roll'] as const).map((k) => [k, meanOf(rows.map((r) => r[which].pose_axes_deg[k]))]),
+    );
   const block = (which: 'model' | 'frozen'): Record<string, unknown> => ({
     ...side(which),
     misses: rows.reduce((a, r) => a + r[which].misses, 0),
@@ -127,18 +132,26 @@ export function findings(rows: ClipResult[]): string[] {
   for (const r of rows) {
     const tag = `${r.mode} ${r.clip}${r.mode === 'cross' ? ` <- ${path.basename(r.portrait)}` : ''}`;
     if (r.goal.akd_met === false) {
-      out.push(`${tag}: akd ${r.model.akd} vs frozen ${r.frozen.akd} (ratio ${r.goal.akd_ratio}, goal <= 0.6): the output's landmarks do not follow the driver closely enough`);
+      out.push(
+        `${tag}: akd ${r.model.akd} vs frozen ${r.frozen.akd} (ratio ${r.goal.akd_ratio}, goal <= 0.6): the output's landmarks do not follow the driver closely enough`,
+      );
     }
-    if (r.goal.ssim_met === false) out.push(`${tag}: ssim ${r.model.ssim} <= frozen ${r.frozen.ssim}: the rendered face crop is further from the truth than the still portrait`);
+    if (r.goal.ssim_met === false)
+      out.push(
+        `${tag}: ssim ${r.model.ssim} <= frozen ${r.frozen.ssim}: the rendered face crop is further from the truth than the still portrait`,
+      );
     const al = r.model.akd_aligned;
     const fal = r.frozen.akd_aligned;
     if (al !== null && r.model.akd !== null && r.model.akd > 0.1 && al < 0.3 * r.model.akd) {
-      out.push(`${tag}: akd ${r.model.akd} but only ${al} after similarity alignment: the error is head placement (the driver moves across the frame or changes size), not expression`);
+      out.push(
+        `${tag}: akd ${r.model.akd} but only ${al} after similarity alignment: the error is head placement (the driver moves across the frame or changes size), not expression`,
+      );
     }
     if (al !== null && fal !== null && fal > 0 && al > 0.9 * fal) {
       out.push(`${tag}: akd_aligned ${al} vs frozen ${fal}: the expression is hardly transferred`);
     }
-    if (r.model.misses > 0) out.push(`${tag}: no face found in ${r.model.misses} of ${r.frames} output frames (misses)`);
+    if (r.model.misses > 0)
+      out.push(`${tag}: no face found in ${r.model.misses} of ${r.frames} output frames (misses)`);
     const mp = r.model.pose_deg;
     const fp = r.frozen.pose_deg;
     if (mp !== null && fp !== null && mp > fp) {
@@ -148,46 +161,78 @@ export function findings(rows: ClipResult[]): string[] {
         `${tag}: pose error ${mp} deg above frozen ${fp} deg (yaw/pitch/roll ${ax.yaw}/${ax.pitch}/${ax.roll} vs ${fx.yaw}/${fx.pitch}/${fx.roll}): the head turns the wrong way or too far`,
       );
     } else if (mp !== null && fp !== null && fp >= 2 && mp > 0.85 * fp) {
-      out.push(`${tag}: pose error ${mp} deg is close to frozen ${fp} deg: the head rotation of the driver is hardly transferred`);
+      out.push(
+        `${tag}: pose error ${mp} deg is close to frozen ${fp} deg: the head rotation of the driver is hardly transferred`,
+      );
     }
     // The region whose error shrinks least against frozen: where the engine follows the driver worst.
     const ratios = Object.entries(r.model.akd_regions)
-      .map(([k, v]) => [k, v !== null && (r.frozen.akd_regions[k as keyof Scores['akd_regions']] ?? 0) > 0 ? v / r.frozen.akd_regions[k as keyof Scores['akd_regions']]! : null] as const)
+      .map(
+        ([k, v]) =>
+          [
+            k,
+            v !== null && (r.frozen.akd_regions[k as keyof Scores['akd_regions']] ?? 0) > 0
+              ? v / r.frozen.akd_regions[k as keyof Scores['akd_regions']]!
+              : null,
+          ] as const,
+      )
       .filter((e): e is readonly [string, number] => e[1] !== null)
       .sort((a, b) => b[1] - a[1]);
     const worst = ratios[0];
-    if (worst && worst[1] > 0.6) out.push(`${tag}: weakest region ${worst[0]} (akd ratio ${worst[1].toFixed(2)} vs frozen)`);
+    if (worst && worst[1] > 0.6)
+      out.push(`${tag}: weakest region ${worst[0]} (akd ratio ${worst[1].toFixed(2)} vs frozen)`);
     // Independent-model findings.
     const m = r.model;
     const z = r.frozen;
     if (m.mouth_l1 !== null && z.mouth_l1 !== null && m.mouth_l1 > 0.9 * z.mouth_l1) {
-      out.push(`${tag}: mouth_l1 ${m.mouth_l1} vs frozen ${z.mouth_l1}: the rendered mouth is hardly closer to the truth than a still mouth (drawn interior, teeth, tongue)`);
+      out.push(
+        `${tag}: mouth_l1 ${m.mouth_l1} vs frozen ${z.mouth_l1}: the rendered mouth is hardly closer to the truth than a still mouth (drawn interior, teeth, tongue)`,
+      );
     }
     if (m.eyes_l1 !== null && z.eyes_l1 !== null && m.eyes_l1 > 0.9 * z.eyes_l1) {
-      out.push(`${tag}: eyes_l1 ${m.eyes_l1} vs frozen ${z.eyes_l1}: the eye regions are hardly closer to the truth than still eyes`);
+      out.push(
+        `${tag}: eyes_l1 ${m.eyes_l1} vs frozen ${z.eyes_l1}: the eye regions are hardly closer to the truth than still eyes`,
+      );
     }
     if (r.mode === 'cross' && m.id_sim !== null && z.id_sim !== null && m.id_sim < z.id_sim - 0.1) {
-      out.push(`${tag}: id_sim to the portrait ${m.id_sim} vs frozen ${z.id_sim}: the avatar drifts away from the portrait's identity`);
+      out.push(
+        `${tag}: id_sim to the portrait ${m.id_sim} vs frozen ${z.id_sim}: the avatar drifts away from the portrait's identity`,
+      );
     }
     if (r.mode === 'cross' && m.id_sim_driver !== null && m.id_sim !== null && m.id_sim_driver > m.id_sim) {
-      out.push(`${tag}: the output looks more like the driver (id_sim ${m.id_sim_driver}) than like the portrait (${m.id_sim}): identity leakage`);
+      out.push(
+        `${tag}: the output looks more like the driver (id_sim ${m.id_sim_driver}) than like the portrait (${m.id_sim}): identity leakage`,
+      );
     }
-    if (m.blink_corr !== null && m.blink_corr < 0.3) out.push(`${tag}: blink_corr ${m.blink_corr}: the eyes do not open and close with the driver's`);
-    if (m.blink_corr === null && m.mesh_misses < r.frames) out.push(`${tag}: blink_corr undefined: the output's eye openness never changes`);
-    if (m.gaze_corr !== null && m.gaze_corr < 0.3) out.push(`${tag}: gaze_corr ${m.gaze_corr}: the irises do not follow the driver's gaze`);
+    if (m.blink_corr !== null && m.blink_corr < 0.3)
+      out.push(`${tag}: blink_corr ${m.blink_corr}: the eyes do not open and close with the driver's`);
+    if (m.blink_corr === null && m.mesh_misses < r.frames)
+      out.push(`${tag}: blink_corr undefined: the output's eye openness never changes`);
+    if (m.gaze_corr !== null && m.gaze_corr < 0.3)
+      out.push(`${tag}: gaze_corr ${m.gaze_corr}: the irises do not follow the driver's gaze`);
     // The second landmark network (face-api 68 points): the same eye and mouth questions, asked of another net.
-    if (m.blink_corr_68 !== null && m.blink_corr_68 < 0.3) out.push(`${tag}: blink_corr_68 ${m.blink_corr_68}: by the 68-point net, the eyes do not open and close with the driver's`);
-    if (m.mouth_open_corr !== null && m.mouth_open_corr < 0.5) out.push(`${tag}: mouth_open_corr ${m.mouth_open_corr}: the mouth does not open and close with the driver's`);
-    if (m.mouth_open_corr_68 !== null && m.mouth_open_corr_68 < 0.5) out.push(`${tag}: mouth_open_corr_68 ${m.mouth_open_corr_68}: by the 68-point net, the mouth does not open and close with the driver's`);
+    if (m.blink_corr_68 !== null && m.blink_corr_68 < 0.3)
+      out.push(
+        `${tag}: blink_corr_68 ${m.blink_corr_68}: by the 68-point net, the eyes do not open and close with the driver's`,
+      );
+    if (m.mouth_open_corr !== null && m.mouth_open_corr < 0.5)
+      out.push(`${tag}: mouth_open_corr ${m.mouth_open_corr}: the mouth does not open and close with the driver's`);
+    if (m.mouth_open_corr_68 !== null && m.mouth_open_corr_68 < 0.5)
+      out.push(
+        `${tag}: mouth_open_corr_68 ${m.mouth_open_corr_68}: by the 68-point net, the mouth does not open and close with the driver's`,
+      );
     for (const [a, b, what] of [
       [m.blink_corr, m.blink_corr_68, 'blinks'],
       [m.mouth_open_corr, m.mouth_open_corr_68, 'mouth opening'],
     ] as const) {
       if (a !== null && b !== null && Math.abs(a - b) > 0.3) {
-        out.push(`${tag}: FaceMesh and the 68-point net disagree on ${what} (${a} vs ${b}): read that score with care (the engine tracks with FaceMesh itself)`);
+        out.push(
+          `${tag}: FaceMesh and the 68-point net disagree on ${what} (${a} vs ${b}): read that score with care (the engine tracks with FaceMesh itself)`,
+        );
       }
     }
-    if (m.mesh_misses > 0) out.push(`${tag}: the independent face model found no face in ${m.mesh_misses} of ${r.frames} output frames`);
+    if (m.mesh_misses > 0)
+      out.push(`${tag}: the independent face model found no face in ${m.mesh_misses} of ${r.frames} output frames`);
   }
   return out;
 }
@@ -217,19 +262,28 @@ export async function main(argv: string[]): Promise<void> {
   setLogLevel('warn');
   const drivingDir = path.resolve(values.drivingDir ?? path.join(media, 'driving'));
   const portraitDir = path.resolve(values.portraitDir ?? path.join(media, 'portraits'));
-  for (const [flag, dir] of [['--driving-dir', drivingDir], ['--portrait-dir', portraitDir]] as const) {
+  for (const [flag, dir] of [
+    ['--driving-dir', drivingDir],
+    ['--portrait-dir', portraitDir],
+  ] as const) {
     if (!existsSync(dir)) throw new Error(`${flag}: no such folder: ${dir}`);
   }
-  const allClips = readdirSync(drivingDir).filter((f) => f.endsWith('.mp4')).sort();
+  const allClips = readdirSync(drivingDir)
+    .filter((f) => f.endsWith('.mp4'))
+    .sort();
   const clips = values.clips ? values.clips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : allClips;
-  const crossPortraits = values.cross === 'none' ? [] : values.cross ? values.cross.split(',') : DEFAULT_CROSS_PORTRAITS;
-  const crossClips = values.crossClips ? values.crossClips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`)) : DEFAULT_CROSS_CLIPS;
+  const crossPortraits =
+    values.cross === 'none' ? [] : values.cross ? values.cross.split(',') : DEFAULT_CROSS_PORTRAITS;
+  const crossClips = values.crossClips
+    ? values.crossClips.split(',').map((c) => (c.endsWith('.mp4') ? c : `${c}.mp4`))
+    : DEFAULT_CROSS_CLIPS;
   const engineName = values.engine;
   const steps = Number(values.steps);
   const idEvery = Number(values.idEvery);
   const resultsDir = path.resolve(here, 'results');
   const resultName = values.name;
-  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(resultName)) throw new Error(`--name must be a plain file name (got "${resultName}")`);
+  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(resultName))
+    throw new Error(`--name must be a plain file name (got "${resultName}")`);
   const sheetsDir = path.join(resultsDir, 'quality-sheets', resultName === 'quality' ? '' : resultName);
   if (!values.noSheets) mkdirSync(sheetsDir, { recursive: true });
   const faceModels = await FaceModelPool.create();
@@ -256,7 +310,11 @@ export async function main(argv: string[]): Promise<void> {
       createEngines: async (selfSize) => {
         const overrides = { outputSize: selfSize ?? size };
         return {
-          model: await openEngine(engineName, config.avatar, { ...overrides, steps, ...(values.teacher ? { refinerNet: 'teacher' as const } : {}) }),
+          model: await openEngine(engineName, config.avatar, {
+            ...overrides,
+            steps,
+            ...(values.teacher ? { refinerNet: 'teacher' as const } : {}),
+          }),
           frozen: await openEngine('portrait', config.avatar, { ...overrides, steps: 0 }),
         };
       },
@@ -310,7 +368,9 @@ export async function main(argv: string[]): Promise<void> {
     // Worker time per analysed image over the whole run (two images per scored frame), and of that the 68-point net's.
     face_models_ms_per_image: Math.round(faceModelStats.meanMs * 10) / 10,
     landmarks68_ms_per_image: Math.round(faceModelStats.meanMs68 * 10) / 10,
-    sheets: values.noSheets ? null : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
+    sheets: values.noSheets
+      ? null
+      : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
     goals: 'akd(model) <= 0.6 x akd(frozen); ssim(model) > ssim(frozen) (self mode)',
     definitions: 'see server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',
     summary: { self: aggregate(self), ...(crossRows.length ? { cross: aggregate(crossRows) } : {}) },

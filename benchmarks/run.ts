@@ -15,7 +15,9 @@ if (!name || !available.includes(name)) {
   process.stderr.write(`usage: npm run bench -- <${available.join('|')}> [args]\n`);
   process.exit(2);
 }
-const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as { main: (a: string[]) => Promise<void> };
+const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as {
+  main: (a: string[]) => Promise<void>;
+};
 try {
   await mod.main(args);
 } catch (err) {

@@ -24,7 +24,6 @@ import { portraitFile } from '../scripts/testData.js';
 import { num, parseOptions, str } from './lib/args.js';
 import { summarize, writeResult } from './lib/stats.js';
 
-
 /** A moving gradient: every driving frame differs from the last. */
 function fill(data: Uint8Array, width: number, height: number, t: number): void {
   for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) data[y * width + x] = 16 + ((x + y + t * 4) % 200);

@@ -68,7 +68,13 @@ function memSample(t0: number, m: MemoryUsage): MemSample {
 /** Slope in MB per 10 minutes of `key` over samples after the warm-up. */
 function per10(samples: MemSample[], key: keyof MemSample, warmupMin: number): number {
   const s = samples.filter((x) => x.tMin >= warmupMin);
-  return round(slope(s.map((x) => x.tMin / 10), s.map((x) => x[key])), 3);
+  return round(
+    slope(
+      s.map((x) => x.tMin / 10),
+      s.map((x) => x[key]),
+    ),
+    3,
+  );
 }
 
 /** The flags (see the header). */
@@ -95,7 +101,8 @@ export async function main(args: string[]): Promise<void> {
   try {
     const room = await createRoom(server, await uploadPortrait(server, portraitFile(portrait)));
     performer = await connectPerformer(server.url, room.performerToken, new ClipPerformer(frames, 640, 480, 30));
-    for (let i = 0; i < viewerCount; i++) viewers.push(await connectViewer(server.url, room.viewerToken, new CountingViewer()));
+    for (let i = 0; i < viewerCount; i++)
+      viewers.push(await connectViewer(server.url, room.viewerToken, new CountingViewer()));
     const t0 = now();
     const end = t0 + minutes * 60_000;
     process.stderr.write(`soak: ${minutes} min, 1 performer, ${viewerCount} viewers, server pid ${server.pid}\n`);
@@ -117,7 +124,12 @@ export async function main(args: string[]): Promise<void> {
       // A minute boundary: memory after a full GC, CPU, frames and drops of the minute that ended.
       memGc.push(memSample(t0, await server.memory(true)));
       const p = sampleProc(server.pid);
-      if (p && lastProc) cpu.push({ tMin: round((now() - t0) / 60_000, 2), cpuPct: round(((p.cpuS - lastProc.cpuS) / ((p.at - lastProc.at) / 1000)) * 100, 1), rssMb: round(p.rssMb, 1) });
+      if (p && lastProc)
+        cpu.push({
+          tMin: round((now() - t0) / 60_000, 2),
+          cpuPct: round(((p.cpuS - lastProc.cpuS) / ((p.at - lastProc.at) / 1000)) * 100, 1),
+          rssMb: round(p.rssMb, 1),
+        });
       lastProc = p;
       const from = nextMinute - 60_000;
       const to = nextMinute;
@@ -144,7 +156,9 @@ export async function main(args: string[]): Promise<void> {
         }),
       });
       const last = perMinute[perMinute.length - 1]!;
-      process.stderr.write(`soak: minute ${minute}: ${JSON.stringify(last)} rss ${mem[mem.length - 1]!.rssMb} MB heap(gc) ${memGc[memGc.length - 1]!.heapUsedMb} MB\n`);
+      process.stderr.write(
+        `soak: minute ${minute}: ${JSON.stringify(last)} rss ${mem[mem.length - 1]!.rssMb} MB heap(gc) ${memGc[memGc.length - 1]!.heapUsedMb} MB\n`,
+      );
       lastStats = stats;
       lastTick = tick;
       nextMinute += 60_000;
@@ -154,7 +168,7 @@ export async function main(args: string[]): Promise<void> {
       if (keep > 0) times.splice(0, keep);
     }
 
-    const dropsTotal = (ticks.last.get(room.roomId)?.dropped ?? 0);
+    const dropsTotal = ticks.last.get(room.roomId)?.dropped ?? 0;
     const rssSlope = per10(mem, 'rssMb', warmupMin);
     const heapSlope = per10(mem, 'heapUsedMb', warmupMin);
     const heapGcSlope = per10(memGc, 'heapUsedMb', warmupMin);
@@ -165,7 +179,9 @@ export async function main(args: string[]): Promise<void> {
     const meanRss = (s: MemSample[]): number => s.reduce((a, b) => a + b.rssMb, 0) / Math.max(1, s.length);
     const lastThirdVsWarmPct = round(((meanRss(third) - meanRss(atWarm)) / meanRss(atWarm)) * 100, 2);
     // Unknown (null) when the run was too short for a slope.
-    const flat = [rssSlope, heapGcSlope, lastThirdVsWarmPct].some((v) => !Number.isFinite(v)) ? null : rssSlope < FLAT_RSS && heapGcSlope < FLAT_HEAP_GC && lastThirdVsWarmPct < 5;
+    const flat = [rssSlope, heapGcSlope, lastThirdVsWarmPct].some((v) => !Number.isFinite(v))
+      ? null
+      : rssSlope < FLAT_RSS && heapGcSlope < FLAT_HEAP_GC && lastThirdVsWarmPct < 5;
     const viewerFps = perMinute.flatMap((m) => (m.viewers as { fps: number }[]).map((v) => v.fps));
     const serverFps = perMinute.map((m) => m.server_fps as number);
     const dropped = viewers.filter((v) => v.disconnects > 0 || v.closedReasons.length > 0).length;
@@ -182,8 +198,16 @@ export async function main(args: string[]): Promise<void> {
         heap_used_mb_per_10min: heapSlope,
         heap_used_after_gc_mb_per_10min: heapGcSlope,
         external_mb_per_10min: extSlope,
-        rss_mb: { first_after_warmup: after[0]?.rssMb, last: mem[mem.length - 1]?.rssMb, min: Math.min(...after.map((m) => m.rssMb)), max: Math.max(...after.map((m) => m.rssMb)) },
-        heap_after_gc_mb: { first_after_warmup: memGc.find((m) => m.tMin >= warmupMin)?.heapUsedMb, last: memGc[memGc.length - 1]?.heapUsedMb },
+        rss_mb: {
+          first_after_warmup: after[0]?.rssMb,
+          last: mem[mem.length - 1]?.rssMb,
+          min: Math.min(...after.map((m) => m.rssMb)),
+          max: Math.max(...after.map((m) => m.rssMb)),
+        },
+        heap_after_gc_mb: {
+          first_after_warmup: memGc.find((m) => m.tMin >= warmupMin)?.heapUsedMb,
+          last: memGc[memGc.length - 1]?.heapUsedMb,
+        },
         last_third_vs_warmup_end_rss_pct: lastThirdVsWarmPct,
         flat,
         flat_rule: `RSS slope < ${FLAT_RSS} MB/10 min, post-GC heap slope < ${FLAT_HEAP_GC} MB/10 min, last third's mean RSS < 5% above the first minute after warm-up`,

@@ -73,7 +73,6 @@ function cpuMs(): number {
   return process.cpuUsage().user / 1000;
 }
 
-
 /** The flags (see the header). */
 export const OPTIONS = { framesPerClip: num(40, { min: 1, integer: true }), reps: num(5, { min: 1, integer: true }) };
 

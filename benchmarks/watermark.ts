@@ -43,17 +43,20 @@ import { flag, num, parseOptions } from './lib/args.js';
 import { openRoom, startLoopbackServer } from './lib/loopback.js';
 import { summarize, writeResult } from './lib/stats.js';
 
-
 /** Runs ffmpeg with `input` on stdin; resolves with stdout. */
 function ffmpeg(args: string[], input?: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const p = spawn('ffmpeg', ['-v', 'error', '-nostdin', ...args], { stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const p = spawn('ffmpeg', ['-v', 'error', '-nostdin', ...args], {
+      stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     let err = '';
     p.stdout!.on('data', (d: Buffer) => out.push(d));
     p.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`ffmpeg failed: ${err.slice(-500)}`))));
+    p.on('close', (code) =>
+      code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`ffmpeg failed: ${err.slice(-500)}`)),
+    );
     if (input && p.stdin) {
       p.stdin.on('error', () => undefined); // ffmpeg exiting early surfaces as its exit code above
       p.stdin.end(input);
@@ -67,14 +70,47 @@ interface Attack {
   run(raw: Buffer, w: number, h: number, fps: number): Promise<{ data: Buffer; w: number; h: number }>;
 }
 
-const rawIn = (w: number, h: number, fps: number): string[] => ['-f', 'rawvideo', '-pix_fmt', 'yuv420p', '-s', `${w}x${h}`, '-r', String(fps), '-i', 'pipe:0'];
+const rawIn = (w: number, h: number, fps: number): string[] => [
+  '-f',
+  'rawvideo',
+  '-pix_fmt',
+  'yuv420p',
+  '-s',
+  `${w}x${h}`,
+  '-r',
+  String(fps),
+  '-i',
+  'pipe:0',
+];
 const rawOut = ['-f', 'rawvideo', '-pix_fmt', 'yuv420p', 'pipe:1'];
 
-async function vp8(raw: Buffer, w: number, h: number, fps: number, scale: boolean): Promise<{ data: Buffer; w: number; h: number }> {
+async function vp8(
+  raw: Buffer,
+  w: number,
+  h: number,
+  fps: number,
+  scale: boolean,
+): Promise<{ data: Buffer; w: number; h: number }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'wm-bench-'));
   try {
     const file = path.join(dir, 'a.webm');
-    await ffmpeg([...rawIn(w, h, fps), ...(scale ? ['-vf', 'scale=iw/2:ih/2'] : []), '-c:v', 'libvpx', '-b:v', '500k', '-deadline', 'realtime', '-cpu-used', '8', '-y', file], raw);
+    await ffmpeg(
+      [
+        ...rawIn(w, h, fps),
+        ...(scale ? ['-vf', 'scale=iw/2:ih/2'] : []),
+        '-c:v',
+        'libvpx',
+        '-b:v',
+        '500k',
+        '-deadline',
+        'realtime',
+        '-cpu-used',
+        '8',
+        '-y',
+        file,
+      ],
+      raw,
+    );
     const ow = scale ? w / 2 : w;
     const oh = scale ? h / 2 : h;
     return { data: await ffmpeg(['-i', file, ...rawOut]), w: ow, h: oh };
@@ -86,7 +122,14 @@ async function vp8(raw: Buffer, w: number, h: number, fps: number, scale: boolea
 const attacks: Attack[] = [
   { name: 'none', run: (raw, w, h) => Promise.resolve({ data: raw, w, h }) },
   { name: 'vp8-500kbps', run: (raw, w, h, fps) => vp8(raw, w, h, fps, false) },
-  { name: 'scale-50%', run: async (raw, w, h, fps) => ({ data: await ffmpeg([...rawIn(w, h, fps), '-vf', 'scale=iw/2:ih/2', ...rawOut], raw), w: w / 2, h: h / 2 }) },
+  {
+    name: 'scale-50%',
+    run: async (raw, w, h, fps) => ({
+      data: await ffmpeg([...rawIn(w, h, fps), '-vf', 'scale=iw/2:ih/2', ...rawOut], raw),
+      w: w / 2,
+      h: h / 2,
+    }),
+  },
   { name: 'scale-50%+vp8-500kbps', run: (raw, w, h, fps) => vp8(raw, w, h, fps, true) },
 ];
 
@@ -178,10 +221,23 @@ export const OPTIONS = {
 
 export async function main(args: string[]): Promise<void> {
   setLogLevel('warn');
-  const { frames, pairs: pairsWanted, chromiumSeconds, fpWindows, skipChromium } = parseOptions('watermark', args, OPTIONS);
+  const {
+    frames,
+    pairs: pairsWanted,
+    chromiumSeconds,
+    fpWindows,
+    skipChromium,
+  } = parseOptions('watermark', args, OPTIONS);
   const config = loadConfig(process.env);
 
-  const portraits = ['real_woman_dark_hair.png', 'real_asian_young_woman.jpg', 'painting_mona_lisa.jpg', 'cartoon_3d_boy.jpg', 'real_older_man_glasses.jpg', 'real_japanese_woman.png'];
+  const portraits = [
+    'real_woman_dark_hair.png',
+    'real_asian_young_woman.jpg',
+    'painting_mona_lisa.jpg',
+    'cartoon_3d_boy.jpg',
+    'real_older_man_glasses.jpg',
+    'real_japanese_woman.png',
+  ];
   const clips = ['woman_speech_head_motion.mp4', 'man_glasses_talking_portrait.mp4', 'young_woman_expressive_wink.mp4'];
   const pairs = portraits.slice(0, pairsWanted).map((p, i) => ({ portrait: p, clip: clips[i % clips.length]! }));
 
@@ -262,8 +318,17 @@ export async function main(args: string[]): Promise<void> {
         });
         perAttack[a.name] = report(t);
       }
-      renders.push({ ...pair, frames: count0, size: `${w}x${h}`, fps, seconds: Math.round((performance.now() - t0) / 100) / 10, attacks: perAttack });
-      process.stderr.write(`render ${k + 1}/${pairs.length} ${pair.portrait} x ${pair.clip}: ${JSON.stringify(perAttack)}\n`);
+      renders.push({
+        ...pair,
+        frames: count0,
+        size: `${w}x${h}`,
+        fps,
+        seconds: Math.round((performance.now() - t0) / 100) / 10,
+        attacks: perAttack,
+      });
+      process.stderr.write(
+        `render ${k + 1}/${pairs.length} ${pair.portrait} x ${pair.clip}: ${JSON.stringify(perAttack)}\n`,
+      );
     }
   } finally {
     engine.close();
@@ -303,8 +368,10 @@ export async function main(args: string[]): Promise<void> {
   const result = {
     setup: {
       renders: `${pairs.length} renders of the default engine at 512 px, ${frames} frames each (shared portraits x clips), stamped like avatar render (visible mark, then watermark)`,
-      payload: '48 bits (32-bit id hash + 16-bit minute slot) + CRC-16, convolutional K=7 r=1/2 -> 140 coded bits on a 64x64 luma lattice',
-      window: '1 s of frames (round(fps)), each decoded on its own; detected = the right payload decoded (CRC + agreement >= 0.9)',
+      payload:
+        '48 bits (32-bit id hash + 16-bit minute slot) + CRC-16, convolutional K=7 r=1/2 -> 140 coded bits on a 64x64 luma lattice',
+      window:
+        '1 s of frames (round(fps)), each decoded on its own; detected = the right payload decoded (CRC + agreement >= 0.9)',
       ber: 'raw bit error rate of the 140 coded bits before Viterbi decoding',
       cpus: os.cpus().length,
     },
@@ -313,7 +380,10 @@ export async function main(args: string[]): Promise<void> {
       mark_and_watermark: summarize(stampMs),
       first_frame: summarize(firstMs),
       watermark_isolated: summarize(isolatedMs),
-      load_average_1m: { start: Math.round(loadStart[0]! * 100) / 100, after_renders: Math.round(loadAfterRenders[0]! * 100) / 100 },
+      load_average_1m: {
+        start: Math.round(loadStart[0]! * 100) / 100,
+        after_renders: Math.round(loadAfterRenders[0]! * 100) / 100,
+      },
       note: 'watermark: between engine frames (the first frame of each render apart: first_frame); watermark_isolated: the same frames stamped again back to back, nothing else running in this process',
     },
     psnr_db: {
@@ -343,16 +413,30 @@ export async function main(args: string[]): Promise<void> {
  * payload: the room id's hash and the minute (a window at a minute boundary may carry either).
  */
 export async function chromiumViewer(seconds: number): Promise<Record<string, unknown>> {
-  const y4m = await makeY4m({ source: path.join(mediaDir, 'driving', 'woman_speech_head_motion.mp4'), width: 640, height: 480, fps: 25, seconds: 10 });
+  const y4m = await makeY4m({
+    source: path.join(mediaDir, 'driving', 'woman_speech_head_motion.mp4'),
+    width: 640,
+    height: 480,
+    fps: 25,
+    seconds: 10,
+  });
   const server = await startLoopbackServer({ buildClient: true });
   const performer = await ChromiumBrowser.launch({ fakeVideo: y4m });
   const viewer = await ChromiumBrowser.launch();
   try {
-    const room = await openRoom(server.url, server.apiKey, path.join(mediaDir, 'portraits', 'real_woman_dark_hair.png'));
+    const room = await openRoom(
+      server.url,
+      server.apiKey,
+      path.join(mediaDir, 'portraits', 'real_woman_dark_hair.png'),
+    );
     await startPerformer(performer.page, room.performerUrl);
     await viewer.page.goto(room.viewerUrl);
     const page = viewer.page;
-    await page.waitForFunction(() => ((document.getElementById('video') as HTMLVideoElement | null)?.videoWidth ?? 0) > 0, null, { timeout: 60_000 });
+    await page.waitForFunction(
+      () => ((document.getElementById('video') as HTMLVideoElement | null)?.videoWidth ?? 0) > 0,
+      null,
+      { timeout: 60_000 },
+    );
     // Let the sender's bandwidth estimate ramp up (WebRTC starts at ~300 kbps), as a viewer who joined a running room.
     await page.waitForTimeout(3000);
     const t0 = Date.now();

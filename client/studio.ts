@@ -196,7 +196,8 @@ async function refreshPortraits(): Promise<void> {
     if (code === 'API_KEY_REQUIRED' || code === 'API_KEY_INVALID') {
       portraits = [];
       renderGallery(client?.room?.portraitId ?? null);
-      ui.galleryEmpty.textContent = 'Sign in to see and upload portraits: open the studio link the server printed at start-up.';
+      ui.galleryEmpty.textContent =
+        'Sign in to see and upload portraits: open the studio link the server printed at start-up.';
       return;
     }
     showError(err);

@@ -316,11 +316,15 @@ async function run(cmd: string, args: string[], entry: ManifestEntry): Promise<s
   try {
     r = await runCapture(cmd, args);
   } catch (err) {
-    throw new FetchError(`${entry.path}: cannot run ${cmd} (${(err as Error).message}); it is needed to derive this file`, {
-      cause: err,
-    });
+    throw new FetchError(
+      `${entry.path}: cannot run ${cmd} (${(err as Error).message}); it is needed to derive this file`,
+      {
+        cause: err,
+      },
+    );
   }
-  if (r.code !== 0) throw new FetchError(`${entry.path}: ${cmd} failed (exit ${r.code}): ${r.stderr.trim().slice(-2000)}`);
+  if (r.code !== 0)
+    throw new FetchError(`${entry.path}: ${cmd} failed (exit ${r.code}): ${r.stderr.trim().slice(-2000)}`);
   return r.stdout;
 }
 

@@ -118,8 +118,10 @@ if (values.help) {
   process.exit(0);
 }
 if (!values.data) fail('BAD_ARGUMENT', '--data DIR is required (e.g. --data ../shared/train)');
-if (values.source !== undefined && values.source !== 'aligned' && values.source !== 'region') fail('BAD_ARGUMENT', `--source must be aligned or region, not ${values.source}`);
-if (values.residual !== undefined && values.residual !== 'paste' && values.residual !== 'features') fail('BAD_ARGUMENT', `--residual must be paste or features, not ${values.residual}`);
+if (values.source !== undefined && values.source !== 'aligned' && values.source !== 'region')
+  fail('BAD_ARGUMENT', `--source must be aligned or region, not ${values.source}`);
+if (values.residual !== undefined && values.residual !== 'paste' && values.residual !== 'features')
+  fail('BAD_ARGUMENT', `--residual must be paste or features, not ${values.residual}`);
 const dataDir = path.resolve(values.data);
 const clipDir = existsSync(path.join(dataDir, 'clips')) ? path.join(dataDir, 'clips') : dataDir;
 if (!existsSync(clipDir)) fail('NO_DATA', `data folder not found: ${dataDir}`);
@@ -131,7 +133,11 @@ if (values.clips) clips = clips.slice(0, Number(values.clips));
 if (!clips.length) fail('NO_DATA', `no clips (.mp4) in ${clipDir}`);
 const size = Number(values.size);
 const cache = path.resolve(values.cache);
-if (cache.startsWith(repoRoot + path.sep)) fail('CACHE_IN_REPO', `--cache must be outside the repository (the samples are frames of third-party clips): ${cache}`);
+if (cache.startsWith(repoRoot + path.sep))
+  fail(
+    'CACHE_IN_REPO',
+    `--cache must be outside the repository (the samples are frames of third-party clips): ${cache}`,
+  );
 
 setLogLevel('warn');
 const config = loadConfig(process.env);
@@ -154,19 +160,28 @@ for (const [i, clip] of clips.entries()) {
     `train: dataset ${i + 1}/${clips.length} ${path.basename(clip)}: ${s ? `${s} samples` : 'skipped (no face in its first frame)'} (${((performance.now() - tc) / 1000).toFixed(1)} s)\n`,
   );
 }
-process.stderr.write(`train: dataset ready: ${used} clips, ${samples} samples in ${cache} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+process.stderr.write(
+  `train: dataset ready: ${used} clips, ${samples} samples in ${cache} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`,
+);
 if (values['dataset-only']) process.exit(0);
 
 const args = [
   '-m',
   'refiner',
-  '--cache', cache,
-  '--out', path.resolve(values.out),
-  '--minutes', values.minutes,
-  '--student-minutes', values['student-minutes'],
-  '--seed', values.seed,
-  '--clips', clips.map((c) => path.parse(c).name).join(','),
-  '--device', values.device,
+  '--cache',
+  cache,
+  '--out',
+  path.resolve(values.out),
+  '--minutes',
+  values.minutes,
+  '--student-minutes',
+  values['student-minutes'],
+  '--seed',
+  values.seed,
+  '--clips',
+  clips.map((c) => path.parse(c).name).join(','),
+  '--device',
+  values.device,
   ...(values.batch ? ['--batch', values.batch] : []),
   ...(values.lr ? ['--lr', values.lr] : []),
   ...(values.warmup ? ['--warmup', values.warmup] : []),

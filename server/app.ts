@@ -138,7 +138,8 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   // The default engine animates a face: refuse a portrait without one at upload, not with a frozen stream later.
   const faceChecker = (held.faceChecker =
     !opts.checkFace && config.avatar.engine === 'default' ? new FaceChecker(log.child('faces')) : null);
-  const checkFace: FaceCheck | undefined = opts.checkFace ?? (faceChecker ? (rgb) => faceChecker.check(rgb) : undefined);
+  const checkFace: FaceCheck | undefined =
+    opts.checkFace ?? (faceChecker ? (rgb) => faceChecker.check(rgb) : undefined);
   // API keys: the configured ones, else the local operator's (created once in the data folder).
   let operatorKey: string | null = null;
   let keys: ApiKeys;
@@ -207,8 +208,11 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   const httpLog = log.child('http');
   app.any('/*', (res, req) => dispatch(router, res, req, httpLog));
 
-  const listenSocket = await new Promise<uWS.us_listen_socket | false>((resolve) => app.listen(config.host, config.port, resolve));
-  if (!listenSocket) throw new AppError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port} (in use or not permitted)`);
+  const listenSocket = await new Promise<uWS.us_listen_socket | false>((resolve) =>
+    app.listen(config.host, config.port, resolve),
+  );
+  if (!listenSocket)
+    throw new AppError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port} (in use or not permitted)`);
   held.listenSocket = listenSocket;
   port = uWS.us_socket_local_port(listenSocket);
   const url = localUrl(config.host, port);

@@ -8,7 +8,12 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { parseApiKeys } from './auth/apiKeys.js';
 import { AppError } from './errors.js';
-import { applyProvenanceEnv, defaultProvenanceConfig, validateProvenanceConfig, type ProvenanceConfig } from './provenance/config.js';
+import {
+  applyProvenanceEnv,
+  defaultProvenanceConfig,
+  validateProvenanceConfig,
+  type ProvenanceConfig,
+} from './provenance/config.js';
 import type { LogLevel } from './logger.js';
 
 export interface Config {
@@ -207,7 +212,9 @@ export function defaultConfig(): Config {
   };
 }
 
-export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+export type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K];
+};
 
 function fail(message: string): never {
   throw new AppError('CONFIG_INVALID', `config: ${message}`);
@@ -243,7 +250,8 @@ function intIn(v: number, lo: number, hi: number, key: string): void {
 /** Checks ranges and enums; throws AppError('CONFIG_INVALID') naming the option. */
 export function validateConfig(c: Config): Config {
   intIn(c.port, 0, 65535, 'port');
-  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(c.logLevel)) fail(`"logLevel" must be debug|info|warn|error|silent`);
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(c.logLevel))
+    fail(`"logLevel" must be debug|info|warn|error|silent`);
   if (c.tokenSecret.length < 16) fail('"tokenSecret" must be at least 16 characters');
   intIn(c.tokenTtlMs, 1000, 30 * 24 * 3600_000, 'tokenTtlMs');
   intIn(c.roomGraceMs, 0, 3600_000, 'roomGraceMs');
@@ -252,23 +260,32 @@ export function validateConfig(c: Config): Config {
   intIn(c.auth.perKeyPerMinute, 1, 1_000_000, 'auth.perKeyPerMinute');
   intIn(c.auth.perAddressPerMinute, 1, 1_000_000, 'auth.perAddressPerMinute');
   for (const k of c.auth.apiKeys) {
-    if (!isRecord(k) || typeof k.name !== 'string' || !/^[A-Za-z0-9_.@-]{1,64}$/.test(k.name)) fail('"auth.apiKeys" entries need a name (letters, digits, _ . @ -)');
-    if (typeof k.secret !== 'string' || k.secret.length < 16 || /\s/.test(k.secret)) fail(`API key "${k.name}" needs a secret of at least 16 characters without spaces`);
+    if (!isRecord(k) || typeof k.name !== 'string' || !/^[A-Za-z0-9_.@-]{1,64}$/.test(k.name))
+      fail('"auth.apiKeys" entries need a name (letters, digits, _ . @ -)');
+    if (typeof k.secret !== 'string' || k.secret.length < 16 || /\s/.test(k.secret))
+      fail(`API key "${k.name}" needs a secret of at least 16 characters without spaces`);
   }
-  if (new Set(c.auth.apiKeys.map((k) => k.name)).size !== c.auth.apiKeys.length) fail('"auth.apiKeys" names must be unique');
+  if (new Set(c.auth.apiKeys.map((k) => k.name)).size !== c.auth.apiKeys.length)
+    fail('"auth.apiKeys" names must be unique');
   if (typeof c.consent.text !== 'string' || c.consent.text.length < 10) fail('"consent.text" must be the consent text');
-  if (typeof c.consent.version !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(c.consent.version)) fail('"consent.version" must be 1-40 letters, digits, . _ -');
+  if (typeof c.consent.version !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(c.consent.version))
+    fail('"consent.version" must be 1-40 letters, digits, . _ -');
   intIn(c.upload.maxBytes, 1024, 200 * 1024 * 1024, 'upload.maxBytes');
   intIn(c.upload.maxPixels, 4096, 400_000_000, 'upload.maxPixels');
   intIn(c.upload.minSide, 1, 4096, 'upload.minSide');
-  if (!['default', 'portrait', 'passthrough'].includes(c.avatar.engine)) fail('"avatar.engine" must be default|portrait|passthrough');
+  if (!['default', 'portrait', 'passthrough'].includes(c.avatar.engine))
+    fail('"avatar.engine" must be default|portrait|passthrough');
   if (!['mesh', 'dlib'].includes(c.avatar.tracker)) fail('"avatar.tracker" must be mesh|dlib');
   if (!['cpu', 'cuda'].includes(c.avatar.executionProvider)) fail('"avatar.executionProvider" must be cpu|cuda');
   intIn(c.avatar.intraOpThreads, 1, 64, 'avatar.intraOpThreads');
   intIn(c.avatar.spareWorkers, 0, 64, 'avatar.spareWorkers');
   intIn(c.avatar.outputSize, 64, 2048, 'avatar.outputSize');
   intIn(c.avatar.steps, 0, 8, 'avatar.steps');
-  if (!(typeof c.avatar.stepsBudgetMs === 'number' && c.avatar.stepsBudgetMs >= 5 && c.avatar.stepsBudgetMs <= 10_000)) {
+  if (!(
+    typeof c.avatar.stepsBudgetMs === 'number' &&
+    c.avatar.stepsBudgetMs >= 5 &&
+    c.avatar.stepsBudgetMs <= 10_000
+  )) {
     fail('"avatar.stepsBudgetMs" must be a number of ms in 5..10000');
   }
   if (c.avatar.outputSize % 2 !== 0) fail('"avatar.outputSize" must be even');
@@ -280,9 +297,11 @@ export function validateConfig(c: Config): Config {
   intIn(c.fanout.rtcMaxPort, c.fanout.rtcMinPort, 65535, 'fanout.rtcMaxPort');
   intIn(c.fanout.workers, 0, 256, 'fanout.workers');
   intIn(c.fanout.viewersPerRouter, 1, 100_000, 'fanout.viewersPerRouter');
-  if (c.cluster.redisUrl !== null && !/^rediss?:\/\/[^\s]+$/.test(c.cluster.redisUrl)) fail('"cluster.redisUrl" must be a redis:// URL');
+  if (c.cluster.redisUrl !== null && !/^rediss?:\/\/[^\s]+$/.test(c.cluster.redisUrl))
+    fail('"cluster.redisUrl" must be a redis:// URL');
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.cluster.nodeId)) fail('"cluster.nodeId" must be 1-64 letters, digits, _ or -');
-  if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl)) fail('"cluster.nodeUrl" must be an http(s) URL');
+  if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl))
+    fail('"cluster.nodeUrl" must be an http(s) URL');
   intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
   intIn(c.cluster.ttlMs, c.cluster.heartbeatMs * 2, 600_000, 'cluster.ttlMs');
   validateProvenanceConfig(c.provenance, fail);
@@ -322,7 +341,8 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
   if (env.AVATAR_TRACKER) c.avatar.tracker = env.AVATAR_TRACKER as Config['avatar']['tracker'];
   if (env.AVATAR_MODEL_PACK) c.avatar.modelPack = path.resolve(env.AVATAR_MODEL_PACK);
-  if (env.AVATAR_REFINER_PACK) c.avatar.refinerPack = env.AVATAR_REFINER_PACK === 'none' ? null : path.resolve(env.AVATAR_REFINER_PACK);
+  if (env.AVATAR_REFINER_PACK)
+    c.avatar.refinerPack = env.AVATAR_REFINER_PACK === 'none' ? null : path.resolve(env.AVATAR_REFINER_PACK);
   if (env.AVATAR_STEPS) c.avatar.steps = Number(env.AVATAR_STEPS);
   if (env.AVATAR_SPARE_WORKERS) c.avatar.spareWorkers = Number(env.AVATAR_SPARE_WORKERS);
   if (env.AVATAR_EP) c.avatar.executionProvider = env.AVATAR_EP as Config['avatar']['executionProvider'];

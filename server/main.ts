@@ -30,7 +30,9 @@ async function main(): Promise<void> {
     log.info('API keys configured', { keys: config.auth.apiKeys.map((k) => k.name) });
   }
   if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
-    log.warn('listening beyond loopback: anyone who can reach this address can join rooms with a link', { host: config.host });
+    log.warn('listening beyond loopback: anyone who can reach this address can join rooms with a link', {
+      host: config.host,
+    });
   }
 
   let stopping = false;

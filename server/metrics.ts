@@ -13,7 +13,17 @@ import type { FrameTimings, Room } from './rooms/room.js';
 import type { RoomStats } from './types/protocol.js';
 
 /** The timed stages of the frame path, in order. */
-export const STAGES = ['decode', 'queue', 'track', 'latent', 'generate', 'paste', 'engine', 'publish', 'end_to_end'] as const;
+export const STAGES = [
+  'decode',
+  'queue',
+  'track',
+  'latent',
+  'generate',
+  'paste',
+  'engine',
+  'publish',
+  'end_to_end',
+] as const;
 export type Stage = (typeof STAGES)[number];
 
 const stageField: Record<Stage, keyof FrameTimings> = {
@@ -41,7 +51,9 @@ const stageHelp: Record<Stage, string> = {
 };
 
 /** Buckets for per-frame stage durations, seconds (1 ms .. 2.5 s). */
-export const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5];
+export const STAGE_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5,
+];
 
 let processRegistry: Registry | null = null;
 /** Process-wide default metrics (one set per process by nature: they describe the process). */
@@ -70,9 +82,22 @@ export class Metrics {
   constructor(rooms: RoomRegistry) {
     const r = this.registry;
     this.#stages = Object.fromEntries(
-      STAGES.map((s) => [s, new Histogram({ name: `avatar_${s}_seconds`, help: `${stageHelp[s]}, seconds`, buckets: STAGE_BUCKETS, registers: [r] })]),
+      STAGES.map((s) => [
+        s,
+        new Histogram({
+          name: `avatar_${s}_seconds`,
+          help: `${stageHelp[s]}, seconds`,
+          buckets: STAGE_BUCKETS,
+          registers: [r],
+        }),
+      ]),
     ) as Record<Stage, Histogram>;
-    this.#fps = new Gauge({ name: 'avatar_room_fps', help: 'synthesized frames per second, per room', labelNames: ['room'], registers: [r] });
+    this.#fps = new Gauge({
+      name: 'avatar_room_fps',
+      help: 'synthesized frames per second, per room',
+      labelNames: ['room'],
+      registers: [r],
+    });
     this.#steps = new Gauge({
       name: 'avatar_refiner_steps',
       help: 'learned refiner steps running now, per room (the room setting, lowered under overload; 0 = warp only)',
@@ -80,8 +105,16 @@ export class Metrics {
       registers: [r],
     });
     this.#frames = new Counter({ name: 'avatar_frames_total', help: 'synthesized frames', registers: [r] });
-    this.#framesNoFace = new Counter({ name: 'avatar_frames_without_face_total', help: 'synthesized frames whose driving frame had no face', registers: [r] });
-    this.#dropped = new Counter({ name: 'avatar_dropped_frames_total', help: 'driving frames replaced in the mailbox before processing', registers: [r] });
+    this.#framesNoFace = new Counter({
+      name: 'avatar_frames_without_face_total',
+      help: 'synthesized frames whose driving frame had no face',
+      registers: [r],
+    });
+    this.#dropped = new Counter({
+      name: 'avatar_dropped_frames_total',
+      help: 'driving frames replaced in the mailbox before processing',
+      registers: [r],
+    });
     this.#roomsCreated = new Counter({ name: 'avatar_rooms_created_total', help: 'rooms created', registers: [r] });
     new Gauge({
       name: 'avatar_rooms',

@@ -25,7 +25,6 @@ import { num, parseOptions } from '../lib/args.js';
 import { runDlibBench } from '../lib/dlibCpp.js';
 import { summarize, writeResult } from '../lib/stats.js';
 
-
 /** The flags: `npm run bench -- dlib/landmarks [--reps 20] [--rounds 3]`. */
 export const OPTIONS = { reps: num(20, { min: 1, integer: true }), rounds: num(3, { min: 1, integer: true }) };
 

@@ -18,7 +18,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChildProc } from './child.js';
 import { createRoom as createRoomAt, uploadPortrait as uploadPortraitTo, type RoomLinks } from './loopback.js';
-import type { MemoryUsage, RoomTick, ServerEvent, ServerProcArgs, ServerReady, ToServerProc } from './reliabilityProtocol.js';
+import type {
+  MemoryUsage,
+  RoomTick,
+  ServerEvent,
+  ServerProcArgs,
+  ServerReady,
+  ToServerProc,
+} from './reliabilityProtocol.js';
 import type { SdpRewriter } from './viewer.js';
 
 export { ClipPerformer, connectPerformer, loadClipFrames } from './performer.js';
@@ -72,7 +79,11 @@ export class ServerProc {
    * `glibcDefaults`: run without the environment `npm start` and the Docker image give the server (glibc's fixed mmap
    * threshold, see infra/Dockerfile), to measure what it changes.
    */
-  static async start(args: ServerProcArgs, timeoutMs = 60_000, opts: { glibcDefaults?: boolean } = {}): Promise<ServerProc> {
+  static async start(
+    args: ServerProcArgs,
+    timeoutMs = 60_000,
+    opts: { glibcDefaults?: boolean } = {},
+  ): Promise<ServerProc> {
     const env = { ...process.env };
     if (opts.glibcDefaults) delete env.MALLOC_MMAP_THRESHOLD_;
     else env.MALLOC_MMAP_THRESHOLD_ ??= SERVER_MALLOC_MMAP_THRESHOLD;
@@ -207,7 +218,11 @@ export class NetCut implements SdpRewriter {
     return s;
   }
 
-  #rewrite(sdp: string, map: Map<number, dgram.Socket>, makeSocket: (port: number) => Promise<dgram.Socket>): Promise<string> {
+  #rewrite(
+    sdp: string,
+    map: Map<number, dgram.Socket>,
+    makeSocket: (port: number) => Promise<dgram.Socket>,
+  ): Promise<string> {
     return (async () => {
       const lines = sdp.split('\r\n');
       const out: string[] = [];
@@ -335,7 +350,13 @@ export interface Recovery {
  * moment the network came back): the first time t ≥ refAt such that [t, t + 1 s) holds ≥ 80% of the baseline rate,
  * searched in 50 ms steps up to `horizonMs` after refAt.
  */
-export function recovery(times: readonly number[], faultAt: number, refAt: number, baselineMs = 5000, horizonMs = 20_000): Recovery {
+export function recovery(
+  times: readonly number[],
+  faultAt: number,
+  refAt: number,
+  baselineMs = 5000,
+  horizonMs = 20_000,
+): Recovery {
   const baselineFps = countIn(times, faultAt - baselineMs, faultAt) / (baselineMs / 1000);
   const need = 0.8 * baselineFps;
   let recAt: number | null = null;

@@ -65,7 +65,11 @@ interface RestEntry {
   auth: 'key' | 'performer' | 'viewer' | 'none';
   contentType: string | null;
   /** JSON value (sent serialized), SDP text, or multipart. */
-  body: { json: unknown } | { text: string } | { multipart: { consent: string; name: string; file: Uint8Array; fileName: string } } | null;
+  body:
+    | { json: unknown }
+    | { text: string }
+    | { multipart: { consent: string; name: string; file: Uint8Array; fileName: string } }
+    | null;
 }
 type Entry = SignalEntry | RestEntry;
 
@@ -151,7 +155,11 @@ async function setup(t: FuzzTarget): Promise<Setup> {
 
 function corpus(s: Setup): Entry[] {
   const sig = (role: Role, event: string, payload: unknown): SignalEntry => ({ kind: 'signal', role, event, payload });
-  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0', sdpMid: '0', sdpMLineIndex: 0 };
+  const candidate = {
+    candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0',
+    sdpMid: '0',
+    sdpMLineIndex: 0,
+  };
   return [
     sig('anon', 'join', { token: s.viewerToken }),
     sig('anon', 'join', { token: s.performerToken }),
@@ -162,18 +170,68 @@ function corpus(s: Setup): Entry[] {
     sig('performer', 'ice', { target: 'publish', candidate }),
     sig('performer', 'unpublish', {}),
     sig('performer', 'setPortrait', { portraitId: s.portraitId }),
-    sig('performer', 'setSettings', { settings: { expressionStrength: 1.2, headMotion: true, eyeRetargeting: true, lipRetargeting: false, poseMode: 'relative', steps: 0 } }),
+    sig('performer', 'setSettings', {
+      settings: {
+        expressionStrength: 1.2,
+        headMotion: true,
+        eyeRetargeting: true,
+        lipRetargeting: false,
+        poseMode: 'relative',
+        steps: 0,
+      },
+    }),
     sig('performer', 'recalibrate', {}),
     sig('viewer', 'sfu:capabilities', {}),
     sig('viewer', 'sfu:createTransport', {}),
-    sig('viewer', 'sfu:connect', { transportId: 'abc-123', dtlsParameters: { role: 'client', fingerprints: [{ algorithm: 'sha-256', value: 'AA:BB' }] } }),
-    sig('viewer', 'sfu:consume', { transportId: 'abc-123', rtpCapabilities: { codecs: [{ kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }], headerExtensions: [] } }),
+    sig('viewer', 'sfu:connect', {
+      transportId: 'abc-123',
+      dtlsParameters: { role: 'client', fingerprints: [{ algorithm: 'sha-256', value: 'AA:BB' }] },
+    }),
+    sig('viewer', 'sfu:consume', {
+      transportId: 'abc-123',
+      rtpCapabilities: { codecs: [{ kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }], headerExtensions: [] },
+    }),
     sig('viewer', 'sfu:resume', { consumerId: 'abc-123' }),
-    { kind: 'rest', method: 'POST', path: '/api/rooms', auth: 'key', contentType: 'application/json', body: { json: { portraitId: s.portraitId } } },
-    { kind: 'rest', method: 'POST', path: '/api/rooms', auth: 'key', contentType: 'application/json', body: { json: {} } },
-    { kind: 'rest', method: 'POST', path: '/api/portraits', auth: 'key', contentType: null, body: { multipart: { consent: 'true', name: 'fuzz', file: s.png, fileName: 'portrait.png' } } },
-    { kind: 'rest', method: 'POST', path: `/whip/${s.whipRoomId}`, auth: 'performer', contentType: 'application/sdp', body: { text: s.offers.sendonly } },
-    { kind: 'rest', method: 'POST', path: `/whep/${s.roomId}`, auth: 'viewer', contentType: 'application/sdp', body: { text: s.offers.recvonly } },
+    {
+      kind: 'rest',
+      method: 'POST',
+      path: '/api/rooms',
+      auth: 'key',
+      contentType: 'application/json',
+      body: { json: { portraitId: s.portraitId } },
+    },
+    {
+      kind: 'rest',
+      method: 'POST',
+      path: '/api/rooms',
+      auth: 'key',
+      contentType: 'application/json',
+      body: { json: {} },
+    },
+    {
+      kind: 'rest',
+      method: 'POST',
+      path: '/api/portraits',
+      auth: 'key',
+      contentType: null,
+      body: { multipart: { consent: 'true', name: 'fuzz', file: s.png, fileName: 'portrait.png' } },
+    },
+    {
+      kind: 'rest',
+      method: 'POST',
+      path: `/whip/${s.whipRoomId}`,
+      auth: 'performer',
+      contentType: 'application/sdp',
+      body: { text: s.offers.sendonly },
+    },
+    {
+      kind: 'rest',
+      method: 'POST',
+      path: `/whep/${s.roomId}`,
+      auth: 'viewer',
+      contentType: 'application/sdp',
+      body: { text: s.offers.recvonly },
+    },
     { kind: 'rest', method: 'GET', path: '/api/portraits', auth: 'key', contentType: null, body: null },
     { kind: 'rest', method: 'GET', path: `/api/portraits/${s.portraitId}`, auth: 'key', contentType: null, body: null },
     { kind: 'rest', method: 'GET', path: '/api/rooms', auth: 'key', contentType: null, body: null },
@@ -184,7 +242,22 @@ function corpus(s: Setup): Entry[] {
 // Mutations
 
 const HUGE = [1024, 16 * 1024, 70 * 1024, 300 * 1024];
-const ODD_STRINGS = ['', '\u0000', '\ud800', '\udfff\ud800', '‮evil', '😀'.repeat(50), '%00', '../../../../etc/passwd', '${7*7}', '<script>', 'null', '-1', ' ', '\r\n\r\n'];
+const ODD_STRINGS = [
+  '',
+  '\u0000',
+  '\ud800',
+  '\udfff\ud800',
+  '‮evil',
+  '😀'.repeat(50),
+  '%00',
+  '../../../../etc/passwd',
+  '${7*7}',
+  '<script>',
+  'null',
+  '-1',
+  ' ',
+  '\r\n\r\n',
+];
 const ODD_NUMBERS = [0, -0, -1, 1.5, 1e308, -1e308, 2 ** 53 + 1, Number.MIN_VALUE, 65536, 4294967296];
 
 function randomValue(r: Rng, depth = 0): unknown {
@@ -230,7 +303,16 @@ function getAt(root: unknown, at: (string | number)[]): unknown {
   return o;
 }
 
-type ValueMutation = 'none' | 'type-swap' | 'drop-key' | 'extra-key' | 'huge-string' | 'odd-string' | 'odd-number' | 'array-for-object' | 'replace-payload';
+type ValueMutation =
+  | 'none'
+  | 'type-swap'
+  | 'drop-key'
+  | 'extra-key'
+  | 'huge-string'
+  | 'odd-string'
+  | 'odd-number'
+  | 'array-for-object'
+  | 'replace-payload';
 
 /** Mutates a JSON value (a clone). */
 function mutateValue(r: Rng, v: unknown, m: ValueMutation): unknown {
@@ -258,7 +340,9 @@ function mutateValue(r: Rng, v: unknown, m: ValueMutation): unknown {
         return x && typeof x === 'object' && !Array.isArray(x);
       });
       if (objs.length === 0) return root;
-      (getAt(root, r.pick(objs)) as Record<string, unknown>)[r.pick(['x', 'toString', 'valueOf', 'hasOwnProperty', 'then', 'length'])] = randomValue(r);
+      (getAt(root, r.pick(objs)) as Record<string, unknown>)[
+        r.pick(['x', 'toString', 'valueOf', 'hasOwnProperty', 'then', 'length'])
+      ] = randomValue(r);
       return root;
     }
     case 'huge-string': {
@@ -315,14 +399,28 @@ function mutateText(r: Rng, json: string, m: WireMutation): string {
       return json.startsWith('{') ? `{"deep":${deep},${json.slice(1)}` : deep;
     }
     case 'proto-pollution': {
-      const key = r.pick(['"__proto__":{"fuzzPolluted":1}', '"constructor":{"prototype":{"fuzzPolluted":1}}', '"__proto__":{"toString":1,"fuzzPolluted":1}', '"prototype":{"fuzzPolluted":1}']);
+      const key = r.pick([
+        '"__proto__":{"fuzzPolluted":1}',
+        '"constructor":{"prototype":{"fuzzPolluted":1}}',
+        '"__proto__":{"toString":1,"fuzzPolluted":1}',
+        '"prototype":{"fuzzPolluted":1}',
+      ]);
       if (!json.startsWith('{')) return `{${key}}`;
       return json === '{}' ? `{${key}}` : `{${key},${json.slice(1)}`;
     }
   }
 }
 
-const VALUE_MUTATIONS: ValueMutation[] = ['type-swap', 'drop-key', 'extra-key', 'huge-string', 'odd-string', 'odd-number', 'array-for-object', 'replace-payload'];
+const VALUE_MUTATIONS: ValueMutation[] = [
+  'type-swap',
+  'drop-key',
+  'extra-key',
+  'huge-string',
+  'odd-string',
+  'odd-number',
+  'array-for-object',
+  'replace-payload',
+];
 const WIRE_MUTATIONS: WireMutation[] = ['bit-flip', 'truncate', 'deep-nesting', 'proto-pollution'];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -422,7 +520,12 @@ class SignalLane {
     const socket = await connectClient(this.target.url, 15_000);
     this.#socket = socket;
     if (this.role !== 'anon') {
-      const res = await request<JoinResponse>(socket, 'join', { token: this.role === 'viewer' ? this.s.viewerToken : this.s.performerToken }, this.timeoutMs);
+      const res = await request<JoinResponse>(
+        socket,
+        'join',
+        { token: this.role === 'viewer' ? this.s.viewerToken : this.s.performerToken },
+        this.timeoutMs,
+      );
       if (!res.ok) throw new Error(`fuzz: ${this.role} join failed: ${res.error.code}`);
     }
     return socket;
@@ -448,7 +551,9 @@ class SignalLane {
       const m = r.pick(WIRE_MUTATIONS);
       t.add(t.mutations, m);
       const json = JSON.stringify(e.payload);
-      const packet = r.chance(0.8) ? `2[${JSON.stringify(e.event)},${mutateText(r, json, m)}]` : flipBits(r, `2${JSON.stringify([e.event, e.payload])}`, 1 + r.int(4));
+      const packet = r.chance(0.8)
+        ? `2[${JSON.stringify(e.event)},${mutateText(r, json, m)}]`
+        : flipBits(r, `2${JSON.stringify([e.event, e.payload])}`, 1 + r.int(4));
       (socket.io.engine as unknown as { send(s: string): void }).send(packet);
       note(`raw ${m} ${packet}`);
       t.add(t.outcomes, 'signal:raw-sent');
@@ -474,13 +579,16 @@ class SignalLane {
       t.answered(`${e.role} ${e.event} ${m}`, performance.now() - sentAt);
       const k = res.ok ? 'ok' : res.error.code;
       t.add(t.outcomes, `signal:${k}`);
-      if (!res.ok && res.error.code === 'INTERNAL') t.bug(`${e.role} ${e.event} ${m} ${JSON.stringify(payload)}`, JSON.stringify(res));
+      if (!res.ok && res.error.code === 'INTERNAL')
+        t.bug(`${e.role} ${e.event} ${m} ${JSON.stringify(payload)}`, JSON.stringify(res));
     } catch (err) {
       const why = (err as Error).message;
       t.add(t.outcomes, why === 'timeout' ? 'signal:no-answer' : 'signal:disconnected');
       if (why === 'timeout') {
         const json = JSON.stringify(payload) ?? 'undefined';
-        t.noAnswer(`${e.role} ${e.event} ${m} (${json.length} chars, socket ${socket.connected ? 'connected' : 'closed'} ${socket.id ?? ''}) ${json.slice(0, 200)}; after: ${before}`);
+        t.noAnswer(
+          `${e.role} ${e.event} ${m} (${json.length} chars, socket ${socket.connected ? 'connected' : 'closed'} ${socket.id ?? ''}) ${json.slice(0, 200)}; after: ${before}`,
+        );
       }
     }
   }
@@ -490,7 +598,11 @@ class SignalLane {
   }
 }
 
-function multipartBody(r: Rng, mp: { consent: string; name: string; file: Uint8Array; fileName: string }, mutate: boolean): { body: Uint8Array<ArrayBuffer>; contentType: string; mutation: string } {
+function multipartBody(
+  r: Rng,
+  mp: { consent: string; name: string; file: Uint8Array; fileName: string },
+  mutate: boolean,
+): { body: Uint8Array<ArrayBuffer>; contentType: string; mutation: string } {
   const boundary = `----fuzz${r.int(1e9)}`;
   let consent = mp.consent;
   let fileName = mp.fileName;
@@ -500,13 +612,30 @@ function multipartBody(r: Rng, mp: { consent: string; name: string; file: Uint8A
   let declared = boundary;
   let cut = -1;
   if (mutate) {
-    mutation = r.pick(['mp-consent', 'mp-filename', 'mp-file-bitflip', 'mp-file-truncate', 'mp-boundary', 'mp-truncate', 'mp-many-parts', 'mp-no-file', 'mp-not-image']);
+    mutation = r.pick([
+      'mp-consent',
+      'mp-filename',
+      'mp-file-bitflip',
+      'mp-file-truncate',
+      'mp-boundary',
+      'mp-truncate',
+      'mp-many-parts',
+      'mp-no-file',
+      'mp-not-image',
+    ]);
     switch (mutation) {
       case 'mp-consent':
         consent = String(r.pick([...ODD_STRINGS, 'false', 'TRUE', 'yes', '1']));
         break;
       case 'mp-filename':
-        fileName = r.pick(['../../evil.png', '', 'a"b.png', 'x'.repeat(5000), '\u0000.png', 'évil\r\nX-Injected: 1.png']);
+        fileName = r.pick([
+          '../../evil.png',
+          '',
+          'a"b.png',
+          'x'.repeat(5000),
+          '\u0000.png',
+          'évil\r\nX-Injected: 1.png',
+        ]);
         break;
       case 'mp-file-bitflip': {
         file = file.slice();
@@ -544,7 +673,11 @@ function multipartBody(r: Rng, mp: { consent: string; name: string; file: Uint8A
   field('name', mp.name);
   for (let i = 0; i < extraParts; i++) field(`extra${i}`, 'x');
   if (mutation !== 'mp-no-file' || r.chance(0.5)) {
-    parts.push(enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${fileName}"\r\nContent-Type: image/png\r\n\r\n`));
+    parts.push(
+      enc.encode(
+        `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${fileName}"\r\nContent-Type: image/png\r\n\r\n`,
+      ),
+    );
     parts.push(file);
     parts.push(enc.encode('\r\n'));
   }
@@ -561,7 +694,15 @@ function multipartBody(r: Rng, mp: { consent: string; name: string; file: Uint8A
 }
 
 function mutateSdp(r: Rng, sdp: string): { text: string; mutation: string } {
-  const m = r.pick(['sdp-bitflip', 'sdp-truncate', 'sdp-drop-lines', 'sdp-shuffle', 'sdp-huge', 'sdp-garbage-line', 'sdp-not-sdp']);
+  const m = r.pick([
+    'sdp-bitflip',
+    'sdp-truncate',
+    'sdp-drop-lines',
+    'sdp-shuffle',
+    'sdp-huge',
+    'sdp-garbage-line',
+    'sdp-not-sdp',
+  ]);
   const lines = sdp.split('\r\n');
   switch (m) {
     case 'sdp-bitflip':
@@ -581,7 +722,19 @@ function mutateSdp(r: Rng, sdp: string): { text: string; mutation: string } {
       return { text: sdp + `a=x-fuzz:${'A'.repeat(r.pick(HUGE))}\r\n`, mutation: m };
     case 'sdp-garbage-line': {
       const i = r.int(lines.length);
-      lines.splice(i, 0, r.pick(['m=video 9 UDP/TLS/RTP/SAVPF', 'a=rtpmap:96 H264/90000', 'a=fingerprint:sha-256 ZZ', 'c=IN IP4 999.1.1.1', 'a=candidate:x', 'm=application 0 x', '\u0000']));
+      lines.splice(
+        i,
+        0,
+        r.pick([
+          'm=video 9 UDP/TLS/RTP/SAVPF',
+          'a=rtpmap:96 H264/90000',
+          'a=fingerprint:sha-256 ZZ',
+          'c=IN IP4 999.1.1.1',
+          'a=candidate:x',
+          'm=application 0 x',
+          '\u0000',
+        ]),
+      );
       return { text: lines.join('\r\n'), mutation: m };
     }
     default:
@@ -589,7 +742,14 @@ function mutateSdp(r: Rng, sdp: string): { text: string; mutation: string } {
   }
 }
 
-async function sendRest(r: Rng, e: RestEntry, tg: FuzzTarget, s: Setup, tally: Tally, timeoutMs: number): Promise<void> {
+async function sendRest(
+  r: Rng,
+  e: RestEntry,
+  tg: FuzzTarget,
+  s: Setup,
+  tally: Tally,
+  timeoutMs: number,
+): Promise<void> {
   const valid = r.chance(0.06);
   let mutation = 'none';
   let method = e.method;
@@ -600,14 +760,41 @@ async function sendRest(r: Rng, e: RestEntry, tg: FuzzTarget, s: Setup, tally: T
   // One mutation of the request line or headers, or of the body.
   const where = valid ? 'none' : r.pick(['body', 'body', 'body', 'body', 'method', 'path', 'auth', 'content-type']);
   // DELETE of the setup's own portrait would close the rooms every lane uses: other paths get it.
-  if (where === 'method') method = r.pick(['GET', 'PUT', 'PATCH', ...(e.path.includes(s.portraitId) ? [] : ['DELETE']), 'OPTIONS', 'HEAD', 'FUZZ']);
-  if (where === 'path') urlPath = r.pick([urlPath + '/' + 'x'.repeat(r.pick([1, 300, 9000])), urlPath.replace(/[a-f0-9]{8}/, '%2e%2e%2f'), urlPath + '?' + '&a=1'.repeat(500), urlPath.toUpperCase(), urlPath + '%00', '/api/' + r.pick(ODD_STRINGS)]);
+  if (where === 'method')
+    method = r.pick([
+      'GET',
+      'PUT',
+      'PATCH',
+      ...(e.path.includes(s.portraitId) ? [] : ['DELETE']),
+      'OPTIONS',
+      'HEAD',
+      'FUZZ',
+    ]);
+  if (where === 'path')
+    urlPath = r.pick([
+      urlPath + '/' + 'x'.repeat(r.pick([1, 300, 9000])),
+      urlPath.replace(/[a-f0-9]{8}/, '%2e%2e%2f'),
+      urlPath + '?' + '&a=1'.repeat(500),
+      urlPath.toUpperCase(),
+      urlPath + '%00',
+      '/api/' + r.pick(ODD_STRINGS),
+    ]);
   if (where === 'auth') auth = r.pick(['none', 'viewer', 'performer', 'key']);
-  if (where === 'content-type') contentType = r.pick(['text/plain', 'application/json; charset=utf-7', 'multipart/form-data', '', 'application/sdp', 'x'.repeat(3000)]);
+  if (where === 'content-type')
+    contentType = r.pick([
+      'text/plain',
+      'application/json; charset=utf-7',
+      'multipart/form-data',
+      '',
+      'application/sdp',
+      'x'.repeat(3000),
+    ]);
   if (where !== 'none') mutation = where === 'body' ? '' : `http-${where}`;
   const b = e.body;
   if (b && 'json' in b) {
-    const json = JSON.stringify(where === 'body' && r.chance(0.6) ? mutateValue(r, b.json, (mutation = r.pick(VALUE_MUTATIONS))) : b.json);
+    const json = JSON.stringify(
+      where === 'body' && r.chance(0.6) ? mutateValue(r, b.json, (mutation = r.pick(VALUE_MUTATIONS))) : b.json,
+    );
     body = where === 'body' && mutation === '' ? mutateText(r, json, (mutation = r.pick(WIRE_MUTATIONS))) : json;
   } else if (b && 'text' in b) {
     if (where === 'body') {
@@ -629,12 +816,26 @@ async function sendRest(r: Rng, e: RestEntry, tg: FuzzTarget, s: Setup, tally: T
   tally.add(tally.mutations, mutation);
   const headers: Record<string, string> = {};
   if (contentType !== null) headers['content-type'] = contentType;
-  const token = auth === 'key' ? tg.apiKey : auth === 'performer' ? (e.path.startsWith('/whip/') ? s.whipToken : s.performerToken) : auth === 'viewer' ? s.viewerToken : null;
+  const token =
+    auth === 'key'
+      ? tg.apiKey
+      : auth === 'performer'
+        ? e.path.startsWith('/whip/')
+          ? s.whipToken
+          : s.performerToken
+        : auth === 'viewer'
+          ? s.viewerToken
+          : null;
   if (token) headers.authorization = `Bearer ${where === 'auth' && r.chance(0.5) ? swapChar(r, token) : token}`;
   if (method === 'GET' || method === 'HEAD') body = undefined;
   const ctrl = AbortSignal.timeout(timeoutMs);
   try {
-    const res = await fetch(tg.url + urlPath, { method, headers, ...(body !== undefined ? { body } : {}), signal: ctrl });
+    const res = await fetch(tg.url + urlPath, {
+      method,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+      signal: ctrl,
+    });
     const text = await res.text();
     let code = '';
     try {
@@ -647,10 +848,15 @@ async function sendRest(r: Rng, e: RestEntry, tg: FuzzTarget, s: Setup, tally: T
     // A WHIP session that was created must end: the room can take the next offer.
     const loc = res.headers.get('location');
     if (res.status === 201 && loc && (e.path.startsWith('/whip/') || e.path.startsWith('/whep/'))) {
-      await fetch(new URL(loc, tg.url), { method: 'DELETE', headers: token ? { authorization: `Bearer ${token}` } : {} }).then((x) => x.arrayBuffer());
+      await fetch(new URL(loc, tg.url), {
+        method: 'DELETE',
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      }).then((x) => x.arrayBuffer());
     }
   } catch (err) {
-    tally.transportError(`${method} ${urlPath.slice(0, 100)} ${mutation}: ${(err as Error).message} ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : ''}`);
+    tally.transportError(
+      `${method} ${urlPath.slice(0, 100)} ${mutation}: ${(err as Error).message} ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : ''}`,
+    );
     tally.add(tally.outcomes, 'rest:transport-error');
   }
 }
@@ -702,7 +908,9 @@ export async function runFuzz(target: FuzzTarget, opts: FuzzOptions): Promise<Fu
             tally.add(tally.byKind, 'rest');
             await sendRest(r, r.pick(restEntries), target, s, tally, timeoutMs);
           } else {
-            const e = r.pick(signalEntries.filter((x) => x.role === lane.role || (lane.role === 'anon' && r.chance(0.2))));
+            const e = r.pick(
+              signalEntries.filter((x) => x.role === lane.role || (lane.role === 'anon' && r.chance(0.2))),
+            );
             tally.add(tally.byKind, `signal:${lane.role}`);
             await lane.send(r, e);
           }
@@ -726,7 +934,11 @@ export async function runFuzz(target: FuzzTarget, opts: FuzzOptions): Promise<Fu
     transportErrors: tally.transportErrors,
     transportExamples: tally.transport,
     noAnswerExamples: tally.noAnswers,
-    signalAnswerMs: { p50: Math.round(percentile(tally.answerMs, 50) * 10) / 10, p95: Math.round(percentile(tally.answerMs, 95) * 10) / 10, max: Math.round(tally.answerMs.reduce((a, b) => Math.max(a, b), 0)) },
+    signalAnswerMs: {
+      p50: Math.round(percentile(tally.answerMs, 50) * 10) / 10,
+      p95: Math.round(percentile(tally.answerMs, 95) * 10) / 10,
+      max: Math.round(tally.answerMs.reduce((a, b) => Math.max(a, b), 0)),
+    },
     slowestAnswers: tally.slowest,
     seconds: Math.round((performance.now() - t0) / 100) / 10,
   };

@@ -80,10 +80,14 @@ class WorkerKiller {
     const message = JSON.stringify({
       id: this.#nextId++,
       method: 'Runtime.evaluate',
-      params: { expression: "setImmediate(() => { throw new Error('reliability benchmark: injected worker crash'); })" },
+      params: {
+        expression: "setImmediate(() => { throw new Error('reliability benchmark: injected worker crash'); })",
+      },
     });
     return new Promise((resolve, reject) =>
-      this.#session.post('NodeWorker.sendMessageToWorker', { sessionId, message }, (err) => (err ? reject(err) : resolve())),
+      this.#session.post('NodeWorker.sendMessageToWorker', { sessionId, message }, (err) =>
+        err ? reject(err) : resolve(),
+      ),
     );
   }
 
@@ -135,7 +139,15 @@ async function main(): Promise<void> {
         const u = process.memoryUsage();
         const { idle, starting, live } = server.workers.stats;
         const threads = Number(/^Threads:\s+(\d+)/m.exec(await readFile('/proc/self/status', 'utf8'))?.[1] ?? -1);
-        return { rss: u.rss, heapUsed: u.heapUsed, heapTotal: u.heapTotal, external: u.external, arrayBuffers: u.arrayBuffers, workers: { idle, starting, live }, threads };
+        return {
+          rss: u.rss,
+          heapUsed: u.heapUsed,
+          heapTotal: u.heapTotal,
+          external: u.external,
+          arrayBuffers: u.arrayBuffers,
+          workers: { idle, starting, live },
+          threads,
+        };
       }
       case 'killWorker': {
         if (!killer) throw new Error('started without the inspector');

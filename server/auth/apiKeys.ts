@@ -48,7 +48,11 @@ export class ApiKeys {
    */
   authenticate(authorization: string | undefined): string {
     const m = /^Bearer\s+(\S{1,512})\s*$/i.exec(authorization ?? '');
-    if (!m) throw new AppError('API_KEY_REQUIRED', 'send an API key as Authorization: Bearer <key> (npm start prints a studio link with one)');
+    if (!m)
+      throw new AppError(
+        'API_KEY_REQUIRED',
+        'send an API key as Authorization: Bearer <key> (npm start prints a studio link with one)',
+      );
     const name = this.match(m[1]!);
     if (name === null) throw new AppError('API_KEY_INVALID', 'unknown API key');
     return name;
@@ -68,11 +72,16 @@ export function parseApiKeys(text: string): ApiKey[] {
     const colon = item.indexOf(':');
     const name = colon > 0 ? item.slice(0, colon) : '';
     const secret = colon > 0 ? item.slice(colon + 1) : '';
-    if (!/^[A-Za-z0-9_.@-]{1,64}$/.test(name)) throw new AppError('CONFIG_INVALID', `config: API key #${i + 1} needs a name (name:secret)`);
+    if (!/^[A-Za-z0-9_.@-]{1,64}$/.test(name))
+      throw new AppError('CONFIG_INVALID', `config: API key #${i + 1} needs a name (name:secret)`);
     if (secret.length < 16 || /\s/.test(secret)) {
-      throw new AppError('CONFIG_INVALID', `config: API key "${name}" must have a secret of at least 16 characters without spaces`);
+      throw new AppError(
+        'CONFIG_INVALID',
+        `config: API key "${name}" must have a secret of at least 16 characters without spaces`,
+      );
     }
-    if (out.some((k) => k.name === name)) throw new AppError('CONFIG_INVALID', `config: API key name "${name}" given twice`);
+    if (out.some((k) => k.name === name))
+      throw new AppError('CONFIG_INVALID', `config: API key name "${name}" given twice`);
     out.push({ name, secret });
   }
   return out;

@@ -26,10 +26,12 @@ function mac(secret: string, body: string): Buffer {
 /** Signs a payload. @throws TypeError for a malformed payload or an empty secret. */
 export function signToken(payload: TokenPayload, secret: string): string {
   if (!secret) throw new TypeError('signToken: empty secret');
-  if (typeof payload.room !== 'string' || !payload.room) throw new TypeError('signToken: room must be a non-empty string');
+  if (typeof payload.room !== 'string' || !payload.room)
+    throw new TypeError('signToken: room must be a non-empty string');
   if (payload.role !== 'performer' && payload.role !== 'viewer') throw new TypeError('signToken: bad role');
   if (!Number.isFinite(payload.exp)) throw new TypeError('signToken: exp must be a number');
-  if (payload.v !== undefined && (!Number.isInteger(payload.v) || payload.v < 0)) throw new TypeError('signToken: v must be a non-negative integer');
+  if (payload.v !== undefined && (!Number.isInteger(payload.v) || payload.v < 0))
+    throw new TypeError('signToken: v must be a non-negative integer');
   const fields = { room: payload.room, role: payload.role, exp: payload.exp, ...(payload.v ? { v: payload.v } : {}) };
   const body = Buffer.from(JSON.stringify(fields)).toString('base64url');
   return `${body}.${mac(secret, body).toString('base64url')}`;
@@ -49,7 +51,8 @@ export function verifyToken(token: unknown, secret: string, now: number = Date.n
   const body = token.slice(0, dot);
   const sig = Buffer.from(token.slice(dot + 1), 'base64url');
   const expected = mac(secret, body);
-  if (sig.length !== expected.length || !timingSafeEqual(sig, expected)) throw new AppError('TOKEN_INVALID', 'bad token signature');
+  if (sig.length !== expected.length || !timingSafeEqual(sig, expected))
+    throw new AppError('TOKEN_INVALID', 'bad token signature');
   let payload: unknown;
   try {
     payload = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
@@ -58,8 +61,11 @@ export function verifyToken(token: unknown, secret: string, now: number = Date.n
   }
   const p = payload as Partial<TokenPayload> | null;
   if (
-    typeof p !== 'object' || p === null ||
-    typeof p.room !== 'string' || (p.role !== 'performer' && p.role !== 'viewer') || typeof p.exp !== 'number' ||
+    typeof p !== 'object' ||
+    p === null ||
+    typeof p.room !== 'string' ||
+    (p.role !== 'performer' && p.role !== 'viewer') ||
+    typeof p.exp !== 'number' ||
     (p.v !== undefined && (typeof p.v !== 'number' || !Number.isInteger(p.v) || p.v < 0))
   ) {
     throw new AppError('TOKEN_INVALID', 'malformed token payload');

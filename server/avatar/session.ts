@@ -37,7 +37,13 @@ import { AppError, InvalidStateError } from '../errors.js';
 import { FrameExchange, Meta } from './mailbox.js';
 import { i420Bytes } from '../types/image.js';
 import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
-import { EngineWorker, type AvatarWorkerPool, type EngineSpec, type WorkerEvent, type WorkerReply } from './workerPool.js';
+import {
+  EngineWorker,
+  type AvatarWorkerPool,
+  type EngineSpec,
+  type WorkerEvent,
+  type WorkerReply,
+} from './workerPool.js';
 import { SafeEventEmitter } from '../util/events.js';
 
 export interface AvatarSessionOptions {
@@ -131,7 +137,14 @@ export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
 
   private constructor(opts: AvatarSessionOptions) {
     super();
-    this.#opts = { closeTimeoutMs: 2000, maxRestarts: 3, restartRefillMs: 10_000, stepsPolicy: {}, pool: null, ...opts };
+    this.#opts = {
+      closeTimeoutMs: 2000,
+      maxRestarts: 3,
+      restartRefillMs: 10_000,
+      stepsPolicy: {},
+      pool: null,
+      ...opts,
+    };
     this.#log = opts.log;
     this.#spec = {
       engine: opts.engine,
@@ -268,7 +281,14 @@ export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
     // A copy is transferred: the caller keeps its image, and the worker gets it without a structured-clone copy.
     const data = portrait.data.slice().buffer;
     const reply = await this.#request(
-      (id) => ({ type: 'prepare', id, width: portrait.width, height: portrait.height, data, ...(cache ? { cache } : {}) }),
+      (id) => ({
+        type: 'prepare',
+        id,
+        width: portrait.width,
+        height: portrait.height,
+        data,
+        ...(cache ? { cache } : {}),
+      }),
       [data],
     );
     if (!reply.prepared || !reply.output) throw new AppError('ENGINE_FAILED', 'avatar worker: bad prepare reply');

@@ -178,7 +178,10 @@ async function handle(msg: ToWorker): Promise<void> {
     case 'prepare': {
       try {
         if (!engine) throw new Error('prepare before init');
-        const prepared = await engine.prepare({ width: msg.width, height: msg.height, data: new Uint8Array(msg.data) }, msg.cache);
+        const prepared = await engine.prepare(
+          { width: msg.width, height: msg.height, data: new Uint8Array(msg.data) },
+          msg.cache,
+        );
         // Output buffers: allocated once per portrait size, reused for every frame.
         const capacity = i420Bytes(prepared.width, prepared.height);
         output = new FrameExchange(capacity);

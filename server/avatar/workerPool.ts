@@ -63,7 +63,13 @@ interface Request {
 /** The key of a spec: engine name, options (as JSON with sorted keys) and wrapper. */
 export function specKey(spec: EngineSpec): string {
   const o = spec.options as unknown as Record<string, unknown>;
-  return JSON.stringify([spec.engine, Object.keys(o).sort().map((k) => [k, o[k]]), spec.wrapper ?? null]);
+  return JSON.stringify([
+    spec.engine,
+    Object.keys(o)
+      .sort()
+      .map((k) => [k, o[k]]),
+    spec.wrapper ?? null,
+  ]);
 }
 
 /**
@@ -207,7 +213,8 @@ export class EngineWorker {
     this.#worker.postMessage({ type: 'close', id: this.#nextId++ } satisfies ToWorker);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
-    if ((await Promise.race([this.#exited, late])) === 'timeout') this.#log.warn('avatar worker did not close in time: terminating');
+    if ((await Promise.race([this.#exited, late])) === 'timeout')
+      this.#log.warn('avatar worker did not close in time: terminating');
     clearTimeout(timer);
     await this.terminate();
   }

@@ -71,7 +71,11 @@ export function formatSummary(r: EvalReport): string {
     `eval ${r.mode} | engine ${r.engine} | steps ${r.steps} | ${r.frames} frames scored of ${r.rendered} rendered (${r.truth_misses} without a face in the ${r.mode === 'self' ? 'truth' : 'driver'})`,
     row('model', r.model),
     row('frozen', r.frozen),
-    ...(r.mode === 'cross' ? [`  id_sim to the driver (leakage, lower is better): model ${f(r.model.id_sim_driver, 3)}, frozen ${f(r.frozen.id_sim_driver, 3)}`] : []),
+    ...(r.mode === 'cross'
+      ? [
+          `  id_sim to the driver (leakage, lower is better): model ${f(r.model.id_sim_driver, 3)}, frozen ${f(r.frozen.id_sim_driver, 3)}`,
+        ]
+      : []),
     `  akd by region, model/frozen: ${regions}`,
     `  goal: akd ratio ${f(r.goal.akd_ratio, 3)} (<= 0.6: ${r.goal.akd_met ?? '-'}), ssim above frozen: ${r.goal.ssim_met ?? '-'}`,
     `  ${r.timing.total_s} s (${r.timing.eval_fps} frames/s; face models ${r.timing.face_models_ms_per_image ?? '-'} ms per image)`,
@@ -115,7 +119,8 @@ export async function run(argv: string[]): Promise<number> {
     if (!args.driving) throw new UsageError('--driving is required');
     if (!args.json) throw new UsageError('--json is required');
     if (args.self && args.portrait) throw new UsageError('give either --self or --portrait, not both');
-    if (!args.self && !args.portrait) throw new UsageError('give --portrait IMAGE, or --self to use the clip\'s first frame');
+    if (!args.self && !args.portrait)
+      throw new UsageError("give --portrait IMAGE, or --self to use the clip's first frame");
     maxFrames = positiveInt(args['max-frames'], 'max-frames');
     startFrame = nonNegativeInt(args['start-frame'], 'start-frame');
     size = positiveInt(args.size, 'size');
@@ -126,7 +131,8 @@ export async function run(argv: string[]): Promise<number> {
     if (sheetEvery !== undefined && !args.sheet) throw new UsageError('--sheet-every needs --sheet OUT.png');
     if (args.sheet && !/\.png$/i.test(args.sheet)) throw new UsageError('--sheet must name a .png file');
     if (size !== undefined && size % 2) throw new UsageError('--size must be even');
-    if (args.self && maxFrames !== undefined && maxFrames < 2) throw new UsageError('--self needs --max-frames of at least 2');
+    if (args.self && maxFrames !== undefined && maxFrames < 2)
+      throw new UsageError('--self needs --max-frames of at least 2');
   } catch (err) {
     if (err instanceof UsageError) return fail(err.message);
     throw err;
@@ -138,7 +144,8 @@ export async function run(argv: string[]): Promise<number> {
   const engineName = args.engine ?? config.avatar.engine;
   // --steps defaults to the config's (AVATAR_STEPS, 0 = warp only) for the default engine, 0 for the others.
   if (steps < 0) steps = engineName === 'default' ? config.avatar.steps : 0;
-  if (!offlineEngineNames().includes(engineName)) return fail(`unknown engine "${engineName}" (known: ${offlineEngineNames().join(', ')})`);
+  if (!offlineEngineNames().includes(engineName))
+    return fail(`unknown engine "${engineName}" (known: ${offlineEngineNames().join(', ')})`);
   const jsonOut = await requireOutputDir(args.json, 'JSON report');
   const sheetOut = args.sheet ? await requireOutputDir(args.sheet, 'contact sheet') : undefined;
   const driving = await requireFile(args.driving, 'driving clip');
@@ -170,7 +177,11 @@ export async function run(argv: string[]): Promise<number> {
       createEngines: async (selfSize) => {
         const outputSize = selfSize ?? size ?? config.avatar.outputSize;
         const overrides = { outputSize, ...(modelPack ? { modelPack } : {}) };
-        const model = await openEngine(engineName, config.avatar, { ...overrides, steps, ...(args.teacher ? { refinerNet: 'teacher' as const } : {}) });
+        const model = await openEngine(engineName, config.avatar, {
+          ...overrides,
+          steps,
+          ...(args.teacher ? { refinerNet: 'teacher' as const } : {}),
+        });
         const frozen = await openEngine('portrait', config.avatar, { ...overrides, steps: 0 });
         return { model, frozen };
       },

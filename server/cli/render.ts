@@ -78,7 +78,8 @@ export async function run(argv: string[]): Promise<number> {
     }
     if (args['portrait-id'] !== undefined) {
       if (args.portrait) throw new UsageError('--portrait and --portrait-id exclude each other');
-      if (!PORTRAIT_ID_RE.test(args['portrait-id'])) throw new UsageError('--portrait-id must be a portrait id (32 hex digits)');
+      if (!PORTRAIT_ID_RE.test(args['portrait-id']))
+        throw new UsageError('--portrait-id must be a portrait id (32 hex digits)');
     }
     for (const k of ['driving', 'out'] as const) if (!args[k]) throw new UsageError(`--${k} is required`);
     if (!args.portrait && !args['portrait-id']) throw new UsageError('--portrait (or --portrait-id) is required');

@@ -29,7 +29,9 @@ const usage = `usage: avatar verify FILE [--json OUT] [--manifest M]
 /** This server's public key (SPKI DER base64) when its key file exists; verify never creates one. */
 async function serverPublicKey(file: string): Promise<string | undefined> {
   try {
-    return createPublicKey(await readFile(file, 'utf8')).export({ type: 'spki', format: 'der' }).toString('base64');
+    return createPublicKey(await readFile(file, 'utf8'))
+      .export({ type: 'spki', format: 'der' })
+      .toString('base64');
   } catch {
     // No key (or not readable by this user): the report says trusted_key null.
     return undefined;
@@ -55,7 +57,11 @@ export function formatReport(file: string, r: VerifyReport): string {
       `  signature: ${s.valid ? 'VALID' : 'INVALID'} (Ed25519 ${s.signature_valid ? 'good' : 'BAD'}, file hash ${s.hash_matches ? 'matches' : 'DOES NOT MATCH'}, ` +
         `key ${s.key_id}${s.trusted_key === true ? ', this server’s key' : s.trusted_key === false ? ', NOT this server’s key' : ''})`,
       `  manifest: created ${s.created}, engine ${s.engine}, portrait ${s.portrait_id ?? '(local file)'}, watermark payload ${s.manifest_payload ?? 'none'}` +
-        (s.payload_matches === null ? '' : s.payload_matches ? ' (matches the decoded one)' : ' (DIFFERS from the decoded one)'),
+        (s.payload_matches === null
+          ? ''
+          : s.payload_matches
+            ? ' (matches the decoded one)'
+            : ' (DIFFERS from the decoded one)'),
     );
   }
   return `${lines.join('\n')}\n`;
@@ -86,7 +92,8 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     if (positionals.length !== 1) throw new UsageError(positionals.length ? 'give one FILE' : 'FILE is required');
-    if (values.manifest && values['no-manifest']) throw new UsageError('--manifest and --no-manifest exclude each other');
+    if (values.manifest && values['no-manifest'])
+      throw new UsageError('--manifest and --no-manifest exclude each other');
     file = positionals[0]!;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
@@ -97,7 +104,11 @@ export async function run(argv: string[]): Promise<number> {
   const config = loadConfig(process.env);
   setLogLevel('warn');
   const input = await requireFile(file, 'file to verify');
-  const manifestFile = args['no-manifest'] ? null : args.manifest ? await requireFile(args.manifest, 'manifest') : undefined;
+  const manifestFile = args['no-manifest']
+    ? null
+    : args.manifest
+      ? await requireFile(args.manifest, 'manifest')
+      : undefined;
   const jsonOut = args.json ? await requireOutputDir(args.json, 'JSON report') : null;
   const trusted = await serverPublicKey(keyFilePath(config.provenance.keyFile, config.dataDir));
   const report = await verifyFile(input, {

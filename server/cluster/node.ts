@@ -188,7 +188,9 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
     for (const [id, l] of this.#links) if (l.roomId === roomId) this.#links.delete(id);
     this.#directory
       .dropRoom(roomId, this.nodeId)
-      .catch((err: unknown) => this.#log.warn('directory drop failed (the entry expires)', { roomId, err: err as Error }));
+      .catch((err: unknown) =>
+        this.#log.warn('directory drop failed (the entry expires)', { roomId, err: err as Error }),
+      );
   };
 
   #put(room: Room): void {
@@ -255,7 +257,13 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
 
   async #authBody(ex: HttpExchange): Promise<{ nodeId: string; text: string }> {
     const text = (await ex.body()).toString('utf8');
-    const nodeId = verifyNodeRequest(this.#opts.config.tokenSecret, ex.headers[NODE_AUTH_HEADER], ex.method, ex.path, text);
+    const nodeId = verifyNodeRequest(
+      this.#opts.config.tokenSecret,
+      ex.headers[NODE_AUTH_HEADER],
+      ex.method,
+      ex.path,
+      text,
+    );
     return { nodeId, text };
   }
 
@@ -281,7 +289,11 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
     const room = this.#opts.registry.require(decodeURIComponent(roomId));
     if (!room.sfu) throw new AppError('UNSUPPORTED', 'this room has no SFU to pipe from');
     const c = this.#opts.config;
-    const out = await room.sfu.pipeOut(req.linkId, { ip: req.ip, port: req.port }, c.cluster.pipeAnnouncedIp ?? c.fanout.announcedIp);
+    const out = await room.sfu.pipeOut(
+      req.linkId,
+      { ip: req.ip, port: req.port },
+      c.cluster.pipeAnnouncedIp ?? c.fanout.announcedIp,
+    );
     this.#links.set(req.linkId, { roomId: room.id, nodeId });
     const reply: PipeReply = { ...out, epoch: this.#epochs.get(room.id) ?? 0 };
     this.#log.info('pipe to another node', { roomId: room.id, nodeId, linkId: req.linkId });

@@ -18,7 +18,14 @@ function mac(secret: string, method: string, path: string, nodeId: string, at: n
 }
 
 /** The header value for one request. */
-export function signNodeRequest(secret: string, nodeId: string, method: string, path: string, body: string, now = Date.now()): string {
+export function signNodeRequest(
+  secret: string,
+  nodeId: string,
+  method: string,
+  path: string,
+  body: string,
+  now = Date.now(),
+): string {
   return `${nodeId}.${now}.${mac(secret, method, path, nodeId, now, body).toString('base64url')}`;
 }
 
@@ -38,9 +45,11 @@ export function verifyNodeRequest(
   if (!m) throw new AppError('TOKEN_INVALID', `missing or malformed ${NODE_AUTH_HEADER} header`);
   const [, nodeId, atText, sig] = m as unknown as [string, string, string, string];
   const at = Number(atText);
-  if (Math.abs(now - at) > MAX_SKEW_MS) throw new AppError('TOKEN_INVALID', 'node request too old or from the future (clock skew?)');
+  if (Math.abs(now - at) > MAX_SKEW_MS)
+    throw new AppError('TOKEN_INVALID', 'node request too old or from the future (clock skew?)');
   const want = mac(secret, method, path, nodeId, at, body);
   const got = Buffer.from(sig, 'base64url');
-  if (got.length !== want.length || !timingSafeEqual(got, want)) throw new AppError('TOKEN_INVALID', 'node request signature mismatch');
+  if (got.length !== want.length || !timingSafeEqual(got, want))
+    throw new AppError('TOKEN_INVALID', 'node request signature mismatch');
   return nodeId;
 }

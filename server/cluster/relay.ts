@@ -48,7 +48,10 @@ export async function callNode<T>(
   if (!res.ok) {
     const e = reply as { code?: string; message?: string } | null;
     if (e?.code === 'ROOM_NOT_FOUND') throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
-    throw new AppError('ROOM_OWNER_LOST', `the owner node refused the pipe: ${res.status} ${e?.code ?? ''} ${e?.message ?? ''}`.trim());
+    throw new AppError(
+      'ROOM_OWNER_LOST',
+      `the owner node refused the pipe: ${res.status} ${e?.code ?? ''} ${e?.message ?? ''}`.trim(),
+    );
   }
   return reply as T;
 }
@@ -96,15 +99,30 @@ export class PipeSource implements ProducerSource {
     const linkId = `${c.cluster.nodeId}-${randomBytes(6).toString('hex')}`;
     this.#link = { id: linkId, url: loc.node.url };
     try {
-      const req: PipeRequest = { linkId, ip: announced ?? t.tuple.localAddress ?? c.fanout.listenIp, port: t.tuple.localPort };
-      const reply = await callNode<PipeReply>(c.tokenSecret, c.cluster.nodeId, loc.node.url, 'POST', pipePath(this.#roomId), req);
+      const req: PipeRequest = {
+        linkId,
+        ip: announced ?? t.tuple.localAddress ?? c.fanout.listenIp,
+        port: t.tuple.localPort,
+      };
+      const reply = await callNode<PipeReply>(
+        c.tokenSecret,
+        c.cluster.nodeId,
+        loc.node.url,
+        'POST',
+        pipePath(this.#roomId),
+        req,
+      );
       await t.connect({ ip: reply.ip, port: reply.port });
       const producers: ms.Producer[] = [];
       for (const p of reply.producers) {
         producers.push(await t.produce({ kind: p.kind, rtpParameters: p.rtpParameters as ms.RtpParameters }));
       }
       this.epoch = reply.epoch;
-      this.#log.info('relay piped from the owner node', { roomId: this.#roomId, owner: loc.nodeId, producers: producers.length });
+      this.#log.info('relay piped from the owner node', {
+        roomId: this.#roomId,
+        owner: loc.nodeId,
+        producers: producers.length,
+      });
       return producers;
     } catch (err) {
       this.detach();
@@ -119,8 +137,16 @@ export class PipeSource implements ProducerSource {
     this.#link = null;
     if (link) {
       const c = this.#config;
-      callNode(c.tokenSecret, c.cluster.nodeId, link.url, 'DELETE', pipeLinkPath(this.#roomId, link.id), undefined, 2000).catch(
-        (err: unknown) => this.#log.debug('pipe delete on the owner failed (it cleans up by itself)', { err: err as Error }),
+      callNode(
+        c.tokenSecret,
+        c.cluster.nodeId,
+        link.url,
+        'DELETE',
+        pipeLinkPath(this.#roomId, link.id),
+        undefined,
+        2000,
+      ).catch((err: unknown) =>
+        this.#log.debug('pipe delete on the owner failed (it cleans up by itself)', { err: err as Error }),
       );
     }
   }
@@ -237,7 +263,10 @@ export class RelayRoom extends SafeEventEmitter<RelayEvents> {
     }
     if (this.#closed) return;
     if (!loc || loc.nodeId !== this.#where.location.nodeId) {
-      const err = new AppError('ROOM_OWNER_LOST', 'the server that runs this room stopped answering; the room has ended');
+      const err = new AppError(
+        'ROOM_OWNER_LOST',
+        'the server that runs this room stopped answering; the room has ended',
+      );
       this.#log.warn('relay owner lost', { roomId: this.id, owner: this.#where.location.nodeId });
       this.safeEmit('failure', toPublicError(err));
       this.close('owner-lost');

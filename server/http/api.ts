@@ -91,7 +91,8 @@ async function jsonBody(ex: HttpExchange): Promise<Record<string, unknown>> {
   } catch (err) {
     throw new AppError('BAD_REQUEST', 'malformed JSON', { cause: err });
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new AppError('BAD_REQUEST', 'body must be a JSON object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new AppError('BAD_REQUEST', 'body must be a JSON object');
   return v as Record<string, unknown>;
 }
 
@@ -157,10 +158,16 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
       const q = new URLSearchParams(ex.query);
       q.delete('key');
       const location = `/${q.size > 0 ? `?${q.toString()}` : ''}`;
-      const headers: Record<string, string> = { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
+      const headers: Record<string, string> = {
+        location,
+        'cache-control': 'no-store',
+        'referrer-policy': 'no-referrer',
+      };
       if (d.keys.match(key) !== null) {
-        const secure = ex.headers['x-forwarded-proto'] === 'https' || config.publicUrl?.startsWith('https:') ? '; Secure' : '';
-        headers['set-cookie'] = `${KEY_COOKIE}=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${30 * 86400}${secure}`;
+        const secure =
+          ex.headers['x-forwarded-proto'] === 'https' || config.publicUrl?.startsWith('https:') ? '; Secure' : '';
+        headers['set-cookie'] =
+          `${KEY_COOKIE}=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${30 * 86400}${secure}`;
       }
       ex.send(303, headers);
       return;
@@ -265,7 +272,8 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     async (ex) => {
       const who = owner(ex);
       const body = await jsonBody(ex);
-      for (const k of Object.keys(body)) if (k !== 'portraitId') throw new AppError('BAD_REQUEST', `unknown field "${k}"`);
+      for (const k of Object.keys(body))
+        if (k !== 'portraitId') throw new AppError('BAD_REQUEST', `unknown field "${k}"`);
       let pid: string | undefined;
       if (body.portraitId !== undefined && body.portraitId !== null) {
         if (typeof body.portraitId !== 'string') throw new AppError('BAD_REQUEST', 'portraitId must be a string');
@@ -299,11 +307,16 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     perAddress.take(ex.remoteIp);
     const id = roomId(p);
     const token = bearerToken(ex.headers['authorization']);
-    if (!token && !cookieKey(ex)) throw new AppError('API_KEY_REQUIRED', 'send the owner\'s API key or the performer token as Authorization: Bearer <...>');
+    if (!token && !cookieKey(ex))
+      throw new AppError(
+        'API_KEY_REQUIRED',
+        "send the owner's API key or the performer token as Authorization: Bearer <...>",
+      );
     // A room token (two base64url parts) or an API key.
     if (token && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token) && !d.keys.match(token)) {
       const t = verifyToken(token, config.tokenSecret);
-      if (t.room !== id || t.role !== 'performer') throw new AppError('FORBIDDEN', 'only the room\'s performer or owner can end it');
+      if (t.room !== id || t.role !== 'performer')
+        throw new AppError('FORBIDDEN', "only the room's performer or owner can end it");
       registry.checkLink(id, t.v);
     } else {
       const who = d.keys.authenticate(ex.headers['authorization'] ?? cookieKey(ex));

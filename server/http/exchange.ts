@@ -107,22 +107,34 @@ export class HttpExchange {
       this.#res.writeStatus(statusLine(status));
       this.#res.writeHeader('x-content-type-options', 'nosniff');
       for (const [k, v] of Object.entries(headers)) this.#res.writeHeader(k, v);
-      if (this.method === 'HEAD') this.#res.endWithoutBody(body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength, close);
+      if (this.method === 'HEAD')
+        this.#res.endWithoutBody(
+          body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength,
+          close,
+        );
       else this.#res.end(body ?? '', close);
     });
   }
 
   /** Sends a JSON reply. */
   json(status: number, value: unknown, headers: Record<string, string> = {}): void {
-    this.send(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }, JSON.stringify(value));
+    this.send(
+      status,
+      { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers },
+      JSON.stringify(value),
+    );
   }
 
   /** Sends `{code, message}` with the code's HTTP status; unknown errors become 500 INTERNAL (no details). */
   error(err: unknown, close = false): void {
     const pub = toPublicError(err);
-    const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+    const headers: Record<string, string> = {
+      'content-type': 'application/json; charset=utf-8',
+      'cache-control': 'no-store',
+    };
     if (err instanceof RateLimitError) headers['retry-after'] = String(err.retryAfterS);
-    if (pub.code === 'API_KEY_REQUIRED' || pub.code === 'API_KEY_INVALID') headers['www-authenticate'] = 'Bearer realm="live-avatar"';
+    if (pub.code === 'API_KEY_REQUIRED' || pub.code === 'API_KEY_INVALID')
+      headers['www-authenticate'] = 'Bearer realm="live-avatar"';
     // `close`: stop reading the rest of an oversized body; uWS ends the connection once the reply is written.
     this.send(httpStatus[pub.code], headers, JSON.stringify(pub), close);
   }

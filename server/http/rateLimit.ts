@@ -34,7 +34,8 @@ export class RateLimiter {
     b.tokens = Math.min(this.#perMinute, b.tokens + (now - b.at) * rate);
     b.at = now;
     this.#buckets.set(id, b);
-    if (b.tokens < 1) throw new RateLimitError(`too many requests for this ${this.#what}; slow down`, (1 - b.tokens) / rate / 1000);
+    if (b.tokens < 1)
+      throw new RateLimitError(`too many requests for this ${this.#what}; slow down`, (1 - b.tokens) / rate / 1000);
     b.tokens -= 1;
   }
 

@@ -57,7 +57,8 @@ export class Router<H> {
       const params = matchSegments(r.segments, parts);
       if (!params) continue;
       if (r.method === method) return { kind: 'found', handler: r.handler, params, options: r.options };
-      if (method === 'HEAD' && r.method === 'GET' && !getFallback) getFallback = { kind: 'found', handler: r.handler, params, options: r.options };
+      if (method === 'HEAD' && r.method === 'GET' && !getFallback)
+        getFallback = { kind: 'found', handler: r.handler, params, options: r.options };
       allow.add(r.method);
     }
     if (getFallback) return getFallback;

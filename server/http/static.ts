@@ -46,7 +46,12 @@ export function resolveInside(root: string, relative: string): string | null {
 }
 
 /** Serves one file inside `root` (404 NOT_FOUND when missing, outside the root, or not a regular file). */
-export async function serveFile(ex: HttpExchange, root: string, relative: string, cacheControl = 'no-cache'): Promise<void> {
+export async function serveFile(
+  ex: HttpExchange,
+  root: string,
+  relative: string,
+  cacheControl = 'no-cache',
+): Promise<void> {
   const full = resolveInside(root, relative);
   if (!full) throw new AppError('NOT_FOUND', 'no such file');
   let data: Buffer;

@@ -40,7 +40,9 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
   let running = 0;
   // The server's signing key is made at start-up when missing (mode 0600), so that renders on this host sign with the
   // same key and the report can say whether a manifest is this server's (trusted_key).
-  const serverKey: Promise<string | undefined> = loadOrCreateSigningKey(keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir)).then(
+  const serverKey: Promise<string | undefined> = loadOrCreateSigningKey(
+    keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir),
+  ).then(
     (k) => k.publicKeyB64,
     (err: unknown) => {
       deps.log.warn('no provenance signing key: verify reports trusted_key null', { err: err as Error });
@@ -52,7 +54,8 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
     'POST',
     '/api/verify',
     async (ex) => {
-      if (running >= maxConcurrent) throw new AppError('TOO_MANY_REQUESTS', 'too many verifications running; try again shortly');
+      if (running >= maxConcurrent)
+        throw new AppError('TOO_MANY_REQUESTS', 'too many verifications running; try again shortly');
       running++;
       let dir: string | null = null;
       try {

@@ -389,7 +389,11 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
           // Another node owns the room: redirect there (WHIP/WHEP clients follow 307 with the same body and token).
           const loc = await deps.cluster.directory.lookup(roomId);
           if (loc && loc.nodeId !== deps.cluster.nodeId) {
-            ex.send(307, { ...WHIP_CORS_HEADERS, location: `${loc.node.url}/${kind}/${encodeURIComponent(roomId)}`, 'cache-control': 'no-store' });
+            ex.send(307, {
+              ...WHIP_CORS_HEADERS,
+              location: `${loc.node.url}/${kind}/${encodeURIComponent(roomId)}`,
+              'cache-control': 'no-store',
+            });
             return;
           }
         }

@@ -140,9 +140,11 @@ export function parseManifest(packName: string, text: string): Manifest {
     const sha256 = str(f, 'sha256', where).toLowerCase();
     if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`"${where}sha256" must be 64 hex digits`);
     const source = f.source;
-    if (source !== undefined && source !== 'region' && source !== 'aligned') fail(`"${where}source" must be "region" or "aligned"`);
+    if (source !== undefined && source !== 'region' && source !== 'aligned')
+      fail(`"${where}source" must be "region" or "aligned"`);
     const residual = f.residual;
-    if (residual !== undefined && residual !== 'paste' && residual !== 'features') fail(`"${where}residual" must be "paste" or "features"`);
+    if (residual !== undefined && residual !== 'paste' && residual !== 'features')
+      fail(`"${where}residual" must be "paste" or "features"`);
     return {
       path: p,
       role,

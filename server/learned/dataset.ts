@@ -22,7 +22,13 @@ import path from 'node:path';
 import type { AvatarEngine } from '../avatar/engineTypes.js';
 import type { RgbImage } from '../types/image.js';
 import { DefaultEngine } from '../avatar/engines/default/engine.js';
-import { CANVAS_SCALE, canvasRegion, fitSourceAlignment, sampleRegion, type Region } from '../avatar/engines/default/refinerCrop.js';
+import {
+  CANVAS_SCALE,
+  canvasRegion,
+  fitSourceAlignment,
+  sampleRegion,
+  type Region,
+} from '../avatar/engines/default/refinerCrop.js';
 import { AppError } from '../errors.js';
 import { ffhqCrop, warpCrop } from '../vision/faceCrop.js';
 import { runOffline } from '../quality/offline.js';
@@ -65,7 +71,9 @@ export interface BuildOptions {
 }
 
 async function sha256File(file: string): Promise<string> {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 }
 
 /** Reads a clip's cached meta, or null when missing, outdated or built with other options. */
@@ -111,7 +119,8 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
   const info = await probeVideo(clip);
   const long = Math.max(info.width, info.height) + (Math.max(info.width, info.height) % 2);
   const engine = await opts.createEngine(long);
-  if (!(engine instanceof DefaultEngine)) throw new TypeError('the dataset needs the default engine (its paste region)');
+  if (!(engine instanceof DefaultEngine))
+    throw new TypeError('the dataset needs the default engine (its paste region)');
   const tracker = await FaceTracker.create();
   const chunks: Buffer[] = [];
   const frames: number[] = [];
@@ -164,7 +173,8 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
           resized = resizeRgb(out, f.driving.width, f.driving.height, resized ?? undefined);
           out = resized;
         }
-        if (!gray || gray.width !== f.driving.width || gray.height !== f.driving.height) gray = createGray(f.driving.width, f.driving.height);
+        if (!gray || gray.width !== f.driving.width || gray.height !== f.driving.height)
+          gray = createGray(f.driving.width, f.driving.height);
         const t = tracker.track(rgbToGray(f.driving, gray), f.timestampMs);
         if (!t) return;
         const lm = t.rawLandmarks && t.rawLandmarks.length >= 136 ? t.rawLandmarks : t.landmarks;
@@ -176,7 +186,11 @@ export async function buildClip(clip: string, cacheDir: string, opts: BuildOptio
         frames.push(f.index);
         const ctrl = engine.lastControl;
         align.push(ctrl ? [...fitSourceAlignment(engine.prepared!, ctrl, R, alignBuf)] : [1, 0, 0, 0]);
-        boxes.push([...box(lm, 48, 68, region!, R, 0.25), ...box(lm, 36, 42, region!, R, 0.3), ...box(lm, 42, 48, region!, R, 0.3)]);
+        boxes.push([
+          ...box(lm, 48, 68, region!, R, 0.25),
+          ...box(lm, 36, 42, region!, R, 0.3),
+          ...box(lm, 42, 48, region!, R, 0.3),
+        ]);
       },
     });
   } catch (err) {

@@ -91,7 +91,8 @@ export class DirectFanout extends SafeEventEmitter<DirectFanoutEvents> {
       if (this.#viewers.get(viewerId) === viewer) this.removeViewer(viewerId);
       // The viewer left (its socket closed) or was replaced while its offer was being answered: its peer was closed
       // under us, which libwebrtc reports as an InvalidStateError. A client's own doing, not a server failure.
-      else if (!(err instanceof AppError)) throw new AppError('INVALID_STATE', 'the viewer left before its offer was answered', { cause: err });
+      else if (!(err instanceof AppError))
+        throw new AppError('INVALID_STATE', 'the viewer left before its offer was answered', { cause: err });
       throw err;
     }
   }

@@ -204,7 +204,10 @@ export async function startMediasoup(config: Config, log: Logger): Promise<Media
     pool,
     config,
     log,
-    `${n} mediasoup worker(s) started (pids ${pool.info().map((w) => w.pid).join(', ')}; ${mediasoup.workerBin})`,
+    `${n} mediasoup worker(s) started (pids ${pool
+      .info()
+      .map((w) => w.pid)
+      .join(', ')}; ${mediasoup.workerBin})`,
   );
 }
 
@@ -417,7 +420,13 @@ export class MediasoupRoom extends SafeEventEmitter<SfuRoomEvents> implements Sf
   }
 
   /** Creates the room's primary router and attaches the source to it. */
-  static async create(pool: WorkerPool, config: Config, source: ProducerSource, roomId: string, log: Logger): Promise<MediasoupRoom> {
+  static async create(
+    pool: WorkerPool,
+    config: Config,
+    source: ProducerSource,
+    roomId: string,
+    log: Logger,
+  ): Promise<MediasoupRoom> {
     const room = new MediasoupRoom(pool, config, source, roomId, log);
     // Nobody consumes yet: the source starts paused.
     source.setActive?.(false);
@@ -427,7 +436,11 @@ export class MediasoupRoom extends SafeEventEmitter<SfuRoomEvents> implements Sf
       room.close();
       throw err;
     }
-    log.info('SFU room ready', { roomId, worker: room.#slots[0]?.pw.worker.pid, producers: room.#slots[0]?.producers.length });
+    log.info('SFU room ready', {
+      roomId,
+      worker: room.#slots[0]?.pw.worker.pid,
+      producers: room.#slots[0]?.producers.length,
+    });
     return room;
   }
 
@@ -724,7 +737,12 @@ export class MediasoupRoom extends SafeEventEmitter<SfuRoomEvents> implements Sf
     this.#resetViewers(ids, why);
     for (const s of old) if (!s.router.closed) s.router.close();
     await this.#buildPrimary();
-    this.#log.warn('SFU room rebuilt', { roomId: this.roomId, why, worker: this.#slots[0]?.pw.worker.pid, viewersReset: ids.length });
+    this.#log.warn('SFU room rebuilt', {
+      roomId: this.roomId,
+      why,
+      worker: this.#slots[0]?.pw.worker.pid,
+      viewersReset: ids.length,
+    });
     this.safeEmit('rebuilt');
   }
 

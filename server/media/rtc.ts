@@ -57,7 +57,8 @@ export async function answerOffer(
   const sdp = pc.localDescription?.sdp;
   // Closed while it gathered: its connection failed at once (an offer whose candidates cannot be reached) and its
   // owner closed it, or its client left. Not a server failure, and its answer (if any) is of no use.
-  if (pc.signalingState === 'closed') throw new AppError('INVALID_STATE', 'the connection failed or was closed before its answer was ready');
+  if (pc.signalingState === 'closed')
+    throw new AppError('INVALID_STATE', 'the connection failed or was closed before its answer was ready');
   if (!sdp) throw new AppError('INTERNAL', 'no local description after createAnswer');
   return { type: 'answer', sdp: filterSdpCandidates(sdp, allow) };
 }

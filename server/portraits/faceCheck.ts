@@ -34,7 +34,10 @@ export class FaceChecker {
   async check(rgb: RgbImage): Promise<void> {
     const faces = await this.#count(rgb);
     if (faces === 0) {
-      throw new AppError('NO_FACE', 'no face was found in this image: choose a portrait where a face is clearly visible');
+      throw new AppError(
+        'NO_FACE',
+        'no face was found in this image: choose a portrait where a face is clearly visible',
+      );
     }
   }
 

@@ -34,6 +34,9 @@ port.on('message', (req: FaceCheckRequest) => {
     })
     .catch((err: unknown) => {
       tracker = null;
-      port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err) } satisfies FaceCheckReply);
+      port.postMessage({
+        id: req.id,
+        error: err instanceof Error ? err.message : String(err),
+      } satisfies FaceCheckReply);
     });
 });

@@ -109,7 +109,10 @@ const TMP_MARK = '.tmp-';
 
 function clean(text: string | undefined, max: number): string | null {
   if (text === undefined) return null;
-  const t = text.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, max);
+  const t = text
+    .replace(/[\u0000-\u001f\u007f]/g, '')
+    .trim()
+    .slice(0, max);
   return t.length > 0 ? t : null;
 }
 
@@ -161,10 +164,14 @@ export class PortraitStore {
   /** Checks, normalises and stores an upload. @throws AppError with the reason it was refused. */
   async add(up: PortraitUpload): Promise<PortraitRecord> {
     const o = this.#opts;
-    if (!up.consent) throw new AppError('CONSENT_REQUIRED', 'confirm that you have the right to animate this portrait (consent=true)');
+    if (!up.consent)
+      throw new AppError('CONSENT_REQUIRED', 'confirm that you have the right to animate this portrait (consent=true)');
     const terms = o.consent;
     if (terms && up.consentVersion !== undefined && up.consentVersion !== terms.version) {
-      throw new AppError('CONSENT_REQUIRED', `the consent text changed (now version ${terms.version}): read it again and confirm (GET /api/consent)`);
+      throw new AppError(
+        'CONSENT_REQUIRED',
+        `the consent text changed (now version ${terms.version}): read it again and confirm (GET /api/consent)`,
+      );
     }
     if (up.data.length === 0) throw new AppError('BAD_REQUEST', 'empty file');
     if (up.data.length > o.maxBytes) throw new AppError('PAYLOAD_TOO_LARGE', `file larger than ${o.maxBytes} bytes`);
@@ -178,8 +185,10 @@ export class PortraitStore {
     }
     const w = meta.width ?? 0;
     const h = meta.height ?? 0;
-    if (w * h > o.maxPixels) throw new AppError('IMAGE_TOO_LARGE', `image has ${w}x${h} pixels; at most ${o.maxPixels} pixels are accepted`);
-    if (Math.min(w, h) < o.minSide) throw new AppError('IMAGE_TOO_SMALL', `image is ${w}x${h}; each side must be at least ${o.minSide} px`);
+    if (w * h > o.maxPixels)
+      throw new AppError('IMAGE_TOO_LARGE', `image has ${w}x${h} pixels; at most ${o.maxPixels} pixels are accepted`);
+    if (Math.min(w, h) < o.minSide)
+      throw new AppError('IMAGE_TOO_SMALL', `image is ${w}x${h}; each side must be at least ${o.minSide} px`);
     const rgb = await this.#normalise(up.data);
     if (o.checkFace) await o.checkFace(rgb);
     const png = await sharp(Buffer.from(rgb.data.buffer, rgb.data.byteOffset, rgb.data.byteLength), {
@@ -229,7 +238,9 @@ export class PortraitStore {
 
   /** All records (of `owner`, when given), newest first. */
   list(owner?: string): PortraitRecord[] {
-    return [...this.#records.values()].filter((r) => owner === undefined || ownerOf(r) === owner).sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+    return [...this.#records.values()]
+      .filter((r) => owner === undefined || ownerOf(r) === owner)
+      .sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
   }
 
   /** @throws AppError('NOT_FOUND') also for another owner's portrait (when `owner` is given). */
@@ -271,10 +282,16 @@ export class PortraitStore {
   }
 
   /** The normalised image (PNG) or the original upload. @throws AppError('NOT_FOUND') */
-  async image(id: string, variant: 'normalized' | 'original' = 'normalized', owner?: string): Promise<{ data: Buffer; contentType: string }> {
+  async image(
+    id: string,
+    variant: 'normalized' | 'original' = 'normalized',
+    owner?: string,
+  ): Promise<{ data: Buffer; contentType: string }> {
     const rec = this.get(id, owner);
     if (variant === 'original') {
-      const kind = (Object.keys(imageContentType) as ImageKind[]).find((k) => imageContentType[k] === rec.original.contentType) ?? 'jpeg';
+      const kind =
+        (Object.keys(imageContentType) as ImageKind[]).find((k) => imageContentType[k] === rec.original.contentType) ??
+        'jpeg';
       return { data: await this.#read(this.#origFile(id, kind)), contentType: rec.original.contentType };
     }
     return { data: await this.#read(this.#pngFile(id)), contentType: 'image/png' };
@@ -287,7 +304,11 @@ export class PortraitStore {
       .removeAlpha()
       .raw()
       .toBuffer({ resolveWithObject: true });
-    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, info.width * info.height * 3) };
+    return {
+      width: info.width,
+      height: info.height,
+      data: new Uint8Array(data.buffer, data.byteOffset, info.width * info.height * 3),
+    };
   }
 
   /** Appends a room to the portrait's consent log (which rooms used it). Unknown ids are ignored. */
@@ -315,7 +336,9 @@ export class PortraitStore {
       this.#records.delete(id);
       await this.#log({ at: new Date().toISOString(), event: 'deleted', portraitId: id, owner: ownerOf(rec) });
     });
-    const kind = (Object.keys(imageContentType) as ImageKind[]).find((k) => imageContentType[k] === rec.original.contentType) ?? 'jpeg';
+    const kind =
+      (Object.keys(imageContentType) as ImageKind[]).find((k) => imageContentType[k] === rec.original.contentType) ??
+      'jpeg';
     await fs.rm(this.#origFile(id, kind), { force: true });
     await fs.rm(this.#pngFile(id), { force: true });
     this.#opts.log.info('portrait deleted', { id });
@@ -338,7 +361,11 @@ export class PortraitStore {
         .raw()
         .toBuffer({ resolveWithObject: true });
       if (info.channels !== 3) throw new Error(`unexpected channel count ${info.channels}`);
-      return { width: info.width, height: info.height, data: new Uint8Array(raw.buffer, raw.byteOffset, info.width * info.height * 3) };
+      return {
+        width: info.width,
+        height: info.height,
+        data: new Uint8Array(raw.buffer, raw.byteOffset, info.width * info.height * 3),
+      };
     } catch (err) {
       throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'the image cannot be decoded', { cause: err });
     }

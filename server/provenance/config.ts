@@ -65,5 +65,6 @@ export function validateProvenanceConfig(p: ProvenanceConfig, fail: (m: string) 
   if (!Number.isInteger(p.watermark.strength) || p.watermark.strength < 1 || p.watermark.strength > 4) {
     fail('"provenance.watermark.strength" must be an integer in 1..4');
   }
-  if (p.keyFile !== null && (typeof p.keyFile !== 'string' || p.keyFile === '')) fail('"provenance.keyFile" must be a path');
+  if (p.keyFile !== null && (typeof p.keyFile !== 'string' || p.keyFile === ''))
+    fail('"provenance.keyFile" must be a path');
 }

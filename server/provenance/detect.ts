@@ -31,7 +31,8 @@ export function rgbLuma(img: RgbImage, out?: Uint8Array): Uint8Array {
   const n = img.width * img.height;
   const y = out && out.length >= n ? out : new Uint8Array(n);
   const d = img.data;
-  for (let i = 0, j = 0; i < n; i++, j += 3) y[i] = (66 * d[j]! + 129 * d[j + 1]! + 25 * d[j + 2]! + 128 + (16 << 8)) >> 8;
+  for (let i = 0, j = 0; i < n; i++, j += 3)
+    y[i] = (66 * d[j]! + 129 * d[j + 1]! + 25 * d[j + 2]! + 128 + (16 << 8)) >> 8;
   return y;
 }
 
@@ -53,7 +54,11 @@ async function isImageFile(file: string): Promise<boolean> {
 }
 
 /** Summarizes window results: present when any window decoded; the payload is the most frequent one. */
-export function summarize(results: WindowResult[]): { present: boolean; payload: string | null; detectedWindows: number } {
+export function summarize(results: WindowResult[]): {
+  present: boolean;
+  payload: string | null;
+  detectedWindows: number;
+} {
   const counts = new Map<string, number>();
   for (const r of results) if (r.present && r.payload) counts.set(r.payload, (counts.get(r.payload) ?? 0) + 1);
   let payload: string | null = null;
@@ -87,14 +92,21 @@ export async function detectFile(file: string, opts: DetectOptions = {}): Promis
   const info = await probeVideo(file);
   const maxSide = opts.maxSide ?? 512;
   const scale = Math.min(1, maxSide / Math.max(info.width, info.height));
-  const size = info.width >= info.height ? { width: Math.max(2, Math.round((info.width * scale) / 2) * 2) } : { height: Math.max(2, Math.round((info.height * scale) / 2) * 2) };
+  const size =
+    info.width >= info.height
+      ? { width: Math.max(2, Math.round((info.width * scale) / 2) * 2) }
+      : { height: Math.max(2, Math.round((info.height * scale) / 2) * 2) };
   const fps = Number.isFinite(info.fps) && info.fps > 0 ? info.fps : 1;
   const perWindow = Math.max(1, Math.round((fps * (opts.windowMs ?? 1000)) / 1000));
   const det = new WatermarkDetector();
   const results: WindowResult[] = [];
   let luma: Uint8Array = new Uint8Array(0);
   let frames = 0;
-  for await (const f of readVideoFrames(file, { format: 'rgb24', ...size, ...(opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {}) })) {
+  for await (const f of readVideoFrames(file, {
+    format: 'rgb24',
+    ...size,
+    ...(opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {}),
+  })) {
     luma = rgbLuma({ width: f.width, height: f.height, data: f.data }, luma);
     det.addLuma(luma, f.width, f.height);
     frames++;

@@ -50,7 +50,9 @@ export interface Manifest {
     created: string;
     asset: ClaimInput['asset'];
     assertions: {
-      'c2pa.actions': { actions: { action: 'c2pa.created'; digitalSourceType: string; softwareAgent: string; when: string }[] };
+      'c2pa.actions': {
+        actions: { action: 'c2pa.created'; digitalSourceType: string; softwareAgent: string; when: string }[];
+      };
       'avatar.engine': ClaimInput['engine'];
       'avatar.portrait': ClaimInput['portrait'];
       'c2pa.soft-binding': ClaimInput['watermark'];
@@ -90,7 +92,12 @@ export function signManifest(input: ClaimInput, key: SigningKey): Manifest {
     assertions: {
       'c2pa.actions': {
         actions: [
-          { action: 'c2pa.created', digitalSourceType: TRAINED_ALGORITHMIC_MEDIA, softwareAgent: input.generator, when: input.created },
+          {
+            action: 'c2pa.created',
+            digitalSourceType: TRAINED_ALGORITHMIC_MEDIA,
+            softwareAgent: input.generator,
+            when: input.created,
+          },
         ],
       },
       'avatar.engine': input.engine,
@@ -99,7 +106,11 @@ export function signManifest(input: ClaimInput, key: SigningKey): Manifest {
     },
   };
   const value = sign(null, Buffer.from(canonicalJson(claim)), key.privateKey).toString('base64');
-  return { format: MANIFEST_FORMAT, claim, signature: { alg: 'Ed25519', keyId: key.keyId, publicKey: key.publicKeyB64, value } };
+  return {
+    format: MANIFEST_FORMAT,
+    claim,
+    signature: { alg: 'Ed25519', keyId: key.keyId, publicKey: key.publicKeyB64, value },
+  };
 }
 
 /** What checking a manifest against a file says. */
@@ -128,7 +139,8 @@ export function parseManifest(text: string): Manifest {
   } catch (err) {
     throw new AppError('MANIFEST_INVALID', 'the provenance manifest is not JSON', { cause: err });
   }
-  if (!isRecord(m) || m.format !== MANIFEST_FORMAT) throw new AppError('MANIFEST_INVALID', `not a ${MANIFEST_FORMAT} manifest`);
+  if (!isRecord(m) || m.format !== MANIFEST_FORMAT)
+    throw new AppError('MANIFEST_INVALID', `not a ${MANIFEST_FORMAT} manifest`);
   const s = m.signature;
   const c = m.claim;
   if (!isRecord(s) || s.alg !== 'Ed25519' || typeof s.publicKey !== 'string' || typeof s.value !== 'string') {
@@ -144,7 +156,11 @@ export function parseManifest(text: string): Manifest {
  * Checks a manifest against a file: Ed25519 signature over the canonical claim, and the file's sha256.
  * @param trustedPublicKey the SPKI DER base64 of a key to trust (e.g. the server's own), if any.
  */
-export async function checkManifest(manifest: Manifest, file: string, trustedPublicKey?: string): Promise<ManifestCheck> {
+export async function checkManifest(
+  manifest: Manifest,
+  file: string,
+  trustedPublicKey?: string,
+): Promise<ManifestCheck> {
   let signatureValid = false;
   let keyId = '';
   try {

@@ -52,7 +52,7 @@ export interface VerifyOptions {
 /** The most recent minute (ms since the epoch) whose slot is `slot`, not after `now`. */
 export function slotTime(slot: number, now = Date.now()): number {
   const nowMin = Math.floor(now / 60_000);
-  const back = (((nowMin % 65_536) - slot) % 65_536 + 65_536) % 65_536;
+  const back = ((((nowMin % 65_536) - slot) % 65_536) + 65_536) % 65_536;
   return (nowMin - back) * 60_000;
 }
 
@@ -76,7 +76,8 @@ export async function verifyFile(file: string, opts: VerifyOptions = {}): Promis
   if (text === null && opts.manifestFile !== null) {
     const mf = opts.manifestFile ?? manifestPathFor(file);
     text = await readIfExists(mf);
-    if (text === null && opts.manifestFile !== undefined) throw new AppError('NOT_FOUND', `manifest not found: ${path.basename(mf)}`);
+    if (text === null && opts.manifestFile !== undefined)
+      throw new AppError('NOT_FOUND', `manifest not found: ${path.basename(mf)}`);
   }
   let signature: VerifyReport['signature'] = null;
   if (text !== null) {

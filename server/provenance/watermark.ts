@@ -334,7 +334,8 @@ export class Watermarker {
           for (let k = 0, i = yy * n; k < n; k++, i++) {
             const v = y32[i]!;
             const u = y32[i + n]!;
-            even[k] = even[k]! + (v & 0x00ff00ff) + ((v >>> 8) & 0x00ff00ff) + (u & 0x00ff00ff) + ((u >>> 8) & 0x00ff00ff);
+            even[k] =
+              even[k]! + (v & 0x00ff00ff) + ((v >>> 8) & 0x00ff00ff) + (u & 0x00ff00ff) + ((u >>> 8) & 0x00ff00ff);
           }
         }
         if (yy < y) {
@@ -510,12 +511,26 @@ export class Watermarker {
  * The watermark's definition, pixel by pixel and unoptimized: what `Watermarker.apply` must give, byte for byte
  * (tests compare the two). Lattice means as the detector computes them, the per-cell offsets, a clamped add.
  */
-export function watermarkReference(frame: I420Frame, payload: WatermarkPayload, strength = DEFAULT_STRENGTH, maxCorrection = 2): void {
+export function watermarkReference(
+  frame: I420Frame,
+  payload: WatermarkPayload,
+  strength = DEFAULT_STRENGTH,
+  maxCorrection = 2,
+): void {
   checkParams(strength, maxCorrection);
   const { width: w, height: h, data } = frame;
   const means = latticeMeans(data, w, h);
   const vals = new Int8Array(GRID * GRID);
-  cellValues(means, cellSigns(payload), strength, maxCorrection, cellsPerBit(), new Float64Array(GRID * GRID), new Float64Array(CODED_BITS), vals);
+  cellValues(
+    means,
+    cellSigns(payload),
+    strength,
+    maxCorrection,
+    cellsPerBit(),
+    new Float64Array(GRID * GRID),
+    new Float64Array(CODED_BITS),
+    vals,
+  );
   const cx = cellIndex(w);
   const cy = cellIndex(h);
   for (let y = 0; y < h; y++) {
@@ -530,7 +545,13 @@ export function watermarkReference(frame: I420Frame, payload: WatermarkPayload, 
  * Area-averages a luma plane (any size, row stride = width unless given) onto the GRID x GRID lattice.
  * @param out reused when given.
  */
-export function latticeMeans(luma: Uint8Array, width: number, height: number, out?: Float64Array, stride = width): Float64Array {
+export function latticeMeans(
+  luma: Uint8Array,
+  width: number,
+  height: number,
+  out?: Float64Array,
+  stride = width,
+): Float64Array {
   const sums = out ?? new Float64Array(GRID * GRID);
   sums.fill(0);
   const cx = cellIndex(width);
@@ -561,7 +582,14 @@ export function residual(means: Float64Array, out?: Float64Array, clip = CLIP): 
         const up = i - GRID;
         const down = i + GRID;
         const s =
-          means[up - 1]! + means[up]! + means[up + 1]! + means[i - 1]! + means[i + 1]! + means[down - 1]! + means[down]! + means[down + 1]!;
+          means[up - 1]! +
+          means[up]! +
+          means[up + 1]! +
+          means[i - 1]! +
+          means[i + 1]! +
+          means[down - 1]! +
+          means[down]! +
+          means[down + 1]!;
         v = means[i]! - s / 8;
       } else {
         let s = 0;

@@ -25,7 +25,10 @@ export class UsageError extends Error {
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 /** Parses `argv` strictly (unknown options and stray positionals are usage errors). */
-export function parseCommandLine<O extends Options>(argv: string[], options: O): ReturnType<typeof parseArgs<{ options: O; strict: true; allowPositionals: false; args: string[] }>>['values'] {
+export function parseCommandLine<O extends Options>(
+  argv: string[],
+  options: O,
+): ReturnType<typeof parseArgs<{ options: O; strict: true; allowPositionals: false; args: string[] }>>['values'] {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
   } catch (err) {
@@ -68,7 +71,9 @@ export async function requireOutputDir(file: string, what: string): Promise<stri
   try {
     await access(path.dirname(abs));
   } catch (err) {
-    throw new AppError('NOT_FOUND', `folder for the ${what} does not exist: ${path.dirname(file) || '.'}`, { cause: err });
+    throw new AppError('NOT_FOUND', `folder for the ${what} does not exist: ${path.dirname(file) || '.'}`, {
+      cause: err,
+    });
   }
   return abs;
 }
@@ -95,8 +100,13 @@ export function offlineEngineNames(): string[] {
  * Creates an engine in this process (no worker thread: offline runs own the whole process).
  * @throws UsageError for an unknown engine name.
  */
-export async function openEngine(name: string, avatar: Config['avatar'], overrides: Partial<EngineOptions> = {}): Promise<AvatarEngine> {
-  if (!engineNames().includes(name)) throw new UsageError(`unknown engine "${name}" (known: ${engineNames().join(', ')})`);
+export async function openEngine(
+  name: string,
+  avatar: Config['avatar'],
+  overrides: Partial<EngineOptions> = {},
+): Promise<AvatarEngine> {
+  if (!engineNames().includes(name))
+    throw new UsageError(`unknown engine "${name}" (known: ${engineNames().join(', ')})`);
   const options: EngineOptions = {
     modelPack: avatar.modelPack,
     executionProvider: avatar.executionProvider,

@@ -36,7 +36,14 @@ import { probeVideo } from '../util/video.js';
 import type { FaceTrack, HeadPose } from '../vision/types.js';
 import { ffhqCrop, imageToCrop, warpCrop } from '../vision/faceCrop.js';
 import { FACE_MODELS_LABEL, type FaceModelFace, type FaceModelPool } from './faceModels.js';
-import { eyeAspectRatio68, mouthMotion68, mouthOpenness68, mouthShapeDistance68, motionDistance2d, rigidRotation68 } from './landmarks68.js';
+import {
+  eyeAspectRatio68,
+  mouthMotion68,
+  mouthOpenness68,
+  mouthShapeDistance68,
+  motionDistance2d,
+  rigidRotation68,
+} from './landmarks68.js';
 import {
   alignedMeshDistance,
   cosineSimilarity,
@@ -330,7 +337,10 @@ class MethodAcc {
   mouthL1 = new Mean();
   eyesL1 = new Mean();
   axes = { yaw: new Mean(), pitch: new Mean(), roll: new Mean() };
-  regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<LandmarkRegion, Mean>;
+  regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<
+    LandmarkRegion,
+    Mean
+  >;
   misses = 0;
 
   /** Adds a pose comparison (both poses absolute in self mode, changes from the reference in cross mode). */
@@ -359,8 +369,15 @@ class MethodAcc {
       pose_deg: r6(this.pose.value, 4),
       misses: this.misses,
       akd_aligned: r6(this.aligned.value),
-      pose_axes_deg: { yaw: r6(this.axes.yaw.value, 4), pitch: r6(this.axes.pitch.value, 4), roll: r6(this.axes.roll.value, 4) },
-      akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r6(m.value)])) as Record<LandmarkRegion, number | null>,
+      pose_axes_deg: {
+        yaw: r6(this.axes.yaw.value, 4),
+        pitch: r6(this.axes.pitch.value, 4),
+        roll: r6(this.axes.roll.value, 4),
+      },
+      akd_regions: Object.fromEntries(Object.entries(this.regions).map(([k, m]) => [k, r6(m.value)])) as Record<
+        LandmarkRegion,
+        number | null
+      >,
       mouth_l1: images ? r6(this.mouthL1.value) : null,
       eyes_l1: images ? r6(this.eyesL1.value) : null,
       id_sim: r6(mesh.id_sim),
@@ -403,19 +420,25 @@ const definitions: Record<string, string> = {
   l1: 'mean |a-b| / 255 over the RGB crop',
   ssim: 'Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, valid region, per RGB channel then averaged',
   psnr: `dB, peak 255, over the RGB crop, per frame capped at ${PSNR_CAP_DB} dB then averaged`,
-  akd_aligned: 'self: akd after a least-squares similarity alignment of the output landmarks onto the truth (expression error without head position, size and roll)',
+  akd_aligned:
+    'self: akd after a least-squares similarity alignment of the output landmarks onto the truth (expression error without head position, size and roll)',
   akd: 'self: mean landmark distance output vs truth / truth inter-ocular distance (eye centres); cross: mean distance between the output and driver landmark motions relative to the reference frame, each / its own inter-ocular distance',
-  pose_deg: 'self: mean of |dyaw|, |dpitch|, |droll| output vs truth; cross: the same between pose changes from the reference frame',
-  frozen: 'the baseline whose output is the unchanged portrait (the portrait engine at the same output size), measured like the model (its own tracker, every frame)',
-  landmarks: "dlib 68 points from one FaceTracker per stream (truth/driver, model, frozen), raw per-frame points; pose is the tracker's",
+  pose_deg:
+    'self: mean of |dyaw|, |dpitch|, |droll| output vs truth; cross: the same between pose changes from the reference frame',
+  frozen:
+    'the baseline whose output is the unchanged portrait (the portrait engine at the same output size), measured like the model (its own tracker, every frame)',
+  landmarks:
+    "dlib 68 points from one FaceTracker per stream (truth/driver, model, frozen), raw per-frame points; pose is the tracker's",
   misses: 'scored frames where the tracker found no face in that output (left out of akd and pose_deg)',
   mouth_l1:
     'self: mean |a-b| / 255 over the mouth region of the aligned crop: the box of the truth landmarks 48-67 in the crop, padded by 25% of the mouth width on every side; null in cross mode',
-  eyes_l1: 'self: the same over the union of the two eye boxes (truth landmarks 36-41 and 42-47, each padded by 30% of that eye width); null in cross mode',
+  eyes_l1:
+    'self: the same over the union of the two eye boxes (truth landmarks 36-41 and 42-47, each padded by 30% of that eye width); null in cross mode',
   face_models: `independent of the engine: ${FACE_MODELS_LABEL}; one analysis per image (no caching between frames), the most confident face`,
   id_sim:
     'cosine similarity of HSE FaceRes descriptors (1024-d). self: output vs truth frame; cross: output vs the portrait image. Mean over every id_every-th scored frame where both have a face. Reference values with these models: same image re-encoded ~1.0, different people ~0.3-0.45',
-  id_sim_driver: "cross: cosine similarity of the output's descriptor to the driver frame's (how much of the driver's identity leaks into the avatar; lower is better); null in self mode",
+  id_sim_driver:
+    "cross: cosine similarity of the output's descriptor to the driver frame's (how much of the driver's identity leaks into the avatar; lower is better); null in self mode",
   akd_mesh:
     "FaceMesh face points (468, iris excluded), 2-D. self: mean distance output vs truth / truth inter-ocular distance (mesh eye-corner midpoints); cross: mean distance between the output's and the driver's point motions from the reference frame (the first scored frame where both have a mesh), each / its own reference inter-ocular distance",
   aed_mesh:
@@ -426,15 +449,18 @@ const definitions: Record<string, string> = {
     'Pearson correlation over the scored frames of the iris centre position in the eye (along and across the corner-to-corner axis, in eye widths, both eyes averaged), output vs truth/driver, the x and y correlations averaged; null when constant',
   mouth_open_corr:
     'Pearson correlation over the scored frames of the FaceMesh mouth openness (mean inner-lip gap 82-87, 13-14, 312-317 over the mouth width 61-291, image plane), output vs truth (self) or driver (cross); null when a series is constant',
-  aed_mouth_mesh: 'aed_mesh with the mean taken over the 40 FaceMesh lip points only (the same alignment, fitted on all 468 points): mouth shape and opening',
+  aed_mouth_mesh:
+    'aed_mesh with the mean taken over the 40 FaceMesh lip points only (the same alignment, fitted on all 468 points): mouth shape and opening',
   landmarks_68:
     "a second landmark network, different from FaceMesh (which the live engine itself tracks with): @vladmandic/face-api 1.7.15's 68-point net (face-api.js FaceLandmark68Net, iBUG 68 points), run in the same workers on the same image as FaceMesh, on a box from the FaceMesh face points (1.1x their width, centred; from 10% of their height above them down to their lowest point), padded to a square with black and resized to 112x112 as face-api does. Its scores use the same frames as the mesh scores",
   blink_corr_68:
     "as blink_corr, with the six-point eye aspect ratio of the 68 net's eyes (36-37-38-39-40-41 and 42-43-44-45-46-47), output vs truth/driver, per eye, averaged over the two eyes; null when a series is constant",
-  mouth_open_corr_68: "as mouth_open_corr, with the 68 net's mouth openness (mean inner-lip gap 61-67, 62-66, 63-65 over the mouth width 48-54)",
+  mouth_open_corr_68:
+    "as mouth_open_corr, with the 68 net's mouth openness (mean inner-lip gap 61-67, 62-66, 63-65 over the mouth width 48-54)",
   aed_mouth_68:
     "mouth shape distance from the 68 net, 2-D, with head position, size and roll removed by a least-squares similarity fitted on the nose (27-35) and eye corners (36, 39, 42, 45). self: the output's points aligned onto the truth's, mean distance over the 20 lip points 48-67 / truth inter-ocular distance (eye centres); cross: each stream's frame aligned onto its own reference frame (the first scored frame where both have 68 points), lip motion / reference inter-ocular distance, the output's motion rotated into the driver's reference frame, mean distance between the two motions",
-  mesh_misses: 'scored frames where the face model found no face in that output (left out of the mesh, 68-point and identity scores)',
+  mesh_misses:
+    'scored frames where the face model found no face in that output (left out of the mesh, 68-point and identity scores)',
   steps: 'refiner steps the engine was asked for (0 = warp only)',
   fold_frames:
     "rendered frames whose warp folded in the frame that was shown: a triangle of the warp's node grid (128 x 128 over the paste region) with a Jacobian determinant <= 0 inside the paste mask (the engine checks every frame and takes a folding warp back towards the portrait at rest, so this should be 0); 0 for engines without a warp",
@@ -712,11 +738,19 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   const t0 = performance.now();
   try {
     const info = await probeVideo(opts.driving);
-    const outputSize = selfMode ? Math.max(info.width, info.height) + (Math.max(info.width, info.height) % 2) : undefined;
+    const outputSize = selfMode
+      ? Math.max(info.width, info.height) + (Math.max(info.width, info.height) % 2)
+      : undefined;
     engines = await opts.createEngines(outputSize);
     const eng = engines;
 
-    const scoreSelf = (f: OfflineFrame, output: RgbImage, truth: Seen | null, out: Seen | null, frozenSeen: Seen | null): boolean => {
+    const scoreSelf = (
+      f: OfflineFrame,
+      output: RgbImage,
+      truth: Seen | null,
+      out: Seen | null,
+      frozenSeen: Seen | null,
+    ): boolean => {
       if (!truth) {
         truthMisses++;
         record({ index: f.index, truth_face: false, truth_mouth: null, model: null, frozen: null });
@@ -759,7 +793,13 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       };
       const m = one(model, output, crops.model, out);
       const z = one(frozen, frozenRgb!, crops.frozen, frozenSeen);
-      record({ index: f.index, truth_face: true, truth_mouth: round(truth.mouth), model: roundScores(m), frozen: roundScores(z) });
+      record({
+        index: f.index,
+        truth_face: true,
+        truth_mouth: round(truth.mouth),
+        model: roundScores(m),
+        frozen: roundScores(z),
+      });
       return true;
     };
 
@@ -777,8 +817,10 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         // The driving frame is ignored by the frozen engine; any valid frame will do.
         eng.frozen.render(createI420(2, 2), fOut, 0);
         let img = i420ToRgb(fOut);
-        if (selfMode && (img.width !== info.width || img.height !== info.height)) img = resizeRgb(img, info.width, info.height);
-        else if (!selfMode && (img.width !== prepared.width || img.height !== prepared.height)) img = resizeRgb(img, prepared.width, prepared.height);
+        if (selfMode && (img.width !== info.width || img.height !== info.height))
+          img = resizeRgb(img, info.width, info.height);
+        else if (!selfMode && (img.width !== prepared.width || img.height !== prepared.height))
+          img = resizeRgb(img, prepared.width, prepared.height);
         frozenRgb = img;
         frozenGray = rgbToGray(img);
         if (pool) {
@@ -810,13 +852,25 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
           if (isScored) crossScored++;
         }
         if (isScored && opts.sheet && scoredIdx % sheetEvery === 0) {
-          if (selfMode) sheetRows.push({ index: f.index, tiles: [copyRgb(crops.truth), copyRgb(crops.frozen), copyRgb(crops.model)] });
+          if (selfMode)
+            sheetRows.push({
+              index: f.index,
+              tiles: [copyRgb(crops.truth), copyRgb(crops.frozen), copyRgb(crops.model)],
+            });
           else {
             // Cross: the driver in its own crop; the frozen and model outputs in the portrait's crop (a fixed
             // viewport, so the head's motion shows).
             frozenCrop ??= still ? ffhqCrop(still.lm, CROP_SIZE) : null;
-            const cut = (img: RgbImage, crop: ReturnType<typeof ffhqCrop> | null): RgbImage => (crop ? warpCrop(img, crop) : copyRgb(img));
-            sheetRows.push({ index: f.index, tiles: [cut(f.driving, ffhqCrop(truth!.lm, CROP_SIZE)), cut(frozenRgb!, frozenCrop), cut(output, frozenCrop)] });
+            const cut = (img: RgbImage, crop: ReturnType<typeof ffhqCrop> | null): RgbImage =>
+              crop ? warpCrop(img, crop) : copyRgb(img);
+            sheetRows.push({
+              index: f.index,
+              tiles: [
+                cut(f.driving, ffhqCrop(truth!.lm, CROP_SIZE)),
+                cut(frozenRgb!, frozenCrop),
+                cut(output, frozenCrop),
+              ],
+            });
           }
         }
         if (isScored) await submitMesh(f.index, f.driving, output, scoredIdx);
@@ -835,7 +889,10 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
 
     // Independent-model scores over the scored frames, in frame order.
     meshFrames.sort((a, b) => a.index - b.index);
-    const pf = (which: 'model' | 'frozen') => (index: number): FrameScores | null => entryOf.get(index)?.[which] ?? null;
+    const pf =
+      (which: 'model' | 'frozen') =>
+      (index: number): FrameScores | null =>
+        entryOf.get(index)?.[which] ?? null;
     const meshModel = pool ? scoreMesh(meshFrames, selfMode, (f) => f.model, portraitFace, pf('model')) : NO_MESH;
     const meshFrozen = pool ? scoreMesh(meshFrames, selfMode, () => frozenFace, portraitFace, pf('frozen')) : NO_MESH;
 
@@ -846,7 +903,10 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       await writeContactSheet(opts.sheet.file, {
         title: sheetTitle(opts, selfMode, mScores, fScores),
         columns: [selfMode ? 'truth' : 'driver', 'frozen', `${opts.engineName} k=${opts.steps ?? 0}`],
-        rows: sheetRows.map((row): SheetRow => ({ tiles: row.tiles, label: frameLabel(entryOf.get(row.index), selfMode) })),
+        rows: sheetRows.map((row): SheetRow => ({
+          tiles: row.tiles,
+          label: frameLabel(entryOf.get(row.index), selfMode),
+        })),
       });
       sheet = { file: opts.sheet.file, rows: sheetRows.length, every: sheetEvery };
     }
@@ -902,13 +962,16 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
 const fmt = (v: number | null, d = 3): string => (v === null ? '-' : v.toFixed(d));
 
 function sheetTitle(opts: EvalOptions, selfMode: boolean, m: Scores, z: Scores): string[] {
-  const pair = (name: string, a: number | null, b: number | null, d = 3): string => `${name} ${fmt(a, d)} / ${fmt(b, d)}`;
+  const pair = (name: string, a: number | null, b: number | null, d = 3): string =>
+    `${name} ${fmt(a, d)} / ${fmt(b, d)}`;
   const lines = [
     `${selfMode ? 'self-reenactment' : 'cross-reenactment'} | engine ${opts.engineName} | steps ${opts.steps ?? 0} | driving ${path.basename(opts.driving)}${selfMode ? '' : ` | portrait ${path.basename(opts.portraitLabel)}`}`,
     'model / frozen (whole clip):',
   ];
   if (selfMode) {
-    lines.push(`${pair('l1', m.l1, z.l1)} | ${pair('ssim', m.ssim, z.ssim)} | ${pair('mouth_l1', m.mouth_l1, z.mouth_l1)} | ${pair('eyes_l1', m.eyes_l1, z.eyes_l1)}`);
+    lines.push(
+      `${pair('l1', m.l1, z.l1)} | ${pair('ssim', m.ssim, z.ssim)} | ${pair('mouth_l1', m.mouth_l1, z.mouth_l1)} | ${pair('eyes_l1', m.eyes_l1, z.eyes_l1)}`,
+    );
   }
   lines.push(
     `${pair('id_sim', m.id_sim, z.id_sim)} | ${pair('akd_mesh', m.akd_mesh, z.akd_mesh)} | ${pair('aed_mesh', m.aed_mesh, z.aed_mesh)} | ${pair('blink_corr', m.blink_corr, z.blink_corr, 2)} | ${pair('gaze_corr', m.gaze_corr, z.gaze_corr, 2)}`,
@@ -921,9 +984,16 @@ function frameLabel(e: PerFrame | undefined, selfMode: boolean): string[] {
   if (!e) return [];
   const m = e.model;
   const z = e.frozen;
-  const pair = (name: string, a: number | null | undefined, b: number | null | undefined): string => `${name} ${fmt(a ?? null)} / ${fmt(b ?? null)}`;
-  const lines = [`frame ${e.index}${e.truth_mouth !== null ? ` | driver mouth ${fmt(e.truth_mouth, 2)}` : ''} | model / frozen:`];
-  if (selfMode) lines.push(`${pair('l1', m?.l1, z?.l1)} | ${pair('ssim', m?.ssim, z?.ssim)}`, `${pair('mouth_l1', m?.mouth_l1, z?.mouth_l1)} | ${pair('eyes_l1', m?.eyes_l1, z?.eyes_l1)}`);
+  const pair = (name: string, a: number | null | undefined, b: number | null | undefined): string =>
+    `${name} ${fmt(a ?? null)} / ${fmt(b ?? null)}`;
+  const lines = [
+    `frame ${e.index}${e.truth_mouth !== null ? ` | driver mouth ${fmt(e.truth_mouth, 2)}` : ''} | model / frozen:`,
+  ];
+  if (selfMode)
+    lines.push(
+      `${pair('l1', m?.l1, z?.l1)} | ${pair('ssim', m?.ssim, z?.ssim)}`,
+      `${pair('mouth_l1', m?.mouth_l1, z?.mouth_l1)} | ${pair('eyes_l1', m?.eyes_l1, z?.eyes_l1)}`,
+    );
   lines.push(`${pair('akd_mesh', m?.akd_mesh, z?.akd_mesh)} | ${pair('aed_mesh', m?.aed_mesh, z?.aed_mesh)}`);
   if (m?.id_sim != null || z?.id_sim != null) lines.push(pair('id_sim', m?.id_sim, z?.id_sim));
   return lines;

@@ -51,10 +51,15 @@ export interface CropBox {
  * clamped), mean RGB subtracted and / 255. Writes [112, 112, 3] floats into `out`; returns the crop, or null when the
  * clipped box is empty.
  */
-export function prepareInput(img: RgbBytes, box: readonly [number, number, number, number], out: Float32Array): CropBox | null {
+export function prepareInput(
+  img: RgbBytes,
+  box: readonly [number, number, number, number],
+  out: Float32Array,
+): CropBox | null {
   const n = LM68_INPUT_SIZE;
   if (out.length !== n * n * 3) throw new TypeError(`prepareInput: out must hold ${n}x${n}x3 floats`);
-  if (img.data.length !== img.width * img.height * 3) throw new TypeError('prepareInput: image data length does not match width x height x 3');
+  if (img.data.length !== img.width * img.height * 3)
+    throw new TypeError('prepareInput: image data length does not match width x height x 3');
   // Box.clipAtImageBorders(): clip the left/top edge, keep the right/bottom edge, then floor.
   const cx = Math.max(box[0], 0);
   const cy = Math.max(box[1], 0);
@@ -152,22 +157,37 @@ export class FaceLandmark68Net {
    */
   static fromWeights(tf: Tfjs, manifest: unknown, bin: Uint8Array): FaceLandmark68Net {
     const groups = manifest as ManifestGroup[];
-    if (!Array.isArray(groups) || groups.length !== 1 || !Array.isArray(groups[0]?.weights) || groups[0].paths?.length !== 1) {
-      throw new AppError('FACE_MODEL_INVALID', '68-point landmark manifest: expected one weight group with one .bin file');
+    if (
+      !Array.isArray(groups) ||
+      groups.length !== 1 ||
+      !Array.isArray(groups[0]?.weights) ||
+      groups[0].paths?.length !== 1
+    ) {
+      throw new AppError(
+        'FACE_MODEL_INVALID',
+        '68-point landmark manifest: expected one weight group with one .bin file',
+      );
     }
     const buf = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength) as ArrayBuffer;
     let map: Tf.NamedTensorMap;
     try {
       map = tf.io.decodeWeights(buf, groups[0].weights);
     } catch (err) {
-      throw new AppError('FACE_MODEL_INVALID', `68-point landmark weights do not decode: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new AppError(
+        'FACE_MODEL_INVALID',
+        `68-point landmark weights do not decode: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
     }
     const weights = new Map<string, Tf.Tensor>();
     try {
       for (const [name, shape] of expectedWeights()) {
         const t = map[name];
         if (!t || t.shape.join('x') !== shape.join('x')) {
-          throw new AppError('FACE_MODEL_INVALID', `68-point landmark weights: ${name} ${t ? `has shape ${t.shape.join('x')}` : 'is missing'}, expected ${shape.join('x')}`);
+          throw new AppError(
+            'FACE_MODEL_INVALID',
+            `68-point landmark weights: ${name} ${t ? `has shape ${t.shape.join('x')}` : 'is missing'}, expected ${shape.join('x')}`,
+          );
         }
         weights.set(name, t);
       }
@@ -176,7 +196,11 @@ export class FaceLandmark68Net {
       throw err;
     }
     // Weights the network does not read (none in 1.7.15) are released.
-    tf.dispose(Object.entries(map).filter(([k]) => !weights.has(k)).map(([, t]) => t));
+    tf.dispose(
+      Object.entries(map)
+        .filter(([k]) => !weights.has(k))
+        .map(([, t]) => t),
+    );
     return new FaceLandmark68Net(tf, weights);
   }
 
@@ -201,7 +225,10 @@ export class FaceLandmark68Net {
     const p = `dense${b}`;
     const out1 = tf.relu(
       b === 0
-        ? tf.add<Tf.Tensor4D>(tf.conv2d(x, this.#p(`${p}/conv0/filters`) as Tf.Tensor4D, 2, 'same'), this.#p(`${p}/conv0/bias`))
+        ? tf.add<Tf.Tensor4D>(
+            tf.conv2d(x, this.#p(`${p}/conv0/filters`) as Tf.Tensor4D, 2, 'same'),
+            this.#p(`${p}/conv0/bias`),
+          )
         : this.#separable(x, `${p}/conv0`, 2),
     );
     const out2 = this.#separable(out1, `${p}/conv1`, 1);

@@ -43,8 +43,16 @@ export const FACE_MODEL_FILES: readonly { file: string; bytes: number; sha256: s
 
 /** The 68-point landmark net's files, with their size and sha256 in `@vladmandic/face-api` 1.7.15. */
 export const LANDMARK68_MODEL_FILES: readonly { file: string; bytes: number; sha256: string }[] = [
-  { file: 'face_landmark_68_model-weights_manifest.json', bytes: 8485, sha256: 'ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9' },
-  { file: 'face_landmark_68_model.bin', bytes: 356840, sha256: '4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b' },
+  {
+    file: 'face_landmark_68_model-weights_manifest.json',
+    bytes: 8485,
+    sha256: 'ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9',
+  },
+  {
+    file: 'face_landmark_68_model.bin',
+    bytes: 356840,
+    sha256: '4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b',
+  },
 ];
 
 /** Names of the models for reports. */
@@ -79,21 +87,33 @@ export function verifyLandmark68Files(dir: string): Promise<void> {
   return verifyFiles(dir, LANDMARK68_MODEL_FILES, '@vladmandic/face-api 1.7.15');
 }
 
-async function verifyFiles(dir: string, files: readonly { file: string; bytes: number; sha256: string }[], pkg: string): Promise<void> {
+async function verifyFiles(
+  dir: string,
+  files: readonly { file: string; bytes: number; sha256: string }[],
+  pkg: string,
+): Promise<void> {
   for (const m of files) {
     const file = path.join(dir, m.file);
     let data: Buffer;
     try {
       data = await readFile(file);
     } catch (err) {
-      throw new AppError('FACE_MODEL_INVALID', `face model file missing: ${file} (reinstall ${pkg} with npm ci)`, { cause: err });
+      throw new AppError('FACE_MODEL_INVALID', `face model file missing: ${file} (reinstall ${pkg} with npm ci)`, {
+        cause: err,
+      });
     }
     if (data.length !== m.bytes) {
-      throw new AppError('FACE_MODEL_INVALID', `face model file ${file} has ${data.length} bytes, expected ${m.bytes}: corrupted or a different version (reinstall with npm ci)`);
+      throw new AppError(
+        'FACE_MODEL_INVALID',
+        `face model file ${file} has ${data.length} bytes, expected ${m.bytes}: corrupted or a different version (reinstall with npm ci)`,
+      );
     }
     const sha = createHash('sha256').update(data).digest('hex');
     if (sha !== m.sha256) {
-      throw new AppError('FACE_MODEL_INVALID', `face model file ${file} is corrupted: sha256 ${sha}, expected ${m.sha256} (reinstall with npm ci)`);
+      throw new AppError(
+        'FACE_MODEL_INVALID',
+        `face model file ${file} is corrupted: sha256 ${sha}, expected ${m.sha256} (reinstall with npm ci)`,
+      );
     }
   }
 }
@@ -158,11 +178,17 @@ export class FaceModelPool {
     try {
       await Promise.all(
         Array.from({ length: n }, async () => {
-          const worker = new Worker(spec.entry, { eval: spec.eval, workerData: { modelDir, landmarkModelDir } satisfies FaceModelWorkerData });
+          const worker = new Worker(spec.entry, {
+            eval: spec.eval,
+            workerData: { modelDir, landmarkModelDir } satisfies FaceModelWorkerData,
+          });
           const pw = new PoolWorker(worker);
           started.push(pw);
           await new Promise<void>((resolve, reject) => {
-            const timer = setTimeout(() => reject(new AppError('ENGINE_FAILED', `face models did not load within ${timeoutMs} ms`)), timeoutMs);
+            const timer = setTimeout(
+              () => reject(new AppError('ENGINE_FAILED', `face models did not load within ${timeoutMs} ms`)),
+              timeoutMs,
+            );
             const onMessage = (msg: FaceModelReply): void => {
               if ('ready' in msg) {
                 clearTimeout(timer);
@@ -209,7 +235,9 @@ export class FaceModelPool {
       for (const job of pw.jobs.values()) job.reject(err);
       pw.jobs.clear();
     };
-    pw.worker.on('error', (err) => fail(new AppError('ENGINE_FAILED', `face model worker crashed: ${err.message}`, { cause: err })));
+    pw.worker.on('error', (err) =>
+      fail(new AppError('ENGINE_FAILED', `face model worker crashed: ${err.message}`, { cause: err })),
+    );
     pw.worker.on('exit', (code) => {
       if (!this.#closed) fail(new AppError('ENGINE_FAILED', `face model worker exited (code ${code})`));
     });
@@ -239,9 +267,11 @@ export class FaceModelPool {
    */
   analyze(img: RgbImage, opts: { descriptor: boolean }): Promise<FaceModelFace | null> {
     if (this.#closed) return Promise.reject(new AppError('INVALID_STATE', 'face model pool is closed'));
-    if (img.data.length !== img.width * img.height * 3) return Promise.reject(new TypeError('analyze: image data length does not match width x height x 3'));
+    if (img.data.length !== img.width * img.height * 3)
+      return Promise.reject(new TypeError('analyze: image data length does not match width x height x 3'));
     const alive = this.#workers.filter((w) => !w.dead);
-    if (!alive.length) return Promise.reject(this.#workers[0]?.dead ?? new AppError('ENGINE_FAILED', 'no face model worker'));
+    if (!alive.length)
+      return Promise.reject(this.#workers[0]?.dead ?? new AppError('ENGINE_FAILED', 'no face model worker'));
     let pw = alive[0]!;
     for (const w of alive) if (w.jobs.size < pw.jobs.size) pw = w;
     const id = this.#nextId++;

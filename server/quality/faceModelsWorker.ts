@@ -89,7 +89,9 @@ function loadHuman(): HumanLike {
   // The package's exports map has no subpath for the Node WASM build: load the file by its resolved path.
   const humanDist = path.dirname(require.resolve('@vladmandic/human'));
   const wasmDist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
-  const mod = require(path.join(humanDist, 'human.node-wasm.js')) as { Human: new (config: Record<string, unknown>) => HumanLike };
+  const mod = require(path.join(humanDist, 'human.node-wasm.js')) as {
+    Human: new (config: Record<string, unknown>) => HumanLike;
+  };
   const off = { enabled: false };
   return new mod.Human({
     backend: 'wasm',
@@ -102,7 +104,15 @@ function loadHuman(): HumanLike {
     filter: off,
     face: {
       enabled: true,
-      detector: { modelPath: 'blazeface.json', rotation: false, maxDetected: 1, return: false, skipFrames: 0, skipTime: 0, minConfidence: 0.2 },
+      detector: {
+        modelPath: 'blazeface.json',
+        rotation: false,
+        maxDetected: 1,
+        return: false,
+        skipFrames: 0,
+        skipTime: 0,
+        minConfidence: 0.2,
+      },
       mesh: { enabled: true, modelPath: 'facemesh.json' },
       iris: { enabled: true, modelPath: 'iris.json' },
       description: { enabled: true, modelPath: 'faceres.json', skipFrames: 0, skipTime: 0 },
@@ -122,7 +132,9 @@ function loadHuman(): HumanLike {
 
 /** The 68-point net, on Human's tfjs (the same module instance, so the same initialised WASM backend). */
 async function loadLandmarkNet(tf: Tfjs): Promise<FaceLandmark68Net> {
-  const manifest = JSON.parse(await readFile(path.join(landmarkModelDir, 'face_landmark_68_model-weights_manifest.json'), 'utf8')) as unknown;
+  const manifest = JSON.parse(
+    await readFile(path.join(landmarkModelDir, 'face_landmark_68_model-weights_manifest.json'), 'utf8'),
+  ) as unknown;
   const bin = await readFile(path.join(landmarkModelDir, 'face_landmark_68_model.bin'));
   return FaceLandmark68Net.fromWeights(tf, manifest, bin);
 }

@@ -39,7 +39,8 @@ export const LM68_RIGID: readonly number[] = [27, 28, 29, 30, 31, 32, 33, 34, 35
 export const LM68_BOX = { widen: 1.1, above: 0.1, below: 0 } as const;
 
 function check68(lm: ArrayLike<number>, what = '68-point landmarks'): void {
-  if (lm.length !== LM68_POINTS * 2) throw new TypeError(`${what} must hold ${LM68_POINTS} points × 2 (got ${lm.length} numbers)`);
+  if (lm.length !== LM68_POINTS * 2)
+    throw new TypeError(`${what} must hold ${LM68_POINTS} points × 2 (got ${lm.length} numbers)`);
 }
 
 /**
@@ -48,7 +49,8 @@ function check68(lm: ArrayLike<number>, what = '68-point landmarks'): void {
  * @throws TypeError when the mesh is too short or its points have no extent.
  */
 export function landmarkBoxFromMesh(mesh: ArrayLike<number>, facePoints = 468): [number, number, number, number] {
-  if (mesh.length < facePoints * 3 || facePoints < 2) throw new TypeError(`landmarkBoxFromMesh: the mesh needs ${facePoints} points × 3`);
+  if (mesh.length < facePoints * 3 || facePoints < 2)
+    throw new TypeError(`landmarkBoxFromMesh: the mesh needs ${facePoints} points × 3`);
   let x0 = Infinity;
   let y0 = Infinity;
   let x1 = -Infinity;

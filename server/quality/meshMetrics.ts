@@ -22,8 +22,8 @@ const IRIS_CENTRES = [468, 473] as const;
 
 /** The 40 lip points (outer and inner contours; MediaPipe's FACEMESH_LIPS). */
 export const MESH_LIPS: readonly number[] = [
-  61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
-  78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415,
+  61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409, 78, 95, 88, 178, 87, 14,
+  317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415,
 ];
 /** Upper / lower inner-lip point pairs, left to right, and the mouth corners. */
 const INNER_LIP_PAIRS = [
@@ -38,7 +38,8 @@ function pt(m: ArrayLike<number>, i: number): [number, number, number] {
 }
 
 function checkMesh(m: ArrayLike<number>, what = 'mesh'): void {
-  if (m.length !== MESH_POINTS * 3) throw new TypeError(`${what} must hold ${MESH_POINTS} points × 3 (got ${m.length} numbers)`);
+  if (m.length !== MESH_POINTS * 3)
+    throw new TypeError(`${what} must hold ${MESH_POINTS} points × 3 (got ${m.length} numbers)`);
 }
 
 /** Cosine similarity of two descriptors. @throws TypeError for different lengths or a zero vector. */
@@ -170,10 +171,11 @@ export function similarity3d(src: ArrayLike<number>, dst: ArrayLike<number>, cou
   if (src.length < count * 3 || dst.length < count * 3) throw new TypeError('similarity3d: not enough points');
   const cs = [0, 0, 0];
   const cd = [0, 0, 0];
-  for (let i = 0; i < count; i++) for (let k = 0; k < 3; k++) {
-    cs[k]! += src[3 * i + k]!;
-    cd[k]! += dst[3 * i + k]!;
-  }
+  for (let i = 0; i < count; i++)
+    for (let k = 0; k < 3; k++) {
+      cs[k]! += src[3 * i + k]!;
+      cd[k]! += dst[3 * i + k]!;
+    }
   for (let k = 0; k < 3; k++) {
     cs[k]! /= count;
     cd[k]! /= count;
@@ -192,28 +194,52 @@ export function similarity3d(src: ArrayLike<number>, dst: ArrayLike<number>, cou
   if (!(ss > 0)) throw new TypeError('similarity3d: degenerate points');
   const [sxx, sxy, sxz, syx, syy, syz, szx, szy, szz] = S as unknown as number[];
   const N = new Float64Array([
-    sxx! + syy! + szz!, syz! - szy!, szx! - sxz!, sxy! - syx!,
-    syz! - szy!, sxx! - syy! - szz!, sxy! + syx!, szx! + sxz!,
-    szx! - sxz!, sxy! + syx!, -sxx! + syy! - szz!, syz! + szy!,
-    sxy! - syx!, szx! + sxz!, syz! + szy!, -sxx! - syy! + szz!,
+    sxx! + syy! + szz!,
+    syz! - szy!,
+    szx! - sxz!,
+    sxy! - syx!,
+    syz! - szy!,
+    sxx! - syy! - szz!,
+    sxy! + syx!,
+    szx! + sxz!,
+    szx! - sxz!,
+    sxy! + syx!,
+    -sxx! + syy! - szz!,
+    syz! + szy!,
+    sxy! - syx!,
+    szx! + sxz!,
+    syz! + szy!,
+    -sxx! - syy! + szz!,
   ]);
   const [q0, qx, qy, qz] = topEigenvector4(N);
   const r = new Float64Array([
-    q0 * q0 + qx * qx - qy * qy - qz * qz, 2 * (qx * qy - q0 * qz), 2 * (qx * qz + q0 * qy),
-    2 * (qy * qx + q0 * qz), q0 * q0 - qx * qx + qy * qy - qz * qz, 2 * (qy * qz - q0 * qx),
-    2 * (qz * qx - q0 * qy), 2 * (qz * qy + q0 * qx), q0 * q0 - qx * qx - qy * qy + qz * qz,
+    q0 * q0 + qx * qx - qy * qy - qz * qz,
+    2 * (qx * qy - q0 * qz),
+    2 * (qx * qz + q0 * qy),
+    2 * (qy * qx + q0 * qz),
+    q0 * q0 - qx * qx + qy * qy - qz * qz,
+    2 * (qy * qz - q0 * qx),
+    2 * (qz * qx - q0 * qy),
+    2 * (qz * qy + q0 * qx),
+    q0 * q0 - qx * qx - qy * qy + qz * qz,
   ]);
   // Scale: Σ y·(R x) / Σ |x|².
   let num = 0;
   for (let a = 0; a < 3; a++) for (let b = 0; b < 3; b++) num += r[a * 3 + b]! * S[b * 3 + a]!;
   const s = num / ss;
   const t: [number, number, number] = [0, 0, 0];
-  for (let a = 0; a < 3; a++) t[a] = cd[a]! - s * (r[a * 3]! * cs[0]! + r[a * 3 + 1]! * cs[1]! + r[a * 3 + 2]! * cs[2]!);
+  for (let a = 0; a < 3; a++)
+    t[a] = cd[a]! - s * (r[a * 3]! * cs[0]! + r[a * 3 + 1]! * cs[1]! + r[a * 3 + 2]! * cs[2]!);
   return { s, r, t };
 }
 
 /** Applies a similarity to the first `count` points (flat x, y, z). */
-export function applySimilarity3d(tf: Similarity3, pts: ArrayLike<number>, count = MESH_FACE_POINTS, out?: Float64Array): Float64Array {
+export function applySimilarity3d(
+  tf: Similarity3,
+  pts: ArrayLike<number>,
+  count = MESH_FACE_POINTS,
+  out?: Float64Array,
+): Float64Array {
   const o = out ?? new Float64Array(count * 3);
   const { s, r, t } = tf;
   for (let i = 0; i < count; i++) {
@@ -231,11 +257,20 @@ export function applySimilarity3d(tf: Similarity3, pts: ArrayLike<number>, count
  * axes), position and size are removed; what is left is the difference in expression (and face shape). With `points`
  * the mean is taken over those points only (e.g. MESH_LIPS), the alignment staying the same.
  */
-export function alignedMeshDistance(out: ArrayLike<number>, truth: ArrayLike<number>, points?: readonly number[]): number {
+export function alignedMeshDistance(
+  out: ArrayLike<number>,
+  truth: ArrayLike<number>,
+  points?: readonly number[],
+): number {
   checkMesh(out, 'output mesh');
   checkMesh(truth, 'truth mesh');
   const aligned = applySimilarity3d(similarity3d(out, truth), out);
-  const d = (i: number): number => Math.hypot(aligned[3 * i]! - truth[3 * i]!, aligned[3 * i + 1]! - truth[3 * i + 1]!, aligned[3 * i + 2]! - truth[3 * i + 2]!);
+  const d = (i: number): number =>
+    Math.hypot(
+      aligned[3 * i]! - truth[3 * i]!,
+      aligned[3 * i + 1]! - truth[3 * i + 1]!,
+      aligned[3 * i + 2]! - truth[3 * i + 2]!,
+    );
   let s = 0;
   if (points) for (const i of points) s += d(i);
   else for (let i = 0; i < MESH_FACE_POINTS; i++) s += d(i);
@@ -256,8 +291,13 @@ export function expressionMotion(m: ArrayLike<number>, ref: ArrayLike<number>, f
   const aligned = applySimilarity3d(similarity3d(m, ref), m);
   const o = new Float64Array(MESH_FACE_POINTS * 3);
   for (let i = 0; i < MESH_FACE_POINTS; i++) {
-    const v = [(aligned[3 * i]! - ref[3 * i]!) / d, (aligned[3 * i + 1]! - ref[3 * i + 1]!) / d, (aligned[3 * i + 2]! - ref[3 * i + 2]!) / d];
-    for (let a = 0; a < 3; a++) o[3 * i + a] = frame ? frame[a * 3]! * v[0]! + frame[a * 3 + 1]! * v[1]! + frame[a * 3 + 2]! * v[2]! : v[a]!;
+    const v = [
+      (aligned[3 * i]! - ref[3 * i]!) / d,
+      (aligned[3 * i + 1]! - ref[3 * i + 1]!) / d,
+      (aligned[3 * i + 2]! - ref[3 * i + 2]!) / d,
+    ];
+    for (let a = 0; a < 3; a++)
+      o[3 * i + a] = frame ? frame[a * 3]! * v[0]! + frame[a * 3 + 1]! * v[1]! + frame[a * 3 + 2]! * v[2]! : v[a]!;
   }
   return o;
 }
@@ -266,7 +306,8 @@ export function expressionMotion(m: ArrayLike<number>, ref: ArrayLike<number>, f
 export function motionDistance3d(a: Float64Array, b: Float64Array, points?: readonly number[]): number {
   if (a.length !== b.length || a.length % 3) throw new TypeError('motions differ in length');
   const n = a.length / 3;
-  const d = (i: number): number => Math.hypot(a[3 * i]! - b[3 * i]!, a[3 * i + 1]! - b[3 * i + 1]!, a[3 * i + 2]! - b[3 * i + 2]!);
+  const d = (i: number): number =>
+    Math.hypot(a[3 * i]! - b[3 * i]!, a[3 * i + 1]! - b[3 * i + 1]!, a[3 * i + 2]! - b[3 * i + 2]!);
   let s = 0;
   if (points) {
     for (const i of points) {
@@ -327,7 +368,9 @@ export function irisPosition(m: ArrayLike<number>): { x: number; y: number } {
     const uy = q[1] - p[1];
     const w2 = ux * ux + uy * uy;
     if (!(w2 > 0)) continue;
-    const iris = irises.reduce((best, c) => (Math.hypot(c[0] - cx, c[1] - cy) < Math.hypot(best[0] - cx, best[1] - cy) ? c : best));
+    const iris = irises.reduce((best, c) =>
+      Math.hypot(c[0] - cx, c[1] - cy) < Math.hypot(best[0] - cx, best[1] - cy) ? c : best,
+    );
     const dx = iris[0] - cx;
     const dy = iris[1] - cy;
     sx += (dx * ux + dy * uy) / w2;

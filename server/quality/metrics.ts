@@ -254,12 +254,21 @@ export function angleDiff(a: number, b: number): number {
 }
 
 /** Head pose error: mean of |Δyaw|, |Δpitch|, |Δroll| in degrees. */
-export function poseErrorDeg(a: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>, b: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>): number {
-  return (Math.abs(angleDiff(a.yaw, b.yaw)) + Math.abs(angleDiff(a.pitch, b.pitch)) + Math.abs(angleDiff(a.roll, b.roll))) / 3;
+export function poseErrorDeg(
+  a: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>,
+  b: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>,
+): number {
+  return (
+    (Math.abs(angleDiff(a.yaw, b.yaw)) + Math.abs(angleDiff(a.pitch, b.pitch)) + Math.abs(angleDiff(a.roll, b.roll))) /
+    3
+  );
 }
 
 /** Pose change from a reference pose (yaw, pitch, roll differences in degrees). */
-export function poseDelta(p: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>, ref: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>): {
+export function poseDelta(
+  p: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>,
+  ref: Pick<HeadPose, 'yaw' | 'pitch' | 'roll'>,
+): {
   yaw: number;
   pitch: number;
   roll: number;
@@ -307,7 +316,12 @@ function paddedBox(lm: ArrayLike<number>, from: number, to: number, pad: number,
   }
   const p = Math.max(2, (x1 - x0) * pad);
   const clamp = (v: number): number => Math.max(0, Math.min(size, v));
-  return { x0: clamp(Math.floor(x0 - p)), y0: clamp(Math.floor(y0 - p)), x1: clamp(Math.ceil(x1 + p) + 1), y1: clamp(Math.ceil(y1 + p) + 1) };
+  return {
+    x0: clamp(Math.floor(x0 - p)),
+    y0: clamp(Math.floor(y0 - p)),
+    x1: clamp(Math.ceil(x1 + p) + 1),
+    y1: clamp(Math.ceil(y1 + p) + 1),
+  };
 }
 
 /**

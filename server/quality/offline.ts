@@ -38,7 +38,12 @@ export interface OfflineOptions {
   /** Frames to use from the clip after `startFrame` (including the portrait frame in 'first-frame' mode); default all. */
   maxFrames?: number;
   /** Called once the portrait is prepared, before the first frame. */
-  onPrepared?: (ctx: { portrait: RgbImage; prepared: PreparedPortrait; info: VideoInfo; frames: number }) => void | Promise<void>;
+  onPrepared?: (ctx: {
+    portrait: RgbImage;
+    prepared: PreparedPortrait;
+    info: VideoInfo;
+    frames: number;
+  }) => void | Promise<void>;
   /** Called for each rendered frame, in order; awaited before the next frame is decoded further. */
   onFrame: (frame: OfflineFrame) => void | Promise<void>;
   /** Checked between frames: returning true stops the run early (e.g. on SIGINT). */
@@ -66,7 +71,12 @@ export interface OfflineResult {
 
 /** How many frames a run over `info` renders (the clip's count after startFrame, capped by maxFrames, minus the
  * portrait frame). */
-export function plannedFrames(info: VideoInfo, startFrame: number, maxFrames: number | undefined, firstFrameIsPortrait: boolean): number {
+export function plannedFrames(
+  info: VideoInfo,
+  startFrame: number,
+  maxFrames: number | undefined,
+  firstFrameIsPortrait: boolean,
+): number {
   const left = Math.max(0, info.frameCount - startFrame);
   const used = maxFrames === undefined ? left : Math.min(left, maxFrames);
   return Math.max(0, used - (firstFrameIsPortrait ? 1 : 0));
@@ -111,7 +121,12 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
     prepareMs = performance.now() - tp;
     out = createI420(prepared.width, prepared.height);
     outRgb = createRgb(prepared.width, prepared.height);
-    await opts.onPrepared?.({ portrait: p, prepared, info, frames: plannedFrames(info, start, opts.maxFrames, selfMode) });
+    await opts.onPrepared?.({
+      portrait: p,
+      prepared,
+      info,
+      frames: plannedFrames(info, start, opts.maxFrames, selfMode),
+    });
   };
 
   try {
@@ -146,7 +161,15 @@ export async function runOffline(opts: OfflineOptions): Promise<OfflineResult> {
       if ((stats.folds ?? 0) > 0) foldFrames++;
       if (stats.foldFixed) foldFixedFrames++;
       i420ToRgb(out!, outRgb);
-      await opts.onFrame({ index: f.index, timestampMs, driving: rgb, output: outRgb!, outputI420: out!, stats, renderMs: ms });
+      await opts.onFrame({
+        index: f.index,
+        timestampMs,
+        driving: rgb,
+        output: outRgb!,
+        outputI420: out!,
+        stats,
+        renderMs: ms,
+      });
     }
   } finally {
     // Ends the decoder when we stopped early or a callback threw.

@@ -100,7 +100,8 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
     const owner = opts.owner ?? 'operator';
     // A room animates only its owner's portraits (another owner's id is NOT_FOUND).
     if (opts.portraitId !== undefined) portraits.get(opts.portraitId, owner);
-    if (this.#entries.size + this.#creating >= config.maxRooms) throw new AppError('ROOM_BUSY', 'too many rooms are open; try again later');
+    if (this.#entries.size + this.#creating >= config.maxRooms)
+      throw new AppError('ROOM_BUSY', 'too many rooms are open; try again later');
     const roomId = randomBytes(9).toString('base64url');
     this.#creating++;
     let room: Room;
@@ -115,7 +116,9 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
         workers: this.#opts.workers ?? null,
         loadPortrait: (id) => portraits.loadRgb(id, owner),
         onPortraitUsed: (id) => {
-          portraits.markUsed(id, roomId).catch((err: unknown) => log.warn('consent log write failed', { roomId, portraitId: id, err }));
+          portraits
+            .markUsed(id, roomId)
+            .catch((err: unknown) => log.warn('consent log write failed', { roomId, portraitId: id, err }));
         },
       });
       if (opts.portraitId !== undefined) {
@@ -164,7 +167,8 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
   /** Refuses a link of a room whose links were revoked after it was signed. @throws AppError('TOKEN_REVOKED') */
   checkLink(roomId: string, v: number | undefined): void {
     const e = this.#entries.get(roomId);
-    if (e && (v ?? 0) !== e.linkVersion) throw new AppError('TOKEN_REVOKED', 'this room link was revoked by the room\'s owner');
+    if (e && (v ?? 0) !== e.linkVersion)
+      throw new AppError('TOKEN_REVOKED', "this room link was revoked by the room's owner");
   }
 
   /** Revokes every link of a room (performer and viewer); returns the new version. @throws ROOM_NOT_FOUND */

@@ -20,13 +20,7 @@ import type { ClusterNode } from '../cluster/node.js';
 import type { RelayEvents, RelayRoom } from '../cluster/relay.js';
 import type { Room, RoomEvents } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';
-import type {
-  ClientToServerEvents,
-  JoinResponse,
-  Result,
-  Role,
-  ServerToClientEvents,
-} from '../types/protocol.js';
+import type { ClientToServerEvents, JoinResponse, Result, Role, ServerToClientEvents } from '../types/protocol.js';
 import {
   validateEmpty,
   validateIce,
@@ -42,7 +36,8 @@ import {
 
 /** Per-socket state, fixed by `join`. */
 /** What signaling forwards to a room's sockets, as rooms (RoomEvents) and relays (RelayEvents) emit it. */
-type ForwardedRoomEvents = Pick<RoomEvents, 'stats' | 'failure' | 'viewersReset' | 'close'> & Pick<RelayEvents, 'roomInfo'>;
+type ForwardedRoomEvents = Pick<RoomEvents, 'stats' | 'failure' | 'viewersReset' | 'close'> &
+  Pick<RelayEvents, 'roomInfo'>;
 
 export interface SocketData {
   roomId?: string;
@@ -116,7 +111,7 @@ export class SignalingServer {
     for (const id of ids ? [...ids] : []) {
       const s = this.#io.of('/').sockets.get(id);
       if (!s || (s.data.linkVersion ?? 0) >= version) continue;
-      s.emit('failure', { code: 'TOKEN_REVOKED', message: 'this room link was revoked by the room\'s owner' });
+      s.emit('failure', { code: 'TOKEN_REVOKED', message: "this room link was revoked by the room's owner" });
       s.emit('closed', { reason: 'links-revoked' });
       s.disconnect(true);
     }
@@ -181,7 +176,8 @@ export class SignalingServer {
             const data = await handler(payload);
             reply({ ok: true, data: data === undefined ? null : data });
           } catch (err) {
-            if (!(err instanceof AppError)) this.#log.error('signaling handler failed', { event, socket: socket.id, err });
+            if (!(err instanceof AppError))
+              this.#log.error('signaling handler failed', { event, socket: socket.id, err });
             else this.#log.debug('signaling request refused', { event, socket: socket.id, code: err.code });
             reply({ ok: false, error: toPublicError(err) });
           } finally {
@@ -209,7 +205,8 @@ export class SignalingServer {
     const local = (): Joined & { room: Room } => {
       const j = joined();
       const room = this.#registry.get(j.roomId);
-      if (room !== j.room || !room) throw new AppError('UNSUPPORTED', 'this room is relayed through the SFU here: use sfu:* messages');
+      if (room !== j.room || !room)
+        throw new AppError('UNSUPPORTED', 'this room is relayed through the SFU here: use sfu:* messages');
       return { ...j, room };
     };
     const sfu = (): Joined => {
@@ -225,13 +222,15 @@ export class SignalingServer {
       let room: Room | RelayRoom | undefined = this.#registry.get(tok.room);
       if ((!room || room.closed) && this.#cluster) {
         // Another node owns it: viewers get a relay, a performer is told where the room runs.
-        room = tok.role === 'performer' ? await this.#cluster.redirect(tok.room) : await this.#cluster.viewerRoom(tok.room);
+        room =
+          tok.role === 'performer' ? await this.#cluster.redirect(tok.room) : await this.#cluster.viewerRoom(tok.room);
       }
       if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
       if (socket.data.roomId) throw new InvalidStateError('already joined');
       // A revoked link: the room's owner made new ones.
       if (this.#registry.get(tok.room)) this.#registry.checkLink(tok.room, tok.v);
-      else if ((tok.v ?? 0) !== (room as RelayRoom).linkVersion) throw new AppError('TOKEN_REVOKED', 'this room link was revoked by the room\'s owner');
+      else if ((tok.v ?? 0) !== (room as RelayRoom).linkVersion)
+        throw new AppError('TOKEN_REVOKED', "this room link was revoked by the room's owner");
       socket.data = { roomId: tok.room, role: tok.role, linkVersion: tok.v ?? 0 };
       void socket.join(roomKey(tok.room));
       if (tok.role === 'performer') {
@@ -246,9 +245,17 @@ export class SignalingServer {
         }
       }
       this.#log.info('socket joined', { roomId: tok.room, role: tok.role, socket: socket.id });
-      const res: JoinResponse = { role: tok.role, room: room.info, fanout: room.fanoutKind, iceServers: this.#config.media.iceServers };
+      const res: JoinResponse = {
+        role: tok.role,
+        room: room.info,
+        fanout: room.fanoutKind,
+        iceServers: this.#config.media.iceServers,
+      };
       if (tok.role === 'performer') {
-        const viewerToken = signToken({ room: tok.room, role: 'viewer', exp: tok.exp, v: tok.v ?? 0 }, this.#config.tokenSecret);
+        const viewerToken = signToken(
+          { room: tok.room, role: 'viewer', exp: tok.exp, v: tok.v ?? 0 },
+          this.#config.tokenSecret,
+        );
         res.viewerPath = `/view?room=${encodeURIComponent(tok.room)}&token=${encodeURIComponent(viewerToken)}`;
       }
       return res;
@@ -267,13 +274,17 @@ export class SignalingServer {
     on('view', async (p) => {
       const req = validateView(p);
       const { room } = local();
-      if (room.fanoutKind !== 'direct') throw new AppError('UNSUPPORTED', 'this room uses the SFU fan-out: use sfu:* messages');
+      if (room.fanoutKind !== 'direct')
+        throw new AppError('UNSUPPORTED', 'this room uses the SFU fan-out: use sfu:* messages');
       return { sdp: await room.addViewer(socket.id, req.sdp) };
     });
     on('ice', async (p) => {
       const req = validateIce(p);
       const { room } = req.target === 'publish' ? performer() : local();
-      await room.addIceCandidate(req.target === 'publish' ? { kind: 'publish' } : { kind: 'view', viewerId: socket.id }, req.candidate);
+      await room.addIceCandidate(
+        req.target === 'publish' ? { kind: 'publish' } : { kind: 'view', viewerId: socket.id },
+        req.candidate,
+      );
       return null;
     });
     on('setPortrait', async (p) => {

@@ -81,10 +81,12 @@ export function validateJoin(v: unknown): JoinRequest {
  */
 export function validateSdp(v: unknown, expectedType: SessionDescription['type']): SessionDescription {
   if (!isRecord(v)) throw new AppError('INVALID_SDP', 'sdp must be an object {type, sdp}');
-  for (const k of Object.keys(v)) if (k !== 'type' && k !== 'sdp') throw new AppError('INVALID_SDP', `sdp: unknown field "${k}"`);
+  for (const k of Object.keys(v))
+    if (k !== 'type' && k !== 'sdp') throw new AppError('INVALID_SDP', `sdp: unknown field "${k}"`);
   if (v.type !== expectedType) throw new AppError('INVALID_SDP', `sdp.type must be "${expectedType}"`);
   const sdp = v.sdp;
-  if (typeof sdp !== 'string' || sdp.length === 0) throw new AppError('INVALID_SDP', 'sdp.sdp must be a non-empty string');
+  if (typeof sdp !== 'string' || sdp.length === 0)
+    throw new AppError('INVALID_SDP', 'sdp.sdp must be a non-empty string');
   if (sdp.length > MAX_SDP_LENGTH) throw new AppError('INVALID_SDP', 'sdp too large');
   if (sdp.includes('\0')) throw new AppError('INVALID_SDP', 'sdp contains NUL');
   const lines = sdp.split(/\r?\n/);
@@ -94,7 +96,8 @@ export function validateSdp(v: unknown, expectedType: SessionDescription['type']
   for (const line of lines) {
     if (!/^[a-z]=/.test(line)) throw new AppError('INVALID_SDP', 'sdp has a malformed line');
     if (line.startsWith('m=')) {
-      if (!/^m=(audio|video|application) \d+ [A-Z/]+( \S+)+$/.test(line)) throw new AppError('INVALID_SDP', 'sdp has a malformed m= line');
+      if (!/^m=(audio|video|application) \d+ [A-Z/]+( \S+)+$/.test(line))
+        throw new AppError('INVALID_SDP', 'sdp has a malformed m= line');
       media++;
     }
   }
@@ -120,14 +123,19 @@ function candidate(v: unknown): IceCandidate | null {
   if (typeof o.candidate !== 'string' || o.candidate.length > MAX_CANDIDATE_LENGTH) {
     bad(`ice.candidate.candidate must be a string of at most ${MAX_CANDIDATE_LENGTH} characters`);
   }
-  if (o.candidate !== '' && !/^(a=)?candidate:\S+ \d+ \S+ \d+ \S+ \d+ typ \S+/.test(o.candidate)) bad('ice.candidate.candidate is malformed');
+  if (o.candidate !== '' && !/^(a=)?candidate:\S+ \d+ \S+ \d+ \S+ \d+ typ \S+/.test(o.candidate))
+    bad('ice.candidate.candidate is malformed');
   const out: IceCandidate = { candidate: o.candidate };
   if (o.sdpMid !== undefined) {
-    if (o.sdpMid !== null && (typeof o.sdpMid !== 'string' || o.sdpMid.length > 64)) bad('ice.candidate.sdpMid must be a short string or null');
+    if (o.sdpMid !== null && (typeof o.sdpMid !== 'string' || o.sdpMid.length > 64))
+      bad('ice.candidate.sdpMid must be a short string or null');
     out.sdpMid = o.sdpMid;
   }
   if (o.sdpMLineIndex !== undefined) {
-    if (o.sdpMLineIndex !== null && (!Number.isInteger(o.sdpMLineIndex) || (o.sdpMLineIndex as number) < 0 || (o.sdpMLineIndex as number) > 64)) {
+    if (
+      o.sdpMLineIndex !== null &&
+      (!Number.isInteger(o.sdpMLineIndex) || (o.sdpMLineIndex as number) < 0 || (o.sdpMLineIndex as number) > 64)
+    ) {
       bad('ice.candidate.sdpMLineIndex must be a small integer or null');
     }
     out.sdpMLineIndex = o.sdpMLineIndex as number | null;
@@ -149,11 +157,19 @@ export function validateSetPortrait(v: unknown): SetPortraitRequest {
 
 /** Validates a partial AvatarSettings: known keys only, each with its type and range. */
 export function validateSettings(v: unknown): Partial<AvatarSettings> {
-  const o = object(v, 'settings', ['expressionStrength', 'headMotion', 'eyeRetargeting', 'lipRetargeting', 'poseMode', 'steps']);
+  const o = object(v, 'settings', [
+    'expressionStrength',
+    'headMotion',
+    'eyeRetargeting',
+    'lipRetargeting',
+    'poseMode',
+    'steps',
+  ]);
   const out: Partial<AvatarSettings> = {};
   if (o.expressionStrength !== undefined) {
     const n = o.expressionStrength;
-    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 2) bad('settings.expressionStrength must be a number in 0..2');
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 2)
+      bad('settings.expressionStrength must be a number in 0..2');
     out.expressionStrength = n;
   }
   for (const k of ['headMotion', 'eyeRetargeting', 'lipRetargeting'] as const) {
@@ -163,7 +179,8 @@ export function validateSettings(v: unknown): Partial<AvatarSettings> {
     }
   }
   if (o.poseMode !== undefined) {
-    if (o.poseMode !== 'relative' && o.poseMode !== 'absolute') bad('settings.poseMode must be "relative" or "absolute"');
+    if (o.poseMode !== 'relative' && o.poseMode !== 'absolute')
+      bad('settings.poseMode must be "relative" or "absolute"');
     out.poseMode = o.poseMode;
   }
   if (o.steps !== undefined) {
@@ -183,12 +200,18 @@ export function validateSetSettings(v: unknown): SetSettingsRequest {
 
 export function validateSfuConnect(v: unknown): SfuConnectRequest {
   const o = object(v, 'sfu:connect', ['transportId', 'dtlsParameters']);
-  return { transportId: str(o.transportId, 'sfu:connect.transportId', 128, ID_RE), dtlsParameters: blob(o.dtlsParameters, 'sfu:connect.dtlsParameters') };
+  return {
+    transportId: str(o.transportId, 'sfu:connect.transportId', 128, ID_RE),
+    dtlsParameters: blob(o.dtlsParameters, 'sfu:connect.dtlsParameters'),
+  };
 }
 
 export function validateSfuConsume(v: unknown): SfuConsumeRequest {
   const o = object(v, 'sfu:consume', ['transportId', 'rtpCapabilities']);
-  return { transportId: str(o.transportId, 'sfu:consume.transportId', 128, ID_RE), rtpCapabilities: blob(o.rtpCapabilities, 'sfu:consume.rtpCapabilities') };
+  return {
+    transportId: str(o.transportId, 'sfu:consume.transportId', 128, ID_RE),
+    rtpCapabilities: blob(o.rtpCapabilities, 'sfu:consume.rtpCapabilities'),
+  };
 }
 
 export function validateSfuResume(v: unknown): SfuResumeRequest {

@@ -33,7 +33,10 @@ export class PersonSegmenter {
     const shape = model.inputs[0]?.shape ?? [];
     const side = shape[1];
     if (shape.length !== 4 || typeof side !== 'number' || shape[2] !== side || shape[3] !== 3)
-      throw new AppError('FACE_MODEL_INVALID', `${path.basename(model.file)}: expected a square NHWC RGB input, got [${shape.join(', ')}]`);
+      throw new AppError(
+        'FACE_MODEL_INVALID',
+        `${path.basename(model.file)}: expected a square NHWC RGB input, got [${shape.join(', ')}]`,
+      );
     this.#size = side;
     this.#input = model.inputNames[0]!;
     this.#output = model.outputNames[0]!;
@@ -71,7 +74,8 @@ export class PersonSegmenter {
     const res = this.#model.run({ [this.#input]: new Tensor('float32', x, [1, n, n, 3]) }, { [this.#output]: null });
     const out = res[this.#output]!;
     const data = Float32Array.from(out.data as Float32Array);
-    if (data.length !== n * n) throw new AppError('FACE_MODEL_INVALID', `selfie.onnx: expected ${n * n} outputs, got ${data.length}`);
+    if (data.length !== n * n)
+      throw new AppError('FACE_MODEL_INVALID', `selfie.onnx: expected ${n * n} outputs, got ${data.length}`);
     for (let i = 0; i < data.length; i++) data[i] = Number.isFinite(data[i]!) ? Math.min(1, Math.max(0, data[i]!)) : 0;
     return { size: n, data };
   }

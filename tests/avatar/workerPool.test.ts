@@ -31,8 +31,18 @@ function pool(opts: Partial<ConstructorParameters<typeof AvatarWorkerPool>[0]> =
   return p;
 }
 
-async function open(engine: string, extra: Partial<EngineOptions>, opts: Partial<Parameters<typeof AvatarSession.create>[0]> = {}): Promise<AvatarSession> {
-  const s = await AvatarSession.create({ engine, engineOptions: { ...base, ...extra }, initTimeoutMs: 20_000, log, ...opts });
+async function open(
+  engine: string,
+  extra: Partial<EngineOptions>,
+  opts: Partial<Parameters<typeof AvatarSession.create>[0]> = {},
+): Promise<AvatarSession> {
+  const s = await AvatarSession.create({
+    engine,
+    engineOptions: { ...base, ...extra },
+    initTimeoutMs: 20_000,
+    log,
+    ...opts,
+  });
   sessions.push(s);
   return s;
 }
@@ -85,7 +95,11 @@ describe('AvatarWorkerPool (real worker threads)', () => {
   });
 
   it('restart budget: a crash loop spends the burst and stops the session; crashes the bucket refills for do not', async () => {
-    const loop = await open('passthrough', {}, { maxRestarts: 2, restartRefillMs: 3_600_000, engineWrapper: testEngine({ crashAfterFrames: 1 }) });
+    const loop = await open(
+      'passthrough',
+      {},
+      { maxRestarts: 2, restartRefillMs: 3_600_000, engineWrapper: testEngine({ crashAfterFrames: 1 }) },
+    );
     await loop.prepare(await loadPortrait());
     const failures: string[] = [];
     loop.on('failure', (e: Error) => failures.push(e.message));
@@ -94,7 +108,11 @@ describe('AvatarWorkerPool (real worker threads)', () => {
     expect(failures.at(-1)).toMatch(/crashed repeatedly and was stopped/);
 
     // One token back every millisecond: an engine that crashes now and then is restarted every time.
-    const periodic = await open('passthrough', {}, { maxRestarts: 1, restartRefillMs: 1, pool: pool(), engineWrapper: testEngine({ crashAfterFrames: 2 }) });
+    const periodic = await open(
+      'passthrough',
+      {},
+      { maxRestarts: 1, restartRefillMs: 1, pool: pool(), engineWrapper: testEngine({ crashAfterFrames: 2 }) },
+    );
     await periodic.prepare(await loadPortrait());
     await drive(periodic, () => periodic.restarts >= 4, 'four restarts');
     expect(periodic.failed).toBe(false);
@@ -122,7 +140,9 @@ describe('AvatarWorkerPool (real worker threads)', () => {
     expect(b.pushFrame(makeI420(320, 240))).toBe(-1);
     const prepared = await b.prepare(other);
     const sizes: string[] = [];
-    b.on('frame', (f: { frame: { width: number; height: number } }) => sizes.push(`${f.frame.width}x${f.frame.height}`));
+    b.on('frame', (f: { frame: { width: number; height: number } }) =>
+      sizes.push(`${f.frame.width}x${f.frame.height}`),
+    );
     await drive(b, () => sizes.length >= 2, 'frames in the second session');
     expect(new Set(sizes)).toEqual(new Set([`${prepared.width}x${prepared.height}`]));
 
@@ -155,7 +175,9 @@ describe('default engine: PortraitCache (real ONNX, real tracker)', () => {
       createTracker: () => vision.createTracker(),
     };
     const modelPack = path.join(projectRoot, 'models', 'default');
-    const engines = await Promise.all([0, 1, 2].map((i) => DefaultEngine.create({ modelPack, vision: counting, outputSize: i === 2 ? 256 : 512 })));
+    const engines = await Promise.all(
+      [0, 1, 2].map((i) => DefaultEngine.create({ modelPack, vision: counting, outputSize: i === 2 ? 256 : 512 })),
+    );
     const [a, b, small] = engines as [DefaultEngine, DefaultEngine, DefaultEngine];
     try {
       const portrait = await loadPortrait();

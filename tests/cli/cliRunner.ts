@@ -47,7 +47,9 @@ export interface ProbedStream {
 
 /** ffprobe's streams of a file, with an exact decoded frame count for video (-count_frames). */
 export function ffprobeStreams(file: string): ProbedStream[] {
-  const res = spawnSync('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-of', 'json', file], { encoding: 'utf8' });
+  const res = spawnSync('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-of', 'json', file], {
+    encoding: 'utf8',
+  });
   if (res.status !== 0) throw new Error(`ffprobe failed on ${file}: ${res.stderr}`);
   return (JSON.parse(res.stdout) as { streams: ProbedStream[] }).streams;
 }

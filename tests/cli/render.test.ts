@@ -20,7 +20,21 @@ const portrait = portraitFile('real_woman_dark_hair.png');
 describe('avatar render (subprocess)', () => {
   it('writes a playable mp4 with the right frame count, size and the clip audio', async () => {
     const out = path.join(dir, 'out.mp4');
-    const r = await runCli(['render', '--portrait', portrait, '--driving', clip, '--out', out, '--engine', 'portrait', '--max-frames', '30', '--size', '256']);
+    const r = await runCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      clip,
+      '--out',
+      out,
+      '--engine',
+      'portrait',
+      '--max-frames',
+      '30',
+      '--size',
+      '256',
+    ]);
     expect(r.stderr).toContain('30/30 frames');
     expect(r.code, r.stderr).toBe(0);
     const streams = ffprobeStreams(out);
@@ -34,31 +48,81 @@ describe('avatar render (subprocess)', () => {
     expect((await readdir(dir)).sort()).toEqual(['out.mp4', 'out.mp4.provenance.json']);
   });
 
-  it('the default engine animates a real portrait into a playable mp4 with the clip audio', { timeout: 180_000 }, async () => {
-    const out = path.join(dir, 'default.mp4');
-    const r = await runCli(['render', '--portrait', portrait, '--driving', clip, '--out', out, '--engine', 'default', '--start-frame', '55', '--max-frames', '20', '--size', '256']);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toContain('20/20 frames');
-    expect(r.stderr).toContain('engine default');
-    const streams = ffprobeStreams(out);
-    const video = streams.find((s) => s.codec_type === 'video');
-    expect(Number(video?.nb_read_frames)).toBe(20);
-    expect(video?.width).toBe(256);
-    expect(streams.some((s) => s.codec_type === 'audio')).toBe(true);
-  });
+  it(
+    'the default engine animates a real portrait into a playable mp4 with the clip audio',
+    { timeout: 180_000 },
+    async () => {
+      const out = path.join(dir, 'default.mp4');
+      const r = await runCli([
+        'render',
+        '--portrait',
+        portrait,
+        '--driving',
+        clip,
+        '--out',
+        out,
+        '--engine',
+        'default',
+        '--start-frame',
+        '55',
+        '--max-frames',
+        '20',
+        '--size',
+        '256',
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('20/20 frames');
+      expect(r.stderr).toContain('engine default');
+      const streams = ffprobeStreams(out);
+      const video = streams.find((s) => s.codec_type === 'video');
+      expect(Number(video?.nb_read_frames)).toBe(20);
+      expect(video?.width).toBe(256);
+      expect(streams.some((s) => s.codec_type === 'audio')).toBe(true);
+    },
+  );
 
-  it('the default engine refuses a portrait without a face, naming the file, and writes nothing', { timeout: 120_000 }, async () => {
-    const out = path.join(dir, 'dog.mp4');
-    const dog = portraitFile('animal_shiba_dog.png');
-    const r = await runCli(['render', '--portrait', dog, '--driving', clip, '--out', out, '--engine', 'default', '--max-frames', '5']);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`[NO_FACE] no face found in the portrait ${dog}`);
-    expect(await readdir(dir)).toEqual([]);
-  });
+  it(
+    'the default engine refuses a portrait without a face, naming the file, and writes nothing',
+    { timeout: 120_000 },
+    async () => {
+      const out = path.join(dir, 'dog.mp4');
+      const dog = portraitFile('animal_shiba_dog.png');
+      const r = await runCli([
+        'render',
+        '--portrait',
+        dog,
+        '--driving',
+        clip,
+        '--out',
+        out,
+        '--engine',
+        'default',
+        '--max-frames',
+        '5',
+      ]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`[NO_FACE] no face found in the portrait ${dog}`);
+      expect(await readdir(dir)).toEqual([]);
+    },
+  );
 
   it('writes no audio stream for a clip without audio, and says so', async () => {
     const out = path.join(dir, 'silent.mp4');
-    const r = await runCli(['render', '--portrait', portrait, '--driving', drivingClip('man_dreadlocks_talking_smile.mp4'), '--out', out, '--engine', 'portrait', '--max-frames', '12', '--size', '128']);
+    const r = await runCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      drivingClip('man_dreadlocks_talking_smile.mp4'),
+      '--out',
+      out,
+      '--engine',
+      'portrait',
+      '--max-frames',
+      '12',
+      '--size',
+      '128',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('audio none');
     const streams = ffprobeStreams(out);
@@ -68,11 +132,27 @@ describe('avatar render (subprocess)', () => {
 
   it('gives clear errors for bad inputs and leaves no output behind', async () => {
     const out = path.join(dir, 'x.mp4');
-    const missingPortrait = await runCli(['render', '--portrait', path.join(dir, 'nope.jpg'), '--driving', clip, '--out', out]);
+    const missingPortrait = await runCli([
+      'render',
+      '--portrait',
+      path.join(dir, 'nope.jpg'),
+      '--driving',
+      clip,
+      '--out',
+      out,
+    ]);
     expect(missingPortrait.code).toBe(1);
     expect(missingPortrait.stderr).toMatch(/\[NOT_FOUND\] portrait not found: .*nope\.jpg/);
 
-    const missingClip = await runCli(['render', '--portrait', portrait, '--driving', path.join(dir, 'nope.mp4'), '--out', out]);
+    const missingClip = await runCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      path.join(dir, 'nope.mp4'),
+      '--out',
+      out,
+    ]);
     expect(missingClip.code).toBe(1);
     expect(missingClip.stderr).toMatch(/driving clip not found/);
 
@@ -87,11 +167,29 @@ describe('avatar render (subprocess)', () => {
     expect(notMedia.code).toBe(1);
     expect(notMedia.stderr).toMatch(/UNSUPPORTED_MEDIA_TYPE/);
 
-    const badPortrait = await runCli(['render', '--portrait', garbage, '--driving', clip, '--out', out, '--engine', 'portrait']);
+    const badPortrait = await runCli([
+      'render',
+      '--portrait',
+      garbage,
+      '--driving',
+      clip,
+      '--out',
+      out,
+      '--engine',
+      'portrait',
+    ]);
     expect(badPortrait.code).toBe(1);
     expect(badPortrait.stderr).toMatch(/portrait is not a decodable image/);
 
-    const noOutDir = await runCli(['render', '--portrait', portrait, '--driving', clip, '--out', path.join(dir, 'no', 'such', 'x.mp4')]);
+    const noOutDir = await runCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      clip,
+      '--out',
+      path.join(dir, 'no', 'such', 'x.mp4'),
+    ]);
     expect(noOutDir.code).toBe(1);
     expect(noOutDir.stderr).toMatch(/folder for the output video does not exist/);
 
@@ -100,11 +198,31 @@ describe('avatar render (subprocess)', () => {
     expect(usage.stderr).toContain('--out is required');
     expect(usage.stderr).toContain('usage: avatar render');
 
-    const unknownEngine = await runCli(['render', '--portrait', portrait, '--driving', clip, '--out', out, '--engine', 'nope']);
+    const unknownEngine = await runCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      clip,
+      '--out',
+      out,
+      '--engine',
+      'nope',
+    ]);
     expect(unknownEngine.code).toBe(2);
     expect(unknownEngine.stderr).toMatch(/unknown engine "nope"/);
 
-    const badFrames = await runCli(['render', '--portrait', portrait, '--driving', clip, '--out', out, '--max-frames', '0']);
+    const badFrames = await runCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      clip,
+      '--out',
+      out,
+      '--max-frames',
+      '0',
+    ]);
     expect(badFrames.code).toBe(2);
     expect(badFrames.stderr).toMatch(/--max-frames must be a positive integer/);
 
@@ -113,9 +231,25 @@ describe('avatar render (subprocess)', () => {
 
   it('an interrupted render leaves neither the output nor its temporary file', async () => {
     const out = path.join(dir, 'long.mp4');
-    const r = startCli(['render', '--portrait', portrait, '--driving', drivingClip('woman_tongue_crossed_eyes_grimace.mp4'), '--out', out, '--engine', 'portrait', '--size', '128']);
+    const r = startCli([
+      'render',
+      '--portrait',
+      portrait,
+      '--driving',
+      drivingClip('woman_tongue_crossed_eyes_grimace.mp4'),
+      '--out',
+      out,
+      '--engine',
+      'portrait',
+      '--size',
+      '128',
+    ]);
     // The temporary file exists while rendering; interrupt once frames are flowing.
-    await waitFor(async () => r.stderr().includes('frames') && (await readdir(dir)).length > 0, 30_000, 'render progress');
+    await waitFor(
+      async () => r.stderr().includes('frames') && (await readdir(dir)).length > 0,
+      30_000,
+      'render progress',
+    );
     expect((await readdir(dir))[0]).toMatch(/^\.long\.partial-\d+\.mp4$/);
     r.proc.kill('SIGINT');
     const code = await r.done;

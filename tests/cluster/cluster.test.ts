@@ -23,18 +23,30 @@ import type { MediasoupRoom } from '../../server/media/mediasoupFanout.js';
 import type { JoinResponse } from '../../server/types/protocol.js';
 import { SocketSfuViewer } from '../helpers/sfuViewer.js';
 import { startRedis, haveRedis, type TestRedis } from '../helpers/redis.js';
-import { createTestRoom, repoRoot, startTestServer, TEST_API_KEY, TEST_TOKEN_SECRET, type TestRoom, type TestServer } from '../helpers/server.js';
+import {
+  createTestRoom,
+  repoRoot,
+  startTestServer,
+  TEST_API_KEY,
+  TEST_TOKEN_SECRET,
+  type TestRoom,
+  type TestServer,
+} from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
 
 const workerBin = process.env.MEDIASOUP_WORKER_BIN;
 const skip = !workerBin || !haveRedis;
-if (skip) console.log(`cluster tests skipped: ${!workerBin ? 'no mediasoup worker (MEDIASOUP_WORKER_BIN)' : 'no /usr/bin/redis-server'}`);
+if (skip)
+  console.log(
+    `cluster tests skipped: ${!workerBin ? 'no mediasoup worker (MEDIASOUP_WORKER_BIN)' : 'no /usr/bin/redis-server'}`,
+  );
 
 const HEARTBEAT_MS = 300;
 const TTL_MS = 1200;
 
-const createRoom = (baseUrl: string): Promise<TestRoom> => createTestRoom(baseUrl, portraitFile('real_woman_dark_hair.png'));
+const createRoom = (baseUrl: string): Promise<TestRoom> =>
+  createTestRoom(baseUrl, portraitFile('real_woman_dark_hair.png'));
 
 describe.skipIf(skip)('two nodes and a Redis room directory', () => {
   let redis: TestRedis;
@@ -90,7 +102,11 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
       viewers.push(v);
       await v.view();
     }
-    await waitFor(() => viewers.every((v) => v.frames >= 3 && v.width === 256), 30_000, 'frames on node B through the pipe');
+    await waitFor(
+      () => viewers.every((v) => v.frames >= 3 && v.width === 256),
+      30_000,
+      'frames on node B through the pipe',
+    );
     expect(b.server.rooms.size).toBe(0); // B runs no room of its own
     expect(b.server.cluster!.relays().map((r) => r.id)).toEqual([room.roomId]);
     expect(b.server.cluster!.relays()[0]!.viewerCount).toBe(2);
@@ -119,7 +135,11 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
     // B going away releases its pipe on A.
     for (const v of viewers.splice(0)) v.close();
     await b.stop();
-    await waitFor(() => (a.server.rooms.get(room.roomId)!.sfu as MediasoupRoom).pipeCount === 0, 10_000, 'pipe closed on A');
+    await waitFor(
+      () => (a.server.rooms.get(room.roomId)!.sfu as MediasoupRoom).pipeCount === 0,
+      10_000,
+      'pipe closed on A',
+    );
   });
 
   it('a node without an SFU redirects a viewer of another node’s room (WRONG_NODE)', async () => {
@@ -151,13 +171,26 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
     const pipePath = `/internal/pipe/${room.roomId}`;
     const body = JSON.stringify({ linkId: 'link-test-1', ip: '127.0.0.1', port: 40000 });
     const post = (headers: Record<string, string>, text = body): Promise<Response> =>
-      fetch(`${a.url}${pipePath}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: text });
+      fetch(`${a.url}${pipePath}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: text,
+      });
     const refused = async (res: Response): Promise<string> => {
       const j = (await res.json()) as { code?: string };
       return `${res.status} ${j.code ?? '?'}`;
     };
-    const sign = (opts: { secret?: string; now?: number; text?: string; path?: string } = {}): Record<string, string> => ({
-      [NODE_AUTH_HEADER]: signNodeRequest(opts.secret ?? TEST_TOKEN_SECRET, 'node-x', 'POST', opts.path ?? pipePath, opts.text ?? body, opts.now),
+    const sign = (
+      opts: { secret?: string; now?: number; text?: string; path?: string } = {},
+    ): Record<string, string> => ({
+      [NODE_AUTH_HEADER]: signNodeRequest(
+        opts.secret ?? TEST_TOKEN_SECRET,
+        'node-x',
+        'POST',
+        opts.path ?? pipePath,
+        opts.text ?? body,
+        opts.now,
+      ),
     });
 
     // Unsigned, malformed, signed with another secret, signed for another body or path, too old, from the future.
@@ -250,7 +283,9 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
       const t0 = Date.now();
       await waitFor(() => v.closedReason !== null, TTL_MS + 10 * HEARTBEAT_MS + 5000, 'viewer told the room ended');
       const lossMs = Date.now() - t0;
-      console.log(`node loss noticed by the viewer after ${lossMs} ms (ttl ${TTL_MS} ms, heartbeat ${HEARTBEAT_MS} ms)`);
+      console.log(
+        `node loss noticed by the viewer after ${lossMs} ms (ttl ${TTL_MS} ms, heartbeat ${HEARTBEAT_MS} ms)`,
+      );
       expect(v.closedReason).toBe('owner-lost');
       expect(v.failures.map((f) => f.code)).toContain('ROOM_OWNER_LOST');
       expect(await b.server.cluster!.directory.lookup(room.roomId)).toBeNull();

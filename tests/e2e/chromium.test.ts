@@ -512,152 +512,142 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
     expect(live.viewerCount).toBe(1);
   }, 120_000);
 
-  it(
-    'model-pack engine: the viewer sees the animated portrait, not the webcam, and it moves with the performer',
-    async () => {
-      const pPage = performer!.page;
-      const vPage = viewer!.page;
-      const s2 = await startTestServer({ avatar: { engine: 'default' } });
-      try {
-        const { portrait, out, roomId } = await goLive(s2.url, pPage, vPage);
-        const publisher = s2.server.rooms.get(roomId)!.parts.publisher;
+  it('model-pack engine: the viewer sees the animated portrait, not the webcam, and it moves with the performer', async () => {
+    const pPage = performer!.page;
+    const vPage = viewer!.page;
+    const s2 = await startTestServer({ avatar: { engine: 'default' } });
+    try {
+      const { portrait, out, roomId } = await goLive(s2.url, pPage, vPage);
+      const publisher = s2.server.rooms.get(roomId)!.parts.publisher;
 
-        // Sample the shown picture a few times while the driving face moves.
-        const portraitPng = await (await apiFetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
-        const portraitGray = await sharp(Buffer.from(portraitPng))
-          .resize(SMALL, SMALL, { fit: 'fill' })
-          .grayscale()
-          .raw()
-          .toBuffer();
-        const shots: number[][] = [];
-        const webcam: number[][] = [];
-        while (shots.length < 8) {
-          shots.push(await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL));
-          webcam.push(
-            await pPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#camera', n, n), SMALL),
-          );
-          const next = Date.now() + 400;
-          await waitFor(() => Date.now() >= next, 2000, 'sampling interval', 50);
-        }
-        const size = await vPage.evaluate(() => (window as unknown as Win).__avatar);
-        const decoded = await vPage.evaluate(async () =>
-          (await (window as unknown as Win).__probe.rtpStats())
-            .filter((r) => r.type === 'inbound-rtp' && r.kind === 'video')
-            .reduce((n, r) => n + r.frames, 0),
-        );
-        const sent = publisher.framesSent;
-        const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-        const corrPortrait = mean(shots.map((f) => correlation(f, portraitGray)));
-        const corrWebcam = mean(shots.map((f, i) => Math.abs(correlation(f, webcam[i]!))));
-        // Motion: the largest change between two consecutive samples (the still 'portrait' engine's median stays under
-        // STILL_MOTION, asserted in the case above).
-        const motion = Math.max(...changes(shots));
-        const result = {
-          engine: 'default',
-          presented: size.frames,
-          decoded,
-          sent,
-          size: { w: size.width, h: size.height },
-          corrPortrait: +corrPortrait.toFixed(3),
-          corrWebcam: +corrWebcam.toFixed(3),
-          motion: +motion.toFixed(2),
-        };
-        process.stdout.write(`e2e model pack: ${JSON.stringify(result)}\n`);
-
-        expect(size.frames).toBeLessThanOrEqual(decoded + 2);
-        expect(decoded).toBeLessThanOrEqual(sent);
-        expect({ w: size.width, h: size.height }).toEqual({ w: out.width, h: out.height });
-        expect(corrPortrait).toBeGreaterThan(0.6);
-        expect(corrPortrait - corrWebcam).toBeGreaterThan(0.2);
-        // The portrait moves with the performer (measured: ~7.8 here; the 'portrait' engine's still picture ~0.4).
-        expect(motion).toBeGreaterThan(STILL_MOTION);
-      } finally {
-        // Leave the second server before it stops, so that no page keeps reconnecting to it.
-        await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
-        await s2.stop();
+      // Sample the shown picture a few times while the driving face moves.
+      const portraitPng = await (await apiFetch(`${s2.url}/api/portraits/${portrait.id}/image`)).arrayBuffer();
+      const portraitGray = await sharp(Buffer.from(portraitPng))
+        .resize(SMALL, SMALL, { fit: 'fill' })
+        .grayscale()
+        .raw()
+        .toBuffer();
+      const shots: number[][] = [];
+      const webcam: number[][] = [];
+      while (shots.length < 8) {
+        shots.push(await vPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#video', n, n), SMALL));
+        webcam.push(await pPage.evaluate((n) => (window as unknown as Win).__probe.grayFrame('#camera', n, n), SMALL));
+        const next = Date.now() + 400;
+        await waitFor(() => Date.now() >= next, 2000, 'sampling interval', 50);
       }
-    },
-    180_000,
-  );
-
-  it(
-    'learned refiner asked for 1 step: the session runs 1 step, the engine reports refiner time on its frames',
-    async () => {
-      const pPage = performer!.page;
-      const vPage = viewer!.page;
-      const manifest = JSON.parse(readFileSync(path.join(refinerPackDir, 'manifest.json'), 'utf8')) as { steps: number };
-      // The refiner on at k = 1. On a busy machine the overload policy may lower the steps (to 0 from 1) once a window
-      // of frames took longer than the budget, by design (tests/avatar: stepsPolicy). So what is asserted is how the
-      // steps and the refiner's work go together: while the session runs the 1 step asked, the engine's frames carry
-      // refiner time (RenderStats.refineMs); once it runs 0, they do not. Speed is a benchmark matter.
-      const s3 = await startTestServer({ avatar: { engine: 'default', refinerPack: refinerPackDir, steps: 1 } });
-      // The room's session, from its creation: every rendered frame with the steps the session ran when it arrived.
-      const seen: { steps: number; refineMs: number | undefined; followed: boolean }[] = [];
-      const stepChanges: number[] = [];
-      const onRoom = (room: { parts: { session: AvatarSession } }): void => {
-        const session = room.parts.session;
-        session.on('frame', (f: SessionFrame) =>
-          seen.push({ steps: session.steps, refineMs: f.stats.refineMs, followed: f.stats.face && !f.stats.faceIssue }),
-        );
-        session.on('steps', (k: number) => stepChanges.push(k));
+      const size = await vPage.evaluate(() => (window as unknown as Win).__avatar);
+      const decoded = await vPage.evaluate(async () =>
+        (await (window as unknown as Win).__probe.rtpStats())
+          .filter((r) => r.type === 'inbound-rtp' && r.kind === 'video')
+          .reduce((n, r) => n + r.frames, 0),
+      );
+      const sent = publisher.framesSent;
+      const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+      const corrPortrait = mean(shots.map((f) => correlation(f, portraitGray)));
+      const corrWebcam = mean(shots.map((f, i) => Math.abs(correlation(f, webcam[i]!))));
+      // Motion: the largest change between two consecutive samples (the still 'portrait' engine's median stays under
+      // STILL_MOTION, asserted in the case above).
+      const motion = Math.max(...changes(shots));
+      const result = {
+        engine: 'default',
+        presented: size.frames,
+        decoded,
+        sent,
+        size: { w: size.width, h: size.height },
+        corrPortrait: +corrPortrait.toFixed(3),
+        corrWebcam: +corrWebcam.toFixed(3),
+        motion: +motion.toFixed(2),
       };
-      try {
-        const { roomId } = await goLive(s3.url, pPage, vPage, (id) => onRoom(s3.server.rooms.get(id)!));
-        const live = s3.server.rooms.get(roomId)!;
-        expect(live.info.settings.steps).toBe(1);
-        // The studio shows what the server reports: 1 step running, at least once.
-        await waitFor(
-          () => pPage.evaluate(() => (window as unknown as Win).__studio.stats?.refinerSteps === 1),
-          30_000,
-          'refinerSteps 1 in the room stats',
-          100,
-        );
-        // Frames with a face rendered while the session ran 1 step: the refiner ran on them.
-        await waitFor(
-          () => seen.filter((f) => f.steps === 1 && f.refineMs !== undefined).length >= 5,
-          60_000,
-          'five refined frames',
-          100,
-        );
-        const presented = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
-        await waitFor(
-          () => vPage.evaluate((n) => (window as unknown as Win).__avatar.frames > n + 10, presented),
-          30_000,
-          'viewer frames with the refiner on',
-          100,
-        );
-        // Frames with a followed face (the engine refines only those), leaving out the two after each change of the
-        // steps: rendered before the worker took the new setting.
-        const settled: typeof seen = [];
-        seen.forEach((f, i) => {
-          const changedAt = seen.slice(Math.max(0, i - 2), i).some((g) => g.steps !== f.steps);
-          if (f.followed && !changedAt) settled.push(f);
-        });
-        const atOne = settled.filter((f) => f.steps === 1);
-        const atZero = settled.filter((f) => f.steps === 0);
-        const refined = atOne.filter((f) => f.refineMs !== undefined);
-        const result = {
-          asked: 1,
-          packDefault: manifest.steps,
-          stepChanges,
-          frames: seen.length,
-          atOne: atOne.length,
-          refined: refined.length,
-          refineMs: +median(refined.map((f) => f.refineMs!)).toFixed(1),
-          atZero: atZero.length,
-          refinedAtZero: atZero.filter((f) => f.refineMs !== undefined).length,
-        };
-        process.stdout.write(`e2e refiner: ${JSON.stringify(result)}\n`);
-        // The refiner ran on every followed frame at the 1 step asked, and on none once the session ran 0.
-        expect(atOne.length).toBeGreaterThanOrEqual(5);
-        expect(refined.length).toBe(atOne.length);
-        for (const f of refined) expect(f.refineMs!).toBeGreaterThan(0);
-        expect(result.refinedAtZero).toBe(0);
-      } finally {
-        await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
-        await s3.stop();
-      }
-    },
-    180_000,
-  );
+      process.stdout.write(`e2e model pack: ${JSON.stringify(result)}\n`);
+
+      expect(size.frames).toBeLessThanOrEqual(decoded + 2);
+      expect(decoded).toBeLessThanOrEqual(sent);
+      expect({ w: size.width, h: size.height }).toEqual({ w: out.width, h: out.height });
+      expect(corrPortrait).toBeGreaterThan(0.6);
+      expect(corrPortrait - corrWebcam).toBeGreaterThan(0.2);
+      // The portrait moves with the performer (measured: ~7.8 here; the 'portrait' engine's still picture ~0.4).
+      expect(motion).toBeGreaterThan(STILL_MOTION);
+    } finally {
+      // Leave the second server before it stops, so that no page keeps reconnecting to it.
+      await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
+      await s2.stop();
+    }
+  }, 180_000);
+
+  it('learned refiner asked for 1 step: the session runs 1 step, the engine reports refiner time on its frames', async () => {
+    const pPage = performer!.page;
+    const vPage = viewer!.page;
+    const manifest = JSON.parse(readFileSync(path.join(refinerPackDir, 'manifest.json'), 'utf8')) as { steps: number };
+    // The refiner on at k = 1. On a busy machine the overload policy may lower the steps (to 0 from 1) once a window
+    // of frames took longer than the budget, by design (tests/avatar: stepsPolicy). So what is asserted is how the
+    // steps and the refiner's work go together: while the session runs the 1 step asked, the engine's frames carry
+    // refiner time (RenderStats.refineMs); once it runs 0, they do not. Speed is a benchmark matter.
+    const s3 = await startTestServer({ avatar: { engine: 'default', refinerPack: refinerPackDir, steps: 1 } });
+    // The room's session, from its creation: every rendered frame with the steps the session ran when it arrived.
+    const seen: { steps: number; refineMs: number | undefined; followed: boolean }[] = [];
+    const stepChanges: number[] = [];
+    const onRoom = (room: { parts: { session: AvatarSession } }): void => {
+      const session = room.parts.session;
+      session.on('frame', (f: SessionFrame) =>
+        seen.push({ steps: session.steps, refineMs: f.stats.refineMs, followed: f.stats.face && !f.stats.faceIssue }),
+      );
+      session.on('steps', (k: number) => stepChanges.push(k));
+    };
+    try {
+      const { roomId } = await goLive(s3.url, pPage, vPage, (id) => onRoom(s3.server.rooms.get(id)!));
+      const live = s3.server.rooms.get(roomId)!;
+      expect(live.info.settings.steps).toBe(1);
+      // The studio shows what the server reports: 1 step running, at least once.
+      await waitFor(
+        () => pPage.evaluate(() => (window as unknown as Win).__studio.stats?.refinerSteps === 1),
+        30_000,
+        'refinerSteps 1 in the room stats',
+        100,
+      );
+      // Frames with a face rendered while the session ran 1 step: the refiner ran on them.
+      await waitFor(
+        () => seen.filter((f) => f.steps === 1 && f.refineMs !== undefined).length >= 5,
+        60_000,
+        'five refined frames',
+        100,
+      );
+      const presented = await vPage.evaluate(() => (window as unknown as Win).__avatar.frames);
+      await waitFor(
+        () => vPage.evaluate((n) => (window as unknown as Win).__avatar.frames > n + 10, presented),
+        30_000,
+        'viewer frames with the refiner on',
+        100,
+      );
+      // Frames with a followed face (the engine refines only those), leaving out the two after each change of the
+      // steps: rendered before the worker took the new setting.
+      const settled: typeof seen = [];
+      seen.forEach((f, i) => {
+        const changedAt = seen.slice(Math.max(0, i - 2), i).some((g) => g.steps !== f.steps);
+        if (f.followed && !changedAt) settled.push(f);
+      });
+      const atOne = settled.filter((f) => f.steps === 1);
+      const atZero = settled.filter((f) => f.steps === 0);
+      const refined = atOne.filter((f) => f.refineMs !== undefined);
+      const result = {
+        asked: 1,
+        packDefault: manifest.steps,
+        stepChanges,
+        frames: seen.length,
+        atOne: atOne.length,
+        refined: refined.length,
+        refineMs: +median(refined.map((f) => f.refineMs!)).toFixed(1),
+        atZero: atZero.length,
+        refinedAtZero: atZero.filter((f) => f.refineMs !== undefined).length,
+      };
+      process.stdout.write(`e2e refiner: ${JSON.stringify(result)}\n`);
+      // The refiner ran on every followed frame at the 1 step asked, and on none once the session ran 0.
+      expect(atOne.length).toBeGreaterThanOrEqual(5);
+      expect(refined.length).toBe(atOne.length);
+      for (const f of refined) expect(f.refineMs!).toBeGreaterThan(0);
+      expect(result.refinedAtZero).toBe(0);
+    } finally {
+      await Promise.all([pPage.goto('about:blank'), vPage.goto('about:blank')]);
+      await s3.stop();
+    }
+  }, 180_000);
 });

@@ -163,118 +163,125 @@ describe.runIf(haveTools)('default engine end to end in Chromium', () => {
     await Promise.all(tmp.map((d) => rm(d, { recursive: true, force: true })));
   });
 
-  it('the avatar opens its mouth while the performer does, and is neutral while the performer is', { timeout: 180_000 }, async () => {
-    const performer = await ChromiumBrowser.launch({ fakeVideo: drivingY4m });
-    let restore = (): void => {};
-    try {
-      await installProbe(performer.page);
-      const room = await openRoom(srv!.url, PORTRAIT);
-      const live = srv!.server.rooms.get(room.roomId)!;
-      const session = live.parts.session;
+  it(
+    'the avatar opens its mouth while the performer does, and is neutral while the performer is',
+    { timeout: 180_000 },
+    async () => {
+      const performer = await ChromiumBrowser.launch({ fakeVideo: drivingY4m });
+      let restore = (): void => {};
+      try {
+        await installProbe(performer.page);
+        const room = await openRoom(srv!.url, PORTRAIT);
+        const live = srv!.server.rooms.get(room.roomId)!;
+        const session = live.parts.session;
 
-      // What the server renders from which driving frame, from the room's first frame on: the marker of every frame
-      // the room hands to the session (read as it arrives: the room reuses its buffers), matched to the session's
-      // rendered frames by sequence number.
-      const markers = new Map<number, number | null>();
-      const push = session.pushFrame.bind(session);
-      session.pushFrame = (frame: I420Frame, receivedAt?: number): number => {
-        const seq = push(frame, receivedAt);
-        if (seq > 0) {
-          markers.set(seq, frameMarker(frame));
-          markers.delete(seq - 300);
-        }
-        return seq;
-      };
-      const rendered: Rendered[] = [];
-      const onFrame = (f: SessionFrame): void => {
-        rendered.push({ marker: markers.get(f.seq) ?? null, followed: f.stats.face && !f.stats.faceIssue });
-      };
-      session.on('frame', onFrame);
-      restore = () => {
-        session.off('frame', onFrame);
-        session.pushFrame = push;
-      };
+        // What the server renders from which driving frame, from the room's first frame on: the marker of every frame
+        // the room hands to the session (read as it arrives: the room reuses its buffers), matched to the session's
+        // rendered frames by sequence number.
+        const markers = new Map<number, number | null>();
+        const push = session.pushFrame.bind(session);
+        session.pushFrame = (frame: I420Frame, receivedAt?: number): number => {
+          const seq = push(frame, receivedAt);
+          if (seq > 0) {
+            markers.set(seq, frameMarker(frame));
+            markers.delete(seq - 300);
+          }
+          return seq;
+        };
+        const rendered: Rendered[] = [];
+        const onFrame = (f: SessionFrame): void => {
+          rendered.push({ marker: markers.get(f.seq) ?? null, followed: f.stats.face && !f.stats.faceIssue });
+        };
+        session.on('frame', onFrame);
+        restore = () => {
+          session.off('frame', onFrame);
+          session.pushFrame = push;
+        };
 
-      const size = await startPerformer(performer.page, room.performerUrl);
-      await performer.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
-      const vPage = viewer!.page;
-      await startViewer(vPage, room.viewerUrl);
+        const size = await startPerformer(performer.page, room.performerUrl);
+        await performer.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
+        const vPage = viewer!.page;
+        await startViewer(vPage, room.viewerUrl);
 
-      // The session calibrates the neutral on the first frames it follows a face in (a recalibrate() request would
-      // wait behind the frames queued for the worker). They must be neutral: the clip starts with a 10 s neutral
-      // stretch, and the markers say which frames the session rendered first.
-      const first = await waitFor(
-        () => {
-          const followed = rendered.filter((r) => r.followed);
-          return followed.length >= NEUTRAL_START ? followed.slice(0, NEUTRAL_START) : null;
-        },
-        60_000,
-        `${NEUTRAL_START} rendered frames with a face`,
-        50,
-      );
-      const calibration = first.map((r) => r.marker);
-      expect(calibration.every((m) => m !== null && m < NEUTRAL.length), `calibration frames ${JSON.stringify(calibration)}`).toBe(true);
+        // The session calibrates the neutral on the first frames it follows a face in (a recalibrate() request would
+        // wait behind the frames queued for the worker). They must be neutral: the clip starts with a 10 s neutral
+        // stretch, and the markers say which frames the session rendered first.
+        const first = await waitFor(
+          () => {
+            const followed = rendered.filter((r) => r.followed);
+            return followed.length >= NEUTRAL_START ? followed.slice(0, NEUTRAL_START) : null;
+          },
+          60_000,
+          `${NEUTRAL_START} rendered frames with a face`,
+          50,
+        );
+        const calibration = first.map((r) => r.marker);
+        expect(
+          calibration.every((m) => m !== null && m < NEUTRAL.length),
+          `calibration frames ${JSON.stringify(calibration)}`,
+        ).toBe(true);
 
-      // About one and a quarter loops of the clip (15.9 s each): at least one whole open and neutral stretch.
-      await vPage.evaluate((a) => (window as unknown as Win).__g2g.startSampling('#video', a.n, a.n, a.ms), {
-        n: SAMPLE,
-        ms: SAMPLE_MS,
-      });
-      const t0 = Date.now();
-      await waitFor(() => Date.now() - t0 >= 20_000, 25_000, 'sampling window', 250);
-      const samples = await vPage.evaluate(() => {
-        const g = (window as unknown as Win).__g2g;
-        g.stopSampling();
-        return g.takeSamples();
-      });
-      const sent = await performer.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera'));
+        // About one and a quarter loops of the clip (15.9 s each): at least one whole open and neutral stretch.
+        await vPage.evaluate((a) => (window as unknown as Win).__g2g.startSampling('#video', a.n, a.n, a.ms), {
+          n: SAMPLE,
+          ms: SAMPLE_MS,
+        });
+        const t0 = Date.now();
+        await waitFor(() => Date.now() - t0 >= 20_000, 25_000, 'sampling window', 250);
+        const samples = await vPage.evaluate(() => {
+          const g = (window as unknown as Win).__g2g;
+          g.stopSampling();
+          return g.takeSamples();
+        });
+        const sent = await performer.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera'));
 
-      const mouths = trackMouths(tracker!, samples);
-      const portrait = tracker!.analyzeImage(await portraitGray(srv!.url, room.portraitId, SAMPLE, SAMPLE));
-      expect(portrait.length).toBeGreaterThan(0);
-      const portraitMouth = portrait[0]!.mouth;
-      const by: Record<Part, number[]> = { neutral: [], open: [], frown: [] };
-      let faces = 0;
-      samples.forEach((s, i) => {
-        const m = mouths[i];
-        if (m === null || m === undefined) return;
-        faces++;
-        const p = performerPart(sent, s.t);
-        if (p) by[p].push(m);
-      });
-      const result = {
-        size,
-        samples: samples.length,
-        faces,
-        portraitMouth: +portraitMouth.toFixed(3),
-        neutral: {
-          n: by.neutral.length,
-          median: +median(by.neutral).toFixed(3),
-          max: +Math.max(...by.neutral).toFixed(3),
-        },
-        open: { n: by.open.length, median: +median(by.open).toFixed(3), max: +Math.max(...by.open).toFixed(3) },
-        frown: { n: by.frown.length, median: +median(by.frown).toFixed(3) },
-      };
-      process.stdout.write(`e2e default engine, mouth: ${JSON.stringify({ ...result, calibration })}\n`);
+        const mouths = trackMouths(tracker!, samples);
+        const portrait = tracker!.analyzeImage(await portraitGray(srv!.url, room.portraitId, SAMPLE, SAMPLE));
+        expect(portrait.length).toBeGreaterThan(0);
+        const portraitMouth = portrait[0]!.mouth;
+        const by: Record<Part, number[]> = { neutral: [], open: [], frown: [] };
+        let faces = 0;
+        samples.forEach((s, i) => {
+          const m = mouths[i];
+          if (m === null || m === undefined) return;
+          faces++;
+          const p = performerPart(sent, s.t);
+          if (p) by[p].push(m);
+        });
+        const result = {
+          size,
+          samples: samples.length,
+          faces,
+          portraitMouth: +portraitMouth.toFixed(3),
+          neutral: {
+            n: by.neutral.length,
+            median: +median(by.neutral).toFixed(3),
+            max: +Math.max(...by.neutral).toFixed(3),
+          },
+          open: { n: by.open.length, median: +median(by.open).toFixed(3), max: +Math.max(...by.open).toFixed(3) },
+          frown: { n: by.frown.length, median: +median(by.frown).toFixed(3) },
+        };
+        process.stdout.write(`e2e default engine, mouth: ${JSON.stringify({ ...result, calibration })}\n`);
 
-      // The avatar is a face in (nearly) every sample.
-      expect(faces).toBeGreaterThanOrEqual(0.9 * samples.length);
-      expect(by.open.length).toBeGreaterThanOrEqual(10);
-      expect(by.neutral.length).toBeGreaterThanOrEqual(10);
-      // Open: clearly above the neutral stretch and above the still portrait.
-      expect(Math.max(...by.open)).toBeGreaterThan(median(by.neutral) + 0.2);
-      expect(Math.max(...by.open)).toBeGreaterThan(portraitMouth + 0.2);
-      expect(median(by.open)).toBeGreaterThan(median(by.neutral) + 0.15);
-      // Neutral: near the portrait's own mouth (lips at most slightly parted). Measured on VP8-compressed 256 px
-      // samples, tracked: the neutral median ranged 0.018-0.089 over six runs against the portrait's 0.014, while the
-      // open stretch reached 0.27-0.49.
-      expect(Math.abs(median(by.neutral) - portraitMouth)).toBeLessThan(0.1);
-    } finally {
-      restore();
-      await viewer!.page.goto('about:blank');
-      await performer.close();
-    }
-  });
+        // The avatar is a face in (nearly) every sample.
+        expect(faces).toBeGreaterThanOrEqual(0.9 * samples.length);
+        expect(by.open.length).toBeGreaterThanOrEqual(10);
+        expect(by.neutral.length).toBeGreaterThanOrEqual(10);
+        // Open: clearly above the neutral stretch and above the still portrait.
+        expect(Math.max(...by.open)).toBeGreaterThan(median(by.neutral) + 0.2);
+        expect(Math.max(...by.open)).toBeGreaterThan(portraitMouth + 0.2);
+        expect(median(by.open)).toBeGreaterThan(median(by.neutral) + 0.15);
+        // Neutral: near the portrait's own mouth (lips at most slightly parted). Measured on VP8-compressed 256 px
+        // samples, tracked: the neutral median ranged 0.018-0.089 over six runs against the portrait's 0.014, while the
+        // open stretch reached 0.27-0.49.
+        expect(Math.abs(median(by.neutral) - portraitMouth)).toBeLessThan(0.1);
+      } finally {
+        restore();
+        await viewer!.page.goto('about:blank');
+        await performer.close();
+      }
+    },
+  );
 
   it('without a face in the webcam the avatar holds the neutral portrait', async () => {
     // The clip's top-left corner is the grey studio wall: scaled up, a webcam picture with no face in it.

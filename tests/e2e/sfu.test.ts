@@ -18,7 +18,8 @@ import { waitFor } from '../helpers/wait.js';
 
 const workerBin = process.env.MEDIASOUP_WORKER_BIN;
 const skip = !workerBin || !existsSync(chromiumPath);
-if (skip) console.log(`SFU e2e skipped: ${!workerBin ? 'no mediasoup worker (MEDIASOUP_WORKER_BIN)' : `no ${chromiumPath}`}`);
+if (skip)
+  console.log(`SFU e2e skipped: ${!workerBin ? 'no mediasoup worker (MEDIASOUP_WORKER_BIN)' : `no ${chromiumPath}`}`);
 
 type Win = { __avatar: { frames: number; width: number; state: string; lastError: unknown } };
 
@@ -87,6 +88,10 @@ describe.skipIf(skip)('SFU end to end: Chromium and wrtc viewers through mediaso
     expect(del.status).toBe(204);
     await waitFor(() => v.closedReason === 'room-deleted', 10_000, 'viewer told the room ended');
     for (const w of factory.pool.workersForDump()) expect((await w.dump()).routerIds).toEqual([]);
-    await waitFor(async () => (await av()).state === 'closed' || /ended|deleted/i.test(await page.textContent('body') ?? ''), 10_000, 'page shows the end');
+    await waitFor(
+      async () => (await av()).state === 'closed' || /ended|deleted/i.test((await page.textContent('body')) ?? ''),
+      10_000,
+      'page shows the end',
+    );
   });
 });

@@ -99,7 +99,9 @@ describe('head layer (pure)', () => {
     expect(motion(20, 200)).toBe(0); // the shoulder's side, below the chin
     // The plate: the portrait where nothing moves (background, the body below the fade) and background gray where
     // the head was.
-    const plate = (x: number, y: number): number[] => [...layer.plate.data.subarray(3 * (y * W + x), 3 * (y * W + x) + 3)];
+    const plate = (x: number, y: number): number[] => [
+      ...layer.plate.data.subarray(3 * (y * W + x), 3 * (y * W + x) + 3),
+    ];
     expect(plate(20, 20)).toEqual([90, 90, 90]);
     expect(plate(30, 250)).toEqual([200, 150, 120]);
     const head = plate(128, 80);
@@ -141,7 +143,10 @@ function rotate(img: RgbImage, deg: number, cx: number, cy: number): RgbImage {
       for (let k = 0; k < 3; k++) {
         const p = (yy: number, xx: number): number => img.data[3 * (yy * img.width + xx) + k]!;
         out.data[3 * (y * img.width + x) + k] =
-          p(iy, ix) * (1 - fx) * (1 - fy) + p(iy, ix + 1) * fx * (1 - fy) + p(iy + 1, ix) * (1 - fx) * fy + p(iy + 1, ix + 1) * fx * fy;
+          p(iy, ix) * (1 - fx) * (1 - fy) +
+          p(iy, ix + 1) * fx * (1 - fy) +
+          p(iy + 1, ix) * (1 - fx) * fy +
+          p(iy + 1, ix + 1) * fx * fy;
       }
     }
   return out;
@@ -204,7 +209,11 @@ describe('head layer in the engine', () => {
     // The portrait at rest (no face yet), then calibrate on the upright clip and hold a frame rolled by 14 degrees
     // about its face.
     const rest = createRgb(W, H);
-    const blank: RgbImage = { width: drive[0]!.width, height: drive[0]!.height, data: new Uint8Array(drive[0]!.data.length).fill(90) };
+    const blank: RgbImage = {
+      width: drive[0]!.width,
+      height: drive[0]!.height,
+      data: new Uint8Array(drive[0]!.data.length).fill(90),
+    };
     engine.renderRgb(blank, rest, -1000);
     for (let i = 0; i < 36; i++) engine.renderRgb(drive[i]!, out, i * 40);
     const d0 = drive[36]!;

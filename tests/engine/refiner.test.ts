@@ -73,7 +73,10 @@ async function renderAll(steps: number, driving: I420Frame[]): Promise<Uint8Arra
 describe('learned refiner in the avatar worker', () => {
   it('k = 0 and the default k give frames of the right size; the refined frames differ where the mouth opens', async () => {
     const driving: I420Frame[] = [];
-    for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), { format: 'rgb24', maxFrames: OPEN_TO })) {
+    for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), {
+      format: 'rgb24',
+      maxFrames: OPEN_TO,
+    })) {
       driving.push(rgbToI420({ width: f.width, height: f.height, data: f.data }));
     }
     const pack = JSON.parse(readFileSync(path.join(refinerPack, 'manifest.json'), 'utf8')) as { steps: number };
@@ -99,19 +102,31 @@ describe('learned refiner in the avatar worker', () => {
       const copy = (residual: 'paste' | 'features'): string => {
         const dir = path.join(tmp, residual);
         cpSync(refinerPack, dir, { recursive: true });
-        const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { files: { role: string; residual?: string }[] };
+        const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as {
+          files: { role: string; residual?: string }[];
+        };
         for (const f of m.files) if (f.role === 'refiner') f.residual = residual;
         writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
         return dir;
       };
       const frames: I420Frame[] = [];
-      for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), { format: 'rgb24', maxFrames: OPEN_TO })) {
+      for await (const f of readVideoFrames(drivingClip('man_mouth_wide_open.mp4'), {
+        format: 'rgb24',
+        maxFrames: OPEN_TO,
+      })) {
         frames.push(rgbToI420({ width: f.width, height: f.height, data: f.data }));
       }
       const changed = async (dir: string): Promise<number> => {
         const eng = (await createEngine(
           'default',
-          { modelPack: path.join(projectRoot, 'models', 'default'), executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256, refinerPack: dir, steps: 1 },
+          {
+            modelPack: path.join(projectRoot, 'models', 'default'),
+            executionProvider: 'cpu',
+            intraOpThreads: 1,
+            outputSize: 256,
+            refinerPack: dir,
+            steps: 1,
+          },
           createLogger('test.engine.refiner'),
         )) as DefaultEngine;
         try {
@@ -134,7 +149,9 @@ describe('learned refiner in the avatar worker', () => {
       };
       const paste = await changed(copy('paste'));
       const features = await changed(copy('features'));
-      process.stdout.write(`refiner residual: luma pixels changed by k = 1 on the open-mouth frames: paste ${paste}, features ${features}\n`);
+      process.stdout.write(
+        `refiner residual: luma pixels changed by k = 1 on the open-mouth frames: paste ${paste}, features ${features}\n`,
+      );
       expect(features).toBeGreaterThan(0.05 * paste);
       expect(features).toBeLessThan(0.6 * paste);
     } finally {

@@ -34,7 +34,10 @@ describe('refiner crop', () => {
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
         for (let c = 0; c < 3; c++) {
-          maxDiff = Math.max(maxDiff, Math.abs(region.data[(y * w + x) * 3 + c]! - whole.data[((y0 + y) * whole.width + x0 + x) * 3 + c]!));
+          maxDiff = Math.max(
+            maxDiff,
+            Math.abs(region.data[(y * w + x) * 3 + c]! - whole.data[((y0 + y) * whole.width + x0 + x) * 3 + c]!),
+          );
         }
       }
     }
@@ -66,12 +69,16 @@ describe('refiner crop', () => {
     const crop = sampleRegion(img, region, R, new Uint8Array(R * R * 3));
     const ident = sampleAligned(canvas, R, [1, 0, 0, 0], new Float32Array(3 * R * R));
     let maxDiff = 0;
-    for (let i = 0; i < R * R; i++) for (let c = 0; c < 3; c++) maxDiff = Math.max(maxDiff, Math.abs(ident[c * R * R + i]! * 255 - crop[3 * i + c]!));
+    for (let i = 0; i < R * R; i++)
+      for (let c = 0; c < 3; c++) maxDiff = Math.max(maxDiff, Math.abs(ident[c * R * R + i]! * 255 - crop[3 * i + c]!));
     // The canvas's centre is the region crop, pixel for pixel.
     expect(maxDiff).toBeLessThan(1e-3);
 
     // Control points in grid units over a 200x200 paste region whose first/last pixel centres are at -0.8/0.8.
-    const face = { ctrlSource: new Float64Array(2 * 96), paste: { w: 200, h: 200, grid: new Float32Array([-0.8, -0.8, 0.8, 0.8]) } };
+    const face = {
+      ctrlSource: new Float64Array(2 * 96),
+      paste: { w: 200, h: 200, grid: new Float32Array([-0.8, -0.8, 0.8, 0.8]) },
+    };
     for (let i = 0; i < 96; i++) {
       face.ctrlSource[2 * i] = 0.5 * Math.cos(i * 0.7) + 0.05 * Math.sin(i);
       face.ctrlSource[2 * i + 1] = 0.45 * Math.sin(i * 0.7) - 0.1;
@@ -106,7 +113,9 @@ describe('refiner crop', () => {
     const R = 128;
     const C = CANVAS_SCALE * R;
     const canvas = new Uint8Array(C * C * 3);
-    for (let y = 0; y < C; y++) for (let x = 0; x < C; x++) for (let c = 0; c < 3; c++) canvas[(y * C + x) * 3 + c] = (x * 7 + y * 3 + c * 50 + ((x * y) % 17)) & 255;
+    for (let y = 0; y < C; y++)
+      for (let x = 0; x < C; x++)
+        for (let c = 0; c < 3; c++) canvas[(y * C + x) * 3 + c] = (x * 7 + y * 3 + c * 50 + ((x * y) % 17)) & 255;
     const dir = mkdtempSync(path.join(os.tmpdir(), 'aligned-'));
     try {
       const aligns = [

@@ -77,12 +77,16 @@ function isPlain(v: unknown): v is Record<string, unknown> {
 }
 function deepMerge<T>(a: T, b: T): T {
   const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
-  for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = isPlain(v) && isPlain(out[k]) ? deepMerge(out[k], v) : v;
+  for (const [k, v] of Object.entries(b as Record<string, unknown>))
+    out[k] = isPlain(v) && isPlain(out[k]) ? deepMerge(out[k], v) : v;
   return out as T;
 }
 
 /** Starts a server with the test defaults above, deep-merged with `overrides`. */
-export async function startTestServer(overrides: DeepPartial<Config> = {}, opts: ServerOptions = {}): Promise<TestServer> {
+export async function startTestServer(
+  overrides: DeepPartial<Config> = {},
+  opts: ServerOptions = {},
+): Promise<TestServer> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-test-'));
   const defaults: DeepPartial<Config> = {
     host: '127.0.0.1',

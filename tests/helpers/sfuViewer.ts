@@ -82,12 +82,15 @@ export class SocketSfuViewer extends WrtcSfuViewer {
   resets = 0;
   constructor(readonly socket: ClientSocket) {
     super({
-      capabilities: async () => (await call<{ routerRtpCapabilities: msc.RtpCapabilities }>(socket, 'sfu:capabilities', {})).routerRtpCapabilities,
+      capabilities: async () =>
+        (await call<{ routerRtpCapabilities: msc.RtpCapabilities }>(socket, 'sfu:capabilities', {}))
+          .routerRtpCapabilities,
       createTransport: () => call<SfuTransportOptions>(socket, 'sfu:createTransport', {}),
       connect: async (transportId, dtlsParameters) => {
         await call(socket, 'sfu:connect', { transportId, dtlsParameters });
       },
-      consume: (transportId, rtpCapabilities) => call<SfuConsumerInfo[]>(socket, 'sfu:consume', { transportId, rtpCapabilities }),
+      consume: (transportId, rtpCapabilities) =>
+        call<SfuConsumerInfo[]>(socket, 'sfu:consume', { transportId, rtpCapabilities }),
       resume: async (consumerId) => {
         await call(socket, 'sfu:resume', { consumerId });
       },

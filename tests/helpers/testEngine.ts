@@ -4,7 +4,13 @@
  * session's restart), keep it busy on every frame (a slow engine), or act as a refiner that costs a fixed time per step
  * (the steps policy with any engine).
  */
-import type { AvatarEngine, EngineWrapper, PortraitCache, PreparedPortrait, RenderStats } from '../../server/avatar/engineTypes.js';
+import type {
+  AvatarEngine,
+  EngineWrapper,
+  PortraitCache,
+  PreparedPortrait,
+  RenderStats,
+} from '../../server/avatar/engineTypes.js';
 import type { I420Frame, RgbImage } from '../../server/types/image.js';
 import type { AvatarSettings } from '../../server/types/protocol.js';
 

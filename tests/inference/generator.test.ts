@@ -216,17 +216,15 @@ describe('default pack generator graphs', () => {
       for (let x = 0; x < W; x++)
         pm[y * W + x] = Math.min(1, Math.max(0, 1.2 - Math.hypot(x / W - 0.5, y / H - 0.5) * 2.2));
     const fieldsIn = fieldFeeds(target, tps(target, p), region, masks, [0.01, -0.005], mouth);
-    const full = pack
-      .model('generator')
-      .run(
-        {
-          source: f32(src, [1, 3, R, R]),
-          ...fieldsIn,
-          background: f32(bg, [1, 3, H, W]),
-          paste_mask: f32(pm, [1, 1, H, W]),
-        },
-        { y: null, uv: null },
-      );
+    const full = pack.model('generator').run(
+      {
+        source: f32(src, [1, 3, R, R]),
+        ...fieldsIn,
+        background: f32(bg, [1, 3, H, W]),
+        paste_mask: f32(pm, [1, 1, H, W]),
+      },
+      { y: null, uv: null },
+    );
     const fields = pack.model('fields').run(fieldsIn, { grid: null, overlay: null });
     const OW = 320,
       OH = 300;

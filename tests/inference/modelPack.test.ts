@@ -130,10 +130,14 @@ describe('ModelPack', () => {
     const aligned = { ...good, files: [{ ...good.files[0], source: 'aligned' }, good.files[1]] };
     expect(parseManifest('p', JSON.stringify(aligned)).files.map((f) => f.source)).toEqual(['aligned', undefined]);
     const badSource = { ...good, files: [{ ...good.files[0], source: 'warped' }] };
-    expect(() => parseManifest('p', JSON.stringify(badSource))).toThrow(/"files\[0\]\.source" must be "region" or "aligned"/);
+    expect(() => parseManifest('p', JSON.stringify(badSource))).toThrow(
+      /"files\[0\]\.source" must be "region" or "aligned"/,
+    );
     const features = { ...good, files: [{ ...good.files[0], residual: 'features' }, good.files[1]] };
     expect(parseManifest('p', JSON.stringify(features)).files[0]?.residual).toBe('features');
     const badResidual = { ...good, files: [{ ...good.files[0], residual: 'everywhere' }] };
-    expect(() => parseManifest('p', JSON.stringify(badResidual))).toThrow(/"files\[0\]\.residual" must be "paste" or "features"/);
+    expect(() => parseManifest('p', JSON.stringify(badResidual))).toThrow(
+      /"files\[0\]\.residual" must be "paste" or "features"/,
+    );
   });
 });

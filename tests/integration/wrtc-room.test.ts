@@ -89,7 +89,11 @@ describe('wrtc room through the real server', () => {
       30_000,
       'viewer frames at the portrait size',
     );
-    await waitFor(() => socketStats.some((st) => st.fps > 0 && st.viewers === 1), 20_000, 'stats with frames and the viewer');
+    await waitFor(
+      () => socketStats.some((st) => st.fps > 0 && st.viewers === 1),
+      20_000,
+      'stats with frames and the viewer',
+    );
     for (const st of socketStats) expect(roomStats).toContainEqual(st);
 
     // Content: the portrait (lossy VP8, so a tolerance), decoded the same way the server decodes uploads.

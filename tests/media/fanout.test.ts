@@ -116,12 +116,10 @@ describe.skipIf(!workerBin)('mediasoup-client driving a wrtc peer into a real me
     transport.on('produce', ({ kind, rtpParameters }, callback, errback) => {
       produced.push({ kind, rtpParameters });
       // The router's own validation: it refuses parameters it cannot map to its codecs.
-      server
-        .produce({ kind, rtpParameters: rtpParameters as ms.RtpParameters })
-        .then((p) => {
-          producers.push(p);
-          callback({ id: p.id });
-        }, errback);
+      server.produce({ kind, rtpParameters: rtpParameters as ms.RtpParameters }).then((p) => {
+        producers.push(p);
+        callback({ id: p.id });
+      }, errback);
     });
     const video = await transport.produce({
       track: publisher.videoTrack,

@@ -126,7 +126,9 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     // here): the delay leaves 0 and settles within a chunk of the estimate (it moves one chunk per 200 ms).
     const pub = room.parts.publisher;
     await waitFor(
-      () => pub.audioDelayMs > 0 && Math.abs(pub.audioDelayMs - (pub.videoLatencyMs + config.media.audioDelayOffsetMs)) <= 15,
+      () =>
+        pub.audioDelayMs > 0 &&
+        Math.abs(pub.audioDelayMs - (pub.videoLatencyMs + config.media.audioDelayOffsetMs)) <= 15,
       15_000,
       'audio delay following the video latency',
     );

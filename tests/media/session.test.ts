@@ -12,7 +12,11 @@ const log = createLogger('test.session');
 const base: EngineOptions = { modelPack: 'unused', executionProvider: 'cpu', intraOpThreads: 1, outputSize: 256 };
 let sessions: AvatarSession[] = [];
 
-async function open(engine: string, extra: Partial<EngineOptions> = {}, hooks?: TestEngineHooks): Promise<AvatarSession> {
+async function open(
+  engine: string,
+  extra: Partial<EngineOptions> = {},
+  hooks?: TestEngineHooks,
+): Promise<AvatarSession> {
   const s = await AvatarSession.create({
     engine,
     engineOptions: { ...base, ...extra },
@@ -218,7 +222,11 @@ describe('AvatarSession (real worker thread)', () => {
     expect(fast.dropped).toBe(0);
     // The slow session keeps the newest frame only (latest-frame-wins): of the 6 frames, at most the first and the
     // newest are rendered, the others are counted as dropped.
-    await waitFor(() => slowFrames + slow.dropped === slowPushed && slowFrames >= 1, 15_000, 'the slow session to finish');
+    await waitFor(
+      () => slowFrames + slow.dropped === slowPushed && slowFrames >= 1,
+      15_000,
+      'the slow session to finish',
+    );
     expect(slowFrames).toBeLessThanOrEqual(2);
     expect(slow.dropped).toBeGreaterThanOrEqual(slowPushed - 2);
   });

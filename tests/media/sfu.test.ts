@@ -62,7 +62,12 @@ describe.skipIf(!workerBin)('SFU with real mediasoup workers', () => {
 
   async function openRoom(id: string): Promise<{ room: Room; width: number }> {
     const portrait = await loadPortrait();
-    const room = await Room.create({ roomId: id, config, fanout: factory, loadPortrait: () => Promise.resolve(portrait) });
+    const room = await Room.create({
+      roomId: id,
+      config,
+      fanout: factory,
+      loadPortrait: () => Promise.resolve(portrait),
+    });
     rooms.push(room);
     const info = await room.setPortrait('p');
     return { room, width: info.width };

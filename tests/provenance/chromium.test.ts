@@ -35,7 +35,11 @@ describe('provenance in a real Chromium viewer', () => {
     const room = await openRoom(ts.url, portraitFile('painting_mona_lisa.jpg'), key);
     const page = browser.page;
     await page.goto(room.viewerUrl);
-    await waitFor(() => page.evaluate(() => (document.getElementById('video') as HTMLVideoElement).videoWidth > 0), 30_000, 'video playing');
+    await waitFor(
+      () => page.evaluate(() => (document.getElementById('video') as HTMLVideoElement).videoWidth > 0),
+      30_000,
+      'video playing',
+    );
     const t0 = Date.now();
     const frames = await captureVideoLuma(page, 3000);
     const t1 = Date.now();
@@ -58,7 +62,9 @@ describe('provenance in a real Chromium viewer', () => {
     // The watermark, in every 1-second window of the recording.
     // A frame is stamped at the server before the viewer records it (its delay through the media path, seconds on a
     // loaded machine): a minute that turned just before t0 can still be in the first frames.
-    const expected = [timeSlot(t0 - 5000), timeSlot(t0), timeSlot(t1)].map((slot) => payloadHex({ id: idHash(room.roomId), slot }));
+    const expected = [timeSlot(t0 - 5000), timeSlot(t0), timeSlot(t1)].map((slot) =>
+      payloadHex({ id: idHash(room.roomId), slot }),
+    );
     const det = new WatermarkDetector();
     const start = frames[0]!.t;
     const decoded: (string | null)[] = [];

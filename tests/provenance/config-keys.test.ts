@@ -18,9 +18,22 @@ afterEach(async () => {
 describe('provenance config', () => {
   it('defaults on, bottom-right; env sets the operator choices; bad values are CONFIG_INVALID', () => {
     const d = loadConfig({}).provenance;
-    expect(d).toMatchObject({ mark: { enabled: true, corner: 'bottom-right' }, watermark: { enabled: true, strength: 2 }, keyFile: null });
-    const c = loadConfig({ AVATAR_MARK: 'off', AVATAR_MARK_CORNER: 'top-left', AVATAR_MARK_OPACITY: '0.5', AVATAR_WATERMARK: 'off', AVATAR_SIGNING_KEY: 'k.pem' }).provenance;
-    expect(c).toMatchObject({ mark: { enabled: false, corner: 'top-left', opacity: 0.5 }, watermark: { enabled: false } });
+    expect(d).toMatchObject({
+      mark: { enabled: true, corner: 'bottom-right' },
+      watermark: { enabled: true, strength: 2 },
+      keyFile: null,
+    });
+    const c = loadConfig({
+      AVATAR_MARK: 'off',
+      AVATAR_MARK_CORNER: 'top-left',
+      AVATAR_MARK_OPACITY: '0.5',
+      AVATAR_WATERMARK: 'off',
+      AVATAR_SIGNING_KEY: 'k.pem',
+    }).provenance;
+    expect(c).toMatchObject({
+      mark: { enabled: false, corner: 'top-left', opacity: 0.5 },
+      watermark: { enabled: false },
+    });
     expect(c.keyFile).toBe(path.resolve('k.pem'));
     expect(() => loadConfig({ AVATAR_MARK_CORNER: 'middle' })).toThrow(/provenance.mark.corner/);
     expect(() => loadConfig({ AVATAR_MARK_OPACITY: '5' })).toThrow(/provenance.mark.opacity/);

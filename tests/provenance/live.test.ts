@@ -41,7 +41,10 @@ export function operatorAuth(t: TestServer): Record<string, string> {
 }
 
 /** Starts a server, a room, a performer and a viewer; returns the room id and the viewer's first `n` frames (luma). */
-async function viewFrames(overrides: DeepPartial<Config>, n: number): Promise<{ roomId: string; frames: { w: number; h: number; y: Uint8Array }[] }> {
+async function viewFrames(
+  overrides: DeepPartial<Config>,
+  n: number,
+): Promise<{ roomId: string; frames: { w: number; h: number; y: Uint8Array }[] }> {
   ts = await startTestServer({ avatar: { engine: 'portrait' }, fanout: { mode: 'direct' }, ...overrides });
   const auth = operatorAuth(ts);
   const form = new FormData();
@@ -74,7 +77,8 @@ async function viewFrames(overrides: DeepPartial<Config>, n: number): Promise<{ 
   const frames: { w: number; h: number; y: Uint8Array }[] = [];
   viewer.onFrame = (f) => {
     // Skip the first frames (the encoder's ramp-up at its lowest bitrate), keep the next n.
-    if (viewer.frames > 10 && frames.length < n) frames.push({ w: f.width, h: f.height, y: f.data.slice(0, f.width * f.height) });
+    if (viewer.frames > 10 && frames.length < n)
+      frames.push({ w: f.width, h: f.height, y: f.data.slice(0, f.width * f.height) });
   };
   await viewer.accept((await call<SdpResponse>(vs, 'view', { sdp: await viewer.offer() }, 30_000)).sdp);
   await waitFor(() => frames.length >= n, 60_000, `${n} viewer frames`);
@@ -112,7 +116,10 @@ describe('provenance on the live stream', () => {
   }, 120_000);
 
   it('the operator can turn both off', async () => {
-    const { frames } = await viewFrames({ provenance: { mark: { enabled: false }, watermark: { enabled: false } } }, 30);
+    const { frames } = await viewFrames(
+      { provenance: { mark: { enabled: false }, watermark: { enabled: false } } },
+      30,
+    );
     expect(markCorrelation(frames.at(-1)!, 'bottom-right')).toBeLessThan(0.5);
     const det = new WatermarkDetector();
     for (const f of frames) det.addLuma(f.y, f.w, f.h);

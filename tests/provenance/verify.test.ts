@@ -62,12 +62,18 @@ beforeAll(async () => {
   video = path.join(dir, 'out.mp4');
   const r = await cli([
     'render',
-    '--portrait', portraitFile('real_woman_dark_hair.png'),
-    '--driving', drivingClip('man_mouth_wide_open.mp4'),
-    '--out', video,
-    '--engine', 'portrait',
-    '--max-frames', '75',
-    '--size', '384',
+    '--portrait',
+    portraitFile('real_woman_dark_hair.png'),
+    '--driving',
+    drivingClip('man_mouth_wide_open.mp4'),
+    '--out',
+    video,
+    '--engine',
+    'portrait',
+    '--max-frames',
+    '75',
+    '--size',
+    '384',
   ]);
   expect(r.code, r.stderr).toBe(0);
   expect(r.stderr).toContain('provenance: out.mp4.provenance.json (signed)');
@@ -90,7 +96,14 @@ describe('signed renders and avatar verify', () => {
 
     const r = await verifyJson([video]);
     expect(r.watermark).toMatchObject({ present: true, payload, windows: 3, detected_windows: 3 });
-    expect(r.signature).toMatchObject({ valid: true, signature_valid: true, hash_matches: true, trusted_key: true, manifest_payload: payload, payload_matches: true });
+    expect(r.signature).toMatchObject({
+      valid: true,
+      signature_valid: true,
+      hash_matches: true,
+      trusted_key: true,
+      manifest_payload: payload,
+      payload_matches: true,
+    });
     const text = await cli(['verify', video]);
     expect(text.stdout).toContain(`watermark: PRESENT, payload ${payload}`);
     expect(text.stdout).toContain('signature: VALID');
@@ -163,7 +176,11 @@ describe('POST /api/verify', () => {
     const m = JSON.parse(await readFile(`${video}.provenance.json`, 'utf8')) as Manifest;
     const payload = m.claim.assertions['c2pa.soft-binding']!.payload;
 
-    const r1 = await fetch(`${ts.url}/api/verify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: await readFile(png) });
+    const r1 = await fetch(`${ts.url}/api/verify`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/png' },
+      body: await readFile(png),
+    });
     expect(r1.status).toBe(200);
     const j1 = (await r1.json()) as VerifyReport;
     expect(j1.watermark).toMatchObject({ present: true, payload, windows: 1, detected_windows: 1 });
@@ -171,7 +188,11 @@ describe('POST /api/verify', () => {
 
     const form = new FormData();
     form.append('file', new Blob([new Uint8Array(await readFile(video))]), 'out.mp4');
-    form.append('manifest', new Blob([new Uint8Array(await readFile(`${video}.provenance.json`))]), 'out.mp4.provenance.json');
+    form.append(
+      'manifest',
+      new Blob([new Uint8Array(await readFile(`${video}.provenance.json`))]),
+      'out.mp4.provenance.json',
+    );
     const r2 = await fetch(`${ts.url}/api/verify`, { method: 'POST', body: form });
     expect(r2.status).toBe(200);
     const j2 = (await r2.json()) as VerifyReport;
@@ -184,7 +205,11 @@ describe('POST /api/verify', () => {
     const r3 = await fetch(`${ts.url}/api/verify`, { method: 'POST', body: '' });
     expect(r3.status).toBe(400);
     expect(((await r3.json()) as { code: string }).code).toBe('BAD_REQUEST');
-    const r4 = await fetch(`${ts.url}/api/verify`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello, this is not a picture' });
+    const r4 = await fetch(`${ts.url}/api/verify`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'hello, this is not a picture',
+    });
     expect(r4.status).toBe(415);
     expect(((await r4.json()) as { code: string }).code).toBe('UNSUPPORTED_MEDIA_TYPE');
     const r5 = await fetch(`${ts.url}/api/verify`, { method: 'GET' });
@@ -196,11 +221,32 @@ describe('POST /api/verify', () => {
     form.append('consent', 'true');
     form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('painting_mona_lisa.jpg')))]), 'mona.jpg');
     const key = ts.config.auth.apiKeys[0]?.secret ?? ts.server.operatorKey;
-    const up = await fetch(`${ts.url}/api/portraits`, { method: 'POST', body: form, headers: key ? { authorization: `Bearer ${key}` } : {} });
+    const up = await fetch(`${ts.url}/api/portraits`, {
+      method: 'POST',
+      body: form,
+      headers: key ? { authorization: `Bearer ${key}` } : {},
+    });
     expect(up.status).toBe(201);
     const { id } = (await up.json()) as { id: string };
     const out = path.join(dir, 'stored.mp4');
-    const r = await cli(['render', '--portrait-id', id, '--driving', drivingClip('man_mouth_wide_open.mp4'), '--out', out, '--engine', 'portrait', '--max-frames', '10', '--size', '256'], ts.dataDir);
+    const r = await cli(
+      [
+        'render',
+        '--portrait-id',
+        id,
+        '--driving',
+        drivingClip('man_mouth_wide_open.mp4'),
+        '--out',
+        out,
+        '--engine',
+        'portrait',
+        '--max-frames',
+        '10',
+        '--size',
+        '256',
+      ],
+      ts.dataDir,
+    );
     expect(r.code, r.stderr).toBe(0);
     const m = JSON.parse(await readFile(`${out}.provenance.json`, 'utf8')) as Manifest;
     expect(m.claim.assertions['avatar.portrait']).toMatchObject({ id, consent: { given: true } });
@@ -210,7 +256,15 @@ describe('POST /api/verify', () => {
     form2.append('manifest', new Blob([new Uint8Array(await readFile(`${out}.provenance.json`))]), 'm.json');
     const v = (await (await fetch(`${ts.url}/api/verify`, { method: 'POST', body: form2 })).json()) as VerifyReport;
     expect(v.signature).toMatchObject({ valid: true, trusted_key: true, portrait_id: id });
-    const bad = await cli(['render', '--portrait-id', 'nope', '--driving', drivingClip('man_mouth_wide_open.mp4'), '--out', out]);
+    const bad = await cli([
+      'render',
+      '--portrait-id',
+      'nope',
+      '--driving',
+      drivingClip('man_mouth_wide_open.mp4'),
+      '--out',
+      out,
+    ]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--portrait-id must be a portrait id');
   }, 60_000);

@@ -40,8 +40,28 @@ import { readVideoFrames } from '../../server/util/video.js';
 import { drivingClip, portraitFile } from '../helpers/media.js';
 
 /** 68-net points and the FaceMesh points at the same place: eye corners and lids (the EAR points), mouth corners, lip middles. */
-const EYE_PAIRS = [[36, 33], [37, 160], [38, 158], [39, 133], [40, 153], [41, 144], [42, 362], [43, 385], [44, 387], [45, 263], [46, 373], [47, 380]] as const;
-const MOUTH_PAIRS = [[48, 61], [54, 291], [51, 0], [57, 17], [62, 13], [66, 14]] as const;
+const EYE_PAIRS = [
+  [36, 33],
+  [37, 160],
+  [38, 158],
+  [39, 133],
+  [40, 153],
+  [41, 144],
+  [42, 362],
+  [43, 385],
+  [44, 387],
+  [45, 263],
+  [46, 373],
+  [47, 380],
+] as const;
+const MOUTH_PAIRS = [
+  [48, 61],
+  [54, 291],
+  [51, 0],
+  [57, 17],
+  [62, 13],
+  [66, 14],
+] as const;
 /** FaceMesh eye contours (16 points each): 36-41 of the 68 net belong to the first, 42-47 to the second. */
 const MESH_EYES = [
   [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173],
@@ -109,7 +129,8 @@ describe('face model files', () => {
     await expect(verifyLandmark68Files(defaultLandmarkModelDir())).resolves.toBeUndefined();
     const lmDir = await mkdtemp(path.join(os.tmpdir(), 'face-lm68-'));
     try {
-      for (const m of LANDMARK68_MODEL_FILES) await copyFile(path.join(defaultLandmarkModelDir(), m.file), path.join(lmDir, m.file));
+      for (const m of LANDMARK68_MODEL_FILES)
+        await copyFile(path.join(defaultLandmarkModelDir(), m.file), path.join(lmDir, m.file));
       const file = path.join(lmDir, 'face_landmark_68_model.bin');
       const bad = await readFile(file);
       bad[5000] = bad[5000]! ^ 0x01;
@@ -120,9 +141,13 @@ describe('face model files', () => {
       );
       expect(err).toBeInstanceOf(AppError);
       expect((err as AppError).code).toBe('FACE_MODEL_INVALID');
-      expect((err as AppError).message).toMatch(/face_landmark_68_model\.bin is corrupted: sha256 [0-9a-f]{64}, expected 4611ef65/);
+      expect((err as AppError).message).toMatch(
+        /face_landmark_68_model\.bin is corrupted: sha256 [0-9a-f]{64}, expected 4611ef65/,
+      );
       await rm(path.join(lmDir, 'face_landmark_68_model-weights_manifest.json'));
-      await expect(verifyLandmark68Files(lmDir)).rejects.toThrow(/face model file missing: .*face_landmark_68_model-weights_manifest\.json \(reinstall @vladmandic\/face-api 1\.7\.15/);
+      await expect(verifyLandmark68Files(lmDir)).rejects.toThrow(
+        /face model file missing: .*face_landmark_68_model-weights_manifest\.json \(reinstall @vladmandic\/face-api 1\.7\.15/,
+      );
     } finally {
       await rm(lmDir, { recursive: true, force: true });
     }
@@ -233,7 +258,9 @@ describe('FaceModelPool on real portraits', () => {
   it('leaves the descriptor out when not asked for it, and rejects bad images', async () => {
     const f = await pool.analyze(woman, { descriptor: false });
     expect(f!.descriptor).toBeNull();
-    await expect(pool.analyze({ width: 10, height: 10, data: new Uint8Array(5) }, { descriptor: false })).rejects.toThrow(TypeError);
+    await expect(
+      pool.analyze({ width: 10, height: 10, data: new Uint8Array(5) }, { descriptor: false }),
+    ).rejects.toThrow(TypeError);
   });
 
   it('finds no face in a flat grey image', async () => {
@@ -249,7 +276,8 @@ describe('FaceModelPool on real portraits', () => {
     const ry = [Math.cos(a), 0, Math.sin(a), 0, 1, 0, -Math.sin(a), 0, Math.cos(a)];
     const rz = [Math.cos(b), -Math.sin(b), 0, Math.sin(b), Math.cos(b), 0, 0, 0, 1];
     const r = new Float64Array(9);
-    for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 3; k++) r[i * 3 + j]! += rz[i * 3 + k]! * ry[k * 3 + j]!;
+    for (let i = 0; i < 3; i++)
+      for (let j = 0; j < 3; j++) for (let k = 0; k < 3; k++) r[i * 3 + j]! += rz[i * 3 + k]! * ry[k * 3 + j]!;
     const moved = applySimilarity3d({ s: 1.3, r, t: [40, -25, 7] }, m, MESH_POINTS, new Float64Array(MESH_POINTS * 3));
     expect(alignedMeshDistance(moved, m)).toBeLessThan(1e-6);
     expect(meshPointDistance(moved, m, meshInterOcular(m))).toBeGreaterThan(0.2);
@@ -260,8 +288,14 @@ describe('FaceModelPool on real portraits', () => {
     // rotated into the upright face's frame, is the upright face's motion; the pose does not count as expression.
     const iod = meshInterOcular(m);
     const open = Float64Array.from(m);
-    for (const i of [14, 15, 16, 17, 18, 84, 85, 86, 87, 178, 179, 180, 181, 199, 200, 175, 152]) open[3 * i + 1]! += 0.2 * iod;
-    const openMoved = applySimilarity3d({ s: 1.3, r, t: [40, -25, 7] }, open, MESH_POINTS, new Float64Array(MESH_POINTS * 3));
+    for (const i of [14, 15, 16, 17, 18, 84, 85, 86, 87, 178, 179, 180, 181, 199, 200, 175, 152])
+      open[3 * i + 1]! += 0.2 * iod;
+    const openMoved = applySimilarity3d(
+      { s: 1.3, r, t: [40, -25, 7] },
+      open,
+      MESH_POINTS,
+      new Float64Array(MESH_POINTS * 3),
+    );
     const upright = expressionMotion(open, m);
     const turned = expressionMotion(openMoved, moved, similarity3d(moved, m).r);
     expect(motionDistance3d(turned, upright)).toBeLessThan(1e-6);
@@ -281,7 +315,11 @@ describe('the two landmark networks on real driving clips', () => {
   });
 
   /** Eye openness (both eyes averaged) and mouth openness by both networks on every 2nd frame of [from, to). */
-  async function series(clip: string, from: number, to: number): Promise<{ ear: number[]; ear68: number[]; mouth: number[]; mouth68: number[] }> {
+  async function series(
+    clip: string,
+    from: number,
+    to: number,
+  ): Promise<{ ear: number[]; ear68: number[]; mouth: number[]; mouth68: number[] }> {
     const jobs: Promise<FaceModelFace | null>[] = [];
     for await (const f of readVideoFrames(drivingClip(clip), { format: 'rgb24', maxFrames: to })) {
       if (f.index >= from && f.index % 2 === 0) jobs.push(pool.analyze(f, { descriptor: false }));

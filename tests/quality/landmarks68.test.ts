@@ -12,7 +12,13 @@ import type * as Tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../server/errors.js';
 import { defaultLandmarkModelDir } from '../../server/quality/faceModels.js';
-import { FaceLandmark68Net, LM68_INPUT_SIZE, prepareInput, type RgbBytes, type Tfjs } from '../../server/quality/faceLandmark68Net.js';
+import {
+  FaceLandmark68Net,
+  LM68_INPUT_SIZE,
+  prepareInput,
+  type RgbBytes,
+  type Tfjs,
+} from '../../server/quality/faceLandmark68Net.js';
 import {
   eyeAspectRatio68,
   landmarkBoxFromMesh,
@@ -23,7 +29,13 @@ import {
   motionDistance2d,
   rigidRotation68,
 } from '../../server/quality/landmarks68.js';
-import { alignedMeshDistance, MESH_LIPS, MESH_POINTS, motionDistance3d, mouthOpennessMesh } from '../../server/quality/meshMetrics.js';
+import {
+  alignedMeshDistance,
+  MESH_LIPS,
+  MESH_POINTS,
+  motionDistance3d,
+  mouthOpennessMesh,
+} from '../../server/quality/meshMetrics.js';
 import { interOcularDistance } from '../../server/quality/metrics.js';
 import { loadImageRgb } from '../../server/util/image.js';
 import { portraitFile } from '../helpers/media.js';
@@ -58,11 +70,30 @@ function face68(): Float64Array {
   eye(42, 115);
   // Outer lips 48-59 (corners 48 and 54, 50 px apart), inner lips 60-67, mouth closed.
   const outer: [number, number][] = [
-    [75, 165], [83, 160], [92, 157], [100, 158], [108, 157], [117, 160], [125, 165],
-    [117, 171], [108, 174], [100, 175], [92, 174], [83, 171],
+    [75, 165],
+    [83, 160],
+    [92, 157],
+    [100, 158],
+    [108, 157],
+    [117, 160],
+    [125, 165],
+    [117, 171],
+    [108, 174],
+    [100, 175],
+    [92, 174],
+    [83, 171],
   ];
   outer.forEach(([x, y], k) => set(48 + k, x, y));
-  const inner: [number, number][] = [[80, 165], [90, 164], [100, 164], [110, 164], [120, 165], [110, 166], [100, 166], [90, 166]];
+  const inner: [number, number][] = [
+    [80, 165],
+    [90, 164],
+    [100, 164],
+    [110, 164],
+    [120, 165],
+    [110, 166],
+    [100, 166],
+    [90, 166],
+  ];
   inner.forEach(([x, y], k) => set(60 + k, x, y));
   return p;
 }
@@ -179,7 +210,11 @@ describe('FaceMesh mouth measures (pure)', () => {
     };
     put(61, 80, 150);
     put(291, 120, 150);
-    for (const [u, l, x] of [[82, 87, 90], [13, 14, 100], [312, 317, 110]] as const) {
+    for (const [u, l, x] of [
+      [82, 87, 90],
+      [13, 14, 100],
+      [312, 317, 110],
+    ] as const) {
       put(u, x, 150);
       put(l, x, 150);
     }
@@ -213,7 +248,11 @@ describe('FaceMesh mouth measures (pure)', () => {
 
 describe('network input (pure)', () => {
   const mean = [122.782, 117.001, 104.298];
-  const flat = (w: number, h: number, v: number): RgbBytes => ({ width: w, height: h, data: new Uint8Array(w * h * 3).fill(v) });
+  const flat = (w: number, h: number, v: number): RgbBytes => ({
+    width: w,
+    height: h,
+    data: new Uint8Array(w * h * 3).fill(v),
+  });
   const n = LM68_INPUT_SIZE;
 
   it('pads a tall box with black on both sides, centred, and normalises', () => {
@@ -261,7 +300,11 @@ interface FaceApi {
  * registered on tfjs-core's Tensor, as the union package would: test-only scaffolding to run the reference code.
  */
 function loadUpstream(tf: Tfjs): FaceApi {
-  const file = path.join(path.dirname(require.resolve('@vladmandic/face-api/package.json')), 'dist', 'face-api.node-wasm.js');
+  const file = path.join(
+    path.dirname(require.resolve('@vladmandic/face-api/package.json')),
+    'dist',
+    'face-api.node-wasm.js',
+  );
   const proto = tf.Tensor.prototype as unknown as Record<string, unknown>;
   const chained: Record<string, (t: Tf.Tensor, ...a: (number | Tf.Tensor)[]) => Tf.Tensor> = {
     as1D: (t) => tf.reshape(t, [-1]),
@@ -310,7 +353,9 @@ describe('FaceLandmark68Net against face-api', () => {
     const api = loadUpstream(tf);
     theirs = new api.FaceLandmark68Net();
     const specs = (manifest as { weights: Tf.io.WeightsManifestEntry[] }[])[0]!.weights;
-    theirs.loadFromWeightMap(tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength) as ArrayBuffer, specs));
+    theirs.loadFromWeightMap(
+      tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength) as ArrayBuffer, specs),
+    );
   });
   afterAll(() => {
     ours?.close();
@@ -358,7 +403,9 @@ describe('FaceLandmark68Net against face-api', () => {
 
   it('refuses weights that are not the 68-point net`s, and a closed net', () => {
     const groups = manifest as { paths: string[]; weights: { name: string; shape: number[] }[] }[];
-    const renamed = [{ ...groups[0]!, weights: groups[0]!.weights.map((w, i) => (i === 0 ? { ...w, name: 'other/filters' } : w)) }];
+    const renamed = [
+      { ...groups[0]!, weights: groups[0]!.weights.map((w, i) => (i === 0 ? { ...w, name: 'other/filters' } : w)) },
+    ];
     const err = (() => {
       try {
         FaceLandmark68Net.fromWeights(tf, renamed, bin);

@@ -23,7 +23,10 @@ function texture(w: number, h: number, seed = 1): PixelImage {
     const p = Math.floor(i / 3);
     const x = p % w;
     const y = Math.floor(p / w);
-    data[i] = Math.max(0, Math.min(255, Math.round(128 + 60 * Math.sin(x / 7 + (i % 3)) * Math.cos(y / 9) + ((s >>> 24) % 40) - 20)));
+    data[i] = Math.max(
+      0,
+      Math.min(255, Math.round(128 + 60 * Math.sin(x / 7 + (i % 3)) * Math.cos(y / 9) + ((s >>> 24) % 40) - 20)),
+    );
   }
   return { width: w, height: h, data };
 }
@@ -125,14 +128,19 @@ describe('SSIM (Gaussian 11x11, sigma 1.5)', () => {
       for (let i = 0; i < d.length; i++) {
         s = (Math.imul(s, 1103515245) + 12345) >>> 0;
         const p = Math.floor(i / 3);
-        d[i] = Math.round(127 + 90 * Math.sin((p % w) / 5 + (i % 3)) * Math.cos(Math.floor(p / w) / 4)) ^ ((s >>> 28) & 7);
+        d[i] =
+          Math.round(127 + 90 * Math.sin((p % w) / 5 + (i % 3)) * Math.cos(Math.floor(p / w) / 4)) ^ ((s >>> 28) & 7);
       }
       return d;
     };
     const a = { width: 32, height: 24, data: lcgImage(32, 24, 3) };
     const b = { width: 32, height: 24, data: lcgImage(32, 24, 99).map((v, i) => (v + ((i * 7) % 23)) & 255) };
     expect(ssim(a, b)).toBeCloseTo(0.928027080994009, 12);
-    const red = (img: PixelImage): PixelImage => ({ width: 32, height: 24, data: img.data.filter((_, i) => i % 3 === 0) });
+    const red = (img: PixelImage): PixelImage => ({
+      width: 32,
+      height: 24,
+      data: img.data.filter((_, i) => i % 3 === 0),
+    });
     expect(ssim(red(a), red(b))).toBeCloseTo(0.9308505404540087, 12);
   });
   it('is symmetric and refuses images below the window size', () => {

@@ -34,7 +34,9 @@ describe('Progress', () => {
     p.finish();
     expect(s.chunks.length).toBe(4); // t=10, 110, 210 and the final line, once
     expect(s.chunks[0]!.startsWith('\reval  [')).toBe(true);
-    expect(s.chunks.at(-1)).toMatch(/^\reval {2}\[#{24}\] {2}30\/30 frames \(100%\) {2}100\.0 fps {2}done in 0:00\x1b\[K\n$/);
+    expect(s.chunks.at(-1)).toMatch(
+      /^\reval {2}\[#{24}\] {2}30\/30 frames \(100%\) {2}100\.0 fps {2}done in 0:00\x1b\[K\n$/,
+    );
   });
 
   it('works without a total (no bar, no ETA)', () => {

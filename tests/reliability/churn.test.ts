@@ -23,7 +23,8 @@ describe('room churn', () => {
     const perRound = 2;
     for (let r = 0; r < rounds; r++) {
       const rooms = [];
-      for (let i = 0; i < perRound; i++) rooms.push(await createTestRoom(url, portraitFile('real_woman_dark_hair.png')));
+      for (let i = 0; i < perRound; i++)
+        rooms.push(await createTestRoom(url, portraitFile('real_woman_dark_hair.png')));
       for (const room of rooms) {
         const res = await apiFetch(`${url}/api/rooms/${room.roomId}`, { method: 'DELETE' });
         expect(res.status).toBe(204);

@@ -42,7 +42,10 @@ let minViewers = Infinity;
 let tracking = false;
 
 beforeAll(async () => {
-  server = await ServerProc.start({ overrides: benchOverrides('passthrough', { avatar: { engine: 'passthrough', outputSize: 256 } }), inspector: true });
+  server = await ServerProc.start({
+    overrides: benchOverrides('passthrough', { avatar: { engine: 'passthrough', outputSize: 256 } }),
+    inspector: true,
+  });
   ticks = new TickLog(server);
   server.onTick((_at, rooms) => {
     if (tracking) for (const r of rooms) minViewers = Math.min(minViewers, r.viewers);
@@ -92,9 +95,17 @@ describe('fault injection', () => {
   it('a crashed avatar worker is restarted and frames come back; viewers stay', async () => {
     const killed = await server.request<{ threadId: number; at: number }>({ cmd: 'killWorker', roomId: room.roomId });
     await waitFor(() => (ticks.last.get(room.roomId)?.restarts ?? 0) >= 1, 30_000, 'worker restarted');
-    await waitFor(() => countIn(ticks.times(room.roomId), killed.at + 100, now()) > 30, 30_000, 'synthesized frames after the restart');
+    await waitFor(
+      () => countIn(ticks.times(room.roomId), killed.at + 100, now()) > 30,
+      30_000,
+      'synthesized frames after the restart',
+    );
     const [a, b] = viewers as [Connected<CountingViewer>, Connected<CountingViewer>];
-    await waitFor(() => countIn(a.peer.times, killed.at, now()) > 30 && countIn(b.peer.times, killed.at, now()) > 30, 20_000, 'viewer frames after the restart');
+    await waitFor(
+      () => countIn(a.peer.times, killed.at, now()) > 30 && countIn(b.peer.times, killed.at, now()) > 30,
+      20_000,
+      'viewer frames after the restart',
+    );
     expect(ticks.last.get(room.roomId)?.failed).toBe(false);
     expect(minViewers).toBe(2);
     expect(a.disconnects + b.disconnects).toBe(0);

@@ -49,9 +49,12 @@ describe('fuzzed signaling and REST', () => {
     expect(warm.internalErrors).toEqual([]);
     // The fuzz opens rooms (its valid POST /api/rooms): close them all, as owners do, before the measured round.
     const auth = { authorization: `Bearer ${TEST_API_KEY}` };
-    const { rooms } = (await (await fetch(`${ts.url}/api/rooms`, { headers: auth })).json()) as { rooms: { roomId: string }[] };
+    const { rooms } = (await (await fetch(`${ts.url}/api/rooms`, { headers: auth })).json()) as {
+      rooms: { roomId: string }[];
+    };
     expect(rooms.length).toBeGreaterThan(0);
-    for (const r of rooms) expect((await fetch(`${ts.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: auth })).status).toBe(204);
+    for (const r of rooms)
+      expect((await fetch(`${ts.url}/api/rooms/${r.roomId}`, { method: 'DELETE', headers: auth })).status).toBe(204);
     global.gc?.();
     const rssBefore = process.memoryUsage().rss;
     const report = await runFuzz(target, { count: 2000, seed: 7, lanes: 6 });

@@ -59,7 +59,9 @@ describe('a peer closed while it gathers its candidates', () => {
       };
       return pc;
     };
-    await expect(answerOffer(closeWhileGathering(), offer.sdp, ['127.0.0.1'])).rejects.toMatchObject({ code: 'INVALID_STATE' });
+    await expect(answerOffer(closeWhileGathering(), offer.sdp, ['127.0.0.1'])).rejects.toMatchObject({
+      code: 'INVALID_STATE',
+    });
     // And without a close the same offer is answered (the case is about the close, not the offer).
     const open = createPeerConnection();
     closers.push(() => open.close());

@@ -42,8 +42,17 @@ let tracking = false;
 
 beforeAll(async () => {
   if (!haveChromium) return;
-  y4m = await makeY4m({ source: drivingClip('woman_speech_head_motion.mp4'), width: 320, height: 240, fps: 30, seconds: 3 });
-  server = await ServerProc.start({ overrides: benchOverrides('passthrough', { avatar: { engine: 'passthrough', outputSize: 256 } }), inspector: false });
+  y4m = await makeY4m({
+    source: drivingClip('woman_speech_head_motion.mp4'),
+    width: 320,
+    height: 240,
+    fps: 30,
+    seconds: 3,
+  });
+  server = await ServerProc.start({
+    overrides: benchOverrides('passthrough', { avatar: { engine: 'passthrough', outputSize: 256 } }),
+    inspector: false,
+  });
   ticks = new TickLog(server);
   server.onTick((_at, rooms) => {
     if (tracking) for (const r of rooms) minViewers = Math.min(minViewers, r.viewers);
@@ -52,7 +61,11 @@ beforeAll(async () => {
   browser = await ChromiumBrowser.launch({ fakeVideo: y4m });
   await startPerformer(browser.page, room.performerUrl, 60_000);
   viewer = await connectViewer(server.url, room.viewerToken, new CountingViewer(true));
-  await waitFor(() => countIn(ticks.times(room.roomId), now() - 1000, now()) > 10 && viewer!.peer.frames > 30, 60_000, 'frames flowing');
+  await waitFor(
+    () => countIn(ticks.times(room.roomId), now() - 1000, now()) > 10 && viewer!.peer.frames > 30,
+    60_000,
+    'frames flowing',
+  );
   tracking = true;
 });
 
@@ -71,8 +84,16 @@ describe.skipIf(!haveChromium)('performer page reload', () => {
     await page.reload();
     await waitFor(() => page.locator('#start:not([disabled])').count(), 60_000, 'Start enabled after the reload');
     await page.locator('#start').click();
-    await waitFor(() => page.evaluate(() => (window as unknown as StudioWin).__studio.publishState === 'connected'), 60_000, 'publishing again');
-    await waitFor(() => countIn(ticks.times(room.roomId), now() - 1000, now()) > 10, 30_000, 'synthesized frames after the reload');
+    await waitFor(
+      () => page.evaluate(() => (window as unknown as StudioWin).__studio.publishState === 'connected'),
+      60_000,
+      'publishing again',
+    );
+    await waitFor(
+      () => countIn(ticks.times(room.roomId), now() - 1000, now()) > 10,
+      30_000,
+      'synthesized frames after the reload',
+    );
     await waitFor(() => countIn(viewer!.peer.times, at + 1000, now()) > 30, 30_000, 'viewer frames after the reload');
     expect(ticks.last.get(room.roomId)?.publishing).toBe(true);
     expect(minViewers).toBe(1);

@@ -56,8 +56,13 @@ describe('API keys and owners', () => {
     const none = await fetch(`${s.url}/api/portraits`);
     expect(await code(none)).toEqual([401, 'API_KEY_REQUIRED']);
     expect(none.headers.get('www-authenticate')).toMatch(/^Bearer/);
-    expect(await code(await fetch(`${s.url}/api/portraits`, { headers: apiAuth('not-a-key-0123456789') }))).toEqual([401, 'API_KEY_INVALID']);
-    expect(await code(await fetch(`${s.url}/api/rooms`, { method: 'POST', headers: { authorization: 'Basic abc' } }))).toEqual([401, 'API_KEY_REQUIRED']);
+    expect(await code(await fetch(`${s.url}/api/portraits`, { headers: apiAuth('not-a-key-0123456789') }))).toEqual([
+      401,
+      'API_KEY_INVALID',
+    ]);
+    expect(
+      await code(await fetch(`${s.url}/api/rooms`, { method: 'POST', headers: { authorization: 'Basic abc' } })),
+    ).toEqual([401, 'API_KEY_REQUIRED']);
     expect(await code(await upload(s.url, null))).toEqual([401, 'API_KEY_REQUIRED']);
     expect(s.server.portraits.size).toBe(0);
 
@@ -75,9 +80,19 @@ describe('API keys and owners', () => {
 
     // 'other' sees nothing of it: not in lists, 404 by id, cannot use it in a room, delete it or end the room.
     const other = apiAuth(OTHER_API_KEY);
-    expect(((await (await fetch(`${s.url}/api/portraits`, { headers: other })).json()) as { portraits: unknown[] }).portraits).toEqual([]);
-    expect(((await (await fetch(`${s.url}/api/rooms`, { headers: other })).json()) as { rooms: unknown[] }).rooms).toEqual([]);
-    for (const p of [`/api/portraits/${pid}`, `/api/portraits/${pid}/image`, `/api/portraits/${pid}/image?variant=original`, `/api/portraits/${pid}/consent`]) {
+    expect(
+      ((await (await fetch(`${s.url}/api/portraits`, { headers: other })).json()) as { portraits: unknown[] })
+        .portraits,
+    ).toEqual([]);
+    expect(
+      ((await (await fetch(`${s.url}/api/rooms`, { headers: other })).json()) as { rooms: unknown[] }).rooms,
+    ).toEqual([]);
+    for (const p of [
+      `/api/portraits/${pid}`,
+      `/api/portraits/${pid}/image`,
+      `/api/portraits/${pid}/image?variant=original`,
+      `/api/portraits/${pid}/consent`,
+    ]) {
       expect(await code(await fetch(`${s.url}${p}`, { headers: other }))).toEqual([404, 'NOT_FOUND']);
     }
     const unknown = await fetch(`${s.url}/api/portraits/${'0'.repeat(32)}`, { headers: other });
@@ -91,17 +106,31 @@ describe('API keys and owners', () => {
         }),
       ),
     ).toEqual([404, 'NOT_FOUND']);
-    expect(await code(await fetch(`${s.url}/api/portraits/${pid}`, { method: 'DELETE', headers: other }))).toEqual([404, 'NOT_FOUND']);
-    expect(await code(await fetch(`${s.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: other }))).toEqual([404, 'ROOM_NOT_FOUND']);
-    expect(await code(await fetch(`${s.url}/api/rooms/${room.roomId}/revoke`, { method: 'POST', headers: other }))).toEqual([404, 'ROOM_NOT_FOUND']);
-    expect(((await (await fetch(`${s.url}/api/consent-log`, { headers: other })).json()) as { log: unknown[] }).log).toEqual([]);
+    expect(await code(await fetch(`${s.url}/api/portraits/${pid}`, { method: 'DELETE', headers: other }))).toEqual([
+      404,
+      'NOT_FOUND',
+    ]);
+    expect(await code(await fetch(`${s.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: other }))).toEqual([
+      404,
+      'ROOM_NOT_FOUND',
+    ]);
+    expect(
+      await code(await fetch(`${s.url}/api/rooms/${room.roomId}/revoke`, { method: 'POST', headers: other })),
+    ).toEqual([404, 'ROOM_NOT_FOUND']);
+    expect(
+      ((await (await fetch(`${s.url}/api/consent-log`, { headers: other })).json()) as { log: unknown[] }).log,
+    ).toEqual([]);
     expect(s.server.portraits.size).toBe(1);
     expect(s.server.rooms.size).toBe(1);
 
     // The owner sees both, and may end the room with its key.
-    const mine = (await (await fetch(`${s.url}/api/rooms`, { headers: apiAuth() })).json()) as { rooms: { roomId: string; portraitId: string }[] };
+    const mine = (await (await fetch(`${s.url}/api/rooms`, { headers: apiAuth() })).json()) as {
+      rooms: { roomId: string; portraitId: string }[];
+    };
     expect(mine.rooms).toEqual([expect.objectContaining({ roomId: room.roomId, portraitId: pid })]);
-    expect((await fetch(`${s.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: apiAuth() })).status).toBe(204);
+    expect((await fetch(`${s.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: apiAuth() })).status).toBe(
+      204,
+    );
     expect(s.server.rooms.size).toBe(0);
   });
 
@@ -137,8 +166,17 @@ describe('API keys and owners', () => {
 describe('room links', () => {
   it('revoking drops sockets joined with old links, refuses them, and the fresh links work', async () => {
     const s = await start();
-    const res = await fetch(`${s.url}/api/rooms`, { method: 'POST', headers: { ...apiAuth(), 'content-type': 'application/json' }, body: '{}' });
-    const room = (await res.json()) as { roomId: string; performerToken: string; viewerToken: string; expiresAt: string };
+    const res = await fetch(`${s.url}/api/rooms`, {
+      method: 'POST',
+      headers: { ...apiAuth(), 'content-type': 'application/json' },
+      body: '{}',
+    });
+    const room = (await res.json()) as {
+      roomId: string;
+      performerToken: string;
+      viewerToken: string;
+      expiresAt: string;
+    };
     // Links expire in hours by default.
     const hours = (Date.parse(room.expiresAt) - Date.now()) / 3600_000;
     expect(hours).toBeGreaterThan(1);
@@ -164,7 +202,10 @@ describe('room links', () => {
     sockets.push(again);
     const old = await request(again, 'join', { token: room.viewerToken });
     expect(old.ok ? null : old.error.code).toBe('TOKEN_REVOKED');
-    const oldPerformer = await fetch(`${s.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const oldPerformer = await fetch(`${s.url}/api/rooms/${room.roomId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${room.performerToken}` },
+    });
     expect(await code(oldPerformer)).toEqual([401, 'TOKEN_REVOKED']);
     const ok = await request(again, 'join', { token: fresh.viewerToken });
     expect(ok.ok).toBe(true);
@@ -177,11 +218,17 @@ describe('consent', () => {
     const terms = (await (await fetch(`${s.url}/api/consent`)).json()) as { version: string; text: string };
     expect(terms.version).toBe(defaultConfig().consent.version);
     expect(terms.text.length).toBeGreaterThan(50);
-    expect(await code(await upload(s.url, TEST_API_KEY, { consentVersion: 'an-old-version' }))).toEqual([422, 'CONSENT_REQUIRED']);
+    expect(await code(await upload(s.url, TEST_API_KEY, { consentVersion: 'an-old-version' }))).toEqual([
+      422,
+      'CONSENT_REQUIRED',
+    ]);
 
     const up = await upload(s.url, TEST_API_KEY, { consentVersion: terms.version });
     const pid = ((await up.json()) as { id: string }).id;
-    const rec = JSON.parse(await readFile(path.join(s.dataDir, 'portraits', `${pid}.json`), 'utf8')) as Record<string, unknown>;
+    const rec = JSON.parse(await readFile(path.join(s.dataDir, 'portraits', `${pid}.json`), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     expect(rec).toMatchObject({ owner: 'test', consent: { given: true, version: terms.version, text: terms.text } });
 
     const made = await fetch(`${s.url}/api/rooms`, {
@@ -195,7 +242,16 @@ describe('consent', () => {
     await call(viewer, 'join', { token: room.viewerToken });
     let closed: string | null = null;
     viewer.on('closed', ({ reason }) => (closed = reason));
-    await waitFor(async () => ((await (await fetch(`${s.url}/api/portraits/${pid}/consent`, { headers: apiAuth() })).json()) as { log: unknown[] }).log.length === 2, 5000, 'use logged');
+    await waitFor(
+      async () =>
+        (
+          (await (await fetch(`${s.url}/api/portraits/${pid}/consent`, { headers: apiAuth() })).json()) as {
+            log: unknown[];
+          }
+        ).log.length === 2,
+      5000,
+      'use logged',
+    );
 
     const c = (await (await fetch(`${s.url}/api/portraits/${pid}/consent`, { headers: apiAuth() })).json()) as {
       consent: { version: string; text: string };
@@ -217,10 +273,23 @@ describe('consent', () => {
     // Append-only: the old lines are untouched, a 'deleted' line follows; the owner can still read it.
     const after = await readFile(logFile, 'utf8');
     expect(after.startsWith(before)).toBe(true);
-    const log = ((await (await fetch(`${s.url}/api/consent-log`, { headers: apiAuth() })).json()) as { log: { event: string; portraitId: string }[] }).log;
+    const log = (
+      (await (await fetch(`${s.url}/api/consent-log`, { headers: apiAuth() })).json()) as {
+        log: { event: string; portraitId: string }[];
+      }
+    ).log;
     expect(log.filter((e) => e.portraitId === pid).map((e) => e.event)).toEqual(['consent', 'used', 'deleted']);
-    expect(((await (await fetch(`${s.url}/api/consent-log`, { headers: apiAuth(OTHER_API_KEY) })).json()) as { log: unknown[] }).log).toEqual([]);
-    expect(await code(await fetch(`${s.url}/api/portraits/${pid}/consent`, { headers: apiAuth() }))).toEqual([404, 'NOT_FOUND']);
+    expect(
+      (
+        (await (await fetch(`${s.url}/api/consent-log`, { headers: apiAuth(OTHER_API_KEY) })).json()) as {
+          log: unknown[];
+        }
+      ).log,
+    ).toEqual([]);
+    expect(await code(await fetch(`${s.url}/api/portraits/${pid}/consent`, { headers: apiAuth() }))).toEqual([
+      404,
+      'NOT_FOUND',
+    ]);
   });
 });
 
@@ -228,7 +297,10 @@ describe('the local operator key', () => {
   it('is created once in the data folder (0600) when no key is configured, and kept across restarts', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-op-'));
     try {
-      const config = loadConfig({}, { port: 0, logLevel: 'silent', dataDir, avatar: { engine: 'portrait' }, fanout: { mode: 'direct' } });
+      const config = loadConfig(
+        {},
+        { port: 0, logLevel: 'silent', dataDir, avatar: { engine: 'portrait' }, fanout: { mode: 'direct' } },
+      );
       expect(config.host).toBe('127.0.0.1'); // loopback unless told otherwise
       const a = await createServer(config);
       const key = a.operatorKey;
@@ -245,7 +317,10 @@ describe('the local operator key', () => {
         await b.close();
       }
       // A configured key replaces it: the operator key no longer works.
-      const c = await createServer({ ...config, auth: { ...config.auth, apiKeys: [{ name: 'ops', secret: TEST_API_KEY }] } });
+      const c = await createServer({
+        ...config,
+        auth: { ...config.auth, apiKeys: [{ name: 'ops', secret: TEST_API_KEY }] },
+      });
       try {
         expect(c.operatorKey).toBeNull();
         expect((await fetch(`${c.url}/api/portraits`, { headers: apiAuth(key!) })).status).toBe(401);
@@ -257,18 +332,29 @@ describe('the local operator key', () => {
     }
   });
 
-  it('npm start\'s entry prints a studio link that signs the browser in', async () => {
+  it("npm start's entry prints a studio link that signs the browser in", async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-main-'));
     const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'server', 'main.ts')], {
       cwd: repoRoot,
-      env: { ...process.env, PORT: '0', AVATAR_DATA_DIR: dataDir, AVATAR_ENGINE: 'portrait', FANOUT: 'direct', LOG_LEVEL: 'info' },
+      env: {
+        ...process.env,
+        PORT: '0',
+        AVATAR_DATA_DIR: dataDir,
+        AVATAR_ENGINE: 'portrait',
+        FANOUT: 'direct',
+        LOG_LEVEL: 'info',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      const link = await waitFor(() => /Studio \(signs this browser in\): (http:\/\/127\.0\.0\.1:\d+\/\?key=\S+)/.exec(out)?.[1], 60_000, 'studio link');
+      const link = await waitFor(
+        () => /Studio \(signs this browser in\): (http:\/\/127\.0\.0\.1:\d+\/\?key=\S+)/.exec(out)?.[1],
+        60_000,
+        'studio link',
+      );
       const key = decodeURIComponent(new URL(link).searchParams.get('key')!);
       expect(key).toBe((await readFile(path.join(dataDir, 'operator-key'), 'utf8')).trim());
       const origin = new URL(link).origin;

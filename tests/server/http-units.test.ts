@@ -17,7 +17,11 @@ describe('router', () => {
 
   it('matches literals, parameters and a trailing wildcard', () => {
     expect(r.match('GET', '/api/portraits')).toMatchObject({ kind: 'found', handler: 'list' });
-    expect(r.match('GET', '/api/portraits/abc/image')).toMatchObject({ kind: 'found', handler: 'image', params: { id: 'abc' } });
+    expect(r.match('GET', '/api/portraits/abc/image')).toMatchObject({
+      kind: 'found',
+      handler: 'image',
+      params: { id: 'abc' },
+    });
     expect(r.match('GET', '/dist/a/b.js')).toMatchObject({ kind: 'found', handler: 'dist', params: { '*': 'a/b.js' } });
     expect(r.match('HEAD', '/api/portraits')).toMatchObject({ kind: 'found', handler: 'list' });
   });
@@ -38,7 +42,9 @@ describe('multipart', () => {
     const bin = Buffer.from([0, 13, 10, 45, 45, 255]);
     const body = Buffer.concat([
       Buffer.from('------x1\r\nContent-Disposition: form-data; name="consent"\r\n\r\ntrue\r\n'),
-      Buffer.from('------x1\r\nContent-Disposition: form-data; name="file"; filename="a \\"b\\".png"\r\nContent-Type: image/png\r\n\r\n'),
+      Buffer.from(
+        '------x1\r\nContent-Disposition: form-data; name="file"; filename="a \\"b\\".png"\r\nContent-Type: image/png\r\n\r\n',
+      ),
       bin,
       Buffer.from('\r\n------x1--\r\n'),
     ]);
@@ -72,7 +78,15 @@ describe('static path resolution', () => {
   it('stays inside the root', () => {
     expect(resolveInside('/srv/client', 'studio.html')).toBe('/srv/client/studio.html');
     expect(resolveInside('/srv/client', 'dist/app.js')).toBe('/srv/client/dist/app.js');
-    for (const p of ['../secret', 'dist/../../x', '/etc/passwd'.slice(1).replace('etc', '..'), '.env', 'a\0b', 'a\\..\\b', '']) {
+    for (const p of [
+      '../secret',
+      'dist/../../x',
+      '/etc/passwd'.slice(1).replace('etc', '..'),
+      '.env',
+      'a\0b',
+      'a\\..\\b',
+      '',
+    ]) {
       expect(resolveInside('/srv/client', p)).toBeNull();
     }
     expect(contentTypeFor('a.js')).toMatch(/javascript/);

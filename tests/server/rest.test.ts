@@ -64,8 +64,17 @@ describe('portraits', () => {
     expect(orig.headers.get('content-type')).toBe('image/jpeg');
     expect(Buffer.compare(Buffer.from(await orig.arrayBuffer()), original)).toBe(0);
 
-    const rec = JSON.parse(await readFile(path.join(ts.dataDir, 'portraits', `${id}.json`), 'utf8')) as Record<string, unknown>;
-    expect(rec).toMatchObject({ id, uploader: 'tester', uploaderIp: '127.0.0.1', consent: { given: true }, usedInRooms: [] });
+    const rec = JSON.parse(await readFile(path.join(ts.dataDir, 'portraits', `${id}.json`), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    expect(rec).toMatchObject({
+      id,
+      uploader: 'tester',
+      uploaderIp: '127.0.0.1',
+      consent: { given: true },
+      usedInRooms: [],
+    });
     // The consent log (consent.log) is the store's own file, not the portrait's.
     expect(await portraitFiles()).toEqual([`${id}.json`, `${id}.orig.jpg`, `${id}.png`, 'consent.log'].sort());
 
@@ -137,14 +146,17 @@ describe('portraits', () => {
       pump();
     });
     if ('error' in outcome) expect(['EPIPE', 'ECONNRESET']).toContain(outcome.error);
-    else expect([outcome.status, (JSON.parse(outcome.body) as { code: string }).code]).toEqual([413, 'PAYLOAD_TOO_LARGE']);
+    else
+      expect([outcome.status, (JSON.parse(outcome.body) as { code: string }).code]).toEqual([413, 'PAYLOAD_TOO_LARGE']);
     expect(sent).toBeLessThan(16 * 1024 * 1024);
     expect(await portraitFiles()).toEqual([]);
     expect((await fetch(`${ts.url}/healthz`)).status).toBe(200);
   });
 
   it('refuses a text file named .jpg with 415, and a truncated image with 415', async () => {
-    const up = await upload(Buffer.from('this is not an image, just text pretending to be one\n'.repeat(20)), { filename: 'photo.jpg' });
+    const up = await upload(Buffer.from('this is not an image, just text pretending to be one\n'.repeat(20)), {
+      filename: 'photo.jpg',
+    });
     expect([up.status, up.body.code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
     const jpeg = await readFile(PORTRAIT);
     const cut = await upload(jpeg.subarray(0, Math.floor(jpeg.length / 3)));
@@ -163,17 +175,27 @@ describe('portraits', () => {
 
   it('refuses too many pixels (IMAGE_TOO_LARGE) and too small a side (IMAGE_TOO_SMALL)', async () => {
     // 2500x2000 = 5 Mpx > the 4 Mpx limit of this server; a flat PNG compresses to a few KB.
-    const big = await sharp({ create: { width: 2500, height: 2000, channels: 3, background: { r: 90, g: 120, b: 150 } } }).png().toBuffer();
+    const big = await sharp({
+      create: { width: 2500, height: 2000, channels: 3, background: { r: 90, g: 120, b: 150 } },
+    })
+      .png()
+      .toBuffer();
     const up = await upload(big, { filename: 'big.png' });
     expect([up.status, up.body.code]).toEqual([413, 'IMAGE_TOO_LARGE']);
-    const tiny = await sharp({ create: { width: 40, height: 200, channels: 3, background: { r: 1, g: 2, b: 3 } } }).webp().toBuffer();
+    const tiny = await sharp({ create: { width: 40, height: 200, channels: 3, background: { r: 1, g: 2, b: 3 } } })
+      .webp()
+      .toBuffer();
     const up2 = await upload(tiny, { filename: 'tiny.webp' });
     expect([up2.status, up2.body.code]).toEqual([422, 'IMAGE_TOO_SMALL']);
     expect(await portraitFiles()).toEqual([]);
   });
 
   it('refuses non-multipart uploads and a missing file', async () => {
-    const res = await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const res = await apiFetch(`${ts.url}/api/portraits`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
     const form = new FormData();
     form.append('consent', 'true');
@@ -185,12 +207,15 @@ describe('portraits', () => {
     await ts.stop();
     const { AppError } = await import('../../server/errors.js');
     let seen = 0;
-    ts = await startTestServer({}, {
-      checkFace: (rgb) => {
-        seen = rgb.width * rgb.height;
-        return Promise.reject(new AppError('NO_FACE', 'no face found in the portrait'));
+    ts = await startTestServer(
+      {},
+      {
+        checkFace: (rgb) => {
+          seen = rgb.width * rgb.height;
+          return Promise.reject(new AppError('NO_FACE', 'no face found in the portrait'));
+        },
       },
-    });
+    );
     const up = await upload(await readFile(PORTRAIT));
     expect([up.status, up.body.code]).toEqual([422, 'NO_FACE']);
     expect(seen).toBe(512 * 512);
@@ -199,8 +224,12 @@ describe('portraits', () => {
 });
 
 describe('rooms', () => {
-  it('creates a room with signed performer and viewer links, and deletes it with the performer token (not the viewer\'s)', async () => {
-    const res = await apiFetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  it("creates a room with signed performer and viewer links, and deletes it with the performer token (not the viewer's)", async () => {
+    const res = await apiFetch(`${ts.url}/api/rooms`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(res.status).toBe(201);
     const room = (await res.json()) as Record<string, string>;
     expect(room.roomId).toMatch(/^[A-Za-z0-9_-]{12}$/);
@@ -215,12 +244,21 @@ describe('rooms', () => {
 
     const noAuth = await fetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE' });
     expect([noAuth.status, ((await noAuth.json()) as { code: string }).code]).toEqual([401, 'API_KEY_REQUIRED']);
-    const asViewer = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.viewerToken}` } });
+    const asViewer = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${room.viewerToken}` },
+    });
     expect([asViewer.status, ((await asViewer.json()) as { code: string }).code]).toEqual([403, 'FORBIDDEN']);
-    const ok = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const ok = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${room.performerToken}` },
+    });
     expect(ok.status).toBe(204);
     expect(ts.server.rooms.size).toBe(0);
-    const gone = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const gone = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${room.performerToken}` },
+    });
     expect([gone.status, ((await gone.json()) as { code: string }).code]).toEqual([404, 'ROOM_NOT_FOUND']);
   });
 
@@ -236,7 +274,8 @@ describe('rooms', () => {
       [await post('{}', 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE'],
       [await post(JSON.stringify({ pad: 'x'.repeat(20_000) })), 413, 'PAYLOAD_TOO_LARGE'],
     ];
-    for (const [res, status, code] of cases) expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([status, code]);
+    for (const [res, status, code] of cases)
+      expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([status, code]);
     expect(ts.server.rooms.size).toBe(0);
   });
 });
@@ -246,7 +285,13 @@ describe('health, metrics, pages and errors', () => {
     const res = await fetch(`${ts.url}/healthz`);
     expect(res.status).toBe(200);
     const h = (await res.json()) as Record<string, unknown>;
-    expect(h).toMatchObject({ status: 'ok', rooms: 0, viewers: 0, fanout: process.env.MEDIASOUP_WORKER_BIN ? 'sfu' : 'direct', engine: ts.config.avatar.engine });
+    expect(h).toMatchObject({
+      status: 'ok',
+      rooms: 0,
+      viewers: 0,
+      fanout: process.env.MEDIASOUP_WORKER_BIN ? 'sfu' : 'direct',
+      engine: ts.config.avatar.engine,
+    });
     expect(typeof h.uptimeS).toBe('number');
   });
 
@@ -255,10 +300,27 @@ describe('health, metrics, pages and errors', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
     const text = await res.text();
-    for (const stage of ['decode', 'queue', 'track', 'latent', 'generate', 'paste', 'engine', 'publish', 'end_to_end']) {
+    for (const stage of [
+      'decode',
+      'queue',
+      'track',
+      'latent',
+      'generate',
+      'paste',
+      'engine',
+      'publish',
+      'end_to_end',
+    ]) {
       expect(text).toContain(`# TYPE avatar_${stage}_seconds histogram`);
     }
-    for (const name of ['avatar_room_fps', 'avatar_frames_total', 'avatar_dropped_frames_total', 'avatar_rooms 0', 'avatar_viewers 0', 'process_cpu_user_seconds_total']) {
+    for (const name of [
+      'avatar_room_fps',
+      'avatar_frames_total',
+      'avatar_dropped_frames_total',
+      'avatar_rooms 0',
+      'avatar_viewers 0',
+      'process_cpu_user_seconds_total',
+    ]) {
       expect(text).toContain(name);
     }
   });
@@ -270,7 +332,12 @@ describe('health, metrics, pages and errors', () => {
     expect(await studio.text()).toContain('<html');
     const viewer = await fetch(`${ts.url}/view`);
     expect([viewer.status, viewer.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8']);
-    for (const p of ['/dist/../studio.html', '/dist/%2e%2e/studio.html', '/dist/%2e%2e%2f%2e%2e%2fpackage.json', '/dist/..%2F..%2Fpackage.json']) {
+    for (const p of [
+      '/dist/../studio.html',
+      '/dist/%2e%2e/studio.html',
+      '/dist/%2e%2e%2f%2e%2e%2fpackage.json',
+      '/dist/..%2F..%2Fpackage.json',
+    ]) {
       const res = await fetch(`${ts.url}${p}`);
       expect(res.status, p).toBe(404);
       expect(((await res.json()) as { code: string }).code).toBe('NOT_FOUND');
@@ -299,7 +366,12 @@ describe('health, metrics, pages and errors', () => {
     });
     const gone = new Promise<void>((resolve) => req.once('close', () => resolve()));
     req.on('error', () => undefined);
-    req.write(Buffer.concat([Buffer.from('--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'), Buffer.alloc(64 * 1024, 1)]));
+    req.write(
+      Buffer.concat([
+        Buffer.from('--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'),
+        Buffer.alloc(64 * 1024, 1),
+      ]),
+    );
     await new Promise<void>((resolve) => req.once('socket', (sock) => sock.once('connect', () => resolve())));
     req.destroy();
     await gone;

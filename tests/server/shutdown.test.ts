@@ -19,7 +19,8 @@ import { waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
 
 const workerBin = process.env.MEDIASOUP_WORKER_BIN;
-if (!workerBin) console.log('mediasoup worker not available (MEDIASOUP_WORKER_BIN unset): the SFU shutdown case skipped');
+if (!workerBin)
+  console.log('mediasoup worker not available (MEDIASOUP_WORKER_BIN unset): the SFU shutdown case skipped');
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -33,24 +34,31 @@ describe('shutdown of the server process with live peers', () => {
       const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-shutdown-'));
       cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
       const cfg = path.join(dataDir, 'config.json');
-      await writeFile(cfg, JSON.stringify({ media: { iceAddressAllowList: ['127.0.0.1'] }, avatar: { outputSize: 256 } }));
+      await writeFile(
+        cfg,
+        JSON.stringify({ media: { iceAddressAllowList: ['127.0.0.1'] }, avatar: { outputSize: 256 } }),
+      );
       // `node --import tsx`, not the tsx binary: that one runs the server in a child process and would hide its code.
-      const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'server', 'main.ts')], {
-        cwd: repoRoot,
-        env: {
-          ...process.env,
-          PORT: '0',
-          HOST: '127.0.0.1',
-          AVATAR_DATA_DIR: dataDir,
-          AVATAR_ENGINE: 'portrait',
-          AVATAR_TOKEN_SECRET: TEST_TOKEN_SECRET,
-          AVATAR_API_KEYS: `test:${TEST_API_KEY}`,
-          AVATAR_CONFIG: cfg,
-          FANOUT: mode,
-          LOG_LEVEL: 'info',
+      const proc: ChildProcess = spawn(
+        process.execPath,
+        ['--import', 'tsx', path.join(repoRoot, 'server', 'main.ts')],
+        {
+          cwd: repoRoot,
+          env: {
+            ...process.env,
+            PORT: '0',
+            HOST: '127.0.0.1',
+            AVATAR_DATA_DIR: dataDir,
+            AVATAR_ENGINE: 'portrait',
+            AVATAR_TOKEN_SECRET: TEST_TOKEN_SECRET,
+            AVATAR_API_KEYS: `test:${TEST_API_KEY}`,
+            AVATAR_CONFIG: cfg,
+            FANOUT: mode,
+            LOG_LEVEL: 'info',
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
         },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      );
       let out = '';
       proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));

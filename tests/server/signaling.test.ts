@@ -31,7 +31,11 @@ async function client(): Promise<ClientSocket> {
 }
 
 async function createRoom(): Promise<CreatedRoom> {
-  const res = await apiFetch(`${ts.url}/api/rooms`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  const res = await apiFetch(`${ts.url}/api/rooms`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{}',
+  });
   expect(res.status).toBe(201);
   return (await res.json()) as CreatedRoom;
 }
@@ -112,10 +116,15 @@ describe('join', () => {
     const expired = signToken({ room: room.roomId, role: 'performer', exp: Date.now() - 1000 }, TEST_TOKEN_SECRET);
     expect(errorCode(await request(s, 'join', { token: expired }))).toBe('TOKEN_EXPIRED');
     const [body, sig] = room.viewerToken.split('.') as [string, string];
-    const forgedBody = Buffer.from(JSON.stringify({ room: room.roomId, role: 'performer', exp: Date.now() + 60_000 })).toString('base64url');
+    const forgedBody = Buffer.from(
+      JSON.stringify({ room: room.roomId, role: 'performer', exp: Date.now() + 60_000 }),
+    ).toString('base64url');
     expect(errorCode(await request(s, 'join', { token: `${forgedBody}.${sig}` }))).toBe('TOKEN_INVALID');
     expect(errorCode(await request(s, 'join', { token: `${body}.${sig.slice(0, -4)}AAAA` }))).toBe('TOKEN_INVALID');
-    const foreign = signToken({ room: room.roomId, role: 'performer', exp: Date.now() + 60_000 }, 'some-other-secret-123456');
+    const foreign = signToken(
+      { room: room.roomId, role: 'performer', exp: Date.now() + 60_000 },
+      'some-other-secret-123456',
+    );
     expect(errorCode(await request(s, 'join', { token: foreign }))).toBe('TOKEN_INVALID');
     const noRoom = signToken({ room: 'nosuchroom00', role: 'viewer', exp: Date.now() + 60_000 }, TEST_TOKEN_SECRET);
     expect(errorCode(await request(s, 'join', { token: noRoom }))).toBe('ROOM_NOT_FOUND');
@@ -142,7 +151,10 @@ describe('roles', () => {
     const room = await createRoom();
     const v = await client();
     await call(v, 'join', { token: room.viewerToken });
-    const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n' };
+    const offer = {
+      type: 'offer',
+      sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n',
+    };
     expect(errorCode(await request(v, 'publish', { sdp: offer }))).toBe('FORBIDDEN');
     expect(errorCode(await request(v, 'unpublish', {}))).toBe('FORBIDDEN');
     expect(errorCode(await request(v, 'setPortrait', { portraitId: 'a'.repeat(32) }))).toBe('FORBIDDEN');
@@ -160,7 +172,9 @@ describe('roles', () => {
     const v = await client();
     await call(v, 'join', { token: room.viewerToken });
     const roomEvent = nextEvent(v, 'room');
-    const settings = await call<Record<string, unknown>>(p, 'setSettings', { settings: { expressionStrength: 1.5, headMotion: false } });
+    const settings = await call<Record<string, unknown>>(p, 'setSettings', {
+      settings: { expressionStrength: 1.5, headMotion: false },
+    });
     expect(settings).toMatchObject({ expressionStrength: 1.5, headMotion: false });
     const [info] = await roomEvent;
     expect(info).toMatchObject({ roomId: room.roomId });
@@ -185,7 +199,10 @@ describe('roles', () => {
     // Other settings keep it; a late joiner gets it.
     expect((await call<AvatarSettings>(p, 'setSettings', { settings: { headMotion: false } })).steps).toBe(2);
     const late = await client();
-    expect((await call<JoinResponse>(late, 'join', { token: room.viewerToken })).room.settings).toMatchObject({ steps: 2, headMotion: false });
+    expect((await call<JoinResponse>(late, 'join', { token: room.viewerToken })).room.settings).toMatchObject({
+      steps: 2,
+      headMotion: false,
+    });
     for (const steps of [-1, 9, 1.5, '2']) {
       const r = await request(p, 'setSettings', { settings: { steps } });
       expect(errorCode(r)).toBe('INVALID_MESSAGE');
@@ -198,14 +215,24 @@ describe('roles', () => {
   it('sets a stored portrait for the room and records the room in its consent log', async () => {
     const form = new FormData();
     form.append('consent', 'true');
-    form.append('file', new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]), 'w.jpg');
-    const up = (await (await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as { id: string };
+    form.append(
+      'file',
+      new Blob([new Uint8Array(await readFile(portraitFile('real_asian_young_woman.jpg')))]),
+      'w.jpg',
+    );
+    const up = (await (await apiFetch(`${ts.url}/api/portraits`, { method: 'POST', body: form })).json()) as {
+      id: string;
+    };
     const room = await createRoom();
     const p = await client();
     await call(p, 'join', { token: room.performerToken });
     const info = await call<{ portraitId: string }>(p, 'setPortrait', { portraitId: up.id }, 60_000);
     expect(info.portraitId).toBe(up.id);
-    await waitFor(() => ts.server.portraits.get(up.id).usedInRooms.some((u) => u.roomId === room.roomId), 5000, 'consent log entry');
+    await waitFor(
+      () => ts.server.portraits.get(up.id).usedInRooms.some((u) => u.roomId === room.roomId),
+      5000,
+      'consent log entry',
+    );
     expect(errorCode(await request(p, 'setPortrait', { portraitId: 'f'.repeat(32) }))).toBe('NOT_FOUND');
   });
 });
@@ -225,15 +252,27 @@ describe('malformed messages', () => {
     emit('setSettings', 'x', 'y', 'z');
     emit('no-such-event', { a: 1 });
     emit('join', (r: unknown) => r);
-    for (const sdp of [undefined, 'v=0', { type: 'offer', sdp: 'garbage' }, { type: 'answer', sdp: 'v=0\r\n' }, { type: 'offer', sdp: 'v=0\r\nm=nonsense\r\n' }]) {
+    for (const sdp of [
+      undefined,
+      'v=0',
+      { type: 'offer', sdp: 'garbage' },
+      { type: 'answer', sdp: 'v=0\r\n' },
+      { type: 'offer', sdp: 'v=0\r\nm=nonsense\r\n' },
+    ]) {
       const r = await request(p, 'publish', { sdp });
       expect(errorCode(r)).toBe('INVALID_SDP');
       if (!r.ok) expect(r.error.message.length).toBeLessThan(120);
     }
     expect(errorCode(await request(p, 'publish', 'not an object'))).toBe('INVALID_MESSAGE');
-    expect(errorCode(await request(p, 'setSettings', { settings: { expressionStrength: 'max' } }))).toBe('INVALID_MESSAGE');
-    expect(errorCode(await request(p, 'setSettings', { settings: { expressionStrength: 99 } }))).toBe('INVALID_MESSAGE');
-    expect(errorCode(await request(p, 'ice', { target: 'publish', candidate: { candidate: 'rubbish' } }))).toBe('INVALID_MESSAGE');
+    expect(errorCode(await request(p, 'setSettings', { settings: { expressionStrength: 'max' } }))).toBe(
+      'INVALID_MESSAGE',
+    );
+    expect(errorCode(await request(p, 'setSettings', { settings: { expressionStrength: 99 } }))).toBe(
+      'INVALID_MESSAGE',
+    );
+    expect(errorCode(await request(p, 'ice', { target: 'publish', candidate: { candidate: 'rubbish' } }))).toBe(
+      'INVALID_MESSAGE',
+    );
     expect(errorCode(await request(p, 'setPortrait', { portraitId: '../../../etc/passwd' }))).toBe('INVALID_MESSAGE');
     expect(errorCode(await request(p, 'sfu:capabilities', {}))).toBe('UNSUPPORTED');
     // The same socket still works, and so does a fresh one.
@@ -316,7 +355,10 @@ describe('room lifetime', () => {
     await call(v, 'join', { token: room.viewerToken });
     const pc = nextEvent<[{ reason: string }]>(p, 'closed');
     const vc = nextEvent<[{ reason: string }]>(v, 'closed');
-    const res = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { authorization: `Bearer ${room.performerToken}` } });
+    const res = await apiFetch(`${ts.url}/api/rooms/${room.roomId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${room.performerToken}` },
+    });
     expect(res.status).toBe(204);
     expect((await pc)[0].reason).toBe('room-deleted');
     expect((await vc)[0].reason).toBe('room-deleted');

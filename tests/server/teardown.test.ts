@@ -25,7 +25,8 @@ import { call, connectClient, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
 
 const workerBin = process.env.MEDIASOUP_WORKER_BIN;
-if (!workerBin) console.log('mediasoup worker not available (MEDIASOUP_WORKER_BIN unset): SFU and cluster teardown tests skipped');
+if (!workerBin)
+  console.log('mediasoup worker not available (MEDIASOUP_WORKER_BIN unset): SFU and cluster teardown tests skipped');
 if (!haveRedis) console.log('no /usr/bin/redis-server: cluster teardown test skipped');
 
 const watch = new LeakWatch();
@@ -34,7 +35,9 @@ afterEach(() => watch.close());
 /** Waits until nothing is left (settling closes take a moment: thread exits, socket FINs), then asserts it. */
 async function expectNothingLeft(): Promise<void> {
   watch.stopRecording();
-  await waitFor(() => watch.leftovers().length === 0, 15_000, 'every handle and descriptor closed').catch(() => undefined);
+  await waitFor(() => watch.leftovers().length === 0, 15_000, 'every handle and descriptor closed').catch(
+    () => undefined,
+  );
   expect(watch.leftovers()).toEqual([]);
 }
 
@@ -91,7 +94,8 @@ describe('server teardown leaves nothing behind', () => {
     timer.unref();
     watch.stopRecording();
     const left = watch.leftovers();
-    for (const kind of ['handle WORKER', 'handle TCPSERVERWRAP', 'handle PROCESSWRAP', 'handle Timeout']) expect(left).toContain(kind);
+    for (const kind of ['handle WORKER', 'handle TCPSERVERWRAP', 'handle PROCESSWRAP', 'handle Timeout'])
+      expect(left).toContain(kind);
     expect(left.some((l) => l.startsWith('fd '))).toBe(true);
     clearInterval(timer);
     child.kill();
@@ -107,7 +111,10 @@ describe('server teardown leaves nothing behind', () => {
   });
 
   it.skipIf(!workerBin)('mediasoup SFU', async () => {
-    await startUseStop({ avatar: { engine: 'portrait', outputSize: 256 }, fanout: { mode: 'sfu', workers: 1, mediasoupWorkerBin: workerBin ?? null } });
+    await startUseStop({
+      avatar: { engine: 'portrait', outputSize: 256 },
+      fanout: { mode: 'sfu', workers: 1, mediasoupWorkerBin: workerBin ?? null },
+    });
   });
 
   describe.skipIf(!workerBin || !haveRedis)('cluster node', () => {

@@ -28,7 +28,9 @@ describe('room tokens', () => {
     const t = signToken({ room: 'abc', role: 'viewer', exp: Date.now() + 60_000 }, secret);
     expect(code(() => verifyToken(t, 'another-secret-0123456'))).toBe('TOKEN_INVALID');
     const [body, sig] = t.split('.') as [string, string];
-    const forged = Buffer.from(JSON.stringify({ room: 'abc', role: 'performer', exp: Date.now() + 60_000 })).toString('base64url');
+    const forged = Buffer.from(JSON.stringify({ room: 'abc', role: 'performer', exp: Date.now() + 60_000 })).toString(
+      'base64url',
+    );
     expect(code(() => verifyToken(`${forged}.${sig}`, secret))).toBe('TOKEN_INVALID');
     const flipped = sig.slice(0, -2) + (sig.at(-2) === 'A' ? 'B' : 'A') + sig.at(-1);
     expect(code(() => verifyToken(`${body}.${flipped}`, secret))).toBe('TOKEN_INVALID');

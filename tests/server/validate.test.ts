@@ -38,25 +38,37 @@ describe('signaling validators', () => {
   it('accept well-formed payloads', () => {
     expect(validateJoin({ token: 'a.b' })).toEqual({ token: 'a.b' });
     expect(validatePublish({ sdp: { type: 'offer', sdp: OFFER_SDP } }).sdp.type).toBe('offer');
-    expect(validateView({ sdp: { type: 'offer', sdp: OFFER_SDP.replace(/\r\n/g, '\n') } }).sdp.sdp).toContain('m=video');
+    expect(validateView({ sdp: { type: 'offer', sdp: OFFER_SDP.replace(/\r\n/g, '\n') } }).sdp.sdp).toContain(
+      'm=video',
+    );
     expect(validateIce({ target: 'publish', candidate: null })).toEqual({ target: 'publish', candidate: null });
-    const c = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host generation 0', sdpMid: '0', sdpMLineIndex: 0 };
+    const c = {
+      candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host generation 0',
+      sdpMid: '0',
+      sdpMLineIndex: 0,
+    };
     expect(validateIce({ target: 'view', candidate: c }).candidate).toEqual(c);
     expect(validateIce({ target: 'view', candidate: { candidate: '', sdpMid: '0' } }).candidate?.candidate).toBe('');
     expect(validateSetPortrait({ portraitId: 'a'.repeat(32) })).toEqual({ portraitId: 'a'.repeat(32) });
-    expect(validateSetSettings({ settings: { expressionStrength: 1.5, headMotion: false, poseMode: 'absolute' } }).settings).toEqual({
+    expect(
+      validateSetSettings({ settings: { expressionStrength: 1.5, headMotion: false, poseMode: 'absolute' } }).settings,
+    ).toEqual({
       expressionStrength: 1.5,
       headMotion: false,
       poseMode: 'absolute',
     });
-    for (const steps of [0, 1, 2, 4, 8]) expect(validateSetSettings({ settings: { steps } }).settings).toEqual({ steps });
+    for (const steps of [0, 1, 2, 4, 8])
+      expect(validateSetSettings({ settings: { steps } }).settings).toEqual({ steps });
     expect(validateEmpty(undefined, 'x')).toEqual({});
     expect(validateEmpty({}, 'x')).toEqual({});
-    expect(validateSfuConnect({ transportId: 'a1b2-c3', dtlsParameters: { role: 'client', fingerprints: [] } }).transportId).toBe('a1b2-c3');
+    expect(
+      validateSfuConnect({ transportId: 'a1b2-c3', dtlsParameters: { role: 'client', fingerprints: [] } }).transportId,
+    ).toBe('a1b2-c3');
   });
 
   it('refuse non-objects, missing and unknown fields, and wrong types with INVALID_MESSAGE', () => {
-    for (const v of [undefined, null, 'x', 42, [], () => 1]) expect(code(() => validateJoin(v))).toBe('INVALID_MESSAGE');
+    for (const v of [undefined, null, 'x', 42, [], () => 1])
+      expect(code(() => validateJoin(v))).toBe('INVALID_MESSAGE');
     expect(code(() => validateJoin({ token: 5 }))).toBe('INVALID_MESSAGE');
     expect(code(() => validateJoin({ token: 'a', extra: 1 }))).toBe('INVALID_MESSAGE');
     expect(code(() => validateIce({ target: 'other', candidate: null }))).toBe('INVALID_MESSAGE');

@@ -11,7 +11,14 @@ import type { DeepPartial, Config } from '../../server/config.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { decodeMarker } from '../helpers/media.js';
 import { isPortFree } from '../helpers/net.js';
-import { apiAuth, createTestRoom, startTestServer, TEST_TOKEN_SECRET, type TestRoom, type TestServer } from '../helpers/server.js';
+import {
+  apiAuth,
+  createTestRoom,
+  startTestServer,
+  TEST_TOKEN_SECRET,
+  type TestRoom,
+  type TestServer,
+} from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 import { PerformerClient, ViewerClient } from '../media/rtcClients.js';
 
@@ -61,10 +68,7 @@ async function whipPublish(room: TestRoom): Promise<{ performer: PerformerClient
   return { performer, location };
 }
 
-async function whepView(
-  room: TestRoom,
-  token = room.viewerToken,
-): Promise<{ viewer: ViewerClient; location: string }> {
+async function whepView(room: TestRoom, token = room.viewerToken): Promise<{ viewer: ViewerClient; location: string }> {
   const viewer = new ViewerClient();
   peers.push(viewer);
   const res = await post('whep', room.roomId, token, (await viewer.offer()).sdp);

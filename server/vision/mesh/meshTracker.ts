@@ -496,7 +496,8 @@ export class MeshTracker {
    * the per-frame path.
    */
   analyzeImage(gray: GrayImage, color?: ColorFrame, maxFaces = MAX_STILL_FACES): MeshFaceTrack[] {
-    if (!(Number.isInteger(maxFaces) && maxFaces >= 1)) throw new TypeError('analyzeImage: maxFaces must be an integer >= 1');
+    if (!(Number.isInteger(maxFaces) && maxFaces >= 1))
+      throw new TypeError('analyzeImage: maxFaces must be an integer >= 1');
     const frame: ColorFrame = color ?? { format: 'gray', width: gray.width, height: gray.height, data: gray.data };
     const run = this.#run;
     const rois: { roi: Roi; min: number; score: number }[] = run.detect(frame).map((d) => ({

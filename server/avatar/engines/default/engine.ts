@@ -239,7 +239,8 @@ export class DefaultEngine implements AvatarEngine {
       intraOpThreads: options.intraOpThreads ?? 1,
     };
     const steps = options.steps ?? 0;
-    if (!Number.isInteger(steps) || steps < 0 || steps > MAX_STEPS) throw new TypeError(`steps must be an integer 0..${MAX_STEPS}`);
+    if (!Number.isInteger(steps) || steps < 0 || steps > MAX_STEPS)
+      throw new TypeError(`steps must be an integer 0..${MAX_STEPS}`);
     // The refiner pack is optional: without it the engine is warp only, and asking for steps is an error.
     let refiner: LearnedRefiner | null = null;
     if (options.refinerPack && existsSync(path.join(options.refinerPack, 'manifest.json'))) {
@@ -300,9 +301,12 @@ export class DefaultEngine implements AvatarEngine {
    * @throws AppError('UNSUPPORTED') for steps > 0 without a refiner pack; TypeError for a bad value.
    */
   setSteps(steps: number, net: 'student' | 'teacher' = 'student'): void {
-    if (!Number.isInteger(steps) || steps < 0 || steps > MAX_STEPS) throw new TypeError(`steps must be an integer 0..${MAX_STEPS}`);
-    if (steps > 0 && !this.#refiner) throw new AppError('UNSUPPORTED', 'this engine has no refiner pack: steps must be 0');
-    if (net === 'teacher' && !this.#refiner?.hasTeacher) throw new AppError('UNSUPPORTED', 'the refiner pack has no teacher network');
+    if (!Number.isInteger(steps) || steps < 0 || steps > MAX_STEPS)
+      throw new TypeError(`steps must be an integer 0..${MAX_STEPS}`);
+    if (steps > 0 && !this.#refiner)
+      throw new AppError('UNSUPPORTED', 'this engine has no refiner pack: steps must be 0');
+    if (net === 'teacher' && !this.#refiner?.hasTeacher)
+      throw new AppError('UNSUPPORTED', 'the refiner pack has no teacher network');
     this.#steps = steps;
     this.#refinerNet = net;
   }
@@ -340,7 +344,12 @@ export class DefaultEngine implements AvatarEngine {
       mouthOpen: Math.round(prepared.mouthOpen * 1000) / 1000,
       cached: cached !== null,
     });
-    const data: CachedFace = { outputSize: this.#outputSize, sourceRes: this.#sourceRes, portrait: [portrait.width, portrait.height], face: prepared };
+    const data: CachedFace = {
+      outputSize: this.#outputSize,
+      sourceRes: this.#sourceRes,
+      portrait: [portrait.width, portrait.height],
+      face: prepared,
+    };
     return { width: prepared.width, height: prepared.height, face: true, cache: { engine: this.name, data } };
   }
 
@@ -356,7 +365,12 @@ export class DefaultEngine implements AvatarEngine {
   /** Face analysis (detection, landmarks, pose) and preparePortrait(): the per-portrait work. */
   async #analyse(portrait: RgbImage): Promise<PreparedFace> {
     const small = analysisImage(portrait);
-    const faces = await this.#vision.analyzeImage(rgbToGray(small), { format: 'rgb', width: small.width, height: small.height, data: small.data });
+    const faces = await this.#vision.analyzeImage(rgbToGray(small), {
+      format: 'rgb',
+      width: small.width,
+      height: small.height,
+      data: small.data,
+    });
     const face = largestFace(faces);
     if (!face) throw new AppError('NO_FACE', 'no face found in the portrait');
     const sx = portrait.width / small.width;
@@ -473,7 +487,11 @@ export class DefaultEngine implements AvatarEngine {
         ? {
             eyes: {
               eyePoints: Array.from(outlines, toPx),
-              irises: [0, 1].flatMap((k) => [toPx(irises[3 * k]!), toPx(irises[3 * k + 1]!), (irises[3 * k + 2]! * R) / 2]),
+              irises: [0, 1].flatMap((k) => [
+                toPx(irises[3 * k]!),
+                toPx(irises[3 * k + 1]!),
+                (irises[3 * k + 2]! * R) / 2,
+              ]),
             },
           }
         : {}),
@@ -580,7 +598,8 @@ export class DefaultEngine implements AvatarEngine {
     const t4 = performance.now();
     let refineMs: number | undefined;
     if (this.#steps > 0 && this.#refiner && followed) {
-      const lm = followed.rawLandmarks && followed.rawLandmarks.length >= 136 ? followed.rawLandmarks : followed.landmarks;
+      const lm =
+        followed.rawLandmarks && followed.rawLandmarks.length >= 136 ? followed.rawLandmarks : followed.landmarks;
       this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet, st.ctrlWorld);
       refineMs = performance.now() - t4;
     }
@@ -720,7 +739,15 @@ export class DefaultEngine implements AvatarEngine {
         let bi: number = brows[0];
         for (const b of brows) if (ctrl[2 * b + 1]! > ctrl[2 * bi + 1]!) bi = b;
         const c = s.eyeRetargeting ? latent[ci]! * k : 0;
-        eyelidRemap(st.scratchX, st.scratchY, (ctrl[2 * bi]! - g[0]!) * rx, (ctrl[2 * bi + 1]! - g[1]!) * ry, c, st.lids, idx * LID_PARAMS);
+        eyelidRemap(
+          st.scratchX,
+          st.scratchY,
+          (ctrl[2 * bi]! - g[0]!) * rx,
+          (ctrl[2 * bi + 1]! - g[1]!) * ry,
+          c,
+          st.lids,
+          idx * LID_PARAMS,
+        );
       }
       st.warp.setLids(st.lids);
     }

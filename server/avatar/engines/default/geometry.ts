@@ -16,7 +16,12 @@ export interface Similarity {
 }
 
 /** Least-squares similarity mapping `src` onto `dst`, over the point indices `idx`. */
-export function fitSimilarity(src: ArrayLike<number>, dst: ArrayLike<number>, idx: readonly number[], out: Similarity): Similarity {
+export function fitSimilarity(
+  src: ArrayLike<number>,
+  dst: ArrayLike<number>,
+  idx: readonly number[],
+  out: Similarity,
+): Similarity {
   let sx = 0,
     sy = 0,
     dx = 0,
@@ -320,7 +325,13 @@ export const RIGID_POINTS: readonly number[] = [
  * Least-squares affine map of `count` points of `src` onto `dst` starting at point `from` (packed x, y): writes
  * x' = m0 x + m1 y + m2, y' = m3 x + m4 y + m5 into `out`. Exact when the points moved by an affine map.
  */
-export function fitAffine(src: ArrayLike<number>, dst: ArrayLike<number>, from: number, count: number, out: Float64Array): Float64Array {
+export function fitAffine(
+  src: ArrayLike<number>,
+  dst: ArrayLike<number>,
+  from: number,
+  count: number,
+  out: Float64Array,
+): Float64Array {
   let sx = 0,
     sy = 0;
   for (let i = from; i < from + count; i++) {

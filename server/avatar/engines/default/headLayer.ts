@@ -59,7 +59,11 @@ function smooth01(t: number): number {
  * Builds the head layer and plate. `full`: the portrait at output size; `person`: the person probability, size x
  * size over the whole picture (stretched), or null; `f`: the face frame in output pixels.
  */
-export function buildHeadLayer(full: RgbImage, person: { size: number; data: Float32Array } | null, f: FaceFrame): HeadLayer {
+export function buildHeadLayer(
+  full: RgbImage,
+  person: { size: number; data: Float32Array } | null,
+  f: FaceFrame,
+): HeadLayer {
   const { width: W, height: H } = full;
   const image = new Uint8Array(W * H * 4);
   for (let i = 0, n = W * H; i < n; i++) {
@@ -129,7 +133,13 @@ export function buildHeadLayer(full: RgbImage, person: { size: number; data: Flo
     }
   const plate = pushPullFill(full, grown, known);
   if (bx1 <= bx0)
-    return { image, motion, plate: { width: W, height: H, data: Uint8Array.from(full.data) }, box: [0, 0, 0, 0], segmented: true };
+    return {
+      image,
+      motion,
+      plate: { width: W, height: H, data: Uint8Array.from(full.data) },
+      box: [0, 0, 0, 0],
+      segmented: true,
+    };
   return { image, motion, plate, box: [bx0, by0, bx1, by1], segmented: true };
 }
 
@@ -137,7 +147,12 @@ export function buildHeadLayer(full: RgbImage, person: { size: number; data: Flo
  * The person mask kept to the connected part (probability > 0.5) that holds the face, within MAX_SIDE jaw widths of
  * the face's centre line: another person, or a hand apart from the head, is not part of this head.
  */
-function keepFaceComponent(person: { size: number; data: Float32Array }, f: FaceFrame, W: number, H: number): Float32Array {
+function keepFaceComponent(
+  person: { size: number; data: Float32Array },
+  f: FaceFrame,
+  W: number,
+  H: number,
+): Float32Array {
   const S = person.size;
   const src = person.data;
   const keep = new Uint8Array(S * S);
@@ -201,7 +216,8 @@ function keepFaceComponent(person: { size: number; data: Float32Array }, f: Face
         for (let dx = -GROW; dx <= GROW; dx++) {
           const xx = x + dx;
           const yy = y + dy;
-          if (xx >= 0 && yy >= 0 && xx < S && yy < S && dx * dx + dy * dy <= GROW * GROW) m = Math.max(m, edge[yy * S + xx]!);
+          if (xx >= 0 && yy >= 0 && xx < S && yy < S && dx * dx + dy * dy <= GROW * GROW)
+            m = Math.max(m, edge[yy * S + xx]!);
         }
       out[y * S + x] = m;
     }

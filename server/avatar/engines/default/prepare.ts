@@ -221,7 +221,11 @@ export function preparePortrait(
   const full = fitRgb(rgb, width, height);
   const still = rgbToI420(full);
   const outLm = Float32Array.from(landmarks, (v) => (v + 0.5) * so - 0.5);
-  const layer = buildHeadLayer(full, person, faceFrame(outLm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 }));
+  const layer = buildHeadLayer(
+    full,
+    person,
+    faceFrame(outLm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 }),
+  );
   const background = layer.segmented ? rgbToI420(layer.plate) : still;
   const kg = (side * so) / 2;
   const pasteBackground = new Float32Array(3 * pw * ph);
@@ -248,7 +252,9 @@ export function preparePortrait(
   const source = aligned ? sampleCrop(full, cx0 * so, cy0 * so, R, R) : sampleCrop(rgb, cx0, cy0, side, R);
   const checked = irises ? plausibleIrises(irises, landmarks) : null;
   const irisGrid = checked
-    ? Float64Array.from([0, 1].flatMap((k) => [toGx(checked[3 * k]!), toGy(checked[3 * k + 1]!), (2 * checked[3 * k + 2]!) / side]))
+    ? Float64Array.from(
+        [0, 1].flatMap((k) => [toGx(checked[3 * k]!), toGy(checked[3 * k + 1]!), (2 * checked[3 * k + 2]!) / side]),
+      )
     : null;
   const lm = ctrl.slice(0, 136);
   const frame = faceFrame(lm, { ox: 0, oy: 0, ux: 1, uy: 0, width: 1, height: 1, iod: 1 });

@@ -90,7 +90,10 @@ function grayAt(g: GrayImage, x: number, y: number): number {
   const fy = cy - y0;
   const d = g.data;
   const w = g.width;
-  return (1 - fy) * ((1 - fx) * d[y0 * w + x0]! + fx * d[y0 * w + x1]!) + fy * ((1 - fx) * d[y1 * w + x0]! + fx * d[y1 * w + x1]!);
+  return (
+    (1 - fy) * ((1 - fx) * d[y0 * w + x0]! + fx * d[y0 * w + x1]!) +
+    fy * ((1 - fx) * d[y1 * w + x0]! + fx * d[y1 * w + x1]!)
+  );
 }
 
 export class LearnedRefiner {
@@ -113,18 +116,26 @@ export class LearnedRefiner {
       return { model: pack.model(role), aligned: f.source === 'aligned', features: f.residual === 'features' };
     };
     this.#nets = new Map([['student', net('refiner')]]);
-    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher')) this.#nets.set('teacher', net('refiner_teacher'));
+    if (pack.manifest.files.some((f) => f.role === 'refiner_teacher'))
+      this.#nets.set('teacher', net('refiner_teacher'));
     this.size = pack.manifest.resolution;
     this.defaultSteps = pack.manifest.steps;
     const code = pack.file('encoder').outputs[0]?.shape[1];
     const xt = pack.file('refiner').inputs.find((v) => v.name === 'xt')?.shape;
     if (typeof code !== 'number' || !xt || xt[2] !== this.size || xt[3] !== this.size) {
-      throw new ModelPackError(pack.name, 'manifest.json', 'refiner pack: encoder "code" or refiner "xt" shape does not match the resolution');
+      throw new ModelPackError(
+        pack.name,
+        'manifest.json',
+        'refiner pack: encoder "code" or refiner "xt" shape does not match the resolution',
+      );
     }
   }
 
   /** Loads and validates the refiner pack (ModelPackError when broken). */
-  static async load(dir: string, options: { executionProvider: 'cpu' | 'cuda'; intraOpThreads: number }): Promise<LearnedRefiner> {
+  static async load(
+    dir: string,
+    options: { executionProvider: 'cpu' | 'cuda'; intraOpThreads: number },
+  ): Promise<LearnedRefiner> {
     const pack = await ModelPack.load(dir, options);
     try {
       for (const role of ['encoder', 'refiner']) pack.model(role);
@@ -361,7 +372,8 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
   if (st.useFeatures) {
     // "residual": "features": the change is kept around the eyes and the mouth only.
     const fm = st.features;
-    for (let base = 0; base < res.length; base += plane) for (let i = 0; i < plane; i++) res[base + i] = res[base + i]! * fm[i]!;
+    for (let base = 0; base < res.length; base += plane)
+      for (let i = 0; i < plane; i++) res[base + i] = res[base + i]! * fm[i]!;
   }
   // New RGB of the region in regionRgb (only where the mask is non-zero): bilinear upsampling of the residual with
   // the column taps precomputed in prepare().
@@ -384,7 +396,8 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
       const w11 = wy * wx * 255 * m;
       const o = ((y + oy) * ew + x + ox) * 3;
       for (let ch = 0, base = 0; ch < 3; ch++, base += plane) {
-        const delta = w00 * res[base + r0 + a]! + w01 * res[base + r0 + b]! + w10 * res[base + r1 + a]! + w11 * res[base + r1 + b]!;
+        const delta =
+          w00 * res[base + r0 + a]! + w01 * res[base + r0 + b]! + w10 * res[base + r1 + a]! + w11 * res[base + r1 + b]!;
         img[o + ch] = clamp255(img[o + ch]! + delta);
       }
     }
@@ -403,7 +416,12 @@ function addResidual(f: I420Frame, st: RefinerState, R: number): void {
       let r = 0;
       let g = 0;
       let b = 0;
-      for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]] as const) {
+      for (const [dx, dy] of [
+        [0, 0],
+        [1, 0],
+        [0, 1],
+        [1, 1],
+      ] as const) {
         const o = ((y + dy + oy) * ew + x + dx + ox) * 3;
         r += img[o]!;
         g += img[o + 1]!;

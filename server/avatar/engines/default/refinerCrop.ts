@@ -76,11 +76,18 @@ export const CANVAS_SCALE = 2;
 /** The canvas's region: `region` grown to CANVAS_SCALE times its size about its centre. */
 export function canvasRegion(region: Region): Region {
   const k = (CANVAS_SCALE - 1) / 2;
-  return { x0: region.x0 - region.w * k, y0: region.y0 - region.h * k, w: region.w * CANVAS_SCALE, h: region.h * CANVAS_SCALE };
+  return {
+    x0: region.x0 - region.w * k,
+    y0: region.y0 - region.h * k,
+    w: region.w * CANVAS_SCALE,
+    h: region.h * CANVAS_SCALE,
+  };
 }
 
 /** Control points the alignment is fitted on: the rigid head ring (68..79) and the nose bridge and eye corners. */
-export const ALIGN_POINTS: readonly number[] = [68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 27, 28, 29, 30, 36, 39, 42, 45];
+export const ALIGN_POINTS: readonly number[] = [
+  68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 27, 28, 29, 30, 36, 39, 42, 45,
+];
 const alignSrc = new Float64Array(2 * ALIGN_POINTS.length);
 const alignDst = new Float64Array(2 * ALIGN_POINTS.length);
 const alignIdx = ALIGN_POINTS.map((_, k) => k);
@@ -181,7 +188,12 @@ export function featureMask(face: AlignFace, ctrl: ArrayLike<number>, R: number,
  * (`ctrl`, grid units as the warp uses them), in the R×R crop's continuous pixel coordinates (pixel centres at
  * i + 0.5): target = [a -b; b a]·source + t. Written into `out` (4 numbers). The identity when the fit degenerates.
  */
-export function fitSourceAlignment(face: AlignFace, ctrl: ArrayLike<number>, R: number, out: Float64Array): Float64Array {
+export function fitSourceAlignment(
+  face: AlignFace,
+  ctrl: ArrayLike<number>,
+  R: number,
+  out: Float64Array,
+): Float64Array {
   const m = gridToCrop(face, R, cropMap);
   for (let k = 0; k < ALIGN_POINTS.length; k++) {
     const i = ALIGN_POINTS[k]!;
@@ -210,7 +222,12 @@ function spreadless(p: Float64Array): boolean {
  * The aligned source, planar float RGB 0..1 (3·R·R), from the canvas (2R×2R RGB uint8, packed) through the alignment
  * (a, b, tx, ty): output pixel P reads the crop point Q = A⁻¹(P − t), i.e. canvas point Q + R/2, bilinearly.
  */
-export function sampleAligned(canvas: Uint8Array, R: number, align: ArrayLike<number>, out: Float32Array): Float32Array {
+export function sampleAligned(
+  canvas: Uint8Array,
+  R: number,
+  align: ArrayLike<number>,
+  out: Float32Array,
+): Float32Array {
   const C = CANVAS_SCALE * R;
   if (canvas.length !== C * C * 3 || out.length !== 3 * R * R) throw new TypeError('sampleAligned: buffer sizes');
   const a = align[0]!;
@@ -243,7 +260,8 @@ export function sampleAligned(canvas: Uint8Array, R: number, align: ArrayLike<nu
       const w11 = (fx * fy) / 255;
       const o = v * R + u;
       for (let ch = 0; ch < 3; ch++) {
-        out[ch * plane + o] = w00 * canvas[p00 + ch]! + w01 * canvas[p01 + ch]! + w10 * canvas[p10 + ch]! + w11 * canvas[p11 + ch]!;
+        out[ch * plane + o] =
+          w00 * canvas[p00 + ch]! + w01 * canvas[p01 + ch]! + w10 * canvas[p10 + ch]! + w11 * canvas[p11 + ch]!;
       }
     }
   }

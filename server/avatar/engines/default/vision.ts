@@ -17,7 +17,8 @@ export type TrackerKind = 'mesh' | 'dlib';
 export async function createDefaultVision(kind: TrackerKind = 'mesh'): Promise<FaceVision> {
   // The portrait's head as a layer (either tracker): selfie segmentation, once per portrait.
   const segmenter = await PersonSegmenter.load();
-  const segmentPerson = (image: RgbImage): PersonMask => segmenter.segment(fitRgb(image, segmenter.size, segmenter.size));
+  const segmentPerson = (image: RgbImage): PersonMask =>
+    segmenter.segment(fitRgb(image, segmenter.size, segmenter.size));
   if (kind === 'mesh') {
     const analyzer = await MeshTracker.create();
     return {

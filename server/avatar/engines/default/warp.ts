@@ -222,8 +222,7 @@ export function lidSource(p: Float64Array, at: number, x: number, y: number, out
   } else if (v <= ve) {
     // The lash band, mirrored: the lid's margin on top and the lashes hanging below it, as on a closed eye.
     vs = v - (ve - vu);
-  }
-  else {
+  } else {
     // The one-pixel edge: the lid's margin, blended with the eyeball below.
     vs = vu;
     blend = v - ve;
@@ -349,7 +348,8 @@ export class FusedWarp {
         }
         xs.sort((a, b) => a - b);
         for (let i = 0; i + 1 < xs.length; i += 2)
-          for (let x = Math.max(0, Math.ceil(xs[i]!)); x <= Math.min(R - 1, Math.floor(xs[i + 1]!)); x++) mask[y * R + x] = e + 1;
+          for (let x = Math.max(0, Math.ceil(xs[i]!)); x <= Math.min(R - 1, Math.floor(xs[i + 1]!)); x++)
+            mask[y * R + x] = e + 1;
       }
       for (let k = 0; k < 3; k++) this.#iris[3 * e + k] = eyes.irises[3 * e + k]!;
     }
@@ -453,7 +453,8 @@ export class FusedWarp {
       w10 = (1 - fx) * fy,
       w11 = fx * fy;
     const out = this.#lidRgb;
-    for (let k = 0; k < 3; k++) out[k] = src[a + k]! * w00 + src[a + 3 + k]! * w01 + src[c + k]! * w10 + src[c + 3 + k]! * w11;
+    for (let k = 0; k < 3; k++)
+      out[k] = src[a + k]! * w00 + src[a + 3 + k]! * w01 + src[c + k]! * w10 + src[c + 3 + k]! * w11;
   }
 
   /** Both eyes' lid parameters for the next run() (setLids). */
@@ -739,7 +740,10 @@ export class FusedWarp {
               qy += pm * (ay * sy + byo - qy);
               if (u0 + 1 >= ou0 && u0 <= ou1 && v0 + 1 >= ov0 && v0 <= ov1) {
                 const al =
-                  overlay[3 * MM + n]! * w00 + overlay[3 * MM + n + 1]! * w01 + overlay[3 * MM + n + M]! * w10 + overlay[3 * MM + n + M + 1]! * w11;
+                  overlay[3 * MM + n]! * w00 +
+                  overlay[3 * MM + n + 1]! * w01 +
+                  overlay[3 * MM + n + M]! * w10 +
+                  overlay[3 * MM + n + M + 1]! * w11;
                 if (al > 0) {
                   if (wr < 0) {
                     this.#tapImage(qx, qy);
@@ -747,11 +751,14 @@ export class FusedWarp {
                     wg = lidRgb[1]!;
                     wb = lidRgb[2]!;
                   }
-                  const mr = overlay[n]! * w00 + overlay[n + 1]! * w01 + overlay[n + M]! * w10 + overlay[n + M + 1]! * w11;
+                  const mr =
+                    overlay[n]! * w00 + overlay[n + 1]! * w01 + overlay[n + M]! * w10 + overlay[n + M + 1]! * w11;
                   const o1 = MM + n;
-                  const mg = overlay[o1]! * w00 + overlay[o1 + 1]! * w01 + overlay[o1 + M]! * w10 + overlay[o1 + M + 1]! * w11;
+                  const mg =
+                    overlay[o1]! * w00 + overlay[o1 + 1]! * w01 + overlay[o1 + M]! * w10 + overlay[o1 + M + 1]! * w11;
                   const o2 = 2 * MM + n;
-                  const mb = overlay[o2]! * w00 + overlay[o2 + 1]! * w01 + overlay[o2 + M]! * w10 + overlay[o2 + M + 1]! * w11;
+                  const mb =
+                    overlay[o2]! * w00 + overlay[o2 + 1]! * w01 + overlay[o2 + M]! * w10 + overlay[o2 + M + 1]! * w11;
                   wr = wr * (1 - al) + mr;
                   wg = wg * (1 - al) + mg;
                   wb = wb * (1 - al) + mb;
@@ -834,7 +841,10 @@ export class FusedWarp {
     const out = this.#lidRgb;
     for (let k = 0; k < 3; k++)
       out[k] =
-        img[a + k]! * (1 - fx) * (1 - fy) + img[a + 4 + k]! * fx * (1 - fy) + img[c + k]! * (1 - fx) * fy + img[c + 4 + k]! * fx * fy;
+        img[a + k]! * (1 - fx) * (1 - fy) +
+        img[a + 4 + k]! * fx * (1 - fy) +
+        img[c + k]! * (1 - fx) * fy +
+        img[c + 4 + k]! * fx * fy;
   }
 
   // Per-row scratch: the fields interpolated vertically at the current row, per node column.
