@@ -275,7 +275,7 @@ describe('tfjs_convert: the face models', () => {
       inputs.get('faceres')!.push(await crop(file, box, sizeOf('faceres'), sources.models.faceres.input_range));
       inputs.get('selfie')!.push(await crop(file, null, sizeOf('selfie'), sources.models.selfie.input_range));
     }
-  }, 120_000);
+  }, 300_000);
 
   afterAll(async () => {
     for (const m of tfjs.values()) m.dispose();
@@ -297,7 +297,7 @@ describe('tfjs_convert: the face models', () => {
   for (const m of MODELS) {
     it(
       `${m}: ONNX (onnxruntime-node, optimised and not) and PyTorch match TensorFlow.js on real crops`,
-      { timeout: 60_000 },
+      { timeout: 300_000 },
       async () => {
         const model = tfjs.get(m)!;
         const sessions = await Promise.all(
