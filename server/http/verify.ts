@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { keyFilePath, loadOrCreateSigningKey } from '../provenance/keys.js';
+import { keyFilePath, loadOrCreateSigningKey, normalizePublicKey } from '../provenance/keys.js';
 import { verifyFile } from '../provenance/verify.js';
 import type { Handler } from './exchange.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
@@ -37,15 +37,16 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
   const maxBytes = deps.maxBytes ?? 64 * 1024 * 1024;
   const maxConcurrent = deps.maxConcurrent ?? 2;
   const maxFrames = deps.maxFrames ?? 1800;
+  const configuredKeys = deps.config.provenance.trustedKeys.map(normalizePublicKey);
   let running = 0;
   // The server's signing key is made at start-up when missing (mode 0600), so that renders on this host sign with the
-  // same key and the report can say whether a manifest is this server's (trusted_key).
+  // same key; manifests are valid only when signed by it or by a key of provenance.trustedKeys.
   const serverKey: Promise<string | undefined> = loadOrCreateSigningKey(
     keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir),
   ).then(
     (k) => k.publicKeyB64,
     (err: unknown) => {
-      deps.log.warn('no provenance signing key: verify reports trusted_key null', { err: err as Error });
+      deps.log.warn('no provenance signing key: only provenance.trustedKeys are trusted', { err: err as Error });
       return undefined;
     },
   );
@@ -80,7 +81,7 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
         const report = await verifyFile(file, {
           manifestFile: null,
           ...(manifestText !== undefined ? { manifestText } : {}),
-          ...(key ? { trustedPublicKey: key } : {}),
+          trustedPublicKeys: key ? [key, ...configuredKeys] : configuredKeys,
           maxFrames,
         });
         deps.log.info('verified', { present: report.watermark.present, windows: report.watermark.windows });

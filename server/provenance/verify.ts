@@ -21,13 +21,18 @@ export interface VerifyReport {
     slot_time: string | null;
   };
   signature: {
-    /** Signature valid AND the file's sha256 matches the manifest. */
+    /**
+     * 'valid': signature good, the file's sha256 matches AND the key is trusted (this server's, or in
+     * `provenance.trustedKeys`); 'untrusted': a correct signature by another key (`key_id` names it); 'invalid'.
+     */
+    status: 'valid' | 'untrusted' | 'invalid';
+    /** status === 'valid'. */
     valid: boolean;
     signature_valid: boolean;
     hash_matches: boolean;
     key_id: string;
-    /** The manifest is signed by this server's key (null: no server key to compare with). */
-    trusted_key: boolean | null;
+    /** The manifest is signed by a key the operator trusts (this server's, or one of `provenance.trustedKeys`). */
+    trusted_key: boolean;
     /** The watermark payload the manifest claims. */
     manifest_payload: string | null;
     /** The decoded watermark equals the manifest's payload (null when either is missing). */
@@ -43,8 +48,11 @@ export interface VerifyOptions {
   manifestFile?: string | null;
   /** The manifest text itself (the API's multipart field), instead of a file. */
   manifestText?: string;
-  /** This server's public key (SPKI DER base64), to say whether a manifest is ours. */
-  trustedPublicKey?: string;
+  /**
+   * The keys whose manifests are valid (SPKI DER base64): this server's and the configured list. Default none: every
+   * correct signature is 'untrusted'.
+   */
+  trustedPublicKeys?: readonly string[];
   /** Decode at most this many frames of a clip. */
   maxFrames?: number;
 }
@@ -81,9 +89,10 @@ export async function verifyFile(file: string, opts: VerifyOptions = {}): Promis
   }
   let signature: VerifyReport['signature'] = null;
   if (text !== null) {
-    const check = await checkManifest(parseManifest(text), file, opts.trustedPublicKey);
+    const check = await checkManifest(parseManifest(text), file, opts.trustedPublicKeys ?? []);
     const claim = check.manifest.claim;
     signature = {
+      status: check.status,
       valid: check.valid,
       signature_valid: check.signatureValid,
       hash_matches: check.hashMatches,

@@ -197,8 +197,16 @@ describe('POST /api/verify', () => {
     expect(r2.status).toBe(200);
     const j2 = (await r2.json()) as VerifyReport;
     expect(j2.watermark).toMatchObject({ present: true, payload, detected_windows: 3 });
-    // Signed by the CLI's key, not this server's (another data dir): valid, but not ours.
-    expect(j2.signature).toMatchObject({ valid: true, trusted_key: false, payload_matches: true });
+    // Signed by the CLI's key, not this server's (another data dir) nor a configured one: a correct signature by a key
+    // this server does not trust reads untrusted, not valid.
+    expect(j2.signature).toMatchObject({
+      status: 'untrusted',
+      valid: false,
+      signature_valid: true,
+      hash_matches: true,
+      trusted_key: false,
+      payload_matches: true,
+    });
     // The server made its own key at start-up, mode 0600.
     expect((await stat(path.join(ts.dataDir, 'provenance', 'ed25519.pem'))).mode & 0o777).toBe(0o600);
 
