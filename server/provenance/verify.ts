@@ -55,6 +55,12 @@ export interface VerifyOptions {
   trustedPublicKeys?: readonly string[];
   /** Decode at most this many frames of a clip. */
   maxFrames?: number;
+  /** Shrink images to this long side while decoding (default: full size; clips are always at most 512 px). */
+  imageMaxSide?: number;
+  /** Refuse (IMAGE_TOO_LARGE) a picture over this many pixels, from its header, before decoding it. */
+  maxPixels?: number;
+  /** Demuxers ffmpeg may use for a clip, which is then opened as a local file only (an untrusted upload). */
+  videoFormats?: readonly string[];
 }
 
 /** The most recent minute (ms since the epoch) whose slot is `slot`, not after `now`. */
@@ -75,11 +81,17 @@ async function readIfExists(file: string): Promise<string | null> {
 
 /**
  * Verifies a file.
- * @throws AppError('NOT_FOUND' | 'UNSUPPORTED_MEDIA_TYPE') for a missing or undecodable file, ('MANIFEST_INVALID') for a
+ * @throws AppError('NOT_FOUND' | 'UNSUPPORTED_MEDIA_TYPE') for a missing or undecodable file, ('IMAGE_TOO_LARGE') over
+ * `maxPixels`, ('MANIFEST_INVALID') for a
  * manifest that is not one.
  */
 export async function verifyFile(file: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const det = await detectFile(file, opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {});
+  const det = await detectFile(file, {
+    ...(opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {}),
+    ...(opts.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}),
+    ...(opts.imageMaxSide !== undefined ? { maxSide: opts.imageMaxSide } : {}),
+    ...(opts.videoFormats !== undefined ? { restrict: { formats: opts.videoFormats } } : {}),
+  });
   let text: string | null = opts.manifestText ?? null;
   if (text === null && opts.manifestFile !== null) {
     const mf = opts.manifestFile ?? manifestPathFor(file);
