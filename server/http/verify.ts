@@ -19,7 +19,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config.js';
-import { AppError } from '../errors.js';
+import { AppError, RateLimitError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { keyFilePath, loadOrCreateSigningKey, normalizePublicKey } from '../provenance/keys.js';
 import { verifyFile } from '../provenance/verify.js';
@@ -63,8 +63,7 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
     async (ex) => {
       // First, before the body is read: a refused request costs a map look-up.
       perAddress.take(ex.remoteIp);
-      if (running >= maxConcurrent)
-        throw new AppError('TOO_MANY_REQUESTS', 'too many verifications running; try again shortly');
+      if (running >= maxConcurrent) throw new RateLimitError('too many verifications running; try again shortly', 1);
       running++;
       let dir: string | null = null;
       try {
