@@ -62,6 +62,25 @@ export interface Config {
     /** Smallest accepted side; default 64 px. */
     minSide: number;
   };
+  /** POST /api/verify, public (no API key): kept cheap for anyone who can reach the server. */
+  verify: {
+    /**
+     * Largest body; default 16 MiB: an image (uploads allow 10 MiB) or a clip, of which only the first `maxFrames`
+     * are decoded: a minute of the avatar's own 512-px output at 1.5 Mbit/s is ~11 MiB. Longer clips: cut them.
+     */
+    maxBytes: number;
+    /** Largest image (w*h), read from its header and refused (413 IMAGE_TOO_LARGE) before decoding; default 40 Mpx. */
+    maxPixels: number;
+    /** Frames of a clip decoded at most (at 30 fps: one minute); default 1800. */
+    maxFrames: number;
+    /**
+     * Requests per minute per client address (token bucket: a burst of this many, then one per 60/n s; 429
+     * TOO_MANY_REQUESTS with Retry-After); default 10 (env AVATAR_VERIFY_PER_MINUTE).
+     */
+    perAddressPerMinute: number;
+    /** Verifications running at once (each decodes on this machine's CPU); default 2. */
+    maxConcurrent: number;
+  };
   avatar: {
     /** Engine for new rooms: 'default' (model pack), 'portrait' (re-renders the portrait), 'passthrough' (diagnostic:
      * the driving picture unchanged; never the default). Default 'default'. */
@@ -176,6 +195,13 @@ export function defaultConfig(): Config {
         'as synthetic and may be traced to this upload.',
     },
     upload: { maxBytes: 10 * 1024 * 1024, maxPixels: 40_000_000, minSide: 64 },
+    verify: {
+      maxBytes: 16 * 1024 * 1024,
+      maxPixels: 40_000_000,
+      maxFrames: 1800,
+      perAddressPerMinute: 10,
+      maxConcurrent: 2,
+    },
     avatar: {
       engine: 'default',
       modelPack: path.join(projectRoot, 'models', 'default'),
@@ -273,6 +299,11 @@ export function validateConfig(c: Config): Config {
   intIn(c.upload.maxBytes, 1024, 200 * 1024 * 1024, 'upload.maxBytes');
   intIn(c.upload.maxPixels, 4096, 400_000_000, 'upload.maxPixels');
   intIn(c.upload.minSide, 1, 4096, 'upload.minSide');
+  intIn(c.verify.maxBytes, 1024, 1024 * 1024 * 1024, 'verify.maxBytes');
+  intIn(c.verify.maxPixels, 4096, 268_402_689, 'verify.maxPixels');
+  intIn(c.verify.maxFrames, 1, 1_000_000, 'verify.maxFrames');
+  intIn(c.verify.perAddressPerMinute, 1, 1_000_000, 'verify.perAddressPerMinute');
+  intIn(c.verify.maxConcurrent, 1, 256, 'verify.maxConcurrent');
   if (!['default', 'portrait', 'passthrough'].includes(c.avatar.engine))
     fail('"avatar.engine" must be default|portrait|passthrough');
   if (!['mesh', 'dlib'].includes(c.avatar.tracker)) fail('"avatar.tracker" must be mesh|dlib');
@@ -336,6 +367,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_DATA_DIR) c.dataDir = path.resolve(env.AVATAR_DATA_DIR);
   if (env.AVATAR_TOKEN_SECRET) c.tokenSecret = env.AVATAR_TOKEN_SECRET;
   if (env.AVATAR_API_KEYS) c.auth.apiKeys = parseApiKeys(env.AVATAR_API_KEYS);
+  c.verify.perAddressPerMinute = num('AVATAR_VERIFY_PER_MINUTE') ?? c.verify.perAddressPerMinute;
   const linkHours = num('AVATAR_LINK_TTL_HOURS');
   if (linkHours !== undefined) c.tokenTtlMs = Math.round(linkHours * 3600_000);
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];

@@ -11,7 +11,7 @@ import { createPublicKey } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
 import { setLogLevel } from '../logger.js';
-import { keyFilePath } from '../provenance/keys.js';
+import { keyFilePath, normalizePublicKey } from '../provenance/keys.js';
 import { parsePayloadHex } from '../provenance/payload.js';
 import { verifyFile, type VerifyReport } from '../provenance/verify.js';
 import { requireFile, requireOutputDir, UsageError } from '../quality/cli.js';
@@ -21,7 +21,9 @@ const usage = `usage: avatar verify FILE [--json OUT] [--manifest M]
   FILE             an image (JPEG, PNG, WebP) or a clip (anything ffmpeg reads)
   --json OUT       also write the report as JSON:
                    {"watermark": {"present", "payload", "windows", "detected_windows", ...},
-                    "signature": {"valid", ...} or null}
+                    "signature": {"status": "valid" | "untrusted" | "invalid", ...} or null}
+                   valid: signed by this server's key or one in provenance.trustedKeys
+                   (env AVATAR_TRUSTED_KEYS); untrusted: a correct signature by any other key
   --manifest M     the provenance manifest (default: FILE.provenance.json when it exists)
   --no-manifest    check the watermark only
 `;
@@ -33,7 +35,7 @@ async function serverPublicKey(file: string): Promise<string | undefined> {
       .export({ type: 'spki', format: 'der' })
       .toString('base64');
   } catch {
-    // No key (or not readable by this user): the report says trusted_key null.
+    // No key (or not readable by this user): only the configured trusted keys are trusted.
     return undefined;
   }
 }
@@ -54,8 +56,8 @@ export function formatReport(file: string, r: VerifyReport): string {
   if (!s) lines.push('  signature: no provenance manifest');
   else {
     lines.push(
-      `  signature: ${s.valid ? 'VALID' : 'INVALID'} (Ed25519 ${s.signature_valid ? 'good' : 'BAD'}, file hash ${s.hash_matches ? 'matches' : 'DOES NOT MATCH'}, ` +
-        `key ${s.key_id}${s.trusted_key === true ? ', this server’s key' : s.trusted_key === false ? ', NOT this server’s key' : ''})`,
+      `  signature: ${s.status.toUpperCase()} (Ed25519 ${s.signature_valid ? 'good' : 'BAD'}, file hash ${s.hash_matches ? 'matches' : 'DOES NOT MATCH'}, ` +
+        `key ${s.key_id}, ${s.trusted_key ? 'a trusted key' : 'NOT a trusted key: not this server’s, not in provenance.trustedKeys'})`,
       `  manifest: created ${s.created}, engine ${s.engine}, portrait ${s.portrait_id ?? '(local file)'}, watermark payload ${s.manifest_payload ?? 'none'}` +
         (s.payload_matches === null
           ? ''
@@ -110,10 +112,10 @@ export async function run(argv: string[]): Promise<number> {
       ? await requireFile(args.manifest, 'manifest')
       : undefined;
   const jsonOut = args.json ? await requireOutputDir(args.json, 'JSON report') : null;
-  const trusted = await serverPublicKey(keyFilePath(config.provenance.keyFile, config.dataDir));
+  const own = await serverPublicKey(keyFilePath(config.provenance.keyFile, config.dataDir));
   const report = await verifyFile(input, {
     ...(manifestFile !== undefined ? { manifestFile } : {}),
-    ...(trusted ? { trustedPublicKey: trusted } : {}),
+    trustedPublicKeys: [...(own ? [own] : []), ...config.provenance.trustedKeys.map(normalizePublicKey)],
   });
   process.stdout.write(formatReport(file, report));
   if (jsonOut) await writeFile(jsonOut, `${JSON.stringify(report, null, 2)}\n`);

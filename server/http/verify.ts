@@ -5,47 +5,54 @@
  * multipart/form-data with a `file` field and an optional `manifest` field (a provenance manifest, e.g. the sidecar
  * of a render). Answers 200 with the same report as `avatar verify --json`:
  *   {"watermark": {"present", "payload", "windows", "detected_windows", "slot_time"}, "signature": {...} | null}
- * Errors: 400 BAD_REQUEST (empty body, no file field), 413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE (not an image
- * or a decodable clip), 422 MANIFEST_INVALID, 429 TOO_MANY_REQUESTS (more than `maxConcurrent` verifications running:
- * each decodes video on this machine's CPU).
+ * Errors: 400 BAD_REQUEST (empty body, no file field), 413 PAYLOAD_TOO_LARGE (over `verify.maxBytes`), 413
+ * IMAGE_TOO_LARGE (over `verify.maxPixels`, read from the header: nothing is decoded), 415 UNSUPPORTED_MEDIA_TYPE (not
+ * an image or a clip in an allowed container), 422 MANIFEST_INVALID, 429 TOO_MANY_REQUESTS (over
+ * `verify.perAddressPerMinute` from one address, with Retry-After; or more than `verify.maxConcurrent` running: each
+ * decodes on this machine's CPU).
+ *
+ * Public, so everything it does is bounded before it is done: the rate limit before the body is read, the body cap
+ * from Content-Length, the pixel count from the header, images shrunk while decoding, a clip's first `maxFrames` frames
+ * only, and ffmpeg limited to the uploaded temp file and the containers of VERIFY_VIDEO_FORMATS.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config.js';
-import { AppError } from '../errors.js';
+import { AppError, RateLimitError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { keyFilePath, loadOrCreateSigningKey } from '../provenance/keys.js';
+import { keyFilePath, loadOrCreateSigningKey, normalizePublicKey } from '../provenance/keys.js';
 import { verifyFile } from '../provenance/verify.js';
 import type { Handler } from './exchange.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
+import { RateLimiter } from './rateLimit.js';
 import type { Router } from './router.js';
+
+/**
+ * Demuxers ffmpeg may use for an uploaded clip: the containers a recording or a render comes in (MP4/MOV, Matroska/
+ * WebM, AVI, MPEG-TS, FLV, IVF, Ogg, GIF). Not playlists (hls, concat) or image sequences, which name other files.
+ */
+export const VERIFY_VIDEO_FORMATS = ['mov', 'mp4', 'matroska', 'webm', 'avi', 'mpegts', 'flv', 'ivf', 'ogg', 'gif'];
 
 export interface VerifyRouteDeps {
   config: Config;
   log: Logger;
-  /** Largest accepted body; default 64 MiB. */
-  maxBytes?: number;
-  /** Verifications running at once; default 2. */
-  maxConcurrent?: number;
-  /** Frames of a clip decoded at most (at 30 fps: one minute); default 1800. */
-  maxFrames?: number;
 }
 
 /** Adds POST /api/verify. */
 export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps): void {
-  const maxBytes = deps.maxBytes ?? 64 * 1024 * 1024;
-  const maxConcurrent = deps.maxConcurrent ?? 2;
-  const maxFrames = deps.maxFrames ?? 1800;
+  const { maxBytes, maxConcurrent, maxFrames, maxPixels, perAddressPerMinute } = deps.config.verify;
+  const perAddress = new RateLimiter(perAddressPerMinute, 'address');
+  const configuredKeys = deps.config.provenance.trustedKeys.map(normalizePublicKey);
   let running = 0;
   // The server's signing key is made at start-up when missing (mode 0600), so that renders on this host sign with the
-  // same key and the report can say whether a manifest is this server's (trusted_key).
+  // same key; manifests are valid only when signed by it or by a key of provenance.trustedKeys.
   const serverKey: Promise<string | undefined> = loadOrCreateSigningKey(
     keyFilePath(deps.config.provenance.keyFile, deps.config.dataDir),
   ).then(
     (k) => k.publicKeyB64,
     (err: unknown) => {
-      deps.log.warn('no provenance signing key: verify reports trusted_key null', { err: err as Error });
+      deps.log.warn('no provenance signing key: only provenance.trustedKeys are trusted', { err: err as Error });
       return undefined;
     },
   );
@@ -54,8 +61,9 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
     'POST',
     '/api/verify',
     async (ex) => {
-      if (running >= maxConcurrent)
-        throw new AppError('TOO_MANY_REQUESTS', 'too many verifications running; try again shortly');
+      // First, before the body is read: a refused request costs a map look-up.
+      perAddress.take(ex.remoteIp);
+      if (running >= maxConcurrent) throw new RateLimitError('too many verifications running; try again shortly', 1);
       running++;
       let dir: string | null = null;
       try {
@@ -80,8 +88,12 @@ export function addVerifyRoutes(router: Router<Handler>, deps: VerifyRouteDeps):
         const report = await verifyFile(file, {
           manifestFile: null,
           ...(manifestText !== undefined ? { manifestText } : {}),
-          ...(key ? { trustedPublicKey: key } : {}),
+          trustedPublicKeys: key ? [key, ...configuredKeys] : configuredKeys,
           maxFrames,
+          maxPixels,
+          // The lattice is area-averaged (any scale reads), so 512 px, like a clip's frames, loses nothing.
+          imageMaxSide: 512,
+          videoFormats: VERIFY_VIDEO_FORMATS,
         });
         deps.log.info('verified', { present: report.watermark.present, windows: report.watermark.windows });
         ex.json(200, report);

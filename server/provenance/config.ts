@@ -2,6 +2,8 @@
  * The provenance slice of the config (server/config.ts holds it as `config.provenance`): its type, defaults, env
  * variables and validation, kept here so that the config module needs only a few lines for it.
  */
+import { normalizePublicKey } from './keys.js';
+
 export const MARK_CORNERS = ['top-left', 'top-right', 'bottom-left', 'bottom-right'] as const;
 export type MarkCorner = (typeof MARK_CORNERS)[number];
 
@@ -25,6 +27,13 @@ export interface ProvenanceConfig {
    * <dataDir>/provenance/ed25519.pem (env AVATAR_SIGNING_KEY).
    */
   keyFile: string | null;
+  /**
+   * Other Ed25519 public keys whose manifests verify as valid (e.g. the other hosts of this deployment), each SPKI
+   * DER base64 (a manifest's `signature.publicKey`) or PEM; the server's own key is always trusted. A correct
+   * signature by any other key is reported as 'untrusted'. Default [] (env AVATAR_TRUSTED_KEYS, comma-separated
+   * base64).
+   */
+  trustedKeys: string[];
 }
 
 export function defaultProvenanceConfig(): ProvenanceConfig {
@@ -32,6 +41,7 @@ export function defaultProvenanceConfig(): ProvenanceConfig {
     mark: { enabled: true, corner: 'bottom-right', opacity: 0.85 },
     watermark: { enabled: true, strength: 2 },
     keyFile: null,
+    trustedKeys: [],
   };
 }
 
@@ -42,7 +52,7 @@ function onOff(v: string, name: string, fail: (m: string) => never): boolean {
 }
 
 /** Applies the env variables named above (AVATAR_MARK, AVATAR_MARK_CORNER, AVATAR_MARK_OPACITY, AVATAR_WATERMARK,
- * AVATAR_SIGNING_KEY) to `p`, in place. */
+ * AVATAR_SIGNING_KEY, AVATAR_TRUSTED_KEYS) to `p`, in place. */
 export function applyProvenanceEnv(
   p: ProvenanceConfig,
   env: Record<string, string | undefined>,
@@ -54,6 +64,10 @@ export function applyProvenanceEnv(
   if (env.AVATAR_MARK_OPACITY) p.mark.opacity = Number(env.AVATAR_MARK_OPACITY);
   if (env.AVATAR_WATERMARK) p.watermark.enabled = onOff(env.AVATAR_WATERMARK, 'AVATAR_WATERMARK', fail);
   if (env.AVATAR_SIGNING_KEY) p.keyFile = resolvePath(env.AVATAR_SIGNING_KEY);
+  if (env.AVATAR_TRUSTED_KEYS !== undefined)
+    p.trustedKeys = env.AVATAR_TRUSTED_KEYS.split(',')
+      .map((k) => k.trim())
+      .filter((k) => k !== '');
 }
 
 /** Checks the slice; `fail` throws CONFIG_INVALID naming the option. */
@@ -67,4 +81,15 @@ export function validateProvenanceConfig(p: ProvenanceConfig, fail: (m: string) 
   }
   if (p.keyFile !== null && (typeof p.keyFile !== 'string' || p.keyFile === ''))
     fail('"provenance.keyFile" must be a path');
+  if (!Array.isArray(p.trustedKeys)) fail('"provenance.trustedKeys" must be an array of public keys');
+  p.trustedKeys.forEach((k, i) => {
+    try {
+      if (typeof k !== 'string') throw new TypeError('not a string');
+      normalizePublicKey(k);
+    } catch (err) {
+      fail(
+        `"provenance.trustedKeys[${i}]" must be an Ed25519 public key (SPKI DER base64 or PEM): ${(err as Error).message}`,
+      );
+    }
+  });
 }

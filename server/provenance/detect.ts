@@ -1,16 +1,17 @@
 /**
  * Watermark detection in files (an image or a clip): decoded with ffmpeg (area-downscaled to at most 512 px on the
  * long side, which the lattice does not mind), luma (BT.601) per frame, frames grouped into 1-second windows
- * (index / fps), each window decoded on its own. An image (JPEG, PNG, WebP: decoded with sharp at full size) is one
- * window of one frame.
+ * (index / fps), each window decoded on its own. An image (JPEG, PNG, WebP: decoded with sharp, at full size or, when
+ * the caller gives `maxSide`, shrunk while decoding) is one window of one frame. The pixel count is read from the header (sharp's metadata(),
+ * ffprobe) and checked before anything is decoded.
  */
+import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import type { RgbImage } from '../types/image.js';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { AppError } from '../errors.js';
 import { sniffImage } from '../portraits/sniff.js';
-import { loadImageRgb } from '../util/image.js';
-import { probeVideo, readVideoFrames } from '../util/video.js';
+import { probeVideo, readVideoFrames, type InputRestriction } from '../util/video.js';
 import { WatermarkDetector, type WindowResult } from './watermark.js';
 
 export interface FileDetection {
@@ -73,8 +74,59 @@ export interface DetectOptions {
   windowMs?: number;
   /** Decode at most this many frames; default all. */
   maxFrames?: number;
-  /** Long side the frames are downscaled to (never up); default 512. */
+  /**
+   * Long side the frames are downscaled to (never up); default 512 for a clip, full size for an image (a public
+   * caller gives it to shrink images while decoding).
+   */
   maxSide?: number;
+  /**
+   * Largest picture (w*h) decoded, read from the header first: bigger is AppError('IMAGE_TOO_LARGE') before any
+   * decoding. Default 268_402_689 (sharp's own limit).
+   */
+  maxPixels?: number;
+  /** What ffmpeg may open for a clip (an untrusted upload); default anything. */
+  restrict?: InputRestriction;
+}
+
+function tooLarge(width: number, height: number, maxPixels: number): AppError {
+  return new AppError(
+    'IMAGE_TOO_LARGE',
+    `picture of ${width}x${height} pixels: at most ${(maxPixels / 1e6).toFixed(1)} megapixels are checked`,
+  );
+}
+
+/**
+ * Decodes an image at most `maxSide` on its long side (null: full size): the size is read from the header and refused when over
+ * `maxPixels`; sharp then decodes sequentially and shrinks while decoding (JPEG: in the DCT), so a large image never
+ * exists in memory at full size.
+ */
+async function imageLuma(file: string, maxSide: number | null, maxPixels: number): Promise<RgbImage> {
+  let meta: Metadata;
+  try {
+    meta = await sharp(file, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'not a decodable image', { cause: err });
+  }
+  const w = meta.width ?? 0;
+  const h = meta.height ?? 0;
+  if (w * h > maxPixels) throw tooLarge(w, h, maxPixels);
+  let out: { data: Buffer; info: OutputInfo };
+  try {
+    let img = sharp(file, { failOn: 'error', limitInputPixels: maxPixels, sequentialRead: true }).rotate();
+    if (maxSide !== null)
+      img = img.resize({ width: maxSide, height: maxSide, fit: 'inside', withoutEnlargement: true });
+    out = await img
+      .flatten({ background: { r: 255, g: 255, b: 255 } })
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'not a decodable image', { cause: err });
+  }
+  const { width, height, channels } = out.info;
+  if (channels !== 3) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'not a decodable image');
+  return { width, height, data: new Uint8Array(out.data.buffer, out.data.byteOffset, width * height * 3) };
 }
 
 /**
@@ -82,15 +134,18 @@ export interface DetectOptions {
  * @throws AppError('NOT_FOUND' | 'UNSUPPORTED_MEDIA_TYPE') for a missing or undecodable file.
  */
 export async function detectFile(file: string, opts: DetectOptions = {}): Promise<FileDetection> {
+  const maxPixels = opts.maxPixels ?? 268_402_689;
   if (await isImageFile(file)) {
-    const img = await loadImageRgb(file);
+    const img = await imageLuma(file, opts.maxSide ?? null, maxPixels);
     const det = new WatermarkDetector();
     det.addLuma(rgbLuma(img), img.width, img.height);
     const results = [det.result()];
     return { ...summarize(results), windows: 1, results, fps: 0, frames: 1 };
   }
-  const info = await probeVideo(file);
   const maxSide = opts.maxSide ?? 512;
+  const restrict = opts.restrict ?? {};
+  const info = await probeVideo(file, restrict);
+  if (info.storedWidth * info.storedHeight > maxPixels) throw tooLarge(info.storedWidth, info.storedHeight, maxPixels);
   const scale = Math.min(1, maxSide / Math.max(info.width, info.height));
   const size =
     info.width >= info.height
@@ -105,6 +160,7 @@ export async function detectFile(file: string, opts: DetectOptions = {}): Promis
   for await (const f of readVideoFrames(file, {
     format: 'rgb24',
     ...size,
+    restrict,
     ...(opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {}),
   })) {
     luma = rgbLuma({ width: f.width, height: f.height, data: f.data }, luma);

@@ -27,6 +27,24 @@ export function publicKeyId(spkiDer: Buffer): string {
 }
 
 /**
+ * An Ed25519 public key given as SPKI DER base64 (what a manifest's `signature.publicKey` holds) or as a PEM public
+ * key, returned as SPKI DER base64, the form checkManifest compares.
+ * @throws TypeError when it is not an Ed25519 public key.
+ */
+export function normalizePublicKey(text: string): string {
+  let key: KeyObject;
+  try {
+    key = text.includes('-----BEGIN')
+      ? createPublicKey(text)
+      : createPublicKey({ key: Buffer.from(text.trim(), 'base64'), format: 'der', type: 'spki' });
+  } catch (err) {
+    throw new TypeError('not a public key (SPKI DER base64 or PEM)', { cause: err });
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new TypeError('not an Ed25519 key');
+  return key.export({ type: 'spki', format: 'der' }).toString('base64');
+}
+
+/**
  * Loads the key, creating it (and its folder, mode 0700) when the file does not exist.
  * @throws AppError('SIGNING_KEY_INVALID') for an unreadable, non-Ed25519 or group/world-readable key file.
  */

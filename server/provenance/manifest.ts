@@ -115,12 +115,18 @@ export function signManifest(input: ClaimInput, key: SigningKey): Manifest {
 
 /** What checking a manifest against a file says. */
 export interface ManifestCheck {
-  /** The signature verifies under the manifest's public key AND the file's sha256 matches the claim. */
+  /**
+   * 'valid': the signature verifies, the file's sha256 matches the claim AND the key is one the operator trusts;
+   * 'untrusted': the same but signed by another key (anyone can make a key and sign a correct manifest);
+   * 'invalid': a bad signature or a file that is not the one signed.
+   */
+  status: 'valid' | 'untrusted' | 'invalid';
+  /** status === 'valid'. */
   valid: boolean;
   signatureValid: boolean;
   hashMatches: boolean;
-  /** The manifest's key is the one given as trusted (e.g. this server's); null when none was given. */
-  trustedKey: boolean | null;
+  /** The manifest's key is one of the trusted keys (the server's own, the configured list). */
+  trustedKey: boolean;
   keyId: string;
   /** The watermark payload the manifest claims, or null. */
   watermarkPayload: string | null;
@@ -153,19 +159,24 @@ export function parseManifest(text: string): Manifest {
 }
 
 /**
- * Checks a manifest against a file: Ed25519 signature over the canonical claim, and the file's sha256.
- * @param trustedPublicKey the SPKI DER base64 of a key to trust (e.g. the server's own), if any.
+ * Checks a manifest against a file: Ed25519 signature over the canonical claim, the file's sha256, and whether the
+ * signing key is trusted. A correct signature proves only that the holder of *some* key signed the claim, so it is
+ * 'valid' only for a key in `trustedPublicKeys`.
+ * @param trustedPublicKeys SPKI DER base64 of the keys the operator trusts (the server's own, the configured list).
  */
 export async function checkManifest(
   manifest: Manifest,
   file: string,
-  trustedPublicKey?: string,
+  trustedPublicKeys: readonly string[] = [],
 ): Promise<ManifestCheck> {
   let signatureValid = false;
   let keyId = '';
+  let trustedKey = false;
   try {
     const der = Buffer.from(manifest.signature.publicKey, 'base64');
     keyId = publicKeyId(der);
+    // Compared as DER bytes (re-encoded), so a manifest cannot pass with another spelling of the same base64.
+    trustedKey = trustedPublicKeys.includes(der.toString('base64'));
     const pub = createPublicKey({ key: der, format: 'der', type: 'spki' });
     signatureValid =
       pub.asymmetricKeyType === 'ed25519' &&
@@ -177,11 +188,13 @@ export async function checkManifest(
   const { sha256 } = await sha256File(file);
   const hashMatches = sha256 === manifest.claim.asset.sha256;
   const soft = manifest.claim.assertions['c2pa.soft-binding'];
+  const status = !signatureValid || !hashMatches ? 'invalid' : trustedKey ? 'valid' : 'untrusted';
   return {
-    valid: signatureValid && hashMatches,
+    status,
+    valid: status === 'valid',
     signatureValid,
     hashMatches,
-    trustedKey: trustedPublicKey === undefined ? null : trustedPublicKey === manifest.signature.publicKey,
+    trustedKey,
     keyId,
     watermarkPayload: isRecord(soft) && typeof soft.payload === 'string' ? soft.payload : null,
     manifest,

@@ -21,13 +21,18 @@ export interface VerifyReport {
     slot_time: string | null;
   };
   signature: {
-    /** Signature valid AND the file's sha256 matches the manifest. */
+    /**
+     * 'valid': signature good, the file's sha256 matches AND the key is trusted (this server's, or in
+     * `provenance.trustedKeys`); 'untrusted': a correct signature by another key (`key_id` names it); 'invalid'.
+     */
+    status: 'valid' | 'untrusted' | 'invalid';
+    /** status === 'valid'. */
     valid: boolean;
     signature_valid: boolean;
     hash_matches: boolean;
     key_id: string;
-    /** The manifest is signed by this server's key (null: no server key to compare with). */
-    trusted_key: boolean | null;
+    /** The manifest is signed by a key the operator trusts (this server's, or one of `provenance.trustedKeys`). */
+    trusted_key: boolean;
     /** The watermark payload the manifest claims. */
     manifest_payload: string | null;
     /** The decoded watermark equals the manifest's payload (null when either is missing). */
@@ -43,10 +48,19 @@ export interface VerifyOptions {
   manifestFile?: string | null;
   /** The manifest text itself (the API's multipart field), instead of a file. */
   manifestText?: string;
-  /** This server's public key (SPKI DER base64), to say whether a manifest is ours. */
-  trustedPublicKey?: string;
+  /**
+   * The keys whose manifests are valid (SPKI DER base64): this server's and the configured list. Default none: every
+   * correct signature is 'untrusted'.
+   */
+  trustedPublicKeys?: readonly string[];
   /** Decode at most this many frames of a clip. */
   maxFrames?: number;
+  /** Shrink images to this long side while decoding (default: full size; clips are always at most 512 px). */
+  imageMaxSide?: number;
+  /** Refuse (IMAGE_TOO_LARGE) a picture over this many pixels, from its header, before decoding it. */
+  maxPixels?: number;
+  /** Demuxers ffmpeg may use for a clip, which is then opened as a local file only (an untrusted upload). */
+  videoFormats?: readonly string[];
 }
 
 /** The most recent minute (ms since the epoch) whose slot is `slot`, not after `now`. */
@@ -67,11 +81,17 @@ async function readIfExists(file: string): Promise<string | null> {
 
 /**
  * Verifies a file.
- * @throws AppError('NOT_FOUND' | 'UNSUPPORTED_MEDIA_TYPE') for a missing or undecodable file, ('MANIFEST_INVALID') for a
+ * @throws AppError('NOT_FOUND' | 'UNSUPPORTED_MEDIA_TYPE') for a missing or undecodable file, ('IMAGE_TOO_LARGE') over
+ * `maxPixels`, ('MANIFEST_INVALID') for a
  * manifest that is not one.
  */
 export async function verifyFile(file: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const det = await detectFile(file, opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {});
+  const det = await detectFile(file, {
+    ...(opts.maxFrames !== undefined ? { maxFrames: opts.maxFrames } : {}),
+    ...(opts.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}),
+    ...(opts.imageMaxSide !== undefined ? { maxSide: opts.imageMaxSide } : {}),
+    ...(opts.videoFormats !== undefined ? { restrict: { formats: opts.videoFormats } } : {}),
+  });
   let text: string | null = opts.manifestText ?? null;
   if (text === null && opts.manifestFile !== null) {
     const mf = opts.manifestFile ?? manifestPathFor(file);
@@ -81,9 +101,10 @@ export async function verifyFile(file: string, opts: VerifyOptions = {}): Promis
   }
   let signature: VerifyReport['signature'] = null;
   if (text !== null) {
-    const check = await checkManifest(parseManifest(text), file, opts.trustedPublicKey);
+    const check = await checkManifest(parseManifest(text), file, opts.trustedPublicKeys ?? []);
     const claim = check.manifest.claim;
     signature = {
+      status: check.status,
       valid: check.valid,
       signature_valid: check.signatureValid,
       hash_matches: check.hashMatches,

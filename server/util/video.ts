@@ -55,6 +55,22 @@ async function assertReadable(file: string): Promise<void> {
   }
 }
 
+/** Restricts what ffmpeg/ffprobe may open for an untrusted file. */
+export interface InputRestriction {
+  /**
+   * Demuxers allowed (ffmpeg's -format_whitelist, e.g. ['mov', 'matroska']); the input is then also limited to the
+   * local file itself (-protocol_whitelist file, a `file:` URL), so that a playlist or concat list in an upload
+   * cannot make ffmpeg open other files or the network.
+   */
+  formats?: readonly string[];
+}
+
+/** The input arguments (ending with the input itself) for `file` under `r`. */
+function inputArgs(file: string, r: InputRestriction): string[] {
+  if (!r.formats) return [file];
+  return ['-protocol_whitelist', 'file', '-format_whitelist', r.formats.join(','), `file:${path.resolve(file)}`];
+}
+
 function parseRatio(s: string | undefined): number {
   if (!s) return Number.NaN;
   const [a, b] = s.split('/').map(Number);
@@ -83,9 +99,10 @@ interface ProbeStream {
  * @throws AppError('NOT_FOUND') for a missing file, ('UNSUPPORTED_MEDIA_TYPE') when it has no video stream,
  *   ('UNSUPPORTED') when ffprobe is not installed.
  */
-export async function probeVideo(file: string): Promise<VideoInfo> {
+export async function probeVideo(file: string, restrict: InputRestriction = {}): Promise<VideoInfo> {
   await assertReadable(file);
-  const res = await runCapture('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', file]);
+  const input = inputArgs(file, restrict);
+  const res = await runCapture('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', ...input]);
   if (res.code !== 0) throw new AppError('UNSUPPORTED_MEDIA_TYPE', `not a readable media file: ${path.basename(file)}`);
   const json = JSON.parse(res.stdout) as {
     streams?: ProbeStream[];
@@ -121,7 +138,7 @@ export async function probeVideo(file: string): Promise<VideoInfo> {
       'stream=nb_read_packets',
       '-of',
       'csv=p=0',
-      file,
+      ...input,
     ]);
     frameCount = Number.parseInt(cnt.stdout.trim(), 10);
     if (!(frameCount > 0)) frameCount = Number.isFinite(durationS) ? Math.round(durationS * fps) : 0;
@@ -153,6 +170,8 @@ export interface ReadFramesOptions {
   /** Output size; default the display size. Give one to keep the aspect ratio (rounded to even). */
   width?: number;
   height?: number;
+  /** What ffmpeg may open (untrusted files); default anything. */
+  restrict?: InputRestriction;
 }
 
 /** One decoded frame. `data` is a fresh buffer per frame (the consumer may keep it). */
@@ -168,7 +187,8 @@ export interface VideoFrame {
  * Breaking out of the loop kills the decoder.
  */
 export async function* readVideoFrames(file: string, opts: ReadFramesOptions): AsyncGenerator<VideoFrame> {
-  const info = await probeVideo(file);
+  const restrict = opts.restrict ?? {};
+  const info = await probeVideo(file, restrict);
   let w = opts.width ?? 0;
   let h = opts.height ?? 0;
   if (w && !h) h = Math.max(2, Math.round((info.height * w) / info.width / 2) * 2);
@@ -176,7 +196,8 @@ export async function* readVideoFrames(file: string, opts: ReadFramesOptions): A
   if (!w) w = info.width;
   if (!h) h = info.height;
   const frameBytes = w * h * 3;
-  const args = ['-v', 'error', '-nostdin', '-i', file, '-map', '0:v:0', '-an', '-sn'];
+  const input = inputArgs(file, restrict);
+  const args = ['-v', 'error', '-nostdin', ...input.slice(0, -1), '-i', input.at(-1)!, '-map', '0:v:0', '-an', '-sn'];
   if (w !== info.storedWidth || h !== info.storedHeight || info.sar[0] !== info.sar[1]) {
     args.push(
       '-vf',

@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { appendFile, copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../server/provenance/manifest.js';
 import type { VerifyReport } from '../../server/provenance/verify.js';
@@ -185,6 +186,15 @@ describe('POST /api/verify', () => {
     const j1 = (await r1.json()) as VerifyReport;
     expect(j1.watermark).toMatchObject({ present: true, payload, windows: 1, detected_windows: 1 });
     expect(j1.signature).toBeNull();
+    // The same frame enlarged to 1536 px: shrunk to 512 px while decoding, the watermark still reads.
+    const big = await sharp(png).resize({ width: 1536, kernel: 'nearest' }).png().toBuffer();
+    const rBig = await fetch(`${ts.url}/api/verify`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/png' },
+      body: new Blob([new Uint8Array(big)]),
+    });
+    expect(rBig.status).toBe(200);
+    expect(((await rBig.json()) as VerifyReport).watermark).toMatchObject({ present: true, payload });
 
     const form = new FormData();
     form.append('file', new Blob([new Uint8Array(await readFile(video))]), 'out.mp4');
@@ -197,8 +207,16 @@ describe('POST /api/verify', () => {
     expect(r2.status).toBe(200);
     const j2 = (await r2.json()) as VerifyReport;
     expect(j2.watermark).toMatchObject({ present: true, payload, detected_windows: 3 });
-    // Signed by the CLI's key, not this server's (another data dir): valid, but not ours.
-    expect(j2.signature).toMatchObject({ valid: true, trusted_key: false, payload_matches: true });
+    // Signed by the CLI's key, not this server's (another data dir) nor a configured one: a correct signature by a key
+    // this server does not trust reads untrusted, not valid.
+    expect(j2.signature).toMatchObject({
+      status: 'untrusted',
+      valid: false,
+      signature_valid: true,
+      hash_matches: true,
+      trusted_key: false,
+      payload_matches: true,
+    });
     // The server made its own key at start-up, mode 0600.
     expect((await stat(path.join(ts.dataDir, 'provenance', 'ed25519.pem'))).mode & 0o777).toBe(0o600);
 
