@@ -545,6 +545,35 @@ export class FusedWarp {
     return false;
   }
 
+  readonly #eyeBox = new Float64Array(4);
+
+  /** The union of this frame's eye boxes (lids and irises; region pixels: x0, y0, x1, y1; empty: +/-Infinity). */
+  #eyeBounds(): Float64Array {
+    const lids = this.#lids;
+    const b = this.#eyeBox;
+    b[0] = Infinity;
+    b[1] = Infinity;
+    b[2] = -Infinity;
+    b[3] = -Infinity;
+    for (let e = 0; e < 2; e++) {
+      const at = e * LID_PARAMS;
+      if (lids[at + LID_ON] !== 0) {
+        b[0] = Math.min(b[0], lids[at + LID_X0]!);
+        b[1] = Math.min(b[1], lids[at + LID_Y0]!);
+        b[2] = Math.max(b[2], lids[at + LID_X1]!);
+        b[3] = Math.max(b[3], lids[at + LID_Y1]!);
+      }
+      if (this.#eyesOn) {
+        const f = this.#eyeFrame;
+        b[0] = Math.min(b[0], f[6 * e + 2]!);
+        b[1] = Math.min(b[1], f[6 * e + 3]!);
+        b[2] = Math.max(b[2], f[6 * e + 4]!);
+        b[3] = Math.max(b[3], f[6 * e + 5]!);
+      }
+    }
+    return b;
+  }
+
   /**
    * The head's motion for the next runHead(): `m` maps the head layer's pixels to the output's (x' = m0 x + m1 y + m2,
    * y' = m3 x + m4 y + m5; output pixels). Its inverse and the moved head's box are kept.
@@ -652,26 +681,11 @@ export class FusedWarp {
     const lidRgb = this.#lidRgb;
     const eyesOn = this.#eyesOn;
     const eyePt = this.#eyePt;
-    let ex0 = Infinity,
-      ey0 = Infinity,
-      ex1 = -Infinity,
-      ey1 = -Infinity;
-    for (let e = 0; e < 2; e++) {
-      const at = e * LID_PARAMS;
-      if (lids[at + LID_ON] !== 0) {
-        ex0 = Math.min(ex0, lids[at + LID_X0]!);
-        ey0 = Math.min(ey0, lids[at + LID_Y0]!);
-        ex1 = Math.max(ex1, lids[at + LID_X1]!);
-        ey1 = Math.max(ey1, lids[at + LID_Y1]!);
-      }
-      if (eyesOn) {
-        const f = this.#eyeFrame;
-        ex0 = Math.min(ex0, f[6 * e + 2]!);
-        ey0 = Math.min(ey0, f[6 * e + 3]!);
-        ex1 = Math.max(ex1, f[6 * e + 4]!);
-        ey1 = Math.max(ey1, f[6 * e + 5]!);
-      }
-    }
+    const eb = this.#eyeBounds();
+    const ex0 = eb[0]!,
+      ey0 = eb[1]!,
+      ex1 = eb[2]!,
+      ey1 = eb[3]!;
     const box = this.#box;
     const bx0 = box[0]!,
       by0 = box[1]!,
@@ -892,26 +906,11 @@ export class FusedWarp {
     const eyesOn = this.#eyesOn;
     const eyePt = this.#eyePt;
     // The union of the eyes' boxes (lids and irises): pixels outside it skip both checks without a call.
-    let ex0 = Infinity,
-      ey0 = Infinity,
-      ex1 = -Infinity,
-      ey1 = -Infinity;
-    for (let e = 0; e < 2; e++) {
-      const at = e * LID_PARAMS;
-      if (lids[at + LID_ON] !== 0) {
-        ex0 = Math.min(ex0, lids[at + LID_X0]!);
-        ey0 = Math.min(ey0, lids[at + LID_Y0]!);
-        ex1 = Math.max(ex1, lids[at + LID_X1]!);
-        ey1 = Math.max(ey1, lids[at + LID_Y1]!);
-      }
-      if (eyesOn) {
-        const f = this.#eyeFrame;
-        ex0 = Math.min(ex0, f[6 * e + 2]!);
-        ey0 = Math.min(ey0, f[6 * e + 3]!);
-        ex1 = Math.max(ex1, f[6 * e + 4]!);
-        ey1 = Math.max(ey1, f[6 * e + 5]!);
-      }
-    }
+    const eb = this.#eyeBounds();
+    const ex0 = eb[0]!,
+      ey0 = eb[1]!,
+      ex1 = eb[2]!,
+      ey1 = eb[3]!;
     for (let by = 0; by < bh; by++) {
       const bx0 = span[2 * by]!;
       if (bx0 < 0) continue;
