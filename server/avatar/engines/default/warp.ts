@@ -705,6 +705,14 @@ export class FusedWarp {
           const po = Yp * W + X;
           // Where this pixel is in the layer at rest: its share of the head's motion taken back.
           const mw = motion[po]!;
+          if (mw === 0) {
+            // A pixel that does not move (below the neck's fade; never in the paste region, which ends above it):
+            // the portrait there is the plate, which `out` already holds.
+            sr += plate[3 * po]!;
+            sg += plate[3 * po + 1]!;
+            sb += plate[3 * po + 2]!;
+            continue;
+          }
           let qx = X + mw * (i0 * X + i1 * Yp + i2 - X);
           let qy = Yp + mw * (i3 * X + i4 * Yp + i5 - Yp);
           const lx = qx - ox;
