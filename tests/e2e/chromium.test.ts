@@ -72,6 +72,9 @@ const refinerPackDir = path.join(repoRoot, 'models', 'refiner');
  * picture through VP8 stays well under 1 (measured ~0.4 with the 'portrait' engine); the animated portrait driven by
  * the clip ~8.
  */
+/** Frames by which the presented count may lead getStats()'s decoded count (read one after the other; stats may be a
+ * few frames old on a loaded machine). */
+const STATS_SLACK = 6;
 const STILL_MOTION = 1;
 /** Mean absolute differences between consecutive samples. */
 const changes = (shots: readonly number[][]): number[] =>
@@ -386,10 +389,11 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
 
     // Frames keep arriving: new ones in every 2 s part of the window (a stalled stream has a part with none).
     for (const n of parts) expect(n).toBeGreaterThan(0);
-    // Counts agree along the path: the page cannot present more frames than it decoded (a frame or two of slack: the
-    // two counters are read one after the other), nor decode more than the server handed to its video source.
+    // Counts agree along the path: the page cannot present more frames than it decoded, nor decode more than the
+    // server handed to its video source. Slack: the two counters are read one after the other, and getStats() may
+    // answer from a report up to a few frames old on a loaded machine (STATS_SLACK).
     expect(after.decoded).toBeGreaterThan(before.decoded);
-    expect(after.frames).toBeLessThanOrEqual(after.decoded + 2);
+    expect(after.frames).toBeLessThanOrEqual(after.decoded + STATS_SLACK);
     expect(after.decoded).toBeLessThanOrEqual(sent);
     // This engine re-renders the still portrait: the picture does not move (the model-pack case below: it does).
     expect(still).toBeLessThan(STILL_MOTION);
@@ -560,7 +564,7 @@ describe.runIf(haveTools)('end to end in Chromium', () => {
       };
       process.stdout.write(`e2e model pack: ${JSON.stringify(result)}\n`);
 
-      expect(size.frames).toBeLessThanOrEqual(decoded + 2);
+      expect(size.frames).toBeLessThanOrEqual(decoded + STATS_SLACK);
       expect(decoded).toBeLessThanOrEqual(sent);
       expect({ w: size.width, h: size.height }).toEqual({ w: out.width, h: out.height });
       expect(corrPortrait).toBeGreaterThan(0.6);

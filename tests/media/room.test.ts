@@ -123,13 +123,15 @@ describe('Room (real wrtc peers, direct fan-out)', () => {
     expect(s.viewers).toBe(1);
     expect(viewerCounts).toContain(1);
     // The voice is held back by whole 10 ms chunks to follow the video's latency (receive -> publish, tens of ms
-    // here): the delay leaves 0 and settles within a chunk of the estimate (it moves one chunk per 200 ms).
+    // here): the delay leaves 0 and comes near the estimate (it moves one chunk per 200 ms towards a target that
+    // itself moves with the machine's load, so "near" is within 30 ms or half the target).
     const pub = room.parts.publisher;
     await waitFor(
-      () =>
-        pub.audioDelayMs > 0 &&
-        Math.abs(pub.audioDelayMs - (pub.videoLatencyMs + config.media.audioDelayOffsetMs)) <= 15,
-      15_000,
+      () => {
+        const target = pub.videoLatencyMs + config.media.audioDelayOffsetMs;
+        return pub.audioDelayMs > 0 && Math.abs(pub.audioDelayMs - target) <= Math.max(30, 0.5 * target);
+      },
+      20_000,
       'audio delay following the video latency',
     );
     expect(pub.audioDelayMs % 10).toBe(0);
