@@ -31,7 +31,7 @@ FUSED_ACTIVATIONS = ("Relu", "Relu6", "Prelu")
 @dataclass
 class Prim:
     """One primitive: kind in conv, convtranspose, maxpool, avgpool, resize, pad, transpose, reshape, concat, mean,
-    gemm, add, sum, mul, min, max, relu, clip, prelu, sigmoid, softmax, identity. Inputs and output are tensor names;
+    reducesum, gemm, add, sub, sum, mul, min, max, abs, square, rsqrt, relu, clip, prelu, sigmoid, softmax, identity. Inputs and output are tensor names;
     params are named in Lowered.params."""
 
     kind: str
@@ -233,7 +233,7 @@ class _Lowerer:
     def _fused_tail(self, node: Node, kind: str, inputs: list[str], shape: Shape, attrs: dict[str, Any]) -> str:
         """Emits `kind` plus the fused BiasAdd / activation of a _Fused* node; returns the last tensor."""
         layout = "nchw" if kind == "conv" else "nhwc"
-        fused = node.attrs.get("fused_ops", []) if node.op.startswith("_Fused") else []
+        fused = node.attrs.get("fused_ops", []) if node.op.lstrip("_").startswith("Fused") else []
         args = list(node.inputs[2:])
         if fused and (fused[0] != "BiasAdd" or len(fused) > 2 or (len(fused) == 2 and fused[1] not in
                                                                    FUSED_ACTIVATIONS)):
@@ -267,6 +267,9 @@ class _Lowerer:
         self._conv(node, depthwise=False)
 
     def op_DepthwiseConv2dNative(self, node: Node) -> None:
+        self._conv(node, depthwise=True)
+
+    def op_FusedDepthwiseConv2dNative(self, node: Node) -> None:
         self._conv(node, depthwise=True)
 
     def op_MaxPool(self, node: Node) -> None:
@@ -369,6 +372,9 @@ class _Lowerer:
     def op_Mul(self, node: Node) -> None:
         self._binary(node, "mul")
 
+    def op_Sub(self, node: Node) -> None:
+        self._binary(node, "sub")
+
     def op_Minimum(self, node: Node) -> None:
         self._binary(node, "min")
 
@@ -388,6 +394,15 @@ class _Lowerer:
 
     def op_Relu6(self, node: Node) -> None:
         self._unary(node, "clip", min=0.0, max=6.0)
+
+    def op_Abs(self, node: Node) -> None:
+        self._unary(node, "abs")
+
+    def op_Square(self, node: Node) -> None:
+        self._unary(node, "square")
+
+    def op_Rsqrt(self, node: Node) -> None:
+        self._unary(node, "rsqrt")
 
     def op_Sigmoid(self, node: Node) -> None:
         self._unary(node, "sigmoid")
@@ -455,7 +470,7 @@ class _Lowerer:
                         axis=NCHW_POS[axis] if nchw else axis)
         self.set(node, layout, out, shape)
 
-    def op_Mean(self, node: Node) -> None:
+    def _reduce(self, node: Node, kind: str) -> None:
         x = node.inputs[0]
         src = self.shape[x]
         rank = len(src)
@@ -467,11 +482,32 @@ class _Lowerer:
         # Reducing NCHW is fine when what remains is in NHWC order anyway (e.g. N, C after a global pool).
         nchw = "nchw" in self.vals[x] and (keep or kept == sorted(kept))
         if nchw:
-            out = self.emit("mean", [self.vals[x]["nchw"]], node.name, axes=sorted(NCHW_POS[a] for a in axes),
+            out = self.emit(kind, [self.vals[x]["nchw"]], node.name, axes=sorted(NCHW_POS[a] for a in axes),
                             keepdims=keep)
         else:
-            out = self.emit("mean", [self.nhwc(x)], node.name, axes=axes, keepdims=keep)
+            out = self.emit(kind, [self.nhwc(x)], node.name, axes=axes, keepdims=keep)
         self.set(node, "nchw" if nchw and keep else "nhwc", out, shape)
+
+    def op_Mean(self, node: Node) -> None:
+        self._reduce(node, "mean")
+
+    def op_Sum(self, node: Node) -> None:
+        self._reduce(node, "reducesum")
+
+    def op_Squeeze(self, node: Node) -> None:
+        # A reshape of the NHWC tensor to its shape without the squeezed size-1 axes (all of them when none are named).
+        x = node.inputs[0]
+        src = self.shape[x]
+        rank = len(src)
+        dims = {int(d) % rank for d in node.attrs.get("squeeze_dims", []) or []} or {i for i, d in enumerate(src) if d == 1}
+        if any(src[d] != 1 for d in dims):
+            raise ConvertError(BAD_MODEL, f"node '{node.name}': cannot squeeze axes {sorted(dims)} of {src}")
+        shape = [d for i, d in enumerate(src) if i not in dims]
+        unknown = [i for i, d in enumerate(shape) if d in (None, -1)]
+        if len(unknown) > 1:
+            raise ConvertError(UNSUPPORTED_ATTR, f"node '{node.name}': Squeeze of {src} leaves two unknown sizes")
+        out = self.emit("reshape", [self.nhwc(x)], node.name, shape=[-1 if d in (None, -1) else d for d in shape])
+        self.set(node, "nhwc", out, shape)
 
     def op_FusedMatMul(self, node: Node) -> None:
         a, b = node.inputs[0], node.inputs[1]

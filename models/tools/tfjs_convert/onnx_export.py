@@ -27,7 +27,7 @@ IR_VERSION = 7  # the IR version of opset 13
 PRODUCER = "tfjs_convert"
 PRODUCER_VERSION = "1"
 
-_SIMPLE = {"add": "Add", "sum": "Sum", "mul": "Mul", "min": "Min", "max": "Max", "relu": "Relu", "prelu": "PRelu",
+_SIMPLE = {"add": "Add", "sub": "Sub", "abs": "Abs", "sum": "Sum", "mul": "Mul", "min": "Min", "max": "Max", "relu": "Relu", "prelu": "PRelu",
            "sigmoid": "Sigmoid", "identity": "Identity"}
 
 
@@ -115,6 +115,14 @@ class _Builder:
         elif p.kind == "mean":
             node = helper.make_node("ReduceMean", p.inputs, [out], name=out, axes=a["axes"],
                                     keepdims=int(a["keepdims"]))
+        elif p.kind == "reducesum":  # opset 13: the axes are an input
+            node = helper.make_node("ReduceSum", [p.inputs[0], self.int64(f"{out}__axes", a["axes"])], [out], name=out,
+                                    keepdims=int(a["keepdims"]))
+        elif p.kind == "square":
+            node = helper.make_node("Mul", [p.inputs[0], p.inputs[0]], [out], name=out)
+        elif p.kind == "rsqrt":
+            self.nodes.append(helper.make_node("Sqrt", p.inputs, [f"{out}__sqrt"], name=f"{out}__sqrt"))
+            node = helper.make_node("Reciprocal", [f"{out}__sqrt"], [out], name=out)
         elif p.kind == "gemm":
             node = helper.make_node("Gemm", p.inputs, [out], name=out, transA=int(a["trans_a"]),
                                     transB=int(a["trans_b"]))
