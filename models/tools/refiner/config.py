@@ -60,6 +60,7 @@ class TrainConfig:
     teacher_loss: LossSpec = field(default=TEACHER_LOSS)
     student_loss: LossSpec = field(default=STUDENT_LOSS)
     finetune_loss: LossSpec = field(default=FINETUNE_LOSS)
+    d_lr: float = 2e-4  # the discriminators' learning rate (a fine-tune whose loss names adv or fm)
 
     @property
     def regime(self) -> str:
@@ -90,6 +91,8 @@ class TrainConfig:
                 _bad(f"{flag}: a number >= 0, not {x}")
         if not math.isfinite(self.lr) or self.lr <= 0:
             _bad(f"--lr: a number > 0, not {self.lr}")
+        if not math.isfinite(self.d_lr) or self.d_lr <= 0:
+            _bad(f"--d-lr: a number > 0, not {self.d_lr}")
         if self.warmup < 0:
             _bad(f"--warmup: at least 0, not {self.warmup}")
         if not (self.device in ("cpu", "cuda", "auto") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
@@ -113,6 +116,22 @@ def _int_list(flag: str, text: str) -> List[int]:
         return [int(x) for x in text.split(",")]
     except ValueError:
         raise RefinerError(BAD_ARGUMENT, f"{flag}: comma-separated integers, not {text!r}") from None
+
+
+def parse_loss(flag: str, text: str) -> LossSpec:
+    """'truth_l1=1,id=0.1,adv=0.05' -> (("truth_l1", 1.0), ("id", 0.1), ("adv", 0.05)); the names are checked by
+    losses.Loss when the regime's loss is built."""
+    spec = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, sep, w = item.partition("=")
+        try:
+            weight = float(w) if sep else 1.0
+        except ValueError:
+            raise RefinerError(BAD_ARGUMENT, f"{flag}: TERM=WEIGHT pairs separated by commas, not {item!r}") from None
+        spec.append((name.strip(), weight))
+    if not spec:
+        _bad(f"{flag}: at least one TERM=WEIGHT pair")
+    return tuple(spec)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--residual", choices=["paste", "features"], default="paste", help="where the engine keeps the "
                     "student's change to the warp: the whole paste region, or around the eyes and the mouth only (a "
                     "run-time choice written into the manifest; the validation rows here are the whole region's)")
+    ap.add_argument("--finetune-loss", default="truth_l1=1", help="the fine-tune's loss as TERM=WEIGHT pairs, e.g. "
+                    "truth_l1=1,id=0.1,perceptual=0.5,landmarks=1,adv=0.05,fm=1 (terms: losses.py; id and perceptual "
+                    "read MobileFace, landmarks FaceMesh, adv and fm train patch discriminators alongside)")
+    ap.add_argument("--d-lr", type=float, default=2e-4, help="the discriminators' learning rate (with adv or fm)")
     ap.add_argument("--shift", type=float, default=0, help="fine-tune: with --roll's samples, a shift of up to +-this "
                     "fraction of the crop between portrait and driver")
     return ap
@@ -174,4 +197,5 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         seed=a.seed, val_every=a.val_every, fresh=a.fresh, save_weights=a.save_weights, from_weights=a.from_weights,
         finetune_from=a.finetune_from, finetune_minutes=a.finetune_minutes, roll=a.roll, wedges=a.wedges,
         scale=a.scale, shift=a.shift, source=a.source, residual=a.residual,
+        finetune_loss=parse_loss("--finetune-loss", a.finetune_loss), d_lr=a.d_lr,
     ).validate()

@@ -13,6 +13,7 @@ OLD_CACHE: Final = "OLD_CACHE"  # an aligned-source network on a version 1 cache
 NOT_A_PACK: Final = "NOT_A_PACK"  # --finetune-from names a folder without an exported refiner pack
 PACK_WEIGHTS: Final = "PACK_WEIGHTS"  # an exported pack's ONNX files lack a parameter of the networks
 UNKNOWN_LOSS: Final = "UNKNOWN_LOSS"  # a loss term name that losses.py does not register, or one missing its input
+NO_FACE_MODEL: Final = "NO_FACE_MODEL"  # a face network a loss term needs is not pinned, fetched or convertible
 
 
 class RefinerError(Exception):

@@ -11,7 +11,7 @@ import os
 import random
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ from .augment import augment_drive
 from .config import TrainConfig
 from .constants import TEACHER_STEPS
 from .data import Data
-from .losses import Loss, LossInputs, weight_map
+from .losses import Aux, Loss, LossInputs, weight_map
 from .networks import sample, src_of
 from .validate import quick_val
 
@@ -55,11 +55,14 @@ def lr_at(cfg: TrainConfig, frac: float, step: int) -> float:
 def optimise(tag: str, data: Data, cfg: TrainConfig, minutes: float, opt: torch.optim.Optimizer,
              params: List[nn.Parameter], modules: Dict[str, nn.Module], ckpt: str,
              batch_loss: Callable[[], torch.Tensor], log_every: int, schedule: bool = True,
-             val: Optional[Callable[[], str]] = None) -> Trained:
+             val: Optional[Callable[[], str]] = None, describe: Optional[Callable[[], str]] = None,
+             extra: Optional[Dict[str, Any]] = None) -> Trained:
     """The training loop shared by the regimes: batches until `minutes` of wall time (counting a resumed run's time),
     gradient clipping at 1, the warm-up + cosine learning rate when `schedule`, a log line every `log_every` steps,
     `val()` (a progress string) every cfg.val_seconds, and a checkpoint of `modules` (name -> module) and the optimiser
-    every 2 minutes and at the end, from which a stopped run resumes (not with cfg.fresh)."""
+    every 2 minutes and at the end, from which a stopped run resumes (not with cfg.fresh). `describe()` adds to each
+    log line (the loss terms' means); `extra` (name -> object with state_dict / load_state_dict, e.g. the
+    discriminators' optimiser) is checkpointed beside the modules."""
     dev = data.device
     step, elapsed = 0, 0.0
     if os.path.exists(ckpt) and not cfg.fresh:
@@ -67,6 +70,8 @@ def optimise(tag: str, data: Data, cfg: TrainConfig, minutes: float, opt: torch.
         for k, m in modules.items():
             m.load_state_dict(st[k])
         opt.load_state_dict(st["opt"])
+        for k, o in (extra or {}).items():
+            o.load_state_dict(st[k])
         step, elapsed = st["step"], st["elapsed"]
         log(f"{tag}: resumed at step {step} ({elapsed / 60:.1f} min)")
     budget = minutes * 60
@@ -76,7 +81,7 @@ def optimise(tag: str, data: Data, cfg: TrainConfig, minutes: float, opt: torch.
 
     def checkpoint() -> None:
         save_checkpoint(ckpt, **{k: m.state_dict() for k, m in modules.items()}, opt=opt.state_dict(), step=step,
-                        elapsed=time.time() - t_start)
+                        elapsed=time.time() - t_start, **{k: o.state_dict() for k, o in (extra or {}).items()})
 
     while time.time() - t_start < budget:
         loss = batch_loss()
@@ -92,7 +97,8 @@ def optimise(tag: str, data: Data, cfg: TrainConfig, minutes: float, opt: torch.
         loss_sum += loss.detach()
         loss_n += 1
         if step % log_every == 0:
-            log(f"{tag}: step {step}, {(time.time() - t_start) / 60:.1f}/{minutes} min, loss {loss_sum.item() / loss_n:.5f}")
+            terms = f" ({describe()})" if describe else ""
+            log(f"{tag}: step {step}, {(time.time() - t_start) / 60:.1f}/{minutes} min, loss {loss_sum.item() / loss_n:.5f}{terms}")
             loss_sum, loss_n = torch.zeros((), device=dev), 0
         if val and cfg.val_seconds and time.time() - last_val > cfg.val_seconds:
             log(f"{tag}: step {step}, {val()}")
@@ -139,9 +145,41 @@ def student_batch_loss(data: Data, enc: nn.Module, teacher: nn.Module, student: 
     return loss(LossInputs(out=out.float(), batch=b, weights=weight_map(b), target=target))
 
 
-def finetune_batch_loss(data: Data, enc: nn.Module, student: nn.Module, cfg: TrainConfig, loss: Loss) -> torch.Tensor:
+class Adversary:
+    """The discriminators of an adversarial fine-tune and their optimiser (Adam, betas 0.5 / 0.999): one hinge-loss
+    step on each batch's output (detached) before the generator's loss reads them."""
+
+    def __init__(self, dev: torch.device, lr: float) -> None:
+        from .adversarial import Critic
+
+        self.critic = Critic().to(dev)
+        self.opt = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.stats: Dict[str, float] = {}
+        self.n = 0
+
+    def step(self, out: torch.Tensor, b: Dict[str, torch.Tensor]) -> None:
+        from .adversarial import composite
+
+        fake, real = composite(out.detach(), b)
+        d_loss, stats = self.critic.d_loss(real, fake, b["boxes"])
+        self.opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt.step()
+        self.n += 1
+        for k, v in stats.items():
+            self.stats[k] = self.stats.get(k, 0.0) + v
+
+    def describe(self) -> str:
+        """The mean real-minus-fake logit per view since the last call (how well each discriminator separates)."""
+        text = "D margin " + " ".join(f"{k} {v / max(1, self.n):.2f}" for k, v in self.stats.items())
+        self.stats, self.n = {}, 0
+        return text
+
+
+def finetune_batch_loss(data: Data, enc: nn.Module, student: nn.Module, cfg: TrainConfig, loss: Loss,
+                        aux: Optional[Aux] = None, adversary: Optional[Adversary] = None) -> torch.Tensor:
     """One fine-tune batch: every sample augmented (flip, colour, roll / zoom / shift, wedges over the driving crop),
-    the student's k-step sample against the truth."""
+    the student's k-step sample against the truth (and, with an adversary, the discriminators' step first)."""
     dev = data.device
     idx = data.train_idx[torch.randint(len(data.train_idx), (cfg.batch,), device=dev)]
     b = data.batch(idx, aug=True, roll=cfg.roll, move=(cfg.scale, cfg.shift))
@@ -150,7 +188,9 @@ def finetune_batch_loss(data: Data, enc: nn.Module, student: nn.Module, cfg: Tra
     k = random.choice(cfg.student_k)
     with amp(dev):
         out = sample(student, b, code, k)
-    return loss(LossInputs(out=out.float(), batch=b, weights=weight_map(b)))
+    if adversary is not None:
+        adversary.step(out.float(), b)
+    return loss(LossInputs(out=out.float(), batch=b, weights=weight_map(b), aux=aux))
 
 
 def train_teacher(data: Data, enc: nn.Module, net: nn.Module, cfg: TrainConfig, ckpt: str) -> Trained:
@@ -181,7 +221,28 @@ def finetune_student(data: Data, enc: nn.Module, student: nn.Module, cfg: TrainC
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     loss = Loss(cfg.finetune_loss)
-    return optimise("fine-tune", data, cfg, cfg.finetune_minutes, opt, params, {"net": student}, ckpt,
-                    lambda: finetune_batch_loss(data, enc, student, cfg, loss), cfg.log_every,
+    aux, adversary = None, None
+    modules: Dict[str, nn.Module] = {"net": student}
+    extra: Dict[str, Any] = {}
+    if loss.needs_id_net or loss.needs_mesh:
+        from .facenets import face_nets
+
+        aux = Aux(faces=face_nets(loss.needs_id_net, loss.needs_mesh, data.device))
+        log(f"fine-tune: face networks loaded ({'MobileFace ' if loss.needs_id_net else ''}"
+            f"{'FaceMesh' if loss.needs_mesh else ''})")
+    if loss.needs_critic:
+        adversary = Adversary(data.device, cfg.d_lr)
+        aux = aux or Aux()
+        aux.critic = adversary.critic
+        modules["critic"] = adversary.critic
+        extra["d_opt"] = adversary.opt
+        log(f"fine-tune: discriminators of {sum(p.numel() for p in adversary.critic.parameters())} parameters "
+            f"(face, face at half size, eyes, mouth), lr {cfg.d_lr}")
+
+    def describe() -> str:
+        return loss.describe() + ("; " + adversary.describe() if adversary else "")
+
+    return optimise("fine-tune", data, cfg, cfg.finetune_minutes, opt, params, modules, ckpt,
+                    lambda: finetune_batch_loss(data, enc, student, cfg, loss, aux, adversary), cfg.log_every,
                     val=lambda: f"validation l1 (k = 1) {quick_val(data, enc, student):.5f}, "
-                    f"rolled {quick_val(data, enc, student, roll=True):.5f}")
+                    f"rolled {quick_val(data, enc, student, roll=True):.5f}", describe=describe, extra=extra)

@@ -8,14 +8,23 @@ paste mask, the mouth box x4, the eye boxes x3) and, for the student only, the t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from .constants import EYE_W, MOUTH_W, Batch
 from .errors import UNKNOWN_LOSS, RefinerError
 from .geometry import box_mask, eyes_mask
+
+
+@dataclass
+class Aux:
+    """What the face-network and adversarial terms read besides the batch: the face networks (facenets.FaceNets) and
+    the discriminators (adversarial.Critic), whichever the regime's terms need."""
+
+    faces: Any = None
+    critic: Any = None
 
 
 @dataclass(frozen=True)
@@ -26,12 +35,18 @@ class LossInputs:
     batch: Batch
     weights: torch.Tensor  # weight_map(batch), n x 1 x r x r
     target: Optional[torch.Tensor] = None  # the teacher's sample (distillation only)
+    aux: Optional[Aux] = None  # face networks and discriminators (the terms below that need them)
+    memo: Dict[str, Any] = field(default_factory=dict)  # values several terms share, computed once per batch
 
 
 Term = Callable[[LossInputs], torch.Tensor]
 TERMS: Dict[str, Term] = {}
 # Terms that read LossInputs.target: only a regime that has a teacher's sample may name them.
 NEEDS_TARGET = {"teacher_l1"}
+# Terms that read a face network (facenets.py) or the discriminators (adversarial.py) through LossInputs.aux.
+NEEDS_ID_NET = {"id", "perceptual"}
+NEEDS_MESH = {"landmarks"}
+NEEDS_CRITIC = {"adv", "fm"}
 
 
 def register(name: str) -> Callable[[Term], Term]:
@@ -75,29 +90,121 @@ def teacher_l1(x: LossInputs) -> torch.Tensor:
     return wl1(x.out, x.target, x.weights)
 
 
+def _pair(x: LossInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(fake, real) composed as the engine pastes (adversarial.composite), once per batch."""
+    if "pair" not in x.memo:
+        from .adversarial import composite
+
+        x.memo["pair"] = composite(x.out, x.batch)
+    pair: Tuple[torch.Tensor, torch.Tensor] = x.memo["pair"]
+    return pair
+
+
+def _aux(x: LossInputs, what: str, name: str) -> Any:
+    got = getattr(x.aux, what, None) if x.aux is not None else None
+    if got is None:
+        raise RefinerError(UNKNOWN_LOSS, f"loss term {name!r} needs the {what} (the training loop did not load them)")
+    return got
+
+
+def _id_terms(x: LossInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+    if "id" not in x.memo:
+        fake, real = _pair(x)
+        x.memo["id"] = _aux(x, "faces", "id").identity_and_perceptual(fake, real, x.batch["boxes"])
+    terms: Tuple[torch.Tensor, torch.Tensor] = x.memo["id"]
+    return terms
+
+
+@register("id")
+def identity(x: LossInputs) -> torch.Tensor:
+    """1 - the cosine between MobileFace's embeddings of the output and of the truth (facenets.py)."""
+    return _id_terms(x)[0]
+
+
+@register("perceptual")
+def perceptual(x: LossInputs) -> torch.Tensor:
+    """The face-perceptual distance: MobileFace's channel-normalised activations, output vs truth (facenets.py)."""
+    return _id_terms(x)[1]
+
+
+@register("landmarks")
+def landmarks(x: LossInputs) -> torch.Tensor:
+    """FaceMesh's lids, lips and brows (and the lids' and lips' openings) of the output vs the truth (facenets.py)."""
+    fake, real = _pair(x)
+    d: torch.Tensor = _aux(x, "faces", "landmarks").landmark_distance(fake, real, x.batch["boxes"])
+    return d
+
+
+def _g_terms(x: LossInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+    if "gan" not in x.memo:
+        fake, real = _pair(x)
+        x.memo["gan"] = _aux(x, "critic", "adv").g_losses(real, fake, x.batch["boxes"])
+    terms: Tuple[torch.Tensor, torch.Tensor] = x.memo["gan"]
+    return terms
+
+
+@register("adv")
+def adversarial(x: LossInputs) -> torch.Tensor:
+    """The generator's hinge loss against the discriminators (adversarial.py): -D(output)."""
+    return _g_terms(x)[0]
+
+
+@register("fm")
+def feature_matching(x: LossInputs) -> torch.Tensor:
+    """Feature matching: the L1 between the discriminators' inner features of the output and of the truth."""
+    return _g_terms(x)[1]
+
+
 class Loss:
     """A regime's loss: the weighted sum of its spec's terms, checked when built (an unknown name, or a term that
     needs the teacher's sample in a regime without one, is refused with UNKNOWN_LOSS)."""
 
     def __init__(self, spec: Tuple[Tuple[str, float], ...], has_target: bool = False) -> None:
         self.terms: List[Tuple[str, Term, float]] = []
+        self.sums: Dict[str, float] = {}
+        self.count = 0
         for name, w in spec:
             if name not in TERMS:
                 raise RefinerError(UNKNOWN_LOSS, f"loss term {name!r}: not one of {', '.join(sorted(TERMS))}")
             if name in NEEDS_TARGET and not has_target:
                 raise RefinerError(UNKNOWN_LOSS, f"loss term {name!r} needs the teacher's sample: only the student has one")
             self.terms.append((name, TERMS[name], w))
-        if not self.terms:
-            raise RefinerError(UNKNOWN_LOSS, "a loss needs at least one term")
+        if not any(w > 0 for _, _, w in self.terms):
+            raise RefinerError(UNKNOWN_LOSS, "a loss needs at least one term with a weight above 0")
+
+    def _needs(self, names: set) -> bool:
+        return any(name in names and w > 0 for name, _, w in self.terms)
 
     @property
     def needs_target(self) -> bool:
-        return any(name in NEEDS_TARGET for name, _, _ in self.terms)
+        return self._needs(NEEDS_TARGET)
+
+    @property
+    def needs_id_net(self) -> bool:
+        return self._needs(NEEDS_ID_NET)
+
+    @property
+    def needs_mesh(self) -> bool:
+        return self._needs(NEEDS_MESH)
+
+    @property
+    def needs_critic(self) -> bool:
+        return self._needs(NEEDS_CRITIC)
+
+    def describe(self) -> str:
+        """Each term's mean (unweighted) since the last call, e.g. 'truth_l1 0.0512, id 0.213'; resets the means."""
+        text = ", ".join(f"{k} {v / max(1, self.count):.4f}" for k, v in self.sums.items())
+        self.sums, self.count = {}, 0
+        return text
 
     def __call__(self, x: LossInputs) -> torch.Tensor:
         total: Optional[torch.Tensor] = None
-        for _, term, w in self.terms:
+        self.count += 1
+        for name, term, w in self.terms:
+            if w == 0:
+                continue
             v = term(x)
+            self.sums[name] = self.sums.get(name, 0.0) + float(v.detach())
             v = v if w == 1.0 else w * v
             total = v if total is None else total + v
         assert total is not None  # __init__ refuses an empty spec

@@ -117,12 +117,18 @@ def training_record(cfg: TrainConfig, data: Data, prior: Optional[Dict[str, Any]
             if k in prior:
                 training[k] = prior[k]
         training["prior_validation"] = prior.get("validation")
+        if prior.get("finetune"):
+            training["prior_finetunes"] = list(prior.get("prior_finetunes", [])) + [prior["finetune"]]
         training["finetune"] = {
             "from": os.path.basename(os.path.abspath(cfg.finetune_from)),
             "steps": tr.finetune[0], "minutes": round(tr.finetune[1] / 60, 1), "batch": cfg.batch, "lr": cfg.lr,
             "k_drawn": list(cfg.student_k), "source": cfg.source, "roll_deg": cfg.roll, "scale": cfg.scale, "shift": cfg.shift, "wedges": cfg.wedges,
             "hardware": hardware(dev), "wall_minutes": round((time.time() - t0) / 60, 1),
+            "loss": [[name, w] for name, w in cfg.finetune_loss],
+            "clips": len(data.clip_names),
         }
+        if any(name in ("adv", "fm") for name, w in cfg.finetune_loss if w > 0):
+            training["finetune"]["d_lr"] = cfg.d_lr
     return training
 
 

@@ -29,7 +29,7 @@ SUPPORTED_OPS: tuple[str, ...] = (
     "Const", "Placeholder", "Identity", "_FusedConv2D", "Conv2D", "DepthwiseConv2dNative", "AddV2", "Add", "Mul",
     "Minimum", "Maximum", "Prelu", "Relu", "Sigmoid", "MaxPool", "Pad", "Reshape", "ConcatV2", "Mean",
     "_FusedMatMul", "Softmax", "Relu6", "AddN", "AvgPool", "ResizeBilinear", "Conv2DBackpropInput",
-    "FusedDepthwiseConv2dNative", "Sub", "Abs", "Square", "Rsqrt", "Sum", "Squeeze",
+    "FusedDepthwiseConv2dNative", "Sub", "Abs", "Square", "Rsqrt", "Sum", "Squeeze", "MatMul",
 )
 
 # Bytes per stored value, and the little-endian numpy type it is read as.

@@ -509,6 +509,9 @@ class _Lowerer:
         out = self.emit("reshape", [self.nhwc(x)], node.name, shape=[-1 if d in (None, -1) else d for d in shape])
         self.set(node, "nhwc", out, shape)
 
+    def op_MatMul(self, node: Node) -> None:
+        self.op_FusedMatMul(node)
+
     def op_FusedMatMul(self, node: Node) -> None:
         a, b = node.inputs[0], node.inputs[1]
         sa, sb = self.shape_of(a), self.shape_of(b)
