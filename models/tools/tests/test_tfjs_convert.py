@@ -580,3 +580,104 @@ def test_squeeze_refuses_an_axis_that_is_not_1(tmp_path) -> None:
     with pytest.raises(ConvertError) as err:
         to_onnx_bytes(load_graph(m.write(tmp_path, {"y": "sq"})))
     assert err.value.code == "BAD_MODEL" and "'sq'" in err.value.message and "[1, 2]" in err.value.message
+
+
+# -- MobileFaceNet on real faces: an identity sanity check -------------------------------------------------------------
+def _media_dir() -> str:
+    """The test media as scripts/testData.ts finds them: $AVATAR_TEST_DATA (relative to the repository) or ../shared."""
+    value = os.environ.get("AVATAR_TEST_DATA", "").strip()
+    return os.path.join(os.path.join(REPO, value) if value else os.path.join(REPO, "..", "shared"), "media")
+
+
+def _frame(clip: str, index: int) -> np.ndarray:
+    """Frame `index` of a clip, HWC uint8 RGB (ffmpeg, as a PPM: its header carries the size)."""
+    import subprocess
+    ppm = subprocess.run(["ffmpeg", "-v", "error", "-i", clip, "-vf", f"select=eq(n\\,{index})", "-frames:v", "1",
+                          "-f", "image2pipe", "-vcodec", "ppm", "-"], capture_output=True, check=True, timeout=60).stdout
+    magic, w, h, top, body = ppm.split(maxsplit=4)
+    assert magic == b"P6" and top == b"255", clip
+    return np.frombuffer(body, np.uint8, int(w) * int(h) * 3).reshape(int(h), int(w), 3)
+
+
+def _square(img: np.ndarray, x0: float, y0: float, side: float, size: int):
+    """A square region (black outside the image) resized to size x size: [1, size, size, 3] in 0..1."""
+    h, w = img.shape[:2]
+    x, y, s = round(x0), round(y0), round(side)
+    canvas = np.zeros((s, s, 3), np.uint8)
+    left, top, right, bottom = max(x, 0), max(y, 0), min(x + s, w), min(y + s, h)
+    canvas[top - y:bottom - y, left - x:right - x] = img[top:bottom, left:right]
+    t = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255
+    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True).permute(0, 2, 3, 1)
+
+
+def _face_crop(blazeface, img: np.ndarray, size: int):
+    """The face as tests/convert crops it for FaceRes: BlazeFace's best box on the letterboxed frame, enlarged 1.5x."""
+    h, w = img.shape[:2]
+    side = max(h, w)
+    with torch.no_grad():
+        out = blazeface(_square(img, (w - side) / 2, (h - side) / 2, side, 256) * 2 - 1)
+    best = []
+    for s, r, stride, per in (("Identity", "Identity_2", 16, 2), ("Identity_1", "Identity_3", 32, 6)):
+        i = int(out[s][0, :, 0].argmax())
+        best.append((float(out[s][0, i, 0]), i, out[r][0, i].numpy(), stride, per))
+    logit, i, reg, stride, per = max(best, key=lambda b: b[0])
+    assert logit > 0, "BlazeFace finds the face"
+    cell, cols, k = i // per, 256 // stride, side / 256
+    cx, cy = ((cell % cols + 0.5) * stride + reg[0]) * k, ((cell // cols + 0.5) * stride + reg[1]) * k
+    box = max(reg[2], reg[3]) * 1.5 * k
+    return _square(img, (w - side) / 2 + cx - box / 2, (h - side) / 2 + cy - box / 2, box, size)
+
+
+def _pinned_model(name: str) -> str:
+    """The pinned model.json of a face model (tarball pins: extracted from the cached, hash-checked tarball)."""
+    from tfjs_convert.face_models import _tarball_dir, source_dir
+    face = os.path.join(REPO, "models", "face")
+    with open(os.path.join(face, "sources.json"), encoding="utf-8") as f:
+        pin = json.load(f)["models"][name]
+    cache, node_modules = os.path.join(face, ".cache"), os.path.join(REPO, "node_modules")
+    path = os.path.join(source_dir(pin, node_modules, cache), pin["model"])
+    if not os.path.isfile(path) and "tarball" in pin:
+        if not os.path.isfile(os.path.join(cache, pin["tarball"])):
+            pytest.skip(f"{pin['tarball']} is not in {cache} (python3 -m tfjs_convert build-face-models fetches it): "
+                        f"the {name} identity check is skipped")
+        _tarball_dir(cache, pin, repin=False)  # no network: the tarball is there
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} not found (npm ci installs it): the {name} identity check is skipped")
+    return path
+
+
+IDENTITY_CLIPS = ("woman_speech_head_motion.mp4", "man_glasses_talking_portrait.mp4", "young_man_talking_outdoor.mp4",
+                  "child_talking_gaze.mp4")
+
+
+def test_mobilefacenet_tells_people_apart() -> None:
+    """Two frames of one person (the 1st and the 30th of a driving clip) are nearer than any two people, in -1..1,
+    the pinned input range (upstream's (rgb - 127.5) / 128).
+
+    What a loss must know: the raw embeddings share one dominant direction (every pair of faces, the same person or
+    not, has a cosine above 0.99), so the identity shows only in the small rest; centred (less their mean over a batch
+    of different faces) same-person pairs are near 0.9 and different people near 0."""
+    import shutil
+    media = _media_dir()
+    if shutil.which("ffmpeg") is None or not os.path.isdir(os.path.join(media, "driving")):
+        pytest.skip(f"ffmpeg or the test media ({media}, npm run fetch-test-data) not found: the identity check is "
+                    "skipped")
+    blazeface = TfjsModule(load_graph(_pinned_model("blazeface")))
+    mobilefacenet = TfjsModule(load_graph(_pinned_model("mobilefacenet")))
+    crops = torch.cat([_face_crop(blazeface, _frame(os.path.join(media, "driving", clip), n), 112)
+                       for clip in IDENTITY_CLIPS for n in (0, 29)])
+    with torch.no_grad():
+        e = mobilefacenet(crops * 2 - 1)["embeddings"].numpy().astype(np.float64)
+    assert e.shape == (2 * len(IDENTITY_CLIPS), 192)
+    assert np.abs(np.linalg.norm(e, axis=1) - 1).max() < 1e-5
+    people = np.arange(len(e)) // 2
+    for emb in (e, e - e.mean(axis=0)):
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        cos = emb @ emb.T
+        for p in range(len(IDENTITY_CLIPS)):
+            same = cos[2 * p, 2 * p + 1]
+            others = cos[people == p][:, people != p]
+            assert same > others.max(), (IDENTITY_CLIPS[p], same, others.max())
+    cross = (e @ e.T)[people[:, None] != people[None, :]]
+    assert cross.min() > 0.99
