@@ -592,8 +592,9 @@ def _media_dir() -> str:
 def _frame(clip: str, index: int) -> np.ndarray:
     """Frame `index` of a clip, HWC uint8 RGB (ffmpeg, as a PPM: its header carries the size)."""
     import subprocess
-    ppm = subprocess.run(["ffmpeg", "-v", "error", "-i", clip, "-vf", f"select=eq(n\\,{index})", "-frames:v", "1",
-                          "-f", "image2pipe", "-vcodec", "ppm", "-"], capture_output=True, check=True, timeout=60).stdout
+    args = ["-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2pipe", "-vcodec", "ppm", "-"]
+    ppm = subprocess.run(["ffmpeg", "-v", "error", "-i", clip, *args], capture_output=True, check=True,
+                         timeout=60).stdout
     magic, w, h, top, body = ppm.split(maxsplit=4)
     assert magic == b"P6" and top == b"255", clip
     return np.frombuffer(body, np.uint8, int(w) * int(h) * 3).reshape(int(h), int(w), 3)
