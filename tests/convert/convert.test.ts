@@ -1,12 +1,13 @@
 /**
  * The project's TensorFlow.js -> ONNX / PyTorch converter (models/tools/tfjs_convert) against TensorFlow.js itself.
  *
- * Real things only: the five face models as pinned in models/face/sources.json, built by the converter's own
+ * Real things only: the six face models as pinned in models/face/sources.json, built by the converter's own
  * `build-face-models` into a temp folder; TensorFlow.js 4.22 (converter + WASM backend) running the original graph
  * models; onnxruntime-node running the converted ONNX (graph optimisation off and fully on); Debian's PyTorch running
  * the converted module through `python3 -m tfjs_convert check`. Inputs are crops of real portraits found the way
  * @vladmandic/human finds them: BlazeFace (run in tfjs) gives the face box, FaceMesh (tfjs) the eye corners; the
- * selfie segmentation sees the whole portrait (its tfjs files come from the npm tarball the converter caches).
+ * selfie segmentation sees the whole portrait; MobileFaceNet (a training-loss model) sees the same face box as FaceRes,
+ * at 112x112 in -1..1 (the selfie and MobileFaceNet tfjs files come from the npm tarball the converter caches).
  *
  * Parity: every output within 1e-3 of its tfjs range (max - min; a single value: max(1, |v|)), the same rule the
  * Python `check` applies. Also: the converter refuses an unknown op, truncated weights, a source file whose sha256
@@ -34,7 +35,7 @@ const CACHE = path.join(repoRoot, 'models', 'face', '.cache');
 const SOURCES = path.join(repoRoot, 'models', 'face', 'sources.json');
 const TOL = 1e-3;
 const PORTRAITS = ['real_man_obama.jpg', 'painting_mona_lisa.jpg', 'real_older_man_glasses.jpg'];
-const MODELS = ['blazeface', 'facemesh', 'iris', 'faceres', 'selfie'] as const;
+const MODELS = ['blazeface', 'facemesh', 'iris', 'faceres', 'selfie', 'mobilefacenet'] as const;
 type ModelName = (typeof MODELS)[number];
 
 interface Pin {
@@ -243,7 +244,7 @@ describe('tfjs_convert: the face models', () => {
     for (const m of MODELS) tfjs.set(m, await loadTfjs(sources.models[m]));
 
     // Real crops, as @vladmandic/human makes them: the whole portrait letterboxed for BlazeFace, the face box for
-    // FaceMesh and FaceRes, an eye box (2.3x the eye-corner distance) for Iris.
+    // FaceMesh and FaceRes (and MobileFaceNet), an eye box (2.3x the eye-corner distance) for Iris.
     const sizeOf = (m: ModelName): number => tfjs.get(m)!.inputs[0]!.shape![1]!;
     for (const m of MODELS) inputs.set(m, []);
     for (const name of PORTRAITS) {
@@ -274,6 +275,9 @@ describe('tfjs_convert: the face models', () => {
       inputs.get('iris')!.push(await crop(file, eye, sizeOf('iris'), sources.models.iris.input_range));
       inputs.get('faceres')!.push(await crop(file, box, sizeOf('faceres'), sources.models.faceres.input_range));
       inputs.get('selfie')!.push(await crop(file, null, sizeOf('selfie'), sources.models.selfie.input_range));
+      inputs
+        .get('mobilefacenet')!
+        .push(await crop(file, box, sizeOf('mobilefacenet'), sources.models.mobilefacenet.input_range));
     }
   }, 300_000);
 

@@ -424,3 +424,261 @@ def test_conv2d_backprop_input_refuses_an_inconsistent_shape(tmp_path) -> None:
     with pytest.raises(ConvertError) as err:
         to_onnx_bytes(load_graph(m.write(tmp_path, {"y": "ct"})))
     assert err.value.code == "BAD_MODEL" and "'ct'" in err.value.message
+
+
+# -- MobileFaceNet's ops: FusedDepthwiseConv2dNative, Sub, Abs, Square, Rsqrt, Sum, Squeeze ---------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+# Runs an ONNX file in onnxruntime-node (Python's onnxruntime is not a Debian package; npm ci installs the Node one):
+# the request on stdin, every output as {dims, data} on stdout.
+_ORT_NODE = """
+const ort = require('onnxruntime-node');
+const fs = require('fs');
+const req = JSON.parse(fs.readFileSync(0, 'utf8'));
+const raw = fs.readFileSync(req.input);
+const data = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+(async () => {
+  const out = {};
+  for (const level of ['disabled', 'all']) {
+    const s = await ort.InferenceSession.create(req.model, { graphOptimizationLevel: level, intraOpNumThreads: 1 });
+    const got = await s.run({ input: new ort.Tensor('float32', data, req.shape) });
+    for (const [k, t] of Object.entries(got)) out[k + '@' + level] = { dims: t.dims, data: Array.from(t.data) };
+    await s.release();
+  }
+  process.stdout.write(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def _run_onnx(data: bytes, x: np.ndarray, folder) -> dict[str, np.ndarray]:
+    """The ONNX model's outputs by name, once with onnxruntime's graph optimisation off and once fully on (each
+    output name gets an '@disabled' and an '@all' entry)."""
+    import shutil
+    import subprocess
+    if shutil.which("node") is None or not os.path.isdir(os.path.join(REPO, "node_modules", "onnxruntime-node")):
+        pytest.skip("node or onnxruntime-node (npm ci) not found: the ONNX side of this test is skipped")
+    (folder / "m.onnx").write_bytes(data)
+    (folder / "x.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
+    req = {"model": str(folder / "m.onnx"), "input": str(folder / "x.bin"), "shape": list(x.shape)}
+    done = subprocess.run(["node", "-e", _ORT_NODE], cwd=REPO, input=json.dumps(req), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return {k: np.array(v["data"], np.float32).reshape(v["dims"]) for k, v in json.loads(done.stdout).items()}
+
+
+def _mobilefacenet_ops(tmp_path):
+    """MobileFaceNet's new ops, with the attribute values it uses and those it does not, and a float64 reference.
+
+    The chain ends as MobileFaceNet's does: a 1x1 map squeezed to [N, C], then an L2 normalisation written as
+    x * Rsqrt(Maximum(Sum(Square(x), keep_dims), eps)); its PReLU is Relu(x) + a * (x - Abs(x))."""
+    rng = np.random.default_rng(13)
+    m = _Model([1, 5, 6, 3])
+    x = rng.uniform(-2, 2, size=(1, 5, 6, 3)).astype(np.float32)
+    ref: dict[str, np.ndarray] = {}
+    wd = m.const("wd", rng.normal(size=(3, 3, 3, 2)))
+    bd = m.const("bd", rng.normal(size=6))
+    fused = {"list": {"s": [_s("BiasAdd")["s"], _s("Relu")["s"]]}}
+    m.op("dw", "FusedDepthwiseConv2dNative", ["x", wd, bd], strides=_ints([1, 2, 2, 1]), padding=_s("SAME"),
+         dilations=_ints([1, 1, 1, 1]), data_format=_s("NHWC"), fused_ops=fused, num_args={"i": "1"},
+         explicit_paddings={"list": {}})
+    # 5 x 6, k 3, s 2, SAME: 3 x 3 out; pads (1, 1) rows, (0, 1) columns.
+    ref["dw"] = np.maximum(_conv_ref(x, m.values[wd], (2, 2), (1, 0, 1, 1), depthwise=True) + m.values[bd], 0)
+    wb = m.const("wb", rng.normal(size=(3, 3, 6, 1)))
+    bb = m.const("bb", rng.normal(size=6))
+    m.op("dwb", "FusedDepthwiseConv2dNative", ["dw", wb, bb], strides=_ints([1, 1, 1, 1]), padding=_s("VALID"),
+         fused_ops={"list": {"s": [_s("BiasAdd")["s"]]}}, num_args={"i": "1"})
+    ref["dwb"] = _conv_ref(ref["dw"], m.values[wb], (1, 1), (0, 0, 0, 0), depthwise=True) + m.values[bb]  # 1 x 1
+    half = m.const("half", rng.uniform(0.1, 0.3, size=6) * 0.5)
+    c = m.const("c", rng.normal(size=6))
+    m.op("shift", "Sub", ["dw", c])  # live - constant
+    m.op("flip", "Sub", [c, "dw"])  # constant - live: the operand order matters
+    m.op("relu", "Relu", ["shift"])
+    m.op("abs", "Abs", ["shift"])
+    m.op("sub", "Sub", ["shift", "abs"])  # live - live
+    m.op("mul", "Mul", ["sub", half])
+    m.op("prelu", "Add", ["relu", "mul"])
+    shift = ref["dw"] - m.values[c]
+    ref["flip"] = m.values[c] - ref["dw"]
+    ref["abs"] = np.abs(shift)
+    ref["prelu"] = np.where(shift < 0, 2 * m.values[half] * shift, shift)
+    ax12 = m.const("ax12", np.array([1, 2], np.int32))
+    ax_c = m.const("ax_c", np.array([-1], np.int32))
+    m.op("sum_keep", "Sum", ["prelu", ax12], keep_dims={"b": True})
+    m.op("sum_drop", "Sum", ["prelu", ax12], keep_dims={"b": False})
+    m.op("sum_c", "Sum", ["prelu", ax_c], keep_dims={"b": False})
+    ref["sum_keep"] = ref["prelu"].sum(axis=(1, 2), keepdims=True)
+    ref["sum_drop"] = ref["prelu"].sum(axis=(1, 2))
+    ref["sum_c"] = ref["prelu"].sum(axis=3)
+    m.op("sq12", "Squeeze", ["dwb"], squeeze_dims=_ints([1, 2]))
+    m.op("sq_neg", "Squeeze", ["sum_keep"], squeeze_dims=_ints([-3, -2]))
+    m.op("sq_all", "Squeeze", ["dwb"], squeeze_dims={"list": {}})  # every size-1 axis, the batch too
+    m.op("sq_none", "Squeeze", ["sum_keep"])
+    ref["sq12"], ref["sq_neg"] = ref["dwb"].reshape(1, 6), ref["sum_keep"].reshape(1, 6)
+    ref["sq_all"], ref["sq_none"] = ref["dwb"].reshape(6), ref["sum_keep"].reshape(6)
+    m.op("square", "Square", ["sq12"])
+    ax1 = m.const("ax1", np.array([1], np.int32))
+    m.op("norm2", "Sum", ["square", ax1], keep_dims={"b": True})
+    eps = m.const("eps", np.float32(1e-10))
+    m.op("clamped", "Maximum", ["norm2", eps])
+    m.op("rsqrt", "Rsqrt", ["clamped"])
+    m.op("embeddings", "Mul", ["sq12", "rsqrt"])
+    e = ref["sq12"]
+    ref["rsqrt"] = 1 / np.sqrt(np.maximum((e * e).sum(axis=1, keepdims=True), 1e-10))
+    ref["embeddings"] = e * ref["rsqrt"]
+    outputs = {k: k for k in ref}
+    return m.write(tmp_path, outputs), x, ref
+
+
+def test_mobilefacenet_ops_match_the_nhwc_reference(tmp_path) -> None:
+    path, x, ref = _mobilefacenet_ops(tmp_path)
+    graph = load_graph(path)
+    for layout in ("nhwc", "nchw"):
+        net = TfjsModule(graph, input_layout=layout)
+        inp = torch.from_numpy(x)
+        with torch.no_grad():
+            out = net(inp if layout == "nhwc" else inp.permute(0, 3, 1, 2).contiguous())
+        for name, want in ref.items():
+            assert tuple(out[name].shape) == want.shape, (layout, name)
+            assert np.abs(out[name].numpy() - want).max() < 1e-4, (layout, name)
+    assert np.allclose(np.linalg.norm(ref["embeddings"], axis=1), 1)
+
+    got = _run_onnx(to_onnx_bytes(graph), x, tmp_path)
+    for level in ("disabled", "all"):
+        for name, want in ref.items():
+            assert got[f"{name}@{level}"].shape == want.shape, (level, name)
+            assert np.abs(got[f"{name}@{level}"] - want).max() < 1e-4, (level, name)
+
+
+def test_mobilefacenet_ops_onnx_nodes(tmp_path) -> None:
+    import onnx
+    path, _, _ = _mobilefacenet_ops(tmp_path)
+    model = onnx.load_from_string(to_onnx_bytes(load_graph(path)))
+    ops = [n.op_type for n in model.graph.node]
+    # Square is x * x and Rsqrt is 1 / Sqrt(x) (opset 13 has neither); ReduceSum takes its axes as an input there.
+    assert {"Sub", "Abs", "ReduceSum", "Sqrt", "Reciprocal", "Reshape"} <= set(ops)
+    # An output's own node is an Identity of the op's (through its transpose to NHWC, if any).
+    by_out = {n.output[0]: n for n in model.graph.node}
+    sums = {}
+    for name in ("sum_c", "sum_keep", "sum_drop"):
+        n = by_out[name]
+        while n.op_type in ("Identity", "Transpose"):
+            n = by_out[n.input[0]]
+        sums[name] = n
+    inits = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer}
+    keep = {name: onnx.helper.get_attribute_value(n.attribute[0]) for name, n in sums.items()}
+    axes = {name: inits[n.input[1]] for name, n in sums.items()}
+    assert {n.op_type for n in sums.values()} == {"ReduceSum"}
+    # The channel sum of an NCHW tensor reduces ONNX axis 1; the spatial ones axes 2 and 3.
+    assert (keep["sum_c"], axes["sum_c"]) == (0, [1])
+    assert (keep["sum_keep"], axes["sum_keep"]) == (1, [2, 3])
+    assert (keep["sum_drop"], axes["sum_drop"]) == (0, [2, 3])
+
+
+def test_squeeze_refuses_an_axis_that_is_not_1(tmp_path) -> None:
+    m = _Model([1, 4, 1, 3])
+    m.op("sq", "Squeeze", ["x"], squeeze_dims=_ints([1, 2]))
+    with pytest.raises(ConvertError) as err:
+        to_onnx_bytes(load_graph(m.write(tmp_path, {"y": "sq"})))
+    assert err.value.code == "BAD_MODEL" and "'sq'" in err.value.message and "[1, 2]" in err.value.message
+
+
+# -- MobileFaceNet on real faces: an identity sanity check -------------------------------------------------------------
+def _media_dir() -> str:
+    """The test media as scripts/testData.ts finds them: $AVATAR_TEST_DATA (relative to the repository) or ../shared."""
+    value = os.environ.get("AVATAR_TEST_DATA", "").strip()
+    return os.path.join(os.path.join(REPO, value) if value else os.path.join(REPO, "..", "shared"), "media")
+
+
+def _frame(clip: str, index: int) -> np.ndarray:
+    """Frame `index` of a clip, HWC uint8 RGB (ffmpeg, as a PPM: its header carries the size)."""
+    import subprocess
+    args = ["-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2pipe", "-vcodec", "ppm", "-"]
+    ppm = subprocess.run(["ffmpeg", "-v", "error", "-i", clip, *args], capture_output=True, check=True,
+                         timeout=60).stdout
+    magic, w, h, top, body = ppm.split(maxsplit=4)
+    assert magic == b"P6" and top == b"255", clip
+    return np.frombuffer(body, np.uint8, int(w) * int(h) * 3).reshape(int(h), int(w), 3)
+
+
+def _square(img: np.ndarray, x0: float, y0: float, side: float, size: int):
+    """A square region (black outside the image) resized to size x size: [1, size, size, 3] in 0..1."""
+    h, w = img.shape[:2]
+    x, y, s = round(x0), round(y0), round(side)
+    canvas = np.zeros((s, s, 3), np.uint8)
+    left, top, right, bottom = max(x, 0), max(y, 0), min(x + s, w), min(y + s, h)
+    canvas[top - y:bottom - y, left - x:right - x] = img[top:bottom, left:right]
+    t = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255
+    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True).permute(0, 2, 3, 1)
+
+
+def _face_crop(blazeface, img: np.ndarray, size: int):
+    """The face as tests/convert crops it for FaceRes: BlazeFace's best box on the letterboxed frame, enlarged 1.5x."""
+    h, w = img.shape[:2]
+    side = max(h, w)
+    with torch.no_grad():
+        out = blazeface(_square(img, (w - side) / 2, (h - side) / 2, side, 256) * 2 - 1)
+    best = []
+    for s, r, stride, per in (("Identity", "Identity_2", 16, 2), ("Identity_1", "Identity_3", 32, 6)):
+        i = int(out[s][0, :, 0].argmax())
+        best.append((float(out[s][0, i, 0]), i, out[r][0, i].numpy(), stride, per))
+    logit, i, reg, stride, per = max(best, key=lambda b: b[0])
+    assert logit > 0, "BlazeFace finds the face"
+    cell, cols, k = i // per, 256 // stride, side / 256
+    cx, cy = ((cell % cols + 0.5) * stride + reg[0]) * k, ((cell // cols + 0.5) * stride + reg[1]) * k
+    box = max(reg[2], reg[3]) * 1.5 * k
+    return _square(img, (w - side) / 2 + cx - box / 2, (h - side) / 2 + cy - box / 2, box, size)
+
+
+def _pinned_model(name: str) -> str:
+    """The pinned model.json of a face model (tarball pins: extracted from the cached, hash-checked tarball)."""
+    from tfjs_convert.face_models import _tarball_dir, source_dir
+    face = os.path.join(REPO, "models", "face")
+    with open(os.path.join(face, "sources.json"), encoding="utf-8") as f:
+        pin = json.load(f)["models"][name]
+    cache, node_modules = os.path.join(face, ".cache"), os.path.join(REPO, "node_modules")
+    path = os.path.join(source_dir(pin, node_modules, cache), pin["model"])
+    if not os.path.isfile(path) and "tarball" in pin:
+        if not os.path.isfile(os.path.join(cache, pin["tarball"])):
+            pytest.skip(f"{pin['tarball']} is not in {cache} (python3 -m tfjs_convert build-face-models fetches it): "
+                        f"the {name} identity check is skipped")
+        _tarball_dir(cache, pin, repin=False)  # no network: the tarball is there
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} not found (npm ci installs it): the {name} identity check is skipped")
+    return path
+
+
+IDENTITY_CLIPS = ("woman_speech_head_motion.mp4", "man_glasses_talking_portrait.mp4", "young_man_talking_outdoor.mp4",
+                  "child_talking_gaze.mp4")
+
+
+def test_mobilefacenet_tells_people_apart() -> None:
+    """Two frames of one person (the 1st and the 30th of a driving clip) are nearer than any two people, in -1..1,
+    the pinned input range (upstream's (rgb - 127.5) / 128).
+
+    What a loss must know: the raw embeddings share one dominant direction (every pair of faces, the same person or
+    not, has a cosine above 0.99), so the identity shows only in the small rest; centred (less their mean over a batch
+    of different faces) same-person pairs are near 0.9 and different people near 0."""
+    import shutil
+    media = _media_dir()
+    if shutil.which("ffmpeg") is None or not os.path.isdir(os.path.join(media, "driving")):
+        pytest.skip(f"ffmpeg or the test media ({media}, npm run fetch-test-data) not found: the identity check is "
+                    "skipped")
+    blazeface = TfjsModule(load_graph(_pinned_model("blazeface")))
+    mobilefacenet = TfjsModule(load_graph(_pinned_model("mobilefacenet")))
+    crops = torch.cat([_face_crop(blazeface, _frame(os.path.join(media, "driving", clip), n), 112)
+                       for clip in IDENTITY_CLIPS for n in (0, 29)])
+    with torch.no_grad():
+        e = mobilefacenet(crops * 2 - 1)["embeddings"].numpy().astype(np.float64)
+    assert e.shape == (2 * len(IDENTITY_CLIPS), 192)
+    assert np.abs(np.linalg.norm(e, axis=1) - 1).max() < 1e-5
+    people = np.arange(len(e)) // 2
+    for emb in (e, e - e.mean(axis=0)):
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        cos = emb @ emb.T
+        for p in range(len(IDENTITY_CLIPS)):
+            same = cos[2 * p, 2 * p + 1]
+            others = cos[people == p][:, people != p]
+            assert same > others.max(), (IDENTITY_CLIPS[p], same, others.max())
+    cross = (e @ e.T)[people[:, None] != people[None, :]]
+    assert cross.min() > 0.99

@@ -31,8 +31,8 @@ FUSED_ACTIVATIONS = ("Relu", "Relu6", "Prelu")
 @dataclass
 class Prim:
     """One primitive: kind in conv, convtranspose, maxpool, avgpool, resize, pad, transpose, reshape, concat, mean,
-    reducesum, gemm, add, sub, sum, mul, min, max, abs, square, rsqrt, relu, clip, prelu, sigmoid, softmax, identity. Inputs and output are tensor names;
-    params are named in Lowered.params."""
+    reducesum, gemm, add, sub, sum, mul, min, max, abs, square, rsqrt, relu, clip, prelu, sigmoid, softmax, identity.
+    Inputs and output are tensor names; params are named in Lowered.params."""
 
     kind: str
     inputs: list[str]
@@ -499,7 +499,8 @@ class _Lowerer:
         x = node.inputs[0]
         src = self.shape[x]
         rank = len(src)
-        dims = {int(d) % rank for d in node.attrs.get("squeeze_dims", []) or []} or {i for i, d in enumerate(src) if d == 1}
+        named = node.attrs.get("squeeze_dims") or []
+        dims = {int(d) % rank for d in named} or {i for i, d in enumerate(src) if d == 1}
         if any(src[d] != 1 for d in dims):
             raise ConvertError(BAD_MODEL, f"node '{node.name}': cannot squeeze axes {sorted(dims)} of {src}")
         shape = [d for i, d in enumerate(src) if i not in dims]

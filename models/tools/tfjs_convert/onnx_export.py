@@ -27,8 +27,8 @@ IR_VERSION = 7  # the IR version of opset 13
 PRODUCER = "tfjs_convert"
 PRODUCER_VERSION = "1"
 
-_SIMPLE = {"add": "Add", "sub": "Sub", "abs": "Abs", "sum": "Sum", "mul": "Mul", "min": "Min", "max": "Max", "relu": "Relu", "prelu": "PRelu",
-           "sigmoid": "Sigmoid", "identity": "Identity"}
+_SIMPLE = {"add": "Add", "sub": "Sub", "abs": "Abs", "sum": "Sum", "mul": "Mul", "min": "Min", "max": "Max",
+           "relu": "Relu", "prelu": "PRelu", "sigmoid": "Sigmoid", "identity": "Identity"}
 
 
 def _value_info(name: str, shape: list[Any]) -> onnx.ValueInfoProto:
