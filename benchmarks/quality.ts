@@ -22,8 +22,9 @@ import path from 'node:path';
 import { loadConfig } from '../server/config.js';
 import { setLogLevel } from '../server/logger.js';
 import { loadPortrait, openEngine } from '../server/quality/cli.js';
-import { evaluate, type EvalReport, type Scores } from '../server/quality/evaluate.js';
+import { EVAL_DEFINITIONS, evaluate, type EvalReport, type Scores } from '../server/quality/evaluate.js';
 import { FaceModelPool } from '../server/quality/faceModels.js';
+import { FacePerceptual } from '../server/quality/facePerceptual.js';
 import { FaceTracker } from '../server/vision/tracker.js';
 import { mediaDir } from '../scripts/testData.js';
 import { flag, parseOptions, str } from './lib/args.js';
@@ -80,6 +81,10 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
     'psnr',
     'mouth_l1',
     'eyes_l1',
+    'fpd',
+    'sharpness',
+    'sharpness_eyes',
+    'sharpness_mouth',
     'akd',
     'akd_aligned',
     'pose_deg',
@@ -287,6 +292,8 @@ export async function main(argv: string[]): Promise<void> {
   const sheetsDir = path.join(resultsDir, 'quality-sheets', resultName === 'quality' ? '' : resultName);
   if (!values.noSheets) mkdirSync(sheetsDir, { recursive: true });
   const faceModels = await FaceModelPool.create();
+  // fpd (self runs): FaceRes as ONNX with its tapped activations.
+  const facePerceptual = await FacePerceptual.load();
 
   const rows: ClipResult[] = [];
   const t0 = performance.now();
@@ -302,6 +309,7 @@ export async function main(argv: string[]): Promise<void> {
       engineName: values.teacher ? `${engineName} (teacher)` : engineName,
       steps,
       faceModels,
+      facePerceptual,
       idEvery,
       ...(values.noSheets ? {} : { sheet: { file: path.join(sheetsDir, sheetName) } }),
       maxFrames,
@@ -339,16 +347,19 @@ export async function main(argv: string[]): Promise<void> {
     const m = r.model;
     const z = r.frozen;
     process.stderr.write(
-      `  model/frozen: l1 ${m.l1}/${z.l1} mouth_l1 ${m.mouth_l1}/${z.mouth_l1} id_sim ${m.id_sim}/${z.id_sim} akd_mesh ${m.akd_mesh}/${z.akd_mesh} aed_mesh ${m.aed_mesh}/${z.aed_mesh} blink ${m.blink_corr} blink_68 ${m.blink_corr_68} mouth_open ${m.mouth_open_corr} mouth_open_68 ${m.mouth_open_corr_68} aed_mouth_68 ${m.aed_mouth_68}/${z.aed_mouth_68} | ${r.timing.total_s} s\n`,
+      `  model/frozen: l1 ${m.l1}/${z.l1} mouth_l1 ${m.mouth_l1}/${z.mouth_l1} fpd ${m.fpd}/${z.fpd} sharpness ${m.sharpness}/${z.sharpness} id_sim ${m.id_sim}/${z.id_sim} akd_mesh ${m.akd_mesh}/${z.akd_mesh} aed_mesh ${m.aed_mesh}/${z.aed_mesh} blink ${m.blink_corr} blink_68 ${m.blink_corr_68} mouth_open ${m.mouth_open_corr} mouth_open_68 ${m.mouth_open_corr_68} aed_mouth_68 ${m.aed_mouth_68}/${z.aed_mouth_68} | ${r.timing.total_s} s\n`,
     );
   };
   let faceModelStats: FaceModelPool['stats'];
+  let fpdStats: FacePerceptual['stats'];
   try {
     for (const clip of clips) await runOne(clip, null);
     for (const p of crossPortraits) for (const clip of crossClips) await runOne(clip, p);
   } finally {
     faceModelStats = faceModels.stats;
+    fpdStats = facePerceptual.stats;
     await faceModels.close();
+    facePerceptual.close();
   }
 
   const self = rows.filter((r) => r.mode === 'self');
@@ -368,11 +379,16 @@ export async function main(argv: string[]): Promise<void> {
     // Worker time per analysed image over the whole run (two images per scored frame), and of that the 68-point net's.
     face_models_ms_per_image: Math.round(faceModelStats.meanMs * 10) / 10,
     landmarks68_ms_per_image: Math.round(faceModelStats.meanMs68 * 10) / 10,
+    // The fpd network's time per crop (three crops per sampled self frame: truth, model, frozen).
+    fpd_ms_per_image: fpdStats.runs ? Math.round(fpdStats.meanMs * 10) / 10 : null,
     sheets: values.noSheets
       ? null
       : 'quality-sheets/*.png next to this file (git-ignored: frames of third-party media)',
     goals: 'akd(model) <= 0.6 x akd(frozen); ssim(model) > ssim(frozen) (self mode)',
-    definitions: 'see server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',
+    definitions: {
+      about: 'server/quality/evaluate.ts; scores on FFHQ-aligned 256x256 crops from the true frame',
+      ...EVAL_DEFINITIONS,
+    },
     summary: { self: aggregate(self), ...(crossRows.length ? { cross: aggregate(crossRows) } : {}) },
     render_ms_per_clip_mean: summarize(rows.map((r) => r.render_ms.mean)),
     fold_frames: rows.reduce((s, r) => s + r.fold_frames, 0),

@@ -25,6 +25,7 @@ import {
 } from '../quality/cli.js';
 import { evaluate, type EvalReport } from '../quality/evaluate.js';
 import { FaceModelPool } from '../quality/faceModels.js';
+import { FacePerceptual } from '../quality/facePerceptual.js';
 import { probeVideo } from '../util/video.js';
 import { FaceTracker } from '../vision/tracker.js';
 
@@ -39,7 +40,7 @@ const usage = `usage: avatar eval --driving CLIP.mp4 (--self | --portrait IMAGE)
   --engine NAME       ${offlineEngineNames().join(' | ')} (default: the config's, 'default')
   --steps K           refiner steps for the engine (default: the config's, 0 = warp only); recorded in the JSON
   --teacher           sample the steps with the refiner's teacher network instead of the distilled student
-  --id-every N        face descriptors (id_sim) on every N-th scored frame (default 5; 1 = every frame)
+  --id-every N        face descriptors (id_sim) and fpd on every N-th scored frame (default 5; 1 = every frame)
   --face-workers N    worker threads for the independent face models (default: one per core, at most 4)
   --start-frame S     skip the first S frames of the clip (in --self mode frame S is the portrait)
   --max-frames N      use at most N frames of the clip (in --self mode the first one is the portrait)
@@ -61,6 +62,7 @@ export function formatSummary(r: EvalReport): string {
   const row = (name: string, s: EvalReport['model']): string =>
     [
       `  ${name.padEnd(7)} l1 ${f(s.l1)}  ssim ${f(s.ssim)}  psnr ${f(s.psnr, 2)}  akd ${f(s.akd)}  pose ${f(s.pose_deg, 2)} deg  misses ${s.misses}`,
+      `  ${''.padEnd(7)} fpd ${f(s.fpd)}  sharpness ${f(s.sharpness, 3)} (eyes ${f(s.sharpness_eyes, 3)}, mouth ${f(s.sharpness_mouth, 3)})`,
       `  ${''.padEnd(7)} mouth_l1 ${f(s.mouth_l1)}  eyes_l1 ${f(s.eyes_l1)}  id_sim ${f(s.id_sim, 3)}  akd_mesh ${f(s.akd_mesh)}  aed_mesh ${f(s.aed_mesh)}  blink_corr ${f(s.blink_corr, 2)}  gaze_corr ${f(s.gaze_corr, 2)}  mesh_misses ${s.mesh_misses}`,
       `  ${''.padEnd(7)} second network (68 points): blink_corr_68 ${f(s.blink_corr_68, 2)}  mouth_open_corr_68 ${f(s.mouth_open_corr_68, 2)}  aed_mouth_68 ${f(s.aed_mouth_68)}  | FaceMesh: mouth_open_corr ${f(s.mouth_open_corr, 2)}  aed_mouth_mesh ${f(s.aed_mouth_mesh)}`,
     ].join('\n');
@@ -78,7 +80,7 @@ export function formatSummary(r: EvalReport): string {
       : []),
     `  akd by region, model/frozen: ${regions}`,
     `  goal: akd ratio ${f(r.goal.akd_ratio, 3)} (<= 0.6: ${r.goal.akd_met ?? '-'}), ssim above frozen: ${r.goal.ssim_met ?? '-'}`,
-    `  ${r.timing.total_s} s (${r.timing.eval_fps} frames/s; face models ${r.timing.face_models_ms_per_image ?? '-'} ms per image)`,
+    `  ${r.timing.total_s} s (${r.timing.eval_fps} frames/s; face models ${r.timing.face_models_ms_per_image ?? '-'} ms per image${r.timing.fpd_ms_per_image !== null ? `, fpd ${r.timing.fpd_ms_per_image} ms per crop` : ''})`,
   ].join('\n');
 }
 
@@ -157,8 +159,11 @@ export async function run(argv: string[]): Promise<number> {
   const guard = new InterruptGuard();
   let report: EvalReport;
   let faceModels: FaceModelPool | null = null;
+  let facePerceptual: FacePerceptual | null = null;
   try {
     faceModels = await FaceModelPool.create(faceWorkers !== undefined ? { workers: faceWorkers } : {});
+    // fpd is a self-mode score: cross mode has no truth to compare with.
+    if (args.self) facePerceptual = await FacePerceptual.load();
     report = await evaluate({
       driving,
       portrait,
@@ -166,6 +171,7 @@ export async function run(argv: string[]): Promise<number> {
       engineName: args.teacher ? `${engineName} (teacher)` : engineName,
       steps,
       faceModels,
+      facePerceptual,
       idEvery,
       ...(sheetOut ? { sheet: { file: sheetOut, every: sheetEvery } } : {}),
       startFrame,
@@ -191,6 +197,7 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     guard.close();
     await faceModels?.close();
+    facePerceptual?.close();
   }
   if (report.stopped) {
     process.stderr.write('avatar eval: interrupted; no report written\n');

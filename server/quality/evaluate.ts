@@ -27,6 +27,11 @@
  * box: blink_corr_68, mouth_open_corr_68, aed_mouth_68; landmarks68.ts), because the live engine itself tracks with
  * FaceMesh: where the two networks agree, a score is not the engine being graded on its own input. mouth_l1 / eyes_l1
  * are L1 on the mouth and eye regions of the aligned crop (regions from the truth's landmarks).
+ *
+ * Two more self-mode scores read the same aligned crops: `sharpness` (the output's Laplacian energy in the eye and mouth
+ * boxes over the truth's: blur falls below 1) and `fpd`, the face-perceptual distance (channel-normalised activations
+ * of four FaceRes layers, LPIPS-style; facePerceptual.ts, FaceRes as ONNX with the converter's taps), on the frames
+ * that get descriptors.
  */
 import path from 'node:path';
 import type { AvatarEngine } from '../avatar/engineTypes.js';
@@ -36,6 +41,7 @@ import { probeVideo } from '../util/video.js';
 import type { FaceTrack, HeadPose } from '../vision/types.js';
 import { ffhqCrop, imageToCrop, warpCrop } from '../vision/faceCrop.js';
 import { FACE_MODELS_LABEL, type FaceModelFace, type FaceModelPool } from './faceModels.js';
+import type { FacePerceptual } from './facePerceptual.js';
 import {
   eyeAspectRatio68,
   mouthMotion68,
@@ -76,9 +82,11 @@ import {
   meanPointDistance,
   poseDelta,
   poseErrorDeg,
+  perceptualDistance,
   psnr as psnrOf,
   regionL1,
   relativeMotion,
+  sharpnessRatio,
   ssim as ssimOf,
 } from './metrics.js';
 import { runOffline, type OfflineFrame } from './offline.js';
@@ -118,6 +126,21 @@ export interface Scores {
   mouth_l1: number | null;
   /** Self: L1 on the two eye regions of the aligned crop. null in cross mode. */
   eyes_l1: number | null;
+  /**
+   * Self: face-perceptual distance of the output's aligned crop to the truth's (FaceRes activations at four depths,
+   * channel-normalised, as LPIPS; lower is better), mean over the frames with descriptors. null in cross mode or
+   * without the network.
+   */
+  fpd: number | null;
+  /**
+   * Self: Laplacian energy of the output's aligned crop in the eye and mouth boxes over the truth's (1: as sharp as the
+   * truth; blur is below 1), mean over the scored frames. null in cross mode.
+   */
+  sharpness: number | null;
+  /** Self: the same over the two eye boxes only. */
+  sharpness_eyes: number | null;
+  /** Self: the same over the mouth box only. */
+  sharpness_mouth: number | null;
   /** Cosine similarity of face descriptors: self output vs truth, cross output vs the portrait. */
   id_sim: number | null;
   /** The 5th percentile of id_sim over the frames with descriptors: how far the worst frames fall (a melted face). */
@@ -160,6 +183,11 @@ export interface FrameScores {
   pose_deg: number | null;
   mouth_l1: number | null;
   eyes_l1: number | null;
+  /** Only on the frames where descriptors were computed (every id_every-th scored frame). */
+  fpd: number | null;
+  sharpness: number | null;
+  sharpness_eyes: number | null;
+  sharpness_mouth: number | null;
   /** Only on the frames where descriptors were computed (every id_every-th scored frame). */
   id_sim: number | null;
   akd_mesh: number | null;
@@ -218,6 +246,8 @@ export interface EvalReport {
     face_models_ms_per_image: number | null;
     /** Of that, the 68-point landmark net's mean time per image. */
     landmarks68_ms_per_image: number | null;
+    /** Mean time per crop of the fpd network (FaceRes with taps, onnxruntime, one thread); null when not run. */
+    fpd_ms_per_image: number | null;
     total_s: number;
     eval_fps: number;
   };
@@ -250,7 +280,12 @@ export interface EvalOptions {
    * caller owns the pool (one pool can serve many evaluations).
    */
   faceModels: FaceModelPool | null;
-  /** Compute descriptors (id_sim) on every N-th scored frame; default 5 (the descriptor is ~2/3 of the models' time). */
+  /**
+   * FaceRes with its tapped activations, for fpd (self mode, on the frames with descriptors). null or absent: fpd is
+   * null. The caller owns it.
+   */
+  facePerceptual?: FacePerceptual | null;
+  /** Compute descriptors (id_sim) and fpd on every N-th scored frame; default 5 (the descriptor is ~2/3 of the models' time). */
   idEvery?: number;
   /** Write a contact sheet (rows driver | frozen | output with the frame's scores) every `every` scored frames. */
   sheet?: { file: string; every?: number };
@@ -336,6 +371,10 @@ class MethodAcc {
   aligned = new Mean();
   mouthL1 = new Mean();
   eyesL1 = new Mean();
+  fpd = new Mean();
+  sharp = new Mean();
+  sharpEyes = new Mean();
+  sharpMouth = new Mean();
   axes = { yaw: new Mean(), pitch: new Mean(), roll: new Mean() };
   regions = Object.fromEntries(Object.keys(LANDMARK_REGIONS).map((k) => [k, new Mean()])) as Record<
     LandmarkRegion,
@@ -380,6 +419,10 @@ class MethodAcc {
       >,
       mouth_l1: images ? r6(this.mouthL1.value) : null,
       eyes_l1: images ? r6(this.eyesL1.value) : null,
+      fpd: images ? r6(this.fpd.value) : null,
+      sharpness: images ? r6(this.sharp.value, 4) : null,
+      sharpness_eyes: images ? r6(this.sharpEyes.value, 4) : null,
+      sharpness_mouth: images ? r6(this.sharpMouth.value, 4) : null,
       id_sim: r6(mesh.id_sim),
       id_sim_p5: r6(mesh.id_sim_p5),
       pose_err_deg: r6(mesh.pose_err_deg, 4),
@@ -415,7 +458,8 @@ function summarizeMs(samples: number[]): { p50: number; p95: number; mean: numbe
   return { p50: r(q(50)), p95: r(q(95)), mean: r(s.reduce((a, b) => a + b, 0) / s.length) };
 }
 
-const definitions: Record<string, string> = {
+/** How each score of the report is defined (the report carries them as `definitions`). */
+export const EVAL_DEFINITIONS: Readonly<Record<string, string>> = {
   crop: `FFHQ alignment (eye centres + mouth corners) from the true frame's 68 landmarks, ${CROP_SIZE}x${CROP_SIZE}; the same crop is cut from the output`,
   l1: 'mean |a-b| / 255 over the RGB crop',
   ssim: 'Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, valid region, per RGB channel then averaged',
@@ -434,6 +478,11 @@ const definitions: Record<string, string> = {
     'self: mean |a-b| / 255 over the mouth region of the aligned crop: the box of the truth landmarks 48-67 in the crop, padded by 25% of the mouth width on every side; null in cross mode',
   eyes_l1:
     'self: the same over the union of the two eye boxes (truth landmarks 36-41 and 42-47, each padded by 30% of that eye width); null in cross mode',
+  fpd: "self: face-perceptual distance of the output's aligned crop to the truth's (lower is better): both crops resized to 224x224 (0..255) and run through HSE FaceRes (the id_sim network, as ONNX from the project's converter) with four intermediate activations tapped (MobileNet blocks conv_pw_1, 3, 5 and 11 after their ReLU6: 112x112x64, 56x56x128, 28x28x256, 14x14x512; models/face/sources.json `taps`); per tap, each spatial position's channel vector scaled to unit length (x / (|x| + 1e-10)), the squared distance between the two unit vectors summed over the channels and averaged over the positions (LPIPS with unit weights; 0..2 per tap), the taps averaged; mean over every id_every-th scored frame. 0 for identical crops; null in cross mode or without the network",
+  sharpness:
+    "self: Laplacian energy (variance of the 3x3 Laplacian [0 1 0; 1 -4 1; 0 1 0] of the grey crop, mean of R, G, B) of the output's aligned crop over the union of the eye and mouth boxes (those of eyes_l1 and mouth_l1), divided by the truth's over the same boxes; mean over the scored frames. 1: as sharp as the truth; below 1: blurred; above 1: more detail or noise than the truth; null in cross mode",
+  sharpness_eyes: 'self: sharpness over the two eye boxes only',
+  sharpness_mouth: 'self: sharpness over the mouth box only',
   face_models: `independent of the engine: ${FACE_MODELS_LABEL}; one analysis per image (no caching between frames), the most confident face`,
   id_sim:
     'cosine similarity of HSE FaceRes descriptors (1024-d). self: output vs truth frame; cross: output vs the portrait image. Mean over every id_every-th scored frame where both have a face. Reference values with these models: same image re-encoded ~1.0, different people ~0.3-0.45',
@@ -669,6 +718,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   const idEvery = opts.idEvery ?? 5;
   if (!Number.isInteger(idEvery) || idEvery < 1) throw new TypeError('idEvery must be a positive integer');
   const pool = opts.faceModels;
+  const perceptual = opts.facePerceptual ?? null;
   const truthTracker = await opts.createAnalyzer();
   const outTracker = await opts.createAnalyzer();
   // The frozen output is measured exactly like the model's: its own tracker, every frame.
@@ -750,6 +800,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       truth: Seen | null,
       out: Seen | null,
       frozenSeen: Seen | null,
+      scoredIdx: number,
     ): boolean => {
       if (!truth) {
         truthMisses++;
@@ -760,6 +811,11 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       const crop = ffhqCrop(truth.lm, CROP_SIZE);
       warpCrop(f.driving, crop, crops.truth);
       const regions = faceRegionBoxes(imageToCrop(crop, truth.lm), CROP_SIZE);
+      const eyesMouth = [...regions.eyes, ...regions.mouth];
+      // fpd on the frames that get descriptors: the truth's activations serve both methods.
+      const truthFeatures = perceptual && scoredIdx % idEvery === 0 ? perceptual.features(crops.truth) : null;
+      const fpdOf = (c: RgbImage): number | null =>
+        perceptual && truthFeatures ? perceptualDistance(perceptual.features(c), truthFeatures) : null;
       const one = (acc: MethodAcc, img: RgbImage, cropBuf: RgbImage, face: Seen | null): FrameScores => {
         warpCrop(img, crop, cropBuf);
         const s: FrameScores = {
@@ -770,6 +826,10 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
           pose_deg: face ? poseErrorDeg(face.pose, truth.pose) : null,
           mouth_l1: regionL1(cropBuf, crops.truth, regions.mouth),
           eyes_l1: regionL1(cropBuf, crops.truth, regions.eyes),
+          fpd: fpdOf(cropBuf),
+          sharpness: sharpnessRatio(cropBuf, crops.truth, eyesMouth),
+          sharpness_eyes: sharpnessRatio(cropBuf, crops.truth, regions.eyes),
+          sharpness_mouth: sharpnessRatio(cropBuf, crops.truth, regions.mouth),
           id_sim: null,
           akd_mesh: null,
           aed_mesh: null,
@@ -781,6 +841,10 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         acc.psnr.add(s.psnr!);
         if (s.mouth_l1 !== null) acc.mouthL1.add(s.mouth_l1);
         if (s.eyes_l1 !== null) acc.eyesL1.add(s.eyes_l1);
+        if (s.fpd !== null) acc.fpd.add(s.fpd);
+        if (s.sharpness !== null) acc.sharp.add(s.sharpness);
+        if (s.sharpness_eyes !== null) acc.sharpEyes.add(s.sharpness_eyes);
+        if (s.sharpness_mouth !== null) acc.sharpMouth.add(s.sharpness_mouth);
         if (s.akd === null) acc.misses++;
         else {
           acc.akd.add(s.akd);
@@ -845,7 +909,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         const still = seen(frozenTracker.track(frozenGray!, f.timestampMs));
         const scoredIdx = selfMode ? scored : crossScored;
         let isScored: boolean;
-        if (selfMode) isScored = scoreSelf(f, output, truth, out, still);
+        if (selfMode) isScored = scoreSelf(f, output, truth, out, still, scoredIdx);
         else {
           cross.push({ index: f.index, driver: truth, model: out, frozen: still });
           isScored = truth !== null;
@@ -934,12 +998,13 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       fold_fixed_frames: result.foldFixedFrames,
       face_models: pool ? FACE_MODELS_LABEL : null,
       id_every: idEvery,
-      definitions,
+      definitions: { ...EVAL_DEFINITIONS },
       timing: {
         prepare_ms: Math.round(result.prepareMs),
         render_ms: summarizeMs(result.renderMs),
         face_models_ms_per_image: pool ? Math.round(pool.stats.meanMs * 10) / 10 : null,
         landmarks68_ms_per_image: pool ? Math.round(pool.stats.meanMs68 * 10) / 10 : null,
+        fpd_ms_per_image: perceptual?.stats.runs ? Math.round(perceptual.stats.meanMs * 10) / 10 : null,
         total_s: Math.round(totalS * 100) / 100,
         eval_fps: Math.round((result.frames / totalS) * 100) / 100,
       },
@@ -970,7 +1035,7 @@ function sheetTitle(opts: EvalOptions, selfMode: boolean, m: Scores, z: Scores):
   ];
   if (selfMode) {
     lines.push(
-      `${pair('l1', m.l1, z.l1)} | ${pair('ssim', m.ssim, z.ssim)} | ${pair('mouth_l1', m.mouth_l1, z.mouth_l1)} | ${pair('eyes_l1', m.eyes_l1, z.eyes_l1)}`,
+      `${pair('l1', m.l1, z.l1)} | ${pair('ssim', m.ssim, z.ssim)} | ${pair('mouth_l1', m.mouth_l1, z.mouth_l1)} | ${pair('eyes_l1', m.eyes_l1, z.eyes_l1)} | ${pair('fpd', m.fpd, z.fpd)} | ${pair('sharpness', m.sharpness, z.sharpness, 2)}`,
     );
   }
   lines.push(
@@ -993,6 +1058,7 @@ function frameLabel(e: PerFrame | undefined, selfMode: boolean): string[] {
     lines.push(
       `${pair('l1', m?.l1, z?.l1)} | ${pair('ssim', m?.ssim, z?.ssim)}`,
       `${pair('mouth_l1', m?.mouth_l1, z?.mouth_l1)} | ${pair('eyes_l1', m?.eyes_l1, z?.eyes_l1)}`,
+      `${pair('sharpness', m?.sharpness, z?.sharpness)}${m?.fpd != null || z?.fpd != null ? ` | ${pair('fpd', m?.fpd, z?.fpd)}` : ''}`,
     );
   lines.push(`${pair('akd_mesh', m?.akd_mesh, z?.akd_mesh)} | ${pair('aed_mesh', m?.aed_mesh, z?.aed_mesh)}`);
   if (m?.id_sim != null || z?.id_sim != null) lines.push(pair('id_sim', m?.id_sim, z?.id_sim));
@@ -1013,6 +1079,10 @@ function roundScores(s: FrameScores): FrameScores {
     pose_deg: r(s.pose_deg),
     mouth_l1: r(s.mouth_l1),
     eyes_l1: r(s.eyes_l1),
+    fpd: r(s.fpd),
+    sharpness: r(s.sharpness),
+    sharpness_eyes: r(s.sharpness_eyes),
+    sharpness_mouth: r(s.sharpness_mouth),
     id_sim: r(s.id_sim),
     akd_mesh: r(s.akd_mesh),
     aed_mesh: r(s.aed_mesh),
@@ -1063,6 +1133,10 @@ function scoreCross(
       pose_deg: poseErrorDeg(oPose, dPose),
       mouth_l1: null,
       eyes_l1: null,
+      fpd: null,
+      sharpness: null,
+      sharpness_eyes: null,
+      sharpness_mouth: null,
       id_sim: null,
       akd_mesh: null,
       aed_mesh: null,
@@ -1094,6 +1168,10 @@ function scoreCross(
       pose_deg: null,
       mouth_l1: null,
       eyes_l1: null,
+      fpd: null,
+      sharpness: null,
+      sharpness_eyes: null,
+      sharpness_mouth: null,
       id_sim: null,
       akd_mesh: null,
       aed_mesh: null,

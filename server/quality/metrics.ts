@@ -356,3 +356,98 @@ export function regionL1(a: PixelImage, b: PixelImage, boxes: PixelBox[]): numbe
   }
   return n ? s / n / 255 : null;
 }
+
+/**
+ * Laplacian energy: the variance of the 3×3 Laplacian (4-neighbour kernel [0 1 0; 1 -4 1; 0 1 0], OpenCV's default)
+ * of the grey image (mean of the channels, not rounded) over the pixels inside the union of `boxes` (default: the
+ * whole image) whose eight neighbours are inside the image. A blur lowers it, detail and noise raise it. null when no
+ * pixel qualifies.
+ */
+export function laplacianEnergy(img: PixelImage, boxes?: PixelBox[]): number | null {
+  const ch = channelsOf(img);
+  const { width: w, height: h } = img;
+  const grey = new Float64Array(w * h);
+  for (let i = 0, p = 0; i < grey.length; i++, p += ch) {
+    let s = 0;
+    for (let c = 0; c < ch; c++) s += img.data[p + c]!;
+    grey[i] = s / ch;
+  }
+  const inside = (x: number, y: number): boolean =>
+    !boxes || boxes.some((r) => x >= r.x0 && x < r.x1 && y >= r.y0 && y < r.y1);
+  let sum = 0;
+  let sum2 = 0;
+  let n = 0;
+  for (let y = 1; y < h - 1; y++) {
+    for (let x = 1; x < w - 1; x++) {
+      if (!inside(x, y)) continue;
+      const i = y * w + x;
+      const v = grey[i - w]! + grey[i + w]! + grey[i - 1]! + grey[i + 1]! - 4 * grey[i]!;
+      sum += v;
+      sum2 += v * v;
+      n++;
+    }
+  }
+  if (!n) return null;
+  const mean = sum / n;
+  return Math.max(0, sum2 / n - mean * mean);
+}
+
+/**
+ * Sharpness of `output` relative to `truth` over the same boxes: laplacianEnergy(output) / laplacianEnergy(truth).
+ * 1 is as sharp as the truth, below 1 blurred, above 1 more detail (or noise) than the truth. null when the boxes hold
+ * no pixel or the truth is flat there.
+ */
+export function sharpnessRatio(output: PixelImage, truth: PixelImage, boxes?: PixelBox[]): number | null {
+  assertSameShape(output, truth);
+  const t = laplacianEnergy(truth, boxes);
+  const o = laplacianEnergy(output, boxes);
+  return t === null || o === null || !(t > 0) ? null : o / t;
+}
+
+/** One activation map, NHWC with a batch of one: `data` holds height × width × channels values. */
+export interface ActivationMap {
+  data: Float32Array;
+  channels: number;
+}
+
+/** LPIPS's epsilon in the channel normalisation. */
+const FPD_EPS = 1e-10;
+
+/**
+ * Perceptual distance between two stacks of activation maps of the same network (the same taps in the same order),
+ * as LPIPS computes it with unit weights: at every spatial position each map's channel vector is scaled to unit
+ * length (x / (|x| + 1e-10)), the squared Euclidean distance between the two unit vectors is taken (summed over the
+ * channels), averaged over the positions, and the taps' values are averaged. 0 for identical activations; for
+ * non-negative activations (after a ReLU) each tap's value lies in [0, 2].
+ */
+export function perceptualDistance(a: readonly ActivationMap[], b: readonly ActivationMap[]): number {
+  if (a.length !== b.length || a.length === 0) throw new TypeError('perceptualDistance: tap lists differ or are empty');
+  let total = 0;
+  for (let t = 0; t < a.length; t++) {
+    const x = a[t]!;
+    const y = b[t]!;
+    const c = x.channels;
+    if (y.channels !== c || x.data.length !== y.data.length || c < 1 || x.data.length % c)
+      throw new TypeError(`perceptualDistance: tap ${t} has different shapes`);
+    const positions = x.data.length / c;
+    let sum = 0;
+    for (let p = 0, o = 0; p < positions; p++, o += c) {
+      let nx = 0;
+      let ny = 0;
+      for (let k = 0; k < c; k++) {
+        nx += x.data[o + k]! * x.data[o + k]!;
+        ny += y.data[o + k]! * y.data[o + k]!;
+      }
+      const sx = 1 / (Math.sqrt(nx) + FPD_EPS);
+      const sy = 1 / (Math.sqrt(ny) + FPD_EPS);
+      let d = 0;
+      for (let k = 0; k < c; k++) {
+        const v = x.data[o + k]! * sx - y.data[o + k]! * sy;
+        d += v * v;
+      }
+      sum += d;
+    }
+    total += sum / positions;
+  }
+  return total / a.length;
+}

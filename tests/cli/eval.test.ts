@@ -30,6 +30,10 @@ const SCORE_KEYS = [
   'pose_axes_deg',
   'mouth_l1',
   'eyes_l1',
+  'fpd',
+  'sharpness',
+  'sharpness_eyes',
+  'sharpness_mouth',
   'id_sim',
   'id_sim_p5',
   'pose_err_deg',
@@ -151,6 +155,7 @@ describe('avatar eval (subprocess)', () => {
       expect(r.stderr).toMatch(/model +l1 [\d.]+ +ssim 0\.9\d+/);
       expect(r.stderr).toMatch(/frozen +l1/);
       expect(r.stderr).toMatch(/id_sim 0\.9\d\d +akd_mesh/);
+      expect(r.stderr).toMatch(/\n +fpd [\d.]+ +sharpness [\d.]+ \(eyes [\d.]+, mouth [\d.]+\)/);
 
       // Independent scores (FaceMesh + descriptors). The truth-reproducing model: the same identity, the same points,
       // the same mouth and eyes, blinks and gaze that move with the truth's.
@@ -176,11 +181,31 @@ describe('avatar eval (subprocess)', () => {
       expect(m.aed_mouth_68!).toBeLessThan(0.02);
       expect(rep.timing.landmarks68_ms_per_image!).toBeGreaterThan(0);
       expect(rep.timing.landmarks68_ms_per_image!).toBeLessThan(rep.timing.face_models_ms_per_image!);
+      // fpd and sharpness: the truth through I420 is nearly the truth (FaceRes's activations and the eye and mouth
+      // detail); the closed-mouth still is further in fpd. fpd on the descriptor frames (every 5th), sharpness on all.
+      expect(m.fpd!).toBeLessThan(0.02);
+      expect(m.fpd!).toBeLessThan(0.5 * fz.fpd!);
+      for (const k of ['sharpness', 'sharpness_eyes', 'sharpness_mouth'] as const) {
+        expect(m[k]!, k).toBeGreaterThan(0.8);
+        expect(m[k]!, k).toBeLessThan(1.25);
+        expect(fz[k]!, k).toBeGreaterThan(0);
+      }
+      expect(rep.timing.fpd_ms_per_image!).toBeGreaterThan(0);
+      for (const k of ['fpd', 'sharpness', 'sharpness_eyes', 'sharpness_mouth'] as const)
+        expect(rep.definitions[k], k).toBeTruthy();
       // The frozen baseline against the truth-reproducing model on the same frames: a closed-mouth still of the same man
       // is further from every truth frame than the truth itself, most of all around the mouth (which opens in the
       // truth), and a still portrait has no blink or gaze series to correlate.
       expect(fz.id_sim!).toBeLessThan(m.id_sim!);
-      for (const k of ['mouth_l1', 'eyes_l1', 'akd_mesh', 'aed_mesh', 'aed_mouth_mesh', 'aed_mouth_68'] as const) {
+      for (const k of [
+        'mouth_l1',
+        'eyes_l1',
+        'fpd',
+        'akd_mesh',
+        'aed_mesh',
+        'aed_mouth_mesh',
+        'aed_mouth_68',
+      ] as const) {
         expect(fz[k]!, k).toBeGreaterThan(m[k]!);
       }
       expect(fz.mouth_l1!).toBeGreaterThan(fz.eyes_l1!);
@@ -196,6 +221,8 @@ describe('avatar eval (subprocess)', () => {
       const meshFrames = frames.filter((f) => f.model!.akd_mesh !== null);
       expect(meshFrames.length).toBe(frames.length);
       expect(frames.filter((f) => f.model!.id_sim !== null).length).toBe(Math.ceil(frames.length / 5));
+      expect(frames.filter((f) => f.model!.fpd !== null).length).toBe(Math.ceil(frames.length / 5));
+      expect(frames.filter((f) => f.model!.sharpness !== null).length).toBe(frames.length);
       const meanMouth = (fs: typeof frames): number => fs.reduce((a, f) => a + f.frozen!.mouth_l1!, 0) / fs.length;
       expect(meanMouth(open)).toBeGreaterThan(1.5 * meanMouth(closed));
       // The 68-point mouth distance on every frame, far larger where the truth's mouth is open than where it is closed.
@@ -328,7 +355,10 @@ describe('avatar eval (subprocess)', () => {
       const l1 = steps.map(([a, b]) => mean(a.l1, b.l1));
       const ssim = steps.map(([a, b]) => mean(a.ssim, b.ssim));
       const akd = steps.map(([a, b]) => mean(a.akd, b.akd));
+      const fpd = steps.map(([a, b]) => mean(a.fpd, b.fpd));
+      expect(fpd[0]!).toBeLessThan(0.01);
       for (let i = 1; i < 3; i++) {
+        expect(fpd[i]!).toBeGreaterThan(fpd[i - 1]!);
         expect(l1[i]!).toBeGreaterThan(l1[i - 1]!);
         expect(ssim[i]!).toBeLessThan(ssim[i - 1]!);
         expect(akd[i]!).toBeGreaterThan(akd[i - 1]!);
@@ -439,6 +469,9 @@ describe('avatar eval (subprocess)', () => {
       expect(c.model.mouth_open_corr!).toBeGreaterThan(0.95);
       expect(c.model.mouth_open_corr_68!).toBeGreaterThan(0.95);
       expect(c.model.mouth_l1).toBeNull();
+      for (const k of ['fpd', 'sharpness', 'sharpness_eyes', 'sharpness_mouth'] as const)
+        expect(c.model[k], k).toBeNull();
+      expect(c.timing.fpd_ms_per_image).toBeNull();
       expect(c.frozen.blink_corr).toBeNull();
       expect(c.frozen.blink_corr_68).toBeNull();
       expect(b.stderr).toContain('id_sim to the driver (leakage, lower is better)');

@@ -5,12 +5,16 @@ import {
   angleDiff,
   interOcularDistance,
   l1,
+  laplacianEnergy,
   Mean,
   meanPointDistance,
+  perceptualDistance,
   poseErrorDeg,
   psnr,
   relativeMotion,
+  sharpnessRatio,
   ssim,
+  type ActivationMap,
   type PixelImage,
 } from '../../server/quality/metrics.js';
 
@@ -212,5 +216,127 @@ describe('landmark metrics', () => {
     m.add(3);
     expect(m.value).toBe(2);
     expect(m.count).toBe(2);
+  });
+});
+
+/** A 3×3 box blur (edge pixels kept), `passes` times. */
+function boxBlur(img: PixelImage, passes = 1): PixelImage {
+  const ch = img.data.length / (img.width * img.height);
+  let src = img.data;
+  for (let p = 0; p < passes; p++) {
+    const out = src.slice();
+    for (let y = 1; y < img.height - 1; y++)
+      for (let x = 1; x < img.width - 1; x++)
+        for (let c = 0; c < ch; c++) {
+          let s = 0;
+          for (let dy = -1; dy <= 1; dy++)
+            for (let dx = -1; dx <= 1; dx++) s += src[((y + dy) * img.width + x + dx) * ch + c]!;
+          out[(y * img.width + x) * ch + c] = Math.round(s / 9);
+        }
+    src = out;
+  }
+  return { width: img.width, height: img.height, data: src };
+}
+
+describe('sharpness (Laplacian energy)', () => {
+  it('is 0 for a flat image and a linear ramp, and matches the closed form for a checkerboard', () => {
+    expect(laplacianEnergy(constant(16, 16, 90, 3))).toBe(0);
+    const ramp: PixelImage = { width: 16, height: 16, data: new Uint8Array(256).map((_, i) => (i % 16) * 10) };
+    expect(laplacianEnergy(ramp)).toBe(0);
+    // 0/100 checkerboard: the Laplacian is ±400 (4 neighbours of the other colour), half each: variance 400².
+    const board: PixelImage = {
+      width: 8,
+      height: 8,
+      data: new Uint8Array(64).map((_, i) => (((i % 8) + (i >> 3)) % 2 ? 100 : 0)),
+    };
+    expect(laplacianEnergy(board)).toBeCloseTo(160_000, 6);
+  });
+
+  it('an identical copy scores 1, a blurred copy below 1, more blur lower still', () => {
+    const img = texture(64, 64);
+    expect(sharpnessRatio(img, img)).toBe(1);
+    const once = sharpnessRatio(boxBlur(img), img)!;
+    const twice = sharpnessRatio(boxBlur(img, 3), img)!;
+    expect(once).toBeLessThan(0.5);
+    expect(twice).toBeLessThan(once);
+    expect(twice).toBeGreaterThan(0);
+  });
+
+  it('reads only the boxes: a blur outside them changes nothing', () => {
+    const img = texture(64, 64, 3);
+    const blurred = boxBlur(img, 2);
+    // The output: sharp in the left half, blurred in the right half.
+    const out = { width: 64, height: 64, data: img.data.slice() };
+    for (let y = 0; y < 64; y++)
+      out.data.set(blurred.data.subarray((y * 64 + 32) * 3, (y * 64 + 64) * 3), (y * 64 + 32) * 3);
+    const left = [{ x0: 4, y0: 4, x1: 28, y1: 60 }];
+    const right = [{ x0: 36, y0: 4, x1: 60, y1: 60 }];
+    expect(sharpnessRatio(out, img, left)).toBe(1);
+    expect(sharpnessRatio(out, img, right)!).toBeLessThan(0.5);
+    expect(sharpnessRatio(out, img, [...left, ...right])!).toBeLessThan(1);
+    expect(laplacianEnergy(img, [{ x0: 10, y0: 10, x1: 10, y1: 20 }])).toBeNull(); // an empty box
+  });
+
+  it('is null where the truth is flat, and refuses images of different sizes', () => {
+    expect(sharpnessRatio(texture(16, 16), constant(16, 16, 7, 3))).toBeNull();
+    expect(() => sharpnessRatio(texture(16, 16), texture(16, 17))).toThrow(TypeError);
+  });
+});
+
+/** An activation map (positions × channels) of non-negative pseudo-random values, as after a ReLU. */
+function activations(positions: number, channels: number, seed: number): ActivationMap {
+  let s = seed;
+  const data = new Float32Array(positions * channels).map(() => {
+    s = (s * 1103515245 + 12345) >>> 0;
+    return (s >>> 8) % 7 === 0 ? 0 : ((s >>> 8) % 1000) / 100;
+  });
+  return { data, channels };
+}
+
+describe('face-perceptual distance (channel-normalised activations)', () => {
+  const taps = (seed: number): ActivationMap[] => [activations(64, 8, seed), activations(16, 32, seed + 1)];
+
+  it('is 0 for identical activations and for activations that differ only in scale per position', () => {
+    const a = taps(1);
+    expect(perceptualDistance(a, a)).toBe(0);
+    // Channel normalisation: scaling a position's whole channel vector changes nothing (LPIPS's unit vectors).
+    const scaled = a.map((m) => ({
+      channels: m.channels,
+      data: m.data.map((v, i) => v * (1 + (Math.floor(i / m.channels) % 5))),
+    }));
+    expect(perceptualDistance(a, scaled)).toBeCloseTo(0, 10);
+  });
+
+  it('grows with the change: one position changed < many changed < unrelated activations', () => {
+    const a = taps(1);
+    const some = a.map((m) => ({ channels: m.channels, data: m.data.slice() }));
+    some[0]!.data.set(activations(1, 8, 99).data, 0); // one of the 64 positions of the first tap
+    const many = a.map((m, t) => ({
+      channels: m.channels,
+      data: m.data.map((v, i) => (i < m.data.length / 2 ? taps(50)[t]!.data[i]! : v)),
+    }));
+    const other = taps(50);
+    const d1 = perceptualDistance(a, some);
+    const d2 = perceptualDistance(a, many);
+    const d3 = perceptualDistance(a, other);
+    expect(d1).toBeGreaterThan(0);
+    expect(d2).toBeGreaterThan(d1);
+    expect(d3).toBeGreaterThan(d2);
+    expect(d3).toBeLessThanOrEqual(2); // non-negative activations: unit vectors at most 90 degrees apart
+    expect(perceptualDistance(other, a)).toBeCloseTo(d3, 12); // symmetric
+  });
+
+  it('is 2 per position for orthogonal channel vectors and averages the taps', () => {
+    const x = { data: Float32Array.from([1, 0, 3, 0]), channels: 2 }; // two positions
+    const y = { data: Float32Array.from([0, 2, 3, 0]), channels: 2 }; // the first orthogonal, the second the same
+    expect(perceptualDistance([x], [y])).toBeCloseTo(1, 9); // (2 + 0) / 2 positions
+    expect(perceptualDistance([x, x], [y, x])).toBeCloseTo(0.5, 9); // taps averaged
+  });
+
+  it('refuses taps of different shapes or counts', () => {
+    const a = taps(1);
+    expect(() => perceptualDistance(a, a.slice(1))).toThrow(TypeError);
+    expect(() => perceptualDistance([a[0]!], [a[1]!])).toThrow(TypeError);
+    expect(() => perceptualDistance([], [])).toThrow(TypeError);
   });
 });

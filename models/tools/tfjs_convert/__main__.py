@@ -1,6 +1,6 @@
 """Command line (run from models/tools, or with models/tools on PYTHONPATH; Debian's /usr/bin/python3):
 
-    python3 -m tfjs_convert MODEL.json --onnx OUT.onnx
+    python3 -m tfjs_convert MODEL.json --onnx OUT.onnx [--tap NODE ...]
     python3 -m tfjs_convert info MODEL.json
     python3 -m tfjs_convert check MODEL.json --input IN.npy --expected NAME=OUT.npy [--expected ...] [--tol 1e-3]
     python3 -m tfjs_convert build-face-models [--repin] [--only NAME ...]
@@ -36,7 +36,7 @@ def _convert(args: argparse.Namespace) -> int:
     from .face_models import write_atomic
     from .onnx_export import to_onnx_bytes
 
-    data = to_onnx_bytes(load_graph(args.model))
+    data = to_onnx_bytes(load_graph(args.model), taps=args.tap or [])
     write_atomic(args.onnx, data)
     print(f"wrote {args.onnx} ({len(data)} bytes)")
     return 0
@@ -112,6 +112,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("model", help="the tfjs model.json (weight files beside it)")
     if command == "convert":
         p.add_argument("--onnx", required=True, help="where to write the ONNX model")
+        p.add_argument("--tap", action="append", help="also output this tfjs node's activation, NHWC, as NODE:0 "
+                                                      "(repeatable)")
     elif command == "check":
         p.add_argument("--input", required=True, help=".npy input, float32, in --input-layout")
         p.add_argument("--expected", action="append", required=True, help="NAME=FILE.npy (repeatable)")

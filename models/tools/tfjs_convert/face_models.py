@@ -10,6 +10,10 @@ the model is converted, the result must have the pinned sha256 too (the converte
 then is it moved into place (written to a temporary file in the same folder first, so nothing half-written is ever
 left under the final name). `repin` is the maintainer's deliberate step after a package upgrade or a converter
 change: it pins whatever is installed and produced now.
+
+A pin may name `taps`: tfjs node names whose activations the ONNX file also outputs, NHWC, as `NODE:0` after the
+model's own outputs (onnx_export.py; FaceRes's feed the quality evaluation's face-perceptual distance). The taps are
+part of what the ONNX sha256 pins.
 """
 from __future__ import annotations
 
@@ -140,6 +144,14 @@ def _check_sources(folder: str, pin: dict[str, Any], repin: bool) -> None:
         raise ConvertError(SOURCE_HASH, f"{pin['model']} reads files that are not pinned: {unpinned}")
 
 
+def _taps(name: str, pin: dict[str, Any]) -> list[str]:
+    """The pin's optional `taps`: tfjs node names whose activations become extra outputs (onnx_export.py)."""
+    taps = pin.get("taps", [])
+    if not isinstance(taps, list) or not all(isinstance(t, str) and t for t in taps):
+        raise ConvertError(BAD_ARGUMENT, f"pin '{name}': taps must be a list of tfjs node names, not {taps!r}")
+    return taps
+
+
 def source_dir(pin: dict[str, Any], node_modules: str, cache: str) -> str:
     """Where a pin's model files are: the extracted tarball in `cache`, or the installed package."""
     if "tarball" in pin:
@@ -175,7 +187,7 @@ def build_face_models(sources: str, node_modules: str, out_dir: str, repin: bool
         graph = load_graph(os.path.join(folder, pin["model"]))
         meta = {"source": f"{pin['package']}@{pin['version']}/{pin.get('dir', '')}/{pin['model']}",
                 "input_range": json.dumps(pin["input_range"])}
-        data = to_onnx_bytes(graph, meta)
+        data = to_onnx_bytes(graph, meta, taps=_taps(name, pin))
         got = hashlib.sha256(data).hexdigest()
         if repin:
             pin["onnx_sha256"] = got

@@ -1,6 +1,12 @@
 """The lowered graph as an ONNX model (opset 13, IR version 7): one input `input` (float32 NHWC, as the tfjs model
 takes it), the tfjs outputs by name and shape, weights as float32 initializers.
 
+Taps: intermediate activations asked for by tfjs node name (onnxruntime returns graph outputs only) become extra
+outputs after the tfjs ones, in the order asked, each named `NODE:0` (TensorFlow's name for the node's tensor: no
+lowered tensor and no tfjs output is called that, since output keys lose their ':0') and NHWC like the tfjs node
+(4-D activations that the lowering kept in NCHW only get a Transpose; the others an Identity). Metadata `tfjs_taps`
+maps each tap output to its node. The same nodes are what `TfjsModule(..., capture=[...])` returns.
+
 Byte-deterministic: every name, node order and initializer comes from the model files in a fixed order, IR version,
 opset and producer are set explicitly (never the installed onnx package's defaults), and nothing time- or
 host-dependent is written, so the same sources give the same bytes (the face models' ONNX files are pinned by sha256).
@@ -13,14 +19,15 @@ reorders besides its own pass; Relu, Mul and Add stay in the blocked layout. Mea
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .errors import BAD_ARGUMENT, UNKNOWN_NODE, ConvertError
 from .graph import Graph
-from .lower import Lowered, Prim, lower
+from .lower import TO_NHWC, Lowered, Prim, lower
 
 OPSET = 13
 IR_VERSION = 7  # the IR version of opset 13
@@ -136,14 +143,38 @@ class _Builder:
         self.nodes.append(node)
 
 
-def lowered_to_onnx(low: Lowered, name: str, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-    """An ONNX ModelProto from lowered primitives (checked with onnx.checker)."""
+def tap_output_name(node: str) -> str:
+    """The ONNX output name of a tapped tfjs node (see the module doc)."""
+    return f"{node}:0"
+
+
+def _tap(b: _Builder, low: Lowered, node: str) -> tuple[str, list[Any]]:
+    """Adds the node that exposes the activation of tfjs node `node` as an NHWC output; its (name, shape)."""
+    have = low.activations.get(node)
+    if have is None:
+        raise ConvertError(UNKNOWN_NODE, f"cannot tap '{node}': not a computed node of the graph")
+    out, shape = tap_output_name(node), low.shapes[node]
+    if "nhwc" in have:
+        b.nodes.append(helper.make_node("Identity", [have["nhwc"]], [out], name=out))
+    else:  # a 4-D activation the lowering kept in NCHW only
+        b.nodes.append(helper.make_node("Transpose", [have["nchw"]], [out], name=out, perm=list(TO_NHWC)))
+    return out, shape
+
+
+def lowered_to_onnx(low: Lowered, name: str, metadata: dict[str, str] | None = None,
+                    taps: Sequence[str] = ()) -> onnx.ModelProto:
+    """An ONNX ModelProto from lowered primitives (checked with onnx.checker), with `taps` (tfjs node names) as
+    extra NHWC outputs after the tfjs ones."""
+    twice = sorted({t for t in taps if list(taps).count(t) > 1})
+    if twice:
+        raise ConvertError(BAD_ARGUMENT, f"taps named twice: {twice}")
     b = _Builder(low.params)
     for prim in low.prims:
         b.add(prim)
+    outputs = list(low.outputs) + [_tap(b, low, node) for node in taps]
     params = [numpy_helper.from_array(arr, pname) for pname, arr in low.params.items()]
     graph = helper.make_graph(b.nodes, name, [_value_info(low.input_name, low.input_shape)],
-                              [_value_info(out, shape) for out, shape in low.outputs], params + b.inits)
+                              [_value_info(out, shape) for out, shape in outputs], params + b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name=PRODUCER, producer_version=PRODUCER_VERSION)
     for key, value in sorted((metadata or {}).items()):
@@ -153,13 +184,17 @@ def lowered_to_onnx(low: Lowered, name: str, metadata: dict[str, str] | None = N
     return model
 
 
-def to_onnx(graph: Graph, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-    """The tfjs graph as ONNX. Metadata `tfjs_outputs` maps each output to the tfjs node it comes from."""
+def to_onnx(graph: Graph, metadata: dict[str, str] | None = None, taps: Sequence[str] = ()) -> onnx.ModelProto:
+    """The tfjs graph as ONNX. Metadata `tfjs_outputs` maps each output to the tfjs node it comes from, and with
+    taps, `tfjs_taps` each tap output to its node (without taps the model is byte for byte what it was before taps
+    existed)."""
     meta = {"tfjs_model": graph.name, "tfjs_outputs": json.dumps(dict(graph.outputs), sort_keys=True)}
+    if taps:
+        meta["tfjs_taps"] = json.dumps({tap_output_name(t): t for t in taps}, sort_keys=True)
     meta.update(metadata or {})
-    return lowered_to_onnx(lower(graph), graph.name, meta)
+    return lowered_to_onnx(lower(graph), graph.name, meta, taps)
 
 
-def to_onnx_bytes(graph: Graph, metadata: dict[str, str] | None = None) -> bytes:
+def to_onnx_bytes(graph: Graph, metadata: dict[str, str] | None = None, taps: Sequence[str] = ()) -> bytes:
     """The serialised model (deterministic, see the module doc)."""
-    return to_onnx(graph, metadata).SerializeToString()
+    return to_onnx(graph, metadata, taps).SerializeToString()
