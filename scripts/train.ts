@@ -62,6 +62,13 @@ Fine-tuning instead of training from scratch:
   --roll DEG             head roll between portrait and driver, up to DEG, for half the samples; --scale F and
                          --shift F add a zoom and a shift of up to +-F to them; --wedges: black wedges over the
                          driving crop's edges
+  --finetune-loss SPEC   the fine-tune's loss as TERM=WEIGHT pairs (default truth_l1=1); the face-network and
+                         adversarial terms: id and perceptual (MobileFace), landmarks (FaceMesh's lids, lips,
+                         brows), adv and fm (patch discriminators on the face, eyes and mouth, trained alongside
+                         at --d-lr, default 2e-4), e.g.
+                         truth_l1=1,id=0.1,perceptual=0.5,landmarks=1,adv=0.05,fm=1
+  --val-max N            at most N validation samples per validation clip (a cheaper validation; 0: all)
+  --log-every N          a progress line every N steps (default 100)
 The training itself is python3 -m refiner (models/tools/refiner; its own flags: PYTHONPATH=models/tools
 /usr/bin/python3 -m refiner --help).
 `;
@@ -107,6 +114,10 @@ function parseOptions() {
       shift: { type: 'string' },
       source: { type: 'string' },
       residual: { type: 'string' },
+      'finetune-loss': { type: 'string' },
+      'd-lr': { type: 'string' },
+      'val-max': { type: 'string' },
+      'log-every': { type: 'string' },
     },
     strict: true,
   });
@@ -196,6 +207,10 @@ const args = [
   ...(values.shift ? ['--shift', values.shift] : []),
   ...(values.source ? ['--source', values.source] : []),
   ...(values.residual ? ['--residual', values.residual] : []),
+  ...(values['finetune-loss'] ? ['--finetune-loss', values['finetune-loss']] : []),
+  ...(values['d-lr'] ? ['--d-lr', values['d-lr']] : []),
+  ...(values['val-max'] ? ['--val-max', values['val-max']] : []),
+  ...(values['log-every'] ? ['--log-every', values['log-every']] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 // The training package lives in models/tools (python3 -m refiner, as tfjs_convert).

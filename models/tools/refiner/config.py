@@ -46,6 +46,7 @@ class TrainConfig:
     val_seconds: float = 0.0  # log the validation L1 (k = 1) this often (0: never)
     seed: int = 7
     val_every: int = 8  # one clip in N (by name hash) is kept for validation
+    val_max: int = 0  # at most this many validation samples per validation clip, evenly spaced (0: all)
     fresh: bool = False  # ignore checkpoints
     save_weights: Optional[str] = None  # also write the weights here (.npz) and training.json beside them
     from_weights: Optional[str] = None  # skip training: load these weights (with training.json beside), export
@@ -93,6 +94,8 @@ class TrainConfig:
             _bad(f"--lr: a number > 0, not {self.lr}")
         if not math.isfinite(self.d_lr) or self.d_lr <= 0:
             _bad(f"--d-lr: a number > 0, not {self.d_lr}")
+        if self.val_max < 0:
+            _bad(f"--val-max: at least 0, not {self.val_max}")
         if self.warmup < 0:
             _bad(f"--warmup: at least 0, not {self.warmup}")
         if not (self.device in ("cpu", "cuda", "auto") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
@@ -156,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--val-seconds", type=float, default=0, help="log the validation L1 (k = 1) this often (0: never)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--val-every", type=int, default=8, help="one clip in N (by name hash) is kept for validation")
+    ap.add_argument("--val-max", type=int, default=0, help="at most N validation samples per validation clip, evenly "
+                    "spaced over it (a cheaper validation of a large dataset; 0: all)")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--save-weights", help="also write the trained weights here (.npz) and training.json beside them")
     ap.add_argument("--from-weights", help="skip training: load these weights (.npz from --save-weights, with its "
@@ -194,7 +199,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         minutes=a.minutes, student_minutes=a.student_minutes, batch=a.batch, lr=a.lr, warmup=a.warmup,
         augment=a.augment, device=a.device, channels=(ch[0], ch[1], ch[2]),
         student_k=tuple(_int_list("--student-k", a.student_k)), log_every=a.log_every, val_seconds=a.val_seconds,
-        seed=a.seed, val_every=a.val_every, fresh=a.fresh, save_weights=a.save_weights, from_weights=a.from_weights,
+        seed=a.seed, val_every=a.val_every, val_max=a.val_max, fresh=a.fresh, save_weights=a.save_weights, from_weights=a.from_weights,
         finetune_from=a.finetune_from, finetune_minutes=a.finetune_minutes, roll=a.roll, wedges=a.wedges,
         scale=a.scale, shift=a.shift, source=a.source, residual=a.residual,
         finetune_loss=parse_loss("--finetune-loss", a.finetune_loss), d_lr=a.d_lr,

@@ -96,6 +96,20 @@ class Data:
         self.align: Optional[torch.Tensor] = torch.cat(have_align).to(dev) if have else None
         self.canvas_scale = self.canvas_all.shape[-1] // size if self.canvas_all is not None else 0
 
+    def cap_validation(self, per_clip: int) -> None:
+        """Keeps at most `per_clip` validation samples of each validation clip, evenly spaced over the clip (a
+        cheaper validation of a large dataset; 0 keeps all)."""
+        if per_clip <= 0:
+            return
+        keep = []
+        for ci in self.val_clips:
+            ii = self.val_idx[self.owner[self.val_idx] == ci]
+            if len(ii) > per_clip:
+                ii = ii[torch.linspace(0, len(ii) - 1, per_clip, device=ii.device).round().long()]
+            keep.append(ii)
+        if keep:
+            self.val_idx = torch.cat(keep)
+
     @property
     def device(self) -> torch.device:
         return self.warp.device

@@ -91,6 +91,7 @@ def training_record(cfg: TrainConfig, data: Data, prior: Optional[Dict[str, Any]
         "validation_clips": [data.clip_names[i] for i in data.val_clips],
         "train_samples": int(len(data.train_idx)),
         "validation_samples": int(len(data.val_idx)),
+        "validation_max_per_clip": cfg.val_max or None,
         "samples": int(len(data.owner)),
         "max_samples_per_clip": max(data.per_clip),
         "stride": sorted(data.strides),
@@ -175,6 +176,7 @@ def run(cfg: TrainConfig) -> None:
     if cfg.source == "aligned" and data.canvas_all is None and not cfg.from_weights:
         raise RefinerError(OLD_CACHE, "--source aligned needs a version 2 dataset cache (portrait canvas and per-sample "
                            "alignments); this cache is older: rebuild it (npm run train rebuilds outdated clips) or pass --source region")
+    data.cap_validation(cfg.val_max)
     log(f"data: {len(data.clip_names)} clips, {len(data.train_idx)} train / {len(data.val_idx)} validation samples, crop {data.size}, on {dev}")
     ch: Tuple[int, ...] = cfg.channels
     prior: Optional[Dict[str, Any]] = None
