@@ -14,20 +14,52 @@ def f5(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.5f}"
 
 
+TERM_TEXT = {
+    "truth_l1": "the weighted L1 to the true frame",
+    "teacher_l1": "the weighted L1 to the teacher's sample",
+    "id": "identity (1 - cosine of MobileFace embeddings, output vs truth)",
+    "perceptual": "face-perceptual distance (MobileFace's channel-normalised activations at 56, 28, 14 and 7 px)",
+    "landmarks": "FaceMesh's lids, lips and brows and the lids' and lips' openings, output vs truth",
+    "adv": "hinge loss against patch discriminators on the face crop (full and half size), the eyes and the mouth",
+    "fm": "feature matching in those discriminators",
+}
+
+
+def loss_text(f: Dict[str, Any]) -> str:
+    """The fine-tune's loss, term by term, as the card says it (empty for the plain truth L1 of older packs)."""
+    loss = f.get("loss")
+    if not loss or [n for n, w in loss if w > 0] == ["truth_l1"]:
+        return ""
+    parts = [f"{w:g} x {TERM_TEXT.get(n, n)}" for n, w in loss if w > 0]
+    d = f" (discriminators trained alongside from scratch, Adam lr {f['d_lr']:g})" if "d_lr" in f else ""
+    return f" Loss: {'; '.join(parts)}{d}; on {f.get('clips', '?')} clips."
+
+
 def finetune_text(tr: Dict[str, Any]) -> str:
-    """The fine-tune paragraph of the card (empty when the pack was not fine-tuned)."""
+    """The fine-tune paragraphs of the card (empty when the pack was not fine-tuned): earlier fine-tunes first."""
+    text = ""
+    for i, prior in enumerate(tr.get("prior_finetunes") or []):
+        text += (f"**Fine-tune {i + 1}:** {prior['steps']} steps of batch {prior['batch']} in {prior['minutes']} min on "
+                 f"{prior['hardware']} (lr {prior['lr']}, roll {prior['roll_deg']:g} deg).{loss_text(prior)}\n\n")
     f = tr.get("finetune")
     if not f:
-        return ""
-    return (f"**Fine-tune:** the student above was then fine-tuned on the truth (`--finetune-from {f['from']}`; encoder "
+        return text
+    return text + (f"**Fine-tune:** the student above was then fine-tuned on the truth (`--finetune-from {f['from']}`; encoder "
             f"and teacher frozen) for {f['steps']} steps of batch {f['batch']} in {f['minutes']} min on {f['hardware']} "
             f"(lr {f['lr']}, k drawn from {f['k_drawn']}), every sample augmented: flip, colour, head roll of up to "
             f"{f['roll_deg']:g} degrees between portrait and driver for half of them"
             f"{(' with a zoom of up to +-%g and a shift of up to +-%g of the crop' % (f.get('scale', 0), f.get('shift', 0))) if f.get('scale') or f.get('shift') else ''}"
             f"{', black wedges over the driving crop' if f['wedges'] else ''}"
             f"{'; the student now reads the aligned source (the portrait region moved onto the warp target head each frame, with a small random jitter)' if f.get('source') == 'aligned' else ''}"
-            f". Validation before it: student k = 1 L1 "
-            f"{(tr.get('prior_validation') or {}).get('student_k1', {}).get('l1', float('nan')):.5f}.\n\n")
+            f".{loss_text(f)} Validation before it: student k = 1 L1 {_before(tr, f):.5f}.\n\n")
+
+
+def _before(tr: Dict[str, Any], f: Dict[str, Any]) -> float:
+    """The student's k = 1 L1 before the fine-tune: measured on this run's validation clips where the run did, else
+    the prior pack's own validation (its data)."""
+    if f.get("validation_l1_before") is not None:
+        return float(f["validation_l1_before"])
+    return float((tr.get("prior_validation") or {}).get("student_k1", {}).get("l1", float("nan")))
 
 
 def write_card(out_dir: str, tr: Dict[str, Any], steps: int) -> None:

@@ -24,7 +24,7 @@ from .losses import Loss
 from .loops import Trained, finetune_student, log, train_student, train_teacher
 from .model_card import write_card
 from .networks import Encoder, Refiner, count, gmacs
-from .validate import Scores, default_steps, log_lines, validate
+from .validate import Scores, default_steps, log_lines, quick_val, validate
 from .weights import check_pack, load_pack_weights, load_weights, save_weights
 
 
@@ -126,6 +126,7 @@ def training_record(cfg: TrainConfig, data: Data, prior: Optional[Dict[str, Any]
             "k_drawn": list(cfg.student_k), "source": cfg.source, "roll_deg": cfg.roll, "scale": cfg.scale, "shift": cfg.shift, "wedges": cfg.wedges,
             "hardware": hardware(dev), "wall_minutes": round((time.time() - t0) / 60, 1),
             "loss": [[name, w] for name, w in cfg.finetune_loss],
+            "validation_l1_before": prior.get("validation_before_finetune_l1"),
             "clips": len(data.clip_names),
         }
         if any(name in ("adv", "fm") for name, w in cfg.finetune_loss if w > 0):
@@ -153,6 +154,11 @@ def _train(cfg: TrainConfig, data: Data, enc: Encoder, teacher: Refiner, ch: Tup
             log(f"fine-tune: the student's source changes from {'aligned' if student.aligned else 'region'} to {cfg.source}")
         student.aligned = cfg.source == "aligned"
         _freeze(enc, teacher)
+        if len(data.val_idx) and not os.path.exists(os.path.join(ck, "finetune.pt")) or cfg.fresh:
+            # The student as it came, on this run's validation clips (the prior pack's own scores were on its data).
+            before = quick_val(data, enc, student) if len(data.val_idx) else None
+            prior["validation_before_finetune_l1"] = before
+            log(f"fine-tune: validation l1 (k = 1) before: {before}")
         log(f"fine-tuning the student of {cfg.finetune_from} (trained on {prior['hardware']}) for {cfg.finetune_minutes} min")
         f = finetune_student(data, enc, student, cfg, os.path.join(ck, "finetune.pt"))
         return student, _prior_trainings(prior, finetune=f)
