@@ -22,7 +22,7 @@ from .constants import TEACHER_STEPS
 from .data import Data
 from .losses import Aux, Loss, LossInputs, weight_map
 from .networks import sample, src_of
-from .validate import quick_val
+from .validate import quick_val, write_sheet
 
 # (steps, seconds of wall time including a resumed run's) of one regime.
 Trained = Tuple[int, float]
@@ -244,5 +244,13 @@ def finetune_student(data: Data, enc: nn.Module, student: nn.Module, cfg: TrainC
 
     return optimise("fine-tune", data, cfg, cfg.finetune_minutes, opt, params, modules, ckpt,
                     lambda: finetune_batch_loss(data, enc, student, cfg, loss, aux, adversary), cfg.log_every,
-                    val=lambda: f"validation l1 (k = 1) {quick_val(data, enc, student):.5f}, "
-                    f"rolled {quick_val(data, enc, student, roll=True):.5f}", describe=describe, extra=extra)
+                    val=lambda: finetune_progress(data, enc, student, ckpt), describe=describe, extra=extra)
+
+
+def finetune_progress(data: Data, enc: nn.Module, student: nn.Module, ckpt: str) -> str:
+    """The fine-tune's progress line (validation L1, plain and rolled) and a contact sheet beside the checkpoint
+    (sheets/finetune-HHMMSS.png: warp | output | truth of validation samples)."""
+    sheet = os.path.join(os.path.dirname(ckpt), "sheets", time.strftime("finetune-%H%M%S.png"))
+    write_sheet(data, enc, student, sheet)
+    return (f"validation l1 (k = 1) {quick_val(data, enc, student):.5f}, "
+            f"rolled {quick_val(data, enc, student, roll=True):.5f}; sheet {sheet}")

@@ -3,6 +3,7 @@ k, the student at each k) inside the paste mask and in the mouth and eye boxes, 
 warp and truth rolled, zoomed or shifted against the portrait (whether the refiner ghosts the portrait in place)."""
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -37,6 +38,26 @@ def quick_val(data: Data, enc: nn.Module, net: nn.Module, roll: bool = False) ->
             den += b["mask"].sum().item() * 3
     enc.train(), net.train()
     return num / max(den, 1e-6)
+
+
+@torch.no_grad()
+def write_sheet(data: Data, enc: nn.Module, net: nn.Module, path: str, n: int = 8) -> None:
+    """A contact sheet of n validation samples, one row each: warp | the network's k = 1 output | truth (a PNG
+    outside the repository: the frames are third-party). For watching a run: colour drift and collapse show here
+    first."""
+    import cv2  # Debian's python3-opencv; only this progress picture needs it
+
+    if len(data.val_idx) == 0:
+        return
+    enc.eval(), net.eval()
+    idx = data.val_idx[torch.linspace(0, len(data.val_idx) - 1, n).round().long()]
+    b = data.batch(idx)
+    out = sample(net, b, enc(b["drive"]), 1).clamp(0, 1)
+    enc.train(), net.train()
+    rows = torch.cat([torch.cat([b["warp"][i], out[i], b["truth"][i]], 2) for i in range(len(idx))], 1)
+    img = (rows.permute(1, 2, 0).cpu().numpy()[:, :, ::-1] * 255).round().astype("uint8")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(path, img)
 
 
 @torch.no_grad()
