@@ -68,7 +68,8 @@ Fine-tuning instead of training from scratch:
                          at --d-lr, default 2e-4), e.g.
                          truth_l1=1,id=0.1,perceptual=0.5,landmarks=1,adv=0.05,fm=1
   --val-max N            at most N validation samples per validation clip (a cheaper validation; 0: all)
-  --log-every N          a progress line every N steps (default 100)
+  --log-every N          a progress line every N steps (default 100); --val-seconds S: the validation L1
+                         (and, fine-tuning, a contact sheet in CACHE/checkpoints/sheets) every S seconds
 The training itself is python3 -m refiner (models/tools/refiner; its own flags: PYTHONPATH=models/tools
 /usr/bin/python3 -m refiner --help).
 `;
@@ -118,6 +119,7 @@ function parseOptions() {
       'd-lr': { type: 'string' },
       'val-max': { type: 'string' },
       'log-every': { type: 'string' },
+      'val-seconds': { type: 'string' },
     },
     strict: true,
   });
@@ -211,6 +213,7 @@ const args = [
   ...(values['d-lr'] ? ['--d-lr', values['d-lr']] : []),
   ...(values['val-max'] ? ['--val-max', values['val-max']] : []),
   ...(values['log-every'] ? ['--log-every', values['log-every']] : []),
+  ...(values['val-seconds'] ? ['--val-seconds', values['val-seconds']] : []),
   ...(values.fresh ? ['--fresh'] : []),
 ];
 // The training package lives in models/tools (python3 -m refiner, as tfjs_convert).
