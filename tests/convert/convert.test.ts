@@ -6,12 +6,14 @@
  * models; onnxruntime-node running the converted ONNX (graph optimisation off and fully on); Debian's PyTorch running
  * the converted module through `python3 -m tfjs_convert check`. Inputs are crops of real portraits found the way
  * @vladmandic/human finds them: BlazeFace (run in tfjs) gives the face box, FaceMesh (tfjs) the eye corners; the
- * selfie segmentation sees the whole portrait; MobileFaceNet (a training-loss model) sees the same face box as FaceRes,
- * at 112x112 in -1..1 (the selfie and MobileFaceNet tfjs files come from the npm tarball the converter caches).
+ * selfie segmentation sees the whole portrait; MobileFace (a training-loss model) sees the same face box as FaceRes,
+ * at 112x112 in 0..255 (the selfie and MobileFace tfjs files come from the npm tarball the converter caches).
  *
  * Parity: every output within 1e-3 of its tfjs range (max - min; a single value: max(1, |v|)), the same rule the
- * Python `check` applies. Also: the converter refuses an unknown op, truncated weights, a source file whose sha256
- * differs from its pin and an output whose sha256 differs from its pin, each with its stable code and nothing written.
+ * Python `check` applies. A pin's `taps` (FaceRes's, for the eval's fpd) are extra ONNX outputs named NODE:0 after the
+ * model's own; they are held to the same rule against tfjs's execute of those nodes, in ONNX and in PyTorch. Also: the
+ * converter refuses an unknown op, truncated weights, a source file whose sha256 differs from its pin and an output
+ * whose sha256 differs from its pin, each with its stable code and nothing written.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -35,7 +37,7 @@ const CACHE = path.join(repoRoot, 'models', 'face', '.cache');
 const SOURCES = path.join(repoRoot, 'models', 'face', 'sources.json');
 const TOL = 1e-3;
 const PORTRAITS = ['real_man_obama.jpg', 'painting_mona_lisa.jpg', 'real_older_man_glasses.jpg'];
-const MODELS = ['blazeface', 'facemesh', 'iris', 'faceres', 'selfie', 'mobilefacenet'] as const;
+const MODELS = ['blazeface', 'facemesh', 'iris', 'faceres', 'selfie', 'mobileface'] as const;
 type ModelName = (typeof MODELS)[number];
 
 interface Pin {
@@ -47,6 +49,8 @@ interface Pin {
   tarball?: string;
   files: Record<string, string>;
   input_range: [number, number];
+  /** tfjs nodes whose activations the ONNX file also outputs, as NODE:0 after the model's own outputs. */
+  taps?: string[];
   onnx_sha256: string;
 }
 interface Sources {
@@ -134,11 +138,19 @@ async function loadTfjs(pin: Pin): Promise<GraphModel> {
   return loadGraphModel(tf.io.fromMemory({ ...json, weightSpecs, weightData }));
 }
 
-/** The tfjs outputs by the converter's names: the signature's keys less ':0' (GraphModel.outputNodes). */
-function runTfjs(model: GraphModel, input: Input): Map<string, { data: Float32Array; shape: number[] }> {
+/**
+ * The tfjs outputs by the converter's names: the signature's keys less ':0' (GraphModel.outputNodes), then each of
+ * `taps` (tfjs node names) as NODE:0, the name of its ONNX output.
+ */
+function runTfjs(
+  model: GraphModel,
+  input: Input,
+  taps: readonly string[] = [],
+): Map<string, { data: Float32Array; shape: number[] }> {
   const x = tf.tensor(input.data, input.shape, 'float32');
-  const names = model.outputNodes.map((o) => o.replace(/:0$/, ''));
-  const res = model.execute(x, model.outputNodes);
+  const tapNames = taps.map((t) => `${t}:0`);
+  const names = [...model.outputNodes.map((o) => o.replace(/:0$/, '')), ...tapNames];
+  const res = model.execute(x, [...model.outputNodes, ...tapNames]);
   const list = Array.isArray(res) ? res : [res];
   const out = new Map(list.map((t, i) => [names[i]!, { data: t.dataSync() as Float32Array, shape: t.shape }]));
   tf.dispose([x, ...list]);
@@ -244,7 +256,7 @@ describe('tfjs_convert: the face models', () => {
     for (const m of MODELS) tfjs.set(m, await loadTfjs(sources.models[m]));
 
     // Real crops, as @vladmandic/human makes them: the whole portrait letterboxed for BlazeFace, the face box for
-    // FaceMesh and FaceRes (and MobileFaceNet), an eye box (2.3x the eye-corner distance) for Iris.
+    // FaceMesh and FaceRes (and MobileFace), an eye box (2.3x the eye-corner distance) for Iris.
     const sizeOf = (m: ModelName): number => tfjs.get(m)!.inputs[0]!.shape![1]!;
     for (const m of MODELS) inputs.set(m, []);
     for (const name of PORTRAITS) {
@@ -276,8 +288,8 @@ describe('tfjs_convert: the face models', () => {
       inputs.get('faceres')!.push(await crop(file, box, sizeOf('faceres'), sources.models.faceres.input_range));
       inputs.get('selfie')!.push(await crop(file, null, sizeOf('selfie'), sources.models.selfie.input_range));
       inputs
-        .get('mobilefacenet')!
-        .push(await crop(file, box, sizeOf('mobilefacenet'), sources.models.mobilefacenet.input_range));
+        .get('mobileface')!
+        .push(await crop(file, box, sizeOf('mobileface'), sources.models.mobileface.input_range));
     }
   }, 300_000);
 
@@ -313,10 +325,17 @@ describe('tfjs_convert: the face models', () => {
           ),
         );
         try {
-          for (const s of sessions) expect(s.inputNames).toEqual(['input']);
-          expect(sessions[0]!.outputNames).toEqual(model.outputNodes.map((o) => o.replace(/:0$/, '')));
+          // The model's own outputs by their names, in order, then the pin's taps as NODE:0.
+          const taps = sources.models[m].taps ?? [];
+          for (const s of sessions) {
+            expect(s.inputNames).toEqual(['input']);
+            expect(s.outputNames.slice(0, model.outputNodes.length)).toEqual(
+              model.outputNodes.map((o) => o.replace(/:0$/, '')),
+            );
+            expect(s.outputNames.slice(model.outputNodes.length)).toEqual(taps.map((t) => `${t}:0`));
+          }
           for (const [n, input] of inputs.get(m)!.entries()) {
-            const want = runTfjs(model, input);
+            const want = runTfjs(model, input, taps);
             for (const session of sessions) {
               const got = await session.run({ input: new ort.Tensor('float32', input.data, input.shape) });
               for (const [name, ref] of want) {
@@ -334,7 +353,8 @@ describe('tfjs_convert: the face models', () => {
             const expected: string[] = [];
             for (const [i, [name, ref]] of [...want].entries()) {
               await writeFile(path.join(work, `out${i}.npy`), npy(ref.data, ref.shape));
-              expected.push('--expected', `${name}=${path.join(work, `out${i}.npy`)}`);
+              // `check` names a tap by its node (it captures nodes that are not outputs).
+              expected.push('--expected', `${name.replace(/:0$/, '')}=${path.join(work, `out${i}.npy`)}`);
             }
             const pin = sources.models[m];
             const modelJson = path.join(modelDir(pin), pin.model);

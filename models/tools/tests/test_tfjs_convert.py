@@ -426,7 +426,7 @@ def test_conv2d_backprop_input_refuses_an_inconsistent_shape(tmp_path) -> None:
     assert err.value.code == "BAD_MODEL" and "'ct'" in err.value.message
 
 
-# -- MobileFaceNet's ops: FusedDepthwiseConv2dNative, Sub, Abs, Square, Rsqrt, Sum, Squeeze ---------------------------
+# -- embedding-head ops: FusedDepthwiseConv2dNative, Sub, Abs, Square, Rsqrt, Sum, Squeeze; MatMul -------------------
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # Runs an ONNX file in onnxruntime-node (Python's onnxruntime is not a Debian package; npm ci installs the Node one):
@@ -466,11 +466,12 @@ def _run_onnx(data: bytes, x: np.ndarray, folder) -> dict[str, np.ndarray]:
     return {k: np.array(v["data"], np.float32).reshape(v["dims"]) for k, v in json.loads(done.stdout).items()}
 
 
-def _mobilefacenet_ops(tmp_path):
-    """MobileFaceNet's new ops, with the attribute values it uses and those it does not, and a float64 reference.
+def _embedding_ops(tmp_path):
+    """The ops of a tfjs face-embedding network such as sirius-ai's MobileFaceNet, with the attribute values such a
+    network uses and others, and a float64 reference.
 
-    The chain ends as MobileFaceNet's does: a 1x1 map squeezed to [N, C], then an L2 normalisation written as
-    x * Rsqrt(Maximum(Sum(Square(x), keep_dims), eps)); its PReLU is Relu(x) + a * (x - Abs(x))."""
+    The chain ends in such an embedding head: a 1x1 map squeezed to [N, C], then an L2 normalisation written as
+    x * Rsqrt(Maximum(Sum(Square(x), keep_dims), eps)); the PReLU is written Relu(x) + a * (x - Abs(x))."""
     rng = np.random.default_rng(13)
     m = _Model([1, 5, 6, 3])
     x = rng.uniform(-2, 2, size=(1, 5, 6, 3)).astype(np.float32)
@@ -529,8 +530,8 @@ def _mobilefacenet_ops(tmp_path):
     return m.write(tmp_path, outputs), x, ref
 
 
-def test_mobilefacenet_ops_match_the_nhwc_reference(tmp_path) -> None:
-    path, x, ref = _mobilefacenet_ops(tmp_path)
+def test_embedding_ops_match_the_nhwc_reference(tmp_path) -> None:
+    path, x, ref = _embedding_ops(tmp_path)
     graph = load_graph(path)
     for layout in ("nhwc", "nchw"):
         net = TfjsModule(graph, input_layout=layout)
@@ -549,9 +550,9 @@ def test_mobilefacenet_ops_match_the_nhwc_reference(tmp_path) -> None:
             assert np.abs(got[f"{name}@{level}"] - want).max() < 1e-4, (level, name)
 
 
-def test_mobilefacenet_ops_onnx_nodes(tmp_path) -> None:
+def test_embedding_ops_onnx_nodes(tmp_path) -> None:
     import onnx
-    path, _, _ = _mobilefacenet_ops(tmp_path)
+    path, _, _ = _embedding_ops(tmp_path)
     model = onnx.load_from_string(to_onnx_bytes(load_graph(path)))
     ops = [n.op_type for n in model.graph.node]
     # Square is x * x and Rsqrt is 1 / Sqrt(x) (opset 13 has neither); ReduceSum takes its axes as an input there.
@@ -582,7 +583,68 @@ def test_squeeze_refuses_an_axis_that_is_not_1(tmp_path) -> None:
     assert err.value.code == "BAD_MODEL" and "'sq'" in err.value.message and "[1, 2]" in err.value.message
 
 
-# -- MobileFaceNet on real faces: an identity sanity check -------------------------------------------------------------
+def _matmul_ops(tmp_path):
+    """MatMul without fused ops (lowered as _FusedMatMul is, with no bias), in MobileFace's head and in every transpose
+    combination, live x constant and live x live, on a graph whose batch size is unknown (-1, as MobileFace's)."""
+    rng = np.random.default_rng(17)
+    m = _Model([-1, 4, 5, 3])
+    x = rng.uniform(-1, 1, size=(2, 4, 5, 3)).astype(np.float32)
+    ref: dict[str, np.ndarray] = {}
+    shp = m.const("shp", np.array([-1, 60], np.int32))
+    m.op("flat", "Reshape", ["x", shp])
+    flat = x.astype(np.float64).reshape(2, 60)
+    # MobileFace's head: flatten, MatMul with the dense kernel, then its batch norm as Mul and AddV2.
+    w = m.const("w", rng.normal(size=(60, 7)))
+    scale = m.const("scale", rng.uniform(0.5, 2, size=7))
+    shift = m.const("shift", rng.normal(size=7))
+    m.op("mm", "MatMul", ["flat", w], transpose_a={"b": False}, transpose_b={"b": False})
+    m.op("bn_mul", "Mul", ["mm", scale])
+    m.op("bn", "AddV2", ["bn_mul", shift])
+    ref["mm"] = flat @ m.values[w]
+    ref["bn"] = ref["mm"] * m.values[scale] + m.values[shift]
+    wt = m.const("wt", rng.normal(size=(5, 60)))
+    m.op("mm_tb", "MatMul", ["flat", wt], transpose_a={"b": False}, transpose_b={"b": True})
+    ref["mm_tb"] = flat @ m.values[wt].T
+    m.op("gram", "MatMul", ["mm", "mm"], transpose_b={"b": True})  # [N, 7] x [7, N]
+    m.op("cov", "MatMul", ["mm", "mm"], transpose_a={"b": True})  # [7, N] x [N, 7]
+    ref["gram"], ref["cov"] = ref["mm"] @ ref["mm"].T, ref["mm"].T @ ref["mm"]
+    m.op("both", "MatMul", ["mm_tb", "gram"], transpose_a={"b": True}, transpose_b={"b": True})  # [5, N] x [N, N]
+    ref["both"] = ref["mm_tb"].T @ ref["gram"].T
+    return m.write(tmp_path, {k: k for k in ref}), x, ref
+
+
+def test_matmul_matches_the_reference(tmp_path) -> None:
+    path, x, ref = _matmul_ops(tmp_path)
+    graph = load_graph(path)
+    for layout in ("nhwc", "nchw"):
+        net = TfjsModule(graph, input_layout=layout)
+        inp = torch.from_numpy(x)
+        with torch.no_grad():
+            out = net(inp if layout == "nhwc" else inp.permute(0, 3, 1, 2).contiguous())
+        for name, want in ref.items():
+            assert tuple(out[name].shape) == want.shape, (layout, name)
+            assert np.abs(out[name].numpy() - want).max() < 1e-4 * max(1, np.abs(want).max()), (layout, name)
+
+    data = to_onnx_bytes(graph)
+    import onnx
+    model = onnx.load_from_string(data)
+    # An output's own node is an Identity of the op's. Each MatMul is a Gemm with no bias input, its transposes
+    # Gemm's attributes.
+    by_out = {n.output[0]: n for n in model.graph.node}
+    gemms = {name: by_out[by_out[name].input[0]] for name in ("mm", "mm_tb", "gram", "cov", "both")}
+    assert {k: n.op_type for k, n in gemms.items()} == dict.fromkeys(gemms, "Gemm")
+    assert {k: (len(n.input), {a.name: a.i for a in n.attribute}) for k, n in gemms.items()} == {
+        "mm": (2, {"transA": 0, "transB": 0}), "mm_tb": (2, {"transA": 0, "transB": 1}),
+        "gram": (2, {"transA": 0, "transB": 1}), "cov": (2, {"transA": 1, "transB": 0}),
+        "both": (2, {"transA": 1, "transB": 1})}
+    got = _run_onnx(data, x, tmp_path)
+    for level in ("disabled", "all"):
+        for name, want in ref.items():
+            assert got[f"{name}@{level}"].shape == want.shape, (level, name)
+            assert np.abs(got[f"{name}@{level}"] - want).max() < 1e-4 * max(1, np.abs(want).max()), (level, name)
+
+
+# -- MobileFace on real faces: an identity sanity check ----------------------------------------------------------------
 def _media_dir() -> str:
     """The test media as scripts/testData.ts finds them: $AVATAR_TEST_DATA (relative to the repository) or ../shared."""
     value = os.environ.get("AVATAR_TEST_DATA", "").strip()
@@ -652,33 +714,32 @@ IDENTITY_CLIPS = ("woman_speech_head_motion.mp4", "man_glasses_talking_portrait.
                   "child_talking_gaze.mp4")
 
 
-def test_mobilefacenet_tells_people_apart() -> None:
-    """Two frames of one person (the 1st and the 30th of a driving clip) are nearer than any two people, in -1..1,
-    the pinned input range (upstream's (rgb - 127.5) / 128).
+def test_mobileface_tells_people_apart() -> None:
+    """Two frames of one person (the 1st and the 30th of a driving clip) are nearer than any two people, by the raw
+    embeddings' cosine, in 0..255 RGB, the pinned input range (the graph subtracts 127.5 and scales itself).
 
-    What a loss must know: the raw embeddings share one dominant direction (every pair of faces, the same person or
-    not, has a cosine above 0.99), so the identity shows only in the small rest; centred (less their mean over a batch
-    of different faces) same-person pairs are near 0.9 and different people near 0."""
+    The crop here is the loose one tests/convert makes for FaceRes (BlazeFace's box enlarged 1.5x), so different people
+    stay near 0.5; the refiner's aligned crop (refiner/facenets.py) separates them further (about 0.8 same, 0.2 not)."""
     import shutil
     media = _media_dir()
     if shutil.which("ffmpeg") is None or not os.path.isdir(os.path.join(media, "driving")):
         pytest.skip(f"ffmpeg or the test media ({media}, npm run fetch-test-data) not found: the identity check is "
                     "skipped")
     blazeface = TfjsModule(load_graph(_pinned_model("blazeface")))
-    mobilefacenet = TfjsModule(load_graph(_pinned_model("mobilefacenet")))
+    mobileface = TfjsModule(load_graph(_pinned_model("mobileface")))
     crops = torch.cat([_face_crop(blazeface, _frame(os.path.join(media, "driving", clip), n), 112)
                        for clip in IDENTITY_CLIPS for n in (0, 29)])
     with torch.no_grad():
-        e = mobilefacenet(crops * 2 - 1)["embeddings"].numpy().astype(np.float64)
-    assert e.shape == (2 * len(IDENTITY_CLIPS), 192)
-    assert np.abs(np.linalg.norm(e, axis=1) - 1).max() < 1e-5
+        e = mobileface(crops * 255)["batchnorm0/add_1"].numpy().astype(np.float64)
+    assert e.shape == (2 * len(IDENTITY_CLIPS), 256)
+    assert np.linalg.norm(e, axis=1).min() > 10  # not normalised
+    u = e / np.linalg.norm(e, axis=1, keepdims=True)
+    cos = u @ u.T
     people = np.arange(len(e)) // 2
-    for emb in (e, e - e.mean(axis=0)):
-        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-        cos = emb @ emb.T
-        for p in range(len(IDENTITY_CLIPS)):
-            same = cos[2 * p, 2 * p + 1]
-            others = cos[people == p][:, people != p]
-            assert same > others.max(), (IDENTITY_CLIPS[p], same, others.max())
-    cross = (e @ e.T)[people[:, None] != people[None, :]]
-    assert cross.min() > 0.99
+    same = np.array([cos[2 * p, 2 * p + 1] for p in range(len(IDENTITY_CLIPS))])
+    cross = cos[people[:, None] != people[None, :]]
+    for p, clip in enumerate(IDENTITY_CLIPS):
+        others = cos[people == p][:, people != p]
+        assert same[p] > others.max(), (clip, same[p], others.max())  # each frame's nearest is the other frame
+    # Measured: same person 0.80..0.94 (mean 0.88), different people 0.46..0.71 (mean 0.55).
+    assert same.min() > cross.max() and same.mean() - cross.mean() > 0.2, (same, cross.max(), cross.mean())
