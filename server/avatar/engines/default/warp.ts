@@ -259,20 +259,17 @@ export class FusedWarp {
   /** The processed box of this frame (output pixels, even: x0, y0, x1, y1 exclusive). */
   readonly #box = new Int32Array(4);
   /**
-   * The head layer packed one pixel per 32-bit word (r | g << 8 | b << 16 | a << 24) and the plate likewise (r | g <<
-   * 8 | b << 16): runHead's bilinear tap reads 4 words instead of 16 bytes. Built from the bytes by arithmetic, so the
-   * packing does not depend on the platform's byte order.
+   * The head layer packed one pixel per 32-bit word (r | g << 8 | b << 16 | a << 24), so that runHead's bilinear tap
+   * reads 4 words instead of 16 bytes, and the plate likewise with the pixel's reach in the top byte (r | g << 8 | b <<
+   * 16 | reach << 24). The reach is the pixel's chessboard distance (capped at 255) to the nearest pixel that the head
+   * layer or the paste mask covers (alpha > 0, or paste mask > 0): a pixel read from less far away than that (less 2)
+   * reads neither, and shows the plate. Built from the bytes by arithmetic: the packing does not depend on the
+   * platform's byte order.
    */
   readonly #headPx: Int32Array;
   readonly #platePx: Int32Array;
   /** Per output row: the first and one past the last pixel whose motion weight is not 0 (0, 0: none). */
   readonly #moveSpan: Int32Array;
-  /**
-   * Per output pixel: its chessboard distance (capped at 255) to the nearest pixel that the head layer or the paste
-   * mask covers (alpha > 0, or paste mask > 0): a pixel of the box read from less far away than that (less 2) reads
-   * neither, and shows the plate.
-   */
-  readonly #reach: Uint8Array;
 
   constructor(s: WarpSetup) {
     if (s.eyes) this.#initEyes(s.sourceRes, s.eyes);
@@ -300,13 +297,14 @@ export class FusedWarp {
         this.#moveSpan[2 * y] = Math.max(0, x0);
         this.#moveSpan[2 * y + 1] = x1;
       }
-      this.#reach = layerReach(head, s);
+      // The reach rides in the plate's free top byte: one read serves both.
+      const reach = layerReach(head, s);
+      for (let i = 0; i < n; i++) this.#platePx[i] = this.#platePx[i]! | (reach[i]! << 24);
       this.setHead([1, 0, 0, 0, 1, 0]);
     } else {
       this.#headPx = new Int32Array(0);
       this.#platePx = new Int32Array(0);
       this.#moveSpan = new Int32Array(0);
-      this.#reach = new Uint8Array(0);
     }
     const R = s.sourceRes;
     this.#R = R;
@@ -739,7 +737,6 @@ export class FusedWarp {
     const px = this.#headPx;
     const pl = this.#platePx;
     const span = this.#moveSpan;
-    const reach = this.#reach;
     for (let Y0 = by0; Y0 < by1; Y0 += 2) {
       // Blocks whose four pixels all have motion weight 0 are left as they are (the plate, already in `out`): only
       // the span of the block row's moving pixels is looked at (X0 even; a block from X0 covers X0 and X0 + 1).
@@ -772,7 +769,7 @@ export class FusedWarp {
           }
           let qx = X + mw * (i0 * X + i1 * Yp + i2 - X);
           let qy = Yp + mw * (i3 * X + i4 * Yp + i5 - Yp);
-          const rp = reach[po]!;
+          const rp = pp >>> 24;
           if (rp > 2) {
             // Read from closer to itself than to the layer and the paste mask (the bilinear taps lie within 1 pixel of
             // (qx, qy), the mask's nearest pixel within 0.5; 1 more for rounding): it reads neither, the plate shows.
