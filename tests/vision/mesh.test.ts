@@ -116,6 +116,75 @@ describe('mesh geometry', () => {
     roiToFrame(roi, 32, (best % 32) + 0.5, Math.floor(best / 32) + 0.5, false, pt);
     expect(Math.hypot(pt[0] - 40.5, pt[1] - 20.5)).toBeLessThan(1);
   });
+
+  it('crops an I420 frame as its per-pixel definition says, inside, across and outside the frame', () => {
+    // The definition: bilinear luma (taps outside the frame read as black, their weight kept), chroma from the nearest
+    // half-resolution sample, one BT.601 conversion, clamped; regions cross the border, some are mirrored.
+    let seed = 3;
+    const rand = (): number => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+    for (const [W, H] of [
+      [96, 64],
+      [97, 63],
+    ] as const) {
+      const cw = W >> 1;
+      const ch = H >> 1;
+      const data = new Uint8Array(W * H + 2 * cw * ch).map(() => Math.floor(rand() * 256));
+      const frame: ColorFrame = { format: 'i420', width: W, height: H, data };
+      for (let t = 0; t < 24; t++) {
+        const roi = {
+          cx: rand() * 1.4 * W - 0.2 * W,
+          cy: rand() * 1.4 * H - 0.2 * H,
+          side: 4 + rand() * W,
+          angle: rand() * 2 - 1,
+        };
+        const size = 16;
+        const flip = t % 3 === 0;
+        const out = new Float32Array(size * size * 3);
+        cropRoi(frame, roi, size, 1 / 255, -0.5, out, flip);
+        let max = 0;
+        for (let v = 0; v < size; v++)
+          for (let u = 0; u < size; u++) {
+            const du = (flip ? size - 1 - u : u) + 0.5 - size / 2;
+            const dv = v + 0.5 - size / 2;
+            const k = roi.side / size;
+            const sx = roi.cx + Math.cos(roi.angle) * k * du - Math.sin(roi.angle) * k * dv - 0.5;
+            const sy = roi.cy + Math.sin(roi.angle) * k * du + Math.cos(roi.angle) * k * dv - 0.5;
+            const x0 = Math.floor(sx);
+            const y0 = Math.floor(sy);
+            let rgb = [0, 0, 0];
+            if (x0 >= -1 && y0 >= -1 && x0 < W && y0 < H) {
+              let yv = 0;
+              let wsum = 0;
+              for (const [xx, yy, wt] of [
+                [x0, y0, (1 - (sx - x0)) * (1 - (sy - y0))],
+                [x0 + 1, y0, (sx - x0) * (1 - (sy - y0))],
+                [x0, y0 + 1, (1 - (sx - x0)) * (sy - y0)],
+                [x0 + 1, y0 + 1, (sx - x0) * (sy - y0)],
+              ] as const) {
+                if (xx < 0 || yy < 0 || xx >= W || yy >= H) continue;
+                yv += wt * data[yy * W + xx]!;
+                wsum += wt;
+              }
+              const ci =
+                Math.min(ch - 1, Math.max(0, Math.floor(Math.max(0, sy + 0.5) / 2))) * cw +
+                Math.min(cw - 1, Math.max(0, Math.floor(Math.max(0, sx + 0.5) / 2)));
+              const c = yv - 16 * wsum;
+              const cu = data[W * H + ci]! - 128;
+              const cv = data[W * H + cw * ch + ci]! - 128;
+              rgb = [
+                1.164 * c + 1.596 * cv * wsum,
+                1.164 * c - (0.392 * cu + 0.813 * cv) * wsum,
+                1.164 * c + 2.017 * cu * wsum,
+              ];
+              rgb = rgb.map((x) => Math.min(255, Math.max(0, x)));
+            }
+            for (let j = 0; j < 3; j++)
+              max = Math.max(max, Math.abs(out[3 * (v * size + u) + j]! - (rgb[j]! / 255 - 0.5)));
+          }
+        expect(max).toBeLessThan(1e-5);
+      }
+    }
+  });
 });
 
 async function clipFrames(name: string, from: number, to: number): Promise<ColorFrame[]> {

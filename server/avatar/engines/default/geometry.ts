@@ -143,12 +143,25 @@ export function solveTps(
     const d = mat[c * cols + c]!;
     if (Math.abs(d) < 1e-12) continue;
     const inv = 1 / d;
+    const co = c * cols;
     for (let r = c + 1; r < m; r++) {
-      const f = mat[r * cols + c]! * inv;
-      if (f === 0) continue;
       const ro = r * cols;
-      const co = c * cols;
-      for (let k = c; k < cols; k++) mat[ro + k] = mat[ro + k]! - f * mat[co + k]!;
+      const f = mat[ro + c]! * inv;
+      if (f === 0) continue;
+      // Column c below the diagonal is not read again (the pivot search and the back substitution look right of it):
+      // left as it is.
+      let k = c + 1;
+      for (; k + 3 < cols; k += 4) {
+        const a0 = mat[ro + k]! - f * mat[co + k]!;
+        const a1 = mat[ro + k + 1]! - f * mat[co + k + 1]!;
+        const a2 = mat[ro + k + 2]! - f * mat[co + k + 2]!;
+        const a3 = mat[ro + k + 3]! - f * mat[co + k + 3]!;
+        mat[ro + k] = a0;
+        mat[ro + k + 1] = a1;
+        mat[ro + k + 2] = a2;
+        mat[ro + k + 3] = a3;
+      }
+      for (; k < cols; k++) mat[ro + k] = mat[ro + k]! - f * mat[co + k]!;
     }
   }
   for (let r = m - 1; r >= 0; r--) {

@@ -258,11 +258,54 @@ export class FusedWarp {
   readonly #inv = new Float64Array([1, 0, 0, 0, 1, 0]);
   /** The processed box of this frame (output pixels, even: x0, y0, x1, y1 exclusive). */
   readonly #box = new Int32Array(4);
+  /**
+   * The head layer packed one pixel per 32-bit word (r | g << 8 | b << 16 | a << 24), so that runHead's bilinear tap
+   * reads 4 words instead of 16 bytes, and the plate likewise with the pixel's reach in the top byte (r | g << 8 | b <<
+   * 16 | reach << 24). The reach is the pixel's chessboard distance (capped at 255) to the nearest pixel that the head
+   * layer or the paste mask covers (alpha > 0, or paste mask > 0): a pixel read from less far away than that (less 2)
+   * reads neither, and shows the plate. Built from the bytes by arithmetic: the packing does not depend on the
+   * platform's byte order.
+   */
+  readonly #headPx: Int32Array;
+  readonly #platePx: Int32Array;
+  /** Per output row: the first and one past the last pixel whose motion weight is not 0 (0, 0: none). */
+  readonly #moveSpan: Int32Array;
 
   constructor(s: WarpSetup) {
     if (s.eyes) this.#initEyes(s.sourceRes, s.eyes);
     this.#head = s.head ?? null;
-    if (this.#head) this.setHead([1, 0, 0, 0, 1, 0]);
+    const head = this.#head;
+    if (head) {
+      const n = head.width * head.height;
+      const img = head.image;
+      const plate = head.plate;
+      this.#headPx = new Int32Array(n);
+      this.#platePx = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        this.#headPx[i] = img[4 * i]! | (img[4 * i + 1]! << 8) | (img[4 * i + 2]! << 16) | (img[4 * i + 3]! << 24);
+        this.#platePx[i] = plate[3 * i]! | (plate[3 * i + 1]! << 8) | (plate[3 * i + 2]! << 16);
+      }
+      this.#moveSpan = new Int32Array(2 * head.height);
+      for (let y = 0; y < head.height; y++) {
+        let x0 = -1,
+          x1 = 0;
+        for (let x = 0; x < head.width; x++)
+          if (head.motion[y * head.width + x] !== 0) {
+            if (x0 < 0) x0 = x;
+            x1 = x + 1;
+          }
+        this.#moveSpan[2 * y] = Math.max(0, x0);
+        this.#moveSpan[2 * y + 1] = x1;
+      }
+      // The reach rides in the plate's free top byte: one read serves both.
+      const reach = layerReach(head, s);
+      for (let i = 0; i < n; i++) this.#platePx[i] = this.#platePx[i]! | (reach[i]! << 24);
+      this.setHead([1, 0, 0, 0, 1, 0]);
+    } else {
+      this.#headPx = new Int32Array(0);
+      this.#platePx = new Int32Array(0);
+      this.#moveSpan = new Int32Array(0);
+    }
     const R = s.sourceRes;
     this.#R = R;
     this.#M = s.nodeRes;
@@ -632,8 +675,6 @@ export class FusedWarp {
     const M = this.#M;
     const MM = M * M;
     const R = this.#R;
-    const img = head.image;
-    const plate = head.plate;
     const motion = head.motion;
     const mask = this.#mask;
     const w = this.#w;
@@ -693,8 +734,17 @@ export class FusedWarp {
       by1 = box[3]!;
     const Wm1 = W - 1;
     const Hm1 = H - 1;
+    const px = this.#headPx;
+    const pl = this.#platePx;
+    const span = this.#moveSpan;
     for (let Y0 = by0; Y0 < by1; Y0 += 2) {
-      for (let X0 = bx0; X0 < bx1; X0 += 2) {
+      // Blocks whose four pixels all have motion weight 0 are left as they are (the plate, already in `out`): only
+      // the span of the block row's moving pixels is looked at (X0 even; a block from X0 covers X0 and X0 + 1).
+      const s0 = Y0 + 1 < H ? Math.min(span[2 * Y0]!, span[2 * Y0 + 2]!) : span[2 * Y0]!;
+      const s1 = Y0 + 1 < H ? Math.max(span[2 * Y0 + 1]!, span[2 * Y0 + 3]!) : span[2 * Y0 + 1]!;
+      const xa = Math.max(bx0, s0 & ~1);
+      const xb = Math.min(bx1, s1);
+      for (let X0 = xa; X0 < xb; X0 += 2) {
         let sr = 0,
           sg = 0,
           sb = 0,
@@ -703,18 +753,35 @@ export class FusedWarp {
           const X = X0 + (k & 1);
           const Yp = Y0 + (k >> 1);
           const po = Yp * W + X;
+          const pp = pl[po]!;
+          const pr = pp & 255;
+          const pg = (pp >>> 8) & 255;
+          const pb = (pp >>> 16) & 255;
           // Where this pixel is in the layer at rest: its share of the head's motion taken back.
           const mw = motion[po]!;
           if (mw === 0) {
             // A pixel that does not move (below the neck's fade; never in the paste region, which ends above it):
             // the portrait there is the plate, which `out` already holds.
-            sr += plate[3 * po]!;
-            sg += plate[3 * po + 1]!;
-            sb += plate[3 * po + 2]!;
+            sr += pr;
+            sg += pg;
+            sb += pb;
             continue;
           }
           let qx = X + mw * (i0 * X + i1 * Yp + i2 - X);
           let qy = Yp + mw * (i3 * X + i4 * Yp + i5 - Yp);
+          const rp = pp >>> 24;
+          if (rp > 2) {
+            // Read from closer to itself than to the layer and the paste mask (the bilinear taps lie within 1 pixel of
+            // (qx, qy), the mask's nearest pixel within 0.5; 1 more for rounding): it reads neither, the plate shows.
+            const dx = qx > X ? qx - X : X - qx;
+            const dy = qy > Yp ? qy - Yp : Yp - qy;
+            if (rp > (dx > dy ? dx : dy) + 2) {
+              sr += pr;
+              sg += pg;
+              sb += pb;
+              continue;
+            }
+          }
           const lx = qx - ox;
           const ly = qy - oy;
           let wr = -1,
@@ -797,16 +864,16 @@ export class FusedWarp {
           if (iy > H - 2) iy = H - 2;
           const fx = qx - ix;
           const fy = qy - iy;
-          const a = (iy * W + ix) * 4;
-          const c = a + W * 4;
+          const a = iy * W + ix;
+          const p00 = px[a]!;
+          const p01 = px[a + 1]!;
+          const p10 = px[a + W]!;
+          const p11 = px[a + W + 1]!;
           const w00 = (1 - fx) * (1 - fy),
             w01 = fx * (1 - fy),
             w10 = (1 - fx) * fy,
             w11 = fx * fy;
-          const alpha = (img[a + 3]! * w00 + img[a + 7]! * w01 + img[c + 3]! * w10 + img[c + 7]! * w11) * (1 / 255);
-          const pr = plate[3 * po]!;
-          const pg = plate[3 * po + 1]!;
-          const pb = plate[3 * po + 2]!;
+          const alpha = ((p00 >>> 24) * w00 + (p01 >>> 24) * w01 + (p10 >>> 24) * w10 + (p11 >>> 24) * w11) * (1 / 255);
           if (alpha <= 0 && !tps) {
             sr += pr;
             sg += pg;
@@ -814,9 +881,17 @@ export class FusedWarp {
             continue;
           }
           if (wr < 0) {
-            wr = img[a]! * w00 + img[a + 4]! * w01 + img[c]! * w10 + img[c + 4]! * w11;
-            wg = img[a + 1]! * w00 + img[a + 5]! * w01 + img[c + 1]! * w10 + img[c + 5]! * w11;
-            wb = img[a + 2]! * w00 + img[a + 6]! * w01 + img[c + 2]! * w10 + img[c + 6]! * w11;
+            wr = (p00 & 255) * w00 + (p01 & 255) * w01 + (p10 & 255) * w10 + (p11 & 255) * w11;
+            wg =
+              ((p00 >>> 8) & 255) * w00 +
+              ((p01 >>> 8) & 255) * w01 +
+              ((p10 >>> 8) & 255) * w10 +
+              ((p11 >>> 8) & 255) * w11;
+            wb =
+              ((p00 >>> 16) & 255) * w00 +
+              ((p01 >>> 16) & 255) * w01 +
+              ((p10 >>> 16) & 255) * w10 +
+              ((p11 >>> 16) & 255) * w11;
           }
           const r = pr + alpha * (wr - pr);
           const g = pg + alpha * (wg - pg);
@@ -1041,4 +1116,46 @@ export class FusedWarp {
       }
     }
   }
+}
+
+/**
+ * Each output pixel's chessboard distance (capped at 255) to the nearest pixel of the head layer (alpha > 0) or of
+ * the paste mask (> 0): two passes of the 8-neighbour distance transform, which is exact for this metric.
+ */
+function layerReach(head: WarpHead, s: WarpSetup): Uint8Array {
+  const W = head.width;
+  const H = head.height;
+  const d = new Uint8Array(W * H).fill(255);
+  for (let i = 0; i < W * H; i++) if (head.image[4 * i + 3]! > 0) d[i] = 0;
+  for (let y = 0; y < s.h; y++)
+    for (let x = 0; x < s.w; x++) {
+      const X = s.x0 + x;
+      const Y = s.y0 + y;
+      if (s.mask[y * s.w + x]! > 0 && X >= 0 && Y >= 0 && X < W && Y < H) d[Y * W + X] = 0;
+    }
+  for (let y = 0; y < H; y++)
+    for (let x = 0; x < W; x++) {
+      const i = y * W + x;
+      let v = d[i]!;
+      if (x > 0) v = Math.min(v, d[i - 1]! + 1);
+      if (y > 0) {
+        v = Math.min(v, d[i - W]! + 1);
+        if (x > 0) v = Math.min(v, d[i - W - 1]! + 1);
+        if (x < W - 1) v = Math.min(v, d[i - W + 1]! + 1);
+      }
+      d[i] = v;
+    }
+  for (let y = H - 1; y >= 0; y--)
+    for (let x = W - 1; x >= 0; x--) {
+      const i = y * W + x;
+      let v = d[i]!;
+      if (x < W - 1) v = Math.min(v, d[i + 1]! + 1);
+      if (y < H - 1) {
+        v = Math.min(v, d[i + W]! + 1);
+        if (x < W - 1) v = Math.min(v, d[i + W + 1]! + 1);
+        if (x > 0) v = Math.min(v, d[i + W - 1]! + 1);
+      }
+      d[i] = v;
+    }
+  return d;
 }
