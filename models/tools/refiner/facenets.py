@@ -13,7 +13,7 @@ loss here and one of eval's two landmark networks: read eval's blink and mouth s
 
 The refiner's samples are square crops of the paste region with the mouth and eye boxes known (Batch "boxes"). Each
 network reads the crop through a similarity that puts the eye-box centres and the mouth-box centre where its input
-expects them: ArcFace's 112x112 template for MobileFaceNet, the same template with 1.6x the margin at 192x192 for
+expects them: ArcFace's 112x112 template for MobileFace, the same template with 1.6x the margin at 192x192 for
 FaceMesh (the way a detector's box enlarged by that much frames a face for it).
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 class FaceNets:
-    """MobileFaceNet and FaceMesh, loaded once; each method compares a batch of outputs with a batch of targets (the
+    """MobileFace and FaceMesh, loaded once; each method compares a batch of outputs with a batch of targets (the
     targets' side without gradients)."""
 
     def __init__(self, want_id: bool, want_mesh: bool) -> None:
