@@ -35,7 +35,7 @@ function hasModule(name: string): boolean {
 }
 
 describe('models/tools Python', () => {
-  it('passes its pytest unit tests', { timeout: 300_000 }, async () => {
+  it('passes its pytest unit tests', { timeout: 900_000 }, async () => {
     expect(hasModule('pytest'), `python3-pytest is not installed for ${PYTHON}: ${SETUP_HINT}`).toBe(true);
     const r = await run(PYTHON, [
       '-m',

@@ -85,7 +85,7 @@ def test_loss_specs_are_checked() -> None:
         dataclasses.replace(cfg, teacher_loss=(("truth_l1", -1.0),)).validate()
     # Names are the losses module's: an unknown one, or a distillation term without a teacher, is refused there.
     with pytest.raises(RefinerError) as e:
-        Loss((("perceptual", 1.0),))
+        Loss((("lpips_vgg", 1.0),))  # not a term (no VGG here: the face-perceptual term is "perceptual")
     assert e.value.code == UNKNOWN_LOSS and "truth_l1" in e.value.message
     with pytest.raises(RefinerError, match="UNKNOWN_LOSS: .*teacher_l1.* needs the teacher's sample"):
         Loss((("teacher_l1", 1.0),), has_target=False)
