@@ -5,6 +5,7 @@ export default tseslint.config(
   {
     ignores: [
       'node_modules/',
+      'dist/',
       'client/dist/',
       'client/extension/dist/',
       'benchmarks/results/',

@@ -189,6 +189,7 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   }
   held.signaling = new SignalingServer({ io, registry, config, log: log.child('signaling'), cluster });
 
+  let closing: Promise<void> | null = null;
   const router = new Router<Handler>();
   addApiRoutes(router, {
     config,
@@ -201,6 +202,7 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
     port: () => port,
     keys,
     sfuWorkers: () => fanout.workers().length,
+    ready: () => closing === null,
   });
   held.whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port, cluster });
   addVerifyRoutes(router, { config, log: log.child('verify') });
@@ -219,7 +221,6 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   log.info('listening', { url, fanout: fanout.kind, engine: config.avatar.engine });
   await cluster?.start();
 
-  let closing: Promise<void> | null = null;
   return {
     port,
     url,

@@ -15,6 +15,7 @@ import {
   type ProvenanceConfig,
 } from './provenance/config.js';
 import type { LogLevel } from './logger.js';
+import { packageInfo } from './util/packageInfo.js';
 
 export interface Config {
   /** HTTP/socket.io listen host; default '127.0.0.1' (loopback: set HOST=0.0.0.0 to serve other machines). */
@@ -172,7 +173,8 @@ export interface Config {
   provenance: ProvenanceConfig;
 }
 
-export const projectRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+/** The repository (or image) root: where package.json, client/ and models/ are, from source or from dist/. */
+export const projectRoot = packageInfo().root;
 
 export function defaultConfig(): Config {
   return {

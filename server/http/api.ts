@@ -4,7 +4,8 @@
  *   GET    /                          client/studio.html (the performer studio)
  *   GET    /view                      client/viewer.html (viewer, OBS browser source)
  *   GET    /dist/*                    client/dist/* (bundles built by `npm run build:client`)
- *   GET    /healthz                   {status, rooms, viewers, fanout, sfuWorkers, node, engine, uptimeS}
+ *   GET    /healthz                   {status, rooms, viewers, fanout, sfuWorkers, node, engine, uptimeS} (liveness)
+ *   GET    /readyz                    {ready: true}; 503 {ready: false, reason: 'draining'} once closing began
  *   GET    /metrics                   Prometheus text
  *   GET    /api/consent               {version, text}: what an upload agrees to (no key needed)
  *
@@ -58,6 +59,8 @@ export interface ApiDeps {
   keys: ApiKeys;
   /** Live mediasoup workers (0 with direct fan-out). */
   sfuWorkers?: () => number;
+  /** False once the server has begun to close (draining): /readyz then answers 503 so no new room is sent here. */
+  ready?: () => boolean;
 }
 
 /** The studio's sign-in cookie (set from the /?key= link). */
@@ -188,6 +191,11 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
       engine: config.avatar.engine,
       uptimeS: Math.round((Date.now() - d.startedAt) / 1000),
     });
+  });
+  // Readiness, apart from liveness (/healthz): a draining server is alive but must get no new rooms.
+  router.add('GET', '/readyz', (ex) => {
+    if (d.ready?.() === false) ex.json(503, { ready: false, reason: 'draining' });
+    else ex.json(200, { ready: true });
   });
   router.add('GET', '/metrics', async (ex) => {
     const text = await d.metrics.text();

@@ -13,10 +13,11 @@ export interface CliRun {
   done: Promise<number>;
 }
 
-/** Starts `node bin/avatar.mjs ...args` in the repository root. */
-export function startCli(args: string[]): CliRun {
+/** Starts `node bin/avatar.mjs ...args` in the repository root (`env`: the whole environment, default this one's). */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = process.env): CliRun {
   const proc = spawn(process.execPath, [path.join(repoRoot, 'bin', 'avatar.mjs'), ...args], {
     cwd: repoRoot,
+    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -25,7 +26,7 @@ export function startCli(args: string[]): CliRun {
   proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const done = new Promise<number>((resolve, reject) => {
     proc.on('error', reject);
-    proc.on('close', (code, signal) => resolve(code ?? (signal === 'SIGINT' ? 130 : 128)));
+    proc.on('close', (code, signal) => resolve(code ?? (signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 128)));
   });
   return { proc, stdout: () => out, stderr: () => err, done };
 }

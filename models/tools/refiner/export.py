@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .constants import CODE, DRIVE
+from .terms import MANIFEST_LICENSE
 
 Shape = List[int]
 Manifest = Dict[str, Any]
@@ -20,7 +21,7 @@ Manifest = Dict[str, Any]
 MANIFEST_BASE: Dict[str, Any] = {
     "name": "refiner",
     "version": "0.1.0",
-    "license": "MIT (weights and code of this project); trained on third-party clips for internal research use, see MODEL_CARD.md",
+    "license": MANIFEST_LICENSE,
     "description": "Learned refiner for the default engine: an expression encoder (driving face, grey 64x64 -> code) and an InDI few-step refiner of the warp output in the paste region (student: refiner.onnx, distilled for k = 1, 2, 4; teacher: refiner_teacher.onnx, 8 steps). One graph per step; the engine runs the step loop.",
 }
 

@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, Optional
 
 from .constants import CODE, EYE_W, MOUTH_W
+from .terms import LICENSE_AND_USE
 
 
 def f5(x: Optional[float]) -> str:
@@ -112,9 +113,7 @@ and shifted by +-6% of the crop instead):
 | --- | --- | --- | --- |
 {rows}
 
-**License and use:** the weights and code are this project's (MIT); the training clips are third-party content for
-internal research use (several non-commercial), so treat the weights as research-only.
-"""
+{LICENSE_AND_USE}"""
     path = os.path.join(out_dir, "MODEL_CARD.md")
     # Keep the held-out section (measured separately, see above) across retraining; it says which run it measured.
     if os.path.exists(path):

@@ -12,13 +12,13 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AppError } from '../../errors.js';
 import { OnnxModel } from '../../inference/onnx.js';
+import { packageInfo } from '../../util/packageInfo.js';
 
 /** models/face of this checkout. */
 export function defaultMeshModelDir(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../models/face');
+  return path.join(packageInfo().root, 'models', 'face');
 }
 
 const NAMES = ['blazeface', 'facemesh', 'iris'] as const;
