@@ -47,6 +47,11 @@ export interface Config {
     perKeyPerMinute: number;
     /** REST requests per minute per client address; default 300. */
     perAddressPerMinute: number;
+    /**
+     * Studio sign-in attempts (`/?key=` and POST /signin) per minute per client address: a burst of this many, then
+     * one per 60/n s (429 TOO_MANY_REQUESTS with Retry-After), so the address cannot be used to guess keys; default 10.
+     */
+    signInPerMinute: number;
   };
   consent: {
     /** The consent text uploaders agree to; stored with every portrait record. */
@@ -186,7 +191,7 @@ export function defaultConfig(): Config {
     roomGraceMs: 30_000,
     roomIdleMs: 600_000,
     maxRooms: 50,
-    auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300 },
+    auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300, signInPerMinute: 10 },
     consent: {
       version: '2026-11-27',
       text:
@@ -285,6 +290,7 @@ export function validateConfig(c: Config): Config {
   intIn(c.maxRooms, 1, 100_000, 'maxRooms');
   intIn(c.auth.perKeyPerMinute, 1, 1_000_000, 'auth.perKeyPerMinute');
   intIn(c.auth.perAddressPerMinute, 1, 1_000_000, 'auth.perAddressPerMinute');
+  intIn(c.auth.signInPerMinute, 1, 1_000_000, 'auth.signInPerMinute');
   for (const k of c.auth.apiKeys) {
     if (!isRecord(k) || typeof k.name !== 'string' || !/^[A-Za-z0-9_.@-]{1,64}$/.test(k.name))
       fail('"auth.apiKeys" entries need a name (letters, digits, _ . @ -)');

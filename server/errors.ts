@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'SFU_RESET'
   | 'SIGNING_KEY_INVALID'
   | 'MANIFEST_INVALID'
+  | 'ORIGIN_REFUSED'
   | 'INTERNAL';
 
 /** HTTP status for each code, for the REST API. */
@@ -79,6 +80,8 @@ export const httpStatus: Record<ErrorCode, number> = {
   SIGNING_KEY_INVALID: 500,
   /** A provenance manifest that is not one (malformed JSON, wrong format): its signature cannot even be checked. */
   MANIFEST_INVALID: 422,
+  /** A cookie-authenticated change (or the studio sign-in) from a page of another origin, or without an Origin. */
+  ORIGIN_REFUSED: 403,
   INTERNAL: 500,
 };
 
