@@ -166,6 +166,12 @@ export interface Config {
      * local listen URL (env AVATAR_NODE_URL).
      */
     nodeUrl: string | null;
+    /**
+     * The node URLs other nodes may call and WHIP/WHEP may redirect to (e.g. every node's AVATAR_NODE_URL); empty: any
+     * node record signed with the shared secret (records planted in Redis without it are ignored either way). Default
+     * [] (env AVATAR_NODE_URLS, comma-separated).
+     */
+    nodeUrls: string[];
     /** IP other nodes' mediasoup pipe transports send to (this host's address); default fanout.listenIp (env AVATAR_PIPE_ANNOUNCED_IP). */
     pipeAnnouncedIp: string | null;
     /** Heartbeat period of this node's directory entries, ms; default 2000. */
@@ -235,6 +241,7 @@ export function defaultConfig(): Config {
       redisUrl: null,
       nodeId: randomBytes(6).toString('hex'),
       nodeUrl: null,
+      nodeUrls: [],
       pipeAnnouncedIp: null,
       heartbeatMs: 2000,
       ttlMs: 6000,
@@ -339,6 +346,8 @@ export function validateConfig(c: Config): Config {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.cluster.nodeId)) fail('"cluster.nodeId" must be 1-64 letters, digits, _ or -');
   if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl))
     fail('"cluster.nodeUrl" must be an http(s) URL');
+  for (const u of c.cluster.nodeUrls)
+    if (typeof u !== 'string' || !/^https?:\/\/[^\s]+$/.test(u)) fail('"cluster.nodeUrls" must be http(s) URLs');
   intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
   intIn(c.cluster.ttlMs, c.cluster.heartbeatMs * 2, 600_000, 'cluster.ttlMs');
   validateProvenanceConfig(c.provenance, fail);
@@ -395,6 +404,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_REDIS_URL) c.cluster.redisUrl = env.AVATAR_REDIS_URL;
   if (env.AVATAR_NODE_ID) c.cluster.nodeId = env.AVATAR_NODE_ID;
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
+  if (env.AVATAR_NODE_URLS) c.cluster.nodeUrls = env.AVATAR_NODE_URLS.split(',').map((u) => u.trim());
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
   applyProvenanceEnv(c.provenance, env, (f) => path.resolve(f), fail);
   c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;

@@ -36,6 +36,8 @@ export type ErrorCode =
   | 'SIGNING_KEY_INVALID'
   | 'MANIFEST_INVALID'
   | 'ORIGIN_REFUSED'
+  | 'REQUEST_STALE'
+  | 'REQUEST_REPLAYED'
   | 'INTERNAL';
 
 /** HTTP status for each code, for the REST API. */
@@ -82,6 +84,10 @@ export const httpStatus: Record<ErrorCode, number> = {
   MANIFEST_INVALID: 422,
   /** A cookie-authenticated change (or the studio sign-in) from a page of another origin, or without an Origin. */
   ORIGIN_REFUSED: 403,
+  /** A node-to-node request too old, or dated in the future beyond the allowed clock skew. */
+  REQUEST_STALE: 401,
+  /** A node-to-node request whose nonce was already used (a replay). */
+  REQUEST_REPLAYED: 401,
   INTERNAL: 500,
 };
 
