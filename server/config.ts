@@ -48,6 +48,11 @@ export interface Config {
     perKeyPerMinute: number;
     /** REST requests per minute per client address; default 300. */
     perAddressPerMinute: number;
+    /**
+     * Studio sign-in attempts (`/?key=` and POST /signin) per minute per client address: a burst of this many, then
+     * one per 60/n s (429 TOO_MANY_REQUESTS with Retry-After), so the address cannot be used to guess keys; default 10.
+     */
+    signInPerMinute: number;
   };
   consent: {
     /** The consent text uploaders agree to; stored with every portrait record. */
@@ -162,6 +167,12 @@ export interface Config {
      * local listen URL (env AVATAR_NODE_URL).
      */
     nodeUrl: string | null;
+    /**
+     * The node URLs other nodes may call and WHIP/WHEP may redirect to (e.g. every node's AVATAR_NODE_URL); empty: any
+     * node record signed with the shared secret (records planted in Redis without it are ignored either way). Default
+     * [] (env AVATAR_NODE_URLS, comma-separated).
+     */
+    nodeUrls: string[];
     /** IP other nodes' mediasoup pipe transports send to (this host's address); default fanout.listenIp (env AVATAR_PIPE_ANNOUNCED_IP). */
     pipeAnnouncedIp: string | null;
     /** Heartbeat period of this node's directory entries, ms; default 2000. */
@@ -188,7 +199,7 @@ export function defaultConfig(): Config {
     roomGraceMs: 30_000,
     roomIdleMs: 600_000,
     maxRooms: 50,
-    auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300 },
+    auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300, signInPerMinute: 10 },
     consent: {
       version: '2026-11-27',
       text:
@@ -232,6 +243,7 @@ export function defaultConfig(): Config {
       redisUrl: null,
       nodeId: randomBytes(6).toString('hex'),
       nodeUrl: null,
+      nodeUrls: [],
       pipeAnnouncedIp: null,
       heartbeatMs: 2000,
       ttlMs: 6000,
@@ -287,6 +299,7 @@ export function validateConfig(c: Config): Config {
   intIn(c.maxRooms, 1, 100_000, 'maxRooms');
   intIn(c.auth.perKeyPerMinute, 1, 1_000_000, 'auth.perKeyPerMinute');
   intIn(c.auth.perAddressPerMinute, 1, 1_000_000, 'auth.perAddressPerMinute');
+  intIn(c.auth.signInPerMinute, 1, 1_000_000, 'auth.signInPerMinute');
   for (const k of c.auth.apiKeys) {
     if (!isRecord(k) || typeof k.name !== 'string' || !/^[A-Za-z0-9_.@-]{1,64}$/.test(k.name))
       fail('"auth.apiKeys" entries need a name (letters, digits, _ . @ -)');
@@ -335,6 +348,8 @@ export function validateConfig(c: Config): Config {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.cluster.nodeId)) fail('"cluster.nodeId" must be 1-64 letters, digits, _ or -');
   if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl))
     fail('"cluster.nodeUrl" must be an http(s) URL');
+  for (const u of c.cluster.nodeUrls)
+    if (typeof u !== 'string' || !/^https?:\/\/[^\s]+$/.test(u)) fail('"cluster.nodeUrls" must be http(s) URLs');
   intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
   intIn(c.cluster.ttlMs, c.cluster.heartbeatMs * 2, 600_000, 'cluster.ttlMs');
   validateProvenanceConfig(c.provenance, fail);
@@ -391,6 +406,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_REDIS_URL) c.cluster.redisUrl = env.AVATAR_REDIS_URL;
   if (env.AVATAR_NODE_ID) c.cluster.nodeId = env.AVATAR_NODE_ID;
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
+  if (env.AVATAR_NODE_URLS) c.cluster.nodeUrls = env.AVATAR_NODE_URLS.split(',').map((u) => u.trim());
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
   applyProvenanceEnv(c.provenance, env, (f) => path.resolve(f), fail);
   c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;

@@ -35,6 +35,9 @@ export type ErrorCode =
   | 'SFU_RESET'
   | 'SIGNING_KEY_INVALID'
   | 'MANIFEST_INVALID'
+  | 'ORIGIN_REFUSED'
+  | 'REQUEST_STALE'
+  | 'REQUEST_REPLAYED'
   | 'INTERNAL';
 
 /** HTTP status for each code, for the REST API. */
@@ -79,6 +82,12 @@ export const httpStatus: Record<ErrorCode, number> = {
   SIGNING_KEY_INVALID: 500,
   /** A provenance manifest that is not one (malformed JSON, wrong format): its signature cannot even be checked. */
   MANIFEST_INVALID: 422,
+  /** A cookie-authenticated change (or the studio sign-in) from a page of another origin, or without an Origin. */
+  ORIGIN_REFUSED: 403,
+  /** A node-to-node request too old, or dated in the future beyond the allowed clock skew. */
+  REQUEST_STALE: 401,
+  /** A node-to-node request whose nonce was already used (a replay). */
+  REQUEST_REPLAYED: 401,
   INTERNAL: 500,
 };
 

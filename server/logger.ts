@@ -1,7 +1,11 @@
 /**
  * A tiny structured logger: one JSON line per record on stderr, a child logger per module.
  * Messages are static; ids go in fields. Level from config (set once at start-up by the config module).
+ * Credentials in string fields and error messages (a URL's password, ?key= / ?token= values) are redacted: a safety
+ * net under the rule that secrets are never logged.
  */
+import { redactText } from './util/redact.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 let current: LogLevel = 'info';
@@ -29,7 +33,13 @@ function write(level: LogLevel, module: string, msg: string, fields?: Record<str
   if (order[level] < threshold) return;
   const rec: Record<string, unknown> = { t: new Date().toISOString(), level, module, msg };
   if (fields) {
-    for (const [k, v] of Object.entries(fields)) rec[k] = v instanceof Error ? { name: v.name, message: v.message } : v;
+    for (const [k, v] of Object.entries(fields))
+      rec[k] =
+        v instanceof Error
+          ? { name: v.name, message: redactText(v.message) }
+          : typeof v === 'string'
+            ? redactText(v)
+            : v;
   }
   process.stderr.write(JSON.stringify(rec) + '\n');
 }

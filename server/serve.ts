@@ -3,6 +3,7 @@
  * SIGINT / SIGTERM (rooms, peers and sockets closed before exit: letting Node exit with WebRTC peers alive crashes).
  * `npm start` (server/main.ts) and `avatar serve` (server/cli/serve.ts) both run this, so they cannot drift apart.
  */
+import path from 'node:path';
 import { createServer } from './app.js';
 import { loadConfig } from './config.js';
 import { toPublicError } from './errors.js';
@@ -38,12 +39,20 @@ export async function runServer(env: NodeJS.ProcessEnv): Promise<number> {
   }
   log.info('server ready', { url: server.url, studio: `${server.url}/`, dataDir: config.dataDir });
   if (server.operatorKey) {
-    // As Jupyter prints its tokened URL: this link signs the browser in to the studio (the key is then kept by the
-    // page and removed from the address bar). The key lives in <dataDir>/operator-key.
-    process.stdout.write(
-      `\n  Studio (signs this browser in): ${server.url}/?key=${encodeURIComponent(server.operatorKey)}\n` +
-        `  API key for scripts: Authorization: Bearer ${server.operatorKey}  (kept in ${config.dataDir}/operator-key)\n\n`,
-    );
+    // As Jupyter prints its tokened URL: this link signs the browser in to the studio (the key then becomes a cookie
+    // and leaves the address bar). Only to a terminal, once: output that is piped or collected (systemd, docker, CI)
+    // ends up in logs, which must not hold the key; it is in <dataDir>/operator-key either way.
+    const keyFile = path.join(config.dataDir, 'operator-key');
+    if (process.stdout.isTTY) {
+      process.stdout.write(
+        `\n  Studio (signs this browser in): ${server.url}/?key=${encodeURIComponent(server.operatorKey)}\n` +
+          `  API key for scripts: in ${keyFile} (Authorization: Bearer <key>)\n\n`,
+      );
+    } else {
+      process.stdout.write(
+        `\n  Studio: ${server.url}/  (sign in with ${server.url}/?key=<key>, the key is in ${keyFile})\n\n`,
+      );
+    }
   } else {
     log.info('API keys configured', { keys: config.auth.apiKeys.map((k) => k.name) });
   }

@@ -12,6 +12,8 @@ import { Redis } from 'ioredis';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { RoomInfo } from '../types/protocol.js';
+import { redactText, redactUrl } from '../util/redact.js';
+import { signNodeRecord, verifyNodeRecord } from './nodeAuth.js';
 
 export interface NodeRecord {
   nodeId: string;
@@ -19,6 +21,14 @@ export interface NodeRecord {
   url: string;
   /** Whether the node runs mediasoup ('sfu') or direct fan-out only. */
   fanout: 'sfu' | 'direct';
+}
+
+/** What nodes trust in the directory (Redis itself is not trusted). */
+export interface DirectoryTrust {
+  /** The cluster's shared secret: node records are signed with it, and unsigned or forged ones are ignored. */
+  secret: string;
+  /** When not empty, the only node URLs accepted (config.cluster.nodeUrls), signed or not. */
+  nodeUrls: readonly string[];
 }
 
 export interface RoomRecord {
@@ -41,18 +51,27 @@ export class RoomDirectory {
   readonly #redis: Redis;
   readonly #ttlMs: number;
   readonly #log: Logger;
+  readonly #trust: DirectoryTrust;
   #closed = false;
 
-  private constructor(redis: Redis, ttlMs: number, log: Logger) {
+  private constructor(redis: Redis, ttlMs: number, log: Logger, trust: DirectoryTrust) {
     this.#redis = redis;
     this.#ttlMs = ttlMs;
     this.#log = log;
+    this.#trust = trust;
   }
 
   /**
-   * Connects to Redis (fails within `connectTimeoutMs` with a clear CONFIG_INVALID error when it is unreachable).
+   * Connects to Redis (fails within `connectTimeoutMs` with a clear CONFIG_INVALID error when it is unreachable or
+   * refuses the password; the error names the URL without its password).
    */
-  static async connect(url: string, ttlMs: number, log: Logger, connectTimeoutMs = 5000): Promise<RoomDirectory> {
+  static async connect(
+    url: string,
+    ttlMs: number,
+    log: Logger,
+    trust: DirectoryTrust,
+    connectTimeoutMs = 5000,
+  ): Promise<RoomDirectory> {
     const redis = new Redis(url, {
       lazyConnect: true,
       connectTimeout: connectTimeoutMs,
@@ -71,10 +90,10 @@ export class RoomDirectory {
       await redis.ping();
     } catch (err) {
       redis.disconnect();
-      const why = err instanceof Error ? err.message : String(lastError ?? err);
-      throw new AppError('CONFIG_INVALID', `cluster.redisUrl: cannot reach Redis at ${url} (${why})`, { cause: err });
+      const why = redactText(err instanceof Error ? err.message : String(lastError ?? err));
+      throw new AppError('CONFIG_INVALID', `cluster.redisUrl: cannot reach Redis at ${redactUrl(url)} (${why})`);
     }
-    return new RoomDirectory(redis, ttlMs, log);
+    return new RoomDirectory(redis, ttlMs, log, trust);
   }
 
   get closed(): boolean {
@@ -84,7 +103,8 @@ export class RoomDirectory {
   /** One heartbeat: this node's record and every room it owns, with a fresh TTL. */
   async heartbeat(node: NodeRecord, rooms: RoomRecord[], roomIds: string[]): Promise<void> {
     const m = this.#redis.multi();
-    m.set(nodeKey(node.nodeId), JSON.stringify(node), 'PX', this.#ttlMs);
+    const signed = { ...node, sig: signNodeRecord(this.#trust.secret, node) };
+    m.set(nodeKey(node.nodeId), JSON.stringify(signed), 'PX', this.#ttlMs);
     rooms.forEach((r, i) => m.set(roomKey(roomIds[i]!), JSON.stringify(r), 'PX', this.#ttlMs));
     await m.exec();
   }
@@ -103,9 +123,37 @@ export class RoomDirectory {
     await this.#redis.del(nodeKey(nodeId));
   }
 
+  /**
+   * A live node's record, or null: also when the record is not signed with the cluster's secret or names a URL
+   * outside config.cluster.nodeUrls (planted in Redis: nobody is sent there).
+   */
   async node(nodeId: string): Promise<NodeRecord | null> {
     const raw = await this.#redis.get(nodeKey(nodeId));
-    return raw ? (JSON.parse(raw) as NodeRecord) : null;
+    if (!raw) return null;
+    let rec: Partial<NodeRecord> & { sig?: unknown };
+    try {
+      rec = JSON.parse(raw) as Partial<NodeRecord> & { sig?: unknown };
+    } catch {
+      rec = {};
+    }
+    const { nodeId: id, url, fanout, sig } = rec;
+    const fields = typeof url === 'string' && (fanout === 'sfu' || fanout === 'direct') && id === nodeId;
+    if (!fields || !verifyNodeRecord(this.#trust.secret, { nodeId, url, fanout }, sig)) {
+      this.#log.warn('node record without a valid signature ignored', { nodeId });
+      return null;
+    }
+    if (this.#trust.nodeUrls.length > 0 && !this.#trust.nodeUrls.includes(url)) {
+      this.#log.warn('node record with a URL outside cluster.nodeUrls ignored', { nodeId });
+      return null;
+    }
+    return { nodeId, url, fanout };
+  }
+
+  /**
+   * Claims a node request's nonce for `ttlMs` across the cluster (SET NX). @returns false when it was claimed before.
+   */
+  async claimNonce(nonce: string, ttlMs: number): Promise<boolean> {
+    return (await this.#redis.set(`avatar:nonce:${nonce}`, '1', 'PX', Math.ceil(ttlMs), 'NX')) === 'OK';
   }
 
   /** Where a room lives, or null when no live node owns it. */

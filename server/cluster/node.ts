@@ -6,7 +6,7 @@
  * - A viewer whose signaling reaches this node for a room owned elsewhere gets a RelayRoom: this node's SFU, fed from
  *   the owner through a mediasoup PipeTransport pair (relay.ts). A node without an SFU answers WRONG_NODE naming the
  *   owner's URL instead (a clear redirect); so does any node to a performer of another node's room.
- * - Internal API for the owner side of a pipe, signed with the shared secret (nodeAuth.ts):
+ * - Internal API for the owner side of a pipe, signed with the shared secret, fresh and used once (nodeAuth.ts):
  *     POST   /internal/pipe/:roomId           {linkId, ip, port} → {ip, port, producers, epoch}
  *     DELETE /internal/pipe/:roomId/:linkId   → 204
  *   Pipes whose remote node left the directory are closed at the next heartbeat.
@@ -21,7 +21,7 @@ import type { MediasoupFanoutFactory } from '../media/mediasoupFanout.js';
 import type { Room } from '../rooms/room.js';
 import type { RoomRegistry } from '../rooms/registry.js';
 import { RoomDirectory, type NodeRecord, type RoomRecord } from './directory.js';
-import { verifyNodeRequest, NODE_AUTH_HEADER } from './nodeAuth.js';
+import { NonceGuard, verifyNodeRequest, NODE_AUTH_HEADER } from './nodeAuth.js';
 import { RelayRoom, type PipeReply, type PipeRequest } from './relay.js';
 import { SafeEventEmitter } from '../util/events.js';
 
@@ -54,6 +54,8 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
   readonly #opening = new Map<string, Promise<RelayRoom>>();
   /** Pipes this node serves as the owner: linkId → the room and the remote node. */
   readonly #links = new Map<string, { roomId: string; nodeId: string }>();
+  /** Nonces of the internal API requests served here (and, through Redis, anywhere in the cluster). */
+  readonly #nonces: NonceGuard;
   #timer: NodeJS.Timeout | null = null;
   #beating = false;
   #closed = false;
@@ -64,6 +66,7 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
     this.nodeId = opts.config.cluster.nodeId;
     this.#directory = directory;
     this.#log = opts.log;
+    this.#nonces = new NonceGuard((nonce, ttlMs) => directory.claimNonce(nonce, ttlMs));
     opts.registry.on('room', this.#onRoom);
     opts.registry.on('roomClosed', this.#onRoomClosed);
     opts.registry.on('linksRevoked', this.#onRevoked);
@@ -79,7 +82,10 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
   static async create(opts: ClusterNodeOptions): Promise<ClusterNode> {
     const c = opts.config.cluster;
     if (!c.redisUrl) throw new AppError('CONFIG_INVALID', 'cluster.redisUrl is not set');
-    const directory = await RoomDirectory.connect(c.redisUrl, c.ttlMs, opts.log);
+    const directory = await RoomDirectory.connect(c.redisUrl, c.ttlMs, opts.log, {
+      secret: opts.config.tokenSecret,
+      nodeUrls: c.nodeUrls,
+    });
     return new ClusterNode(opts, directory);
   }
 
@@ -257,14 +263,15 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
 
   async #authBody(ex: HttpExchange): Promise<{ nodeId: string; text: string }> {
     const text = (await ex.body()).toString('utf8');
-    const nodeId = verifyNodeRequest(
+    const req = verifyNodeRequest(
       this.#opts.config.tokenSecret,
       ex.headers[NODE_AUTH_HEADER],
       ex.method,
       ex.path,
       text,
     );
-    return { nodeId, text };
+    await this.#nonces.claim(req);
+    return { nodeId: req.nodeId, text };
   }
 
   async #pipe(ex: HttpExchange, roomId: string): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * The REST API, health, metrics and the client pages, as routes on a Router:
  *
- *   GET    /                          client/studio.html (the performer studio)
+ *   GET    /                          client/studio.html (the performer studio); /?key=KEY signs the browser in (below)
+ *   POST   /signin                    form {key, next}: the sign-in confirmed from the page /?key= shows (below)
  *   GET    /view                      client/viewer.html (viewer, OBS browser source)
  *   GET    /dist/*                    client/dist/* (bundles built by `npm run build:client`)
  *   GET    /healthz                   {status, rooms, viewers, fanout, sfuWorkers, node, engine, uptimeS} (liveness)
@@ -26,6 +27,15 @@
  *                                     fresh links, as POST /api/rooms
  *   DELETE /api/rooms/:id             the owner's API key, or the room's performer token → 204
  *
+ * The studio sign-in: the key becomes an HttpOnly, SameSite=Strict cookie (Secure when the public URL or the proxy
+ * says https). A key in the address signs in only from a top-level navigation the user started (typed in, opened
+ * from the terminal, or a link on this server's pages: Sec-Fetch-Site none / same-origin); any other request to
+ * /?key= (another site sending the user here: login CSRF) gets a page that asks the user to confirm, and only its
+ * same-origin POST to /signin sets the cookie. Both are rate limited per address (auth.signInPerMinute), so the
+ * address cannot be used to guess keys. A change authenticated by the cookie (POST/PUT/PATCH/DELETE) must come from
+ * this server's own pages (Origin, or Sec-Fetch-Site same-origin): 403 ORIGIN_REFUSED otherwise. `Authorization:
+ * Bearer` is not a cookie, so scripts need no Origin.
+ *
  * Errors are `{code, message}` with the code's HTTP status (server/errors.ts).
  */
 import path from 'node:path';
@@ -40,6 +50,7 @@ import type { RoomRegistry } from '../rooms/registry.js';
 import { PORTRAIT_ID_RE } from '../signaling/validate.js';
 import type { Handler, HttpExchange } from './exchange.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
+import { isUserNavigation, requireSameOrigin, UNSAFE_METHODS } from './origin.js';
 import type { Router } from './router.js';
 import { RateLimiter } from './rateLimit.js';
 import { serveFile } from './static.js';
@@ -114,17 +125,79 @@ function portraitId(params: Record<string, string>): string {
   return id;
 }
 
+const escapeHtml = (s: string): string =>
+  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+/** The confirmation page cannot be framed (no clickjacking), runs no script, and posts only to this server. */
+const confirmHeaders: Record<string, string> = {
+  'content-type': 'text/html; charset=utf-8',
+  'cache-control': 'no-store',
+  // Not no-referrer: with it the browser sends `Origin: null` on the form's POST, which /signin must refuse.
+  'referrer-policy': 'same-origin',
+  'x-frame-options': 'DENY',
+  'content-security-policy':
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+};
+
+/** The page a studio link opened from another site shows: signing in needs the user's click (a same-origin POST). */
+function confirmPage(key: string, next: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in to the studio?</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}button{font:inherit;padding:.4em 1.2em}</style>
+</head><body>
+<h1>Sign in to the studio?</h1>
+<p>This link signs this browser in to the live avatar studio with the key it carries. It was opened from another
+site, so it needs your confirmation: sign in only if the server's operator gave you this link. Portraits you upload
+afterwards belong to the key's owner.</p>
+<form method="post" action="/signin">
+<input type="hidden" name="key" value="${escapeHtml(key)}">
+<input type="hidden" name="next" value="${escapeHtml(next)}">
+<button type="submit" id="confirm">Sign in</button>
+</form>
+</body></html>
+`;
+}
+
 export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
   const { config, portraits, registry } = d;
   const base = (ex: HttpExchange): string => baseUrl(config, ex.headers, d.port());
   const perKey = new RateLimiter(config.auth.perKeyPerMinute, 'API key');
   const perAddress = new RateLimiter(config.auth.perAddressPerMinute, 'address');
+  const signIns = new RateLimiter(config.auth.signInPerMinute, 'address (sign-in attempts)');
+  /**
+   * The request's credentials: the Authorization header, else the sign-in cookie, which a change (POST, DELETE...)
+   * may use only from this server's own pages. @throws AppError('ORIGIN_REFUSED')
+   */
+  const credentials = (ex: HttpExchange): string | undefined => {
+    const header = ex.headers['authorization'];
+    if (header !== undefined) return header;
+    const cookie = cookieKey(ex);
+    if (cookie !== undefined && UNSAFE_METHODS.has(ex.method)) requireSameOrigin(ex.headers, config.publicUrl);
+    return cookie;
+  };
   /** Rate limits by address, then authenticates and rate limits by key; returns the key's name (the owner). */
   const owner = (ex: HttpExchange): string => {
     perAddress.take(ex.remoteIp);
-    const name = d.keys.authenticate(ex.headers['authorization'] ?? cookieKey(ex));
+    const name = d.keys.authenticate(credentials(ex));
     perKey.take(name);
     return name;
+  };
+  /** 303 to the studio at `query` (a query string only: never another place), with the cookie when `key` is valid. */
+  const signIn = (ex: HttpExchange, key: string, query: URLSearchParams): void => {
+    query.delete('key');
+    const headers: Record<string, string> = {
+      location: `/${query.size > 0 ? `?${query.toString()}` : ''}`,
+      'cache-control': 'no-store',
+      'referrer-policy': 'no-referrer',
+    };
+    if (d.keys.match(key) !== null) {
+      const secure =
+        ex.headers['x-forwarded-proto'] === 'https' || config.publicUrl?.startsWith('https:') ? '; Secure' : '';
+      headers['set-cookie'] =
+        `${KEY_COOKIE}=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${30 * 86400}${secure}`;
+    }
+    ex.send(303, headers);
   };
   /** Fresh links for a room at its current link version. */
   const links = (ex: HttpExchange, roomId: string): Record<string, string> => {
@@ -154,29 +227,35 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
   };
 
   router.add('GET', '/', (ex) => {
-    // The studio link `npm start` prints (/?key=...): a valid key becomes an HttpOnly, SameSite=Strict cookie (so the
-    // page's fetches and <img> requests carry it) and the key leaves the address bar (a redirect without it).
+    // The studio link `npm start` prints (/?key=...): the key becomes the sign-in cookie (so the page's fetches and
+    // <img> requests carry it) and leaves the address bar (a redirect without it). Only when the user opened the link
+    // themselves; another site sending them here gets the confirmation page (login CSRF).
     const key = ex.query.get('key');
     if (key !== null) {
-      const q = new URLSearchParams(ex.query);
-      q.delete('key');
-      const location = `/${q.size > 0 ? `?${q.toString()}` : ''}`;
-      const headers: Record<string, string> = {
-        location,
-        'cache-control': 'no-store',
-        'referrer-policy': 'no-referrer',
-      };
-      if (d.keys.match(key) !== null) {
-        const secure =
-          ex.headers['x-forwarded-proto'] === 'https' || config.publicUrl?.startsWith('https:') ? '; Secure' : '';
-        headers['set-cookie'] =
-          `${KEY_COOKIE}=${encodeURIComponent(key)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${30 * 86400}${secure}`;
-      }
-      ex.send(303, headers);
+      signIns.take(ex.remoteIp);
+      if (isUserNavigation(ex.headers)) return signIn(ex, key, new URLSearchParams(ex.query));
+      const next = new URLSearchParams(ex.query);
+      next.delete('key');
+      ex.send(200, confirmHeaders, confirmPage(key, next.toString()));
       return;
     }
     return serveFile(ex, d.clientDir, 'studio.html');
   });
+  router.add(
+    'POST',
+    '/signin',
+    async (ex) => {
+      signIns.take(ex.remoteIp);
+      requireSameOrigin(ex.headers, config.publicUrl);
+      if (!/^application\/x-www-form-urlencoded\b/i.test(ex.headers['content-type'] ?? ''))
+        throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'send the sign-in form');
+      const form = new URLSearchParams((await ex.body()).toString('utf8'));
+      const key = form.get('key');
+      if (key === null) throw new AppError('BAD_REQUEST', 'the "key" field is required');
+      signIn(ex, key, new URLSearchParams(form.get('next') ?? ''));
+    },
+    { maxBody: 4096 },
+  );
   router.add('GET', '/view', (ex) => serveFile(ex, d.clientDir, 'viewer.html'));
   router.add('GET', '/dist/*', (ex, p) => serveFile(ex, path.join(d.clientDir, 'dist'), p['*'] ?? ''));
 
@@ -327,7 +406,7 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
         throw new AppError('FORBIDDEN', "only the room's performer or owner can end it");
       registry.checkLink(id, t.v);
     } else {
-      const who = d.keys.authenticate(ex.headers['authorization'] ?? cookieKey(ex));
+      const who = d.keys.authenticate(credentials(ex));
       perKey.take(who);
       ownRoom(id, who);
     }

@@ -1,8 +1,10 @@
 /**
- * A real Redis for tests (Debian's redis-server): started on a free loopback port with no persistence, stopped (and
- * waited for) by stop().
+ * A real Redis for tests (Debian's redis-server): started on a free loopback port with no persistence and a password
+ * (`--requirepass`, as a deployment must run it: the cluster does not trust whoever can reach Redis), stopped (and
+ * waited for) by stop(). `url` carries the password.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { waitFor } from './wait.js';
@@ -11,7 +13,11 @@ export const redisServerPath = '/usr/bin/redis-server';
 export const haveRedis = existsSync(redisServerPath);
 
 export interface TestRedis {
+  /** redis://:PASSWORD@127.0.0.1:PORT */
   url: string;
+  /** The same without the password (refused by the server). */
+  urlWithoutPassword: string;
+  password: string;
   port: number;
   stop(): Promise<void>;
 }
@@ -36,12 +42,13 @@ function ping(port: number): Promise<boolean> {
       c.destroy();
       resolve(false);
     });
+    // Without AUTH the server answers -NOAUTH: it is up all the same.
     c.on('connect', () => c.write('PING\r\n'));
     c.on('data', (d) => {
       buf += d.toString();
       if (buf.includes('\r\n')) {
         c.destroy();
-        resolve(buf.startsWith('+PONG'));
+        resolve(buf.startsWith('+PONG') || buf.startsWith('-NOAUTH'));
       }
     });
     c.on('error', () => resolve(false));
@@ -50,11 +57,15 @@ function ping(port: number): Promise<boolean> {
 
 export async function startRedis(): Promise<TestRedis> {
   const port = await freePort();
+  const password = randomBytes(18).toString('base64url');
+  // The password reaches redis-server through its standard input (a config file read from '-'), not its command
+  // line, which any local user can read in /proc.
   const proc: ChildProcess = spawn(
     redisServerPath,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    ['-', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'],
+    { stdio: ['pipe', 'ignore', 'pipe'] },
   );
+  proc.stdin!.end(`requirepass ${password}\n`);
   let exited = false;
   proc.on('exit', () => {
     exited = true;
@@ -63,7 +74,9 @@ export async function startRedis(): Promise<TestRedis> {
   if (exited) throw new Error(`redis-server exited at start (port ${port})`);
   let stopping: Promise<void> | null = null;
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: `redis://:${password}@127.0.0.1:${port}`,
+    urlWithoutPassword: `redis://127.0.0.1:${port}`,
+    password,
     port,
     stop() {
       stopping ??= new Promise<void>((resolve) => {

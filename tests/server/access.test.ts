@@ -9,7 +9,8 @@
  *   version is refused; deleting a portrait removes its files, closes the rooms animating it ('portrait-deleted'),
  *   and the owner can still read the log (with the 'deleted' line); the other key cannot;
  * - no key configured: the server keeps one for the local operator in <dataDir>/operator-key (mode 0600, the same
- *   after a restart); `npm start`'s entry prints a studio link with it and binds to loopback by default.
+ *   after a restart); `npm start`'s entry names the key file (the studio link with the key only on a terminal) and
+ *   binds to loopback by default.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
@@ -332,7 +333,7 @@ describe('the local operator key', () => {
     }
   });
 
-  it("npm start's entry prints a studio link that signs the browser in", async () => {
+  it("npm start's entry prints the studio address and where the key is (the key itself only to a terminal)", async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'avatar-main-'));
     const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'server', 'main.ts')], {
       cwd: repoRoot,
@@ -350,16 +351,18 @@ describe('the local operator key', () => {
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      const link = await waitFor(
-        () => /Studio \(signs this browser in\): (http:\/\/127\.0\.0\.1:\d+\/\?key=\S+)/.exec(out)?.[1],
+      // Piped output (logs): the address and the key file, not the key (tests/security/redact.test.ts: a terminal).
+      const studio = await waitFor(
+        () => /Studio: (http:\/\/127\.0\.0\.1:\d+\/) .*the key is in (\S+)\)/.exec(out),
         60_000,
-        'studio link',
+        'studio address',
       );
-      const key = decodeURIComponent(new URL(link).searchParams.get('key')!);
-      expect(key).toBe((await readFile(path.join(dataDir, 'operator-key'), 'utf8')).trim());
-      const origin = new URL(link).origin;
+      const key = (await readFile(studio[2]!, 'utf8')).trim();
+      expect(studio[2]).toBe(path.join(dataDir, 'operator-key'));
+      expect(out).not.toContain(key);
+      const origin = new URL(studio[1]!).origin;
       expect((await fetch(`${origin}/api/portraits`, { headers: apiAuth(key) })).status).toBe(200);
-      expect((await fetch(link)).status).toBe(200); // the studio page itself
+      expect((await fetch(studio[1]!)).status).toBe(200); // the studio page itself
     } finally {
       proc.kill('SIGTERM');
       await new Promise((r) => proc.once('exit', r));
