@@ -322,22 +322,47 @@ describe('npm run train (smoke)', () => {
         'region',
         '--residual',
         'features',
+        // Every loss term a step: the face networks (MobileFace, FaceMesh) and the discriminators included.
+        '--finetune-loss',
+        'truth_l1=1,id=0.1,perceptual=0.5,landmarks=1,adv=0.05,fm=1',
+        '--log-every',
+        '1',
       ]);
       expect(r.code, r.out).toBe(0);
       expect(r.out).toMatch(/fine-tuning the student of .*pack \(trained on CPU/);
+      expect(r.out).toContain('fine-tune: face networks loaded (MobileFace FaceMesh)');
+      expect(r.out).toMatch(
+        /fine-tune: step 1, .*\(truth_l1 [\d.]+, id [\d.]+, perceptual [\d.]+, landmarks [\d.]+, adv -?[\d.]+, fm [\d.]+; D margin face -?[\d.]+/,
+      );
       expect(r.out).toMatch(/validation student_k1 \(rolled\): l1 0\.\d+/);
       expect(r.out).toContain("fine-tune: the student's source changes from aligned to region");
       const tr = JSON.parse(await readFile(path.join(out, 'training.json'), 'utf8')) as {
-        finetune: { steps: number; roll_deg: number; wedges: boolean; k_drawn: number[]; source: string };
+        finetune: {
+          steps: number;
+          roll_deg: number;
+          wedges: boolean;
+          k_drawn: number[];
+          source: string;
+          loss: [string, number][];
+          d_lr: number;
+        };
         prior_validation: Record<string, { l1: number }> | null;
         validation: Record<string, { l1: number; mouth_l1: number | null }>;
       };
       expect(tr.finetune.steps).toBeGreaterThan(0);
-      expect(tr.finetune).toMatchObject({ roll_deg: 15, wedges: true, k_drawn: [1], source: 'region' });
+      expect(tr.finetune).toMatchObject({ roll_deg: 15, wedges: true, k_drawn: [1], source: 'region', d_lr: 2e-4 });
+      expect(tr.finetune.loss.map(([name]) => name)).toEqual([
+        'truth_l1',
+        'id',
+        'perceptual',
+        'landmarks',
+        'adv',
+        'fm',
+      ]);
       expect(tr.validation['student_k1 (rolled)']?.l1).toBeGreaterThan(0);
       expect(tr.validation['student_k1 (rolled)']?.mouth_l1).toBeNull();
       expect(await readFile(path.join(out, 'MODEL_CARD.md'), 'utf8')).toMatch(
-        /\*\*Fine-tune:\*\* .*head roll of up to 15 degrees/,
+        /\*\*Fine-tune:\*\* .*head roll of up to 15 degrees.* Loss: 1 x the weighted L1 to the true frame; 0\.1 x identity .*; 0\.05 x hinge loss against patch discriminators .*discriminators trained alongside from scratch, Adam lr 0\.0002\)/,
       );
       // The encoder and the teacher are frozen (the same bytes); the student changed.
       const basePack = await ModelPack.load(base);
