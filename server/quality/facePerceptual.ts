@@ -12,13 +12,12 @@
  * metrics.ts `perceptualDistance` (channel-normalised activations, as LPIPS). One session per process (OnnxModel
  * shares it), one intra-op thread, synchronous runs: the evaluation calls it between frames.
  */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { AppError } from '../errors.js';
 import { OnnxModel, Tensor } from '../inference/onnx.js';
 import type { RgbImage } from '../types/image.js';
 import { createRgb, resizeRgb } from '../util/image.js';
-import { defaultMeshModelDir, loadChecked, pinnedHashes } from '../vision/mesh/models.js';
+import { defaultMeshModelDir, loadChecked, pinnedHashes, readPins } from '../vision/mesh/models.js';
 import { perceptualDistance, type ActivationMap } from './metrics.js';
 
 /** The pinned model whose taps fpd reads. */
@@ -26,15 +25,7 @@ const MODEL = 'faceres';
 
 /** The tfjs node names a pin taps (its `taps` field in sources.json). @throws AppError FACE_MODEL_INVALID */
 export function pinnedTaps(dir: string, name: string): string[] {
-  const file = path.join(dir, 'sources.json');
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new AppError('FACE_MODEL_INVALID', `cannot read ${file}: the face model pins are missing or broken`, {
-      cause: err,
-    });
-  }
+  const { file, json } = readPins(dir);
   const pin = (json as { models?: Record<string, { taps?: unknown }> }).models?.[name];
   const taps = pin?.taps;
   if (!Array.isArray(taps) || taps.length === 0 || !taps.every((t): t is string => typeof t === 'string' && !!t))

@@ -107,12 +107,20 @@ def _aux(x: LossInputs, what: str, name: str) -> Any:
     return got
 
 
-def _id_terms(x: LossInputs) -> Tuple[torch.Tensor, torch.Tensor]:
-    if "id" not in x.memo:
+def _two_terms(x: LossInputs, key: str, what: str, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Terms computed in pairs, once per batch: "id" (identity, perceptual) from the face networks' method
+    identity_and_perceptual(fake, real, boxes), "gan" (adv, fm) from the discriminators' g_losses(real, fake, boxes)."""
+    if key not in x.memo:
         fake, real = _pair(x)
-        x.memo["id"] = _aux(x, "faces", "id").identity_and_perceptual(fake, real, x.batch["boxes"])
-    terms: Tuple[torch.Tensor, torch.Tensor] = x.memo["id"]
+        owner = _aux(x, what, name)
+        boxes = x.batch["boxes"]
+        x.memo[key] = owner.identity_and_perceptual(fake, real, boxes) if key == "id" else owner.g_losses(real, fake, boxes)
+    terms: Tuple[torch.Tensor, torch.Tensor] = x.memo[key]
     return terms
+
+
+def _id_terms(x: LossInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _two_terms(x, "id", "faces", "id")
 
 
 @register("id")
@@ -136,11 +144,7 @@ def landmarks(x: LossInputs) -> torch.Tensor:
 
 
 def _g_terms(x: LossInputs) -> Tuple[torch.Tensor, torch.Tensor]:
-    if "gan" not in x.memo:
-        fake, real = _pair(x)
-        x.memo["gan"] = _aux(x, "critic", "adv").g_losses(real, fake, x.batch["boxes"])
-    terms: Tuple[torch.Tensor, torch.Tensor] = x.memo["gan"]
-    return terms
+    return _two_terms(x, "gan", "critic", "adv")
 
 
 @register("adv")

@@ -24,17 +24,21 @@ export function defaultMeshModelDir(): string {
 const NAMES = ['blazeface', 'facemesh', 'iris'] as const;
 export type MeshModelName = (typeof NAMES)[number];
 
-/** sha256 of each converted ONNX file as models/face/sources.json pins it. */
-export function pinnedHashes(dir: string): Record<string, string> {
+/** models/face/sources.json of `dir`, parsed: `{ file, json }`. @throws AppError FACE_MODEL_INVALID */
+export function readPins(dir: string): { file: string; json: unknown } {
   const file = path.join(dir, 'sources.json');
-  let json: unknown;
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    return { file, json: JSON.parse(readFileSync(file, 'utf8')) as unknown };
   } catch (err) {
     throw new AppError('FACE_MODEL_INVALID', `cannot read ${file}: the face model pins are missing or broken`, {
       cause: err,
     });
   }
+}
+
+/** sha256 of each converted ONNX file as models/face/sources.json pins it. */
+export function pinnedHashes(dir: string): Record<string, string> {
+  const { json } = readPins(dir);
   const out: Record<string, string> = {};
   const models = (json as { models?: unknown }).models;
   const entries: unknown[] = Array.isArray(models)
