@@ -194,6 +194,10 @@ export interface FrameScores {
   aed_mesh: number | null;
   aed_mouth_mesh: number | null;
   aed_mouth_68: number | null;
+  /** FaceMesh eye aspect ratio of this method's output, [image-right eye, image-left eye] (the blink_corr series). */
+  eye_open?: [number, number];
+  /** FaceMesh iris position in the eye, [along, across] (the gaze_corr series). */
+  iris?: [number, number];
 }
 
 export interface PerFrame {
@@ -203,6 +207,9 @@ export interface PerFrame {
   truth_face: boolean;
   /** Mouth openness of the truth/driver frame (inner-lip gap / mouth width), when it had a face. */
   truth_mouth: number | null;
+  /** The truth's (self) or driver's (cross) eye_open and iris series, as FrameScores has them for the outputs. */
+  truth_eye_open?: [number, number];
+  truth_iris?: [number, number];
   model: FrameScores | null;
   frozen: FrameScores | null;
 }
@@ -567,6 +574,7 @@ function scoreMesh(
   outOf: (f: MeshFrame) => FaceModelFace | null,
   identityRef: FaceModelFace | null,
   perFrame: (index: number) => FrameScores | null,
+  truthEntry?: (index: number) => PerFrame | undefined,
 ): MeshScores {
   const acc: Acc = {
     poseErr: { roll: [], yaw: [], pitch: [] },
@@ -654,6 +662,15 @@ function scoreMesh(
     acc.gaze.out[1].push(go.y);
     acc.gaze.ref[0].push(gt.x);
     acc.gaze.ref[1].push(gt.y);
+    if (pf) {
+      pf.eye_open = [r6(eo.right, 4)!, r6(eo.left, 4)!];
+      pf.iris = [r6(go.x, 4)!, r6(go.y, 4)!];
+    }
+    const te = truthEntry?.(f.index);
+    if (te) {
+      te.truth_eye_open = [r6(et.right, 4)!, r6(et.left, 4)!];
+      te.truth_iris = [r6(gt.x, 4)!, r6(gt.y, 4)!];
+    }
     acc.mouth.out.push(mouthOpennessMesh(out.mesh));
     acc.mouth.ref.push(mouthOpennessMesh(t.mesh));
     // The same eye and mouth measures from the second landmark network.
@@ -957,7 +974,16 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       (which: 'model' | 'frozen') =>
       (index: number): FrameScores | null =>
         entryOf.get(index)?.[which] ?? null;
-    const meshModel = pool ? scoreMesh(meshFrames, selfMode, (f) => f.model, portraitFace, pf('model')) : NO_MESH;
+    const meshModel = pool
+      ? scoreMesh(
+          meshFrames,
+          selfMode,
+          (f) => f.model,
+          portraitFace,
+          pf('model'),
+          (i) => entryOf.get(i),
+        )
+      : NO_MESH;
     const meshFrozen = pool ? scoreMesh(meshFrames, selfMode, () => frozenFace, portraitFace, pf('frozen')) : NO_MESH;
 
     let sheet: EvalReport['sheet'] = null;

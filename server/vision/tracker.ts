@@ -65,6 +65,7 @@ export function cloneTrack(t: FaceTrack): FaceTrack {
     eyes: { ...t.eyes },
     mouth: t.mouth,
     gaze: { ...t.gaze },
+    ...(t.vergence ? { vergence: { ...t.vergence } } : {}),
     confidence: t.confidence,
     ...(t.mesh ? { mesh: Float32Array.from(t.mesh) } : {}),
   };

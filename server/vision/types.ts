@@ -36,6 +36,12 @@ export interface FaceTrack {
   /** Gaze: pupil offset from the eye centre, normalised by the eye half-width (x) and half-height (y),
    * each in about -1..1; positive x = towards image right, positive y = down. */
   gaze: { x: number; y: number };
+  /**
+   * Half the difference between the two eyes' gaze (image-left eye minus image-right eye, the units of `gaze`): each
+   * eye's own gaze is gaze +/- vergence (crossed eyes: x > 0). Only trackers that see each iris (FaceMesh + Iris) set
+   * it; absent: both eyes look the same way.
+   */
+  vergence?: { x: number; y: number };
   /** 0..1: how sure the tracker is that this is a face. */
   confidence: number;
   /**

@@ -147,8 +147,10 @@ describe('neutral calibration on real tracked faces', () => {
     expect(enc.calibrated).toBe(true);
     const latOpen = hold(enc, open, ts);
     const latShut = hold(enc, shut, ts + 45 * FRAME_MS);
+    // Open reads as (nearly) neutral: a blink taken as the neutral would read it as wide (-0.5). Closure is
+    // proportional to the lid's motion, so an open frame a little below the relaxed frames' mean reads a little closed.
     for (const c of [L_CLOSE_L, L_CLOSE_R]) {
-      expect(Math.abs(latOpen[c]!)).toBeLessThan(0.05);
+      expect(Math.abs(latOpen[c]!)).toBeLessThan(0.15);
       expect(latShut[c]!).toBeGreaterThan(0.5);
     }
   });

@@ -126,10 +126,12 @@ describe('eyes (FaceMesh + Iris tracker)', () => {
       closeR.push(engine.latent[L_CLOSE_R]!);
       closeL.push(engine.latent[L_CLOSE_L]!);
     });
-    // At the wink's height (frames 10-12): the winking eye closed, the other open as before, never wider.
+    // At the wink's height (frames 10-12): the winking eye closed, the other open (its lids narrow a little as the
+    // cheek rises, as the performer's do), never wider.
     for (const i of [10, 11, 12]) {
       expect(closeR[i]).toBeGreaterThan(0.8);
-      expect(closeL[i]).toBeLessThanOrEqual(0);
+      expect(closeL[i]).toBeGreaterThanOrEqual(0);
+      expect(closeL[i]).toBeLessThan(0.4);
       expect(dark[i]![1]!).toBeLessThan(0.5 * dark[2]![1]!);
       expect(dark[i]![0]!).toBeGreaterThan(0.85 * dark[2]![0]!);
     }

@@ -97,6 +97,7 @@ export interface MeshTrackTimings {
 /** One tracked face with its whole mesh (see landmarks.ts for the layout). */
 export interface MeshFaceTrack extends FaceTrack {
   mesh: Float32Array;
+  vergence: { x: number; y: number };
 }
 
 function newTrack(): MeshFaceTrack {
@@ -108,6 +109,7 @@ function newTrack(): MeshFaceTrack {
     eyes: { left: 0, right: 0 },
     mouth: 0,
     gaze: { x: 0, y: 0 },
+    vergence: { x: 0, y: 0 },
     confidence: 0,
     mesh: new Float32Array(2 * MESH_POINTS),
   };
@@ -368,6 +370,8 @@ export class MeshTracker {
   readonly #poseVec = new Float64Array(6);
   readonly #openVec = new Float64Array(3);
   readonly #gazeVec = new Float64Array(2);
+  readonly #vergFilter: OneEuroFilter;
+  readonly #vergVec = new Float64Array(2);
   readonly #gl: EyeGaze = { x: 0, y: 0 };
   readonly #gr: EyeGaze = { x: 0, y: 0 };
   #active = false;
@@ -380,6 +384,7 @@ export class MeshTracker {
     this.#lmFilter = new OneEuroFilter(P2, opts.landmarkFilter ?? { minCutoff: 1.5, beta: 6, dCutoff: 1 });
     this.#poseFilter = new OneEuroFilter(6, opts.poseFilter ?? { minCutoff: 1.5, beta: 0.05, dCutoff: 1 });
     this.#gazeFilter = new OneEuroFilter(2, opts.gazeFilter ?? { minCutoff: 3, beta: 2, dCutoff: 5 });
+    this.#vergFilter = new OneEuroFilter(2, opts.gazeFilter ?? { minCutoff: 3, beta: 2, dCutoff: 5 });
     this.#openFilter = new OneEuroFilter(3, opts.opennessFilter ?? { minCutoff: 3, beta: 10, dCutoff: 5 });
   }
 
@@ -402,6 +407,8 @@ export class MeshTracker {
     this.#lmFilter.reset();
     this.#poseFilter.reset();
     this.#gazeFilter.reset();
+    this.#vergFilter.reset();
+    this.#vergVec.fill(0);
     this.#openFilter.reset();
     this.#pose.reset();
   }
@@ -581,6 +588,8 @@ export class MeshTracker {
     this.#lmFilter.reset();
     this.#poseFilter.reset();
     this.#gazeFilter.reset();
+    this.#vergFilter.reset();
+    this.#vergVec.fill(0);
     this.#openFilter.reset();
     this.#pose.reset();
     return true;
@@ -620,6 +629,15 @@ export class MeshTracker {
     // (Both eyes closed: the previous gaze is held.)
     t.gaze.x = g[0]!;
     t.gaze.y = g[1]!;
+    // Each eye's own direction (crossed eyes, one eye turned): only while both irises are in view.
+    const vg = this.#vergVec;
+    if (wl >= 0.75 && wr >= 0.75) {
+      vg[0] = (gl.x - gr.x) / 2;
+      vg[1] = (gl.y - gr.y) / 2;
+      this.#vergFilter.filter(vg, ts, vg);
+    }
+    t.vergence.x = vg[0]!;
+    t.vergence.y = vg[1]!;
     t.confidence = Math.min(1, this.#run.flag);
     this.timings.featuresMs += performance.now() - tf;
     return t;

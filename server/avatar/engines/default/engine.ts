@@ -27,7 +27,17 @@ import { ModelPack } from '../../../inference/modelPack.js';
 import { Tensor, type OnnxModel } from '../../../inference/onnx.js';
 import { createGray, createI420, i420ToGray, i420ToRgb, rgbToGray, rgbToI420 } from '../../../util/image.js';
 import { analysisImage, fitRgb } from '../size.js';
-import { ExpressionEncoder, eyelidPolygons, L_CLOSE_L, L_CLOSE_R, L_GAZE_X, L_GAZE_Y, retarget } from './expression.js';
+import {
+  ExpressionEncoder,
+  eyelidPolygons,
+  L_CLOSE_L,
+  L_CLOSE_R,
+  L_GAZE_X,
+  L_GAZE_Y,
+  L_VERGE_X,
+  L_VERGE_Y,
+  retarget,
+} from './expression.js';
 import { countFolds, nodeMask } from './folds.js';
 import { TrackGuard } from './plausibility.js';
 import { fillPolygon, fitAffine, mouthOpenness, solveTps } from './geometry.js';
@@ -99,8 +109,8 @@ const FOLD_RECOVERY = 0.1;
 /** The roll limit (radians) of a portrait without a head layer: its warp pins the background and folds beyond. */
 const PINNED_MAX_ROLL = 0.3;
 /** Gaze shift, as a fraction of the eye half-width / half-height per unit of performer gaze. */
-const GAZE_X_GAIN = 1.0;
-const GAZE_Y_GAIN = 0.8;
+const GAZE_X_GAIN = 1.4;
+const GAZE_Y_GAIN = 1.6;
 
 /** PortraitCache.data of this engine: the prepared face, valid for the same portrait size, output size and crop size. */
 interface CachedFace {
@@ -775,6 +785,8 @@ export class DefaultEngine implements AvatarEngine {
     const eyesOn = s.eyeRetargeting;
     const gx = eyesOn ? latent[L_GAZE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
     const gy = eyesOn ? latent[L_GAZE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
+    const vx = eyesOn ? latent[L_VERGE_X]! * face.eyeHalfWidth * GAZE_X_GAIN * k : 0;
+    const vy = eyesOn ? latent[L_VERGE_Y]! * face.eyeHalfHeight * GAZE_Y_GAIN * k : 0;
     if (!st.full && st.warp.movesIrises) {
       st.gaze[0] = 0;
       st.gaze[1] = 0;
@@ -787,8 +799,10 @@ export class DefaultEngine implements AvatarEngine {
         [0, 36],
         [1, 42],
       ] as const) {
-        st.eyeShift[2 * idx] = gx * half;
-        st.eyeShift[2 * idx + 1] = gy * half;
+        // Each eye's own direction: gaze + vergence for the image-left eye, gaze - vergence for the other.
+        const sgn = idx === 0 ? 1 : -1;
+        st.eyeShift[2 * idx] = (gx + sgn * vx) * half;
+        st.eyeShift[2 * idx + 1] = (gy + sgn * vy) * half;
         let x0 = Infinity,
           y0 = Infinity,
           x1 = -Infinity,

@@ -39,7 +39,11 @@ export const L_CLOSE_L = P2 + 6; // image-left eye (landmarks 36-41)
 export const L_CLOSE_R = P2 + 7; // image-right eye (42-47)
 export const L_GAZE_X = P2 + 8;
 export const L_GAZE_Y = P2 + 9;
-export const LATENT_SIZE = P2 + 10;
+/** Each eye's own part of the gaze (FaceTrack.vergence): the image-left eye looks at gaze + vergence, the other at
+ * gaze - vergence. */
+export const L_VERGE_X = P2 + 10;
+export const L_VERGE_Y = P2 + 11;
+export const LATENT_SIZE = P2 + 12;
 
 const DEG = Math.PI / 180;
 const Z_RIGID_MEAN = RIGID_POINTS.reduce((s, i) => s + GENERIC_DEPTH[i]!, 0) / RIGID_POINTS.length;
@@ -115,6 +119,11 @@ const BETA = 25;
 const D_CUTOFF_HZ = 1.0;
 /** Latent changes below this (face fractions / radians; ~0.1 px on a 500 px face) are ignored. */
 const DEAD_BAND = 2e-4;
+/** Eye openness over the neutral's at which the lid is shut, and the band around neutral read as neutral (closure). */
+const R_SHUT = 0.55;
+const CLOSE_BAND = 0.03;
+/** Openness over the neutral's beyond the band at which the lid is raised halfway to its highest (closure -0.5 at 1 + CLOSE_BAND + R_WIDE / 2). */
+const R_WIDE = 0.6;
 
 function lowpassAlpha(cutoffHz: number, dtS: number): number {
   const tau = 1 / (2 * Math.PI * cutoffHz);
@@ -151,6 +160,7 @@ class RelaxedNeutral {
   readonly landmarks = new Float64Array(P2);
   readonly eye = new Float64Array(2);
   readonly gaze = new Float64Array(2);
+  readonly vergence = new Float64Array(2);
   readonly pose = { yaw: 0, pitch: 0, roll: 0 };
   #n = 0;
   #faceMs = 0;
@@ -165,6 +175,8 @@ class RelaxedNeutral {
   readonly #roll = new Float64Array(CALIB_MAX_FRAMES);
   readonly #gazeX = new Float64Array(CALIB_MAX_FRAMES);
   readonly #gazeY = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #vergeX = new Float64Array(CALIB_MAX_FRAMES);
+  readonly #vergeY = new Float64Array(CALIB_MAX_FRAMES);
   // Sorted copies, for the medians.
   readonly #sEyeL = new Float64Array(CALIB_MAX_FRAMES);
   readonly #sEyeR = new Float64Array(CALIB_MAX_FRAMES);
@@ -209,6 +221,8 @@ class RelaxedNeutral {
     this.#roll[k] = track.pose.roll;
     this.#gazeX[k] = track.gaze.x;
     this.#gazeY[k] = track.gaze.y;
+    this.#vergeX[k] = track.vergence?.x ?? 0;
+    this.#vergeY[k] = track.vergence?.y ?? 0;
     insertSorted(this.#sEyeL, k, this.#eyeL[k]);
     insertSorted(this.#sEyeR, k, this.#eyeR[k]);
     insertSorted(this.#sYaw, k, track.pose.yaw);
@@ -295,6 +309,8 @@ class RelaxedNeutral {
       eyeR = 0,
       gx = 0,
       gy = 0,
+      vx = 0,
+      vy = 0,
       yaw = 0,
       pitch = 0,
       roll = 0;
@@ -310,6 +326,8 @@ class RelaxedNeutral {
       eyeR += this.#eyeR[f]!;
       gx += this.#gazeX[f]!;
       gy += this.#gazeY[f]!;
+      vx += this.#vergeX[f]!;
+      vy += this.#vergeY[f]!;
       yaw += this.#yaw[f]!;
       pitch += this.#pitch[f]!;
       roll += this.#roll[f]!;
@@ -323,6 +341,8 @@ class RelaxedNeutral {
     this.eye[1] = eyeR / c;
     this.gaze[0] = gx / c;
     this.gaze[1] = gy / c;
+    this.vergence[0] = vx / c;
+    this.vergence[1] = vy / c;
     this.pose.yaw = yaw / c;
     this.pose.pitch = pitch / c;
     this.pose.roll = roll / c;
@@ -349,6 +369,7 @@ export class ExpressionEncoder {
   #neutral = new Float64Array(P2);
   #neutralEye = new Float64Array(2);
   #neutralGaze = new Float64Array(2);
+  #neutralVerge = new Float64Array(2);
   #neutralPose = { yaw: 0, pitch: 0, roll: 0 };
   #neutralMouth = 0;
   /** Whether a neutral is in use (false until the first frame with a face). */
@@ -430,6 +451,7 @@ export class ExpressionEncoder {
       for (let i = 0; i < 2; i++) {
         this.#neutralEye[i] = this.#neutralEye[i]! + (c.eye[i]! - this.#neutralEye[i]!) * w;
         this.#neutralGaze[i] = this.#neutralGaze[i]! + (c.gaze[i]! - this.#neutralGaze[i]!) * w;
+        this.#neutralVerge[i] = this.#neutralVerge[i]! + (c.vergence[i]! - this.#neutralVerge[i]!) * w;
       }
       p.yaw += (c.pose.yaw - p.yaw) * w;
       p.pitch += (c.pose.pitch - p.pitch) * w;
@@ -446,6 +468,7 @@ export class ExpressionEncoder {
     this.#neutral.set(c.landmarks);
     this.#neutralEye.set(c.eye);
     this.#neutralGaze.set(c.gaze);
+    this.#neutralVerge.set(c.vergence);
     this.#neutralPose.yaw = c.pose.yaw;
     this.#neutralPose.pitch = c.pose.pitch;
     this.#neutralPose.roll = c.pose.roll;
@@ -511,6 +534,8 @@ export class ExpressionEncoder {
     raw[L_CLOSE_R] = closure(track.eyes.right, this.#neutralEye[1]!);
     raw[L_GAZE_X] = clamp(track.gaze.x - this.#neutralGaze[0]!, -1, 1);
     raw[L_GAZE_Y] = clamp(track.gaze.y - this.#neutralGaze[1]!, -1, 1);
+    raw[L_VERGE_X] = track.vergence ? clamp(track.vergence.x - this.#neutralVerge[0]!, -0.6, 0.6) : 0;
+    raw[L_VERGE_Y] = track.vergence ? clamp(track.vergence.y - this.#neutralVerge[1]!, -0.6, 0.6) : 0;
   }
 
   #filter(dtS: number): void {
@@ -549,12 +574,14 @@ function clamp(v: number, lo: number, hi: number): number {
 
 function closure(open: number, neutral: number): number {
   if (!(neutral > 0.02)) return 0;
-  // A dead zone around neutral (tracker noise, and a neutral taken while the eyes were a little wide); closed at
-  // 0.55 of the neutral opening (blinks reach ~0.2-0.3; a wink, whose cheek pushes the lower lid up and whose lids
-  // squeeze, measures ~0.5-0.55 when the eye is shut); a squint is part-way; wider than neutral: negative.
+  // Closed at R_SHUT of the neutral opening (blinks reach ~0.2-0.3; a wink, whose cheek pushes the lower lid up and
+  // whose lids squeeze, measures ~0.5-0.55 when the eye is shut), and in proportion on the way there: a squint, a
+  // half-blink, a glance down and the small lid motions of speech all move the lid (a dead zone here flattened
+  // everything between 0.85 and 1 of the neutral, so the avatar's lids stood still while the performer's moved). A
+  // narrow band at neutral keeps tracker noise off a still lid. Wider than neutral: negative.
   const r = open / neutral;
-  if (r < 0.85) return Math.min(1, (0.85 - r) / 0.3);
-  if (r > 1.1) return Math.max(-0.5, -(r - 1.1) / 0.6);
+  if (r < 1 - CLOSE_BAND) return Math.min(1, (1 - CLOSE_BAND - r) / (1 - CLOSE_BAND - R_SHUT));
+  if (r > 1 + CLOSE_BAND) return Math.max(-0.5, -(r - 1 - CLOSE_BAND) / R_WIDE);
   return 0;
 }
 

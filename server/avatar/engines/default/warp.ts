@@ -96,6 +96,8 @@ const IRIS_VACATED = 1.3;
 
 /** The band along the lid's margin (lashes) that moves down without stretching, in eye widths. */
 const LID_BAND = 0.12;
+/** How much taller the opening of a widened eye gets at the widest (closure -0.5), in its neutral heights. */
+const LID_WIDEN = 0.25;
 /** The stretching skin above the lid: at most this many eye widths, and this fraction of the way to the brow. */
 const LID_SKIN_MAX = 0.9;
 const LID_SKIN_ROOM = 0.6;
@@ -117,7 +119,8 @@ function fitLidCurve(t1: number, v1: number, t2: number, v2: number, out: Float6
 /**
  * Lid parameters of one eye (written at `out[at .. at + LID_PARAMS)`), in the paste region's pixels: the eye's six
  * target points (corner, upper, upper, corner, lower, lower as iBUG orders them), the brow's lowest point above it,
- * and the closure `c` (0 open .. 1 closed; <= 0 leaves the eye alone).
+ * and the closure `c` (0 open .. 1 closed; negative, down to -0.5: wider than neutral, the upper lid raised; within
+ * +/-0.02 the eye is left alone).
  */
 export function eyelidRemap(
   px: ArrayLike<number>,
@@ -129,7 +132,7 @@ export function eyelidRemap(
   at: number,
 ): void {
   out.fill(0, at, at + LID_PARAMS);
-  if (!(c > 0.02)) return;
+  if (!(Math.abs(c) > 0.02)) return;
   let ax = px[0]!,
     ay = py[0]!,
     bx = px[3]!,
@@ -164,7 +167,7 @@ export function eyelidRemap(
   out[at + LID_UY] = uy;
   out[at + LID_L] = L;
   out[at + LID_H] = H;
-  out[at + LID_C] = Math.min(1, c);
+  out[at + LID_C] = Math.max(-0.5, Math.min(1, c));
   // Bounding box of the affected pixels: from the crease to the lower lid, corner to corner.
   let vmin = Infinity,
     vmax = -Infinity;
@@ -206,6 +209,22 @@ export function lidSource(p: Float64Array, at: number, x: number, y: number, out
   const vl = w * (p[at + LID_LA]! + p[at + LID_LB]! * t);
   if (!(vl > vu)) return false;
   const c = p[at + LID_C]!;
+  if (c < 0) {
+    // Wider than neutral: the lid's margin rises by up to LID_WIDEN of the opening (at c = -0.5), never more than
+    // half-way to the crease. The lid's skin above it is compressed towards the crease, the eye's opening below it
+    // stretched over the new height (the sclera and iris a little taller: nothing of the eyeball hidden under the lid
+    // is known), and the lower lid stays.
+    const vc = vu - p[at + LID_H]!;
+    const ve = vu + Math.max(-0.5 * (vu - vc), 2 * c * LID_WIDEN * (vl - vu));
+    if (v < vc || v > vl) return false;
+    const vs =
+      v <= ve ? vc + ((v - vc) * (vu - vc)) / Math.max(1e-6, ve - vc) : vu + ((v - ve) * (vl - vu)) / (vl - ve);
+    out[0] = ax + ux * t * L - uy * vs;
+    out[1] = ay + uy * t * L + ux * vs;
+    out[2] = 0;
+    out[3] = 0;
+    return true;
+  }
   // The lid's edge at closure c (closed: a little over the lower lid's margin, which would show as a pale line), and
   // the crease above the open lid. The lash band along the margin moves down as it is; the skin above it stretches.
   const ve = vu + c * (vl - vu + LID_OVERLAP * L * w * 4);
