@@ -164,6 +164,8 @@ function dress(track: MediaStreamTrack): void {
 /** What a page expects from getUserMedia's failures: DOMExceptions with the standard names. */
 function asDomException(err: unknown): DOMException {
   if (err instanceof DOMException) return err;
+  // The browser's own refusal (the camera permission, asked by the bridge), wrapped by getAvatarStream.
+  if (err instanceof ClientError && err.cause instanceof DOMException) return err.cause;
   const e = err instanceof ClientError ? err : new ClientError('INTERNAL', String(err));
   const name =
     e.code === 'TOKEN_INVALID' || e.code === 'TOKEN_EXPIRED' || e.code === 'FORBIDDEN'
