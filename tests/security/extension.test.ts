@@ -11,7 +11,7 @@
  * - another site's frame inside an approved page gets nothing either;
  * - a site approved for frames, framed without the camera permission, gets no avatar even when it fakes
  *   `navigator.permissions.query`; with the permission (allow="camera; microphone") it does;
- * - removing a site in the popup takes the devices away from its open pages.
+ * - removing a site in the popup takes the devices, and the avatar streams already open, away from its pages.
  *
  * Negative checks watch for a bounded time (FORGED_WATCH_MS): the old extension answered these forgeries within a
  * few hundred milliseconds.
@@ -290,13 +290,18 @@ describe.runIf(haveChromium)('browser extension: only pages the user approved', 
     await removeSite(other.url);
   });
 
-  it("removing a site in the popup takes the devices away from the site's open pages", async () => {
+  it("removing a site in the popup takes the devices and the live avatar away from the site's open pages", async () => {
     await allowSite(site.url);
     const page = await browser.context.newPage();
     await page.goto(`${site.url}/meeting.html`);
     expect(hasAvatar(await devices(page))).toBe(true);
+    await page.evaluate(() =>
+      (window as unknown as Meeting).meeting.open({ video: { deviceId: { exact: 'live-avatar-camera' } } }),
+    );
+    expect(ts.server.rooms.require(room.roomId).viewerCount).toBe(1);
     await removeSite(site.url);
     await waitFor(async () => !hasAvatar(await devices(page)), 5000, 'avatar devices gone');
+    await waitFor(() => ts.server.rooms.require(room.roomId).viewerCount === 0, 5000, 'the avatar session ended');
     await page.close();
   });
 });

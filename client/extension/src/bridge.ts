@@ -175,18 +175,23 @@ document.addEventListener(HELLO_INJECT, onHello);
 // When inject.ts ran first, its hello went unheard: this asks it again (answered synchronously, still before the page).
 document.dispatchEvent(new CustomEvent(HELLO_BRIDGE, { detail: 'ready' }));
 
-// A closed tab or a navigation does not stop the page's tracks: end its sessions here so that the server does not
-// keep encoding for a peer that is gone until ICE times out. The message leaves before the frame is torn down.
-window.addEventListener('pagehide', () => {
+/** Ends this frame's sessions (the page is leaving, or may no longer use the avatar). */
+function endAll(): void {
   for (const resource of sessions.values()) void chromeApi.runtime.sendMessage({ type: 'end', resource });
   sessions.clear();
-});
+}
 
-// Sign-in, sign-out, a site approved or removed: the page world learns whether the devices are there now.
+// A closed tab or a navigation does not stop the page's tracks: end its sessions here so that the server does not
+// keep encoding for a peer that is gone until ICE times out. The message leaves before the frame is torn down.
+window.addEventListener('pagehide', endAll);
+
+// Sign-in, sign-out, a site approved or removed: the page world learns whether the devices are there now, and a site
+// that lost them loses its live avatar streams too (the server ends the sessions; the page's tracks end).
 chromeApi.storage.onChanged.addListener((changes, area) => {
   if (area !== 'local' || (!changes[STORAGE_KEY] && !changes[SITES_KEY])) return;
   frameStatus().then(
     (s) => {
+      if (!s.available) endAll();
       if (s.available === lastStatus.available) return;
       lastStatus = s;
       toPage({ dir: 'down', id: 0, status: s });
