@@ -8,16 +8,16 @@
  * page-world function (navigator.permissions, postMessage, EventTarget, JSON) and read every window message and
  * every event whose type they know. They cannot read this script's variables (another JS world), cannot run before
  * document_start scripts, and cannot forge `sender.origin`/`sender.frameId` (the browser fills them in). Hence:
- * - no window messages: the old `postMessage` channel answered anything any script of the page (or, with a forged
- *   source, nobody) posted. The page world and this script meet once, at document_start, before the page has any
- *   script (see HELLO_INJECT in protocol.ts), and the key handed then names the only events this script listens to.
- *   A page that posts or dispatches raw messages gets no answer at all.
- * - the key keeps casual forgeries out, but a page that calls the patched getUserMedia is using the key legitimately,
- *   and a hostile page world might yet find the key: so nothing depends on it alone. The service worker refuses every
- *   frame the user did not approve, and before any offer this script makes the browser's own camera (and microphone)
- *   permission request for the page's origin from here, with this world's untouched APIs (the page cannot fake
- *   `permissions.query` for it). Only where the browser has no such device at all (NotFoundError, nothing to ask for)
- *   is the user's approval of the site the consent.
+ * - no window messages: the old `postMessage` channel answered anything any script of the page posted. The page world
+ *   and this script meet once, at document_start, before the page has any script (see HELLO_INJECT in protocol.ts);
+ *   the node and the key they share then carry the only events this script listens to. A page that posts or
+ *   dispatches raw messages, or replays the hello, gets no answer at all.
+ * - the channel keeps forgeries out, but a page that calls the patched getUserMedia uses it legitimately, and a
+ *   hostile page world might yet find a way in (a same-origin parent touching a new frame before document_start):
+ *   so nothing depends on it alone. The service worker refuses every frame the user did not approve, and before any
+ *   offer this script makes the browser's own camera (and microphone) permission request for the page's origin from
+ *   here, with this world's untouched APIs (the page cannot fake `permissions.query` for it). Only where the browser
+ *   has no such device at all (NotFoundError, nothing to ask for) is the user's approval of the site the consent.
  * - what an approved page learns: SDP, and an opaque handle per session (never its URL).
  */
 import { chromeApi } from './chromeApi.js';
@@ -40,11 +40,13 @@ import {
 const MAX_SDP = 64 * 1024;
 
 let events: { up: string; down: string } | null = null;
+/** The channel's node, from the page world's hello (see protocol.ts HELLO_INJECT). */
+let channel: Element | null = null;
 let lastStatus: PageStatus = { available: false };
 
 function toPage(msg: PageMessage): void {
-  if (!events) return;
-  document.dispatchEvent(new CustomEvent(events.down, { detail: JSON.stringify(msg) }));
+  if (!events || !channel) return;
+  channel.dispatchEvent(new CustomEvent(events.down, { detail: JSON.stringify(msg) }));
 }
 
 /** This frame's live avatar sessions, by the handle the page knows: ended when the page goes away. */
@@ -164,12 +166,15 @@ function onRequest(e: Event): void {
 }
 
 /** The handshake: answered once, to the page world's script, which runs before any script of the page. */
-function onHello(): void {
+function onHello(e: Event): void {
+  const node = e.target;
+  if (channel || !(node instanceof Element)) return;
   document.removeEventListener(HELLO_INJECT, onHello);
+  channel = node;
   const key = `live-avatar:${crypto.randomUUID()}`;
   events = channelEvents(key);
-  document.addEventListener(events.up, onRequest);
-  document.dispatchEvent(new CustomEvent(HELLO_BRIDGE, { detail: key }));
+  channel.addEventListener(events.up, onRequest);
+  channel.dispatchEvent(new CustomEvent(HELLO_BRIDGE, { detail: key }));
 }
 document.addEventListener(HELLO_INJECT, onHello);
 // When inject.ts ran first, its hello went unheard: this asks it again (answered synchronously, still before the page).

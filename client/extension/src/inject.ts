@@ -11,8 +11,8 @@
  * first script and cannot know the answer by then.
  *
  * This script runs in the page's world, so the page can watch and change everything it does: it talks to the bridge
- * only over the keyed event channel set up before the page has any script (protocol.ts HELLO_INJECT), with the
- * browser functions it needs taken at that moment, and holds nothing the page must not have (no token, server, room
+ * only over the keyed event channel on a node the page never sees, set up before the page has any script (protocol.ts
+ * HELLO_INJECT), with the browser functions it needs taken at that moment, and holds nothing the page must not have (no token, server, room
  * or session address). The checks that matter (approved site and frame, the browser's camera permission) are made
  * by the bridge and the service worker, out of the page's reach.
  */
@@ -43,6 +43,10 @@ type Listen = (this: EventTarget, type: string, fn: (e: Event) => void) => void;
 const addListener = native<Listen>(EventTarget.prototype, 'addEventListener');
 const removeListener = native<Listen>(EventTarget.prototype, 'removeEventListener');
 const dispatch = native<(this: EventTarget, e: Event) => boolean>(EventTarget.prototype, 'dispatchEvent');
+const appendChild = native<(this: Node, n: Node) => Node>(Node.prototype, 'appendChild');
+const removeChild = native<(this: Node, n: Node) => Node>(Node.prototype, 'removeChild');
+/** The channel's node: the bridge and this script hold it; the page never sees it (see protocol.ts HELLO_INJECT). */
+const channel = doc.createElement('span');
 const NativeCustomEvent = CustomEvent;
 const detailDesc = Object.getOwnPropertyDescriptor(CustomEvent.prototype, 'detail');
 const detailOf = (detailDesc ? Reflect.get(detailDesc, 'get') : undefined) as ((this: Event) => unknown) | undefined;
@@ -62,7 +66,17 @@ let status: PageStatus = { available: false };
 let statusReady: Promise<void> = Promise.resolve();
 
 function send(type: string, detail: string): void {
-  apply(dispatch, doc, [new NativeCustomEvent(type, { __proto__: null, detail } as CustomEventInit<string>)]);
+  apply(dispatch, channel, [new NativeCustomEvent(type, { __proto__: null, detail } as CustomEventInit<string>)]);
+}
+
+/** Says hello from the channel's node, attached to the document for just that dispatch. */
+function hello(): void {
+  const root = doc.documentElement;
+  if (!root) return;
+  apply(appendChild, root, [channel]);
+  const init = { __proto__: null, bubbles: true, detail: 'hello' } as CustomEventInit<string>;
+  apply(dispatch, channel, [new NativeCustomEvent(HELLO_INJECT, init)]);
+  apply(removeChild, root, [channel]);
 }
 
 function request<T>(req: PageRequest, timeoutMs: number): Promise<T> {
@@ -107,17 +121,19 @@ function onDown(e: Event): void {
   }
 }
 
-/** Takes the bridge's key (see protocol.ts HELLO_INJECT); asks for it again when the bridge announces itself. */
-function onHello(e: Event): void {
+/** The bridge announces itself after this script ran: hello again. */
+function onReady(e: Event): void {
+  if (!events && detailOf && apply(detailOf, e, []) === 'ready') hello();
+}
+
+/** Takes the bridge's key, sent on the channel's node (see protocol.ts HELLO_INJECT). */
+function onKeyEvent(e: Event): void {
   const detail = detailOf ? apply(detailOf, e, []) : null;
-  if (detail === 'ready') {
-    send(HELLO_INJECT, 'hello');
-    return;
-  }
   if (typeof detail !== 'string' || events) return;
-  apply(removeListener, doc, [HELLO_BRIDGE, onHello]);
+  apply(removeListener, doc, [HELLO_BRIDGE, onReady]);
+  apply(removeListener, channel, [HELLO_BRIDGE, onKeyEvent]);
   events = channelEvents(detail);
-  apply(addListener, doc, [events.down, onDown]);
+  apply(addListener, channel, [events.down, onDown]);
   onKey();
 }
 
@@ -189,8 +205,9 @@ function install(): void {
     onKey = resolve;
     setTimeout(resolve, STATUS_TIMEOUT_MS);
   });
-  apply(addListener, doc, [HELLO_BRIDGE, onHello]);
-  send(HELLO_INJECT, 'hello');
+  apply(addListener, channel, [HELLO_BRIDGE, onKeyEvent]);
+  apply(addListener, doc, [HELLO_BRIDGE, onReady]);
+  hello();
 
   const enumerateDevices = async function enumerateDevices(this: MediaDevices): Promise<MediaDeviceInfo[]> {
     const real = await apply(enumerate, this, []);

@@ -63,11 +63,14 @@ export interface ApprovedSite {
 export const SITES_KEY = 'liveAvatarSites';
 
 /**
- * The inject ⇄ bridge channel. Both scripts run at document_start, before any script of the page, and meet with two
- * DOM events on `document` (shared by the page's world and the content script's isolated world): the bridge answers
- * the first HELLO_INJECT with a random key, once, and both sides then talk only with CustomEvents whose type contains
- * that key (`${key}:up` to the bridge, `${key}:down` to the page world), a JSON string as detail. No window message:
- * nothing the page or another frame can post reaches the extension.
+ * The inject ⇄ bridge channel. Both scripts run at document_start, before any script of the page. The page world's
+ * script makes a node that it never leaves in the document and dispatches HELLO_INJECT from it, once, while it is
+ * attached for that instant; the bridge (listening on `document`) takes the node from the event's target and answers
+ * the first hello only, with a random key, in an event on that node. From then on both sides talk only with
+ * CustomEvents on that detached node whose type contains the key (`${key}:up` to the bridge, `${key}:down` to the page
+ * world), a JSON string as detail. If the bridge runs second, it first dispatches HELLO_BRIDGE 'ready' on `document`
+ * and the page world's script says hello again. No window message, nothing on the page's event paths: nothing the
+ * page or another frame posts or dispatches reaches the extension.
  */
 export const HELLO_INJECT = 'live-avatar-extension:hello';
 export const HELLO_BRIDGE = 'live-avatar-extension:ready';
