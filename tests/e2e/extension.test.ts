@@ -3,7 +3,8 @@
  * mode), one server, one browser, cases run in order:
  *
  * - before sign-in, pages list only the real cameras; the popup refuses a bad link with the server's code, then signs
- *   in with the studio's viewer link (checked against the server);
+ *   in with the studio's viewer link (checked against the server); the meeting page still lists no avatar until the
+ *   popup allows its site ("Allow on this site");
  * - a plain meeting-like test page (tests/e2e/pages/meeting.html, on its own origin) lists "Live Avatar (AI avatar
  *   camera)" and the avatar microphone beside the fake webcam; picking the avatar camera gives frames that show the
  *   portrait (engine 'portrait'; the performer publishes with WHIP), not the webcam, with the server's visible
@@ -13,7 +14,9 @@
  *   the portrait;
  * - a browser without any camera or microphone of its own (no fake devices) lists and opens the avatar camera;
  * - closing a page that did not stop its tracks ends its session at once (not after an ICE timeout);
- * - after sign-out the avatar devices are gone and picking one fails with NotFoundError.
+ * - after sign-out the avatar devices are gone and picking one fails as for any camera the browser does not have.
+ *
+ * What unapproved pages, forged messages and other sites' frames get (nothing): tests/security/extension.test.ts.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -142,12 +145,26 @@ async function signIn(link: string, context?: BrowserContext, id?: string): Prom
   return text;
 }
 
+/**
+ * The popup's "Allow on this site" for the page tab used last (the popup opened as a tab offers that one); returns the
+ * site it allowed.
+ */
+async function allowThisSite(context?: BrowserContext, id?: string): Promise<string> {
+  const p = await popup(context, id);
+  await waitFor(async () => await p.isEnabled('#allow-this'), 5000, 'the tab site shown');
+  const origin = (await p.textContent('#this-site')) ?? '';
+  await p.click('#allow-this');
+  await waitFor(async () => ((await p.textContent('#sites')) ?? '').includes(origin), 5000, 'site listed');
+  await p.close();
+  return origin;
+}
+
 function looksLikePortrait(gray: Uint8Array): number {
   return correlation(gray, portrait);
 }
 
 describe('browser extension: the avatar as a camera', () => {
-  it('lists no avatar before sign-in; the popup refuses a bad link and signs in with the viewer link', async () => {
+  it('lists no avatar before sign-in and approval; the popup refuses a bad link, signs in, allows the site', async () => {
     const page = await meetingPage();
     const before = await page.evaluate(() => (window as unknown as Meeting).meeting.devices());
     expect(before.some((d) => d.label === CAMERA_LABEL)).toBe(false);
@@ -157,7 +174,11 @@ describe('browser extension: the avatar as a camera', () => {
     expect(bad).toContain('TOKEN_INVALID');
     const ok = await signIn(room.viewerUrl);
     expect(ok).toContain(`Signed in: room ${room.roomId}`);
-    // An open page learns of the sign-in (devicechange) and lists the avatar from then on.
+    // Signed in, but the site is not allowed yet: still no avatar.
+    const unapproved = await page.evaluate(() => (window as unknown as Meeting).meeting.devices());
+    expect(unapproved.some((d) => /Live Avatar/.test(d.label))).toBe(false);
+    expect(await allowThisSite()).toBe(pages.url);
+    // An open page learns of the approval (devicechange) and lists the avatar from then on.
     await waitFor(
       async () =>
         (await page.evaluate(() => (window as unknown as Meeting).meeting.devices())).some(
@@ -305,8 +326,10 @@ describe('browser extension: the avatar as a camera', () => {
         15_000,
         'the extension service worker',
       );
-      expect(await signIn(room.viewerUrl, context, new URL(worker.url()).host)).toContain('Signed in');
+      const id = new URL(worker.url()).host;
+      expect(await signIn(room.viewerUrl, context, id)).toContain('Signed in');
       const page = await meetingPage(context);
+      expect(await allowThisSite(context, id)).toBe(pages.url);
       const devices = await page.evaluate(() => (window as unknown as Meeting).meeting.devices());
       expect(devices.filter((d) => d.kind === 'videoinput').map((d) => d.label)).toEqual([CAMERA_LABEL]);
       const opened = await page.evaluate(() =>
@@ -337,10 +360,15 @@ describe('browser extension: the avatar as a camera', () => {
       5000,
       'avatar devices gone',
     );
+    // The browser's own answer for a camera it does not have: the page cannot tell the extension is there.
     const err = await page.evaluate(() =>
       (window as unknown as Meeting).meeting.openError({ video: { deviceId: { exact: 'live-avatar-camera' } } }),
     );
-    expect(err?.name).toBe('NotFoundError');
+    const none = await page.evaluate(() =>
+      (window as unknown as Meeting).meeting.openError({ video: { deviceId: { exact: 'no-such-camera' } } }),
+    );
+    expect(err?.name).toBeDefined();
+    expect(err).toEqual(none);
     await page.close();
   });
 });

@@ -1,6 +1,7 @@
 /**
- * Pure parts of the avatar camera: which getUserMedia calls the extension serves (planGetUserMedia), how a viewer link
- * is read (parseAvatarLink), and the WHIP module's token check and ICE-server Link headers.
+ * Pure parts of the avatar camera: which getUserMedia calls the extension serves (planGetUserMedia), which frames may
+ * use it (frameVerdict) and how a site is named (siteOrigin), which kinds an offer receives (offeredKinds), how a
+ * viewer link is read (parseAvatarLink), and the WHIP module's token check and ICE-server Link headers.
  */
 import { describe, expect, it } from 'vitest';
 import { parseAvatarLink, whepEndpoint } from '../../client/lib/avatarStream.js';
@@ -8,8 +9,12 @@ import { ClientError } from '../../client/lib/errors.js';
 import {
   AVATAR_CAMERA,
   AVATAR_MICROPHONE,
+  frameVerdict,
   namedDeviceIds,
+  offeredKinds,
   planGetUserMedia,
+  siteOrigin,
+  type ApprovedSite,
 } from '../../client/extension/src/protocol.js';
 import { signToken } from '../../server/auth/tokens.js';
 import { AppError } from '../../server/errors.js';
@@ -73,6 +78,55 @@ describe('planGetUserMedia', () => {
       avatarAudio: true,
       real: null,
     });
+  });
+});
+
+describe('which frames may use the avatar', () => {
+  const sites: ApprovedSite[] = [
+    { origin: 'https://meet.example', frames: false, approvedAt: 1 },
+    { origin: 'https://embed.example:8443', frames: true, approvedAt: 2 },
+  ];
+  const v = (origin: string | undefined, frameId: number | undefined, topOrigin: string | null = null): string =>
+    frameVerdict(sites, { origin, frameId, topOrigin });
+
+  it('serves top frames of approved sites only', () => {
+    expect(v('https://meet.example', 0)).toBe('allowed');
+    expect(v('https://evil.example', 0)).toBe('not-approved');
+    // Same host, another scheme or port: another site.
+    expect(v('http://meet.example', 0)).toBe('not-approved');
+    expect(v('https://meet.example:444', 0)).toBe('not-approved');
+    expect(v(undefined, 0)).toBe('not-approved');
+    expect(v('null', 0)).toBe('not-approved');
+  });
+
+  it('serves a subframe only inside its own site, or when approved for frames', () => {
+    expect(v('https://meet.example', 3, 'https://meet.example')).toBe('allowed');
+    expect(v('https://meet.example', 3, 'https://evil.example')).toBe('frame-not-approved');
+    expect(v('https://meet.example', 3, null)).toBe('frame-not-approved');
+    expect(v('https://meet.example', undefined, 'https://meet.example')).toBe('allowed');
+    expect(v('https://evil.example', 3, 'https://meet.example')).toBe('not-approved');
+    expect(v('https://embed.example:8443', 5, 'https://anything.example')).toBe('allowed');
+  });
+
+  it('names a site by its origin, http(s) only', () => {
+    expect(siteOrigin('https://meet.example/room/42?x=1')).toBe('https://meet.example');
+    expect(siteOrigin('  meet.example ')).toBe('https://meet.example');
+    expect(siteOrigin('http://127.0.0.1:8080/')).toBe('http://127.0.0.1:8080');
+    expect(siteOrigin('HTTPS://Meet.Example:443')).toBe('https://meet.example');
+    for (const bad of ['javascript:alert(1)', 'file:///etc/passwd', 'chrome-extension://abc/', 'http://', ''])
+      expect(
+        clientCode(() => siteOrigin(bad)),
+        bad,
+      ).toBe('BAD_REQUEST');
+  });
+
+  it('reads the kinds an offer receives from its m-lines', () => {
+    expect(offeredKinds('v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n')).toEqual({
+      video: true,
+      audio: true,
+    });
+    expect(offeredKinds('v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n')).toEqual({ video: false, audio: true });
+    expect(offeredKinds('v=0\r\na=x:m=video 9\r\n')).toEqual({ video: false, audio: false });
   });
 });
 
