@@ -96,6 +96,7 @@ function aggregate(rows: ClipResult[]): Record<string, unknown> {
     'aed_mesh',
     'blink_corr',
     'gaze_corr',
+    'gaze_corr_eyes',
     'mouth_open_corr',
     'aed_mouth_mesh',
     'blink_corr_68',

@@ -56,6 +56,7 @@ import {
   expressionMotion,
   eyeOpenness,
   irisPosition,
+  irisPositionEyes,
   meanOrNull,
   MESH_LIPS,
   meshInterOcular,
@@ -161,6 +162,11 @@ export interface Scores {
   blink_corr: number | null;
   /** Correlation over time of the iris position in the eyes, output vs driver/truth. */
   gaze_corr: number | null;
+  /**
+   * gaze_corr per eye (each eye's iris against the same eye's, x and y, the four correlations averaged): crossed eyes
+   * and a turned eye count, where the two eyes' mean hides them.
+   */
+  gaze_corr_eyes: number | null;
   /** Correlation over time of mouth openness (FaceMesh inner lips), output vs driver/truth. */
   mouth_open_corr: number | null;
   /** aed_mesh over the FaceMesh lip points only (mouth shape). */
@@ -343,6 +349,7 @@ interface MeshScores {
   aed_mesh: number | null;
   blink_corr: number | null;
   gaze_corr: number | null;
+  gaze_corr_eyes: number | null;
   mouth_open_corr: number | null;
   aed_mouth_mesh: number | null;
   blink_corr_68: number | null;
@@ -361,6 +368,7 @@ const NO_MESH: MeshScores = {
   aed_mesh: null,
   blink_corr: null,
   gaze_corr: null,
+  gaze_corr_eyes: null,
   mouth_open_corr: null,
   aed_mouth_mesh: null,
   blink_corr_68: null,
@@ -443,6 +451,7 @@ class MethodAcc {
       aed_mesh: r6(mesh.aed_mesh),
       blink_corr: r6(mesh.blink_corr, 4),
       gaze_corr: r6(mesh.gaze_corr, 4),
+      gaze_corr_eyes: r6(mesh.gaze_corr_eyes, 4),
       mouth_open_corr: r6(mesh.mouth_open_corr, 4),
       aed_mouth_mesh: r6(mesh.aed_mouth_mesh),
       blink_corr_68: r6(mesh.blink_corr_68, 4),
@@ -503,6 +512,8 @@ export const EVAL_DEFINITIONS: Readonly<Record<string, string>> = {
     'Pearson correlation over the scored frames of the six-point eye aspect ratio (FaceMesh 33-160-158-133-153-144 and 362-385-387-263-373-380), output vs truth (self) or driver (cross), per eye, averaged over the two eyes; null when a series is constant (the frozen portrait never blinks)',
   gaze_corr:
     'Pearson correlation over the scored frames of the iris centre position in the eye (along and across the corner-to-corner axis, in eye widths, both eyes averaged), output vs truth/driver, the x and y correlations averaged; null when constant',
+  gaze_corr_eyes:
+    "as gaze_corr, per eye: each eye's iris position against the same eye's in the truth/driver (x and y), the four correlations averaged (crossed eyes or one turned eye count; the two eyes' mean hides them); null when constant",
   mouth_open_corr:
     'Pearson correlation over the scored frames of the FaceMesh mouth openness (mean inner-lip gap 82-87, 13-14, 312-317 over the mouth width 61-291, image plane), output vs truth (self) or driver (cross); null when a series is constant',
   aed_mouth_mesh:
@@ -554,6 +565,7 @@ interface Acc {
   aedMouth68: number[];
   eyes: Pair2;
   gaze: Pair2;
+  gazeEyes: [Pair2, Pair2];
   mouth: Pair1;
   eyes68: Pair2;
   mouth68: Pair1;
@@ -586,6 +598,7 @@ function scoreMesh(
     aedMouth68: [],
     eyes: pair2(),
     gaze: pair2(),
+    gazeEyes: [pair2(), pair2()],
     mouth: { out: [], ref: [] },
     eyes68: pair2(),
     mouth68: { out: [], ref: [] },
@@ -662,6 +675,17 @@ function scoreMesh(
     acc.gaze.out[1].push(go.y);
     acc.gaze.ref[0].push(gt.x);
     acc.gaze.ref[1].push(gt.y);
+    const goE = irisPositionEyes(out.mesh);
+    const gtE = irisPositionEyes(t.mesh);
+    for (let e = 0; e < 2; e++) {
+      const o = goE[e];
+      const r = gtE[e];
+      if (!o || !r) continue;
+      acc.gazeEyes[e]!.out[0].push(o.x);
+      acc.gazeEyes[e]!.out[1].push(o.y);
+      acc.gazeEyes[e]!.ref[0].push(r.x);
+      acc.gazeEyes[e]!.ref[1].push(r.y);
+    }
     if (pf) {
       pf.eye_open = [r6(eo.right, 4)!, r6(eo.left, 4)!];
       pf.iris = [r6(go.x, 4)!, r6(go.y, 4)!];
@@ -709,6 +733,7 @@ function scoreMesh(
     aed_mesh: mean(acc.aedMesh),
     blink_corr: corr2(acc.eyes),
     gaze_corr: corr2(acc.gaze),
+    gaze_corr_eyes: meanOrNull([corr2(acc.gazeEyes[0]), corr2(acc.gazeEyes[1])]),
     mouth_open_corr: pearson(acc.mouth.out, acc.mouth.ref),
     aed_mouth_mesh: mean(acc.aedMouthMesh),
     blink_corr_68: corr2(acc.eyes68),

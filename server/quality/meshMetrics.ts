@@ -380,6 +380,44 @@ export function irisPosition(m: ArrayLike<number>): { x: number; y: number } {
 }
 
 /**
+ * The iris position of each eye as irisPosition measures it ([image-left eye, image-right eye]: the eye whose corners
+ * are further left first; each iris the one nearer that eye's centre), null for an eye without width.
+ */
+export function irisPositionEyes(
+  m: ArrayLike<number>,
+): [{ x: number; y: number } | null, { x: number; y: number } | null] {
+  checkMesh(m);
+  const irises = IRIS_CENTRES.map((i) => pt(m, i));
+  const res: ({ x: number; y: number; cx: number } | null)[] = [];
+  for (const e of [EYES.right, EYES.left]) {
+    const a = pt(m, e[0]);
+    const b = pt(m, e[3]);
+    const [p, q] = a[0] <= b[0] ? [a, b] : [b, a];
+    const cx = (p[0] + q[0]) / 2;
+    const cy = (p[1] + q[1]) / 2;
+    const ux = q[0] - p[0];
+    const uy = q[1] - p[1];
+    const w2 = ux * ux + uy * uy;
+    if (!(w2 > 0)) {
+      res.push(null);
+      continue;
+    }
+    const iris = irises.reduce((best, c) =>
+      Math.hypot(c[0] - cx, c[1] - cy) < Math.hypot(best[0] - cx, best[1] - cy) ? c : best,
+    );
+    const dx = iris[0] - cx;
+    const dy = iris[1] - cy;
+    res.push({ x: (dx * ux + dy * uy) / w2, y: (-dx * uy + dy * ux) / w2, cx });
+  }
+  const [r, l] = res;
+  const strip = (v: { x: number; y: number } | null | undefined): { x: number; y: number } | null =>
+    v ? { x: v.x, y: v.y } : null;
+  // Image order: FaceMesh's "right" eye is the person's right, on the image's left for a face towards the camera.
+  if (r && l && r.cx > l.cx) return [strip(l), strip(r)];
+  return [strip(r), strip(l)];
+}
+
+/**
  * Pearson correlation of two equally long series; null when shorter than 3 or when either is (nearly) constant (a
  * correlation is undefined there: a still portrait neither blinks nor looks around).
  */
