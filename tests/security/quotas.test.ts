@@ -148,6 +148,15 @@ describe('quotas per key', () => {
     expect(await codeOf(await createRoom(s, OTHER_API_KEY))).toEqual([409, 'ROOM_BUSY']);
   });
 
+  it('concurrent creations and uploads of one key cannot overshoot its quotas', async () => {
+    const s = await start({ quotas: { roomsPerKey: 2, portraitsPerKey: 2 } });
+    const rooms = await Promise.all([0, 1, 2, 3].map(() => createRoom(s)));
+    expect(rooms.map((r) => r.status).sort()).toEqual([201, 201, 403, 403]);
+    const uploads = await Promise.all([0, 1, 2, 3].map(() => upload(s)));
+    expect(uploads.map((r) => r.status).sort()).toEqual([201, 201, 403, 403]);
+    expect([s.server.rooms.roomsOf('test').length, s.server.portraits.usage('test').portraits]).toEqual([2, 2]);
+  });
+
   it('portraits and bytes stored per key: QUOTA_EXCEEDED beyond them, other keys unaffected', async () => {
     let s = await start({ quotas: { portraitsPerKey: 2 } });
     expect((await upload(s)).status).toBe(201);
