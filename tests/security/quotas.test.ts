@@ -189,6 +189,7 @@ describe('viewers per room and per link', () => {
     const viewerSocket = await joined(s, room.viewerToken);
     // Before: every further WHEP offer with the link got a server peer and an encode.
     const over = await whep(s, room.roomId, room.viewerToken);
+    expect(over.res.status).toBe(409);
     expect(await codeOf(over.res)).toEqual([409, 'VIEWER_LIMIT']);
     expect(over.res.headers.get('access-control-allow-origin')).toBe('*');
     const sock = await watchedSocket(s);
@@ -197,7 +198,9 @@ describe('viewers per room and per link', () => {
 
     // The performer's link is another link, but the room holds 3 viewers at most.
     expect((await whep(s, room.roomId, room.performerToken)).res.status).toBe(201);
-    expect(await codeOf((await whep(s, room.roomId, room.performerToken)).res)).toEqual([409, 'VIEWER_LIMIT']);
+    const full = (await whep(s, room.roomId, room.performerToken)).res;
+    expect(full.status).toBe(409);
+    expect(await codeOf(full)).toEqual([409, 'VIEWER_LIMIT']);
     expect(s.server.rooms.viewerSlots.inRoom(room.roomId)).toBe(3);
 
     // A viewer that leaves gives its slot back: the refused socket can join now.
