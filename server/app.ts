@@ -157,6 +157,7 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
     maxBytes: config.upload.maxBytes,
     maxPixels: config.upload.maxPixels,
     minSide: config.upload.minSide,
+    quota: { portraits: config.quotas.portraitsPerKey, bytes: config.quotas.bytesPerKey },
     ...(checkFace ? { checkFace } : {}),
     log: log.child('portraits'),
   }));

@@ -54,6 +54,47 @@ export interface Config {
      */
     signInPerMinute: number;
   };
+  /**
+   * What one API key, one room and one link may hold at once, so that no key or link can take what others need. A
+   * refusal says which quota it hit. Counted per server process (each node of a cluster counts its own).
+   */
+  quotas: {
+    /**
+     * Rooms one API key may have open at once; POST /api/rooms answers 403 QUOTA_EXCEEDED beyond it (other keys still
+     * get rooms up to maxRooms); default 10.
+     */
+    roomsPerKey: number;
+    /** Portraits one API key may store; an upload beyond it is refused (403 QUOTA_EXCEEDED); default 100. */
+    portraitsPerKey: number;
+    /** Bytes one API key may store (each portrait's upload plus its normalised PNG); default 1 GiB. */
+    bytesPerKey: number;
+    /**
+     * Viewers of one room at once: sockets joined as viewers and WHEP sessions (each WHEP viewer is a server peer and a
+     * video encode); one more is refused with VIEWER_LIMIT (409); default 200.
+     */
+    viewersPerRoom: number;
+    /**
+     * Viewers one link (token) may hold at once, counted as for viewersPerRoom; a room's viewer link and its performer
+     * link (which may preview over WHEP) count apart. Default 200.
+     */
+    viewersPerLink: number;
+  };
+  signaling: {
+    /**
+     * socket.io connections (handshakes) per minute per client address: a burst of this many, then one per 60/n s;
+     * beyond it the handshake is answered 429 TOO_MANY_REQUESTS with Retry-After; default 300.
+     */
+    connectionsPerAddressPerMinute: number;
+    /** A socket that has not joined a room this long after connecting is sent JOIN_TIMEOUT and dropped; default 10 s. */
+    joinTimeoutMs: number;
+  };
+  whip: {
+    /**
+     * WHIP/WHEP requests (POST, DELETE, PATCH) per minute per client address: a burst of this many, then one per 60/n s
+     * (429 TOO_MANY_REQUESTS with Retry-After); default 120.
+     */
+    perAddressPerMinute: number;
+  };
   consent: {
     /** The consent text uploaders agree to; stored with every portrait record. */
     text: string;
@@ -200,6 +241,15 @@ export function defaultConfig(): Config {
     roomIdleMs: 600_000,
     maxRooms: 50,
     auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300, signInPerMinute: 10 },
+    quotas: {
+      roomsPerKey: 10,
+      portraitsPerKey: 100,
+      bytesPerKey: 1024 * 1024 * 1024,
+      viewersPerRoom: 200,
+      viewersPerLink: 200,
+    },
+    signaling: { connectionsPerAddressPerMinute: 300, joinTimeoutMs: 10_000 },
+    whip: { perAddressPerMinute: 120 },
     consent: {
       version: '2026-11-27',
       text:
@@ -308,6 +358,14 @@ export function validateConfig(c: Config): Config {
   }
   if (new Set(c.auth.apiKeys.map((k) => k.name)).size !== c.auth.apiKeys.length)
     fail('"auth.apiKeys" names must be unique');
+  intIn(c.quotas.roomsPerKey, 1, 100_000, 'quotas.roomsPerKey');
+  intIn(c.quotas.portraitsPerKey, 1, 10_000_000, 'quotas.portraitsPerKey');
+  intIn(c.quotas.bytesPerKey, 1024, Number.MAX_SAFE_INTEGER, 'quotas.bytesPerKey');
+  intIn(c.quotas.viewersPerRoom, 1, 1_000_000, 'quotas.viewersPerRoom');
+  intIn(c.quotas.viewersPerLink, 1, 1_000_000, 'quotas.viewersPerLink');
+  intIn(c.signaling.connectionsPerAddressPerMinute, 1, 1_000_000, 'signaling.connectionsPerAddressPerMinute');
+  intIn(c.signaling.joinTimeoutMs, 100, 600_000, 'signaling.joinTimeoutMs');
+  intIn(c.whip.perAddressPerMinute, 1, 1_000_000, 'whip.perAddressPerMinute');
   if (typeof c.consent.text !== 'string' || c.consent.text.length < 10) fail('"consent.text" must be the consent text');
   if (typeof c.consent.version !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(c.consent.version))
     fail('"consent.version" must be 1-40 letters, digits, . _ -');

@@ -38,6 +38,9 @@ export type ErrorCode =
   | 'ORIGIN_REFUSED'
   | 'REQUEST_STALE'
   | 'REQUEST_REPLAYED'
+  | 'QUOTA_EXCEEDED'
+  | 'VIEWER_LIMIT'
+  | 'JOIN_TIMEOUT'
   | 'INTERNAL';
 
 /** HTTP status for each code, for the REST API. */
@@ -88,6 +91,12 @@ export const httpStatus: Record<ErrorCode, number> = {
   REQUEST_STALE: 401,
   /** A node-to-node request whose nonce was already used (a replay). */
   REQUEST_REPLAYED: 401,
+  /** An API key's quota (config.quotas: rooms open, portraits or bytes stored) is used up; the message names it. */
+  QUOTA_EXCEEDED: 403,
+  /** A room, or the link (token) used, already has its most viewers (config.quotas.viewersPerRoom / viewersPerLink). */
+  VIEWER_LIMIT: 409,
+  /** A socket that did not join a room within config.signaling.joinTimeoutMs (sent as a 'failure', then dropped). */
+  JOIN_TIMEOUT: 408,
   INTERNAL: 500,
 };
 

@@ -39,11 +39,17 @@ export const SERVER_MALLOC_MMAP_THRESHOLD = '131072';
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 export const round = (v: number, digits = 2): number => Math.round(v * 10 ** digits) / 10 ** digits;
 
-/** Server config for the benchmarks: the product's engine, and rate limits that the load itself does not trip. */
+/**
+ * Server config for the benchmarks: the product's engine, and rate limits and per-key quotas that the load itself
+ * does not trip (one client address and one key send everything; maxRooms still bounds the rooms).
+ */
 export function benchOverrides(engine = 'default', extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     avatar: { engine },
     auth: { perKeyPerMinute: 1_000_000, perAddressPerMinute: 1_000_000 },
+    signaling: { connectionsPerAddressPerMinute: 1_000_000 },
+    whip: { perAddressPerMinute: 1_000_000 },
+    quotas: { roomsPerKey: 100_000, portraitsPerKey: 10_000_000, bytesPerKey: Number.MAX_SAFE_INTEGER },
     ...extra,
   };
 }

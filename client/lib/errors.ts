@@ -20,11 +20,15 @@ export class ClientError extends Error {
   }
 }
 
-/** Errors after which retrying with the same token cannot succeed. */
+/** Errors after which retrying with the same token cannot succeed (a revoked link stays revoked). */
 export function isTerminal(err: unknown): boolean {
   if (!(err instanceof ClientError)) return false;
   return (
-    err.code === 'TOKEN_INVALID' || err.code === 'TOKEN_EXPIRED' || err.code === 'FORBIDDEN' || err.code === 'CLOSED'
+    err.code === 'TOKEN_INVALID' ||
+    err.code === 'TOKEN_EXPIRED' ||
+    err.code === 'TOKEN_REVOKED' ||
+    err.code === 'FORBIDDEN' ||
+    err.code === 'CLOSED'
   );
 }
 

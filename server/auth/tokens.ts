@@ -3,7 +3,7 @@
  * The payload names the room, the role and the expiry (`exp`, ms since the epoch). Verification recomputes the MAC
  * and compares it in constant time before the payload is parsed, so a forged payload is never looked at.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { AppError } from '../errors.js';
 import type { Role } from '../types/protocol.js';
 
@@ -79,4 +79,12 @@ export function bearerToken(header: string | undefined): string | null {
   if (!header) return null;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return m ? m[1]! : null;
+}
+
+/**
+ * A short id of one link (token), for counting what the link holds (viewers per link) without keeping the token: the
+ * same payload signs to the same token, so a room's viewer link is one id however many people use it.
+ */
+export function linkId(token: string): string {
+  return createHash('sha256').update(token).digest('base64url').slice(0, 22);
 }

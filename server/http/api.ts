@@ -36,6 +36,9 @@
  * this server's own pages (Origin, or Sec-Fetch-Site same-origin): 403 ORIGIN_REFUSED otherwise. `Authorization:
  * Bearer` is not a cookie, so scripts need no Origin.
  *
+ * Quotas per key (config.quotas): rooms open, portraits and bytes stored; beyond them POST /api/rooms and POST
+ * /api/portraits answer 403 QUOTA_EXCEEDED (and POST /api/rooms 409 ROOM_BUSY at maxRooms over all keys).
+ *
  * Errors are `{code, message}` with the code's HTTP status (server/errors.ts).
  */
 import path from 'node:path';

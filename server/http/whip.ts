@@ -22,24 +22,32 @@
  * published instead, the room closed) the registry's grace period starts as for a studio page that went away.
  * WHEP uses the room's direct fan-out, which every room keeps, also when it has an SFU.
  *
+ * Limits (config.whip, config.quotas): every POST, DELETE and PATCH is rate limited per client address (429
+ * TOO_MANY_REQUESTS with Retry-After); a WHEP session takes a viewer slot of its room and link (409 VIEWER_LIMIT when
+ * full) until it ends. A session ends with its link: at the token's expiry, as when the room's links are revoked, the
+ * WHIP ingest stops or the WHEP viewer's peer is closed; the client learns the code from its next request with that
+ * token (DELETE or PATCH: 401 TOKEN_EXPIRED / TOKEN_REVOKED).
+ *
  * Video: the server decodes VP8, VP9 and AV1 (libwebrtc in @roamhq/wrtc has no H.264/HEVC); a WHIP offer with none
  * of them is refused with a message that says so (OBS's WHIP output: choose an AV1 encoder).
  *
  * Errors: `{code, message}` with the code's HTTP status, CORS headers included so a web page can read them:
  * 400 INVALID_SDP, 401 TOKEN_INVALID / TOKEN_EXPIRED / TOKEN_REVOKED, 403 FORBIDDEN (a token of another room, a viewer token for
- * WHIP), 404 ROOM_NOT_FOUND / NOT_FOUND (unknown session), 405 METHOD_NOT_ALLOWED (PATCH), 409 ALREADY_PUBLISHING,
- * 413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE.
+ * WHIP), 404 ROOM_NOT_FOUND / NOT_FOUND (unknown session), 405 METHOD_NOT_ALLOWED (PATCH), 409 ALREADY_PUBLISHING /
+ * VIEWER_LIMIT, 413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE, 429 TOO_MANY_REQUESTS (with Retry-After).
  */
 import { randomBytes } from 'node:crypto';
-import { bearerToken, verifyToken, type TokenPayload } from '../auth/tokens.js';
+import { bearerToken, linkId, verifyToken, type TokenPayload } from '../auth/tokens.js';
 import type { Config } from '../config.js';
-import { AppError, httpStatus, toPublicError } from '../errors.js';
+import { AppError, httpStatus, RateLimitError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Room } from '../rooms/room.js';
 import type { ClusterNode } from '../cluster/node.js';
 import type { RoomRegistry } from '../rooms/registry.js';
 import type { CloseReason, Role } from '../types/protocol.js';
+import { atTime } from '../util/deadline.js';
 import { baseUrl } from './api.js';
+import { RateLimiter } from './rateLimit.js';
 import type { Handler, HttpExchange } from './exchange.js';
 import type { Router } from './router.js';
 
@@ -105,13 +113,23 @@ export function authorize(
   return t;
 }
 
+/** The link (token) a session was opened with: it ends when the link expires or is revoked. */
+export interface SessionLink {
+  /** The room's link version it was signed at (revoking the room's links ends older sessions). */
+  version: number;
+  /** Its expiry, ms since the epoch. */
+  exp: number;
+  /** linkId() of the token: what viewers per link are counted by. */
+  id: string;
+}
+
 interface Session {
   id: string;
   kind: WhipKind;
   roomId: string;
   /** The link version of the token that opened it (revoking the room's links ends older sessions). */
   linkVersion: number;
-  /** For WHIP: stops listening to the ingest peer; for WHEP: nothing. */
+  /** For WHIP: stops listening to the ingest peer; for WHEP: gives back the viewer slot. Both: cancel the expiry. */
   detach: () => void;
 }
 
@@ -150,7 +168,7 @@ export class WhipSessions {
    * @throws AppError('ALREADY_PUBLISHING') while the room has a publishing performer, ('INVALID_SDP') and what
    * Room.publish throws.
    */
-  async publish(room: Room, offerSdp: string, linkVersion = 0): Promise<{ id: string; answer: string }> {
+  async publish(room: Room, offerSdp: string, link: SessionLink): Promise<{ id: string; answer: string }> {
     this.#assertOpen();
     if (room.publishing || this.#publishing.has(room.id)) {
       throw new AppError(
@@ -175,39 +193,78 @@ export class WhipSessions {
     const { registry, log } = this.#deps;
     const onIngestClose = (): void => {
       if (this.#sessions.get(id)?.kind !== 'whip') return;
-      this.#sessions.delete(id);
+      this.#drop(id);
       registry.performerLeft(room.id, presence);
       log.info('whip session ended', { roomId: room.id, session: id });
     };
     ingest.once('close', onIngestClose);
+    const cancelExpiry = this.#expireAt(link.exp, 'whip', room.id, id);
     this.#sessions.set(id, {
       id,
       kind: 'whip',
       roomId: room.id,
-      linkVersion,
-      detach: () => ingest.off('close', onIngestClose),
+      linkVersion: link.version,
+      detach: () => {
+        ingest.off('close', onIngestClose);
+        cancelExpiry();
+      },
     });
     registry.performerJoined(room.id, presence);
     log.info('whip session started', { roomId: room.id, session: id });
     return { id, answer };
   }
 
-  /** Answers a WHEP viewer's offer from the room's direct fan-out. @throws AppError('INVALID_SDP') */
-  async view(room: Room, offerSdp: string, linkVersion = 0): Promise<{ id: string; answer: string }> {
+  /**
+   * Answers a WHEP viewer's offer from the room's direct fan-out.
+   * @throws AppError('VIEWER_LIMIT') when the room or the link has its most viewers, ('INVALID_SDP')
+   */
+  async view(room: Room, offerSdp: string, link: SessionLink): Promise<{ id: string; answer: string }> {
     this.#assertOpen();
     const id = newSessionId();
+    const slots = this.#deps.registry.viewerSlots;
+    const holder = `whep:${id}`;
+    slots.take(holder, room.id, link.id);
     this.#watch(room);
+    const cancelExpiry = this.#expireAt(link.exp, 'whep', room.id, id);
     // Listed before addViewer, whose synchronous part adds the viewer to the fan-out and emits 'viewers': the prune
     // above then finds both.
-    this.#sessions.set(id, { id, kind: 'whep', roomId: room.id, linkVersion, detach: () => undefined });
+    this.#sessions.set(id, {
+      id,
+      kind: 'whep',
+      roomId: room.id,
+      linkVersion: link.version,
+      detach: () => {
+        slots.release(holder);
+        cancelExpiry();
+      },
+    });
     try {
-      const answer = (await room.addViewer(`whep:${id}`, { type: 'offer', sdp: offerSdp })).sdp;
+      const answer = (await room.addViewer(holder, { type: 'offer', sdp: offerSdp })).sdp;
       this.#deps.log.info('whep session started', { roomId: room.id, session: id });
       return { id, answer };
     } catch (err) {
-      this.#sessions.delete(id);
+      this.#drop(id);
       throw err;
     }
+  }
+
+  /** Ends a session when its link expires (as DELETE does); returns the cancel. */
+  #expireAt(exp: number, kind: WhipKind, roomId: string, id: string): () => void {
+    return atTime(exp, () => {
+      if (!this.#sessions.has(id)) return;
+      this.#deps.log.info(`${kind} session link expired`, { roomId, session: id });
+      this.delete(kind, roomId, id).catch((err: unknown) =>
+        this.#deps.log.warn('ending an expired session failed', { roomId, session: id, err }),
+      );
+    });
+  }
+
+  /** Forgets a session and lets go of what it holds (listeners, viewer slot, expiry timer). */
+  #drop(id: string): void {
+    const s = this.#sessions.get(id);
+    if (!s) return;
+    this.#sessions.delete(id);
+    s.detach();
   }
 
   /**
@@ -215,9 +272,8 @@ export class WhipSessions {
    * removes the viewer. @throws AppError('NOT_FOUND') for an unknown session.
    */
   async delete(kind: WhipKind, roomId: string, id: string): Promise<void> {
-    const s = this.#require(kind, roomId, id);
-    this.#sessions.delete(id);
-    s.detach();
+    this.#require(kind, roomId, id);
+    this.#drop(id);
     const room = this.#deps.registry.get(roomId);
     if (kind === 'whep') {
       room?.removeViewer(`whep:${id}`);
@@ -262,7 +318,7 @@ export class WhipSessions {
     const onViewers = (): void => {
       const live = new Set(room.parts.direct.viewerIds());
       for (const s of [...this.#sessions.values()]) {
-        if (s.kind === 'whep' && s.roomId === room.id && !live.has(`whep:${s.id}`)) this.#sessions.delete(s.id);
+        if (s.kind === 'whep' && s.roomId === room.id && !live.has(`whep:${s.id}`)) this.#drop(s.id);
       }
     };
     room.on('viewers', onViewers);
@@ -280,11 +336,7 @@ export class WhipSessions {
   };
 
   readonly #onRoomClosed = (roomId: string, _reason: CloseReason): void => {
-    for (const s of [...this.#sessions.values()]) {
-      if (s.roomId !== roomId) continue;
-      s.detach();
-      this.#sessions.delete(s.id);
-    }
+    for (const s of [...this.#sessions.values()]) if (s.roomId === roomId) this.#drop(s.id);
     this.#watched.get(roomId)?.();
     this.#watched.delete(roomId);
   };
@@ -339,6 +391,8 @@ async function sdpBody(ex: HttpExchange): Promise<string> {
 export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSessions {
   const { config, registry } = deps;
   const sessions = new WhipSessions(deps);
+  /** One bucket per client address for WHIP and WHEP together (each POST sets up a server peer). */
+  const perAddress = new RateLimiter(config.whip.perAddressPerMinute, 'address (WHIP/WHEP)');
 
   /** Every reply of these routes carries CORS headers, errors included (a page must be able to read them). */
   const withCors =
@@ -352,6 +406,7 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
         const pub = toPublicError(err);
         const close = pub.code === 'PAYLOAD_TOO_LARGE';
         const extra: Record<string, string> = pub.code === 'METHOD_NOT_ALLOWED' ? { allow: 'DELETE, OPTIONS' } : {};
+        if (err instanceof RateLimitError) extra['retry-after'] = String(err.retryAfterS);
         ex.send(
           httpStatus[pub.code],
           {
@@ -371,11 +426,15 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
 
   for (const kind of ['whip', 'whep'] as const) {
     const roles: readonly Role[] = kind === 'whip' ? ['performer'] : ['performer', 'viewer'];
-    /** The token's checks, as signaling's `join`: signature, expiry, room, role, and not revoked. */
-    const auth = (ex: HttpExchange, roomId: string): number => {
+    /**
+     * The address's rate limit, then the token's checks, as signaling's `join`: signature, expiry, room, role, and not
+     * revoked.
+     */
+    const auth = (ex: HttpExchange, roomId: string): SessionLink => {
+      perAddress.take(ex.remoteIp);
       const t = authorize(ex.headers['authorization'], roomId, roles, config.tokenSecret);
       registry.checkLink(roomId, t.v);
-      return t.v ?? 0;
+      return { version: t.v ?? 0, exp: t.exp, id: linkId(bearerToken(ex.headers['authorization']) ?? '') };
     };
     router.add('OPTIONS', `/${kind}/:roomId`, preflight);
     router.add('OPTIONS', `/${kind}/:roomId/:sessionId`, preflight);
@@ -384,7 +443,7 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
       `/${kind}/:roomId`,
       withCors(async (ex, p) => {
         const roomId = p.roomId ?? '';
-        const linkVersion = auth(ex, roomId);
+        const link = auth(ex, roomId);
         if (!registry.get(roomId) && deps.cluster) {
           // Another node owns the room: redirect there (WHIP/WHEP clients follow 307 with the same body and token).
           const loc = await deps.cluster.directory.lookup(roomId);
@@ -401,9 +460,7 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
         const offer = await sdpBody(ex);
         if (kind === 'whip') assertDecodableVideo(offer);
         const { id, answer } =
-          kind === 'whip'
-            ? await sessions.publish(room, offer, linkVersion)
-            : await sessions.view(room, offer, linkVersion);
+          kind === 'whip' ? await sessions.publish(room, offer, link) : await sessions.view(room, offer, link);
         const location = `${baseUrl(config, ex.headers, deps.port())}/${kind}/${encodeURIComponent(roomId)}/${id}`;
         const headers: Record<string, string> = {
           ...WHIP_CORS_HEADERS,

@@ -14,8 +14,9 @@
  *
  * Every file is written to a temporary name and renamed, images before the record, so a failed or interrupted upload
  * never leaves a half portrait: at open, temporary files and images without a record are removed.
- * Uploads are checked in order: consent, size, magic bytes, pixel limits (from the header, before decoding), decoding,
- * then the optional face check.
+ * Uploads are checked in order: consent, size, the owner's quota (portraits and bytes stored, with the uploads of
+ * that owner in progress counted), magic bytes, pixel limits (from the header, before decoding), decoding, then the
+ * optional face check, and the quota again with the normalised copy's size.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -41,6 +42,8 @@ export interface PortraitRecord {
   width: number;
   height: number;
   original: { contentType: string; bytes: number; width: number; height: number };
+  /** Bytes stored for it (the upload and the normalised PNG); records from before quotas: counted at open. */
+  storedBytes?: number;
   usedInRooms: { roomId: string; at: string }[];
 }
 
@@ -98,6 +101,8 @@ export interface PortraitStoreOptions {
   checkFace?: FaceCheck;
   /** The consent text and version uploads agree to (config.consent). */
   consent?: { text: string; version: string };
+  /** What one owner may store (config.quotas); default no limit. */
+  quota?: { portraits: number; bytes: number };
   log: Logger;
 }
 
@@ -118,11 +123,14 @@ function clean(text: string | undefined, max: number): string | null {
 
 export class PortraitStore {
   readonly dir: string;
-  readonly #opts: Required<Omit<PortraitStoreOptions, 'checkFace' | 'consent'>> & {
+  readonly #opts: Required<Omit<PortraitStoreOptions, 'checkFace' | 'consent' | 'quota'>> & {
     checkFace?: FaceCheck;
     consent?: { text: string; version: string };
+    quota?: { portraits: number; bytes: number };
   };
   readonly #records = new Map<string, PortraitRecord>();
+  /** Uploads in progress per owner (portraits, bytes reserved), counted against the quota; none: no entry. */
+  readonly #pending = new Map<string, { portraits: number; bytes: number }>();
   /** Record writes are serialized so that concurrent markUsed() calls never lose an entry. */
   #writes: Promise<void> = Promise.resolve();
 
@@ -142,7 +150,16 @@ export class PortraitStore {
       if (!ID_RE.test(id)) continue;
       try {
         const rec = JSON.parse(await fs.readFile(path.join(store.dir, n), 'utf8')) as PortraitRecord;
-        if (rec.id === id) store.#records.set(id, rec);
+        if (rec.id !== id) continue;
+        // Records from before quotas: the upload's size plus the normalised copy's, as stored.
+        if (typeof rec.storedBytes !== 'number') {
+          const png = await fs.stat(store.#pngFile(id)).then(
+            (st) => st.size,
+            () => 0,
+          );
+          rec.storedBytes = (rec.original?.bytes ?? 0) + png;
+        }
+        store.#records.set(id, rec);
       } catch (err) {
         opts.log.warn('unreadable portrait record skipped', { file: n, err });
       }
@@ -161,9 +178,41 @@ export class PortraitStore {
     return this.#records.size;
   }
 
+  /** What `owner` stores: portraits and bytes (uploads and normalised copies). */
+  usage(owner: string): { portraits: number; bytes: number } {
+    let portraits = 0;
+    let bytes = 0;
+    for (const r of this.#records.values()) {
+      if (ownerOf(r) !== owner) continue;
+      portraits++;
+      bytes += r.storedBytes ?? r.original.bytes;
+    }
+    return { portraits, bytes };
+  }
+
+  /**
+   * Refuses an upload of `bytes` more by `owner` beyond the quota, counting the owner's uploads in progress.
+   * @throws AppError('QUOTA_EXCEEDED')
+   */
+  #checkQuota(owner: string, bytes: number, portraits: number): void {
+    const q = this.#opts.quota;
+    if (!q) return;
+    const used = this.usage(owner);
+    const pending = this.#pending.get(owner) ?? { portraits: 0, bytes: 0 };
+    if (used.portraits + pending.portraits + portraits > q.portraits)
+      throw new AppError('QUOTA_EXCEEDED', `this API key stores its most portraits (${q.portraits}): delete one first`);
+    if (used.bytes + pending.bytes + bytes > q.bytes) {
+      throw new AppError(
+        'QUOTA_EXCEEDED',
+        `this API key would store more than ${q.bytes} bytes (${used.bytes} stored): delete portraits first`,
+      );
+    }
+  }
+
   /** Checks, normalises and stores an upload. @throws AppError with the reason it was refused. */
   async add(up: PortraitUpload): Promise<PortraitRecord> {
     const o = this.#opts;
+    const owner = up.owner ?? DEFAULT_OWNER;
     if (!up.consent)
       throw new AppError('CONSENT_REQUIRED', 'confirm that you have the right to animate this portrait (consent=true)');
     const terms = o.consent;
@@ -175,6 +224,32 @@ export class PortraitStore {
     }
     if (up.data.length === 0) throw new AppError('BAD_REQUEST', 'empty file');
     if (up.data.length > o.maxBytes) throw new AppError('PAYLOAD_TOO_LARGE', `file larger than ${o.maxBytes} bytes`);
+    this.#checkQuota(owner, up.data.length, 1);
+    // Reserved while this upload is checked and written, so that concurrent uploads of one owner cannot overshoot;
+    // given back once the record counts (or the upload failed).
+    const p = this.#pending.get(owner) ?? { portraits: 0, bytes: 0 };
+    p.portraits++;
+    p.bytes += up.data.length;
+    this.#pending.set(owner, p);
+    let reserved = true;
+    const release = (): void => {
+      if (!reserved) return;
+      reserved = false;
+      p.portraits--;
+      p.bytes -= up.data.length;
+      if (p.portraits === 0) this.#pending.delete(owner);
+    };
+    try {
+      return await this.#store(up, owner, release);
+    } finally {
+      release();
+    }
+  }
+
+  /** add() after the cheap checks: decode, normalise, store; `counted` is called once the record counts. */
+  async #store(up: PortraitUpload, owner: string, counted: () => void): Promise<PortraitRecord> {
+    const o = this.#opts;
+    const terms = o.consent;
     const kind = sniffImage(up.data);
     if (!kind) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'only JPEG, PNG and WebP images are accepted');
     let meta: Metadata;
@@ -196,6 +271,8 @@ export class PortraitStore {
     })
       .png({ compressionLevel: 6 })
       .toBuffer();
+    // The upload itself is reserved (pending); the normalised copy comes on top.
+    this.#checkQuota(owner, png.length, 0);
 
     const id = randomBytes(16).toString('hex');
     const now = new Date().toISOString();
@@ -204,12 +281,13 @@ export class PortraitStore {
       name: clean(up.name, 100) ?? clean(up.filename?.replace(/\.[^.]*$/, ''), 100) ?? 'portrait',
       uploader: clean(up.uploader, 100),
       uploaderIp: up.uploaderIp,
-      owner: up.owner ?? DEFAULT_OWNER,
+      owner,
       consent: { given: true, at: now, ...(terms ? { version: terms.version, text: terms.text } : {}) },
       createdAt: now,
       width: rgb.width,
       height: rgb.height,
       original: { contentType: imageContentType[kind], bytes: up.data.length, width: w, height: h },
+      storedBytes: up.data.length + png.length,
       usedInRooms: [],
     };
     const written: string[] = [];
@@ -219,6 +297,7 @@ export class PortraitStore {
       await this.#serial(async () => {
         await this.#writeAtomic(this.#recordFile(id), JSON.stringify(rec, null, 2));
         this.#records.set(id, rec);
+        counted();
         await this.#log({
           at: now,
           event: 'consent',

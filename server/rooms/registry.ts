@@ -5,6 +5,9 @@
  * join; when the performer's socket goes, the room waits `config.roomGraceMs` for a reconnect, then closes with
  * 'performer-left'. A join within the window cancels the timer.
  *
+ * Quotas (config.quotas): an API key has at most `roomsPerKey` rooms open (so that one key cannot take every slot of
+ * `maxRooms`), and `viewerSlots` counts the viewers of each room and link for signaling and WHEP.
+ *
  * Events: 'room' (room: Room) after a room is created; 'roomClosed' (roomId: string, reason: CloseReason) after a
  * room closed and was dropped. Listeners (signaling, metrics) only listen; the registry knows nothing of them.
  */
@@ -18,6 +21,7 @@ import type { CloseReason } from '../types/protocol.js';
 import type { Room } from './room.js';
 import type { AvatarWorkerPool } from '../avatar/workerPool.js';
 import { SafeEventEmitter } from '../util/events.js';
+import { ViewerSlots } from './viewerSlots.js';
 
 export interface RoomRegistryOptions {
   config: Config;
@@ -51,11 +55,19 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
   readonly #entries = new Map<string, Entry>();
   /** Rooms being created (counted against maxRooms, closed if the registry closes meanwhile). */
   #creating = 0;
+  /** Rooms being created per owner (counted against quotas.roomsPerKey); an owner with none has no entry. */
+  readonly #creatingBy = new Map<string, number>();
   #closed = false;
+  /** Viewers per room and per link (config.quotas), taken and given back by signaling and WHEP. */
+  readonly viewerSlots: ViewerSlots;
 
   constructor(opts: RoomRegistryOptions) {
     super();
     this.#opts = opts;
+    this.viewerSlots = new ViewerSlots({
+      perRoom: opts.config.quotas.viewersPerRoom,
+      perLink: opts.config.quotas.viewersPerLink,
+    });
   }
 
   get closed(): boolean {
@@ -92,7 +104,8 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
   /**
    * Creates a room, with a portrait when `portraitId` is given (the portrait is prepared before the room is listed:
    * a portrait the engine refuses, e.g. NO_FACE, fails the creation and nothing is left behind).
-   * @throws AppError('NOT_FOUND') for an unknown portrait, ('ROOM_BUSY') at maxRooms, or what Room.create throws.
+   * @throws AppError('NOT_FOUND') for an unknown portrait, ('QUOTA_EXCEEDED') when `owner` has quotas.roomsPerKey
+   * rooms, ('ROOM_BUSY') at maxRooms, or what Room.create throws.
    */
   async create(opts: { portraitId?: string; owner?: string } = {}): Promise<Room> {
     if (this.#closed) throw new InvalidStateError('registry closed');
@@ -100,10 +113,18 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
     const owner = opts.owner ?? 'operator';
     // A room animates only its owner's portraits (another owner's id is NOT_FOUND).
     if (opts.portraitId !== undefined) portraits.get(opts.portraitId, owner);
+    const mine = this.roomsOf(owner).length + (this.#creatingBy.get(owner) ?? 0);
+    if (mine >= config.quotas.roomsPerKey) {
+      throw new AppError(
+        'QUOTA_EXCEEDED',
+        `this API key has its most rooms open (${config.quotas.roomsPerKey}): delete one first`,
+      );
+    }
     if (this.#entries.size + this.#creating >= config.maxRooms)
       throw new AppError('ROOM_BUSY', 'too many rooms are open; try again later');
     const roomId = randomBytes(9).toString('base64url');
     this.#creating++;
+    this.#creatingBy.set(owner, (this.#creatingBy.get(owner) ?? 0) + 1);
     let room: Room;
     try {
       // Imported on first use so that the REST API, portraits and health work even where the media stack fails to
@@ -131,6 +152,9 @@ export class RoomRegistry extends SafeEventEmitter<RoomRegistryEvents> {
       }
     } finally {
       this.#creating--;
+      const n = (this.#creatingBy.get(owner) ?? 1) - 1;
+      if (n > 0) this.#creatingBy.set(owner, n);
+      else this.#creatingBy.delete(owner);
     }
     if (this.#closed) {
       room.close('server-shutdown');

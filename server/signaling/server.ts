@@ -9,13 +9,22 @@
  * any other bad input.
  *
  * Room events are forwarded to the room's sockets (socket.io room `room:<id>`): 'stats', 'failure', and 'closed'.
+ *
+ * Limits (config.signaling, config.quotas): socket.io handshakes are rate limited per client address before any
+ * socket exists (429 TOO_MANY_REQUESTS with Retry-After on the handshake request); a socket that has not joined within
+ * `joinTimeoutMs` is sent the failure JOIN_TIMEOUT and dropped; a viewer socket takes a viewer slot of its room and
+ * link (VIEWER_LIMIT when full) until it leaves. A joined socket ends with its link: when the token expires it is sent
+ * the failure TOKEN_EXPIRED and 'closed' ('link-expired'), when the room's links are revoked TOKEN_REVOKED and 'closed'
+ * ('links-revoked'), and it is dropped.
  */
 import type { EventEmitter } from 'node:events';
 import type { Server, Socket } from 'socket.io';
-import { signToken, verifyToken } from '../auth/tokens.js';
+import { linkId, signToken, verifyToken } from '../auth/tokens.js';
 import type { Config } from '../config.js';
-import { AppError, InvalidStateError, toPublicError } from '../errors.js';
+import { AppError, InvalidStateError, RateLimitError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { RateLimiter } from '../http/rateLimit.js';
+import { atTime } from '../util/deadline.js';
 import type { ClusterNode } from '../cluster/node.js';
 import type { RelayEvents, RelayRoom } from '../cluster/relay.js';
 import type { Room, RoomEvents } from '../rooms/room.js';
@@ -69,6 +78,19 @@ interface Joined {
 }
 
 const roomKey = (id: string): string => `room:${id}`;
+/** The viewer-slot holder id of a socket (WHEP sessions hold `whep:<id>`). */
+const slotHolder = (socketId: string): string => `socket:${socketId}`;
+
+/** What engine.io hands its middlewares under uWebSockets.js (its uServer): the parts read here. */
+interface EngineRequest {
+  _query?: Record<string, string>;
+  connection?: { remoteAddress?: string };
+}
+interface EngineResponse {
+  writeStatus(status: string): unknown;
+  writeHeader(key: string, value: string): unknown;
+  end(body: string): unknown;
+}
 
 export class SignalingServer {
   readonly #io: SignalingIo;
@@ -88,7 +110,36 @@ export class SignalingServer {
     this.#registry.on('linksRevoked', this.#onRevoked);
     this.#cluster?.on('relay', this.#onRoom);
     this.#cluster?.on('linksRevoked', this.#onRevoked);
+    this.#limitHandshakes();
     this.#io.on('connection', (socket) => this.#onConnection(socket));
+  }
+
+  /**
+   * Refuses socket.io handshakes beyond config.signaling.connectionsPerAddressPerMinute per client address, at the
+   * engine.io level (before a socket or a session exists): 429 TOO_MANY_REQUESTS, Retry-After and `{code, message}`.
+   * Requests of an established connection (polling with a sid, its upgrade) are not counted.
+   */
+  #limitHandshakes(): void {
+    const limiter = new RateLimiter(
+      this.#config.signaling.connectionsPerAddressPerMinute,
+      'address (socket.io connections)',
+    );
+    this.#io.engine.use((req: EngineRequest, res: EngineResponse, next: () => void) => {
+      if (req._query?.sid) return next();
+      try {
+        limiter.take(req.connection?.remoteAddress ?? '');
+      } catch (err) {
+        const pub = toPublicError(err);
+        this.#log.debug('socket.io handshake refused', { code: pub.code });
+        res.writeStatus('429 Too Many Requests');
+        res.writeHeader('retry-after', String(err instanceof RateLimitError ? err.retryAfterS : 60));
+        res.writeHeader('content-type', 'application/json; charset=utf-8');
+        res.writeHeader('cache-control', 'no-store');
+        res.end(JSON.stringify(pub));
+        return;
+      }
+      next();
+    });
   }
 
   get closed(): boolean {
@@ -142,6 +193,7 @@ export class SignalingServer {
         const s = this.#io.of('/').sockets.get(id);
         if (s) {
           s.data = {};
+          this.#registry.viewerSlots.release(slotHolder(s.id));
           void s.leave(key);
         }
       }
@@ -152,6 +204,20 @@ export class SignalingServer {
     socket.data = {};
     let pending = 0;
     let chain: Promise<void> = Promise.resolve();
+    // A socket must join soon: one that never does (a flood of idle connections) is told why and dropped.
+    let joinDeadline: NodeJS.Timeout | null = setTimeout(() => {
+      joinDeadline = null;
+      if (socket.data.roomId || !socket.connected) return;
+      this.#log.debug('socket dropped: no join', { socket: socket.id });
+      socket.emit('failure', {
+        code: 'JOIN_TIMEOUT',
+        message: `no room joined within ${this.#config.signaling.joinTimeoutMs} ms`,
+      });
+      socket.disconnect(true);
+    }, this.#config.signaling.joinTimeoutMs);
+    joinDeadline.unref();
+    /** Cancels the drop at the joined link's expiry. */
+    let cancelExpiry: (() => void) | null = null;
 
     const on = (event: keyof ClientToServerEvents, handler: (payload: unknown) => unknown): void => {
       (socket.on as (ev: string, fn: (...args: unknown[]) => void) => void)(event, (...args: unknown[]) => {
@@ -227,11 +293,24 @@ export class SignalingServer {
       }
       if (!room || room.closed) throw new AppError('ROOM_NOT_FOUND', 'no such room (it may have ended)');
       if (socket.data.roomId) throw new InvalidStateError('already joined');
+      // Dropped while the room was looked up (the join deadline, the client went away): nothing to join.
+      if (!socket.connected) throw new InvalidStateError('the socket disconnected');
       // A revoked link: the room's owner made new ones.
       if (this.#registry.get(tok.room)) this.#registry.checkLink(tok.room, tok.v);
       else if ((tok.v ?? 0) !== (room as RelayRoom).linkVersion)
         throw new AppError('TOKEN_REVOKED', "this room link was revoked by the room's owner");
+      if (tok.role === 'viewer') this.#registry.viewerSlots.take(slotHolder(socket.id), tok.room, linkId(req.token));
       socket.data = { roomId: tok.room, role: tok.role, linkVersion: tok.v ?? 0 };
+      if (joinDeadline) clearTimeout(joinDeadline);
+      joinDeadline = null;
+      cancelExpiry?.();
+      cancelExpiry = atTime(tok.exp, () => {
+        cancelExpiry = null;
+        this.#log.info('socket link expired', { roomId: tok.room, role: tok.role, socket: socket.id });
+        socket.emit('failure', { code: 'TOKEN_EXPIRED', message: 'this room link expired; ask for a new one' });
+        if (socket.data.roomId) socket.emit('closed', { reason: 'link-expired' });
+        socket.disconnect(true);
+      });
       void socket.join(roomKey(tok.room));
       if (tok.role === 'performer') {
         const prev = this.#registry.performerJoined(tok.room, socket.id);
@@ -330,6 +409,11 @@ export class SignalingServer {
     });
 
     socket.on('disconnect', () => {
+      if (joinDeadline) clearTimeout(joinDeadline);
+      joinDeadline = null;
+      cancelExpiry?.();
+      cancelExpiry = null;
+      this.#registry.viewerSlots.release(slotHolder(socket.id));
       const { roomId, role } = socket.data;
       socket.data = {};
       if (!roomId) return;

@@ -179,7 +179,9 @@ export type CloseReason =
   /** The room's portrait was deleted by its owner: nothing may animate it any more. */
   | 'portrait-deleted'
   /** The room's links were revoked (this socket joined with an old link). */
-  | 'links-revoked';
+  | 'links-revoked'
+  /** The link (token) this socket joined with expired (a 'failure' TOKEN_EXPIRED comes first). */
+  | 'link-expired';
 
 export interface ClientToServerEvents {
   join: (req: JoinRequest, ack: Ack<JoinResponse>) => void;

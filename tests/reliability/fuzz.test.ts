@@ -28,8 +28,11 @@ beforeAll(async () => {
   process.on('uncaughtException', onException);
   ts = await startTestServer({
     avatar: { engine: 'passthrough', outputSize: 256 },
-    // One client address and one key send everything: the limiter would answer 429 to most of it.
+    // One client address and one key send everything: the limiters and quotas would answer most of it.
     auth: { perKeyPerMinute: 1_000_000, perAddressPerMinute: 1_000_000 },
+    signaling: { connectionsPerAddressPerMinute: 1_000_000 },
+    whip: { perAddressPerMinute: 1_000_000 },
+    quotas: { portraitsPerKey: 10_000_000, bytesPerKey: Number.MAX_SAFE_INTEGER },
     maxRooms: 6,
   });
 });
