@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DefaultEngine, createDefaultVision, type FaceVision } from '../../server/avatar/engines/default/index.js';
-import { ExpressionEncoder, L_CLOSE_L, L_CLOSE_R } from '../../server/avatar/engines/default/expression.js';
+import { ExpressionEncoder, L_CLOSE_L, L_CLOSE_R, L_VERGE_X } from '../../server/avatar/engines/default/expression.js';
 import { projectRoot } from '../../server/config.js';
 import { createRgb, loadImageRgb, rgbToGray } from '../../server/util/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
@@ -50,6 +50,20 @@ function darkFraction(img: RgbImage, [x0, y0, x1, y1]: [number, number, number, 
   const sorted = [...v].sort((a, b) => a - b);
   const bright = sorted[Math.floor(0.9 * (sorted.length - 1))]!;
   return v.filter((l) => l < 0.45 * bright).length / v.length;
+}
+
+/** Mean x of the dark pixels (as darkFraction counts them) in a box; NaN when there are none. */
+function darkCentroidX(img: RgbImage, [x0, y0, x1, y1]: [number, number, number, number]): number {
+  const v: { x: number; l: number }[] = [];
+  for (let y = y0; y < y1; y++)
+    for (let x = x0; x < x1; x++) {
+      const o = 3 * (y * img.width + x);
+      v.push({ x, l: 0.299 * img.data[o]! + 0.587 * img.data[o + 1]! + 0.114 * img.data[o + 2]! });
+    }
+  const sorted = v.map((p) => p.l).sort((a, b) => a - b);
+  const bright = sorted[Math.floor(0.9 * (sorted.length - 1))]!;
+  const dark = v.filter((p) => p.l < 0.45 * bright);
+  return dark.reduce((a, p) => a + p.x, 0) / dark.length;
 }
 
 describe('eyes (FaceMesh + Iris tracker)', () => {
@@ -135,5 +149,30 @@ describe('eyes (FaceMesh + Iris tracker)', () => {
       expect(dark[i]![1]!).toBeLessThan(0.5 * dark[2]![1]!);
       expect(dark[i]![0]!).toBeGreaterThan(0.85 * dark[2]![0]!);
     }
+  });
+
+  it("one eye turned in: that eye's iris moves, the other stays (not both the same way)", async () => {
+    const portrait = await loadImageRgb(portraitFile('real_woman_dark_hair.png'));
+    const p = await engine.prepare(portrait);
+    engine.updateSettings({ ...defaultAvatarSettings, headMotion: false });
+    engine.recalibrate();
+    const boxes = eyeBoxes(engine);
+    // woman_tongue_crossed_eyes_grimace.mp4: eyes straight at the start; around frames 36-40 the image-left eye turns
+    // in towards the nose (about half an eye half-width) while the image-right eye stays.
+    const drive = await frames(drivingClip('woman_tongue_crossed_eyes_grimace.mp4'), 41);
+    const out = createRgb(p.width, p.height);
+    // Calibrate on the first frame held for 3 s: its eyes are the neutral.
+    let ts = 0;
+    for (let i = 0; i < 90; i++) engine.renderRgb(drive[0]!, out, (ts += 33));
+    const rest = boxes.map((b) => darkCentroidX(out, b));
+    for (let i = 30; i < 40; i++) engine.renderRgb(drive[i]!, out, (ts += 33));
+    expect(engine.latent[L_VERGE_X]!).toBeGreaterThan(0.15);
+    const crossed = boxes.map((b) => darkCentroidX(out, b));
+    const eyeWidth = boxes[0]![2] - boxes[0]![0];
+    // The image-left eye's iris moves right; the image-right eye's moves less than half as far (one shared gaze would
+    // move both alike).
+    const moved = crossed[0]! - rest[0]!;
+    expect(moved).toBeGreaterThan(0.04 * eyeWidth);
+    expect(Math.abs(crossed[1]! - rest[1]!)).toBeLessThan(0.5 * moved);
   });
 });
