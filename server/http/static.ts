@@ -21,6 +21,7 @@ const contentTypes: Record<string, string> = {
   '.webp': 'image/webp',
   '.ico': 'image/x-icon',
   '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
   '.txt': 'text/plain; charset=utf-8',
   '.woff2': 'font/woff2',
 };

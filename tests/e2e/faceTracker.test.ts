@@ -1,0 +1,231 @@
+/**
+ * The browser face tracker (client/lib/tracker: onnxruntime-web WASM in a Web Worker, the server's tracking code)
+ * in real Chromium against the server's tracker (onnxruntime-node), on the same frames of real clips decoded by
+ * ffmpeg at 512 x 512: the page loads the tracker from a real server (the bundles from /dist, the models from
+ * /models/face, checked against their pins), fetches each frame's RGB pixels and tracks it; the 68 landmarks and
+ * the whole mesh agree within 0.5 px, eye openness and gaze within a small tolerance. And the worker refuses a
+ * corrupted model file (a server whose models/face holds a damaged iris.onnx) and a missing one with
+ * FACE_MODEL_INVALID.
+ */
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readVideoFrames } from '../../server/util/video.js';
+import { MeshTracker } from '../../server/vision/mesh/meshTracker.js';
+import { defaultMeshModelDir } from '../../server/vision/mesh/models.js';
+import { MESH_MODEL_NAMES } from '../../server/vision/mesh/pins.js';
+import { buildClient, ChromiumBrowser } from '../helpers/chromium.js';
+import { drivingClip } from '../helpers/media.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+const SIDE = 512;
+const FRAMES = 45;
+/** Landmark and mesh agreement, px at 512 x 512. */
+const MAX_PX = 0.5;
+/** Eye openness (height over width) and gaze (eye half-widths) agreement. */
+const MAX_OPENNESS = 0.01;
+const MAX_GAZE = 0.03;
+
+/** What the page sends back per frame (plain arrays; null: no face). */
+interface PageTrack {
+  landmarks: number[];
+  mesh: number[];
+  eyes: { left: number; right: number };
+  gaze: { x: number; y: number };
+  mouth: number;
+  yaw: number;
+  confidence: number;
+}
+interface PageRun {
+  runtime: { backend: string; threads: number };
+  tracks: (PageTrack | null)[];
+  totalMs: number[];
+}
+
+/** The page's global: the tracker module, imported by the page itself (a module script). */
+type Win = { tracker: typeof import('../../client/lib/tracker/faceTracker.js') };
+const PAGE =
+  '<!doctype html><title>tracker</title><script type="module">' +
+  "import * as m from '/dist/face-tracker.js'; window.tracker = m;</script>";
+
+/** The page's script: loads the tracker, tracks frames /__frames/0..n-1 (raw RGB), answers plain arrays. */
+async function trackInPage(page: Page, n: number, side: number): Promise<PageRun> {
+  return page.evaluate(
+    async ({ n, side }) => {
+      const { BrowserFaceTracker } = (window as unknown as Win).tracker;
+      const tracker = await BrowserFaceTracker.create();
+      const tracks: (PageTrack | null)[] = [];
+      const totalMs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const rgb = new Uint8Array(await (await fetch(`/__frames/${i}`)).arrayBuffer());
+        const rgba = new Uint8ClampedArray(side * side * 4);
+        for (let p = 0, q = 0; p < rgb.length; p += 3, q += 4) {
+          rgba[q] = rgb[p]!;
+          rgba[q + 1] = rgb[p + 1]!;
+          rgba[q + 2] = rgb[p + 2]!;
+          rgba[q + 3] = 255;
+        }
+        const r = await tracker.track({ width: side, height: side, data: rgba }, (i * 1000) / 30);
+        if (!r) throw new Error(`frame ${i} was dropped`);
+        totalMs.push(r.timings.totalMs);
+        const t = r.track;
+        tracks.push(
+          t && {
+            landmarks: Array.from(t.landmarks),
+            mesh: Array.from(t.mesh),
+            eyes: t.eyes,
+            gaze: t.gaze,
+            mouth: t.mouth,
+            yaw: t.pose.yaw,
+            confidence: t.confidence,
+          },
+        );
+      }
+      tracker.close();
+      return { runtime: tracker.runtime, tracks, totalMs };
+    },
+    { n, side },
+  );
+}
+
+/** An empty page of `base`'s origin, where the tracker is loaded; frames served at /__frames/i. */
+async function openPage(page: Page, base: string, frames: readonly Uint8Array[]): Promise<void> {
+  await page.route(`${base}/__tracker`, (r) => r.fulfill({ contentType: 'text/html', body: PAGE }));
+  await page.route(`${base}/__frames/*`, (r) => {
+    const i = Number(new URL(r.request().url()).pathname.split('/').pop());
+    return r.fulfill({ contentType: 'application/octet-stream', body: Buffer.from(frames[i]!) });
+  });
+  await page.goto(`${base}/__tracker`);
+  await page.waitForFunction(() => (window as unknown as Partial<Win>).tracker !== undefined);
+}
+
+async function decode(clip: string, n: number): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for await (const f of readVideoFrames(drivingClip(clip), {
+    format: 'rgb24',
+    maxFrames: n,
+    width: SIDE,
+    height: SIDE,
+  }))
+    out.push(f.data);
+  return out;
+}
+
+let ts: TestServer;
+let browser: ChromiumBrowser;
+
+beforeAll(async () => {
+  await buildClient();
+  ts = await startTestServer({ avatar: { engine: 'portrait' } });
+  browser = await ChromiumBrowser.launch();
+});
+afterAll(async () => {
+  await browser?.close();
+  await ts?.stop();
+});
+
+describe('browser face tracker', () => {
+  it('serves only the tracker models, as bytes', async () => {
+    const ok = await fetch(`${ts.url}/models/face/iris.onnx`);
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('content-type')).toBe('application/octet-stream');
+    expect(
+      Buffer.from(await ok.arrayBuffer()).equals(readFileSync(path.join(defaultMeshModelDir(), 'iris.onnx'))),
+    ).toBe(true);
+    for (const bad of ['faceres.onnx', 'sources.json', '..%2Fdefault%2Fmanifest.json'])
+      expect((await fetch(`${ts.url}/models/face/${bad}`)).status).toBe(404);
+    const wasm = await fetch(`${ts.url}/dist/ort/ort-wasm-simd-threaded.wasm`, { method: 'GET' });
+    expect(wasm.headers.get('content-type')).toBe('application/wasm');
+    await wasm.arrayBuffer();
+  });
+
+  for (const clip of ['woman_wink_frown_surprise.mp4', 'woman_speech_head_motion.mp4']) {
+    it(`tracks ${clip} as the server does: landmarks within ${MAX_PX} px at ${SIDE} x ${SIDE}`, async () => {
+      const frames = await decode(clip, FRAMES);
+      expect(frames).toHaveLength(FRAMES);
+      const server = await MeshTracker.create({ fallbackDetector: null });
+      const want = frames.map((data, i) => {
+        const t = server.track({ width: SIDE, height: SIDE, data: new Uint8Array(0) }, (i * 1000) / 30, {
+          format: 'rgb',
+          width: SIDE,
+          height: SIDE,
+          data,
+        });
+        return (
+          t && {
+            landmarks: Array.from(t.landmarks),
+            mesh: Array.from(t.mesh),
+            eyes: { ...t.eyes },
+            gaze: { ...t.gaze },
+          }
+        );
+      });
+      await openPage(browser.page, ts.url, frames);
+      const got = await trackInPage(browser.page, FRAMES, SIDE);
+      expect(got.runtime.backend).toBe('wasm');
+      let max = 0;
+      let sum = 0;
+      let count = 0;
+      let maxMesh = 0;
+      let maxOpen = 0;
+      let maxGaze = 0;
+      for (let i = 0; i < FRAMES; i++) {
+        const a = want[i];
+        const b = got.tracks[i];
+        expect(a, `the server finds the face in frame ${i}`).toBeTruthy();
+        expect(b, `the browser finds the face in frame ${i}`).toBeTruthy();
+        for (let k = 0; k < 136; k++) {
+          const d = Math.abs(a!.landmarks[k]! - b!.landmarks[k]!);
+          max = Math.max(max, d);
+          sum += d;
+          count++;
+        }
+        for (let k = 0; k < a!.mesh.length; k++) maxMesh = Math.max(maxMesh, Math.abs(a!.mesh[k]! - b!.mesh[k]!));
+        maxOpen = Math.max(maxOpen, Math.abs(a!.eyes.left - b!.eyes.left), Math.abs(a!.eyes.right - b!.eyes.right));
+        maxGaze = Math.max(maxGaze, Math.abs(a!.gaze.x - b!.gaze.x), Math.abs(a!.gaze.y - b!.gaze.y));
+      }
+      const summary = `68 points max ${max.toFixed(4)} px mean ${(sum / count).toFixed(5)} px; mesh max ${maxMesh.toFixed(4)} px; openness max ${maxOpen.toFixed(5)}; gaze max ${maxGaze.toFixed(5)}`;
+      expect(max, summary).toBeLessThan(MAX_PX);
+      expect(maxMesh, summary).toBeLessThan(MAX_PX);
+      expect(maxOpen, summary).toBeLessThan(MAX_OPENNESS);
+      expect(maxGaze, summary).toBeLessThan(MAX_GAZE);
+    });
+  }
+
+  it('refuses a corrupted model and a missing one with FACE_MODEL_INVALID', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'face-models-'));
+    let bad: TestServer | undefined;
+    try {
+      for (const n of MESH_MODEL_NAMES)
+        copyFileSync(path.join(defaultMeshModelDir(), `${n}.onnx`), path.join(dir, `${n}.onnx`));
+      const iris = readFileSync(path.join(dir, 'iris.onnx'));
+      iris[iris.length >> 1] = 0xff - iris[iris.length >> 1]!;
+      writeFileSync(path.join(dir, 'iris.onnx'), iris);
+      bad = await startTestServer({ avatar: { engine: 'portrait' } }, { faceModelDir: dir });
+      const page = browser.page;
+      await openPage(page, bad.url, []);
+      const create = (): Promise<{ code?: string; message: string } | 'created'> =>
+        page.evaluate(async () => {
+          const { BrowserFaceTracker } = (window as unknown as Win).tracker;
+          try {
+            (await BrowserFaceTracker.create()).close();
+            return 'created' as const;
+          } catch (err) {
+            return { code: (err as { code?: string }).code, message: (err as Error).message };
+          }
+        });
+      const corrupted = await create();
+      expect(corrupted).toMatchObject({ code: 'FACE_MODEL_INVALID' });
+      expect((corrupted as { message: string }).message).toMatch(/iris\.onnx does not match its pinned sha256/);
+      rmSync(path.join(dir, 'iris.onnx'));
+      const missing = await create();
+      expect(missing).toMatchObject({ code: 'FACE_MODEL_INVALID' });
+      expect((missing as { message: string }).message).toMatch(/face model missing: .*iris\.onnx answered 404/);
+    } finally {
+      await bad?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
