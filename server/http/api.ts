@@ -262,7 +262,13 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     { maxBody: 4096 },
   );
   router.add('GET', '/view', (ex) => serveFile(ex, d.clientDir, 'viewer.html'));
-  router.add('GET', '/dist/*', (ex, p) => serveFile(ex, path.join(d.clientDir, 'dist'), p['*'] ?? ''));
+  // COEP on the bundles: a cross-origin isolated page (COOP + COEP) may then start the face tracker's worker and
+  // onnxruntime-web's thread workers from them (WASM threads); on other pages it changes nothing.
+  router.add('GET', '/dist/*', (ex, p) =>
+    serveFile(ex, path.join(d.clientDir, 'dist'), p['*'] ?? '', 'no-cache', {
+      'cross-origin-embedder-policy': 'require-corp',
+    }),
+  );
   const faceModelFiles = new Set<string>(MESH_MODEL_NAMES.map((n) => `${n}.onnx`));
   router.add('GET', '/models/face/:file', (ex, p) => {
     const file = p['file'] ?? '';

@@ -3,14 +3,15 @@
  * in real Chromium against the server's tracker (onnxruntime-node), on the same frames of real clips decoded by
  * ffmpeg at 512 x 512: the page loads the tracker from a real server (the bundles from /dist, the models from
  * /models/face, checked against their pins), fetches each frame's RGB pixels and tracks it; the 68 landmarks and
- * the whole mesh agree within 0.5 px, eye openness and gaze within a small tolerance. And the worker refuses a
+ * the whole mesh agree within 0.5 px, eye openness and gaze within a small tolerance (frames as ImageData with one
+ * WASM thread, and as ImageBitmaps on a cross-origin isolated page with WASM threads). A frame replaced by a newer one
+ * before it was tracked answers null and is counted. And the worker refuses a
  * corrupted model file (a server whose models/face holds a damaged iris.onnx) and a missing one with
  * FACE_MODEL_INVALID.
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readVideoFrames } from '../../server/util/video.js';
 import { MeshTracker } from '../../server/vision/mesh/meshTracker.js';
@@ -19,6 +20,7 @@ import { MESH_MODEL_NAMES } from '../../server/vision/mesh/pins.js';
 import { buildClient, ChromiumBrowser } from '../helpers/chromium.js';
 import { drivingClip } from '../helpers/media.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { createInPage, dropsInPage, openTrackerPage, trackInPage, type RgbFrame } from '../helpers/trackerPage.js';
 
 const SIDE = 512;
 const FRAMES = 45;
@@ -28,88 +30,15 @@ const MAX_PX = 0.5;
 const MAX_OPENNESS = 0.01;
 const MAX_GAZE = 0.03;
 
-/** What the page sends back per frame (plain arrays; null: no face). */
-interface PageTrack {
-  landmarks: number[];
-  mesh: number[];
-  eyes: { left: number; right: number };
-  gaze: { x: number; y: number };
-  mouth: number;
-  yaw: number;
-  confidence: number;
-}
-interface PageRun {
-  runtime: { backend: string; threads: number };
-  tracks: (PageTrack | null)[];
-  totalMs: number[];
-}
-
-/** The page's global: the tracker module, imported by the page itself (a module script). */
-type Win = { tracker: typeof import('../../client/lib/tracker/faceTracker.js') };
-const PAGE =
-  '<!doctype html><title>tracker</title><script type="module">' +
-  "import * as m from '/dist/face-tracker.js'; window.tracker = m;</script>";
-
-/** The page's script: loads the tracker, tracks frames /__frames/0..n-1 (raw RGB), answers plain arrays. */
-async function trackInPage(page: Page, n: number, side: number): Promise<PageRun> {
-  return page.evaluate(
-    async ({ n, side }) => {
-      const { BrowserFaceTracker } = (window as unknown as Win).tracker;
-      const tracker = await BrowserFaceTracker.create();
-      const tracks: (PageTrack | null)[] = [];
-      const totalMs: number[] = [];
-      for (let i = 0; i < n; i++) {
-        const rgb = new Uint8Array(await (await fetch(`/__frames/${i}`)).arrayBuffer());
-        const rgba = new Uint8ClampedArray(side * side * 4);
-        for (let p = 0, q = 0; p < rgb.length; p += 3, q += 4) {
-          rgba[q] = rgb[p]!;
-          rgba[q + 1] = rgb[p + 1]!;
-          rgba[q + 2] = rgb[p + 2]!;
-          rgba[q + 3] = 255;
-        }
-        const r = await tracker.track({ width: side, height: side, data: rgba }, (i * 1000) / 30);
-        if (!r) throw new Error(`frame ${i} was dropped`);
-        totalMs.push(r.timings.totalMs);
-        const t = r.track;
-        tracks.push(
-          t && {
-            landmarks: Array.from(t.landmarks),
-            mesh: Array.from(t.mesh),
-            eyes: t.eyes,
-            gaze: t.gaze,
-            mouth: t.mouth,
-            yaw: t.pose.yaw,
-            confidence: t.confidence,
-          },
-        );
-      }
-      tracker.close();
-      return { runtime: tracker.runtime, tracks, totalMs };
-    },
-    { n, side },
-  );
-}
-
-/** An empty page of `base`'s origin, where the tracker is loaded; frames served at /__frames/i. */
-async function openPage(page: Page, base: string, frames: readonly Uint8Array[]): Promise<void> {
-  await page.route(`${base}/__tracker`, (r) => r.fulfill({ contentType: 'text/html', body: PAGE }));
-  await page.route(`${base}/__frames/*`, (r) => {
-    const i = Number(new URL(r.request().url()).pathname.split('/').pop());
-    return r.fulfill({ contentType: 'application/octet-stream', body: Buffer.from(frames[i]!) });
-  });
-  await page.goto(`${base}/__tracker`);
-  await page.waitForFunction(() => (window as unknown as Partial<Win>).tracker !== undefined);
-}
-
-async function decode(clip: string, n: number): Promise<Uint8Array[]> {
-  const out: Uint8Array[] = [];
+async function decode(clip: string, n: number): Promise<RgbFrame[]> {
+  const out: RgbFrame[] = [];
   for await (const f of readVideoFrames(drivingClip(clip), {
     format: 'rgb24',
     maxFrames: n,
     width: SIDE,
     height: SIDE,
   }))
-    out.push(f.data);
+    out.push(f);
   return out;
 }
 
@@ -138,20 +67,26 @@ describe('browser face tracker', () => {
       expect((await fetch(`${ts.url}/models/face/${bad}`)).status).toBe(404);
     const wasm = await fetch(`${ts.url}/dist/ort/ort-wasm-simd-threaded.wasm`, { method: 'GET' });
     expect(wasm.headers.get('content-type')).toBe('application/wasm');
+    // COEP on the bundles: an isolated page may start the worker and its WASM threads from them.
+    expect(wasm.headers.get('cross-origin-embedder-policy')).toBe('require-corp');
     await wasm.arrayBuffer();
   });
 
-  for (const clip of ['woman_wink_frown_surprise.mp4', 'woman_speech_head_motion.mp4']) {
-    it(`tracks ${clip} as the server does: landmarks within ${MAX_PX} px at ${SIDE} x ${SIDE}`, async () => {
+  // The first clip as ImageData on a plain page (one WASM thread, as the studio today); the second as ImageBitmaps on
+  // a cross-origin isolated page (WASM threads).
+  for (const [clip, isolated] of [
+    ['woman_wink_frown_surprise.mp4', false],
+    ['woman_speech_head_motion.mp4', true],
+  ] as const) {
+    const how = isolated ? 'ImageBitmaps, WASM threads' : 'ImageData, one WASM thread';
+    it(`tracks ${clip} (${how}) as the server does: landmarks within ${MAX_PX} px at ${SIDE} x ${SIDE}`, async () => {
       const frames = await decode(clip, FRAMES);
       expect(frames).toHaveLength(FRAMES);
       const server = await MeshTracker.create({ fallbackDetector: null });
-      const want = frames.map((data, i) => {
+      const want = frames.map((f, i) => {
         const t = server.track({ width: SIDE, height: SIDE, data: new Uint8Array(0) }, (i * 1000) / 30, {
           format: 'rgb',
-          width: SIDE,
-          height: SIDE,
-          data,
+          ...f,
         });
         return (
           t && {
@@ -162,9 +97,10 @@ describe('browser face tracker', () => {
           }
         );
       });
-      await openPage(browser.page, ts.url, frames);
-      const got = await trackInPage(browser.page, FRAMES, SIDE);
-      expect(got.runtime.backend).toBe('wasm');
+      await openTrackerPage(browser.page, ts.url, frames, isolated);
+      const got = await trackInPage(browser.page, frames, { bitmaps: isolated });
+      expect(got.runtime).toMatchObject({ backend: 'wasm', crossOriginIsolated: isolated });
+      if (!isolated) expect(got.runtime.threads).toBe(1);
       let max = 0;
       let sum = 0;
       let count = 0;
@@ -194,6 +130,12 @@ describe('browser face tracker', () => {
     });
   }
 
+  it('keeps the newest frame: a frame replaced before it was tracked answers null and is counted', async () => {
+    const [frame] = await decode('woman_wink_frown_surprise.mp4', 1);
+    await openTrackerPage(browser.page, ts.url, [frame!]);
+    expect(await dropsInPage(browser.page, frame!)).toEqual({ answered: [true, false, true], dropped: 1 });
+  });
+
   it('refuses a corrupted model and a missing one with FACE_MODEL_INVALID', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'face-models-'));
     let bad: TestServer | undefined;
@@ -205,17 +147,8 @@ describe('browser face tracker', () => {
       writeFileSync(path.join(dir, 'iris.onnx'), iris);
       bad = await startTestServer({ avatar: { engine: 'portrait' } }, { faceModelDir: dir });
       const page = browser.page;
-      await openPage(page, bad.url, []);
-      const create = (): Promise<{ code?: string; message: string } | 'created'> =>
-        page.evaluate(async () => {
-          const { BrowserFaceTracker } = (window as unknown as Win).tracker;
-          try {
-            (await BrowserFaceTracker.create()).close();
-            return 'created' as const;
-          } catch (err) {
-            return { code: (err as { code?: string }).code, message: (err as Error).message };
-          }
-        });
+      await openTrackerPage(page, bad.url, []);
+      const create = (): ReturnType<typeof createInPage> => createInPage(page);
       const corrupted = await create();
       expect(corrupted).toMatchObject({ code: 'FACE_MODEL_INVALID' });
       expect((corrupted as { message: string }).message).toMatch(/iris\.onnx does not match its pinned sha256/);

@@ -272,7 +272,13 @@ class MeshRunner {
     const side = Math.max(frame.width, frame.height);
     const req = this.#detRun;
     cropRoi(frame, { cx: frame.width / 2, cy: frame.height / 2, side, angle: 0 }, size, 1 / 127.5, -1, req.input);
-    const outs = yield req;
+    return this.#decodeDetections(frame, yield req);
+  }
+
+  /** BlazeFace's outputs as detections in frame pixels. */
+  #decodeDetections(frame: ColorFrame, outs: readonly Float32Array[]): BlazeDetection[] {
+    const size = this.detectorSize;
+    const side = Math.max(frame.width, frame.height);
     gatherBlazeRows(outs, this.#anchors.length / 2, this.#detRows);
     const found = decodeBlazeFace(this.#detRows, this.#anchors, MIN_DETECTION);
     const k = side / size;
@@ -351,12 +357,7 @@ class MeshRunner {
     const [raw, flags] = (yield req) as [Float32Array, Float32Array];
     const flag = flags[0]!;
     this.flag = flag;
-    const pt = this.#pt;
-    for (let i = 0; i < MESH_FACE_POINTS; i++) {
-      roiToFrame(roi, ms, raw[3 * i]!, raw[3 * i + 1]!, false, pt);
-      mesh[2 * i] = pt[0];
-      mesh[2 * i + 1] = pt[1];
-    }
+    this.#decodeMesh(roi, raw, mesh);
     if (timings) {
       const now = performance.now();
       timings.meshMs += now - t;
@@ -367,11 +368,29 @@ class MeshRunner {
     return flag;
   }
 
+  /** FaceMesh's 468 points (crop pixels, x y z) into `mesh` (frame pixels). (Loops live outside the generators.) */
+  #decodeMesh(roi: Roi, raw: Float32Array, mesh: Float32Array): void {
+    const ms = this.meshSize;
+    const pt = this.#pt;
+    for (let i = 0; i < MESH_FACE_POINTS; i++) {
+      roiToFrame(roi, ms, raw[3 * i]!, raw[3 * i + 1]!, false, pt);
+      mesh[2 * i] = pt[0];
+      mesh[2 * i + 1] = pt[1];
+    }
+  }
+
   /** Iris on both eyes (one batch): replaces their lid contours in `mesh` and writes their iris points. */
   *#iris(frame: ColorFrame, mesh: Float32Array, angle: number): MeshSteps<void> {
+    const req = this.#irisRun;
+    this.#cropEyes(frame, mesh, angle, req.input);
+    const [out] = yield req;
+    this.#decodeIris(out!, mesh);
+  }
+
+  /** Both eye crops, along the face's axis, into the iris input (the image-right eye mirrored). */
+  #cropEyes(frame: ColorFrame, mesh: Float32Array, angle: number, input: Float32Array): void {
     const is = this.irisSize;
     const plane = is * is * 3;
-    const req = this.#irisRun;
     for (let b = 0; b < 2; b++) {
       const eye = b === 0 ? 'left' : 'right';
       const c = EYE_CONTOUR[eye];
@@ -387,10 +406,14 @@ class MeshRunner {
       roi.side = EYE_SCALE * Math.max(1, Math.abs((bx - ax) * Math.cos(angle) + (by - ay) * Math.sin(angle)));
       roi.angle = angle;
       // The image-right eye (the subject's left) is mirrored: the network was trained on one side.
-      cropRoi(frame, roi, is, 1 / 255, 0, req.input.subarray(b * plane, (b + 1) * plane), eye === 'right');
+      cropRoi(frame, roi, is, 1 / 255, 0, input.subarray(b * plane, (b + 1) * plane), eye === 'right');
     }
-    const [out] = yield req;
-    this.#irisRaw.set(out!.subarray(0, 2 * 228));
+  }
+
+  /** The iris output (76 x 3 per eye, crop pixels) into `mesh`: both lid contours and both irises. */
+  #decodeIris(out: Float32Array, mesh: Float32Array): void {
+    const is = this.irisSize;
+    this.#irisRaw.set(out.subarray(0, 2 * 228));
     const pt = this.#pt;
     for (let b = 0; b < 2; b++) {
       const eye = b === 0 ? 'left' : 'right';
