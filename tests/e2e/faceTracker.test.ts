@@ -98,7 +98,7 @@ describe('browser face tracker', () => {
         );
       });
       await openTrackerPage(browser.page, ts.url, frames, isolated);
-      const got = await trackInPage(browser.page, frames, { bitmaps: isolated });
+      const got = await trackInPage(browser.page, frames, { frames: isolated ? 'bitmap' : 'imagedata' });
       expect(got.runtime).toMatchObject({ backend: 'wasm', crossOriginIsolated: isolated });
       if (!isolated) expect(got.runtime.threads).toBe(1);
       let max = 0;
@@ -129,6 +129,18 @@ describe('browser face tracker', () => {
       expect(maxGaze, summary).toBeLessThan(MAX_GAZE);
     });
   }
+
+  it('reads a webcam VideoFrame as the same pixels', async () => {
+    const frames = await decode('woman_wink_frown_surprise.mp4', 3);
+    await openTrackerPage(browser.page, ts.url, frames);
+    const a = await trackInPage(browser.page, frames);
+    const b = await trackInPage(browser.page, frames, { frames: 'videoframe' });
+    for (let i = 0; i < frames.length; i++) {
+      expect(b.tracks[i], `frame ${i}`).toBeTruthy();
+      const d = a.tracks[i]!.landmarks.map((v, k) => Math.abs(v - b.tracks[i]!.landmarks[k]!));
+      expect(Math.max(...d)).toBeLessThan(MAX_PX);
+    }
+  });
 
   it('keeps the newest frame: a frame replaced before it was tracked answers null and is counted', async () => {
     const [frame] = await decode('woman_wink_frown_surprise.mp4', 1);

@@ -65,12 +65,12 @@ export async function openTrackerPage(
 
 /**
  * Creates a tracker in the page, tracks frames 0..n-1 at 30 fps timestamps (handed over as ImageData, or as
- * ImageBitmaps made from it with `bitmaps`), closes it.
+ * ImageBitmaps or VideoFrames made from it), closes it.
  */
 export async function trackInPage(
   page: Page,
   frames: readonly RgbFrame[],
-  opts: { backend?: TrackerBackend; threads?: number; bitmaps?: boolean } = {},
+  opts: { backend?: TrackerBackend; threads?: number; frames?: 'imagedata' | 'bitmap' | 'videoframe' } = {},
 ): Promise<PageRun> {
   const sizes = frames.map((f) => [f.width, f.height] as const);
   return page.evaluate(
@@ -88,7 +88,12 @@ export async function trackInPage(
           rgba[q + 3] = 255;
         }
         const image = new ImageData(rgba, w, h);
-        const frame = opts.bitmaps ? await createImageBitmap(image) : image;
+        const frame =
+          opts.frames === 'bitmap'
+            ? await createImageBitmap(image)
+            : opts.frames === 'videoframe'
+              ? new VideoFrame(await createImageBitmap(image), { timestamp: (i * 1e6) / 30 })
+              : image;
         const r = await tracker.track(frame, (i * 1000) / 30);
         if (!r) throw new Error(`frame ${i} was dropped`);
         run.totalMs.push(r.timings.totalMs);
