@@ -142,10 +142,16 @@ describe('browser face tracker', () => {
     }
   });
 
-  it('keeps the newest frame: a frame replaced before it was tracked answers null and is counted', async () => {
+  it('keeps the newest frame (a replaced one answers null and is counted); a bad frame fails alone (MEDIA)', async () => {
     const [frame] = await decode('woman_wink_frown_surprise.mp4', 1);
     await openTrackerPage(browser.page, ts.url, [frame!]);
-    expect(await dropsInPage(browser.page, frame!)).toEqual({ answered: [true, false, true], dropped: 1 });
+    expect(await dropsInPage(browser.page, frame!)).toEqual({
+      answered: [true, false, true],
+      dropped: 1,
+      badCode: 'MEDIA',
+      trackedAfterBad: true,
+      closedCode: 'CLOSED',
+    });
   });
 
   it('refuses a corrupted model and a missing one with FACE_MODEL_INVALID', async () => {

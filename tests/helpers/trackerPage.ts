@@ -135,9 +135,19 @@ export function createInPage(page: Page): Promise<{ code?: string; message: stri
 
 /**
  * Three frames handed to one tracker without waiting: the middle one is replaced by the last before it is tracked.
- * Answers which calls got a result (null: dropped) and the tracker's drop count.
+ * Answers which calls got a result (null: dropped) and the tracker's drop count; then a bad frame's error code, whether
+ * the next good frame was tracked, and the error code of a call after close().
  */
-export function dropsInPage(page: Page, frame: RgbFrame): Promise<{ answered: boolean[]; dropped: number }> {
+export function dropsInPage(
+  page: Page,
+  frame: RgbFrame,
+): Promise<{
+  answered: boolean[];
+  dropped: number;
+  badCode: string | null;
+  trackedAfterBad: boolean;
+  closedCode: string | null;
+}> {
   return page.evaluate(
     async ({ w, h }) => {
       const { BrowserFaceTracker } = (window as unknown as Win).tracker;
@@ -148,8 +158,18 @@ export function dropsInPage(page: Page, frame: RgbFrame): Promise<{ answered: bo
       const calls = [0, 1, 2].map((i) => tracker.track(new ImageData(rgba, w, h), i * 33));
       const answered = (await Promise.all(calls)).map((r) => r !== null);
       const dropped = tracker.droppedFrames;
+      // A bad frame fails its own call only.
+      const badCode = await tracker.track({ width: 4, height: 4, data: new Uint8ClampedArray(5) }, 200).then(
+        () => null,
+        (err: { code?: string }) => err.code ?? 'none',
+      );
+      const after = await tracker.track(new ImageData(rgba, w, h), 233);
       tracker.close();
-      return { answered, dropped };
+      const closedCode = await tracker.track(new ImageData(rgba, w, h), 266).then(
+        () => null,
+        (err: { code?: string }) => err.code ?? 'none',
+      );
+      return { answered, dropped, badCode, trackedAfterBad: after?.track != null, closedCode };
     },
     { w: frame.width, h: frame.height },
   );
