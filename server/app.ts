@@ -33,6 +33,8 @@ export interface ServerOptions {
   checkFace?: FaceCheck;
   /** Folder with the client pages; default <project>/client. */
   clientDir?: string;
+  /** Folder of the face models served to the browser's tracker (GET /models/face/*); default <project>/models/face. */
+  faceModelDir?: string;
 }
 
 export interface AvatarServer {
@@ -199,6 +201,7 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
     metrics,
     fanoutKind: () => fanout.kind,
     clientDir: opts.clientDir ?? path.join(projectRoot, 'client'),
+    faceModelDir: opts.faceModelDir ?? path.join(projectRoot, 'models', 'face'),
     startedAt,
     port: () => port,
     keys,

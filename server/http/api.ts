@@ -5,6 +5,8 @@
  *   POST   /signin                    form {key, next}: the sign-in confirmed from the page /?key= shows (below)
  *   GET    /view                      client/viewer.html (viewer, OBS browser source)
  *   GET    /dist/*                    client/dist/* (bundles built by `npm run build:client`)
+ *   GET    /models/face/:file         blazeface.onnx, facemesh.onnx, iris.onnx of models/face (the browser's face
+ *                                     tracker; it checks them against their pins); any other name is 404
  *   GET    /healthz                   {status, rooms, viewers, fanout, sfuWorkers, node, engine, uptimeS} (liveness)
  *   GET    /readyz                    {ready: true}; 503 {ready: false, reason: 'draining'} once closing began
  *   GET    /metrics                   Prometheus text
@@ -57,6 +59,7 @@ import { isUserNavigation, requireSameOrigin, UNSAFE_METHODS } from './origin.js
 import type { Router } from './router.js';
 import { RateLimiter } from './rateLimit.js';
 import { serveFile } from './static.js';
+import { MESH_MODEL_NAMES } from '../vision/mesh/pins.js';
 
 export interface ApiDeps {
   config: Config;
@@ -66,6 +69,8 @@ export interface ApiDeps {
   fanoutKind: () => string;
   /** Folder with studio.html, viewer.html and dist/. */
   clientDir: string;
+  /** Folder of the face tracker's ONNX files (models/face), served to the browser's tracker. */
+  faceModelDir: string;
   startedAt: number;
   /** The server's own port, for links when neither publicUrl nor a Host header is available. */
   port: () => number;
@@ -260,7 +265,19 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
     { maxBody: 4096 },
   );
   router.add('GET', '/view', (ex) => serveFile(ex, d.clientDir, 'viewer.html'));
-  router.add('GET', '/dist/*', (ex, p) => serveFile(ex, path.join(d.clientDir, 'dist'), p['*'] ?? ''));
+  // COEP on the bundles: a cross-origin isolated page (COOP + COEP) may then start the face tracker's worker and
+  // onnxruntime-web's thread workers from them (WASM threads); on other pages it changes nothing.
+  router.add('GET', '/dist/*', (ex, p) =>
+    serveFile(ex, path.join(d.clientDir, 'dist'), p['*'] ?? '', 'no-cache', {
+      'cross-origin-embedder-policy': 'require-corp',
+    }),
+  );
+  const faceModelFiles = new Set<string>(MESH_MODEL_NAMES.map((n) => `${n}.onnx`));
+  router.add('GET', '/models/face/:file', (ex, p) => {
+    const file = p['file'] ?? '';
+    if (!faceModelFiles.has(file)) throw new AppError('NOT_FOUND', 'no such file');
+    return serveFile(ex, d.faceModelDir, file);
+  });
 
   router.add('GET', '/healthz', (ex) => {
     ex.json(200, {

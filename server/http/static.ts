@@ -21,6 +21,7 @@ const contentTypes: Record<string, string> = {
   '.webp': 'image/webp',
   '.ico': 'image/x-icon',
   '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
   '.txt': 'text/plain; charset=utf-8',
   '.woff2': 'font/woff2',
 };
@@ -45,12 +46,16 @@ export function resolveInside(root: string, relative: string): string | null {
   return full;
 }
 
-/** Serves one file inside `root` (404 NOT_FOUND when missing, outside the root, or not a regular file). */
+/**
+ * Serves one file inside `root` (404 NOT_FOUND when missing, outside the root, or not a regular file), with `headers`
+ * added.
+ */
 export async function serveFile(
   ex: HttpExchange,
   root: string,
   relative: string,
   cacheControl = 'no-cache',
+  headers: Readonly<Record<string, string>> = {},
 ): Promise<void> {
   const full = resolveInside(root, relative);
   if (!full) throw new AppError('NOT_FOUND', 'no such file');
@@ -68,5 +73,5 @@ export async function serveFile(
     if (err instanceof AppError) throw err;
     throw new AppError('NOT_FOUND', 'no such file', { cause: err });
   }
-  ex.send(200, { 'content-type': contentTypeFor(full), 'cache-control': cacheControl }, data);
+  ex.send(200, { ...headers, 'content-type': contentTypeFor(full), 'cache-control': cacheControl }, data);
 }

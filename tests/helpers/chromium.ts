@@ -36,9 +36,11 @@ export function buildClient(): Promise<void> {
     const src = Math.max(
       await newestMtime(path.join(root, 'client'), ['.ts', '.html', '.css']),
       (await stat(path.join(root, 'server', 'types', 'protocol.ts'))).mtimeMs,
+      // The face tracker's worker bundles the server's mesh tracking code.
+      await newestMtime(path.join(root, 'server', 'vision'), ['.ts']),
     );
     const out = await Promise.all(
-      ['studio.js', 'viewer.js'].map((f) =>
+      ['studio.js', 'viewer.js', 'face-tracker-worker.js'].map((f) =>
         stat(path.join(root, 'client', 'dist', f)).then(
           (s) => s.mtimeMs,
           () => 0,

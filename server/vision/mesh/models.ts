@@ -15,14 +15,15 @@ import path from 'node:path';
 import { AppError } from '../../errors.js';
 import { OnnxModel } from '../../inference/onnx.js';
 import { packageInfo } from '../../util/packageInfo.js';
+import { MESH_MODEL_NAMES, parseFacePins, type MeshModelName } from './pins.js';
 
 /** models/face of this checkout. */
 export function defaultMeshModelDir(): string {
   return path.join(packageInfo().root, 'models', 'face');
 }
 
-const NAMES = ['blazeface', 'facemesh', 'iris'] as const;
-export type MeshModelName = (typeof NAMES)[number];
+const NAMES = MESH_MODEL_NAMES;
+export type { MeshModelName };
 
 /** models/face/sources.json of `dir`, parsed: `{ file, json }`. @throws AppError FACE_MODEL_INVALID */
 export function readPins(dir: string): { file: string; json: unknown } {
@@ -38,26 +39,7 @@ export function readPins(dir: string): { file: string; json: unknown } {
 
 /** sha256 of each converted ONNX file as models/face/sources.json pins it. */
 export function pinnedHashes(dir: string): Record<string, string> {
-  const { json } = readPins(dir);
-  const out: Record<string, string> = {};
-  const models = (json as { models?: unknown }).models;
-  const entries: unknown[] = Array.isArray(models)
-    ? models
-    : models && typeof models === 'object'
-      ? Object.entries(models).map(([name, v]) => ({ name, ...(v as object) }))
-      : [];
-  for (const e of entries) {
-    const m = e as { name?: unknown; onnx?: unknown; onnx_sha256?: unknown };
-    const onnx = m.onnx as { sha256?: unknown } | string | undefined;
-    const sha =
-      typeof m.onnx_sha256 === 'string'
-        ? m.onnx_sha256
-        : typeof onnx === 'object' && onnx && typeof onnx.sha256 === 'string'
-          ? onnx.sha256
-          : undefined;
-    if (typeof m.name === 'string' && sha) out[m.name] = sha;
-  }
-  return out;
+  return parseFacePins(readPins(dir).json);
 }
 
 /** The ONNX file `name` of `dir`, checked against its pin. @throws AppError FACE_MODEL_INVALID */
