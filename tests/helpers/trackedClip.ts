@@ -4,7 +4,8 @@
  */
 import { MeshTracker } from '../../server/vision/mesh/meshTracker.js';
 import type { FaceTrack } from '../../server/vision/types.js';
-import { rgbToGray } from '../../server/util/image.js';
+import { createGray, rgbToI420 } from '../../server/util/image.js';
+import type { I420Frame } from '../../server/types/image.js';
 import { readVideoFrames } from '../../server/util/video.js';
 import { drivingClip } from '../../scripts/testData.js';
 
@@ -13,8 +14,10 @@ export interface TrackedClip {
   height: number;
   /** One per frame: a copy of the tracker's track (it reuses its own), or null for a frame without a face. */
   tracks: (FaceTrack | null)[];
-  /** The decoded frames (RGB), for the video path of the same clip. */
-  frames: Uint8Array[];
+  /** The decoded frames (I420), for the video path of the same clip. */
+  frames: I420Frame[];
+  /** Each frame's timestamp given to the tracker, ms (30 fps). */
+  times: number[];
 }
 
 function copyTrack(t: FaceTrack): FaceTrack {
@@ -30,18 +33,23 @@ function copyTrack(t: FaceTrack): FaceTrack {
   };
 }
 
-/** Tracks the first `maxFrames` frames of the clip `name` at `width` px wide (30 fps timestamps). */
+/**
+ * Tracks the first `maxFrames` frames of the clip `name` at `width` px wide (30 fps timestamps), as the default engine's
+ * stream tracker does (a MeshTracker without the cascade fallback, reading the I420 frame).
+ */
 export async function trackClip(name: string, maxFrames: number, width = 640): Promise<TrackedClip> {
-  const tracker = await MeshTracker.create();
-  const out: TrackedClip = { width: 0, height: 0, tracks: [], frames: [] };
+  const tracker = await MeshTracker.create({ fallbackDetector: null });
+  const out: TrackedClip = { width: 0, height: 0, tracks: [], frames: [], times: [] };
   try {
     for await (const f of readVideoFrames(drivingClip(name), { format: 'rgb24', width, maxFrames })) {
       out.width = f.width;
       out.height = f.height;
-      const rgb = { width: f.width, height: f.height, data: f.data };
-      const t = tracker.track(rgbToGray(rgb), f.index * (1000 / 30), { format: 'rgb', ...rgb });
+      const i420 = rgbToI420({ width: f.width, height: f.height, data: f.data });
+      const ts = f.index * (1000 / 30);
+      const t = tracker.track(createGray(f.width, f.height), ts, { format: 'i420', ...i420 });
       out.tracks.push(t ? copyTrack(t) : null);
-      out.frames.push(f.data);
+      out.frames.push(i420);
+      out.times.push(ts);
     }
   } finally {
     tracker.close();
