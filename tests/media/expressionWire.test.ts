@@ -203,8 +203,7 @@ describe('expression wire format', () => {
     const before = out.localMs;
     let refused = 0;
     for (let k = 1; k <= 5; k++)
-      if (stream.accept(encoded(frame(100 + k, null, NOW + 33 * k)), NOW + 33 * k, out) === 'out-of-order')
-        refused++;
+      if (stream.accept(encoded(frame(100 + k, null, NOW + 33 * k)), NOW + 33 * k, out) === 'out-of-order') refused++;
     expect(refused).toBe(5);
     expect(stream.accept(encoded(frame(200, null, NOW + 300)), NOW + 300, out)).toBeNull();
     expect(out.localMs).toBeGreaterThan(before);
