@@ -4,6 +4,7 @@
  * are watched. The corpus and the mutations are in benchmarks/lib/reliabilityFuzz.ts.
  *
  *   npm run bench -- fuzz [--count 100000] [--rounds 2] [--seed 1] [--lanes 8] [--portrait real_woman_dark_hair.png]
+ *                         [--channel 20000]
  *
  * Server config: the default engine; rate limits raised (the fuzz is one client address and one key: with the
  * default 300/min it would only measure the limiter); maxRooms 8, so that the valid room creations in the corpus
@@ -19,11 +20,16 @@
  * closed rooms' avatar workers wait idle in the server's worker pool (reused by the next round's rooms; closed after
  * 60 s idle), so they are in the 15 s reading.
  *
+ * Then private mode's expression channel (benchmarks/lib/expressionFuzz.ts): a wrtc performer publishes in private
+ * mode and sends --channel messages, a third valid, the rest mutated; recorded: the server's refusal counts by
+ * reason, the frames it rendered meanwhile, and whether it stayed up (`expression_channel`; --channel 0 skips it).
+ *
  * Writes benchmarks/results/fuzz.json.
  */
 import { num, parseOptions, str } from './lib/args.js';
 import { ServerProc, benchOverrides, now, round, sleep } from './lib/reliability.js';
 import { runFuzz, type FuzzReport } from './lib/reliabilityFuzz.js';
+import { fuzzExpressionChannel, type ChannelFuzzReport } from './lib/expressionFuzz.js';
 import { writeResult } from './lib/stats.js';
 import type { MemoryUsage } from './lib/reliabilityProtocol.js';
 import { portraitFile } from '../tests/helpers/media.js';
@@ -69,10 +75,11 @@ export const OPTIONS = {
   lanes: num(8),
   rounds: num(2),
   portrait: str('real_woman_dark_hair.png'),
+  channel: num(20000),
 };
 
 export async function main(args: string[]): Promise<void> {
-  const { count, seed, lanes, rounds: roundsN, portrait } = parseOptions('fuzz', args, OPTIONS);
+  const { count, seed, lanes, rounds: roundsN, portrait, channel } = parseOptions('fuzz', args, OPTIONS);
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
     const mem = async (
@@ -164,6 +171,15 @@ export async function main(args: string[]): Promise<void> {
       running = false;
       await sampler;
     }
+    let channelReport: ChannelFuzzReport | { error: string } | null = null;
+    if (channel > 0 && server.alive) {
+      try {
+        channelReport = await fuzzExpressionChannel(target, { count: channel, seed });
+      } catch (err) {
+        channelReport = { error: (err as Error).message };
+      }
+      process.stderr.write(`fuzz: expression channel ${JSON.stringify(channelReport)}\n`);
+    }
     const alive = server.alive;
     const report = mergeReports(reports);
     const polluted = alive ? (await server.request<{ polluted: boolean }>({ cmd: 'polluted' })).polluted : null;
@@ -215,6 +231,9 @@ export async function main(args: string[]): Promise<void> {
         max_rss_during: during.length ? Math.max(...during.map((d) => d.rssMb)) : null,
         during,
       },
+      expression_channel: channelReport
+        ? { ...channelReport, server_alive_after: alive, healthz_after: healthz }
+        : null,
       outcomes: Object.fromEntries(Object.entries(report.outcomes).sort((a, b) => b[1] - a[1])),
       mutations: report.mutations,
       server_stderr_tail: server.stderr.slice(-20),

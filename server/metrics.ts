@@ -11,6 +11,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { RoomRegistry } from './rooms/registry.js';
 import type { FrameTimings, Room } from './rooms/room.js';
 import type { RoomStats } from './types/protocol.js';
+import { EXPRESSION_REFUSALS, type ExpressionRefusal } from './types/expressionWire.js';
 
 /** The timed stages of the frame path, in order. */
 export const STAGES = [
@@ -74,6 +75,7 @@ export class Metrics {
   readonly #framesNoFace: Counter;
   readonly #dropped: Counter;
   readonly #roomsCreated: Counter;
+  readonly #expressionsRefused: Counter<'reason'>;
   readonly #detach: (() => void)[] = [];
   /** Detach functions of the rooms being watched, dropped when a room closes. */
   readonly #watched = new Map<string, () => void>();
@@ -116,6 +118,14 @@ export class Metrics {
       registers: [r],
     });
     this.#roomsCreated = new Counter({ name: 'avatar_rooms_created_total', help: 'rooms created', registers: [r] });
+    this.#expressionsRefused = new Counter({
+      name: 'avatar_expression_messages_refused_total',
+      help: 'private mode: expression messages from performers refused and dropped, by reason',
+      labelNames: ['reason'],
+      registers: [r],
+    });
+    // Every reason present from the start (at 0), so that a dashboard sees the series before the first refusal.
+    for (const reason of EXPRESSION_REFUSALS) this.#expressionsRefused.inc({ reason }, 0);
     new Gauge({
       name: 'avatar_rooms',
       help: 'open rooms',
@@ -170,6 +180,7 @@ export class Metrics {
     const onDropped = (n: number): void => {
       if (Number.isFinite(n) && n > 0) this.#dropped.inc(n);
     };
+    const onRefused = (reason: ExpressionRefusal): void => this.#expressionsRefused.inc({ reason });
     const onStats = (s: RoomStats): void => {
       this.#fps.set({ room: id }, s.fps);
       this.#steps.set({ room: id }, s.refinerSteps);
@@ -178,6 +189,7 @@ export class Metrics {
       this.#watched.delete(id);
       room.off('frame', onFrame);
       room.off('dropped', onDropped);
+      room.off('expressionRefused', onRefused);
       room.off('stats', onStats);
       room.off('close', onClose);
     };
@@ -189,6 +201,7 @@ export class Metrics {
     };
     room.on('frame', onFrame);
     room.on('dropped', onDropped);
+    room.on('expressionRefused', onRefused);
     room.on('stats', onStats);
     room.on('close', onClose);
     this.#watched.set(id, detach);

@@ -24,12 +24,15 @@ import type {
   RoomInfo,
   RoomStats,
   ServerToClientEvents,
+  PublishMode,
 } from '../../server/types/protocol.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientError, isTerminal, toClientError } from './errors.js';
 import { DEFAULT_LATENCY_MODE, receiveTuning, type LatencyMode } from './latency.js';
 import { DirectPeer, type ReceiverInfo } from './peer.js';
+import { ExpressionSender } from './expressionSender.js';
+import type { FaceTrack } from '../../server/vision/types.js';
 import type { SfuViewer } from './sfuViewer.js';
 
 export type ClientState = 'connecting' | 'joined' | 'reconnecting' | 'closed';
@@ -112,7 +115,9 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
   #state: ClientState = 'connecting';
   #join: JoinResponse | null = null;
   #publishStream: MediaStream | null = null;
+  #publishMode: PublishMode = 'video';
   #publisher: DirectPeer | null = null;
+  #sender: ExpressionSender | null = null;
   #wantView = false;
   #viewAudio = true;
   #viewLatency: LatencyMode = DEFAULT_LATENCY_MODE;
@@ -203,12 +208,30 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     });
   }
 
-  /** Performer: publishes the camera (+ microphone) stream; resolves once the peer is connected. */
-  async publish(stream: MediaStream): Promise<void> {
+  /**
+   * Performer: publishes the camera (+ microphone) stream; resolves once the peer is connected. `mode` 'private'
+   * sends the microphone only, and the face as expressions: feed {@link sendExpression} with the browser tracker's
+   * output. Calling it again with another mode switches a live room (a new connection; no reload).
+   */
+  async publish(stream: MediaStream, mode: PublishMode = 'video'): Promise<void> {
     this.#assertOpen();
     this.#publishStream = stream;
+    this.#publishMode = mode;
     this.#mediaBackoff.publish.reset();
     await this.#startPublish();
+  }
+
+  /** How the performer publishes (or last asked to). */
+  get publishMode(): PublishMode {
+    return this.#publishMode;
+  }
+
+  /**
+   * Private mode: sends one frame's tracked face (null: no face) over the expression channel (ExpressionSender:
+   * dropped, never queued, while the channel is congested or not open). Returns whether it was sent.
+   */
+  sendExpression(track: FaceTrack | null, width: number, height: number, captureMs?: number): boolean {
+    return this.#sender ? this.#sender.send(track, width, height, captureMs) : false;
   }
 
   /** Performer: stops publishing. */
@@ -217,6 +240,7 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     this.#clearTimer('publish');
     this.#publisher?.close();
     this.#publisher = null;
+    this.#sender = null;
     this.#setMedia('publish', 'idle');
     if (!this.closed && this.#state === 'joined') await this.request('unpublish', {});
   }
@@ -426,17 +450,21 @@ export class AvatarClient extends Emitter<AvatarClientEvents> {
     if (!stream || !join) return;
     this.#publisher?.close();
     this.#setMedia('publish', 'connecting');
+    const mode = this.#publishMode;
     const peer: DirectPeer = new DirectPeer({
       kind: 'publish',
       iceServers: join.iceServers,
       candidateFilter: this.#opts.candidateFilter,
       sendCandidate: (candidate) => this.#sendCandidate('publish', candidate, peer),
-      negotiate: async (offer) => (await this.request('publish', { sdp: offer })).sdp,
+      negotiate: async (offer) => (await this.request('publish', { sdp: offer, mode })).sdp,
       onFailed: (why) => this.#peerFailed('publish', peer, why),
     });
     this.#publisher = peer;
+    this.#sender = null;
     try {
-      await peer.publish(stream);
+      await peer.publish(stream, mode);
+      const ch = peer.expressionChannel;
+      if (ch && this.#publisher === peer) this.#sender = new ExpressionSender(ch);
     } catch (err) {
       if (this.#publisher === peer) {
         peer.close();

@@ -6,6 +6,15 @@ export type { ClientErrorCode } from './errors.js';
 export { listPortraits, uploadPortrait, deletePortrait, createRoom, getConsent, portraitImageUrl } from './rest.js';
 export type { PortraitSummary, CreatedRoom, RestOptions } from './rest.js';
 export { Backoff } from './backoff.js';
+export { ExpressionSender } from './expressionSender.js';
+export type { ExpressionChannel, ExpressionSenderOptions } from './expressionSender.js';
 export { defaultAvatarSettings } from '../../server/types/protocol.js';
-export type { AvatarSettings, FaceIssue, RoomInfo, RoomStats, PublicError } from '../../server/types/protocol.js';
+export type {
+  AvatarSettings,
+  FaceIssue,
+  PublishMode,
+  RoomInfo,
+  RoomStats,
+  PublicError,
+} from '../../server/types/protocol.js';
 export * from './avatarStream.js';

@@ -4,7 +4,8 @@
  * only knows the peer after answering), and reports a failed connection once through `onFailed` so the client can
  * rebuild it with backoff.
  */
-import type { IceCandidate, SessionDescription } from '../../server/types/protocol.js';
+import type { IceCandidate, PublishMode, SessionDescription } from '../../server/types/protocol.js';
+import { EXPRESSION_CHANNEL_LABEL } from '../../server/types/protocol.js';
 import { ClientError } from './errors.js';
 import { showReceivedTrack, startFastVideo, type FastVideo, type FastVideoStats } from './fastVideo.js';
 import { separateAudioStream, type ReceiveTuning } from './latency.js';
@@ -58,6 +59,7 @@ export class DirectPeer {
   #closed = false;
   #failed = false;
   #answered = false;
+  #channel: RTCDataChannel | null = null;
   readonly #pending: (IceCandidate | null)[] = [];
   #disconnectTimer: ReturnType<typeof setTimeout> | null = null;
   readonly #streamIds = new Map<MediaStreamTrack, string[]>();
@@ -94,15 +96,29 @@ export class DirectPeer {
     return this.#closed;
   }
 
-  /** Offers `stream`'s tracks sendonly and waits until connected. */
-  async publish(stream: MediaStream): Promise<void> {
+  /**
+   * Offers `stream`'s tracks sendonly and waits until connected. In private mode only its audio goes (no video track
+   * is offered at all) and an expression channel is opened instead: {@link expressionChannel}.
+   */
+  async publish(stream: MediaStream, mode: PublishMode = 'video'): Promise<void> {
+    if (mode === 'private') {
+      // Unordered, no retransmits: a late expression is dropped by the network, never queued behind a lost one.
+      this.#channel = this.pc.createDataChannel(EXPRESSION_CHANNEL_LABEL, { ordered: false, maxRetransmits: 0 });
+      this.#channel.binaryType = 'arraybuffer';
+    }
     for (const track of stream.getTracks()) {
+      if (mode === 'private' && track.kind !== 'audio') continue;
       // One stream id per track: in one stream the server's receiver would hold video back to lip-sync it with the
       // audio (tens of ms); the server syncs the output itself (it delays the audio by the measured video latency).
       this.pc.addTransceiver(track, { direction: 'sendonly', streams: [new MediaStream([track])] });
       this.stream.addTrack(track);
     }
     await this.#negotiate();
+  }
+
+  /** Private mode: the expression channel (open once the peer connected), else null. */
+  get expressionChannel(): RTCDataChannel | null {
+    return this.#channel;
   }
 
   /** Offers recvonly video (+ audio unless `audio` is false) and waits until connected; tracks land in `stream`. */
@@ -136,6 +152,8 @@ export class DirectPeer {
     this.pc.onicecandidate = null;
     this.pc.onconnectionstatechange = null;
     this.pc.ontrack = null;
+    this.#channel?.close();
+    this.#channel = null;
     for (const f of this.#fast.values()) f.close();
     this.#fast.clear();
     this.pc.close();

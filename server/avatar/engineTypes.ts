@@ -5,6 +5,7 @@
  */
 import type { AvatarSettings, FaceIssue } from '../types/protocol.js';
 import type { I420Frame, RgbImage } from '../types/image.js';
+import type { FaceTrack } from '../vision/types.js';
 
 /** What prepare() learned about the portrait. */
 export interface PreparedPortrait {
@@ -91,6 +92,18 @@ export interface EngineWrapper {
 /** The `wrapEngine` export of an EngineWrapper module. */
 export type WrapEngine = (engine: AvatarEngine, options: Record<string, unknown>) => AvatarEngine;
 
+/**
+ * A face tracked outside the engine (private mode: the performer's browser tracked it and sent only the track), for
+ * AvatarEngine.renderTrack.
+ */
+export interface TrackedFrame {
+  /** Size of the frame the face was tracked in, px. */
+  width: number;
+  height: number;
+  /** The tracked face (coordinates in that frame's pixels), or null: no face in the frame. */
+  track: FaceTrack | null;
+}
+
 export interface AvatarEngine {
   readonly name: string;
   /**
@@ -106,6 +119,11 @@ export interface AvatarEngine {
   prepare(portrait: RgbImage, cache?: PortraitCache): Promise<PreparedPortrait>;
   /** Synthesizes one output frame (size of the prepared portrait) from one driving frame. */
   render(driving: I420Frame, out: I420Frame, timestampMs: number): RenderStats;
+  /**
+   * Synthesizes one output frame from a face tracked elsewhere, without tracking (private mode). Engines that do not
+   * drive from a face track (passthrough, portrait) leave it out: the room refuses private mode for them.
+   */
+  renderTrack?(input: TrackedFrame, out: I420Frame, timestampMs: number): RenderStats;
   /** Applies the settings; an engine without a refiner runs `steps` as 0 (never throws for it). */
   updateSettings(settings: AvatarSettings): void;
   /** Re-captures the performer's neutral face from the next frames. */

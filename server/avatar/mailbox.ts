@@ -18,7 +18,7 @@
 const FRESH = 4;
 const SLOTS = 3;
 /** Float64 metadata words per slot. */
-export const META_WORDS = 16;
+export const META_WORDS = 18;
 
 /** Metadata word indices shared by the session and the worker. */
 export const Meta = {
@@ -42,7 +42,14 @@ export const Meta = {
   refineMs: 13,
   /** Why the frame's face was not followed (FACE_ISSUES index + 1; 0: it was, or the engine does not say). */
   faceIssue: 14,
+  /** What the input slot holds: 0 an I420 driving frame, 1 an expression message (private mode: expressionWire.ts). */
+  kind: 15,
+  /** Expression messages: the capture time on the main thread's performance.now() clock (the engine's timestamp). */
+  capturedAt: 16,
 } as const;
+
+/** Meta.kind values. */
+export const SlotKind = { frame: 0, expression: 1 } as const;
 
 /** A frame handed over: a view on its slot (valid until this side swaps again) and its metadata. */
 export interface ExchangeFrame {

@@ -34,7 +34,8 @@ import { noRefiner } from '../types/protocol.js';
 import type { ToWorker } from './worker.js';
 import type { Logger } from '../logger.js';
 import { AppError, InvalidStateError } from '../errors.js';
-import { FrameExchange, Meta } from './mailbox.js';
+import { FrameExchange, Meta, SlotKind } from './mailbox.js';
+import { MAX_EXPRESSION_BYTES } from '../types/expressionWire.js';
 import { i420Bytes } from '../types/image.js';
 import { RefinerStepsPolicy, type RefinerStepsPolicyOptions } from './stepsPolicy.js';
 import {
@@ -133,6 +134,7 @@ export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
   #lastRenderErrorAt = -Infinity;
   // Refiner steps.
   #refiner: RefinerInfo = noRefiner;
+  #expressions = false;
   readonly #policy: RefinerStepsPolicy;
 
   private constructor(opts: AvatarSessionOptions) {
@@ -226,9 +228,45 @@ export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
     m[Meta.height] = frame.height;
     m[Meta.bytes] = bytes;
     m[Meta.receivedAt] = receivedAt;
+    m[Meta.kind] = SlotKind.frame;
     if (input.publish()) this.#countDrops(1);
     if (this.#ready) this.#post({ type: 'kick' });
     return seq;
+  }
+
+  /**
+   * Private mode: offers an expression message (expressionWire.ts, already validated by the receiver; copied) through
+   * the same latest-frame-wins mailbox as the video frames: a message the worker did not take before the next one
+   * arrived is replaced and counted as dropped. The engine renders it without tracking (AvatarEngine.renderTrack).
+   * @param capturedAt the capture time on this thread's performance.now() clock (the engine's timestamp).
+   * @returns the sequence number (SessionFrame.seq), or -1 when ignored (before the first prepare(), or closed).
+   * @throws AppError('UNSUPPORTED') when the engine cannot render from expressions (see {@link expressions}).
+   */
+  pushExpression(msg: Uint8Array, capturedAt: number, receivedAt: number = performance.now()): number {
+    if (this.#closed || this.#failed || !this.#prepared) return -1;
+    if (!this.#expressions) throw new AppError('UNSUPPORTED', 'this avatar engine cannot render from expressions');
+    if (msg.length > MAX_EXPRESSION_BYTES) throw new TypeError('AvatarSession.pushExpression: message too long');
+    if (!this.#input || this.#input.capacity < MAX_EXPRESSION_BYTES) this.#allocInput(MAX_EXPRESSION_BYTES);
+    const input = this.#input!;
+    const slot = input.writable();
+    slot.data.set(msg);
+    const seq = ++this.#seq;
+    const m = slot.meta;
+    m[Meta.seq] = seq;
+    m[Meta.width] = 0;
+    m[Meta.height] = 0;
+    m[Meta.bytes] = msg.length;
+    m[Meta.receivedAt] = receivedAt;
+    m[Meta.kind] = SlotKind.expression;
+    m[Meta.capturedAt] = capturedAt;
+    if (input.publish()) this.#countDrops(1);
+    if (this.#ready) this.#post({ type: 'kick' });
+    return seq;
+  }
+
+  /** Whether the engine renders from expression messages (private mode); known once the worker started. */
+  get expressions(): boolean {
+    return this.#expressions;
   }
 
   /** Sends the settings to the engine, with `steps` replaced by what the engine can and should run now. */
@@ -339,6 +377,7 @@ export class AvatarSession extends SafeEventEmitter<AvatarSessionEvents> {
       if (!w.attach({ onMessage: (m) => this.#onMessage(w, m), onCrash: (err) => this.#onCrash(w, err) })) continue;
       this.#worker = w;
       this.#refiner = w.refiner;
+      this.#expressions = w.expressions;
       this.#requestSteps();
       this.#postSettings();
       this.#ready = true;

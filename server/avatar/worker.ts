@@ -15,17 +15,18 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { parentPort } from 'node:worker_threads';
-import type { AvatarEngine, PortraitCache, PreparedPortrait } from './engineTypes.js';
+import type { AvatarEngine, PortraitCache, PreparedPortrait, RenderStats, TrackedFrame } from './engineTypes.js';
 import type { I420Frame } from '../types/image.js';
 import { type EngineOptions, type EngineWrapper, FACE_ISSUES, type WrapEngine } from './engineTypes.js';
 import type { AvatarSettings, PublicError, RefinerInfo } from '../types/protocol.js';
 import { MAX_REFINER_STEPS, noRefiner } from '../types/protocol.js';
 import { createEngine } from './engines/index.js';
 import { adoptSharedEngineData, sharedEngineData, type SharedEngineData } from './engines/shared.js';
-import { FrameExchange, Meta } from './mailbox.js';
+import { FrameExchange, Meta, SlotKind } from './mailbox.js';
+import { createDecodedExpression, decodeExpression } from '../types/expressionWire.js';
 import { i420Bytes } from '../types/image.js';
 import { createLogger, setLogLevel, type LogLevel } from '../logger.js';
-import { toPublicError } from '../errors.js';
+import { AppError, toPublicError } from '../errors.js';
 
 /** Main thread -> worker. */
 export type ToWorker =
@@ -58,6 +59,8 @@ export type FromWorker =
       ok: true;
       /** init: what the engine can do with AvatarSettings.steps. */
       refiner?: RefinerInfo;
+      /** init: whether the engine renders from expression messages (AvatarEngine.renderTrack: private mode). */
+      expressions?: boolean;
       /** init: model data this worker loaded that later workers can share (engines/shared.ts). */
       shared?: SharedEngineData;
       prepared?: PreparedPortrait;
@@ -83,6 +86,20 @@ let initMsg: (ToWorker & { type: 'init' }) | null = null;
 let closed = false;
 const driving: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
 const out: I420Frame = { width: 0, height: 0, data: new Uint8Array(0) };
+/** Private mode: the expression message decoded (validated on the main thread already), its buffers reused. */
+const expression = createDecodedExpression();
+const tracked: TrackedFrame = { width: 0, height: 0, track: null };
+
+/** Renders an expression message (private mode) through the engine's renderTrack. */
+function renderExpression(e: AvatarEngine, data: Uint8Array, target: I420Frame, ts: number): RenderStats {
+  if (!e.renderTrack) throw new AppError('UNSUPPORTED', `engine "${e.name}" cannot render from expressions`);
+  const refusal = decodeExpression(data, expression);
+  if (refusal) throw new AppError('INVALID_MESSAGE', `expression message refused: ${refusal}`);
+  tracked.width = expression.width;
+  tracked.height = expression.height;
+  tracked.track = expression.track;
+  return e.renderTrack(tracked, target, ts);
+}
 
 /** A full garbage collection of this thread's isolate (V8's gc() extension, enabled for this purpose). */
 function fullGc(): void {
@@ -117,6 +134,7 @@ function renderOne(): boolean {
   const f = input.take();
   if (!f) return false;
   const m = f.meta;
+  const isExpression = m[Meta.kind] === SlotKind.expression;
   driving.width = m[Meta.width]!;
   driving.height = m[Meta.height]!;
   driving.data = f.data;
@@ -127,7 +145,9 @@ function renderOne(): boolean {
   out.data = slot.data.subarray(0, bytes);
   const t0 = performance.now();
   try {
-    const stats = engine.render(driving, out, m[Meta.receivedAt]!);
+    const stats = isExpression
+      ? renderExpression(engine, f.data, out, m[Meta.capturedAt]!)
+      : engine.render(driving, out, m[Meta.receivedAt]!);
     const o = slot.meta;
     o[Meta.seq] = m[Meta.seq]!;
     o[Meta.width] = out.width;
@@ -166,7 +186,14 @@ async function handle(msg: ToWorker): Promise<void> {
           ? { available: true, defaultSteps: Math.min(r.defaultSteps, MAX_REFINER_STEPS), maxSteps: MAX_REFINER_STEPS }
           : noRefiner;
         const shared = msg.shared ? undefined : await sharedEngineData(msg.engine, msg.options.tracker ?? 'mesh');
-        post({ type: 'reply', id: msg.id, ok: true, refiner, ...(shared ? { shared } : {}) });
+        post({
+          type: 'reply',
+          id: msg.id,
+          ok: true,
+          refiner,
+          expressions: typeof engine.renderTrack === 'function',
+          ...(shared ? { shared } : {}),
+        });
       } catch (err) {
         fail(msg.id, err);
       }

@@ -83,6 +83,7 @@ export class EngineWorker {
   readonly #log: Logger;
   readonly #exited: Promise<void>;
   #refiner: RefinerInfo = noRefiner;
+  #expressions = false;
   #shared: SharedEngineData | null = null;
   #owner: WorkerOwner | null = null;
   readonly #requests = new Map<number, Request>();
@@ -135,6 +136,7 @@ export class EngineWorker {
         timeout,
       ]);
       w.#refiner = reply.refiner ?? noRefiner;
+      w.#expressions = reply.expressions === true;
       w.#shared = reply.shared ?? null;
     } catch (err) {
       await w.terminate();
@@ -159,6 +161,10 @@ export class EngineWorker {
   /** What the engine can do with AvatarSettings.steps (from `init`). */
   get refiner(): RefinerInfo {
     return this.#refiner;
+  }
+  /** Whether the engine renders from expression messages (private mode: AvatarEngine.renderTrack). */
+  get expressions(): boolean {
+    return this.#expressions;
   }
   /** Model data this worker loaded for later workers to share (engines/shared.ts), when it was started without. */
   get shared(): SharedEngineData | null {

@@ -24,12 +24,14 @@ import type {
   PublicError,
   RoomInfo,
   RoomStats,
+  PublishMode,
   SessionDescription,
   SfuConsumerInfo,
   SfuTransportOptions,
   FaceIssue,
 } from '../types/protocol.js';
 import { defaultAvatarSettings } from '../types/protocol.js';
+import type { ExpressionRefusal } from '../types/expressionWire.js';
 import { AppError, InvalidStateError, toPublicError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { AvatarSession, type SessionFrame } from '../avatar/session.js';
@@ -90,6 +92,8 @@ export interface RoomEvents {
   frame: [timings: FrameTimings];
   /** Frames newly dropped (a delta). */
   dropped: [n: number];
+  /** Private mode: an expression message from the performer was refused (dropped), and why. */
+  expressionRefused: [reason: ExpressionRefusal];
   /** The room's viewer count (direct and SFU) changed. */
   viewers: [count: number];
   /** These SFU viewers' routers went away (a mediasoup worker died): they must consume again. */
@@ -207,6 +211,8 @@ export class Room extends SafeEventEmitter<RoomEvents> {
   get info(): RoomInfo {
     return {
       roomId: this.id,
+      publishMode: this.#ingest && !this.#ingest.closed ? this.#ingest.mode : null,
+      privateMode: this.#session.expressions,
       portraitId: this.#portraitId,
       width: this.#width,
       height: this.#height,
@@ -233,18 +239,30 @@ export class Room extends SafeEventEmitter<RoomEvents> {
   }
 
   /**
-   * Performer: answers a sendonly (video + audio) offer. A second publish replaces the first ingest peer.
-   * @throws AppError('INVALID_SDP')
+   * Performer: answers a sendonly offer: video + audio, or in private mode audio + the expression data channel (see
+   * PublishMode). A second publish replaces the first ingest peer: how a live room switches modes. Calibration,
+   * settings and the portrait stay; the audio delay follows the new path's latency (receive -> publish).
+   * @throws AppError('INVALID_SDP'), AppError('UNSUPPORTED') for private mode with an engine that cannot render from
+   * expressions (passthrough, portrait).
    */
-  async publish(offer: SessionDescription): Promise<SessionDescription> {
+  async publish(offer: SessionDescription, mode: PublishMode = 'video'): Promise<SessionDescription> {
     this.#assertOpen();
+    if (mode === 'private' && !this.#session.expressions)
+      throw new AppError(
+        'UNSUPPORTED',
+        `private mode needs an engine that renders from expressions; engine "${this.#deps.config.avatar.engine}" does not`,
+      );
     const ingest = await IngestPeer.create({
       offer,
+      mode,
       config: this.#deps.config,
       log: this.#log.child('ingest'),
       onVideoFrame: (frame, receivedAt) => this.#session.pushFrame(frame, receivedAt),
       onAudio: (chunk) => this.#publisher.pushAudio(chunk),
+      onExpression: (msg, decoded, receivedAt) =>
+        this.#session.pushExpression(msg, decoded.localMs - performance.timeOrigin, receivedAt),
     });
+    ingest.on('expressionRefused', (reason: ExpressionRefusal) => this.safeEmit('expressionRefused', reason));
     if (this.#closed) {
       ingest.close();
       throw new InvalidStateError('room closed');
@@ -261,7 +279,7 @@ export class Room extends SafeEventEmitter<RoomEvents> {
         void this.unpublish();
       }
     });
-    this.#log.info('performer publishing', { roomId: this.id });
+    this.#log.info('performer publishing', { roomId: this.id, mode });
     return ingest.answer;
   }
 

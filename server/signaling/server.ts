@@ -342,8 +342,11 @@ export class SignalingServer {
 
     on('publish', async (p) => {
       const req = validatePublish(p);
-      const { room } = performer();
-      return { sdp: await room.publish(req.sdp) };
+      const { room, roomId } = performer();
+      const sdp = await room.publish(req.sdp, req.mode);
+      // The mode is part of the room's info (RoomInfo.publishMode): everyone in the room learns of a switch.
+      this.#io.to(roomKey(roomId)).emit('room', room.info);
+      return { sdp };
     });
     on('unpublish', async (p) => {
       validateEmpty(p, 'unpublish');

@@ -3,7 +3,7 @@
  * returns a typed request or throws AppError('INVALID_MESSAGE' | 'INVALID_SDP') with a short message. Pure: no I/O.
  */
 import { AppError } from '../errors.js';
-import { MAX_REFINER_STEPS } from '../types/protocol.js';
+import { MAX_REFINER_STEPS, PUBLISH_MODES, type PublishMode } from '../types/protocol.js';
 import type {
   AvatarSettings,
   IceCandidate,
@@ -107,8 +107,10 @@ export function validateSdp(v: unknown, expectedType: SessionDescription['type']
 }
 
 export function validatePublish(v: unknown): PublishRequest {
-  const o = object(v, 'publish', ['sdp']);
-  return { sdp: validateSdp(o.sdp, 'offer') };
+  const o = object(v, 'publish', ['sdp', 'mode']);
+  if (o.mode !== undefined && !PUBLISH_MODES.includes(o.mode as PublishMode))
+    bad(`publish.mode must be one of ${PUBLISH_MODES.join(', ')}`);
+  return { sdp: validateSdp(o.sdp, 'offer'), mode: (o.mode as PublishMode | undefined) ?? 'video' };
 }
 
 export function validateView(v: unknown): ViewRequest {

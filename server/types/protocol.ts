@@ -70,8 +70,22 @@ export interface RefinerInfo {
 }
 export const noRefiner: RefinerInfo = { available: false, defaultSteps: 0, maxSteps: 0 };
 
+/**
+ * How the performer drives the avatar. 'video': the webcam video goes to the server, which tracks the face.
+ * 'private': the browser tracks the face and sends only the tracked expression per frame over an RTCDataChannel
+ * (server/types/expressionWire.ts); no video leaves the performer's machine. The voice goes over WebRTC in both.
+ */
+export type PublishMode = 'video' | 'private';
+export const PUBLISH_MODES: readonly PublishMode[] = ['video', 'private'];
+/** The label of the performer's expression channel in private mode (unordered, maxRetransmits 0). */
+export const EXPRESSION_CHANNEL_LABEL = 'expressions';
+
 export interface RoomInfo {
   roomId: string;
+  /** How the performer publishes now (null: not publishing). */
+  publishMode: PublishMode | null;
+  /** Whether the room's engine can render from expressions (private mode); the studio offers it only then. */
+  privateMode: boolean;
   portraitId: string | null;
   /** Output size of the synthesized video (the prepared portrait's size). */
   width: number;
@@ -94,9 +108,15 @@ export interface JoinResponse {
   viewerPath?: string;
 }
 
-/** Performer: send an offer with a sendonly video (and audio) track; the server answers. */
+/**
+ * Performer: send an offer with a sendonly video (and audio) track; the server answers. In private mode the offer has
+ * no video: audio and the expression data channel (EXPRESSION_CHANNEL_LABEL). Publishing again (in either mode)
+ * replaces the performer's connection: how a live room switches between modes.
+ */
 export interface PublishRequest {
   sdp: SessionDescription;
+  /** Default 'video'. */
+  mode?: PublishMode;
 }
 /** Viewer (direct fan-out): send a recvonly offer (video + audio); the server answers. */
 export interface ViewRequest {

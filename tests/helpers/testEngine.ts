@@ -10,6 +10,7 @@ import type {
   PortraitCache,
   PreparedPortrait,
   RenderStats,
+  TrackedFrame,
 } from '../../server/avatar/engineTypes.js';
 import type { I420Frame, RgbImage } from '../../server/types/image.js';
 import type { AvatarSettings } from '../../server/types/protocol.js';
@@ -49,9 +50,13 @@ class HookedEngine implements AvatarEngine {
         this.#steps = 0;
       };
     }
+    // Private mode's path gets the same hooks (slow frames, crashes, a refiner's cost) as render().
+    const renderTrack = inner.renderTrack?.bind(inner);
+    if (renderTrack) this.renderTrack = (input, out, ts) => this.#hooked(() => renderTrack(input, out, ts));
   }
 
   reset?: () => void;
+  renderTrack?: (input: TrackedFrame, out: I420Frame, timestampMs: number) => RenderStats;
 
   get name(): string {
     return this.#inner.name;
@@ -66,9 +71,13 @@ class HookedEngine implements AvatarEngine {
   }
 
   render(driving: I420Frame, out: I420Frame, timestampMs: number): RenderStats {
+    return this.#hooked(() => this.#inner.render(driving, out, timestampMs));
+  }
+
+  #hooked(render: () => RenderStats): RenderStats {
     const t0 = performance.now();
     try {
-      const stats = this.#inner.render(driving, out, timestampMs);
+      const stats = render();
       busyUntil(t0, this.#hooks.slowRenderMs ?? 0);
       const perStep = this.#hooks.fakeRefinerMsPerStep ?? 0;
       if (perStep <= 0 || this.#steps <= 0) return stats;

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { FrameExchange, Meta } from '../../server/avatar/mailbox.js';
+import { FrameExchange, Meta, META_WORDS } from '../../server/avatar/mailbox.js';
 import { i420Bytes } from '../../server/types/image.js';
 
 function write(x: FrameExchange, seq: number, fill: number, bytes = x.capacity): boolean {
@@ -54,8 +54,9 @@ describe('FrameExchange (latest-frame-wins triple buffer)', () => {
     // The reader thread checks that every frame it takes is uniform (no torn writes) and that sequence numbers rise.
     const code = `
       const { parentPort, workerData } = require('node:worker_threads');
-      const meta = (i) => new Float64Array(workerData.buffer, 8 + i * 16 * 8, 16);
-      const data = (i) => new Uint8Array(workerData.buffer, 8 + 3 * 16 * 8 + i * workerData.cap, workerData.cap);
+      const W = workerData.metaWords;
+      const meta = (i) => new Float64Array(workerData.buffer, 8 + i * W * 8, W);
+      const data = (i) => new Uint8Array(workerData.buffer, 8 + 3 * W * 8 + i * workerData.cap, workerData.cap);
       const ctrl = new Int32Array(workerData.buffer, 0, 1);
       const done = new Int32Array(workerData.done);
       let r = 2, last = 0, taken = 0, torn = 0, backwards = 0;
@@ -73,7 +74,7 @@ describe('FrameExchange (latest-frame-wins triple buffer)', () => {
       parentPort.postMessage({ taken, torn, backwards, last });
     `;
     const done = new SharedArrayBuffer(4);
-    const w = new Worker(code, { eval: true, workerData: { buffer: x.buffer, cap, done } });
+    const w = new Worker(code, { eval: true, workerData: { buffer: x.buffer, cap, done, metaWords: META_WORDS } });
     const messages: unknown[] = [];
     w.on('message', (m) => messages.push(m));
     const failed = new Promise<never>((_, reject) => w.once('error', reject));

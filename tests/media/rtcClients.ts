@@ -9,6 +9,8 @@ import { filterSdpCandidates } from '../../server/media/candidates.js';
 import { waitIceGathering } from '../../server/media/rtc.js';
 import { drawPattern, makeI420 } from './helpers.js';
 import { paintMarker } from '../helpers/media.js';
+import { EXPRESSION_CHANNEL_LABEL } from '../../server/types/protocol.js';
+import { ExpressionSender } from '../../client/lib/expressionSender.js';
 
 const ALLOW = ['127.0.0.1'];
 
@@ -155,6 +157,60 @@ export class ViewerClient {
   close(): void {
     this.#videoSink?.stop();
     this.#audioSink?.stop();
+    this.pc.close();
+  }
+}
+
+/**
+ * A performer in private mode: a real wrtc peer that sends a 440 Hz tone as its only track and the tracked face over
+ * an expression data channel (unordered, maxRetransmits 0) through the client library's ExpressionSender.
+ */
+export class PrivatePerformerClient {
+  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] });
+  readonly channel: RTCDataChannel;
+  readonly sender: ExpressionSender;
+  readonly #audio = new wrtc.nonstandard.RTCAudioSource();
+  readonly #track: MediaStreamTrack;
+  #audioTimer: NodeJS.Timeout | null = null;
+
+  constructor() {
+    this.#track = this.#audio.createTrack();
+    this.pc.addTrack(this.#track, new wrtc.MediaStream([this.#track]));
+    this.channel = this.pc.createDataChannel(EXPRESSION_CHANNEL_LABEL, { ordered: false, maxRetransmits: 0 });
+    this.channel.binaryType = 'arraybuffer';
+    this.sender = new ExpressionSender(this.channel);
+  }
+
+  async offer(): Promise<SessionDescription> {
+    const o = await this.pc.createOffer();
+    await this.pc.setLocalDescription(o);
+    await waitIceGathering(this.pc);
+    return { type: 'offer', sdp: filterSdpCandidates(this.pc.localDescription!.sdp, ALLOW) };
+  }
+
+  async accept(answer: SessionDescription): Promise<void> {
+    await this.pc.setRemoteDescription(answer);
+  }
+
+  /** Starts the tone (48 kHz mono, 10 ms chunks, kept steady against the clock). */
+  startAudio(): void {
+    const samples = new Int16Array(480);
+    let n = 0;
+    let sent = 0;
+    const t0 = performance.now();
+    this.#audioTimer = setInterval(() => {
+      const due = Math.floor((performance.now() - t0) / 10);
+      for (; sent < due; sent++) {
+        for (let i = 0; i < 480; i++, n++) samples[i] = Math.round(8000 * Math.sin((2 * Math.PI * 440 * n) / 48000));
+        this.#audio.onData({ samples, sampleRate: 48000, bitsPerSample: 16, channelCount: 1, numberOfFrames: 480 });
+      }
+    }, 10);
+  }
+
+  close(): void {
+    if (this.#audioTimer) clearInterval(this.#audioTimer);
+    this.channel.close();
+    this.#track.stop();
     this.pc.close();
   }
 }

@@ -38,6 +38,12 @@ describe('signaling validators', () => {
   it('accept well-formed payloads', () => {
     expect(validateJoin({ token: 'a.b' })).toEqual({ token: 'a.b' });
     expect(validatePublish({ sdp: { type: 'offer', sdp: OFFER_SDP } }).sdp.type).toBe('offer');
+    // The publish mode: 'video' by default, 'private' when asked; anything else is refused.
+    expect(validatePublish({ sdp: { type: 'offer', sdp: OFFER_SDP } }).mode).toBe('video');
+    expect(validatePublish({ sdp: { type: 'offer', sdp: OFFER_SDP }, mode: 'private' }).mode).toBe('private');
+    expect(code(() => validatePublish({ sdp: { type: 'offer', sdp: OFFER_SDP }, mode: 'audio' }))).toBe(
+      'INVALID_MESSAGE',
+    );
     expect(validateView({ sdp: { type: 'offer', sdp: OFFER_SDP.replace(/\r\n/g, '\n') } }).sdp.sdp).toContain(
       'm=video',
     );

@@ -16,7 +16,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { AvatarEngine, PortraitCache, PreparedPortrait, RenderStats } from '../../engineTypes.js';
+import type { AvatarEngine, PortraitCache, PreparedPortrait, RenderStats, TrackedFrame } from '../../engineTypes.js';
 import type { GrayImage, I420Frame, RgbImage } from '../../../types/image.js';
 import type { AvatarSettings } from '../../../types/protocol.js';
 import { defaultAvatarSettings } from '../../../types/protocol.js';
@@ -565,8 +565,38 @@ export class DefaultEngine implements AvatarEngine {
     st.color.height = driving.height;
     st.color.data = driving.data;
     const track = this.#tracker.track(st.gray, timestampMs, st.color);
+    return this.#renderFrom(st, track, driving.width, driving.height, out, timestampMs, t0, st.gray);
+  }
+
+  /**
+   * Private mode: renders from a face tracked elsewhere (the performer's browser, with the same tracker code), skipping
+   * the tracker. Everything after tracking is render()'s: the plausibility guard, calibration, the warp, the fold
+   * check. The learned refiner reads the driving face's pixels, which this mode never receives: it does not run here
+   * (the frame is the warp's, refineMs absent).
+   */
+  renderTrack(input: TrackedFrame, out: I420Frame, timestampMs: number): RenderStats {
+    const st = this.#state;
+    if (this.#closed) throw new InvalidStateError('default engine is closed');
+    if (!st || !this.#tracker) throw new InvalidStateError('default engine: renderTrack() before prepare()');
+    if (out.width !== st.face.width || out.height !== st.face.height)
+      throw new TypeError('default engine: output size mismatch');
+    return this.#renderFrom(st, input.track, input.width, input.height, out, timestampMs, performance.now(), null);
+  }
+
+  /** Everything after tracking: `gray` is the driving frame in gray for the refiner (null: none, it does not run). */
+  #renderFrom(
+    st: FrameState,
+    track: FaceTrack | null,
+    width: number,
+    height: number,
+    out: I420Frame,
+    timestampMs: number,
+    t0: number,
+    gray: GrayImage | null,
+  ): RenderStats {
+    const face = st.face;
     // A face the avatar should not copy (too close, jumped, not face-shaped) counts as no face: it eases to neutral.
-    const issue = this.#guard.check(track, driving.width, driving.height);
+    const issue = this.#guard.check(track, width, height);
     const followed = issue ? null : track;
     const t1 = performance.now();
     const latent = this.#encoder.update(followed, timestampMs);
@@ -607,10 +637,10 @@ export class DefaultEngine implements AvatarEngine {
     }
     const t4 = performance.now();
     let refineMs: number | undefined;
-    if (this.#steps > 0 && this.#refiner && followed) {
+    if (this.#steps > 0 && this.#refiner && followed && gray) {
       const lm =
         followed.rawLandmarks && followed.rawLandmarks.length >= 136 ? followed.rawLandmarks : followed.landmarks;
-      this.#refiner.run(out, st.gray, lm, this.#steps, this.#refinerNet, st.ctrlWorld);
+      this.#refiner.run(out, gray, lm, this.#steps, this.#refinerNet, st.ctrlWorld);
       refineMs = performance.now() - t4;
     }
     return {
