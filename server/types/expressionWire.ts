@@ -1,7 +1,7 @@
 /**
  * The expression wire format of private mode: what the performer's browser sends per frame over its RTCDataChannel
  * instead of video. One binary message per tracked frame carries what the default engine's driving path reads from a
- * FaceTrack (box, the 68 smoothed and raw landmarks, head pose, eye and mouth openness, gaze, confidence), quantised,
+ * FaceTrack (box, the 68 smoothed and raw landmarks, head pose, eye and mouth openness, gaze and vergence, confidence), quantised,
  * plus the capture timestamp, a sequence number, the tracked frame's size and whether a face was found. The 478-point
  * mesh is left out: the driving path does not read it (only prepare() reads the portrait's).
  *
@@ -23,7 +23,8 @@
  * 578 f32  tx, ty, tz
  * 590 u16  eye openness left, right, mouth openness, 1/10000
  * 596 i16  gaze x, y, 1/10000
- * 600      end of a face message (FACE_BYTES)
+ * 600 i16  vergence x, y, 1/10000 (each eye's own part of the gaze; 0 from a tracker without one)
+ * 604      end of a face message (FACE_BYTES)
  * ```
  *
  * Decoding validates everything and answers a refusal code instead of throwing (a bad message costs a counter, not an
@@ -36,7 +37,7 @@ export const EXPRESSION_WIRE_VERSION = 1;
 /** Bytes of a message without a face. */
 export const HEADER_BYTES = 18;
 /** Bytes of a message with a face. */
-export const FACE_BYTES = 600;
+export const FACE_BYTES = 604;
 /** The largest message (what a receive buffer must hold). */
 export const MAX_EXPRESSION_BYTES = FACE_BYTES;
 /** The tracked frame's sides must lie in this range, px. */
@@ -75,6 +76,7 @@ const OFF = {
   translation: 578,
   openness: 590,
   gaze: 596,
+  vergence: 600,
 } as const;
 
 /**
@@ -144,6 +146,7 @@ export function createDecodedExpression(): DecodedExpression {
       eyes: { left: 0, right: 0 },
       mouth: 0,
       gaze: { x: 0, y: 0 },
+      vergence: { x: 0, y: 0 },
       confidence: 0,
     },
   };
@@ -208,6 +211,9 @@ export function encodeExpression(
     dv.setUint16(OFF.openness + 2 * i, q(v, RATIO_STEP, 0, 65535, 'openness'), true),
   );
   [t.gaze.x, t.gaze.y].forEach((v, i) => dv.setInt16(OFF.gaze + 2 * i, q(v, RATIO_STEP, -32768, 32767, 'gaze'), true));
+  [t.vergence?.x ?? 0, t.vergence?.y ?? 0].forEach((v, i) =>
+    dv.setInt16(OFF.vergence + 2 * i, q(v, RATIO_STEP, -32768, 32767, 'vergence'), true),
+  );
   return out.subarray(0, n);
 }
 
@@ -276,6 +282,10 @@ export function decodeExpression(msg: Uint8Array, out: DecodedExpression): Expre
   t.gaze.x = dv.getInt16(OFF.gaze, true) * RATIO_STEP;
   t.gaze.y = dv.getInt16(OFF.gaze + 2, true) * RATIO_STEP;
   if (Math.abs(t.gaze.x) > MAX_GAZE || Math.abs(t.gaze.y) > MAX_GAZE) return 'out-of-range';
+  const vg = (t.vergence ??= { x: 0, y: 0 });
+  vg.x = dv.getInt16(OFF.vergence, true) * RATIO_STEP;
+  vg.y = dv.getInt16(OFF.vergence + 2, true) * RATIO_STEP;
+  if (Math.abs(vg.x) > MAX_GAZE || Math.abs(vg.y) > MAX_GAZE) return 'out-of-range';
   out.track = t;
   return null;
 }

@@ -52,6 +52,7 @@ function face(seed: number): FaceTrack {
     eyes: { left: 0.35 * rnd(), right: 0.35 * rnd() },
     mouth: 0.6 * rnd(),
     gaze: { x: 2 * rnd() - 1, y: 2 * rnd() - 1 },
+    vergence: { x: 0.6 * rnd() - 0.3, y: 0.6 * rnd() - 0.3 },
     confidence: rnd(),
   };
 }
@@ -108,6 +109,8 @@ describe('expression wire format', () => {
       expect(Math.abs(d.mouth - t.mouth)).toBeLessThanOrEqual(ratio);
       expect(Math.abs(d.gaze.x - t.gaze.x)).toBeLessThanOrEqual(ratio);
       expect(Math.abs(d.gaze.y - t.gaze.y)).toBeLessThanOrEqual(ratio);
+      expect(Math.abs(d.vergence!.x - t.vergence!.x)).toBeLessThanOrEqual(ratio);
+      expect(Math.abs(d.vergence!.y - t.vergence!.y)).toBeLessThanOrEqual(ratio);
       expect(Math.abs(d.confidence - t.confidence)).toBeLessThanOrEqual(1 / 510 + 1e-9);
     }
   });
