@@ -43,6 +43,7 @@ const SCORE_KEYS = [
   'aed_mesh',
   'blink_corr',
   'gaze_corr',
+  'gaze_corr_eyes',
   'mouth_open_corr',
   'aed_mouth_mesh',
   'blink_corr_68',
