@@ -353,28 +353,12 @@ export function mouthOpennessMesh(m: ArrayLike<number>): number {
  * Each iris is matched to the nearer eye, whatever index order the model uses.
  */
 export function irisPosition(m: ArrayLike<number>): { x: number; y: number } {
-  checkMesh(m);
-  const irises = IRIS_CENTRES.map((i) => pt(m, i));
   let sx = 0;
   let sy = 0;
-  for (const e of [EYES.right, EYES.left]) {
-    const a = pt(m, e[0]);
-    const b = pt(m, e[3]);
-    // Eye axis from the image-left corner to the image-right corner.
-    const [p, q] = a[0] <= b[0] ? [a, b] : [b, a];
-    const cx = (p[0] + q[0]) / 2;
-    const cy = (p[1] + q[1]) / 2;
-    const ux = q[0] - p[0];
-    const uy = q[1] - p[1];
-    const w2 = ux * ux + uy * uy;
-    if (!(w2 > 0)) continue;
-    const iris = irises.reduce((best, c) =>
-      Math.hypot(c[0] - cx, c[1] - cy) < Math.hypot(best[0] - cx, best[1] - cy) ? c : best,
-    );
-    const dx = iris[0] - cx;
-    const dy = iris[1] - cy;
-    sx += (dx * ux + dy * uy) / w2;
-    sy += (-dx * uy + dy * ux) / w2;
+  for (const e of irisPositionEyes(m)) {
+    if (!e) continue;
+    sx += e.x;
+    sy += e.y;
   }
   return { x: sx / 2, y: sy / 2 };
 }
