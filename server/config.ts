@@ -53,6 +53,8 @@ export interface Config {
      * one per 60/n s (429 TOO_MANY_REQUESTS with Retry-After), so the address cannot be used to guess keys; default 10.
      */
     signInPerMinute: number;
+    /** Face model downloads (GET /models/face/*, public: the browser's tracker) per address per minute. */
+    modelDownloadsPerMinute: number;
   };
   /**
    * What one API key, one room and one link may hold at once, so that no key or link can take what others need. A
@@ -240,7 +242,13 @@ export function defaultConfig(): Config {
     roomGraceMs: 30_000,
     roomIdleMs: 600_000,
     maxRooms: 50,
-    auth: { apiKeys: [], perKeyPerMinute: 600, perAddressPerMinute: 300, signInPerMinute: 10 },
+    auth: {
+      apiKeys: [],
+      perKeyPerMinute: 600,
+      perAddressPerMinute: 300,
+      signInPerMinute: 10,
+      modelDownloadsPerMinute: 60,
+    },
     quotas: {
       roomsPerKey: 10,
       portraitsPerKey: 100,
@@ -350,6 +358,7 @@ export function validateConfig(c: Config): Config {
   intIn(c.auth.perKeyPerMinute, 1, 1_000_000, 'auth.perKeyPerMinute');
   intIn(c.auth.perAddressPerMinute, 1, 1_000_000, 'auth.perAddressPerMinute');
   intIn(c.auth.signInPerMinute, 1, 1_000_000, 'auth.signInPerMinute');
+  intIn(c.auth.modelDownloadsPerMinute, 1, 1_000_000, 'auth.modelDownloadsPerMinute');
   for (const k of c.auth.apiKeys) {
     if (!isRecord(k) || typeof k.name !== 'string' || !/^[A-Za-z0-9_.@-]{1,64}$/.test(k.name))
       fail('"auth.apiKeys" entries need a name (letters, digits, _ . @ -)');

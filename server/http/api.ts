@@ -173,6 +173,9 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
   const perKey = new RateLimiter(config.auth.perKeyPerMinute, 'API key');
   const perAddress = new RateLimiter(config.auth.perAddressPerMinute, 'address');
   const signIns = new RateLimiter(config.auth.signInPerMinute, 'address (sign-in attempts)');
+  // The face models are public (the studio's tracker loads them before any sign-in) and a few MB each: a stranger's
+  // request costs the server a file read and the bytes, so each address gets a bounded number a minute.
+  const modelDownloads = new RateLimiter(config.auth.modelDownloadsPerMinute, 'address (face model downloads)');
   /**
    * The request's credentials: the Authorization header, else the sign-in cookie, which a change (POST, DELETE...)
    * may use only from this server's own pages. @throws AppError('ORIGIN_REFUSED')
@@ -276,6 +279,7 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
   router.add('GET', '/models/face/:file', (ex, p) => {
     const file = p['file'] ?? '';
     if (!faceModelFiles.has(file)) throw new AppError('NOT_FOUND', 'no such file');
+    modelDownloads.take(ex.remoteIp);
     return serveFile(ex, d.faceModelDir, file);
   });
 
