@@ -121,6 +121,44 @@ describe('eyes (FaceMesh + Iris tracker)', () => {
     }
   });
 
+  it("a deep-set eye's closed lid takes the skin's tone under the eye, not the crease's shadow", async () => {
+    // man_mouth_wide_open.mp4: deep-set eyes with a shadowed crease; relaxed at the start, both eyes squeezed shut at
+    // frames 94-96. Its own first frame is the portrait (the self-reenactment case, where the dark patch was seen).
+    const clip = await frames(drivingClip('man_mouth_wide_open.mp4'), 97);
+    const p = await engine.prepare(clip[0]!);
+    engine.updateSettings({ ...defaultAvatarSettings, headMotion: false });
+    engine.recalibrate();
+    const boxes = eyeBoxes(engine);
+    const meanLuma = (img: RgbImage, [x0, y0, x1, y1]: [number, number, number, number]): number => {
+      let s = 0;
+      for (let y = y0; y < y1; y++)
+        for (let x = x0; x < x1; x++) {
+          const o = 3 * (y * img.width + x);
+          s += 0.299 * img.data[o]! + 0.587 * img.data[o + 1]! + 0.114 * img.data[o + 2]!;
+        }
+      return s / ((x1 - x0) * (y1 - y0));
+    };
+    const out = createRgb(p.width, p.height);
+    const drive = [...clip.slice(0, 12), ...clip.slice(88, 97)];
+    const eyeL: number[][] = [];
+    drive.forEach((f, i) => {
+      engine.renderRgb(f, out, i * 33);
+      eyeL.push(boxes.map((b) => meanLuma(out, b)));
+    });
+    expect(engine.latent[L_CLOSE_L]!, 'the squeeze closes the lids').toBeGreaterThan(0.8);
+    for (const e of [0, 1]) {
+      const [x0, y0, x1, y1] = boxes[e]!;
+      const h = y1 - y0;
+      // The skin just under the eye (the cheek's top), in the same frame.
+      const skin = meanLuma(out, [x0, y1 + Math.round(0.4 * h), x1, y1 + Math.round(1.2 * h)]);
+      const closed = eyeL[eyeL.length - 1]![e]!;
+      expect(closed, `eye ${e} closed: lid luma ${closed.toFixed(1)} vs skin ${skin.toFixed(1)}`).toBeGreaterThan(
+        0.85 * skin,
+      );
+      expect(closed, `eye ${e} closed is lighter than open`).toBeGreaterThan(eyeL[5]![e]!);
+    }
+  });
+
   it('renders a wink as one closed eye and one open eye (no stare on the other side)', async () => {
     const portrait = await loadImageRgb(portraitFile('real_japanese_woman.png'));
     const p = await engine.prepare(portrait);

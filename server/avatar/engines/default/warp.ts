@@ -104,6 +104,14 @@ const LID_SKIN_ROOM = 0.6;
 /** How far a closed lid reaches past the lower lid's margin at the eye's middle, in eye widths. */
 const LID_OVERLAP = 0.04;
 const LID_SMOOTH = 0.16;
+/**
+ * A closing lid's stretched skin tends to the skin tone under the eye: the skin a real lid uncovers was folded away
+ * under the crease, and stretching the visible fold (often in shadow: deep-set eyes, a painted crease) down over the
+ * eye paints a dark patch that reads as an open eye. At the crease the portrait's own skin stays; down the lid the
+ * tone takes up to LID_TONE of the colour (the rest keeps the lid's texture), in full from closure LID_TONE_FULL.
+ */
+const LID_TONE = 0.65;
+const LID_TONE_FULL = 0.5;
 
 /** A lid curve through the two corners (t = 0, 1) and two inner points: v(t) = t (1 - t) (a + b t). */
 function fitLidCurve(t1: number, v1: number, t2: number, v2: number, out: Float64Array, at: number): void {
@@ -523,6 +531,10 @@ export class FusedWarp {
   readonly #lids = new Float64Array(2 * LID_PARAMS);
   readonly #lidPt = new Float64Array(4);
   readonly #lidRgb = new Float64Array(3);
+  /** Per eye: the skin tone under it this frame (r, g, b) and whether it is known (0 not yet, 1 known, 2 none). */
+  readonly #lidTone = new Float64Array(6);
+  readonly #lidToneState = new Uint8Array(2);
+  readonly #toneSamples = new Float64Array(4 * 12);
 
   /**
    * The lids of the next frames: `params` holds two eyes' parameters from {@link eyelidRemap} (an eye whose first
@@ -563,6 +575,57 @@ export class FusedWarp {
   }
 
   /**
+   * The skin tone under eye `e` this frame (into #lidTone): the warped source along two lines below the lower lid's
+   * margin (0.12 and 0.2 eye widths down, 0.25 to 0.75 of the way between the corners), the brighter half by luma
+   * averaged (lashes, a dark circle or a shadow are left out).
+   */
+  #skinTone(grid: Float32Array, e: number): boolean {
+    if (this.#lidToneState[e] !== 0) return this.#lidToneState[e] === 1;
+    const p = this.#lids;
+    const at = e * LID_PARAMS;
+    const ax = p[at + LID_AX]!,
+      ay = p[at + LID_AY]!,
+      ux = p[at + LID_UX]!,
+      uy = p[at + LID_UY]!,
+      L = p[at + LID_L]!;
+    const smp = this.#toneSamples;
+    let n = 0;
+    for (let k = 0; k < 6; k++) {
+      const t = 0.25 + k * 0.1;
+      const w = t * (1 - t);
+      const vl = w * (p[at + LID_LA]! + p[at + LID_LB]! * t);
+      for (const dv of [0.12, 0.2]) {
+        const v = vl + dv * L;
+        this.#sampleAt(grid, ax + ux * t * L - uy * v, ay + uy * t * L + ux * v);
+        const o = this.#lidRgb;
+        smp[4 * n] = 0.299 * o[0]! + 0.587 * o[1]! + 0.114 * o[2]!;
+        smp[4 * n + 1] = o[0]!;
+        smp[4 * n + 2] = o[1]!;
+        smp[4 * n + 3] = o[2]!;
+        n++;
+      }
+    }
+    // The brighter half: a partial selection by luma (12 samples).
+    let r = 0,
+      g = 0,
+      b = 0;
+    for (let k = 0; k < n / 2; k++) {
+      let best = -1;
+      for (let j = 0; j < n; j++) if (smp[4 * j]! >= 0 && (best < 0 || smp[4 * j]! > smp[4 * best]!)) best = j;
+      r += smp[4 * best + 1]!;
+      g += smp[4 * best + 2]!;
+      b += smp[4 * best + 3]!;
+      smp[4 * best] = -1;
+    }
+    const tone = this.#lidTone;
+    tone[3 * e] = r / (n / 2);
+    tone[3 * e + 1] = g / (n / 2);
+    tone[3 * e + 2] = b / (n / 2);
+    this.#lidToneState[e] = Number.isFinite(r + g + b) ? 1 : 2;
+    return this.#lidToneState[e] === 1;
+  }
+
+  /**
    * The colour of region pixel (x, y) when a closing lid covers it (into #lidRgb; `r, g, b`: the unremapped
    * colour, for the anti-aliased edge), or false when no lid does.
    */
@@ -594,6 +657,21 @@ export class FusedWarp {
         this.#lidRgb[0] = this.#lidRgb[0]! + (r0 / 5 - this.#lidRgb[0]!) * f;
         this.#lidRgb[1] = this.#lidRgb[1]! + (g0 / 5 - this.#lidRgb[1]!) * f;
         this.#lidRgb[2] = this.#lidRgb[2]! + (b0 / 5 - this.#lidRgb[2]!) * f;
+        // Down the lid, towards the skin under the eye (LID_TONE): smooth from the crease (q3 0) to the margin (1).
+        const c = p[at + LID_C]!;
+        if (c > 0) {
+          const s3 = q[3]!;
+          const wt = LID_TONE * s3 * s3 * (3 - 2 * s3) * Math.min(1, c / LID_TONE_FULL);
+          const rr = this.#lidRgb[0],
+            gg = this.#lidRgb[1],
+            bb = this.#lidRgb[2];
+          if (wt > 0 && this.#skinTone(grid, e)) {
+            const tone = this.#lidTone;
+            this.#lidRgb[0] = rr + (tone[3 * e]! - rr) * wt;
+            this.#lidRgb[1] = gg + (tone[3 * e + 1]! - gg) * wt;
+            this.#lidRgb[2] = bb + (tone[3 * e + 2]! - bb) * wt;
+          }
+        }
       } else this.#sampleAt(grid, q[0]!, q[1]!);
       const bl = q[2]!;
       if (bl > 0) {
@@ -691,6 +769,7 @@ export class FusedWarp {
   runHead(grid: Float32Array, overlay: Float32Array, out: I420Frame): void {
     const head = this.#head;
     if (!head) throw new Error('FusedWarp.runHead: set up without a head layer');
+    this.#lidToneState.fill(0);
     const M = this.#M;
     const MM = M * M;
     const R = this.#R;
@@ -973,6 +1052,7 @@ export class FusedWarp {
    * @param overlay node-resolution premultiplied overlay (mouth interior, eyelids), planar [4, M, M] (r, g, b, alpha)
    */
   run(grid: Float32Array, overlay: Float32Array, out: I420Frame): void {
+    this.#lidToneState.fill(0);
     const M = this.#M;
     const MM = M * M;
     const R = this.#R;
