@@ -2,7 +2,8 @@
  * TURN through a real coturn (Debian's `turnserver`, started on loopback with a random static-auth-secret): a real
  * server on port 0 configured with it hands time-limited credentials in its join answer (never the secret), a viewer
  * whose peer may only use relay candidates (iceTransportPolicy 'relay') gets decoded frames through the relay, and the
- * pair its ICE agent chose is a relay one; a viewer with a wrong or an expired credential gets 401 from coturn,
+ * pair its ICE agent chose is a relay one (over socket.io signaling and over WHEP, whose Link header carries the
+ * credentials); a viewer with a wrong or an expired credential gets 401 from coturn,
  * gathers nothing and never connects while the good viewer keeps receiving.
  */
 import { createHmac } from 'node:crypto';
@@ -154,5 +155,24 @@ describe('TURN relay through a real coturn', () => {
       expect(v.pc.connectionState).not.toBe('connected');
       expect(await selectedPair(v.pc)).toBeNull();
     }
+
+    // WHEP: the answer's Link header (RFC 9725) carries the TURN URL with fresh credentials for this session, never
+    // the secret; a relay-only WHEP viewer gets frames through coturn as well.
+    const whep = relayViewer(joined.iceServers);
+    const res = await fetch(`${ts!.url}/whep/${room.roomId}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${room.viewerToken}`, 'content-type': 'application/sdp' },
+      body: (await whep.viewer.offer()).sdp,
+    });
+    expect(res.status).toBe(201);
+    const link = res.headers.get('link') ?? '';
+    expect(link).not.toContain(secret);
+    const lm = /<([^>]+)>; rel="ice-server"; username="(\d+:whep\.[^"]+)"; credential="([^"]+)"/.exec(link);
+    expect(lm, `Link: ${link}`).not.toBeNull();
+    expect(lm![1]).toBe(turnUrl);
+    expect(lm![3]).toBe(createHmac('sha1', secret).update(lm![2]!).digest('base64'));
+    await whep.viewer.accept({ type: 'answer', sdp: await res.text() });
+    await waitFor(() => whep.viewer.frames >= 10, 60_000, 'WHEP frames through the TURN relay');
+    expect((await waitFor(() => selectedPair(whep.viewer.pc), 20_000, 'the WHEP pair'))?.local).toBe('relay');
   });
 });
