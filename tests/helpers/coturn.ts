@@ -1,21 +1,31 @@
 /**
- * A real TURN server for tests (Debian's coturn, `turnserver`): started on 127.0.0.1 on a free port with a random
- * `static-auth-secret` (coturn's shared-secret REST scheme, as a deployment runs it), relaying on 127.0.0.1, no TLS,
- * no CLI and no persistence (its SQLite file and config live in a temporary folder removed by stop()). Loopback peers
- * are allowed (`allow-loopback-peers`, which coturn refuses by default), because every peer of the tests is on
- * 127.0.0.1. stop() sends SIGTERM and waits for the process to exit.
+ * A real TURN server for tests (Debian's coturn, `turnserver`) run with the deployment's infra/coturn/turnserver.conf
+ * (coturn's shared-secret REST scheme, no TLS, no CLI), started on 127.0.0.1 on a free port with a random
+ * `static-auth-secret`, relaying on 127.0.0.1, with no persistence (its SQLite file and config live in a temporary
+ * folder removed by stop()). Loopback peers are allowed (`allow-loopback-peers`, which coturn refuses by default),
+ * because every peer of the tests is on 127.0.0.1. stop() sends SIGTERM and waits for the process to exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { waitFor } from './wait.js';
 
 export const turnserverPath = '/usr/bin/turnserver';
+/** The deployment's coturn config, which the test server runs with its test settings appended. */
+export const deployedConf = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'infra',
+  'coturn',
+  'turnserver.conf',
+);
 export const haveCoturn = existsSync(turnserverPath);
 
 export interface TestCoturn {
@@ -90,32 +100,29 @@ export async function startCoturn(): Promise<TestCoturn> {
   const secret = randomBytes(24).toString('base64url');
   const minPort = 20000 + 200 * Math.floor(Math.random() * 60);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'avatar-coturn-'));
-  // The secret goes in a config file only this user can read, not on the command line (readable in /proc).
+  // The deployment's own file (infra/coturn/turnserver.conf: the shared-secret scheme, the peer ranges it refuses),
+  // with what a test changes: loopback addresses, free ports, a random secret, a private database. The secret goes
+  // in a config file only this user can read, not on the command line (readable in /proc).
+  const deployed = (await readFile(deployedConf, 'utf8'))
+    .split('\n')
+    .filter((l) => !/^\s*(listening-port|min-port|max-port|static-auth-secret|userdb|pidfile)\b/.test(l));
   const conf = path.join(dir, 'turnserver.conf');
   await writeFile(
     conf,
     [
+      ...deployed,
+      '# tests/helpers/coturn.ts',
       'listening-ip=127.0.0.1',
       'relay-ip=127.0.0.1',
       `listening-port=${port}`,
       `min-port=${minPort}`,
       `max-port=${minPort + 199}`,
-      'use-auth-secret',
       `static-auth-secret=${secret}`,
-      'realm=avatar.test',
-      'fingerprint',
-      'no-tls',
-      'no-dtls',
       'no-tcp-relay',
-      'no-cli',
-      'no-rfc5780',
-      'no-multicast-peers',
       // Every peer of the tests is on 127.0.0.1; coturn refuses loopback peers unless told (never in production).
       'allow-loopback-peers',
       `userdb=${path.join(dir, 'turndb')}`,
       `pidfile=${path.join(dir, 'turnserver.pid')}`,
-      'log-file=stdout',
-      'simple-log',
       '',
     ].join('\n'),
     { mode: 0o600 },

@@ -1,11 +1,14 @@
 /**
  * The ICE slice of the config: TURN credentials in coturn's shared-secret REST scheme against a value computed
  * independently (OpenSSL), the ICE servers minted per client, and env parsing and validation (CONFIG_INVALID naming
- * the option).
+ * the option), and the deployment files' TURN settings.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../server/config.js';
 import { iceServersFor, turnCredentials } from '../../server/media/iceConfig.js';
+import { repoRoot } from '../helpers/server.js';
 
 const SECRET = 'turn-shared-secret-0123456789';
 
@@ -105,5 +108,18 @@ describe('ICE config from env', () => {
     bad({ AVATAR_ICE_SERVERS: '[{"urls":' }, /AVATAR_ICE_SERVERS/);
     bad({ AVATAR_ICE_SERVERS: 'turn:t.example:3478' }, /media\.iceServers\[0\].*without username/);
     bad({ AVATAR_SERVER_PEERS_ICE: 'maybe' }, /AVATAR_SERVER_PEERS_ICE/);
+  });
+});
+
+describe('the deployment files', () => {
+  it('coturn uses the shared-secret scheme with no static user or secret in the file; compose passes one secret to both', () => {
+    const conf = readFileSync(path.join(repoRoot, 'infra', 'coturn', 'turnserver.conf'), 'utf8');
+    const lines = conf.split('\n').filter((l) => !/^\s*(#|$)/.test(l));
+    expect(lines).toContain('use-auth-secret');
+    expect(lines.filter((l) => /^(user|lt-cred-mech|static-auth-secret|allow-loopback-peers)\b/.test(l))).toEqual([]);
+    const compose = readFileSync(path.join(repoRoot, 'infra', 'compose.yaml'), 'utf8');
+    expect(compose).toMatch(/AVATAR_TURN_SECRET: \$\{AVATAR_TURN_SECRET:\?/);
+    expect(compose).toMatch(/AVATAR_TURN_URLS: turn:/);
+    expect(compose).toContain("'--static-auth-secret=$$AVATAR_TURN_SECRET'");
   });
 });
