@@ -147,10 +147,11 @@ export class ViewerClient {
     this.last = { ...f, data: f.data.slice() };
   }
 
-  async offer(): Promise<SessionDescription> {
+  /** An offer with the candidates gathered within `gatherTimeoutMs` (default 3 s), filtered to 127.0.0.1. */
+  async offer(gatherTimeoutMs?: number): Promise<SessionDescription> {
     const o = await this.pc.createOffer();
     await this.pc.setLocalDescription(o);
-    await waitIceGathering(this.pc);
+    await waitIceGathering(this.pc, gatherTimeoutMs);
     return { type: 'offer', sdp: filterSdpCandidates(this.pc.localDescription!.sdp, ALLOW) };
   }
 
