@@ -20,7 +20,8 @@ fi
 # test is part of npm test), rebuilding the default pack (models/tools) and converting the face models below.
 # python3-pytest, python3-pyflakes, mypy: the unit tests, lint and type check of models/tools (tests/convert,
 # tests/python). python3-yaml: tests/deploy reads the Kubernetes manifests with it.
-pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv python3-pytest python3-pyflakes python3-yaml mypy redis-server)
+# coturn: the TURN server (infra/coturn); the tests start their own `turnserver` on loopback and relay frames through it.
+pkgs=(chromium ffmpeg libdlib-data libdlib-dev opencv-data pkg-config g++ python3-torch python3-onnx python3-numpy python3-opencv python3-pytest python3-pyflakes python3-yaml mypy redis-server coturn)
 
 missing=()
 for p in "${pkgs[@]}"; do

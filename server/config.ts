@@ -15,6 +15,8 @@ import {
   type ProvenanceConfig,
 } from './provenance/config.js';
 import type { LogLevel } from './logger.js';
+import { applyIceEnv, defaultTurnConfig, validateIceConfig, type TurnConfig } from './media/iceConfig.js';
+import type { IceServer } from './types/protocol.js';
 import { packageInfo } from './util/packageInfo.js';
 
 export interface Config {
@@ -169,8 +171,21 @@ export interface Config {
     spareWorkers: number;
   };
   media: {
-    /** ICE servers given to clients; default none (host candidates only). */
-    iceServers: { urls: string | string[]; username?: string; credential?: string }[];
+    /**
+     * STUN/TURN servers given to clients (the join answer, WHIP/WHEP Link headers) and, with serverPeersUseIce, used by
+     * the server's own peers; default none (host candidates only). Env AVATAR_ICE_SERVERS: comma-separated URLs, or a
+     * JSON array of RTCIceServer objects. A TURN server with a fixed password goes here; coturn's shared secret goes in
+     * `turn` (server/media/iceConfig.ts).
+     */
+    iceServers: IceServer[];
+    /** TURN with time-limited credentials (coturn's shared-secret REST scheme); default none. */
+    turn: TurnConfig;
+    /**
+     * The server's own wrtc peers (ingest, direct fan-out, WHIP/WHEP) gather through the ICE servers above too (a
+     * server behind NAT: server-reflexive and relay candidates; each peer then holds a TURN allocation); default true
+     * (env AVATAR_SERVER_PEERS_ICE=off: host candidates only, for a server with a public address).
+     */
+    serverPeersUseIce: boolean;
     /** Keep only ICE candidates whose address matches one of these (e.g. ['127.0.0.1'] in tests); default all. */
     iceAddressAllowList: string[] | null;
     /** Video bitrate cap per viewer, bits/s; default 1.5 Mbit/s. */
@@ -286,7 +301,14 @@ export function defaultConfig(): Config {
       initTimeoutMs: 30_000,
       spareWorkers: 1,
     },
-    media: { iceServers: [], iceAddressAllowList: null, maxVideoBitrate: 1_500_000, audioDelayOffsetMs: 0 },
+    media: {
+      iceServers: [],
+      turn: defaultTurnConfig(),
+      serverPeersUseIce: true,
+      iceAddressAllowList: null,
+      maxVideoBitrate: 1_500_000,
+      audioDelayOffsetMs: 0,
+    },
     fanout: {
       mode: 'auto',
       mediasoupWorkerBin: null,
@@ -403,6 +425,7 @@ export function validateConfig(c: Config): Config {
   }
   if (c.avatar.outputSize % 2 !== 0) fail('"avatar.outputSize" must be even');
   intIn(c.avatar.initTimeoutMs, 100, 600_000, 'avatar.initTimeoutMs');
+  validateIceConfig(c.media, fail);
   intIn(c.media.maxVideoBitrate, 50_000, 50_000_000, 'media.maxVideoBitrate');
   intIn(c.media.audioDelayOffsetMs, -1000, 5000, 'media.audioDelayOffsetMs');
   if (!['auto', 'direct', 'sfu'].includes(c.fanout.mode)) fail('"fanout.mode" must be auto|direct|sfu');
@@ -475,6 +498,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
   if (env.AVATAR_NODE_URLS) c.cluster.nodeUrls = env.AVATAR_NODE_URLS.split(',').map((u) => u.trim());
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
+  applyIceEnv(c.media, env, fail);
   applyProvenanceEnv(c.provenance, env, (f) => path.resolve(f), fail);
   c = merge(c as unknown as Record<string, unknown>, overrides, '') as unknown as Config;
   if (c.cluster.redisUrl !== null && c.tokenSecret === generatedSecret) {

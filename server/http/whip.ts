@@ -44,7 +44,8 @@ import type { Logger } from '../logger.js';
 import type { Room } from '../rooms/room.js';
 import type { ClusterNode } from '../cluster/node.js';
 import type { RoomRegistry } from '../rooms/registry.js';
-import type { CloseReason, Role } from '../types/protocol.js';
+import type { CloseReason, IceServer, Role } from '../types/protocol.js';
+import { iceServersFor } from '../media/iceConfig.js';
 import { atTime } from '../util/deadline.js';
 import { baseUrl } from './api.js';
 import { RateLimiter } from './rateLimit.js';
@@ -79,7 +80,7 @@ export const WHIP_CORS_HEADERS: Readonly<Record<string, string>> = {
  * RFC 9725 §4.6 Link headers for the configured ICE servers (STUN/TURN), so that WHIP clients use the same relays
  * as the studio page. Pure.
  */
-export function iceServerLinks(servers: Config['media']['iceServers']): string[] {
+export function iceServerLinks(servers: readonly IceServer[]): string[] {
   const q = (s: string): string => `"${s.replace(/["\\]/g, '\\$&')}"`;
   const links: string[] = [];
   for (const s of servers) {
@@ -469,7 +470,8 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
           location,
           etag: `"${id}"`,
         };
-        const links = iceServerLinks(config.media.iceServers);
+        // Fresh TURN credentials per session, expiring with its link at the latest (iceServersFor).
+        const links = iceServerLinks(iceServersFor(config.media, `${kind}.${roomId}`, Date.now(), link.exp));
         if (links.length > 0) headers.link = links.join(', ');
         if (ex.aborted) {
           // The client went away while the offer was answered: nobody can DELETE this session, so end it now.

@@ -5,7 +5,7 @@
  * the remote description says it will receive).
  */
 import type { Logger } from '../logger.js';
-import type { IceCandidate, SessionDescription } from '../types/protocol.js';
+import type { IceCandidate, IceServer, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { sdpMediaKinds, setVideoBandwidth } from './candidates.js';
 import { addRemoteCandidate, answerOffer, createPeerConnection, preferVp8, wrtc } from './rtc.js';
@@ -15,6 +15,8 @@ import { SafeEventEmitter } from '../util/events.js';
 export interface DirectFanoutOptions {
   publisher: Publisher;
   iceAddressAllowList: string[] | null;
+  /** The ICE servers of each new viewer peer (called per viewer: fresh TURN credentials); default none. */
+  iceServers?: () => IceServer[];
   maxVideoBitrate: number;
   log: Logger;
 }
@@ -65,7 +67,7 @@ export class DirectFanout extends SafeEventEmitter<DirectFanoutEvents> {
     }
     this.removeViewer(viewerId);
     const { publisher, iceAddressAllowList, maxVideoBitrate, log } = this.#opts;
-    const pc = createPeerConnection();
+    const pc = createPeerConnection(this.#opts.iceServers?.());
     const viewer: Viewer = { id: viewerId, pc };
     this.#viewers.set(viewerId, viewer);
     this.safeEmit('viewers', this.#viewers.size);

@@ -13,7 +13,7 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { I420Frame } from '../types/image.js';
-import type { IceCandidate, PublishMode, SessionDescription } from '../types/protocol.js';
+import type { IceCandidate, IceServer, PublishMode, SessionDescription } from '../types/protocol.js';
 import { EXPRESSION_CHANNEL_LABEL } from '../types/protocol.js';
 import {
   createDecodedStreamExpression,
@@ -37,6 +37,8 @@ export interface IngestPeerOptions {
   onAudio?: (chunk: AudioChunk) => void;
   /** Default 'video'. */
   mode?: PublishMode;
+  /** ICE servers of this peer (STUN/TURN, with fresh TURN credentials); default none: host candidates only. */
+  iceServers?: IceServer[];
   /**
    * Private mode: an accepted expression message (a view valid only during the call), `decoded` its content (its
    * `localMs`: the capture time on this process's wall clock), `receivedAt` performance.now() at arrival.
@@ -101,7 +103,7 @@ export class IngestPeer extends SafeEventEmitter<IngestPeerEvents> {
     this.#opts = opts;
     this.#log = opts.log;
     this.#allow = opts.config.media.iceAddressAllowList;
-    this.#pc = createPeerConnection();
+    this.#pc = createPeerConnection(opts.iceServers);
   }
 
   /**

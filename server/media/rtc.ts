@@ -3,7 +3,7 @@
  * answering after ICE gathering, adding filtered remote candidates.
  */
 import wrtc from '@roamhq/wrtc';
-import type { IceCandidate, SessionDescription } from '../types/protocol.js';
+import type { IceCandidate, IceServer, SessionDescription } from '../types/protocol.js';
 import { AppError } from '../errors.js';
 import { candidateAllowed, filterSdpCandidates } from './candidates.js';
 
@@ -86,9 +86,13 @@ export async function addRemoteCandidate(
   }
 }
 
-/** Creates a server-side peer connection (host candidates; the server is reached directly or through TURN relays the client uses). */
-export function createPeerConnection(): RTCPeerConnection {
-  return new wrtc.RTCPeerConnection({ iceServers: [] });
+/**
+ * Creates a server-side peer connection. Without ICE servers it gathers host candidates only (the server is reached
+ * directly, or through the TURN relay the client uses); with them (config.media.serverPeersUseIce) it also gathers
+ * server-reflexive and relay candidates, for a server behind NAT.
+ */
+export function createPeerConnection(iceServers: readonly IceServer[] = []): RTCPeerConnection {
+  return new wrtc.RTCPeerConnection({ iceServers: iceServers.map((s) => ({ ...s })) });
 }
 
 /** Restricts a video transceiver to VP8 (+ RTX), the codec the project streams everywhere; ignored if unsupported. */

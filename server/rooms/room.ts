@@ -21,6 +21,7 @@ import type {
   CloseReason,
   FanoutKind,
   IceCandidate,
+  IceServer,
   PublicError,
   RoomInfo,
   RoomStats,
@@ -38,6 +39,7 @@ import { AvatarSession, type SessionFrame } from '../avatar/session.js';
 import type { AvatarWorkerPool } from '../avatar/workerPool.js';
 import type { FanoutFactory, SfuRoomFanout } from '../media/fanoutTypes.js';
 import { DirectFanout } from '../media/directFanout.js';
+import { iceServersFor } from '../media/iceConfig.js';
 import { IngestPeer } from '../media/ingest.js';
 import { Publisher } from '../media/publisher.js';
 import { FrameStamper } from '../provenance/stamper.js';
@@ -143,6 +145,7 @@ export class Room extends SafeEventEmitter<RoomEvents> {
     this.#direct = new DirectFanout({
       publisher,
       iceAddressAllowList: m.iceAddressAllowList,
+      iceServers: () => this.#serverIceServers(),
       maxVideoBitrate: m.maxVideoBitrate,
       log: this.#log.child('direct'),
     });
@@ -245,6 +248,12 @@ export class Room extends SafeEventEmitter<RoomEvents> {
    * @throws AppError('INVALID_SDP'), AppError('UNSUPPORTED') for private mode with an engine that cannot render from
    * expressions (passthrough, portrait).
    */
+  /** ICE servers of a new server-side peer of this room (fresh TURN credentials), or none (serverPeersUseIce off). */
+  #serverIceServers(): IceServer[] {
+    const m = this.#deps.config.media;
+    return m.serverPeersUseIce ? iceServersFor(m, `server.${this.id}`, Date.now()) : [];
+  }
+
   async publish(offer: SessionDescription, mode: PublishMode = 'video'): Promise<SessionDescription> {
     this.#assertOpen();
     if (mode === 'private' && !this.#session.expressions)
@@ -256,6 +265,7 @@ export class Room extends SafeEventEmitter<RoomEvents> {
       offer,
       mode,
       config: this.#deps.config,
+      iceServers: this.#serverIceServers(),
       log: this.#log.child('ingest'),
       onVideoFrame: (frame, receivedAt) => this.#session.pushFrame(frame, receivedAt),
       onAudio: (chunk) => this.#publisher.pushAudio(chunk),

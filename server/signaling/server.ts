@@ -21,6 +21,7 @@ import type { EventEmitter } from 'node:events';
 import type { Server, Socket } from 'socket.io';
 import { linkId, signToken, verifyToken } from '../auth/tokens.js';
 import type { Config } from '../config.js';
+import { iceServersFor } from '../media/iceConfig.js';
 import { AppError, InvalidStateError, RateLimitError, toPublicError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { RateLimiter } from '../http/rateLimit.js';
@@ -328,7 +329,8 @@ export class SignalingServer {
         role: tok.role,
         room: room.info,
         fanout: room.fanoutKind,
-        iceServers: this.#config.media.iceServers,
+        // Fresh TURN credentials per join, expiring with the link at the latest; never the TURN secret itself.
+        iceServers: iceServersFor(this.#config.media, `${tok.role}.${tok.room}`, Date.now(), tok.exp),
       };
       if (tok.role === 'performer') {
         const viewerToken = signToken(

@@ -95,6 +95,17 @@ export interface RoomInfo {
   refiner: RefinerInfo;
 }
 
+/**
+ * A STUN or TURN server for RTCPeerConnection's `iceServers`. TURN entries from the server carry time-limited
+ * credentials (coturn's shared-secret scheme: `username` is `<expiry unix seconds>:<id>`); a client that joins again
+ * gets fresh ones.
+ */
+export interface IceServer {
+  urls: string | string[];
+  username?: string;
+  credential?: string;
+}
+
 export interface JoinRequest {
   token: string;
 }
@@ -102,7 +113,8 @@ export interface JoinResponse {
   role: Role;
   room: RoomInfo;
   fanout: FanoutKind;
-  iceServers: { urls: string | string[]; username?: string; credential?: string }[];
+  /** ICE servers for this client's peer connections (publish, view, SFU transports). */
+  iceServers: IceServer[];
   /** Performers only: the viewer page's path with a viewer token that expires with the performer's, e.g.
    * `/view?room=ID&token=...`, so a studio opened from its performer link can always offer the viewer link. */
   viewerPath?: string;

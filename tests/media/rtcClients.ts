@@ -101,9 +101,12 @@ export interface ReceivedFrame {
   at: number;
 }
 
-/** Receives video and audio (recvonly) and keeps the last frame plus counters. */
+/**
+ * Receives video and audio (recvonly) and keeps the last frame plus counters. `config` is its RTCPeerConnection's
+ * (e.g. TURN servers and iceTransportPolicy 'relay'); default: no ICE servers, host candidates.
+ */
 export class ViewerClient {
-  readonly pc = new wrtc.RTCPeerConnection({ iceServers: [] });
+  readonly pc: RTCPeerConnection;
   #videoSink: InstanceType<typeof wrtc.nonstandard.RTCVideoSink> | null = null;
   #audioSink: InstanceType<typeof wrtc.nonstandard.RTCAudioSink> | null = null;
   frames = 0;
@@ -115,7 +118,8 @@ export class ViewerClient {
   /** Called for every received frame (the data is only valid during the call). */
   onFrame: ((f: ReceivedFrame) => void) | null = null;
 
-  constructor() {
+  constructor(config: RTCConfiguration = { iceServers: [] }) {
+    this.pc = new wrtc.RTCPeerConnection(config);
     this.pc.addTransceiver('video', { direction: 'recvonly' });
     this.pc.addTransceiver('audio', { direction: 'recvonly' });
     this.pc.addEventListener('track', (e: RTCTrackEvent) => {
@@ -143,10 +147,11 @@ export class ViewerClient {
     this.last = { ...f, data: f.data.slice() };
   }
 
-  async offer(): Promise<SessionDescription> {
+  /** An offer with the candidates gathered within `gatherTimeoutMs` (default 3 s), filtered to 127.0.0.1. */
+  async offer(gatherTimeoutMs?: number): Promise<SessionDescription> {
     const o = await this.pc.createOffer();
     await this.pc.setLocalDescription(o);
-    await waitIceGathering(this.pc);
+    await waitIceGathering(this.pc, gatherTimeoutMs);
     return { type: 'offer', sdp: filterSdpCandidates(this.pc.localDescription!.sdp, ALLOW) };
   }
 
