@@ -206,14 +206,29 @@ export interface Config {
     /** This node's id in the directory; default: random per process (env AVATAR_NODE_ID). */
     nodeId: string;
     /**
-     * URL other nodes use to reach this node's internal API (pipe set-up), e.g. http://10.0.0.5:8080; default: the
-     * local listen URL (env AVATAR_NODE_URL).
+     * Address of the internal listener: the node-to-node API (/internal/*, pipe set-up) is served there and only there
+     * (the public port answers it 404). Default null: the same address as `host` (env AVATAR_INTERNAL_HOST). Bind it to
+     * an address only the other nodes reach (a pod or private IP) and keep its port closed to the public.
+     */
+    internalHost: string | null;
+    /** Port of the internal listener; 0 picks a free one; must differ from `port`; default 8081 (env AVATAR_INTERNAL_PORT). */
+    internalPort: number;
+    /**
+     * URL other nodes use to reach this node's internal API (the internal listener), e.g. http://10.0.0.5:8081; default:
+     * the internal listener's local URL (env AVATAR_NODE_URL).
      */
     nodeUrl: string | null;
     /**
-     * The node URLs other nodes may call and WHIP/WHEP may redirect to (e.g. every node's AVATAR_NODE_URL); empty: any
-     * node record signed with the shared secret (records planted in Redis without it are ignored either way). Default
-     * [] (env AVATAR_NODE_URLS, comma-separated).
+     * This node's own address for clients another node sends here: where WHIP/WHEP redirect (307) for a room that lives
+     * on this node, and what WRONG_NODE names, e.g. http://10.0.0.5:8080; default: the local listen URL (env
+     * AVATAR_NODE_PUBLIC_URL).
+     */
+    nodePublicUrl: string | null;
+    /**
+     * The node URLs other nodes may call and WHIP/WHEP may redirect to (every node's AVATAR_NODE_URL and
+     * AVATAR_NODE_PUBLIC_URL: a node record is accepted only when both of its URLs are listed); empty: any node record
+     * signed with the shared secret (records planted in Redis without it are ignored either way). Default [] (env
+     * AVATAR_NODE_URLS, comma-separated).
      */
     nodeUrls: string[];
     /** IP other nodes' mediasoup pipe transports send to (this host's address); default fanout.listenIp (env AVATAR_PIPE_ANNOUNCED_IP). */
@@ -300,7 +315,10 @@ export function defaultConfig(): Config {
     cluster: {
       redisUrl: null,
       nodeId: randomBytes(6).toString('hex'),
+      internalHost: null,
+      internalPort: 8081,
       nodeUrl: null,
+      nodePublicUrl: null,
       nodeUrls: [],
       pipeAnnouncedIp: null,
       heartbeatMs: 2000,
@@ -415,6 +433,13 @@ export function validateConfig(c: Config): Config {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.cluster.nodeId)) fail('"cluster.nodeId" must be 1-64 letters, digits, _ or -');
   if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl))
     fail('"cluster.nodeUrl" must be an http(s) URL');
+  if (c.cluster.nodePublicUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodePublicUrl))
+    fail('"cluster.nodePublicUrl" must be an http(s) URL');
+  intIn(c.cluster.internalPort, 0, 65535, 'cluster.internalPort');
+  if (c.cluster.redisUrl !== null && c.cluster.internalPort !== 0 && c.cluster.internalPort === c.port)
+    fail('"cluster.internalPort" must differ from "port" (the internal API has its own listener)');
+  if (c.cluster.internalHost !== null && (typeof c.cluster.internalHost !== 'string' || !c.cluster.internalHost))
+    fail('"cluster.internalHost" must be an address (or null: the same as "host")');
   for (const u of c.cluster.nodeUrls)
     if (typeof u !== 'string' || !/^https?:\/\/[^\s]+$/.test(u)) fail('"cluster.nodeUrls" must be http(s) URLs');
   intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
@@ -472,7 +497,10 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   c.fanout.viewersPerRouter = num('AVATAR_SFU_VIEWERS_PER_ROUTER') ?? c.fanout.viewersPerRouter;
   if (env.AVATAR_REDIS_URL) c.cluster.redisUrl = env.AVATAR_REDIS_URL;
   if (env.AVATAR_NODE_ID) c.cluster.nodeId = env.AVATAR_NODE_ID;
+  if (env.AVATAR_INTERNAL_HOST) c.cluster.internalHost = env.AVATAR_INTERNAL_HOST;
+  c.cluster.internalPort = num('AVATAR_INTERNAL_PORT') ?? c.cluster.internalPort;
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
+  if (env.AVATAR_NODE_PUBLIC_URL) c.cluster.nodePublicUrl = env.AVATAR_NODE_PUBLIC_URL;
   if (env.AVATAR_NODE_URLS) c.cluster.nodeUrls = env.AVATAR_NODE_URLS.split(',').map((u) => u.trim());
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
   applyProvenanceEnv(c.provenance, env, (f) => path.resolve(f), fail);
