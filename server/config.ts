@@ -448,6 +448,30 @@ export function validateConfig(c: Config): Config {
   return c;
 }
 
+/**
+ * Quotas and rate limits settable from the environment (integers; the config's validation checks their ranges), each
+ * with the option it sets (named, for the README and its test).
+ */
+export const LIMIT_ENV: readonly (readonly [env: string, option: string, set: (c: Config, v: number) => void])[] = [
+  ['AVATAR_MAX_ROOMS', 'maxRooms', (c, v) => (c.maxRooms = v)],
+  ['AVATAR_ROOMS_PER_KEY', 'quotas.roomsPerKey', (c, v) => (c.quotas.roomsPerKey = v)],
+  ['AVATAR_PORTRAITS_PER_KEY', 'quotas.portraitsPerKey', (c, v) => (c.quotas.portraitsPerKey = v)],
+  ['AVATAR_BYTES_PER_KEY', 'quotas.bytesPerKey', (c, v) => (c.quotas.bytesPerKey = v)],
+  ['AVATAR_VIEWERS_PER_ROOM', 'quotas.viewersPerRoom', (c, v) => (c.quotas.viewersPerRoom = v)],
+  ['AVATAR_VIEWERS_PER_LINK', 'quotas.viewersPerLink', (c, v) => (c.quotas.viewersPerLink = v)],
+  ['AVATAR_API_PER_KEY_PER_MINUTE', 'auth.perKeyPerMinute', (c, v) => (c.auth.perKeyPerMinute = v)],
+  ['AVATAR_API_PER_ADDRESS_PER_MINUTE', 'auth.perAddressPerMinute', (c, v) => (c.auth.perAddressPerMinute = v)],
+  ['AVATAR_SIGNIN_PER_MINUTE', 'auth.signInPerMinute', (c, v) => (c.auth.signInPerMinute = v)],
+  ['AVATAR_MODEL_DOWNLOADS_PER_MINUTE', 'auth.modelDownloadsPerMinute', (c, v) => (c.auth.modelDownloadsPerMinute = v)],
+  ['AVATAR_WHIP_PER_MINUTE', 'whip.perAddressPerMinute', (c, v) => (c.whip.perAddressPerMinute = v)],
+  [
+    'AVATAR_CONNECTIONS_PER_MINUTE',
+    'signaling.connectionsPerAddressPerMinute',
+    (c, v) => (c.signaling.connectionsPerAddressPerMinute = v),
+  ],
+  ['AVATAR_JOIN_TIMEOUT_MS', 'signaling.joinTimeoutMs', (c, v) => (c.signaling.joinTimeoutMs = v)],
+];
+
 /** Builds the config from defaults, an optional overrides object (tests), a JSON file and env. */
 export function loadConfig(env: Record<string, string | undefined> = {}, overrides: DeepPartial<Config> = {}): Config {
   let c: Config = defaultConfig();
@@ -477,6 +501,10 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_TOKEN_SECRET) c.tokenSecret = env.AVATAR_TOKEN_SECRET;
   if (env.AVATAR_API_KEYS) c.auth.apiKeys = parseApiKeys(env.AVATAR_API_KEYS);
   c.verify.perAddressPerMinute = num('AVATAR_VERIFY_PER_MINUTE') ?? c.verify.perAddressPerMinute;
+  for (const [name, , set] of LIMIT_ENV) {
+    const v = num(name);
+    if (v !== undefined) set(c, v);
+  }
   const linkHours = num('AVATAR_LINK_TTL_HOURS');
   if (linkHours !== undefined) c.tokenTtlMs = Math.round(linkHours * 3600_000);
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
