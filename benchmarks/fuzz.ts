@@ -4,7 +4,7 @@
  * are watched. The corpus and the mutations are in benchmarks/lib/reliabilityFuzz.ts.
  *
  *   npm run bench -- fuzz [--count 100000] [--rounds 2] [--seed 1] [--lanes 8] [--portrait real_woman_dark_hair.png]
- *                         [--channel 20000]
+ *                         [--channel 20000] [--floods 200] [--flood-concurrency 20] [--flood-sockets 400]
  *
  * Server config: the default engine; rate limits raised (the fuzz is one client address and one key: with the
  * default 300/min it would only measure the limiter); maxRooms 8, so that the valid room creations in the corpus
@@ -24,12 +24,20 @@
  * mode and sends --channel messages, a third valid, the rest mutated; recorded: the server's refusal counts by
  * reason, the frames it rendered meanwhile, and whether it stayed up (`expression_channel`; --channel 0 skips it).
  *
- * Writes benchmarks/results/fuzz.json.
+ * Then attack floods (benchmarks/lib/attackFloods.ts; --floods N requests per flood, 0 skips them) against a second,
+ * fresh server process with the product's default limits and quotas (the ones a stranger meets): WHIP/WHEP floods
+ * with real offers, forged WHIP tokens, socket.io connections that never join, and /api/verify image bombs; per flood
+ * the answers seen, the server's RSS and CPU (process and children, from /proc) and a legitimate client's /healthz
+ * times meanwhile. Written to benchmarks/results/fuzz-floods.json.
+ *
+ * Writes benchmarks/results/fuzz.json (unless --count 0: floods only).
  */
 import { num, parseOptions, str } from './lib/args.js';
 import { ServerProc, benchOverrides, now, round, sleep } from './lib/reliability.js';
 import { runFuzz, type FuzzReport } from './lib/reliabilityFuzz.js';
 import { fuzzExpressionChannel, type ChannelFuzzReport } from './lib/expressionFuzz.js';
+import { runFloods } from './lib/attackFloods.js';
+import { defaultConfig } from '../server/config.js';
 import { writeResult } from './lib/stats.js';
 import type { MemoryUsage } from './lib/reliabilityProtocol.js';
 import { portraitFile } from '../tests/helpers/media.js';
@@ -76,10 +84,87 @@ export const OPTIONS = {
   rounds: num(2),
   portrait: str('real_woman_dark_hair.png'),
   channel: num(20000),
+  floods: num(200),
+  floodConcurrency: num(20),
+  floodSockets: num(400),
 };
 
+/** The attack floods against a fresh server with the default limits (see the header). */
+async function floodsBench(o: {
+  requests: number;
+  concurrency: number;
+  sockets: number;
+  portrait: string;
+}): Promise<void> {
+  const server = await ServerProc.start({ overrides: { avatar: { engine: 'default' } }, inspector: false });
+  try {
+    const d = defaultConfig();
+    const floods = await runFloods(
+      { url: server.url, pid: server.pid, apiKey: server.apiKey, portraitFile: portraitFile(o.portrait) },
+      {
+        requests: o.requests,
+        concurrency: o.concurrency,
+        sockets: o.sockets,
+        joinTimeoutMs: d.signaling.joinTimeoutMs,
+      },
+    );
+    const alive = server.alive;
+    writeResult('fuzz-floods', {
+      machine: '2-core shared VM, no GPU; server in its own process',
+      engine: 'default',
+      limits: {
+        whip_per_address_per_minute: d.whip.perAddressPerMinute,
+        viewers_per_link: d.quotas.viewersPerLink,
+        connections_per_address_per_minute: d.signaling.connectionsPerAddressPerMinute,
+        join_timeout_ms: d.signaling.joinTimeoutMs,
+        verify_per_address_per_minute: d.verify.perAddressPerMinute,
+        verify_max_concurrent: d.verify.maxConcurrent,
+        verify_max_pixels: d.verify.maxPixels,
+      },
+      requests_per_flood: o.requests,
+      concurrency: o.concurrency,
+      floods,
+      server_alive: alive,
+      healthz_at_end: alive
+        ? await fetch(`${server.url}/healthz`).then(
+            (r) => r.status,
+            () => 0,
+          )
+        : 0,
+      faults: server.faults.slice(0, 10),
+      server_stderr_tail: server.stderr.slice(-10),
+    });
+  } finally {
+    await server.close();
+  }
+}
+
 export async function main(args: string[]): Promise<void> {
-  const { count, seed, lanes, rounds: roundsN, portrait, channel } = parseOptions('fuzz', args, OPTIONS);
+  const {
+    count,
+    seed,
+    lanes,
+    rounds: roundsN,
+    portrait,
+    channel,
+    floods,
+    floodConcurrency,
+    floodSockets,
+  } = parseOptions('fuzz', args, OPTIONS);
+  if (count > 0) await messagesBench({ count, seed, lanes, roundsN, portrait, channel });
+  if (floods > 0)
+    await floodsBench({ requests: floods, concurrency: floodConcurrency, sockets: floodSockets, portrait });
+}
+
+async function messagesBench(o: {
+  count: number;
+  seed: number;
+  lanes: number;
+  roundsN: number;
+  portrait: string;
+  channel: number;
+}): Promise<void> {
+  const { count, seed, lanes, roundsN, portrait, channel } = o;
   const server = await ServerProc.start({ overrides: benchOverrides('default', { maxRooms: 8 }), inspector: false });
   try {
     const mem = async (

@@ -1,6 +1,7 @@
 /**
  * The server: one uWebSockets.js app serving the client pages, the REST API, /healthz, /metrics and socket.io
- * signaling (attached with io.attachApp). `createServer()` builds and starts everything; one ordered teardown
+ * signaling (attached with io.attachApp); a node of a cluster also listens on a second, internal address
+ * (config.cluster.internalHost/internalPort) for the node-to-node API (/internal/*), which the public port answers 404. `createServer()` builds and starts everything; one ordered teardown
  * (`teardown()`: signaling, cluster, rooms, avatar workers, WHIP, metrics, socket.io, the listen socket, the fan-out
  * factory, the face checker, the portrait store) serves `close()`, the signals of `npm start` (main.ts calls close())
  * and a start-up that fails at any step, and frees the port.
@@ -56,6 +57,8 @@ export interface AvatarServer {
   readonly operatorKey: string | null;
   /** This node of a multi-node deployment (config.cluster.redisUrl), else null. */
   readonly cluster: ClusterNode | null;
+  /** A cluster node's internal listener (the node-to-node API), from this machine, e.g. http://127.0.0.1:8081; else null. */
+  readonly internalUrl: string | null;
   readonly closed: boolean;
   /** Closes rooms, signaling, the listen socket and the fan-out factory. Idempotent; the port is free afterwards. */
   close(): Promise<void>;
@@ -80,6 +83,7 @@ interface Held {
   metrics?: Metrics;
   io?: SignalingIo;
   listenSocket?: uWS.us_listen_socket;
+  internalSocket?: uWS.us_listen_socket;
   fanout?: FanoutFactory;
   faceChecker?: FaceChecker | null;
   portraits?: PortraitStore;
@@ -89,7 +93,7 @@ interface Held {
  * Takes down what `held` has, in order: signaling stops taking requests; the cluster node leaves the directory and
  * closes its relays (before the rooms, so that this node's entries go at once); the registry closes the rooms (each
  * closes its peers, fan-outs, publisher and avatar session); the worker pool closes its threads once the rooms'
- * workers came back; then WHIP/WHEP sessions, metrics, socket.io, the listen socket, the fan-out factory (mediasoup
+ * workers came back; then WHIP/WHEP sessions, metrics, socket.io, the listen sockets, the fan-out factory (mediasoup
  * workers), the face checker's thread, and last the portrait store's pending writes. A step that fails is logged and
  * the next one still runs; the first error is thrown at the end.
  */
@@ -103,6 +107,7 @@ async function teardown(held: Held, log: Logger): Promise<void> {
     ['metrics', () => held.metrics?.close()],
     ['socket.io', () => held.io?.close()],
     ['listen socket', () => held.listenSocket && uWS.us_listen_socket_close(held.listenSocket)],
+    ['internal listen socket', () => held.internalSocket && uWS.us_listen_socket_close(held.internalSocket)],
     ['fan-out', () => held.fanout?.close()],
     ['face checker', () => held.faceChecker?.close()],
     ['portrait store', () => held.portraits?.flush()],
@@ -178,6 +183,8 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   const io: SignalingIo = (held.io = new Server({ serveClient: false, maxHttpBufferSize: 256 * 1024 }));
   io.attachApp(app);
   let port = 0;
+  let internalPort = 0;
+  const internalHost = config.cluster.internalHost ?? config.host;
   // A node of a multi-node deployment (cluster.redisUrl); `npm start` without it never loads the cluster code.
   let cluster: ClusterNode | null = null;
   if (config.cluster.redisUrl) {
@@ -187,7 +194,8 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
       registry,
       fanout,
       log: log.child('cluster'),
-      url: () => config.cluster.nodeUrl ?? localUrl(config.host, port),
+      url: () => config.cluster.nodePublicUrl ?? localUrl(config.host, port),
+      internalUrl: () => config.cluster.nodeUrl ?? localUrl(internalHost, internalPort),
     });
   }
   held.signaling = new SignalingServer({ io, registry, config, log: log.child('signaling'), cluster });
@@ -210,7 +218,6 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   });
   held.whip = addWhipRoutes(router, { config, registry, log: log.child('whip'), port: () => port, cluster });
   addVerifyRoutes(router, { config, log: log.child('verify') });
-  cluster?.addRoutes(router);
   const httpLog = log.child('http');
   app.any('/*', (res, req) => dispatch(router, res, req, httpLog));
 
@@ -223,6 +230,28 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
   port = uWS.us_socket_local_port(listenSocket);
   const url = localUrl(config.host, port);
   log.info('listening', { url, fanout: fanout.kind, engine: config.avatar.engine });
+  let internalUrl: string | null = null;
+  if (cluster) {
+    // The node-to-node API on its own listener: a firewall or NetworkPolicy can keep its port to the other nodes,
+    // and nothing that reaches the public port (a proxy's forgotten route included) reaches it.
+    const internalApp = uWS.App();
+    const internalRouter = new Router<Handler>();
+    cluster.addRoutes(internalRouter);
+    const internalLog = log.child('internal');
+    internalApp.any('/*', (res, req) => dispatch(internalRouter, res, req, internalLog));
+    const socket = await new Promise<uWS.us_listen_socket | false>((resolve) =>
+      internalApp.listen(internalHost, config.cluster.internalPort, resolve),
+    );
+    if (!socket)
+      throw new AppError(
+        'CONFIG_INVALID',
+        `cannot listen on ${internalHost}:${config.cluster.internalPort} for the internal API (cluster.internalPort: in use or not permitted)`,
+      );
+    held.internalSocket = socket;
+    internalPort = uWS.us_socket_local_port(socket);
+    internalUrl = localUrl(internalHost, internalPort);
+    log.info('internal API listening', { url: internalUrl });
+  }
   await cluster?.start();
 
   return {
@@ -235,6 +264,7 @@ async function start(config: Config, opts: ServerOptions, held: Held, log: Logge
     fanout,
     workers,
     cluster,
+    internalUrl,
     operatorKey,
     get closed() {
       return closing !== null;

@@ -221,14 +221,29 @@ export interface Config {
     /** This node's id in the directory; default: random per process (env AVATAR_NODE_ID). */
     nodeId: string;
     /**
-     * URL other nodes use to reach this node's internal API (pipe set-up), e.g. http://10.0.0.5:8080; default: the
-     * local listen URL (env AVATAR_NODE_URL).
+     * Address of the internal listener: the node-to-node API (/internal/*, pipe set-up) is served there and only there
+     * (the public port answers it 404). Default null: the same address as `host` (env AVATAR_INTERNAL_HOST). Bind it to
+     * an address only the other nodes reach (a pod or private IP) and keep its port closed to the public.
+     */
+    internalHost: string | null;
+    /** Port of the internal listener; 0 picks a free one; must differ from `port`; default 8081 (env AVATAR_INTERNAL_PORT). */
+    internalPort: number;
+    /**
+     * URL other nodes use to reach this node's internal API (the internal listener), e.g. http://10.0.0.5:8081; default:
+     * the internal listener's local URL (env AVATAR_NODE_URL).
      */
     nodeUrl: string | null;
     /**
-     * The node URLs other nodes may call and WHIP/WHEP may redirect to (e.g. every node's AVATAR_NODE_URL); empty: any
-     * node record signed with the shared secret (records planted in Redis without it are ignored either way). Default
-     * [] (env AVATAR_NODE_URLS, comma-separated).
+     * This node's own address for clients another node sends here: where WHIP/WHEP redirect (307) for a room that lives
+     * on this node, and what WRONG_NODE names, e.g. http://10.0.0.5:8080; default: the local listen URL (env
+     * AVATAR_NODE_PUBLIC_URL).
+     */
+    nodePublicUrl: string | null;
+    /**
+     * The node URLs other nodes may call and WHIP/WHEP may redirect to (every node's AVATAR_NODE_URL and
+     * AVATAR_NODE_PUBLIC_URL: a node record is accepted only when both of its URLs are listed); empty: any node record
+     * signed with the shared secret (records planted in Redis without it are ignored either way). Default [] (env
+     * AVATAR_NODE_URLS, comma-separated).
      */
     nodeUrls: string[];
     /** IP other nodes' mediasoup pipe transports send to (this host's address); default fanout.listenIp (env AVATAR_PIPE_ANNOUNCED_IP). */
@@ -322,7 +337,10 @@ export function defaultConfig(): Config {
     cluster: {
       redisUrl: null,
       nodeId: randomBytes(6).toString('hex'),
+      internalHost: null,
+      internalPort: 8081,
       nodeUrl: null,
+      nodePublicUrl: null,
       nodeUrls: [],
       pipeAnnouncedIp: null,
       heartbeatMs: 2000,
@@ -438,6 +456,13 @@ export function validateConfig(c: Config): Config {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.cluster.nodeId)) fail('"cluster.nodeId" must be 1-64 letters, digits, _ or -');
   if (c.cluster.nodeUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodeUrl))
     fail('"cluster.nodeUrl" must be an http(s) URL');
+  if (c.cluster.nodePublicUrl !== null && !/^https?:\/\/[^\s]+$/.test(c.cluster.nodePublicUrl))
+    fail('"cluster.nodePublicUrl" must be an http(s) URL');
+  intIn(c.cluster.internalPort, 0, 65535, 'cluster.internalPort');
+  if (c.cluster.redisUrl !== null && c.cluster.internalPort !== 0 && c.cluster.internalPort === c.port)
+    fail('"cluster.internalPort" must differ from "port" (the internal API has its own listener)');
+  if (c.cluster.internalHost !== null && (typeof c.cluster.internalHost !== 'string' || !c.cluster.internalHost))
+    fail('"cluster.internalHost" must be an address (or null: the same as "host")');
   for (const u of c.cluster.nodeUrls)
     if (typeof u !== 'string' || !/^https?:\/\/[^\s]+$/.test(u)) fail('"cluster.nodeUrls" must be http(s) URLs');
   intIn(c.cluster.heartbeatMs, 100, 60_000, 'cluster.heartbeatMs');
@@ -445,6 +470,30 @@ export function validateConfig(c: Config): Config {
   validateProvenanceConfig(c.provenance, fail);
   return c;
 }
+
+/**
+ * Quotas and rate limits settable from the environment (integers; the config's validation checks their ranges), each
+ * with the option it sets (named, for the README and its test).
+ */
+export const LIMIT_ENV: readonly (readonly [env: string, option: string, set: (c: Config, v: number) => void])[] = [
+  ['AVATAR_MAX_ROOMS', 'maxRooms', (c, v) => (c.maxRooms = v)],
+  ['AVATAR_ROOMS_PER_KEY', 'quotas.roomsPerKey', (c, v) => (c.quotas.roomsPerKey = v)],
+  ['AVATAR_PORTRAITS_PER_KEY', 'quotas.portraitsPerKey', (c, v) => (c.quotas.portraitsPerKey = v)],
+  ['AVATAR_BYTES_PER_KEY', 'quotas.bytesPerKey', (c, v) => (c.quotas.bytesPerKey = v)],
+  ['AVATAR_VIEWERS_PER_ROOM', 'quotas.viewersPerRoom', (c, v) => (c.quotas.viewersPerRoom = v)],
+  ['AVATAR_VIEWERS_PER_LINK', 'quotas.viewersPerLink', (c, v) => (c.quotas.viewersPerLink = v)],
+  ['AVATAR_API_PER_KEY_PER_MINUTE', 'auth.perKeyPerMinute', (c, v) => (c.auth.perKeyPerMinute = v)],
+  ['AVATAR_API_PER_ADDRESS_PER_MINUTE', 'auth.perAddressPerMinute', (c, v) => (c.auth.perAddressPerMinute = v)],
+  ['AVATAR_SIGNIN_PER_MINUTE', 'auth.signInPerMinute', (c, v) => (c.auth.signInPerMinute = v)],
+  ['AVATAR_MODEL_DOWNLOADS_PER_MINUTE', 'auth.modelDownloadsPerMinute', (c, v) => (c.auth.modelDownloadsPerMinute = v)],
+  ['AVATAR_WHIP_PER_MINUTE', 'whip.perAddressPerMinute', (c, v) => (c.whip.perAddressPerMinute = v)],
+  [
+    'AVATAR_CONNECTIONS_PER_MINUTE',
+    'signaling.connectionsPerAddressPerMinute',
+    (c, v) => (c.signaling.connectionsPerAddressPerMinute = v),
+  ],
+  ['AVATAR_JOIN_TIMEOUT_MS', 'signaling.joinTimeoutMs', (c, v) => (c.signaling.joinTimeoutMs = v)],
+];
 
 /** Builds the config from defaults, an optional overrides object (tests), a JSON file and env. */
 export function loadConfig(env: Record<string, string | undefined> = {}, overrides: DeepPartial<Config> = {}): Config {
@@ -475,6 +524,10 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   if (env.AVATAR_TOKEN_SECRET) c.tokenSecret = env.AVATAR_TOKEN_SECRET;
   if (env.AVATAR_API_KEYS) c.auth.apiKeys = parseApiKeys(env.AVATAR_API_KEYS);
   c.verify.perAddressPerMinute = num('AVATAR_VERIFY_PER_MINUTE') ?? c.verify.perAddressPerMinute;
+  for (const [name, , set] of LIMIT_ENV) {
+    const v = num(name);
+    if (v !== undefined) set(c, v);
+  }
   const linkHours = num('AVATAR_LINK_TTL_HOURS');
   if (linkHours !== undefined) c.tokenTtlMs = Math.round(linkHours * 3600_000);
   if (env.AVATAR_ENGINE) c.avatar.engine = env.AVATAR_ENGINE as Config['avatar']['engine'];
@@ -495,7 +548,10 @@ export function loadConfig(env: Record<string, string | undefined> = {}, overrid
   c.fanout.viewersPerRouter = num('AVATAR_SFU_VIEWERS_PER_ROUTER') ?? c.fanout.viewersPerRouter;
   if (env.AVATAR_REDIS_URL) c.cluster.redisUrl = env.AVATAR_REDIS_URL;
   if (env.AVATAR_NODE_ID) c.cluster.nodeId = env.AVATAR_NODE_ID;
+  if (env.AVATAR_INTERNAL_HOST) c.cluster.internalHost = env.AVATAR_INTERNAL_HOST;
+  c.cluster.internalPort = num('AVATAR_INTERNAL_PORT') ?? c.cluster.internalPort;
   if (env.AVATAR_NODE_URL) c.cluster.nodeUrl = env.AVATAR_NODE_URL;
+  if (env.AVATAR_NODE_PUBLIC_URL) c.cluster.nodePublicUrl = env.AVATAR_NODE_PUBLIC_URL;
   if (env.AVATAR_NODE_URLS) c.cluster.nodeUrls = env.AVATAR_NODE_URLS.split(',').map((u) => u.trim());
   if (env.AVATAR_PIPE_ANNOUNCED_IP) c.cluster.pipeAnnouncedIp = env.AVATAR_PIPE_ANNOUNCED_IP;
   applyIceEnv(c.media, env, fail);

@@ -17,8 +17,13 @@ import { signNodeRecord, verifyNodeRecord } from './nodeAuth.js';
 
 export interface NodeRecord {
   nodeId: string;
-  /** Base URL of the node's HTTP server (internal API), e.g. http://10.0.0.5:8080. */
+  /**
+   * The node's public address, for clients another node sends there (WHIP/WHEP 307, WRONG_NODE), e.g.
+   * http://10.0.0.5:8080 (config.cluster.nodePublicUrl).
+   */
   url: string;
+  /** Base URL of the node's internal listener (the node-to-node API), e.g. http://10.0.0.5:8081 (config.cluster.nodeUrl). */
+  internalUrl: string;
   /** Whether the node runs mediasoup ('sfu') or direct fan-out only. */
   fanout: 'sfu' | 'direct';
 }
@@ -136,17 +141,22 @@ export class RoomDirectory {
     } catch {
       rec = {};
     }
-    const { nodeId: id, url, fanout, sig } = rec;
-    const fields = typeof url === 'string' && (fanout === 'sfu' || fanout === 'direct') && id === nodeId;
-    if (!fields || !verifyNodeRecord(this.#trust.secret, { nodeId, url, fanout }, sig)) {
+    const { nodeId: id, url, internalUrl, fanout, sig } = rec;
+    const fields =
+      typeof url === 'string' &&
+      typeof internalUrl === 'string' &&
+      (fanout === 'sfu' || fanout === 'direct') &&
+      id === nodeId;
+    if (!fields || !verifyNodeRecord(this.#trust.secret, { nodeId, url, internalUrl, fanout }, sig)) {
       this.#log.warn('node record without a valid signature ignored', { nodeId });
       return null;
     }
-    if (this.#trust.nodeUrls.length > 0 && !this.#trust.nodeUrls.includes(url)) {
+    const listed = this.#trust.nodeUrls;
+    if (listed.length > 0 && !(listed.includes(url) && listed.includes(internalUrl))) {
       this.#log.warn('node record with a URL outside cluster.nodeUrls ignored', { nodeId });
       return null;
     }
-    return { nodeId, url, fanout };
+    return { nodeId, url, internalUrl, fanout };
   }
 
   /**

@@ -6,7 +6,8 @@
  * - A viewer whose signaling reaches this node for a room owned elsewhere gets a RelayRoom: this node's SFU, fed from
  *   the owner through a mediasoup PipeTransport pair (relay.ts). A node without an SFU answers WRONG_NODE naming the
  *   owner's URL instead (a clear redirect); so does any node to a performer of another node's room.
- * - Internal API for the owner side of a pipe, signed with the shared secret, fresh and used once (nodeAuth.ts):
+ * - Internal API for the owner side of a pipe, signed with the shared secret, fresh and used once (nodeAuth.ts), served
+ *   on the node's internal listener only (config.cluster.internalHost/internalPort; the public port answers 404):
  *     POST   /internal/pipe/:roomId           {linkId, ip, port} → {ip, port, producers, epoch}
  *     DELETE /internal/pipe/:roomId/:linkId   → 204
  *   Pipes whose remote node left the directory are closed at the next heartbeat.
@@ -30,8 +31,10 @@ export interface ClusterNodeOptions {
   registry: RoomRegistry;
   fanout: FanoutFactory;
   log: Logger;
-  /** This node's URL for other nodes (config.cluster.nodeUrl, else the listen URL once known). */
+  /** This node's public address for clients sent here (config.cluster.nodePublicUrl, else the listen URL once known). */
   url: () => string;
+  /** This node's internal API for other nodes (config.cluster.nodeUrl, else the internal listener's URL once known). */
+  internalUrl: () => string;
 }
 
 const MAX_PIPE_BODY = 4096;
@@ -101,7 +104,7 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
     return this.#links.size;
   }
 
-  /** Registers the internal pipe API. */
+  /** Registers the internal pipe API (on the internal listener's router: never the public one). */
   addRoutes(router: Router<Handler>): void {
     router.add('POST', '/internal/pipe/:roomId', (ex, p) => this.#pipe(ex, p.roomId ?? ''), { maxBody: MAX_PIPE_BODY });
     router.add('DELETE', '/internal/pipe/:roomId/:linkId', (ex, p) => this.#unpipe(ex, p.roomId ?? '', p.linkId ?? ''));
@@ -112,7 +115,12 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
     await this.#beat();
     this.#timer = setInterval(() => void this.#beat(), this.#opts.config.cluster.heartbeatMs);
     this.#timer.unref();
-    this.#log.info('cluster node up', { nodeId: this.nodeId, url: this.#opts.url(), fanout: this.#opts.fanout.kind });
+    this.#log.info('cluster node up', {
+      nodeId: this.nodeId,
+      url: this.#opts.url(),
+      internalUrl: this.#opts.internalUrl(),
+      fanout: this.#opts.fanout.kind,
+    });
   }
 
   /**
@@ -176,7 +184,12 @@ export class ClusterNode extends SafeEventEmitter<ClusterNodeEvents> {
   }
 
   #nodeRecord(): NodeRecord {
-    return { nodeId: this.nodeId, url: this.#opts.url(), fanout: this.#opts.fanout.kind };
+    return {
+      nodeId: this.nodeId,
+      url: this.#opts.url(),
+      internalUrl: this.#opts.internalUrl(),
+      fanout: this.#opts.fanout.kind,
+    };
   }
 
   readonly #onRoom = (room: Room): void => {

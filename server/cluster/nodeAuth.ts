@@ -130,11 +130,12 @@ export class NonceGuard {
 export interface SignedNodeFields {
   nodeId: string;
   url: string;
+  internalUrl: string;
   fanout: string;
 }
 
 function recordMac(secret: string, r: SignedNodeFields): Buffer {
-  return createHmac('sha256', secret).update(`node-record ${r.nodeId} ${r.url} ${r.fanout}`).digest();
+  return createHmac('sha256', secret).update(`node-record ${r.nodeId} ${r.url} ${r.internalUrl} ${r.fanout}`).digest();
 }
 
 /** The record's signature (its `sig` field). */

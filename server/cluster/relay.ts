@@ -97,7 +97,7 @@ export class PipeSource implements ProducerSource {
     this.#transport = t;
     const loc = this.#location();
     const linkId = `${c.cluster.nodeId}-${randomBytes(6).toString('hex')}`;
-    this.#link = { id: linkId, url: loc.node.url };
+    this.#link = { id: linkId, url: loc.node.internalUrl };
     try {
       const req: PipeRequest = {
         linkId,
@@ -107,7 +107,7 @@ export class PipeSource implements ProducerSource {
       const reply = await callNode<PipeReply>(
         c.tokenSecret,
         c.cluster.nodeId,
-        loc.node.url,
+        loc.node.internalUrl,
         'POST',
         pipePath(this.#roomId),
         req,

@@ -89,6 +89,8 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
     const loc = await waitFor(() => a.server.cluster!.directory.lookup(room.roomId), 5000, 'room in the directory');
     expect(loc.nodeId).toBe('node-a');
     expect(loc.node.url).toBe(a.url);
+    expect(loc.node.internalUrl).toBe(a.server.internalUrl);
+    expect(a.server.internalUrl).not.toBe(a.url);
     expect(loc.info.width).toBe(256);
 
     // Two viewers on B: one relay, one pipe on A.
@@ -170,8 +172,9 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
     const room = await createRoom(a.url);
     const pipePath = `/internal/pipe/${room.roomId}`;
     const body = JSON.stringify({ linkId: 'link-test-1', ip: '127.0.0.1', port: 40000 });
+    const internal = a.server.internalUrl!;
     const post = (headers: Record<string, string>, text = body): Promise<Response> =>
-      fetch(`${a.url}${pipePath}`, {
+      fetch(`${internal}${pipePath}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', ...headers },
         body: text,
@@ -201,7 +204,7 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
     expect(await refused(await post(sign({ path: '/internal/pipe/otherroom00' })))).toBe('401 TOKEN_INVALID');
     expect(await refused(await post(sign({ now: Date.now() - MAX_SKEW_MS - 5000 })))).toBe('401 REQUEST_STALE');
     expect(await refused(await post(sign({ now: Date.now() + MAX_FUTURE_SKEW_MS + 5000 })))).toBe('401 REQUEST_STALE');
-    const unsignedDelete = await fetch(`${a.url}${pipePath}/link-test-1`, { method: 'DELETE' });
+    const unsignedDelete = await fetch(`${internal}${pipePath}/link-test-1`, { method: 'DELETE' });
     expect(await refused(unsignedDelete)).toBe('401 TOKEN_INVALID');
     expect(a.server.cluster!.pipeCount).toBe(0);
     expect((a.server.rooms.get(room.roomId)!.sfu as MediasoupRoom).pipeCount).toBe(0);
@@ -214,7 +217,7 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
     expect(reply.producers.length).toBeGreaterThan(0);
     expect(a.server.cluster!.pipeCount).toBe(1);
     const delPath = `${pipePath}/link-test-1`;
-    const del = await fetch(`${a.url}${delPath}`, {
+    const del = await fetch(`${internal}${delPath}`, {
       method: 'DELETE',
       headers: { [NODE_AUTH_HEADER]: signNodeRequest(TEST_TOKEN_SECRET, 'node-x', 'DELETE', delPath, '') },
     });
@@ -247,6 +250,7 @@ describe.skipIf(skip)('two nodes and a Redis room directory', () => {
         AVATAR_API_KEYS: `test:${TEST_API_KEY}`,
         AVATAR_REDIS_URL: redis.url,
         AVATAR_NODE_ID: 'node-doomed',
+        AVATAR_INTERNAL_PORT: '0',
         AVATAR_SFU_WORKERS: '1',
         FANOUT: 'sfu',
         MEDIASOUP_WORKER_BIN: workerBin,

@@ -1,7 +1,10 @@
 /**
  * The container image and its Kubernetes manifest, checked statically (no container runtime here): what goes into the
  * build context, who the image runs as, what it runs, its health check, and that the manifest asks only for what the
- * image has and can run with a read-only root filesystem.
+ * image has and can run with a read-only root filesystem. What the deployments expose (issue 20, item 7): Redis needs a
+ * password (from a secret, carried by AVATAR_REDIS_URL), the internal API has its own port that no Service, Ingress or
+ * published port carries and that NetworkPolicies (k8s) or a private network (compose) keep to the avatar nodes, and
+ * Prometheus and Grafana are not published beyond 127.0.0.1.
  */
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -38,16 +41,32 @@ const all = (stage: Instruction[], op: string): string[] => stage.filter((i) => 
 
 interface K8sContainer {
   name: string;
-  env?: { name: string; value?: string }[];
+  args?: string[];
+  ports?: { containerPort: number; name?: string }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
   securityContext?: Record<string, unknown>;
   readinessProbe?: { httpGet?: { path: string } };
   livenessProbe?: { httpGet?: { path: string } };
   volumeMounts?: { name: string; mountPath: string }[];
 }
+interface PolicyPeer {
+  podSelector?: { matchLabels?: Record<string, string> };
+  ipBlock?: { cidr: string };
+  namespaceSelector?: unknown;
+}
+interface PolicyRule {
+  from?: PolicyPeer[];
+  ports?: { protocol?: string; port: number; endPort?: number }[];
+}
 interface K8sDoc {
   kind: string;
   metadata: { name: string };
   spec: {
+    selector?: Record<string, unknown>;
+    ports?: { port: number; targetPort?: number | string }[];
+    podSelector?: { matchLabels?: Record<string, string> };
+    policyTypes?: string[];
+    ingress?: PolicyRule[];
     template?: {
       spec: {
         securityContext?: Record<string, unknown>;
@@ -169,5 +188,124 @@ describe('infra/k8s/deployment.yaml', () => {
     const arg = dockerfile[0]!.map((i) => i.args).find((a) => a.startsWith('MEDIASOUP_WORKER='));
     expect(arg, 'the build stage must fetch the worker by default').toBe('MEDIASOUP_WORKER=fetch');
     expect(all(runtime, 'COPY')).toContain('--from=build /worker/ ./node_modules/mediasoup/worker/out/Release/');
+  });
+});
+
+describe('what the deployments expose (issue 20, item 7)', () => {
+  const docs = loadManifest(path.join(repoRoot, 'infra', 'k8s', 'deployment.yaml'));
+  const avatar = docs.find((d) => d.kind === 'StatefulSet' && d.metadata.name === 'live-avatar')!;
+  const container = avatar.spec.template!.spec.containers.find((c) => c.name === 'avatar')!;
+  const env = new Map((container.env ?? []).map((e) => [e.name, e]));
+  const redisDeploy = docs.find((d) => d.kind === 'Deployment' && d.metadata.name === 'live-avatar-redis')!;
+  const redis = redisDeploy.spec.template!.spec.containers[0]!;
+  const internalPort = Number(env.get('AVATAR_INTERNAL_PORT')?.value);
+  const policies = docs.filter((d) => d.kind === 'NetworkPolicy');
+  const policyFor = (app: string): K8sDoc | undefined =>
+    policies.find((p) => p.spec.podSelector?.matchLabels?.app === app);
+  /** The ingress rules of `policy` that admit `port` (TCP). */
+  const admitting = (policy: K8sDoc, port: number): PolicyRule[] =>
+    (policy.spec.ingress ?? []).filter((r) => (r.ports ?? []).some((p) => p.port === port && p.protocol !== 'UDP'));
+  /** Only the avatar pods: by label, or (hostNetwork) by an address block; never everyone or another namespace. */
+  const onlyAvatarPods = (rules: PolicyRule[]): void => {
+    expect(rules.length).toBeGreaterThan(0);
+    for (const r of rules) {
+      expect(r.from?.length, 'a rule without `from` admits everyone').toBeGreaterThan(0);
+      for (const peer of r.from!) {
+        expect(peer.namespaceSelector).toBeUndefined();
+        if (peer.podSelector) expect(peer.podSelector.matchLabels).toEqual({ app: 'live-avatar' });
+        else expect(peer.ipBlock?.cidr).not.toBe('0.0.0.0/0');
+      }
+    }
+  };
+
+  it('k8s: Redis requires a password from the secret, and AVATAR_REDIS_URL carries it', () => {
+    const pass = (redis.env ?? []).find((e) => e.name === 'REDIS_PASSWORD');
+    expect(pass?.valueFrom?.secretKeyRef).toEqual({ name: 'live-avatar', key: 'redis-password' });
+    const args = redis.args ?? [];
+    expect(args[args.indexOf('--requirepass') + 1]).toBe('$(REDIS_PASSWORD)');
+    expect(env.get('REDIS_PASSWORD')?.valueFrom?.secretKeyRef).toEqual({ name: 'live-avatar', key: 'redis-password' });
+    // $(VAR) expands only from variables defined earlier in the list.
+    const names = (container.env ?? []).map((e) => e.name);
+    expect(names.indexOf('REDIS_PASSWORD')).toBeLessThan(names.indexOf('AVATAR_REDIS_URL'));
+    expect(env.get('AVATAR_REDIS_URL')?.value).toMatch(/^redis:\/\/:\$\(REDIS_PASSWORD\)@live-avatar-redis:6379$/);
+  });
+
+  it('k8s: the internal API has its own port, which no Service carries, and the node URL points there', () => {
+    expect(internalPort).toBeGreaterThan(0);
+    expect(internalPort).not.toBe(8080);
+    expect(env.get('AVATAR_NODE_URL')?.value).toBe(`http://$(POD_IP):${internalPort}`);
+    expect(env.get('AVATAR_INTERNAL_HOST')?.value).toBe('$(POD_IP)');
+    for (const svc of docs.filter((d) => d.kind === 'Service')) {
+      for (const p of svc.spec.ports ?? []) {
+        expect(p.port, svc.metadata.name).not.toBe(internalPort);
+        expect(p.targetPort ?? p.port, svc.metadata.name).not.toBe(internalPort);
+        expect(p.targetPort, svc.metadata.name).not.toBe('internal');
+      }
+    }
+    expect(docs.some((d) => d.kind === 'Ingress')).toBe(false);
+  });
+
+  it('k8s: NetworkPolicies let only the avatar pods reach the internal port and Redis', () => {
+    const redisPolicy = policyFor('live-avatar-redis');
+    const avatarPolicy = policyFor('live-avatar');
+    expect(redisPolicy?.spec.policyTypes).toContain('Ingress');
+    expect(avatarPolicy?.spec.policyTypes).toContain('Ingress');
+    expect(redisPolicy!.spec.ingress!.length).toBeGreaterThan(0);
+    // Every Redis rule (there is no other way in) is limited to the avatar pods.
+    onlyAvatarPods(redisPolicy!.spec.ingress!);
+    onlyAvatarPods(admitting(avatarPolicy!, internalPort));
+    // The public port is open to clients.
+    expect(admitting(avatarPolicy!, 8080).some((r) => !r.from)).toBe(true);
+  });
+
+  const compose = loadManifest(path.join(repoRoot, 'infra', 'compose.yaml'))[0] as unknown as {
+    services: Record<
+      string,
+      {
+        command?: string[];
+        environment?: Record<string, string>;
+        ports?: string[];
+        networks?: string[] | Record<string, unknown>;
+      }
+    >;
+    networks: Record<string, { internal?: boolean }>;
+  };
+  const services = compose.services;
+  const nets = (s: { networks?: string[] | Record<string, unknown> }): string[] =>
+    Array.isArray(s.networks) ? s.networks : Object.keys(s.networks ?? {});
+  const nodes = Object.entries(services).filter(([, s]) => s.environment?.AVATAR_NODE_ID);
+
+  it('compose: Redis requires a password and the nodes carry it; Redis is on the private network only', () => {
+    const r = services.redis!;
+    expect(r.command?.join(' ')).toMatch(/--requirepass "\$\$REDIS_PASSWORD"/);
+    expect(r.environment?.REDIS_PASSWORD).toMatch(/^\$\{AVATAR_REDIS_PASSWORD:\?/);
+    expect(r.ports).toBeUndefined();
+    expect(nets(r)).toEqual(['cluster']);
+    expect(compose.networks.cluster?.internal).toBe(true);
+    expect(nodes.length).toBeGreaterThanOrEqual(2);
+    for (const [name, n] of nodes) {
+      expect(n.environment?.AVATAR_REDIS_URL, name).toMatch(/^redis:\/\/:\$\{AVATAR_REDIS_PASSWORD[^}]*\}@redis:6379$/);
+    }
+  });
+
+  it('compose: the internal port is not published, only reached on the private network; monitoring on 127.0.0.1', () => {
+    for (const [name, n] of nodes) {
+      const e = n.environment!;
+      const port = Number(e.AVATAR_INTERNAL_PORT);
+      expect(port, name).toBeGreaterThan(0);
+      expect(port, name).not.toBe(8080);
+      // Bound to the node's address on the private network, and that is where the other nodes call it.
+      const addr = (n.networks as Record<string, { ipv4_address?: string }>).cluster?.ipv4_address;
+      expect(e.AVATAR_INTERNAL_HOST, name).toBe(addr);
+      expect(e.AVATAR_NODE_URL, name).toBe(`http://${addr}:${port}`);
+      expect(e.AVATAR_NODE_URLS?.split(','), name).toContain(e.AVATAR_NODE_URL);
+      for (const p of n.ports ?? []) expect(p, name).toMatch(/\/udp$/);
+    }
+    for (const [name, s] of Object.entries(services)) {
+      for (const p of s.ports ?? []) {
+        expect(p, name).not.toMatch(/(^|:)(8081|6379)(\/|$)/);
+        if (name === 'prometheus' || name === 'grafana') expect(p, name).toMatch(/^127\.0\.0\.1:/);
+      }
+    }
   });
 });

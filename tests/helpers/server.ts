@@ -1,7 +1,8 @@
 /**
  * Starts a real server for a test: port 0 on 127.0.0.1, a fresh temporary data folder, logs silenced, tokens signed
  * with a fixed test secret, the default fan-out ('auto': the SFU where the mediasoup worker is, as vitest.config.ts
- * hands it to every test process; direct elsewhere) and ICE limited to loopback. Tests of the direct path (the
+ * hands it to every test process; direct elsewhere) and ICE limited to loopback, a
+ * cluster node's internal listener on a free port. Tests of the direct path (the
  * socket 'view' offer) ask for `fanout: { mode: 'direct' }` themselves. `stop()` closes the server, checks that the port is free again and removes the data folder.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -101,6 +102,8 @@ export async function startTestServer(
       ],
     },
     media: { iceAddressAllowList: ['127.0.0.1'] },
+    // A cluster node's internal listener on a free port too (used only with cluster.redisUrl).
+    cluster: { internalPort: 0 },
   };
   const config = loadConfig({}, deepMerge(defaults, overrides));
   let server: AvatarServer;
@@ -121,6 +124,8 @@ export async function startTestServer(
       stopped ??= (async () => {
         await server.close();
         await waitFor(() => isPortFree(server.port), 5000, `port ${server.port} free`);
+        const internal = server.internalUrl ? Number(new URL(server.internalUrl).port) : 0;
+        if (internal) await waitFor(() => isPortFree(internal), 5000, `internal port ${internal} free`);
         await rm(dataDir, { recursive: true, force: true });
       })();
       return stopped;

@@ -10,14 +10,15 @@
  * - sockets that never join: JOIN_TIMEOUT and dropped at signaling.joinTimeoutMs, while a joined one stays;
  * - sessions outliving their link: joined performer and viewer sockets, a WHEP viewer and a WHIP performer end when
  *   their token expires (TOKEN_EXPIRED, 'closed' link-expired) and when the room's links are revoked (TOKEN_REVOKED).
- * The pure parts (ViewerSlots, atTime, the config's validation) are tested directly.
+ * The pure parts (ViewerSlots, atTime, the config's validation, the quotas' environment variables) are tested directly.
  */
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { io as ioc } from 'socket.io-client';
 import { portraitFile } from '../../scripts/testData.js';
 import { signToken } from '../../server/auth/tokens.js';
-import { defaultConfig, loadConfig, type Config, type DeepPartial } from '../../server/config.js';
+import { defaultConfig, LIMIT_ENV, loadConfig, type Config, type DeepPartial } from '../../server/config.js';
 import { ViewerSlots } from '../../server/rooms/viewerSlots.js';
 import { atTime } from '../../server/util/deadline.js';
 import type { CloseReason, PublicError } from '../../server/types/protocol.js';
@@ -26,6 +27,7 @@ import {
   apiAuth,
   createTestRoom,
   OTHER_API_KEY,
+  repoRoot,
   startTestServer,
   TEST_TOKEN_SECRET,
   type TestRoom,
@@ -403,5 +405,27 @@ describe('the pure parts', () => {
     ] as DeepPartial<Config>[]) {
       expect(thrownCode(() => loadConfig({}, bad))).toBe('CONFIG_INVALID');
     }
+  });
+
+  it('every quota and rate limit is settable from the environment, checked as in the file, and documented', async () => {
+    const readme = await readFile(path.join(repoRoot, 'README.md'), 'utf8');
+    const get = (c: Config, option: string): unknown =>
+      option.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c);
+    for (const [env, option] of LIMIT_ENV) {
+      const c = loadConfig({ [env]: '7000' });
+      expect(get(c, option), env).toBe(7000);
+      // Out of range or not a number: refused at start-up, naming the option or the variable.
+      expect(() => loadConfig({ [env]: '0' }), env).toThrow(option);
+      expect(() => loadConfig({ [env]: 'lots' }), env).toThrow(env);
+      expect(readme, env).toContain(`\`${option}\` (\`${env}\`)`);
+    }
+    const names = LIMIT_ENV.map(([e]) => e);
+    for (const n of [
+      'AVATAR_ROOMS_PER_KEY',
+      'AVATAR_VIEWERS_PER_ROOM',
+      'AVATAR_VIEWERS_PER_LINK',
+      'AVATAR_BYTES_PER_KEY',
+    ])
+      expect(names).toContain(n);
   });
 });
