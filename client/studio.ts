@@ -412,10 +412,14 @@ let wantPrivate: boolean | null =
 let tracker: BrowserFaceTracker | null = null;
 let trackerLoading: Promise<BrowserFaceTracker> | null = null;
 let loop: ExpressionLoop | null = null;
-/** Whether this page can run private mode (null: still checking). */
+/** Whether this page can run private mode (null: not known yet). */
 let privateAvailable: boolean | null = null;
-/** The running availability check: Start waits for it, so that it publishes in the mode the page shows. */
+/** The room's engine renders from expressions, so the page may offer private mode. */
+let privateOffered = false;
+/** The availability check (loading the tracker), once started: Start waits for it, so that it publishes in the mode
+ * the page shows. A performer who chose video mode does not pay for it until they turn the switch on. */
 let privateCheck: Promise<void> | null = null;
+let checking = false;
 let switching = false;
 
 const modeNow = (): PublishMode => (privateAvailable === true && wantPrivate !== false ? 'private' : 'video');
@@ -446,34 +450,49 @@ function setPrivateAvailable(available: boolean | null, reason: string | null): 
 }
 
 /** Whether private mode can run: the room's engine renders from expressions, and this browser runs the tracker. */
-function checkPrivate(room: RoomInfo): void {
+function offerPrivate(room: RoomInfo): void {
   if (!room.privateMode) {
+    privateOffered = false;
     setPrivateAvailable(false, "this server's avatar engine renders from video only");
     return;
   }
-  if (privateCheck) return;
+  if (privateOffered) return;
+  privateOffered = true;
   if (typeof WebAssembly !== 'object' || typeof Worker !== 'function') {
     setPrivateAvailable(false, 'this browser has no WebAssembly or no Web Workers');
-    privateCheck = Promise.resolve();
     return;
   }
   setPrivateAvailable(null, null);
-  privateCheck = loadTracker().then(
-    () => setPrivateAvailable(true, null),
-    (err: unknown) => setPrivateAvailable(false, `the face tracker could not start here (${describe(err).message})`),
-  );
+  if (wantPrivate !== false) void checkPrivate();
+}
+
+/** Loads the tracker once to learn whether private mode can run here. */
+function checkPrivate(): Promise<void> {
+  privateCheck ??= (async () => {
+    checking = true;
+    renderPrivate();
+    try {
+      await loadTracker();
+      setPrivateAvailable(true, null);
+    } catch (err) {
+      setPrivateAvailable(false, `the face tracker could not start here (${describe(err).message})`);
+    } finally {
+      checking = false;
+      renderPrivate();
+    }
+  })();
+  return privateCheck;
 }
 
 function renderPrivate(): void {
   const mode = modeNow();
   ui.private.checked = mode === 'private';
-  ui.private.disabled = privateAvailable !== true || switching || starting;
+  ui.private.disabled = !privateOffered || privateAvailable === false || checking || switching || starting;
   ui.privateWhat.textContent = WHAT_LEAVES[mode];
-  ui.privateWhy.hidden = privateAvailable === true;
-  ui.privateWhy.textContent =
-    privateAvailable === null
-      ? 'Checking whether this browser can track your face…'
-      : `Expressions only is off: ${hooks.privateMode.reason ?? 'not available'}.`;
+  ui.privateWhy.hidden = !checking && privateAvailable !== false;
+  ui.privateWhy.textContent = checking
+    ? 'Checking whether this browser can track your face…'
+    : `Expressions only is off: ${hooks.privateMode.reason ?? 'not available'}.`;
   ui.exprWrap.hidden = !(live && hooks.publishMode === 'private');
 }
 
@@ -530,7 +549,11 @@ ui.private.addEventListener('change', () => {
   wantPrivate = ui.private.checked;
   localStorage.setItem('avatar.private', wantPrivate ? '1' : '0');
   renderPrivate();
-  void switchMode();
+  void (async () => {
+    // Turned on before the tracker was ever loaded (the performer had chosen video): load it first.
+    if (wantPrivate && privateAvailable === null) await checkPrivate();
+    await switchMode();
+  })();
 });
 
 // ---- settings ----
@@ -654,14 +677,14 @@ async function main(): Promise<void> {
   }
   setBadge('joined', 'ready');
   if (client.room) {
-    checkPrivate(client.room);
+    offerPrivate(client.room);
     showRefiner(client.room.refiner);
     showSettings(client.room.settings);
     renderGallery(client.room.portraitId);
   }
   client.on('room', (room) => {
     hooks.room = room;
-    checkPrivate(room);
+    offerPrivate(room);
     renderStart();
     showRefiner(room.refiner);
     if (settingsInFlight === 0 && Object.keys(pendingSettings).length === 0) showSettings(room.settings);
