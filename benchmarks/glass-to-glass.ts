@@ -1,5 +1,6 @@
 /**
- * Glass-to-glass benchmark of the default engine, in both viewer latency modes: real Chromium performer → server
+ * Glass-to-glass benchmark of the default engine, in both performer modes and both viewer latency modes: real
+ * Chromium performer (the studio page) → server
  * (default engine, the real model pack, direct fan-out) → real Chromium viewer, on loopback, one machine clock.
  *
  * The fake webcam (.y4m, 640×480 at 30 fps) is made from two frames of man_mouth_wide_open.mp4: a neutral mouth and
@@ -31,22 +32,29 @@
  * noticed). The performer's onset is read after its capture buffering while its video time is the capture time, so
  * the audio delay is, if anything, under-measured: the offset errs toward "audio leads".
  *
- * Modes (viewer link ?latency=): `low` (calls: audio and video not lip-synced by the browser, video jitter buffer
- * target 0, WebCodecs decode past the jitter buffer) and `smooth` (broadcast/OBS: the browser's lip-sync and adaptive
- * buffers), measured with the same performer and server, each window with a fresh viewer browser.
+ * Modes: how the performer publishes and the viewer's latency mode (viewer link ?latency=), measured with the same
+ * performer page and server, each window with a fresh viewer browser:
+ *   private  the studio in private mode (it tracks the face itself and sends expressions, no video), viewer `low`
+ *   video    the studio sending its camera video (the server tracks), viewer `low`
+ *   smooth   video, viewer `smooth` (broadcast/OBS: the browser's lip-sync and adaptive buffers)
+ *   low      the same as video (its name before private mode)
+ * `low` is for calls: audio and video not lip-synced by the browser, video jitter buffer target 0, WebCodecs decode
+ * past the jitter buffer. The performer page switches between private and video with its toggle (a re-publish, no
+ * reload), then the engine's neutral is taken again (recalibrate in the neutral lead).
  *
  *   npm run bench -- glass-to-glass [--seconds 40] [--warmup 4] [--hold-ms 1000] [--portrait real_older_man_glasses.jpg]
- *                                   [--modes low,smooth] [--rounds 2] [--others-retry 60] [--buffer MS] [--audio 0|1]
+ *                                   [--modes private,video,smooth] [--rounds 2] [--others-retry 60] [--buffer MS] [--audio 0|1]
  *                                   [--viewer-flags "F1 F2"]
  *
- * --seconds is per mode, split into --rounds windows; the modes take turns window by window (low, smooth, low, ...),
+ * --seconds is per mode, split into --rounds windows; the modes take turns window by window (private, video, ...),
  * so that load from other work on a shared machine falls on both alike; a window during which other processes used
  * more than --others-retry % of a core (from /proc: the machine's busy time minus this process tree's) is measured
  * again once, and the quieter kept. Each window records that CPU (others_cpu_pct) and the load average. --buffer MS overrides the viewer's jitter buffer target (?buffer=MS); --audio 0 makes the
  * viewer receive video only; --viewer-flags adds Chromium flags to the viewer (diagnostics, e.g. field trials).
  *
- * Writes benchmarks/results/glass-to-glass.json: the first mode's (low's) figures at the top level (p50_ms, p95_ms,
- * av_offset_ms, stages, ...), every other mode's under modes.NAME (same keys).
+ * Writes benchmarks/results/glass-to-glass.json: the first mode's figures at the top level (p50_ms, p95_ms,
+ * av_offset_ms, stages, ...; by default private's: the studio's default where it can run), every other mode's under
+ * modes.NAME (same keys).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -121,8 +129,18 @@ const GOAL_P95_MS = 100;
 /** Audio leading the picture by more than this is noticed. */
 const AUDIO_LEAD_LIMIT_MS = 45;
 const AUDIO_RATE = 48_000;
-const MODES = ['low', 'smooth'] as const;
-type Mode = (typeof MODES)[number];
+/** Each mode: the viewer's latency mode and how the performer publishes (see the header). */
+const MODE_SETUPS = {
+  private: { latency: 'low', performer: 'private' },
+  video: { latency: 'low', performer: 'video' },
+  smooth: { latency: 'smooth', performer: 'video' },
+  low: { latency: 'low', performer: 'video' },
+} as const;
+type Mode = keyof typeof MODE_SETUPS;
+const MODES = Object.keys(MODE_SETUPS) as Mode[];
+type StudioHooks = {
+  __studio: { publishState: string; publishMode: string | null };
+};
 
 /** The flags (see the header). */
 export const OPTIONS = {
@@ -133,7 +151,7 @@ export const OPTIONS = {
   buffer: str(''),
   audio: str('1', ['0', '1']),
   viewerFlags: str(''),
-  modes: list(MODES.join(',')),
+  modes: list('private,video,smooth'),
   rounds: num(2),
   othersRetry: num(60),
 };
@@ -371,7 +389,8 @@ export async function main(args: string[]): Promise<void> {
   const windowMs = (seconds * 1000) / rounds;
   const othersRetryPct = o.othersRetry;
   for (const m of modes)
-    if (!(MODES as readonly string[]).includes(m)) throw new TypeError(`--modes: unknown mode "${m}" (low, smooth)`);
+    if (!(MODES as readonly string[]).includes(m))
+      throw new TypeError(`--modes: unknown mode "${m}" (${MODES.join(', ')})`);
   const hold = Math.max(3, Math.round((holdMs / 1000) * FPS));
   const plan = switchPlan(hold, Math.max(2, Math.round((10 * FPS) / hold)));
 
@@ -414,10 +433,11 @@ export async function main(args: string[]): Promise<void> {
     });
     browsers.push(perf);
     await Promise.all([installProbe(perf.page), installG2g(perf.page)]);
-    const size = await startPerformer(perf.page, opened.performerUrl);
+    let performerMode: 'private' | 'video' = MODE_SETUPS[modes[0] as Mode].performer;
+    const size = await startPerformer(perf.page, opened.performerUrl, 30_000, performerMode);
     await perf.page.evaluate(() => (window as unknown as Win).__probe.logFrames('#camera', { marker: true }));
     await perf.page.evaluate(() => (window as unknown as Win).__g2g.startOnsetMeter('#camera'));
-    const ingestPeers = serverPeers.slice();
+    let ingestPeers = serverPeers.slice();
 
     // The mouth region, from the portrait's landmarks at the output size (once, here, not per frame).
     const tracker = await FaceTracker.create();
@@ -431,12 +451,34 @@ export async function main(args: string[]): Promise<void> {
       perf.page.evaluate(() => (window as unknown as Win).__probe.frames('#camera').at(-1)?.marker ?? null);
     let calibrated = false;
     const windows: MeasuredWindow[] = [];
+    /** Switches the performer page to `mode` with its toggle (a re-publish, no reload); the neutral is taken again. */
+    const performAs = async (mode: 'private' | 'video'): Promise<void> => {
+      if (mode === performerMode) return;
+      // The switch is enabled once the room offers private mode (turning it on loads the tracker when needed).
+      await waitFor(() => perf.page.locator('#private:not([disabled])').count(), 90_000, 'the private-mode switch');
+      const peersBefore = serverPeers.length;
+      await perf.page.locator('#private').click();
+      await waitFor(
+        () =>
+          perf.page.evaluate((m) => {
+            const st = (window as unknown as StudioHooks).__studio;
+            return st.publishState === 'connected' && st.publishMode === m;
+          }, mode),
+        60_000,
+        `the performer publishing in ${mode} mode`,
+        100,
+      );
+      ingestPeers = serverPeers.slice(peersBefore);
+      performerMode = mode;
+      calibrated = false;
+    };
     const measureWindow = async (mode: Mode): Promise<MeasuredWindow> => {
+      await performAs(MODE_SETUPS[mode].performer);
       const view = await ChromiumBrowser.launch({ args: viewerFlags });
       browsers.push(view);
       await Promise.all([installG2g(view.page), installProbe(view.page)]);
       const viewerPeersFrom = serverPeers.length;
-      const viewerUrl = `${opened.viewerUrl}&latency=${mode}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
+      const viewerUrl = `${opened.viewerUrl}&latency=${MODE_SETUPS[mode].latency}${buffer === '' ? '' : `&buffer=${encodeURIComponent(buffer)}`}${audio ? '' : '&audio=0'}`;
       await startViewer(view.page, viewerUrl);
       await view.page.evaluate((reg) => (window as unknown as Win).__g2g.startMouthMeter('#video', reg), region);
       if (audio) await view.page.evaluate(() => (window as unknown as Win).__g2g.startOnsetMeter('#video'));
@@ -554,6 +596,8 @@ export async function main(args: string[]): Promise<void> {
         frameWeighted(ws.map(pick));
       results[mode] = {
         mode,
+        performer: MODE_SETUPS[mode as Mode].performer,
+        viewer_latency: MODE_SETUPS[mode as Mode].latency,
         windows: ws.map((w) => ({
           load_average_1m: { start: w.load[0], end: w.load[1] },
           others_cpu_pct: w.othersCpuPct,
@@ -644,7 +688,7 @@ export async function main(args: string[]): Promise<void> {
     const [first, ...rest] = modes;
     writeResult('glass-to-glass', {
       description:
-        'Chromium fake webcam (neutral / wide-open mouth, held and switched) + fake microphone (a tone burst at each switch) → server (default engine, direct fan-out) → Chromium viewer, loopback; delay = viewer display time of the first frame whose mouth-region luma crosses the neutral/open midpoint − performer capture time of the switch frame; av_offset = audio delay − video delay of the same switch (> 0: voice lags, < 0: voice leads). Top level: the first mode (low latency, the default for calls); modes.smooth: broadcast/OBS.',
+        'Chromium fake webcam (neutral / wide-open mouth, held and switched) + fake microphone (a tone burst at each switch) → server (default engine, direct fan-out) → Chromium viewer, loopback; delay = viewer display time of the first frame whose mouth-region luma crosses the neutral/open midpoint − performer capture time of the switch frame; av_offset = audio delay − video delay of the same switch (> 0: voice lags, < 0: voice leads). Modes: private (the studio tracks the face and sends expressions, no video; viewer latency=low), video (the studio sends its camera video; latency=low), smooth (video; viewer latency=smooth, broadcast/OBS). Top level: the first mode measured (by default private, the studio default where it can run).',
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown' },
       load_average_1m: { before: +loadBefore[0]!.toFixed(2), after: +os.loadavg()[0]!.toFixed(2) },
       options: {

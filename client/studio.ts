@@ -3,6 +3,12 @@
  * avatar the viewers see, tune the avatar settings, and share the viewer link.
  *
  * Opened without ?room&token it creates a room through the REST API and rewrites its own URL to the performer link.
+ *
+ * Private mode ("Send expressions only"): the page tracks the face itself (BrowserFaceTracker, a Web Worker) and sends
+ * only the tracked expression per frame over the 'expressions' data channel, with the voice; no video track is sent.
+ * It is on by default when the server's engine renders from expressions and this browser runs the tracker (the page is
+ * served cross-origin isolated for its WASM threads); otherwise it is off and the page says why. `?mode=private` or
+ * `?mode=video` in the link picks the mode (else the performer's last choice); switching while live re-publishes.
  */
 import './style.css';
 import {
@@ -18,7 +24,10 @@ import {
   type RoomInfo,
   type RoomStats,
   type FaceIssue,
+  type PublishMode,
 } from './lib/index.js';
+import { ExpressionLoop, type ExpressionLoopStats } from './lib/expressionLoop.js';
+import { BrowserFaceTracker, type TrackerRuntimeInfo } from './lib/tracker/faceTracker.js';
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -62,6 +71,11 @@ const ui = {
   steps: $<HTMLSelectElement>('steps'),
   stepsStatWrap: $('st-steps-wrap'),
   stepsStat: $('st-steps'),
+  private: $<HTMLInputElement>('private'),
+  privateWhat: $('private-what'),
+  privateWhy: $('private-why'),
+  exprWrap: $('st-expr-wrap'),
+  expr: $('st-expr'),
 };
 
 /** Read-only state for tests and debugging (never used to drive the page). */
@@ -71,6 +85,16 @@ const hooks = {
   room: null as RoomInfo | null,
   stats: null as RoomStats | null,
   lastError: null as { code: string; message: string } | null,
+  /** How the studio publishes now (null: not live). */
+  publishMode: null as PublishMode | null,
+  /** Private mode: whether it can run here (null: still checking), why not, and the tracker's runtime. */
+  privateMode: {
+    available: null as boolean | null,
+    reason: null as string | null,
+    runtime: null as TrackerRuntimeInfo | null,
+  },
+  /** Private mode's frame loop while live in it (frames tracked, expressions sent). */
+  expressions: null as ExpressionLoopStats | null,
 };
 (window as unknown as { __studio: typeof hooks }).__studio = hooks;
 
@@ -279,19 +303,26 @@ function showStats(s: RoomStats | null): void {
   ui.face.textContent = !s ? '–' : issue ? FACE_ISSUE_TEXT[issue] : s.face ? 'yes' : 'no';
   ui.face.classList.toggle('warn', issue !== null);
   ui.stepsStat.textContent = f(s?.refinerSteps);
+  hooks.expressions = loop?.stats ?? null;
+  ui.expr.textContent = f(hooks.expressions?.sent);
 }
 
 async function start(): Promise<void> {
   if (!client) return;
   ui.start.disabled = true;
   starting = true;
+  renderPrivate();
   try {
     camera = await navigator.mediaDevices.getUserMedia({
       video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
       audio: { echoCancellation: true, noiseSuppression: true },
     });
     ui.camera.srcObject = camera;
-    await client.publish(camera);
+    await privateCheck;
+    const mode = modeNow();
+    if (mode === 'private') await startLoop();
+    await client.publish(camera, mode);
+    hooks.publishMode = mode;
     live = true;
     ui.recalibrate.disabled = false;
     setBadge('live', 'live');
@@ -302,6 +333,7 @@ async function start(): Promise<void> {
   } finally {
     starting = false;
     renderStart();
+    renderPrivate();
   }
 }
 
@@ -318,6 +350,8 @@ function stopPreview(): void {
 
 async function stop(): Promise<void> {
   live = false;
+  hooks.publishMode = null;
+  stopLoop();
   ui.recalibrate.disabled = true;
   stopPreview();
   if (client && !client.closed) await client.unpublish().catch((err: unknown) => showError(err));
@@ -327,6 +361,7 @@ async function stop(): Promise<void> {
   showStats(null);
   if (client && !client.closed) setBadge('joined', 'ready');
   renderStart();
+  renderPrivate();
 }
 
 /** Start needs a joined room with a portrait (without one the server has nothing to render). */
@@ -351,6 +386,174 @@ ui.preview.addEventListener('change', () => {
 });
 ui.recalibrate.addEventListener('click', () => {
   client?.recalibrate().catch((err: unknown) => showError(err));
+});
+
+// ---- private mode ----
+
+/** What leaves the machine in each mode, said plainly. */
+const WHAT_LEAVES: Record<PublishMode, string> = {
+  private:
+    'Your camera picture stays on this computer: the server gets your voice and, for each frame, only your tracked ' +
+    'expression (face points, head pose, eye and mouth openness: a few hundred bytes).',
+  video:
+    'The server gets your camera video and your voice, and tracks your face there. Viewers see only the avatar, ' +
+    'never your camera.',
+};
+
+/** The performer's choice: `?mode=` in the link, else the last choice made here, else (null) private when it can run. */
+const modeParam = new URLSearchParams(location.search).get('mode');
+const storedPrivate = localStorage.getItem('avatar.private');
+let wantPrivate: boolean | null =
+  modeParam === 'private' || modeParam === 'video'
+    ? modeParam === 'private'
+    : storedPrivate === null
+      ? null
+      : storedPrivate === '1';
+let tracker: BrowserFaceTracker | null = null;
+let trackerLoading: Promise<BrowserFaceTracker> | null = null;
+let loop: ExpressionLoop | null = null;
+/** Whether this page can run private mode (null: not known yet). */
+let privateAvailable: boolean | null = null;
+/** The room's engine renders from expressions, so the page may offer private mode. */
+let privateOffered = false;
+/** The availability check (loading the tracker), once started: Start waits for it, so that it publishes in the mode
+ * the page shows. A performer who chose video mode does not pay for it until they turn the switch on. */
+let privateCheck: Promise<void> | null = null;
+let checking = false;
+let switching = false;
+
+const modeNow = (): PublishMode => (privateAvailable === true && wantPrivate !== false ? 'private' : 'video');
+
+/** One tracker for the page (its worker and networks load once); loaded again only after it failed. */
+function loadTracker(): Promise<BrowserFaceTracker> {
+  if (tracker && !tracker.closed) return Promise.resolve(tracker);
+  trackerLoading ??= BrowserFaceTracker.create().then(
+    (t) => {
+      tracker = t;
+      trackerLoading = null;
+      hooks.privateMode.runtime = t.runtime;
+      return t;
+    },
+    (err: unknown) => {
+      trackerLoading = null;
+      throw err;
+    },
+  );
+  return trackerLoading;
+}
+
+function setPrivateAvailable(available: boolean | null, reason: string | null): void {
+  privateAvailable = available;
+  hooks.privateMode.available = available;
+  hooks.privateMode.reason = reason;
+  renderPrivate();
+}
+
+/** Whether private mode can run: the room's engine renders from expressions, and this browser runs the tracker. */
+function offerPrivate(room: RoomInfo): void {
+  if (!room.privateMode) {
+    privateOffered = false;
+    setPrivateAvailable(false, "this server's avatar engine renders from video only");
+    return;
+  }
+  if (privateOffered) return;
+  privateOffered = true;
+  if (typeof WebAssembly !== 'object' || typeof Worker !== 'function') {
+    setPrivateAvailable(false, 'this browser has no WebAssembly or no Web Workers');
+    return;
+  }
+  setPrivateAvailable(null, null);
+  if (wantPrivate !== false) void checkPrivate();
+}
+
+/** Loads the tracker once to learn whether private mode can run here. */
+function checkPrivate(): Promise<void> {
+  privateCheck ??= (async () => {
+    checking = true;
+    renderPrivate();
+    try {
+      await loadTracker();
+      setPrivateAvailable(true, null);
+    } catch (err) {
+      setPrivateAvailable(false, `the face tracker could not start here (${describe(err).message})`);
+    } finally {
+      checking = false;
+      renderPrivate();
+    }
+  })();
+  return privateCheck;
+}
+
+function renderPrivate(): void {
+  const mode = modeNow();
+  ui.private.checked = mode === 'private';
+  ui.private.disabled = !privateOffered || privateAvailable === false || checking || switching || starting;
+  ui.privateWhat.textContent = WHAT_LEAVES[mode];
+  ui.privateWhy.hidden = !checking && privateAvailable !== false;
+  ui.privateWhy.textContent = checking
+    ? 'Checking whether this browser can track your face…'
+    : `Expressions only is off: ${hooks.privateMode.reason ?? 'not available'}.`;
+  ui.exprWrap.hidden = !(live && hooks.publishMode === 'private');
+}
+
+/** Starts tracking the camera and sending expressions (private mode). */
+async function startLoop(): Promise<void> {
+  const track = camera?.getVideoTracks()[0];
+  if (!track) throw new ClientError('MEDIA', 'the camera has no video track');
+  const t = await loadTracker();
+  loop?.close();
+  const l: ExpressionLoop = ExpressionLoop.start({
+    track,
+    video: ui.camera,
+    tracker: t,
+    send: (face, width, height, captureMs) => client?.sendExpression(face, width, height, captureMs) ?? false,
+    onError: (err) => {
+      hooks.lastError = { code: err.code, message: err.message };
+      // The tracker stopped (its worker failed): say so; the avatar holds still until the performer switches mode.
+      if (l.closed && loop === l) {
+        showError(err);
+        setPrivateAvailable(false, `the face tracker stopped (${err.message})`);
+      }
+    },
+  });
+  loop = l;
+}
+
+function stopLoop(): void {
+  loop?.close();
+  loop = null;
+  hooks.expressions = null;
+}
+
+/** Live: publishes again in the mode the toggle shows (the server replaces the performer's connection). */
+async function switchMode(): Promise<void> {
+  if (!client || !camera || !live) return;
+  const mode = modeNow();
+  if (mode === hooks.publishMode) return;
+  switching = true;
+  renderPrivate();
+  try {
+    if (mode === 'private') await startLoop();
+    else stopLoop();
+    await client.publish(camera, mode);
+    hooks.publishMode = mode;
+  } catch (err) {
+    showError(err);
+  } finally {
+    switching = false;
+    renderPrivate();
+  }
+}
+
+ui.private.addEventListener('change', () => {
+  wantPrivate = ui.private.checked;
+  localStorage.setItem('avatar.private', wantPrivate ? '1' : '0');
+  renderPrivate();
+  void (async () => {
+    // Turned on before the tracker was ever loaded (the performer had chosen video): load it first.
+    if (wantPrivate && privateAvailable === null) await checkPrivate();
+    await switchMode();
+  })();
 });
 
 // ---- settings ----
@@ -445,6 +648,7 @@ ui.copy.addEventListener('click', () => {
 
 async function main(): Promise<void> {
   updateUploadButton();
+  renderPrivate();
   void refreshPortraits();
   let s: Session;
   try {
@@ -473,12 +677,14 @@ async function main(): Promise<void> {
   }
   setBadge('joined', 'ready');
   if (client.room) {
+    offerPrivate(client.room);
     showRefiner(client.room.refiner);
     showSettings(client.room.settings);
     renderGallery(client.room.portraitId);
   }
   client.on('room', (room) => {
     hooks.room = room;
+    offerPrivate(room);
     renderStart();
     showRefiner(room.refiner);
     if (settingsInFlight === 0 && Object.keys(pendingSettings).length === 0) showSettings(room.settings);
@@ -501,7 +707,10 @@ async function main(): Promise<void> {
   client.on('closed', (reason) => {
     setBadge('closed', `room closed (${reason})`);
     live = false;
+    hooks.publishMode = null;
+    stopLoop();
     renderStart();
+    renderPrivate();
   });
   client.on('error', (e) => {
     hooks.lastError = { code: e.code, message: e.message };

@@ -1,7 +1,8 @@
 /**
  * The REST API, health, metrics and the client pages, as routes on a Router:
  *
- *   GET    /                          client/studio.html (the performer studio); /?key=KEY signs the browser in (below)
+ *   GET    /                          client/studio.html (the performer studio, cross-origin isolated: COOP + COEP);
+ *                                     /?key=KEY signs the browser in (below)
  *   POST   /signin                    form {key, next}: the sign-in confirmed from the page /?key= shows (below)
  *   GET    /view                      client/viewer.html (viewer, OBS browser source)
  *   GET    /dist/*                    client/dist/* (bundles built by `npm run build:client`)
@@ -147,6 +148,12 @@ const confirmHeaders: Record<string, string> = {
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 };
 
+/** The studio page's headers: cross-origin isolation (WASM threads for the browser face tracker). */
+const STUDIO_ISOLATION: Readonly<Record<string, string>> = {
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+};
+
 /** The page a studio link opened from another site shows: signing in needs the user's click (a same-origin POST). */
 function confirmPage(key: string, next: string): string {
   return `<!doctype html>
@@ -250,7 +257,10 @@ export function addApiRoutes(router: Router<Handler>, d: ApiDeps): void {
       ex.send(200, confirmHeaders, confirmPage(key, next.toString()));
       return;
     }
-    return serveFile(ex, d.clientDir, 'studio.html');
+    // Cross-origin isolated (COOP + COEP), so that private mode's face tracker may run WASM threads
+    // (SharedArrayBuffer). Everything the studio loads is same-origin (bundles, API, portrait images, socket.io), so
+    // COEP require-corp refuses nothing it needs; COOP only cuts window.opener links, which the studio does not use.
+    return serveFile(ex, d.clientDir, 'studio.html', 'no-cache', STUDIO_ISOLATION);
   });
   router.add(
     'POST',

@@ -164,7 +164,8 @@ async function goLive(
   const portrait = await upload(url, PORTRAIT);
   const room = await createRoom(url, portrait.id);
   onRoom?.(room.roomId);
-  await pPage.goto(`${room.performerUrl}&preview=0`);
+  // The video path (where it can run, the studio defaults to private mode: tests/e2e/privateMode.test.ts).
+  await pPage.goto(`${room.performerUrl}&preview=0&mode=video`);
   await waitFor(() => pPage.locator('#start:not([disabled])').count(), 15_000, 'start enabled');
   await pPage.locator('#start').click();
   await waitFor(

@@ -44,25 +44,45 @@ export async function openRoom(
   return { portraitId, ...room };
 }
 
-type StudioWin = { __studio: { publishState: string; room: { width: number; height: number } | null } };
+type StudioWin = {
+  __studio: {
+    publishState: string;
+    publishMode: 'video' | 'private' | null;
+    privateMode: { available: boolean | null };
+    room: { width: number; height: number } | null;
+  };
+};
 type ViewerWin = { __avatar: { frames: number } };
 
 /**
- * Opens the performer link (avatar preview off), presses Start and waits until the publish is connected. Returns
- * the room's output size as the studio reports it.
+ * Opens the performer link (avatar preview off) in publish `mode` (default 'video': the webcam's video goes to the
+ * server; 'private': the studio tracks the face and sends expressions), presses Start and waits until the publish is
+ * connected in that mode. Returns the room's output size as the studio reports it.
  */
 export async function startPerformer(
   page: Page,
   performerUrl: string,
   timeoutMs = 30_000,
+  mode: 'video' | 'private' = 'video',
 ): Promise<{ width: number; height: number }> {
-  await page.goto(`${performerUrl}&preview=0`);
+  await page.goto(`${performerUrl}&preview=0&mode=${mode}`);
+  if (mode === 'private')
+    await waitFor(
+      () => page.evaluate(() => (window as unknown as StudioWin).__studio.privateMode.available === true),
+      Math.max(timeoutMs, 90_000),
+      'the studio able to run private mode',
+      100,
+    );
   await waitFor(() => page.locator('#start:not([disabled])').count(), timeoutMs, 'start enabled');
   await page.locator('#start').click();
   await waitFor(
-    () => page.evaluate(() => (window as unknown as StudioWin).__studio.publishState === 'connected'),
+    () =>
+      page.evaluate((m) => {
+        const st = (window as unknown as StudioWin).__studio;
+        return st.publishState === 'connected' && st.publishMode === m;
+      }, mode),
     timeoutMs,
-    'performer connected',
+    `performer connected in ${mode} mode`,
   );
   const room = await page.evaluate(() => (window as unknown as StudioWin).__studio.room);
   if (!room) throw new Error('the studio has no room');

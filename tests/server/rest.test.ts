@@ -330,8 +330,16 @@ describe('health, metrics, pages and errors', () => {
     expect(studio.status).toBe(200);
     expect(studio.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(await studio.text()).toContain('<html');
+    // The studio is cross-origin isolated (its face tracker runs WASM threads); the viewer (an OBS source, embeddable)
+    // is not.
+    expect([
+      studio.headers.get('cross-origin-opener-policy'),
+      studio.headers.get('cross-origin-embedder-policy'),
+    ]).toEqual(['same-origin', 'require-corp']);
     const viewer = await fetch(`${ts.url}/view`);
     expect([viewer.status, viewer.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8']);
+    expect(viewer.headers.get('cross-origin-opener-policy')).toBeNull();
+    expect(viewer.headers.get('cross-origin-embedder-policy')).toBeNull();
     for (const p of [
       '/dist/../studio.html',
       '/dist/%2e%2e/studio.html',
