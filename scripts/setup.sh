@@ -8,10 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo none)
-if [ "$node_major" != "20" ]; then
-  echo "setup: Node.js 20 is required (found: $node_major). uWebSockets.js has native builds for Node 16-20 only." >&2
-  exit 1
-fi
+case "$node_major" in
+  20 | 22 | 24) ;;
+  *)
+    echo "setup: Node.js 20, 22 or 24 is required (found: $node_major)." >&2
+    exit 1
+    ;;
+esac
 
 # chromium: end-to-end tests and benchmarks; ffmpeg: video I/O; libdlib-data: the 68-point landmark model;
 # opencv-data: face cascades; libdlib-dev + pkg-config + g++: the dlib C++ side of the tracking benchmark.
@@ -38,6 +41,9 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
+# uWebSockets.js's Linux builds need glibc 2.38; on an older one (Debian 12) npm's postinstall patches them (see the
+# script). Run again here in case node_modules came from elsewhere; it does nothing when there is nothing to do.
+node scripts/uws-glibc.mjs
 
 # The face models (BlazeFace, FaceMesh, Iris, FaceRes) as ONNX in models/face, converted from @vladmandic/human's
 # hash-pinned tfjs files by the project's converter (models/face/README.md). Files already built are kept. The selfie
