@@ -163,15 +163,17 @@ describe('avatar serve (subprocess)', () => {
       async () => {
         for (const pid of await childPids(r.proc.pid!)) {
           const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-          if (cmdline.split('\0').includes('serve')) return pid;
+          // Between fork and exec the child still shows the parent's command line and environment (seen on Node
+          // 22): wait for the exec'd one, which carries the setting.
+          const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+          if (cmdline.split('\0').includes('serve') && environ.split('\0').includes('MALLOC_MMAP_THRESHOLD_=131072'))
+            return pid;
         }
         return undefined;
       },
       30_000,
-      'the server child process',
+      'the server child process with MALLOC_MMAP_THRESHOLD_=131072 in its environment',
     );
-    const environ = (await readFile(`/proc/${server}/environ`, 'utf8')).split('\0');
-    expect(environ).toContain('MALLOC_MMAP_THRESHOLD_=131072');
     await healthyThenStop(r);
     expect(alive(server)).toBe(false);
   });
