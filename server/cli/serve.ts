@@ -6,7 +6,8 @@
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { runServer, unsupportedNode } from '../serve.js';
+import { unsupportedNode } from '../nodeVersion.js';
+import { runServer } from '../serve.js';
 import { packageInfo } from '../util/packageInfo.js';
 
 export const usage = `usage: avatar serve

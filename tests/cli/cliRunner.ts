@@ -13,9 +13,12 @@ export interface CliRun {
   done: Promise<number>;
 }
 
-/** Starts `node bin/avatar.mjs ...args` in the repository root (`env`: the whole environment, default this one's). */
-export function startCli(args: string[], env: NodeJS.ProcessEnv = process.env): CliRun {
-  const proc = spawn(process.execPath, [path.join(repoRoot, 'bin', 'avatar.mjs'), ...args], {
+/**
+ * Starts `node bin/avatar.mjs ...args` in the repository root (`env`: the whole environment, default this one's;
+ * `node`: the Node binary, default this one).
+ */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = process.env, node = process.execPath): CliRun {
+  const proc = spawn(node, [path.join(repoRoot, 'bin', 'avatar.mjs'), ...args], {
     cwd: repoRoot,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
