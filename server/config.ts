@@ -190,6 +190,12 @@ export interface Config {
     iceAddressAllowList: string[] | null;
     /** Video bitrate cap per viewer, bits/s; default 1.5 Mbit/s. */
     maxVideoBitrate: number;
+    /**
+     * A viewer's server peer (WHEP, or a socket viewer on direct fan-out) that has not connected this long after its
+     * offer was answered is closed and gives back its viewer slot: an offer never followed by ICE would otherwise hold
+     * a peer and an encode (~12 MB each) until the room closes; default 30 s.
+     */
+    viewerConnectTimeoutMs: number;
     /** Extra audio delay added to the measured video latency, ms; default 0. */
     audioDelayOffsetMs: number;
   };
@@ -322,6 +328,7 @@ export function defaultConfig(): Config {
       serverPeersUseIce: true,
       iceAddressAllowList: null,
       maxVideoBitrate: 1_500_000,
+      viewerConnectTimeoutMs: 30_000,
       audioDelayOffsetMs: 0,
     },
     fanout: {
@@ -445,6 +452,7 @@ export function validateConfig(c: Config): Config {
   intIn(c.avatar.initTimeoutMs, 100, 600_000, 'avatar.initTimeoutMs');
   validateIceConfig(c.media, fail);
   intIn(c.media.maxVideoBitrate, 50_000, 50_000_000, 'media.maxVideoBitrate');
+  intIn(c.media.viewerConnectTimeoutMs, 100, 600_000, 'media.viewerConnectTimeoutMs');
   intIn(c.media.audioDelayOffsetMs, -1000, 5000, 'media.audioDelayOffsetMs');
   if (!['auto', 'direct', 'sfu'].includes(c.fanout.mode)) fail('"fanout.mode" must be auto|direct|sfu');
   intIn(c.fanout.rtcMinPort, 1024, 65535, 'fanout.rtcMinPort');
@@ -493,6 +501,7 @@ export const LIMIT_ENV: readonly (readonly [env: string, option: string, set: (c
     (c, v) => (c.signaling.connectionsPerAddressPerMinute = v),
   ],
   ['AVATAR_JOIN_TIMEOUT_MS', 'signaling.joinTimeoutMs', (c, v) => (c.signaling.joinTimeoutMs = v)],
+  ['AVATAR_VIEWER_CONNECT_TIMEOUT_MS', 'media.viewerConnectTimeoutMs', (c, v) => (c.media.viewerConnectTimeoutMs = v)],
 ];
 
 /** Builds the config from defaults, an optional overrides object (tests), a JSON file and env. */

@@ -18,12 +18,19 @@ export interface DirectFanoutOptions {
   /** The ICE servers of each new viewer peer (called per viewer: fresh TURN credentials); default none. */
   iceServers?: () => IceServer[];
   maxVideoBitrate: number;
+  /**
+   * A viewer whose peer has not connected this long after its offer is removed (its slot and encode given back);
+   * default 30 s.
+   */
+  connectTimeoutMs?: number;
   log: Logger;
 }
 
 interface Viewer {
   id: string;
   pc: RTCPeerConnection;
+  /** The connect deadline (cleared once connected or removed). */
+  deadline: ReturnType<typeof setTimeout> | null;
 }
 
 /** What a DirectFanout emits. */
@@ -68,12 +75,24 @@ export class DirectFanout extends SafeEventEmitter<DirectFanoutEvents> {
     this.removeViewer(viewerId);
     const { publisher, iceAddressAllowList, maxVideoBitrate, log } = this.#opts;
     const pc = createPeerConnection(this.#opts.iceServers?.());
-    const viewer: Viewer = { id: viewerId, pc };
+    const viewer: Viewer = { id: viewerId, pc, deadline: null };
     this.#viewers.set(viewerId, viewer);
     this.safeEmit('viewers', this.#viewers.size);
+    const timeoutMs = this.#opts.connectTimeoutMs ?? 30_000;
+    viewer.deadline = setTimeout(() => {
+      viewer.deadline = null;
+      if (this.#viewers.get(viewerId) !== viewer || pc.connectionState === 'connected') return;
+      log.info('viewer did not connect in time', { viewerId, timeoutMs, state: pc.connectionState });
+      this.removeViewer(viewerId);
+    }, timeoutMs);
+    viewer.deadline.unref?.();
     pc.addEventListener('connectionstatechange', () => {
       const s = pc.connectionState;
       log.debug('viewer connection state', { viewerId, state: s });
+      if (s === 'connected' && viewer.deadline) {
+        clearTimeout(viewer.deadline);
+        viewer.deadline = null;
+      }
       // 'disconnected' may recover; 'failed' and 'closed' do not.
       if ((s === 'failed' || s === 'closed') && this.#viewers.get(viewerId) === viewer) this.removeViewer(viewerId);
     });
@@ -127,6 +146,7 @@ export class DirectFanout extends SafeEventEmitter<DirectFanoutEvents> {
     const v = this.#viewers.get(viewerId);
     if (!v) return;
     this.#viewers.delete(viewerId);
+    if (v.deadline) clearTimeout(v.deadline);
     v.pc.close();
     this.safeEmit('viewers', this.#viewers.size);
   }
@@ -135,7 +155,10 @@ export class DirectFanout extends SafeEventEmitter<DirectFanoutEvents> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const v of this.#viewers.values()) v.pc.close();
+    for (const v of this.#viewers.values()) {
+      if (v.deadline) clearTimeout(v.deadline);
+      v.pc.close();
+    }
     this.#viewers.clear();
     this.safeEmit('close');
   }

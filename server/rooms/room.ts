@@ -147,6 +147,7 @@ export class Room extends SafeEventEmitter<RoomEvents> {
       iceAddressAllowList: m.iceAddressAllowList,
       iceServers: () => this.#serverIceServers(),
       maxVideoBitrate: m.maxVideoBitrate,
+      connectTimeoutMs: m.viewerConnectTimeoutMs,
       log: this.#log.child('direct'),
     });
     this.#sfu = sfu;

@@ -218,6 +218,34 @@ describe('viewers per room and per link', () => {
   });
 });
 
+describe('viewers that never connect', () => {
+  it('a WHEP offer never followed by ICE is closed after media.viewerConnectTimeoutMs and gives its slot back; a connected viewer stays', async () => {
+    // Before: each such offer held a server peer and an encode (~12 MB) until the room closed (the flood benchmark:
+    // one link, 140 offers, +1.6 GB).
+    const s = await start({ media: { viewerConnectTimeoutMs: 1500 } });
+    const room = await createTestRoom(s.url, portraitFile('real_asian_young_woman.jpg'));
+    const good = new ViewerClient();
+    peers.push(good);
+    const goodRes = await sdpPost(s, 'whep', room.roomId, room.viewerToken, (await good.offer()).sdp);
+    expect(goodRes.status).toBe(201);
+    await good.accept({ type: 'answer', sdp: await goodRes.text() });
+    // The silent one offers and never takes the answer: its server peer can never connect.
+    const silent = new ViewerClient();
+    peers.push(silent);
+    const silentRes = await sdpPost(s, 'whep', room.roomId, room.viewerToken, (await silent.offer()).sdp);
+    expect(silentRes.status).toBe(201);
+    const silentAt = silentRes.headers.get('location') ?? '';
+    expect(s.server.rooms.viewerSlots.inRoom(room.roomId)).toBe(2);
+    await waitFor(() => good.pc.connectionState === 'connected', 30_000, 'the good viewer connects');
+    await waitFor(() => s.server.rooms.viewerSlots.inRoom(room.roomId) === 1, 30_000, 'the silent slot given back');
+    // Its session is gone; the connected viewer's is not, and it still gets frames.
+    expect((await del(silentAt, room.viewerToken)).status).toBe(404);
+    const before = good.frames;
+    await waitFor(() => good.frames > before + 5, 30_000, 'the connected viewer keeps getting frames');
+    expect(s.server.rooms.viewerSlots.inRoom(room.roomId)).toBe(1);
+  });
+});
+
 describe('rate limits per address', () => {
   it('a WHIP/WHEP flood gets 429 TOO_MANY_REQUESTS with Retry-After', async () => {
     const s = await start({ whip: { perAddressPerMinute: 5 } });
