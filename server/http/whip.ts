@@ -347,6 +347,9 @@ function newSessionId(): string {
   return randomBytes(16).toString('base64url');
 }
 
+/** Codec names that are not media codecs (retransmission, redundancy, FEC). */
+const NOT_MEDIA = ['RTX', 'RED', 'ULPFEC', 'FLEXFEC-03'];
+
 /** Video codecs the server's media stack decodes (@roamhq/wrtc's libwebrtc has no H.264 or HEVC). */
 export const DECODABLE_VIDEO = ['VP8', 'VP9', 'AV1'] as const;
 
@@ -371,9 +374,45 @@ export function assertDecodableVideo(sdp: string): void {
   if (offered.length === 0 || offered.some((c) => (DECODABLE_VIDEO as readonly string[]).includes(c))) return;
   throw new AppError(
     'INVALID_SDP',
-    `no video codec the server decodes: offered ${offered.filter((c) => !['RTX', 'RED', 'ULPFEC', 'FLEXFEC-03'].includes(c)).join(', ')}; ` +
+    `no video codec the server decodes: offered ${offered.filter((c) => !NOT_MEDIA.includes(c)).join(', ')}; ` +
       `send ${DECODABLE_VIDEO.join(', ')} (in OBS: an AV1 encoder)`,
   );
+}
+
+/** Video codecs the server sends to WHEP viewers (the direct fan-out encodes VP8 only: rtc.ts preferVp8). */
+export const SENDABLE_VIDEO = ['VP8'] as const;
+
+/**
+ * Refuses a WHEP offer without a video codec the server sends, at once and saying what it sends (libwebrtc would
+ * answer it with a rejected video section after gathering, and the viewer would play nothing).
+ * @throws AppError('INVALID_SDP')
+ */
+export function assertSendableVideo(sdp: string): void {
+  const offered = offeredVideoCodecs(sdp);
+  if (offered.length === 0 || offered.some((c) => (SENDABLE_VIDEO as readonly string[]).includes(c))) return;
+  throw new AppError(
+    'INVALID_SDP',
+    `no video codec the server sends: offered ${offered.filter((c) => !NOT_MEDIA.includes(c)).join(', ')}; ` +
+      `the server sends ${SENDABLE_VIDEO.join(', ')}`,
+  );
+}
+
+/**
+ * An answer without the trickle ICE option: these endpoints refuse PATCH (no trickle, no ICE restart), so the answer
+ * must not advertise it (RFC 9725: a client may only trickle to a server that said it can). Pure.
+ */
+export function withoutTrickle(sdp: string): string {
+  return sdp
+    .split('\r\n')
+    .flatMap((line) => {
+      if (!line.startsWith('a=ice-options:')) return [line];
+      const opts = line
+        .slice('a=ice-options:'.length)
+        .split(' ')
+        .filter((o) => o && o !== 'trickle');
+      return opts.length > 0 ? [`a=ice-options:${opts.join(' ')}`] : [];
+    })
+    .join('\r\n');
 }
 
 /** Reads the SDP offer of a WHIP/WHEP POST. @throws AppError('UNSUPPORTED_MEDIA_TYPE'), ('INVALID_SDP') */
@@ -460,6 +499,7 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
         const room = registry.require(roomId);
         const offer = await sdpBody(ex);
         if (kind === 'whip') assertDecodableVideo(offer);
+        else assertSendableVideo(offer);
         const { id, answer } =
           kind === 'whip' ? await sessions.publish(room, offer, link) : await sessions.view(room, offer, link);
         const location = `${baseUrl(config, ex.headers, deps.port())}/${kind}/${encodeURIComponent(roomId)}/${id}`;
@@ -478,7 +518,7 @@ export function addWhipRoutes(router: Router<Handler>, deps: WhipDeps): WhipSess
           await sessions.delete(kind, roomId, id);
           return;
         }
-        ex.send(201, headers, answer);
+        ex.send(201, headers, withoutTrickle(answer));
       }),
       { maxBody: MAX_SDP_BYTES },
     );

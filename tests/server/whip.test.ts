@@ -171,6 +171,41 @@ describe('WHIP in, WHEP out', () => {
     expect(body.message).toContain('VP8, VP9, AV1');
   });
 
+  it('WHEP: an offer without VP8 gets 400 at once naming what the server sends; no answer advertises trickle ICE', async () => {
+    const room = await createRoom();
+    const { location } = await whipPublish(room);
+    // A VP9-only viewer (before: 201 after ICE gathering, with the video section rejected, and nothing played).
+    const viewer = new ViewerClient();
+    peers.push(viewer);
+    const vp9 = wrtc.RTCRtpSender.getCapabilities('video')!.codecs.filter((c) =>
+      /^video\/(VP9|rtx)$/i.test(c.mimeType),
+    );
+    viewer.pc
+      .getTransceivers()
+      .find((t) => t.receiver.track.kind === 'video')!
+      .setCodecPreferences(vp9);
+    const offer = (await viewer.offer()).sdp;
+    expect(offer).toMatch(/a=rtpmap:\d+ VP9\/90000/);
+    expect(offer).not.toMatch(/a=rtpmap:\d+ VP8\//);
+    const refused = await post('whep', room.roomId, room.viewerToken, offer);
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { code: string; message: string };
+    expect(body.code).toBe('INVALID_SDP');
+    expect(body.message).toContain('offered VP9');
+    expect(body.message).toContain('sends VP8');
+    expect(ts.server.rooms.viewerSlots.inRoom(room.roomId)).toBe(0);
+    // PATCH is refused (405), so neither answer may advertise trickle (RFC 9725).
+    const ok = new ViewerClient();
+    peers.push(ok);
+    const res = await post('whep', room.roomId, room.viewerToken, (await ok.offer()).sdp);
+    expect(res.status).toBe(201);
+    const answer = await res.text();
+    expect(answer).not.toMatch(/a=ice-options:[^\r\n]*trickle/);
+    await ok.accept({ type: 'answer', sdp: answer });
+    await waitFor(() => ok.frames > 5, 30_000, 'frames at the WHEP viewer whose answer has no trickle option');
+    expect(location).toContain('/whip/');
+  });
+
   it('refuses bad requests with stable codes, CORS headers included', async () => {
     const room = await createRoom();
     const performer = new PerformerClient();
