@@ -6,15 +6,14 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JoinResponse, Result, SdpResponse } from '../../server/types/protocol.js';
-import type { Room } from '../../server/rooms/room.js';
-import type { SessionFrame } from '../../server/avatar/session.js';
 import { isPortFree } from '../helpers/net.js';
 import { createTestRoom, startTestServer, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
 import { trackClip, type TrackedClip } from '../helpers/trackedClip.js';
+import { publishPrivate, recordFrames, sendUntil } from '../helpers/privateMode.js';
 import { portraitFile } from '../../scripts/testData.js';
-import { PerformerClient, PrivatePerformerClient } from '../media/rtcClients.js';
+import { PerformerClient } from '../media/rtcClients.js';
 
 const PORTRAIT = 'real_japanese_woman.png';
 const CLIP = 'man_mouth_wide_open.mp4';
@@ -41,47 +40,6 @@ async function client(url: string): Promise<ClientSocket> {
   const s = await connectClient(url);
   sockets.push(s);
   return s;
-}
-
-/** Joins as the performer and publishes in private mode; resolves once the expression channel is open. */
-async function publishPrivate(socket: ClientSocket): Promise<PrivatePerformerClient> {
-  const p = new PrivatePerformerClient();
-  peers.push(p);
-  const pub = await call<SdpResponse>(socket, 'publish', { sdp: await p.offer(), mode: 'private' }, 30_000);
-  await p.accept(pub.sdp);
-  await waitFor(() => p.channel.readyState === 'open', 20_000, 'the expression channel open');
-  p.startAudio();
-  return p;
-}
-
-/**
- * Sends the clip's tracks at ~30 fps, looping, until `done()` holds (at least one pass of the clip first when `whole`);
- * fails after `timeoutMs`. Paced by the clock (the engine on a busy machine renders far fewer: it drops the rest).
- */
-async function sendUntil(
-  p: PrivatePerformerClient,
-  done: () => boolean,
-  what: string,
-  whole = false,
-  timeoutMs = 90_000,
-): Promise<void> {
-  const t0 = performance.now();
-  for (let i = 0; ; i++) {
-    if ((!whole || i >= clip.tracks.length) && done()) return;
-    if (performance.now() - t0 > timeoutMs) throw new Error(`sendUntil: ${what} not met within ${timeoutMs} ms`);
-    await waitFor(() => performance.now() - t0 >= i * 33, 5000, 'the next frame time', 2);
-    p.sender.send(clip.tracks[i % clip.tracks.length]!, clip.width, clip.height);
-  }
-}
-
-/** Session frames rendered from the performer (the portrait's idle frame excluded), with their Y plane. */
-function recordFrames(room: Room): { faces: number; lumas: Uint8Array[] } {
-  const rec = { faces: 0, lumas: [] as Uint8Array[] };
-  room.parts.session.on('frame', (f: SessionFrame) => {
-    if (f.stats.face) rec.faces++;
-    rec.lumas.push(f.frame.data.slice(0, f.frame.width * f.frame.height));
-  });
-  return rec;
 }
 
 // Opt-in (AVATAR_TEST_MODE_SWITCH=1) until a known abort is fixed: about half the runs on a loaded machine end the
@@ -111,10 +69,10 @@ describe('private mode (expressions over a data channel)', () => {
       // The client closes its old peer before publishing again, as AvatarClient does. (A wrtc peer left open after the
       // server closed its side sometimes aborted this test process in libwebrtc's bindings.)
       video.close();
-      const priv = await publishPrivate(ps);
+      const priv = await publishPrivate(ps, peers);
       expect(room.info.publishMode).toBe('private');
       const n = rendered.faces;
-      await sendUntil(priv, () => rendered.faces >= n + 10, 'faces rendered from expressions');
+      await sendUntil(priv, clip, () => rendered.faces >= n + 10, 'faces rendered from expressions');
       expect(room.parts.ingest!.frames).toBe(0);
 
       // A video offer in private mode is refused: private mode's promise holds on the server too.

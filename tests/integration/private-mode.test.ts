@@ -6,18 +6,16 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JoinResponse, Result, RoomInfo, SdpResponse } from '../../server/types/protocol.js';
-import type { Room } from '../../server/rooms/room.js';
 import type { IngestPeer } from '../../server/media/ingest.js';
-import type { SessionFrame } from '../../server/avatar/session.js';
 import { encodeExpression, type ExpressionRefusal } from '../../server/types/expressionWire.js';
 import { isPortFree } from '../helpers/net.js';
 import { createTestRoom, startTestServer, type TestServer } from '../helpers/server.js';
 import { call, connectClient, request, type ClientSocket } from '../helpers/socket.js';
 import { waitFor } from '../helpers/wait.js';
 import { trackClip, type TrackedClip } from '../helpers/trackedClip.js';
+import { maxMadFromFirst, publishPrivate, recordFrames, sendUntil } from '../helpers/privateMode.js';
 import { portraitFile } from '../../scripts/testData.js';
 import { PrivatePerformerClient, ViewerClient } from '../media/rtcClients.js';
-import { lumaMad } from '../media/helpers.js';
 
 const PORTRAIT = 'real_japanese_woman.png';
 const CLIP = 'man_mouth_wide_open.mp4';
@@ -46,52 +44,6 @@ async function client(url: string): Promise<ClientSocket> {
   return s;
 }
 
-/** Joins as the performer and publishes in private mode; resolves once the expression channel is open. */
-async function publishPrivate(socket: ClientSocket): Promise<PrivatePerformerClient> {
-  const p = new PrivatePerformerClient();
-  peers.push(p);
-  const pub = await call<SdpResponse>(socket, 'publish', { sdp: await p.offer(), mode: 'private' }, 30_000);
-  await p.accept(pub.sdp);
-  await waitFor(() => p.channel.readyState === 'open', 20_000, 'the expression channel open');
-  p.startAudio();
-  return p;
-}
-
-/**
- * Sends the clip's tracks at ~30 fps, looping, until `done()` holds (at least one pass of the clip first when `whole`);
- * fails after `timeoutMs`. Paced by the clock (the engine on a busy machine renders far fewer: it drops the rest).
- */
-async function sendUntil(
-  p: PrivatePerformerClient,
-  done: () => boolean,
-  what: string,
-  whole = false,
-  timeoutMs = 90_000,
-): Promise<void> {
-  const t0 = performance.now();
-  for (let i = 0; ; i++) {
-    if ((!whole || i >= clip.tracks.length) && done()) return;
-    if (performance.now() - t0 > timeoutMs) throw new Error(`sendUntil: ${what} not met within ${timeoutMs} ms`);
-    await waitFor(() => performance.now() - t0 >= i * 33, 5000, 'the next frame time', 2);
-    p.sender.send(clip.tracks[i % clip.tracks.length]!, clip.width, clip.height);
-  }
-}
-
-/** Session frames rendered from the performer (the portrait's idle frame excluded), with their Y plane. */
-function recordFrames(room: Room): { faces: number; lumas: Uint8Array[] } {
-  const rec = { faces: 0, lumas: [] as Uint8Array[] };
-  room.parts.session.on('frame', (f: SessionFrame) => {
-    if (f.stats.face) rec.faces++;
-    rec.lumas.push(f.frame.data.slice(0, f.frame.width * f.frame.height));
-  });
-  return rec;
-}
-
-function maxMadFromFirst(lumas: Uint8Array[]): number {
-  const first = lumas[0]!;
-  return Math.max(...lumas.map((l) => lumaMad(first, l, first.length)));
-}
-
 describe('private mode (expressions over a data channel)', () => {
   it('renders the avatar from expressions only: it moves for the viewer, no video leaves, bad messages are dropped', async () => {
     ts = await startTestServer({ avatar: { engine: 'default', outputSize: 320 }, fanout: { mode: 'direct' } });
@@ -108,7 +60,7 @@ describe('private mode (expressions over a data channel)', () => {
     const rendered = recordFrames(room);
     const ingest = (): IngestPeer => room.parts.ingest!;
 
-    const performer = await publishPrivate(ps);
+    const performer = await publishPrivate(ps, peers);
     await waitFor(() => infos.some((i) => i.publishMode === 'private'), 5000, 'RoomInfo with the private mode');
 
     const vs = await client(ts.url);
@@ -122,7 +74,7 @@ describe('private mode (expressions over a data channel)', () => {
     await viewer.accept((await call<SdpResponse>(vs, 'view', { sdp: await viewer.offer() }, 30_000)).sdp);
     await waitFor(() => viewer.frames >= 5, 30_000, 'the viewer receiving the idle portrait');
 
-    await sendUntil(performer, () => rendered.lumas.length >= 30, 'frames rendered from expressions', true);
+    await sendUntil(performer, clip, () => rendered.lumas.length >= 30, 'frames rendered from expressions', true);
     await waitFor(() => ingest().expressions === performer.sender.sent, 10_000, 'every message received');
 
     // The avatar followed the face and moved (the clip opens the mouth wide), on the server and at the viewer.
@@ -174,8 +126,35 @@ describe('private mode (expressions over a data channel)', () => {
     const metrics = await (await fetch(`${ts.url}/metrics`)).text();
     expect(metrics).toMatch(/avatar_expression_messages_refused_total\{reason="future"\} 1/);
     expect(metrics).toMatch(/avatar_expression_messages_refused_total\{reason="bad-length"\} 2/);
+    // A flood on the channel (only the performer link's holder can open it): 2,000 valid messages and 300 malformed
+    // ones at once. Each costs a decode and a copy into the latest-wins mailbox, never a render of its own.
+    const burstFrom = ingest().expressions;
+    const renderedFrom = rendered.lumas.length;
+    const refusedFrom = refused.length;
+    const t0 = performance.timeOrigin + performance.now();
+    for (let i = 0; i < 2000; i++) {
+      performer.channel.send(
+        encodeExpression({
+          seq: 2e6 + i,
+          captureMs: t0 + i * 0.01,
+          width: clip.width,
+          height: clip.height,
+          track: clip.tracks[i % clip.tracks.length]!,
+        }).slice(),
+      );
+    }
+    for (let i = 0; i < 300; i++) performer.channel.send(new Uint8Array(1 + ((i * 37) % 900)).fill(i));
+    await waitFor(() => ingest().expressions - burstFrom >= 1000, 30_000, 'the burst received');
+    await waitFor(() => refused.length > refusedFrom, 30_000, 'the malformed messages refused');
+    await new Promise((r) => setTimeout(r, 2000));
+    const delivered = ingest().expressions - burstFrom;
+    expect(rendered.lumas.length - renderedFrom, `frames rendered for ${delivered} messages`).toBeLessThan(
+      delivered / 4,
+    );
+    expect((await fetch(`${ts.url}/healthz`)).status).toBe(200);
+    expect(room.parts.session.restarts).toBe(0);
     // The room goes on.
-    await sendUntil(performer, () => rendered.lumas.length >= before + 10, 'frames after the bad messages');
+    await sendUntil(performer, clip, () => rendered.lumas.length >= before + 10, 'frames after the bad messages');
     expect(ingest().expressions).toBeGreaterThan(accepted);
     expect(room.parts.session.restarts).toBe(0);
   }, 240_000);

@@ -594,8 +594,8 @@ export class FusedWarp {
       const t = 0.25 + k * 0.1;
       const w = t * (1 - t);
       const vl = w * (p[at + LID_LA]! + p[at + LID_LB]! * t);
-      for (const dv of [0.12, 0.2]) {
-        const v = vl + dv * L;
+      for (let j = 0; j < 2; j++) {
+        const v = vl + (j === 0 ? 0.12 : 0.2) * L;
         this.#sampleAt(grid, ax + ux * t * L - uy * v, ay + uy * t * L + ux * v);
         const o = this.#lidRgb;
         smp[4 * n] = 0.299 * o[0]! + 0.587 * o[1]! + 0.114 * o[2]!;
